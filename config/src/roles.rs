@@ -1,0 +1,395 @@
+//! One typed config per role. Every struct rejects unknown keys and has
+//! defaults for everything but what must be chosen (the storefront token).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+
+use crate::{ByteSize, Duration, TimeWindow};
+
+/// A role's config: deserialisable, and checked beyond its types.
+pub trait RoleConfig: DeserializeOwned {
+    /// The role's name, as used in `TRANZCAST_<ROLE>__...` variables.
+    const ROLE: &'static str;
+    /// Checks what types cannot; on failure returns the dotted key and the reason.
+    fn validate(&self) -> Result<(), (String, String)>;
+}
+
+fn fail<T>(key: &str, reason: impl Into<String>) -> Result<T, (String, String)> {
+    Err((key.to_string(), reason.into()))
+}
+
+fn check_url(key: &str, url: &str) -> Result<(), (String, String)> {
+    if !(url.starts_with("https://") || url.starts_with("http://")) || url.len() < 10 {
+        return fail(key, format!("{url:?} is not an http(s):// URL"));
+    }
+    Ok(())
+}
+
+/// Where a server listens. HTTP/3 (UDP) and HTTP/1.1 + HTTP/2 over TLS (TCP)
+/// share the `https` port number.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ListenConfig {
+    /// TLS address for TCP (h1, h2) and UDP (h3).
+    pub https: SocketAddr,
+    /// Optional plain-HTTP address, for local use only.
+    pub plain: Option<SocketAddr>,
+}
+
+impl Default for ListenConfig {
+    fn default() -> Self {
+        Self { https: SocketAddr::from(([127, 0, 0, 1], 0)), plain: None }
+    }
+}
+
+/// TLS certificate and key (PEM). Both absent: a self-signed certificate for local use.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// Certificate chain, PEM.
+    pub cert: Option<PathBuf>,
+    /// Private key, PEM.
+    pub key: Option<PathBuf>,
+}
+
+impl TlsConfig {
+    fn validate(&self, prefix: &str) -> Result<(), (String, String)> {
+        match (&self.cert, &self.key) {
+            (Some(_), None) => fail(&format!("{prefix}.key"), "a certificate needs its key"),
+            (None, Some(_)) => fail(&format!("{prefix}.cert"), "a key needs its certificate"),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Local blob storage budgets.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    /// In-memory hot cache (moka), weighted by bytes.
+    pub cache_bytes: ByteSize,
+    /// On-disk budget for RocksDB blobs (edges evict above it; nodes and origin refuse).
+    pub disk_bytes: ByteSize,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self { cache_bytes: ByteSize(256 << 20), disk_bytes: ByteSize(20 << 30) }
+    }
+}
+
+impl StoreConfig {
+    fn validate(&self) -> Result<(), (String, String)> {
+        if self.cache_bytes.0 < 1 << 20 {
+            return fail("store.cache_bytes", "must be at least 1MiB");
+        }
+        if self.disk_bytes.0 < 16 << 20 {
+            return fail("store.disk_bytes", "must be at least 16MiB");
+        }
+        Ok(())
+    }
+}
+
+/// Backend of the origin's master copies.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum MasterBackend {
+    /// A directory on the local file system.
+    #[default]
+    Fs,
+    /// An S3-compatible bucket.
+    S3,
+}
+
+/// The origin's master copies (through opendal).
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct MasterConfig {
+    /// `fs` (default) or `s3`.
+    pub backend: MasterBackend,
+    /// Directory (fs) or key prefix (s3). Default: `<data_dir>/master`.
+    pub root: Option<String>,
+    /// S3 bucket.
+    pub bucket: Option<String>,
+    /// S3 endpoint URL.
+    pub endpoint: Option<String>,
+    /// S3 region.
+    pub region: Option<String>,
+}
+
+impl MasterConfig {
+    fn validate(&self) -> Result<(), (String, String)> {
+        if self.backend == MasterBackend::S3 {
+            if self.bucket.as_deref().unwrap_or("").is_empty() {
+                return fail("master.bucket", "required when master.backend = \"s3\"");
+            }
+            if let Some(e) = &self.endpoint {
+                check_url("master.endpoint", e)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Pre-casting of popular titles to registered clients (the patent's Fig. 4).
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct PrecastConfig {
+    /// Whether to pre-cast at all.
+    pub enabled: bool,
+    /// Off-peak window, UTC.
+    pub window: TimeWindow,
+    /// How many of the most popular titles.
+    pub titles: u32,
+    /// How many leading segments of each.
+    pub segments: u32,
+}
+
+impl Default for PrecastConfig {
+    fn default() -> Self {
+        Self { enabled: true, window: TimeWindow { start_min: 2 * 60, end_min: 5 * 60 }, titles: 5, segments: 2 }
+    }
+}
+
+/// The origin (the patent's Neuro Center).
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct OriginConfig {
+    /// Data directory: RocksDB store, keys, identity.
+    pub data_dir: PathBuf,
+    /// Listening addresses.
+    pub listen: ListenConfig,
+    /// TLS.
+    pub tls: TlsConfig,
+    /// Bearer token for the storefront calls (customers, orders, revocation). At least 16 characters.
+    pub storefront_token: String,
+    /// Local store budgets.
+    pub store: StoreConfig,
+    /// Master copies.
+    pub master: MasterConfig,
+    /// Validation certificates live the title's running time plus this.
+    pub certificate_margin: Duration,
+    /// Pre-casting.
+    pub precast: PrecastConfig,
+    /// A member that misses heartbeats this long is considered gone.
+    pub member_timeout: Duration,
+}
+
+impl Default for OriginConfig {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("data/origin"),
+            listen: ListenConfig::default(),
+            tls: TlsConfig::default(),
+            storefront_token: String::new(),
+            store: StoreConfig::default(),
+            master: MasterConfig::default(),
+            certificate_margin: Duration::secs(3600),
+            precast: PrecastConfig::default(),
+            member_timeout: Duration::secs(15),
+        }
+    }
+}
+
+impl RoleConfig for OriginConfig {
+    const ROLE: &'static str = "origin";
+    fn validate(&self) -> Result<(), (String, String)> {
+        if self.storefront_token.len() < 16 {
+            return fail("storefront_token", "required, at least 16 characters");
+        }
+        self.tls.validate("tls")?;
+        self.store.validate()?;
+        self.master.validate()?;
+        if self.member_timeout.0.as_secs() < 1 {
+            return fail("member_timeout", "must be at least 1s");
+        }
+        Ok(())
+    }
+}
+
+/// What an edge-crate server is.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum EdgeRole {
+    /// Mirrors on demand and evicts (an Edge Server).
+    #[default]
+    Edge,
+    /// Holds complete staged sets, pinned (a Neuro Node).
+    Node,
+}
+
+/// Demand-driven mirroring knobs.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct MirroringConfig {
+    /// Requests per minute for a title above which it counts as hot.
+    pub hot_requests_per_min: u32,
+    /// Segments fetched ahead of the furthest viewer of a hot title.
+    pub prefetch_segments: u32,
+}
+
+impl Default for MirroringConfig {
+    fn default() -> Self {
+        Self { hot_requests_per_min: 60, prefetch_segments: 4 }
+    }
+}
+
+/// An edge or a node.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct EdgeConfig {
+    /// `edge` or `node`.
+    pub role: EdgeRole,
+    /// Name in the cluster; unique.
+    pub name: String,
+    /// Data directory.
+    pub data_dir: PathBuf,
+    /// The origin's URL.
+    pub origin: String,
+    /// The origin's Ed25519 public key (hex); fetched from the origin when absent.
+    pub origin_key: Option<String>,
+    /// CA certificate (PEM) to trust for the origin and parents; system roots when absent.
+    pub ca: Option<PathBuf>,
+    /// Listening addresses.
+    pub listen: ListenConfig,
+    /// TLS.
+    pub tls: TlsConfig,
+    /// Store budgets.
+    pub store: StoreConfig,
+    /// Parent nodes to try before the origin, as URLs; learned from the origin when empty.
+    pub parents: Vec<String>,
+    /// Time before an upstream is abandoned for the next.
+    pub upstream_timeout: Duration,
+    /// Heartbeat interval to the origin.
+    pub heartbeat: Duration,
+    /// Outgoing rate limit (tests and benchmarks), none by default.
+    pub rate_limit: Option<ByteSize>,
+    /// Mirroring policy.
+    pub mirroring: MirroringConfig,
+}
+
+impl Default for EdgeConfig {
+    fn default() -> Self {
+        Self {
+            role: EdgeRole::Edge,
+            name: "edge".into(),
+            data_dir: PathBuf::from("data/edge"),
+            origin: "https://127.0.0.1:4433".into(),
+            origin_key: None,
+            ca: None,
+            listen: ListenConfig::default(),
+            tls: TlsConfig::default(),
+            store: StoreConfig::default(),
+            parents: Vec::new(),
+            upstream_timeout: Duration::secs(5),
+            heartbeat: Duration::secs(5),
+            rate_limit: None,
+            mirroring: MirroringConfig::default(),
+        }
+    }
+}
+
+impl RoleConfig for EdgeConfig {
+    const ROLE: &'static str = "edge";
+    fn validate(&self) -> Result<(), (String, String)> {
+        if self.name.is_empty() || self.name.len() > 64 || !self.name.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_') {
+            return fail("name", format!("{:?}: 1..=64 of a-z, A-Z, 0-9, '-', '_'", self.name));
+        }
+        check_url("origin", &self.origin)?;
+        if let Some(k) = &self.origin_key
+            && (k.len() != 64 || !k.bytes().all(|c| c.is_ascii_hexdigit()))
+        {
+            return fail("origin_key", "must be 64 hex digits (an Ed25519 public key)");
+        }
+        for (i, p) in self.parents.iter().enumerate() {
+            check_url(&format!("parents[{i}]"), p)?;
+        }
+        self.tls.validate("tls")?;
+        self.store.validate()?;
+        if self.upstream_timeout.0.as_millis() < 10 {
+            return fail("upstream_timeout", "must be at least 10ms");
+        }
+        if self.heartbeat.0.as_millis() < 100 {
+            return fail("heartbeat", "must be at least 100ms");
+        }
+        if let Some(r) = self.rate_limit
+            && r.0 < 1024
+        {
+            return fail("rate_limit", "must be at least 1KiB (per second)");
+        }
+        if self.mirroring.prefetch_segments > 256 {
+            return fail("mirroring.prefetch_segments", "at most 256");
+        }
+        Ok(())
+    }
+}
+
+/// A smart client's peer service (Fig. 3).
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct PeerConfig {
+    /// Serve cached segments to other clients.
+    pub enabled: bool,
+    /// Where to listen (HTTP/3).
+    pub listen: SocketAddr,
+}
+
+impl Default for PeerConfig {
+    fn default() -> Self {
+        Self { enabled: false, listen: SocketAddr::from(([127, 0, 0, 1], 0)) }
+    }
+}
+
+/// A smart client.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClientConfig {
+    /// The origin's URL.
+    pub origin: String,
+    /// CA certificate (PEM) to trust; system roots when absent.
+    pub ca: Option<PathBuf>,
+    /// Cache directory for fetched and pre-cast segments (ciphertext only).
+    pub cache_dir: PathBuf,
+    /// Segments fetched ahead of the playhead.
+    pub window_segments: u32,
+    /// Segments in hand before playback may start.
+    pub ready_segments: u32,
+    /// How often sources are pulsed.
+    pub pulse_interval: Duration,
+    /// Peer service.
+    pub peer: PeerConfig,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        Self {
+            origin: "https://127.0.0.1:4433".into(),
+            ca: None,
+            cache_dir: PathBuf::from("data/client"),
+            window_segments: 8,
+            ready_segments: 2,
+            pulse_interval: Duration::secs(2),
+            peer: PeerConfig::default(),
+        }
+    }
+}
+
+impl RoleConfig for ClientConfig {
+    const ROLE: &'static str = "client";
+    fn validate(&self) -> Result<(), (String, String)> {
+        check_url("origin", &self.origin)?;
+        if !(1..=256).contains(&self.window_segments) {
+            return fail("window_segments", "must be 1..=256");
+        }
+        if self.ready_segments == 0 || self.ready_segments > self.window_segments {
+            return fail("ready_segments", "must be 1..=window_segments");
+        }
+        if self.pulse_interval.0.as_millis() < 100 {
+            return fail("pulse_interval", "must be at least 100ms");
+        }
+        Ok(())
+    }
+}

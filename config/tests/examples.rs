@@ -1,0 +1,104 @@
+//! Every example config loads, and bad configs are refused naming file, key and reason.
+
+#![allow(clippy::unwrap_used)]
+
+use std::path::{Path, PathBuf};
+
+use tranzcast_config::{ClientConfig, ConfigError, EdgeConfig, EdgeRole, Layers, OriginConfig, RoleConfig};
+
+fn example(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("examples").join(name)
+}
+
+fn load<T: RoleConfig>(file: &Path, env: &[(&str, &str)], sets: &[&str]) -> Result<T, ConfigError> {
+    Layers::new(T::ROLE)
+        .file(Some(file))?
+        .env(env.iter().map(|(k, v)| (k.to_string(), v.to_string())))?
+        .overrides(&sets.iter().map(|s| s.to_string()).collect::<Vec<_>>())?
+        .build()
+}
+
+#[test]
+fn every_example_loads() {
+    let mut seen = 0;
+    for entry in std::fs::read_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("examples")).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().to_string();
+        let r = match name.split('.').next().unwrap() {
+            "origin" => load::<OriginConfig>(&path, &[], &[]).map(|_| ()),
+            "edge" | "node" => load::<EdgeConfig>(&path, &[], &[]).map(|_| ()),
+            "client" => load::<ClientConfig>(&path, &[], &[]).map(|_| ()),
+            other => panic!("example {name} has no role {other}"),
+        };
+        r.unwrap_or_else(|e| panic!("{name}: {e}"));
+        seen += 1;
+    }
+    assert!(seen >= 4, "only {seen} examples");
+    let node: EdgeConfig = load(&example("node.toml"), &[], &[]).unwrap();
+    assert_eq!(node.role, EdgeRole::Node);
+}
+
+#[test]
+fn env_then_flags_override_the_file() {
+    let f = example("edge.toml");
+    let base: EdgeConfig = load(&f, &[], &[]).unwrap();
+    let e: EdgeConfig = load(&f, &[("TRANZCAST_EDGE__STORE__CACHE_BYTES", "3GiB"), ("TRANZCAST_EDGE__NAME", "from-env")], &[]).unwrap();
+    assert_eq!(e.store.cache_bytes.0, 3 << 30);
+    assert_eq!(e.name, "from-env");
+    assert_ne!(base.store.cache_bytes, e.store.cache_bytes);
+    let e: EdgeConfig =
+        load(&f, &[("TRANZCAST_EDGE__NAME", "from-env")], &["name=from-flag", "listen.https=127.0.0.1:9443"]).unwrap();
+    assert_eq!(e.name, "from-flag");
+    assert_eq!(e.listen.https.port(), 9443);
+    // Variables of other roles are ignored.
+    let e: EdgeConfig = load(&f, &[("TRANZCAST_ORIGIN__NAME", "x")], &[]).unwrap();
+    assert_eq!(e.name, base.name);
+}
+
+fn write(dir: &tempfile::TempDir, text: &str) -> PathBuf {
+    let p = dir.path().join("bad.toml");
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+#[test]
+fn unknown_keys_and_bad_values_name_file_key_and_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases: &[(&str, &str, &str)] = &[
+        ("storefront_token = \"0123456789abcdef\"\nbogus = 1\n", "bogus", "unknown field"),
+        ("storefront_token = \"0123456789abcdef\"\n[store]\ncache_bytez = 5\n", "store.cache_bytez", "unknown field"),
+        ("storefront_token = \"0123456789abcdef\"\n[store]\ncache_bytes = \"12 parsecs\"\n", "store.cache_bytes", "unknown size unit"),
+        ("storefront_token = \"short\"\n", "storefront_token", "at least 16"),
+        ("storefront_token = \"0123456789abcdef\"\n[listen]\nhttps = \"nowhere\"\n", "listen.https", "socket address"),
+        ("storefront_token = \"0123456789abcdef\"\n[master]\nbackend = \"s3\"\n", "master.bucket", "required"),
+        ("storefront_token = \"0123456789abcdef\"\n[precast]\nwindow = \"25:00-01:00\"\n", "precast.window", "time of day"),
+        ("storefront_token = \"0123456789abcdef\"\n[tls]\ncert = \"/a.pem\"\n", "tls.key", "needs its key"),
+    ];
+    for (text, key, reason) in cases {
+        let p = write(&dir, text);
+        let err = load::<OriginConfig>(&p, &[], &[]).expect_err(text).to_string();
+        assert!(err.contains(&p.display().to_string()), "{err} does not name the file");
+        assert!(err.contains(&format!("`{key}`")), "{err} does not name {key}");
+        assert!(err.contains(reason), "{err} does not say {reason}");
+    }
+    let p = write(&dir, "storefront_token = [\n");
+    let err = load::<OriginConfig>(&p, &[], &[]).unwrap_err().to_string();
+    assert!(err.contains("not valid TOML") && err.contains("bad.toml"), "{err}");
+    let err = load::<OriginConfig>(&dir.path().join("missing.toml"), &[], &[]).unwrap_err().to_string();
+    assert!(err.contains("missing.toml") && err.contains("cannot read"), "{err}");
+}
+
+#[test]
+fn bad_overrides_name_the_variable_or_flag() {
+    let f = example("edge.toml");
+    let err = load::<EdgeConfig>(&f, &[("TRANZCAST_EDGE__STORE__NOPE", "1")], &[]).unwrap_err().to_string();
+    assert!(err.contains("TRANZCAST_EDGE__STORE__NOPE") && err.contains("store.nope"), "{err}");
+    let err = load::<EdgeConfig>(&f, &[], &["heartbeat=1ms"]).unwrap_err().to_string();
+    assert!(err.contains("--set heartbeat=1ms") && err.contains("`heartbeat`"), "{err}");
+    let err = load::<EdgeConfig>(&f, &[], &["noequals"]).unwrap_err().to_string();
+    assert!(err.contains("key.path=value"), "{err}");
+    let err = load::<EdgeConfig>(&f, &[], &["origin=ftp://x"]).unwrap_err().to_string();
+    assert!(err.contains("`origin`") && err.contains("not an http"), "{err}");
+    let err = load::<ClientConfig>(&example("client.toml"), &[], &["window_segments=0"]).unwrap_err().to_string();
+    assert!(err.contains("window_segments"), "{err}");
+}

@@ -1,0 +1,51 @@
+//! Tranzcast's wire and disk formats, as pure code: no I/O, no clock, no sockets.
+//!
+//! Every byte these types read or write is documented in `docs/formats.md`.
+//! Ingest, origin, edge and client all speak them, so this crate stays small
+//! and cheap to depend on (fuzz targets build it alone).
+//!
+//! - [`BlobAddress`]: the blake3 of a stored blob's bytes.
+//! - [`TitleId`]: a title's short, fixed-width name.
+//! - [`frame`]: the segment frame (the patent's Fig. 11 header, brought up to date).
+//! - [`keys`]: title keys, per-segment key and nonce derivation, seal and open.
+//! - [`manifest`]: the signed list of a title's segments.
+//! - [`outboard`]: 16 KiB group chaining values, so a range of a blob can be
+//!   verified against its address without the whole blob.
+
+mod address;
+mod error;
+pub mod frame;
+pub mod keys;
+pub mod manifest;
+pub mod outboard;
+mod title;
+
+pub use address::BlobAddress;
+pub use error::ProtoError;
+pub use title::TitleId;
+
+/// Fills `buf` with bytes from the operating system's CSPRNG.
+///
+/// # Panics
+/// Only if the OS has no usable random source, in which case nothing in
+/// Tranzcast can run safely anyway.
+pub fn random_bytes<const N: usize>() -> [u8; N] {
+    let mut buf = [0u8; N];
+    #[allow(clippy::expect_used)]
+    getrandom::fill(&mut buf).expect("the OS random source failed");
+    buf
+}
+
+pub(crate) fn read_u16(b: &[u8], at: usize) -> u16 {
+    u16::from_be_bytes([b[at], b[at + 1]])
+}
+pub(crate) fn read_u32(b: &[u8], at: usize) -> u32 {
+    let mut a = [0u8; 4];
+    a.copy_from_slice(&b[at..at + 4]);
+    u32::from_be_bytes(a)
+}
+pub(crate) fn read_u64(b: &[u8], at: usize) -> u64 {
+    let mut a = [0u8; 8];
+    a.copy_from_slice(&b[at..at + 8]);
+    u64::from_be_bytes(a)
+}
