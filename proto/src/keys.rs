@@ -222,7 +222,7 @@ mod tests {
     fn moved_or_altered_frames_fail() {
         let k = TitleKey::generate();
         let f = seal(&k, &t("a"), FrameKind::Media, 5, b"hello world").unwrap();
-        let exp = |title: &'static str, seq| (t(title), seq);
+        let exp = |title: &'static str, seq: u64| (t(title), seq);
         // Header rewritten to claim another position or title: key and AAD change.
         for (title, seq) in [exp("a", 6), exp("b", 5)] {
             let mut moved = f.clone();

@@ -9,6 +9,7 @@
 //! - [`frame`]: the segment frame (the patent's Fig. 11 header, brought up to date).
 //! - [`keys`]: title keys, per-segment key and nonce derivation, seal and open.
 //! - [`manifest`]: the signed list of a title's segments.
+//! - [`ticket`]: play tickets (Fig. 9) and validation certificates (Fig. 10).
 //! - [`outboard`]: 16 KiB group chaining values, so a range of a blob can be
 //!   verified against its address without the whole blob.
 
@@ -18,6 +19,7 @@ pub mod frame;
 pub mod keys;
 pub mod manifest;
 pub mod outboard;
+pub mod ticket;
 mod title;
 
 pub use address::BlobAddress;

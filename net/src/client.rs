@@ -1,0 +1,101 @@
+//! Clients that trust a given CA: HTTPS over h1/h2 (reqwest) and HTTP/3 (quinn + h3).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Buf, Bytes, BytesMut};
+use http::{Request, Response};
+
+use crate::NetError;
+use crate::tls::{ALPN_H3, client_config};
+
+/// An HTTPS client (HTTP/2 when the server offers it, else HTTP/1.1).
+pub fn https(ca_pem: &[u8]) -> Result<reqwest::Client, NetError> {
+    let cfg = client_config(ca_pem, &[b"h2", b"http/1.1"])?;
+    reqwest::Client::builder()
+        .tls_backend_preconfigured(cfg)
+        .connect_timeout(Duration::from_secs(5))
+        .pool_max_idle_per_host(64)
+        .build()
+        .map_err(|e| NetError::Http(e.to_string()))
+}
+
+/// An HTTPS client that speaks only HTTP/1.1.
+pub fn https_h1(ca_pem: &[u8]) -> Result<reqwest::Client, NetError> {
+    let cfg = client_config(ca_pem, &[b"http/1.1"])?;
+    reqwest::Client::builder()
+        .tls_backend_preconfigured(cfg)
+        .http1_only()
+        .connect_timeout(Duration::from_secs(5))
+        .build()
+        .map_err(|e| NetError::Http(e.to_string()))
+}
+
+/// One HTTP/3 connection; cheap to clone, requests run in parallel.
+#[derive(Clone)]
+pub struct H3Client {
+    send: h3::client::SendRequest<h3_quinn::OpenStreams, Bytes>,
+    _endpoint: quinn::Endpoint,
+    authority: String,
+}
+
+impl std::fmt::Debug for H3Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("H3Client").field("authority", &self.authority).finish_non_exhaustive()
+    }
+}
+
+impl H3Client {
+    /// Connects to `addr`, checking its certificate for `server_name` against `ca_pem`.
+    pub async fn connect(addr: SocketAddr, server_name: &str, ca_pem: &[u8]) -> Result<Self, NetError> {
+        let tls = client_config(ca_pem, &[ALPN_H3])?;
+        let quic = quinn::crypto::rustls::QuicClientConfig::try_from(tls).map_err(|e| NetError::Tls(e.to_string()))?;
+        let mut cfg = quinn::ClientConfig::new(Arc::new(quic));
+        let mut transport = quinn::TransportConfig::default();
+        transport.stream_receive_window((8u32 << 20).into());
+        transport.receive_window((64u32 << 20).into());
+        cfg.transport_config(Arc::new(transport));
+        let bind: SocketAddr = if addr.is_ipv6() { "[::]:0".parse() } else { "0.0.0.0:0".parse() }.map_err(|_| NetError::H3("bind address".into()))?;
+        let mut endpoint = quinn::Endpoint::client(bind).map_err(NetError::io("bind udp"))?;
+        endpoint.set_default_client_config(cfg);
+        let conn = endpoint
+            .connect(addr, server_name)
+            .map_err(|e| NetError::H3(e.to_string()))?
+            .await
+            .map_err(|e| NetError::H3(format!("connect {addr}: {e}")))?;
+        let (mut driver, send) = h3::client::new(h3_quinn::Connection::new(conn)).await.map_err(|e| NetError::H3(e.to_string()))?;
+        tokio::spawn(async move {
+            let _ = std::future::poll_fn(|cx| driver.poll_close(cx)).await;
+        });
+        Ok(Self { send, _endpoint: endpoint, authority: format!("{server_name}:{}", addr.port()) })
+    }
+
+    /// The `host:port` requests go to.
+    pub fn authority(&self) -> &str {
+        &self.authority
+    }
+
+    /// Sends a request and collects the whole response.
+    pub async fn request(&self, req: Request<Bytes>) -> Result<Response<Bytes>, NetError> {
+        let mut send = self.send.clone();
+        let (parts, body) = req.into_parts();
+        let mut stream = send.send_request(Request::from_parts(parts, ())).await.map_err(|e| NetError::H3(e.to_string()))?;
+        if !body.is_empty() {
+            stream.send_data(body).await.map_err(|e| NetError::H3(e.to_string()))?;
+        }
+        stream.finish().await.map_err(|e| NetError::H3(e.to_string()))?;
+        let resp = stream.recv_response().await.map_err(|e| NetError::H3(e.to_string()))?;
+        let mut out = BytesMut::new();
+        while let Some(mut chunk) = stream.recv_data().await.map_err(|e| NetError::H3(e.to_string()))? {
+            while chunk.has_remaining() {
+                let c = chunk.chunk();
+                out.extend_from_slice(c);
+                let n = c.len();
+                chunk.advance(n);
+            }
+        }
+        let (parts, ()) = resp.into_parts();
+        Ok(Response::from_parts(parts, out.freeze()))
+    }
+}

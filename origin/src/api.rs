@@ -1,0 +1,477 @@
+//! The HTTP API (`docs/api.md`). Errors become `{"error": {"code", "reason"}}`
+//! with their status in one place, [`ApiError`]'s conversion.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::{Arc, Mutex};
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use bytes::Bytes;
+use http::{HeaderValue, Method, Request, Response, StatusCode, header};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tranzcast_net::{Body, RequestContext, full};
+use tranzcast_proto::keys::TitleKey;
+use tranzcast_proto::manifest::SignedManifest;
+use tranzcast_proto::ticket::{self, SignedToken, Token, UNLIMITED};
+use tranzcast_proto::{BlobAddress, TitleId};
+
+use crate::state::{Member, Order, OrderKind, ValidationEntry};
+use crate::validation::{self, Context, Refusal};
+use crate::{Inner, now_ms, now_secs, random16};
+
+/// Request counters for `/metrics`.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    requests: Mutex<BTreeMap<(String, &'static str, u16), u64>>,
+    validations: Mutex<BTreeMap<String, u64>>,
+}
+
+impl Metrics {
+    fn request(&self, route: &str, proto: &'static str, status: u16) {
+        if let Ok(mut m) = self.requests.lock() {
+            *m.entry((route.to_string(), proto, status)).or_default() += 1;
+        }
+    }
+
+    fn validation(&self, result: &str) {
+        if let Ok(mut m) = self.validations.lock() {
+            *m.entry(result.to_string()).or_default() += 1;
+        }
+    }
+
+    fn render(&self, inner: &Inner) -> String {
+        let mut out = String::new();
+        out.push_str("# HELP origin_requests_total HTTP requests by route, protocol and status.\n# TYPE origin_requests_total counter\n");
+        if let Ok(m) = self.requests.lock() {
+            for ((route, proto, status), n) in m.iter() {
+                let _ = writeln!(out, "origin_requests_total{{route=\"{route}\",protocol=\"{proto}\",status=\"{status}\"}} {n}");
+            }
+        }
+        out.push_str("# HELP origin_validations_total Ticket validations by result.\n# TYPE origin_validations_total counter\n");
+        if let Ok(m) = self.validations.lock() {
+            for (result, n) in m.iter() {
+                let _ = writeln!(out, "origin_validations_total{{result=\"{result}\"}} {n}");
+            }
+        }
+        if let Ok(s) = inner.store.stats() {
+            out.push_str("# TYPE origin_store_blobs gauge\n");
+            let _ = writeln!(out, "origin_store_blobs {}", s.blobs);
+            out.push_str("# TYPE origin_store_bytes gauge\n");
+            let _ = writeln!(out, "origin_store_bytes {}", s.bytes);
+        }
+        out
+    }
+}
+
+/// An error answer.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    reason: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, reason: impl Into<String>) -> Self {
+        Self { status, code, reason: reason.into() }
+    }
+    fn bad(reason: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "bad_request", reason)
+    }
+    fn internal(e: impl std::fmt::Display) -> Self {
+        tracing::error!(error = %e, "internal error");
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error; see the origin's log")
+    }
+    fn refused(r: Refusal) -> Self {
+        Self::new(StatusCode::FORBIDDEN, r.code(), r.reason())
+    }
+}
+
+fn json_response(status: StatusCode, v: &Value) -> Response<Body> {
+    let mut r = Response::new(full(v.to_string()));
+    *r.status_mut() = status;
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r
+}
+
+impl From<ApiError> for Response<Body> {
+    fn from(e: ApiError) -> Self {
+        json_response(e.status, &json!({"error": {"code": e.code, "reason": e.reason}}))
+    }
+}
+
+type ApiResult = Result<Response<Body>, ApiError>;
+
+/// Entry point: routing runs on the blocking pool (RocksDB and fsync).
+pub async fn handle(inner: Arc<Inner>, req: Request<Bytes>, cx: RequestContext) -> Response<Body> {
+    let route = route_label(req.method(), req.uri().path());
+    let i2 = inner.clone();
+    let resp = match tokio::task::spawn_blocking(move || route_request(&i2, &req, cx)).await {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => e.into(),
+        Err(e) => ApiError::internal(e).into(),
+    };
+    inner.metrics.request(route, cx.protocol.label(), resp.status().as_u16());
+    resp
+}
+
+fn route_label(method: &Method, path: &str) -> &'static str {
+    let parts: Vec<&str> = path.trim_end_matches('/').split('/').collect();
+    match (method, parts.as_slice()) {
+        (_, ["", "v1", "customers"]) => "customers",
+        (_, ["", "v1", "orders"]) => "orders",
+        (_, ["", "v1", "play"]) => "play",
+        (_, ["", "v1", "titles"]) => "titles",
+        (_, ["", "v1", "titles", _]) => "title",
+        (_, ["", "v1", "blobs", _]) => "blob",
+        (_, ["", "v1", "revoke"]) => "revoke",
+        (_, ["", "v1", "revocations"]) => "revocations",
+        (_, ["", "v1", "cluster", ..]) => "cluster",
+        (_, ["", "v1", "origin-key"]) => "origin_key",
+        (_, ["", "healthz"]) => "healthz",
+        (_, ["", "metrics"]) => "metrics",
+        _ => "other",
+    }
+}
+
+fn route_request(inner: &Inner, req: &Request<Bytes>, cx: RequestContext) -> ApiResult {
+    let path = req.uri().path().trim_end_matches('/').to_string();
+    let parts: Vec<&str> = path.split('/').collect();
+    match (req.method(), parts.as_slice()) {
+        (&Method::GET, ["", "healthz"]) => Ok(json_response(StatusCode::OK, &json!({"status": "ok", "role": "origin"}))),
+        (&Method::GET, ["", "metrics"]) => {
+            let mut r = Response::new(full(inner.metrics.render(inner)));
+            r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"));
+            Ok(r)
+        }
+        (&Method::GET, ["", "v1", "origin-key"]) => Ok(json_response(StatusCode::OK, &json!({"ed25519": hex::encode(inner.signing.verifying_key().as_bytes())}))),
+        (&Method::POST, ["", "v1", "customers"]) => {
+            storefront(inner, req)?;
+            add_customer(inner, req)
+        }
+        (&Method::POST, ["", "v1", "orders"]) => {
+            storefront(inner, req)?;
+            add_order(inner, req)
+        }
+        (&Method::POST, ["", "v1", "play"]) => play(inner, req, cx),
+        (&Method::POST, ["", "v1", "revoke"]) => {
+            storefront(inner, req)?;
+            revoke(inner, req)
+        }
+        (&Method::GET, ["", "v1", "revocations"]) => {
+            let list: Vec<Value> = inner.state.revocations().map_err(ApiError::internal)?.into_iter().map(|(s, t)| json!({"serial": s, "time": t})).collect();
+            Ok(json_response(StatusCode::OK, &json!({"revoked": list})))
+        }
+        (&Method::GET, ["", "v1", "titles"]) => titles(inner),
+        (&Method::GET, ["", "v1", "titles", id]) => title(inner, id),
+        (&Method::GET | &Method::HEAD, ["", "v1", "blobs", hash]) => blob(inner, hash, req.method() == Method::HEAD),
+        (&Method::POST, ["", "v1", "cluster", "join"]) | (&Method::POST, ["", "v1", "cluster", "heartbeat"]) => join(inner, req, cx),
+        (&Method::GET, ["", "v1", "cluster"]) => {
+            let members: Vec<Value> = live_members(inner)?.into_iter().map(|m| serde_json::to_value(m).unwrap_or(Value::Null)).collect();
+            Ok(json_response(StatusCode::OK, &json!({"members": members})))
+        }
+        (_, ["", "v1", ..]) | (_, ["", "healthz"]) | (_, ["", "metrics"]) => {
+            Err(ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", format!("{} is not allowed on {path}", req.method())))
+        }
+        _ => Err(ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no such resource: {path}"))),
+    }
+}
+
+fn storefront(inner: &Inner, req: &Request<Bytes>) -> Result<(), ApiError> {
+    let got = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
+    match got {
+        None => Err(ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "this call needs the storefront's bearer token")),
+        Some(t) if constant_time_eq(t.trim().as_bytes(), inner.config.storefront_token.as_bytes()) => Ok(()),
+        Some(_) => Err(ApiError::new(StatusCode::FORBIDDEN, "forbidden", "wrong storefront token")),
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn body<'a, T: Deserialize<'a>>(req: &'a Request<Bytes>) -> Result<T, ApiError> {
+    serde_json::from_slice(req.body()).map_err(|e| ApiError::bad(format!("invalid JSON body: {e}")))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewCustomer {
+    name: String,
+}
+
+fn add_customer(inner: &Inner, req: &Request<Bytes>) -> ApiResult {
+    let c: NewCustomer = body(req)?;
+    let name = c.name.trim();
+    if name.is_empty() || name.len() > 200 {
+        return Err(ApiError::bad("name must be 1 to 200 bytes"));
+    }
+    let id = inner.state.add_customer(name, now_secs()).map_err(ApiError::internal)?;
+    Ok(json_response(StatusCode::CREATED, &json!({"customer": id})))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewOrder {
+    customer: u64,
+    title: String,
+    kind: String,
+    plays: Option<u32>,
+    hours: Option<u32>,
+    /// Rental length in seconds, instead of hours (short promotions, tests).
+    seconds: Option<u64>,
+}
+
+fn title_key(inner: &Inner, title: &TitleId) -> Result<Option<TitleKey>, ApiError> {
+    Ok(inner.store.title_secret(title).map_err(ApiError::internal)?.map(TitleKey::from_bytes))
+}
+
+fn add_order(inner: &Inner, req: &Request<Bytes>) -> ApiResult {
+    let o: NewOrder = body(req)?;
+    let title = TitleId::new(&o.title).map_err(|e| ApiError::bad(e.to_string()))?;
+    if inner.state.customer(o.customer).map_err(ApiError::internal)?.is_none() {
+        return Err(ApiError::new(StatusCode::NOT_FOUND, "unknown_customer", format!("no customer {}", o.customer)));
+    }
+    let key = title_key(inner, &title)?.ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "unknown_title", format!("no title {title}")))?;
+    let now = now_secs();
+    let secs = match (o.hours, o.seconds) {
+        (Some(h), None) if (1..=24 * 366).contains(&h) => Some(u64::from(h) * 3600),
+        (None, Some(s)) if (1..=366 * 86_400).contains(&s) => Some(s),
+        (None, None) => None,
+        _ => return Err(ApiError::bad("give hours (1..=8784) or seconds (1..=31622400), not both")),
+    };
+    let (kind, plays, expires) = match (o.kind.as_str(), o.plays, secs) {
+        ("buy", None, None) => (OrderKind::Buy, UNLIMITED, 0),
+        ("buy", _, _) => return Err(ApiError::bad("a purchase takes no plays, hours or seconds")),
+        ("rent", Some(p), Some(s)) if (1..=1000).contains(&p) => {
+            (OrderKind::Rent { plays: p, hours: s.div_ceil(3600) as u32 }, p, now + s)
+        }
+        ("rent", _, _) => return Err(ApiError::bad("a rental needs plays (1..=1000) and hours or seconds")),
+        (k, _, _) => return Err(ApiError::bad(format!("kind {k:?} is neither \"buy\" nor \"rent\""))),
+    };
+    let serial = random16();
+    let (t, record) = validation::issue(o.customer, &title, plays, expires, now, inner.state.peek_order(), &key, serial, tranzcast_proto::random_bytes());
+    let order = Order { customer: o.customer, title: title.to_string(), kind, created: now, ticket: hex::encode(serial) };
+    let id = inner.state.add_order(&order, &serial, &record).map_err(ApiError::internal)?;
+    let text = ticket::to_text(&t.sign(&inner.signing));
+    Ok(json_response(StatusCode::CREATED, &json!({"ticket": text, "order": id, "serial": hex::encode(serial)})))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PlayRequest {
+    ticket: String,
+    #[serde(default)]
+    mode: Option<String>,
+}
+
+fn play(inner: &Inner, req: &Request<Bytes>, cx: RequestContext) -> ApiResult {
+    let p: PlayRequest = body(req)?;
+    if let Some(m) = &p.mode
+        && m != "client"
+    {
+        return Err(ApiError::bad(format!("mode {m:?} is not supported yet (only \"client\")")));
+    }
+    let now = now_secs();
+    let mut entry = ValidationEntry { time: now, serial: String::new(), customer: 0, title: String::new(), client: cx.peer.to_string(), result: String::new() };
+    let refuse = |entry: &mut ValidationEntry, r: Refusal| -> ApiError {
+        entry.result = r.code().to_string();
+        inner.metrics.validation(r.code());
+        if let Err(e) = inner.state.record_validation(None, None, None, entry) {
+            tracing::error!(error = %e, "cannot log a refused validation");
+        }
+        ApiError::refused(r)
+    };
+    let Ok(signed) = SignedToken::from_text(&p.ticket) else { return Err(refuse(&mut entry, Refusal::Forged)) };
+    let Ok(Token::Ticket(ticket)) = signed.verify(&inner.signing.verifying_key()) else { return Err(refuse(&mut entry, Refusal::Forged)) };
+    let ticket = ticket.clone();
+    entry.serial = hex::encode(ticket.serial);
+    entry.customer = ticket.customer;
+    entry.title = ticket.title.to_string();
+    let key = title_key(inner, &ticket.title)?;
+    let manifest_addr = inner.store.title_manifest(&ticket.title).map_err(ApiError::internal)?;
+    let manifest_bytes = match &manifest_addr {
+        Some(a) => inner.store.get(a).map_err(ApiError::internal)?,
+        None => None,
+    };
+    let running_time_s = manifest_bytes.as_ref().and_then(|b| SignedManifest::decode(b).ok()).map(|m| m.manifest.running_time_ms / 1000).unwrap_or(0);
+
+    let grant = inner.state.with_ticket_lock(&ticket.serial, || {
+        let record = inner.state.ticket(&ticket.serial).map_err(ApiError::internal)?;
+        let cx = Context {
+            now,
+            title_key: key.as_ref(),
+            running_time_s,
+            margin_s: inner.config.certificate_margin.0.as_secs(),
+            fresh_serial: random16(),
+            fresh_serial_2: random16(),
+            fresh_k1: tranzcast_proto::random_bytes(),
+        };
+        match validation::decide(&ticket, record.as_ref(), &cx) {
+            Err(r) => Ok(Err(r)),
+            Ok(g) => {
+                let Some(mut presented) = record else { return Err(ApiError::internal("granted without a record")) };
+                presented.state = g.presented_state;
+                entry.result = "granted".into();
+                inner
+                    .state
+                    .record_validation(
+                        Some((&ticket.serial, &presented)),
+                        g.replacement.as_ref().map(|(t, r)| (&t.serial, r)),
+                        Some((&g.certificate.serial, &ticket.serial)),
+                        &entry,
+                    )
+                    .map_err(ApiError::internal)?;
+                Ok(Ok(g))
+            }
+        }
+    })?;
+    let grant = match grant {
+        Ok(g) => g,
+        Err(r) => return Err(refuse(&mut entry, r)),
+    };
+    inner.metrics.validation("granted");
+    let certificate = ticket::to_text(&grant.certificate.sign(&inner.signing));
+    let replacement = grant.replacement.map(|(t, _)| ticket::to_text(&t.sign(&inner.signing)));
+    let sources = sources(inner)?;
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({
+            "certificate": certificate,
+            "ticket": replacement,
+            "manifest": manifest_bytes.map(|b| URL_SAFE_NO_PAD.encode(b)),
+            "manifest_address": manifest_addr.map(|a| a.to_hex()),
+            "sources": sources,
+        }),
+    ))
+}
+
+fn live_members(inner: &Inner) -> Result<Vec<Member>, ApiError> {
+    let cutoff = now_ms().saturating_sub(inner.config.member_timeout.0.as_millis() as u64);
+    Ok(inner.state.members().map_err(ApiError::internal)?.into_iter().filter(|m| m.last_seen_ms >= cutoff).collect())
+}
+
+fn sources(inner: &Inner) -> Result<Vec<Value>, ApiError> {
+    Ok(live_members(inner)?
+        .into_iter()
+        .map(|m| json!({"name": m.name, "role": m.role, "https": m.https, "h3": m.h3, "load": m.load}))
+        .collect())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RevokeRequest {
+    ticket: Option<String>,
+    serial: Option<String>,
+}
+
+fn revoke(inner: &Inner, req: &Request<Bytes>) -> ApiResult {
+    let r: RevokeRequest = body(req)?;
+    let serial: [u8; 16] = match (r.ticket, r.serial) {
+        (Some(t), None) => {
+            let st = SignedToken::from_text(&t).map_err(|e| ApiError::bad(format!("ticket: {e}")))?;
+            match st.verify(&inner.signing.verifying_key()) {
+                Ok(Token::Ticket(t)) => t.serial,
+                _ => return Err(ApiError::refused(Refusal::Forged)),
+            }
+        }
+        (None, Some(s)) => {
+            let mut out = [0u8; 16];
+            hex::decode_to_slice(s.trim(), &mut out).map_err(|_| ApiError::bad("serial must be 32 hex digits"))?;
+            out
+        }
+        _ => return Err(ApiError::bad("give exactly one of \"ticket\" or \"serial\"")),
+    };
+    if !inner.state.revoke(&serial, now_secs()).map_err(ApiError::internal)? {
+        return Err(ApiError::new(StatusCode::NOT_FOUND, "unknown_ticket", "no ticket with that serial"));
+    }
+    Ok(json_response(StatusCode::OK, &json!({"revoked": hex::encode(serial)})))
+}
+
+fn manifest_summary(inner: &Inner, title: &TitleId, addr: &BlobAddress) -> Result<(Value, Option<Bytes>), ApiError> {
+    let bytes = inner.store.get(addr).map_err(ApiError::internal)?;
+    let Some(b) = bytes else { return Ok((json!({"title": title.as_str(), "manifest": addr.to_hex()}), None)) };
+    let sm = SignedManifest::decode(&b).map_err(ApiError::internal)?;
+    let m = &sm.manifest;
+    let summary = json!({
+        "title": title.as_str(), "manifest": addr.to_hex(), "segments": m.segments.len(), "segment_size": m.segment_size,
+        "bytes": m.plaintext_len, "running_time_s": m.running_time_ms as f64 / 1000.0, "media_type": m.media_type,
+        "chapters": m.chapters.iter().map(|c| json!({"start_ms": c.start_ms, "byte_offset": c.byte_offset, "name": c.name})).collect::<Vec<_>>(),
+    });
+    Ok((summary, Some(b)))
+}
+
+fn titles(inner: &Inner) -> ApiResult {
+    let mut out = Vec::new();
+    for (t, a) in inner.store.titles().map_err(ApiError::internal)? {
+        out.push(manifest_summary(inner, &t, &a)?.0);
+    }
+    Ok(json_response(StatusCode::OK, &json!({"titles": out})))
+}
+
+fn title(inner: &Inner, id: &str) -> ApiResult {
+    let t = TitleId::new(id).map_err(|e| ApiError::bad(e.to_string()))?;
+    let a = inner.store.title_manifest(&t).map_err(ApiError::internal)?.ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "unknown_title", format!("no title {t}")))?;
+    let (mut summary, bytes) = manifest_summary(inner, &t, &a)?;
+    summary["manifest_blob"] = bytes.map(|b| Value::String(URL_SAFE_NO_PAD.encode(b))).unwrap_or(Value::Null);
+    Ok(json_response(StatusCode::OK, &summary))
+}
+
+fn blob(inner: &Inner, hash: &str, head: bool) -> ApiResult {
+    let a: BlobAddress = hash.parse().map_err(|e: tranzcast_proto::ProtoError| ApiError::bad(e.to_string()))?;
+    let b = inner.store.get(&a).map_err(ApiError::internal)?.ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "unknown_blob", format!("no blob {a}")))?;
+    let len = b.len();
+    let mut r = Response::new(if head { full(Bytes::new()) } else { full(b) });
+    let h = r.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    if let Ok(v) = HeaderValue::from_str(&format!("\"{}\"", a.to_hex())) {
+        h.insert(header::ETAG, v);
+    }
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=31536000, immutable"));
+    Ok(r)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JoinRequest {
+    name: String,
+    role: String,
+    https: String,
+    h3: String,
+    #[serde(default)]
+    load: f64,
+}
+
+fn join(inner: &Inner, req: &Request<Bytes>, _cx: RequestContext) -> ApiResult {
+    let j: JoinRequest = body(req)?;
+    // Nodes and edges are the operator's: they hold the storefront token.
+    // A peer client proves it is a paying viewer with a live certificate.
+    if j.role == "peer" {
+        let cert = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Tranzcast "));
+        let cert = cert.ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "a peer joins with Authorization: Tranzcast <certificate>"))?;
+        match SignedToken::from_text(cert).ok().as_ref().map(|s| s.verify(&inner.signing.verifying_key())) {
+            Some(Ok(Token::Certificate(c))) if !c.is_expired(now_secs()) => {}
+            _ => return Err(ApiError::new(StatusCode::FORBIDDEN, "forbidden", "the certificate is invalid or expired")),
+        }
+    } else {
+        storefront(inner, req)?;
+    }
+    if j.name.is_empty() || j.name.len() > 64 || !j.name.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_') {
+        return Err(ApiError::bad("name: 1..=64 of a-z, A-Z, 0-9, '-', '_'"));
+    }
+    if !["node", "edge", "peer"].contains(&j.role.as_str()) {
+        return Err(ApiError::bad("role must be node, edge or peer"));
+    }
+    if !j.https.starts_with("https://") || j.h3.parse::<std::net::SocketAddr>().is_err() {
+        return Err(ApiError::bad("https must be an https:// URL and h3 a host:port address"));
+    }
+    if !j.load.is_finite() || !(0.0..=1.0).contains(&j.load) {
+        return Err(ApiError::bad("load must be in 0..=1"));
+    }
+    let m = Member { name: j.name, role: j.role, https: j.https, h3: j.h3, last_seen_ms: now_ms(), load: j.load };
+    inner.state.upsert_member(&m).map_err(ApiError::internal)?;
+    Ok(json_response(StatusCode::OK, &json!({"origin_key": hex::encode(inner.signing.verifying_key().as_bytes()), "heartbeat_s": 5})))
+}

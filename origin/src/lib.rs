@@ -1,0 +1,127 @@
+//! The origin (the patent's Neuro Center): catalog, customers, orders, signed
+//! play tickets with split keys (Fig. 9), validation certificates (Fig. 10),
+//! the validation log, revocation and cluster membership, over HTTP/3 and
+//! HTTP/1.1/2 (see `docs/api.md`).
+//!
+//! - [`validation`]: the pure decision of Fig. 13.
+//! - [`state`]: customers, orders, tickets, log, revocations, members in RocksDB.
+//! - [`Origin`]: the server.
+//!
+//! Staging to nodes and pre-casting to clients are still to come (issue 3
+//! notes say where).
+
+mod api;
+mod error;
+pub mod state;
+pub mod validation;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use ed25519_dalek::{SigningKey, VerifyingKey};
+pub use error::OriginError;
+use tranzcast_config::OriginConfig;
+use tranzcast_net::{HttpServer, LocalCa, ServerOptions, TlsIdentity};
+use tranzcast_store::{BlobStore, StoreOptions};
+
+use crate::state::OriginState;
+
+/// Unix seconds now.
+pub fn now_secs() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+pub(crate) fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+pub(crate) fn random16() -> [u8; 16] {
+    tranzcast_proto::random_bytes()
+}
+
+pub(crate) struct Inner {
+    pub store: BlobStore,
+    pub state: OriginState,
+    pub signing: SigningKey,
+    pub config: OriginConfig,
+    pub metrics: api::Metrics,
+}
+
+/// A running origin.
+pub struct Origin {
+    server: HttpServer,
+    inner: Arc<Inner>,
+    ca_pem: String,
+}
+
+impl std::fmt::Debug for Origin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Origin").field("https", &self.server.https_addr).finish_non_exhaustive()
+    }
+}
+
+impl Origin {
+    /// Opens the data directory and starts serving. Without a configured
+    /// certificate, a local CA in `<data_dir>/tls/` issues one for
+    /// `localhost` and `127.0.0.1` (clients trust `ca.pem`).
+    pub async fn start(config: OriginConfig) -> Result<Self, OriginError> {
+        let dir = config.data_dir.clone();
+        let store = BlobStore::open(&dir, StoreOptions { cache_bytes: config.store.cache_bytes.0, create: true })?;
+        let state = OriginState::open(&dir.join("state"))?;
+        let signing = tranzcast_ingest::origin_signing_key(&store).map_err(|e| OriginError::Storage(e.to_string()))?;
+        let (identity, ca_pem) = identity(&config, &dir)?;
+        let inner = Arc::new(Inner { store, state, signing, config: config.clone(), metrics: api::Metrics::default() });
+        let opts = ServerOptions {
+            https: config.listen.https,
+            plain: config.listen.plain,
+            identity,
+            max_body: 16 << 20,
+            drain: Duration::from_secs(10),
+        };
+        let h = inner.clone();
+        let server = HttpServer::bind(opts, tranzcast_net::handler(move |req, cx| api::handle(h.clone(), req, cx))).await?;
+        tracing::info!(https = %server.https_addr, key = %hex::encode(inner.signing.verifying_key().as_bytes()), "origin up");
+        Ok(Self { server, inner, ca_pem })
+    }
+
+    /// The bound TLS address (TCP for h1/h2, UDP for h3).
+    pub fn https_addr(&self) -> std::net::SocketAddr {
+        self.server.https_addr
+    }
+
+    /// The bound plain-HTTP address, if any.
+    pub fn plain_addr(&self) -> Option<std::net::SocketAddr> {
+        self.server.plain_addr
+    }
+
+    /// The origin's Ed25519 public key: verifies tickets, certificates and manifests.
+    pub fn public_key(&self) -> VerifyingKey {
+        self.inner.signing.verifying_key()
+    }
+
+    /// The CA certificate (PEM) clients should trust.
+    pub fn ca_pem(&self) -> &str {
+        &self.ca_pem
+    }
+
+    /// Stops accepting and drains requests in flight.
+    pub async fn shutdown(self) {
+        self.server.shutdown().await;
+        let _ = self.inner.store.sync();
+    }
+}
+
+fn identity(config: &OriginConfig, dir: &Path) -> Result<(TlsIdentity, String), OriginError> {
+    match (&config.tls.cert, &config.tls.key) {
+        (Some(c), Some(k)) => {
+            let id = TlsIdentity::from_pem_files(c, k)?;
+            let pem = std::fs::read_to_string(c).map_err(|e| OriginError::Storage(format!("{}: {e}", c.display())))?;
+            Ok((id, pem))
+        }
+        _ => {
+            let ca = LocalCa::load_or_create(&dir.join("tls"))?;
+            Ok((ca.issue(&["localhost", "127.0.0.1"])?, ca.cert_pem().to_string()))
+        }
+    }
+}

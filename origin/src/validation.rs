@@ -1,0 +1,252 @@
+//! Ticket validation (Fig. 13) as a pure decision: the presented ticket, the
+//! ticket database's record of it, the title key and `now` in; a certificate,
+//! a replacement ticket and the records to write out, or a refusal with its
+//! reason. The caller holds the serial's lock and writes the outcome
+//! atomically before answering.
+
+use serde::{Deserialize, Serialize};
+use tranzcast_proto::TitleId;
+use tranzcast_proto::keys::TitleKey;
+use tranzcast_proto::ticket::{Certificate, PlayTicket, UNLIMITED};
+
+/// What the ticket database knows of one serial.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TicketRecord {
+    /// Customer number.
+    pub customer: u64,
+    /// Title.
+    pub title: String,
+    /// Plays on this ticket ([`UNLIMITED`] for a purchase).
+    pub plays: u32,
+    /// Expiry, Unix seconds (0 = never).
+    pub expires: u64,
+    /// Created, Unix seconds.
+    pub created: u64,
+    /// The split value K1 (K2 = KM xor K1 is on the ticket).
+    pub k1: [u8; 32],
+    /// The order this ticket belongs to.
+    pub order: u64,
+    /// Where the ticket stands.
+    pub state: TicketState,
+}
+
+/// Where a ticket stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "state")]
+pub enum TicketState {
+    /// Can be played.
+    Live,
+    /// Its last play was used.
+    Spent,
+    /// Exchanged for a replacement with one play fewer.
+    Replaced {
+        /// The replacement's serial, hex.
+        by: [u8; 16],
+    },
+    /// Revoked by the storefront.
+    Revoked,
+}
+
+/// Why a ticket was refused. Each maps to a stable code and a reason for people.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// Not a ticket, or not signed by this origin, or altered.
+    Forged,
+    /// Signed, but the serial is not in the database.
+    UnknownSerial,
+    /// All plays used.
+    Spent,
+    /// Already exchanged for a replacement: use the newer ticket.
+    Replaced,
+    /// Revoked by the storefront.
+    Revoked,
+    /// Past its expiry.
+    Expired,
+    /// Customer or title differ from the record.
+    Mismatch,
+    /// The title is not (or no longer) in the catalog.
+    UnknownTitle,
+}
+
+impl Refusal {
+    /// Stable machine-readable code.
+    pub fn code(self) -> &'static str {
+        match self {
+            Refusal::Forged => "forged",
+            Refusal::UnknownSerial => "unknown_ticket",
+            Refusal::Spent => "spent",
+            Refusal::Replaced => "replaced",
+            Refusal::Revoked => "revoked",
+            Refusal::Expired => "expired",
+            Refusal::Mismatch => "mismatch",
+            Refusal::UnknownTitle => "unknown_title",
+        }
+    }
+
+    /// Reason for people.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Refusal::Forged => "the ticket is not one this origin signed, or it was altered",
+            Refusal::UnknownSerial => "the ticket's serial number is not on record",
+            Refusal::Spent => "every play of this ticket has been used",
+            Refusal::Replaced => "this ticket was already used and replaced; present the replacement ticket",
+            Refusal::Revoked => "the ticket was revoked",
+            Refusal::Expired => "the ticket has expired",
+            Refusal::Mismatch => "the ticket's customer or title does not match the record",
+            Refusal::UnknownTitle => "the title is not in the catalog",
+        }
+    }
+}
+
+/// A granted play: what to send back and what to write.
+#[derive(Debug, Clone)]
+pub struct Grant {
+    /// The validation certificate (holds K1).
+    pub certificate: Certificate,
+    /// The new state of the presented ticket.
+    pub presented_state: TicketState,
+    /// For multi-play rentals: the replacement ticket and its record.
+    pub replacement: Option<(PlayTicket, TicketRecord)>,
+}
+
+/// Inputs that are not the ticket itself.
+#[derive(Debug)]
+pub struct Context<'a> {
+    /// Unix seconds.
+    pub now: u64,
+    /// The title's key, `None` if the title is not in the catalog.
+    pub title_key: Option<&'a TitleKey>,
+    /// The title's running time in seconds (0 when unknown).
+    pub running_time_s: u64,
+    /// Added to the running time for the certificate's life.
+    pub margin_s: u64,
+    /// Random serial for a new certificate or ticket.
+    pub fresh_serial: [u8; 16],
+    /// Second random serial (the replacement's).
+    pub fresh_serial_2: [u8; 16],
+    /// Random K1 for the replacement ticket.
+    pub fresh_k1: [u8; 32],
+}
+
+/// Decides a validation. `ticket` has already passed its signature check.
+pub fn decide(ticket: &PlayTicket, record: Option<&TicketRecord>, cx: &Context<'_>) -> Result<Grant, Refusal> {
+    let record = record.ok_or(Refusal::UnknownSerial)?;
+    match record.state {
+        TicketState::Live => {}
+        TicketState::Spent => return Err(Refusal::Spent),
+        TicketState::Replaced { .. } => return Err(Refusal::Replaced),
+        TicketState::Revoked => return Err(Refusal::Revoked),
+    }
+    if record.customer != ticket.customer || record.title != ticket.title.as_str() || record.plays != ticket.plays || record.expires != ticket.expires {
+        return Err(Refusal::Mismatch);
+    }
+    if ticket.is_expired(cx.now) {
+        return Err(Refusal::Expired);
+    }
+    let key = cx.title_key.ok_or(Refusal::UnknownTitle)?;
+    // The certificate carries this ticket's K1: with the ticket's K2 it gives KM.
+    let life = cx.running_time_s.max(60) + cx.margin_s;
+    let certificate = Certificate {
+        serial: cx.fresh_serial,
+        customer: ticket.customer,
+        created: cx.now,
+        expires: cx.now.saturating_add(life),
+        title: ticket.title.clone(),
+        key_part: record.k1,
+    };
+    if ticket.plays == UNLIMITED {
+        return Ok(Grant { certificate, presented_state: TicketState::Live, replacement: None });
+    }
+    if ticket.plays == 1 {
+        return Ok(Grant { certificate, presented_state: TicketState::Spent, replacement: None });
+    }
+    let plays = ticket.plays - 1;
+    let replacement = PlayTicket {
+        serial: cx.fresh_serial_2,
+        customer: ticket.customer,
+        created: cx.now,
+        expires: ticket.expires,
+        title: ticket.title.clone(),
+        plays,
+        key_part: key.xor(&cx.fresh_k1),
+    };
+    let rec = TicketRecord {
+        customer: ticket.customer,
+        title: ticket.title.to_string(),
+        plays,
+        expires: ticket.expires,
+        created: cx.now,
+        k1: cx.fresh_k1,
+        order: record.order,
+        state: TicketState::Live,
+    };
+    Ok(Grant { certificate, presented_state: TicketState::Replaced { by: cx.fresh_serial_2 }, replacement: Some((replacement, rec)) })
+}
+
+/// A new ticket for an order: fresh K1, K2 = KM xor K1.
+pub fn issue(customer: u64, title: &TitleId, plays: u32, expires: u64, now: u64, order: u64, key: &TitleKey, serial: [u8; 16], k1: [u8; 32]) -> (PlayTicket, TicketRecord) {
+    let ticket = PlayTicket { serial, customer, created: now, expires, title: title.clone(), plays, key_part: key.xor(&k1) };
+    let record = TicketRecord { customer, title: title.to_string(), plays, expires, created: now, k1, order, state: TicketState::Live };
+    (ticket, record)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn cx<'a>(key: &'a TitleKey, now: u64) -> Context<'a> {
+        Context { now, title_key: Some(key), running_time_s: 600, margin_s: 3600, fresh_serial: [7; 16], fresh_serial_2: [8; 16], fresh_k1: [9; 32] }
+    }
+
+    #[test]
+    fn rental_counts_down_and_keys_rejoin() {
+        let km = TitleKey::generate();
+        let title = TitleId::new("film").unwrap();
+        let (t, r) = issue(1, &title, 3, 10_000, 100, 5, &km, [1; 16], [2; 32]);
+        let g = decide(&t, Some(&r), &cx(&km, 200)).unwrap();
+        assert_eq!(TitleKey::from_bytes(t.key_part).xor(&g.certificate.key_part), *km.expose());
+        assert_eq!(g.certificate.expires, 200 + 600 + 3600);
+        assert_eq!(g.presented_state, TicketState::Replaced { by: [8; 16] });
+        let (t2, r2) = g.replacement.unwrap();
+        assert_eq!(t2.plays, 2);
+        assert_ne!(t2.key_part, t.key_part, "fresh split per ticket");
+        let g2 = decide(&t2, Some(&r2), &cx(&km, 300)).unwrap();
+        assert_eq!(TitleKey::from_bytes(t2.key_part).xor(&g2.certificate.key_part), *km.expose());
+        let (t3, r3) = g2.replacement.unwrap();
+        let g3 = decide(&t3, Some(&r3), &cx(&km, 400)).unwrap();
+        assert!(g3.replacement.is_none());
+        assert_eq!(g3.presented_state, TicketState::Spent);
+    }
+
+    #[test]
+    fn refusals() {
+        let km = TitleKey::generate();
+        let title = TitleId::new("film").unwrap();
+        let (t, r) = issue(1, &title, 2, 1000, 100, 5, &km, [1; 16], [2; 32]);
+        assert_eq!(decide(&t, None, &cx(&km, 200)).unwrap_err(), Refusal::UnknownSerial);
+        assert_eq!(decide(&t, Some(&r), &cx(&km, 1000)).unwrap_err(), Refusal::Expired);
+        for (state, want) in [(TicketState::Spent, Refusal::Spent), (TicketState::Revoked, Refusal::Revoked), (TicketState::Replaced { by: [0; 16] }, Refusal::Replaced)] {
+            let mut r2 = r.clone();
+            r2.state = state;
+            assert_eq!(decide(&t, Some(&r2), &cx(&km, 200)).unwrap_err(), want);
+        }
+        let mut other = r.clone();
+        other.customer = 2;
+        assert_eq!(decide(&t, Some(&other), &cx(&km, 200)).unwrap_err(), Refusal::Mismatch);
+        let mut c = cx(&km, 200);
+        c.title_key = None;
+        assert_eq!(decide(&t, Some(&r), &c).unwrap_err(), Refusal::UnknownTitle);
+    }
+
+    #[test]
+    fn bought_ticket_never_expires_and_is_not_replaced() {
+        let km = TitleKey::generate();
+        let (t, r) = issue(1, &TitleId::new("film").unwrap(), UNLIMITED, 0, 100, 5, &km, [1; 16], [2; 32]);
+        for now in [200, u64::MAX / 2] {
+            let g = decide(&t, Some(&r), &cx(&km, now)).unwrap();
+            assert!(g.replacement.is_none());
+            assert_eq!(g.presented_state, TicketState::Live);
+        }
+    }
+}

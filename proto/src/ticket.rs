@@ -1,0 +1,310 @@
+//! Play tickets (Fig. 9) and validation certificates (Fig. 10).
+//!
+//! Both are 192 bytes, signed by the origin's Ed25519 key over the first
+//! 128, and travel as unpadded base64url text (256 characters).
+//!
+//! ```text
+//! play ticket                          validation certificate
+//! off size                             off size
+//!   0   4 magic "TZPT"                   0   4 magic "TZVC"
+//!   4   1 version (1)                    4   1 version (1)
+//!   5   3 reserved, zero                 5   3 reserved, zero
+//!   8  16 serial number                  8  16 serial number
+//!  24   8 customer number               24   8 customer number
+//!  32   8 created, Unix seconds         32   8 created, Unix seconds
+//!  40   8 expires, Unix s (0 = never)   40   8 expires, Unix seconds
+//!  48  32 title id                      48  32 title id
+//!  80   4 plays (0xFFFFFFFF = unlimited) 80  16 reserved, zero
+//!  84  12 reserved, zero
+//!  96  32 key part K2 = KM xor K1       96  32 key part K1
+//! 128  64 Ed25519 signature           128  64 Ed25519 signature
+//! ```
+//!
+//! Neither half of the title key alone says anything about it: `K1` is fresh
+//! and random per ticket, so `K2` is a one-time pad of `KM`.
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
+
+use crate::title::TITLE_ID_LEN;
+use crate::{ProtoError, TitleId, read_u32, read_u64};
+
+/// Encoded length of a ticket or certificate.
+pub const TOKEN_LEN: usize = 192;
+/// Bytes covered by the signature.
+pub const SIGNED_LEN: usize = 128;
+/// Length of the base64url text form.
+pub const TEXT_LEN: usize = 256;
+/// The `plays` value of a bought (unlimited) ticket.
+pub const UNLIMITED: u32 = u32::MAX;
+/// Magic of a play ticket.
+pub const TICKET_MAGIC: [u8; 4] = *b"TZPT";
+/// Magic of a validation certificate.
+pub const CERTIFICATE_MAGIC: [u8; 4] = *b"TZVC";
+const VERSION: u8 = 1;
+
+/// A play ticket's fields.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlayTicket {
+    /// Serial number: the ticket database's key.
+    pub serial: [u8; 16],
+    /// Customer number.
+    pub customer: u64,
+    /// Created, Unix seconds.
+    pub created: u64,
+    /// Expires, Unix seconds; 0 for never (bought tickets).
+    pub expires: u64,
+    /// The title.
+    pub title: TitleId,
+    /// Plays left, or [`UNLIMITED`].
+    pub plays: u32,
+    /// Key part K2.
+    pub key_part: [u8; 32],
+}
+
+/// A validation certificate's fields.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Certificate {
+    /// Serial number.
+    pub serial: [u8; 16],
+    /// Customer number.
+    pub customer: u64,
+    /// Created, Unix seconds.
+    pub created: u64,
+    /// Expires, Unix seconds.
+    pub expires: u64,
+    /// The title.
+    pub title: TitleId,
+    /// Key part K1.
+    pub key_part: [u8; 32],
+}
+
+fn header(magic: [u8; 4], serial: &[u8; 16], customer: u64, created: u64, expires: u64, title: &TitleId) -> [u8; TOKEN_LEN] {
+    let mut b = [0u8; TOKEN_LEN];
+    b[0..4].copy_from_slice(&magic);
+    b[4] = VERSION;
+    b[8..24].copy_from_slice(serial);
+    b[24..32].copy_from_slice(&customer.to_be_bytes());
+    b[32..40].copy_from_slice(&created.to_be_bytes());
+    b[40..48].copy_from_slice(&expires.to_be_bytes());
+    b[48..80].copy_from_slice(&title.to_wire());
+    b
+}
+
+fn sign_into(mut b: [u8; TOKEN_LEN], key: &SigningKey) -> [u8; TOKEN_LEN] {
+    let sig = key.sign(&b[..SIGNED_LEN]);
+    b[SIGNED_LEN..].copy_from_slice(&sig.to_bytes());
+    b
+}
+
+impl PlayTicket {
+    /// Encodes and signs.
+    pub fn sign(&self, key: &SigningKey) -> [u8; TOKEN_LEN] {
+        let mut b = header(TICKET_MAGIC, &self.serial, self.customer, self.created, self.expires, &self.title);
+        b[80..84].copy_from_slice(&self.plays.to_be_bytes());
+        b[96..128].copy_from_slice(&self.key_part);
+        sign_into(b, key)
+    }
+
+    /// Whether the ticket is unlimited (bought).
+    pub fn is_unlimited(&self) -> bool {
+        self.plays == UNLIMITED
+    }
+
+    /// Whether it has expired at `now` (Unix seconds).
+    pub fn is_expired(&self, now: u64) -> bool {
+        self.expires != 0 && now >= self.expires
+    }
+}
+
+impl Certificate {
+    /// Encodes and signs.
+    pub fn sign(&self, key: &SigningKey) -> [u8; TOKEN_LEN] {
+        let mut b = header(CERTIFICATE_MAGIC, &self.serial, self.customer, self.created, self.expires, &self.title);
+        b[96..128].copy_from_slice(&self.key_part);
+        sign_into(b, key)
+    }
+
+    /// Whether it has expired at `now` (Unix seconds).
+    pub fn is_expired(&self, now: u64) -> bool {
+        now >= self.expires
+    }
+}
+
+/// A decoded ticket or certificate, signature not yet checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Token {
+    /// A play ticket.
+    Ticket(PlayTicket),
+    /// A validation certificate.
+    Certificate(Certificate),
+}
+
+/// Decoded bytes and their still-unverified signature.
+#[derive(Debug, Clone)]
+pub struct SignedToken {
+    /// The fields.
+    pub token: Token,
+    bytes: [u8; TOKEN_LEN],
+}
+
+impl SignedToken {
+    /// Parses the binary form (structure only).
+    pub fn decode(b: &[u8]) -> Result<Self, ProtoError> {
+        let bytes: [u8; TOKEN_LEN] = b
+            .try_into()
+            .map_err(|_| ProtoError::invalid("ticket or certificate", format!("{} bytes, need {TOKEN_LEN}", b.len())))?;
+        let magic = [b[0], b[1], b[2], b[3]];
+        let what = match magic {
+            TICKET_MAGIC => "play ticket",
+            CERTIFICATE_MAGIC => "validation certificate",
+            _ => return Err(ProtoError::BadMagic { what: "ticket or certificate" }),
+        };
+        if b[4] != VERSION {
+            return Err(ProtoError::UnsupportedVersion { what, version: b[4] });
+        }
+        if b[5..8] != [0; 3] {
+            return Err(ProtoError::invalid(what, "reserved bytes must be zero"));
+        }
+        let mut serial = [0u8; 16];
+        serial.copy_from_slice(&b[8..24]);
+        let customer = read_u64(b, 24);
+        let created = read_u64(b, 32);
+        let expires = read_u64(b, 40);
+        let mut t = [0u8; TITLE_ID_LEN];
+        t.copy_from_slice(&b[48..80]);
+        let title = TitleId::from_wire(&t)?;
+        let mut key_part = [0u8; 32];
+        key_part.copy_from_slice(&b[96..128]);
+        let token = if magic == TICKET_MAGIC {
+            if b[84..96] != [0; 12] {
+                return Err(ProtoError::invalid(what, "reserved bytes must be zero"));
+            }
+            let plays = read_u32(b, 80);
+            if plays == 0 {
+                return Err(ProtoError::invalid(what, "zero plays"));
+            }
+            Token::Ticket(PlayTicket { serial, customer, created, expires, title, plays, key_part })
+        } else {
+            if b[80..96] != [0; 16] {
+                return Err(ProtoError::invalid(what, "reserved bytes must be zero"));
+            }
+            if expires == 0 {
+                return Err(ProtoError::invalid(what, "a certificate must expire"));
+            }
+            Token::Certificate(Certificate { serial, customer, created, expires, title, key_part })
+        };
+        Ok(Self { token, bytes })
+    }
+
+    /// Parses the base64url text form (whitespace around it is ignored).
+    pub fn from_text(s: &str) -> Result<Self, ProtoError> {
+        let s = s.trim();
+        if s.len() != TEXT_LEN {
+            return Err(ProtoError::invalid("ticket or certificate", format!("{} characters, need {TEXT_LEN}", s.len())));
+        }
+        let raw = URL_SAFE_NO_PAD.decode(s).map_err(|e| ProtoError::invalid("ticket or certificate", format!("not base64url: {e}")))?;
+        Self::decode(&raw)
+    }
+
+    /// Checks the origin's signature.
+    pub fn verify(&self, origin: &VerifyingKey) -> Result<&Token, ProtoError> {
+        let what = match self.token {
+            Token::Ticket(_) => "play ticket",
+            Token::Certificate(_) => "validation certificate",
+        };
+        let mut sig = [0u8; 64];
+        sig.copy_from_slice(&self.bytes[SIGNED_LEN..]);
+        origin
+            .verify_strict(&self.bytes[..SIGNED_LEN], &Signature::from_bytes(&sig))
+            .map_err(|_| ProtoError::BadSignature { what })?;
+        Ok(&self.token)
+    }
+
+    /// The binary form.
+    pub fn as_bytes(&self) -> &[u8; TOKEN_LEN] {
+        &self.bytes
+    }
+}
+
+/// The text form of a signed token.
+pub fn to_text(bytes: &[u8; TOKEN_LEN]) -> String {
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn key() -> SigningKey {
+        SigningKey::from_bytes(&[5; 32])
+    }
+
+    fn ticket(plays: u32) -> PlayTicket {
+        PlayTicket {
+            serial: [1; 16],
+            customer: 42,
+            created: 1_790_000_000,
+            expires: if plays == UNLIMITED { 0 } else { 1_790_086_400 },
+            title: TitleId::new("film").unwrap(),
+            plays,
+            key_part: [9; 32],
+        }
+    }
+
+    fn cert() -> Certificate {
+        Certificate { serial: [2; 16], customer: 42, created: 1_790_000_000, expires: 1_790_007_200, title: TitleId::new("film").unwrap(), key_part: [8; 32] }
+    }
+
+    #[test]
+    fn round_trips_through_text() {
+        for t in [ticket(3), ticket(UNLIMITED)] {
+            let text = to_text(&t.sign(&key()));
+            assert_eq!(text.len(), TEXT_LEN);
+            let st = SignedToken::from_text(&text).unwrap();
+            assert_eq!(st.verify(&key().verifying_key()).unwrap(), &Token::Ticket(t));
+        }
+        let text = to_text(&cert().sign(&key()));
+        let st = SignedToken::from_text(&format!("  {text}\n")).unwrap();
+        assert_eq!(st.verify(&key().verifying_key()).unwrap(), &Token::Certificate(cert()));
+    }
+
+    #[test]
+    fn every_altered_byte_is_refused() {
+        for signed in [ticket(2).sign(&key()), cert().sign(&key())] {
+            for at in 0..TOKEN_LEN {
+                for bit in [0x01u8, 0x80] {
+                    let mut b = signed;
+                    b[at] ^= bit;
+                    let ok = SignedToken::decode(&b).and_then(|s| s.verify(&key().verifying_key()).map(|_| ()));
+                    assert!(ok.is_err(), "flip {bit:#x} at {at} accepted");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn other_keys_and_hostile_text_are_refused() {
+        let b = ticket(1).sign(&key());
+        let other = SigningKey::from_bytes(&[6; 32]);
+        assert!(matches!(SignedToken::decode(&b).unwrap().verify(&other.verifying_key()), Err(ProtoError::BadSignature { .. })));
+        for bad in ["", "x", &"A".repeat(255), &"A".repeat(257), &"!".repeat(256), &"A".repeat(256)] {
+            assert!(SignedToken::from_text(bad).is_err(), "{bad:?}");
+        }
+        assert!(SignedToken::decode(&b[..191]).is_err());
+        let zero_plays = ticket(1);
+        let mut raw = zero_plays.sign(&key());
+        raw[80..84].copy_from_slice(&0u32.to_be_bytes());
+        assert!(SignedToken::decode(&raw).is_err());
+    }
+
+    #[test]
+    fn expiry() {
+        assert!(!ticket(UNLIMITED).is_expired(u64::MAX));
+        assert!(ticket(1).is_expired(1_790_086_400));
+        assert!(!ticket(1).is_expired(1_790_086_399));
+        assert!(cert().is_expired(1_790_007_200));
+    }
+}

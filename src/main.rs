@@ -1,0 +1,346 @@
+//! `tranzcast`: one binary, one subcommand per role or tool. Thin: parse the
+//! command line, load config, call the libraries, print, exit.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use tranzcast_ingest::{IngestOptions, export, ingest};
+use tranzcast_proto::TitleId;
+use tranzcast_store::{BlobStore, StoreOptions};
+
+mod bench;
+mod demo;
+
+#[derive(Parser, Debug)]
+#[command(name = "tranzcast", version, about = "Secure media CDN: origin, nodes, edges and smart clients")]
+struct Cli {
+    /// Log filter (tracing's EnvFilter syntax); RUST_LOG also works.
+    #[arg(long, global = true, default_value = "warn")]
+    log: String,
+    /// Logs as JSON lines.
+    #[arg(long, global = true)]
+    log_json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Encrypt, segment and store a media file as a new title.
+    Ingest(IngestArgs),
+    /// Verify, decrypt and reassemble a title from a local store.
+    Export(ExportArgs),
+    /// Check every blob in a store against its address.
+    Verify(VerifyArgs),
+    /// List the titles in a store.
+    Titles(DataArgs),
+    /// Run the origin (catalog, customers, orders, tickets, cluster).
+    Origin(ServerArgs),
+    /// Play tickets and validation certificates.
+    #[command(subcommand)]
+    Ticket(TicketCommand),
+    /// Run the whole pipeline on loopback with embedded defaults.
+    Demo(demo::DemoArgs),
+    /// Side-by-side benchmarks (see bench/).
+    #[command(subcommand, hide = true)]
+    Bench(bench::BenchCommand),
+}
+
+#[derive(clap::Args, Debug)]
+struct ServerArgs {
+    /// TOML config file (see config/examples/).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Override a config key: --set key.path=value (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<String>,
+}
+
+#[derive(Subcommand, Debug)]
+enum TicketCommand {
+    /// Decode a ticket or certificate offline, and verify it if the origin key is given.
+    Inspect {
+        /// The ticket or certificate (base64url text).
+        text: String,
+        /// The origin's Ed25519 public key, 64 hex digits.
+        #[arg(long)]
+        origin_key: Option<String>,
+    },
+}
+
+#[derive(clap::Args, Debug)]
+struct DataArgs {
+    /// Data directory of the store.
+    #[arg(long)]
+    data: PathBuf,
+    /// Print one JSON object.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(clap::Args, Debug)]
+struct IngestArgs {
+    /// The media file.
+    file: PathBuf,
+    /// Data directory of the store (created if missing).
+    #[arg(long)]
+    data: PathBuf,
+    /// Title id: 1-32 of a-z, 0-9, '.', '_', '-'.
+    #[arg(long)]
+    title: String,
+    /// Seconds of media per segment (the size follows the running time).
+    #[arg(long, default_value_t = tranzcast_ingest::DEFAULT_SEGMENT_SECONDS)]
+    segment_seconds: f64,
+    /// Exact segment size in bytes, overriding --segment-seconds.
+    #[arg(long)]
+    segment_size: Option<u32>,
+    /// Transcode with ffmpeg to H.264/AAC fragmented MP4 first.
+    #[arg(long)]
+    encode: bool,
+    /// Sealing threads (0: one per core).
+    #[arg(long, default_value_t = 0)]
+    workers: usize,
+    /// Print one JSON object.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(clap::Args, Debug)]
+struct ExportArgs {
+    /// Data directory of the store.
+    #[arg(long)]
+    data: PathBuf,
+    /// Title id.
+    #[arg(long)]
+    title: String,
+    /// Output file.
+    #[arg(long)]
+    out: PathBuf,
+    /// Print one JSON object.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(clap::Args, Debug)]
+struct VerifyArgs {
+    /// Data directory of the store.
+    #[arg(long)]
+    data: PathBuf,
+    /// Print one JSON object.
+    #[arg(long)]
+    json: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(&cli.log, cli.log_json);
+    match run(cli.command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing(filter: &str, json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(filter))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if json {
+        b.json().init();
+    } else {
+        b.init();
+    }
+}
+
+/// A byte progress bar on stderr when it is a terminal and output is for people.
+pub(crate) fn progress_bar(json: bool, what: &str) -> ProgressBar {
+    if json || !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let pb = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr());
+    if let Ok(style) = ProgressStyle::with_template("{msg:>8} [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}") {
+        pb.set_style(style.progress_chars("=> "));
+    }
+    pb.set_message(what.to_string());
+    pb
+}
+
+pub(crate) fn open_store(data: &Path, create: bool) -> Result<BlobStore> {
+    BlobStore::open(data, StoreOptions { create, ..Default::default() }).with_context(|| format!("cannot open the store in {}", data.display()))
+}
+
+fn parse_title(s: &str) -> Result<TitleId> {
+    TitleId::new(s).map_err(|e| anyhow::anyhow!("--title: {e}"))
+}
+
+fn run(command: Command) -> Result<()> {
+    match command {
+        Command::Ingest(a) => {
+            let title = parse_title(&a.title)?;
+            if !a.segment_seconds.is_finite() || a.segment_seconds <= 0.0 || a.segment_seconds > 3600.0 {
+                bail!("--segment-seconds must be a number of seconds in (0, 3600]");
+            }
+            // Fail on a bad input before creating anything.
+            let meta = std::fs::metadata(&a.file).with_context(|| format!("cannot read {}", a.file.display()))?;
+            if meta.is_dir() {
+                bail!("{} is a directory, not a media file", a.file.display());
+            }
+            let store = open_store(&a.data, true)?;
+            let mut opts = IngestOptions::new(title);
+            opts.segment_seconds = a.segment_seconds;
+            opts.segment_size = a.segment_size;
+            opts.encode = a.encode;
+            opts.workers = a.workers;
+            opts.progress = progress_bar(a.json, "ingest");
+            let r = ingest(&store, &a.file, &opts)?;
+            if a.json {
+                println!("{}", serde_json::to_string(&r)?);
+            } else {
+                println!(
+                    "ingested {} as {}: {} bytes, {} segments of {} bytes, manifest {} ({:.0} MB/s{})",
+                    a.file.display(),
+                    r.title,
+                    r.bytes,
+                    r.segments,
+                    r.segment_size,
+                    r.manifest,
+                    r.mb_per_s,
+                    if r.resumed_blobs > 0 { format!(", resumed {} blobs", r.resumed_blobs) } else { String::new() }
+                );
+            }
+            Ok(())
+        }
+        Command::Export(a) => {
+            let title = parse_title(&a.title)?;
+            let store = open_store(&a.data, false)?;
+            let r = export(&store, &title, &a.out, &progress_bar(a.json, "export"))?;
+            if a.json {
+                println!("{}", serde_json::to_string(&r)?);
+            } else {
+                println!("exported {} to {}: {} bytes from {} verified segments", r.title, r.out, r.bytes, r.segments);
+            }
+            Ok(())
+        }
+        Command::Verify(a) => {
+            let store = open_store(&a.data, false)?;
+            let started = Instant::now();
+            let list = store.list()?;
+            let mut bad = Vec::new();
+            let mut bytes = 0u64;
+            for (addr, len) in &list {
+                match store.get(addr) {
+                    Ok(Some(_)) => bytes += len,
+                    Ok(None) => bad.push(format!("{addr}: listed but missing")),
+                    Err(e) => bad.push(e.to_string()),
+                }
+                store.clear_cache();
+            }
+            if a.json {
+                println!("{}", serde_json::json!({"blobs": list.len(), "bytes": bytes, "bad": bad, "elapsed_s": started.elapsed().as_secs_f64()}));
+            } else {
+                for b in &bad {
+                    eprintln!("corrupt: {b}");
+                }
+                println!("{} blobs, {} bytes verified, {} bad", list.len() - bad.len(), bytes, bad.len());
+            }
+            if !bad.is_empty() {
+                bail!("{} of {} blobs failed verification", bad.len(), list.len());
+            }
+            Ok(())
+        }
+        Command::Titles(a) => {
+            let store = open_store(&a.data, false)?;
+            let titles = store.titles()?;
+            if a.json {
+                let v: Vec<_> = titles.iter().map(|(t, m)| serde_json::json!({"title": t.as_str(), "manifest": m.to_hex()})).collect();
+                println!("{}", serde_json::Value::Array(v));
+            } else {
+                for (t, m) in titles {
+                    println!("{t}\t{m}");
+                }
+            }
+            Ok(())
+        }
+        Command::Origin(a) => run_origin(a),
+        Command::Ticket(TicketCommand::Inspect { text, origin_key }) => inspect(&text, origin_key.as_deref()),
+        Command::Demo(a) => demo::run(a),
+        Command::Bench(b) => bench::run(b),
+    }
+}
+
+fn run_origin(a: ServerArgs) -> Result<()> {
+    let config: tranzcast_config::OriginConfig = tranzcast_config::load(a.config.as_deref(), &a.set)?;
+    let rt = tokio::runtime::Runtime::new()?;
+    rt.block_on(async {
+        let origin = tranzcast_origin::Origin::start(config).await?;
+        eprintln!(
+            "origin listening on https://{} (h1, h2, h3){}; key {}",
+            origin.https_addr(),
+            origin.plain_addr().map(|p| format!(", plain http://{p}")).unwrap_or_default(),
+            hex::encode(origin.public_key().as_bytes())
+        );
+        wait_for_signal().await;
+        eprintln!("origin: draining");
+        origin.shutdown().await;
+        Ok(())
+    })
+}
+
+/// Waits for SIGINT or SIGTERM.
+pub(crate) async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+fn inspect(text: &str, origin_key: Option<&str>) -> Result<()> {
+    use tranzcast_proto::ticket::{SignedToken, Token, UNLIMITED};
+    let st = SignedToken::from_text(text).map_err(|e| anyhow::anyhow!("not a ticket or certificate: {e}"))?;
+    let when = |t: u64| if t == 0 { "never".to_string() } else { format!("{t} (unix s)") };
+    let mut v = match &st.token {
+        Token::Ticket(t) => serde_json::json!({
+            "type": "play ticket", "serial": hex::encode(t.serial), "customer": t.customer, "created": when(t.created),
+            "expires": when(t.expires), "title": t.title.as_str(),
+            "plays": if t.plays == UNLIMITED { "unlimited".to_string() } else { t.plays.to_string() },
+            "key_part": "K2 (32 bytes, not shown)",
+        }),
+        Token::Certificate(c) => serde_json::json!({
+            "type": "validation certificate", "serial": hex::encode(c.serial), "customer": c.customer, "created": when(c.created),
+            "expires": when(c.expires), "title": c.title.as_str(), "key_part": "K1 (32 bytes, not shown)",
+        }),
+    };
+    let mut valid = None;
+    if let Some(k) = origin_key {
+        let mut b = [0u8; 32];
+        hex::decode_to_slice(k.trim(), &mut b).map_err(|_| anyhow::anyhow!("--origin-key must be 64 hex digits"))?;
+        let vk = ed25519_dalek::VerifyingKey::from_bytes(&b).map_err(|_| anyhow::anyhow!("--origin-key is not an Ed25519 public key"))?;
+        valid = Some(st.verify(&vk).is_ok());
+    }
+    v["signature"] = match valid {
+        None => "not checked (give --origin-key)".into(),
+        Some(true) => "valid".into(),
+        Some(false) => "INVALID: not signed by this origin key, or altered".into(),
+    };
+    println!("{}", serde_json::to_string_pretty(&v)?);
+    if valid == Some(false) {
+        bail!("signature does not verify");
+    }
+    Ok(())
+}

@@ -1,0 +1,66 @@
+//! Helpers shared by the CLI integration tests: run the real binary, make inputs.
+#![allow(dead_code)]
+
+#![allow(clippy::unwrap_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_tranzcast"))
+}
+
+pub fn tranzcast(args: &[&str]) -> Output {
+    Command::new(bin()).args(args).env_remove("RUST_LOG").output().expect("run tranzcast")
+}
+
+pub fn ok(args: &[&str]) -> String {
+    let o = tranzcast(args);
+    assert!(o.status.success(), "tranzcast {args:?} failed: {}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn fails(args: &[&str]) -> String {
+    let o = tranzcast(args);
+    assert!(!o.status.success(), "tranzcast {args:?} succeeded: {}", String::from_utf8_lossy(&o.stdout));
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert!(!err.contains("panicked"), "tranzcast {args:?} panicked: {err}");
+    err
+}
+
+/// Pseudo-random bytes from a seed (blake3 XOF): reproducible, incompressible.
+pub fn random_file(path: &Path, len: u64, seed: &str) {
+    let mut xof = blake3::Hasher::new_derive_key("tranzcast test file").update(seed.as_bytes()).finalize_xof();
+    let mut f = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
+    let mut buf = vec![0u8; 1 << 20];
+    let mut left = len;
+    while left > 0 {
+        let n = left.min(buf.len() as u64) as usize;
+        xof.fill(&mut buf[..n]);
+        std::io::Write::write_all(&mut f, &buf[..n]).unwrap();
+        left -= n as u64;
+    }
+    std::io::Write::flush(&mut f).unwrap();
+}
+
+pub fn files_equal(a: &Path, b: &Path) -> bool {
+    std::fs::read(a).unwrap() == std::fs::read(b).unwrap()
+}
+
+pub fn json(s: &str) -> serde_json::Value {
+    serde_json::from_str(s.trim()).unwrap_or_else(|e| panic!("not JSON ({e}): {s}"))
+}
+
+/// Every regular file under `dir`, recursively.
+pub fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
