@@ -13,6 +13,15 @@ use tranzcast_proto::keys::{self, TitleKey};
 
 #[derive(Subcommand, Debug)]
 pub enum BenchCommand {
+    /// Ticket validations per second over HTTP/2 against raw Ed25519 sign+verify, same process.
+    Tickets {
+        /// Seconds per measurement.
+        #[arg(long, default_value_t = 5.0)]
+        seconds: f64,
+        /// Concurrent validation requests.
+        #[arg(long, default_value_t = 64)]
+        concurrency: usize,
+    },
     /// Raw AES-256-GCM-SIV sealing + blake3 hashing of a file's segments, no store.
     Crypto {
         /// Input file (read through the page cache, as ingest reads it).
@@ -29,6 +38,7 @@ pub enum BenchCommand {
 
 pub fn run(cmd: BenchCommand) -> Result<()> {
     match cmd {
+        BenchCommand::Tickets { seconds, concurrency } => tickets(seconds, concurrency),
         BenchCommand::Crypto { input, segment_size, threads } => {
             let threads = if threads == 0 { std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2) } else { threads };
             let file = std::fs::File::open(&input).with_context(|| format!("cannot open {}", input.display()))?;
@@ -69,4 +79,95 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// Raw Ed25519: one verify (the ticket) and one sign (the certificate) per
+/// validation, on every core, for `seconds`.
+fn raw_sign_verify(seconds: f64) -> f64 {
+    use ed25519_dalek::{Signer, SigningKey};
+    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+    let until = Instant::now() + std::time::Duration::from_secs_f64(seconds);
+    let total: u64 = std::thread::scope(|s| {
+        let hs: Vec<_> = (0..threads)
+            .map(|t| {
+                s.spawn(move || {
+                    let key = SigningKey::from_bytes(&[t as u8 + 1; 32]);
+                    let vk = key.verifying_key();
+                    let mut msg = [0u8; 128];
+                    let sig = key.sign(&msg);
+                    let mut n = 0u64;
+                    while Instant::now() < until {
+                        let ok = vk.verify_strict(&msg, &sig).is_ok();
+                        msg[0] = msg[0].wrapping_add(ok as u8);
+                        let _ = key.sign(&msg);
+                        n += 1;
+                    }
+                    n
+                })
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap_or(0)).sum()
+    });
+    total as f64 / seconds
+}
+
+fn tickets(seconds: f64, concurrency: usize) -> Result<()> {
+    let dir = tempfile::Builder::new().prefix("tranzcast-bench-tickets-").tempdir()?;
+    let data = dir.path().join("origin");
+    {
+        let store = crate::open_store(&data, true)?;
+        let input = dir.path().join("t.bin");
+        std::fs::write(&input, vec![7u8; 100_000])?;
+        tranzcast_ingest::ingest(&store, &input, &tranzcast_ingest::IngestOptions::new(TitleId::new("bench")?))?;
+    }
+    let token = "bench-storefront-token-0123456789";
+    let config: tranzcast_config::OriginConfig = tranzcast_config::Layers::new("origin")
+        .overrides(&[format!("data_dir={}", data.display()), format!("storefront_token={token}"), "cluster_token=bench-cluster-token-0123456789".into(), "listen.https=127.0.0.1:0".into()])?
+        .build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let raw = raw_sign_verify(seconds);
+    let (ours, errors) = rt.block_on(async {
+        let origin = tranzcast_origin::Origin::start(config).await?;
+        let http = tranzcast_net::client::https(origin.ca_pem().as_bytes())?;
+        let base = format!("https://localhost:{}", origin.https_addr().port());
+        let post = |path: &str, body: serde_json::Value| http.post(format!("{base}{path}")).bearer_auth(token).json(&body).send();
+        let c: serde_json::Value = serde_json::from_slice(&post("/v1/customers", serde_json::json!({"name": "bench"})).await?.bytes().await?)?;
+        let o: serde_json::Value =
+            serde_json::from_slice(&post("/v1/orders", serde_json::json!({"customer": c["customer"], "title": "bench", "kind": "buy"})).await?.bytes().await?)?;
+        let ticket = o["ticket"].as_str().ok_or_else(|| anyhow::anyhow!("no ticket: {o}"))?.to_string();
+        let until = Instant::now() + std::time::Duration::from_secs_f64(seconds);
+        let started = Instant::now();
+        let mut tasks = Vec::new();
+        for _ in 0..concurrency {
+            let (http, url, ticket) = (http.clone(), format!("{base}/v1/play"), ticket.clone());
+            tasks.push(tokio::spawn(async move {
+                let (mut ok, mut bad) = (0u64, 0u64);
+                while Instant::now() < until {
+                    match http.post(&url).json(&serde_json::json!({"ticket": ticket})).send().await {
+                        Ok(r) if r.status() == 200 => {
+                            let _ = r.bytes().await;
+                            ok += 1
+                        }
+                        _ => bad += 1,
+                    }
+                }
+                (ok, bad)
+            }));
+        }
+        let (mut ok, mut bad) = (0u64, 0u64);
+        for t in tasks {
+            let (o, b) = t.await?;
+            ok += o;
+            bad += b;
+        }
+        let secs = started.elapsed().as_secs_f64();
+        origin.shutdown().await;
+        anyhow::Ok((ok as f64 / secs, bad))
+    })?;
+    println!(
+        "{}",
+        serde_json::json!({"raw_sign_verify_per_s": raw, "validations_per_s": ours, "errors": errors, "concurrency": concurrency,
+            "ratio": ours / raw, "seconds": seconds})
+    );
+    Ok(())
 }

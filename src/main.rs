@@ -15,6 +15,7 @@ use tranzcast_store::{BlobStore, StoreOptions};
 
 mod bench;
 mod demo;
+mod upload;
 
 #[derive(Parser, Debug)]
 #[command(name = "tranzcast", version, about = "Secure media CDN: origin, nodes, edges and smart clients")]
@@ -41,6 +42,8 @@ enum Command {
     Titles(DataArgs),
     /// Run the origin (catalog, customers, orders, tickets, cluster).
     Origin(ServerArgs),
+    /// Run a node or an edge (role set in its config).
+    Edge(EdgeArgs),
     /// Play tickets and validation certificates.
     #[command(subcommand)]
     Ticket(TicketCommand),
@@ -59,6 +62,16 @@ struct ServerArgs {
     /// Override a config key: --set key.path=value (repeatable).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     set: Vec<String>,
+}
+
+#[derive(clap::Args, Debug)]
+struct EdgeArgs {
+    #[command(flatten)]
+    server: ServerArgs,
+    /// Local CA directory (ca.pem, ca.key) when no tls.cert/tls.key/ca are
+    /// configured: share the origin's `<data_dir>/tls` on a loopback cluster.
+    #[arg(long)]
+    ca_dir: Option<PathBuf>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -84,30 +97,39 @@ struct DataArgs {
 }
 
 #[derive(clap::Args, Debug)]
-struct IngestArgs {
+pub(crate) struct IngestArgs {
     /// The media file.
-    file: PathBuf,
+    pub(crate) file: PathBuf,
     /// Data directory of the store (created if missing).
+    #[arg(long, required_unless_present = "origin", conflicts_with = "origin")]
+    pub(crate) data: Option<PathBuf>,
+    /// Upload to a running origin instead (needs --token).
     #[arg(long)]
-    data: PathBuf,
+    pub(crate) origin: Option<String>,
+    /// The origin's storefront token (or TRANZCAST_STOREFRONT_TOKEN).
+    #[arg(long, env = "TRANZCAST_STOREFRONT_TOKEN", hide_env_values = true)]
+    pub(crate) token: Option<String>,
+    /// CA certificate (PEM) to trust for the origin.
+    #[arg(long)]
+    pub(crate) ca: Option<PathBuf>,
     /// Title id: 1-32 of a-z, 0-9, '.', '_', '-'.
     #[arg(long)]
-    title: String,
+    pub(crate) title: String,
     /// Seconds of media per segment (the size follows the running time).
     #[arg(long, default_value_t = tranzcast_ingest::DEFAULT_SEGMENT_SECONDS)]
-    segment_seconds: f64,
+    pub(crate) segment_seconds: f64,
     /// Exact segment size in bytes, overriding --segment-seconds.
     #[arg(long)]
-    segment_size: Option<u32>,
+    pub(crate) segment_size: Option<u32>,
     /// Transcode with ffmpeg to H.264/AAC fragmented MP4 first.
     #[arg(long)]
-    encode: bool,
+    pub(crate) encode: bool,
     /// Sealing threads (0: one per core).
     #[arg(long, default_value_t = 0)]
-    workers: usize,
+    pub(crate) workers: usize,
     /// Print one JSON object.
     #[arg(long)]
-    json: bool,
+    pub(crate) json: bool,
 }
 
 #[derive(clap::Args, Debug)]
@@ -193,7 +215,11 @@ fn run(command: Command) -> Result<()> {
             if meta.is_dir() {
                 bail!("{} is a directory, not a media file", a.file.display());
             }
-            let store = open_store(&a.data, true)?;
+            if let Some(origin) = &a.origin {
+                return upload::run(&a, origin, title);
+            }
+            let data = a.data.clone().context("--data or --origin is required")?;
+            let store = open_store(&data, true)?;
             let mut opts = IngestOptions::new(title);
             opts.segment_seconds = a.segment_seconds;
             opts.segment_size = a.segment_size;
@@ -270,6 +296,7 @@ fn run(command: Command) -> Result<()> {
             Ok(())
         }
         Command::Origin(a) => run_origin(a),
+        Command::Edge(a) => run_edge(a),
         Command::Ticket(TicketCommand::Inspect { text, origin_key }) => inspect(&text, origin_key.as_deref()),
         Command::Demo(a) => demo::run(a),
         Command::Bench(b) => bench::run(b),
@@ -290,6 +317,21 @@ fn run_origin(a: ServerArgs) -> Result<()> {
         wait_for_signal().await;
         eprintln!("origin: draining");
         origin.shutdown().await;
+        Ok(())
+    })
+}
+
+fn run_edge(a: EdgeArgs) -> Result<()> {
+    let config: tranzcast_config::EdgeConfig = tranzcast_config::load(a.server.config.as_deref(), &a.server.set)?;
+    let ca_dir = a.ca_dir.unwrap_or_else(|| config.data_dir.join("tls"));
+    let rt = tokio::runtime::Runtime::new()?;
+    rt.block_on(async {
+        let tls = tranzcast_edge::EdgeTls::from_config(&config, &ca_dir)?;
+        let server = tranzcast_edge::EdgeServer::start(config, tls).await?;
+        eprintln!("{} listening on https://{} (h1, h2, h3)", server.name(), server.https_addr());
+        wait_for_signal().await;
+        eprintln!("{}: draining", server.name());
+        server.shutdown().await;
         Ok(())
     })
 }

@@ -166,6 +166,11 @@ pub struct OriginConfig {
     pub tls: TlsConfig,
     /// Bearer token for the storefront calls (customers, orders, revocation). At least 16 characters.
     pub storefront_token: String,
+    /// Shared secret of the operator's servers: nodes and edges join with it,
+    /// and the origin stages to nodes with it. At least 16 characters.
+    pub cluster_token: String,
+    /// How often the origin checks every node for missing blobs and stages them.
+    pub staging_interval: Duration,
     /// Local store budgets.
     pub store: StoreConfig,
     /// Master copies.
@@ -185,6 +190,8 @@ impl Default for OriginConfig {
             listen: ListenConfig::default(),
             tls: TlsConfig::default(),
             storefront_token: String::new(),
+            cluster_token: String::new(),
+            staging_interval: Duration::secs(2),
             store: StoreConfig::default(),
             master: MasterConfig::default(),
             certificate_margin: Duration::secs(3600),
@@ -199,6 +206,15 @@ impl RoleConfig for OriginConfig {
     fn validate(&self) -> Result<(), (String, String)> {
         if self.storefront_token.len() < 16 {
             return fail("storefront_token", "required, at least 16 characters");
+        }
+        if self.cluster_token.len() < 16 {
+            return fail("cluster_token", "required, at least 16 characters");
+        }
+        if self.cluster_token == self.storefront_token {
+            return fail("cluster_token", "must differ from storefront_token");
+        }
+        if self.staging_interval.0.as_millis() < 100 {
+            return fail("staging_interval", "must be at least 100ms");
         }
         self.tls.validate("tls")?;
         self.store.validate()?;
@@ -251,10 +267,15 @@ pub struct EdgeConfig {
     pub origin: String,
     /// The origin's Ed25519 public key (hex); fetched from the origin when absent.
     pub origin_key: Option<String>,
+    /// The cluster's shared secret (the origin's `cluster_token`).
+    pub cluster_token: String,
     /// CA certificate (PEM) to trust for the origin and parents; system roots when absent.
     pub ca: Option<PathBuf>,
     /// Listening addresses.
     pub listen: ListenConfig,
+    /// The HTTPS URL others reach this server at (advertised to the origin);
+    /// `https://localhost:<port>` when absent (loopback clusters).
+    pub public_url: Option<String>,
     /// TLS.
     pub tls: TlsConfig,
     /// Store budgets.
@@ -279,8 +300,10 @@ impl Default for EdgeConfig {
             data_dir: PathBuf::from("data/edge"),
             origin: "https://127.0.0.1:4433".into(),
             origin_key: None,
+            cluster_token: String::new(),
             ca: None,
             listen: ListenConfig::default(),
+            public_url: None,
             tls: TlsConfig::default(),
             store: StoreConfig::default(),
             parents: Vec::new(),
@@ -299,10 +322,18 @@ impl RoleConfig for EdgeConfig {
             return fail("name", format!("{:?}: 1..=64 of a-z, A-Z, 0-9, '-', '_'", self.name));
         }
         check_url("origin", &self.origin)?;
+        if self.cluster_token.len() < 16 {
+            return fail("cluster_token", "required, at least 16 characters");
+        }
         if let Some(k) = &self.origin_key
             && (k.len() != 64 || !k.bytes().all(|c| c.is_ascii_hexdigit()))
         {
             return fail("origin_key", "must be 64 hex digits (an Ed25519 public key)");
+        }
+        if let Some(u) = &self.public_url
+            && !u.starts_with("https://")
+        {
+            return fail("public_url", format!("{u:?} is not an https:// URL"));
         }
         for (i, p) in self.parents.iter().enumerate() {
             check_url(&format!("parents[{i}]"), p)?;

@@ -1,5 +1,186 @@
-//! Edges and nodes: HTTP/3 and HTTP/1.1/2 range serving of blobs, tiered
-//! misses with coalescing, demand-driven mirroring, pulses and certificate
-//! checks.
+//! Nodes and edges (the patent's Neuro Nodes and Edge Servers).
 //!
-//! A shell until issue 4 fills it.
+//! Today this crate runs the **node** role far enough for the origin's
+//! staging: join the cluster and heartbeat; accept staged blobs (each checked
+//! against its address before it is stored) and manifests (checked against
+//! the origin's signature); answer which blobs it lacks; serve blobs whole;
+//! a pulse with a title's segment bitmap; `/healthz`, `/metrics`, graceful
+//! drain. Range semantics, tiered misses with coalescing, mirroring and
+//! certificate checks come with the edge issue.
+//!
+//! Invariant: a node never holds a key or plaintext: it stores ciphertext
+//! frames and signed manifests, nothing else (its store's key table stays
+//! empty).
+
+mod api;
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
+
+use ed25519_dalek::VerifyingKey;
+use thiserror::Error;
+use tranzcast_config::{EdgeConfig, EdgeRole};
+use tranzcast_net::{HttpServer, LocalCa, ServerOptions, TlsIdentity};
+use tranzcast_store::{BlobStore, StoreOptions};
+
+/// Why a node or edge could not start.
+#[derive(Debug, Error)]
+pub enum EdgeError {
+    /// The blob store failed.
+    #[error(transparent)]
+    Store(#[from] tranzcast_store::StoreError),
+    /// Listening or TLS failed.
+    #[error(transparent)]
+    Net(#[from] tranzcast_net::NetError),
+    /// The origin could not be reached or refused us.
+    #[error("origin: {0}")]
+    Origin(String),
+    /// The configuration cannot work.
+    #[error("config: {0}")]
+    Config(String),
+}
+
+pub(crate) struct Inner {
+    pub store: BlobStore,
+    pub config: EdgeConfig,
+    pub origin_key: VerifyingKey,
+    pub staged_blobs: AtomicU64,
+    pub staged_bytes: AtomicU64,
+    pub requests: AtomicU64,
+}
+
+/// A running node or edge.
+pub struct EdgeServer {
+    server: HttpServer,
+    inner: Arc<Inner>,
+    heartbeat: tokio::task::JoinHandle<()>,
+}
+
+impl std::fmt::Debug for EdgeServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EdgeServer").field("https", &self.server.https_addr).finish_non_exhaustive()
+    }
+}
+
+/// TLS material: the CA to trust for the origin, and this server's identity.
+#[derive(Debug, Clone)]
+pub struct EdgeTls {
+    /// PEM of the CA that signed the origin's (and peers') certificates.
+    pub ca_pem: String,
+    /// This server's certificate and key.
+    pub identity: TlsIdentity,
+}
+
+impl EdgeTls {
+    /// From the config: `tls.cert`/`tls.key` and `ca`, or else a leaf from the
+    /// local CA in `ca_dir` (a loopback cluster shares one CA directory).
+    pub fn from_config(config: &EdgeConfig, ca_dir: &std::path::Path) -> Result<Self, EdgeError> {
+        match (&config.tls.cert, &config.tls.key, &config.ca) {
+            (Some(c), Some(k), Some(ca)) => Ok(Self {
+                identity: TlsIdentity::from_pem_files(c, k)?,
+                ca_pem: std::fs::read_to_string(ca).map_err(|e| EdgeError::Config(format!("{}: {e}", ca.display())))?,
+            }),
+            _ => {
+                let ca = LocalCa::load_or_create(ca_dir)?;
+                Ok(Self { identity: ca.issue(&["localhost", "127.0.0.1"])?, ca_pem: ca.cert_pem().to_string() })
+            }
+        }
+    }
+}
+
+impl EdgeServer {
+    /// Opens the store, fetches the origin's key if not configured, starts
+    /// serving and joins the cluster.
+    pub async fn start(config: EdgeConfig, tls: EdgeTls) -> Result<Self, EdgeError> {
+        let store = BlobStore::open(&config.data_dir, StoreOptions { cache_bytes: config.store.cache_bytes.0, create: true })?;
+        let http = tranzcast_net::client::https(tls.ca_pem.as_bytes())?;
+        let origin_key = match &config.origin_key {
+            Some(k) => parse_key(k)?,
+            None => fetch_origin_key(&http, &config.origin).await?,
+        };
+        let inner = Arc::new(Inner {
+            store,
+            config: config.clone(),
+            origin_key,
+            staged_blobs: AtomicU64::new(0),
+            staged_bytes: AtomicU64::new(0),
+            requests: AtomicU64::new(0),
+        });
+        let opts = ServerOptions { https: config.listen.https, plain: config.listen.plain, identity: tls.identity, max_body: 80 << 20, drain: Duration::from_secs(10) };
+        let h = inner.clone();
+        let server = HttpServer::bind(opts, tranzcast_net::handler(move |req, cx| api::handle(h.clone(), req, cx))).await?;
+        let me = server.https_addr;
+        // Join once now so a failure is an error at start, then heartbeat.
+        if let Err(e) = join(&http, &inner, me).await {
+            // Stop the listeners first: their tasks hold the store (and its lock).
+            server.shutdown().await;
+            return Err(e);
+        }
+        let hb_inner = inner.clone();
+        let heartbeat = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(hb_inner.config.heartbeat.0);
+            loop {
+                tick.tick().await;
+                if let Err(e) = join(&http, &hb_inner, me).await {
+                    tracing::warn!(error = %e, "heartbeat to the origin failed");
+                }
+            }
+        });
+        tracing::info!(https = %me, role = ?config.role, name = %config.name, "edge server up");
+        Ok(Self { server, inner, heartbeat })
+    }
+
+    /// The bound TLS address.
+    pub fn https_addr(&self) -> std::net::SocketAddr {
+        self.server.https_addr
+    }
+
+    /// The configured name.
+    pub fn name(&self) -> &str {
+        &self.inner.config.name
+    }
+
+    /// Stops heartbeating, stops accepting, drains.
+    pub async fn shutdown(self) {
+        self.heartbeat.abort();
+        self.server.shutdown().await;
+        let _ = self.inner.store.sync();
+    }
+}
+
+fn parse_key(hex_key: &str) -> Result<VerifyingKey, EdgeError> {
+    let mut b = [0u8; 32];
+    hex::decode_to_slice(hex_key.trim(), &mut b).map_err(|_| EdgeError::Config("origin_key must be 64 hex digits".into()))?;
+    VerifyingKey::from_bytes(&b).map_err(|_| EdgeError::Config("origin_key is not an Ed25519 public key".into()))
+}
+
+async fn fetch_origin_key(http: &reqwest::Client, origin: &str) -> Result<VerifyingKey, EdgeError> {
+    let r = http.get(format!("{origin}/v1/origin-key")).send().await.map_err(|e| EdgeError::Origin(format!("{origin}: {e}")))?;
+    let v: serde_json::Value = r.json().await.map_err(|e| EdgeError::Origin(e.to_string()))?;
+    parse_key(v["ed25519"].as_str().unwrap_or(""))
+}
+
+async fn join(http: &reqwest::Client, inner: &Inner, me: std::net::SocketAddr) -> Result<(), EdgeError> {
+    let role = match inner.config.role {
+        EdgeRole::Node => "node",
+        EdgeRole::Edge => "edge",
+    };
+    let body = serde_json::json!({
+        "name": inner.config.name, "role": role,
+        "https": inner.config.public_url.clone().unwrap_or_else(|| format!("https://localhost:{}", me.port())),
+        "h3": me.to_string(), "load": 0.0,
+    });
+    let r = http
+        .post(format!("{}/v1/cluster/heartbeat", inner.config.origin))
+        .bearer_auth(&inner.config.cluster_token)
+        .json(&body)
+        .send()
+        .await
+        .map_err(|e| EdgeError::Origin(e.to_string()))?;
+    if !r.status().is_success() {
+        let s = r.status();
+        return Err(EdgeError::Origin(format!("join refused ({s}): {}", r.text().await.unwrap_or_default())));
+    }
+    Ok(())
+}

@@ -231,6 +231,9 @@ fn run(
     let (total, write_result) = std::thread::scope(|s| {
         let (tx_plain, rx_plain) = sync_channel::<(u64, Vec<u8>)>(workers);
         let (tx_sealed, rx_sealed) = sync_channel::<Result<Sealed, IngestError>>(workers);
+        // Written frames' buffers go back to the reader: no fresh multi-MiB
+        // allocation (page faults, zeroing) per segment, memory stays flat.
+        let (tx_free, rx_free) = sync_channel::<Vec<u8>>(2 * workers + 2);
         let reader: &mut (dyn Read + Send) = match &mut source {
             Source::File(f) => f,
             Source::Ffmpeg(c) => match c.stdout.as_mut() {
@@ -239,7 +242,7 @@ fn run(
             },
         };
         let path = input.to_path_buf();
-        let reader_thread = s.spawn(move || read_segments(reader, size, tx_plain, path));
+        let reader_thread = s.spawn(move || read_segments(reader, size, tx_plain, &rx_free, path));
         let rx_plain = Arc::new(Mutex::new(rx_plain));
         for _ in 0..workers {
             let rx = Arc::clone(&rx_plain);
@@ -262,6 +265,7 @@ fn run(
                 }
                 addresses[i] = Some(sealed.address);
                 progress.inc((sealed.frame.len() - FIXED_HEADER_LEN - keys_tag()) as u64);
+                let _ = tx_free.try_send(sealed.frame);
             }
             Ok(())
         })();
@@ -337,16 +341,33 @@ const fn keys_tag() -> usize {
 }
 
 /// Cuts the input into padded segments; returns the true byte count.
-fn read_segments(reader: &mut (dyn Read + Send), size: usize, tx: SyncSender<(u64, Vec<u8>)>, path: PathBuf) -> Result<u64, IngestError> {
+fn read_segments(
+    reader: &mut (dyn Read + Send),
+    size: usize,
+    tx: SyncSender<(u64, Vec<u8>)>,
+    free: &Receiver<Vec<u8>>,
+    path: PathBuf,
+) -> Result<u64, IngestError> {
     let mut total = 0u64;
     let mut sequence = 0u64;
     loop {
-        let mut buf = keys::frame_buffer(size);
-        buf.resize(FIXED_HEADER_LEN + size, 0);
+        let mut buf = match free.try_recv() {
+            Ok(mut b) => {
+                b.truncate(FIXED_HEADER_LEN + size);
+                b
+            }
+            Err(_) => {
+                let mut b = keys::frame_buffer(size);
+                b.resize(FIXED_HEADER_LEN + size, 0);
+                b
+            }
+        };
         let n = read_full(reader, &mut buf[FIXED_HEADER_LEN..]).map_err(|source| IngestError::Input { path: path.clone(), source })?;
         if n == 0 {
             break;
         }
+        // The last segment is padded with zeros (a reused buffer holds old bytes).
+        buf[FIXED_HEADER_LEN + n..].fill(0);
         total += n as u64;
         if tx.send((sequence, buf)).is_err() {
             break; // the writer stopped; it reports why

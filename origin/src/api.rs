@@ -129,6 +129,7 @@ fn route_label(method: &Method, path: &str) -> &'static str {
         (_, ["", "v1", "revoke"]) => "revoke",
         (_, ["", "v1", "revocations"]) => "revocations",
         (_, ["", "v1", "cluster", ..]) => "cluster",
+        (_, ["", "v1", "staging"]) => "staging",
         (_, ["", "v1", "origin-key"]) => "origin_key",
         (_, ["", "healthz"]) => "healthz",
         (_, ["", "metrics"]) => "metrics",
@@ -147,6 +148,10 @@ fn route_request(inner: &Inner, req: &Request<Bytes>, cx: RequestContext) -> Api
             Ok(r)
         }
         (&Method::GET, ["", "v1", "origin-key"]) => Ok(json_response(StatusCode::OK, &json!({"ed25519": hex::encode(inner.signing.verifying_key().as_bytes())}))),
+        (&Method::GET, ["", "v1", "storefront"]) => {
+            storefront(inner, req)?;
+            Ok(json_response(StatusCode::OK, &json!({"storefront": "ok"})))
+        }
         (&Method::POST, ["", "v1", "customers"]) => {
             storefront(inner, req)?;
             add_customer(inner, req)
@@ -167,7 +172,19 @@ fn route_request(inner: &Inner, req: &Request<Bytes>, cx: RequestContext) -> Api
         (&Method::GET, ["", "v1", "titles"]) => titles(inner),
         (&Method::GET, ["", "v1", "titles", id]) => title(inner, id),
         (&Method::GET | &Method::HEAD, ["", "v1", "blobs", hash]) => blob(inner, hash, req.method() == Method::HEAD),
+        (&Method::PUT, ["", "v1", "blobs", hash]) => {
+            storefront(inner, req)?;
+            upload_blob(inner, hash, req.body())
+        }
+        (&Method::POST, ["", "v1", "titles"]) => {
+            storefront(inner, req)?;
+            publish_title(inner, req)
+        }
         (&Method::POST, ["", "v1", "cluster", "join"]) | (&Method::POST, ["", "v1", "cluster", "heartbeat"]) => join(inner, req, cx),
+        (&Method::GET, ["", "v1", "staging"]) => {
+            let status = inner.staging.lock().map(|s| s.clone()).unwrap_or_default();
+            Ok(json_response(StatusCode::OK, &json!({"nodes": status})))
+        }
         (&Method::GET, ["", "v1", "cluster"]) => {
             let members: Vec<Value> = live_members(inner)?.into_iter().map(|m| serde_json::to_value(m).unwrap_or(Value::Null)).collect();
             Ok(json_response(StatusCode::OK, &json!({"members": members})))
@@ -185,6 +202,15 @@ fn storefront(inner: &Inner, req: &Request<Bytes>) -> Result<(), ApiError> {
         None => Err(ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "this call needs the storefront's bearer token")),
         Some(t) if constant_time_eq(t.trim().as_bytes(), inner.config.storefront_token.as_bytes()) => Ok(()),
         Some(_) => Err(ApiError::new(StatusCode::FORBIDDEN, "forbidden", "wrong storefront token")),
+    }
+}
+
+fn cluster(inner: &Inner, req: &Request<Bytes>) -> Result<(), ApiError> {
+    let got = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
+    match got {
+        None => Err(ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "nodes and edges join with the cluster token")),
+        Some(t) if constant_time_eq(t.trim().as_bytes(), inner.config.cluster_token.as_bytes()) => Ok(()),
+        Some(_) => Err(ApiError::new(StatusCode::FORBIDDEN, "forbidden", "wrong cluster token")),
     }
 }
 
@@ -348,7 +374,7 @@ fn play(inner: &Inner, req: &Request<Bytes>, cx: RequestContext) -> ApiResult {
     ))
 }
 
-fn live_members(inner: &Inner) -> Result<Vec<Member>, ApiError> {
+pub(crate) fn live_members(inner: &Inner) -> Result<Vec<Member>, ApiError> {
     let cutoff = now_ms().saturating_sub(inner.config.member_timeout.0.as_millis() as u64);
     Ok(inner.state.members().map_err(ApiError::internal)?.into_iter().filter(|m| m.last_seen_ms >= cutoff).collect())
 }
@@ -457,7 +483,7 @@ fn join(inner: &Inner, req: &Request<Bytes>, _cx: RequestContext) -> ApiResult {
             _ => return Err(ApiError::new(StatusCode::FORBIDDEN, "forbidden", "the certificate is invalid or expired")),
         }
     } else {
-        storefront(inner, req)?;
+        cluster(inner, req)?;
     }
     if j.name.is_empty() || j.name.len() > 64 || !j.name.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_') {
         return Err(ApiError::bad("name: 1..=64 of a-z, A-Z, 0-9, '-', '_'"));
@@ -474,4 +500,52 @@ fn join(inner: &Inner, req: &Request<Bytes>, _cx: RequestContext) -> ApiResult {
     let m = Member { name: j.name, role: j.role, https: j.https, h3: j.h3, last_seen_ms: now_ms(), load: j.load };
     inner.state.upsert_member(&m).map_err(ApiError::internal)?;
     Ok(json_response(StatusCode::OK, &json!({"origin_key": hex::encode(inner.signing.verifying_key().as_bytes()), "heartbeat_s": 5})))
+}
+
+fn upload_blob(inner: &Inner, hash: &str, body: &Bytes) -> ApiResult {
+    let a: BlobAddress = hash.parse().map_err(|e: tranzcast_proto::ProtoError| ApiError::bad(e.to_string()))?;
+    a.verify(body).map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "hash_mismatch", e.to_string()))?;
+    inner.store.put(body).map_err(ApiError::internal)?;
+    Ok(json_response(StatusCode::CREATED, &json!({"stored": a.to_hex()})))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Publish {
+    title: String,
+    /// The title key, hex.
+    key: String,
+    /// The manifest as ingested (base64url); its fields are kept, its signature replaced by ours.
+    manifest: String,
+}
+
+/// Publishes an uploaded title: every segment must be here and decrypt under
+/// the given key at its position; the manifest is re-signed by the origin.
+fn publish_title(inner: &Inner, req: &Request<Bytes>) -> ApiResult {
+    use tranzcast_proto::frame::FrameKind;
+    use tranzcast_proto::keys::{self, Expected};
+    let p: Publish = body(req)?;
+    let title = TitleId::new(&p.title).map_err(|e| ApiError::bad(e.to_string()))?;
+    if inner.store.title_manifest(&title).map_err(ApiError::internal)?.is_some() {
+        return Err(ApiError::new(StatusCode::CONFLICT, "title_exists", format!("title {title} already exists")));
+    }
+    let mut k = [0u8; 32];
+    hex::decode_to_slice(p.key.trim(), &mut k).map_err(|_| ApiError::bad("key must be 64 hex digits"))?;
+    let key = TitleKey::from_bytes(k);
+    let raw = URL_SAFE_NO_PAD.decode(p.manifest.trim()).map_err(|_| ApiError::bad("manifest must be base64url"))?;
+    let mut m = SignedManifest::decode(&raw).map_err(|e| ApiError::bad(format!("manifest: {e}")))?.manifest;
+    if m.title != title {
+        return Err(ApiError::bad(format!("manifest is for {}, not {title}", m.title)));
+    }
+    for (i, a) in m.segments.iter().enumerate() {
+        let frame = inner.store.get(a).map_err(ApiError::internal)?.ok_or_else(|| {
+            ApiError::new(StatusCode::CONFLICT, "incomplete", format!("segment {i} ({a}) has not been uploaded"))
+        })?;
+        keys::open(&key, &frame, &Expected { title: &title, kind: FrameKind::Media, sequence: i as u64 })
+            .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "bad_segment", format!("segment {i}: {e}")))?;
+    }
+    m.created = now_secs();
+    let signed = m.sign(&inner.signing).map_err(|e| ApiError::bad(e.to_string()))?;
+    let addr = inner.store.commit_title(&title, &signed, key.expose()).map_err(ApiError::internal)?;
+    Ok(json_response(StatusCode::CREATED, &json!({"title": title.as_str(), "manifest": addr.to_hex(), "segments": m.segments.len()})))
 }

@@ -12,6 +12,7 @@
 
 mod api;
 mod error;
+pub mod staging;
 pub mod state;
 pub mod validation;
 
@@ -46,6 +47,7 @@ pub(crate) struct Inner {
     pub signing: SigningKey,
     pub config: OriginConfig,
     pub metrics: api::Metrics,
+    pub staging: staging::StagingStatus,
 }
 
 /// A running origin.
@@ -53,6 +55,7 @@ pub struct Origin {
     server: HttpServer,
     inner: Arc<Inner>,
     ca_pem: String,
+    staging: tokio::task::JoinHandle<()>,
 }
 
 impl std::fmt::Debug for Origin {
@@ -71,7 +74,7 @@ impl Origin {
         let state = OriginState::open(&dir.join("state"))?;
         let signing = tranzcast_ingest::origin_signing_key(&store).map_err(|e| OriginError::Storage(e.to_string()))?;
         let (identity, ca_pem) = identity(&config, &dir)?;
-        let inner = Arc::new(Inner { store, state, signing, config: config.clone(), metrics: api::Metrics::default() });
+        let inner = Arc::new(Inner { store, state, signing, config: config.clone(), metrics: api::Metrics::default(), staging: Default::default() });
         let opts = ServerOptions {
             https: config.listen.https,
             plain: config.listen.plain,
@@ -82,7 +85,11 @@ impl Origin {
         let h = inner.clone();
         let server = HttpServer::bind(opts, tranzcast_net::handler(move |req, cx| api::handle(h.clone(), req, cx))).await?;
         tracing::info!(https = %server.https_addr, key = %hex::encode(inner.signing.verifying_key().as_bytes()), "origin up");
-        Ok(Self { server, inner, ca_pem })
+        // Nodes' certificates come from the same CA as ours (a loopback or
+        // private cluster); staging trusts it.
+        let http = tranzcast_net::client::https(ca_pem.as_bytes())?;
+        let staging = tokio::spawn(staging::run(inner.clone(), http));
+        Ok(Self { server, inner, ca_pem, staging })
     }
 
     /// The bound TLS address (TCP for h1/h2, UDP for h3).
@@ -105,8 +112,20 @@ impl Origin {
         &self.ca_pem
     }
 
+    /// Node name -> title -> staging progress.
+    pub fn staging_status(&self) -> std::collections::BTreeMap<String, std::collections::BTreeMap<String, staging::TitleProgress>> {
+        self.inner.staging.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    /// The CA directory of the local CA (when no certificate is configured):
+    /// servers of a loopback cluster share it.
+    pub fn ca_dir(&self) -> std::path::PathBuf {
+        self.inner.config.data_dir.join("tls")
+    }
+
     /// Stops accepting and drains requests in flight.
     pub async fn shutdown(self) {
+        self.staging.abort();
         self.server.shutdown().await;
         let _ = self.inner.store.sync();
     }

@@ -47,7 +47,7 @@ async fn start() -> Fixture {
     let data = dir.path().join("origin");
     let plain = ingest_title(&data, "film", 300_000);
     let cfg: OriginConfig = Layers::new("origin")
-        .overrides(&[format!("data_dir={}", data.display()), format!("storefront_token={TOKEN}"), "listen.https=127.0.0.1:0".into(), "certificate_margin=60s".into()])
+        .overrides(&[format!("data_dir={}", data.display()), format!("storefront_token={TOKEN}"), "cluster_token=test-cluster-token-0123456789".into(), "listen.https=127.0.0.1:0".into(), "certificate_margin=60s".into()])
         .unwrap()
         .build()
         .unwrap();

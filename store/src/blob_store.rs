@@ -145,7 +145,11 @@ impl BlobStore {
         blobs.set_compression_type(DBCompressionType::None);
         blobs.set_enable_blob_gc(true);
         blobs.set_blob_gc_age_cutoff(0.25);
-        blobs.set_write_buffer_size(64 << 20);
+        // Large memtables, several of them: a bulk load keeps writing while
+        // earlier memtables are flushed to blob files, instead of stalling.
+        blobs.set_write_buffer_size(128 << 20);
+        blobs.set_max_write_buffer_number(4);
+        blobs.set_min_write_buffer_number_to_merge(1);
         let mut small = Options::default();
         let mut bbo = BlockBasedOptions::default();
         bbo.set_bloom_filter(10.0, false);

@@ -1,0 +1,183 @@
+//! A node's HTTP routes (staging receipt, blobs, pulse, health, metrics).
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use bytes::Bytes;
+use http::{HeaderValue, Method, Request, Response, StatusCode, header};
+use serde_json::{Value, json};
+use tranzcast_net::{Body, RequestContext, full};
+use tranzcast_proto::manifest::SignedManifest;
+use tranzcast_proto::{BlobAddress, TitleId};
+
+use crate::Inner;
+
+fn json_response(status: StatusCode, v: &Value) -> Response<Body> {
+    let mut r = Response::new(full(v.to_string()));
+    *r.status_mut() = status;
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r
+}
+
+fn error(status: StatusCode, code: &str, reason: impl Into<String>) -> Response<Body> {
+    json_response(status, &json!({"error": {"code": code, "reason": reason.into()}}))
+}
+
+fn internal(e: impl std::fmt::Display) -> Response<Body> {
+    tracing::error!(error = %e, "internal error");
+    error(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error; see the server's log")
+}
+
+/// Entry point; store work runs on the blocking pool.
+pub async fn handle(inner: Arc<Inner>, req: Request<Bytes>, cx: RequestContext) -> Response<Body> {
+    inner.requests.fetch_add(1, Ordering::Relaxed);
+    let i2 = inner.clone();
+    tokio::task::spawn_blocking(move || route(&i2, &req, cx)).await.unwrap_or_else(internal)
+}
+
+fn cluster_auth(inner: &Inner, req: &Request<Bytes>) -> Result<(), Response<Body>> {
+    let got = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
+    let want = inner.config.cluster_token.as_bytes();
+    match got {
+        None => Err(error(StatusCode::UNAUTHORIZED, "unauthorized", "staging calls need the cluster token")),
+        Some(t) if t.len() == want.len() && t.bytes().zip(want).fold(0u8, |a, (x, y)| a | (x ^ y)) == 0 => Ok(()),
+        Some(_) => Err(error(StatusCode::FORBIDDEN, "forbidden", "wrong cluster token")),
+    }
+}
+
+fn route(inner: &Inner, req: &Request<Bytes>, _cx: RequestContext) -> Response<Body> {
+    let path = req.uri().path().trim_end_matches('/').to_string();
+    let parts: Vec<&str> = path.split('/').collect();
+    let result = match (req.method(), parts.as_slice()) {
+        (&Method::GET, ["", "healthz"]) => Ok(json_response(StatusCode::OK, &json!({"status": "ok", "role": role(inner), "name": inner.config.name}))),
+        (&Method::GET, ["", "metrics"]) => Ok(metrics(inner)),
+        (&Method::GET, ["", "v1", "pulse"]) => pulse(inner, req.uri().query().unwrap_or("")),
+        (&Method::GET | &Method::HEAD, ["", "v1", "blobs", hash]) => get_blob(inner, hash, req.method() == Method::HEAD),
+        (&Method::PUT, ["", "v1", "blobs", hash]) => cluster_auth(inner, req).and_then(|()| put_blob(inner, hash, req.body())),
+        (&Method::POST, ["", "v1", "staging", "missing"]) => cluster_auth(inner, req).and_then(|()| missing(inner, req.body())),
+        (&Method::PUT, ["", "v1", "titles", id, "manifest"]) => cluster_auth(inner, req).and_then(|()| put_manifest(inner, id, req.body())),
+        (_, ["", "v1", ..]) => Err(error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", format!("{} is not allowed on {path}", req.method()))),
+        _ => Err(error(StatusCode::NOT_FOUND, "not_found", format!("no such resource: {path}"))),
+    };
+    result.unwrap_or_else(|r| r)
+}
+
+fn role(inner: &Inner) -> &'static str {
+    match inner.config.role {
+        tranzcast_config::EdgeRole::Node => "node",
+        tranzcast_config::EdgeRole::Edge => "edge",
+    }
+}
+
+fn parse_address(hash: &str) -> Result<BlobAddress, Response<Body>> {
+    hash.parse().map_err(|e: tranzcast_proto::ProtoError| error(StatusCode::BAD_REQUEST, "bad_address", e.to_string()))
+}
+
+fn get_blob(inner: &Inner, hash: &str, head: bool) -> Result<Response<Body>, Response<Body>> {
+    let a = parse_address(hash)?;
+    let b = inner.store.get(&a).map_err(internal)?.ok_or_else(|| error(StatusCode::NOT_FOUND, "unknown_blob", format!("no blob {a}")))?;
+    let len = b.len();
+    let mut r = Response::new(if head { full(Bytes::new()) } else { full(b) });
+    let h = r.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    if let Ok(v) = HeaderValue::from_str(&format!("\"{}\"", a.to_hex())) {
+        h.insert(header::ETAG, v);
+    }
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=31536000, immutable"));
+    Ok(r)
+}
+
+fn put_blob(inner: &Inner, hash: &str, body: &Bytes) -> Result<Response<Body>, Response<Body>> {
+    let a = parse_address(hash)?;
+    // Verified on arrival: nothing is stored under an address its bytes do not hash to.
+    if let Err(e) = a.verify(body) {
+        return Err(error(StatusCode::UNPROCESSABLE_ENTITY, "hash_mismatch", e.to_string()));
+    }
+    inner.store.put(body).map_err(internal)?;
+    inner.staged_blobs.fetch_add(1, Ordering::Relaxed);
+    inner.staged_bytes.fetch_add(body.len() as u64, Ordering::Relaxed);
+    Ok(json_response(StatusCode::CREATED, &json!({"stored": a.to_hex()})))
+}
+
+fn missing(inner: &Inner, body: &Bytes) -> Result<Response<Body>, Response<Body>> {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Ask {
+        blobs: Vec<String>,
+    }
+    let ask: Ask = serde_json::from_slice(body).map_err(|e| error(StatusCode::BAD_REQUEST, "bad_request", format!("invalid JSON body: {e}")))?;
+    if ask.blobs.len() > 1 << 20 {
+        return Err(error(StatusCode::BAD_REQUEST, "bad_request", "at most 1048576 addresses per call"));
+    }
+    let mut out = Vec::new();
+    for h in &ask.blobs {
+        let a = parse_address(h)?;
+        if !inner.store.has(&a).map_err(internal)? {
+            out.push(a.to_hex());
+        }
+    }
+    Ok(json_response(StatusCode::OK, &json!({"missing": out})))
+}
+
+fn put_manifest(inner: &Inner, id: &str, body: &Bytes) -> Result<Response<Body>, Response<Body>> {
+    let title = TitleId::new(id).map_err(|e| error(StatusCode::BAD_REQUEST, "bad_title", e.to_string()))?;
+    let sm = SignedManifest::decode(body).map_err(|e| error(StatusCode::BAD_REQUEST, "bad_manifest", e.to_string()))?;
+    let m = sm.verify(&inner.origin_key).map_err(|e| error(StatusCode::FORBIDDEN, "forged", e.to_string()))?;
+    if m.title != title {
+        return Err(error(StatusCode::BAD_REQUEST, "bad_manifest", format!("manifest is for {}, not {title}", m.title)));
+    }
+    // A node holds complete sets: the manifest is recorded only once every segment is here.
+    for a in &m.segments {
+        if !inner.store.has(a).map_err(internal)? {
+            return Err(error(StatusCode::CONFLICT, "incomplete", format!("segment {a} not staged yet")));
+        }
+    }
+    let addr = inner.store.put_title_manifest(&title, body).map_err(internal)?;
+    Ok(json_response(StatusCode::CREATED, &json!({"title": title.as_str(), "manifest": addr.to_hex()})))
+}
+
+fn pulse(inner: &Inner, query: &str) -> Result<Response<Body>, Response<Body>> {
+    let title = query.split('&').find_map(|kv| kv.strip_prefix("title="));
+    let mut v = json!({
+        "name": inner.config.name, "role": role(inner), "version": env!("CARGO_PKG_VERSION"), "health": "ok",
+        "load": {"requests": inner.requests.load(Ordering::Relaxed)},
+    });
+    if let Some(t) = title {
+        let t = TitleId::new(t).map_err(|e| error(StatusCode::BAD_REQUEST, "bad_title", e.to_string()))?;
+        match inner.store.title_manifest(&t).map_err(internal)? {
+            None => v["segments"] = json!({"title": t.as_str(), "held": 0, "total": null, "bitmap": ""}),
+            Some(a) => {
+                let b = inner.store.get(&a).map_err(internal)?.ok_or_else(|| internal("manifest listed but missing"))?;
+                let m = SignedManifest::decode(&b).map_err(internal)?.manifest;
+                let mut bits = vec![0u8; m.segments.len().div_ceil(8)];
+                let mut held = 0;
+                for (i, s) in m.segments.iter().enumerate() {
+                    if inner.store.has(s).map_err(internal)? {
+                        bits[i / 8] |= 0x80 >> (i % 8);
+                        held += 1;
+                    }
+                }
+                v["segments"] = json!({"title": t.as_str(), "held": held, "total": m.segments.len(), "bitmap": hex::encode(bits)});
+            }
+        }
+    }
+    Ok(json_response(StatusCode::OK, &v))
+}
+
+fn metrics(inner: &Inner) -> Response<Body> {
+    let mut out = String::new();
+    out.push_str("# TYPE edge_requests_total counter\n");
+    out.push_str(&format!("edge_requests_total {}\n", inner.requests.load(Ordering::Relaxed)));
+    out.push_str("# TYPE edge_staged_blobs_total counter\n");
+    out.push_str(&format!("edge_staged_blobs_total {}\n", inner.staged_blobs.load(Ordering::Relaxed)));
+    out.push_str("# TYPE edge_staged_bytes_total counter\n");
+    out.push_str(&format!("edge_staged_bytes_total {}\n", inner.staged_bytes.load(Ordering::Relaxed)));
+    if let Ok(s) = inner.store.stats() {
+        out.push_str(&format!("# TYPE edge_store_blobs gauge\nedge_store_blobs {}\n# TYPE edge_store_bytes gauge\nedge_store_bytes {}\n", s.blobs, s.bytes));
+        out.push_str(&format!("# TYPE edge_cache_hits_total counter\nedge_cache_hits_total {}\n# TYPE edge_cache_misses_total counter\nedge_cache_misses_total {}\n", s.cache_hits, s.cache_misses));
+    }
+    let mut r = Response::new(full(out));
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"));
+    r
+}

@@ -1,0 +1,114 @@
+//! Staging (Fig. 13, first step): the origin pushes the complete set of every
+//! title to every node. Each round asks each live node which of a title's
+//! blobs it lacks, pushes those (the node checks each against its address),
+//! and sends the signed manifest last, which the node accepts only once every
+//! segment is there. Asking first makes staging resumable: an interrupted
+//! push, a restarted origin or a node that joins late all converge on the
+//! next round.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use serde::Serialize;
+use tranzcast_proto::BlobAddress;
+use tranzcast_proto::manifest::SignedManifest;
+
+use crate::Inner;
+use crate::state::Member;
+
+/// Progress of one title on one node.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct TitleProgress {
+    /// Blobs the node holds (segments and manifest).
+    pub held: u64,
+    /// Blobs the title has.
+    pub total: u64,
+    /// The node holds the whole set and its manifest.
+    pub complete: bool,
+}
+
+/// Node name -> title -> progress.
+pub type StagingStatus = Arc<Mutex<BTreeMap<String, BTreeMap<String, TitleProgress>>>>;
+
+/// Runs staging rounds until the task is aborted.
+pub(crate) async fn run(inner: Arc<Inner>, http: reqwest::Client) {
+    let mut tick = tokio::time::interval(inner.config.staging_interval.0);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let nodes: Vec<Member> = match crate::api::live_members(&inner) {
+            Ok(m) => m.into_iter().filter(|m| m.role == "node").collect(),
+            Err(e) => {
+                tracing::warn!(error = ?e, "staging: cannot list members");
+                continue;
+            }
+        };
+        for node in nodes {
+            if let Err(e) = stage_node(&inner, &http, &node).await {
+                tracing::warn!(node = %node.name, error = %e, "staging round failed; retrying next round");
+            }
+        }
+    }
+}
+
+async fn stage_node(inner: &Inner, http: &reqwest::Client, node: &Member) -> Result<(), String> {
+    let titles = inner.store.titles().map_err(|e| e.to_string())?;
+    for (title, maddr) in titles {
+        let mbytes = inner.store.get(&maddr).map_err(|e| e.to_string())?.ok_or("manifest missing")?;
+        let m = SignedManifest::decode(&mbytes).map_err(|e| e.to_string())?.manifest;
+        let total = m.segments.len() as u64 + 1;
+        let known = inner.staging.lock().map(|s| s.get(&node.name).and_then(|t| t.get(title.as_str())).cloned()).ok().flatten();
+        if known.as_ref().is_some_and(|p| p.complete) {
+            continue;
+        }
+        let ask: Vec<String> = m.segments.iter().map(BlobAddress::to_hex).collect();
+        let r = http
+            .post(format!("{}/v1/staging/missing", node.https))
+            .bearer_auth(&inner.config.cluster_token)
+            .json(&serde_json::json!({"blobs": ask}))
+            .send()
+            .await
+            .map_err(|e| format!("{}: {e}", node.https))?;
+        if !r.status().is_success() {
+            return Err(format!("missing: {}", r.status()));
+        }
+        let v: serde_json::Value = r.json().await.map_err(|e| e.to_string())?;
+        let missing: Vec<BlobAddress> = v["missing"].as_array().ok_or("bad missing answer")?.iter().filter_map(|h| h.as_str()?.parse().ok()).collect();
+        let mut held = m.segments.len() as u64 - missing.len() as u64;
+        set(inner, &node.name, title.as_str(), TitleProgress { held, total, complete: false });
+        for a in missing {
+            let bytes = inner.store.get(&a).map_err(|e| e.to_string())?.ok_or_else(|| format!("blob {a} missing at the origin"))?;
+            let r = http
+                .put(format!("{}/v1/blobs/{a}", node.https))
+                .bearer_auth(&inner.config.cluster_token)
+                .body(bytes)
+                .send()
+                .await
+                .map_err(|e| format!("push {a}: {e}"))?;
+            if !r.status().is_success() {
+                return Err(format!("push {a}: {}", r.status()));
+            }
+            held += 1;
+            set(inner, &node.name, title.as_str(), TitleProgress { held, total, complete: false });
+        }
+        let r = http
+            .put(format!("{}/v1/titles/{title}/manifest", node.https))
+            .bearer_auth(&inner.config.cluster_token)
+            .body(mbytes)
+            .send()
+            .await
+            .map_err(|e| format!("manifest: {e}"))?;
+        if !r.status().is_success() {
+            return Err(format!("manifest {title}: {}", r.status()));
+        }
+        set(inner, &node.name, title.as_str(), TitleProgress { held: total, total, complete: true });
+        tracing::info!(node = %node.name, title = %title, blobs = total, "staged");
+    }
+    Ok(())
+}
+
+fn set(inner: &Inner, node: &str, title: &str, p: TitleProgress) {
+    if let Ok(mut s) = inner.staging.lock() {
+        s.entry(node.to_string()).or_default().insert(title.to_string(), p);
+    }
+}

@@ -1,0 +1,119 @@
+//! Staging: a node that joins after three titles were ingested ends up
+//! holding all their blobs, verified, and no key. Real origin and node
+//! processes' libraries on 127.0.0.1 over TLS.
+
+#![allow(clippy::unwrap_used)]
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use tranzcast_config::{EdgeConfig, Layers, OriginConfig};
+use tranzcast_edge::{EdgeServer, EdgeTls};
+use tranzcast_ingest::{IngestOptions, ingest};
+use tranzcast_origin::Origin;
+use tranzcast_proto::manifest::SignedManifest;
+use tranzcast_proto::{BlobAddress, TitleId};
+use tranzcast_store::{BlobStore, StoreOptions};
+
+const CLUSTER: &str = "test-cluster-token-0123456789";
+
+fn ingest_titles(dir: &Path, titles: &[(&str, usize)]) {
+    let store = BlobStore::open(dir, StoreOptions::default()).unwrap();
+    for (t, len) in titles {
+        let input = dir.join(format!("../{t}.bin"));
+        std::fs::write(&input, (0..*len).map(|i| (i * 13 + t.len()) as u8).collect::<Vec<_>>()).unwrap();
+        let mut o = IngestOptions::new(TitleId::new(t).unwrap());
+        o.segment_size = Some(64 << 10);
+        ingest(&store, &input, &o).unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn late_node_gets_every_title_verified_and_no_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let odata = dir.path().join("origin");
+    let titles = [("alpha", 300_000), ("beta", 1_000_000), ("gamma", 65_536)];
+    ingest_titles(&odata, &titles);
+    let ocfg: OriginConfig = Layers::new("origin")
+        .overrides(&[
+            format!("data_dir={}", odata.display()),
+            "storefront_token=test-storefront-token-0123456789".into(),
+            format!("cluster_token={CLUSTER}"),
+            "listen.https=127.0.0.1:0".into(),
+            "staging_interval=200ms".into(),
+        ])
+        .unwrap()
+        .build()
+        .unwrap();
+    let origin = Origin::start(ocfg).await.unwrap();
+    let origin_url = format!("https://localhost:{}", origin.https_addr().port());
+
+    // A node with the wrong token cannot join.
+    let ndata = dir.path().join("node-1");
+    let ncfg = |token: &str| -> EdgeConfig {
+        Layers::new("edge")
+            .overrides(&[
+                "role=node".into(),
+                "name=node-1".into(),
+                format!("data_dir={}", ndata.display()),
+                format!("origin={origin_url}"),
+                format!("cluster_token={token}"),
+                "listen.https=127.0.0.1:0".into(),
+                "heartbeat=200ms".into(),
+            ])
+            .unwrap()
+            .build()
+            .unwrap()
+    };
+    let tls = EdgeTls::from_config(&ncfg(CLUSTER), &origin.ca_dir()).unwrap();
+    let err = EdgeServer::start(ncfg("wrong-cluster-token-000000"), tls.clone()).await.unwrap_err();
+    assert!(err.to_string().contains("join refused"), "{err}");
+
+    let node = EdgeServer::start(ncfg(CLUSTER), tls.clone()).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let status = origin.staging_status();
+        let done = status.get("node-1").map(|t| t.values().filter(|p| p.complete).count()).unwrap_or(0);
+        if done == titles.len() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "staging did not finish: {status:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // The node refuses bytes that do not match their address, and unauthenticated pushes.
+    let http = tranzcast_net::client::https(tls.ca_pem.as_bytes()).unwrap();
+    let base = format!("https://localhost:{}", node.https_addr().port());
+    let liar = BlobAddress::of(b"the real bytes");
+    let r = http.put(format!("{base}/v1/blobs/{liar}")).bearer_auth(CLUSTER).body("other bytes").send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 422);
+    let r = http.put(format!("{base}/v1/blobs/{liar}")).body("the real bytes").send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 401);
+    // Its pulse shows every segment of a title held.
+    let v: serde_json::Value = http.get(format!("{base}/v1/pulse?title=beta")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(v["segments"]["held"], v["segments"]["total"], "{v}");
+    assert_eq!(v["role"], "node");
+    let status: serde_json::Value = http.get(format!("{origin_url}/v1/staging")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(status["nodes"]["node-1"]["gamma"]["complete"], true, "{status}");
+
+    node.shutdown().await;
+    origin.shutdown().await;
+
+    // Open the node's store: every blob verifies, every title is whole, no key is there.
+    let ostore = BlobStore::open(&odata, StoreOptions::default()).unwrap();
+    let nstore = BlobStore::open(&ndata, StoreOptions::default()).unwrap();
+    for (addr, _) in nstore.list().unwrap() {
+        assert!(nstore.get(&addr).unwrap().is_some());
+    }
+    let key = tranzcast_ingest::origin_signing_key(&ostore).unwrap().verifying_key();
+    for (t, _) in titles {
+        let t = TitleId::new(t).unwrap();
+        let maddr = nstore.title_manifest(&t).unwrap().unwrap();
+        assert_eq!(Some(maddr), ostore.title_manifest(&t).unwrap());
+        let m = SignedManifest::decode(&nstore.get(&maddr).unwrap().unwrap()).unwrap();
+        for s in &m.verify(&key).unwrap().segments {
+            assert!(nstore.get(s).unwrap().is_some(), "{t}: segment {s} missing");
+        }
+        assert!(nstore.title_secret(&t).unwrap().is_none(), "a node holds a key");
+    }
+}
