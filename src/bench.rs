@@ -68,7 +68,10 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
                         })
                     })
                     .collect();
-                handles.into_iter().map(|h| h.join().unwrap_or_else(|_| Err(anyhow::anyhow!("bench thread panicked")))).collect::<Result<Vec<_>>>()
+                handles
+                    .into_iter()
+                    .map(|h| h.join().unwrap_or_else(|_| Err(anyhow::anyhow!("bench thread panicked"))))
+                    .collect::<Result<Vec<_>>>()
             })?;
             let secs = started.elapsed().as_secs_f64();
             println!(
@@ -122,7 +125,12 @@ fn tickets(seconds: f64, concurrency: usize) -> Result<()> {
     }
     let token = "bench-storefront-token-0123456789";
     let config: tranzcast_config::OriginConfig = tranzcast_config::Layers::new("origin")
-        .overrides(&[format!("data_dir={}", data.display()), format!("storefront_token={token}"), "cluster_token=bench-cluster-token-0123456789".into(), "listen.https=127.0.0.1:0".into()])?
+        .overrides(&[
+            format!("data_dir={}", data.display()),
+            format!("storefront_token={token}"),
+            "cluster_token=bench-cluster-token-0123456789".into(),
+            "listen.https=127.0.0.1:0".into(),
+        ])?
         .build()?;
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let raw = raw_sign_verify(seconds);
@@ -131,9 +139,11 @@ fn tickets(seconds: f64, concurrency: usize) -> Result<()> {
         let http = tranzcast_net::client::https(origin.ca_pem().as_bytes())?;
         let base = format!("https://localhost:{}", origin.https_addr().port());
         let post = |path: &str, body: serde_json::Value| http.post(format!("{base}{path}")).bearer_auth(token).json(&body).send();
-        let c: serde_json::Value = serde_json::from_slice(&post("/v1/customers", serde_json::json!({"name": "bench"})).await?.bytes().await?)?;
-        let o: serde_json::Value =
-            serde_json::from_slice(&post("/v1/orders", serde_json::json!({"customer": c["customer"], "title": "bench", "kind": "buy"})).await?.bytes().await?)?;
+        let c: serde_json::Value =
+            serde_json::from_slice(&post("/v1/customers", serde_json::json!({"name": "bench"})).await?.bytes().await?)?;
+        let o: serde_json::Value = serde_json::from_slice(
+            &post("/v1/orders", serde_json::json!({"customer": c["customer"], "title": "bench", "kind": "buy"})).await?.bytes().await?,
+        )?;
         let ticket = o["ticket"].as_str().ok_or_else(|| anyhow::anyhow!("no ticket: {o}"))?.to_string();
         let until = Instant::now() + std::time::Duration::from_secs_f64(seconds);
         let started = Instant::now();

@@ -137,7 +137,13 @@ pub fn run(a: DemoArgs) -> Result<()> {
         println!("ingest     {} segments of {} bytes, {:.0} MB/s, manifest {}", r.segments, r.segment_size, r.mb_per_s, r.manifest);
         println!("export     {} bytes verified and decrypted, {:.0} MB/s", e.bytes, e.bytes as f64 / 1e6 / export_s.max(1e-9));
         println!("identical  {identical}");
-        println!("at rest    {}", match &leaked { None => "no plaintext in the store".to_string(), Some(p) => format!("PLAINTEXT FOUND in {}", p.display()) });
+        println!(
+            "at rest    {}",
+            match &leaked {
+                None => "no plaintext in the store".to_string(),
+                Some(p) => format!("PLAINTEXT FOUND in {}", p.display()),
+            }
+        );
         if a.data.is_some() {
             println!("kept       {}", dir.display());
         }

@@ -196,7 +196,8 @@ pub(crate) fn progress_bar(json: bool, what: &str) -> ProgressBar {
 }
 
 pub(crate) fn open_store(data: &Path, create: bool) -> Result<BlobStore> {
-    BlobStore::open(data, StoreOptions { create, ..Default::default() }).with_context(|| format!("cannot open the store in {}", data.display()))
+    BlobStore::open(data, StoreOptions { create, ..Default::default() })
+        .with_context(|| format!("cannot open the store in {}", data.display()))
 }
 
 fn parse_title(s: &str) -> Result<TitleId> {
@@ -270,7 +271,10 @@ fn run(command: Command) -> Result<()> {
                 store.clear_cache();
             }
             if a.json {
-                println!("{}", serde_json::json!({"blobs": list.len(), "bytes": bytes, "bad": bad, "elapsed_s": started.elapsed().as_secs_f64()}));
+                println!(
+                    "{}",
+                    serde_json::json!({"blobs": list.len(), "bytes": bytes, "bad": bad, "elapsed_s": started.elapsed().as_secs_f64()})
+                );
             } else {
                 for b in &bad {
                     eprintln!("corrupt: {b}");

@@ -81,7 +81,14 @@ pub fn run(a: &IngestArgs, origin: &str, title: TitleId) -> Result<()> {
         out["origin"] = serde_json::Value::String(origin);
         println!("{out}");
     } else {
-        println!("ingested {} as {} and published at {origin}: {} bytes, {} segments, manifest {}", a.file.display(), title, report.bytes, report.segments, published["manifest"]);
+        println!(
+            "ingested {} as {} and published at {origin}: {} bytes, {} segments, manifest {}",
+            a.file.display(),
+            title,
+            report.bytes,
+            report.segments,
+            published["manifest"]
+        );
     }
     Ok(())
 }

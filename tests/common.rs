@@ -1,6 +1,5 @@
 //! Helpers shared by the CLI integration tests: run the real binary, make inputs.
 #![allow(dead_code)]
-
 #![allow(clippy::unwrap_used)]
 
 use std::path::{Path, PathBuf};

@@ -26,7 +26,18 @@ fn sigkill_during_ingest_never_corrupts_and_rerun_completes() {
     random_file(&input, 96 << 20, "crash");
     let data = dir.path().join("store");
     let (i, d) = (input.to_str().unwrap(), data.to_str().unwrap());
-    let args = |title: &str| vec!["ingest".to_string(), i.into(), "--data".into(), d.into(), "--title".into(), title.into(), "--segment-size".into(), "1048576".into()];
+    let args = |title: &str| {
+        vec![
+            "ingest".to_string(),
+            i.into(),
+            "--data".into(),
+            d.into(),
+            "--title".into(),
+            title.into(),
+            "--segment-size".into(),
+            "1048576".into(),
+        ]
+    };
 
     // Calibrate: how long one whole ingest takes here (the faster of a cold and a warm run).
     let mut full = Duration::MAX;
@@ -56,7 +67,9 @@ fn sigkill_during_ingest_never_corrupts_and_rerun_completes() {
         let s = loop {
             match BlobStore::open(&data, StoreOptions { cache_bytes: 1 << 20, create: false }) {
                 Ok(s) => break s,
-                Err(StoreError::Locked { .. }) if opened.elapsed() < Duration::from_secs(3) => std::thread::sleep(Duration::from_millis(20)),
+                Err(StoreError::Locked { .. }) if opened.elapsed() < Duration::from_secs(3) => {
+                    std::thread::sleep(Duration::from_millis(20))
+                }
                 Err(e) => panic!("round {round} (seed {seed:#x}): store does not reopen: {e}"),
             }
         };

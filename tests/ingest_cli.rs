@@ -19,7 +19,17 @@ fn round_trip_at_segment_boundaries() {
         let input = dir.path().join(format!("in-{len}"));
         random_file(&input, len, &len.to_string());
         let title = format!("t{i}");
-        let r = json(&ok(&["ingest", input.to_str().unwrap(), "--data", data, "--title", &title, "--segment-size", &SEG.to_string(), "--json"]));
+        let r = json(&ok(&[
+            "ingest",
+            input.to_str().unwrap(),
+            "--data",
+            data,
+            "--title",
+            &title,
+            "--segment-size",
+            &SEG.to_string(),
+            "--json",
+        ]));
         assert_eq!(r["bytes"], len);
         assert_eq!(r["segments"], len.div_ceil(SEG));
         assert_eq!(r["segment_size"], SEG);
@@ -67,17 +77,24 @@ fn one_flipped_bit_in_any_stored_blob_is_detected() {
     // A 48-byte window from the middle of each blob, to find it on disk.
     let windows: Vec<(BlobAddress, Vec<u8>)> = {
         let s = BlobStore::open(&data, StoreOptions::default()).unwrap();
-        s.list().unwrap().into_iter().map(|(a, len)| {
-            let b = s.get(&a).unwrap().unwrap();
-            let mid = (len as usize / 2).saturating_sub(24);
-            (a, b[mid..mid + 48].to_vec())
-        }).collect()
+        s.list()
+            .unwrap()
+            .into_iter()
+            .map(|(a, len)| {
+                let b = s.get(&a).unwrap().unwrap();
+                let mid = (len as usize / 2).saturating_sub(24);
+                (a, b[mid..mid + 48].to_vec())
+            })
+            .collect()
     };
     assert_eq!(windows.len(), 7, "6 segments and a manifest");
-    let files: Vec<_> = walk(&data.join("db")).into_iter().filter(|p| {
-        let e = p.extension().and_then(|e| e.to_str()).unwrap_or("");
-        e == "blob" || e == "sst"
-    }).collect();
+    let files: Vec<_> = walk(&data.join("db"))
+        .into_iter()
+        .filter(|p| {
+            let e = p.extension().and_then(|e| e.to_str()).unwrap_or("");
+            e == "blob" || e == "sst"
+        })
+        .collect();
     for (addr, window) in &windows {
         let (path, at) = files
             .iter()

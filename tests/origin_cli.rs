@@ -28,7 +28,12 @@ fn start_origin(data: &std::path::Path) -> OriginProcess {
         .unwrap();
     let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
     let line = lines.next().unwrap().unwrap();
-    let port = line.split("https://127.0.0.1:").nth(1).and_then(|r| r.split(' ').next()).and_then(|p| p.parse().ok()).unwrap_or_else(|| panic!("no port in {line:?}"));
+    let port = line
+        .split("https://127.0.0.1:")
+        .nth(1)
+        .and_then(|r| r.split(' ').next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no port in {line:?}"));
     std::thread::spawn(move || for _ in lines {});
     OriginProcess { child, port, ca: data.join("tls/ca.pem") }
 }
@@ -42,7 +47,21 @@ fn upload_play_inspect_and_graceful_stop() {
     let url = format!("https://localhost:{}", o.port);
     let (i, ca) = (input.to_str().unwrap(), o.ca.to_str().unwrap());
 
-    let r = json(&ok(&["ingest", i, "--origin", &url, "--token", TOKEN, "--ca", ca, "--title", "uploaded", "--segment-size", "262144", "--json"]));
+    let r = json(&ok(&[
+        "ingest",
+        i,
+        "--origin",
+        &url,
+        "--token",
+        TOKEN,
+        "--ca",
+        ca,
+        "--title",
+        "uploaded",
+        "--segment-size",
+        "262144",
+        "--json",
+    ]));
     assert_eq!(r["segments"], 3);
     let err = fails(&["ingest", i, "--origin", &url, "--token", TOKEN, "--ca", ca, "--title", "uploaded"]);
     assert!(err.contains("already exists"), "{err}");
@@ -56,9 +75,15 @@ fn upload_play_inspect_and_graceful_stop() {
         let post = |p: &str, b: serde_json::Value| http.post(format!("{url}{p}")).bearer_auth(TOKEN).json(&b).send();
         let c: serde_json::Value = post("/v1/customers", serde_json::json!({"name": "Grace"})).await.unwrap().json().await.unwrap();
         let t: serde_json::Value =
-            post("/v1/orders", serde_json::json!({"customer": c["customer"], "title": "uploaded", "kind": "rent", "plays": 2, "hours": 2})).await.unwrap().json().await.unwrap();
+            post("/v1/orders", serde_json::json!({"customer": c["customer"], "title": "uploaded", "kind": "rent", "plays": 2, "hours": 2}))
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
         let ticket = t["ticket"].as_str().unwrap().to_string();
-        let p: serde_json::Value = http.post(format!("{url}/v1/play")).json(&serde_json::json!({"ticket": ticket})).send().await.unwrap().json().await.unwrap();
+        let p: serde_json::Value =
+            http.post(format!("{url}/v1/play")).json(&serde_json::json!({"ticket": ticket})).send().await.unwrap().json().await.unwrap();
         (ticket, p)
     });
     assert!(play["certificate"].is_string(), "{play}");

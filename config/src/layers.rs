@@ -96,11 +96,8 @@ impl Layers {
     fn set(&mut self, path: &[String], raw: &str, source: Source) -> Result<(), ConfigError> {
         // A value is read as TOML when it parses as one (numbers, booleans,
         // arrays, quoted strings), and as a bare string otherwise.
-        let value = format!("v = {raw}")
-            .parse::<Table>()
-            .ok()
-            .and_then(|mut t| t.remove("v"))
-            .unwrap_or_else(|| Value::String(raw.to_string()));
+        let value =
+            format!("v = {raw}").parse::<Table>().ok().and_then(|mut t| t.remove("v")).unwrap_or_else(|| Value::String(raw.to_string()));
         let mut table = &mut self.table;
         for (i, part) in path[..path.len() - 1].iter().enumerate() {
             let entry = table.entry(part.clone()).or_insert_with(|| Value::Table(Table::new()));

@@ -16,8 +16,8 @@ mod units;
 pub use error::ConfigError;
 pub use layers::{Layers, Source};
 pub use roles::{
-    ClientConfig, EdgeConfig, EdgeRole, ListenConfig, MasterBackend, MasterConfig, MirroringConfig, OriginConfig,
-    PeerConfig, PrecastConfig, RoleConfig, StoreConfig, TlsConfig,
+    ClientConfig, EdgeConfig, EdgeRole, ListenConfig, MasterBackend, MasterConfig, MirroringConfig, OriginConfig, PeerConfig,
+    PrecastConfig, RoleConfig, StoreConfig, TlsConfig,
 };
 pub use units::{ByteSize, Duration, TimeWindow};
 

@@ -142,7 +142,8 @@ impl TimeWindow {
     pub fn parse(s: &str) -> Result<Self, String> {
         let hm = |t: &str| -> Result<u16, String> {
             let (h, m) = t.trim().split_once(':').ok_or_else(|| format!("{t:?} is not HH:MM"))?;
-            let (h, m): (u16, u16) = (h.parse().map_err(|_| format!("bad hour in {t:?}"))?, m.parse().map_err(|_| format!("bad minute in {t:?}"))?);
+            let (h, m): (u16, u16) =
+                (h.parse().map_err(|_| format!("bad hour in {t:?}"))?, m.parse().map_err(|_| format!("bad minute in {t:?}"))?);
             if h > 23 || m > 59 {
                 return Err(format!("{t:?} is not a time of day"));
             }

@@ -46,8 +46,7 @@ fn env_then_flags_override_the_file() {
     assert_eq!(e.store.cache_bytes.0, 3 << 30);
     assert_eq!(e.name, "from-env");
     assert_ne!(base.store.cache_bytes, e.store.cache_bytes);
-    let e: EdgeConfig =
-        load(&f, &[("TRANZCAST_EDGE__NAME", "from-env")], &["name=from-flag", "listen.https=127.0.0.1:9443"]).unwrap();
+    let e: EdgeConfig = load(&f, &[("TRANZCAST_EDGE__NAME", "from-env")], &["name=from-flag", "listen.https=127.0.0.1:9443"]).unwrap();
     assert_eq!(e.name, "from-flag");
     assert_eq!(e.listen.https.port(), 9443);
     // Variables of other roles are ignored.
@@ -66,13 +65,37 @@ fn unknown_keys_and_bad_values_name_file_key_and_reason() {
     let dir = tempfile::tempdir().unwrap();
     let cases: &[(&str, &str, &str)] = &[
         ("storefront_token = \"0123456789abcdef\"\ncluster_token = \"fedcba9876543210\"\nbogus = 1\n", "bogus", "unknown field"),
-        ("storefront_token = \"0123456789abcdef\"\ncluster_token = \"fedcba9876543210\"\n[store]\ncache_bytez = 5\n", "store.cache_bytez", "unknown field"),
-        ("storefront_token = \"0123456789abcdef\"\ncluster_token = \"fedcba9876543210\"\n[store]\ncache_bytes = \"12 parsecs\"\n", "store.cache_bytes", "unknown size unit"),
+        (
+            "storefront_token = \"0123456789abcdef\"\ncluster_token = \"fedcba9876543210\"\n[store]\ncache_bytez = 5\n",
+            "store.cache_bytez",
+            "unknown field",
+        ),
+        (
+            "storefront_token = \"0123456789abcdef\"\ncluster_token = \"fedcba9876543210\"\n[store]\ncache_bytes = \"12 parsecs\"\n",
+            "store.cache_bytes",
+            "unknown size unit",
+        ),
         ("storefront_token = \"short\"\n", "storefront_token", "at least 16"),
-        ("storefront_token = \"0123456789abcdef\"\ncluster_token = \"fedcba9876543210\"\n[listen]\nhttps = \"nowhere\"\n", "listen.https", "socket address"),
-        ("storefront_token = \"0123456789abcdef\"\ncluster_token = \"fedcba9876543210\"\n[master]\nbackend = \"s3\"\n", "master.bucket", "required"),
-        ("storefront_token = \"0123456789abcdef\"\ncluster_token = \"fedcba9876543210\"\n[precast]\nwindow = \"25:00-01:00\"\n", "precast.window", "time of day"),
-        ("storefront_token = \"0123456789abcdef\"\ncluster_token = \"fedcba9876543210\"\n[tls]\ncert = \"/a.pem\"\n", "tls.key", "needs its key"),
+        (
+            "storefront_token = \"0123456789abcdef\"\ncluster_token = \"fedcba9876543210\"\n[listen]\nhttps = \"nowhere\"\n",
+            "listen.https",
+            "socket address",
+        ),
+        (
+            "storefront_token = \"0123456789abcdef\"\ncluster_token = \"fedcba9876543210\"\n[master]\nbackend = \"s3\"\n",
+            "master.bucket",
+            "required",
+        ),
+        (
+            "storefront_token = \"0123456789abcdef\"\ncluster_token = \"fedcba9876543210\"\n[precast]\nwindow = \"25:00-01:00\"\n",
+            "precast.window",
+            "time of day",
+        ),
+        (
+            "storefront_token = \"0123456789abcdef\"\ncluster_token = \"fedcba9876543210\"\n[tls]\ncert = \"/a.pem\"\n",
+            "tls.key",
+            "needs its key",
+        ),
     ];
     for (text, key, reason) in cases {
         let p = write(&dir, text);

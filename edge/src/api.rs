@@ -19,11 +19,27 @@ fn json_response(status: StatusCode, v: &Value) -> Response<Body> {
     r
 }
 
-fn error(status: StatusCode, code: &str, reason: impl Into<String>) -> Response<Body> {
-    json_response(status, &json!({"error": {"code": code, "reason": reason.into()}}))
+/// An error answer: becomes `{"error": {"code", "reason"}}` with its status.
+#[derive(Debug)]
+struct Fail {
+    status: StatusCode,
+    code: &'static str,
+    reason: String,
 }
 
-fn internal(e: impl std::fmt::Display) -> Response<Body> {
+impl From<Fail> for Response<Body> {
+    fn from(f: Fail) -> Self {
+        json_response(f.status, &json!({"error": {"code": f.code, "reason": f.reason}}))
+    }
+}
+
+type Reply = Result<Response<Body>, Fail>;
+
+fn error(status: StatusCode, code: &'static str, reason: impl Into<String>) -> Fail {
+    Fail { status, code, reason: reason.into() }
+}
+
+fn internal(e: impl std::fmt::Display) -> Fail {
     tracing::error!(error = %e, "internal error");
     error(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error; see the server's log")
 }
@@ -32,10 +48,10 @@ fn internal(e: impl std::fmt::Display) -> Response<Body> {
 pub async fn handle(inner: Arc<Inner>, req: Request<Bytes>, cx: RequestContext) -> Response<Body> {
     inner.requests.fetch_add(1, Ordering::Relaxed);
     let i2 = inner.clone();
-    tokio::task::spawn_blocking(move || route(&i2, &req, cx)).await.unwrap_or_else(internal)
+    tokio::task::spawn_blocking(move || route(&i2, &req, cx)).await.unwrap_or_else(|e| internal(e).into())
 }
 
-fn cluster_auth(inner: &Inner, req: &Request<Bytes>) -> Result<(), Response<Body>> {
+fn cluster_auth(inner: &Inner, req: &Request<Bytes>) -> Result<(), Fail> {
     let got = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
     let want = inner.config.cluster_token.as_bytes();
     match got {
@@ -49,17 +65,21 @@ fn route(inner: &Inner, req: &Request<Bytes>, _cx: RequestContext) -> Response<B
     let path = req.uri().path().trim_end_matches('/').to_string();
     let parts: Vec<&str> = path.split('/').collect();
     let result = match (req.method(), parts.as_slice()) {
-        (&Method::GET, ["", "healthz"]) => Ok(json_response(StatusCode::OK, &json!({"status": "ok", "role": role(inner), "name": inner.config.name}))),
+        (&Method::GET, ["", "healthz"]) => {
+            Ok(json_response(StatusCode::OK, &json!({"status": "ok", "role": role(inner), "name": inner.config.name})))
+        }
         (&Method::GET, ["", "metrics"]) => Ok(metrics(inner)),
         (&Method::GET, ["", "v1", "pulse"]) => pulse(inner, req.uri().query().unwrap_or("")),
         (&Method::GET | &Method::HEAD, ["", "v1", "blobs", hash]) => get_blob(inner, hash, req.method() == Method::HEAD),
         (&Method::PUT, ["", "v1", "blobs", hash]) => cluster_auth(inner, req).and_then(|()| put_blob(inner, hash, req.body())),
         (&Method::POST, ["", "v1", "staging", "missing"]) => cluster_auth(inner, req).and_then(|()| missing(inner, req.body())),
         (&Method::PUT, ["", "v1", "titles", id, "manifest"]) => cluster_auth(inner, req).and_then(|()| put_manifest(inner, id, req.body())),
-        (_, ["", "v1", ..]) => Err(error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", format!("{} is not allowed on {path}", req.method()))),
+        (_, ["", "v1", ..]) => {
+            Err(error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", format!("{} is not allowed on {path}", req.method())))
+        }
         _ => Err(error(StatusCode::NOT_FOUND, "not_found", format!("no such resource: {path}"))),
     };
-    result.unwrap_or_else(|r| r)
+    result.unwrap_or_else(Response::from)
 }
 
 fn role(inner: &Inner) -> &'static str {
@@ -69,11 +89,11 @@ fn role(inner: &Inner) -> &'static str {
     }
 }
 
-fn parse_address(hash: &str) -> Result<BlobAddress, Response<Body>> {
+fn parse_address(hash: &str) -> Result<BlobAddress, Fail> {
     hash.parse().map_err(|e: tranzcast_proto::ProtoError| error(StatusCode::BAD_REQUEST, "bad_address", e.to_string()))
 }
 
-fn get_blob(inner: &Inner, hash: &str, head: bool) -> Result<Response<Body>, Response<Body>> {
+fn get_blob(inner: &Inner, hash: &str, head: bool) -> Reply {
     let a = parse_address(hash)?;
     let b = inner.store.get(&a).map_err(internal)?.ok_or_else(|| error(StatusCode::NOT_FOUND, "unknown_blob", format!("no blob {a}")))?;
     let len = b.len();
@@ -88,7 +108,7 @@ fn get_blob(inner: &Inner, hash: &str, head: bool) -> Result<Response<Body>, Res
     Ok(r)
 }
 
-fn put_blob(inner: &Inner, hash: &str, body: &Bytes) -> Result<Response<Body>, Response<Body>> {
+fn put_blob(inner: &Inner, hash: &str, body: &Bytes) -> Reply {
     let a = parse_address(hash)?;
     // Verified on arrival: nothing is stored under an address its bytes do not hash to.
     if let Err(e) = a.verify(body) {
@@ -100,13 +120,14 @@ fn put_blob(inner: &Inner, hash: &str, body: &Bytes) -> Result<Response<Body>, R
     Ok(json_response(StatusCode::CREATED, &json!({"stored": a.to_hex()})))
 }
 
-fn missing(inner: &Inner, body: &Bytes) -> Result<Response<Body>, Response<Body>> {
+fn missing(inner: &Inner, body: &Bytes) -> Reply {
     #[derive(serde::Deserialize)]
     #[serde(deny_unknown_fields)]
     struct Ask {
         blobs: Vec<String>,
     }
-    let ask: Ask = serde_json::from_slice(body).map_err(|e| error(StatusCode::BAD_REQUEST, "bad_request", format!("invalid JSON body: {e}")))?;
+    let ask: Ask =
+        serde_json::from_slice(body).map_err(|e| error(StatusCode::BAD_REQUEST, "bad_request", format!("invalid JSON body: {e}")))?;
     if ask.blobs.len() > 1 << 20 {
         return Err(error(StatusCode::BAD_REQUEST, "bad_request", "at most 1048576 addresses per call"));
     }
@@ -120,7 +141,7 @@ fn missing(inner: &Inner, body: &Bytes) -> Result<Response<Body>, Response<Body>
     Ok(json_response(StatusCode::OK, &json!({"missing": out})))
 }
 
-fn put_manifest(inner: &Inner, id: &str, body: &Bytes) -> Result<Response<Body>, Response<Body>> {
+fn put_manifest(inner: &Inner, id: &str, body: &Bytes) -> Reply {
     let title = TitleId::new(id).map_err(|e| error(StatusCode::BAD_REQUEST, "bad_title", e.to_string()))?;
     let sm = SignedManifest::decode(body).map_err(|e| error(StatusCode::BAD_REQUEST, "bad_manifest", e.to_string()))?;
     let m = sm.verify(&inner.origin_key).map_err(|e| error(StatusCode::FORBIDDEN, "forged", e.to_string()))?;
@@ -137,7 +158,7 @@ fn put_manifest(inner: &Inner, id: &str, body: &Bytes) -> Result<Response<Body>,
     Ok(json_response(StatusCode::CREATED, &json!({"title": title.as_str(), "manifest": addr.to_hex()})))
 }
 
-fn pulse(inner: &Inner, query: &str) -> Result<Response<Body>, Response<Body>> {
+fn pulse(inner: &Inner, query: &str) -> Reply {
     let title = query.split('&').find_map(|kv| kv.strip_prefix("title="));
     let mut v = json!({
         "name": inner.config.name, "role": role(inner), "version": env!("CARGO_PKG_VERSION"), "health": "ok",
@@ -174,7 +195,10 @@ fn metrics(inner: &Inner) -> Response<Body> {
     out.push_str("# TYPE edge_staged_bytes_total counter\n");
     out.push_str(&format!("edge_staged_bytes_total {}\n", inner.staged_bytes.load(Ordering::Relaxed)));
     if let Ok(s) = inner.store.stats() {
-        out.push_str(&format!("# TYPE edge_store_blobs gauge\nedge_store_blobs {}\n# TYPE edge_store_bytes gauge\nedge_store_bytes {}\n", s.blobs, s.bytes));
+        out.push_str(&format!(
+            "# TYPE edge_store_blobs gauge\nedge_store_blobs {}\n# TYPE edge_store_bytes gauge\nedge_store_bytes {}\n",
+            s.blobs, s.bytes
+        ));
         out.push_str(&format!("# TYPE edge_cache_hits_total counter\nedge_cache_hits_total {}\n# TYPE edge_cache_misses_total counter\nedge_cache_misses_total {}\n", s.cache_hits, s.cache_misses));
     }
     let mut r = Response::new(full(out));

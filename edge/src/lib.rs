@@ -107,7 +107,13 @@ impl EdgeServer {
             staged_bytes: AtomicU64::new(0),
             requests: AtomicU64::new(0),
         });
-        let opts = ServerOptions { https: config.listen.https, plain: config.listen.plain, identity: tls.identity, max_body: 80 << 20, drain: Duration::from_secs(10) };
+        let opts = ServerOptions {
+            https: config.listen.https,
+            plain: config.listen.plain,
+            identity: tls.identity,
+            max_body: 80 << 20,
+            drain: Duration::from_secs(10),
+        };
         let h = inner.clone();
         let server = HttpServer::bind(opts, tranzcast_net::handler(move |req, cx| api::handle(h.clone(), req, cx))).await?;
         let me = server.https_addr;

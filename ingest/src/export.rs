@@ -51,7 +51,8 @@ pub fn export(store: &BlobStore, title: &TitleId, out: &Path, progress: &Progres
         for (i, addr) in manifest.segments.iter().enumerate() {
             let seq = i as u64;
             let frame = store.get(addr)?.ok_or_else(|| verr(seq, format!("blob {addr} missing")))?;
-            let plain = keys::open(&key, &frame, &Expected { title, kind: FrameKind::Media, sequence: seq }).map_err(|e| verr(seq, e.to_string()))?;
+            let plain = keys::open(&key, &frame, &Expected { title, kind: FrameKind::Media, sequence: seq })
+                .map_err(|e| verr(seq, e.to_string()))?;
             let keep = manifest.segment_plain_len(seq) as usize;
             if plain.len() != manifest.segment_size as usize {
                 return Err(verr(seq, format!("{} plaintext bytes, manifest says {}", plain.len(), manifest.segment_size)));
@@ -68,7 +69,12 @@ pub fn export(store: &BlobStore, title: &TitleId, out: &Path, progress: &Progres
         Ok(written) => {
             std::fs::rename(&tmp, out).map_err(out_err)?;
             progress.finish_and_clear();
-            Ok(ExportReport { title: title.to_string(), bytes: written, segments: manifest.segments.len() as u64, out: out.display().to_string() })
+            Ok(ExportReport {
+                title: title.to_string(),
+                bytes: written,
+                segments: manifest.segments.len() as u64,
+                out: out.display().to_string(),
+            })
         }
         Err(e) => {
             let _ = std::fs::remove_file(&tmp);

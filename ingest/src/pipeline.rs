@@ -110,9 +110,29 @@ fn open_source(path: &Path, encode: bool) -> Result<Source, IngestError> {
         .args(["-nostdin", "-hide_banner", "-loglevel", "error", "-i"])
         .arg(path)
         .args([
-            "-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p", "-b:v", "2500k", "-maxrate", "2500k",
-            "-bufsize", "5000k", "-g", "48", "-c:a", "aac", "-b:a", "128k", "-movflags",
-            "frag_keyframe+empty_moov+default_base_moof", "-f", "mp4", "pipe:1",
+            "-c:v",
+            "libx264",
+            "-preset",
+            "veryfast",
+            "-pix_fmt",
+            "yuv420p",
+            "-b:v",
+            "2500k",
+            "-maxrate",
+            "2500k",
+            "-bufsize",
+            "5000k",
+            "-g",
+            "48",
+            "-c:a",
+            "aac",
+            "-b:a",
+            "128k",
+            "-movflags",
+            "frag_keyframe+empty_moov+default_base_moof",
+            "-f",
+            "mp4",
+            "pipe:1",
         ])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -289,7 +309,9 @@ fn run(
     let segments: Vec<BlobAddress> = addresses
         .into_iter()
         .enumerate()
-        .map(|(i, a)| a.ok_or_else(|| IngestError::Verify { title: title.clone(), sequence: i as u64, reason: "segment lost in the pipeline".into() }))
+        .map(|(i, a)| {
+            a.ok_or_else(|| IngestError::Verify { title: title.clone(), sequence: i as u64, reason: "segment lost in the pipeline".into() })
+        })
         .collect::<Result<_, _>>()?;
 
     let running_time_ms = info.running_time_ms;
@@ -298,7 +320,11 @@ fn run(
         .iter()
         .map(|(start_ms, name)| Chapter {
             start_ms: *start_ms,
-            byte_offset: if running_time_ms > 0 { ((*start_ms as u128 * total as u128) / running_time_ms as u128).min(total as u128) as u64 } else { 0 },
+            byte_offset: if running_time_ms > 0 {
+                ((*start_ms as u128 * total as u128) / running_time_ms as u128).min(total as u128) as u64
+            } else {
+                0
+            },
             name: name.clone(),
         })
         .collect();

@@ -69,7 +69,7 @@ pub fn media_type_for(format_name: Option<&str>, path: &Path) -> String {
 
 fn seconds_to_ms(s: &str) -> Option<u64> {
     let v: f64 = s.trim().parse().ok()?;
-    (v.is_finite() && v >= 0.0 && v < 1e9).then(|| (v * 1000.0).round() as u64)
+    (v.is_finite() && (0.0..1e9).contains(&v)).then(|| (v * 1000.0).round() as u64)
 }
 
 /// Parses ffprobe's JSON (`-show_format -show_chapters`): pure, for tests and hostile output.
@@ -125,7 +125,14 @@ mod tests {
 
     #[test]
     fn hostile_or_missing_output_is_unknown() {
-        for j in [&b""[..], b"{", b"[]", br#"{"format":{"duration":"-5"}}"#, br#"{"format":{"duration":"NaN"}}"#, br#"{"format":{"duration":"1e300"}}"#] {
+        for j in [
+            &b""[..],
+            b"{",
+            b"[]",
+            br#"{"format":{"duration":"-5"}}"#,
+            br#"{"format":{"duration":"NaN"}}"#,
+            br#"{"format":{"duration":"1e300"}}"#,
+        ] {
             let m = parse_probe(j, Path::new("clip.webm"));
             assert_eq!(m.running_time_ms, 0, "{}", String::from_utf8_lossy(j));
             assert_eq!(m.media_type, "video/webm");

@@ -56,7 +56,8 @@ impl H3Client {
         transport.stream_receive_window((8u32 << 20).into());
         transport.receive_window((64u32 << 20).into());
         cfg.transport_config(Arc::new(transport));
-        let bind: SocketAddr = if addr.is_ipv6() { "[::]:0".parse() } else { "0.0.0.0:0".parse() }.map_err(|_| NetError::H3("bind address".into()))?;
+        let bind: SocketAddr =
+            if addr.is_ipv6() { "[::]:0".parse() } else { "0.0.0.0:0".parse() }.map_err(|_| NetError::H3("bind address".into()))?;
         let mut endpoint = quinn::Endpoint::client(bind).map_err(NetError::io("bind udp"))?;
         endpoint.set_default_client_config(cfg);
         let conn = endpoint

@@ -145,7 +145,14 @@ impl HttpServer {
         let mut tasks = JoinSet::new();
         let tls_cfg = Arc::new(opts.identity.server_config(&[b"h2", b"http/1.1"])?);
         let alt_svc = HeaderValue::from_str(&format!("h3=\":{}\"; ma=86400", https_addr.port())).ok();
-        tasks.spawn(accept_tcp(tcp, Some(tokio_rustls::TlsAcceptor::from(tls_cfg)), handler.clone(), opts.max_body, alt_svc, stop_rx.clone()));
+        tasks.spawn(accept_tcp(
+            tcp,
+            Some(tokio_rustls::TlsAcceptor::from(tls_cfg)),
+            handler.clone(),
+            opts.max_body,
+            alt_svc,
+            stop_rx.clone(),
+        ));
         let plain_addr = match opts.plain {
             Some(a) => {
                 let l = TcpListener::bind(a).await.map_err(NetError::io(format!("bind tcp {a}")))?;
@@ -229,13 +236,23 @@ async fn serve_tcp(
     }
 }
 
-async fn respond(req: Request<Incoming>, cx: RequestContext, handler: Handler, max_body: usize, alt_svc: Option<HeaderValue>) -> Result<Response<Body>, Infallible> {
+async fn respond(
+    req: Request<Incoming>,
+    cx: RequestContext,
+    handler: Handler,
+    max_body: usize,
+    alt_svc: Option<HeaderValue>,
+) -> Result<Response<Body>, Infallible> {
     let (parts, body) = req.into_parts();
     let bytes = match Limited::new(body, max_body).collect().await {
         Ok(c) => c.to_bytes(),
         Err(e) => {
             let too_big = e.downcast_ref::<http_body_util::LengthLimitError>().is_some();
-            return Ok(if too_big { status(StatusCode::PAYLOAD_TOO_LARGE, "request body too large") } else { status(StatusCode::BAD_REQUEST, "request body could not be read") });
+            return Ok(if too_big {
+                status(StatusCode::PAYLOAD_TOO_LARGE, "request body too large")
+            } else {
+                status(StatusCode::BAD_REQUEST, "request body could not be read")
+            });
         }
     };
     let mut resp = handler(Request::from_parts(parts, bytes), cx).await;
@@ -263,7 +280,13 @@ async fn accept_h3(endpoint: quinn::Endpoint, handler: Handler, max_body: usize,
     while conns.join_next().await.is_some() {}
 }
 
-async fn serve_h3(incoming: quinn::Incoming, peer: SocketAddr, handler: Handler, max_body: usize, mut stop: watch::Receiver<bool>) -> Result<(), NetError> {
+async fn serve_h3(
+    incoming: quinn::Incoming,
+    peer: SocketAddr,
+    handler: Handler,
+    max_body: usize,
+    mut stop: watch::Receiver<bool>,
+) -> Result<(), NetError> {
     let conn = incoming.await.map_err(|e| NetError::H3(e.to_string()))?;
     let mut h3conn: h3::server::Connection<h3_quinn::Connection, Bytes> =
         h3::server::Connection::new(h3_quinn::Connection::new(conn)).await.map_err(|e| NetError::H3(e.to_string()))?;

@@ -119,7 +119,8 @@ impl LocalCa {
     /// Issues a leaf for `names` (DNS names or IP addresses).
     pub fn issue(&self, names: &[&str]) -> Result<TlsIdentity, NetError> {
         let key = KeyPair::generate().map_err(|e| NetError::Tls(e.to_string()))?;
-        let params = CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>()).map_err(|e| NetError::Tls(e.to_string()))?;
+        let params =
+            CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>()).map_err(|e| NetError::Tls(e.to_string()))?;
         let issuer = Issuer::new(ca_params()?, &self.key);
         let cert = params.signed_by(&key, &issuer).map_err(|e| NetError::Tls(e.to_string()))?;
         let ca_der = rustls_pemfile::certs(&mut self.cert_pem.as_bytes())

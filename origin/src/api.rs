@@ -147,7 +147,9 @@ fn route_request(inner: &Inner, req: &Request<Bytes>, cx: RequestContext) -> Api
             r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"));
             Ok(r)
         }
-        (&Method::GET, ["", "v1", "origin-key"]) => Ok(json_response(StatusCode::OK, &json!({"ed25519": hex::encode(inner.signing.verifying_key().as_bytes())}))),
+        (&Method::GET, ["", "v1", "origin-key"]) => {
+            Ok(json_response(StatusCode::OK, &json!({"ed25519": hex::encode(inner.signing.verifying_key().as_bytes())})))
+        }
         (&Method::GET, ["", "v1", "storefront"]) => {
             storefront(inner, req)?;
             Ok(json_response(StatusCode::OK, &json!({"storefront": "ok"})))
@@ -166,7 +168,8 @@ fn route_request(inner: &Inner, req: &Request<Bytes>, cx: RequestContext) -> Api
             revoke(inner, req)
         }
         (&Method::GET, ["", "v1", "revocations"]) => {
-            let list: Vec<Value> = inner.state.revocations().map_err(ApiError::internal)?.into_iter().map(|(s, t)| json!({"serial": s, "time": t})).collect();
+            let list: Vec<Value> =
+                inner.state.revocations().map_err(ApiError::internal)?.into_iter().map(|(s, t)| json!({"serial": s, "time": t})).collect();
             Ok(json_response(StatusCode::OK, &json!({"revoked": list})))
         }
         (&Method::GET, ["", "v1", "titles"]) => titles(inner),
@@ -260,7 +263,8 @@ fn add_order(inner: &Inner, req: &Request<Bytes>) -> ApiResult {
     if inner.state.customer(o.customer).map_err(ApiError::internal)?.is_none() {
         return Err(ApiError::new(StatusCode::NOT_FOUND, "unknown_customer", format!("no customer {}", o.customer)));
     }
-    let key = title_key(inner, &title)?.ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "unknown_title", format!("no title {title}")))?;
+    let key =
+        title_key(inner, &title)?.ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "unknown_title", format!("no title {title}")))?;
     let now = now_secs();
     let secs = match (o.hours, o.seconds) {
         (Some(h), None) if (1..=24 * 366).contains(&h) => Some(u64::from(h) * 3600),
@@ -271,14 +275,13 @@ fn add_order(inner: &Inner, req: &Request<Bytes>) -> ApiResult {
     let (kind, plays, expires) = match (o.kind.as_str(), o.plays, secs) {
         ("buy", None, None) => (OrderKind::Buy, UNLIMITED, 0),
         ("buy", _, _) => return Err(ApiError::bad("a purchase takes no plays, hours or seconds")),
-        ("rent", Some(p), Some(s)) if (1..=1000).contains(&p) => {
-            (OrderKind::Rent { plays: p, hours: s.div_ceil(3600) as u32 }, p, now + s)
-        }
+        ("rent", Some(p), Some(s)) if (1..=1000).contains(&p) => (OrderKind::Rent { plays: p, hours: s.div_ceil(3600) as u32 }, p, now + s),
         ("rent", _, _) => return Err(ApiError::bad("a rental needs plays (1..=1000) and hours or seconds")),
         (k, _, _) => return Err(ApiError::bad(format!("kind {k:?} is neither \"buy\" nor \"rent\""))),
     };
     let serial = random16();
-    let (t, record) = validation::issue(o.customer, &title, plays, expires, now, inner.state.peek_order(), &key, serial, tranzcast_proto::random_bytes());
+    let (t, record) =
+        validation::issue(o.customer, &title, plays, expires, now, inner.state.peek_order(), &key, serial, tranzcast_proto::random_bytes());
     let order = Order { customer: o.customer, title: title.to_string(), kind, created: now, ticket: hex::encode(serial) };
     let id = inner.state.add_order(&order, &serial, &record).map_err(ApiError::internal)?;
     let text = ticket::to_text(&t.sign(&inner.signing));
@@ -301,7 +304,14 @@ fn play(inner: &Inner, req: &Request<Bytes>, cx: RequestContext) -> ApiResult {
         return Err(ApiError::bad(format!("mode {m:?} is not supported yet (only \"client\")")));
     }
     let now = now_secs();
-    let mut entry = ValidationEntry { time: now, serial: String::new(), customer: 0, title: String::new(), client: cx.peer.to_string(), result: String::new() };
+    let mut entry = ValidationEntry {
+        time: now,
+        serial: String::new(),
+        customer: 0,
+        title: String::new(),
+        client: cx.peer.to_string(),
+        result: String::new(),
+    };
     let refuse = |entry: &mut ValidationEntry, r: Refusal| -> ApiError {
         entry.result = r.code().to_string();
         inner.metrics.validation(r.code());
@@ -322,7 +332,8 @@ fn play(inner: &Inner, req: &Request<Bytes>, cx: RequestContext) -> ApiResult {
         Some(a) => inner.store.get(a).map_err(ApiError::internal)?,
         None => None,
     };
-    let running_time_s = manifest_bytes.as_ref().and_then(|b| SignedManifest::decode(b).ok()).map(|m| m.manifest.running_time_ms / 1000).unwrap_or(0);
+    let running_time_s =
+        manifest_bytes.as_ref().and_then(|b| SignedManifest::decode(b).ok()).map(|m| m.manifest.running_time_ms / 1000).unwrap_or(0);
 
     let grant = inner.state.with_ticket_lock(&ticket.serial, || {
         let record = inner.state.ticket(&ticket.serial).map_err(ApiError::internal)?;
@@ -439,7 +450,11 @@ fn titles(inner: &Inner) -> ApiResult {
 
 fn title(inner: &Inner, id: &str) -> ApiResult {
     let t = TitleId::new(id).map_err(|e| ApiError::bad(e.to_string()))?;
-    let a = inner.store.title_manifest(&t).map_err(ApiError::internal)?.ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "unknown_title", format!("no title {t}")))?;
+    let a = inner
+        .store
+        .title_manifest(&t)
+        .map_err(ApiError::internal)?
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "unknown_title", format!("no title {t}")))?;
     let (mut summary, bytes) = manifest_summary(inner, &t, &a)?;
     summary["manifest_blob"] = bytes.map(|b| Value::String(URL_SAFE_NO_PAD.encode(b))).unwrap_or(Value::Null);
     Ok(json_response(StatusCode::OK, &summary))
@@ -447,7 +462,11 @@ fn title(inner: &Inner, id: &str) -> ApiResult {
 
 fn blob(inner: &Inner, hash: &str, head: bool) -> ApiResult {
     let a: BlobAddress = hash.parse().map_err(|e: tranzcast_proto::ProtoError| ApiError::bad(e.to_string()))?;
-    let b = inner.store.get(&a).map_err(ApiError::internal)?.ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "unknown_blob", format!("no blob {a}")))?;
+    let b = inner
+        .store
+        .get(&a)
+        .map_err(ApiError::internal)?
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "unknown_blob", format!("no blob {a}")))?;
     let len = b.len();
     let mut r = Response::new(if head { full(Bytes::new()) } else { full(b) });
     let h = r.headers_mut();
@@ -477,7 +496,9 @@ fn join(inner: &Inner, req: &Request<Bytes>, _cx: RequestContext) -> ApiResult {
     // A peer client proves it is a paying viewer with a live certificate.
     if j.role == "peer" {
         let cert = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Tranzcast "));
-        let cert = cert.ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "a peer joins with Authorization: Tranzcast <certificate>"))?;
+        let cert = cert.ok_or_else(|| {
+            ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "a peer joins with Authorization: Tranzcast <certificate>")
+        })?;
         match SignedToken::from_text(cert).ok().as_ref().map(|s| s.verify(&inner.signing.verifying_key())) {
             Some(Ok(Token::Certificate(c))) if !c.is_expired(now_secs()) => {}
             _ => return Err(ApiError::new(StatusCode::FORBIDDEN, "forbidden", "the certificate is invalid or expired")),
@@ -538,9 +559,11 @@ fn publish_title(inner: &Inner, req: &Request<Bytes>) -> ApiResult {
         return Err(ApiError::bad(format!("manifest is for {}, not {title}", m.title)));
     }
     for (i, a) in m.segments.iter().enumerate() {
-        let frame = inner.store.get(a).map_err(ApiError::internal)?.ok_or_else(|| {
-            ApiError::new(StatusCode::CONFLICT, "incomplete", format!("segment {i} ({a}) has not been uploaded"))
-        })?;
+        let frame = inner
+            .store
+            .get(a)
+            .map_err(ApiError::internal)?
+            .ok_or_else(|| ApiError::new(StatusCode::CONFLICT, "incomplete", format!("segment {i} ({a}) has not been uploaded")))?;
         keys::open(&key, &frame, &Expected { title: &title, kind: FrameKind::Media, sequence: i as u64 })
             .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "bad_segment", format!("segment {i}: {e}")))?;
     }

@@ -74,7 +74,14 @@ impl Origin {
         let state = OriginState::open(&dir.join("state"))?;
         let signing = tranzcast_ingest::origin_signing_key(&store).map_err(|e| OriginError::Storage(e.to_string()))?;
         let (identity, ca_pem) = identity(&config, &dir)?;
-        let inner = Arc::new(Inner { store, state, signing, config: config.clone(), metrics: api::Metrics::default(), staging: Default::default() });
+        let inner = Arc::new(Inner {
+            store,
+            state,
+            signing,
+            config: config.clone(),
+            metrics: api::Metrics::default(),
+            staging: Default::default(),
+        });
         let opts = ServerOptions {
             https: config.listen.https,
             plain: config.listen.plain,

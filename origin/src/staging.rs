@@ -73,10 +73,11 @@ async fn stage_node(inner: &Inner, http: &reqwest::Client, node: &Member) -> Res
             return Err(format!("missing: {}", r.status()));
         }
         let v: serde_json::Value = r.json().await.map_err(|e| e.to_string())?;
-        let missing: Vec<BlobAddress> = v["missing"].as_array().ok_or("bad missing answer")?.iter().filter_map(|h| h.as_str()?.parse().ok()).collect();
-        let mut held = m.segments.len() as u64 - missing.len() as u64;
-        set(inner, &node.name, title.as_str(), TitleProgress { held, total, complete: false });
-        for a in missing {
+        let missing: Vec<BlobAddress> =
+            v["missing"].as_array().ok_or("bad missing answer")?.iter().filter_map(|h| h.as_str()?.parse().ok()).collect();
+        let already = m.segments.len() as u64 - missing.len() as u64;
+        set(inner, &node.name, title.as_str(), TitleProgress { held: already, total, complete: false });
+        for (pushed, a) in (1u64..).zip(missing) {
             let bytes = inner.store.get(&a).map_err(|e| e.to_string())?.ok_or_else(|| format!("blob {a} missing at the origin"))?;
             let r = http
                 .put(format!("{}/v1/blobs/{a}", node.https))
@@ -88,8 +89,7 @@ async fn stage_node(inner: &Inner, http: &reqwest::Client, node: &Member) -> Res
             if !r.status().is_success() {
                 return Err(format!("push {a}: {}", r.status()));
             }
-            held += 1;
-            set(inner, &node.name, title.as_str(), TitleProgress { held, total, complete: false });
+            set(inner, &node.name, title.as_str(), TitleProgress { held: already + pushed, total, complete: false });
         }
         let r = http
             .put(format!("{}/v1/titles/{title}/manifest", node.https))

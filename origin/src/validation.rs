@@ -137,7 +137,11 @@ pub fn decide(ticket: &PlayTicket, record: Option<&TicketRecord>, cx: &Context<'
         TicketState::Replaced { .. } => return Err(Refusal::Replaced),
         TicketState::Revoked => return Err(Refusal::Revoked),
     }
-    if record.customer != ticket.customer || record.title != ticket.title.as_str() || record.plays != ticket.plays || record.expires != ticket.expires {
+    if record.customer != ticket.customer
+        || record.title != ticket.title.as_str()
+        || record.plays != ticket.plays
+        || record.expires != ticket.expires
+    {
         return Err(Refusal::Mismatch);
     }
     if ticket.is_expired(cx.now) {
@@ -184,7 +188,19 @@ pub fn decide(ticket: &PlayTicket, record: Option<&TicketRecord>, cx: &Context<'
 }
 
 /// A new ticket for an order: fresh K1, K2 = KM xor K1.
-pub fn issue(customer: u64, title: &TitleId, plays: u32, expires: u64, now: u64, order: u64, key: &TitleKey, serial: [u8; 16], k1: [u8; 32]) -> (PlayTicket, TicketRecord) {
+// Every input explicit, randomness included, so the decision stays pure and testable.
+#[allow(clippy::too_many_arguments)]
+pub fn issue(
+    customer: u64,
+    title: &TitleId,
+    plays: u32,
+    expires: u64,
+    now: u64,
+    order: u64,
+    key: &TitleKey,
+    serial: [u8; 16],
+    k1: [u8; 32],
+) -> (PlayTicket, TicketRecord) {
     let ticket = PlayTicket { serial, customer, created: now, expires, title: title.clone(), plays, key_part: key.xor(&k1) };
     let record = TicketRecord { customer, title: title.to_string(), plays, expires, created: now, k1, order, state: TicketState::Live };
     (ticket, record)
@@ -196,7 +212,15 @@ mod tests {
     use super::*;
 
     fn cx<'a>(key: &'a TitleKey, now: u64) -> Context<'a> {
-        Context { now, title_key: Some(key), running_time_s: 600, margin_s: 3600, fresh_serial: [7; 16], fresh_serial_2: [8; 16], fresh_k1: [9; 32] }
+        Context {
+            now,
+            title_key: Some(key),
+            running_time_s: 600,
+            margin_s: 3600,
+            fresh_serial: [7; 16],
+            fresh_serial_2: [8; 16],
+            fresh_k1: [9; 32],
+        }
     }
 
     #[test]
@@ -226,7 +250,11 @@ mod tests {
         let (t, r) = issue(1, &title, 2, 1000, 100, 5, &km, [1; 16], [2; 32]);
         assert_eq!(decide(&t, None, &cx(&km, 200)).unwrap_err(), Refusal::UnknownSerial);
         assert_eq!(decide(&t, Some(&r), &cx(&km, 1000)).unwrap_err(), Refusal::Expired);
-        for (state, want) in [(TicketState::Spent, Refusal::Spent), (TicketState::Revoked, Refusal::Revoked), (TicketState::Replaced { by: [0; 16] }, Refusal::Replaced)] {
+        for (state, want) in [
+            (TicketState::Spent, Refusal::Spent),
+            (TicketState::Revoked, Refusal::Revoked),
+            (TicketState::Replaced { by: [0; 16] }, Refusal::Replaced),
+        ] {
             let mut r2 = r.clone();
             r2.state = state;
             assert_eq!(decide(&t, Some(&r2), &cx(&km, 200)).unwrap_err(), want);

@@ -18,7 +18,7 @@ use tranzcast_proto::TitleId;
 use tranzcast_proto::frame::FrameKind;
 use tranzcast_proto::keys::{self, Expected, TitleKey};
 use tranzcast_proto::manifest::SignedManifest;
-use tranzcast_proto::ticket::{SignedToken, Token, TOKEN_LEN, to_text};
+use tranzcast_proto::ticket::{SignedToken, TOKEN_LEN, Token, to_text};
 use tranzcast_store::{BlobStore, StoreOptions};
 
 const TOKEN: &str = "test-storefront-token-0123456789";
@@ -47,7 +47,13 @@ async fn start() -> Fixture {
     let data = dir.path().join("origin");
     let plain = ingest_title(&data, "film", 300_000);
     let cfg: OriginConfig = Layers::new("origin")
-        .overrides(&[format!("data_dir={}", data.display()), format!("storefront_token={TOKEN}"), "cluster_token=test-cluster-token-0123456789".into(), "listen.https=127.0.0.1:0".into(), "certificate_margin=60s".into()])
+        .overrides(&[
+            format!("data_dir={}", data.display()),
+            format!("storefront_token={TOKEN}"),
+            "cluster_token=test-cluster-token-0123456789".into(),
+            "listen.https=127.0.0.1:0".into(),
+            "certificate_margin=60s".into(),
+        ])
         .unwrap()
         .build()
         .unwrap();
@@ -169,7 +175,14 @@ async fn every_altered_byte_is_forged_and_storefront_needs_its_token() {
     }
     let (s, v) = f.post("/v1/customers", json!({"name": "x"}), false).await;
     assert_eq!((s, v["error"]["code"].as_str().unwrap()), (401, "unauthorized"));
-    let r = f.http.post(format!("{}/v1/customers", f.base)).bearer_auth("wrong-token-wrong-token").json(&json!({"name": "x"})).send().await.unwrap();
+    let r = f
+        .http
+        .post(format!("{}/v1/customers", f.base))
+        .bearer_auth("wrong-token-wrong-token")
+        .json(&json!({"name": "x"}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status().as_u16(), 403);
     let (s, v) = f.post("/v1/orders", json!({"customer": c, "title": "film", "kind": "rent", "plays": 0, "hours": 1}), true).await;
     assert_eq!(s, 400, "{v}");
@@ -224,7 +237,9 @@ async fn k1_xor_k2_is_the_title_key_and_decrypts_over_h3() {
     let c = f.customer().await;
     let t = f.order(json!({"customer": c, "title": "film", "kind": "rent", "plays": 2, "hours": 1})).await;
     // Over HTTP/3 this time.
-    let h3 = H3Client::connect(SocketAddr::from(([127, 0, 0, 1], f.origin.https_addr().port())), "localhost", f.origin.ca_pem().as_bytes()).await.unwrap();
+    let h3 = H3Client::connect(SocketAddr::from(([127, 0, 0, 1], f.origin.https_addr().port())), "localhost", f.origin.ca_pem().as_bytes())
+        .await
+        .unwrap();
     let req = http::Request::post(format!("https://localhost:{}/v1/play", f.origin.https_addr().port()))
         .header("content-type", "application/json")
         .body(Bytes::from(json!({"ticket": t}).to_string()))

@@ -26,18 +26,12 @@ impl BlobAddress {
     /// Checks that `bytes` hash to this address.
     pub fn verify(&self, bytes: &[u8]) -> Result<(), ProtoError> {
         let actual = Self::of(bytes);
-        if actual == *self {
-            Ok(())
-        } else {
-            Err(ProtoError::HashMismatch { expected: self.to_hex(), actual: actual.to_hex() })
-        }
+        if actual == *self { Ok(()) } else { Err(ProtoError::HashMismatch { expected: self.to_hex(), actual: actual.to_hex() }) }
     }
 
     /// Parses from a 32-byte slice.
     pub fn from_slice(b: &[u8]) -> Result<Self, ProtoError> {
-        let arr: [u8; 32] = b
-            .try_into()
-            .map_err(|_| ProtoError::invalid("blob address", format!("{} bytes, need 32", b.len())))?;
+        let arr: [u8; 32] = b.try_into().map_err(|_| ProtoError::invalid("blob address", format!("{} bytes, need 32", b.len())))?;
         Ok(Self(arr))
     }
 }
@@ -67,8 +61,7 @@ impl FromStr for BlobAddress {
             return Err(ProtoError::invalid("blob address", format!("{} hex digits, need 64", s.len())));
         }
         let mut out = [0u8; 32];
-        hex::decode_to_slice(s, &mut out)
-            .map_err(|e| ProtoError::invalid("blob address", e.to_string()))?;
+        hex::decode_to_slice(s, &mut out).map_err(|e| ProtoError::invalid("blob address", e.to_string()))?;
         Ok(Self(out))
     }
 }

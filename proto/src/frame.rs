@@ -132,11 +132,7 @@ impl FrameHeader {
 /// Returns the header and its encoded length.
 pub fn parse_header(bytes: &[u8]) -> Result<(FrameHeader, usize), ProtoError> {
     let need = |n: usize| {
-        if bytes.len() < n {
-            Err(ProtoError::Truncated { what: "frame header", need: n, have: bytes.len() })
-        } else {
-            Ok(())
-        }
+        if bytes.len() < n { Err(ProtoError::Truncated { what: "frame header", need: n, have: bytes.len() }) } else { Ok(()) }
     };
     need(FIXED_HEADER_LEN)?;
     if bytes[0..4] != MAGIC {

@@ -106,13 +106,7 @@ pub fn frame_buffer(plaintext_capacity: usize) -> Vec<u8> {
 
 /// Seals a segment in place. `buf` must be `[FIXED_HEADER_LEN placeholder bytes][plaintext]`
 /// (see [`frame_buffer`]); on return it holds the whole frame.
-pub fn seal_in_place(
-    key: &TitleKey,
-    title: &TitleId,
-    kind: FrameKind,
-    sequence: u64,
-    buf: &mut Vec<u8>,
-) -> Result<(), ProtoError> {
+pub fn seal_in_place(key: &TitleKey, title: &TitleId, kind: FrameKind, sequence: u64, buf: &mut Vec<u8>) -> Result<(), ProtoError> {
     if buf.len() < FIXED_HEADER_LEN {
         return Err(ProtoError::invalid("frame buffer", "shorter than the header"));
     }
@@ -131,9 +125,8 @@ pub fn seal_in_place(
     let cipher = Aes256GcmSiv::new(&key.segment_key(title, kind, sequence).into());
     let nonce = Nonce::from(header.nonce);
     let (aad, body) = buf.split_at_mut(FIXED_HEADER_LEN);
-    let tag = cipher
-        .encrypt_inout_detached(&nonce, aad, body.into())
-        .map_err(|_| ProtoError::invalid("segment", "too large to encrypt"))?;
+    let tag =
+        cipher.encrypt_inout_detached(&nonce, aad, body.into()).map_err(|_| ProtoError::invalid("segment", "too large to encrypt"))?;
     buf.extend_from_slice(tag.as_slice());
     Ok(())
 }
@@ -168,10 +161,7 @@ pub fn open(key: &TitleKey, frame_bytes: &[u8], expected: &Expected<'_>) -> Resu
     if &h.title != expected.title || h.kind != expected.kind || h.sequence != expected.sequence {
         return Err(ProtoError::invalid(
             "frame",
-            format!(
-                "is {} {:?} #{}, expected {} {:?} #{}",
-                h.title, h.kind, h.sequence, expected.title, expected.kind, expected.sequence
-            ),
+            format!("is {} {:?} #{}, expected {} {:?} #{}", h.title, h.kind, h.sequence, expected.title, expected.kind, expected.sequence),
         ));
     }
     let cipher = Aes256GcmSiv::new(&key.segment_key(&h.title, h.kind, h.sequence).into());

@@ -221,9 +221,8 @@ impl SignedManifest {
         let mt_len = b[78] as usize;
         let mut at = FIXED_LEN;
         need(at + mt_len)?;
-        let media_type = std::str::from_utf8(&b[at..at + mt_len])
-            .map_err(|_| ProtoError::invalid("manifest", "media type not UTF-8"))?
-            .to_string();
+        let media_type =
+            std::str::from_utf8(&b[at..at + mt_len]).map_err(|_| ProtoError::invalid("manifest", "media type not UTF-8"))?.to_string();
         at += mt_len;
         let mut chapters = Vec::with_capacity(usize::from(chapters_n).min(64));
         for _ in 0..chapters_n {
@@ -236,9 +235,8 @@ impl SignedManifest {
             }
             at += 18;
             need(at + n)?;
-            let name = std::str::from_utf8(&b[at..at + n])
-                .map_err(|_| ProtoError::invalid("manifest", "chapter name not UTF-8"))?
-                .to_string();
+            let name =
+                std::str::from_utf8(&b[at..at + n]).map_err(|_| ProtoError::invalid("manifest", "chapter name not UTF-8"))?.to_string();
             at += n;
             chapters.push(Chapter { start_ms, byte_offset, name });
         }
@@ -255,8 +253,7 @@ impl SignedManifest {
         if b.len() > end {
             return Err(ProtoError::Trailing { what: "manifest", extra: b.len() - end });
         }
-        let manifest =
-            Manifest { title, version, media_type, running_time_ms, plaintext_len, segment_size, created, chapters, segments };
+        let manifest = Manifest { title, version, media_type, running_time_ms, plaintext_len, segment_size, created, chapters, segments };
         manifest.validate()?;
         Ok(Self { manifest, signer, signature, signed_len, bytes: b.to_vec() })
     }
@@ -267,9 +264,7 @@ impl SignedManifest {
             return Err(ProtoError::BadSignature { what: "manifest (signed by another key)" });
         }
         let sig = Signature::from_bytes(&self.signature);
-        trusted
-            .verify_strict(&self.bytes[..self.signed_len], &sig)
-            .map_err(|_| ProtoError::BadSignature { what: "manifest" })?;
+        trusted.verify_strict(&self.bytes[..self.signed_len], &sig).map_err(|_| ProtoError::BadSignature { what: "manifest" })?;
         Ok(&self.manifest)
     }
 

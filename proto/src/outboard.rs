@@ -48,8 +48,7 @@ impl Outboard {
         if len <= GROUP_LEN {
             return (BlobAddress::of(data), Outboard { len, cvs: Vec::new() });
         }
-        let cvs: Vec<ChainingValue> =
-            data.chunks(GROUP_LEN as usize).enumerate().map(|(i, g)| group_cv(i as u64, g)).collect();
+        let cvs: Vec<ChainingValue> = data.chunks(GROUP_LEN as usize).enumerate().map(|(i, g)| group_cv(i as u64, g)).collect();
         let ob = Outboard { len, cvs };
         let root = ob.root().unwrap_or_else(|_| BlobAddress::of(data));
         (root, ob)
@@ -86,11 +85,7 @@ impl Outboard {
     /// Checks that this outboard belongs to `address`.
     pub fn verify_root(&self, address: &BlobAddress) -> Result<(), ProtoError> {
         let root = self.root()?;
-        if root == *address {
-            Ok(())
-        } else {
-            Err(ProtoError::HashMismatch { expected: address.to_hex(), actual: root.to_hex() })
-        }
+        if root == *address { Ok(()) } else { Err(ProtoError::HashMismatch { expected: address.to_hex(), actual: root.to_hex() }) }
     }
 
     /// Checks the bytes of group `index` against its chaining value. The
@@ -102,11 +97,7 @@ impl Outboard {
         }
         let want = self.cvs[index as usize];
         let got = group_cv(index, group);
-        if want == got {
-            Ok(())
-        } else {
-            Err(ProtoError::HashMismatch { expected: hex::encode(want), actual: hex::encode(got) })
-        }
+        if want == got { Ok(()) } else { Err(ProtoError::HashMismatch { expected: hex::encode(want), actual: hex::encode(got) }) }
     }
 
     /// Byte bounds `[start, end)` of group `index`.

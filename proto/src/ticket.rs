@@ -152,9 +152,8 @@ pub struct SignedToken {
 impl SignedToken {
     /// Parses the binary form (structure only).
     pub fn decode(b: &[u8]) -> Result<Self, ProtoError> {
-        let bytes: [u8; TOKEN_LEN] = b
-            .try_into()
-            .map_err(|_| ProtoError::invalid("ticket or certificate", format!("{} bytes, need {TOKEN_LEN}", b.len())))?;
+        let bytes: [u8; TOKEN_LEN] =
+            b.try_into().map_err(|_| ProtoError::invalid("ticket or certificate", format!("{} bytes, need {TOKEN_LEN}", b.len())))?;
         let magic = [b[0], b[1], b[2], b[3]];
         let what = match magic {
             TICKET_MAGIC => "play ticket",
@@ -216,9 +215,7 @@ impl SignedToken {
         };
         let mut sig = [0u8; 64];
         sig.copy_from_slice(&self.bytes[SIGNED_LEN..]);
-        origin
-            .verify_strict(&self.bytes[..SIGNED_LEN], &Signature::from_bytes(&sig))
-            .map_err(|_| ProtoError::BadSignature { what })?;
+        origin.verify_strict(&self.bytes[..SIGNED_LEN], &Signature::from_bytes(&sig)).map_err(|_| ProtoError::BadSignature { what })?;
         Ok(&self.token)
     }
 
@@ -255,7 +252,14 @@ mod tests {
     }
 
     fn cert() -> Certificate {
-        Certificate { serial: [2; 16], customer: 42, created: 1_790_000_000, expires: 1_790_007_200, title: TitleId::new("film").unwrap(), key_part: [8; 32] }
+        Certificate {
+            serial: [2; 16],
+            customer: 42,
+            created: 1_790_000_000,
+            expires: 1_790_007_200,
+            title: TitleId::new("film").unwrap(),
+            key_part: [8; 32],
+        }
     }
 
     #[test]

@@ -7,7 +7,9 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
-use rocksdb::{BlockBasedOptions, ColumnFamily, ColumnFamilyDescriptor, DB, DBCompressionType, IteratorMode, Options, WriteBatch, WriteOptions};
+use rocksdb::{
+    BlockBasedOptions, ColumnFamily, ColumnFamilyDescriptor, DB, DBCompressionType, IteratorMode, Options, WriteBatch, WriteOptions,
+};
 use tranzcast_proto::outboard::Outboard;
 use tranzcast_proto::{BlobAddress, TitleId};
 
@@ -181,7 +183,8 @@ impl BlobStore {
 
     /// Bytes free for this store on its file system.
     pub fn available_bytes(&self) -> Result<u64, StoreError> {
-        let st = rustix::fs::statvfs(&self.dir).map_err(|e| StoreError::Io { context: format!("{}: statvfs", self.dir.display()), source: e.into() })?;
+        let st = rustix::fs::statvfs(&self.dir)
+            .map_err(|e| StoreError::Io { context: format!("{}: statvfs", self.dir.display()), source: e.into() })?;
         Ok(st.f_bavail.saturating_mul(st.f_frsize))
     }
 
@@ -256,9 +259,9 @@ impl BlobStore {
             Durability::Unsynced => {}
             Durability::Bulk => wo.disable_wal(true),
         }
-        self.db.write_opt(batch, &wo).map_err(|e| {
-            if is_disk_full(&e) { StoreError::DiskFull { dir: self.dir.clone() } } else { StoreError::backend("put blob", e) }
-        })
+        self.db
+            .write_opt(batch, &wo)
+            .map_err(|e| if is_disk_full(&e) { StoreError::DiskFull { dir: self.dir.clone() } } else { StoreError::backend("put blob", e) })
     }
 
     /// Waits until every earlier write is on disk.
@@ -269,9 +272,9 @@ impl BlobStore {
     /// Moves memtables into table and blob files, synced (ends a bulk load).
     pub fn flush(&self) -> Result<(), StoreError> {
         let cfs = [self.cf(CF_BLOBS)?, self.cf(CF_OUTBOARDS)?];
-        self.db.flush_cfs_opt(&cfs, &rocksdb::FlushOptions::default()).map_err(|e| {
-            if is_disk_full(&e) { StoreError::DiskFull { dir: self.dir.clone() } } else { StoreError::backend("flush", e) }
-        })
+        self.db
+            .flush_cfs_opt(&cfs, &rocksdb::FlushOptions::default())
+            .map_err(|e| if is_disk_full(&e) { StoreError::DiskFull { dir: self.dir.clone() } } else { StoreError::backend("flush", e) })
     }
 
     /// Whether the store holds `address`.
