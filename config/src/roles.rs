@@ -235,6 +235,9 @@ pub enum EdgeRole {
     Edge,
     /// Holds complete staged sets, pinned (a Neuro Node).
     Node,
+    /// A smart client's peer service: serves its cached and pre-cast
+    /// segments to other clients; joins with a validation certificate.
+    Peer,
 }
 
 /// Demand-driven mirroring knobs.
@@ -267,8 +270,10 @@ pub struct EdgeConfig {
     pub origin: String,
     /// The origin's Ed25519 public key (hex); fetched from the origin when absent.
     pub origin_key: Option<String>,
-    /// The cluster's shared secret (the origin's `cluster_token`).
+    /// The cluster's shared secret (the origin's `cluster_token`); nodes and edges only.
     pub cluster_token: String,
+    /// A peer joins with a validation certificate (base64url) instead of the cluster token.
+    pub certificate: Option<String>,
     /// CA certificate (PEM) to trust for the origin and parents; system roots when absent.
     pub ca: Option<PathBuf>,
     /// Listening addresses.
@@ -301,6 +306,7 @@ impl Default for EdgeConfig {
             origin: "https://127.0.0.1:4433".into(),
             origin_key: None,
             cluster_token: String::new(),
+            certificate: None,
             ca: None,
             listen: ListenConfig::default(),
             public_url: None,
@@ -322,7 +328,11 @@ impl RoleConfig for EdgeConfig {
             return fail("name", format!("{:?}: 1..=64 of a-z, A-Z, 0-9, '-', '_'", self.name));
         }
         check_url("origin", &self.origin)?;
-        if self.cluster_token.len() < 16 {
+        if self.role == EdgeRole::Peer {
+            if self.certificate.as_deref().unwrap_or("").is_empty() {
+                return fail("certificate", "a peer joins with a validation certificate");
+            }
+        } else if self.cluster_token.len() < 16 {
             return fail("cluster_token", "required, at least 16 characters");
         }
         if let Some(k) = &self.origin_key

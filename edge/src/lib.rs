@@ -8,6 +8,10 @@
 //! drain. Range semantics, tiered misses with coalescing, mirroring and
 //! certificate checks come with the edge issue.
 //!
+//! The **peer** role is the smart client's peer service (Fig. 3): it joins
+//! with a validation certificate, receives pre-cast segments from the origin
+//! (Fig. 4) with the push token the origin gave it, and serves what it holds.
+//!
 //! Invariant: a node never holds a key or plaintext: it stores ciphertext
 //! frames and signed manifests, nothing else (its store's key table stays
 //! empty).
@@ -48,6 +52,8 @@ pub(crate) struct Inner {
     pub staged_blobs: AtomicU64,
     pub staged_bytes: AtomicU64,
     pub requests: AtomicU64,
+    /// For a peer: the token the origin pushes pre-cast segments with (from the join answer).
+    pub push_token: std::sync::Mutex<Option<String>>,
 }
 
 /// A running node or edge.
@@ -106,6 +112,7 @@ impl EdgeServer {
             staged_blobs: AtomicU64::new(0),
             staged_bytes: AtomicU64::new(0),
             requests: AtomicU64::new(0),
+            push_token: std::sync::Mutex::new(None),
         });
         let opts = ServerOptions {
             https: config.listen.https,
@@ -171,22 +178,28 @@ async fn join(http: &reqwest::Client, inner: &Inner, me: std::net::SocketAddr) -
     let role = match inner.config.role {
         EdgeRole::Node => "node",
         EdgeRole::Edge => "edge",
+        EdgeRole::Peer => "peer",
     };
     let body = serde_json::json!({
         "name": inner.config.name, "role": role,
         "https": inner.config.public_url.clone().unwrap_or_else(|| format!("https://localhost:{}", me.port())),
         "h3": me.to_string(), "load": 0.0,
     });
-    let r = http
-        .post(format!("{}/v1/cluster/heartbeat", inner.config.origin))
-        .bearer_auth(&inner.config.cluster_token)
-        .json(&body)
-        .send()
-        .await
-        .map_err(|e| EdgeError::Origin(e.to_string()))?;
+    let req = http.post(format!("{}/v1/cluster/heartbeat", inner.config.origin)).json(&body);
+    let req = match (&inner.config.role, &inner.config.certificate) {
+        (EdgeRole::Peer, Some(cert)) => req.header("authorization", format!("Tranzcast {cert}")),
+        _ => req.bearer_auth(&inner.config.cluster_token),
+    };
+    let r = req.send().await.map_err(|e| EdgeError::Origin(e.to_string()))?;
     if !r.status().is_success() {
         let s = r.status();
         return Err(EdgeError::Origin(format!("join refused ({s}): {}", r.text().await.unwrap_or_default())));
+    }
+    let v: serde_json::Value = r.json().await.map_err(|e| EdgeError::Origin(e.to_string()))?;
+    if let Some(t) = v["push_token"].as_str()
+        && let Ok(mut slot) = inner.push_token.lock()
+    {
+        *slot = Some(t.to_string());
     }
     Ok(())
 }

@@ -186,10 +186,14 @@ fn route_request(inner: &Inner, req: &Request<Bytes>, cx: RequestContext) -> Api
         (&Method::POST, ["", "v1", "cluster", "join"]) | (&Method::POST, ["", "v1", "cluster", "heartbeat"]) => join(inner, req, cx),
         (&Method::GET, ["", "v1", "staging"]) => {
             let status = inner.staging.lock().map(|s| s.clone()).unwrap_or_default();
-            Ok(json_response(StatusCode::OK, &json!({"nodes": status})))
+            let precast = inner.precast.lock().map(|s| s.clone()).unwrap_or_default();
+            Ok(json_response(StatusCode::OK, &json!({"nodes": status, "peers": precast})))
         }
         (&Method::GET, ["", "v1", "cluster"]) => {
-            let members: Vec<Value> = live_members(inner)?.into_iter().map(|m| serde_json::to_value(m).unwrap_or(Value::Null)).collect();
+            let members: Vec<Value> = live_members(inner)?
+                .into_iter()
+                .map(|m| json!({"name": m.name, "role": m.role, "https": m.https, "h3": m.h3, "load": m.load, "last_seen_ms": m.last_seen_ms}))
+                .collect();
             Ok(json_response(StatusCode::OK, &json!({"members": members})))
         }
         (_, ["", "v1", ..]) | (_, ["", "healthz"]) | (_, ["", "metrics"]) => {
@@ -518,9 +522,27 @@ fn join(inner: &Inner, req: &Request<Bytes>, _cx: RequestContext) -> ApiResult {
     if !j.load.is_finite() || !(0.0..=1.0).contains(&j.load) {
         return Err(ApiError::bad("load must be in 0..=1"));
     }
-    let m = Member { name: j.name, role: j.role, https: j.https, h3: j.h3, last_seen_ms: now_ms(), load: j.load };
+    // A peer keeps its push token across heartbeats; a new peer gets a fresh one.
+    let push_token = if j.role == "peer" {
+        let known = inner.state.member(&j.name).map_err(ApiError::internal)?.filter(|m| m.role == "peer").and_then(|m| m.push_token);
+        Some(known.unwrap_or_else(|| hex::encode(random16())))
+    } else {
+        None
+    };
+    let m = Member {
+        name: j.name,
+        role: j.role,
+        https: j.https,
+        h3: j.h3,
+        last_seen_ms: now_ms(),
+        load: j.load,
+        push_token: push_token.clone(),
+    };
     inner.state.upsert_member(&m).map_err(ApiError::internal)?;
-    Ok(json_response(StatusCode::OK, &json!({"origin_key": hex::encode(inner.signing.verifying_key().as_bytes()), "heartbeat_s": 5})))
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({"origin_key": hex::encode(inner.signing.verifying_key().as_bytes()), "heartbeat_s": 5, "push_token": push_token}),
+    ))
 }
 
 fn upload_blob(inner: &Inner, hash: &str, body: &Bytes) -> ApiResult {

@@ -5,13 +5,13 @@
 //!
 //! - [`validation`]: the pure decision of Fig. 13.
 //! - [`state`]: customers, orders, tickets, log, revocations, members in RocksDB.
+//! - [`staging`]: pushes complete sets to every node, resumably.
+//! - [`precast`]: pushes popular titles' first segments to peer clients off-peak.
 //! - [`Origin`]: the server.
-//!
-//! Staging to nodes and pre-casting to clients are still to come (issue 3
-//! notes say where).
 
 mod api;
 mod error;
+pub mod precast;
 pub mod staging;
 pub mod state;
 pub mod validation;
@@ -48,6 +48,7 @@ pub(crate) struct Inner {
     pub config: OriginConfig,
     pub metrics: api::Metrics,
     pub staging: staging::StagingStatus,
+    pub precast: staging::StagingStatus,
 }
 
 /// A running origin.
@@ -81,6 +82,7 @@ impl Origin {
             config: config.clone(),
             metrics: api::Metrics::default(),
             staging: Default::default(),
+            precast: Default::default(),
         });
         let opts = ServerOptions {
             https: config.listen.https,
@@ -122,6 +124,11 @@ impl Origin {
     /// Node name -> title -> staging progress.
     pub fn staging_status(&self) -> std::collections::BTreeMap<String, std::collections::BTreeMap<String, staging::TitleProgress>> {
         self.inner.staging.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    /// Peer name -> title -> pre-cast progress.
+    pub fn precast_status(&self) -> std::collections::BTreeMap<String, std::collections::BTreeMap<String, staging::TitleProgress>> {
+        self.inner.precast.lock().map(|s| s.clone()).unwrap_or_default()
     }
 
     /// The CA directory of the local CA (when no certificate is configured):

@@ -30,7 +30,7 @@ pub struct TitleProgress {
 /// Node name -> title -> progress.
 pub type StagingStatus = Arc<Mutex<BTreeMap<String, BTreeMap<String, TitleProgress>>>>;
 
-/// Runs staging rounds until the task is aborted.
+/// Runs staging (and pre-cast) rounds until the task is aborted.
 pub(crate) async fn run(inner: Arc<Inner>, http: reqwest::Client) {
     let mut tick = tokio::time::interval(inner.config.staging_interval.0);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -47,6 +47,9 @@ pub(crate) async fn run(inner: Arc<Inner>, http: reqwest::Client) {
             if let Err(e) = stage_node(&inner, &http, &node).await {
                 tracing::warn!(node = %node.name, error = %e, "staging round failed; retrying next round");
             }
+        }
+        if let Err(e) = crate::precast::round(&inner, &http).await {
+            tracing::warn!(error = %e, "pre-cast round failed; retrying next round");
         }
     }
 }
@@ -105,6 +108,41 @@ async fn stage_node(inner: &Inner, http: &reqwest::Client, node: &Member) -> Res
         tracing::info!(node = %node.name, title = %title, blobs = total, "staged");
     }
     Ok(())
+}
+
+/// Asks `base` which of `blobs` it lacks and pushes those; returns how many it now holds.
+pub(crate) async fn push_missing(
+    inner: &Inner,
+    http: &reqwest::Client,
+    base: &str,
+    token: &str,
+    blobs: &[BlobAddress],
+) -> Result<u64, String> {
+    let ask: Vec<String> = blobs.iter().map(BlobAddress::to_hex).collect();
+    let r = http
+        .post(format!("{base}/v1/staging/missing"))
+        .bearer_auth(token)
+        .json(&serde_json::json!({"blobs": ask}))
+        .send()
+        .await
+        .map_err(|e| format!("{base}: {e}"))?;
+    if !r.status().is_success() {
+        return Err(format!("{base}: missing: {}", r.status()));
+    }
+    let v: serde_json::Value = r.json().await.map_err(|e| e.to_string())?;
+    let missing: Vec<BlobAddress> =
+        v["missing"].as_array().ok_or("bad missing answer")?.iter().filter_map(|h| h.as_str()?.parse().ok()).collect();
+    let mut held = blobs.len() as u64 - missing.len() as u64;
+    for a in missing {
+        let bytes = inner.store.get(&a).map_err(|e| e.to_string())?.ok_or_else(|| format!("blob {a} missing at the origin"))?;
+        let r =
+            http.put(format!("{base}/v1/blobs/{a}")).bearer_auth(token).body(bytes).send().await.map_err(|e| format!("push {a}: {e}"))?;
+        if !r.status().is_success() {
+            return Err(format!("push {a}: {}", r.status()));
+        }
+        held += 1;
+    }
+    Ok(held)
 }
 
 fn set(inner: &Inner, node: &str, title: &str, p: TitleProgress) {

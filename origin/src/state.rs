@@ -100,6 +100,9 @@ pub struct Member {
     /// Load reported with the last heartbeat (0..1).
     #[serde(default)]
     pub load: f64,
+    /// For peers: the secret the origin pushes pre-cast segments with. Never listed publicly.
+    #[serde(default)]
+    pub push_token: Option<String>,
 }
 
 /// The origin's durable state.
