@@ -71,7 +71,7 @@ fn route(inner: &Inner, req: &Request<Bytes>, _cx: RequestContext) -> Response<B
         }
         (&Method::GET, ["", "metrics"]) => Ok(metrics(inner)),
         (&Method::GET, ["", "v1", "pulse"]) => pulse(inner, req.uri().query().unwrap_or("")),
-        (&Method::GET | &Method::HEAD, ["", "v1", "blobs", hash]) => get_blob(inner, hash, req.method() == Method::HEAD),
+        (&Method::GET | &Method::HEAD, ["", "v1", "blobs", hash]) => get_blob(inner, hash, req),
         (&Method::PUT, ["", "v1", "blobs", hash]) => cluster_auth(inner, req).and_then(|()| put_blob(inner, hash, req.body())),
         (&Method::POST, ["", "v1", "staging", "missing"]) => cluster_auth(inner, req).and_then(|()| missing(inner, req.body())),
         (&Method::PUT, ["", "v1", "titles", id, "manifest"]) => cluster_auth(inner, req).and_then(|()| put_manifest(inner, id, req.body())),
@@ -95,19 +95,10 @@ fn parse_address(hash: &str) -> Result<BlobAddress, Fail> {
     hash.parse().map_err(|e: tranzcast_proto::ProtoError| error(StatusCode::BAD_REQUEST, "bad_address", e.to_string()))
 }
 
-fn get_blob(inner: &Inner, hash: &str, head: bool) -> Reply {
+fn get_blob(inner: &Inner, hash: &str, req: &Request<Bytes>) -> Reply {
     let a = parse_address(hash)?;
     let b = inner.store.get(&a).map_err(internal)?.ok_or_else(|| error(StatusCode::NOT_FOUND, "unknown_blob", format!("no blob {a}")))?;
-    let len = b.len();
-    let mut r = Response::new(if head { full(Bytes::new()) } else { full(b) });
-    let h = r.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
-    h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
-    if let Ok(v) = HeaderValue::from_str(&format!("\"{}\"", a.to_hex())) {
-        h.insert(header::ETAG, v);
-    }
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=31536000, immutable"));
-    Ok(r)
+    Ok(tranzcast_net::ranged::respond(req.method(), req.headers(), b, &format!("\"{}\"", a.to_hex()), "application/octet-stream"))
 }
 
 fn put_blob(inner: &Inner, hash: &str, body: &Bytes) -> Reply {

@@ -10,6 +10,7 @@
 
 pub mod client;
 mod error;
+pub mod ranged;
 pub mod server;
 pub mod tls;
 

@@ -174,7 +174,7 @@ fn route_request(inner: &Inner, req: &Request<Bytes>, cx: RequestContext) -> Api
         }
         (&Method::GET, ["", "v1", "titles"]) => titles(inner),
         (&Method::GET, ["", "v1", "titles", id]) => title(inner, id),
-        (&Method::GET | &Method::HEAD, ["", "v1", "blobs", hash]) => blob(inner, hash, req.method() == Method::HEAD),
+        (&Method::GET | &Method::HEAD, ["", "v1", "blobs", hash]) => blob(inner, hash, req),
         (&Method::PUT, ["", "v1", "blobs", hash]) => {
             storefront(inner, req)?;
             upload_blob(inner, hash, req.body())
@@ -464,23 +464,14 @@ fn title(inner: &Inner, id: &str) -> ApiResult {
     Ok(json_response(StatusCode::OK, &summary))
 }
 
-fn blob(inner: &Inner, hash: &str, head: bool) -> ApiResult {
+fn blob(inner: &Inner, hash: &str, req: &Request<Bytes>) -> ApiResult {
     let a: BlobAddress = hash.parse().map_err(|e: tranzcast_proto::ProtoError| ApiError::bad(e.to_string()))?;
     let b = inner
         .store
         .get(&a)
         .map_err(ApiError::internal)?
         .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "unknown_blob", format!("no blob {a}")))?;
-    let len = b.len();
-    let mut r = Response::new(if head { full(Bytes::new()) } else { full(b) });
-    let h = r.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
-    h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
-    if let Ok(v) = HeaderValue::from_str(&format!("\"{}\"", a.to_hex())) {
-        h.insert(header::ETAG, v);
-    }
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=31536000, immutable"));
-    Ok(r)
+    Ok(tranzcast_net::ranged::respond(req.method(), req.headers(), b, &format!("\"{}\"", a.to_hex()), "application/octet-stream"))
 }
 
 #[derive(Deserialize)]

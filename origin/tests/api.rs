@@ -154,7 +154,11 @@ async fn ticket_lifecycle_over_h2() {
 
     // Metrics count validations by result and requests by protocol; health answers.
     let metrics = f.http.get(format!("{}/metrics", f.base)).send().await.unwrap().text().await.unwrap();
-    for want in ["origin_validations_total{result=\"granted\"} 6", "origin_validations_total{result=\"spent\"} 1", "route=\"play\",protocol=\"h2\",status=\"403\""] {
+    for want in [
+        "origin_validations_total{result=\"granted\"} 6",
+        "origin_validations_total{result=\"spent\"} 1",
+        "route=\"play\",protocol=\"h2\",status=\"403\"",
+    ] {
         assert!(metrics.contains(want), "{want} not in {metrics}");
     }
     let health: Value = f.http.get(format!("{}/healthz", f.base)).send().await.unwrap().json().await.unwrap();

@@ -1,0 +1,208 @@
+//! RFC 9110 range requests and conditionals, as a pure decision.
+//!
+//! [`evaluate`] takes the request's `Range`, `If-Range` and `If-None-Match`
+//! values, the representation's strong ETag and length, and returns what to
+//! answer: 304, 200 with the whole body, 206 with one or several ranges,
+//! 416, or 400 with a reason. No I/O; the edge turns the decision into bytes.
+//!
+//! Choices where RFC 9110 leaves room: a malformed `Range` is a 400 (the
+//! issue asks for it; RFC 9110 would also allow ignoring it); a range unit
+//! other than `bytes` is ignored (200), as RFC 9110 requires; at most
+//! [`MAX_RANGES`] ranges per request, more is a 400 (a guard against
+//! many-small-ranges amplification); unsatisfiable ranges among satisfiable
+//! ones are dropped; ranges are served in the order asked, not merged.
+
+use std::ops::Range;
+
+/// Most ranges one request may ask for.
+pub const MAX_RANGES: usize = 64;
+
+/// One range as written in the header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RangeSpec {
+    /// `first-last`, inclusive.
+    FromTo(u64, u64),
+    /// `first-`.
+    From(u64),
+    /// `-suffix`: the last `suffix` bytes.
+    Suffix(u64),
+}
+
+/// What to answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// 304 Not Modified.
+    NotModified,
+    /// 200 with the whole representation.
+    Full,
+    /// 206 with these byte ranges (end exclusive), one or several (multipart).
+    Partial(Vec<Range<u64>>),
+    /// 416 Range Not Satisfiable (`Content-Range: bytes */len`).
+    Unsatisfiable,
+    /// 400 with a reason.
+    BadRequest(String),
+}
+
+/// The request headers that matter, as received (`None` when absent).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Conditions<'a> {
+    /// `Range`.
+    pub range: Option<&'a str>,
+    /// `If-Range`.
+    pub if_range: Option<&'a str>,
+    /// `If-None-Match`.
+    pub if_none_match: Option<&'a str>,
+}
+
+/// Parses a `Range` value. `Ok(None)` for a unit other than bytes (to be ignored).
+pub fn parse_range(value: &str) -> Result<Option<Vec<RangeSpec>>, String> {
+    let value = value.trim();
+    let Some((unit, set)) = value.split_once('=') else {
+        return Err(format!("Range {value:?} has no '='"));
+    };
+    if !unit.trim().eq_ignore_ascii_case("bytes") {
+        return Ok(None);
+    }
+    let mut out = Vec::new();
+    for part in set.split(',') {
+        let part = part.trim();
+        if part.is_empty() {
+            continue; // RFC 9110 allows empty list elements
+        }
+        if out.len() == MAX_RANGES {
+            return Err(format!("more than {MAX_RANGES} ranges"));
+        }
+        let (a, b) = part.split_once('-').ok_or_else(|| format!("range {part:?} has no '-'"))?;
+        let num = |s: &str| -> Result<u64, String> {
+            if s.is_empty() || s.len() > 19 || !s.bytes().all(|c| c.is_ascii_digit()) {
+                return Err(format!("{s:?} in range {part:?} is not a byte position"));
+            }
+            s.parse().map_err(|_| format!("{s:?} is out of range"))
+        };
+        let (a, b) = (a.trim(), b.trim());
+        let spec = match (a.is_empty(), b.is_empty()) {
+            (true, true) => return Err(format!("range {part:?} is empty")),
+            (true, false) => RangeSpec::Suffix(num(b)?),
+            (false, true) => RangeSpec::From(num(a)?),
+            (false, false) => {
+                let (first, last) = (num(a)?, num(b)?);
+                if first > last {
+                    return Err(format!("range {part:?} ends before it starts"));
+                }
+                RangeSpec::FromTo(first, last)
+            }
+        };
+        out.push(spec);
+    }
+    if out.is_empty() {
+        return Err("Range has no ranges".into());
+    }
+    Ok(Some(out))
+}
+
+/// The satisfiable part of each spec against a representation of `len` bytes.
+pub fn resolve(specs: &[RangeSpec], len: u64) -> Vec<Range<u64>> {
+    specs
+        .iter()
+        .filter_map(|s| match *s {
+            RangeSpec::FromTo(a, b) if a < len => Some(a..b.min(len - 1) + 1),
+            RangeSpec::From(a) if a < len => Some(a..len),
+            RangeSpec::Suffix(n) if n > 0 && len > 0 => Some(len - n.min(len)..len),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Whether an entity-tag list (`If-None-Match`) matches `etag` (weak comparison).
+fn none_match_hits(list: &str, etag: &str) -> bool {
+    let bare = |t: &str| t.trim().trim_start_matches("W/").to_string();
+    let want = bare(etag);
+    list.split(',').any(|t| t.trim() == "*" || bare(t) == want)
+}
+
+/// Decides the answer to a GET or HEAD of a representation with strong `etag`
+/// (quoted) and `len` bytes.
+pub fn evaluate(c: &Conditions<'_>, etag: &str, len: u64) -> Decision {
+    if let Some(inm) = c.if_none_match
+        && none_match_hits(inm, etag)
+    {
+        return Decision::NotModified;
+    }
+    let Some(range) = c.range else { return Decision::Full };
+    // If-Range: the range applies only if the strong validator still matches;
+    // a date (we send no Last-Modified) or another tag means "send it all".
+    if let Some(ir) = c.if_range
+        && ir.trim() != etag
+    {
+        return Decision::Full;
+    }
+    match parse_range(range) {
+        Err(reason) => Decision::BadRequest(reason),
+        Ok(None) => Decision::Full,
+        Ok(Some(specs)) => {
+            let ranges = resolve(&specs, len);
+            if ranges.is_empty() { Decision::Unsatisfiable } else { Decision::Partial(ranges) }
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::single_range_in_vec_init)] // one-range 206s are vectors of one range
+mod tests {
+    use super::*;
+
+    const E: &str = "\"abc\"";
+
+    fn ev(range: &str) -> Decision {
+        evaluate(&Conditions { range: Some(range), ..Default::default() }, E, 1000)
+    }
+
+    #[test]
+    fn single_suffix_open_and_multi() {
+        assert_eq!(ev("bytes=0-99"), Decision::Partial(vec![0..100]));
+        assert_eq!(ev("bytes=990-2000"), Decision::Partial(vec![990..1000]));
+        assert_eq!(ev("bytes=-10"), Decision::Partial(vec![990..1000]));
+        assert_eq!(ev("bytes=-5000"), Decision::Partial(vec![0..1000]));
+        assert_eq!(ev("bytes=500-"), Decision::Partial(vec![500..1000]));
+        assert_eq!(ev("BYTES = 0-0, 999-999"), Decision::Partial(vec![0..1, 999..1000]));
+        assert_eq!(ev("bytes=0-1,,5-6"), Decision::Partial(vec![0..2, 5..7]));
+        assert_eq!(ev("bytes=0-1,2000-3000"), Decision::Partial(vec![0..2]), "unsatisfiable parts dropped");
+    }
+
+    #[test]
+    fn unsatisfiable_and_malformed() {
+        assert_eq!(ev("bytes=1000-"), Decision::Unsatisfiable);
+        assert_eq!(ev("bytes=-0"), Decision::Unsatisfiable);
+        assert_eq!(ev("bytes=5000-6000,7000-"), Decision::Unsatisfiable);
+        assert_eq!(evaluate(&Conditions { range: Some("bytes=0-"), ..Default::default() }, E, 0), Decision::Unsatisfiable);
+        for bad in [
+            "bytes",
+            "bytes=",
+            "bytes=5",
+            "bytes=a-b",
+            "bytes=9-1",
+            "bytes=--1",
+            "bytes=1-2-3",
+            "bytes=+1-2",
+            "bytes=99999999999999999999-",
+        ] {
+            assert!(matches!(ev(bad), Decision::BadRequest(_)), "{bad:?} was {:?}", ev(bad));
+        }
+        let many = format!("bytes={}", vec!["0-0"; MAX_RANGES + 1].join(","));
+        assert!(matches!(ev(&many), Decision::BadRequest(_)));
+        assert_eq!(ev("items=0-5"), Decision::Full, "unknown unit ignored");
+    }
+
+    #[test]
+    fn conditionals() {
+        let c = |range, if_range, inm| evaluate(&Conditions { range, if_range, if_none_match: inm }, E, 1000);
+        assert_eq!(c(None, None, Some("\"abc\"")), Decision::NotModified);
+        assert_eq!(c(None, None, Some("W/\"abc\"")), Decision::NotModified, "weak comparison");
+        assert_eq!(c(Some("bytes=0-1"), None, Some("\"x\", *")), Decision::NotModified);
+        assert_eq!(c(None, None, Some("\"x\"")), Decision::Full);
+        assert_eq!(c(Some("bytes=0-1"), Some("\"abc\""), None), Decision::Partial(vec![0..2]));
+        assert_eq!(c(Some("bytes=0-1"), Some("\"old\""), None), Decision::Full);
+        assert_eq!(c(Some("bytes=0-1"), Some("Wed, 21 Oct 2015 07:28:00 GMT"), None), Decision::Full);
+        assert_eq!(c(Some("bytes=0-1"), Some("W/\"abc\""), None), Decision::Full, "If-Range needs a strong match");
+    }
+}
