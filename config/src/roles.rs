@@ -295,6 +295,9 @@ pub struct EdgeConfig {
     pub rate_limit: Option<ByteSize>,
     /// Mirroring policy.
     pub mirroring: MirroringConfig,
+    /// Fault injection for tests only: flip one byte in the middle of every
+    /// whole blob served, to play a lying parent. Never set in production.
+    pub fault_corrupt_blobs: bool,
 }
 
 impl Default for EdgeConfig {
@@ -317,6 +320,7 @@ impl Default for EdgeConfig {
             heartbeat: Duration::secs(5),
             rate_limit: None,
             mirroring: MirroringConfig::default(),
+            fault_corrupt_blobs: false,
         }
     }
 }

@@ -44,9 +44,14 @@ fn internal(e: impl std::fmt::Display) -> Fail {
     error(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error; see the server's log")
 }
 
-/// Entry point; store work runs on the blocking pool.
+/// Entry point; store work runs on the blocking pool, misses on the fetcher.
 pub async fn handle(inner: Arc<Inner>, req: Request<Bytes>, cx: RequestContext) -> Response<Body> {
     inner.requests.fetch_add(1, Ordering::Relaxed);
+    let parts: Vec<&str> = req.uri().path().split('/').collect();
+    if let (&Method::GET | &Method::HEAD, ["", "v1", "blobs", hash]) = (req.method(), parts.as_slice()) {
+        inner.blob_requests.fetch_add(1, Ordering::Relaxed);
+        return blob(inner.clone(), hash, &req).await.unwrap_or_else(Response::from);
+    }
     let i2 = inner.clone();
     tokio::task::spawn_blocking(move || route(&i2, &req, cx)).await.unwrap_or_else(|e| internal(e).into())
 }
@@ -71,7 +76,7 @@ fn route(inner: &Inner, req: &Request<Bytes>, _cx: RequestContext) -> Response<B
         }
         (&Method::GET, ["", "metrics"]) => Ok(metrics(inner)),
         (&Method::GET, ["", "v1", "pulse"]) => pulse(inner, req.uri().query().unwrap_or("")),
-        (&Method::GET | &Method::HEAD, ["", "v1", "blobs", hash]) => get_blob(inner, hash, req),
+        (&Method::GET, ["", "v1", "outboards", hash]) => outboard(inner, hash),
         (&Method::PUT, ["", "v1", "blobs", hash]) => cluster_auth(inner, req).and_then(|()| put_blob(inner, hash, req.body())),
         (&Method::POST, ["", "v1", "staging", "missing"]) => cluster_auth(inner, req).and_then(|()| missing(inner, req.body())),
         (&Method::PUT, ["", "v1", "titles", id, "manifest"]) => cluster_auth(inner, req).and_then(|()| put_manifest(inner, id, req.body())),
@@ -95,10 +100,61 @@ fn parse_address(hash: &str) -> Result<BlobAddress, Fail> {
     hash.parse().map_err(|e: tranzcast_proto::ProtoError| error(StatusCode::BAD_REQUEST, "bad_address", e.to_string()))
 }
 
-fn get_blob(inner: &Inner, hash: &str, req: &Request<Bytes>) -> Reply {
+/// A blob: from the store when held, else through the coalesced, verified
+/// miss path (nodes and edges; peers only serve what they hold).
+async fn blob(inner: Arc<Inner>, hash: &str, req: &Request<Bytes>) -> Reply {
     let a = parse_address(hash)?;
-    let b = inner.store.get(&a).map_err(internal)?.ok_or_else(|| error(StatusCode::NOT_FOUND, "unknown_blob", format!("no blob {a}")))?;
-    Ok(tranzcast_net::ranged::respond(req.method(), req.headers(), b, &format!("\"{}\"", a.to_hex()), "application/octet-stream"))
+    let etag = format!("\"{}\"", a.to_hex());
+    let i2 = inner.clone();
+    let held = tokio::task::spawn_blocking(move || i2.store.get(&a)).await.map_err(internal)?.map_err(internal)?;
+    if let Some(mut b) = held {
+        inner.hits.fetch_add(1, Ordering::Relaxed);
+        if inner.config.fault_corrupt_blobs && b.len() > 1 {
+            let mut v = b.to_vec();
+            let mid = v.len() / 2;
+            v[mid] ^= 0x01;
+            b = Bytes::from(v);
+        }
+        return Ok(tranzcast_net::ranged::respond(req.method(), req.headers(), b, &etag, "application/octet-stream"));
+    }
+    if inner.config.role == tranzcast_config::EdgeRole::Peer {
+        return Err(error(StatusCode::NOT_FOUND, "unknown_blob", format!("no blob {a}")));
+    }
+    inner.misses.fetch_add(1, Ordering::Relaxed);
+    let i3 = inner.clone();
+    let flight = inner
+        .fetcher
+        .join(a, move |bytes, ob| {
+            if let Err(e) = i3.store.put_hashed(&a, &bytes, &ob, tranzcast_store::Durability::Sync) {
+                tracing::error!(blob = %a, error = %e, "cannot store a fetched blob");
+            }
+        })
+        .await
+        .map_err(|e| {
+            if e.contains("not there") {
+                error(StatusCode::NOT_FOUND, "unknown_blob", format!("no blob {a} upstream"))
+            } else {
+                error(StatusCode::BAD_GATEWAY, "upstream", e)
+            }
+        })?;
+    let len = flight.len;
+    Ok(tranzcast_net::ranged::respond_from(
+        req.method(),
+        req.headers(),
+        Arc::new(crate::fetch::FlightSource(flight)),
+        len,
+        &etag,
+        "application/octet-stream",
+    ))
+}
+
+fn outboard(inner: &Inner, hash: &str) -> Reply {
+    let a = parse_address(hash)?;
+    let ob =
+        inner.store.outboard(&a).map_err(internal)?.ok_or_else(|| error(StatusCode::NOT_FOUND, "unknown_blob", format!("no blob {a}")))?;
+    let mut r = Response::new(full(ob.encode()));
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
+    Ok(r)
 }
 
 fn put_blob(inner: &Inner, hash: &str, body: &Bytes) -> Reply {
@@ -183,6 +239,17 @@ fn metrics(inner: &Inner) -> Response<Body> {
     let mut out = String::new();
     out.push_str("# TYPE edge_requests_total counter\n");
     out.push_str(&format!("edge_requests_total {}\n", inner.requests.load(Ordering::Relaxed)));
+    let f = &inner.fetcher.stats;
+    for (name, v) in [
+        ("edge_blob_requests_total", inner.blob_requests.load(Ordering::Relaxed)),
+        ("edge_hits_total", inner.hits.load(Ordering::Relaxed)),
+        ("edge_misses_total", inner.misses.load(Ordering::Relaxed)),
+        ("edge_upstream_fetches_total", f.flights.load(Ordering::Relaxed)),
+        ("edge_coalesced_waiters_total", f.coalesced.load(Ordering::Relaxed)),
+        ("edge_upstream_demoted_total", f.demoted.load(Ordering::Relaxed)),
+    ] {
+        out.push_str(&format!("# TYPE {name} counter\n{name} {v}\n"));
+    }
     out.push_str("# TYPE edge_staged_blobs_total counter\n");
     out.push_str(&format!("edge_staged_blobs_total {}\n", inner.staged_blobs.load(Ordering::Relaxed)));
     out.push_str("# TYPE edge_staged_bytes_total counter\n");

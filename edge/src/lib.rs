@@ -17,6 +17,7 @@
 //! empty).
 
 mod api;
+pub mod fetch;
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
@@ -52,8 +53,13 @@ pub(crate) struct Inner {
     pub staged_blobs: AtomicU64,
     pub staged_bytes: AtomicU64,
     pub requests: AtomicU64,
+    pub blob_requests: AtomicU64,
+    pub hits: AtomicU64,
+    pub misses: AtomicU64,
     /// For a peer: the token the origin pushes pre-cast segments with (from the join answer).
     pub push_token: std::sync::Mutex<Option<String>>,
+    /// The miss path (parents, then the origin).
+    pub fetcher: Arc<fetch::Fetcher>,
 }
 
 /// A running node or edge.
@@ -105,6 +111,9 @@ impl EdgeServer {
             Some(k) => parse_key(k)?,
             None => fetch_origin_key(&http, &config.origin).await?,
         };
+        let mut sources = config.parents.clone();
+        sources.push(config.origin.clone());
+        let fetcher = Arc::new(fetch::Fetcher::new(http.clone(), sources, config.cluster_token.clone(), config.upstream_timeout.0));
         let inner = Arc::new(Inner {
             store,
             config: config.clone(),
@@ -112,7 +121,11 @@ impl EdgeServer {
             staged_blobs: AtomicU64::new(0),
             staged_bytes: AtomicU64::new(0),
             requests: AtomicU64::new(0),
+            blob_requests: AtomicU64::new(0),
+            hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
             push_token: std::sync::Mutex::new(None),
+            fetcher,
         });
         let opts = ServerOptions {
             https: config.listen.https,

@@ -3,7 +3,7 @@
 //! it into a response whose body streams zero-copy slices of the bytes.
 
 use bytes::Bytes;
-use futures_util::stream;
+use futures_util::stream::{self, BoxStream, StreamExt};
 use http::{HeaderMap, HeaderValue, Method, Response, StatusCode, header};
 use http_body_util::{BodyExt, StreamBody};
 use hyper::body::Frame;
@@ -15,26 +15,42 @@ use crate::Body;
 /// HTTP/2 and HTTP/3 flow control interleave streams.
 pub const FRAME: usize = 256 << 10;
 
-fn frames(parts: Vec<Bytes>) -> Body {
-    let chunks: Vec<Result<Frame<Bytes>, std::io::Error>> = parts
-        .into_iter()
-        .flat_map(|b| {
-            let n = b.len().div_ceil(FRAME).max(1);
-            (0..n).map(move |i| b.slice(i * FRAME..((i + 1) * FRAME).min(b.len())))
-        })
-        .filter(|b| !b.is_empty())
-        .map(|b| Ok(Frame::data(b)))
-        .collect();
-    StreamBody::new(stream::iter(chunks)).boxed()
-}
-
 fn header_str(h: &HeaderMap, name: header::HeaderName) -> Option<&str> {
     h.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// A stream of body bytes.
+pub type ByteStream = BoxStream<'static, Result<Bytes, std::io::Error>>;
+
+/// Where a representation's bytes come from: stored whole, or arriving.
+pub trait Source: Send + Sync + 'static {
+    /// The bytes `[start, end)` as a stream (it may wait for them to arrive).
+    fn stream(&self, start: u64, end: u64) -> ByteStream;
+}
+
+impl Source for Bytes {
+    fn stream(&self, start: u64, end: u64) -> ByteStream {
+        let b = self.slice(start as usize..end as usize);
+        let n = b.len().div_ceil(FRAME);
+        stream::iter((0..n).map(move |i| Ok(b.slice(i * FRAME..((i + 1) * FRAME).min(b.len()))))).boxed()
+    }
 }
 
 /// Answers a GET or HEAD for `bytes`, whose strong ETag is `etag` (quoted).
 pub fn respond(method: &Method, headers: &HeaderMap, bytes: Bytes, etag: &str, content_type: &str) -> Response<Body> {
     let len = bytes.len() as u64;
+    respond_from(method, headers, std::sync::Arc::new(bytes), len, etag, content_type)
+}
+
+/// Answers a GET or HEAD for `len` bytes from `source` (which may still be arriving).
+pub fn respond_from(
+    method: &Method,
+    headers: &HeaderMap,
+    source: std::sync::Arc<dyn Source>,
+    len: u64,
+    etag: &str,
+    content_type: &str,
+) -> Response<Body> {
     let conditions = Conditions {
         range: header_str(headers, header::RANGE),
         if_range: header_str(headers, header::IF_RANGE),
@@ -50,11 +66,12 @@ pub fn respond(method: &Method, headers: &HeaderMap, bytes: Bytes, etag: &str, c
     h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=31536000, immutable"));
     let ctype = HeaderValue::from_str(content_type).unwrap_or(HeaderValue::from_static("application/octet-stream"));
-    let (status, body_len, body) = match decision {
-        Decision::NotModified => (StatusCode::NOT_MODIFIED, None, None),
+    let fixed = |b: Bytes| stream::iter([Ok::<Bytes, std::io::Error>(b)]).boxed();
+    let (status, body_len, body): (StatusCode, Option<u64>, Vec<ByteStream>) = match decision {
+        Decision::NotModified => (StatusCode::NOT_MODIFIED, None, vec![]),
         Decision::Full => {
             h.insert(header::CONTENT_TYPE, ctype);
-            (StatusCode::OK, Some(len), Some(vec![bytes]))
+            (StatusCode::OK, Some(len), vec![source.stream(0, len)])
         }
         Decision::Partial(ranges) if ranges.len() == 1 => {
             let r0 = &ranges[0];
@@ -62,7 +79,7 @@ pub fn respond(method: &Method, headers: &HeaderMap, bytes: Bytes, etag: &str, c
             if let Ok(v) = HeaderValue::from_str(&format!("bytes {}-{}/{len}", r0.start, r0.end - 1)) {
                 h.insert(header::CONTENT_RANGE, v);
             }
-            (StatusCode::PARTIAL_CONTENT, Some(r0.end - r0.start), Some(vec![bytes.slice(r0.start as usize..r0.end as usize)]))
+            (StatusCode::PARTIAL_CONTENT, Some(r0.end - r0.start), vec![source.stream(r0.start, r0.end)])
         }
         Decision::Partial(ranges) => {
             let boundary = hex::encode(tranzcast_proto::random_bytes::<12>());
@@ -70,34 +87,40 @@ pub fn respond(method: &Method, headers: &HeaderMap, bytes: Bytes, etag: &str, c
                 h.insert(header::CONTENT_TYPE, v);
             }
             let mut parts = Vec::with_capacity(ranges.len() * 2 + 1);
-            for r in &ranges {
+            let mut total = 0u64;
+            for (i, r) in ranges.iter().enumerate() {
                 let head =
                     format!("--{boundary}\r\nContent-Type: {content_type}\r\nContent-Range: bytes {}-{}/{len}\r\n\r\n", r.start, r.end - 1);
-                parts.push(Bytes::from(if parts.is_empty() { head } else { format!("\r\n{head}") }));
-                parts.push(bytes.slice(r.start as usize..r.end as usize));
+                let head = if i == 0 { head } else { format!("\r\n{head}") };
+                total += head.len() as u64 + (r.end - r.start);
+                parts.push(fixed(Bytes::from(head)));
+                parts.push(source.stream(r.start, r.end));
             }
-            parts.push(Bytes::from(format!("\r\n--{boundary}--\r\n")));
-            let total = parts.iter().map(|p| p.len() as u64).sum();
-            (StatusCode::PARTIAL_CONTENT, Some(total), Some(parts))
+            let tail = format!("\r\n--{boundary}--\r\n");
+            total += tail.len() as u64;
+            parts.push(fixed(Bytes::from(tail)));
+            (StatusCode::PARTIAL_CONTENT, Some(total), parts)
         }
         Decision::Unsatisfiable => {
             if let Ok(v) = HeaderValue::from_str(&format!("bytes */{len}")) {
                 h.insert(header::CONTENT_RANGE, v);
             }
-            (StatusCode::RANGE_NOT_SATISFIABLE, Some(0), None)
+            (StatusCode::RANGE_NOT_SATISFIABLE, Some(0), vec![])
         }
         Decision::BadRequest(reason) => {
             let body = serde_json_error("bad_range", &reason);
             h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-            (StatusCode::BAD_REQUEST, Some(body.len() as u64), Some(vec![body]))
+            (StatusCode::BAD_REQUEST, Some(body.len() as u64), vec![fixed(body)])
         }
     };
     *r.status_mut() = status;
     if let Some(n) = body_len {
         r.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from(n));
     }
-    if !head && let Some(parts) = body {
-        *r.body_mut() = frames(parts);
+    if !head && !body.is_empty() {
+        let s =
+            stream::iter(body).flatten().filter(|r| std::future::ready(!matches!(r, Ok(b) if b.is_empty()))).map(|r| r.map(Frame::data));
+        *r.body_mut() = BodyExt::boxed_unsync(StreamBody::new(s));
     }
     r
 }

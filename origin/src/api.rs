@@ -175,6 +175,17 @@ fn route_request(inner: &Inner, req: &Request<Bytes>, cx: RequestContext) -> Api
         (&Method::GET, ["", "v1", "titles"]) => titles(inner),
         (&Method::GET, ["", "v1", "titles", id]) => title(inner, id),
         (&Method::GET | &Method::HEAD, ["", "v1", "blobs", hash]) => blob(inner, hash, req),
+        (&Method::GET, ["", "v1", "outboards", hash]) => {
+            let a: BlobAddress = hash.parse().map_err(|e: tranzcast_proto::ProtoError| ApiError::bad(e.to_string()))?;
+            let ob = inner
+                .store
+                .outboard(&a)
+                .map_err(ApiError::internal)?
+                .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "unknown_blob", format!("no blob {a}")))?;
+            let mut r = Response::new(full(ob.encode()));
+            r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
+            Ok(r)
+        }
         (&Method::PUT, ["", "v1", "blobs", hash]) => {
             storefront(inner, req)?;
             upload_blob(inner, hash, req.body())

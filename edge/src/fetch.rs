@@ -1,0 +1,326 @@
+//! The miss path: one upstream fetch per blob however many requests wait for
+//! it (the patent's request queue served en masse), verified per 16 KiB
+//! group as it arrives, streamed to every waiter as it is verified.
+//!
+//! A flight first gets the blob's outboard from a source and checks it
+//! merges to the address, so the length is known at once (range answers can
+//! start) and every group can be checked on arrival. A source that sends a
+//! bad group, fails or stalls is demoted for a while and the fetch resumes
+//! at the next source from the last verified byte (`Range: bytes=N-`).
+//! Sources: the configured parents in order, then the origin. Only a wholly
+//! verified blob is stored.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use futures_util::StreamExt;
+use futures_util::stream::BoxStream;
+use tokio::sync::watch;
+use tranzcast_proto::BlobAddress;
+use tranzcast_proto::outboard::{GROUP_LEN, Outboard};
+
+/// How long a demoted source is skipped.
+const DEMOTION: Duration = Duration::from_secs(60);
+
+/// Progress of one flight, broadcast to its waiters.
+#[derive(Debug, Clone, Default)]
+struct Progress {
+    /// Bytes verified so far (a prefix of the blob).
+    verified: u64,
+    /// Set once: Ok when the whole blob is verified, Err with a reason when every source failed.
+    done: Option<Result<(), String>>,
+}
+
+/// One blob being fetched.
+pub struct Flight {
+    /// The blob's length (from its verified outboard).
+    pub len: u64,
+    groups: Mutex<Vec<Bytes>>,
+    progress: watch::Sender<Progress>,
+}
+
+impl std::fmt::Debug for Flight {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Flight").field("len", &self.len).finish_non_exhaustive()
+    }
+}
+
+impl Flight {
+    fn slice(&self, pos: u64, end: u64) -> Option<Bytes> {
+        let g = (pos / GROUP_LEN) as usize;
+        let groups = self.groups.lock().ok()?;
+        let group = groups.get(g)?;
+        let off = (pos % GROUP_LEN) as usize;
+        let stop = ((end - g as u64 * GROUP_LEN) as usize).min(group.len());
+        (off < stop).then(|| group.slice(off..stop))
+    }
+}
+
+/// An `Arc<Flight>` as a range source: waits on the progress channel.
+#[derive(Debug)]
+pub struct FlightSource(pub Arc<Flight>);
+
+impl tranzcast_net::ranged::Source for FlightSource {
+    fn stream(&self, start: u64, end: u64) -> BoxStream<'static, Result<Bytes, std::io::Error>> {
+        let flight = self.0.clone();
+        let rx = flight.progress.subscribe();
+        futures_util::stream::unfold((flight, rx, start), move |(flight, mut rx, pos)| async move {
+            loop {
+                if pos >= end {
+                    return None;
+                }
+                let (verified, failed) = {
+                    let p = rx.borrow_and_update();
+                    (p.verified, p.done.as_ref().and_then(|d| d.as_ref().err().cloned()))
+                };
+                if pos < verified {
+                    let b = flight.slice(pos, end.min(verified))?;
+                    let next = pos + b.len() as u64;
+                    return Some((Ok(b), (flight, rx, next)));
+                }
+                if let Some(reason) = failed {
+                    return Some((Err(std::io::Error::other(reason)), (flight, rx, end)));
+                }
+                if rx.changed().await.is_err() {
+                    return Some((Err(std::io::Error::other("fetch abandoned")), (flight, rx, end)));
+                }
+            }
+        })
+        .boxed()
+    }
+}
+
+/// Counters for `/metrics`.
+#[derive(Debug, Default)]
+pub struct FetchStats {
+    /// Upstream fetches started (one per flight).
+    pub flights: std::sync::atomic::AtomicU64,
+    /// Requests that joined a flight already in the air.
+    pub coalesced: std::sync::atomic::AtomicU64,
+    /// Sources demoted for bad bytes, errors or stalls.
+    pub demoted: std::sync::atomic::AtomicU64,
+}
+
+/// A flight being started: resolved once its outboard is known (or every source failed).
+type Starting = Arc<tokio::sync::OnceCell<Result<Arc<Flight>, String>>>;
+
+/// The single-flight table and the upstream sources.
+pub struct Fetcher {
+    http: reqwest::Client,
+    sources: Vec<String>,
+    cluster_token: String,
+    timeout: Duration,
+    flights: Mutex<HashMap<BlobAddress, Starting>>,
+    demoted: Mutex<HashMap<String, Instant>>,
+    /// Counters.
+    pub stats: FetchStats,
+}
+
+impl std::fmt::Debug for Fetcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Fetcher").field("sources", &self.sources).finish_non_exhaustive()
+    }
+}
+
+impl Fetcher {
+    /// Sources are tried in order (parents, then the origin).
+    pub fn new(http: reqwest::Client, sources: Vec<String>, cluster_token: String, timeout: Duration) -> Self {
+        Self { http, sources, cluster_token, timeout, flights: Mutex::default(), demoted: Mutex::default(), stats: FetchStats::default() }
+    }
+
+    fn demote(&self, source: &str, why: &str) {
+        tracing::warn!(%source, why, "source demoted");
+        self.stats.demoted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if let Ok(mut d) = self.demoted.lock() {
+            d.insert(source.to_string(), Instant::now());
+        }
+    }
+
+    fn ordered_sources(&self) -> Vec<String> {
+        let now = Instant::now();
+        let demoted = self.demoted.lock().map(|d| d.clone()).unwrap_or_default();
+        let (good, bad): (Vec<_>, Vec<_>) =
+            self.sources.iter().cloned().partition(|s| demoted.get(s).is_none_or(|t| now.duration_since(*t) > DEMOTION));
+        good.into_iter().chain(bad).collect()
+    }
+
+    /// Joins the flight for `addr`, starting it if none is in the air. Returns
+    /// once the length is known; bytes then stream through [`FlightSource`].
+    /// `store` is called with the whole verified blob at the end.
+    pub async fn join(
+        self: &Arc<Self>,
+        addr: BlobAddress,
+        store: impl FnOnce(Bytes, Outboard) + Send + 'static,
+    ) -> Result<Arc<Flight>, String> {
+        let cell = {
+            let mut f = self.flights.lock().map_err(|_| "flight table poisoned".to_string())?;
+            match f.get(&addr) {
+                Some(c) => {
+                    self.stats.coalesced.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    c.clone()
+                }
+                None => {
+                    let c = Arc::new(tokio::sync::OnceCell::new());
+                    f.insert(addr, c.clone());
+                    c
+                }
+            }
+        };
+        let me = self.clone();
+        let store = Mutex::new(Some(store));
+        cell.get_or_init(|| async move {
+            me.stats.flights.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let r = me.start(addr, store.lock().ok().and_then(|mut s| s.take())).await;
+            if r.is_err() {
+                // A failed start leaves no entry behind: the next request tries again.
+                if let Ok(mut f) = me.flights.lock() {
+                    f.remove(&addr);
+                }
+            }
+            r
+        })
+        .await
+        .clone()
+    }
+
+    async fn outboard_from(&self, source: &str, addr: &BlobAddress) -> Result<Outboard, String> {
+        let r = tokio::time::timeout(
+            self.timeout,
+            self.http.get(format!("{source}/v1/outboards/{addr}")).bearer_auth(&self.cluster_token).send(),
+        )
+        .await
+        .map_err(|_| "timeout".to_string())?
+        .map_err(|e| e.to_string())?;
+        if r.status().as_u16() == 404 {
+            return Err("not there".into());
+        }
+        if !r.status().is_success() {
+            return Err(format!("status {}", r.status()));
+        }
+        let b = tokio::time::timeout(self.timeout, r.bytes()).await.map_err(|_| "timeout".to_string())?.map_err(|e| e.to_string())?;
+        let ob = Outboard::decode(&b).map_err(|e| e.to_string())?;
+        if ob.len > GROUP_LEN {
+            ob.verify_root(addr).map_err(|e| e.to_string())?;
+        }
+        Ok(ob)
+    }
+
+    async fn start(
+        self: &Arc<Self>,
+        addr: BlobAddress,
+        store: Option<impl FnOnce(Bytes, Outboard) + Send + 'static>,
+    ) -> Result<Arc<Flight>, String> {
+        let mut last = "no sources".to_string();
+        let mut outboard = None;
+        for s in self.ordered_sources() {
+            match self.outboard_from(&s, &addr).await {
+                Ok(ob) => {
+                    outboard = Some(ob);
+                    break;
+                }
+                Err(e) if e == "not there" => last = format!("{s}: not there"),
+                Err(e) => {
+                    self.demote(&s, &e);
+                    last = format!("{s}: {e}");
+                }
+            }
+        }
+        let outboard = outboard.ok_or(last)?;
+        let flight =
+            Arc::new(Flight { len: outboard.len, groups: Mutex::new(Vec::new()), progress: watch::channel(Progress::default()).0 });
+        let (me, f) = (self.clone(), flight.clone());
+        tokio::spawn(async move {
+            let result = me.pull(&addr, &outboard, &f).await;
+            let groups: Option<Vec<Bytes>> = if result.is_ok() { f.groups.lock().ok().map(|g| g.clone()) } else { None };
+            if let (Some(store), Some(groups)) = (store, groups) {
+                let mut all = BytesMut::with_capacity(f.len as usize);
+                for g in groups {
+                    all.extend_from_slice(&g);
+                }
+                let ob = outboard.clone();
+                let _ = tokio::task::spawn_blocking(move || store(all.freeze(), ob)).await;
+            }
+            f.progress.send_modify(|p| p.done = Some(result));
+            if let Ok(mut t) = me.flights.lock() {
+                t.remove(&addr);
+            }
+        });
+        Ok(flight)
+    }
+
+    /// Pulls the body, resuming at the next source after any failure.
+    async fn pull(&self, addr: &BlobAddress, ob: &Outboard, f: &Flight) -> Result<(), String> {
+        let mut last = String::new();
+        for s in self.ordered_sources() {
+            let from = f.progress.borrow().verified;
+            if from >= f.len && f.len > 0 {
+                return Ok(());
+            }
+            match self.pull_from(&s, addr, ob, f, from).await {
+                Ok(()) => return Ok(()),
+                Err(e) => {
+                    self.demote(&s, &e);
+                    last = format!("{s}: {e}");
+                }
+            }
+        }
+        Err(format!("every source failed; last: {last}"))
+    }
+
+    async fn pull_from(&self, source: &str, addr: &BlobAddress, ob: &Outboard, f: &Flight, from: u64) -> Result<(), String> {
+        let mut req = self.http.get(format!("{source}/v1/blobs/{addr}")).bearer_auth(&self.cluster_token);
+        if from > 0 {
+            req = req.header("range", format!("bytes={from}-"));
+        }
+        let r = tokio::time::timeout(self.timeout, req.send()).await.map_err(|_| "timeout".to_string())?.map_err(|e| e.to_string())?;
+        let want = if from > 0 { 206 } else { 200 };
+        if r.status().as_u16() != want {
+            return Err(format!("status {}", r.status()));
+        }
+        let mut body = r.bytes_stream();
+        let mut buf = BytesMut::new();
+        let mut next_group = from / GROUP_LEN;
+        loop {
+            let chunk = tokio::time::timeout(self.timeout, body.next()).await.map_err(|_| "stalled".to_string())?;
+            let done = chunk.is_none();
+            if let Some(c) = chunk {
+                buf.extend_from_slice(&c.map_err(|e| e.to_string())?);
+            }
+            // Verify every whole group (and the last, short one at the end).
+            loop {
+                let start = next_group * GROUP_LEN;
+                if start >= f.len && f.len > 0 {
+                    break;
+                }
+                let glen = (f.len - start).min(GROUP_LEN) as usize;
+                if buf.len() < glen {
+                    break;
+                }
+                let group = buf.split_to(glen).freeze();
+                if f.len <= GROUP_LEN {
+                    addr.verify(&group).map_err(|e| format!("bad bytes: {e}"))?;
+                } else {
+                    ob.verify_group(next_group, &group).map_err(|e| format!("bad bytes in group {next_group}: {e}"))?;
+                }
+                if let Ok(mut g) = f.groups.lock() {
+                    g.push(group);
+                }
+                next_group += 1;
+                let verified = (next_group * GROUP_LEN).min(f.len);
+                f.progress.send_modify(|p| p.verified = verified);
+            }
+            if f.len == 0 {
+                addr.verify(&[]).map_err(|e| e.to_string())?;
+                return Ok(());
+            }
+            if f.progress.borrow().verified >= f.len {
+                return Ok(());
+            }
+            if done {
+                return Err("body ended early".into());
+            }
+        }
+    }
+}

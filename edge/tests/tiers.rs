@@ -1,0 +1,167 @@
+//! The miss path with real servers on 127.0.0.1: 500 concurrent requests for
+//! one cold blob reach the parent once; failover when a node or the origin
+//! is down; a parent that lies is caught and nothing bad is stored.
+
+#![allow(clippy::unwrap_used)]
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use tranzcast_config::{EdgeConfig, Layers, OriginConfig};
+use tranzcast_edge::{EdgeServer, EdgeTls};
+use tranzcast_ingest::{IngestOptions, ingest};
+use tranzcast_origin::Origin;
+use tranzcast_proto::manifest::SignedManifest;
+use tranzcast_proto::{BlobAddress, TitleId};
+use tranzcast_store::{BlobStore, StoreOptions};
+
+const CLUSTER: &str = "test-cluster-token-0123456789";
+
+fn origin_config(data: &Path, port: u16) -> OriginConfig {
+    Layers::new("origin")
+        .overrides(&[
+            format!("data_dir={}", data.display()),
+            "storefront_token=test-storefront-token-0123456789".into(),
+            format!("cluster_token={CLUSTER}"),
+            format!("listen.https=127.0.0.1:{port}"),
+            "staging_interval=200ms".into(),
+        ])
+        .unwrap()
+        .build()
+        .unwrap()
+}
+
+fn edge_config(role: &str, name: &str, data: &Path, origin_port: u16, parents: &[String], port: u16, corrupt: bool) -> EdgeConfig {
+    let mut sets = vec![
+        format!("role={role}"),
+        format!("name={name}"),
+        format!("data_dir={}", data.display()),
+        format!("origin=https://localhost:{origin_port}"),
+        format!("cluster_token={CLUSTER}"),
+        format!("listen.https=127.0.0.1:{port}"),
+        "heartbeat=200ms".into(),
+        "upstream_timeout=2s".into(),
+        format!("fault_corrupt_blobs={corrupt}"),
+    ];
+    if !parents.is_empty() {
+        sets.push(format!("parents=[{}]", parents.iter().map(|p| format!("\"{p}\"")).collect::<Vec<_>>().join(",")));
+    }
+    Layers::new("edge").overrides(&sets).unwrap().build().unwrap()
+}
+
+/// Ingests a 3-segment title (1 MiB segments) and returns its plaintext-free blob list.
+fn setup(dir: &Path) -> (Vec<BlobAddress>, Vec<Vec<u8>>) {
+    let store = BlobStore::open(&dir.join("origin"), StoreOptions::default()).unwrap();
+    let input = dir.join("film.bin");
+    std::fs::write(&input, (0..3u32 << 20).map(|i| (i.wrapping_mul(2_654_435_761) >> 11) as u8).collect::<Vec<_>>()).unwrap();
+    let mut o = IngestOptions::new(TitleId::new("film").unwrap());
+    o.segment_size = Some(1 << 20);
+    ingest(&store, &input, &o).unwrap();
+    let m = store.title_manifest(&TitleId::new("film").unwrap()).unwrap().unwrap();
+    let segs = SignedManifest::decode(&store.get(&m).unwrap().unwrap()).unwrap().manifest.segments;
+    let bytes = segs.iter().map(|s| store.get(s).unwrap().unwrap().to_vec()).collect();
+    (segs, bytes)
+}
+
+async fn wait_staged(origin: &Origin, nodes: &[&str]) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !nodes.iter().all(|n| origin.staging_status().get(*n).and_then(|t| t.get("film")).is_some_and(|p| p.complete)) {
+        assert!(Instant::now() < deadline, "staging incomplete: {:?}", origin.staging_status());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn metric(http: &reqwest::Client, base: &str, name: &str) -> u64 {
+    let text = http.get(format!("{base}/metrics")).send().await.unwrap().text().await.unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{name} not in {text}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn coalescing_and_failover_across_tiers() {
+    let dir = tempfile::tempdir().unwrap();
+    let (segs, bytes) = setup(dir.path());
+    let origin = Origin::start(origin_config(&dir.path().join("origin"), 0)).await.unwrap();
+    let oport = origin.https_addr().port();
+    let tls = EdgeTls::from_config(&edge_config("node", "x", dir.path(), oport, &[], 0, false), &origin.ca_dir()).unwrap();
+    let node = EdgeServer::start(edge_config("node", "node-1", &dir.path().join("n1"), oport, &[], 0, false), tls.clone()).await.unwrap();
+    let nport = node.https_addr().port();
+    wait_staged(&origin, &["node-1"]).await;
+    let node_url = format!("https://localhost:{nport}");
+    let edge = EdgeServer::start(
+        edge_config("edge", "edge-1", &dir.path().join("e1"), oport, std::slice::from_ref(&node_url), 0, false),
+        tls.clone(),
+    )
+    .await
+    .unwrap();
+    let edge_url = format!("https://localhost:{}", edge.https_addr().port());
+    let http = tranzcast_net::client::https(tls.ca_pem.as_bytes()).unwrap();
+    let h1 = tranzcast_net::client::https_h1(tls.ca_pem.as_bytes()).unwrap();
+
+    // 500 concurrent requests for one cold blob: one upstream fetch, all byte-exact.
+    let before = metric(&http, &node_url, "edge_blob_requests_total").await;
+    let mut tasks = Vec::new();
+    for i in 0..500 {
+        let c = if i % 5 == 0 { h1.clone() } else { http.clone() };
+        let url = format!("{edge_url}/v1/blobs/{}", segs[0]);
+        tasks.push(tokio::spawn(async move {
+            let r = c.get(url).send().await.unwrap();
+            (r.status().as_u16(), r.bytes().await.unwrap())
+        }));
+    }
+    for t in tasks {
+        let (s, b) = t.await.unwrap();
+        assert_eq!(s, 200);
+        assert!(b[..] == bytes[0][..], "a waiter got different bytes");
+    }
+    assert_eq!(metric(&http, &node_url, "edge_blob_requests_total").await - before, 1, "exactly one request reached the parent");
+    assert_eq!(metric(&http, &edge_url, "edge_upstream_fetches_total").await, 1);
+    // A range on a blob the edge now holds is a hit.
+    let r = http.get(format!("{edge_url}/v1/blobs/{}", segs[0])).header("range", "bytes=100-199").send().await.unwrap();
+    assert_eq!(r.bytes().await.unwrap()[..], bytes[0][100..200]);
+
+    // Node stopped: the origin serves.
+    node.shutdown().await;
+    let r = http.get(format!("{edge_url}/v1/blobs/{}", segs[1])).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    assert!(r.bytes().await.unwrap()[..] == bytes[1][..]);
+
+    // Node back (same port, same store), origin stopped: the node serves.
+    let node =
+        EdgeServer::start(edge_config("node", "node-1", &dir.path().join("n1"), oport, &[], nport, false), tls.clone()).await.unwrap();
+    origin.shutdown().await;
+    let r = http.get(format!("{edge_url}/v1/blobs/{}", segs[2])).header("range", "bytes=-1000").send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 206);
+    assert!(r.bytes().await.unwrap()[..] == bytes[2][bytes[2].len() - 1000..]);
+    edge.shutdown().await;
+    node.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lying_parent_is_caught_and_nothing_bad_is_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    let (segs, bytes) = setup(dir.path());
+    let origin = Origin::start(origin_config(&dir.path().join("origin"), 0)).await.unwrap();
+    let oport = origin.https_addr().port();
+    let tls = EdgeTls::from_config(&edge_config("node", "x", dir.path(), oport, &[], 0, false), &origin.ca_dir()).unwrap();
+    let liar = EdgeServer::start(edge_config("node", "liar", &dir.path().join("liar"), oport, &[], 0, true), tls.clone()).await.unwrap();
+    wait_staged(&origin, &["liar"]).await;
+    let liar_url = format!("https://localhost:{}", liar.https_addr().port());
+    let edata = dir.path().join("e1");
+    let edge = EdgeServer::start(edge_config("edge", "edge-1", &edata, oport, &[liar_url], 0, false), tls.clone()).await.unwrap();
+    let edge_url = format!("https://localhost:{}", edge.https_addr().port());
+    let http = tranzcast_net::client::https(tls.ca_pem.as_bytes()).unwrap();
+
+    let r = http.get(format!("{edge_url}/v1/blobs/{}", segs[0])).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    assert!(r.bytes().await.unwrap()[..] == bytes[0][..], "served bytes differ");
+    assert!(metric(&http, &edge_url, "edge_upstream_demoted_total").await >= 1, "the liar was not demoted");
+    edge.shutdown().await;
+    liar.shutdown().await;
+    origin.shutdown().await;
+    let store = BlobStore::open(&edata, StoreOptions::default()).unwrap();
+    assert_eq!(store.list().unwrap().len(), 1);
+    assert!(store.get(&segs[0]).unwrap().unwrap()[..] == bytes[0][..], "what the edge stored verifies");
+}
