@@ -295,6 +295,9 @@ pub struct EdgeConfig {
     pub rate_limit: Option<ByteSize>,
     /// Mirroring policy.
     pub mirroring: MirroringConfig,
+    /// Serve a title's blobs only to requests with a valid certificate for it
+    /// (or the cluster token). On by default; off only for open test setups.
+    pub require_certificate: bool,
     /// Fault injection for tests only: flip one byte in the middle of every
     /// whole blob served, to play a lying parent. Never set in production.
     pub fault_corrupt_blobs: bool,
@@ -320,6 +323,7 @@ impl Default for EdgeConfig {
             heartbeat: Duration::secs(5),
             rate_limit: None,
             mirroring: MirroringConfig::default(),
+            require_certificate: true,
             fault_corrupt_blobs: false,
         }
     }

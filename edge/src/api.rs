@@ -12,6 +12,10 @@ use tranzcast_proto::{BlobAddress, TitleId};
 
 use crate::Inner;
 
+fn now_secs() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
 fn json_response(status: StatusCode, v: &Value) -> Response<Body> {
     let mut r = Response::new(full(v.to_string()));
     *r.status_mut() = status;
@@ -105,9 +109,29 @@ fn parse_address(hash: &str) -> Result<BlobAddress, Fail> {
 async fn blob(inner: Arc<Inner>, hash: &str, req: &Request<Bytes>) -> Reply {
     let a = parse_address(hash)?;
     let etag = format!("\"{}\"", a.to_hex());
+    let auth = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).map(str::to_string);
+    // No credentials at all: refused before any disk read or upstream fetch.
+    if inner.config.require_certificate && auth.is_none() {
+        return Err(error(StatusCode::UNAUTHORIZED, "unauthorized", "this blob needs Authorization: Tranzcast <validation certificate>"));
+    }
+    let check = |prefix: &[u8]| -> Result<(), Fail> {
+        if !inner.config.require_certificate {
+            return Ok(());
+        }
+        let revoked = inner.revoked.read().map(|r| r.clone()).unwrap_or_default();
+        let title = crate::access::blob_title(prefix);
+        crate::access::authorize(auth.as_deref(), &inner.config.cluster_token, title.as_ref(), &inner.origin_key, &revoked, now_secs())
+            .map_err(|(status, code, reason)| error(StatusCode::from_u16(status).unwrap_or(StatusCode::FORBIDDEN), code, reason))
+    };
+    if inner.config.require_certificate {
+        let revoked = inner.revoked.read().map(|r| r.clone()).unwrap_or_default();
+        crate::access::precheck(auth.as_deref(), &inner.config.cluster_token, &inner.origin_key, &revoked, now_secs())
+            .map_err(|(status, code, reason)| error(StatusCode::from_u16(status).unwrap_or(StatusCode::FORBIDDEN), code, reason))?;
+    }
     let i2 = inner.clone();
     let held = tokio::task::spawn_blocking(move || i2.store.get(&a)).await.map_err(internal)?.map_err(internal)?;
     if let Some(mut b) = held {
+        check(&b[..b.len().min(72)])?;
         inner.hits.fetch_add(1, Ordering::Relaxed);
         if inner.config.fault_corrupt_blobs && b.len() > 1 {
             let mut v = b.to_vec();
@@ -137,6 +161,9 @@ async fn blob(inner: Arc<Inner>, hash: &str, req: &Request<Bytes>) -> Reply {
                 error(StatusCode::BAD_GATEWAY, "upstream", e)
             }
         })?;
+    // The title is in the blob's first bytes: check once they are verified.
+    let prefix = flight.prefix(72).await.map_err(|e| error(StatusCode::BAD_GATEWAY, "upstream", e))?;
+    check(&prefix)?;
     let len = flight.len;
     Ok(tranzcast_net::ranged::respond_from(
         req.method(),

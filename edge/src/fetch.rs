@@ -48,6 +48,25 @@ impl std::fmt::Debug for Flight {
 }
 
 impl Flight {
+    /// Waits until the first `n` bytes (at most the length) are verified, and returns them.
+    pub async fn prefix(&self, n: u64) -> Result<Bytes, String> {
+        let want = n.min(self.len);
+        let mut rx = self.progress.subscribe();
+        loop {
+            {
+                let p = rx.borrow_and_update();
+                if p.verified >= want {
+                    break;
+                }
+                if let Some(Err(e)) = &p.done {
+                    return Err(e.clone());
+                }
+            }
+            rx.changed().await.map_err(|_| "fetch abandoned".to_string())?;
+        }
+        Ok(if want == 0 { Bytes::new() } else { self.slice(0, want).unwrap_or_default() })
+    }
+
     fn slice(&self, pos: u64, end: u64) -> Option<Bytes> {
         let g = (pos / GROUP_LEN) as usize;
         let groups = self.groups.lock().ok()?;

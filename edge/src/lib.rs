@@ -16,6 +16,7 @@
 //! frames and signed manifests, nothing else (its store's key table stays
 //! empty).
 
+pub mod access;
 mod api;
 pub mod fetch;
 
@@ -60,6 +61,8 @@ pub(crate) struct Inner {
     pub push_token: std::sync::Mutex<Option<String>>,
     /// The miss path (parents, then the origin).
     pub fetcher: Arc<fetch::Fetcher>,
+    /// Revoked certificate serials, pulled from the origin with each heartbeat.
+    pub revoked: std::sync::RwLock<std::collections::HashSet<[u8; 16]>>,
 }
 
 /// A running node or edge.
@@ -126,6 +129,7 @@ impl EdgeServer {
             misses: AtomicU64::new(0),
             push_token: std::sync::Mutex::new(None),
             fetcher,
+            revoked: Default::default(),
         });
         let opts = ServerOptions {
             https: config.listen.https,
@@ -137,6 +141,9 @@ impl EdgeServer {
         let h = inner.clone();
         let server = HttpServer::bind(opts, tranzcast_net::handler(move |req, cx| api::handle(h.clone(), req, cx))).await?;
         let me = server.https_addr;
+        if let Err(e) = pull_revocations(&http, &inner).await {
+            tracing::warn!(error = %e, "cannot pull revocations yet");
+        }
         // Join once now so a failure is an error at start, then heartbeat.
         if let Err(e) = join(&http, &inner, me).await {
             // Stop the listeners first: their tasks hold the store (and its lock).
@@ -150,6 +157,9 @@ impl EdgeServer {
                 tick.tick().await;
                 if let Err(e) = join(&http, &hb_inner, me).await {
                     tracing::warn!(error = %e, "heartbeat to the origin failed");
+                }
+                if let Err(e) = pull_revocations(&http, &hb_inner).await {
+                    tracing::warn!(error = %e, "cannot pull revocations");
                 }
             }
         });
@@ -213,6 +223,22 @@ async fn join(http: &reqwest::Client, inner: &Inner, me: std::net::SocketAddr) -
         && let Ok(mut slot) = inner.push_token.lock()
     {
         *slot = Some(t.to_string());
+    }
+    Ok(())
+}
+
+async fn pull_revocations(http: &reqwest::Client, inner: &Inner) -> Result<(), EdgeError> {
+    let r = http.get(format!("{}/v1/revocations", inner.config.origin)).send().await.map_err(|e| EdgeError::Origin(e.to_string()))?;
+    let v: serde_json::Value = r.json().await.map_err(|e| EdgeError::Origin(e.to_string()))?;
+    let mut set = std::collections::HashSet::new();
+    for item in v["revoked"].as_array().into_iter().flatten() {
+        let mut serial = [0u8; 16];
+        if hex::decode_to_slice(item["serial"].as_str().unwrap_or(""), &mut serial).is_ok() {
+            set.insert(serial);
+        }
+    }
+    if let Ok(mut r) = inner.revoked.write() {
+        *r = set;
     }
     Ok(())
 }

@@ -57,10 +57,48 @@ fn setup(dir: &Path) -> (Vec<BlobAddress>, Vec<Vec<u8>>) {
     let mut o = IngestOptions::new(TitleId::new("film").unwrap());
     o.segment_size = Some(1 << 20);
     ingest(&store, &input, &o).unwrap();
+    let mut o = IngestOptions::new(TitleId::new("other").unwrap());
+    o.segment_size = Some(1 << 20);
+    ingest(&store, &input, &o).unwrap();
     let m = store.title_manifest(&TitleId::new("film").unwrap()).unwrap().unwrap();
     let segs = SignedManifest::decode(&store.get(&m).unwrap().unwrap()).unwrap().manifest.segments;
     let bytes = segs.iter().map(|s| store.get(s).unwrap().unwrap().to_vec()).collect();
     (segs, bytes)
+}
+
+/// A customer buys `title` and plays it: returns `(certificate, ticket serial)` from the real origin.
+async fn certificate(http: &reqwest::Client, origin: &str, title: &str) -> (String, String) {
+    let tok = "test-storefront-token-0123456789";
+    let c: serde_json::Value = http
+        .post(format!("{origin}/v1/customers"))
+        .bearer_auth(tok)
+        .json(&serde_json::json!({"name": "v"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let o: serde_json::Value = http
+        .post(format!("{origin}/v1/orders"))
+        .bearer_auth(tok)
+        .json(&serde_json::json!({"customer": c["customer"], "title": title, "kind": "rent", "plays": 5, "hours": 1}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let p: serde_json::Value = http
+        .post(format!("{origin}/v1/play"))
+        .json(&serde_json::json!({"ticket": o["ticket"]}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    (format!("Tranzcast {}", p["certificate"].as_str().unwrap()), o["serial"].as_str().unwrap().to_string())
 }
 
 async fn wait_staged(origin: &Origin, nodes: &[&str]) {
@@ -99,15 +137,31 @@ async fn coalescing_and_failover_across_tiers() {
     let edge_url = format!("https://localhost:{}", edge.https_addr().port());
     let http = tranzcast_net::client::https(tls.ca_pem.as_bytes()).unwrap();
     let h1 = tranzcast_net::client::https_h1(tls.ca_pem.as_bytes()).unwrap();
+    let origin_url = format!("https://localhost:{oport}");
+    let (cert, _) = certificate(&http, &origin_url, "film").await;
+
+    // A forged certificate for a cold blob is refused before any upstream fetch.
+    let before_forged = metric(&http, &node_url, "edge_blob_requests_total").await;
+    let mut forged = cert.clone().into_bytes();
+    let at = forged.len() - 20;
+    forged[at] = if forged[at] == b'A' { b'B' } else { b'A' };
+    let r = http
+        .get(format!("{edge_url}/v1/blobs/{}", segs[1]))
+        .header("authorization", String::from_utf8(forged).unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 403);
+    assert_eq!(metric(&http, &node_url, "edge_blob_requests_total").await, before_forged, "a forged certificate caused a fetch");
 
     // 500 concurrent requests for one cold blob: one upstream fetch, all byte-exact.
     let before = metric(&http, &node_url, "edge_blob_requests_total").await;
     let mut tasks = Vec::new();
     for i in 0..500 {
         let c = if i % 5 == 0 { h1.clone() } else { http.clone() };
-        let url = format!("{edge_url}/v1/blobs/{}", segs[0]);
+        let (url, cert) = (format!("{edge_url}/v1/blobs/{}", segs[0]), cert.clone());
         tasks.push(tokio::spawn(async move {
-            let r = c.get(url).send().await.unwrap();
+            let r = c.get(url).header("authorization", cert).send().await.unwrap();
             (r.status().as_u16(), r.bytes().await.unwrap())
         }));
     }
@@ -119,12 +173,55 @@ async fn coalescing_and_failover_across_tiers() {
     assert_eq!(metric(&http, &node_url, "edge_blob_requests_total").await - before, 1, "exactly one request reached the parent");
     assert_eq!(metric(&http, &edge_url, "edge_upstream_fetches_total").await, 1);
     // A range on a blob the edge now holds is a hit.
-    let r = http.get(format!("{edge_url}/v1/blobs/{}", segs[0])).header("range", "bytes=100-199").send().await.unwrap();
+    let r = http
+        .get(format!("{edge_url}/v1/blobs/{}", segs[0]))
+        .header("range", "bytes=100-199")
+        .header("authorization", &cert)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.bytes().await.unwrap()[..], bytes[0][100..200]);
+
+    // Access (segment 0 is held now): no credentials, another title's certificate, a forged one.
+    let url0 = format!("{edge_url}/v1/blobs/{}", segs[0]);
+    let r = http.get(&url0).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 401);
+    let (other, _) = certificate(&http, &origin_url, "other").await;
+    let r = http.get(&url0).header("authorization", &other).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 403);
+    assert!(r.text().await.unwrap().contains("wrong_title"));
+    let mut forged = cert.clone().into_bytes();
+    let at = forged.len() - 20;
+    forged[at] = if forged[at] == b'A' { b'B' } else { b'A' };
+    let r = http.get(&url0).header("authorization", String::from_utf8(forged).unwrap()).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 403);
+    assert!(r.text().await.unwrap().contains("forged"));
+    // Revoked at the origin: the edge learns it within a heartbeat.
+    let (revokee, serial) = certificate(&http, &origin_url, "film").await;
+    let r = http.get(format!("{edge_url}/v1/blobs/{}", segs[0])).header("authorization", &revokee).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let r = http
+        .post(format!("{origin_url}/v1/revoke"))
+        .bearer_auth("test-storefront-token-0123456789")
+        .json(&serde_json::json!({"serial": serial}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = http.get(format!("{edge_url}/v1/blobs/{}", segs[0])).header("authorization", &revokee).send().await.unwrap();
+        let (status, body) = (r.status().as_u16(), r.text().await.unwrap());
+        if status == 403 && body.contains("revoked") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "revocation not applied: {status} {}", &body[..body.len().min(200)]);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 
     // Node stopped: the origin serves.
     node.shutdown().await;
-    let r = http.get(format!("{edge_url}/v1/blobs/{}", segs[1])).send().await.unwrap();
+    let r = http.get(format!("{edge_url}/v1/blobs/{}", segs[1])).header("authorization", &cert).send().await.unwrap();
     assert_eq!(r.status().as_u16(), 200);
     assert!(r.bytes().await.unwrap()[..] == bytes[1][..]);
 
@@ -132,7 +229,13 @@ async fn coalescing_and_failover_across_tiers() {
     let node =
         EdgeServer::start(edge_config("node", "node-1", &dir.path().join("n1"), oport, &[], nport, false), tls.clone()).await.unwrap();
     origin.shutdown().await;
-    let r = http.get(format!("{edge_url}/v1/blobs/{}", segs[2])).header("range", "bytes=-1000").send().await.unwrap();
+    let r = http
+        .get(format!("{edge_url}/v1/blobs/{}", segs[2]))
+        .header("range", "bytes=-1000")
+        .header("authorization", &cert)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status().as_u16(), 206);
     assert!(r.bytes().await.unwrap()[..] == bytes[2][bytes[2].len() - 1000..]);
     edge.shutdown().await;
@@ -153,8 +256,9 @@ async fn lying_parent_is_caught_and_nothing_bad_is_stored() {
     let edge = EdgeServer::start(edge_config("edge", "edge-1", &edata, oport, &[liar_url], 0, false), tls.clone()).await.unwrap();
     let edge_url = format!("https://localhost:{}", edge.https_addr().port());
     let http = tranzcast_net::client::https(tls.ca_pem.as_bytes()).unwrap();
+    let (cert, _) = certificate(&http, &format!("https://localhost:{oport}"), "film").await;
 
-    let r = http.get(format!("{edge_url}/v1/blobs/{}", segs[0])).send().await.unwrap();
+    let r = http.get(format!("{edge_url}/v1/blobs/{}", segs[0])).header("authorization", &cert).send().await.unwrap();
     assert_eq!(r.status().as_u16(), 200);
     assert!(r.bytes().await.unwrap()[..] == bytes[0][..], "served bytes differ");
     assert!(metric(&http, &edge_url, "edge_upstream_demoted_total").await >= 1, "the liar was not demoted");
