@@ -133,6 +133,8 @@ pub struct Fetcher {
     timeout: Duration,
     flights: Mutex<HashMap<BlobAddress, Starting>>,
     demoted: Mutex<HashMap<String, Instant>>,
+    /// Pull tasks, so shutdown can wait for them (they hold the store).
+    tasks: Mutex<tokio::task::JoinSet<()>>,
     /// Counters.
     pub stats: FetchStats,
 }
@@ -146,7 +148,16 @@ impl std::fmt::Debug for Fetcher {
 impl Fetcher {
     /// Sources are tried in order (parents, then the origin).
     pub fn new(http: reqwest::Client, sources: Vec<String>, cluster_token: String, timeout: Duration) -> Self {
-        Self { http, sources, cluster_token, timeout, flights: Mutex::default(), demoted: Mutex::default(), stats: FetchStats::default() }
+        Self {
+            http,
+            sources,
+            cluster_token,
+            timeout,
+            flights: Mutex::default(),
+            demoted: Mutex::default(),
+            tasks: Mutex::default(),
+            stats: FetchStats::default(),
+        }
     }
 
     fn demote(&self, source: &str, why: &str) {
@@ -250,7 +261,10 @@ impl Fetcher {
         let flight =
             Arc::new(Flight { len: outboard.len, groups: Mutex::new(Vec::new()), progress: watch::channel(Progress::default()).0 });
         let (me, f) = (self.clone(), flight.clone());
-        tokio::spawn(async move {
+        let mut tasks = self.tasks.lock().map_err(|_| "task table poisoned".to_string())?;
+        // Reap finished pulls so the set does not grow.
+        while tasks.try_join_next().is_some() {}
+        tasks.spawn(async move {
             let result = me.pull(&addr, &outboard, &f).await;
             let groups: Option<Vec<Bytes>> = if result.is_ok() { f.groups.lock().ok().map(|g| g.clone()) } else { None };
             if let (Some(store), Some(groups)) = (store, groups) {
@@ -267,6 +281,15 @@ impl Fetcher {
             }
         });
         Ok(flight)
+    }
+
+    /// Waits for every pull in progress to finish (and store what it fetched).
+    pub async fn drain(&self) {
+        let mut set = match self.tasks.lock() {
+            Ok(mut t) => std::mem::take(&mut *t),
+            Err(_) => return,
+        };
+        while set.join_next().await.is_some() {}
     }
 
     /// Pulls the body, resuming at the next source after any failure.

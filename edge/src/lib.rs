@@ -180,7 +180,11 @@ impl EdgeServer {
     /// Stops heartbeating, stops accepting, drains.
     pub async fn shutdown(self) {
         self.heartbeat.abort();
+        let _ = self.heartbeat.await;
         self.server.shutdown().await;
+        // Fetches in progress hold the store: let them finish, so that when
+        // this returns the data directory is closed and unlocked.
+        self.inner.fetcher.drain().await;
         let _ = self.inner.store.sync();
     }
 }

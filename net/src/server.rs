@@ -175,6 +175,8 @@ impl HttpServer {
         if tokio::time::timeout(drain, all).await.is_err() {
             tracing::warn!("drain timed out; closing remaining connections");
             self.tasks.abort_all();
+            // Wait for the aborted tasks to unwind: they hold the handler (and its state).
+            while self.tasks.join_next().await.is_some() {}
         }
         self.endpoint.close(0u32.into(), b"shutdown");
         let _ = tokio::time::timeout(Duration::from_secs(1), self.endpoint.wait_idle()).await;

@@ -140,6 +140,7 @@ impl Origin {
     /// Stops accepting and drains requests in flight.
     pub async fn shutdown(self) {
         self.staging.abort();
+        let _ = self.staging.await;
         self.server.shutdown().await;
         let _ = self.inner.store.sync();
     }
