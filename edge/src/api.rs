@@ -54,7 +54,14 @@ pub async fn handle(inner: Arc<Inner>, req: Request<Bytes>, cx: RequestContext) 
     let parts: Vec<&str> = req.uri().path().split('/').collect();
     if let (&Method::GET | &Method::HEAD, ["", "v1", "blobs", hash]) = (req.method(), parts.as_slice()) {
         inner.blob_requests.fetch_add(1, Ordering::Relaxed);
-        return blob(inner.clone(), hash, &req).await.unwrap_or_else(Response::from);
+        inner.in_flight.fetch_add(1, Ordering::Relaxed);
+        let r = blob(inner.clone(), hash, &req).await.unwrap_or_else(Response::from);
+        inner.in_flight.fetch_sub(1, Ordering::Relaxed);
+        if req.method() == Method::GET {
+            let n = r.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok()).unwrap_or(0);
+            inner.bytes_out.fetch_add(n, Ordering::Relaxed);
+        }
+        return r;
     }
     let i2 = inner.clone();
     tokio::task::spawn_blocking(move || route(&i2, &req, cx)).await.unwrap_or_else(|e| internal(e).into())
@@ -236,9 +243,28 @@ fn put_manifest(inner: &Inner, id: &str, body: &Bytes) -> Reply {
 
 fn pulse(inner: &Inner, query: &str) -> Reply {
     let title = query.split('&').find_map(|kv| kv.strip_prefix("title="));
+    // Bytes/s over the last window of at least a second: cheap, no timer task.
+    let out = inner.bytes_out.load(Ordering::Relaxed);
+    let rate = match inner.out_rate.lock() {
+        Ok(mut w) => {
+            let dt = w.0.elapsed().as_secs_f64();
+            if dt >= 1.0 {
+                *w = (std::time::Instant::now(), out, (out - w.1) as f64 / dt);
+            }
+            w.2
+        }
+        Err(_) => 0.0,
+    };
     let mut v = json!({
         "name": inner.config.name, "role": role(inner), "version": env!("CARGO_PKG_VERSION"), "health": "ok",
-        "load": {"requests": inner.requests.load(Ordering::Relaxed)},
+        "load": {
+            "requests": inner.requests.load(Ordering::Relaxed),
+            "in_flight": inner.in_flight.load(Ordering::Relaxed),
+            "queued": inner.fetcher.in_air(),
+            "bytes_out_total": out,
+            "bytes_out_per_s": rate,
+            "capacity_bytes_per_s": inner.config.rate_limit.map(|r| r.0),
+        },
     });
     if let Some(t) = title {
         let t = TitleId::new(t).map_err(|e| error(StatusCode::BAD_REQUEST, "bad_title", e.to_string()))?;

@@ -283,6 +283,11 @@ impl Fetcher {
         Ok(flight)
     }
 
+    /// Flights in the air (upstream fetches being waited on).
+    pub fn in_air(&self) -> usize {
+        self.flights.lock().map(|f| f.len()).unwrap_or(0)
+    }
+
     /// Waits for every pull in progress to finish (and store what it fetched).
     pub async fn drain(&self) {
         let mut set = match self.tasks.lock() {

@@ -57,6 +57,12 @@ pub(crate) struct Inner {
     pub blob_requests: AtomicU64,
     pub hits: AtomicU64,
     pub misses: AtomicU64,
+    /// Requests being handled now.
+    pub in_flight: std::sync::atomic::AtomicI64,
+    /// Body bytes of blob responses produced.
+    pub bytes_out: AtomicU64,
+    /// (when, bytes_out then, bytes/s measured over the last window) for the pulse.
+    pub out_rate: std::sync::Mutex<(std::time::Instant, u64, f64)>,
     /// For a peer: the token the origin pushes pre-cast segments with (from the join answer).
     pub push_token: std::sync::Mutex<Option<String>>,
     /// The miss path (parents, then the origin).
@@ -127,6 +133,9 @@ impl EdgeServer {
             blob_requests: AtomicU64::new(0),
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
+            in_flight: std::sync::atomic::AtomicI64::new(0),
+            bytes_out: AtomicU64::new(0),
+            out_rate: std::sync::Mutex::new((std::time::Instant::now(), 0, 0.0)),
             push_token: std::sync::Mutex::new(None),
             fetcher,
             revoked: Default::default(),

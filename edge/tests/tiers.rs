@@ -182,6 +182,17 @@ async fn coalescing_and_failover_across_tiers() {
         .unwrap();
     assert_eq!(r.bytes().await.unwrap()[..], bytes[0][100..200]);
 
+    // The edge's pulse: 500 answers' bytes out, nothing in the air. (Its segment
+    // bitmap needs the title's manifest, which edges do not fetch yet; the
+    // node, which holds the set, reports every segment.)
+    let pulse: serde_json::Value = http.get(format!("{edge_url}/v1/pulse?title=film")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(pulse["role"], "edge");
+    assert!(pulse["load"]["bytes_out_total"].as_u64().unwrap() >= 500 * bytes[0].len() as u64, "{pulse}");
+    assert!(pulse["load"]["bytes_out_per_s"].as_f64().is_some(), "{pulse}");
+    assert_eq!((pulse["load"]["queued"].as_u64(), pulse["load"]["in_flight"].as_i64()), (Some(0), Some(0)), "{pulse}");
+    let pulse: serde_json::Value = http.get(format!("{node_url}/v1/pulse?title=film")).send().await.unwrap().json().await.unwrap();
+    assert_eq!((pulse["segments"]["held"].as_u64(), pulse["segments"]["bitmap"].as_str()), (Some(3), Some("e0")), "{pulse}");
+
     // Access (segment 0 is held now): no credentials, another title's certificate, a forged one.
     let url0 = format!("{edge_url}/v1/blobs/{}", segs[0]);
     let r = http.get(&url0).send().await.unwrap();
