@@ -64,36 +64,9 @@ async fn stage_node(inner: &Inner, http: &reqwest::Client, node: &Member) -> Res
         if known.as_ref().is_some_and(|p| p.complete) {
             continue;
         }
-        let ask: Vec<String> = m.segments.iter().map(BlobAddress::to_hex).collect();
-        let r = http
-            .post(format!("{}/v1/staging/missing", node.https))
-            .bearer_auth(&inner.config.cluster_token)
-            .json(&serde_json::json!({"blobs": ask}))
-            .send()
-            .await
-            .map_err(|e| format!("{}: {e}", node.https))?;
-        if !r.status().is_success() {
-            return Err(format!("missing: {}", r.status()));
-        }
-        let v: serde_json::Value = r.json().await.map_err(|e| e.to_string())?;
-        let missing: Vec<BlobAddress> =
-            v["missing"].as_array().ok_or("bad missing answer")?.iter().filter_map(|h| h.as_str()?.parse().ok()).collect();
-        let already = m.segments.len() as u64 - missing.len() as u64;
-        set(inner, &node.name, title.as_str(), TitleProgress { held: already, total, complete: false });
-        for (pushed, a) in (1u64..).zip(missing) {
-            let bytes = inner.store.get(&a).map_err(|e| e.to_string())?.ok_or_else(|| format!("blob {a} missing at the origin"))?;
-            let r = http
-                .put(format!("{}/v1/blobs/{a}", node.https))
-                .bearer_auth(&inner.config.cluster_token)
-                .body(bytes)
-                .send()
-                .await
-                .map_err(|e| format!("push {a}: {e}"))?;
-            if !r.status().is_success() {
-                return Err(format!("push {a}: {}", r.status()));
-            }
-            set(inner, &node.name, title.as_str(), TitleProgress { held: already + pushed, total, complete: false });
-        }
+        set(inner, &node.name, title.as_str(), TitleProgress { held: known.map(|p| p.held).unwrap_or(0), total, complete: false });
+        let held = push_missing(inner, http, &node.https, &inner.config.cluster_token, &m.segments).await?;
+        set(inner, &node.name, title.as_str(), TitleProgress { held, total, complete: false });
         let r = http
             .put(format!("{}/v1/titles/{title}/manifest", node.https))
             .bearer_auth(&inner.config.cluster_token)
