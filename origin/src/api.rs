@@ -176,7 +176,7 @@ fn route_request(inner: &Inner, req: &Request<Bytes>, cx: RequestContext) -> Api
         (&Method::GET, ["", "v1", "titles", id]) => title(inner, id),
         (&Method::GET | &Method::HEAD, ["", "v1", "blobs", hash]) => blob(inner, hash, req),
         (&Method::GET, ["", "v1", "outboards", hash]) => {
-            let a: BlobAddress = hash.parse().map_err(|e: tranzcast_proto::ProtoError| ApiError::bad(e.to_string()))?;
+            let a = parse_address(hash)?;
             let ob = inner
                 .store
                 .outboard(&a)
@@ -475,8 +475,12 @@ fn title(inner: &Inner, id: &str) -> ApiResult {
     Ok(json_response(StatusCode::OK, &summary))
 }
 
+fn parse_address(hash: &str) -> Result<BlobAddress, ApiError> {
+    hash.parse().map_err(|e: tranzcast_proto::ProtoError| ApiError::bad(e.to_string()))
+}
+
 fn blob(inner: &Inner, hash: &str, req: &Request<Bytes>) -> ApiResult {
-    let a: BlobAddress = hash.parse().map_err(|e: tranzcast_proto::ProtoError| ApiError::bad(e.to_string()))?;
+    let a = parse_address(hash)?;
     let b = inner
         .store
         .get(&a)
@@ -548,7 +552,7 @@ fn join(inner: &Inner, req: &Request<Bytes>, _cx: RequestContext) -> ApiResult {
 }
 
 fn upload_blob(inner: &Inner, hash: &str, body: &Bytes) -> ApiResult {
-    let a: BlobAddress = hash.parse().map_err(|e: tranzcast_proto::ProtoError| ApiError::bad(e.to_string()))?;
+    let a = parse_address(hash)?;
     a.verify(body).map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "hash_mismatch", e.to_string()))?;
     inner.store.put(body).map_err(ApiError::internal)?;
     Ok(json_response(StatusCode::CREATED, &json!({"stored": a.to_hex()})))
