@@ -16,7 +16,7 @@ mod units;
 pub use error::ConfigError;
 pub use layers::{Layers, Source};
 pub use roles::{
-    ClientConfig, EdgeConfig, EdgeRole, ListenConfig, MasterBackend, MasterConfig, MirroringConfig, OriginConfig, PeerConfig,
+    ClientConfig, EdgeConfig, EdgeRole, LimitsConfig, ListenConfig, MasterBackend, MasterConfig, MirroringConfig, OriginConfig, PeerConfig,
     PrecastConfig, RoleConfig, StoreConfig, TlsConfig,
 };
 pub use units::{ByteSize, Duration, TimeWindow};

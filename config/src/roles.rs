@@ -248,11 +248,29 @@ pub struct MirroringConfig {
     pub hot_requests_per_min: u32,
     /// Segments fetched ahead of the furthest viewer of a hot title.
     pub prefetch_segments: u32,
+    /// Nodes: push the next segments of a hot title to the edges asking for it.
+    pub push_to_edges: bool,
+}
+
+/// Request limits of a server's service stack.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Requests handled at once; more are refused at once with 503 (load shedding).
+    pub max_concurrent_requests: u32,
+    /// Time allowed to produce a response head (bodies then stream at the client's pace).
+    pub request_timeout: Duration,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self { max_concurrent_requests: 8192, request_timeout: Duration::secs(30) }
+    }
 }
 
 impl Default for MirroringConfig {
     fn default() -> Self {
-        Self { hot_requests_per_min: 60, prefetch_segments: 4 }
+        Self { hot_requests_per_min: 60, prefetch_segments: 4, push_to_edges: true }
     }
 }
 
@@ -291,8 +309,10 @@ pub struct EdgeConfig {
     pub upstream_timeout: Duration,
     /// Heartbeat interval to the origin.
     pub heartbeat: Duration,
-    /// Outgoing rate limit (tests and benchmarks), none by default.
+    /// Outgoing rate limit in bytes per second over all responses (tests and benchmarks), none by default.
     pub rate_limit: Option<ByteSize>,
+    /// Concurrency and time limits.
+    pub limits: LimitsConfig,
     /// Mirroring policy.
     pub mirroring: MirroringConfig,
     /// Serve a title's blobs only to requests with a valid certificate for it
@@ -322,6 +342,7 @@ impl Default for EdgeConfig {
             upstream_timeout: Duration::secs(5),
             heartbeat: Duration::secs(5),
             rate_limit: None,
+            limits: LimitsConfig::default(),
             mirroring: MirroringConfig::default(),
             require_certificate: true,
             fault_corrupt_blobs: false,
@@ -368,6 +389,12 @@ impl RoleConfig for EdgeConfig {
             && r.0 < 1024
         {
             return fail("rate_limit", "must be at least 1KiB (per second)");
+        }
+        if self.limits.max_concurrent_requests == 0 {
+            return fail("limits.max_concurrent_requests", "must be at least 1");
+        }
+        if self.limits.request_timeout.0.as_millis() < 10 {
+            return fail("limits.request_timeout", "must be at least 10ms");
         }
         if self.mirroring.prefetch_segments > 256 {
             return fail("mirroring.prefetch_segments", "at most 256");

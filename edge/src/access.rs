@@ -1,12 +1,17 @@
-//! Who may read a blob (pure): a request for a title's blob must carry a
-//! valid validation certificate for that title in
+//! Who may do what (pure): a request for a title's blob must carry a valid
+//! validation certificate for that title in
 //! `Authorization: Tranzcast <certificate>`; the operator's own servers
-//! (staging, parent fetches) present the cluster token instead.
+//! (staging, parent fetches, pushes) present the cluster token instead, and
+//! the origin pushes pre-cast segments to a peer with that peer's push token.
 //!
-//! The blob says which title it belongs to: frames and manifests both carry
-//! the title id at bytes 8..40 after their magic, so the check needs no
-//! catalog lookup, and works for a blob that is still arriving as soon as its
-//! first verified group is in.
+//! The decision is split in three, so each part runs where it is cheapest:
+//! [`credentials`] checks the signature once per distinct header (the service
+//! stack caches the answer, because an Ed25519 verification costs more than
+//! serving a small range); [`admit`] checks expiry and revocation on every
+//! request; [`allow_blob`] checks the title once the blob's first bytes are
+//! known. The blob says which title it belongs to: frames and manifests both
+//! carry the title id at bytes 8..40, so no catalog lookup is needed, and a
+//! blob still arriving is checked as soon as its first verified group is in.
 
 use std::collections::HashSet;
 
@@ -16,6 +21,82 @@ use tranzcast_proto::ticket::{SignedToken, Token};
 
 /// Why a request is refused: status (401 or 403), code, reason.
 pub type Denial = (u16, &'static str, String);
+
+/// What a request's `Authorization` header proved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Credentials {
+    /// The cluster token: one of the operator's own servers.
+    Cluster,
+    /// A genuine validation certificate (its key part is not kept).
+    Certificate {
+        /// The title it unlocks.
+        title: TitleId,
+        /// Its serial, for revocation.
+        serial: [u8; 16],
+        /// Expiry, Unix seconds.
+        expires: u64,
+    },
+}
+
+fn same_secret(a: &[u8], b: &[u8]) -> bool {
+    // Constant time in the contents; an empty secret opens nothing.
+    !b.is_empty() && a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Checks the header's credentials for reading blobs: the cluster token, or
+/// a certificate signed by the origin. Pure; verifies one signature.
+pub fn credentials(authorization: Option<&str>, cluster_token: &str, origin_key: &VerifyingKey) -> Result<Credentials, Denial> {
+    let auth = authorization.map(str::trim).unwrap_or("");
+    if let Some(t) = auth.strip_prefix("Bearer ") {
+        if same_secret(t.trim().as_bytes(), cluster_token.as_bytes()) {
+            return Ok(Credentials::Cluster);
+        }
+        return Err((403, "forbidden", "wrong cluster token".into()));
+    }
+    let Some(text) = auth.strip_prefix("Tranzcast ") else {
+        return Err((401, "unauthorized", "this blob needs Authorization: Tranzcast <validation certificate>".into()));
+    };
+    match SignedToken::from_text(text.trim()).ok().as_ref().map(|s| s.verify(origin_key).cloned()) {
+        Some(Ok(Token::Certificate(c))) => Ok(Credentials::Certificate { title: c.title, serial: c.serial, expires: c.expires }),
+        _ => Err((403, "forged", "not a validation certificate signed by the origin".into())),
+    }
+}
+
+/// Checks the credentials are still good now: not expired, not revoked.
+pub fn admit(creds: &Credentials, revoked: &HashSet<[u8; 16]>, now: u64) -> Result<(), Denial> {
+    match creds {
+        Credentials::Cluster => Ok(()),
+        Credentials::Certificate { expires, .. } if now >= *expires => Err((403, "expired", "the certificate has expired".into())),
+        Credentials::Certificate { serial, .. } if revoked.contains(serial) => Err((403, "revoked", "the certificate was revoked".into())),
+        Credentials::Certificate { .. } => Ok(()),
+    }
+}
+
+/// Decides access to a blob of `title` (None: the blob is no title's frame or manifest).
+pub fn allow_blob(creds: &Credentials, title: Option<&TitleId>) -> Result<(), Denial> {
+    match (creds, title) {
+        (Credentials::Cluster, _) => Ok(()),
+        (Credentials::Certificate { .. }, None) => Err((403, "forbidden", "this blob belongs to no title a certificate can unlock".into())),
+        (Credentials::Certificate { title: mine, .. }, Some(t)) if mine != t => {
+            Err((403, "wrong_title", format!("the certificate is for {mine}, not {t}")))
+        }
+        (Credentials::Certificate { .. }, Some(_)) => Ok(()),
+    }
+}
+
+/// Checks a write (staging, pushes): `Bearer` with the cluster token or, on a
+/// peer, the push token the origin gave it.
+pub fn authorize_write(authorization: Option<&str>, cluster_token: &str, push_token: Option<&str>) -> Result<(), Denial> {
+    let Some(t) = authorization.map(str::trim).and_then(|v| v.strip_prefix("Bearer ")) else {
+        return Err((401, "unauthorized", "staging calls need the cluster token (or a peer's push token)".into()));
+    };
+    let t = t.trim().as_bytes();
+    if same_secret(t, cluster_token.as_bytes()) || push_token.is_some_and(|p| same_secret(t, p.as_bytes())) {
+        Ok(())
+    } else {
+        Err((403, "forbidden", "wrong token".into()))
+    }
+}
 
 /// The title a blob belongs to, from its first bytes (`None` if it is neither a frame nor a manifest).
 pub fn blob_title(prefix: &[u8]) -> Option<TitleId> {
@@ -27,70 +108,16 @@ pub fn blob_title(prefix: &[u8]) -> Option<TitleId> {
     TitleId::from_wire(&t).ok()
 }
 
-/// What can be decided before the blob's title is known: the credentials
-/// themselves (cluster token, or a genuine, live, unrevoked certificate).
-/// Run before any upstream fetch, so forged or stale certificates cost no
-/// fetch.
-pub fn precheck(
-    authorization: Option<&str>,
-    cluster_token: &str,
-    origin_key: &VerifyingKey,
-    revoked: &HashSet<[u8; 16]>,
-    now: u64,
-) -> Result<(), Denial> {
-    let auth = authorization.map(str::trim).unwrap_or("");
-    if auth.starts_with("Bearer ") {
-        return authorize(authorization, cluster_token, None, origin_key, revoked, now);
+/// The title and position of a segment frame, from its first bytes
+/// (`None` for anything else, manifests included).
+pub fn segment_of(prefix: &[u8]) -> Option<(TitleId, u64)> {
+    if prefix.len() < 48 || prefix[..4] != *b"TZSF" {
+        return None;
     }
-    let Some(text) = auth.strip_prefix("Tranzcast ") else {
-        return Err((401, "unauthorized", "this blob needs Authorization: Tranzcast <validation certificate>".into()));
-    };
-    match SignedToken::from_text(text).ok().as_ref().map(|s| s.verify(origin_key).cloned()) {
-        Some(Ok(Token::Certificate(c))) => {
-            let title = c.title.clone();
-            authorize(authorization, cluster_token, Some(&title), origin_key, revoked, now)
-        }
-        _ => Err((403, "forged", "not a validation certificate signed by the origin".into())),
-    }
-}
-
-/// Decides access to a blob of `title` (None: not a title's blob).
-pub fn authorize(
-    authorization: Option<&str>,
-    cluster_token: &str,
-    title: Option<&TitleId>,
-    origin_key: &VerifyingKey,
-    revoked: &HashSet<[u8; 16]>,
-    now: u64,
-) -> Result<(), Denial> {
-    let auth = authorization.map(str::trim).unwrap_or("");
-    if let Some(t) = auth.strip_prefix("Bearer ") {
-        let (a, b) = (t.trim().as_bytes(), cluster_token.as_bytes());
-        if !b.is_empty() && a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0 {
-            return Ok(());
-        }
-        return Err((403, "forbidden", "wrong cluster token".into()));
-    }
-    let Some(text) = auth.strip_prefix("Tranzcast ") else {
-        return Err((401, "unauthorized", "this blob needs Authorization: Tranzcast <validation certificate>".into()));
-    };
-    let Some(title) = title else {
-        return Err((403, "forbidden", "this blob belongs to no title a certificate can unlock".into()));
-    };
-    let cert = match SignedToken::from_text(text).ok().as_ref().map(|s| s.verify(origin_key).cloned()) {
-        Some(Ok(Token::Certificate(c))) => c,
-        _ => return Err((403, "forged", "not a validation certificate signed by the origin".into())),
-    };
-    if cert.is_expired(now) {
-        return Err((403, "expired", "the certificate has expired".into()));
-    }
-    if &cert.title != title {
-        return Err((403, "wrong_title", format!("the certificate is for {}, not {title}", cert.title)));
-    }
-    if revoked.contains(&cert.serial) {
-        return Err((403, "revoked", "the certificate was revoked".into()));
-    }
-    Ok(())
+    let title = blob_title(prefix)?;
+    let mut seq = [0u8; 8];
+    seq.copy_from_slice(&prefix[40..48]);
+    Some((title, u64::from_be_bytes(seq)))
 }
 
 #[cfg(test)]
@@ -106,6 +133,19 @@ mod tests {
         (to_text(&c.sign(key)), c.serial)
     }
 
+    fn decide(
+        auth: Option<&str>,
+        token: &str,
+        title: Option<&TitleId>,
+        vk: &VerifyingKey,
+        revoked: &HashSet<[u8; 16]>,
+        now: u64,
+    ) -> Result<(), Denial> {
+        let c = credentials(auth, token, vk)?;
+        admit(&c, revoked, now)?;
+        allow_blob(&c, title)
+    }
+
     #[test]
     fn decisions() {
         let key = SigningKey::from_bytes(&[1; 32]);
@@ -114,28 +154,43 @@ mod tests {
         let none = HashSet::new();
         let (good, serial) = cert("film", 1000, &key);
         let auth = format!("Tranzcast {good}");
-        assert!(authorize(Some(&auth), "cluster-secret-000", Some(&film), &vk, &none, 500).is_ok());
-        assert_eq!(authorize(None, "cluster-secret-000", Some(&film), &vk, &none, 500).unwrap_err().0, 401);
-        assert_eq!(authorize(Some(&auth), "x", Some(&film), &vk, &none, 1000).unwrap_err().1, "expired");
-        assert_eq!(authorize(Some(&auth), "x", Some(&TitleId::new("other").unwrap()), &vk, &none, 500).unwrap_err().1, "wrong_title");
-        assert_eq!(authorize(Some(&auth), "x", Some(&film), &vk, &HashSet::from([serial]), 500).unwrap_err().1, "revoked");
+        assert!(decide(Some(&auth), "cluster-secret-000", Some(&film), &vk, &none, 500).is_ok());
+        assert_eq!(decide(None, "cluster-secret-000", Some(&film), &vk, &none, 500).unwrap_err().0, 401);
+        assert_eq!(decide(Some(&auth), "x", Some(&film), &vk, &none, 1000).unwrap_err().1, "expired");
+        assert_eq!(decide(Some(&auth), "x", Some(&TitleId::new("other").unwrap()), &vk, &none, 500).unwrap_err().1, "wrong_title");
+        assert_eq!(decide(Some(&auth), "x", Some(&film), &vk, &HashSet::from([serial]), 500).unwrap_err().1, "revoked");
         let (forged, _) = cert("film", 1000, &SigningKey::from_bytes(&[2; 32]));
-        assert_eq!(authorize(Some(&format!("Tranzcast {forged}")), "x", Some(&film), &vk, &none, 500).unwrap_err().1, "forged");
-        assert_eq!(authorize(Some("Tranzcast garbage"), "x", Some(&film), &vk, &none, 500).unwrap_err().1, "forged");
-        assert!(authorize(Some("Bearer cluster-secret-000"), "cluster-secret-000", None, &vk, &none, 500).is_ok());
-        assert_eq!(authorize(Some("Bearer nope"), "cluster-secret-000", Some(&film), &vk, &none, 500).unwrap_err().0, 403);
-        assert!(authorize(Some("Bearer "), "", Some(&film), &vk, &none, 500).is_err(), "an empty cluster token opens nothing");
-        assert_eq!(authorize(Some(&auth), "x", None, &vk, &none, 500).unwrap_err().0, 403);
+        assert_eq!(decide(Some(&format!("Tranzcast {forged}")), "x", Some(&film), &vk, &none, 500).unwrap_err().1, "forged");
+        assert_eq!(decide(Some("Tranzcast garbage"), "x", Some(&film), &vk, &none, 500).unwrap_err().1, "forged");
+        assert!(decide(Some("Bearer cluster-secret-000"), "cluster-secret-000", None, &vk, &none, 500).is_ok());
+        assert_eq!(decide(Some("Bearer nope"), "cluster-secret-000", Some(&film), &vk, &none, 500).unwrap_err().0, 403);
+        assert!(decide(Some("Bearer "), "", Some(&film), &vk, &none, 500).is_err(), "an empty cluster token opens nothing");
+        assert_eq!(decide(Some(&auth), "x", None, &vk, &none, 500).unwrap_err().0, 403);
+        assert_eq!(decide(Some("Basic abc"), "x", Some(&film), &vk, &none, 500).unwrap_err().0, 401);
     }
 
     #[test]
-    fn title_from_frame_and_manifest_headers() {
+    fn writes_need_the_cluster_or_push_token() {
+        assert!(authorize_write(Some("Bearer cluster-secret-000"), "cluster-secret-000", None).is_ok());
+        assert!(authorize_write(Some("Bearer push-1"), "cluster-secret-000", Some("push-1")).is_ok());
+        assert_eq!(authorize_write(None, "cluster-secret-000", None).unwrap_err().0, 401);
+        assert_eq!(authorize_write(Some("Bearer push-2"), "cluster-secret-000", Some("push-1")).unwrap_err().0, 403);
+        assert!(authorize_write(Some("Bearer "), "", Some("")).is_err(), "empty secrets open nothing");
+        assert!(authorize_write(Some("Bearer  x"), "", Some("")).is_err(), "empty secrets open nothing");
+    }
+
+    #[test]
+    fn title_and_position_from_frame_and_manifest_headers() {
         let t = TitleId::new("film").unwrap();
         let mut b = b"TZSF\x01\x01\x00\x00".to_vec();
         b.extend_from_slice(&t.to_wire());
+        b.extend_from_slice(&7u64.to_be_bytes());
         assert_eq!(blob_title(&b), Some(t.clone()));
+        assert_eq!(segment_of(&b), Some((t.clone(), 7)));
+        assert_eq!(segment_of(&b[..47]), None);
         b[..4].copy_from_slice(b"TZMF");
         assert_eq!(blob_title(&b), Some(t));
+        assert_eq!(segment_of(&b), None, "a manifest is no segment");
         assert_eq!(blob_title(b"random bytes that are long enough to look like something"), None);
         assert_eq!(blob_title(b"TZSF"), None);
     }

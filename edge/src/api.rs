@@ -6,15 +6,11 @@ use std::sync::atomic::Ordering;
 use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use serde_json::{Value, json};
-use tranzcast_net::{Body, RequestContext, full};
+use tranzcast_net::{Body, full};
 use tranzcast_proto::manifest::SignedManifest;
 use tranzcast_proto::{BlobAddress, TitleId};
 
 use crate::Inner;
-
-fn now_secs() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
-}
 
 fn json_response(status: StatusCode, v: &Value) -> Response<Body> {
     let mut r = Response::new(full(v.to_string()));
@@ -48,37 +44,19 @@ fn internal(e: impl std::fmt::Display) -> Fail {
     error(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error; see the server's log")
 }
 
-/// Entry point; store work runs on the blocking pool, misses on the fetcher.
-pub async fn handle(inner: Arc<Inner>, req: Request<Bytes>, cx: RequestContext) -> Response<Body> {
-    inner.requests.fetch_add(1, Ordering::Relaxed);
+/// Entry point (behind the service stack, which has checked credentials);
+/// store work runs on the blocking pool, misses on the fetcher.
+pub(crate) async fn handle(inner: Arc<Inner>, req: Request<Bytes>) -> Response<Body> {
     let parts: Vec<&str> = req.uri().path().split('/').collect();
     if let (&Method::GET | &Method::HEAD, ["", "v1", "blobs", hash]) = (req.method(), parts.as_slice()) {
         inner.blob_requests.fetch_add(1, Ordering::Relaxed);
-        inner.in_flight.fetch_add(1, Ordering::Relaxed);
-        let r = blob(inner.clone(), hash, &req).await.unwrap_or_else(Response::from);
-        inner.in_flight.fetch_sub(1, Ordering::Relaxed);
-        if req.method() == Method::GET {
-            let n = r.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok()).unwrap_or(0);
-            inner.bytes_out.fetch_add(n, Ordering::Relaxed);
-        }
-        return r;
+        return blob(inner.clone(), hash, &req).await.unwrap_or_else(Response::from);
     }
     let i2 = inner.clone();
-    tokio::task::spawn_blocking(move || route(&i2, &req, cx)).await.unwrap_or_else(|e| internal(e).into())
+    tokio::task::spawn_blocking(move || route(&i2, &req)).await.unwrap_or_else(|e| internal(e).into())
 }
 
-fn cluster_auth(inner: &Inner, req: &Request<Bytes>) -> Result<(), Fail> {
-    let got = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
-    let eq = |a: &[u8], b: &[u8]| !b.is_empty() && a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0;
-    let push = inner.push_token.lock().ok().and_then(|t| t.clone()).unwrap_or_default();
-    match got {
-        None => Err(error(StatusCode::UNAUTHORIZED, "unauthorized", "staging calls need the cluster token (or a peer's push token)")),
-        Some(t) if eq(t.as_bytes(), inner.config.cluster_token.as_bytes()) || eq(t.as_bytes(), push.as_bytes()) => Ok(()),
-        Some(_) => Err(error(StatusCode::FORBIDDEN, "forbidden", "wrong token")),
-    }
-}
-
-fn route(inner: &Inner, req: &Request<Bytes>, _cx: RequestContext) -> Response<Body> {
+fn route(inner: &Inner, req: &Request<Bytes>) -> Response<Body> {
     let path = req.uri().path().trim_end_matches('/').to_string();
     let parts: Vec<&str> = path.split('/').collect();
     let result = match (req.method(), parts.as_slice()) {
@@ -88,9 +66,9 @@ fn route(inner: &Inner, req: &Request<Bytes>, _cx: RequestContext) -> Response<B
         (&Method::GET, ["", "metrics"]) => Ok(metrics(inner)),
         (&Method::GET, ["", "v1", "pulse"]) => pulse(inner, req.uri().query().unwrap_or("")),
         (&Method::GET, ["", "v1", "outboards", hash]) => outboard(inner, hash),
-        (&Method::PUT, ["", "v1", "blobs", hash]) => cluster_auth(inner, req).and_then(|()| put_blob(inner, hash, req.body())),
-        (&Method::POST, ["", "v1", "staging", "missing"]) => cluster_auth(inner, req).and_then(|()| missing(inner, req.body())),
-        (&Method::PUT, ["", "v1", "titles", id, "manifest"]) => cluster_auth(inner, req).and_then(|()| put_manifest(inner, id, req.body())),
+        (&Method::PUT, ["", "v1", "blobs", hash]) => put_blob(inner, hash, req.body()),
+        (&Method::POST, ["", "v1", "staging", "missing"]) => missing(inner, req.body()),
+        (&Method::PUT, ["", "v1", "titles", id, "manifest"]) => put_manifest(inner, id, req.body()),
         (_, ["", "v1", ..]) => {
             Err(error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", format!("{} is not allowed on {path}", req.method())))
         }
@@ -116,25 +94,14 @@ fn parse_address(hash: &str) -> Result<BlobAddress, Fail> {
 async fn blob(inner: Arc<Inner>, hash: &str, req: &Request<Bytes>) -> Reply {
     let a = parse_address(hash)?;
     let etag = format!("\"{}\"", a.to_hex());
-    let auth = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).map(str::to_string);
-    // No credentials at all: refused before any disk read or upstream fetch.
-    if inner.config.require_certificate && auth.is_none() {
-        return Err(error(StatusCode::UNAUTHORIZED, "unauthorized", "this blob needs Authorization: Tranzcast <validation certificate>"));
-    }
+    // Credentials were checked by the service stack; what is left is whether
+    // they open this blob's title, known from its first bytes.
+    let creds = req.extensions().get::<crate::access::Credentials>().cloned();
     let check = |prefix: &[u8]| -> Result<(), Fail> {
-        if !inner.config.require_certificate {
-            return Ok(());
-        }
-        let revoked = inner.revoked.read().map(|r| r.clone()).unwrap_or_default();
-        let title = crate::access::blob_title(prefix);
-        crate::access::authorize(auth.as_deref(), &inner.config.cluster_token, title.as_ref(), &inner.origin_key, &revoked, now_secs())
+        let Some(c) = &creds else { return Ok(()) };
+        crate::access::allow_blob(c, crate::access::blob_title(prefix).as_ref())
             .map_err(|(status, code, reason)| error(StatusCode::from_u16(status).unwrap_or(StatusCode::FORBIDDEN), code, reason))
     };
-    if inner.config.require_certificate {
-        let revoked = inner.revoked.read().map(|r| r.clone()).unwrap_or_default();
-        crate::access::precheck(auth.as_deref(), &inner.config.cluster_token, &inner.origin_key, &revoked, now_secs())
-            .map_err(|(status, code, reason)| error(StatusCode::from_u16(status).unwrap_or(StatusCode::FORBIDDEN), code, reason))?;
-    }
     let i2 = inner.clone();
     let held = tokio::task::spawn_blocking(move || i2.store.get(&a)).await.map_err(internal)?.map_err(internal)?;
     if let Some(mut b) = held {
@@ -259,7 +226,8 @@ fn pulse(inner: &Inner, query: &str) -> Reply {
         "name": inner.config.name, "role": role(inner), "version": env!("CARGO_PKG_VERSION"), "health": "ok",
         "load": {
             "requests": inner.requests.load(Ordering::Relaxed),
-            "in_flight": inner.in_flight.load(Ordering::Relaxed),
+            // Not counting this pulse itself.
+            "in_flight": (inner.in_flight.load(Ordering::Relaxed) - 1).max(0),
             "queued": inner.fetcher.in_air(),
             "bytes_out_total": out,
             "bytes_out_per_s": rate,
@@ -314,6 +282,7 @@ fn metrics(inner: &Inner) -> Response<Body> {
         ));
         out.push_str(&format!("# TYPE edge_cache_hits_total counter\nedge_cache_hits_total {}\n# TYPE edge_cache_misses_total counter\nedge_cache_misses_total {}\n", s.cache_hits, s.cache_misses));
     }
+    inner.http.render(&mut out);
     let mut r = Response::new(full(out));
     r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"));
     r

@@ -19,6 +19,7 @@
 pub mod access;
 mod api;
 pub mod fetch;
+mod service;
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
@@ -69,6 +70,16 @@ pub(crate) struct Inner {
     pub fetcher: Arc<fetch::Fetcher>,
     /// Revoked certificate serials, pulled from the origin with each heartbeat.
     pub revoked: std::sync::RwLock<std::collections::HashSet<[u8; 16]>>,
+    /// Credentials whose signature was verified, by blake3 of the header value.
+    pub verified: moka::sync::Cache<[u8; 32], access::Credentials>,
+    /// Requests, bytes and latency by protocol and status.
+    pub http: service::HttpMetrics,
+    /// The outgoing rate limit, if configured.
+    pub throttle: Option<Arc<service::Throttle>>,
+}
+
+pub(crate) fn now_secs() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
 /// A running node or edge.
@@ -139,6 +150,9 @@ impl EdgeServer {
             push_token: std::sync::Mutex::new(None),
             fetcher,
             revoked: Default::default(),
+            verified: moka::sync::Cache::builder().max_capacity(100_000).time_to_live(Duration::from_secs(600)).build(),
+            http: service::HttpMetrics::default(),
+            throttle: config.rate_limit.map(|r| Arc::new(service::Throttle::new(r.0))),
         });
         let opts = ServerOptions {
             https: config.listen.https,
@@ -147,8 +161,7 @@ impl EdgeServer {
             max_body: 80 << 20,
             drain: Duration::from_secs(10),
         };
-        let h = inner.clone();
-        let server = HttpServer::bind(opts, tranzcast_net::handler(move |req, cx| api::handle(h.clone(), req, cx))).await?;
+        let server = HttpServer::bind(opts, service::handler(inner.clone())).await?;
         let me = server.https_addr;
         if let Err(e) = pull_revocations(&http, &inner).await {
             tracing::warn!(error = %e, "cannot pull revocations yet");
