@@ -11,6 +11,7 @@ use tranzcast_proto::manifest::SignedManifest;
 use tranzcast_proto::{BlobAddress, TitleId};
 
 use crate::Inner;
+use crate::access::Credentials;
 
 fn json_response(status: StatusCode, v: &Value) -> Response<Body> {
     let mut r = Response::new(full(v.to_string()));
@@ -52,6 +53,9 @@ pub(crate) async fn handle(inner: Arc<Inner>, req: Request<Bytes>) -> Response<B
         inner.blob_requests.fetch_add(1, Ordering::Relaxed);
         return blob(inner.clone(), hash, &req).await.unwrap_or_else(Response::from);
     }
+    if let (&Method::GET, ["", "v1", "titles", id, "manifest"]) = (req.method(), parts.as_slice()) {
+        return title_manifest(&inner, id).await.unwrap_or_else(Response::from);
+    }
     let i2 = inner.clone();
     tokio::task::spawn_blocking(move || route(&i2, &req)).await.unwrap_or_else(|e| internal(e).into())
 }
@@ -65,6 +69,7 @@ fn route(inner: &Inner, req: &Request<Bytes>) -> Response<Body> {
         }
         (&Method::GET, ["", "metrics"]) => Ok(metrics(inner)),
         (&Method::GET, ["", "v1", "pulse"]) => pulse(inner, req.uri().query().unwrap_or("")),
+        (&Method::GET, ["", "v1", "demand"]) => Ok(demand(inner)),
         (&Method::GET, ["", "v1", "outboards", hash]) => outboard(inner, hash),
         (&Method::PUT, ["", "v1", "blobs", hash]) => put_blob(inner, hash, req.body()),
         (&Method::POST, ["", "v1", "staging", "missing"]) => missing(inner, req.body()),
@@ -102,11 +107,21 @@ async fn blob(inner: Arc<Inner>, hash: &str, req: &Request<Bytes>) -> Reply {
         crate::access::allow_blob(c, crate::access::blob_title(prefix).as_ref())
             .map_err(|(status, code, reason)| error(StatusCode::from_u16(status).unwrap_or(StatusCode::FORBIDDEN), code, reason))
     };
-    let i2 = inner.clone();
-    let held = tokio::task::spawn_blocking(move || i2.store.get(&a)).await.map_err(internal)?.map_err(internal)?;
+    let edge = req.headers().get("x-tranzcast-edge").and_then(|v| v.to_str().ok()).filter(|_| creds == Some(Credentials::Cluster));
+    // Hot blobs come from memory without a trip to the blocking pool.
+    let held = match inner.store.get_cached(&a) {
+        Some(b) => Some(b),
+        None => {
+            let i2 = inner.clone();
+            tokio::task::spawn_blocking(move || i2.store.get(&a)).await.map_err(internal)?.map_err(internal)?
+        }
+    };
     if let Some(mut b) = held {
-        check(&b[..b.len().min(72)])?;
+        let prefix = &b[..b.len().min(72)];
+        check(prefix)?;
         inner.hits.fetch_add(1, Ordering::Relaxed);
+        crate::mirror::touched(&inner, &a);
+        crate::mirror::record(&inner, prefix, edge);
         if inner.config.fault_corrupt_blobs && b.len() > 1 {
             let mut v = b.to_vec();
             let mid = v.len() / 2;
@@ -120,24 +135,17 @@ async fn blob(inner: Arc<Inner>, hash: &str, req: &Request<Bytes>) -> Reply {
     }
     inner.misses.fetch_add(1, Ordering::Relaxed);
     let i3 = inner.clone();
-    let flight = inner
-        .fetcher
-        .join(a, move |bytes, ob| {
-            if let Err(e) = i3.store.put_hashed(&a, &bytes, &ob, tranzcast_store::Durability::Sync) {
-                tracing::error!(blob = %a, error = %e, "cannot store a fetched blob");
-            }
-        })
-        .await
-        .map_err(|e| {
-            if e.contains("not there") {
-                error(StatusCode::NOT_FOUND, "unknown_blob", format!("no blob {a} upstream"))
-            } else {
-                error(StatusCode::BAD_GATEWAY, "upstream", e)
-            }
-        })?;
+    let flight = inner.fetcher.join(a, move |bytes, ob| crate::mirror::keep(&i3, &a, &bytes, Some(&ob), false)).await.map_err(|e| {
+        if e.contains("not there") {
+            error(StatusCode::NOT_FOUND, "unknown_blob", format!("no blob {a} upstream"))
+        } else {
+            error(StatusCode::BAD_GATEWAY, "upstream", e)
+        }
+    })?;
     // The title is in the blob's first bytes: check once they are verified.
     let prefix = flight.prefix(72).await.map_err(|e| error(StatusCode::BAD_GATEWAY, "upstream", e))?;
     check(&prefix)?;
+    crate::mirror::record(&inner, &prefix, edge);
     let len = flight.len;
     Ok(tranzcast_net::ranged::respond_from(
         req.method(),
@@ -147,6 +155,35 @@ async fn blob(inner: Arc<Inner>, hash: &str, req: &Request<Bytes>) -> Reply {
         &etag,
         "application/octet-stream",
     ))
+}
+
+/// A title's signed manifest (public), fetched from upstream and kept when not held.
+async fn title_manifest(inner: &Arc<Inner>, id: &str) -> Reply {
+    let t = TitleId::new(id).map_err(|e| error(StatusCode::BAD_REQUEST, "bad_title", e.to_string()))?;
+    let b = crate::mirror::manifest_bytes(inner, &t)
+        .await
+        .map_err(internal)?
+        .ok_or_else(|| error(StatusCode::NOT_FOUND, "unknown_title", format!("no title {t}")))?;
+    let mut r = Response::new(full(b));
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
+    Ok(r)
+}
+
+/// Titles with demand in the last minute, hottest first.
+fn demand(inner: &Inner) -> Response<Body> {
+    let heat = inner.demand.lock().map(|d| d.heat(std::time::Instant::now())).unwrap_or_default();
+    let hot = inner.config.mirroring.hot_requests_per_min;
+    let titles: Vec<Value> = heat
+        .iter()
+        .map(|h| {
+            json!({"title": h.title.as_str(), "last_minute": h.last_minute, "total": h.total, "hot": h.last_minute >= hot,
+                   "top_segments": h.top_segments.iter().map(|(s, n)| json!({"segment": s, "requests": n})).collect::<Vec<_>>()})
+        })
+        .collect();
+    json_response(
+        StatusCode::OK,
+        &json!({"hot_requests_per_min": hot, "prefetch_segments": inner.config.mirroring.prefetch_segments, "titles": titles}),
+    )
 }
 
 fn outboard(inner: &Inner, hash: &str) -> Reply {
@@ -164,7 +201,8 @@ fn put_blob(inner: &Inner, hash: &str, body: &Bytes) -> Reply {
     if let Err(e) = a.verify(body) {
         return Err(error(StatusCode::UNPROCESSABLE_ENTITY, "hash_mismatch", e.to_string()));
     }
-    inner.store.put(body).map_err(internal)?;
+    // A node pins what the origin stages; edges and peers keep pushes like fetches.
+    crate::mirror::keep(inner, &a, body, None, inner.config.role == tranzcast_config::EdgeRole::Node);
     inner.staged_blobs.fetch_add(1, Ordering::Relaxed);
     inner.staged_bytes.fetch_add(body.len() as u64, Ordering::Relaxed);
     Ok(json_response(StatusCode::CREATED, &json!({"stored": a.to_hex()})))
@@ -184,7 +222,8 @@ fn missing(inner: &Inner, body: &Bytes) -> Reply {
     let mut out = Vec::new();
     for h in &ask.blobs {
         let a = parse_address(h)?;
-        if !inner.store.has(&a).map_err(internal)? {
+        // A blob on its way here is not missing: a push would only race the fetch.
+        if !inner.store.has(&a).map_err(internal)? && !inner.fetcher.is_in_air(&a) {
             out.push(a.to_hex());
         }
     }
@@ -265,6 +304,7 @@ fn metrics(inner: &Inner) -> Response<Body> {
         ("edge_blob_requests_total", inner.blob_requests.load(Ordering::Relaxed)),
         ("edge_hits_total", inner.hits.load(Ordering::Relaxed)),
         ("edge_misses_total", inner.misses.load(Ordering::Relaxed)),
+        ("edge_shed_requests_total", inner.shed.load(Ordering::Relaxed)),
         ("edge_upstream_fetches_total", f.flights.load(Ordering::Relaxed)),
         ("edge_coalesced_waiters_total", f.coalesced.load(Ordering::Relaxed)),
         ("edge_upstream_demoted_total", f.demoted.load(Ordering::Relaxed)),
@@ -282,7 +322,30 @@ fn metrics(inner: &Inner) -> Response<Body> {
         ));
         out.push_str(&format!("# TYPE edge_cache_hits_total counter\nedge_cache_hits_total {}\n# TYPE edge_cache_misses_total counter\nedge_cache_misses_total {}\n", s.cache_hits, s.cache_misses));
     }
-    inner.http.render(&mut out);
+    let m = &inner.mirror;
+    for (name, v) in [
+        ("edge_evicted_blobs_total", m.evicted.load(Ordering::Relaxed)),
+        ("edge_evicted_bytes_total", m.evicted_bytes.load(Ordering::Relaxed)),
+        ("edge_refused_blobs_total", m.refused.load(Ordering::Relaxed)),
+        ("edge_prefetched_segments_total", m.prefetched.load(Ordering::Relaxed)),
+        ("edge_pushed_segments_total", m.pushed.load(Ordering::Relaxed)),
+    ] {
+        out.push_str(&format!("# TYPE {name} counter\n{name} {v}\n"));
+    }
+    if let Ok(r) = inner.residency.lock() {
+        out.push_str(&format!(
+            "# TYPE edge_resident_bytes gauge\nedge_resident_bytes {}\n# TYPE edge_disk_budget_bytes gauge\nedge_disk_budget_bytes {}\n",
+            r.used(),
+            inner.config.store.disk_bytes.0
+        ));
+    }
+    out.push_str("# HELP edge_parent_rtt_seconds Round trip of the last pulse to each parent (absent: no answer).\n# TYPE edge_parent_rtt_seconds gauge\n");
+    for (url, probe) in inner.fetcher.parent_view() {
+        if let Some((rtt, _)) = probe {
+            out.push_str(&format!("edge_parent_rtt_seconds{{parent=\"{url}\"}} {}\n", rtt.as_secs_f64()));
+        }
+    }
+    inner.http_metrics.render(&mut out);
     let mut r = Response::new(full(out));
     r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"));
     r

@@ -7,8 +7,9 @@
 //! start) and every group can be checked on arrival. A source that sends a
 //! bad group, fails or stalls is demoted for a while and the fetch resumes
 //! at the next source from the last verified byte (`Range: bytes=N-`).
-//! Sources: the configured parents in order, then the origin. Only a wholly
-//! verified blob is stored.
+//! Sources: the parents (configured, or the origin's nodes when none are),
+//! best first by their last pulse (healthy, low round trip, little load),
+//! then the origin. Only a wholly verified blob is stored.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -128,7 +129,13 @@ type Starting = Arc<tokio::sync::OnceCell<Result<Arc<Flight>, String>>>;
 /// The single-flight table and the upstream sources.
 pub struct Fetcher {
     http: reqwest::Client,
-    sources: Vec<String>,
+    /// Parent nodes, best first after each probe.
+    parents: std::sync::RwLock<Vec<String>>,
+    origin: String,
+    /// Last probe of each parent: round trip and requests in flight there; None if it failed.
+    probes: Mutex<HashMap<String, Option<(Duration, i64)>>>,
+    /// This server's URL, sent to parents so a node knows where to push hot segments.
+    pub me: std::sync::OnceLock<String>,
     cluster_token: String,
     timeout: Duration,
     flights: Mutex<HashMap<BlobAddress, Starting>>,
@@ -141,16 +148,19 @@ pub struct Fetcher {
 
 impl std::fmt::Debug for Fetcher {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Fetcher").field("sources", &self.sources).finish_non_exhaustive()
+        f.debug_struct("Fetcher").field("origin", &self.origin).finish_non_exhaustive()
     }
 }
 
 impl Fetcher {
-    /// Sources are tried in order (parents, then the origin).
-    pub fn new(http: reqwest::Client, sources: Vec<String>, cluster_token: String, timeout: Duration) -> Self {
+    /// Parents are tried before the origin.
+    pub fn new(http: reqwest::Client, parents: Vec<String>, origin: String, cluster_token: String, timeout: Duration) -> Self {
         Self {
             http,
-            sources,
+            parents: std::sync::RwLock::new(parents),
+            origin,
+            probes: Mutex::default(),
+            me: std::sync::OnceLock::new(),
             cluster_token,
             timeout,
             flights: Mutex::default(),
@@ -168,12 +178,85 @@ impl Fetcher {
         }
     }
 
+    /// Parents by their last pulse, then the origin; demoted sources last.
     fn ordered_sources(&self) -> Vec<String> {
         let now = Instant::now();
         let demoted = self.demoted.lock().map(|d| d.clone()).unwrap_or_default();
+        let mut sources = self.parents.read().map(|p| p.clone()).unwrap_or_default();
+        sources.push(self.origin.clone());
         let (good, bad): (Vec<_>, Vec<_>) =
-            self.sources.iter().cloned().partition(|s| demoted.get(s).is_none_or(|t| now.duration_since(*t) > DEMOTION));
+            sources.into_iter().partition(|s| demoted.get(s).is_none_or(|t| now.duration_since(*t) > DEMOTION));
         good.into_iter().chain(bad).collect()
+    }
+
+    /// Every source in the order a fetch tries them.
+    pub fn sources(&self) -> Vec<String> {
+        self.ordered_sources()
+    }
+
+    /// Replaces the parent set (learned from the origin's cluster view).
+    pub fn set_parents(&self, parents: Vec<String>) {
+        if let Ok(mut p) = self.parents.write()
+            && *p != parents
+        {
+            tracing::info!(?parents, "parents changed");
+            *p = parents;
+        }
+    }
+
+    /// Pulses every parent and orders them: answering ones first, by round
+    /// trip plus a millisecond per request in flight there (a busy parent is
+    /// slower whatever its distance); silent ones last.
+    pub async fn probe_parents(&self) {
+        let parents = self.parents.read().map(|p| p.clone()).unwrap_or_default();
+        let probes = futures_util::future::join_all(parents.iter().map(|p| async move {
+            let t = Instant::now();
+            let r = tokio::time::timeout(self.timeout, self.http.get(format!("{p}/v1/pulse")).send()).await;
+            let v: Option<serde_json::Value> = match r {
+                Ok(Ok(r)) if r.status().is_success() => r.json().await.ok(),
+                _ => None,
+            };
+            let probe = v.filter(|v| v["health"] == "ok").map(|v| (t.elapsed(), v["load"]["in_flight"].as_i64().unwrap_or(0)));
+            (p.clone(), probe)
+        }))
+        .await;
+        let score = |p: &Option<(Duration, i64)>| p.map_or(u128::MAX, |(rtt, busy)| rtt.as_micros() + busy.max(0) as u128 * 1000);
+        let mut ordered = probes.clone();
+        ordered.sort_by_key(|(_, p)| score(p));
+        if let Ok(mut p) = self.parents.write() {
+            // Only reorder the set probed (it may have changed meanwhile).
+            if p.len() == ordered.len() && ordered.iter().all(|(u, _)| p.contains(u)) {
+                *p = ordered.iter().map(|(u, _)| u.clone()).collect();
+            }
+        }
+        if let Ok(mut m) = self.probes.lock() {
+            *m = probes.into_iter().collect();
+        }
+    }
+
+    /// The parents with their last probe (round trip, in flight), best first.
+    pub fn parent_view(&self) -> Vec<(String, Option<(Duration, i64)>)> {
+        let probes = self.probes.lock().map(|m| m.clone()).unwrap_or_default();
+        self.parents
+            .read()
+            .map(|p| p.clone())
+            .unwrap_or_default()
+            .into_iter()
+            .map(|u| (u.clone(), probes.get(&u).copied().flatten()))
+            .collect()
+    }
+
+    /// Whether a fetch of `addr` is in the air.
+    pub fn is_in_air(&self, addr: &BlobAddress) -> bool {
+        self.flights.lock().is_ok_and(|f| f.contains_key(addr))
+    }
+
+    fn upstream(&self, url: String) -> reqwest::RequestBuilder {
+        let req = self.http.get(url).bearer_auth(&self.cluster_token);
+        match self.me.get() {
+            Some(me) => req.header("x-tranzcast-edge", me),
+            None => req,
+        }
     }
 
     /// Joins the flight for `addr`, starting it if none is in the air. Returns
@@ -216,13 +299,10 @@ impl Fetcher {
     }
 
     async fn outboard_from(&self, source: &str, addr: &BlobAddress) -> Result<Outboard, String> {
-        let r = tokio::time::timeout(
-            self.timeout,
-            self.http.get(format!("{source}/v1/outboards/{addr}")).bearer_auth(&self.cluster_token).send(),
-        )
-        .await
-        .map_err(|_| "timeout".to_string())?
-        .map_err(|e| e.to_string())?;
+        let r = tokio::time::timeout(self.timeout, self.upstream(format!("{source}/v1/outboards/{addr}")).send())
+            .await
+            .map_err(|_| "timeout".to_string())?
+            .map_err(|e| e.to_string())?;
         if r.status().as_u16() == 404 {
             return Err("not there".into());
         }
@@ -317,7 +397,7 @@ impl Fetcher {
     }
 
     async fn pull_from(&self, source: &str, addr: &BlobAddress, ob: &Outboard, f: &Flight, from: u64) -> Result<(), String> {
-        let mut req = self.http.get(format!("{source}/v1/blobs/{addr}")).bearer_auth(&self.cluster_token);
+        let mut req = self.upstream(format!("{source}/v1/blobs/{addr}"));
         if from > 0 {
             req = req.header("range", format!("bytes={from}-"));
         }

@@ -18,7 +18,10 @@
 
 pub mod access;
 mod api;
+pub mod demand;
 pub mod fetch;
+mod mirror;
+pub mod residency;
 mod service;
 
 use std::sync::Arc;
@@ -58,6 +61,8 @@ pub(crate) struct Inner {
     pub blob_requests: AtomicU64,
     pub hits: AtomicU64,
     pub misses: AtomicU64,
+    /// Requests refused with 503 because too many were in hand.
+    pub shed: AtomicU64,
     /// Requests being handled now.
     pub in_flight: std::sync::atomic::AtomicI64,
     /// Body bytes of blob responses produced.
@@ -73,9 +78,19 @@ pub(crate) struct Inner {
     /// Credentials whose signature was verified, by blake3 of the header value.
     pub verified: moka::sync::Cache<[u8; 32], access::Credentials>,
     /// Requests, bytes and latency by protocol and status.
-    pub http: service::HttpMetrics,
+    pub http_metrics: service::HttpMetrics,
     /// The outgoing rate limit, if configured.
     pub throttle: Option<Arc<service::Throttle>>,
+    /// What stays on disk within the budget.
+    pub residency: std::sync::Mutex<residency::Residency>,
+    /// Demand per title and segment.
+    pub demand: std::sync::Mutex<demand::Demand>,
+    /// Eviction and mirroring counters.
+    pub mirror: mirror::MirrorStats,
+    /// HTTPS client trusting the cluster's CA (origin, parents, pushes).
+    pub http: reqwest::Client,
+    /// Titles whose manifest an edge holds or is fetching (so pulses can report bitmaps).
+    pub manifests_known: std::sync::Mutex<std::collections::HashSet<tranzcast_proto::TitleId>>,
 }
 
 pub(crate) fn now_secs() -> u64 {
@@ -131,9 +146,13 @@ impl EdgeServer {
             Some(k) => parse_key(k)?,
             None => fetch_origin_key(&http, &config.origin).await?,
         };
-        let mut sources = config.parents.clone();
-        sources.push(config.origin.clone());
-        let fetcher = Arc::new(fetch::Fetcher::new(http.clone(), sources, config.cluster_token.clone(), config.upstream_timeout.0));
+        let fetcher = Arc::new(fetch::Fetcher::new(
+            http.clone(),
+            config.parents.clone(),
+            config.origin.clone(),
+            config.cluster_token.clone(),
+            config.upstream_timeout.0,
+        ));
         let inner = Arc::new(Inner {
             store,
             config: config.clone(),
@@ -145,15 +164,26 @@ impl EdgeServer {
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
             in_flight: std::sync::atomic::AtomicI64::new(0),
+            shed: AtomicU64::new(0),
             bytes_out: AtomicU64::new(0),
             out_rate: std::sync::Mutex::new((std::time::Instant::now(), 0, 0.0)),
             push_token: std::sync::Mutex::new(None),
             fetcher,
             revoked: Default::default(),
             verified: moka::sync::Cache::builder().max_capacity(100_000).time_to_live(Duration::from_secs(600)).build(),
-            http: service::HttpMetrics::default(),
+            http_metrics: service::HttpMetrics::default(),
             throttle: config.rate_limit.map(|r| Arc::new(service::Throttle::new(r.0))),
+            residency: std::sync::Mutex::new(residency::Residency::new(config.store.disk_bytes.0)),
+            demand: std::sync::Mutex::new(demand::Demand::new(
+                config.mirroring.hot_requests_per_min,
+                config.mirroring.prefetch_segments,
+                std::time::Instant::now(),
+            )),
+            mirror: mirror::MirrorStats::default(),
+            http: http.clone(),
+            manifests_known: Default::default(),
         });
+        mirror::load_residency(&inner)?;
         let opts = ServerOptions {
             https: config.listen.https,
             plain: config.listen.plain,
@@ -163,6 +193,9 @@ impl EdgeServer {
         };
         let server = HttpServer::bind(opts, service::handler(inner.clone())).await?;
         let me = server.https_addr;
+        if config.role == EdgeRole::Edge {
+            let _ = inner.fetcher.me.set(advertised_url(&config, me));
+        }
         if let Err(e) = pull_revocations(&http, &inner).await {
             tracing::warn!(error = %e, "cannot pull revocations yet");
         }
@@ -182,6 +215,15 @@ impl EdgeServer {
                 }
                 if let Err(e) = pull_revocations(&http, &hb_inner).await {
                     tracing::warn!(error = %e, "cannot pull revocations");
+                }
+                if hb_inner.config.role == EdgeRole::Edge {
+                    if hb_inner.config.parents.is_empty() {
+                        match cluster_nodes(&http, &hb_inner.config.origin).await {
+                            Ok(nodes) => hb_inner.fetcher.set_parents(nodes),
+                            Err(e) => tracing::warn!(error = %e, "cannot learn the cluster's nodes"),
+                        }
+                    }
+                    hb_inner.fetcher.probe_parents().await;
                 }
             }
         });
@@ -231,7 +273,7 @@ async fn join(http: &reqwest::Client, inner: &Inner, me: std::net::SocketAddr) -
     };
     let body = serde_json::json!({
         "name": inner.config.name, "role": role,
-        "https": inner.config.public_url.clone().unwrap_or_else(|| format!("https://localhost:{}", me.port())),
+        "https": advertised_url(&inner.config, me),
         "h3": me.to_string(), "load": 0.0,
     });
     let req = http.post(format!("{}/v1/cluster/heartbeat", inner.config.origin)).json(&body);
@@ -251,6 +293,24 @@ async fn join(http: &reqwest::Client, inner: &Inner, me: std::net::SocketAddr) -
         *slot = Some(t.to_string());
     }
     Ok(())
+}
+
+/// The URL others reach this server at.
+fn advertised_url(config: &EdgeConfig, me: std::net::SocketAddr) -> String {
+    config.public_url.clone().unwrap_or_else(|| format!("https://localhost:{}", me.port()))
+}
+
+/// The live nodes in the origin's cluster view (an edge's parents when none are configured).
+async fn cluster_nodes(http: &reqwest::Client, origin: &str) -> Result<Vec<String>, EdgeError> {
+    let r = http.get(format!("{origin}/v1/cluster")).send().await.map_err(|e| EdgeError::Origin(e.to_string()))?;
+    let v: serde_json::Value = r.json().await.map_err(|e| EdgeError::Origin(e.to_string()))?;
+    Ok(v["members"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|m| m["role"] == "node")
+        .filter_map(|m| m["https"].as_str().map(str::to_string))
+        .collect())
 }
 
 async fn pull_revocations(http: &reqwest::Client, inner: &Inner) -> Result<(), EdgeError> {

@@ -4,6 +4,7 @@
 //! ```text
 //! Observe       span, metrics by protocol and status, latency, bytes out, throttle
 //!   Shed        503 at once when `limits.max_concurrent_requests` are in hand
+//!               (bodies still streaming count; health and metrics are exempt)
 //!   Timeout     504 when no response head within `limits.request_timeout`
 //!   Authenticate  credentials for blob reads, tokens for writes
 //!     routes    api.rs
@@ -43,8 +44,7 @@ pub(crate) fn handler(inner: Arc<Inner>) -> tranzcast_net::Handler {
     });
     let stack = ServiceBuilder::new()
         .layer(ObserveLayer(inner.clone()))
-        .load_shed()
-        .concurrency_limit(limits.max_concurrent_requests as usize)
+        .layer(ShedLayer(inner.clone()))
         .timeout(limits.request_timeout.0)
         .layer(AuthenticateLayer(inner))
         .service(routes);
@@ -73,11 +73,6 @@ fn error_response(status: StatusCode, code: &str, reason: &str) -> Response<Body
 fn overload_answer(r: Result<Response<Body>, BoxError>) -> Result<Response<Body>, Infallible> {
     Ok(match r {
         Ok(r) => r,
-        Err(e) if e.is::<tower::load_shed::error::Overloaded>() => {
-            let mut r = error_response(StatusCode::SERVICE_UNAVAILABLE, "overloaded", "too many requests in hand; try another source");
-            r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-            r
-        }
         Err(e) if e.is::<tower::timeout::error::Elapsed>() => {
             error_response(StatusCode::GATEWAY_TIMEOUT, "timeout", "no answer within the request timeout")
         }
@@ -280,7 +275,7 @@ where
                     Err(never) => match never {},
                 };
                 let status = resp.status();
-                state.http.head[proto_index(protocol)].observe(started.elapsed());
+                state.http_metrics.head[proto_index(protocol)].observe(started.elapsed());
                 if status.is_server_error() {
                     tracing::warn!(status = status.as_u16(), "answered");
                 } else {
@@ -389,11 +384,62 @@ impl HttpBody for Metered {
 
 impl Drop for Metered {
     fn drop(&mut self) {
-        let m = &self.state.http;
+        let m = &self.state.http_metrics;
         m.requests[self.slot].fetch_add(1, Ordering::Relaxed);
         m.bytes[self.slot].fetch_add(self.sent, Ordering::Relaxed);
         m.whole[proto_index(self.protocol)].observe(self.started.elapsed());
         self.state.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+// ---------------------------------------------------------------- shed
+
+#[derive(Clone)]
+struct ShedLayer(Arc<Inner>);
+
+impl<S> Layer<S> for ShedLayer {
+    type Service = Shed<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        Shed { inner, state: self.0.clone() }
+    }
+}
+
+/// Refuses work beyond `limits.max_concurrent_requests` requests in hand,
+/// counted by [`Observe`] from arrival to the end of the body (a slow body
+/// holds its place as much as a slow head does).
+#[derive(Clone)]
+struct Shed<S> {
+    inner: S,
+    state: Arc<Inner>,
+}
+
+impl<S> Service<Request<Bytes>> for Shed<S>
+where
+    S: Service<Request<Bytes>, Response = Response<Body>> + Clone + Send + 'static,
+    S::Error: Into<BoxError>,
+    S::Future: Send,
+{
+    type Response = Response<Body>;
+    type Error = BoxError;
+    type Future = BoxFuture<Result<Response<Body>, BoxError>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, req: Request<Bytes>) -> Self::Future {
+        let exempt = matches!(req.uri().path(), "/healthz" | "/metrics");
+        let max = i64::from(self.state.config.limits.max_concurrent_requests);
+        // Observe has counted this request already.
+        if !exempt && self.state.in_flight.load(Ordering::Relaxed) > max {
+            self.state.shed.fetch_add(1, Ordering::Relaxed);
+            let mut r = error_response(StatusCode::SERVICE_UNAVAILABLE, "overloaded", "too many requests in hand; try another source");
+            r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            return Box::pin(async move { Ok(r) });
+        }
+        let clone = self.inner.clone();
+        let mut ready = std::mem::replace(&mut self.inner, clone);
+        Box::pin(async move { ready.call(req).await.map_err(Into::into) })
     }
 }
 

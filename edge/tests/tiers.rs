@@ -4,118 +4,14 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
-use tranzcast_config::{EdgeConfig, Layers, OriginConfig};
 use tranzcast_edge::{EdgeServer, EdgeTls};
-use tranzcast_ingest::{IngestOptions, ingest};
 use tranzcast_origin::Origin;
-use tranzcast_proto::manifest::SignedManifest;
-use tranzcast_proto::{BlobAddress, TitleId};
 use tranzcast_store::{BlobStore, StoreOptions};
 
-const CLUSTER: &str = "test-cluster-token-0123456789";
-
-fn origin_config(data: &Path, port: u16) -> OriginConfig {
-    Layers::new("origin")
-        .overrides(&[
-            format!("data_dir={}", data.display()),
-            "storefront_token=test-storefront-token-0123456789".into(),
-            format!("cluster_token={CLUSTER}"),
-            format!("listen.https=127.0.0.1:{port}"),
-            "staging_interval=200ms".into(),
-        ])
-        .unwrap()
-        .build()
-        .unwrap()
-}
-
-fn edge_config(role: &str, name: &str, data: &Path, origin_port: u16, parents: &[String], port: u16, corrupt: bool) -> EdgeConfig {
-    let mut sets = vec![
-        format!("role={role}"),
-        format!("name={name}"),
-        format!("data_dir={}", data.display()),
-        format!("origin=https://localhost:{origin_port}"),
-        format!("cluster_token={CLUSTER}"),
-        format!("listen.https=127.0.0.1:{port}"),
-        "heartbeat=200ms".into(),
-        "upstream_timeout=2s".into(),
-        format!("fault_corrupt_blobs={corrupt}"),
-    ];
-    if !parents.is_empty() {
-        sets.push(format!("parents=[{}]", parents.iter().map(|p| format!("\"{p}\"")).collect::<Vec<_>>().join(",")));
-    }
-    Layers::new("edge").overrides(&sets).unwrap().build().unwrap()
-}
-
-/// Ingests a 3-segment title (1 MiB segments) and returns its plaintext-free blob list.
-fn setup(dir: &Path) -> (Vec<BlobAddress>, Vec<Vec<u8>>) {
-    let store = BlobStore::open(&dir.join("origin"), StoreOptions::default()).unwrap();
-    let input = dir.join("film.bin");
-    std::fs::write(&input, (0..3u32 << 20).map(|i| (i.wrapping_mul(2_654_435_761) >> 11) as u8).collect::<Vec<_>>()).unwrap();
-    let mut o = IngestOptions::new(TitleId::new("film").unwrap());
-    o.segment_size = Some(1 << 20);
-    ingest(&store, &input, &o).unwrap();
-    let mut o = IngestOptions::new(TitleId::new("other").unwrap());
-    o.segment_size = Some(1 << 20);
-    ingest(&store, &input, &o).unwrap();
-    let m = store.title_manifest(&TitleId::new("film").unwrap()).unwrap().unwrap();
-    let segs = SignedManifest::decode(&store.get(&m).unwrap().unwrap()).unwrap().manifest.segments;
-    let bytes = segs.iter().map(|s| store.get(s).unwrap().unwrap().to_vec()).collect();
-    (segs, bytes)
-}
-
-/// A customer buys `title` and plays it: returns `(certificate, ticket serial)` from the real origin.
-async fn certificate(http: &reqwest::Client, origin: &str, title: &str) -> (String, String) {
-    let tok = "test-storefront-token-0123456789";
-    let c: serde_json::Value = http
-        .post(format!("{origin}/v1/customers"))
-        .bearer_auth(tok)
-        .json(&serde_json::json!({"name": "v"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let o: serde_json::Value = http
-        .post(format!("{origin}/v1/orders"))
-        .bearer_auth(tok)
-        .json(&serde_json::json!({"customer": c["customer"], "title": title, "kind": "rent", "plays": 5, "hours": 1}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let p: serde_json::Value = http
-        .post(format!("{origin}/v1/play"))
-        .json(&serde_json::json!({"ticket": o["ticket"]}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    (format!("Tranzcast {}", p["certificate"].as_str().unwrap()), o["serial"].as_str().unwrap().to_string())
-}
-
-async fn wait_staged(origin: &Origin, nodes: &[&str]) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !nodes.iter().all(|n| origin.staging_status().get(*n).and_then(|t| t.get("film")).is_some_and(|p| p.complete)) {
-        assert!(Instant::now() < deadline, "staging incomplete: {:?}", origin.staging_status());
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-async fn metric(http: &reqwest::Client, base: &str, name: &str) -> u64 {
-    let text = http.get(format!("{base}/metrics")).send().await.unwrap().text().await.unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix(&format!("{name} ")))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| panic!("{name} not in {text}"))
-}
+mod common;
+use common::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn coalescing_and_failover_across_tiers() {
@@ -182,9 +78,14 @@ async fn coalescing_and_failover_across_tiers() {
         .unwrap();
     assert_eq!(r.bytes().await.unwrap()[..], bytes[0][100..200]);
 
-    // The edge's pulse: 500 answers' bytes out, nothing in the air. (Its segment
-    // bitmap needs the title's manifest, which edges do not fetch yet; the
-    // node, which holds the set, reports every segment.)
+    // The edge's pulse: 500 answers' bytes out, nothing in the air; the
+    // manifest it fetched on the first request gives its bitmap (segment 0
+    // only); the node, which holds the set, reports every segment.
+    eventually(10, "the edge's bitmap", || async {
+        let p: serde_json::Value = http.get(format!("{edge_url}/v1/pulse?title=film")).send().await.unwrap().json().await.unwrap();
+        p["segments"]["bitmap"] == "80" && p["segments"]["held"] == 1 && p["segments"]["total"] == 3
+    })
+    .await;
     let pulse: serde_json::Value = http.get(format!("{edge_url}/v1/pulse?title=film")).send().await.unwrap().json().await.unwrap();
     assert_eq!(pulse["role"], "edge");
     assert!(pulse["load"]["bytes_out_total"].as_u64().unwrap() >= 500 * bytes[0].len() as u64, "{pulse}");
@@ -277,6 +178,9 @@ async fn lying_parent_is_caught_and_nothing_bad_is_stored() {
     liar.shutdown().await;
     origin.shutdown().await;
     let store = BlobStore::open(&edata, StoreOptions::default()).unwrap();
-    assert_eq!(store.list().unwrap().len(), 1);
+    // The segment, and the title's manifest (signed by the origin; fetched for pulses).
+    let manifests: Vec<_> = store.titles().unwrap().into_iter().map(|(_, m)| m).collect();
+    let blobs: Vec<_> = store.list().unwrap().into_iter().map(|(a, _)| a).filter(|a| !manifests.contains(a)).collect();
+    assert_eq!(blobs, vec![segs[0]]);
     assert!(store.get(&segs[0]).unwrap().unwrap()[..] == bytes[0][..], "what the edge stored verifies");
 }

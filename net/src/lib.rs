@@ -5,11 +5,13 @@
 //! - [`server`]: [`HttpServer`]: HTTP/1.1 and HTTP/2 over TLS on TCP and
 //!   HTTP/3 on UDP, on the same port number, plus an optional plain-HTTP
 //!   listener; one handler behind all of them; graceful shutdown.
+//! - [`push`]: ask-then-push of blobs between servers.
 //! - [`client`]: HTTPS (reqwest, h1/h2) and HTTP/3 (quinn + h3) clients that
 //!   trust a given CA.
 
 pub mod client;
 mod error;
+pub mod push;
 pub mod ranged;
 pub mod server;
 pub mod tls;

@@ -125,6 +125,7 @@ fn route_label(method: &Method, path: &str) -> &'static str {
         (_, ["", "v1", "play"]) => "play",
         (_, ["", "v1", "titles"]) => "titles",
         (_, ["", "v1", "titles", _]) => "title",
+        (_, ["", "v1", "titles", _, "manifest"]) => "manifest",
         (_, ["", "v1", "blobs", _]) => "blob",
         (_, ["", "v1", "revoke"]) => "revoke",
         (_, ["", "v1", "revocations"]) => "revocations",
@@ -174,6 +175,7 @@ fn route_request(inner: &Inner, req: &Request<Bytes>, cx: RequestContext) -> Api
         }
         (&Method::GET, ["", "v1", "titles"]) => titles(inner),
         (&Method::GET, ["", "v1", "titles", id]) => title(inner, id),
+        (&Method::GET, ["", "v1", "titles", id, "manifest"]) => title_manifest(inner, id),
         (&Method::GET | &Method::HEAD, ["", "v1", "blobs", hash]) => blob(inner, hash, req),
         (&Method::GET, ["", "v1", "outboards", hash]) => {
             let a = parse_address(hash)?;
@@ -473,6 +475,22 @@ fn title(inner: &Inner, id: &str) -> ApiResult {
     let (mut summary, bytes) = manifest_summary(inner, &t, &a)?;
     summary["manifest_blob"] = bytes.map(|b| Value::String(URL_SAFE_NO_PAD.encode(b))).unwrap_or(Value::Null);
     Ok(json_response(StatusCode::OK, &summary))
+}
+
+/// The signed manifest itself (public: it names blobs and is signed; the key is elsewhere).
+fn title_manifest(inner: &Inner, id: &str) -> ApiResult {
+    let t = TitleId::new(id).map_err(|e| ApiError::bad(e.to_string()))?;
+    let bytes = inner
+        .store
+        .title_manifest(&t)
+        .map_err(ApiError::internal)?
+        .and_then(|a| inner.store.get(&a).transpose())
+        .transpose()
+        .map_err(ApiError::internal)?
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "unknown_title", format!("no title {t}")))?;
+    let mut r = Response::new(full(bytes));
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
+    Ok(r)
 }
 
 fn parse_address(hash: &str) -> Result<BlobAddress, ApiError> {

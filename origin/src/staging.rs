@@ -83,7 +83,7 @@ async fn stage_node(inner: &Inner, http: &reqwest::Client, node: &Member) -> Res
     Ok(())
 }
 
-/// Asks `base` which of `blobs` it lacks and pushes those; returns how many it now holds.
+/// Asks `base` which of `blobs` it lacks and pushes those from the origin's store.
 pub(crate) async fn push_missing(
     inner: &Inner,
     http: &reqwest::Client,
@@ -91,31 +91,7 @@ pub(crate) async fn push_missing(
     token: &str,
     blobs: &[BlobAddress],
 ) -> Result<u64, String> {
-    let ask: Vec<String> = blobs.iter().map(BlobAddress::to_hex).collect();
-    let r = http
-        .post(format!("{base}/v1/staging/missing"))
-        .bearer_auth(token)
-        .json(&serde_json::json!({"blobs": ask}))
-        .send()
-        .await
-        .map_err(|e| format!("{base}: {e}"))?;
-    if !r.status().is_success() {
-        return Err(format!("{base}: missing: {}", r.status()));
-    }
-    let v: serde_json::Value = r.json().await.map_err(|e| e.to_string())?;
-    let missing: Vec<BlobAddress> =
-        v["missing"].as_array().ok_or("bad missing answer")?.iter().filter_map(|h| h.as_str()?.parse().ok()).collect();
-    let mut held = blobs.len() as u64 - missing.len() as u64;
-    for a in missing {
-        let bytes = inner.store.get(&a).map_err(|e| e.to_string())?.ok_or_else(|| format!("blob {a} missing at the origin"))?;
-        let r =
-            http.put(format!("{base}/v1/blobs/{a}")).bearer_auth(token).body(bytes).send().await.map_err(|e| format!("push {a}: {e}"))?;
-        if !r.status().is_success() {
-            return Err(format!("push {a}: {}", r.status()));
-        }
-        held += 1;
-    }
-    Ok(held)
+    tranzcast_net::push::push_missing(http, base, token, blobs, |a| inner.store.get(a).map_err(|e| e.to_string())).await
 }
 
 fn set(inner: &Inner, node: &str, title: &str, p: TitleProgress) {

@@ -300,8 +300,7 @@ impl BlobStore {
 
     /// The whole blob, verified against its address.
     pub fn get(&self, address: &BlobAddress) -> Result<Option<Bytes>, StoreError> {
-        if let Some(b) = self.cache.get(address) {
-            self.hits.fetch_add(1, Ordering::Relaxed);
+        if let Some(b) = self.get_cached(address) {
             return Ok(Some(b));
         }
         self.misses.fetch_add(1, Ordering::Relaxed);
@@ -319,6 +318,13 @@ impl BlobStore {
         let bytes = Bytes::copy_from_slice(&pinned);
         self.cache.insert(*address, bytes.clone());
         Ok(Some(bytes))
+    }
+
+    /// The blob if it is in the memory cache (no I/O: safe on an async thread).
+    pub fn get_cached(&self, address: &BlobAddress) -> Option<Bytes> {
+        let b = self.cache.get(address)?;
+        self.hits.fetch_add(1, Ordering::Relaxed);
+        Some(b)
     }
 
     /// Bytes `range` of the blob, verified.

@@ -1,0 +1,238 @@
+//! Keeping and mirroring (the I/O side of [`crate::residency`] and
+//! [`crate::demand`]): every blob that enters the store is admitted within the
+//! disk budget first; every segment request is recorded, and when its title
+//! is hot, an edge fetches the next segments from its parents and a node
+//! pushes them to the edge that asked. Policy and knobs: `docs/mirroring.md`.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use bytes::Bytes;
+use tranzcast_config::EdgeRole;
+use tranzcast_proto::manifest::{Manifest, SignedManifest};
+use tranzcast_proto::outboard::Outboard;
+use tranzcast_proto::{BlobAddress, TitleId};
+
+use crate::Inner;
+
+/// Counters for `/metrics`.
+#[derive(Debug, Default)]
+pub struct MirrorStats {
+    /// Blobs evicted to stay within the disk budget.
+    pub evicted: std::sync::atomic::AtomicU64,
+    /// Bytes evicted.
+    pub evicted_bytes: std::sync::atomic::AtomicU64,
+    /// Blobs not stored because they cannot fit beside the pinned set.
+    pub refused: std::sync::atomic::AtomicU64,
+    /// Segments an edge fetched ahead of demand.
+    pub prefetched: std::sync::atomic::AtomicU64,
+    /// Segments a node pushed to edges.
+    pub pushed: std::sync::atomic::AtomicU64,
+}
+
+/// Fills the resident set from what the store holds (at start). A node pins
+/// every blob of the titles it holds; everyone pins manifests (small, and
+/// they are what pulses and prefetches read).
+pub(crate) fn load_residency(inner: &Inner) -> Result<(), tranzcast_store::StoreError> {
+    let mut pinned = std::collections::HashSet::new();
+    for (_, manifest) in inner.store.titles()? {
+        pinned.insert(manifest);
+        if inner.config.role == EdgeRole::Node
+            && let Some(b) = inner.store.get(&manifest)?
+            && let Ok(sm) = SignedManifest::decode(&b)
+        {
+            pinned.extend(sm.manifest.segments);
+        }
+    }
+    let Ok(mut r) = inner.residency.lock() else { return Ok(()) };
+    for (a, len) in inner.store.list()? {
+        let ad = r.admit(a, len, pinned.contains(&a));
+        // Over budget at start (the budget was lowered): trim now.
+        for victim in ad.evict {
+            inner.store.delete(&victim)?;
+        }
+    }
+    Ok(())
+}
+
+/// Stores a verified blob that arrived from upstream or a push, within the
+/// budget. Blocking (RocksDB); call from the blocking pool.
+pub(crate) fn keep(inner: &Inner, a: &BlobAddress, bytes: &[u8], outboard: Option<&Outboard>, pinned: bool) {
+    let ad = match inner.residency.lock() {
+        Ok(mut r) => r.admit(*a, bytes.len() as u64, pinned),
+        Err(_) => return,
+    };
+    for victim in &ad.evict {
+        match inner.store.len_of(victim) {
+            Ok(Some(n)) => {
+                inner.mirror.evicted_bytes.fetch_add(n, Ordering::Relaxed);
+            }
+            Ok(None) => {}
+            Err(e) => tracing::warn!(blob = %victim, error = %e, "evict: cannot size"),
+        }
+        if let Err(e) = inner.store.delete(victim) {
+            tracing::error!(blob = %victim, error = %e, "cannot evict");
+        }
+        inner.mirror.evicted.fetch_add(1, Ordering::Relaxed);
+    }
+    if !ad.store {
+        inner.mirror.refused.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(blob = %a, "not kept: cannot fit beside the pinned set");
+        return;
+    }
+    let r = match outboard {
+        Some(ob) => inner.store.put_hashed(a, bytes, ob, tranzcast_store::Durability::Sync),
+        None => inner.store.put(bytes).map(|_| ()),
+    };
+    if let Err(e) = r {
+        tracing::error!(blob = %a, error = %e, "cannot store a blob");
+        if let Ok(mut res) = inner.residency.lock() {
+            res.remove(a);
+        }
+    }
+}
+
+/// A request was served from the store.
+pub(crate) fn touched(inner: &Inner, a: &BlobAddress) {
+    if let Ok(mut r) = inner.residency.lock() {
+        r.touch(a);
+    }
+}
+
+/// Records a request for a blob whose first bytes are `prefix`; if it is a
+/// segment of a hot title, mirrors what comes next. `edge` is the URL of the
+/// edge the request came from (nodes push there).
+pub(crate) fn record(inner: &Arc<Inner>, prefix: &[u8], edge: Option<&str>) {
+    let Some((title, seq)) = crate::access::segment_of(prefix) else { return };
+    if inner.config.role == EdgeRole::Edge && inner.manifests_known.lock().is_ok_and(|mut k| k.insert(title.clone())) {
+        // First request for this title here: bring its manifest, so pulses
+        // report which segments this edge holds.
+        let (i2, t2) = (inner.clone(), title.clone());
+        tokio::spawn(async move {
+            if !matches!(manifest_bytes(&i2, &t2).await, Ok(Some(_)))
+                && let Ok(mut k) = i2.manifests_known.lock()
+            {
+                k.remove(&t2);
+            }
+        });
+    }
+    let mirroring = &inner.config.mirroring;
+    let (pull, push_to) = match inner.config.role {
+        EdgeRole::Edge => (true, None),
+        EdgeRole::Node if mirroring.push_to_edges => match edge {
+            Some(e) => (false, Some(e.to_string())),
+            None => return,
+        },
+        _ => return,
+    };
+    let due = match inner.demand.lock() {
+        Ok(mut d) => d.record(&title, seq, None, Instant::now()),
+        Err(_) => return,
+    };
+    if due.is_empty() {
+        return;
+    }
+    let inner = inner.clone();
+    tokio::spawn(async move {
+        let manifest = match manifest(&inner, &title).await {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::debug!(%title, error = %e, "no manifest to mirror from");
+                return;
+            }
+        };
+        let blobs: Vec<BlobAddress> = due.iter().filter_map(|s| manifest.segments.get(usize::try_from(*s).ok()?).copied()).collect();
+        if pull {
+            prefetch(&inner, &blobs).await;
+        } else if let Some(edge) = push_to {
+            push(&inner, &edge, &blobs).await;
+        }
+    });
+}
+
+async fn prefetch(inner: &Arc<Inner>, blobs: &[BlobAddress]) {
+    for a in blobs {
+        let i2 = inner.clone();
+        let a2 = *a;
+        let held = tokio::task::spawn_blocking(move || i2.store.has(&a2)).await.ok().and_then(Result::ok).unwrap_or(false);
+        if held {
+            continue;
+        }
+        let i3 = inner.clone();
+        match inner.fetcher.join(*a, move |bytes, ob| keep(&i3, &a2, &bytes, Some(&ob), false)).await {
+            Ok(_) => {
+                inner.mirror.prefetched.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(blob = %a, "prefetching");
+            }
+            Err(e) => tracing::debug!(blob = %a, error = %e, "prefetch failed"),
+        }
+    }
+}
+
+async fn push(inner: &Arc<Inner>, edge: &str, blobs: &[BlobAddress]) {
+    let get = |a: &BlobAddress| inner.store.get(a).map_err(|e| e.to_string());
+    match tranzcast_net::push::push_missing(&inner.http, edge, &inner.config.cluster_token, blobs, get).await {
+        Ok(_) => {
+            inner.mirror.pushed.fetch_add(blobs.len() as u64, Ordering::Relaxed);
+            tracing::debug!(%edge, blobs = blobs.len(), "pushed hot segments");
+        }
+        Err(e) => tracing::warn!(%edge, error = %e, "cannot push hot segments"),
+    }
+}
+
+/// A title's manifest: from the store, else from the parents and the origin,
+/// checked against the origin's signature and kept (pinned).
+pub(crate) async fn manifest(inner: &Arc<Inner>, title: &TitleId) -> Result<Manifest, String> {
+    if let Some(b) = manifest_bytes(inner, title).await? {
+        return SignedManifest::decode(&b).map(|sm| sm.manifest).map_err(|e| e.to_string());
+    }
+    Err(format!("no manifest for {title}"))
+}
+
+/// The signed manifest's bytes, fetched and kept if not held yet; None if no source has it.
+pub(crate) async fn manifest_bytes(inner: &Arc<Inner>, title: &TitleId) -> Result<Option<Bytes>, String> {
+    let i2 = inner.clone();
+    let t2 = title.clone();
+    let held = tokio::task::spawn_blocking(move || -> Result<Option<Bytes>, String> {
+        match i2.store.title_manifest(&t2).map_err(|e| e.to_string())? {
+            Some(a) => i2.store.get(&a).map_err(|e| e.to_string()),
+            None => Ok(None),
+        }
+    })
+    .await
+    .map_err(|e| e.to_string())??;
+    if held.is_some() || inner.config.role == EdgeRole::Peer {
+        return Ok(held);
+    }
+    for source in inner.fetcher.sources() {
+        let r = match tokio::time::timeout(
+            inner.config.upstream_timeout.0,
+            inner.http.get(format!("{source}/v1/titles/{title}/manifest")).send(),
+        )
+        .await
+        {
+            Ok(Ok(r)) if r.status().is_success() => r,
+            _ => continue,
+        };
+        let Ok(Ok(b)) = tokio::time::timeout(inner.config.upstream_timeout.0, r.bytes()).await else { continue };
+        // Only a manifest the origin signed, for this title, is kept.
+        let ok = SignedManifest::decode(&b).ok().and_then(|sm| sm.verify(&inner.origin_key).ok().map(|m| &m.title == title));
+        if ok != Some(true) {
+            tracing::warn!(%source, %title, "a source sent a manifest that is not the origin's");
+            continue;
+        }
+        let (i2, t2, b2) = (inner.clone(), title.clone(), b.clone());
+        tokio::task::spawn_blocking(move || {
+            if let Ok(a) = i2.store.put_title_manifest(&t2, &b2)
+                && let Ok(mut r) = i2.residency.lock()
+            {
+                r.admit(a, b2.len() as u64, true);
+            }
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+        return Ok(Some(b));
+    }
+    Ok(None)
+}

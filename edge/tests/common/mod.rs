@@ -1,0 +1,168 @@
+//! Helpers shared by the edge's integration tests: configs for real servers
+//! on 127.0.0.1, a title ingested into the origin's store, certificates from
+//! the real origin, metric readers.
+
+#![allow(clippy::unwrap_used, dead_code)]
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use tranzcast_config::{EdgeConfig, Layers, OriginConfig};
+use tranzcast_ingest::{IngestOptions, ingest};
+use tranzcast_origin::Origin;
+use tranzcast_proto::manifest::SignedManifest;
+use tranzcast_proto::{BlobAddress, TitleId};
+use tranzcast_store::{BlobStore, StoreOptions};
+
+pub const CLUSTER: &str = "test-cluster-token-0123456789";
+
+pub fn origin_config(data: &Path, port: u16) -> OriginConfig {
+    Layers::new("origin")
+        .overrides(&[
+            format!("data_dir={}", data.display()),
+            "storefront_token=test-storefront-token-0123456789".into(),
+            format!("cluster_token={CLUSTER}"),
+            format!("listen.https=127.0.0.1:{port}"),
+            "staging_interval=200ms".into(),
+        ])
+        .unwrap()
+        .build()
+        .unwrap()
+}
+
+pub fn edge_config(role: &str, name: &str, data: &Path, origin_port: u16, parents: &[String], port: u16, corrupt: bool) -> EdgeConfig {
+    // Mirroring off: these tests count upstream requests exactly.
+    edge_config_with(
+        role,
+        name,
+        data,
+        origin_port,
+        parents,
+        port,
+        corrupt,
+        &["mirroring.prefetch_segments=0", "mirroring.push_to_edges=false"],
+    )
+}
+
+/// As [`edge_config`], with more `key=value` settings.
+#[allow(clippy::too_many_arguments)]
+pub fn edge_config_with(
+    role: &str,
+    name: &str,
+    data: &Path,
+    origin_port: u16,
+    parents: &[String],
+    port: u16,
+    corrupt: bool,
+    extra: &[&str],
+) -> EdgeConfig {
+    let mut sets = vec![
+        format!("role={role}"),
+        format!("name={name}"),
+        format!("data_dir={}", data.display()),
+        format!("origin=https://localhost:{origin_port}"),
+        format!("cluster_token={CLUSTER}"),
+        format!("listen.https=127.0.0.1:{port}"),
+        "heartbeat=200ms".into(),
+        "upstream_timeout=2s".into(),
+        format!("fault_corrupt_blobs={corrupt}"),
+    ];
+    if !parents.is_empty() {
+        sets.push(format!("parents=[{}]", parents.iter().map(|p| format!("\"{p}\"")).collect::<Vec<_>>().join(",")));
+    }
+    sets.extend(extra.iter().map(|s| s.to_string()));
+    Layers::new("edge").overrides(&sets).unwrap().build().unwrap()
+}
+
+/// Ingests a 3-segment title (1 MiB segments) and returns its plaintext-free blob list.
+pub fn setup(dir: &Path) -> (Vec<BlobAddress>, Vec<Vec<u8>>) {
+    setup_sized(dir, 3)
+}
+
+/// Ingests `film` and `other` of `mib` segments of 1 MiB into the origin's
+/// store; returns film's segment addresses and their (ciphertext) bytes.
+pub fn setup_sized(dir: &Path, mib: u32) -> (Vec<BlobAddress>, Vec<Vec<u8>>) {
+    let store = BlobStore::open(&dir.join("origin"), StoreOptions::default()).unwrap();
+    let input = dir.join("film.bin");
+    std::fs::write(&input, (0..mib << 20).map(|i| (i.wrapping_mul(2_654_435_761) >> 11) as u8).collect::<Vec<_>>()).unwrap();
+    let mut o = IngestOptions::new(TitleId::new("film").unwrap());
+    o.segment_size = Some(1 << 20);
+    ingest(&store, &input, &o).unwrap();
+    let mut o = IngestOptions::new(TitleId::new("other").unwrap());
+    o.segment_size = Some(1 << 20);
+    ingest(&store, &input, &o).unwrap();
+    let m = store.title_manifest(&TitleId::new("film").unwrap()).unwrap().unwrap();
+    let segs = SignedManifest::decode(&store.get(&m).unwrap().unwrap()).unwrap().manifest.segments;
+    let bytes = segs.iter().map(|s| store.get(s).unwrap().unwrap().to_vec()).collect();
+    (segs, bytes)
+}
+
+/// A customer buys `title` and plays it: returns `(certificate, ticket serial)` from the real origin.
+pub async fn certificate(http: &reqwest::Client, origin: &str, title: &str) -> (String, String) {
+    let tok = "test-storefront-token-0123456789";
+    let c: serde_json::Value = http
+        .post(format!("{origin}/v1/customers"))
+        .bearer_auth(tok)
+        .json(&serde_json::json!({"name": "v"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let o: serde_json::Value = http
+        .post(format!("{origin}/v1/orders"))
+        .bearer_auth(tok)
+        .json(&serde_json::json!({"customer": c["customer"], "title": title, "kind": "rent", "plays": 5, "hours": 1}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let p: serde_json::Value = http
+        .post(format!("{origin}/v1/play"))
+        .json(&serde_json::json!({"ticket": o["ticket"]}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    (format!("Tranzcast {}", p["certificate"].as_str().unwrap()), o["serial"].as_str().unwrap().to_string())
+}
+
+pub async fn wait_staged(origin: &Origin, nodes: &[&str]) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !nodes.iter().all(|n| origin.staging_status().get(*n).and_then(|t| t.get("film")).is_some_and(|p| p.complete)) {
+        assert!(Instant::now() < deadline, "staging incomplete: {:?}", origin.staging_status());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+pub async fn metric(http: &reqwest::Client, base: &str, name: &str) -> u64 {
+    let text = http.get(format!("{base}/metrics")).send().await.unwrap().text().await.unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{name} not in {text}"))
+}
+
+/// A labelled or float metric's value (first line starting with `name_and_labels `).
+pub async fn metric_f64(http: &reqwest::Client, base: &str, name_and_labels: &str) -> Option<f64> {
+    let text = http.get(format!("{base}/metrics")).send().await.unwrap().text().await.unwrap();
+    text.lines().find_map(|l| l.strip_prefix(&format!("{name_and_labels} "))).and_then(|v| v.trim().parse().ok())
+}
+
+/// Polls `f` every 50 ms until it is true, for at most `secs` seconds.
+pub async fn eventually<F, Fut>(secs: u64, what: &str, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !f().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
