@@ -256,7 +256,8 @@ pub struct MirroringConfig {
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
 pub struct LimitsConfig {
-    /// Requests handled at once; more are refused at once with 503 (load shedding).
+    /// Requests in hand at once (from arrival to the end of the body); more are
+    /// refused at once with 503 and Retry-After (load shedding).
     pub max_concurrent_requests: u32,
     /// Time allowed to produce a response head (bodies then stream at the client's pace).
     pub request_timeout: Duration,
