@@ -158,6 +158,10 @@ for load in hot range; do
     run "edge-h3-$load" "$EP" h3 $r
     run "caddy-h3-$load" "$CP" h3 $r
 done
+# Pulse cost: one connection, one request at a time, so latency ~ round trip + server time.
+if [[ "pulse" =~ ${CASES:-.} ]]; then
+    oha --no-tui --insecure --output-format json -n 3000 -c 1 --http2 "https://localhost:$EP/v1/pulse?title=film" >"$T/pulse.json" 2>/dev/null || true
+fi
 curl -s --cacert "$CA" "https://localhost:$EP/metrics" | grep -E '^edge_http_requests_total' | sed 's/^/   /' >"$T/edge.metrics" || true
 
 python3 - "$T" "$SECS" <<'PY'
@@ -186,6 +190,11 @@ for load_ in ("hot", "range"):
 # "cut": requests in flight when the deadline stopped oha, plus any errors.
 print(f"{'server':<7}{'prot':<5}{'load':<14}{'req/s':>10}{'p99 ms':>10}{'cut':>6}")
 print("\n".join(rows))
+try:
+    p = json.load(open(os.path.join(T, "pulse.json")))["latencyPercentiles"]
+    print(f"pulse?title=film, sequential over h2: p50 {p['p50'] * 1e6:.0f} us, p99 {p['p99'] * 1e6:.0f} us (round trip included)")
+except Exception:
+    pass
 def ratio(a, b):
     return res[a]["rps"] / res[b]["rps"] if a in res and b in res and res[b]["rps"] > 0 else float("nan")
 print()

@@ -1,0 +1,244 @@
+//! Choosing a source per segment (pure): the patent's load balancing by
+//! pulse (Figs. 2 and 16), as expected completion time.
+//!
+//! For each source the client keeps what its pulses and its own fetches
+//! taught it: round trip, a throughput estimate (EWMA of what fetches from it
+//! achieved), the load it reports (requests in flight there, its capacity and
+//! current rate), which segments it holds, how many of our own requests are
+//! outstanding there, and whether it is demoted. The expected time to fetch
+//! `n` bytes from it is
+//!
+//! ```text
+//! rtt + n / share           share = throughput / (1 + ours in flight there)
+//!                                   x (1 - utilisation), at least 5% of it
+//! ```
+//!
+//! plus, for a source that does not hold the segment (an edge that will
+//! fetch it from its parent), one more round trip and a miss penalty. Demoted
+//! sources and sources whose pulse failed are not chosen while any other
+//! source can serve. The smallest expected time wins; ties go to the source
+//! with fewer of our requests outstanding, then by name, so the choice is
+//! deterministic and testable.
+
+use std::time::Duration;
+
+/// Throughput assumed for a source before any fetch from it (bytes/s): a
+/// modest figure, so an unmeasured source is tried but not preferred over a
+/// proven fast one.
+pub const DEFAULT_THROUGHPUT: f64 = 20e6;
+
+/// Weight of the newest sample in the throughput EWMA.
+const EWMA_ALPHA: f64 = 0.3;
+
+/// What the client knows of one source.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SourceView {
+    /// Name (unique among sources).
+    pub name: String,
+    /// Last measured round trip (pulse), if any.
+    pub rtt: Option<Duration>,
+    /// Throughput estimate from our own fetches, bytes/s.
+    pub throughput: Option<f64>,
+    /// Requests in flight at the source, as its pulse reported.
+    pub reported_in_flight: u64,
+    /// The source's outgoing rate now (bytes/s), as its pulse reported.
+    pub reported_rate: f64,
+    /// Capacity (bytes/s) if the source has a limit.
+    pub capacity: Option<f64>,
+    /// Our requests outstanding at this source.
+    pub ours_in_flight: u32,
+    /// Whether the last pulse answered with health "ok".
+    pub healthy: bool,
+    /// Demoted (lied, failed or stalled recently): used only as a last resort.
+    pub demoted: bool,
+    /// Which segments it holds (bit i = segment i); None: unknown (treated as
+    /// "can fetch it": edges and nodes fetch misses upstream).
+    pub holds: Option<Vec<bool>>,
+    /// Whether the source can fetch what it lacks (edges, nodes) or only
+    /// serves what it holds (peers).
+    pub fetches_misses: bool,
+}
+
+impl SourceView {
+    /// A source not yet pulsed.
+    pub fn new(name: impl Into<String>, fetches_misses: bool) -> Self {
+        Self {
+            name: name.into(),
+            rtt: None,
+            throughput: None,
+            reported_in_flight: 0,
+            reported_rate: 0.0,
+            capacity: None,
+            ours_in_flight: 0,
+            healthy: true,
+            demoted: false,
+            holds: None,
+            fetches_misses,
+        }
+    }
+
+    /// Whether it holds `segment` (None: unknown).
+    pub fn holds(&self, segment: usize) -> Option<bool> {
+        self.holds.as_ref().map(|h| h.get(segment).copied().unwrap_or(false))
+    }
+
+    /// Records a completed fetch of `bytes` that took `elapsed` (time to the last byte).
+    pub fn record_fetch(&mut self, bytes: u64, elapsed: Duration) {
+        let secs = elapsed.as_secs_f64().max(1e-4);
+        // Throughput net of one round trip, which every request pays anyway.
+        let rtt = self.rtt.map_or(0.0, |r| r.as_secs_f64());
+        let sample = bytes as f64 / (secs - rtt).max(secs * 0.1);
+        self.throughput = Some(match self.throughput {
+            Some(t) => t * (1.0 - EWMA_ALPHA) + sample * EWMA_ALPHA,
+            None => sample,
+        });
+    }
+
+    /// Expected seconds to fetch `bytes` of `segment` from this source, or
+    /// None if it cannot serve it at all (a peer without the segment).
+    pub fn expected_secs(&self, segment: usize, bytes: u64) -> Option<f64> {
+        let held = self.holds(segment);
+        if held == Some(false) && !self.fetches_misses {
+            return None;
+        }
+        let rtt = self.rtt.map_or(0.05, |r| r.as_secs_f64());
+        let throughput = self.throughput.unwrap_or(DEFAULT_THROUGHPUT);
+        let utilisation = match self.capacity {
+            Some(c) if c > 0.0 => (self.reported_rate / c).clamp(0.0, 0.95),
+            // No capacity reported: each request in flight there costs a little.
+            _ => (self.reported_in_flight as f64 / (self.reported_in_flight as f64 + 64.0)).min(0.95),
+        };
+        let share = throughput / (1.0 + f64::from(self.ours_in_flight)) * (1.0 - utilisation);
+        let mut secs = rtt + bytes as f64 / share.max(throughput * 0.05);
+        if held == Some(false) {
+            // It fetches from its parent first: another round trip or two.
+            secs += 2.0 * rtt + 0.01;
+        }
+        Some(secs)
+    }
+}
+
+/// A source ranked for a segment.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Ranked {
+    /// Index into the slice given to [`rank`].
+    pub index: usize,
+    /// Expected seconds.
+    pub expected_secs: f64,
+}
+
+/// Sources able to serve `segment` (`bytes` long), best first: healthy and
+/// not demoted ones by expected time, then the rest by expected time.
+pub fn rank(sources: &[SourceView], segment: usize, bytes: u64) -> Vec<Ranked> {
+    let mut out: Vec<(bool, Ranked)> = sources
+        .iter()
+        .enumerate()
+        .filter_map(|(index, s)| {
+            s.expected_secs(segment, bytes).map(|expected_secs| (s.demoted || !s.healthy, Ranked { index, expected_secs }))
+        })
+        .collect();
+    out.sort_by(|(a_bad, a), (b_bad, b)| {
+        a_bad
+            .cmp(b_bad)
+            .then(a.expected_secs.total_cmp(&b.expected_secs))
+            .then(sources[a.index].ours_in_flight.cmp(&sources[b.index].ours_in_flight))
+            .then(sources[a.index].name.cmp(&sources[b.index].name))
+    });
+    out.into_iter().map(|(_, r)| r).collect()
+}
+
+/// How long to give a fetch expected to take `expected_secs` before it is
+/// abandoned for another source: three times the expectation, at least a
+/// second (one slow round trip must not fail a good source), at most 30 s.
+pub fn timeout_for(expected_secs: f64) -> Duration {
+    Duration::from_secs_f64((expected_secs * 3.0).clamp(1.0, 30.0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn src(name: &str, rtt_ms: u64, mbps: f64) -> SourceView {
+        let mut s = SourceView::new(name, true);
+        s.rtt = Some(Duration::from_millis(rtt_ms));
+        s.throughput = Some(mbps * 1e6);
+        s
+    }
+
+    const SEG: u64 = 1 << 20;
+
+    #[test]
+    fn fastest_expected_completion_wins_not_lowest_rtt() {
+        // Near but slow against far but fast: for 1 MiB the fast one wins,
+        // for a tiny range the near one does.
+        let sources = vec![src("near-slow", 1, 2.0), src("far-fast", 40, 100.0)];
+        assert_eq!(sources[rank(&sources, 0, SEG)[0].index].name, "far-fast");
+        assert_eq!(sources[rank(&sources, 0, 4096)[0].index].name, "near-slow");
+    }
+
+    #[test]
+    fn load_and_our_own_requests_spread_the_work() {
+        let mut sources = vec![src("a", 5, 50.0), src("b", 5, 50.0)];
+        sources[0].ours_in_flight = 3;
+        assert_eq!(sources[rank(&sources, 0, SEG)[0].index].name, "b");
+        sources[0].ours_in_flight = 0;
+        sources[1].capacity = Some(100e6);
+        sources[1].reported_rate = 90e6; // 90% busy
+        assert_eq!(sources[rank(&sources, 0, SEG)[0].index].name, "a");
+        // Reported requests in flight weigh in when no capacity is known.
+        let mut sources = vec![src("a", 5, 50.0), src("b", 5, 50.0)];
+        sources[0].reported_in_flight = 500;
+        assert_eq!(sources[rank(&sources, 0, SEG)[0].index].name, "b");
+    }
+
+    #[test]
+    fn holding_the_segment_matters_and_peers_only_serve_what_they_hold() {
+        let mut edge = src("edge", 5, 50.0);
+        edge.holds = Some(vec![false, true]);
+        let mut peer = src("peer", 5, 50.0);
+        peer.fetches_misses = false;
+        peer.holds = Some(vec![true, false]);
+        let sources = vec![edge, peer];
+        // Segment 0: the peer holds it, the edge would have to fetch it.
+        assert_eq!(sources[rank(&sources, 0, SEG)[0].index].name, "peer");
+        // Segment 1: the peer cannot serve it at all.
+        let r = rank(&sources, 1, SEG);
+        assert_eq!(r.len(), 1);
+        assert_eq!(sources[r[0].index].name, "edge");
+        // Beyond the bitmap: not held.
+        assert_eq!(rank(&sources, 9, SEG).len(), 1);
+    }
+
+    #[test]
+    fn demoted_and_unhealthy_sources_are_last_resorts() {
+        let mut sources = vec![src("liar", 1, 500.0), src("sick", 1, 500.0), src("ok", 30, 10.0)];
+        sources[0].demoted = true;
+        sources[1].healthy = false;
+        let r = rank(&sources, 0, SEG);
+        assert_eq!(sources[r[0].index].name, "ok");
+        assert_eq!(r.len(), 3, "still usable when nothing else is");
+    }
+
+    #[test]
+    fn throughput_estimate_follows_fetches_and_ties_are_deterministic() {
+        let mut s = SourceView::new("x", true);
+        s.rtt = Some(Duration::from_millis(10));
+        s.record_fetch(10_000_000, Duration::from_millis(110)); // 100 MB/s net of the rtt
+        assert!((s.throughput.unwrap() - 100e6).abs() < 1e6, "{:?}", s.throughput);
+        s.record_fetch(1_000_000, Duration::from_millis(110)); // 10 MB/s
+        let t = s.throughput.unwrap();
+        assert!(t < 100e6 && t > 10e6, "the estimate moves towards new samples: {t}");
+        s.record_fetch(0, Duration::ZERO);
+        assert!(s.throughput.unwrap().is_finite());
+        let sources = vec![src("b", 5, 50.0), src("a", 5, 50.0)];
+        assert_eq!(sources[rank(&sources, 0, SEG)[0].index].name, "a");
+        assert!(rank(&[], 0, SEG).is_empty());
+    }
+
+    #[test]
+    fn timeouts_scale_with_the_expectation_within_bounds() {
+        assert_eq!(timeout_for(0.001), Duration::from_secs(1));
+        assert_eq!(timeout_for(2.0), Duration::from_secs(6));
+        assert_eq!(timeout_for(100.0), Duration::from_secs(30));
+    }
+}
