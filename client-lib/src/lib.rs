@@ -1,8 +1,31 @@
 //! The smart client: pulse every source, fetch segments in parallel from the
 //! best, verify, decrypt, reassemble, seek, and serve peers.
 //!
-//! Built in steps (issue 5): today the pure source scoring
-//! ([`scoring`]); the session, fetcher, peer service and `tranzcast play`
-//! come next.
+//! Built in steps (issue 5). Today: [`scoring`] (pure source choice by
+//! expected completion time) and [`Session`]: open with a ticket (one play
+//! counted, the replacement ticket handed back), pulse the sources, fetch
+//! segments in parallel from the best source for each with failover, verify
+//! each against its blake3 address, decrypt, write in order. Still to come:
+//! per-16 KiB-group verification, the `AsyncRead` + `AsyncSeek` stream and
+//! seeking, racing the first segment, mid-segment source switching, peers,
+//! the pre-cast cache and `tranzcast play`.
+//!
+//! ```no_run
+//! # async fn run(ticket: String, ca_pem: String) -> Result<(), tranzcast_client::ClientError> {
+//! use std::sync::Arc;
+//! use tranzcast_client::{OpenOptions, Session};
+//! let opts = OpenOptions { origin: "https://localhost:4433".into(), ticket, ca_pem, parallel: 4 };
+//! let session = Arc::new(Session::open(opts).await?);
+//! let next_ticket = session.replacement_ticket().map(str::to_string); // keep it for the next play
+//! let mut out = tokio::fs::File::create("film.mp4").await?;
+//! let report = session.play_to(&mut out).await?;
+//! println!("{} bytes, first segment after {:?}, from {:?}", report.bytes, report.first_segment, report.by_source);
+//! # let _ = next_ticket; Ok(()) }
+//! ```
 
+mod error;
 pub mod scoring;
+mod session;
+
+pub use error::ClientError;
+pub use session::{OpenOptions, PlayReport, Session, Source};

@@ -1,0 +1,293 @@
+//! A playback session: a ticket validated at the origin, the title key
+//! joined from its two halves, the signed manifest, and the cluster's
+//! sources; segments fetched in parallel from the best source for each,
+//! verified against their blake3 address, decrypted and delivered in order.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use bytes::Bytes;
+use futures_util::StreamExt;
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tranzcast_proto::frame::FrameKind;
+use tranzcast_proto::keys::{self, Expected, TitleKey};
+use tranzcast_proto::manifest::{Manifest, SignedManifest};
+use tranzcast_proto::ticket::{SignedToken, Token};
+
+use crate::ClientError;
+use crate::scoring::{self, SourceView};
+
+/// How to open a session.
+#[derive(Debug, Clone)]
+pub struct OpenOptions {
+    /// The origin's URL (`https://...`).
+    pub origin: String,
+    /// The play ticket (base64url text).
+    pub ticket: String,
+    /// PEM of the CA to trust for the origin and every source.
+    pub ca_pem: String,
+    /// Segments fetched at once.
+    pub parallel: usize,
+}
+
+/// One source of blobs: an edge, a node or a peer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Source {
+    /// Its name in the cluster.
+    pub name: String,
+    /// Its role: "edge", "node" or "peer".
+    pub role: String,
+    /// Its HTTPS URL.
+    pub https: String,
+}
+
+/// What a playback delivered.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PlayReport {
+    /// Plaintext bytes delivered.
+    pub bytes: u64,
+    /// Plaintext bytes delivered, by the source each segment came from.
+    pub by_source: BTreeMap<String, u64>,
+    /// Time from the start of the playback to the first segment in hand.
+    pub first_segment: Duration,
+    /// Sources demoted during the playback (bad bytes, errors, timeouts).
+    pub demoted: Vec<String>,
+}
+
+/// An open session (the ticket has been validated: a play is counted).
+#[derive(Debug)]
+pub struct Session {
+    http: reqwest::Client,
+    key: TitleKey,
+    manifest: Manifest,
+    certificate: String,
+    replacement: Option<String>,
+    sources: Vec<Source>,
+    views: Mutex<Vec<SourceView>>,
+    parallel: usize,
+}
+
+fn json_error(v: &serde_json::Value) -> (String, String) {
+    (v["error"]["code"].as_str().unwrap_or("unknown").to_string(), v["error"]["reason"].as_str().unwrap_or("no reason given").to_string())
+}
+
+impl Session {
+    /// Validates the ticket at the origin (counting one play), joins the
+    /// title key from K2 (ticket) and K1 (certificate), and checks the
+    /// manifest against the origin's signature.
+    pub async fn open(opts: OpenOptions) -> Result<Self, ClientError> {
+        let net = |e: reqwest::Error| ClientError::Network(e.to_string());
+        let http = tranzcast_net::client::https(opts.ca_pem.as_bytes()).map_err(|e| ClientError::Network(e.to_string()))?;
+        let origin = opts.origin.trim_end_matches('/');
+        // The origin is authenticated by TLS; its signing key comes from it.
+        let v: serde_json::Value = http.get(format!("{origin}/v1/origin-key")).send().await.map_err(net)?.json().await.map_err(net)?;
+        let mut kb = [0u8; 32];
+        hex::decode_to_slice(v["ed25519"].as_str().unwrap_or(""), &mut kb).map_err(|_| ClientError::Invalid("origin key".into()))?;
+        let origin_key = ed25519_key(&kb)?;
+        let ticket = SignedToken::from_text(opts.ticket.trim()).map_err(|e| ClientError::Invalid(format!("ticket: {e}")))?;
+        let k2 = match ticket.verify(&origin_key) {
+            Ok(Token::Ticket(t)) => t.key_part,
+            _ => return Err(ClientError::Invalid("the ticket is not signed by this origin".into())),
+        };
+        let r =
+            http.post(format!("{origin}/v1/play")).json(&serde_json::json!({"ticket": opts.ticket.trim()})).send().await.map_err(net)?;
+        let status = r.status();
+        let v: serde_json::Value = r.json().await.map_err(net)?;
+        if !status.is_success() {
+            let (code, reason) = json_error(&v);
+            return Err(ClientError::Refused { code, reason });
+        }
+        let certificate = v["certificate"].as_str().ok_or_else(|| ClientError::Invalid("no certificate".into()))?.to_string();
+        let cert = match SignedToken::from_text(&certificate).map_err(|e| ClientError::Invalid(e.to_string()))?.verify(&origin_key) {
+            Ok(Token::Certificate(c)) => c.clone(),
+            _ => return Err(ClientError::Invalid("the certificate is not signed by this origin".into())),
+        };
+        let key = TitleKey::from_bytes(TitleKey::from_bytes(k2).xor(&cert.key_part));
+        let mb = URL_SAFE_NO_PAD
+            .decode(v["manifest"].as_str().ok_or_else(|| ClientError::Invalid("no manifest".into()))?)
+            .map_err(|e| ClientError::Invalid(format!("manifest: {e}")))?;
+        let sm = SignedManifest::decode(&mb).map_err(|e| ClientError::Invalid(format!("manifest: {e}")))?;
+        let manifest = sm.verify(&origin_key).map_err(|e| ClientError::Invalid(format!("manifest: {e}")))?.clone();
+        if manifest.title != cert.title {
+            return Err(ClientError::Invalid(format!("manifest for {}, certificate for {}", manifest.title, cert.title)));
+        }
+        let sources: Vec<Source> = v["sources"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|s| {
+                Some(Source {
+                    name: s["name"].as_str()?.to_string(),
+                    role: s["role"].as_str()?.to_string(),
+                    https: s["https"].as_str()?.to_string(),
+                })
+            })
+            .filter(|s| matches!(s.role.as_str(), "edge" | "node" | "peer"))
+            .collect();
+        let views = sources.iter().map(|s| SourceView::new(&s.name, s.role != "peer")).collect();
+        Ok(Self {
+            http,
+            key,
+            manifest,
+            certificate,
+            replacement: v["ticket"].as_str().map(str::to_string),
+            sources,
+            views: Mutex::new(views),
+            parallel: opts.parallel.max(1),
+        })
+    }
+
+    /// The replacement ticket for the next play (rentals with plays left): keep it.
+    pub fn replacement_ticket(&self) -> Option<&str> {
+        self.replacement.as_deref()
+    }
+
+    /// The title's manifest.
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
+    /// The sources the origin named.
+    pub fn sources(&self) -> &[Source] {
+        &self.sources
+    }
+
+    /// Pulses every source at once: round trip, load, and which segments it holds.
+    pub async fn pulse(&self) {
+        let title = self.manifest.title.as_str().to_string();
+        let probes = futures_util::future::join_all(self.sources.iter().map(|s| {
+            let (http, url) = (self.http.clone(), format!("{}/v1/pulse?title={title}", s.https));
+            async move {
+                let t = Instant::now();
+                let r = tokio::time::timeout(Duration::from_secs(2), async {
+                    http.get(url).send().await.ok()?.json::<serde_json::Value>().await.ok()
+                })
+                .await;
+                (t.elapsed(), r.ok().flatten())
+            }
+        }))
+        .await;
+        let segments = self.manifest.segments.len();
+        if let Ok(mut views) = self.views.lock() {
+            for (view, (rtt, pulse)) in views.iter_mut().zip(probes) {
+                match pulse {
+                    Some(p) => {
+                        view.healthy = p["health"] == "ok";
+                        view.rtt = Some(rtt);
+                        view.reported_in_flight = p["load"]["in_flight"].as_u64().unwrap_or(0);
+                        view.reported_rate = p["load"]["bytes_out_per_s"].as_f64().unwrap_or(0.0);
+                        view.capacity = p["load"]["capacity_bytes_per_s"].as_f64();
+                        view.holds = p["segments"]["bitmap"]
+                            .as_str()
+                            .and_then(|b| hex::decode(b).ok())
+                            .filter(|b| !b.is_empty())
+                            .map(|bits| (0..segments).map(|i| bits.get(i / 8).is_some_and(|x| x & (0x80 >> (i % 8)) != 0)).collect());
+                    }
+                    None => view.healthy = false,
+                }
+            }
+        }
+    }
+
+    /// Fetches segment `i` from the best source, failing over to the next;
+    /// returns its plaintext and the source it came from.
+    pub async fn segment(&self, i: u64) -> Result<(Bytes, String), ClientError> {
+        let idx = usize::try_from(i).map_err(|_| ClientError::Invalid("segment index".into()))?;
+        let addr = *self.manifest.segments.get(idx).ok_or_else(|| ClientError::Invalid(format!("no segment {i}")))?;
+        let expect_len = u64::from(self.manifest.segment_size) + 128;
+        let ranked = match self.views.lock() {
+            Ok(v) => scoring::rank(&v, idx, expect_len),
+            Err(_) => Vec::new(),
+        };
+        let mut last = "no sources".to_string();
+        for choice in ranked {
+            let source = &self.sources[choice.index];
+            self.with_view(choice.index, |v| v.ours_in_flight += 1);
+            let t = Instant::now();
+            let r = tokio::time::timeout(scoring::timeout_for(choice.expected_secs), async {
+                let r = self
+                    .http
+                    .get(format!("{}/v1/blobs/{addr}", source.https))
+                    .header("authorization", format!("Tranzcast {}", self.certificate))
+                    .send()
+                    .await
+                    .map_err(|e| e.to_string())?;
+                if !r.status().is_success() {
+                    return Err(format!("status {}", r.status()));
+                }
+                r.bytes().await.map_err(|e| e.to_string())
+            })
+            .await
+            .unwrap_or_else(|_| Err("timed out".into()));
+            self.with_view(choice.index, |v| v.ours_in_flight = v.ours_in_flight.saturating_sub(1));
+            // Verified against the address before anything else looks at it.
+            let checked = r.and_then(|b| addr.verify(&b).map(|()| b).map_err(|e| format!("bad bytes: {e}")));
+            match checked {
+                Ok(frame) => {
+                    self.with_view(choice.index, |v| v.record_fetch(frame.len() as u64, t.elapsed()));
+                    let plain =
+                        keys::open(&self.key, &frame, &Expected { title: &self.manifest.title, kind: FrameKind::Media, sequence: i })
+                            .map_err(|e| ClientError::Invalid(format!("segment {i}: {e}")))?;
+                    let n = self.manifest.segment_plain_len(i) as usize;
+                    let mut plain = Bytes::from(plain);
+                    plain.truncate(n);
+                    return Ok((plain, source.name.clone()));
+                }
+                Err(e) => {
+                    tracing::warn!(source = %source.name, segment = i, error = %e, "source demoted");
+                    self.with_view(choice.index, |v| v.demoted = true);
+                    last = format!("{}: {e}", source.name);
+                }
+            }
+        }
+        Err(ClientError::Unavailable { segment: i, last })
+    }
+
+    fn with_view(&self, i: usize, f: impl FnOnce(&mut SourceView)) {
+        if let Ok(mut v) = self.views.lock()
+            && let Some(view) = v.get_mut(i)
+        {
+            f(view);
+        }
+    }
+
+    /// Plays the whole title into `out`: pulses, then fetches `parallel`
+    /// segments at once (out of order), and writes them in order.
+    pub async fn play_to<W: AsyncWrite + Unpin>(self: &Arc<Self>, out: &mut W) -> Result<PlayReport, ClientError> {
+        let started = Instant::now();
+        self.pulse().await;
+        let n = self.manifest.segments.len() as u64;
+        let mut report = PlayReport::default();
+        let mut fetches = futures_util::stream::iter(0..n)
+            .map(|i| {
+                let me = self.clone();
+                async move { (i, me.segment(i).await) }
+            })
+            .buffer_unordered(self.parallel);
+        let mut pending: BTreeMap<u64, Bytes> = BTreeMap::new();
+        let mut next = 0u64;
+        while let Some((i, r)) = fetches.next().await {
+            let (plain, source) = r?;
+            if report.bytes == 0 && next == 0 && pending.is_empty() {
+                report.first_segment = started.elapsed();
+            }
+            *report.by_source.entry(source).or_default() += plain.len() as u64;
+            pending.insert(i, plain);
+            while let Some(p) = pending.remove(&next) {
+                out.write_all(&p).await?;
+                report.bytes += p.len() as u64;
+                next += 1;
+            }
+        }
+        out.flush().await?;
+        report.demoted = self.views.lock().map(|v| v.iter().filter(|s| s.demoted).map(|s| s.name.clone()).collect()).unwrap_or_default();
+        Ok(report)
+    }
+}
+
+fn ed25519_key(b: &[u8; 32]) -> Result<ed25519_dalek::VerifyingKey, ClientError> {
+    ed25519_dalek::VerifyingKey::from_bytes(b).map_err(|_| ClientError::Invalid("origin key is not an Ed25519 key".into()))
+}

@@ -1,0 +1,100 @@
+//! The smart client against a real cluster on 127.0.0.1 (origin, nodes, an
+//! edge, a lying node): byte-identical playback drawing on several sources,
+//! the liar never delivering a byte, and a 2-play rental that plays twice
+//! and is then refused with a clear message.
+
+#![allow(clippy::unwrap_used)]
+
+use std::sync::Arc;
+
+use tranzcast_client::{ClientError, OpenOptions, Session};
+use tranzcast_edge::{EdgeServer, EdgeTls};
+use tranzcast_origin::Origin;
+
+#[path = "../../edge/tests/common/mod.rs"]
+mod common;
+use common::*;
+
+async fn rent(http: &reqwest::Client, origin: &str, plays: u32) -> String {
+    let tok = "test-storefront-token-0123456789";
+    let c: serde_json::Value = http
+        .post(format!("{origin}/v1/customers"))
+        .bearer_auth(tok)
+        .json(&serde_json::json!({"name": "v"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let o: serde_json::Value = http
+        .post(format!("{origin}/v1/orders"))
+        .bearer_auth(tok)
+        .json(&serde_json::json!({"customer": c["customer"], "title": "film", "kind": "rent", "plays": plays, "hours": 1}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    o["ticket"].as_str().unwrap().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plays_byte_identical_from_many_sources_twice_then_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let _ = setup_sized(dir.path(), 6);
+    let input = std::fs::read(dir.path().join("film.bin")).unwrap();
+    let origin = Origin::start(origin_config(&dir.path().join("origin"), 0)).await.unwrap();
+    let oport = origin.https_addr().port();
+    let origin_url = format!("https://localhost:{oport}");
+    let tls = EdgeTls::from_config(&edge_config("node", "x", dir.path(), oport, &[], 0, false), &origin.ca_dir()).unwrap();
+    let n1 = EdgeServer::start(edge_config("node", "node-1", &dir.path().join("n1"), oport, &[], 0, false), tls.clone()).await.unwrap();
+    let n2 = EdgeServer::start(edge_config("node", "node-2", &dir.path().join("n2"), oport, &[], 0, false), tls.clone()).await.unwrap();
+    let liar = EdgeServer::start(edge_config("node", "liar", &dir.path().join("liar"), oport, &[], 0, true), tls.clone()).await.unwrap();
+    wait_staged(&origin, &["node-1", "node-2", "liar"]).await;
+    let n1_url = format!("https://localhost:{}", n1.https_addr().port());
+    let edge =
+        EdgeServer::start(edge_config("edge", "edge-1", &dir.path().join("e1"), oport, &[n1_url], 0, false), tls.clone()).await.unwrap();
+    let http = tranzcast_net::client::https(tls.ca_pem.as_bytes()).unwrap();
+    let ticket = rent(&http, &origin_url, 2).await;
+    let open = |ticket: String| Session::open(OpenOptions { origin: origin_url.clone(), ticket, ca_pem: tls.ca_pem.clone(), parallel: 4 });
+
+    // First play: byte-identical, from at least three sources, never from the liar.
+    let s = Arc::new(open(ticket.clone()).await.unwrap());
+    let names: Vec<&str> = s.sources().iter().map(|s| s.name.as_str()).collect();
+    for n in ["node-1", "node-2", "liar", "edge-1"] {
+        assert!(names.contains(&n), "{n} not among the sources: {names:?}");
+    }
+    let mut out = Vec::new();
+    let report = s.play_to(&mut out).await.unwrap();
+    assert!(out == input, "playback differs from the input");
+    assert_eq!(report.bytes, input.len() as u64);
+    assert_eq!(report.by_source.values().sum::<u64>(), input.len() as u64);
+    assert!(!report.by_source.contains_key("liar"), "the liar delivered bytes: {report:?}");
+    assert!(report.by_source.len() >= 3, "one source did all the work: {report:?}");
+    let next = s.replacement_ticket().expect("a 2-play rental is replaced after its first play").to_string();
+
+    // Second play with the replacement: identical again, and no further replacement.
+    let s2 = Arc::new(open(next.clone()).await.unwrap());
+    assert!(s2.replacement_ticket().is_none(), "the last play has no replacement");
+    let mut out2 = Vec::new();
+    s2.play_to(&mut out2).await.unwrap();
+    assert!(out2 == input);
+
+    // Then both tickets are refused, each with its reason.
+    for (t, code) in [(next, "spent"), (ticket, "replaced")] {
+        match open(t).await {
+            Err(ClientError::Refused { code: c, reason }) => {
+                assert_eq!(c, code, "{reason}");
+                assert!(!reason.is_empty());
+            }
+            other => panic!("expected a refusal ({code}), got {other:?}"),
+        }
+    }
+    edge.shutdown().await;
+    for n in [n1, n2, liar] {
+        n.shutdown().await;
+    }
+    origin.shutdown().await;
+}
