@@ -1,11 +1,12 @@
 //! `tranzcast demo`: the README's main command.
 //!
-//! Today it runs what exists end to end on this machine: make a test clip
-//! (ffmpeg when present, otherwise deterministic bytes) or take `--input`,
-//! ingest it into a fresh store, export it back through full verification
-//! and decryption, check the bytes are identical, and scan the store for
-//! plaintext. The cluster (origin, nodes, edges, peers, smart client) joins
-//! this command as those issues land.
+//! Makes a test clip (ffmpeg when present, otherwise deterministic bytes) or
+//! takes `--input`; ingests it into a fresh store and exports it back through
+//! full verification (identical bytes, no plaintext at rest); then starts a
+//! whole cluster on loopback (origin, 2 nodes, 3 edges, 2 peers; see
+//! `cluster.rs`), waits for staging and pre-cast, rents a 2-play ticket and
+//! plays it through the smart client, checking the bytes are identical.
+//! `--serve` keeps the cluster up and writes `cluster.json`.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -27,20 +28,23 @@ pub struct DemoArgs {
     /// Print one JSON object.
     #[arg(long)]
     json: bool,
+    /// Keep the cluster up until interrupted and write `cluster.json` in the data directory.
+    #[arg(long)]
+    serve: bool,
 }
 
 fn make_clip(dir: &Path) -> Result<(PathBuf, &'static str)> {
     let mp4 = dir.join("sample.mp4");
     let ffmpeg = Command::new("ffmpeg")
-        .args(["-nostdin", "-hide_banner", "-loglevel", "error", "-y", "-f", "lavfi", "-i", "testsrc=duration=20:size=640x360:rate=25"])
-        .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000:duration=20", "-c:v", "libx264", "-preset", "veryfast"])
-        .args(["-pix_fmt", "yuv420p", "-g", "50", "-c:a", "aac", "-b:a", "128k", "-movflags", "+faststart", "-shortest"])
+        .args(["-nostdin", "-hide_banner", "-loglevel", "error", "-y", "-f", "lavfi", "-i", "testsrc=duration=60:size=640x360:rate=25"])
+        .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000:duration=60", "-c:v", "libx264", "-preset", "veryfast"])
+        .args(["-pix_fmt", "yuv420p", "-b:v", "1500k", "-g", "50", "-c:a", "aac", "-b:a", "128k", "-movflags", "+faststart", "-shortest"])
         .arg(&mp4)
         .stdin(Stdio::null())
         .stderr(Stdio::null())
         .status();
     if matches!(ffmpeg, Ok(s) if s.success()) {
-        return Ok((mp4, "ffmpeg test clip (20 s, 640x360, H.264/AAC)"));
+        return Ok((mp4, "ffmpeg test clip (60 s, 640x360, H.264/AAC)"));
     }
     // No ffmpeg: 48 MiB of deterministic bytes (a keyed blake3 stream).
     let bin = dir.join("sample.bin");
@@ -116,11 +120,24 @@ pub fn run(a: DemoArgs) -> Result<()> {
     let e = export(&store, &title, &out, &crate::progress_bar(a.json, "export"))?;
     let export_s = started.elapsed().as_secs_f64();
     let identical = same_file(&input, &out)?;
-    // A 64-byte window of the original must appear nowhere in the store.
+    drop(store);
+    let rt = tokio::runtime::Runtime::new()?;
+    let played = rt.block_on(play_on_cluster(&dir, &input, &a))?;
+    // A 64-byte window of the original must appear nowhere in any server's
+    // data directory (origin, nodes, edges, peers).
     let original = std::fs::read(&input)?;
     let probe_at = original.len() / 2;
-    let leaked = if original.len() >= 64 { any_file_contains(&store_dir, &original[probe_at..probe_at + 64])? } else { None };
-    let verified = identical && leaked.is_none();
+    let mut leaked = None;
+    if original.len() >= 64 {
+        for entry in std::fs::read_dir(&dir)? {
+            let path = entry?.path();
+            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            if path.is_dir() && ["origin", "node-", "edge-", "peer-"].iter().any(|p| name.starts_with(p)) && leaked.is_none() {
+                leaked = any_file_contains(&path, &original[probe_at..probe_at + 64])?;
+            }
+        }
+    }
+    let verified = identical && leaked.is_none() && played.identical;
     if a.json {
         println!(
             "{}",
@@ -129,7 +146,8 @@ pub fn run(a: DemoArgs) -> Result<()> {
                 "title": r.title, "segments": r.segments, "segment_size": r.segment_size, "manifest": r.manifest,
                 "ingest_mb_per_s": r.mb_per_s, "export_mb_per_s": e.bytes as f64 / 1e6 / export_s.max(1e-9),
                 "plaintext_at_rest": leaked.map(|p| p.display().to_string()),
-                "startup_ms": null, "sources": {"local-store": e.bytes},
+                "startup_ms": played.startup_ms, "sources": played.report.by_source, "play_mb_per_s": played.mb_per_s,
+                "hit_ratios": played.hit_ratios, "plays_left_ticket": played.replacement.is_some(),
             })
         );
     } else {
@@ -137,10 +155,21 @@ pub fn run(a: DemoArgs) -> Result<()> {
         println!("ingest     {} segments of {} bytes, {:.0} MB/s, manifest {}", r.segments, r.segment_size, r.mb_per_s, r.manifest);
         println!("export     {} bytes verified and decrypted, {:.0} MB/s", e.bytes, e.bytes as f64 / 1e6 / export_s.max(1e-9));
         println!("identical  {identical}");
+        println!("cluster    origin, 2 nodes, 3 edges, 2 peers on 127.0.0.1; staged and pre-cast in {:.1} s", played.cluster_s);
+        println!(
+            "play       {} bytes through the smart client, first segment after {:.0} ms, {:.0} MB/s, identical {}",
+            played.report.bytes, played.startup_ms, played.mb_per_s, played.identical
+        );
+        for (source, bytes) in &played.report.by_source {
+            println!("  from     {source:<8} {bytes:>12} bytes");
+        }
+        for (name, ratio) in &played.hit_ratios {
+            println!("  hits     {name:<8} {:>11.0}%", ratio * 100.0);
+        }
         println!(
             "at rest    {}",
             match &leaked {
-                None => "no plaintext in the store".to_string(),
+                None => "no plaintext in any server's data directory (origin, nodes, edges, peers)".to_string(),
                 Some(p) => format!("PLAINTEXT FOUND in {}", p.display()),
             }
         );
@@ -149,7 +178,78 @@ pub fn run(a: DemoArgs) -> Result<()> {
         }
     }
     if !verified {
-        bail!("demo failed: exported bytes differ or plaintext found at rest");
+        bail!("demo failed: exported or played bytes differ, or plaintext found at rest");
     }
     Ok(())
+}
+
+struct Played {
+    identical: bool,
+    report: tranzcast_client::PlayReport,
+    startup_ms: f64,
+    mb_per_s: f64,
+    cluster_s: f64,
+    hit_ratios: std::collections::BTreeMap<String, f64>,
+    replacement: Option<String>,
+}
+
+fn metric(text: &str, name: &str) -> f64 {
+    text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok()).unwrap_or(0.0)
+}
+
+async fn play_on_cluster(dir: &Path, input: &Path, a: &DemoArgs) -> Result<Played> {
+    let t = Instant::now();
+    let cluster = crate::cluster::Cluster::start(dir, "demo").await?;
+    let cluster_s = t.elapsed().as_secs_f64();
+    let ticket = cluster.order("demo", "rent", Some(2)).await?;
+    let opts = tranzcast_client::OpenOptions { origin: cluster.origin_url(), ticket, ca_pem: cluster.ca_pem.clone(), parallel: 4 };
+    let started = Instant::now();
+    let session = std::sync::Arc::new(tranzcast_client::Session::open(opts).await?);
+    let out_path = dir.join("played");
+    let mut out = tokio::fs::File::create(&out_path).await?;
+    let report = session.play_to(&mut out).await?;
+    drop(out);
+    let secs = started.elapsed().as_secs_f64();
+    let identical = same_file(input, &out_path)?;
+    let mut hit_ratios = std::collections::BTreeMap::new();
+    for s in cluster.edges.iter().chain(&cluster.nodes) {
+        let text = cluster.http.get(format!("https://localhost:{}/metrics", s.https_addr().port())).send().await?.text().await?;
+        let (h, m) = (metric(&text, "edge_hits_total"), metric(&text, "edge_misses_total"));
+        if h + m > 0.0 {
+            hit_ratios.insert(s.name().to_string(), h / (h + m));
+        }
+    }
+    let played = Played {
+        identical,
+        startup_ms: report.first_segment.as_secs_f64() * 1000.0 + 0.0,
+        mb_per_s: report.bytes as f64 / 1e6 / secs.max(1e-9),
+        report,
+        cluster_s,
+        hit_ratios,
+        replacement: session.replacement_ticket().map(str::to_string),
+    };
+    if a.serve {
+        let mut v = cluster.describe();
+        v["title"] = "demo".into();
+        v["input"] = input.display().to_string().into();
+        v["ticket"] = cluster.order("demo", "rent", Some(2)).await?.into();
+        let ticket = cluster.order("demo", "buy", None).await?;
+        let p: serde_json::Value = cluster
+            .http
+            .post(format!("{}/v1/play", cluster.origin_url()))
+            .json(&serde_json::json!({"ticket": ticket}))
+            .send()
+            .await?
+            .json()
+            .await?;
+        v["certificate"] = p["certificate"].clone();
+        v["blob"] = session.manifest().segments.first().map(|b| b.to_hex()).into();
+        let path = dir.join("cluster.json");
+        std::fs::write(&path, serde_json::to_vec_pretty(&v)?)?;
+        eprintln!("cluster up; described in {} (Ctrl-C to stop)", path.display());
+        crate::wait_for_signal().await;
+        eprintln!("stopping the cluster");
+    }
+    cluster.shutdown().await;
+    Ok(played)
 }

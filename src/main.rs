@@ -20,6 +20,7 @@ use tranzcast_store::{BlobStore, StoreOptions};
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod bench;
+mod cluster;
 mod demo;
 mod upload;
 

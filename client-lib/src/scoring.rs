@@ -98,7 +98,8 @@ impl SourceView {
     /// None if it cannot serve it at all (a peer without the segment).
     pub fn expected_secs(&self, segment: usize, bytes: u64) -> Option<f64> {
         let held = self.holds(segment);
-        if held == Some(false) && !self.fetches_misses {
+        // A peer serves only what it holds, and says so in its pulse.
+        if held != Some(true) && !self.fetches_misses {
             return None;
         }
         let rtt = self.rtt.map_or(0.05, |r| r.as_secs_f64());
@@ -207,6 +208,10 @@ mod tests {
         assert_eq!(sources[r[0].index].name, "edge");
         // Beyond the bitmap: not held.
         assert_eq!(rank(&sources, 9, SEG).len(), 1);
+        // A peer whose holdings are unknown is not asked.
+        let mut quiet = SourceView::new("quiet-peer", false);
+        quiet.rtt = Some(Duration::from_millis(1));
+        assert!(quiet.expected_secs(0, SEG).is_none());
     }
 
     #[test]

@@ -70,6 +70,8 @@ pub struct Session {
     parallel: usize,
 }
 
+const NOT_THERE: &str = "does not hold it";
+
 fn json_error(v: &serde_json::Value) -> (String, String) {
     (v["error"]["code"].as_str().unwrap_or("unknown").to_string(), v["error"]["reason"].as_str().unwrap_or("no reason given").to_string())
 }
@@ -215,6 +217,9 @@ impl Session {
                     .send()
                     .await
                     .map_err(|e| e.to_string())?;
+                if r.status() == reqwest::StatusCode::NOT_FOUND {
+                    return Err(NOT_THERE.to_string());
+                }
                 if !r.status().is_success() {
                     return Err(format!("status {}", r.status()));
                 }
@@ -235,6 +240,15 @@ impl Session {
                     let mut plain = Bytes::from(plain);
                     plain.truncate(n);
                     return Ok((plain, source.name.clone()));
+                }
+                Err(e) if e == NOT_THERE => {
+                    // Not a fault: it does not hold this one (a peer, or a stale bitmap).
+                    self.with_view(choice.index, |v| {
+                        if let Some(h) = v.holds.as_mut().and_then(|h| h.get_mut(idx)) {
+                            *h = false;
+                        }
+                    });
+                    last = format!("{}: {e}", source.name);
                 }
                 Err(e) => {
                     tracing::warn!(source = %source.name, segment = i, error = %e, "source demoted");

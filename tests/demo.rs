@@ -1,0 +1,70 @@
+//! `tranzcast demo --serve --json`, the README's main command, as a user runs
+//! it: a whole cluster on loopback plays the test clip through the smart
+//! client byte-identical from several sources; `cluster.json` describes a
+//! cluster that answers; Ctrl-C stops it cleanly with the JSON summary.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::bin;
+
+#[test]
+fn demo_plays_through_the_cluster_and_serves_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("demo");
+    let child = Command::new(bin())
+        .args(["demo", "--serve", "--json", "--data"])
+        .arg(&data)
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let described = data.join("cluster.json");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !described.exists() {
+        assert!(Instant::now() < deadline, "no cluster.json");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    let c: serde_json::Value = serde_json::from_slice(&std::fs::read(&described).unwrap()).unwrap();
+    for k in ["ca", "storefront_token", "origin", "nodes", "edges", "peers", "title", "input", "ticket", "certificate", "blob"] {
+        assert!(!c[k].is_null(), "cluster.json lacks {k}: {c}");
+    }
+    assert_eq!(
+        (c["nodes"].as_array().unwrap().len(), c["edges"].as_array().unwrap().len(), c["peers"].as_array().unwrap().len()),
+        (2, 3, 2)
+    );
+    // The described cluster answers: a range of the sample blob from an edge, with the certificate.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (status, len) = rt.block_on(async {
+        let http = tranzcast_net::client::https(&std::fs::read(c["ca"].as_str().unwrap()).unwrap()).unwrap();
+        let r = http
+            .get(format!("{}/v1/blobs/{}", c["edges"][2]["https"].as_str().unwrap(), c["blob"].as_str().unwrap()))
+            .header("authorization", format!("Tranzcast {}", c["certificate"].as_str().unwrap()))
+            .header("range", "bytes=0-99")
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.bytes().await.unwrap().len())
+    });
+    assert_eq!((status, len), (206, 100));
+    let rc = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    assert!(rc.success());
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "demo failed: {}", String::from_utf8_lossy(&out.stderr));
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["verified"], true, "{r}");
+    assert_eq!(r["plaintext_at_rest"], serde_json::Value::Null);
+    let input_len = std::fs::metadata(c["input"].as_str().unwrap()).unwrap().len();
+    assert_eq!(r["bytes"].as_u64(), Some(input_len));
+    let sources = r["sources"].as_object().unwrap();
+    assert!(sources.len() >= 3, "played from fewer than 3 sources: {r}");
+    assert_eq!(sources.values().map(|v| v.as_u64().unwrap()).sum::<u64>(), input_len);
+    assert!(r["startup_ms"].as_f64().unwrap() > 0.0);
+    assert!(std::fs::read(data.join("played")).unwrap() == std::fs::read(c["input"].as_str().unwrap()).unwrap());
+}
