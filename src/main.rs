@@ -22,6 +22,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 mod bench;
 mod cluster;
 mod demo;
+mod play;
 mod upload;
 
 #[derive(Parser, Debug)]
@@ -54,6 +55,8 @@ enum Command {
     /// Play tickets and validation certificates.
     #[command(subcommand)]
     Ticket(TicketCommand),
+    /// Validate a ticket and play the title through the smart client.
+    Play(play::PlayArgs),
     /// Run the whole pipeline on loopback with embedded defaults.
     Demo(demo::DemoArgs),
     /// Side-by-side benchmarks (see bench/).
@@ -320,6 +323,7 @@ fn run(command: Command) -> Result<()> {
         Command::Edge(a) => run_edge(a),
         Command::Ticket(TicketCommand::Inspect { text, origin_key }) => inspect(&text, origin_key.as_deref()),
         Command::Demo(a) => demo::run(a),
+        Command::Play(a) => play::run(a),
         Command::Bench(b) => bench::run(b),
     }
 }

@@ -53,6 +53,30 @@ fn demo_plays_through_the_cluster_and_serves_it() {
         (r.status().as_u16(), r.bytes().await.unwrap().len())
     });
     assert_eq!((status, len), (206, 100));
+    // `tranzcast play` with the described ticket: identical, from several sources; the ticket's
+    // replacement plays once more; then the spent ticket is refused with a clear message.
+    let input = std::fs::read(c["input"].as_str().unwrap()).unwrap();
+    let out = dir.path().join("played-by-cli");
+    let (origin, ca) = (c["origin"]["https"].as_str().unwrap(), c["ca"].as_str().unwrap());
+    let played: serde_json::Value = serde_json::from_str(&common::ok(&[
+        "play",
+        "--origin",
+        origin,
+        "--ca",
+        ca,
+        "--ticket",
+        c["ticket"].as_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--json",
+    ]))
+    .unwrap();
+    assert!(std::fs::read(&out).unwrap() == input);
+    assert!(played["sources"].as_object().unwrap().len() >= 2, "{played}");
+    let next = played["ticket"].as_str().unwrap().to_string();
+    common::ok(&["play", "--origin", origin, "--ca", ca, "--ticket", &next, "--out", out.to_str().unwrap()]);
+    let err = common::fails(&["play", "--origin", origin, "--ca", ca, "--ticket", &next, "--out", out.to_str().unwrap()]);
+    assert!(err.contains("refused the ticket") && err.contains("spent"), "{err}");
     let rc = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
     assert!(rc.success());
     let out = child.wait_with_output().unwrap();

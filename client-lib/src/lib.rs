@@ -2,13 +2,15 @@
 //! best, verify, decrypt, reassemble, seek, and serve peers.
 //!
 //! Built in steps (issue 5). Today: [`scoring`] (pure source choice by
-//! expected completion time) and [`Session`]: open with a ticket (one play
+//! expected completion time); [`Session`]: open with a ticket (one play
 //! counted, the replacement ticket handed back), pulse the sources, fetch
 //! segments in parallel from the best source for each with failover, verify
-//! each against its blake3 address, decrypt, write in order. Still to come:
-//! per-16 KiB-group verification, the `AsyncRead` + `AsyncSeek` stream and
-//! seeking, racing the first segment, mid-segment source switching, peers,
-//! the pre-cast cache and `tranzcast play`.
+//! each against its blake3 address, decrypt, write in order, with [`Event`]s;
+//! [`Gateway`]: the plaintext as one HTTP resource with full Range support on
+//! loopback, for standard players. Still to come: per-16 KiB-group
+//! verification, the `AsyncRead` + `AsyncSeek` stream and seek-first
+//! ordering, racing the first segment, mid-segment source switching, serving
+//! peers from the client's cache, the pre-cast cache directory.
 //!
 //! ```no_run
 //! # async fn run(ticket: String, ca_pem: String) -> Result<(), tranzcast_client::ClientError> {
@@ -24,8 +26,10 @@
 //! ```
 
 mod error;
+mod gateway;
 pub mod scoring;
 mod session;
 
 pub use error::ClientError;
-pub use session::{OpenOptions, PlayReport, Session, Source};
+pub use gateway::Gateway;
+pub use session::{Event, OpenOptions, PlayReport, Session, Source};

@@ -57,9 +57,41 @@ pub struct PlayReport {
     pub demoted: Vec<String>,
 }
 
+/// Something that happened during playback (see [`Session::events`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// A segment arrived, verified, from a source.
+    Segment {
+        /// Its index.
+        index: u64,
+        /// The source's name.
+        source: String,
+        /// Plaintext bytes.
+        bytes: u64,
+    },
+    /// A source failed (bad bytes, error, timeout) and is demoted.
+    Demoted {
+        /// The source's name.
+        source: String,
+        /// Why.
+        reason: String,
+    },
+    /// Output waited for a segment that was not in hand yet (after playback started).
+    Stall {
+        /// The segment waited for.
+        index: u64,
+    },
+}
+
+/// Decrypted segments kept for the local gateway's range requests.
+const PLAIN_CACHE_BYTES: u64 = 128 << 20;
+
 /// An open session (the ticket has been validated: a play is counted).
 #[derive(Debug)]
 pub struct Session {
+    events: tokio::sync::broadcast::Sender<Event>,
+    /// Decrypted segments by index; concurrent asks for one segment share one fetch.
+    plain: moka::future::Cache<u64, Bytes>,
     http: reqwest::Client,
     key: TitleKey,
     manifest: Manifest,
@@ -131,6 +163,11 @@ impl Session {
             .collect();
         let views = sources.iter().map(|s| SourceView::new(&s.name, s.role != "peer")).collect();
         Ok(Self {
+            events: tokio::sync::broadcast::channel(1024).0,
+            plain: moka::future::Cache::builder()
+                .weigher(|_, b: &Bytes| u32::try_from(b.len()).unwrap_or(u32::MAX))
+                .max_capacity(PLAIN_CACHE_BYTES)
+                .build(),
             http,
             key,
             manifest,
@@ -150,6 +187,17 @@ impl Session {
     /// The title's manifest.
     pub fn manifest(&self) -> &Manifest {
         &self.manifest
+    }
+
+    /// Playback events: segments arriving by source, demotions, stalls.
+    pub fn events(&self) -> tokio::sync::broadcast::Receiver<Event> {
+        self.events.subscribe()
+    }
+
+    /// Segment `i`'s plaintext, from the session's memory if fetched lately;
+    /// any number of concurrent callers share one fetch.
+    pub async fn segment_plain(&self, i: u64) -> Result<Bytes, std::sync::Arc<ClientError>> {
+        self.plain.try_get_with(i, async { self.segment(i).await.map(|(b, _)| b) }).await
     }
 
     /// The sources the origin named.
@@ -239,6 +287,7 @@ impl Session {
                     let n = self.manifest.segment_plain_len(i) as usize;
                     let mut plain = Bytes::from(plain);
                     plain.truncate(n);
+                    let _ = self.events.send(Event::Segment { index: i, source: source.name.clone(), bytes: plain.len() as u64 });
                     return Ok((plain, source.name.clone()));
                 }
                 Err(e) if e == NOT_THERE => {
@@ -252,6 +301,7 @@ impl Session {
                 }
                 Err(e) => {
                     tracing::warn!(source = %source.name, segment = i, error = %e, "source demoted");
+                    let _ = self.events.send(Event::Demoted { source: source.name.clone(), reason: e.clone() });
                     self.with_view(choice.index, |v| v.demoted = true);
                     last = format!("{}: {e}", source.name);
                 }
@@ -289,6 +339,9 @@ impl Session {
                 report.first_segment = started.elapsed();
             }
             *report.by_source.entry(source).or_default() += plain.len() as u64;
+            if i != next && report.bytes > 0 && !pending.contains_key(&next) {
+                let _ = self.events.send(Event::Stall { index: next });
+            }
             pending.insert(i, plain);
             while let Some(p) = pending.remove(&next) {
                 out.write_all(&p).await?;

@@ -98,3 +98,44 @@ async fn plays_byte_identical_from_many_sources_twice_then_refused() {
     }
     origin.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_gateway_answers_ranges_byte_exact() {
+    let dir = tempfile::tempdir().unwrap();
+    let _ = setup_sized(dir.path(), 4);
+    let input = std::fs::read(dir.path().join("film.bin")).unwrap();
+    let origin = Origin::start(origin_config(&dir.path().join("origin"), 0)).await.unwrap();
+    let oport = origin.https_addr().port();
+    let origin_url = format!("https://localhost:{oport}");
+    let tls = EdgeTls::from_config(&edge_config("node", "x", dir.path(), oport, &[], 0, false), &origin.ca_dir()).unwrap();
+    let node = EdgeServer::start(edge_config("node", "node-1", &dir.path().join("n1"), oport, &[], 0, false), tls.clone()).await.unwrap();
+    wait_staged(&origin, &["node-1"]).await;
+    let http = tranzcast_net::client::https(tls.ca_pem.as_bytes()).unwrap();
+    let ticket = rent(&http, &origin_url, 1).await;
+    let session =
+        Arc::new(Session::open(OpenOptions { origin: origin_url.clone(), ticket, ca_pem: tls.ca_pem.clone(), parallel: 2 }).await.unwrap());
+    let g = tranzcast_client::Gateway::start(session.clone(), "127.0.0.1:0".parse().unwrap(), &dir.path().join("gw")).await.unwrap();
+    let url = format!("http://{}/film.bin", g.addr);
+    let plain = tranzcast_net::client::https(tls.ca_pem.as_bytes()).unwrap(); // speaks plain http too
+    let len = input.len();
+    for (range, want) in [
+        (None, &input[..]),
+        (Some("bytes=1048570-1048600".to_string()), &input[1048570..1048601]), // across a segment boundary
+        (Some("bytes=-1000".to_string()), &input[len - 1000..]),
+        (Some(format!("bytes={}-", len / 2)), &input[len / 2..]),
+    ] {
+        let mut r = plain.get(&url);
+        if let Some(h) = &range {
+            r = r.header("range", h);
+        }
+        let resp = r.send().await.unwrap();
+        assert_eq!(resp.status().as_u16(), if range.is_some() { 206 } else { 200 }, "{range:?}");
+        assert!(resp.bytes().await.unwrap()[..] == *want, "{range:?}");
+    }
+    let r = plain.get(&url).header("range", format!("bytes={len}-")).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 416);
+    assert_eq!(plain.get(format!("http://{}/other", g.addr)).send().await.unwrap().status().as_u16(), 404);
+    g.shutdown().await;
+    node.shutdown().await;
+    origin.shutdown().await;
+}

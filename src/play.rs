@@ -1,0 +1,100 @@
+//! `tranzcast play`: validate a ticket and play the title through the smart
+//! client, to a file (`--out`) or to a local range gateway (`--serve`) that a
+//! standard player can open.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context, Result, bail};
+use tranzcast_client::{Event, Gateway, OpenOptions, Session};
+
+#[derive(clap::Args, Debug)]
+pub struct PlayArgs {
+    /// The origin's URL.
+    #[arg(long)]
+    origin: String,
+    /// The play ticket (base64url), or @FILE to read it from a file.
+    #[arg(long)]
+    ticket: String,
+    /// CA certificate (PEM) to trust for the origin and the sources.
+    #[arg(long)]
+    ca: PathBuf,
+    /// Write the plaintext here.
+    #[arg(long, conflicts_with = "serve")]
+    out: Option<PathBuf>,
+    /// Serve the title at http://ADDR/<title> with full Range support until Ctrl-C.
+    #[arg(long)]
+    serve: Option<std::net::SocketAddr>,
+    /// Segments fetched at once.
+    #[arg(long, default_value_t = 4)]
+    parallel: usize,
+    /// Print one JSON object at the end.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(a: PlayArgs) -> Result<()> {
+    if a.out.is_none() && a.serve.is_none() {
+        bail!("give --out FILE or --serve 127.0.0.1:PORT");
+    }
+    if let Some(addr) = a.serve
+        && !addr.ip().is_loopback()
+    {
+        bail!("--serve {addr}: the gateway serves plaintext, so it listens on loopback only");
+    }
+    let ticket = match a.ticket.strip_prefix('@') {
+        Some(f) => std::fs::read_to_string(f).with_context(|| format!("cannot read {f}"))?,
+        None => a.ticket.clone(),
+    };
+    let ca_pem = std::fs::read_to_string(&a.ca).with_context(|| format!("cannot read {}", a.ca.display()))?;
+    let rt = tokio::runtime::Runtime::new()?;
+    rt.block_on(async {
+        let opts = OpenOptions { origin: a.origin.clone(), ticket, ca_pem, parallel: a.parallel };
+        let session = Arc::new(Session::open(opts).await?);
+        if let Some(t) = session.replacement_ticket() {
+            eprintln!("next ticket (keep it for the next play): {t}");
+        }
+        let m = session.manifest();
+        if let Some(addr) = a.serve {
+            let scratch = tempfile::tempdir()?;
+            let g = Gateway::start(session.clone(), addr, scratch.path()).await?;
+            eprintln!("playing {} at http://{}/{}  (ffplay, VLC, mpv or a browser; Ctrl-C to stop)", m.title, g.addr, m.title);
+            crate::wait_for_signal().await;
+            g.shutdown().await;
+            return Ok(());
+        }
+        let out_path = a.out.clone().context("no --out")?;
+        let pb = crate::progress_bar(a.json, "play");
+        pb.set_length(m.plaintext_len);
+        let mut events = session.events();
+        let pb2 = pb.clone();
+        let watcher = tokio::spawn(async move {
+            let mut by_source: std::collections::BTreeMap<String, u64> = Default::default();
+            while let Ok(e) = events.recv().await {
+                if let Event::Segment { source, bytes, .. } = e {
+                    *by_source.entry(source).or_default() += bytes;
+                    pb2.inc(bytes);
+                    let parts: Vec<String> = by_source.iter().map(|(s, b)| format!("{s} {:.1}M", *b as f64 / 1e6)).collect();
+                    pb2.set_message(parts.join(" "));
+                }
+            }
+        });
+        let mut out = tokio::fs::File::create(&out_path).await.with_context(|| format!("cannot create {}", out_path.display()))?;
+        let report = session.play_to(&mut out).await?;
+        pb.finish_and_clear();
+        watcher.abort();
+        if a.json {
+            println!(
+                "{}",
+                serde_json::json!({"title": m.title.as_str(), "bytes": report.bytes, "startup_ms": report.first_segment.as_secs_f64() * 1000.0,
+                    "sources": report.by_source, "demoted": report.demoted, "ticket": session.replacement_ticket()})
+            );
+        } else {
+            println!("played {} bytes of {} into {}", report.bytes, m.title, out_path.display());
+            for (s, b) in &report.by_source {
+                println!("  from {s:<12} {b:>12} bytes");
+            }
+        }
+        Ok(())
+    })
+}
