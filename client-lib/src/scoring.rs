@@ -14,7 +14,9 @@
 //! ```
 //!
 //! plus, for a source that does not hold the segment (an edge that will
-//! fetch it from its parent), one more round trip and a miss penalty. Demoted
+//! fetch it from its parent), one more round trip and a miss penalty; a
+//! peer's time counts half (offload: what a peer serves, the CDN does not),
+//! and a peer is only asked for segments its pulse says it holds. Demoted
 //! sources and sources whose pulse failed are not chosen while any other
 //! source can serve. The smallest expected time wins; ties go to the source
 //! with fewer of our requests outstanding, then by name, so the choice is
@@ -26,6 +28,9 @@ use std::time::Duration;
 /// modest figure, so an unmeasured source is tried but not preferred over a
 /// proven fast one.
 pub const DEFAULT_THROUGHPUT: f64 = 20e6;
+
+/// Factor on a peer's expected time: peers win ties and near-ties.
+pub const PEER_PREFERENCE: f64 = 0.5;
 
 /// Weight of the newest sample in the throughput EWMA.
 const EWMA_ALPHA: f64 = 0.3;
@@ -115,6 +120,11 @@ impl SourceView {
             // It fetches from its parent first: another round trip or two.
             secs += 2.0 * rtt + 0.01;
         }
+        if !self.fetches_misses {
+            // A peer holding the segment is preferred unless clearly slower:
+            // every byte it serves is a byte the CDN does not (Fig. 3).
+            secs *= PEER_PREFERENCE;
+        }
         Some(secs)
     }
 }
@@ -202,6 +212,10 @@ mod tests {
         let sources = vec![edge, peer];
         // Segment 0: the peer holds it, the edge would have to fetch it.
         assert_eq!(sources[rank(&sources, 0, SEG)[0].index].name, "peer");
+        // Even when the edge holds it too, an equal peer is preferred (offload).
+        let mut both = sources.clone();
+        both[0].holds = Some(vec![true, true]);
+        assert_eq!(both[rank(&both, 0, SEG)[0].index].name, "peer");
         // Segment 1: the peer cannot serve it at all.
         let r = rank(&sources, 1, SEG);
         assert_eq!(r.len(), 1);

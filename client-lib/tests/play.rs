@@ -139,3 +139,97 @@ async fn local_gateway_answers_ranges_byte_exact() {
     node.shutdown().await;
     origin.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn survives_an_edge_and_a_node_killed_mid_playback_and_a_lying_peer() {
+    let dir = tempfile::tempdir().unwrap();
+    let _ = setup_sized(dir.path(), 12);
+    let input = std::fs::read(dir.path().join("film.bin")).unwrap();
+    // Pre-cast now: a window around the current minute.
+    let now_min = (std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() % 86_400 / 60) as u16;
+    let (a, b) = ((now_min + 1439) % 1440, (now_min + 60) % 1440);
+    let ocfg: tranzcast_config::OriginConfig = tranzcast_config::Layers::new("origin")
+        .overrides(&[
+            format!("data_dir={}", dir.path().join("origin").display()),
+            "storefront_token=test-storefront-token-0123456789".into(),
+            format!("cluster_token={CLUSTER}"),
+            "listen.https=127.0.0.1:0".into(),
+            "staging_interval=200ms".into(),
+            format!("precast.window={:02}:{:02}-{:02}:{:02}", a / 60, a % 60, b / 60, b % 60),
+            "precast.segments=2".into(),
+        ])
+        .unwrap()
+        .build()
+        .unwrap();
+    let origin = Origin::start(ocfg).await.unwrap();
+    let oport = origin.https_addr().port();
+    let origin_url = format!("https://localhost:{oport}");
+    let tls = EdgeTls::from_config(&edge_config("node", "x", dir.path(), oport, &[], 0, false), &origin.ca_dir()).unwrap();
+    // Every server sends at most 4 MiB/s, so the playback lasts long enough to kill things in the middle.
+    let slow = ["rate_limit=4MiB"];
+    let server = |role: &'static str, name: &'static str, parents: Vec<String>, extra: Vec<String>| {
+        let mut sets: Vec<&str> = slow.to_vec();
+        sets.extend(extra.iter().map(String::as_str));
+        edge_config_with(role, name, &dir.path().join(name), oport, &parents, 0, false, &sets)
+    };
+    let n1 = EdgeServer::start(server("node", "node-1", vec![], vec![]), tls.clone()).await.unwrap();
+    let n2 = EdgeServer::start(server("node", "node-2", vec![], vec![]), tls.clone()).await.unwrap();
+    wait_staged(&origin, &["node-1", "node-2"]).await;
+    let url = |s: &EdgeServer| format!("https://localhost:{}", s.https_addr().port());
+    let e1 = EdgeServer::start(server("edge", "edge-1", vec![url(&n1)], vec![]), tls.clone()).await.unwrap();
+    let e2 = EdgeServer::start(server("edge", "edge-2", vec![url(&n2)], vec![]), tls.clone()).await.unwrap();
+    // A peer that bought the title, got the first two segments pre-cast, and lies about them.
+    let http = tranzcast_net::client::https(tls.ca_pem.as_bytes()).unwrap();
+    let bought = {
+        let t = rent(&http, &origin_url, 1).await;
+        let v: serde_json::Value =
+            http.post(format!("{origin_url}/v1/play")).json(&serde_json::json!({"ticket": t})).send().await.unwrap().json().await.unwrap();
+        v["certificate"].as_str().unwrap().to_string()
+    };
+    let peer = EdgeServer::start(
+        edge_config_with("peer", "bad-peer", &dir.path().join("peer"), oport, &[], 0, true, &[&format!("certificate={bought}")]),
+        tls.clone(),
+    )
+    .await
+    .unwrap();
+    eventually(30, "pre-cast to the peer", || async {
+        origin.precast_status().get("bad-peer").and_then(|t| t.get("film")).is_some_and(|p| p.complete)
+    })
+    .await;
+
+    let ticket = rent(&http, &origin_url, 1).await;
+    let s =
+        Arc::new(Session::open(OpenOptions { origin: origin_url.clone(), ticket, ca_pem: tls.ca_pem.clone(), parallel: 3 }).await.unwrap());
+    let mut events = s.events();
+    let player = {
+        let s = s.clone();
+        tokio::spawn(async move {
+            let mut out = Vec::new();
+            let r = s.play_to(&mut out).await;
+            (out, r)
+        })
+    };
+    // Once segments are flowing, an edge and a node go away.
+    let mut delivered_before = 0;
+    while let Ok(e) = events.recv().await {
+        if matches!(e, tranzcast_client::Event::Segment { .. }) {
+            delivered_before += 1;
+            if delivered_before == 2 {
+                break;
+            }
+        }
+    }
+    e1.shutdown().await;
+    n1.shutdown().await;
+    let (out, report) = player.await.unwrap();
+    let report = report.unwrap();
+    assert!(out == input, "playback differs from the input");
+    assert!(delivered_before < 12, "the kill was not mid-playback");
+    assert!(report.demoted.contains(&"bad-peer".to_string()), "the lying peer was not caught: {report:?}");
+    assert!(!report.by_source.contains_key("bad-peer"), "{report:?}");
+    assert!(report.by_source.keys().any(|k| k == "node-2" || k == "edge-2"), "{report:?}");
+    for srv in [e2, n2, peer] {
+        srv.shutdown().await;
+    }
+    origin.shutdown().await;
+}

@@ -201,8 +201,23 @@ fn put_blob(inner: &Inner, hash: &str, body: &Bytes) -> Reply {
     if let Err(e) = a.verify(body) {
         return Err(error(StatusCode::UNPROCESSABLE_ENTITY, "hash_mismatch", e.to_string()));
     }
-    // A node pins what the origin stages; edges and peers keep pushes like fetches.
-    crate::mirror::keep(inner, &a, body, None, inner.config.role == tranzcast_config::EdgeRole::Node);
+    // A peer holds only the first segments the origin pre-casts, so the
+    // manifest pushed with them is recorded as the title's at once (for the
+    // pulse bitmap), once its signature checks; nodes record manifests only
+    // for complete sets (PUT /v1/titles/{id}/manifest).
+    if inner.config.role == tranzcast_config::EdgeRole::Peer
+        && body.starts_with(b"TZMF")
+        && let Ok(sm) = SignedManifest::decode(body)
+        && let Ok(m) = sm.verify(&inner.origin_key)
+    {
+        let stored = inner.store.put_title_manifest(&m.title, body).map_err(internal)?;
+        if let Ok(mut r) = inner.residency.lock() {
+            r.admit(stored, body.len() as u64, true);
+        }
+    } else {
+        // A node pins what the origin stages; edges and peers keep pushes like fetches.
+        crate::mirror::keep(inner, &a, body, None, inner.config.role == tranzcast_config::EdgeRole::Node);
+    }
     inner.staged_blobs.fetch_add(1, Ordering::Relaxed);
     inner.staged_bytes.fetch_add(body.len() as u64, Ordering::Relaxed);
     Ok(json_response(StatusCode::CREATED, &json!({"stored": a.to_hex()})))
