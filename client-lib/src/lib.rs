@@ -7,9 +7,10 @@
 //! segments in parallel from the best source for each with failover, verify
 //! each against its blake3 address, decrypt, write in order, with [`Event`]s;
 //! [`Gateway`]: the plaintext as one HTTP resource with full Range support on
-//! loopback, for standard players. Still to come: per-16 KiB-group
-//! verification, the `AsyncRead` + `AsyncSeek` stream and seek-first
-//! ordering, racing the first segment, mid-segment source switching, serving
+//! loopback, for standard players; [`PlainStream`]: `AsyncRead` +
+//! `AsyncSeek` over the plaintext with a window fetched ahead, moved on seek.
+//! Still to come: per-16 KiB-group verification, a readiness signal, racing
+//! the first segment, mid-segment source switching, serving
 //! peers from the client's cache, the pre-cast cache directory.
 //!
 //! ```no_run
@@ -29,7 +30,9 @@ mod error;
 mod gateway;
 pub mod scoring;
 mod session;
+mod stream;
 
 pub use error::ClientError;
 pub use gateway::Gateway;
 pub use session::{Event, OpenOptions, PlayReport, Session, Source};
+pub use stream::PlainStream;
