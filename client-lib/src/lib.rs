@@ -9,8 +9,9 @@
 //! [`Gateway`]: the plaintext as one HTTP resource with full Range support on
 //! loopback, for standard players; [`PlainStream`]: `AsyncRead` +
 //! `AsyncSeek` over the plaintext with a window fetched ahead, moved on seek.
-//! Still to come: per-16 KiB-group verification, a readiness signal, racing
-//! the first segment, mid-segment source switching, serving
+//! The segment playback waits on is raced on the two best sources;
+//! [`Session::ready`] resolves once enough segments are in hand. Still to
+//! come: per-16 KiB-group verification, mid-segment source switching, serving
 //! peers from the client's cache, the pre-cast cache directory.
 //!
 //! ```no_run

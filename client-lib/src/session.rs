@@ -76,6 +76,13 @@ pub enum Event {
         /// Why.
         reason: String,
     },
+    /// A segment was asked of two sources at once; the first verified answer wins.
+    Race {
+        /// The segment.
+        index: u64,
+        /// The two sources.
+        between: (String, String),
+    },
     /// Output waited for a segment that was not in hand yet (after playback started).
     Stall {
         /// The segment waited for.
@@ -200,6 +207,20 @@ impl Session {
         self.plain.try_get_with(i, async { self.segment(i).await.map(|(b, _)| b) }).await
     }
 
+    /// As [`Session::segment_plain`], racing two sources if it must be fetched.
+    pub async fn segment_plain_raced(&self, i: u64) -> Result<Bytes, std::sync::Arc<ClientError>> {
+        self.plain.try_get_with(i, async { self.segment_raced(i).await.map(|(b, _)| b) }).await
+    }
+
+    /// Resolves once the `n` segments from `from` are in hand (playback can
+    /// start without stalling); the first is raced.
+    pub async fn ready(&self, from: u64, n: u64) -> Result<(), std::sync::Arc<ClientError>> {
+        let last = (self.manifest.segments.len() as u64).min(from + n.max(1));
+        let first = self.segment_plain_raced(from);
+        let others = futures_util::future::try_join_all((from + 1..last).map(|i| self.segment_plain(i)));
+        futures_util::future::try_join(first, others).await.map(|_| ())
+    }
+
     /// The sources the origin named.
     pub fn sources(&self) -> &[Source] {
         &self.sources
@@ -245,6 +266,17 @@ impl Session {
     /// Fetches segment `i` from the best source, failing over to the next;
     /// returns its plaintext and the source it came from.
     pub async fn segment(&self, i: u64) -> Result<(Bytes, String), ClientError> {
+        self.fetch_segment(i, false).await
+    }
+
+    /// As [`Session::segment`], but asks the two best sources at once and
+    /// takes the first to arrive verified, cancelling the other: for the
+    /// segment playback waits on (the first one, or the one after a seek).
+    pub async fn segment_raced(&self, i: u64) -> Result<(Bytes, String), ClientError> {
+        self.fetch_segment(i, true).await
+    }
+
+    async fn fetch_segment(&self, i: u64, race: bool) -> Result<(Bytes, String), ClientError> {
         let idx = usize::try_from(i).map_err(|_| ClientError::Invalid("segment index".into()))?;
         let addr = *self.manifest.segments.get(idx).ok_or_else(|| ClientError::Invalid(format!("no segment {i}")))?;
         let expect_len = u64::from(self.manifest.segment_size) + 128;
@@ -253,61 +285,95 @@ impl Session {
             Err(_) => Vec::new(),
         };
         let mut last = "no sources".to_string();
-        for choice in ranked {
-            let source = &self.sources[choice.index];
-            self.with_view(choice.index, |v| v.ours_in_flight += 1);
-            let t = Instant::now();
-            let r = tokio::time::timeout(scoring::timeout_for(choice.expected_secs), async {
-                let r = self
-                    .http
-                    .get(format!("{}/v1/blobs/{addr}", source.https))
-                    .header("authorization", format!("Tranzcast {}", self.certificate))
-                    .send()
-                    .await
-                    .map_err(|e| e.to_string())?;
-                if r.status() == reqwest::StatusCode::NOT_FOUND {
-                    return Err(NOT_THERE.to_string());
-                }
-                if !r.status().is_success() {
-                    return Err(format!("status {}", r.status()));
-                }
-                r.bytes().await.map_err(|e| e.to_string())
-            })
-            .await
-            .unwrap_or_else(|_| Err("timed out".into()));
-            self.with_view(choice.index, |v| v.ours_in_flight = v.ours_in_flight.saturating_sub(1));
-            // Verified against the address before anything else looks at it.
-            let checked = r.and_then(|b| addr.verify(&b).map(|()| b).map_err(|e| format!("bad bytes: {e}")));
-            match checked {
-                Ok(frame) => {
-                    self.with_view(choice.index, |v| v.record_fetch(frame.len() as u64, t.elapsed()));
-                    let plain =
-                        keys::open(&self.key, &frame, &Expected { title: &self.manifest.title, kind: FrameKind::Media, sequence: i })
-                            .map_err(|e| ClientError::Invalid(format!("segment {i}: {e}")))?;
-                    let n = self.manifest.segment_plain_len(i) as usize;
-                    let mut plain = Bytes::from(plain);
-                    plain.truncate(n);
-                    let _ = self.events.send(Event::Segment { index: i, source: source.name.clone(), bytes: plain.len() as u64 });
-                    return Ok((plain, source.name.clone()));
-                }
-                Err(e) if e == NOT_THERE => {
-                    // Not a fault: it does not hold this one (a peer, or a stale bitmap).
-                    self.with_view(choice.index, |v| {
-                        if let Some(h) = v.holds.as_mut().and_then(|h| h.get_mut(idx)) {
-                            *h = false;
-                        }
-                    });
-                    last = format!("{}: {e}", source.name);
-                }
-                Err(e) => {
-                    tracing::warn!(source = %source.name, segment = i, error = %e, "source demoted");
-                    let _ = self.events.send(Event::Demoted { source: source.name.clone(), reason: e.clone() });
-                    self.with_view(choice.index, |v| v.demoted = true);
-                    last = format!("{}: {e}", source.name);
-                }
+        let mut rest = ranked.as_slice();
+        if race && ranked.len() >= 2 {
+            let (a, b) = (&ranked[0], &ranked[1]);
+            let _ = self
+                .events
+                .send(Event::Race { index: i, between: (self.sources[a.index].name.clone(), self.sources[b.index].name.clone()) });
+            let both = vec![Box::pin(self.attempt(a, i, idx, &addr)), Box::pin(self.attempt(b, i, idx, &addr))];
+            match futures_util::future::select_ok(both).await {
+                Ok((won, _loser)) => return Ok(won),
+                Err(e) => last = e,
+            }
+            rest = &ranked[2..];
+        }
+        for choice in rest {
+            match self.attempt(choice, i, idx, &addr).await {
+                Ok(won) => return Ok(won),
+                Err(e) => last = e,
             }
         }
         Err(ClientError::Unavailable { segment: i, last })
+    }
+
+    /// One try at one source: fetch, verify against the address, decrypt.
+    /// Failures demote the source (a 404 only clears its bitmap bit).
+    async fn attempt(
+        &self,
+        choice: &scoring::Ranked,
+        i: u64,
+        idx: usize,
+        addr: &tranzcast_proto::BlobAddress,
+    ) -> Result<(Bytes, String), String> {
+        let source = &self.sources[choice.index];
+        self.with_view(choice.index, |v| v.ours_in_flight += 1);
+        // Whether it finishes, fails or is cancelled (lost a race), the count comes back down.
+        struct Outstanding<'a>(&'a Session, usize);
+        impl Drop for Outstanding<'_> {
+            fn drop(&mut self) {
+                self.0.with_view(self.1, |v| v.ours_in_flight = v.ours_in_flight.saturating_sub(1));
+            }
+        }
+        let _outstanding = Outstanding(self, choice.index);
+        let t = Instant::now();
+        let r = tokio::time::timeout(scoring::timeout_for(choice.expected_secs), async {
+            let r = self
+                .http
+                .get(format!("{}/v1/blobs/{addr}", source.https))
+                .header("authorization", format!("Tranzcast {}", self.certificate))
+                .send()
+                .await
+                .map_err(|e| e.to_string())?;
+            if r.status() == reqwest::StatusCode::NOT_FOUND {
+                return Err(NOT_THERE.to_string());
+            }
+            if !r.status().is_success() {
+                return Err(format!("status {}", r.status()));
+            }
+            r.bytes().await.map_err(|e| e.to_string())
+        })
+        .await
+        .unwrap_or_else(|_| Err("timed out".into()));
+        // Verified against the address before anything else looks at it.
+        let checked = r.and_then(|b| addr.verify(&b).map(|()| b).map_err(|e| format!("bad bytes: {e}")));
+        match checked {
+            Ok(frame) => {
+                self.with_view(choice.index, |v| v.record_fetch(frame.len() as u64, t.elapsed()));
+                let plain = keys::open(&self.key, &frame, &Expected { title: &self.manifest.title, kind: FrameKind::Media, sequence: i })
+                    .map_err(|e| format!("segment {i} does not decrypt: {e}"))?;
+                let n = self.manifest.segment_plain_len(i) as usize;
+                let mut plain = Bytes::from(plain);
+                plain.truncate(n);
+                let _ = self.events.send(Event::Segment { index: i, source: source.name.clone(), bytes: plain.len() as u64 });
+                Ok((plain, source.name.clone()))
+            }
+            Err(e) if e == NOT_THERE => {
+                // Not a fault: it does not hold this one (a peer, or a stale bitmap).
+                self.with_view(choice.index, |v| {
+                    if let Some(h) = v.holds.as_mut().and_then(|h| h.get_mut(idx)) {
+                        *h = false;
+                    }
+                });
+                Err(format!("{}: {e}", source.name))
+            }
+            Err(e) => {
+                tracing::warn!(source = %source.name, segment = i, error = %e, "source demoted");
+                let _ = self.events.send(Event::Demoted { source: source.name.clone(), reason: e.clone() });
+                self.with_view(choice.index, |v| v.demoted = true);
+                Err(format!("{}: {e}", source.name))
+            }
+        }
     }
 
     fn with_view(&self, i: usize, f: impl FnOnce(&mut SourceView)) {
@@ -328,7 +394,8 @@ impl Session {
         let mut fetches = futures_util::stream::iter(0..n)
             .map(|i| {
                 let me = self.clone();
-                async move { (i, me.segment(i).await) }
+                // The first segment decides the start-up time: race it.
+                async move { (i, if i == 0 { me.segment_raced(i).await } else { me.segment(i).await }) }
             })
             .buffer_unordered(self.parallel);
         let mut pending: BTreeMap<u64, Bytes> = BTreeMap::new();

@@ -100,7 +100,8 @@ impl AsyncRead for PlainStream {
         if this.current.as_ref().is_none_or(|(i, _)| *i != seg) {
             if this.pending.as_ref().is_none_or(|(i, _)| *i != seg) {
                 let session = this.session.clone();
-                this.pending = Some((seg, Box::pin(async move { session.segment_plain(seg).await })));
+                // Playback waits on this one (start, or after a seek): race two sources for it.
+                this.pending = Some((seg, Box::pin(async move { session.segment_plain_raced(seg).await })));
             }
             let Some((_, fut)) = this.pending.as_mut() else { return Poll::Ready(Ok(())) };
             let bytes = ready!(fut.as_mut().poll(cx)).map_err(|e| std::io::Error::other(e.to_string()))?;

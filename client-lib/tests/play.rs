@@ -66,9 +66,20 @@ async fn plays_byte_identical_from_many_sources_twice_then_refused() {
     for n in ["node-1", "node-2", "liar", "edge-1"] {
         assert!(names.contains(&n), "{n} not among the sources: {names:?}");
     }
+    let mut events = s.events();
     let mut out = Vec::new();
     let report = s.play_to(&mut out).await.unwrap();
     assert!(out == input, "playback differs from the input");
+    // The first segment was asked of two sources at once.
+    let mut raced = None;
+    while let Ok(e) = events.try_recv() {
+        if let tranzcast_client::Event::Race { index, between } = e {
+            raced = Some((index, between));
+        }
+    }
+    let (index, (a, b)) = raced.expect("no race for the first segment");
+    assert_eq!(index, 0);
+    assert_ne!(a, b);
     assert_eq!(report.bytes, input.len() as u64);
     assert_eq!(report.by_source.values().sum::<u64>(), input.len() as u64);
     assert!(!report.by_source.contains_key("liar"), "the liar delivered bytes: {report:?}");
@@ -114,6 +125,8 @@ async fn local_gateway_answers_ranges_byte_exact() {
     let ticket = rent(&http, &origin_url, 1).await;
     let session =
         Arc::new(Session::open(OpenOptions { origin: origin_url.clone(), ticket, ca_pem: tls.ca_pem.clone(), parallel: 2 }).await.unwrap());
+    // Ready once the first two segments are in hand.
+    session.ready(0, 2).await.unwrap();
     let g = tranzcast_client::Gateway::start(session.clone(), "127.0.0.1:0".parse().unwrap(), &dir.path().join("gw")).await.unwrap();
     let url = format!("http://{}/film.bin", g.addr);
     let plain = tranzcast_net::client::https(tls.ca_pem.as_bytes()).unwrap(); // speaks plain http too
