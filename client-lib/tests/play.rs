@@ -15,29 +15,9 @@ use tranzcast_origin::Origin;
 mod common;
 use common::*;
 
-async fn rent(http: &reqwest::Client, origin: &str, plays: u32) -> String {
-    let tok = "test-storefront-token-0123456789";
-    let c: serde_json::Value = http
-        .post(format!("{origin}/v1/customers"))
-        .bearer_auth(tok)
-        .json(&serde_json::json!({"name": "v"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let o: serde_json::Value = http
-        .post(format!("{origin}/v1/orders"))
-        .bearer_auth(tok)
-        .json(&serde_json::json!({"customer": c["customer"], "title": "film", "kind": "rent", "plays": plays, "hours": 1}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    o["ticket"].as_str().unwrap().to_string()
+/// A 1-customer rental of `film` with `plays` plays: the ticket.
+async fn rent_film(http: &reqwest::Client, origin: &str, plays: u32) -> String {
+    rent(http, origin, "film", plays).await.0
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -57,7 +37,7 @@ async fn plays_byte_identical_from_many_sources_twice_then_refused() {
     let edge =
         EdgeServer::start(edge_config("edge", "edge-1", &dir.path().join("e1"), oport, &[n1_url], 0, false), tls.clone()).await.unwrap();
     let http = tranzcast_net::client::https(tls.ca_pem.as_bytes()).unwrap();
-    let ticket = rent(&http, &origin_url, 2).await;
+    let ticket = rent_film(&http, &origin_url, 2).await;
     let open = |ticket: String| Session::open(OpenOptions { origin: origin_url.clone(), ticket, ca_pem: tls.ca_pem.clone(), parallel: 4 });
 
     // First play: byte-identical, from at least three sources, never from the liar.
@@ -122,7 +102,7 @@ async fn local_gateway_answers_ranges_byte_exact() {
     let node = EdgeServer::start(edge_config("node", "node-1", &dir.path().join("n1"), oport, &[], 0, false), tls.clone()).await.unwrap();
     wait_staged(&origin, &["node-1"]).await;
     let http = tranzcast_net::client::https(tls.ca_pem.as_bytes()).unwrap();
-    let ticket = rent(&http, &origin_url, 1).await;
+    let ticket = rent_film(&http, &origin_url, 1).await;
     let session =
         Arc::new(Session::open(OpenOptions { origin: origin_url.clone(), ticket, ca_pem: tls.ca_pem.clone(), parallel: 2 }).await.unwrap());
     // Ready once the first two segments are in hand.
@@ -194,7 +174,7 @@ async fn survives_an_edge_and_a_node_killed_mid_playback_and_a_lying_peer() {
     // A peer that bought the title, got the first two segments pre-cast, and lies about them.
     let http = tranzcast_net::client::https(tls.ca_pem.as_bytes()).unwrap();
     let bought = {
-        let t = rent(&http, &origin_url, 1).await;
+        let t = rent_film(&http, &origin_url, 1).await;
         let v: serde_json::Value =
             http.post(format!("{origin_url}/v1/play")).json(&serde_json::json!({"ticket": t})).send().await.unwrap().json().await.unwrap();
         v["certificate"].as_str().unwrap().to_string()
@@ -210,7 +190,7 @@ async fn survives_an_edge_and_a_node_killed_mid_playback_and_a_lying_peer() {
     })
     .await;
 
-    let ticket = rent(&http, &origin_url, 1).await;
+    let ticket = rent_film(&http, &origin_url, 1).await;
     let s =
         Arc::new(Session::open(OpenOptions { origin: origin_url.clone(), ticket, ca_pem: tls.ca_pem.clone(), parallel: 3 }).await.unwrap());
     let mut events = s.events();
@@ -260,7 +240,7 @@ async fn a_seek_fetches_the_middle_first_and_reads_byte_exact() {
     let node = EdgeServer::start(edge_config("node", "node-1", &dir.path().join("n1"), oport, &[], 0, false), tls.clone()).await.unwrap();
     wait_staged(&origin, &["node-1"]).await;
     let http = tranzcast_net::client::https(tls.ca_pem.as_bytes()).unwrap();
-    let ticket = rent(&http, &origin_url, 1).await;
+    let ticket = rent_film(&http, &origin_url, 1).await;
     let s =
         Arc::new(Session::open(OpenOptions { origin: origin_url.clone(), ticket, ca_pem: tls.ca_pem.clone(), parallel: 2 }).await.unwrap());
     s.pulse().await;

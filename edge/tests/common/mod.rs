@@ -99,6 +99,14 @@ pub fn setup_sized(dir: &Path, mib: u32) -> (Vec<BlobAddress>, Vec<Vec<u8>>) {
 
 /// A customer buys `title` and plays it: returns `(certificate, ticket serial)` from the real origin.
 pub async fn certificate(http: &reqwest::Client, origin: &str, title: &str) -> (String, String) {
+    let (ticket, serial) = rent(http, origin, title, 5).await;
+    let p: serde_json::Value =
+        http.post(format!("{origin}/v1/play")).json(&serde_json::json!({"ticket": ticket})).send().await.unwrap().json().await.unwrap();
+    (format!("Tranzcast {}", p["certificate"].as_str().unwrap()), serial)
+}
+
+/// A new customer rents `title` for `plays` plays: returns `(ticket, serial)`.
+pub async fn rent(http: &reqwest::Client, origin: &str, title: &str, plays: u32) -> (String, String) {
     let tok = "test-storefront-token-0123456789";
     let c: serde_json::Value = http
         .post(format!("{origin}/v1/customers"))
@@ -113,23 +121,14 @@ pub async fn certificate(http: &reqwest::Client, origin: &str, title: &str) -> (
     let o: serde_json::Value = http
         .post(format!("{origin}/v1/orders"))
         .bearer_auth(tok)
-        .json(&serde_json::json!({"customer": c["customer"], "title": title, "kind": "rent", "plays": 5, "hours": 1}))
+        .json(&serde_json::json!({"customer": c["customer"], "title": title, "kind": "rent", "plays": plays, "hours": 1}))
         .send()
         .await
         .unwrap()
         .json()
         .await
         .unwrap();
-    let p: serde_json::Value = http
-        .post(format!("{origin}/v1/play"))
-        .json(&serde_json::json!({"ticket": o["ticket"]}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    (format!("Tranzcast {}", p["certificate"].as_str().unwrap()), o["serial"].as_str().unwrap().to_string())
+    (o["ticket"].as_str().unwrap().to_string(), o["serial"].as_str().unwrap().to_string())
 }
 
 pub async fn wait_staged(origin: &Origin, nodes: &[&str]) {
