@@ -161,8 +161,10 @@ pub fn rank(sources: &[SourceView], segment: usize, bytes: u64) -> Vec<Ranked> {
 /// How long to give a fetch expected to take `expected_secs` before it is
 /// abandoned for another source: three times the expectation, at least a
 /// second (one slow round trip must not fail a good source), at most 30 s.
-pub fn timeout_for(expected_secs: f64) -> Duration {
-    Duration::from_secs_f64((expected_secs * 3.0).clamp(1.0, 30.0))
+/// A source never measured gets at least 10 s: its expectation is a guess.
+pub fn timeout_for(expected_secs: f64, measured: bool) -> Duration {
+    let floor = if measured { 1.0 } else { 10.0 };
+    Duration::from_secs_f64((expected_secs * 3.0).clamp(floor, 30.0))
 }
 
 #[cfg(test)]
@@ -256,8 +258,9 @@ mod tests {
 
     #[test]
     fn timeouts_scale_with_the_expectation_within_bounds() {
-        assert_eq!(timeout_for(0.001), Duration::from_secs(1));
-        assert_eq!(timeout_for(2.0), Duration::from_secs(6));
-        assert_eq!(timeout_for(100.0), Duration::from_secs(30));
+        assert_eq!(timeout_for(0.001, true), Duration::from_secs(1));
+        assert_eq!(timeout_for(2.0, true), Duration::from_secs(6));
+        assert_eq!(timeout_for(100.0, true), Duration::from_secs(30));
+        assert_eq!(timeout_for(0.001, false), Duration::from_secs(10), "an unmeasured source's expectation is a guess");
     }
 }

@@ -286,12 +286,13 @@ impl Session {
         };
         let mut last = "no sources".to_string();
         let mut rest = ranked.as_slice();
+        let ranked_again = ranked.clone();
         if race && ranked.len() >= 2 {
             let (a, b) = (&ranked[0], &ranked[1]);
             let _ = self
                 .events
                 .send(Event::Race { index: i, between: (self.sources[a.index].name.clone(), self.sources[b.index].name.clone()) });
-            let both = vec![Box::pin(self.attempt(a, i, idx, &addr)), Box::pin(self.attempt(b, i, idx, &addr))];
+            let both = vec![Box::pin(self.attempt(a, i, idx, &addr, 1)), Box::pin(self.attempt(b, i, idx, &addr, 1))];
             match futures_util::future::select_ok(both).await {
                 Ok((won, _loser)) => return Ok(won),
                 Err(e) => last = e,
@@ -299,7 +300,15 @@ impl Session {
             rest = &ranked[2..];
         }
         for choice in rest {
-            match self.attempt(choice, i, idx, &addr).await {
+            match self.attempt(choice, i, idx, &addr, 1).await {
+                Ok(won) => return Ok(won),
+                Err(e) => last = e,
+            }
+        }
+        // Every source failed once (all busy, say): one more round, with
+        // three times the patience, before giving up on the segment.
+        for choice in &ranked_again {
+            match self.attempt(choice, i, idx, &addr, 3).await {
                 Ok(won) => return Ok(won),
                 Err(e) => last = e,
             }
@@ -315,8 +324,11 @@ impl Session {
         i: u64,
         idx: usize,
         addr: &tranzcast_proto::BlobAddress,
+        patience: u32,
     ) -> Result<(Bytes, String), String> {
         let source = &self.sources[choice.index];
+        let measured = self.views.lock().ok().and_then(|v| v.get(choice.index).map(|s| s.throughput.is_some())).unwrap_or(false);
+        let timeout = scoring::timeout_for(choice.expected_secs, measured) * patience;
         self.with_view(choice.index, |v| v.ours_in_flight += 1);
         // Whether it finishes, fails or is cancelled (lost a race), the count comes back down.
         struct Outstanding<'a>(&'a Session, usize);
@@ -327,7 +339,7 @@ impl Session {
         }
         let _outstanding = Outstanding(self, choice.index);
         let t = Instant::now();
-        let r = tokio::time::timeout(scoring::timeout_for(choice.expected_secs), async {
+        let r = tokio::time::timeout(timeout, async {
             let r = self
                 .http
                 .get(format!("{}/v1/blobs/{addr}", source.https))
@@ -349,7 +361,11 @@ impl Session {
         let checked = r.and_then(|b| addr.verify(&b).map(|()| b).map_err(|e| format!("bad bytes: {e}")));
         match checked {
             Ok(frame) => {
-                self.with_view(choice.index, |v| v.record_fetch(frame.len() as u64, t.elapsed()));
+                self.with_view(choice.index, |v| {
+                    v.record_fetch(frame.len() as u64, t.elapsed());
+                    // Good bytes again (a timeout under load is not a lie): back in the running.
+                    v.demoted = false;
+                });
                 let plain = keys::open(&self.key, &frame, &Expected { title: &self.manifest.title, kind: FrameKind::Media, sequence: i })
                     .map_err(|e| format!("segment {i} does not decrypt: {e}"))?;
                 let n = self.manifest.segment_plain_len(i) as usize;

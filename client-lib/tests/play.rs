@@ -29,13 +29,17 @@ async fn plays_byte_identical_from_many_sources_twice_then_refused() {
     let oport = origin.https_addr().port();
     let origin_url = format!("https://localhost:{oport}");
     let tls = EdgeTls::from_config(&edge_config("node", "x", dir.path(), oport, &[], 0, false), &origin.ca_dir()).unwrap();
-    let n1 = EdgeServer::start(edge_config("node", "node-1", &dir.path().join("n1"), oport, &[], 0, false), tls.clone()).await.unwrap();
-    let n2 = EdgeServer::start(edge_config("node", "node-2", &dir.path().join("n2"), oport, &[], 0, false), tls.clone()).await.unwrap();
+    // Honest servers send at most 2 MiB/s each, as busy servers would: one
+    // source cannot carry the playback alone, and the client must spread it.
+    let slow = |role: &str, name: &str, data: &str, parents: &[String], corrupt: bool| {
+        edge_config_with(role, name, &dir.path().join(data), oport, parents, 0, corrupt, &["rate_limit=2MiB"])
+    };
+    let n1 = EdgeServer::start(slow("node", "node-1", "n1", &[], false), tls.clone()).await.unwrap();
+    let n2 = EdgeServer::start(slow("node", "node-2", "n2", &[], false), tls.clone()).await.unwrap();
     let liar = EdgeServer::start(edge_config("node", "liar", &dir.path().join("liar"), oport, &[], 0, true), tls.clone()).await.unwrap();
     wait_staged(&origin, &["node-1", "node-2", "liar"]).await;
     let n1_url = format!("https://localhost:{}", n1.https_addr().port());
-    let edge =
-        EdgeServer::start(edge_config("edge", "edge-1", &dir.path().join("e1"), oport, &[n1_url], 0, false), tls.clone()).await.unwrap();
+    let edge = EdgeServer::start(slow("edge", "edge-1", "e1", &[n1_url], false), tls.clone()).await.unwrap();
     let http = tranzcast_net::client::https(tls.ca_pem.as_bytes()).unwrap();
     let ticket = rent_film(&http, &origin_url, 2).await;
     let open = |ticket: String| Session::open(OpenOptions { origin: origin_url.clone(), ticket, ca_pem: tls.ca_pem.clone(), parallel: 4 });
