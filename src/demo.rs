@@ -202,7 +202,8 @@ async fn play_on_cluster(dir: &Path, input: &Path, a: &DemoArgs) -> Result<Playe
     let cluster = crate::cluster::Cluster::start(dir, "demo").await?;
     let cluster_s = t.elapsed().as_secs_f64();
     let ticket = cluster.order("demo", "rent", Some(2)).await?;
-    let opts = tranzcast_client::OpenOptions { origin: cluster.origin_url(), ticket, ca_pem: cluster.ca_pem.clone(), parallel: 4 };
+    let opts =
+        tranzcast_client::OpenOptions { origin: cluster.origin_url(), ticket, ca_pem: cluster.ca_pem.clone(), parallel: 4, local: None };
     let started = Instant::now();
     let session = std::sync::Arc::new(tranzcast_client::Session::open(opts).await?);
     let out_path = dir.join("played");

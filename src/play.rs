@@ -49,7 +49,7 @@ pub fn run(a: PlayArgs) -> Result<()> {
     let ca_pem = std::fs::read_to_string(&a.ca).with_context(|| format!("cannot read {}", a.ca.display()))?;
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async {
-        let opts = OpenOptions { origin: a.origin.clone(), ticket, ca_pem, parallel: a.parallel };
+        let opts = OpenOptions { origin: a.origin.clone(), ticket, ca_pem, parallel: a.parallel, local: None };
         let session = Arc::new(Session::open(opts).await?);
         if let Some(t) = session.replacement_ticket() {
             eprintln!("next ticket (keep it for the next play): {t}");

@@ -11,14 +11,16 @@
 //! `AsyncSeek` over the plaintext with a window fetched ahead, moved on seek.
 //! The segment playback waits on is raced on the two best sources;
 //! [`Session::ready`] resolves once enough segments are in hand. Still to
-//! come: per-16 KiB-group verification, mid-segment source switching, serving
-//! peers from the client's cache, the pre-cast cache directory.
+//! come: per-16 KiB-group verification, mid-segment source switching. With
+//! [`OpenOptions::local`] (the client's peer service, an `EdgeServer` with
+//! role `peer`), pre-cast segments are read first and every segment played
+//! is kept there for other viewers.
 //!
 //! ```no_run
 //! # async fn run(ticket: String, ca_pem: String) -> Result<(), tranzcast_client::ClientError> {
 //! use std::sync::Arc;
 //! use tranzcast_client::{OpenOptions, Session};
-//! let opts = OpenOptions { origin: "https://localhost:4433".into(), ticket, ca_pem, parallel: 4 };
+//! let opts = OpenOptions { origin: "https://localhost:4433".into(), ticket, ca_pem, parallel: 4, local: None };
 //! let session = Arc::new(Session::open(opts).await?);
 //! let next_ticket = session.replacement_ticket().map(str::to_string); // keep it for the next play
 //! let mut out = tokio::fs::File::create("film.mp4").await?;

@@ -31,6 +31,10 @@ pub struct OpenOptions {
     pub ca_pem: String,
     /// Segments fetched at once.
     pub parallel: usize,
+    /// This client's peer service (an `EdgeServer` with role `peer`): its
+    /// store is read first (segments the origin pre-cast here, Fig. 4) and
+    /// keeps every segment played, for other viewers (Fig. 3).
+    pub local: Option<Arc<tranzcast_edge::EdgeServer>>,
 }
 
 /// One source of blobs: an edge, a node or a peer.
@@ -107,9 +111,12 @@ pub struct Session {
     sources: Vec<Source>,
     views: Mutex<Vec<SourceView>>,
     parallel: usize,
+    local: Option<Arc<tranzcast_edge::EdgeServer>>,
 }
 
 const NOT_THERE: &str = "does not hold it";
+/// The source name of segments read from this client's own store.
+pub const LOCAL: &str = "local";
 
 fn json_error(v: &serde_json::Value) -> (String, String) {
     (v["error"]["code"].as_str().unwrap_or("unknown").to_string(), v["error"]["reason"].as_str().unwrap_or("no reason given").to_string())
@@ -167,6 +174,8 @@ impl Session {
                 })
             })
             .filter(|s| matches!(s.role.as_str(), "edge" | "node" | "peer"))
+            // Not ourselves: our own store is read directly.
+            .filter(|s| opts.local.as_ref().is_none_or(|l| l.name() != s.name))
             .collect();
         let views = sources.iter().map(|s| SourceView::new(&s.name, s.role != "peer")).collect();
         Ok(Self {
@@ -183,6 +192,7 @@ impl Session {
             sources,
             views: Mutex::new(views),
             parallel: opts.parallel.max(1),
+            local: opts.local.clone(),
         })
     }
 
@@ -279,6 +289,15 @@ impl Session {
     async fn fetch_segment(&self, i: u64, race: bool) -> Result<(Bytes, String), ClientError> {
         let idx = usize::try_from(i).map_err(|_| ClientError::Invalid("segment index".into()))?;
         let addr = *self.manifest.segments.get(idx).ok_or_else(|| ClientError::Invalid(format!("no segment {i}")))?;
+        // Our own store first: pre-cast segments, or ones played before.
+        if let Some(local) = &self.local {
+            let l = local.clone();
+            if let Ok(Some(frame)) = tokio::task::spawn_blocking(move || l.local_blob(&addr)).await {
+                let plain = self.decrypt(i, &frame).map_err(ClientError::Invalid)?;
+                let _ = self.events.send(Event::Segment { index: i, source: LOCAL.into(), bytes: plain.len() as u64 });
+                return Ok((plain, LOCAL.into()));
+            }
+        }
         let expect_len = u64::from(self.manifest.segment_size) + 128;
         let ranked = match self.views.lock() {
             Ok(v) => scoring::rank(&v, idx, expect_len),
@@ -366,11 +385,12 @@ impl Session {
                     // Good bytes again (a timeout under load is not a lie): back in the running.
                     v.demoted = false;
                 });
-                let plain = keys::open(&self.key, &frame, &Expected { title: &self.manifest.title, kind: FrameKind::Media, sequence: i })
-                    .map_err(|e| format!("segment {i} does not decrypt: {e}"))?;
-                let n = self.manifest.segment_plain_len(i) as usize;
-                let mut plain = Bytes::from(plain);
-                plain.truncate(n);
+                let plain = self.decrypt(i, &frame)?;
+                if let Some(local) = &self.local {
+                    // Kept (ciphertext) for other viewers; the playback does not wait for it.
+                    let (l, f) = (local.clone(), frame.clone());
+                    tokio::task::spawn_blocking(move || l.keep_blob(&f));
+                }
                 let _ = self.events.send(Event::Segment { index: i, source: source.name.clone(), bytes: plain.len() as u64 });
                 Ok((plain, source.name.clone()))
             }
@@ -390,6 +410,14 @@ impl Session {
                 Err(format!("{}: {e}", source.name))
             }
         }
+    }
+
+    fn decrypt(&self, i: u64, frame: &[u8]) -> Result<Bytes, String> {
+        let plain = keys::open(&self.key, frame, &Expected { title: &self.manifest.title, kind: FrameKind::Media, sequence: i })
+            .map_err(|e| format!("segment {i} does not decrypt: {e}"))?;
+        let mut plain = Bytes::from(plain);
+        plain.truncate(self.manifest.segment_plain_len(i) as usize);
+        Ok(plain)
     }
 
     fn with_view(&self, i: usize, f: impl FnOnce(&mut SourceView)) {

@@ -42,7 +42,9 @@ async fn plays_byte_identical_from_many_sources_twice_then_refused() {
     let edge = EdgeServer::start(slow("edge", "edge-1", "e1", &[n1_url], false), tls.clone()).await.unwrap();
     let http = tranzcast_net::client::https(tls.ca_pem.as_bytes()).unwrap();
     let ticket = rent_film(&http, &origin_url, 2).await;
-    let open = |ticket: String| Session::open(OpenOptions { origin: origin_url.clone(), ticket, ca_pem: tls.ca_pem.clone(), parallel: 4 });
+    let open = |ticket: String| {
+        Session::open(OpenOptions { origin: origin_url.clone(), ticket, ca_pem: tls.ca_pem.clone(), parallel: 4, local: None })
+    };
 
     // First play: byte-identical, from at least three sources, never from the liar.
     let s = Arc::new(open(ticket.clone()).await.unwrap());
@@ -107,8 +109,11 @@ async fn local_gateway_answers_ranges_byte_exact() {
     wait_staged(&origin, &["node-1"]).await;
     let http = tranzcast_net::client::https(tls.ca_pem.as_bytes()).unwrap();
     let ticket = rent_film(&http, &origin_url, 1).await;
-    let session =
-        Arc::new(Session::open(OpenOptions { origin: origin_url.clone(), ticket, ca_pem: tls.ca_pem.clone(), parallel: 2 }).await.unwrap());
+    let session = Arc::new(
+        Session::open(OpenOptions { origin: origin_url.clone(), ticket, ca_pem: tls.ca_pem.clone(), parallel: 2, local: None })
+            .await
+            .unwrap(),
+    );
     // Ready once the first two segments are in hand.
     session.ready(0, 2).await.unwrap();
     let g = tranzcast_client::Gateway::start(session.clone(), "127.0.0.1:0".parse().unwrap(), &dir.path().join("gw")).await.unwrap();
@@ -195,8 +200,11 @@ async fn survives_an_edge_and_a_node_killed_mid_playback_and_a_lying_peer() {
     .await;
 
     let ticket = rent_film(&http, &origin_url, 1).await;
-    let s =
-        Arc::new(Session::open(OpenOptions { origin: origin_url.clone(), ticket, ca_pem: tls.ca_pem.clone(), parallel: 3 }).await.unwrap());
+    let s = Arc::new(
+        Session::open(OpenOptions { origin: origin_url.clone(), ticket, ca_pem: tls.ca_pem.clone(), parallel: 3, local: None })
+            .await
+            .unwrap(),
+    );
     let mut events = s.events();
     let player = {
         let s = s.clone();
@@ -245,8 +253,11 @@ async fn a_seek_fetches_the_middle_first_and_reads_byte_exact() {
     wait_staged(&origin, &["node-1"]).await;
     let http = tranzcast_net::client::https(tls.ca_pem.as_bytes()).unwrap();
     let ticket = rent_film(&http, &origin_url, 1).await;
-    let s =
-        Arc::new(Session::open(OpenOptions { origin: origin_url.clone(), ticket, ca_pem: tls.ca_pem.clone(), parallel: 2 }).await.unwrap());
+    let s = Arc::new(
+        Session::open(OpenOptions { origin: origin_url.clone(), ticket, ca_pem: tls.ca_pem.clone(), parallel: 2, local: None })
+            .await
+            .unwrap(),
+    );
     s.pulse().await;
     let mut events = s.events();
     let mut reader = s.stream(2);
@@ -287,6 +298,88 @@ async fn a_seek_fetches_the_middle_first_and_reads_byte_exact() {
     reader.read_exact(&mut again).await.unwrap();
     assert_eq!(again[..], input[10..110]);
     assert!(reader.seek(std::io::SeekFrom::Current(-1000)).await.is_err(), "seeking before the start is an error");
+    node.shutdown().await;
+    origin.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn precast_segments_are_used_first_and_a_client_serves_what_it_played() {
+    let dir = tempfile::tempdir().unwrap();
+    let _ = setup_sized(dir.path(), 6);
+    let input = std::fs::read(dir.path().join("film.bin")).unwrap();
+    let now_min = (std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() % 86_400 / 60) as u16;
+    let (a, b) = ((now_min + 1439) % 1440, (now_min + 60) % 1440);
+    let ocfg: tranzcast_config::OriginConfig = tranzcast_config::Layers::new("origin")
+        .overrides(&[
+            format!("data_dir={}", dir.path().join("origin").display()),
+            "storefront_token=test-storefront-token-0123456789".into(),
+            format!("cluster_token={CLUSTER}"),
+            "listen.https=127.0.0.1:0".into(),
+            "staging_interval=200ms".into(),
+            format!("precast.window={:02}:{:02}-{:02}:{:02}", a / 60, a % 60, b / 60, b % 60),
+            "precast.segments=2".into(),
+        ])
+        .unwrap()
+        .build()
+        .unwrap();
+    let origin = Origin::start(ocfg).await.unwrap();
+    let oport = origin.https_addr().port();
+    let origin_url = format!("https://localhost:{oport}");
+    let tls = EdgeTls::from_config(&edge_config("node", "x", dir.path(), oport, &[], 0, false), &origin.ca_dir()).unwrap();
+    // A busy node: 1 MiB/s.
+    let node_cfg = edge_config_with("node", "node-1", &dir.path().join("n1"), oport, &[], 0, false, &["rate_limit=1MiB"]);
+    let node = EdgeServer::start(node_cfg, tls.clone()).await.unwrap();
+    wait_staged(&origin, &["node-1"]).await;
+    let http = tranzcast_net::client::https(tls.ca_pem.as_bytes()).unwrap();
+
+    // Viewer A's client runs a peer service; the origin pre-casts it the first two segments.
+    let ticket_a = rent_film(&http, &origin_url, 2).await;
+    let cert_a = {
+        let v: serde_json::Value = http
+            .post(format!("{origin_url}/v1/play"))
+            .json(&serde_json::json!({"ticket": ticket_a}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        (v["certificate"].as_str().unwrap().to_string(), v["ticket"].as_str().unwrap().to_string())
+    };
+    let peer_cfg =
+        edge_config_with("peer", "viewer-a", &dir.path().join("viewer-a"), oport, &[], 0, false, &[&format!("certificate={}", cert_a.0)]);
+    let peer_a = Arc::new(EdgeServer::start(peer_cfg, tls.clone()).await.unwrap());
+    eventually(30, "pre-cast to viewer A", || async {
+        origin.precast_status().get("viewer-a").and_then(|t| t.get("film")).is_some_and(|p| p.complete)
+    })
+    .await;
+    let open = |ticket: String, local: Option<Arc<EdgeServer>>| {
+        Session::open(OpenOptions { origin: origin_url.clone(), ticket, ca_pem: tls.ca_pem.clone(), parallel: 2, local })
+    };
+    let sa = Arc::new(open(cert_a.1.clone(), Some(peer_a.clone())).await.unwrap());
+    assert!(sa.sources().iter().all(|s| s.name != "viewer-a"), "a client does not fetch from itself over the network");
+    let mut out = Vec::new();
+    let ra = sa.play_to(&mut out).await.unwrap();
+    assert!(out == input);
+    assert_eq!(ra.by_source.get("local"), Some(&(2 << 20)), "the pre-cast segments were not used first: {ra:?}");
+    // A kept what it played (ciphertext) and says so in its pulse.
+    let peer_url = format!("https://localhost:{}", peer_a.https_addr().port());
+    eventually(10, "viewer A to hold the whole title", || async {
+        let p: serde_json::Value = http.get(format!("{peer_url}/v1/pulse?title=film")).send().await.unwrap().json().await.unwrap();
+        p["segments"]["held"] == 6
+    })
+    .await;
+
+    // Viewer B, no peer service of its own: A serves it, faster than the busy node.
+    let sb = Arc::new(open(rent_film(&http, &origin_url, 1).await, None).await.unwrap());
+    assert!(sb.sources().iter().any(|s| s.name == "viewer-a" && s.role == "peer"));
+    let mut out = Vec::new();
+    let rb = sb.play_to(&mut out).await.unwrap();
+    assert!(out == input);
+    assert!(rb.by_source.get("viewer-a").copied().unwrap_or(0) >= 3 << 20, "viewer A served little: {rb:?}");
+    drop(sa);
+    let peer_a = Arc::try_unwrap(peer_a).unwrap();
+    peer_a.shutdown().await;
     node.shutdown().await;
     origin.shutdown().await;
 }

@@ -236,6 +236,21 @@ impl EdgeServer {
         self.server.https_addr
     }
 
+    /// Keeps a blob in this server's store (within its disk budget), as a
+    /// smart client does with the segments it played so it can serve them as
+    /// a peer (Fig. 3). The address is computed from the bytes. Blocking.
+    pub fn keep_blob(&self, bytes: &[u8]) -> tranzcast_proto::BlobAddress {
+        let a = tranzcast_proto::BlobAddress::of(bytes);
+        mirror::keep(&self.inner, &a, bytes, None, false);
+        a
+    }
+
+    /// A blob this server holds (verified against its address on the way
+    /// out of the store), e.g. a segment the origin pre-cast to this peer. Blocking.
+    pub fn local_blob(&self, a: &tranzcast_proto::BlobAddress) -> Option<bytes::Bytes> {
+        self.inner.store.get(a).ok().flatten()
+    }
+
     /// The configured name.
     pub fn name(&self) -> &str {
         &self.inner.config.name
