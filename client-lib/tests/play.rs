@@ -147,22 +147,7 @@ async fn survives_an_edge_and_a_node_killed_mid_playback_and_a_lying_peer() {
     let dir = tempfile::tempdir().unwrap();
     let _ = setup_sized(dir.path(), 12);
     let input = std::fs::read(dir.path().join("film.bin")).unwrap();
-    // Pre-cast now: a window around the current minute.
-    let now_min = (std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() % 86_400 / 60) as u16;
-    let (a, b) = ((now_min + 1439) % 1440, (now_min + 60) % 1440);
-    let ocfg: tranzcast_config::OriginConfig = tranzcast_config::Layers::new("origin")
-        .overrides(&[
-            format!("data_dir={}", dir.path().join("origin").display()),
-            "storefront_token=test-storefront-token-0123456789".into(),
-            format!("cluster_token={CLUSTER}"),
-            "listen.https=127.0.0.1:0".into(),
-            "staging_interval=200ms".into(),
-            format!("precast.window={:02}:{:02}-{:02}:{:02}", a / 60, a % 60, b / 60, b % 60),
-            "precast.segments=2".into(),
-        ])
-        .unwrap()
-        .build()
-        .unwrap();
+    let ocfg = origin_config_with(&dir.path().join("origin"), 0, &precast_now(2));
     let origin = Origin::start(ocfg).await.unwrap();
     let oport = origin.https_addr().port();
     let origin_url = format!("https://localhost:{oport}");
@@ -307,21 +292,7 @@ async fn precast_segments_are_used_first_and_a_client_serves_what_it_played() {
     let dir = tempfile::tempdir().unwrap();
     let _ = setup_sized(dir.path(), 6);
     let input = std::fs::read(dir.path().join("film.bin")).unwrap();
-    let now_min = (std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() % 86_400 / 60) as u16;
-    let (a, b) = ((now_min + 1439) % 1440, (now_min + 60) % 1440);
-    let ocfg: tranzcast_config::OriginConfig = tranzcast_config::Layers::new("origin")
-        .overrides(&[
-            format!("data_dir={}", dir.path().join("origin").display()),
-            "storefront_token=test-storefront-token-0123456789".into(),
-            format!("cluster_token={CLUSTER}"),
-            "listen.https=127.0.0.1:0".into(),
-            "staging_interval=200ms".into(),
-            format!("precast.window={:02}:{:02}-{:02}:{:02}", a / 60, a % 60, b / 60, b % 60),
-            "precast.segments=2".into(),
-        ])
-        .unwrap()
-        .build()
-        .unwrap();
+    let ocfg = origin_config_with(&dir.path().join("origin"), 0, &precast_now(2));
     let origin = Origin::start(ocfg).await.unwrap();
     let oport = origin.https_addr().port();
     let origin_url = format!("https://localhost:{oport}");

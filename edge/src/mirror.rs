@@ -104,8 +104,14 @@ pub(crate) fn touched(inner: &Inner, a: &BlobAddress) {
 /// segment of a hot title, mirrors what comes next. `edge` is the URL of the
 /// edge the request came from (nodes push there).
 pub(crate) fn record(inner: &Arc<Inner>, prefix: &[u8], edge: Option<&str>) {
+    // On the hit path: return before any parsing when this server mirrors nothing.
+    let pushes = inner.config.role == EdgeRole::Node && inner.config.mirroring.push_to_edges && edge.is_some();
+    if inner.config.role != EdgeRole::Edge && !pushes {
+        return;
+    }
     let Some((title, seq)) = crate::access::segment_of(prefix) else { return };
-    if inner.config.role == EdgeRole::Edge && inner.manifests_known.lock().is_ok_and(|mut k| k.insert(title.clone())) {
+    if inner.config.role == EdgeRole::Edge && inner.manifests_known.lock().is_ok_and(|mut k| !k.contains(&title) && k.insert(title.clone()))
+    {
         // First request for this title here: bring its manifest, so pulses
         // report which segments this edge holds.
         let (i2, t2) = (inner.clone(), title.clone());

@@ -36,6 +36,8 @@ pub struct Admission {
 pub struct Residency {
     budget: u64,
     used: u64,
+    /// Bytes of pinned blobs (part of `used`).
+    pinned: u64,
     clock: f64,
     entries: HashMap<BlobAddress, Entry>,
     order: BTreeSet<(u64, BlobAddress)>,
@@ -49,7 +51,7 @@ fn priority(clock: f64, hits: u64, size: u64) -> u64 {
 impl Residency {
     /// An empty set with `budget` bytes.
     pub fn new(budget: u64) -> Self {
-        Self { budget, used: 0, clock: 0.0, entries: HashMap::new(), order: BTreeSet::new() }
+        Self { budget, used: 0, pinned: 0, clock: 0.0, entries: HashMap::new(), order: BTreeSet::new() }
     }
 
     /// Bytes held.
@@ -94,14 +96,14 @@ impl Residency {
             if pinned && !e.pinned {
                 self.order.remove(&(e.priority, a));
                 e.pinned = true;
+                self.pinned += e.size;
             }
             return Admission { store: true, evict: Vec::new() };
         }
         let mut evict = Vec::new();
         if !pinned {
             // Would it fit if every unpinned blob went? If not, evict nothing.
-            let pinned_bytes = self.used - self.order.iter().map(|(_, b)| self.entries[b].size).sum::<u64>();
-            if pinned_bytes + size > self.budget {
+            if self.pinned + size > self.budget {
                 return Admission { store: false, evict };
             }
         }
@@ -119,6 +121,9 @@ impl Residency {
         }
         self.entries.insert(a, e);
         self.used += size;
+        if pinned {
+            self.pinned += size;
+        }
         Admission { store: true, evict }
     }
 
@@ -127,6 +132,9 @@ impl Residency {
         if let Some(e) = self.entries.remove(a) {
             self.order.remove(&(e.priority, *a));
             self.used -= e.size;
+            if e.pinned {
+                self.pinned -= e.size;
+            }
         }
     }
 }

@@ -90,10 +90,9 @@ async fn metrics_by_protocol_shedding_rate_limit_and_timeout() {
         edge_config_with("edge", "edge-1", &dir.path().join("e1"), oport, &[silent_url], 0, false, &["limits.request_timeout=300ms"]);
     let edge = EdgeServer::start(edge_cfg, tls.clone()).await.unwrap();
     let edge_url = format!("https://localhost:{}", edge.https_addr().port());
-    let t = Instant::now();
+    // (Had the 2 s upstream timeout come first, the origin would have answered 200.)
     let r = http.get(format!("{edge_url}/v1/blobs/{}", segs[1])).header("authorization", &cert).send().await.unwrap();
     assert_eq!(r.status().as_u16(), 504);
-    assert!(t.elapsed() < Duration::from_millis(1900), "{:?}", t.elapsed());
     assert_eq!(metric_f64(&http, &edge_url, "edge_http_requests_total{protocol=\"h2\",status=\"504\"}").await, Some(1.0));
     edge.shutdown().await;
     node.shutdown().await;

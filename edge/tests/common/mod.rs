@@ -17,17 +17,28 @@ use tranzcast_store::{BlobStore, StoreOptions};
 pub const CLUSTER: &str = "test-cluster-token-0123456789";
 
 pub fn origin_config(data: &Path, port: u16) -> OriginConfig {
-    Layers::new("origin")
-        .overrides(&[
-            format!("data_dir={}", data.display()),
-            "storefront_token=test-storefront-token-0123456789".into(),
-            format!("cluster_token={CLUSTER}"),
-            format!("listen.https=127.0.0.1:{port}"),
-            "staging_interval=200ms".into(),
-        ])
-        .unwrap()
-        .build()
-        .unwrap()
+    origin_config_with(data, port, &[])
+}
+
+/// As [`origin_config`], with more `key=value` settings.
+pub fn origin_config_with(data: &Path, port: u16, extra: &[String]) -> OriginConfig {
+    let mut sets = vec![
+        format!("data_dir={}", data.display()),
+        "storefront_token=test-storefront-token-0123456789".into(),
+        format!("cluster_token={CLUSTER}"),
+        format!("listen.https=127.0.0.1:{port}"),
+        "staging_interval=200ms".into(),
+    ];
+    sets.extend(extra.iter().cloned());
+    Layers::new("origin").overrides(&sets).unwrap().build().unwrap()
+}
+
+/// Settings that make the origin pre-cast `segments` segments now (a window
+/// around the current minute, UTC).
+pub fn precast_now(segments: u32) -> Vec<String> {
+    let now_min = (std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() % 86_400 / 60) as u16;
+    let (a, b) = ((now_min + 1439) % 1440, (now_min + 60) % 1440);
+    vec![format!("precast.window={:02}:{:02}-{:02}:{:02}", a / 60, a % 60, b / 60, b % 60), format!("precast.segments={segments}")]
 }
 
 pub fn edge_config(role: &str, name: &str, data: &Path, origin_port: u16, parents: &[String], port: u16, corrupt: bool) -> EdgeConfig {
