@@ -87,12 +87,14 @@ impl SourceView {
         self.holds.as_ref().map(|h| h.get(segment).copied().unwrap_or(false))
     }
 
-    /// Records a completed fetch of `bytes` that took `elapsed` (time to the last byte).
-    pub fn record_fetch(&mut self, bytes: u64, elapsed: Duration) {
+    /// Records a fetch of `bytes` that took `elapsed` (request to last byte)
+    /// while `sharing` of our requests (this one included) were outstanding
+    /// at the source: the source's throughput is what they got together.
+    pub fn record_fetch(&mut self, bytes: u64, elapsed: Duration, sharing: u32) {
         let secs = elapsed.as_secs_f64().max(1e-4);
         // Throughput net of one round trip, which every request pays anyway.
         let rtt = self.rtt.map_or(0.0, |r| r.as_secs_f64());
-        let sample = bytes as f64 / (secs - rtt).max(secs * 0.1);
+        let sample = bytes as f64 / (secs - rtt).max(secs * 0.1) * f64::from(sharing.max(1));
         self.throughput = Some(match self.throughput {
             Some(t) => t * (1.0 - EWMA_ALPHA) + sample * EWMA_ALPHA,
             None => sample,
@@ -156,6 +158,35 @@ pub fn rank(sources: &[SourceView], segment: usize, bytes: u64) -> Vec<Ranked> {
             .then(sources[a.index].name.cmp(&sources[b.index].name))
     });
     out.into_iter().map(|(_, r)| r).collect()
+}
+
+/// A transfer running this many times slower than the best alternative
+/// would finish the rest is abandoned there and resumed at the alternative.
+pub const SWITCH_FACTOR: f64 = 2.0;
+
+/// ... and only if that saves at least this long (no churn for small gains).
+pub const SWITCH_MIN_GAIN_SECS: f64 = 0.05;
+
+/// Mid-segment: whether to leave a source whose transfer achieves `rate`
+/// bytes/s with `remaining` bytes still to come, when the best other source
+/// is expected to fetch them in `alternative_secs` (None: no alternative).
+/// Below two verified groups left, switching costs more than it saves.
+pub fn should_switch(rate: f64, remaining: u64, alternative_secs: Option<f64>) -> bool {
+    let Some(alternative) = alternative_secs else { return false };
+    if remaining < 2 * tranzcast_proto::outboard::GROUP_LEN {
+        return false;
+    }
+    let mine = remaining as f64 / rate.max(1.0);
+    mine > SWITCH_FACTOR * alternative && mine - alternative > SWITCH_MIN_GAIN_SECS
+}
+
+/// How many sources the segment playback waits on is asked of at once: the
+/// two best, or the three best while none of them has been measured (the
+/// first segment of a session: round trips alone do not tell a fast source
+/// from a slow one, and starting on a slow one is the worst start).
+pub fn race_width(sources: &[SourceView], ranked: &[Ranked]) -> usize {
+    let top = &ranked[..ranked.len().min(3)];
+    if top.len() == 3 && top.iter().all(|r| sources[r.index].throughput.is_none()) { 3 } else { top.len().min(2) }
 }
 
 /// How long to give a fetch expected to take `expected_secs` before it is
@@ -244,16 +275,45 @@ mod tests {
     fn throughput_estimate_follows_fetches_and_ties_are_deterministic() {
         let mut s = SourceView::new("x", true);
         s.rtt = Some(Duration::from_millis(10));
-        s.record_fetch(10_000_000, Duration::from_millis(110)); // 100 MB/s net of the rtt
+        s.record_fetch(10_000_000, Duration::from_millis(110), 1); // 100 MB/s net of the rtt
         assert!((s.throughput.unwrap() - 100e6).abs() < 1e6, "{:?}", s.throughput);
-        s.record_fetch(1_000_000, Duration::from_millis(110)); // 10 MB/s
+        s.record_fetch(1_000_000, Duration::from_millis(110), 1); // 10 MB/s
         let t = s.throughput.unwrap();
         assert!(t < 100e6 && t > 10e6, "the estimate moves towards new samples: {t}");
-        s.record_fetch(0, Duration::ZERO);
+        // Four of our requests shared the source: it delivered four times that.
+        let mut shared = SourceView::new("y", true);
+        shared.record_fetch(1_000_000, Duration::from_millis(100), 4);
+        assert!((shared.throughput.unwrap() - 40e6).abs() < 1e6, "{:?}", shared.throughput);
+        s.record_fetch(0, Duration::ZERO, 0);
         assert!(s.throughput.unwrap().is_finite());
         let sources = vec![src("b", 5, 50.0), src("a", 5, 50.0)];
         assert_eq!(sources[rank(&sources, 0, SEG)[0].index].name, "a");
         assert!(rank(&[], 0, SEG).is_empty());
+    }
+
+    #[test]
+    fn a_slow_transfer_moves_only_for_a_clear_gain() {
+        // 1 MB left at 0.5 MB/s (2 s) against an alternative doing it in 0.2 s: move.
+        assert!(should_switch(0.5e6, 1_000_000, Some(0.2)));
+        // Against one that needs 1.5 s: stay (not twice as fast).
+        assert!(!should_switch(0.5e6, 1_000_000, Some(1.5)));
+        // No alternative, or too little left: stay.
+        assert!(!should_switch(0.5e6, 1_000_000, None));
+        assert!(!should_switch(1.0, 20_000, Some(0.0)));
+        // Twice as fast but the gain is a few milliseconds: stay.
+        assert!(!should_switch(100e6, 100_000, Some(0.0001)));
+        // A stalled transfer (rate near zero) moves to anything.
+        assert!(should_switch(0.0, 1_000_000, Some(5.0)));
+    }
+
+    #[test]
+    fn the_first_race_is_wider_while_nothing_is_measured() {
+        let fresh = vec![SourceView::new("a", true), SourceView::new("b", true), SourceView::new("c", true)];
+        assert_eq!(race_width(&fresh, &rank(&fresh, 0, SEG)), 3);
+        let measured = vec![src("a", 1, 10.0), src("b", 1, 20.0), src("c", 1, 30.0)];
+        assert_eq!(race_width(&measured, &rank(&measured, 0, SEG)), 2);
+        assert_eq!(race_width(&fresh[..1], &rank(&fresh[..1], 0, SEG)), 1);
+        assert_eq!(race_width(&fresh[..2], &rank(&fresh[..2], 0, SEG)), 2);
     }
 
     #[test]

@@ -15,6 +15,7 @@ use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tranzcast_proto::frame::FrameKind;
 use tranzcast_proto::keys::{self, Expected, TitleKey};
 use tranzcast_proto::manifest::{Manifest, SignedManifest};
+use tranzcast_proto::outboard::{GroupVerifier, Outboard};
 use tranzcast_proto::ticket::{SignedToken, Token};
 
 use crate::ClientError;
@@ -80,12 +81,33 @@ pub enum Event {
         /// Why.
         reason: String,
     },
-    /// A segment was asked of two sources at once; the first verified answer wins.
+    /// A segment was asked of two (or three) sources at once; the first
+    /// verified answer wins.
     Race {
         /// The segment.
         index: u64,
-        /// The two sources.
-        between: (String, String),
+        /// The sources, best first.
+        between: Vec<String>,
+    },
+    /// A source ran slow mid-segment: the rest of it is fetched elsewhere.
+    Switched {
+        /// The segment.
+        index: u64,
+        /// The source left.
+        source: String,
+        /// Bytes of the segment verified when it was left.
+        at: u64,
+        /// Its rate then.
+        reason: String,
+    },
+    /// A segment's fetch continued at a source from byte `at` (a range).
+    Resumed {
+        /// The segment.
+        index: u64,
+        /// The source that takes over.
+        source: String,
+        /// The first byte asked of it.
+        at: u64,
     },
     /// Output waited for a segment that was not in hand yet (after playback started).
     Stall {
@@ -117,6 +139,84 @@ pub struct Session {
 const NOT_THERE: &str = "does not hold it";
 /// The source name of segments read from this client's own store.
 pub const LOCAL: &str = "local";
+
+/// How often a transfer checks whether it runs slow.
+const SWITCH_CHECK: Duration = Duration::from_millis(50);
+/// A transfer's rate is judged only after this long since its first byte.
+const WARM_UP: Duration = Duration::from_millis(100);
+/// Partial transfers (cancelled, left) shorter than this teach nothing.
+const MIN_SAMPLE: u64 = 64 * 1024;
+
+/// A segment being fetched; its verified bytes survive a change of source.
+#[derive(Debug, Default)]
+struct Transfer {
+    verifier: Option<GroupVerifier>,
+    /// The verified prefix of the blob.
+    data: Vec<u8>,
+}
+
+impl Transfer {
+    /// Bytes still to fetch, once the length is known.
+    fn remaining(&self) -> Option<u64> {
+        self.verifier.as_ref().map(|v| v.len() - v.verified())
+    }
+}
+
+/// Why one try at one source did not finish the segment.
+enum Miss {
+    /// It does not hold the segment.
+    NotThere,
+    /// It ran slow: the rest is fetched elsewhere (not a fault).
+    Slow(String),
+    /// It lied, failed or timed out.
+    Failed(String),
+}
+
+/// One of our requests at a source: counted in its view while it lasts;
+/// what it achieved (even cancelled, as a race's loser) feeds the source's
+/// throughput estimate when it ends.
+struct Outstanding<'a> {
+    session: &'a Session,
+    index: usize,
+    started: Instant,
+    first_byte: Option<Instant>,
+    got: u64,
+    done: bool,
+}
+
+impl<'a> Outstanding<'a> {
+    fn new(session: &'a Session, index: usize) -> Self {
+        session.with_view(index, |v| v.ours_in_flight += 1);
+        Self { session, index, started: Instant::now(), first_byte: None, got: 0, done: false }
+    }
+
+    fn arrived(&mut self, n: usize) {
+        self.first_byte.get_or_insert_with(Instant::now);
+        self.got += n as u64;
+    }
+
+    /// Bytes/s since the first byte, once that is long enough to judge.
+    fn rate(&self) -> Option<f64> {
+        let since = self.first_byte?.elapsed();
+        (since >= WARM_UP).then(|| self.got as f64 / since.as_secs_f64())
+    }
+}
+
+impl Drop for Outstanding<'_> {
+    fn drop(&mut self) {
+        let (got, elapsed, done) = (self.got, self.started.elapsed(), self.done);
+        self.session.with_view(self.index, |v| {
+            if done || got >= MIN_SAMPLE {
+                v.record_fetch(got, elapsed, v.ours_in_flight);
+            }
+            if done {
+                // Good bytes again (a timeout under load is not a lie): back in the running.
+                v.demoted = false;
+            }
+            v.ours_in_flight = v.ours_in_flight.saturating_sub(1);
+        });
+    }
+}
 
 fn json_error(v: &serde_json::Value) -> (String, String) {
     (v["error"]["code"].as_str().unwrap_or("unknown").to_string(), v["error"]["reason"].as_str().unwrap_or("no reason given").to_string())
@@ -226,9 +326,9 @@ impl Session {
     /// start without stalling); the first is raced.
     pub async fn ready(&self, from: u64, n: u64) -> Result<(), std::sync::Arc<ClientError>> {
         let last = (self.manifest.segments.len() as u64).min(from + n.max(1));
-        let first = self.segment_plain_raced(from);
-        let others = futures_util::future::try_join_all((from + 1..last).map(|i| self.segment_plain(i)));
-        futures_util::future::try_join(first, others).await.map(|_| ())
+        // The first alone (raced), then the others together.
+        self.segment_plain_raced(from).await?;
+        futures_util::future::try_join_all((from + 1..last).map(|i| self.segment_plain(i))).await.map(|_| ())
     }
 
     /// The sources the origin named.
@@ -299,117 +399,235 @@ impl Session {
             }
         }
         let expect_len = u64::from(self.manifest.segment_size) + 128;
-        let ranked = match self.views.lock() {
-            Ok(v) => scoring::rank(&v, idx, expect_len),
-            Err(_) => Vec::new(),
-        };
         let mut last = "no sources".to_string();
-        let mut rest = ranked.as_slice();
-        let ranked_again = ranked.clone();
-        if race && ranked.len() >= 2 {
-            let (a, b) = (&ranked[0], &ranked[1]);
-            let _ = self
-                .events
-                .send(Event::Race { index: i, between: (self.sources[a.index].name.clone(), self.sources[b.index].name.clone()) });
-            let both = vec![Box::pin(self.attempt(a, i, idx, &addr, 1)), Box::pin(self.attempt(b, i, idx, &addr, 1))];
-            match futures_util::future::select_ok(both).await {
-                Ok((won, _loser)) => return Ok(won),
-                Err(e) => last = e,
+        let mut tried = Vec::new();
+        if race {
+            let (ranked, width) = match self.views.lock() {
+                Ok(v) => {
+                    let r = scoring::rank(&v, idx, expect_len);
+                    let w = scoring::race_width(&v, &r);
+                    (r, w)
+                }
+                Err(_) => (Vec::new(), 0),
+            };
+            if width >= 2 {
+                let racers = &ranked[..width];
+                let between = racers.iter().map(|r| self.sources[r.index].name.clone()).collect();
+                let _ = self.events.send(Event::Race { index: i, between });
+                let attempts = racers.iter().map(|c| {
+                    Box::pin(async move {
+                        let mut t = Transfer::default();
+                        self.try_source(c, i, idx, &addr, 1, &mut t, &[]).await.map(|()| (t, c.index))
+                    })
+                });
+                // The first verified answer wins; dropping the others cancels them.
+                match futures_util::future::select_ok(attempts).await {
+                    Ok(((t, index), _losers)) => return self.deliver(i, t, index),
+                    Err(e) => last = e,
+                }
+                tried.extend(racers.iter().map(|r| r.index));
             }
-            rest = &ranked[2..];
         }
-        for choice in rest {
-            match self.attempt(choice, i, idx, &addr, 1).await {
-                Ok(won) => return Ok(won),
-                Err(e) => last = e,
+        // One source after another, best first, resuming where the last one
+        // stopped (verified groups are kept). Then, if every source failed
+        // once (all busy, say), one more round with three times the patience.
+        let mut t = Transfer::default();
+        for patience in [1, 3] {
+            loop {
+                let remaining = t.remaining().unwrap_or(expect_len);
+                let choice = self.ranked(idx, remaining, &tried).into_iter().next();
+                let Some(choice) = choice else { break };
+                tried.push(choice.index);
+                match self.try_source(&choice, i, idx, &addr, patience, &mut t, &tried).await {
+                    Ok(()) => return self.deliver(i, t, choice.index),
+                    Err(e) => last = e,
+                }
             }
-        }
-        // Every source failed once (all busy, say): one more round, with
-        // three times the patience, before giving up on the segment.
-        for choice in &ranked_again {
-            match self.attempt(choice, i, idx, &addr, 3).await {
-                Ok(won) => return Ok(won),
-                Err(e) => last = e,
-            }
+            tried.clear();
         }
         Err(ClientError::Unavailable { segment: i, last })
     }
 
-    /// One try at one source: fetch, verify against the address, decrypt.
-    /// Failures demote the source (a 404 only clears its bitmap bit).
-    async fn attempt(
+    /// Sources for `bytes` of segment `idx`, best first, leaving out `exclude`.
+    fn ranked(&self, idx: usize, bytes: u64, exclude: &[usize]) -> Vec<scoring::Ranked> {
+        match self.views.lock() {
+            Ok(v) => scoring::rank(&v, idx, bytes).into_iter().filter(|r| !exclude.contains(&r.index)).collect(),
+            Err(_) => Vec::new(),
+        }
+    }
+
+    /// A whole verified segment: decrypted, kept for other viewers, announced.
+    fn deliver(&self, i: u64, t: Transfer, index: usize) -> Result<(Bytes, String), ClientError> {
+        let frame = Bytes::from(t.data);
+        let plain = self.decrypt(i, &frame).map_err(ClientError::Invalid)?;
+        if let Some(local) = &self.local {
+            // Kept (ciphertext) for other viewers; the playback does not wait for it.
+            let l = local.clone();
+            tokio::task::spawn_blocking(move || l.keep_blob(&frame));
+        }
+        let source = self.sources[index].name.clone();
+        let _ = self.events.send(Event::Segment { index: i, source: source.clone(), bytes: plain.len() as u64 });
+        Ok((plain, source))
+    }
+
+    /// One try at one source, for what of the segment is still missing; the
+    /// outcome is recorded in the source's view (a lie or an error demotes it,
+    /// a 404 clears its bitmap bit, a slow transfer teaches its throughput).
+    #[allow(clippy::too_many_arguments)]
+    async fn try_source(
         &self,
         choice: &scoring::Ranked,
         i: u64,
         idx: usize,
         addr: &tranzcast_proto::BlobAddress,
         patience: u32,
-    ) -> Result<(Bytes, String), String> {
+        t: &mut Transfer,
+        tried: &[usize],
+    ) -> Result<(), String> {
         let source = &self.sources[choice.index];
-        let measured = self.views.lock().ok().and_then(|v| v.get(choice.index).map(|s| s.throughput.is_some())).unwrap_or(false);
-        let timeout = scoring::timeout_for(choice.expected_secs, measured) * patience;
-        self.with_view(choice.index, |v| v.ours_in_flight += 1);
-        // Whether it finishes, fails or is cancelled (lost a race), the count comes back down.
-        struct Outstanding<'a>(&'a Session, usize);
-        impl Drop for Outstanding<'_> {
-            fn drop(&mut self) {
-                self.0.with_view(self.1, |v| v.ours_in_flight = v.ours_in_flight.saturating_sub(1));
-            }
+        let from = t.verifier.as_ref().map_or(0, GroupVerifier::verified);
+        if from > 0 {
+            let _ = self.events.send(Event::Resumed { index: i, source: source.name.clone(), at: from });
         }
-        let _outstanding = Outstanding(self, choice.index);
-        let t = Instant::now();
-        let r = tokio::time::timeout(timeout, async {
-            let r = self
-                .http
-                .get(format!("{}/v1/blobs/{addr}", source.https))
-                .header("authorization", format!("Tranzcast {}", self.certificate))
-                .send()
-                .await
-                .map_err(|e| e.to_string())?;
-            if r.status() == reqwest::StatusCode::NOT_FOUND {
-                return Err(NOT_THERE.to_string());
-            }
-            if !r.status().is_success() {
-                return Err(format!("status {}", r.status()));
-            }
-            r.bytes().await.map_err(|e| e.to_string())
-        })
-        .await
-        .unwrap_or_else(|_| Err("timed out".into()));
-        // Verified against the address before anything else looks at it.
-        let checked = r.and_then(|b| addr.verify(&b).map(|()| b).map_err(|e| format!("bad bytes: {e}")));
-        match checked {
-            Ok(frame) => {
-                self.with_view(choice.index, |v| {
-                    v.record_fetch(frame.len() as u64, t.elapsed());
-                    // Good bytes again (a timeout under load is not a lie): back in the running.
-                    v.demoted = false;
-                });
-                let plain = self.decrypt(i, &frame)?;
-                if let Some(local) = &self.local {
-                    // Kept (ciphertext) for other viewers; the playback does not wait for it.
-                    let (l, f) = (local.clone(), frame.clone());
-                    tokio::task::spawn_blocking(move || l.keep_blob(&f));
-                }
-                let _ = self.events.send(Event::Segment { index: i, source: source.name.clone(), bytes: plain.len() as u64 });
-                Ok((plain, source.name.clone()))
-            }
-            Err(e) if e == NOT_THERE => {
+        match self.attempt(choice, idx, addr, patience, t, tried).await {
+            Ok(()) => Ok(()),
+            Err(Miss::NotThere) => {
                 // Not a fault: it does not hold this one (a peer, or a stale bitmap).
                 self.with_view(choice.index, |v| {
                     if let Some(h) = v.holds.as_mut().and_then(|h| h.get_mut(idx)) {
                         *h = false;
                     }
                 });
-                Err(format!("{}: {e}", source.name))
+                Err(format!("{}: {NOT_THERE}", source.name))
             }
-            Err(e) => {
+            Err(Miss::Slow(why)) => {
+                tracing::debug!(source = %source.name, segment = i, %why, "slow source left mid-segment");
+                let at = t.verifier.as_ref().map_or(0, GroupVerifier::verified);
+                let _ = self.events.send(Event::Switched { index: i, source: source.name.clone(), at, reason: why.clone() });
+                Err(format!("{}: {why}", source.name))
+            }
+            Err(Miss::Failed(e)) => {
                 tracing::warn!(source = %source.name, segment = i, error = %e, "source demoted");
                 let _ = self.events.send(Event::Demoted { source: source.name.clone(), reason: e.clone() });
                 self.with_view(choice.index, |v| v.demoted = true);
                 Err(format!("{}: {e}", source.name))
             }
         }
+    }
+
+    /// Fetches the rest of a segment from one source: its outboard (with the
+    /// body, in parallel) when none is in hand yet, then the body from the
+    /// first unverified byte, each 16 KiB group verified as it arrives. Left
+    /// for a better source when it runs slow (see [`scoring::should_switch`]).
+    async fn attempt(
+        &self,
+        choice: &scoring::Ranked,
+        idx: usize,
+        addr: &tranzcast_proto::BlobAddress,
+        patience: u32,
+        t: &mut Transfer,
+        tried: &[usize],
+    ) -> Result<(), Miss> {
+        let source = &self.sources[choice.index];
+        let measured = self.views.lock().ok().and_then(|v| v.get(choice.index).map(|s| s.throughput.is_some())).unwrap_or(false);
+        let deadline = tokio::time::Instant::now() + scoring::timeout_for(choice.expected_secs, measured) * patience;
+        let mut progress = Outstanding::new(self, choice.index);
+        let auth = format!("Tranzcast {}", self.certificate);
+        let from = t.verifier.as_ref().map_or(0, GroupVerifier::verified);
+        let mut body_req = self.http.get(format!("{}/v1/blobs/{addr}", source.https)).header(http::header::AUTHORIZATION, &auth);
+        if from > 0 {
+            body_req = body_req.header(http::header::RANGE, format!("bytes={from}-"));
+        }
+        let outboard_req = t
+            .verifier
+            .is_none()
+            .then(|| self.http.get(format!("{}/v1/outboards/{addr}", source.https)).header(http::header::AUTHORIZATION, &auth).send());
+        let timed_out = || Miss::Failed("timed out".into());
+        let (body, outboard) = tokio::time::timeout_at(deadline, async {
+            match outboard_req {
+                Some(o) => {
+                    let (b, o) = tokio::join!(body_req.send(), o);
+                    (b, Some(o))
+                }
+                None => (body_req.send().await, None),
+            }
+        })
+        .await
+        .map_err(|_| timed_out())?;
+        if let Some(o) = outboard {
+            let o = o.map_err(|e| Miss::Failed(e.to_string()))?;
+            if o.status() == reqwest::StatusCode::NOT_FOUND {
+                return Err(Miss::NotThere);
+            }
+            if !o.status().is_success() {
+                return Err(Miss::Failed(format!("outboard: status {}", o.status())));
+            }
+            let b =
+                tokio::time::timeout_at(deadline, o.bytes()).await.map_err(|_| timed_out())?.map_err(|e| Miss::Failed(e.to_string()))?;
+            let v = Outboard::decode(&b)
+                .and_then(|ob| GroupVerifier::new(*addr, ob))
+                .map_err(|e| Miss::Failed(format!("bad outboard: {e}")))?;
+            t.data = Vec::with_capacity(usize::try_from(v.len()).unwrap_or(0));
+            t.verifier = Some(v);
+        }
+        let body = body.map_err(|e| Miss::Failed(e.to_string()))?;
+        if body.status() == reqwest::StatusCode::NOT_FOUND {
+            return Err(Miss::NotThere);
+        }
+        let want = if from > 0 { reqwest::StatusCode::PARTIAL_CONTENT } else { reqwest::StatusCode::OK };
+        if body.status() != want {
+            return Err(Miss::Failed(format!("status {} (wanted {want})", body.status())));
+        }
+        let Transfer { verifier, data } = t;
+        let verifier = verifier.as_mut().ok_or_else(|| Miss::Failed("no outboard".into()))?;
+        let mut stream = body.bytes_stream();
+        let mut tick = tokio::time::interval(SWITCH_CHECK);
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep_until(deadline) => return Err(timed_out()),
+                chunk = stream.next() => match chunk {
+                    None => {
+                        verifier.finish().map_err(|e| Miss::Failed(format!("bad bytes: {e}")))?;
+                        break;
+                    }
+                    Some(Err(e)) => return Err(Miss::Failed(e.to_string())),
+                    Some(Ok(c)) => {
+                        progress.arrived(c.len());
+                        // Only verified groups reach `data`: a lie is caught within 16 KiB.
+                        verifier.push(&c, |_, group| data.extend_from_slice(group)).map_err(|e| {
+                            Miss::Failed(format!("bad bytes after byte {}: {e}", verifier.verified()))
+                        })?;
+                        if verifier.is_complete() {
+                            break;
+                        }
+                    }
+                },
+                _ = tick.tick() => {}
+            }
+            // Running slow (the source slowed down, or stalled)? Leave the
+            // rest to a better source if one is clearly faster.
+            if let Some(rate) = progress.rate() {
+                let remaining = verifier.len() - verifier.verified();
+                let mut exclude = tried.to_vec();
+                exclude.push(choice.index);
+                let alternative = self.alternative(idx, remaining, &exclude);
+                if scoring::should_switch(rate, remaining, alternative) {
+                    verifier.abandon_pending();
+                    return Err(Miss::Slow(format!("{:.2} MB/s with {remaining} bytes left", rate / 1e6)));
+                }
+            }
+        }
+        progress.done = true;
+        Ok(())
+    }
+
+    /// Expected seconds of the best healthy, not demoted source outside `exclude`.
+    fn alternative(&self, idx: usize, bytes: u64, exclude: &[usize]) -> Option<f64> {
+        let v = self.views.lock().ok()?;
+        scoring::rank(&v, idx, bytes)
+            .into_iter()
+            .find(|r| !exclude.contains(&r.index) && !v[r.index].demoted && v[r.index].healthy)
+            .map(|r| r.expected_secs)
     }
 
     fn decrypt(&self, i: u64, frame: &[u8]) -> Result<Bytes, String> {
@@ -435,22 +653,29 @@ impl Session {
         self.pulse().await;
         let n = self.manifest.segments.len() as u64;
         let mut report = PlayReport::default();
-        let mut fetches = futures_util::stream::iter(0..n)
+        if n == 0 {
+            out.flush().await?;
+            return Ok(report);
+        }
+        // The first segment decides the start-up time: raced, and alone, so
+        // the window does not share the fastest sources' bandwidth with it.
+        let (plain, source) = self.segment_raced(0).await?;
+        report.first_segment = started.elapsed();
+        *report.by_source.entry(source).or_default() += plain.len() as u64;
+        out.write_all(&plain).await?;
+        report.bytes += plain.len() as u64;
+        let mut fetches = futures_util::stream::iter(1..n)
             .map(|i| {
                 let me = self.clone();
-                // The first segment decides the start-up time: race it.
-                async move { (i, if i == 0 { me.segment_raced(i).await } else { me.segment(i).await }) }
+                async move { (i, me.segment(i).await) }
             })
             .buffer_unordered(self.parallel);
         let mut pending: BTreeMap<u64, Bytes> = BTreeMap::new();
-        let mut next = 0u64;
+        let mut next = 1u64;
         while let Some((i, r)) = fetches.next().await {
             let (plain, source) = r?;
-            if report.bytes == 0 && next == 0 && pending.is_empty() {
-                report.first_segment = started.elapsed();
-            }
             *report.by_source.entry(source).or_default() += plain.len() as u64;
-            if i != next && report.bytes > 0 && !pending.contains_key(&next) {
+            if i != next && !pending.contains_key(&next) {
                 let _ = self.events.send(Event::Stall { index: next });
             }
             pending.insert(i, plain);

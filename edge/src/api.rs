@@ -53,6 +53,9 @@ pub(crate) async fn handle(inner: Arc<Inner>, req: Request<Bytes>) -> Response<B
         inner.blob_requests.fetch_add(1, Ordering::Relaxed);
         return blob(inner.clone(), hash, &req).await.unwrap_or_else(Response::from);
     }
+    if let (&Method::GET, ["", "v1", "outboards", hash]) = (req.method(), parts.as_slice()) {
+        return outboard(&inner, hash).await.unwrap_or_else(Response::from);
+    }
     if let (&Method::GET, ["", "v1", "titles", id, "manifest"]) = (req.method(), parts.as_slice()) {
         return title_manifest(&inner, id).await.unwrap_or_else(Response::from);
     }
@@ -70,7 +73,6 @@ fn route(inner: &Inner, req: &Request<Bytes>) -> Response<Body> {
         (&Method::GET, ["", "metrics"]) => Ok(metrics(inner)),
         (&Method::GET, ["", "v1", "pulse"]) => pulse(inner, req.uri().query().unwrap_or("")),
         (&Method::GET, ["", "v1", "demand"]) => Ok(demand(inner)),
-        (&Method::GET, ["", "v1", "outboards", hash]) => outboard(inner, hash),
         (&Method::PUT, ["", "v1", "blobs", hash]) => put_blob(inner, hash, req.body()),
         (&Method::POST, ["", "v1", "staging", "missing"]) => missing(inner, req.body()),
         (&Method::PUT, ["", "v1", "titles", id, "manifest"]) => put_manifest(inner, id, req.body()),
@@ -134,14 +136,7 @@ async fn blob(inner: Arc<Inner>, hash: &str, req: &Request<Bytes>) -> Reply {
         return Err(error(StatusCode::NOT_FOUND, "unknown_blob", format!("no blob {a}")));
     }
     inner.misses.fetch_add(1, Ordering::Relaxed);
-    let i3 = inner.clone();
-    let flight = inner.fetcher.join(a, move |bytes, ob| crate::mirror::keep(&i3, &a, &bytes, Some(&ob), false)).await.map_err(|e| {
-        if e.contains("not there") {
-            error(StatusCode::NOT_FOUND, "unknown_blob", format!("no blob {a} upstream"))
-        } else {
-            error(StatusCode::BAD_GATEWAY, "upstream", e)
-        }
-    })?;
+    let flight = join_miss(&inner, a).await?;
     // The title is in the blob's first bytes: check once they are verified.
     let prefix = flight.prefix(72).await.map_err(|e| error(StatusCode::BAD_GATEWAY, "upstream", e))?;
     check(&prefix)?;
@@ -186,13 +181,34 @@ fn demand(inner: &Inner) -> Response<Body> {
     )
 }
 
-fn outboard(inner: &Inner, hash: &str) -> Reply {
+/// A blob's outboard: from the store, or (on nodes and edges) from the
+/// flight that fetches the blob, so a client verifying per group can start at once.
+async fn outboard(inner: &Arc<Inner>, hash: &str) -> Reply {
     let a = parse_address(hash)?;
-    let ob =
-        inner.store.outboard(&a).map_err(internal)?.ok_or_else(|| error(StatusCode::NOT_FOUND, "unknown_blob", format!("no blob {a}")))?;
+    let i2 = inner.clone();
+    let held = tokio::task::spawn_blocking(move || i2.store.outboard(&a)).await.map_err(internal)?.map_err(internal)?;
+    let ob = match held {
+        Some(ob) => ob,
+        None if inner.config.role == tranzcast_config::EdgeRole::Peer => {
+            return Err(error(StatusCode::NOT_FOUND, "unknown_blob", format!("no blob {a}")));
+        }
+        None => join_miss(inner, a).await?.outboard.clone(),
+    };
     let mut r = Response::new(full(ob.encode()));
     r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
     Ok(r)
+}
+
+/// Joins (or starts) the upstream fetch of `a`, which stores it once verified.
+async fn join_miss(inner: &Arc<Inner>, a: BlobAddress) -> Result<Arc<crate::fetch::Flight>, Fail> {
+    let i3 = inner.clone();
+    inner.fetcher.join(a, move |bytes, ob| crate::mirror::keep(&i3, &a, &bytes, Some(&ob), false)).await.map_err(|e| {
+        if e.contains("not there") {
+            error(StatusCode::NOT_FOUND, "unknown_blob", format!("no blob {a} upstream"))
+        } else {
+            error(StatusCode::BAD_GATEWAY, "upstream", e)
+        }
+    })
 }
 
 fn put_blob(inner: &Inner, hash: &str, body: &Bytes) -> Reply {

@@ -20,7 +20,7 @@ use futures_util::StreamExt;
 use futures_util::stream::BoxStream;
 use tokio::sync::watch;
 use tranzcast_proto::BlobAddress;
-use tranzcast_proto::outboard::{GROUP_LEN, Outboard};
+use tranzcast_proto::outboard::{GROUP_LEN, GroupVerifier, Outboard};
 
 /// How long a demoted source is skipped.
 const DEMOTION: Duration = Duration::from_secs(60);
@@ -38,6 +38,8 @@ struct Progress {
 pub struct Flight {
     /// The blob's length (from its verified outboard).
     pub len: u64,
+    /// Its verified outboard (served to clients that verify per group).
+    pub outboard: Outboard,
     groups: Mutex<Vec<Bytes>>,
     progress: watch::Sender<Progress>,
 }
@@ -338,8 +340,12 @@ impl Fetcher {
             }
         }
         let outboard = outboard.ok_or(last)?;
-        let flight =
-            Arc::new(Flight { len: outboard.len, groups: Mutex::new(Vec::new()), progress: watch::channel(Progress::default()).0 });
+        let flight = Arc::new(Flight {
+            len: outboard.len,
+            outboard: outboard.clone(),
+            groups: Mutex::new(Vec::new()),
+            progress: watch::channel(Progress::default()).0,
+        });
         let (me, f) = (self.clone(), flight.clone());
         let mut tasks = self.tasks.lock().map_err(|_| "task table poisoned".to_string())?;
         // Reap finished pulls so the set does not grow.
@@ -407,46 +413,27 @@ impl Fetcher {
             return Err(format!("status {}", r.status()));
         }
         let mut body = r.bytes_stream();
-        let mut buf = BytesMut::new();
-        let mut next_group = from / GROUP_LEN;
+        let mut verifier = GroupVerifier::new(*addr, ob.clone()).map_err(|e| e.to_string())?;
+        // Resume where the flight's verified bytes end: skip what is in hand.
+        verifier.skip_to(from).map_err(|e| e.to_string())?;
         loop {
             let chunk = tokio::time::timeout(self.timeout, body.next()).await.map_err(|_| "stalled".to_string())?;
-            let done = chunk.is_none();
-            if let Some(c) = chunk {
-                buf.extend_from_slice(&c.map_err(|e| e.to_string())?);
-            }
-            // Verify every whole group (and the last, short one at the end).
-            loop {
-                let start = next_group * GROUP_LEN;
-                if start >= f.len && f.len > 0 {
-                    break;
-                }
-                let glen = (f.len - start).min(GROUP_LEN) as usize;
-                if buf.len() < glen {
-                    break;
-                }
-                let group = buf.split_to(glen).freeze();
-                if f.len <= GROUP_LEN {
-                    addr.verify(&group).map_err(|e| format!("bad bytes: {e}"))?;
-                } else {
-                    ob.verify_group(next_group, &group).map_err(|e| format!("bad bytes in group {next_group}: {e}"))?;
-                }
-                if let Ok(mut g) = f.groups.lock() {
-                    g.push(group);
-                }
-                next_group += 1;
-                let verified = (next_group * GROUP_LEN).min(f.len);
-                f.progress.send_modify(|p| p.verified = verified);
-            }
-            if f.len == 0 {
-                addr.verify(&[]).map_err(|e| e.to_string())?;
+            let Some(c) = chunk else {
+                verifier.finish().map_err(|e| format!("bad bytes: {e}"))?;
                 return Ok(());
-            }
-            if f.progress.borrow().verified >= f.len {
+            };
+            let c = c.map_err(|e| e.to_string())?;
+            verifier
+                .push(&c, |_, group| {
+                    if let Ok(mut g) = f.groups.lock() {
+                        g.push(Bytes::copy_from_slice(group));
+                    }
+                })
+                .map_err(|e| format!("bad bytes after {}: {e}", verifier.verified()))?;
+            let verified = verifier.verified();
+            f.progress.send_modify(|p| p.verified = verified);
+            if verifier.is_complete() {
                 return Ok(());
-            }
-            if done {
-                return Err("body ended early".into());
             }
         }
     }

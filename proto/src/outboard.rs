@@ -142,6 +142,124 @@ impl Outboard {
     }
 }
 
+/// Verifies a blob as its bytes stream in, 16 KiB group by group, from the
+/// start or from any group boundary (a fetch resumed at another source).
+/// Only verified bytes are passed on; a lie is caught within one group.
+#[derive(Debug, Clone)]
+pub struct GroupVerifier {
+    address: BlobAddress,
+    outboard: Outboard,
+    /// The next group to verify: everything before it has been passed on.
+    next_group: u64,
+    /// Bytes of `next_group` (and beyond) received, not yet verified.
+    pending: Vec<u8>,
+}
+
+impl GroupVerifier {
+    /// Starts at byte 0. The outboard is checked against the address first
+    /// (a blob of one group has none: its group is checked against the address).
+    pub fn new(address: BlobAddress, outboard: Outboard) -> Result<Self, ProtoError> {
+        if outboard.len > GROUP_LEN {
+            outboard.verify_root(&address)?;
+        } else if !outboard.cvs.is_empty() {
+            return Err(ProtoError::invalid("outboard", "chaining values for a single-group blob"));
+        }
+        Ok(Self { address, outboard, next_group: 0, pending: Vec::new() })
+    }
+
+    /// The blob's length (checked with the outboard; for a single-group blob
+    /// it is checked when the group is).
+    pub fn len(&self) -> u64 {
+        self.outboard.len
+    }
+
+    /// Whether the blob is empty.
+    pub fn is_empty(&self) -> bool {
+        self.outboard.len == 0
+    }
+
+    /// Bytes verified and passed on so far; a resumed fetch asks from here.
+    pub fn verified(&self) -> u64 {
+        (self.next_group * GROUP_LEN).min(self.outboard.len)
+    }
+
+    /// Whether every byte has been verified.
+    pub fn is_complete(&self) -> bool {
+        self.next_group >= group_count(self.outboard.len)
+    }
+
+    /// Starts at `offset` instead (bytes before it are in hand already): a
+    /// group boundary, or the end.
+    pub fn skip_to(&mut self, offset: u64) -> Result<(), ProtoError> {
+        if offset > self.outboard.len || (!offset.is_multiple_of(GROUP_LEN) && offset != self.outboard.len) {
+            return Err(ProtoError::invalid("resume offset", format!("{offset} is not a group boundary of {} bytes", self.outboard.len)));
+        }
+        self.next_group = if offset == self.outboard.len && offset > 0 { group_count(offset) } else { offset / GROUP_LEN };
+        self.pending.clear();
+        Ok(())
+    }
+
+    /// Forgets bytes received but not verified: the stream is abandoned and
+    /// resumes at [`GroupVerifier::verified`], from another source.
+    pub fn abandon_pending(&mut self) {
+        self.pending.clear();
+    }
+
+    /// Takes the next bytes of the stream; `on_group(offset, bytes)` is called
+    /// for each group verified, in order. Bytes beyond the blob's end, or a
+    /// group that does not match, are an error (nothing of it passed on).
+    pub fn push(&mut self, mut data: &[u8], mut on_group: impl FnMut(u64, &[u8])) -> Result<(), ProtoError> {
+        let count = group_count(self.outboard.len);
+        loop {
+            if self.next_group >= count {
+                if data.is_empty() && self.pending.is_empty() {
+                    return Ok(());
+                }
+                return Err(ProtoError::invalid("stream", format!("bytes beyond the blob's {} bytes", self.outboard.len)));
+            }
+            let start = self.next_group * GROUP_LEN;
+            let glen = ((self.outboard.len - start).min(GROUP_LEN)) as usize;
+            // Whole groups straight from the input, without copying.
+            let group: &[u8] = if self.pending.is_empty() && data.len() >= glen {
+                let (g, rest) = data.split_at(glen);
+                data = rest;
+                g
+            } else {
+                let take = (glen - self.pending.len()).min(data.len());
+                self.pending.extend_from_slice(&data[..take]);
+                data = &data[take..];
+                if self.pending.len() < glen {
+                    return Ok(());
+                }
+                &self.pending
+            };
+            if self.outboard.len <= GROUP_LEN {
+                self.address.verify(group)?;
+            } else {
+                self.outboard.verify_group(self.next_group, group)?;
+            }
+            on_group(start, group);
+            self.next_group += 1;
+            self.pending.clear();
+        }
+    }
+
+    /// The stream ended: Ok only if every byte was verified.
+    pub fn finish(&mut self) -> Result<(), ProtoError> {
+        // An empty blob has one empty group, verified here.
+        self.push(&[], |_, _| {})?;
+        if self.is_complete() {
+            Ok(())
+        } else {
+            Err(ProtoError::Truncated {
+                what: "blob",
+                need: self.outboard.len as usize,
+                have: (self.verified() as usize) + self.pending.len(),
+            })
+        }
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -197,5 +315,67 @@ mod tests {
         b.extend([0u8; 32]);
         assert!(Outboard::decode(&b).is_err(), "huge length");
         assert!(Outboard::decode(&10u64.to_be_bytes()).is_ok());
+    }
+
+    #[test]
+    fn streaming_verifier_passes_only_verified_groups_and_resumes() {
+        let g = GROUP_LEN as usize;
+        for len in [0usize, 1, g, g + 1, 3 * g + 17] {
+            let d = data(len);
+            let (addr, ob) = Outboard::compute(&d);
+            // Odd chunk sizes, straddling group boundaries.
+            let mut v = GroupVerifier::new(addr, ob.clone()).unwrap();
+            let mut out = Vec::new();
+            for c in d.chunks(5000) {
+                v.push(c, |off, grp| {
+                    assert_eq!(off as usize, out.len());
+                    out.extend_from_slice(grp)
+                })
+                .unwrap();
+            }
+            v.finish().unwrap();
+            assert_eq!(out, d, "len {len}");
+            assert!(v.is_complete());
+            // Abandoned half-way through a group: resumes from the last whole group.
+            if len > 2 * g {
+                let mut v = GroupVerifier::new(addr, ob.clone()).unwrap();
+                let mut out = Vec::new();
+                v.push(&d[..g + 100], |_, grp| out.extend_from_slice(grp)).unwrap();
+                assert_eq!(v.verified(), GROUP_LEN);
+                v.abandon_pending();
+                v.push(&d[g..], |_, grp| out.extend_from_slice(grp)).unwrap();
+                v.finish().unwrap();
+                assert_eq!(out, d);
+            }
+        }
+    }
+
+    #[test]
+    fn streaming_verifier_catches_lies_truncation_and_excess() {
+        let g = GROUP_LEN as usize;
+        let d = data(4 * g + 3);
+        let (addr, ob) = Outboard::compute(&d);
+        let mut bad = d.clone();
+        bad[2 * g + 5] ^= 1;
+        let mut v = GroupVerifier::new(addr, ob.clone()).unwrap();
+        let mut passed = 0;
+        assert!(v.push(&bad, |_, grp| passed += grp.len()).is_err());
+        assert_eq!(passed, 2 * g, "the groups before the lie pass, the lie does not");
+        assert_eq!(v.verified(), 2 * GROUP_LEN);
+        let mut v = GroupVerifier::new(addr, ob.clone()).unwrap();
+        v.push(&d[..d.len() - 1], |_, _| {}).unwrap();
+        assert!(v.finish().is_err(), "truncated");
+        let mut v = GroupVerifier::new(addr, ob.clone()).unwrap();
+        let mut more = d.clone();
+        more.push(0);
+        assert!(v.push(&more, |_, _| {}).is_err(), "excess");
+        // An outboard for other bytes, or a small blob with the wrong bytes.
+        assert!(GroupVerifier::new(BlobAddress::of(b"x"), ob).is_err());
+        let small = data(100);
+        let (a, o) = Outboard::compute(&small);
+        let mut v = GroupVerifier::new(a, o).unwrap();
+        assert!(v.push(&data(101)[1..], |_, _| {}).is_err());
+        let forged = Outboard { len: 10, cvs: vec![[0; 32]] };
+        assert!(GroupVerifier::new(a, forged).is_err());
     }
 }
