@@ -26,11 +26,14 @@ pub struct PlayArgs {
     #[arg(long)]
     serve: Option<std::net::SocketAddr>,
     /// Segments fetched at once.
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = 8)]
     parallel: usize,
     /// Print one JSON object at the end.
     #[arg(long)]
     json: bool,
+    /// Use only this source (repeatable): to compare with a single source.
+    #[arg(long = "source", value_name = "NAME")]
+    sources: Vec<String>,
 }
 
 pub fn run(a: PlayArgs) -> Result<()> {
@@ -50,7 +53,12 @@ pub fn run(a: PlayArgs) -> Result<()> {
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async {
         let opts = OpenOptions { origin: a.origin.clone(), ticket, ca_pem, parallel: a.parallel, local: None };
-        let session = Arc::new(Session::open(opts).await?);
+        let mut session = Session::open(opts).await?;
+        if !a.sources.is_empty() {
+            session.restrict_sources(&a.sources)?;
+        }
+        let session = Arc::new(session);
+        let started = std::time::Instant::now();
         if let Some(t) = session.replacement_ticket() {
             eprintln!("next ticket (keep it for the next play): {t}");
         }
@@ -87,6 +95,7 @@ pub fn run(a: PlayArgs) -> Result<()> {
             println!(
                 "{}",
                 serde_json::json!({"title": m.title.as_str(), "bytes": report.bytes, "startup_ms": report.first_segment.as_secs_f64() * 1000.0,
+                    "seconds": started.elapsed().as_secs_f64(),
                     "sources": report.by_source, "demoted": report.demoted, "ticket": session.replacement_ticket()})
             );
         } else {

@@ -22,7 +22,7 @@
 //! with fewer of our requests outstanding, then by name, so the choice is
 //! deterministic and testable.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Throughput assumed for a source before any fetch from it (bytes/s): a
 /// modest figure, so an unmeasured source is tried but not preferred over a
@@ -62,6 +62,8 @@ pub struct SourceView {
     /// Whether the source can fetch what it lacks (edges, nodes) or only
     /// serves what it holds (peers).
     pub fetches_misses: bool,
+    /// When the throughput estimate last learned from a fetch.
+    pub sampled_at: Option<Instant>,
 }
 
 impl SourceView {
@@ -79,6 +81,17 @@ impl SourceView {
             demoted: false,
             holds: None,
             fetches_misses,
+            sampled_at: None,
+        }
+    }
+
+    /// Forgets a throughput estimate older than `max_age` on a source we
+    /// are not using: a source starved by one bad sample (a slow moment, a
+    /// lost race) is tried again instead of being shunned for good.
+    pub fn forget_stale(&mut self, now: Instant, max_age: Duration) {
+        if self.ours_in_flight == 0 && self.sampled_at.is_some_and(|t| now.saturating_duration_since(t) > max_age) {
+            self.throughput = None;
+            self.sampled_at = None;
         }
     }
 
@@ -87,10 +100,12 @@ impl SourceView {
         self.holds.as_ref().map(|h| h.get(segment).copied().unwrap_or(false))
     }
 
-    /// Records a fetch of `bytes` that took `elapsed` (request to last byte)
-    /// while `sharing` of our requests (this one included) were outstanding
-    /// at the source: the source's throughput is what they got together.
-    pub fn record_fetch(&mut self, bytes: u64, elapsed: Duration, sharing: u32) {
+    /// Records a fetch of `bytes` that took `elapsed` (one round trip plus
+    /// first to last byte) while `sharing` of our requests (this one
+    /// included) were outstanding at the source: the source's throughput is
+    /// what they got together.
+    pub fn record_fetch(&mut self, bytes: u64, elapsed: Duration, sharing: u32, now: Instant) {
+        self.sampled_at = Some(now);
         let secs = elapsed.as_secs_f64().max(1e-4);
         // Throughput net of one round trip, which every request pays anyway.
         let rtt = self.rtt.map_or(0.0, |r| r.as_secs_f64());
@@ -110,7 +125,13 @@ impl SourceView {
             return None;
         }
         let rtt = self.rtt.map_or(0.05, |r| r.as_secs_f64());
-        let throughput = self.throughput.unwrap_or(DEFAULT_THROUGHPUT);
+        // An unmeasured source gets one request at a time until a fetch
+        // measures it: a guess must not draw a pile of requests.
+        let throughput = match self.throughput {
+            Some(t) => t,
+            None if self.ours_in_flight > 0 => DEFAULT_THROUGHPUT / 10.0,
+            None => DEFAULT_THROUGHPUT,
+        };
         let utilisation = match self.capacity {
             Some(c) if c > 0.0 => (self.reported_rate / c).clamp(0.0, 0.95),
             // No capacity reported: each request in flight there costs a little.
@@ -160,24 +181,35 @@ pub fn rank(sources: &[SourceView], segment: usize, bytes: u64) -> Vec<Ranked> {
     out.into_iter().map(|(_, r)| r).collect()
 }
 
-/// A transfer running this many times slower than the best alternative
-/// would finish the rest is abandoned there and resumed at the alternative.
+/// A transfer is left for another source only if that one is expected to
+/// finish the rest this many times sooner...
 pub const SWITCH_FACTOR: f64 = 2.0;
 
 /// ... and only if that saves at least this long (no churn for small gains).
 pub const SWITCH_MIN_GAIN_SECS: f64 = 0.05;
 
+/// A transfer has "slowed down" when it runs this many times slower than
+/// the rate expected when its source was chosen.
+pub const SLOWDOWN_FACTOR: f64 = 3.0;
+
 /// Mid-segment: whether to leave a source whose transfer achieves `rate`
-/// bytes/s with `remaining` bytes still to come, when the best other source
-/// is expected to fetch them in `alternative_secs` (None: no alternative).
-/// Below two verified groups left, switching costs more than it saves.
-pub fn should_switch(rate: f64, remaining: u64, alternative_secs: Option<f64>) -> bool {
+/// bytes/s (`planned_rate` was expected when it was chosen) with
+/// `remaining` bytes still to come, when the best other source is expected
+/// to fetch them in `alternative_secs` (None: no alternative).
+///
+/// Only a transfer that slowed down is left (a source that fell behind its
+/// own record: overloaded, throttled, failing), so steady sharing does not
+/// churn; in the end-game (nothing left to start, idle sources waiting) any
+/// transfer may be moved to a clearly faster source. Below two verified
+/// groups left, moving costs more than it saves.
+pub fn should_switch(rate: f64, planned_rate: f64, remaining: u64, alternative_secs: Option<f64>, endgame: bool) -> bool {
     let Some(alternative) = alternative_secs else { return false };
     if remaining < 2 * tranzcast_proto::outboard::GROUP_LEN {
         return false;
     }
+    let slowed = rate * SLOWDOWN_FACTOR < planned_rate;
     let mine = remaining as f64 / rate.max(1.0);
-    mine > SWITCH_FACTOR * alternative && mine - alternative > SWITCH_MIN_GAIN_SECS
+    (slowed || endgame) && mine > SWITCH_FACTOR * alternative && mine - alternative > SWITCH_MIN_GAIN_SECS
 }
 
 /// How many sources the segment playback waits on is asked of at once: the
@@ -275,16 +307,16 @@ mod tests {
     fn throughput_estimate_follows_fetches_and_ties_are_deterministic() {
         let mut s = SourceView::new("x", true);
         s.rtt = Some(Duration::from_millis(10));
-        s.record_fetch(10_000_000, Duration::from_millis(110), 1); // 100 MB/s net of the rtt
+        s.record_fetch(10_000_000, Duration::from_millis(110), 1, Instant::now()); // 100 MB/s net of the rtt
         assert!((s.throughput.unwrap() - 100e6).abs() < 1e6, "{:?}", s.throughput);
-        s.record_fetch(1_000_000, Duration::from_millis(110), 1); // 10 MB/s
+        s.record_fetch(1_000_000, Duration::from_millis(110), 1, Instant::now()); // 10 MB/s
         let t = s.throughput.unwrap();
         assert!(t < 100e6 && t > 10e6, "the estimate moves towards new samples: {t}");
         // Four of our requests shared the source: it delivered four times that.
         let mut shared = SourceView::new("y", true);
-        shared.record_fetch(1_000_000, Duration::from_millis(100), 4);
+        shared.record_fetch(1_000_000, Duration::from_millis(100), 4, Instant::now());
         assert!((shared.throughput.unwrap() - 40e6).abs() < 1e6, "{:?}", shared.throughput);
-        s.record_fetch(0, Duration::ZERO, 0);
+        s.record_fetch(0, Duration::ZERO, 0, Instant::now());
         assert!(s.throughput.unwrap().is_finite());
         let sources = vec![src("b", 5, 50.0), src("a", 5, 50.0)];
         assert_eq!(sources[rank(&sources, 0, SEG)[0].index].name, "a");
@@ -292,18 +324,42 @@ mod tests {
     }
 
     #[test]
+    fn a_stale_estimate_of_an_unused_source_is_forgotten() {
+        let t0 = Instant::now();
+        let mut s = SourceView::new("x", true);
+        s.record_fetch(100_000, Duration::from_secs(1), 1, t0);
+        s.forget_stale(t0 + Duration::from_millis(500), Duration::from_secs(1));
+        assert!(s.throughput.is_some(), "fresh");
+        s.ours_in_flight = 1;
+        s.forget_stale(t0 + Duration::from_secs(5), Duration::from_secs(1));
+        assert!(s.throughput.is_some(), "in use: its next sample will update it");
+        s.ours_in_flight = 0;
+        s.forget_stale(t0 + Duration::from_secs(5), Duration::from_secs(1));
+        assert_eq!(s.throughput, None, "stale and unused: tried again");
+        // ... with one request: a second waits for the first to measure it.
+        let one = s.expected_secs(0, SEG).unwrap();
+        s.ours_in_flight = 1;
+        assert!(s.expected_secs(0, SEG).unwrap() > 5.0 * one);
+    }
+
+    #[test]
     fn a_slow_transfer_moves_only_for_a_clear_gain() {
-        // 1 MB left at 0.5 MB/s (2 s) against an alternative doing it in 0.2 s: move.
-        assert!(should_switch(0.5e6, 1_000_000, Some(0.2)));
+        // Planned at 5 MB/s, running at 0.5: 1 MB left takes 2 s against an
+        // alternative doing it in 0.2 s: move.
+        assert!(should_switch(0.5e6, 5e6, 1_000_000, Some(0.2), false));
         // Against one that needs 1.5 s: stay (not twice as fast).
-        assert!(!should_switch(0.5e6, 1_000_000, Some(1.5)));
+        assert!(!should_switch(0.5e6, 5e6, 1_000_000, Some(1.5), false));
+        // Running as planned (a slow source doing what it always does): stay,
+        // unless in the end-game, where idle fast sources take over.
+        assert!(!should_switch(0.5e6, 0.6e6, 1_000_000, Some(0.2), false));
+        assert!(should_switch(0.5e6, 0.6e6, 1_000_000, Some(0.2), true));
         // No alternative, or too little left: stay.
-        assert!(!should_switch(0.5e6, 1_000_000, None));
-        assert!(!should_switch(1.0, 20_000, Some(0.0)));
+        assert!(!should_switch(0.5e6, 5e6, 1_000_000, None, true));
+        assert!(!should_switch(1.0, 5e6, 20_000, Some(0.0), true));
         // Twice as fast but the gain is a few milliseconds: stay.
-        assert!(!should_switch(100e6, 100_000, Some(0.0001)));
+        assert!(!should_switch(100e6, 1e9, 100_000, Some(0.0001), true));
         // A stalled transfer (rate near zero) moves to anything.
-        assert!(should_switch(0.0, 1_000_000, Some(5.0)));
+        assert!(should_switch(0.0, 1e6, 1_000_000, Some(5.0), false));
     }
 
     #[test]

@@ -134,6 +134,9 @@ pub struct Session {
     views: Mutex<Vec<SourceView>>,
     parallel: usize,
     local: Option<Arc<tranzcast_edge::EdgeServer>>,
+    /// Set by [`Session::play_to`] once every segment has been started:
+    /// from then on idle fast sources may take over slow transfers.
+    endgame: std::sync::atomic::AtomicBool,
 }
 
 const NOT_THERE: &str = "does not hold it";
@@ -144,6 +147,11 @@ pub const LOCAL: &str = "local";
 const SWITCH_CHECK: Duration = Duration::from_millis(50);
 /// A transfer's rate is judged only after this long since its first byte.
 const WARM_UP: Duration = Duration::from_millis(100);
+/// A throughput estimate this old, of a source we are not using, is
+/// forgotten (the source is tried again).
+const STALE_ESTIMATE: Duration = Duration::from_secs(1);
+/// Sources are pulsed again this often during a playback.
+const PULSE_EVERY: Duration = Duration::from_secs(1);
 /// Partial transfers (cancelled, left) shorter than this teach nothing.
 const MIN_SAMPLE: u64 = 64 * 1024;
 
@@ -204,10 +212,15 @@ impl<'a> Outstanding<'a> {
 
 impl Drop for Outstanding<'_> {
     fn drop(&mut self) {
-        let (got, elapsed, done) = (self.got, self.started.elapsed(), self.done);
+        let (got, first_byte, done) = (self.got, self.first_byte, self.done);
         self.session.with_view(self.index, |v| {
-            if done || got >= MIN_SAMPLE {
-                v.record_fetch(got, elapsed, v.ours_in_flight);
+            // Timed from the first byte (plus a round trip): connection set-up
+            // and a parent's miss are not the source's throughput.
+            if let Some(fb) = first_byte
+                && (done || got >= MIN_SAMPLE)
+            {
+                let rtt = v.rtt.unwrap_or_default();
+                v.record_fetch(got, fb.elapsed() + rtt, v.ours_in_flight, Instant::now());
             }
             if done {
                 // Good bytes again (a timeout under load is not a lie): back in the running.
@@ -293,6 +306,7 @@ impl Session {
             views: Mutex::new(views),
             parallel: opts.parallel.max(1),
             local: opts.local.clone(),
+            endgame: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -331,6 +345,23 @@ impl Session {
         futures_util::future::try_join_all((from + 1..last).map(|i| self.segment_plain(i))).await.map(|_| ())
     }
 
+    /// Keeps only the sources named in `names` (a diagnostic: playing from
+    /// one source, or a chosen few); errors if none of them is known.
+    pub fn restrict_sources(&mut self, names: &[String]) -> Result<(), ClientError> {
+        let keep: Vec<bool> = self.sources.iter().map(|s| names.contains(&s.name)).collect();
+        if !keep.contains(&true) {
+            let known: Vec<&str> = self.sources.iter().map(|s| s.name.as_str()).collect();
+            return Err(ClientError::Invalid(format!("none of {names:?} is a source; the sources are {known:?}")));
+        }
+        let mut k = keep.iter();
+        self.sources.retain(|_| *k.next().unwrap_or(&false));
+        if let Ok(mut v) = self.views.lock() {
+            let mut k = keep.iter();
+            v.retain(|_| *k.next().unwrap_or(&false));
+        }
+        Ok(())
+    }
+
     /// The sources the origin named.
     pub fn sources(&self) -> &[Source] {
         &self.sources
@@ -357,7 +388,11 @@ impl Session {
                 match pulse {
                     Some(p) => {
                         view.healthy = p["health"] == "ok";
-                        view.rtt = Some(rtt);
+                        // With our own transfers queued there, the round
+                        // trip measures our queue, not the path.
+                        if view.ours_in_flight == 0 || view.rtt.is_none() {
+                            view.rtt = Some(rtt);
+                        }
                         view.reported_in_flight = p["load"]["in_flight"].as_u64().unwrap_or(0);
                         view.reported_rate = p["load"]["bytes_out_per_s"].as_f64().unwrap_or(0.0);
                         view.capacity = p["load"]["capacity_bytes_per_s"].as_f64();
@@ -367,7 +402,10 @@ impl Session {
                             .filter(|b| !b.is_empty())
                             .map(|bits| (0..segments).map(|i| bits.get(i / 8).is_some_and(|x| x & (0x80 >> (i % 8)) != 0)).collect());
                     }
-                    None => view.healthy = false,
+                    // Silent: unhealthy, unless our own transfers from it are
+                    // flowing (the pulse waited behind them).
+                    None if view.ours_in_flight == 0 => view.healthy = false,
+                    None => {}
                 }
             }
         }
@@ -451,7 +489,11 @@ impl Session {
     /// Sources for `bytes` of segment `idx`, best first, leaving out `exclude`.
     fn ranked(&self, idx: usize, bytes: u64, exclude: &[usize]) -> Vec<scoring::Ranked> {
         match self.views.lock() {
-            Ok(v) => scoring::rank(&v, idx, bytes).into_iter().filter(|r| !exclude.contains(&r.index)).collect(),
+            Ok(mut v) => {
+                let now = Instant::now();
+                v.iter_mut().for_each(|s| s.forget_stale(now, STALE_ESTIMATE));
+                scoring::rank(&v, idx, bytes).into_iter().filter(|r| !exclude.contains(&r.index)).collect()
+            }
             Err(_) => Vec::new(),
         }
     }
@@ -580,11 +622,17 @@ impl Session {
         }
         let Transfer { verifier, data } = t;
         let verifier = verifier.as_mut().ok_or_else(|| Miss::Failed("no outboard".into()))?;
+        // The rate this source was chosen for (its expectation includes a round trip).
+        let planned_rate = (verifier.len() - from) as f64 / choice.expected_secs.max(1e-3);
         let mut stream = body.bytes_stream();
         let mut tick = tokio::time::interval(SWITCH_CHECK);
         loop {
             tokio::select! {
-                () = tokio::time::sleep_until(deadline) => return Err(timed_out()),
+                // Past its time: a source still sending is slow (not demoted), a silent one failed.
+                () = tokio::time::sleep_until(deadline) => {
+                    verifier.abandon_pending();
+                    return Err(if progress.got > 0 { Miss::Slow("over its time".into()) } else { timed_out() });
+                }
                 chunk = stream.next() => match chunk {
                     None => {
                         verifier.finish().map_err(|e| Miss::Failed(format!("bad bytes: {e}")))?;
@@ -611,13 +659,15 @@ impl Session {
                 let mut exclude = tried.to_vec();
                 exclude.push(choice.index);
                 let alternative = self.alternative(idx, remaining, &exclude);
-                if scoring::should_switch(rate, remaining, alternative) {
+                let endgame = self.endgame.load(std::sync::atomic::Ordering::Relaxed);
+                if scoring::should_switch(rate, planned_rate, remaining, alternative, endgame) {
                     verifier.abandon_pending();
                     return Err(Miss::Slow(format!("{:.2} MB/s with {remaining} bytes left", rate / 1e6)));
                 }
             }
         }
         progress.done = true;
+        tracing::debug!(source = %source.name, segment = idx, from, bytes = progress.got, secs = progress.started.elapsed().as_secs_f64(), "fetched");
         Ok(())
     }
 
@@ -651,6 +701,18 @@ impl Session {
     pub async fn play_to<W: AsyncWrite + Unpin>(self: &Arc<Self>, out: &mut W) -> Result<PlayReport, ClientError> {
         let started = Instant::now();
         self.pulse().await;
+        // Pulses go on during the playback (health, load, bitmaps change).
+        let me = Arc::downgrade(self);
+        let pulses = tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(PULSE_EVERY).await;
+                match me.upgrade() {
+                    Some(s) => s.pulse().await,
+                    None => break,
+                }
+            }
+        });
+        let _stop_pulses = AbortOnDrop(pulses);
         let n = self.manifest.segments.len() as u64;
         let mut report = PlayReport::default();
         if n == 0 {
@@ -667,6 +729,9 @@ impl Session {
         let mut fetches = futures_util::stream::iter(1..n)
             .map(|i| {
                 let me = self.clone();
+                if i + 1 == n {
+                    self.endgame.store(true, std::sync::atomic::Ordering::Relaxed);
+                }
                 async move { (i, me.segment(i).await) }
             })
             .buffer_unordered(self.parallel);
@@ -688,6 +753,15 @@ impl Session {
         out.flush().await?;
         report.demoted = self.views.lock().map(|v| v.iter().filter(|s| s.demoted).map(|s| s.name.clone()).collect()).unwrap_or_default();
         Ok(report)
+    }
+}
+
+/// Aborts a background task when dropped (the playback ended or failed).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

@@ -1,0 +1,194 @@
+#!/usr/bin/env bash
+# Multi-source download speed: our smart client against aria2c, both fetching
+# the same title from three sources whose links are limited to known rates,
+# and against the physical limit (the sum of those rates).
+#
+# Everything runs inside a network namespace this script creates (its own
+# loopback, nothing leaves it). tc shapes that loopback per source port with
+# HTB, so each source has a link of its own: our three nodes (origin-staged,
+# complete sets) and three nginx mirrors of the same bytes share the three
+# shaped classes (node i and nginx i: same rate; never run at once).
+#
+# Runs, each on a cold client:
+#   ours       tranzcast play (default settings) from the three nodes
+#   single     tranzcast play --source <the fastest node> (time to first segment)
+#   aria2c     aria2c -s3 -x1 -k1M from the three nginx mirrors
+#   degrading  ours and aria2c again, the fastest source dropped to a tenth of
+#              its rate halfway through (tc class change)
+# Prints rates, ratios and the goals: ours >= 0.95 of the physical limit and
+# ahead of aria2c; >= 1.5x aria2c when degrading; time to first segment
+# <= 1.1x the fastest single source's.
+#
+# Usage: bench/multisource.sh [MIB=64] [RATES_MBIT="48 32 16"]   (root: ip netns, tc)
+# Needs: iproute2 (ip, tc), nginx, aria2c, curl, python3, openssl.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+MIB="${1:-64}"
+RATES="${2:-48 32 16}"
+if [ -z "${TZ_IN_NETNS:-}" ]; then
+    for tool in ip tc nginx aria2c curl python3 openssl; do
+        command -v "$tool" >/dev/null || { echo "bench/multisource.sh: $tool is not installed (apt-get install -y iproute2 nginx aria2)" >&2; exit 2; }
+    done
+    . scripts/env.sh
+    cargo build --release --locked --bin tranzcast >/dev/null 2>&1 || cargo build --release --locked --bin tranzcast
+    NS="tzbench-$$"
+    ip netns add "$NS" || { echo "bench/multisource.sh: cannot create a network namespace (needs root / CAP_NET_ADMIN)" >&2; exit 2; }
+    trap 'ip netns del "$NS" 2>/dev/null || true' EXIT
+    TZ_IN_NETNS=1 BIN="$CARGO_TARGET_DIR/release/tranzcast" ip netns exec "$NS" bash "$0" "$MIB" "$RATES"
+    exit $?
+fi
+
+# ---- inside the namespace ----
+read -r -a RATE <<<"$RATES"
+[ "${#RATE[@]}" -eq 3 ] || { echo "give three rates (Mbit/s)" >&2; exit 2; }
+T="$(mktemp -d /tmp/tz-bench-ms.XXXXXX)"
+PIDS=()
+cleanup() {
+    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+    [ -f "$T/nginx/nginx.pid" ] && nginx -p "$T/nginx" -c "$T/nginx/nginx.conf" -s quit 2>/dev/null || true
+    wait 2>/dev/null || true
+    [ -n "${KEEP:-}" ] || rm -rf "$T"
+}
+trap cleanup EXIT
+ip link set lo up
+# Jumbo frames, as between servers in one data centre: TCP/IP headers cost
+# 0.7% of the link (1.5 KB frames would cost 4.4%, 64 KiB loopback frames
+# make HTB bursty). The physical limit below is the link rate itself.
+ip link set lo mtu 9000
+wait_up() { for _ in $(seq 200); do curl -sk "$1" >/dev/null 2>&1 && return 0; sleep 0.1; done; echo "not up: $1" >&2; exit 1; }
+
+OP=8443
+NODE_PORT=(9001 9002 9003)
+NGINX_PORT=(9101 9102 9103)
+tc qdisc add dev lo root handle 1: htb default 99
+tc class add dev lo parent 1: classid 1:99 htb rate 20gbit quantum 60000
+for i in 0 1 2; do
+    tc class add dev lo parent 1: classid "1:1$i" htb rate "${RATE[$i]}mbit" ceil "${RATE[$i]}mbit" burst 64k cburst 64k quantum 9014
+    for port in "${NODE_PORT[$i]}" "${NGINX_PORT[$i]}"; do
+        tc filter add dev lo parent 1: protocol ip prio 1 u32 match ip sport "$port" 0xffff flowid "1:1$i"
+    done
+done
+set_rate() { tc class change dev lo parent 1: classid "1:1$1" htb rate "$2mbit" ceil "$2mbit" burst 64k cburst 64k quantum 9014; }
+
+STORE_TOKEN=bench-storefront-token-0123456789
+CLUSTER_TOKEN=bench-cluster-token-0123456789
+echo "== setup: ${MIB} MiB title in 1 MiB segments; sources limited to ${RATE[*]} Mbit/s"
+head -c "${MIB}M" /dev/urandom >"$T/film.bin"
+"$BIN" ingest --data "$T/origin" --title film --segment-size 1048576 "$T/film.bin" >/dev/null
+"$BIN" origin --set "data_dir=$T/origin" --set "storefront_token=$STORE_TOKEN" --set "cluster_token=$CLUSTER_TOKEN" \
+    --set "listen.https=127.0.0.1:$OP" >"$T/origin.log" 2>&1 &
+PIDS+=($!)
+wait_up "https://localhost:$OP/healthz"
+CA="$T/origin/tls/ca.pem"
+O="https://localhost:$OP"
+for i in 0 1 2; do
+    "$BIN" edge --ca-dir "$T/origin/tls" --set role=node --set "name=node-$((i + 1))" --set "data_dir=$T/node-$i" \
+        --set "origin=$O" --set "cluster_token=$CLUSTER_TOKEN" --set "listen.https=127.0.0.1:${NODE_PORT[$i]}" \
+        >"$T/node-$i.log" 2>&1 &
+    PIDS+=($!)
+done
+for i in 0 1 2; do wait_up "https://localhost:${NODE_PORT[$i]}/healthz"; done
+# Staged: every node holds the complete set (the origin pushes it; unshaped).
+for i in 0 1 2; do
+    for _ in $(seq 600); do
+        held=$(curl -s --cacert "$CA" "https://localhost:${NODE_PORT[$i]}/v1/pulse?title=film" |
+            python3 -c 'import json,sys; s=json.load(sys.stdin).get("segments") or {}; print(int(s.get("held",0)==s.get("total",-1)))' 2>/dev/null || echo 0)
+        [ "$held" = 1 ] && break
+        sleep 0.2
+    done
+    [ "$held" = 1 ] || { echo "node-$((i + 1)) never held the set" >&2; exit 1; }
+done
+CUST=$(curl -s --cacert "$CA" -H "authorization: Bearer $STORE_TOKEN" -d '{"name":"bench"}' -H 'content-type: application/json' "$O/v1/customers" |
+    python3 -c 'import json,sys; print(json.load(sys.stdin)["customer"])')
+ticket() {
+    curl -s --cacert "$CA" -H "authorization: Bearer $STORE_TOKEN" -H 'content-type: application/json' \
+        -d "{\"customer\":$CUST,\"title\":\"film\",\"kind\":\"buy\"}" "$O/v1/orders" | python3 -c 'import json,sys; print(json.load(sys.stdin)["ticket"])'
+}
+
+# nginx mirrors of the plaintext (what aria2c downloads), one per shaped port.
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 -subj /CN=localhost \
+    -addext subjectAltName=DNS:localhost -keyout "$T/peer.key" -out "$T/peer.pem" 2>/dev/null
+mkdir -p "$T/nginx/logs" "$T/nginx/tmp" "$T/www"
+cp "$T/film.bin" "$T/www/film.bin"
+{
+    echo "worker_processes 2; pid $T/nginx/nginx.pid; error_log $T/nginx/logs/error.log warn;"
+    echo "events { worker_connections 1024; }"
+    echo "http { access_log off; sendfile on; client_body_temp_path $T/nginx/tmp; proxy_temp_path $T/nginx/tmp;"
+    echo "  fastcgi_temp_path $T/nginx/tmp; uwsgi_temp_path $T/nginx/tmp; scgi_temp_path $T/nginx/tmp;"
+    for p in "${NGINX_PORT[@]}"; do
+        echo "  server { listen 127.0.0.1:$p ssl; ssl_certificate $T/peer.pem; ssl_certificate_key $T/peer.key; root $T/www; }"
+    done
+    echo "}"
+} >"$T/nginx/nginx.conf"
+chmod -R a+rX "$T"
+nginx -p "$T/nginx" -c "$T/nginx/nginx.conf"
+for p in "${NGINX_PORT[@]}"; do wait_up "https://localhost:$p/film.bin"; done
+
+BYTES=$(stat -c %s "$T/film.bin")
+LIMIT=$(python3 -c "print(sum(float(r) for r in '${RATES}'.split()) * 1e6 / 8)")
+HALF=$(python3 -c "print($BYTES / $LIMIT / 2)")
+FASTEST=0
+now() { date +%s.%N; }
+
+# ours [--source NAME] [degrade] -> "seconds startup_ms"
+ours() {
+    local extra=() degrade=""
+    [ "${1:-}" = single ] && extra=(--source node-$((FASTEST + 1)))
+    [ "${1:-}" = degrade ] && degrade=1
+    ticket >"$T/ticket"
+    rm -f "$T/out.bin"
+    local t0; t0=$(now)
+    "$BIN" play --origin "$O" --ca "$CA" --ticket "@$T/ticket" --out "$T/out.bin" --json ${PLAY_ARGS:-} "${extra[@]}" >"$T/play.json" 2>"$T/play.log" &
+    local pid=$!
+    if [ -n "$degrade" ]; then sleep "$HALF"; set_rate "$FASTEST" "$(python3 -c "print(${RATE[$FASTEST]} / 10)")"; fi
+    wait "$pid" || { cat "$T/play.log" >&2; exit 1; }
+    local t1; t1=$(now)
+    [ -n "$degrade" ] && set_rate "$FASTEST" "${RATE[$FASTEST]}"
+    cmp -s "$T/out.bin" "$T/film.bin" || { echo "ours: output differs" >&2; exit 1; }
+    python3 -c "import json; j=json.load(open('$T/play.json')); print($t1-$t0, j['startup_ms'], json.dumps(j['sources'], separators=(',', ':')), 'in-play', round(j['seconds'], 3))"
+}
+aria() {
+    local degrade="${1:-}"
+    rm -f "$T/aria.bin"
+    local t0; t0=$(now)
+    aria2c -q --async-dns=false --ca-certificate="$T/peer.pem" -s3 -x1 -k1M --min-split-size=1M --file-allocation=none \
+        --allow-overwrite=true -d "$T" -o aria.bin \
+        "https://localhost:${NGINX_PORT[0]}/film.bin" "https://localhost:${NGINX_PORT[1]}/film.bin" "https://localhost:${NGINX_PORT[2]}/film.bin" &
+    local pid=$!
+    if [ -n "$degrade" ]; then sleep "$HALF"; set_rate "$FASTEST" "$(python3 -c "print(${RATE[$FASTEST]} / 10)")"; fi
+    wait "$pid"
+    local t1; t1=$(now)
+    [ -n "$degrade" ] && set_rate "$FASTEST" "${RATE[$FASTEST]}"
+    cmp "$T/aria.bin" "$T/film.bin" >&2 || { ls -la "$T" >&2; echo "aria2c: output differs" >&2; exit 1; }
+    python3 -c "print($t1-$t0)"
+}
+
+echo "== runs (each from a cold client)"
+read -r OURS_S OURS_START OURS_SRC < <(ours)
+echo "ours:        ${OURS_S}s, first segment ${OURS_START} ms, bytes by source $OURS_SRC"
+[ -n "${ONLY_OURS:-}" ] && exit 0
+read -r SINGLE_S SINGLE_START _ < <(ours single)
+echo "single:      ${SINGLE_S}s, first segment ${SINGLE_START} ms (node-$((FASTEST + 1)) only)"
+ARIA_S=$(aria)
+echo "aria2c:      ${ARIA_S}s"
+read -r OURS_D _ OURS_D_SRC < <(ours degrade)
+echo "ours, degrading:   ${OURS_D}s, bytes by source $OURS_D_SRC"
+ARIA_D=$(aria degrade)
+echo "aria2c, degrading: ${ARIA_D}s"
+
+python3 - "$BYTES" "$LIMIT" "$OURS_S" "$OURS_START" "$SINGLE_S" "$SINGLE_START" "$ARIA_S" "$OURS_D" "$ARIA_D" <<'PY'
+import sys
+b, limit, ours, start, single, single_start, aria, ours_d, aria_d = map(float, sys.argv[1:])
+mbs = lambda s: b / s / 1e6
+rows = [
+    ("ours / physical limit", mbs(ours), limit / 1e6, mbs(ours) * 1e6 / limit, ">= 0.95"),
+    ("ours / aria2c", mbs(ours), mbs(aria), aria / ours, "> 1.0"),
+    ("ours / aria2c, degrading", mbs(ours_d), mbs(aria_d), aria_d / ours_d, ">= 1.5"),
+    ("first segment / single fastest (ms)", start, single_start, start / single_start, "<= 1.1"),
+]
+print()
+print(f"{'figure':<38}{'ours':>10}{'peer':>10}{'ratio':>8}  goal")
+for name, o, p, r, goal in rows:
+    print(f"{name:<38}{o:>10.2f}{p:>10.2f}{r:>8.2f}  {goal}")
+print(f"(MB/s unless noted; {b / 1e6:.1f} MB; wall time of each process, cold client)")
+PY
