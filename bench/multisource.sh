@@ -12,9 +12,11 @@
 # Runs, each on a cold client:
 #   ours       tranzcast play (default settings) from the three nodes
 #   single     tranzcast play --source <the fastest node> (time to first segment)
-#   aria2c     aria2c -s3 -x1 -k1M from the three nginx mirrors
+#   aria2c     aria2c -s3 -x3 -k1M from the three nginx mirrors (-x3: all three are "localhost")
 #   degrading  ours and aria2c again, the fastest source dropped to a tenth of
 #              its rate halfway through (tc class change)
+# aria2c runs twice: with its default of one connection per host (all three
+# mirrors are "localhost", so it uses one) and with -x3 (all three).
 # Prints rates, ratios and the goals: ours >= 0.95 of the physical limit and
 # ahead of aria2c; >= 1.5x aria2c when degrading; time to first segment
 # <= 1.1x the fastest single source's.
@@ -147,11 +149,11 @@ ours() {
     cmp -s "$T/out.bin" "$T/film.bin" || { echo "ours: output differs" >&2; exit 1; }
     python3 -c "import json; j=json.load(open('$T/play.json')); print($t1-$t0, j['startup_ms'], json.dumps(j['sources'], separators=(',', ':')), 'in-play', round(j['seconds'], 3))"
 }
-aria() {
-    local degrade="${1:-}"
+aria() { # x (connections per host: 1 is aria2c's default, 3 lets it use all three "localhost" mirrors) [degrade]
+    local x="$1" degrade="${2:-}"
     rm -f "$T/aria.bin"
     local t0; t0=$(now)
-    aria2c -q --async-dns=false --ca-certificate="$T/peer.pem" -s3 -x1 -k1M --min-split-size=1M --file-allocation=none \
+    aria2c -q --async-dns=false --ca-certificate="$T/peer.pem" -s3 "-x$x" -k1M --min-split-size=1M --uri-selector=inorder --file-allocation=none \
         --allow-overwrite=true -d "$T" -o aria.bin \
         "https://localhost:${NGINX_PORT[0]}/film.bin" "https://localhost:${NGINX_PORT[1]}/film.bin" "https://localhost:${NGINX_PORT[2]}/film.bin" &
     local pid=$!
@@ -169,21 +171,27 @@ echo "ours:        ${OURS_S}s, first segment ${OURS_START} ms, bytes by source $
 [ -n "${ONLY_OURS:-}" ] && exit 0
 read -r SINGLE_S SINGLE_START _ < <(ours single)
 echo "single:      ${SINGLE_S}s, first segment ${SINGLE_START} ms (node-$((FASTEST + 1)) only)"
-ARIA_S=$(aria)
-echo "aria2c:      ${ARIA_S}s"
+ARIA1_S=$(aria 1)
+echo "aria2c -x1:  ${ARIA1_S}s (its default: one connection per host)"
+ARIA_S=$(aria 3)
+echo "aria2c -x3:  ${ARIA_S}s"
 read -r OURS_D _ OURS_D_SRC < <(ours degrade)
 echo "ours, degrading:   ${OURS_D}s, bytes by source $OURS_D_SRC"
-ARIA_D=$(aria degrade)
-echo "aria2c, degrading: ${ARIA_D}s"
+ARIA1_D=$(aria 1 degrade)
+echo "aria2c -x1, degrading: ${ARIA1_D}s"
+ARIA_D=$(aria 3 degrade)
+echo "aria2c -x3, degrading: ${ARIA_D}s"
 
-python3 - "$BYTES" "$LIMIT" "$OURS_S" "$OURS_START" "$SINGLE_S" "$SINGLE_START" "$ARIA_S" "$OURS_D" "$ARIA_D" <<'PY'
+python3 - "$BYTES" "$LIMIT" "$OURS_S" "$OURS_START" "$SINGLE_S" "$SINGLE_START" "$ARIA_S" "$OURS_D" "$ARIA_D" "$ARIA1_S" "$ARIA1_D" <<'PY'
 import sys
-b, limit, ours, start, single, single_start, aria, ours_d, aria_d = map(float, sys.argv[1:])
+b, limit, ours, start, single, single_start, aria, ours_d, aria_d, aria1, aria1_d = map(float, sys.argv[1:])
 mbs = lambda s: b / s / 1e6
 rows = [
     ("ours / physical limit", mbs(ours), limit / 1e6, mbs(ours) * 1e6 / limit, ">= 0.95"),
-    ("ours / aria2c", mbs(ours), mbs(aria), aria / ours, "> 1.0"),
-    ("ours / aria2c, degrading", mbs(ours_d), mbs(aria_d), aria_d / ours_d, ">= 1.5"),
+    ("ours / aria2c -x3", mbs(ours), mbs(aria), aria / ours, "> 1.0"),
+    ("ours / aria2c -x3, degrading", mbs(ours_d), mbs(aria_d), aria_d / ours_d, ">= 1.5"),
+    ("ours / aria2c -x1 (its default)", mbs(ours), mbs(aria1), aria1 / ours, "> 1.0"),
+    ("ours / aria2c -x1, degrading", mbs(ours_d), mbs(aria1_d), aria1_d / ours_d, ">= 1.5"),
     ("first segment / single fastest (ms)", start, single_start, start / single_start, "<= 1.1"),
 ]
 print()

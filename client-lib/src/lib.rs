@@ -10,8 +10,10 @@
 //! loopback, for standard players; [`PlainStream`]: `AsyncRead` +
 //! `AsyncSeek` over the plaintext with a window fetched ahead, moved on seek.
 //! The segment playback waits on is raced on the two best sources;
-//! [`Session::ready`] resolves once enough segments are in hand. Still to
-//! come: per-16 KiB-group verification, mid-segment source switching. With
+//! [`Session::ready`] resolves once enough segments are in hand. Segments
+//! are verified per 16 KiB group as they arrive (a liar is caught within a
+//! group) and resume at another source by range after a lie, a failure or a
+//! slow-down. With
 //! [`OpenOptions::local`] (the client's peer service, an `EdgeServer` with
 //! role `peer`), pre-cast segments are read first and every segment played
 //! is kept there for other viewers.

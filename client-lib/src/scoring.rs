@@ -64,6 +64,8 @@ pub struct SourceView {
     pub fetches_misses: bool,
     /// When the throughput estimate last learned from a fetch.
     pub sampled_at: Option<Instant>,
+    /// Bytes received from it so far (all our requests together).
+    pub received: u64,
 }
 
 impl SourceView {
@@ -82,7 +84,20 @@ impl SourceView {
             holds: None,
             fetches_misses,
             sampled_at: None,
+            received: 0,
         }
+    }
+
+    /// Records what the source delivered to all our requests together over
+    /// an interval in which it was busy with them the whole time: its
+    /// throughput, measured directly (no guess at how requests shared it).
+    pub fn record_interval(&mut self, bytes: u64, secs: f64, now: Instant) {
+        let sample = bytes as f64 / secs.max(1e-3);
+        self.sampled_at = Some(now);
+        self.throughput = Some(match self.throughput {
+            Some(t) => t * (1.0 - EWMA_ALPHA) + sample * EWMA_ALPHA,
+            None => sample,
+        });
     }
 
     /// Forgets a throughput estimate older than `max_age` on a source we

@@ -137,6 +137,8 @@ pub struct Session {
     /// Set by [`Session::play_to`] once every segment has been started:
     /// from then on idle fast sources may take over slow transfers.
     endgame: std::sync::atomic::AtomicBool,
+    /// Set while [`Session::play_to`] meters every source's throughput.
+    metered: std::sync::atomic::AtomicBool,
 }
 
 const NOT_THERE: &str = "does not hold it";
@@ -152,6 +154,8 @@ const WARM_UP: Duration = Duration::from_millis(100);
 const STALE_ESTIMATE: Duration = Duration::from_secs(1);
 /// Sources are pulsed again this often during a playback.
 const PULSE_EVERY: Duration = Duration::from_secs(1);
+/// Sources' throughput is metered over intervals this long during a playback.
+const METER_EVERY: Duration = Duration::from_millis(200);
 /// Partial transfers (cancelled, left) shorter than this teach nothing.
 const MIN_SAMPLE: u64 = 64 * 1024;
 
@@ -201,6 +205,7 @@ impl<'a> Outstanding<'a> {
     fn arrived(&mut self, n: usize) {
         self.first_byte.get_or_insert_with(Instant::now);
         self.got += n as u64;
+        self.session.with_view(self.index, |v| v.received += n as u64);
     }
 
     /// Bytes/s since the first byte, once that is long enough to judge.
@@ -216,8 +221,12 @@ impl Drop for Outstanding<'_> {
         self.session.with_view(self.index, |v| {
             // Timed from the first byte (plus a round trip): connection set-up
             // and a parent's miss are not the source's throughput.
+            // While metered (a playback), a transfer's own sample only seeds
+            // an unknown estimate: the meter sees all requests together.
+            let metered = self.session.metered.load(std::sync::atomic::Ordering::Relaxed);
             if let Some(fb) = first_byte
                 && (done || got >= MIN_SAMPLE)
+                && (!metered || v.throughput.is_none())
             {
                 let rtt = v.rtt.unwrap_or_default();
                 v.record_fetch(got, fb.elapsed() + rtt, v.ours_in_flight, Instant::now());
@@ -307,6 +316,7 @@ impl Session {
             parallel: opts.parallel.max(1),
             local: opts.local.clone(),
             endgame: std::sync::atomic::AtomicBool::new(false),
+            metered: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -702,13 +712,32 @@ impl Session {
         let started = Instant::now();
         self.pulse().await;
         // Pulses go on during the playback (health, load, bitmaps change).
+        // and every source's throughput is metered: bytes from it over each
+        // interval it was busy with our requests throughout.
+        self.metered.store(true, std::sync::atomic::Ordering::Relaxed);
         let me = Arc::downgrade(self);
         let pulses = tokio::spawn(async move {
+            let mut last_pulse = Instant::now();
+            let mut last: Vec<(bool, u64)> = Vec::new();
+            let mut tick = tokio::time::interval(METER_EVERY);
             loop {
-                tokio::time::sleep(PULSE_EVERY).await;
-                match me.upgrade() {
-                    Some(s) => s.pulse().await,
-                    None => break,
+                tick.tick().await;
+                let Some(s) = me.upgrade() else { break };
+                if let Ok(mut views) = s.views.lock() {
+                    let now = Instant::now();
+                    last.resize(views.len(), (false, 0));
+                    for (v, (was_busy, received)) in views.iter_mut().zip(last.iter_mut()) {
+                        let busy = v.ours_in_flight > 0;
+                        if *was_busy && busy && v.received > *received {
+                            v.record_interval(v.received - *received, METER_EVERY.as_secs_f64(), now);
+                        }
+                        (*was_busy, *received) = (busy, v.received);
+                    }
+                }
+                if last_pulse.elapsed() >= PULSE_EVERY {
+                    last_pulse = Instant::now();
+                    let s2 = s.clone();
+                    tokio::spawn(async move { s2.pulse().await });
                 }
             }
         });
