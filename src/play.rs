@@ -34,6 +34,77 @@ pub struct PlayArgs {
     /// Use only this source (repeatable): to compare with a single source.
     #[arg(long = "source", value_name = "NAME")]
     sources: Vec<String>,
+    /// Serve the segments this client holds to other viewers at ADDR (HTTP/3 and
+    /// HTTPS on one port; Fig. 3), during the playback and after it until Ctrl-C.
+    /// Joins the cluster as a peer with this play's certificate.
+    #[arg(long, value_name = "ADDR")]
+    peer: Option<std::net::SocketAddr>,
+    /// The peer service's store: segments the origin pre-casts here (Fig. 4) are
+    /// played from it first, and what is played is kept for other viewers.
+    #[arg(long, value_name = "DIR", requires = "peer")]
+    cache: Option<PathBuf>,
+    /// The peer's name in the cluster (default: peer-<random>).
+    #[arg(long, requires = "peer")]
+    peer_name: Option<String>,
+    /// The peer's TLS certificate (PEM), with --peer-key.
+    #[arg(long, requires_all = ["peer", "peer_key"])]
+    peer_cert: Option<PathBuf>,
+    /// The peer's TLS key (PEM), with --peer-cert.
+    #[arg(long, requires_all = ["peer", "peer_cert"])]
+    peer_key: Option<PathBuf>,
+    /// Or a local CA directory that issues the peer's certificate (loopback
+    /// clusters: the demo's `<data>/origin/tls`).
+    #[arg(long, value_name = "DIR", requires = "peer", conflicts_with = "peer_cert")]
+    peer_ca_dir: Option<PathBuf>,
+}
+
+/// Stops the peer service (leaves the cluster, drains).
+async fn stop_peer(peer: Option<Arc<tranzcast_edge::EdgeServer>>) {
+    if let Some(p) = peer {
+        match Arc::try_unwrap(p) {
+            Ok(p) => p.shutdown().await,
+            Err(_) => tracing::warn!("peer service still in use at shutdown"),
+        }
+    }
+}
+
+/// Starts this client's peer service with the session's certificate.
+async fn start_peer(a: &PlayArgs, addr: std::net::SocketAddr, certificate: &str) -> Result<tranzcast_edge::EdgeServer> {
+    let name = a.peer_name.clone().unwrap_or_else(|| {
+        let mut b = [0u8; 4];
+        let _ = getrandom::fill(&mut b);
+        format!("peer-{}", hex::encode(b))
+    });
+    let cache = match &a.cache {
+        Some(d) => d.clone(),
+        None => std::env::temp_dir().join(format!("tranzcast-{name}")),
+    };
+    let mut sets = vec![
+        "role=peer".to_string(),
+        format!("name={name}"),
+        format!("data_dir={}", cache.display()),
+        format!("origin={}", a.origin),
+        format!("listen.https={addr}"),
+        format!("certificate={certificate}"),
+        format!("ca={}", a.ca.display()),
+    ];
+    let ca_dir = match (&a.peer_cert, &a.peer_key, &a.peer_ca_dir) {
+        (Some(c), Some(k), _) => {
+            sets.push(format!("tls.cert={}", c.display()));
+            sets.push(format!("tls.key={}", k.display()));
+            PathBuf::new()
+        }
+        (_, _, Some(d)) => {
+            if !d.join("ca.pem").is_file() {
+                bail!("--peer-ca-dir {}: no ca.pem there", d.display());
+            }
+            d.clone()
+        }
+        _ => bail!("--peer needs a TLS identity: --peer-cert and --peer-key, or --peer-ca-dir"),
+    };
+    let config: tranzcast_config::EdgeConfig = tranzcast_config::Layers::new("edge").overrides(&sets)?.build()?;
+    let tls = tranzcast_edge::EdgeTls::from_config(&config, &ca_dir)?;
+    tranzcast_edge::EdgeServer::start(config, tls).await.with_context(|| format!("starting the peer service at {addr}"))
 }
 
 pub fn run(a: PlayArgs) -> Result<()> {
@@ -57,6 +128,15 @@ pub fn run(a: PlayArgs) -> Result<()> {
         if !a.sources.is_empty() {
             session.restrict_sources(&a.sources)?;
         }
+        let peer = match a.peer {
+            Some(addr) => {
+                let p = Arc::new(start_peer(&a, addr, session.certificate()).await?);
+                eprintln!("serving peers as {} at https://localhost:{} (HTTP/3 on the same port)", p.name(), p.https_addr().port());
+                session.attach_local(p.clone())?;
+                Some(p)
+            }
+            None => None,
+        };
         let session = Arc::new(session);
         let started = std::time::Instant::now();
         if let Some(t) = session.replacement_ticket() {
@@ -69,6 +149,8 @@ pub fn run(a: PlayArgs) -> Result<()> {
             eprintln!("playing {} at http://{}/{}  (ffplay, VLC, mpv or a browser; Ctrl-C to stop)", m.title, g.addr, m.title);
             crate::wait_for_signal().await;
             g.shutdown().await;
+            drop(session);
+            stop_peer(peer).await;
             return Ok(());
         }
         let out_path = a.out.clone().context("no --out")?;
@@ -91,18 +173,27 @@ pub fn run(a: PlayArgs) -> Result<()> {
         let report = session.play_to(&mut out).await?;
         pb.finish_and_clear();
         watcher.abort();
+        let peer_json = peer.as_ref().map(|p| serde_json::json!({"name": p.name(), "https": format!("https://localhost:{}", p.https_addr().port())}));
         if a.json {
             println!(
                 "{}",
                 serde_json::json!({"title": m.title.as_str(), "bytes": report.bytes, "startup_ms": report.first_segment.as_secs_f64() * 1000.0,
                     "seconds": started.elapsed().as_secs_f64(),
-                    "sources": report.by_source, "demoted": report.demoted, "ticket": session.replacement_ticket()})
+                    "sources": report.by_source, "demoted": report.demoted, "ticket": session.replacement_ticket(), "peer": peer_json})
             );
         } else {
             println!("played {} bytes of {} into {}", report.bytes, m.title, out_path.display());
             for (s, b) in &report.by_source {
                 println!("  from {s:<12} {b:>12} bytes");
             }
+        }
+        if peer.is_some() {
+            use std::io::Write;
+            let _ = std::io::stdout().flush();
+            eprintln!("still serving peers; Ctrl-C to stop");
+            crate::wait_for_signal().await;
+            drop(session);
+            stop_peer(peer).await;
         }
         Ok(())
     })

@@ -77,6 +77,7 @@ fn demo_plays_through_the_cluster_and_serves_it() {
     common::ok(&["play", "--origin", origin, "--ca", ca, "--ticket", &next, "--out", out.to_str().unwrap()]);
     let err = common::fails(&["play", "--origin", origin, "--ca", ca, "--ticket", &next, "--out", out.to_str().unwrap()]);
     assert!(err.contains("refused the ticket") && err.contains("spent"), "{err}");
+    peer_serves_what_it_played(&c, &rt, dir.path(), &input);
     let rc = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
     assert!(rc.success());
     let out = child.wait_with_output().unwrap();
@@ -91,4 +92,83 @@ fn demo_plays_through_the_cluster_and_serves_it() {
     assert_eq!(sources.values().map(|v| v.as_u64().unwrap()).sum::<u64>(), input_len);
     assert!(r["startup_ms"].as_f64().unwrap() > 0.0);
     assert!(std::fs::read(data.join("played")).unwrap() == std::fs::read(c["input"].as_str().unwrap()).unwrap());
+}
+
+/// A bought ticket for the described cluster's title, from its storefront.
+fn buy(c: &serde_json::Value, rt: &tokio::runtime::Runtime) -> String {
+    let origin = c["origin"]["https"].as_str().unwrap();
+    rt.block_on(async {
+        let http = tranzcast_net::client::https(&std::fs::read(c["ca"].as_str().unwrap()).unwrap()).unwrap();
+        let token = c["storefront_token"].as_str().unwrap();
+        let customer: serde_json::Value = http
+            .post(format!("{origin}/v1/customers"))
+            .bearer_auth(token)
+            .json(&serde_json::json!({"name": "peer viewer"}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let order: serde_json::Value = http
+            .post(format!("{origin}/v1/orders"))
+            .bearer_auth(token)
+            .json(&serde_json::json!({"customer": customer["customer"], "title": c["title"], "kind": "buy"}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        order["ticket"].as_str().unwrap().to_string()
+    })
+}
+
+/// `tranzcast play --peer`: the client serves what it played to other viewers
+/// (it joins the cluster with its certificate), and a second viewer plays the
+/// title from that peer alone, byte-identical; Ctrl-C stops the peer cleanly.
+fn peer_serves_what_it_played(c: &serde_json::Value, rt: &tokio::runtime::Runtime, dir: &std::path::Path, input: &[u8]) {
+    use std::io::BufRead;
+    let (origin, ca) = (c["origin"]["https"].as_str().unwrap(), c["ca"].as_str().unwrap());
+    let ca_dir = std::path::Path::new(ca).parent().unwrap();
+    let out = dir.join("played-by-peer");
+    let mut peer = Command::new(bin())
+        .args(["play", "--origin", origin, "--ca", ca, "--ticket", &buy(c, rt), "--json", "--peer", "127.0.0.1:0"])
+        .args(["--peer-name", "peer-cli", "--peer-ca-dir"])
+        .arg(ca_dir)
+        .arg("--cache")
+        .arg(dir.join("peer-cache"))
+        .arg("--out")
+        .arg(&out)
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(peer.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let played: serde_json::Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line:?}"));
+    assert!(std::fs::read(&out).unwrap() == input);
+    assert_eq!(played["peer"]["name"], "peer-cli", "{played}");
+    // The origin lists the new peer to the next viewer, who plays from it alone.
+    let second = dir.join("played-from-peer");
+    let from_peer: serde_json::Value = serde_json::from_str(&common::ok(&[
+        "play",
+        "--origin",
+        origin,
+        "--ca",
+        ca,
+        "--ticket",
+        &buy(c, rt),
+        "--source",
+        "peer-cli",
+        "--json",
+        "--out",
+        second.to_str().unwrap(),
+    ]))
+    .unwrap();
+    assert!(std::fs::read(&second).unwrap() == input);
+    assert_eq!(from_peer["sources"]["peer-cli"].as_u64(), Some(input.len() as u64), "{from_peer}");
+    assert!(Command::new("kill").args(["-INT", &peer.id().to_string()]).status().unwrap().success());
+    assert!(peer.wait().unwrap().success());
 }

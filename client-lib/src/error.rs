@@ -23,6 +23,9 @@ pub enum ClientError {
         /// The last failure.
         last: String,
     },
+    /// This client's own peer service refused what it was handed.
+    #[error("local peer service: {0}")]
+    Local(String),
     /// Writing the plaintext out failed.
     #[error("output: {0}")]
     Output(#[from] std::io::Error),

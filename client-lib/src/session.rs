@@ -129,6 +129,8 @@ pub struct Session {
     key: TitleKey,
     manifest: Manifest,
     certificate: String,
+    /// The signed manifest as the origin sent it (handed to our peer service).
+    signed_manifest: Bytes,
     replacement: Option<String>,
     sources: Vec<Source>,
     views: Mutex<Vec<SourceView>>,
@@ -296,11 +298,9 @@ impl Session {
                 })
             })
             .filter(|s| matches!(s.role.as_str(), "edge" | "node" | "peer"))
-            // Not ourselves: our own store is read directly.
-            .filter(|s| opts.local.as_ref().is_none_or(|l| l.name() != s.name))
             .collect();
         let views = sources.iter().map(|s| SourceView::new(&s.name, s.role != "peer")).collect();
-        Ok(Self {
+        let mut session = Self {
             events: tokio::sync::broadcast::channel(1024).0,
             plain: moka::future::Cache::builder()
                 .weigher(|_, b: &Bytes| u32::try_from(b.len()).unwrap_or(u32::MAX))
@@ -310,14 +310,43 @@ impl Session {
             key,
             manifest,
             certificate,
+            signed_manifest: Bytes::from(mb),
             replacement: v["ticket"].as_str().map(str::to_string),
             sources,
             views: Mutex::new(views),
             parallel: opts.parallel.max(1),
-            local: opts.local.clone(),
+            local: None,
             endgame: std::sync::atomic::AtomicBool::new(false),
             metered: std::sync::atomic::AtomicBool::new(false),
-        })
+        };
+        if let Some(local) = opts.local {
+            session.attach_local(local)?;
+        }
+        Ok(session)
+    }
+
+    /// The validation certificate the origin gave this session (base64url): the
+    /// credential a peer service joins the cluster with.
+    pub fn certificate(&self) -> &str {
+        &self.certificate
+    }
+
+    /// Attaches this client's peer service after opening (its certificate comes
+    /// from the validation): its store is read first and keeps what is played;
+    /// it is never a source of its own session. It learns the title's manifest,
+    /// so its pulse tells other viewers which segments it holds. Blocking briefly
+    /// (one small store write).
+    pub fn attach_local(&mut self, local: Arc<tranzcast_edge::EdgeServer>) -> Result<(), ClientError> {
+        local.keep_manifest(&self.signed_manifest).map_err(|e| ClientError::Local(e.to_string()))?;
+        let name = local.name().to_string();
+        if let Some(i) = self.sources.iter().position(|s| s.name == name) {
+            self.sources.remove(i);
+            if let Ok(mut v) = self.views.lock() {
+                v.remove(i);
+            }
+        }
+        self.local = Some(local);
+        Ok(())
     }
 
     /// The replacement ticket for the next play (rentals with plays left): keep it.

@@ -152,6 +152,18 @@ async fn blob(inner: Arc<Inner>, hash: &str, req: &Request<Bytes>) -> Reply {
     ))
 }
 
+/// Records a signed manifest as its title's (pinned), once its signature
+/// checks: the pulse bitmap of a peer is computed against it.
+pub(crate) fn record_title_manifest(inner: &Inner, body: &[u8]) -> Result<(), String> {
+    let sm = SignedManifest::decode(body).map_err(|e| format!("manifest: {e}"))?;
+    let m = sm.verify(&inner.origin_key).map_err(|e| format!("manifest: {e}"))?;
+    let stored = inner.store.put_title_manifest(&m.title, body).map_err(|e| e.to_string())?;
+    if let Ok(mut r) = inner.residency.lock() {
+        r.admit(stored, body.len() as u64, true);
+    }
+    Ok(())
+}
+
 /// A title's signed manifest (public), fetched from upstream and kept when not held.
 async fn title_manifest(inner: &Arc<Inner>, id: &str) -> Reply {
     let t = TitleId::new(id).map_err(|e| error(StatusCode::BAD_REQUEST, "bad_title", e.to_string()))?;
@@ -221,15 +233,8 @@ fn put_blob(inner: &Inner, hash: &str, body: &Bytes) -> Reply {
     // manifest pushed with them is recorded as the title's at once (for the
     // pulse bitmap), once its signature checks; nodes record manifests only
     // for complete sets (PUT /v1/titles/{id}/manifest).
-    if inner.config.role == tranzcast_config::EdgeRole::Peer
-        && body.starts_with(b"TZMF")
-        && let Ok(sm) = SignedManifest::decode(body)
-        && let Ok(m) = sm.verify(&inner.origin_key)
-    {
-        let stored = inner.store.put_title_manifest(&m.title, body).map_err(internal)?;
-        if let Ok(mut r) = inner.residency.lock() {
-            r.admit(stored, body.len() as u64, true);
-        }
+    if inner.config.role == tranzcast_config::EdgeRole::Peer && body.starts_with(b"TZMF") {
+        record_title_manifest(inner, body).map_err(|e| error(StatusCode::UNPROCESSABLE_ENTITY, "bad_manifest", e))?;
     } else {
         // A node pins what the origin stages; edges and peers keep pushes like fetches.
         crate::mirror::keep(inner, &a, body, None, inner.config.role == tranzcast_config::EdgeRole::Node);

@@ -49,6 +49,9 @@ pub enum EdgeError {
     /// The configuration cannot work.
     #[error("config: {0}")]
     Config(String),
+    /// Bytes handed to us do not check (signature, format).
+    #[error("invalid: {0}")]
+    Invalid(String),
 }
 
 pub(crate) struct Inner {
@@ -243,6 +246,13 @@ impl EdgeServer {
         let a = tranzcast_proto::BlobAddress::of(bytes);
         mirror::keep(&self.inner, &a, bytes, None, false);
         a
+    }
+
+    /// Records a title's signed manifest (checked against the origin's key), as
+    /// a smart client does when it starts playing a title it will serve as a
+    /// peer: its pulse then reports which segments it holds. Blocking.
+    pub fn keep_manifest(&self, signed_manifest: &[u8]) -> Result<(), EdgeError> {
+        api::record_title_manifest(&self.inner, signed_manifest).map_err(EdgeError::Invalid)
     }
 
     /// A blob this server holds (verified against its address on the way
