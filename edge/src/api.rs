@@ -22,10 +22,10 @@ fn json_response(status: StatusCode, v: &Value) -> Response<Body> {
 
 /// An error answer: becomes `{"error": {"code", "reason"}}` with its status.
 #[derive(Debug)]
-struct Fail {
+pub(crate) struct Fail {
     status: StatusCode,
     code: &'static str,
-    reason: String,
+    pub reason: String,
 }
 
 impl From<Fail> for Response<Body> {
@@ -55,6 +55,13 @@ pub(crate) async fn handle(inner: Arc<Inner>, req: Request<Bytes>) -> Response<B
     }
     if let (&Method::GET, ["", "v1", "outboards", hash]) = (req.method(), parts.as_slice()) {
         return outboard(&inner, hash).await.unwrap_or_else(Response::from);
+    }
+    if let (&Method::GET | &Method::HEAD, ["", "v1", "play", token, _name]) = (req.method(), parts.as_slice()) {
+        let client = req.extensions().get::<tranzcast_net::RequestContext>().map(|cx| cx.peer.ip());
+        let client = client.unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
+        return crate::playback::serve(inner.clone(), token, &req, client)
+            .await
+            .unwrap_or_else(|(status, code, reason)| error(status, code, reason).into());
     }
     if let (&Method::GET, ["", "v1", "titles", id, "manifest"]) = (req.method(), parts.as_slice()) {
         return title_manifest(&inner, id).await.unwrap_or_else(Response::from);
@@ -212,7 +219,7 @@ async fn outboard(inner: &Arc<Inner>, hash: &str) -> Reply {
 }
 
 /// Joins (or starts) the upstream fetch of `a`, which stores it once verified.
-async fn join_miss(inner: &Arc<Inner>, a: BlobAddress) -> Result<Arc<crate::fetch::Flight>, Fail> {
+pub(crate) async fn join_miss(inner: &Arc<Inner>, a: BlobAddress) -> Result<Arc<crate::fetch::Flight>, Fail> {
     let i3 = inner.clone();
     inner.fetcher.join(a, move |bytes, ob| crate::mirror::keep(&i3, &a, &bytes, Some(&ob), false)).await.map_err(|e| {
         if e.contains("not there") {
@@ -344,9 +351,13 @@ fn metrics(inner: &Inner) -> Response<Body> {
         ("edge_upstream_fetches_total", f.flights.load(Ordering::Relaxed)),
         ("edge_coalesced_waiters_total", f.coalesced.load(Ordering::Relaxed)),
         ("edge_upstream_demoted_total", f.demoted.load(Ordering::Relaxed)),
+        ("edge_playback_requests_total", inner.playback.requests.load(Ordering::Relaxed)),
+        ("edge_playback_refused_total", inner.playback.refused.load(Ordering::Relaxed)),
+        ("edge_playback_decrypted_bytes_total", inner.playback.decrypted_bytes.load(Ordering::Relaxed)),
     ] {
         out.push_str(&format!("# TYPE {name} counter\n{name} {v}\n"));
     }
+    out.push_str(&format!("# TYPE edge_playback_sessions gauge\nedge_playback_sessions {}\n", inner.playback.open_sessions()));
     out.push_str("# TYPE edge_staged_blobs_total counter\n");
     out.push_str(&format!("edge_staged_blobs_total {}\n", inner.staged_blobs.load(Ordering::Relaxed)));
     out.push_str("# TYPE edge_staged_bytes_total counter\n");

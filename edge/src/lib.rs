@@ -21,6 +21,7 @@ mod api;
 pub mod demand;
 pub mod fetch;
 mod mirror;
+mod playback;
 pub mod residency;
 mod service;
 
@@ -92,6 +93,8 @@ pub(crate) struct Inner {
     pub mirror: mirror::MirrorStats,
     /// HTTPS client trusting the cluster's CA (origin, parents, pushes).
     pub http: reqwest::Client,
+    /// Playback URLs: key pairs, open sessions, decrypted segments in memory.
+    pub playback: playback::Playback,
     /// Titles whose manifest an edge holds or is fetching (so pulses can report bitmaps).
     pub manifests_known: std::sync::Mutex<std::collections::HashSet<tranzcast_proto::TitleId>>,
 }
@@ -185,6 +188,7 @@ impl EdgeServer {
             mirror: mirror::MirrorStats::default(),
             http: http.clone(),
             manifests_known: Default::default(),
+            playback: playback::Playback::new(),
         });
         mirror::load_residency(&inner)?;
         let opts = ServerOptions {
@@ -296,11 +300,16 @@ async fn join(http: &reqwest::Client, inner: &Inner, me: std::net::SocketAddr) -
         EdgeRole::Edge => "edge",
         EdgeRole::Peer => "peer",
     };
-    let body = serde_json::json!({
+    let mut body = serde_json::json!({
         "name": inner.config.name, "role": role,
         "https": advertised_url(&inner.config, me),
-        "h3": me.to_string(), "load": 0.0,
+        "h3": me.to_string(), "load": load(inner),
     });
+    // Edges serve playback URLs: the origin seals title keys to this public key.
+    if inner.config.role == EdgeRole::Edge {
+        inner.playback.keys.rotate_if_due();
+        body["playback_key"] = inner.playback.keys.current_public_hex().into();
+    }
     let req = http.post(format!("{}/v1/cluster/heartbeat", inner.config.origin)).json(&body);
     let req = match (&inner.config.role, &inner.config.certificate) {
         (EdgeRole::Peer, Some(cert)) => req.header("authorization", format!("Tranzcast {cert}")),
@@ -318,6 +327,13 @@ async fn join(http: &reqwest::Client, inner: &Inner, me: std::net::SocketAddr) -
         *slot = Some(t.to_string());
     }
     Ok(())
+}
+
+/// Requests in hand against the most this server takes at once (0..=1), for
+/// the origin's choice of edges.
+fn load(inner: &Inner) -> f64 {
+    let max = f64::from(inner.config.limits.max_concurrent_requests.max(1));
+    (inner.in_flight.load(std::sync::atomic::Ordering::Relaxed).max(0) as f64 / max).clamp(0.0, 1.0)
 }
 
 /// The URL others reach this server at.

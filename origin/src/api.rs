@@ -309,17 +309,71 @@ fn add_order(inner: &Inner, req: &Request<Bytes>) -> ApiResult {
 #[serde(deny_unknown_fields)]
 struct PlayRequest {
     ticket: String,
+    /// "client" (the smart client: certificate, manifest, sources) or "url"
+    /// (playback URLs on edges for a standard player).
     #[serde(default)]
     mode: Option<String>,
+    /// For "url": bind the URLs to a client address (`true`: the caller's).
+    #[serde(default)]
+    bind: Option<Value>,
+    /// For "url": how many edges' URLs (1..=8, default 2).
+    #[serde(default)]
+    urls: Option<usize>,
+    /// For "url": how long the URLs work, seconds (at most the certificate's
+    /// life and `MAX_LIFETIME_SECS`; shorter limits what a stolen URL gives).
+    #[serde(default)]
+    lifetime_s: Option<u64>,
+}
+
+/// Edges that can serve playback URLs now: live, with a playback key, least loaded first.
+fn playback_edges(inner: &Inner, n: usize) -> Result<Vec<(Member, [u8; 32])>, ApiError> {
+    let mut edges: Vec<(Member, [u8; 32])> = live_members(inner)?
+        .into_iter()
+        .filter(|m| m.role == "edge")
+        .filter_map(|m| {
+            let mut k = [0u8; 32];
+            hex::decode_to_slice(m.playback_key.as_deref()?, &mut k).ok()?;
+            Some((m, k))
+        })
+        .collect();
+    edges.sort_by(|a, b| a.0.load.total_cmp(&b.0.load).then_with(|| a.0.name.cmp(&b.0.name)));
+    edges.truncate(n);
+    Ok(edges)
 }
 
 fn play(inner: &Inner, req: &Request<Bytes>, cx: RequestContext) -> ApiResult {
     let p: PlayRequest = body(req)?;
-    if let Some(m) = &p.mode
-        && m != "client"
-    {
-        return Err(ApiError::bad(format!("mode {m:?} is not supported yet (only \"client\")")));
+    let url_mode = match p.mode.as_deref() {
+        None | Some("client") => false,
+        Some("url") => true,
+        Some(m) => return Err(ApiError::bad(format!("mode {m:?} is neither \"client\" nor \"url\""))),
+    };
+    let bind: Option<std::net::IpAddr> = match &p.bind {
+        None | Some(Value::Bool(false)) | Some(Value::Null) => None,
+        Some(Value::Bool(true)) => Some(cx.peer.ip()),
+        Some(Value::String(a)) => Some(a.parse().map_err(|_| ApiError::bad(format!("bind: {a:?} is not an IP address")))?),
+        Some(_) => return Err(ApiError::bad("bind must be true, false or an IP address")),
+    };
+    if !url_mode && (bind.is_some() || p.urls.is_some() || p.lifetime_s.is_some()) {
+        return Err(ApiError::bad("bind, urls and lifetime_s are for mode \"url\""));
     }
+    if p.lifetime_s.is_some_and(|l| !(1..=tranzcast_proto::playback::MAX_LIFETIME_SECS).contains(&l)) {
+        return Err(ApiError::bad(format!("lifetime_s must be 1..={}", tranzcast_proto::playback::MAX_LIFETIME_SECS)));
+    }
+    // Chosen before the play is counted: no edge, no play spent.
+    let edges = if url_mode {
+        let n = p.urls.unwrap_or(2);
+        if !(1..=8).contains(&n) {
+            return Err(ApiError::bad("urls must be 1..=8"));
+        }
+        let e = playback_edges(inner, n)?;
+        if e.is_empty() {
+            return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "no_edge", "no edge can serve playback URLs now; try again"));
+        }
+        e
+    } else {
+        Vec::new()
+    };
     let now = now_secs();
     let mut entry = ValidationEntry {
         time: now,
@@ -387,8 +441,14 @@ fn play(inner: &Inner, req: &Request<Bytes>, cx: RequestContext) -> ApiResult {
         Err(r) => return Err(refuse(&mut entry, r)),
     };
     inner.metrics.validation("granted");
+    let replacement = grant.replacement.as_ref().map(|(t, _)| ticket::to_text(&t.sign(&inner.signing)));
+    if url_mode {
+        let key = key.ok_or_else(|| ApiError::internal("granted without a title key"))?;
+        let manifest = manifest_bytes.as_ref().and_then(|b| SignedManifest::decode(b).ok()).map(|m| m.manifest);
+        let manifest = manifest.ok_or_else(|| ApiError::internal("granted without a manifest"))?;
+        return playback_urls(inner, &grant.certificate, &key, &manifest, &edges, (bind, p.lifetime_s), replacement);
+    }
     let certificate = ticket::to_text(&grant.certificate.sign(&inner.signing));
-    let replacement = grant.replacement.map(|(t, _)| ticket::to_text(&t.sign(&inner.signing)));
     let sources = sources(inner)?;
     Ok(json_response(
         StatusCode::OK,
@@ -398,6 +458,44 @@ fn play(inner: &Inner, req: &Request<Bytes>, cx: RequestContext) -> ApiResult {
             "manifest": manifest_bytes.map(|b| URL_SAFE_NO_PAD.encode(b)),
             "manifest_address": manifest_addr.map(|a| a.to_hex()),
             "sources": sources,
+        }),
+    ))
+}
+
+/// Playback URLs for a granted play: one token per edge, the title key sealed
+/// to that edge's current key; the session is the certificate's serial, so it
+/// is revoked with the certificate (or its ticket).
+fn playback_urls(
+    inner: &Inner,
+    cert: &tranzcast_proto::ticket::Certificate,
+    key: &TitleKey,
+    manifest: &tranzcast_proto::manifest::Manifest,
+    edges: &[(Member, [u8; 32])],
+    (bind, lifetime_s): (Option<std::net::IpAddr>, Option<u64>),
+    replacement: Option<String>,
+) -> ApiResult {
+    use tranzcast_proto::playback::{self, MAX_LIFETIME_SECS, PlaybackGrant};
+    let now = now_secs();
+    // A minute of clock skew between origin and edges either way.
+    let not_before = now.saturating_sub(60);
+    let expires = cert.expires.min(not_before + MAX_LIFETIME_SECS).min(lifetime_s.map_or(u64::MAX, |l| now + l));
+    let name = format!("{}.{}", manifest.title, tranzcast_proto::manifest::extension_for(&manifest.media_type));
+    let mut urls = Vec::new();
+    for (m, edge_public) in edges {
+        let grant = PlaybackGrant { session: cert.serial, not_before, expires, title: cert.title.clone(), client: bind, edge_key: [0; 8] };
+        let token = grant
+            .seal(key, edge_public, tranzcast_proto::random_bytes(), &inner.signing)
+            .map_err(|e| ApiError::internal(format!("sealing a playback token: {e}")))?;
+        urls.push(json!({
+            "edge": m.name, "h3": m.h3,
+            "url": format!("{}/v1/play/{}/{name}", m.https.trim_end_matches('/'), playback::to_text(&token)),
+        }));
+    }
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({
+            "urls": urls, "session": hex::encode(cert.serial), "not_before": not_before, "expires": expires,
+            "media_type": manifest.media_type, "bytes": manifest.plaintext_len, "ticket": replacement,
         }),
     ))
 }
@@ -439,7 +537,7 @@ fn revoke(inner: &Inner, req: &Request<Bytes>) -> ApiResult {
         _ => return Err(ApiError::bad("give exactly one of \"ticket\" or \"serial\"")),
     };
     if !inner.state.revoke(&serial, now_secs()).map_err(ApiError::internal)? {
-        return Err(ApiError::new(StatusCode::NOT_FOUND, "unknown_ticket", "no ticket with that serial"));
+        return Err(ApiError::new(StatusCode::NOT_FOUND, "unknown_ticket", "no ticket or playback session with that serial"));
     }
     Ok(json_response(StatusCode::OK, &json!({"revoked": hex::encode(serial)})))
 }
@@ -516,6 +614,9 @@ struct JoinRequest {
     h3: String,
     #[serde(default)]
     load: f64,
+    /// Edges: the X25519 public key (hex) playback tokens are sealed to.
+    #[serde(default)]
+    playback_key: Option<String>,
 }
 
 fn join(inner: &Inner, req: &Request<Bytes>, _cx: RequestContext) -> ApiResult {
@@ -546,6 +647,11 @@ fn join(inner: &Inner, req: &Request<Bytes>, _cx: RequestContext) -> ApiResult {
     if !j.load.is_finite() || !(0.0..=1.0).contains(&j.load) {
         return Err(ApiError::bad("load must be in 0..=1"));
     }
+    if let Some(k) = &j.playback_key
+        && (j.role != "edge" || k.len() != 64 || !k.bytes().all(|c| c.is_ascii_hexdigit()))
+    {
+        return Err(ApiError::bad("playback_key: 64 hex digits, from edges only"));
+    }
     // A peer keeps its push token across heartbeats; a new peer gets a fresh one.
     let push_token = if j.role == "peer" {
         let known = inner.state.member(&j.name).map_err(ApiError::internal)?.filter(|m| m.role == "peer").and_then(|m| m.push_token);
@@ -561,6 +667,7 @@ fn join(inner: &Inner, req: &Request<Bytes>, _cx: RequestContext) -> ApiResult {
         last_seen_ms: now_ms(),
         load: j.load,
         push_token: push_token.clone(),
+        playback_key: j.playback_key,
     };
     inner.state.upsert_member(&m).map_err(ApiError::internal)?;
     Ok(json_response(

@@ -103,6 +103,9 @@ pub struct Member {
     /// For peers: the secret the origin pushes pre-cast segments with. Never listed publicly.
     #[serde(default)]
     pub push_token: Option<String>,
+    /// For edges: the X25519 public key (hex) playback tokens are sealed to.
+    #[serde(default)]
+    pub playback_key: Option<String>,
 }
 
 /// The origin's durable state.
@@ -283,7 +286,16 @@ impl OriginState {
     /// false when the serial is unknown.
     pub fn revoke(&self, serial: &[u8; 16], now: u64) -> Result<bool, OriginError> {
         self.with_ticket_lock(serial, || {
-            let Some(mut rec) = self.ticket(serial)? else { return Ok(false) };
+            let Some(mut rec) = self.ticket(serial)? else {
+                // Not a ticket: a certificate (a playback session) is revoked alone.
+                if self.db.get_cf(self.cf(CF_CERTS)?, serial).map_err(db_err("certificates"))?.is_none() {
+                    return Ok(false);
+                }
+                let mut b = WriteBatch::default();
+                b.put_cf(self.cf(CF_REVOKED)?, serial, now.to_be_bytes());
+                self.write(b)?;
+                return Ok(true);
+            };
             rec.state = crate::validation::TicketState::Revoked;
             let mut b = WriteBatch::default();
             self.put_json(&mut b, CF_TICKETS, serial, &rec)?;

@@ -19,6 +19,7 @@ pub mod frame;
 pub mod keys;
 pub mod manifest;
 pub mod outboard;
+pub mod playback;
 pub mod range;
 pub mod ticket;
 mod title;

@@ -46,6 +46,23 @@ pub const MAX_MEDIA_TYPE: usize = 100;
 const FIXED_LEN: usize = 79;
 const TRAILER_LEN: usize = 32 + 64;
 
+/// The file extension players expect for a media type (so they pick the
+/// right demuxer from a URL's name); "bin" when unknown.
+pub fn extension_for(media_type: &str) -> &'static str {
+    match media_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase().as_str() {
+        "video/mp4" | "application/mp4" => "mp4",
+        "audio/mp4" => "m4a",
+        "video/webm" => "webm",
+        "audio/webm" => "weba",
+        "video/x-matroska" | "video/matroska" => "mkv",
+        "video/mp2t" => "ts",
+        "video/quicktime" => "mov",
+        "audio/mpeg" => "mp3",
+        "audio/ogg" | "video/ogg" => "ogg",
+        _ => "bin",
+    }
+}
+
 /// A chapter stop.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Chapter {
