@@ -3,13 +3,19 @@
 # libclang-dev: bindgen for RocksDB's bindings. ffmpeg: test clips, --encode, probing.
 set -euo pipefail
 need=()
-for pkg in libclang-dev ffmpeg; do
+for pkg in libclang-dev ffmpeg curl; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
+python3 -m pip --version >/dev/null 2>&1 || need+=(python3-pip)
 if [ ${#need[@]} -gt 0 ]; then
   echo "setup: installing ${need[*]}" >&2
   SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+# aioquic: an HTTP/3 client we did not write, for tests/players.rs (PyPI).
+if ! python3 -c 'import aioquic' 2>/dev/null; then
+  echo "setup: installing aioquic (pip)" >&2
+  python3 -m pip install -q aioquic 2>/dev/null || python3 -m pip install -q --break-system-packages aioquic
 fi
 command -v cargo >/dev/null || { echo "setup: cargo not found; install Rust with rustup first" >&2; exit 1; }

@@ -244,6 +244,18 @@ async fn play_on_cluster(dir: &Path, input: &Path, a: &DemoArgs) -> Result<Playe
             .json()
             .await?;
         v["certificate"] = p["certificate"].clone();
+        // Playback URLs for standard players (ffplay, VLC, a browser, curl), one per edge.
+        let bought = cluster.order("demo", "buy", None).await?;
+        let u: serde_json::Value = cluster
+            .http
+            .post(format!("{}/v1/play", cluster.origin_url()))
+            .json(&serde_json::json!({"ticket": bought, "mode": "url", "urls": cluster.edges.len()}))
+            .send()
+            .await?
+            .json()
+            .await?;
+        v["playback_urls"] = u["urls"].clone();
+        v["playback_url"] = u["urls"][0]["url"].clone();
         v["blob"] = session.manifest().segments.first().map(|b| b.to_hex()).into();
         let path = dir.join("cluster.json");
         std::fs::write(&path, serde_json::to_vec_pretty(&v)?)?;

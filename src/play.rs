@@ -22,6 +22,21 @@ pub struct PlayArgs {
     /// Write the plaintext here.
     #[arg(long, conflicts_with = "serve")]
     out: Option<PathBuf>,
+    /// Instead of playing: validate the ticket for a standard player and print
+    /// playback URLs on edges (JSON), with the next ticket for rentals.
+    #[arg(long, conflicts_with_all = ["out", "serve", "peer"])]
+    url: bool,
+    /// With --url: bind the URLs to this client address ("self": the address
+    /// the origin sees this request from).
+    #[arg(long, requires = "url", value_name = "IP|self")]
+    bind: Option<String>,
+    /// With --url: how many edges' URLs (1..=8).
+    #[arg(long, requires = "url", default_value_t = 2)]
+    urls: usize,
+    /// With --url: seconds the URLs work (default: the title's running time
+    /// plus the origin's margin, at most 6 hours).
+    #[arg(long, requires = "url")]
+    lifetime: Option<u64>,
     /// Serve the title at http://ADDR/<title> with full Range support until Ctrl-C.
     #[arg(long)]
     serve: Option<std::net::SocketAddr>,
@@ -107,9 +122,40 @@ async fn start_peer(a: &PlayArgs, addr: std::net::SocketAddr, certificate: &str)
     tranzcast_edge::EdgeServer::start(config, tls).await.with_context(|| format!("starting the peer service at {addr}"))
 }
 
+/// `--url`: the origin validates the ticket (a play is counted) and answers
+/// with playback URLs.
+async fn playback_urls(a: &PlayArgs, ticket: &str, ca_pem: &str) -> Result<serde_json::Value> {
+    let http = tranzcast_net::client::https(ca_pem.as_bytes())?;
+    let mut body = serde_json::json!({"ticket": ticket.trim(), "mode": "url", "urls": a.urls});
+    match a.bind.as_deref() {
+        None => {}
+        Some("self") => body["bind"] = true.into(),
+        Some(ip) => {
+            body["bind"] =
+                ip.parse::<std::net::IpAddr>().with_context(|| format!("--bind {ip}: not an IP address or \"self\""))?.to_string().into()
+        }
+    }
+    if let Some(l) = a.lifetime {
+        body["lifetime_s"] = l.into();
+    }
+    let origin = a.origin.trim_end_matches('/');
+    let r =
+        http.post(format!("{origin}/v1/play")).json(&body).send().await.with_context(|| format!("cannot reach the origin at {origin}"))?;
+    let status = r.status();
+    let v: serde_json::Value = r.json().await.context("the origin's answer is not JSON")?;
+    if !status.is_success() {
+        bail!(
+            "the origin refused: {} ({})",
+            v["error"]["reason"].as_str().unwrap_or("no reason"),
+            v["error"]["code"].as_str().unwrap_or("?")
+        );
+    }
+    Ok(v)
+}
+
 pub fn run(a: PlayArgs) -> Result<()> {
-    if a.out.is_none() && a.serve.is_none() {
-        bail!("give --out FILE or --serve 127.0.0.1:PORT");
+    if a.out.is_none() && a.serve.is_none() && !a.url {
+        bail!("give --out FILE, --serve 127.0.0.1:PORT or --url");
     }
     if let Some(addr) = a.serve
         && !addr.ip().is_loopback()
@@ -122,6 +168,11 @@ pub fn run(a: PlayArgs) -> Result<()> {
     };
     let ca_pem = std::fs::read_to_string(&a.ca).with_context(|| format!("cannot read {}", a.ca.display()))?;
     let rt = tokio::runtime::Runtime::new()?;
+    if a.url {
+        let v = rt.block_on(playback_urls(&a, &ticket, &ca_pem))?;
+        println!("{v}");
+        return Ok(());
+    }
     rt.block_on(async {
         let opts = OpenOptions { origin: a.origin.clone(), ticket, ca_pem, parallel: a.parallel, local: None };
         let mut session = Session::open(opts).await?;

@@ -255,7 +255,7 @@ where
         let span = tracing::debug_span!(
             "request",
             method = %req.method(),
-            path = %req.uri().path(),
+            path = %logged_path(req.uri().path()),
             range = req.headers().get(header::RANGE).and_then(|v| v.to_str().ok()).unwrap_or(""),
             protocol = protocol.label(),
             peer = %rcx.map(|c| c.peer.to_string()).unwrap_or_default(),
@@ -453,6 +453,15 @@ enum Needs {
     Write,
     /// Health, metrics, pulse, manifests (signed and public).
     Nothing,
+}
+
+/// The path as logged: a playback token is a credential for its lifetime, so
+/// logs keep only its first characters (enough to tell sessions apart).
+fn logged_path(path: &str) -> std::borrow::Cow<'_, str> {
+    match path.strip_prefix("/v1/play/").and_then(|rest| rest.split_once('/')) {
+        Some((token, name)) => format!("/v1/play/{}…/{name}", &token[..token.len().min(12)]).into(),
+        None => path.into(),
+    }
 }
 
 fn needs(req: &Request<Bytes>) -> Needs {
