@@ -5,6 +5,7 @@
 # Slow (ffmpeg encode, cluster, browser): not in the default test run.
 #
 # Usage: tests/browser/chromium_play.sh          (needs chromium, ffmpeg)
+# CHROMIUM_ARGS="..." adds browser flags (e.g. --disable-http2).
 # Exit 0 and "chromium: PASS ..." when the browser played and seeked.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -72,7 +73,7 @@ echo "== chromium (headless) plays $(basename "$URL" | cut -c1-12)… and seeks"
 OUT=$(timeout 60 chromium --headless --no-sandbox --disable-gpu --no-first-run --disable-background-networking \
     --disable-component-update --disable-sync --user-data-dir="$T/profile" --autoplay-policy=no-user-gesture-required \
     --ignore-certificate-errors-spki-list="$SPKI" --host-resolver-rules="MAP localhost 127.0.0.1" \
-    --virtual-time-budget=60000 --dump-dom "http://127.0.0.1:$PORT/page.html" 2>"$T/chromium.err" || true)
+    --virtual-time-budget=60000 ${CHROMIUM_ARGS:-} --dump-dom "http://127.0.0.1:$PORT/page.html" 2>"$T/chromium.err" || true)
 TITLE=$(echo "$OUT" | sed -n 's:.*<title>\(.*\)</title>.*:\1:p' | head -1)
 RANGES=$(grep -c 'v1/play/.*range="bytes=' "$T/demo.err" || true)
 if [[ "$TITLE" == PASS* ]]; then
