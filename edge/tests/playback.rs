@@ -12,9 +12,7 @@ mod common;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use bytes::Bytes;
 use common::*;
-use http::HeaderMap;
 use tranzcast_edge::{EdgeServer, EdgeTls};
 use tranzcast_ingest::{IngestOptions, ingest};
 use tranzcast_net::client::{H3Client, https, https_h1};
@@ -23,42 +21,6 @@ use tranzcast_proto::TitleId;
 use tranzcast_store::{BlobStore, StoreOptions};
 
 const SEG: usize = 256 << 10;
-
-enum Client {
-    H1(reqwest::Client),
-    H2(reqwest::Client),
-    H3(H3Client),
-}
-
-impl Client {
-    async fn get(&self, method: &str, url: &str, headers: &[(&str, &str)]) -> (u16, HeaderMap, Bytes) {
-        match self {
-            Client::H1(c) | Client::H2(c) => {
-                let mut r = c.request(method.parse().unwrap(), url);
-                for (k, v) in headers {
-                    r = r.header(*k, *v);
-                }
-                let resp = r.send().await.unwrap();
-                let want = if matches!(self, Client::H1(_)) { reqwest::Version::HTTP_11 } else { reqwest::Version::HTTP_2 };
-                assert_eq!(resp.version(), want);
-                let (s, h) = (resp.status().as_u16(), resp.headers().clone());
-                (s, h, resp.bytes().await.unwrap())
-            }
-            Client::H3(c) => {
-                let mut b = http::Request::builder().method(method).uri(url);
-                for (k, v) in headers {
-                    b = b.header(*k, *v);
-                }
-                let resp = c.request(b.body(Bytes::new()).unwrap()).await.unwrap();
-                (resp.status().as_u16(), resp.headers().clone(), resp.body().clone())
-            }
-        }
-    }
-}
-
-fn h<'a>(m: &'a HeaderMap, k: &str) -> &'a str {
-    m.get(k).and_then(|v| v.to_str().ok()).unwrap_or("")
-}
 
 async fn play_urls(http: &reqwest::Client, origin: &str, ticket: &str, extra: serde_json::Value) -> (u16, serde_json::Value) {
     let mut body = serde_json::json!({"ticket": ticket, "mode": "url"});
@@ -262,17 +224,4 @@ async fn playback_urls_serve_plaintext_ranges_from_edges_that_keep_only_cipherte
             assert!(!bytes.windows(32).any(|w| w == title_key), "title key in {}", f.display());
         }
     }
-}
-
-fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).unwrap().flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            out.extend(walk(&p));
-        } else {
-            out.push(p);
-        }
-    }
-    out
 }

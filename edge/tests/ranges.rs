@@ -3,10 +3,11 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::net::SocketAddr;
 
-use bytes::Bytes;
-use http::HeaderMap;
+use common::{Client, h};
 use tranzcast_config::{EdgeConfig, Layers, OriginConfig};
 use tranzcast_edge::{EdgeServer, EdgeTls};
 use tranzcast_net::client::{H3Client, https, https_h1};
@@ -14,42 +15,6 @@ use tranzcast_origin::Origin;
 use tranzcast_proto::BlobAddress;
 
 const CLUSTER: &str = "test-cluster-token-0123456789";
-
-enum Client {
-    H1(reqwest::Client),
-    H2(reqwest::Client),
-    H3(H3Client),
-}
-
-impl Client {
-    async fn get(&self, method: &str, url: &str, headers: &[(&str, &str)]) -> (u16, HeaderMap, Bytes) {
-        match self {
-            Client::H1(c) | Client::H2(c) => {
-                let mut r = c.request(method.parse().unwrap(), url);
-                for (k, v) in headers {
-                    r = r.header(*k, *v);
-                }
-                let resp = r.send().await.unwrap();
-                let want = if matches!(self, Client::H1(_)) { reqwest::Version::HTTP_11 } else { reqwest::Version::HTTP_2 };
-                assert_eq!(resp.version(), want);
-                let (s, h) = (resp.status().as_u16(), resp.headers().clone());
-                (s, h, resp.bytes().await.unwrap())
-            }
-            Client::H3(c) => {
-                let mut b = http::Request::builder().method(method).uri(url);
-                for (k, v) in headers {
-                    b = b.header(*k, *v);
-                }
-                let resp = c.request(b.body(Bytes::new()).unwrap()).await.unwrap();
-                (resp.status().as_u16(), resp.headers().clone(), resp.body().clone())
-            }
-        }
-    }
-}
-
-fn h<'a>(m: &'a HeaderMap, k: &str) -> &'a str {
-    m.get(k).and_then(|v| v.to_str().ok()).unwrap_or("")
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_range_and_conditional_case_on_h1_h2_h3() {

@@ -5,7 +5,11 @@
 #![allow(clippy::unwrap_used, dead_code)]
 
 use std::path::Path;
+
+use bytes::Bytes;
+use http::HeaderMap;
 use std::time::{Duration, Instant};
+use tranzcast_net::client::H3Client;
 
 use tranzcast_config::{EdgeConfig, Layers, OriginConfig};
 use tranzcast_ingest::{IngestOptions, ingest};
@@ -175,4 +179,57 @@ where
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// One client per protocol, over real TLS: HTTP/1.1 and HTTP/2 (reqwest), HTTP/3 (quinn + h3).
+pub enum Client {
+    H1(reqwest::Client),
+    H2(reqwest::Client),
+    H3(H3Client),
+}
+
+impl Client {
+    /// A request; asserts the protocol version used; returns status, headers, body.
+    pub async fn get(&self, method: &str, url: &str, headers: &[(&str, &str)]) -> (u16, HeaderMap, Bytes) {
+        match self {
+            Client::H1(c) | Client::H2(c) => {
+                let mut r = c.request(method.parse().unwrap(), url);
+                for (k, v) in headers {
+                    r = r.header(*k, *v);
+                }
+                let resp = r.send().await.unwrap();
+                let want = if matches!(self, Client::H1(_)) { reqwest::Version::HTTP_11 } else { reqwest::Version::HTTP_2 };
+                assert_eq!(resp.version(), want);
+                let (s, h) = (resp.status().as_u16(), resp.headers().clone());
+                (s, h, resp.bytes().await.unwrap())
+            }
+            Client::H3(c) => {
+                let mut b = http::Request::builder().method(method).uri(url);
+                for (k, v) in headers {
+                    b = b.header(*k, *v);
+                }
+                let resp = c.request(b.body(Bytes::new()).unwrap()).await.unwrap();
+                (resp.status().as_u16(), resp.headers().clone(), resp.body().clone())
+            }
+        }
+    }
+}
+
+/// A header's value as text ("" when absent).
+pub fn h<'a>(m: &'a HeaderMap, k: &str) -> &'a str {
+    m.get(k).and_then(|v| v.to_str().ok()).unwrap_or("")
+}
+
+/// Every regular file under `dir`, recursively.
+pub fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
 }
