@@ -164,10 +164,7 @@ async fn blob(inner: Arc<Inner>, hash: &str, req: &Request<Bytes>) -> Reply {
 pub(crate) fn record_title_manifest(inner: &Inner, body: &[u8]) -> Result<(), String> {
     let sm = SignedManifest::decode(body).map_err(|e| format!("manifest: {e}"))?;
     let m = sm.verify(&inner.origin_key).map_err(|e| format!("manifest: {e}"))?;
-    let stored = inner.store.put_title_manifest(&m.title, body).map_err(|e| e.to_string())?;
-    if let Ok(mut r) = inner.residency.lock() {
-        r.admit(stored, body.len() as u64, true);
-    }
+    crate::mirror::keep_manifest(inner, &m.title, body).map_err(|e| e.to_string())?;
     Ok(())
 }
 
@@ -286,7 +283,7 @@ fn put_manifest(inner: &Inner, id: &str, body: &Bytes) -> Reply {
             return Err(error(StatusCode::CONFLICT, "incomplete", format!("segment {a} not staged yet")));
         }
     }
-    let addr = inner.store.put_title_manifest(&title, body).map_err(internal)?;
+    let addr = crate::mirror::keep_manifest(inner, &title, body).map_err(internal)?;
     Ok(json_response(StatusCode::CREATED, &json!({"title": title.as_str(), "manifest": addr.to_hex()})))
 }
 

@@ -29,6 +29,22 @@ pub struct MirrorStats {
     pub prefetched: std::sync::atomic::AtomicU64,
     /// Segments a node pushed to edges.
     pub pushed: std::sync::atomic::AtomicU64,
+    /// Per-address order between storing a blob and deleting it as an
+    /// eviction victim, so the resident set and the disk never disagree: an
+    /// eviction's delete could otherwise land after the same blob was fetched
+    /// again and stored, or a store after its blob was evicted. Striped, so
+    /// different blobs are written in parallel; hits never take it.
+    pub(crate) stripes: Stripes,
+}
+
+/// A fixed set of locks, one chosen by address.
+#[derive(Debug, Default)]
+pub(crate) struct Stripes([std::sync::Mutex<()>; 32]);
+
+impl Stripes {
+    fn lock(&self, a: &BlobAddress) -> Option<std::sync::MutexGuard<'_, ()>> {
+        self.0[usize::from(a.as_bytes()[0]) % 32].lock().ok()
+    }
 }
 
 /// Fills the resident set from what the store holds (at start). A node pins
@@ -59,26 +75,15 @@ pub(crate) fn load_residency(inner: &Inner) -> Result<(), tranzcast_store::Store
 /// Stores a verified blob that arrived from upstream or a push, within the
 /// budget. Blocking (RocksDB); call from the blocking pool.
 pub(crate) fn keep(inner: &Inner, a: &BlobAddress, bytes: &[u8], outboard: Option<&Outboard>, pinned: bool) {
-    let ad = match inner.residency.lock() {
-        Ok(mut r) => r.admit(*a, bytes.len() as u64, pinned),
-        Err(_) => return,
-    };
-    for victim in &ad.evict {
-        match inner.store.len_of(victim) {
-            Ok(Some(n)) => {
-                inner.mirror.evicted_bytes.fetch_add(n, Ordering::Relaxed);
-            }
-            Ok(None) => {}
-            Err(e) => tracing::warn!(blob = %victim, error = %e, "evict: cannot size"),
-        }
-        if let Err(e) = inner.store.delete(victim) {
-            tracing::error!(blob = %victim, error = %e, "cannot evict");
-        }
-        inner.mirror.evicted.fetch_add(1, Ordering::Relaxed);
-    }
-    if !ad.store {
+    let Some(store) = admit(inner, a, bytes.len() as u64, pinned) else { return };
+    if !store {
         inner.mirror.refused.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(blob = %a, "not kept: cannot fit beside the pinned set");
+        return;
+    }
+    let Some(_order) = inner.mirror.stripes.lock(a) else { return };
+    if !resident(inner, a) {
+        // Evicted by a newer admission before it reached the disk.
         return;
     }
     let r = match outboard {
@@ -91,6 +96,47 @@ pub(crate) fn keep(inner: &Inner, a: &BlobAddress, bytes: &[u8], outboard: Optio
             res.remove(a);
         }
     }
+}
+
+fn resident(inner: &Inner, a: &BlobAddress) -> bool {
+    inner.residency.lock().is_ok_and(|r| r.contains(a))
+}
+
+/// Records a title's signed manifest, already checked, as held and pinned
+/// (evicting what the budget needs). Blocking.
+pub(crate) fn keep_manifest(inner: &Inner, title: &TitleId, body: &[u8]) -> Result<BlobAddress, tranzcast_store::StoreError> {
+    let a = BlobAddress::of(body);
+    admit(inner, &a, body.len() as u64, true);
+    let _order = inner.mirror.stripes.lock(&a);
+    inner.store.put_title_manifest(title, body)
+}
+
+/// Admits `a` to the resident set and deletes what it displaces; whether to
+/// store it (None: the set is unusable).
+fn admit(inner: &Inner, a: &BlobAddress, len: u64, pinned: bool) -> Option<bool> {
+    let ad = match inner.residency.lock() {
+        Ok(mut r) => r.admit(*a, len, pinned),
+        Err(_) => return None,
+    };
+    for victim in &ad.evict {
+        let Some(_order) = inner.mirror.stripes.lock(victim) else { continue };
+        if resident(inner, victim) {
+            // Admitted again since: the newer admission owns it now.
+            continue;
+        }
+        match inner.store.len_of(victim) {
+            Ok(Some(n)) => {
+                inner.mirror.evicted_bytes.fetch_add(n, Ordering::Relaxed);
+            }
+            Ok(None) => {}
+            Err(e) => tracing::warn!(blob = %victim, error = %e, "evict: cannot size"),
+        }
+        if let Err(e) = inner.store.delete(victim) {
+            tracing::error!(blob = %victim, error = %e, "cannot evict");
+        }
+        inner.mirror.evicted.fetch_add(1, Ordering::Relaxed);
+    }
+    Some(ad.store)
 }
 
 /// A request was served from the store.
@@ -229,15 +275,7 @@ pub(crate) async fn manifest_bytes(inner: &Arc<Inner>, title: &TitleId) -> Resul
             continue;
         }
         let (i2, t2, b2) = (inner.clone(), title.clone(), b.clone());
-        tokio::task::spawn_blocking(move || {
-            if let Ok(a) = i2.store.put_title_manifest(&t2, &b2)
-                && let Ok(mut r) = i2.residency.lock()
-            {
-                r.admit(a, b2.len() as u64, true);
-            }
-        })
-        .await
-        .map_err(|e| e.to_string())?;
+        tokio::task::spawn_blocking(move || keep_manifest(&i2, &t2, &b2)).await.map_err(|e| e.to_string())?.map_err(|e| e.to_string())?;
         return Ok(Some(b));
     }
     Ok(None)

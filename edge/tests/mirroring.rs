@@ -75,7 +75,16 @@ async fn hot_title_is_fetched_ahead_and_the_disk_budget_holds() {
             assert_eq!(get(0).await[..], bytes[0][..]);
         }
     }
-    eventually(10, "prefetches to settle", || async { metric(&http, &edge_url, "edge_upstream_fetches_total").await >= 24 }).await;
+    // Settled: every fetch started and stored (a flight stays in the air
+    // until its bytes are on disk; responses do not wait for that).
+    eventually(10, "prefetches to settle", || async {
+        let queued = || async {
+            let p: serde_json::Value = http.get(format!("{edge_url}/v1/pulse")).send().await.unwrap().json().await.unwrap();
+            p["load"]["queued"].as_u64()
+        };
+        metric(&http, &edge_url, "edge_upstream_fetches_total").await >= 24 && queued().await == Some(0)
+    })
+    .await;
     let resident = metric(&http, &edge_url, "edge_resident_bytes").await;
     let stored = metric(&http, &edge_url, "edge_store_bytes").await;
     assert!(resident <= 16 << 20 && stored <= 16 << 20, "over budget: resident {resident}, stored {stored}");
@@ -164,5 +173,52 @@ async fn node_pushes_a_hot_titles_next_segments_to_the_edge_that_asks() {
     assert_eq!(metric(&http, &edge_url, "edge_hits_total").await, hits + 1);
     edge.shutdown().await;
     node.shutdown().await;
+    origin.shutdown().await;
+}
+
+/// Many threads storing and evicting the same few blobs at once (as parallel
+/// misses and prefetches do) leave the disk holding exactly what the resident
+/// set accounts for: no blob deleted after it came back, none stored after it
+/// was evicted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_keeps_and_evictions_leave_disk_and_budget_agreeing() {
+    let dir = tempfile::tempdir().unwrap();
+    let origin = Origin::start(origin_config(&dir.path().join("origin"), 0)).await.unwrap();
+    let oport = origin.https_addr().port();
+    let tls = EdgeTls::from_config(&edge_config("edge", "x", dir.path(), oport, &[], 0, false), &origin.ca_dir()).unwrap();
+    let cfg = edge_config_with("edge", "edge-1", &dir.path().join("e1"), oport, &[], 0, false, &["store.disk_bytes=16MiB"]);
+    let edge = std::sync::Arc::new(EdgeServer::start(cfg, tls.clone()).await.unwrap());
+    let blobs: Vec<Vec<u8>> = (0..80u8).map(|i| vec![i; 256 << 10]).collect();
+    let blobs = std::sync::Arc::new(blobs);
+    let workers: Vec<_> = (0..16usize)
+        .map(|w| {
+            let (edge, blobs) = (edge.clone(), blobs.clone());
+            std::thread::spawn(move || {
+                // xorshift: each worker its own random walk over the blobs.
+                let mut x = 0x9e37_79b9_7f4a_7c15u64 ^ (w as u64 + 1);
+                for _ in 0..200 {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    edge.keep_blob(&blobs[(x % blobs.len() as u64) as usize]);
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        w.join().unwrap();
+    }
+    let url = format!("https://localhost:{}", edge.https_addr().port());
+    let http = tranzcast_net::client::https(tls.ca_pem.as_bytes()).unwrap();
+    let resident = metric(&http, &url, "edge_resident_bytes").await;
+    let stored = metric(&http, &url, "edge_store_bytes").await;
+    let evicted = metric(&http, &url, "edge_evicted_blobs_total").await;
+    assert!(evicted > 50, "the budget forced only {evicted} evictions");
+    assert_eq!(resident, stored, "the resident set and the disk disagree");
+    assert!((12 << 20..=16 << 20).contains(&stored), "stored {stored}");
+    match std::sync::Arc::try_unwrap(edge) {
+        Ok(edge) => edge.shutdown().await,
+        Err(_) => panic!("edge still shared"),
+    }
     origin.shutdown().await;
 }
