@@ -4,7 +4,7 @@
 //! takes `--input`; ingests it into a fresh store and exports it back through
 //! full verification (identical bytes, no plaintext at rest); then starts a
 //! whole cluster on loopback (origin, 2 nodes, 3 edges, 2 peers; see
-//! `cluster.rs`), waits for staging and pre-cast, rents a 2-play ticket and
+//! `tranzcast_loadtest::cluster`), waits for staging and pre-cast, rents a 2-play ticket and
 //! plays it through the smart client, checking the bytes are identical.
 //! `--serve` keeps the cluster up and writes `cluster.json`.
 
@@ -15,6 +15,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use tranzcast_ingest::{IngestOptions, export, ingest};
+use tranzcast_loadtest::cluster::{LocalCluster, Shape};
 use tranzcast_proto::TitleId;
 
 #[derive(clap::Args, Debug)]
@@ -199,9 +200,14 @@ fn metric(text: &str, name: &str) -> f64 {
 
 async fn play_on_cluster(dir: &Path, input: &Path, a: &DemoArgs) -> Result<Played> {
     let t = Instant::now();
-    let cluster = crate::cluster::Cluster::start(dir, "demo").await?;
+    let shape = Shape { nodes: 2, edges: 3, peers: 2, precast: true, precast_segments: 2, precast_titles: 5 };
+    let cluster = LocalCluster::start(dir, &["demo".to_string()], &shape).await?;
+    // The peers bought the title: that makes it popular enough to pre-cast.
+    if let Err(e) = cluster.wait_precast(&["demo".to_string()], std::time::Duration::from_secs(30)).await {
+        tracing::warn!(error = %e, "playing without the pre-cast");
+    }
     let cluster_s = t.elapsed().as_secs_f64();
-    let ticket = cluster.order("demo", "rent", Some(2)).await?;
+    let ticket = cluster.order("demo", Some(2)).await?;
     let opts =
         tranzcast_client::OpenOptions { origin: cluster.origin_url(), ticket, ca_pem: cluster.ca_pem.clone(), parallel: 4, local: None };
     let started = Instant::now();
@@ -213,7 +219,7 @@ async fn play_on_cluster(dir: &Path, input: &Path, a: &DemoArgs) -> Result<Playe
     let secs = started.elapsed().as_secs_f64();
     let identical = same_file(input, &out_path)?;
     let mut hit_ratios = std::collections::BTreeMap::new();
-    for s in cluster.edges.iter().chain(&cluster.nodes) {
+    for s in cluster.edges.values().chain(cluster.nodes.values()) {
         let text = cluster.http.get(format!("https://localhost:{}/metrics", s.https_addr().port())).send().await?.text().await?;
         let (h, m) = (metric(&text, "edge_hits_total"), metric(&text, "edge_misses_total"));
         if h + m > 0.0 {
@@ -233,8 +239,8 @@ async fn play_on_cluster(dir: &Path, input: &Path, a: &DemoArgs) -> Result<Playe
         let mut v = cluster.describe();
         v["title"] = "demo".into();
         v["input"] = input.display().to_string().into();
-        v["ticket"] = cluster.order("demo", "rent", Some(2)).await?.into();
-        let ticket = cluster.order("demo", "buy", None).await?;
+        v["ticket"] = cluster.order("demo", Some(2)).await?.into();
+        let ticket = cluster.order("demo", None).await?;
         let p: serde_json::Value = cluster
             .http
             .post(format!("{}/v1/play", cluster.origin_url()))
@@ -245,7 +251,7 @@ async fn play_on_cluster(dir: &Path, input: &Path, a: &DemoArgs) -> Result<Playe
             .await?;
         v["certificate"] = p["certificate"].clone();
         // Playback URLs for standard players (ffplay, VLC, a browser, curl), one per edge.
-        let bought = cluster.order("demo", "buy", None).await?;
+        let bought = cluster.order("demo", None).await?;
         let u: serde_json::Value = cluster
             .http
             .post(format!("{}/v1/play", cluster.origin_url()))

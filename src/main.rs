@@ -20,8 +20,8 @@ use tranzcast_store::{BlobStore, StoreOptions};
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod bench;
-mod cluster;
 mod demo;
+mod loadtest;
 mod play;
 mod upload;
 
@@ -59,6 +59,8 @@ enum Command {
     Play(play::PlayArgs),
     /// Run the whole pipeline on loopback with embedded defaults.
     Demo(demo::DemoArgs),
+    /// Simulated viewers against a cluster: a scenario, then report.json and report.html.
+    Loadtest(loadtest::LoadtestArgs),
     /// Side-by-side benchmarks (see bench/).
     #[command(subcommand, hide = true)]
     Bench(bench::BenchCommand),
@@ -323,6 +325,7 @@ fn run(command: Command) -> Result<()> {
         Command::Edge(a) => run_edge(a),
         Command::Ticket(TicketCommand::Inspect { text, origin_key }) => inspect(&text, origin_key.as_deref()),
         Command::Demo(a) => demo::run(a),
+        Command::Loadtest(a) => loadtest::run(a),
         Command::Play(a) => play::run(a),
         Command::Bench(b) => bench::run(b),
     }

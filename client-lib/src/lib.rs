@@ -39,5 +39,5 @@ mod stream;
 
 pub use error::ClientError;
 pub use gateway::Gateway;
-pub use session::{Event, OpenOptions, PlayReport, Session, Source};
+pub use session::{Event, LOCAL, OpenOptions, PlayReport, Session, Source};
 pub use stream::PlainStream;

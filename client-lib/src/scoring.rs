@@ -245,9 +245,28 @@ pub fn timeout_for(expected_secs: f64, measured: bool) -> Duration {
     Duration::from_secs_f64((expected_secs * 3.0).clamp(floor, 30.0))
 }
 
+/// How long a source may take to answer at all (response headers), from its
+/// round trip: a source that says nothing for this long is taken as gone
+/// (hung, cut off) and the segment is asked elsewhere, long before the
+/// transfer's own timeout. Generous against queueing and an edge's miss to
+/// its parent (eight round trips plus 1 s), but far below a player's buffer.
+pub fn answer_timeout(rtt: Option<Duration>) -> Duration {
+    let rtt = rtt.map_or(0.1, |r| r.as_secs_f64());
+    Duration::from_secs_f64((1.0 + 8.0 * rtt).min(5.0))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn silence_is_judged_by_the_round_trip() {
+        assert_eq!(answer_timeout(Some(Duration::from_millis(1))), Duration::from_secs_f64(1.008));
+        assert_eq!(answer_timeout(Some(Duration::from_millis(100))), Duration::from_secs_f64(1.8));
+        assert_eq!(answer_timeout(None), Duration::from_secs_f64(1.8));
+        assert_eq!(answer_timeout(Some(Duration::from_secs(2))), Duration::from_secs(5), "capped");
+        assert!(answer_timeout(Some(Duration::from_millis(30))) < timeout_for(0.01, false));
+    }
 
     fn src(name: &str, rtt_ms: u64, mbps: f64) -> SourceView {
         let mut s = SourceView::new(name, true);

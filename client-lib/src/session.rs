@@ -251,8 +251,15 @@ impl Session {
     /// title key from K2 (ticket) and K1 (certificate), and checks the
     /// manifest against the origin's signature.
     pub async fn open(opts: OpenOptions) -> Result<Self, ClientError> {
-        let net = |e: reqwest::Error| ClientError::Network(e.to_string());
         let http = tranzcast_net::client::https(opts.ca_pem.as_bytes()).map_err(|e| ClientError::Network(e.to_string()))?;
+        Self::open_with(opts, http).await
+    }
+
+    /// [`Session::open`] over a given HTTP client (its connections are shared
+    /// with whoever else uses it, as a load test's simulated viewers do).
+    /// The client must trust the cluster's CA; `opts.ca_pem` is not used.
+    pub async fn open_with(opts: OpenOptions, http: reqwest::Client) -> Result<Self, ClientError> {
+        let net = |e: reqwest::Error| ClientError::Network(e.to_string());
         let origin = opts.origin.trim_end_matches('/');
         // The origin is authenticated by TLS; its signing key comes from it.
         let v: serde_json::Value = http.get(format!("{origin}/v1/origin-key")).send().await.map_err(net)?.json().await.map_err(net)?;
@@ -610,8 +617,11 @@ impl Session {
         tried: &[usize],
     ) -> Result<(), Miss> {
         let source = &self.sources[choice.index];
-        let measured = self.views.lock().ok().and_then(|v| v.get(choice.index).map(|s| s.throughput.is_some())).unwrap_or(false);
+        let (measured, rtt) =
+            self.views.lock().ok().and_then(|v| v.get(choice.index).map(|s| (s.throughput.is_some(), s.rtt))).unwrap_or((false, None));
         let deadline = tokio::time::Instant::now() + scoring::timeout_for(choice.expected_secs, measured) * patience;
+        // A source that does not answer at all is given up on much sooner.
+        let answer_by = deadline.min(tokio::time::Instant::now() + scoring::answer_timeout(rtt) * patience);
         let mut progress = Outstanding::new(self, choice.index);
         let auth = format!("Tranzcast {}", self.certificate);
         let from = t.verifier.as_ref().map_or(0, GroupVerifier::verified);
@@ -624,7 +634,7 @@ impl Session {
             .is_none()
             .then(|| self.http.get(format!("{}/v1/outboards/{addr}", source.https)).header(http::header::AUTHORIZATION, &auth).send());
         let timed_out = || Miss::Failed("timed out".into());
-        let (body, outboard) = tokio::time::timeout_at(deadline, async {
+        let (body, outboard) = tokio::time::timeout_at(answer_by, async {
             match outboard_req {
                 Some(o) => {
                     let (b, o) = tokio::join!(body_req.send(), o);
@@ -634,7 +644,7 @@ impl Session {
             }
         })
         .await
-        .map_err(|_| timed_out())?;
+        .map_err(|_| Miss::Failed("no answer in time".into()))?;
         if let Some(o) = outboard {
             let o = o.map_err(|e| Miss::Failed(e.to_string()))?;
             if o.status() == reqwest::StatusCode::NOT_FOUND {

@@ -270,6 +270,24 @@ impl EdgeServer {
         &self.inner.config.name
     }
 
+    /// Stops answering, as a machine that hung or fell off the network:
+    /// connections stay open and silent, no heartbeat reaches the origin
+    /// (which drops it from the cluster after its timeout). Then
+    /// [`EdgeServer::kill`] or [`EdgeServer::shutdown`] ends it.
+    pub fn hang(&self) {
+        self.heartbeat.abort();
+        self.server.freeze();
+    }
+
+    /// Stops at once, as a crash would: connections are cut mid-response,
+    /// nothing is drained, the origin stops hearing heartbeats. Fetches in
+    /// progress finish in the background (they hold the store).
+    pub async fn kill(self) {
+        self.heartbeat.abort();
+        let _ = self.heartbeat.await;
+        self.server.kill().await;
+    }
+
     /// Stops heartbeating, stops accepting, drains.
     pub async fn shutdown(self) {
         self.heartbeat.abort();

@@ -1,4 +1,40 @@
-//! Load tests: many simulated viewers with realistic demand, scenarios and
-//! reports.
+//! Load tests: thousands of simulated viewers with realistic demand against
+//! a Tranzcast cluster, each one a real smart client (ticket, pulses,
+//! multi-source fetch, blake3 verification, decryption); scenarios as files;
+//! a report with plots.
 //!
-//! A shell until issue 7 fills it.
+//! Pure parts: [`scenario`] (files, bounds), [`demand`] (Poisson arrivals,
+//! Zipf popularity, watch times, seeks), [`playout`] (the player's buffer,
+//! stalls and seeks), [`probe::sum`] (Prometheus text), [`target`]
+//! (`cluster.json`), [`report`] (figures, HTML and SVG). I/O: [`cluster`]
+//! (a whole cluster on loopback, in this process), [`titles`] (ingest),
+//! [`viewer`] (one viewer), [`run`] (a scenario from start to report).
+//! Guide: `docs/loadtest.md`.
+
+pub mod cluster;
+pub mod demand;
+mod error;
+pub mod playout;
+pub mod probe;
+pub mod report;
+pub mod run;
+pub mod scenario;
+pub mod target;
+pub mod titles;
+pub mod viewer;
+
+pub use error::LoadtestError;
+pub use report::Report;
+pub use run::{RunOptions, run};
+pub use scenario::Scenario;
+
+/// Writes `report.json` and `report.html` into `dir`; returns their paths.
+pub fn write_report(report: &Report, dir: &std::path::Path) -> Result<(std::path::PathBuf, std::path::PathBuf), LoadtestError> {
+    std::fs::create_dir_all(dir).map_err(LoadtestError::io(format!("create {}", dir.display())))?;
+    let json = dir.join("report.json");
+    let html = dir.join("report.html");
+    let j = serde_json::to_vec_pretty(report).map_err(|e| LoadtestError::Report(e.to_string()))?;
+    std::fs::write(&json, j).map_err(LoadtestError::io(format!("write {}", json.display())))?;
+    std::fs::write(&html, report.html()?).map_err(LoadtestError::io(format!("write {}", html.display())))?;
+    Ok((json, html))
+}

@@ -99,6 +99,10 @@ pub struct HttpServer {
     /// Bound plain address.
     pub plain_addr: Option<SocketAddr>,
     stop: watch::Sender<bool>,
+    /// Cuts every TCP connection (see [`HttpServer::kill`]).
+    kill: watch::Sender<bool>,
+    /// Stops answering (see [`HttpServer::freeze`]).
+    freeze: watch::Sender<bool>,
     tasks: JoinSet<()>,
     endpoint: quinn::Endpoint,
     drain: Duration,
@@ -142,6 +146,8 @@ impl HttpServer {
         };
         let https_addr = tcp.local_addr().map_err(NetError::io("local addr"))?;
         let (stop, stop_rx) = watch::channel(false);
+        let (kill, kill_rx) = watch::channel(false);
+        let (freeze, freeze_rx) = watch::channel(false);
         let mut tasks = JoinSet::new();
         let tls_cfg = Arc::new(opts.identity.server_config(&[b"h2", b"http/1.1"])?);
         let alt_svc = HeaderValue::from_str(&format!("h3=\":{}\"; ma=86400", https_addr.port())).ok();
@@ -152,19 +158,37 @@ impl HttpServer {
             opts.max_body,
             alt_svc,
             stop_rx.clone(),
+            Stops { kill: kill_rx.clone(), freeze: freeze_rx.clone() },
         ));
         let plain_addr = match opts.plain {
             Some(a) => {
                 let l = TcpListener::bind(a).await.map_err(NetError::io(format!("bind tcp {a}")))?;
                 let bound = l.local_addr().map_err(NetError::io("local addr"))?;
-                tasks.spawn(accept_tcp(l, None, handler.clone(), opts.max_body, None, stop_rx.clone()));
+                let stops = Stops { kill: kill_rx.clone(), freeze: freeze_rx.clone() };
+                tasks.spawn(accept_tcp(l, None, handler.clone(), opts.max_body, None, stop_rx.clone(), stops));
                 Some(bound)
             }
             None => None,
         };
-        tasks.spawn(accept_h3(endpoint.clone(), handler, opts.max_body, stop_rx));
+        tasks.spawn(accept_h3(endpoint.clone(), handler, opts.max_body, stop_rx, Stops { kill: kill_rx, freeze: freeze_rx }));
         tracing::info!(%https_addr, ?plain_addr, "listening (h1, h2, h3)");
-        Ok(Self { https_addr, plain_addr, stop, tasks, endpoint, drain: opts.drain })
+        Ok(Self { https_addr, plain_addr, stop, kill, freeze, tasks, endpoint, drain: opts.drain })
+    }
+
+    /// Stops answering anything, as a machine that died or fell off the
+    /// network: connections stay open but nothing more is sent on them, new
+    /// ones are not served. Clients find out only by their timeouts. Ended
+    /// by [`HttpServer::kill`] or [`HttpServer::shutdown`].
+    pub fn freeze(&self) {
+        let _ = self.freeze.send(true);
+    }
+
+    /// Stops at once, as a crash would: no drain; connections are cut
+    /// mid-response (load tests kill servers with it).
+    pub async fn kill(mut self) {
+        self.drain = Duration::ZERO;
+        let _ = self.kill.send(true);
+        self.shutdown().await;
     }
 
     /// Stops accepting, lets requests in flight finish (up to the drain time), then closes.
@@ -190,8 +214,10 @@ async fn accept_tcp(
     max_body: usize,
     alt_svc: Option<HeaderValue>,
     mut stop: watch::Receiver<bool>,
+    stops: Stops,
 ) {
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut freeze = stops.freeze.clone();
     loop {
         let (sock, peer) = tokio::select! {
             r = listener.accept() => match r {
@@ -199,13 +225,20 @@ async fn accept_tcp(
                 Err(e) => { tracing::warn!(error = %e, "accept"); tokio::time::sleep(Duration::from_millis(50)).await; continue; }
             },
             _ = stop.changed() => break,
+            // Frozen: accept nothing more (the kernel's backlog still
+            // completes handshakes, as on a hung machine), until stopped.
+            () = until(&mut freeze) => { let _ = stop.changed().await; break }
         };
         let _ = sock.set_nodelay(true);
         let (handler, tls, alt_svc) = (handler.clone(), tls.clone(), alt_svc.clone());
         let watcher = graceful.watcher();
+        let stops = stops.clone();
         tokio::spawn(async move {
-            if let Err(e) = serve_tcp(sock, peer, tls, handler, max_body, alt_svc, watcher).await {
-                tracing::debug!(%peer, error = %e, "connection ended");
+            let conn = serve_tcp(sock, peer, tls, handler, max_body, alt_svc, watcher);
+            match stops.run(conn).await {
+                Some(Err(e)) => tracing::debug!(%peer, error = %e, "connection ended"),
+                Some(Ok(())) => {}
+                None => tracing::debug!(%peer, "connection cut (kill)"),
             }
         });
     }
@@ -264,17 +297,50 @@ async fn respond(
     Ok(resp)
 }
 
-async fn accept_h3(endpoint: quinn::Endpoint, handler: Handler, max_body: usize, mut stop: watch::Receiver<bool>) {
+/// What a connection task watches besides its own work.
+#[derive(Clone)]
+struct Stops {
+    kill: watch::Receiver<bool>,
+    freeze: watch::Receiver<bool>,
+}
+
+impl Stops {
+    /// Runs `conn` until it ends (Some) or the server is killed (None, the
+    /// connection dropped: its socket closes at once). Frozen, `conn` is kept
+    /// but no longer polled: open, silent.
+    async fn run<T>(mut self, conn: impl std::future::Future<Output = T>) -> Option<T> {
+        tokio::pin!(conn);
+        let mut killed = self.kill.clone();
+        tokio::select! {
+            r = &mut conn => Some(r),
+            () = until(&mut killed) => None,
+            () = until(&mut self.freeze) => {
+                until(&mut self.kill).await;
+                None
+            }
+        }
+    }
+}
+
+/// Resolves once the flag is set (or its sender is gone).
+async fn until(flag: &mut watch::Receiver<bool>) {
+    // The guard `wait_for` returns is dropped here, not held across awaits.
+    let _ = flag.wait_for(|v| *v).await;
+}
+
+async fn accept_h3(endpoint: quinn::Endpoint, handler: Handler, max_body: usize, mut stop: watch::Receiver<bool>, stops: Stops) {
     let mut conns = JoinSet::new();
+    let mut freeze = stops.freeze.clone();
     loop {
         let incoming = tokio::select! {
             i = endpoint.accept() => match i { Some(i) => i, None => break },
             _ = stop.changed() => break,
+            () = until(&mut freeze) => { let _ = stop.changed().await; break }
         };
-        let (handler, stop) = (handler.clone(), stop.clone());
+        let (handler, stop, stops) = (handler.clone(), stop.clone(), stops.clone());
         conns.spawn(async move {
             let peer = incoming.remote_address();
-            if let Err(e) = serve_h3(incoming, peer, handler, max_body, stop).await {
+            if let Some(Err(e)) = stops.run(serve_h3(incoming, peer, handler, max_body, stop)).await {
                 tracing::debug!(%peer, error = %e, "h3 connection ended");
             }
         });

@@ -26,12 +26,22 @@ use crate::{Inner, now_ms, now_secs, random16};
 pub struct Metrics {
     requests: Mutex<BTreeMap<(String, &'static str, u16), u64>>,
     validations: Mutex<BTreeMap<String, u64>>,
+    /// Response body bytes by route (what leaves the origin when asked).
+    response_bytes: Mutex<BTreeMap<&'static str, u64>>,
+    /// Blob bytes pushed to nodes (staging) and peers (pre-casts).
+    pub(crate) pushed_bytes: std::sync::atomic::AtomicU64,
 }
 
 impl Metrics {
     fn request(&self, route: &str, proto: &'static str, status: u16) {
         if let Ok(mut m) = self.requests.lock() {
             *m.entry((route.to_string(), proto, status)).or_default() += 1;
+        }
+    }
+
+    fn response_bytes(&self, route: &'static str, n: u64) {
+        if let Ok(mut m) = self.response_bytes.lock() {
+            *m.entry(route).or_default() += n;
         }
     }
 
@@ -55,6 +65,14 @@ impl Metrics {
                 let _ = writeln!(out, "origin_validations_total{{result=\"{result}\"}} {n}");
             }
         }
+        out.push_str("# HELP origin_response_bytes_total Response body bytes by route.\n# TYPE origin_response_bytes_total counter\n");
+        if let Ok(m) = self.response_bytes.lock() {
+            for (route, n) in m.iter() {
+                let _ = writeln!(out, "origin_response_bytes_total{{route=\"{route}\"}} {n}");
+            }
+        }
+        out.push_str("# HELP origin_pushed_bytes_total Blob bytes pushed to nodes (staging) and peers (pre-casts).\n# TYPE origin_pushed_bytes_total counter\n");
+        let _ = writeln!(out, "origin_pushed_bytes_total {}", self.pushed_bytes.load(std::sync::atomic::Ordering::Relaxed));
         if let Ok(s) = inner.store.stats() {
             out.push_str("# TYPE origin_store_blobs gauge\n");
             let _ = writeln!(out, "origin_store_blobs {}", s.blobs);
@@ -107,6 +125,7 @@ type ApiResult = Result<Response<Body>, ApiError>;
 /// Entry point: routing runs on the blocking pool (RocksDB and fsync).
 pub async fn handle(inner: Arc<Inner>, req: Request<Bytes>, cx: RequestContext) -> Response<Body> {
     let route = route_label(req.method(), req.uri().path());
+    let has_body = req.method() != Method::HEAD;
     let i2 = inner.clone();
     let resp = match tokio::task::spawn_blocking(move || route_request(&i2, &req, cx)).await {
         Ok(Ok(r)) => r,
@@ -114,6 +133,12 @@ pub async fn handle(inner: Arc<Inner>, req: Request<Bytes>, cx: RequestContext) 
         Err(e) => ApiError::internal(e).into(),
     };
     inner.metrics.request(route, cx.protocol.label(), resp.status().as_u16());
+    if has_body {
+        // Bodies are sized up front (full bytes, or a range with its length).
+        let n = resp.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse().ok());
+        let n = n.or_else(|| http_body::Body::size_hint(resp.body()).exact()).unwrap_or(0);
+        inner.metrics.response_bytes(route, n);
+    }
     resp
 }
 

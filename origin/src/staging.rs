@@ -91,7 +91,13 @@ pub(crate) async fn push_missing(
     token: &str,
     blobs: &[BlobAddress],
 ) -> Result<u64, String> {
-    tranzcast_net::push::push_missing(http, base, token, blobs, |a| inner.store.get(a).map_err(|e| e.to_string())).await
+    tranzcast_net::push::push_missing(http, base, token, blobs, |a| {
+        let b = inner.store.get(a).map_err(|e| e.to_string())?;
+        let n = b.as_ref().map_or(0, |b| b.len() as u64);
+        inner.metrics.pushed_bytes.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+        Ok(b)
+    })
+    .await
 }
 
 fn set(inner: &Inner, node: &str, title: &str, p: TitleProgress) {

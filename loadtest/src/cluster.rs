@@ -1,0 +1,318 @@
+//! A whole cluster on loopback, in this process: origin, nodes, edges and
+//! peers (viewers' homes), real servers on 127.0.0.1 (ports chosen by the
+//! OS), real TLS from one local CA, real RocksDB stores. `tranzcast demo`
+//! and the load test both start it; the load test also kills servers in it.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tranzcast_config::{EdgeConfig, Layers, OriginConfig};
+use tranzcast_edge::{EdgeServer, EdgeTls};
+use tranzcast_origin::Origin;
+
+use crate::LoadtestError;
+
+/// Servers of each kind.
+#[derive(Debug, Clone)]
+pub struct Shape {
+    /// Neuro nodes.
+    pub nodes: u32,
+    /// Edges.
+    pub edges: u32,
+    /// Peers: viewers' own peer services (the demo's two viewers, the load
+    /// test's homes), each joining with a certificate for `titles[0]`.
+    pub peers: u32,
+    /// Whether the origin pre-casts to the peers (its window is set around now).
+    pub precast: bool,
+    /// Segments pre-cast per title.
+    pub precast_segments: u32,
+    /// Titles pre-cast (the most popular).
+    pub precast_titles: u32,
+}
+
+/// The running cluster.
+#[derive(Debug)]
+pub struct LocalCluster {
+    /// The origin.
+    pub origin: Origin,
+    /// Nodes by name (`node-1`, ...); a killed one is gone from here.
+    pub nodes: BTreeMap<String, EdgeServer>,
+    /// Edges by name (`edge-1`, ...).
+    pub edges: BTreeMap<String, EdgeServer>,
+    /// Peers by name (`peer-1`, ...), shared with the sessions that use them.
+    pub peers: BTreeMap<String, Arc<EdgeServer>>,
+    /// Servers hung by [`LocalCluster::hang`] (killed at shutdown).
+    hung: Vec<EdgeServer>,
+    /// A client trusting the cluster's CA.
+    pub http: reqwest::Client,
+    /// The storefront's bearer token.
+    pub storefront_token: String,
+    /// The cluster token (reads and writes on every node and edge).
+    pub cluster_token: String,
+    /// The CA certificate, PEM.
+    pub ca_pem: String,
+    /// The CA certificate's file.
+    pub ca_path: PathBuf,
+}
+
+fn secret() -> String {
+    let mut b = [0u8; 24];
+    let _ = getrandom::fill(&mut b);
+    hex::encode(b)
+}
+
+fn cluster_err(what: impl std::fmt::Display) -> impl FnOnce(String) -> LoadtestError {
+    move |e| LoadtestError::Cluster(format!("{what}: {e}"))
+}
+
+fn edge_config(
+    role: &str,
+    name: &str,
+    data: &Path,
+    origin: &str,
+    cluster_token: &str,
+    extra: &[String],
+) -> Result<EdgeConfig, LoadtestError> {
+    let mut sets = vec![
+        format!("role={role}"),
+        format!("name={name}"),
+        format!("data_dir={}", data.display()),
+        format!("origin={origin}"),
+        "listen.https=127.0.0.1:0".to_string(),
+        "heartbeat=500ms".to_string(),
+    ];
+    if role != "peer" {
+        sets.push(format!("cluster_token={cluster_token}"));
+    }
+    sets.extend(extra.iter().cloned());
+    Layers::new("edge").overrides(&sets).and_then(|l| l.build()).map_err(|e| cluster_err(format!("config of {name}"))(e.to_string()))
+}
+
+async fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) -> Result<(), LoadtestError> {
+    let deadline = Instant::now() + limit;
+    while !done() {
+        if Instant::now() > deadline {
+            return Err(LoadtestError::Cluster(format!("{what} did not happen within {limit:?}")));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok(())
+}
+
+impl LocalCluster {
+    /// Starts everything over the origin store in `dir/origin` (already
+    /// holding `titles`), and waits until every node holds every title.
+    /// Peers are started but pre-casts are not waited for: see
+    /// [`LocalCluster::wait_precast`] (pre-casts follow orders).
+    pub async fn start(dir: &Path, titles: &[String], shape: &Shape) -> Result<Self, LoadtestError> {
+        let storefront_token = secret();
+        let cluster_token = secret();
+        let mut sets = vec![
+            format!("data_dir={}", dir.join("origin").display()),
+            format!("storefront_token={storefront_token}"),
+            format!("cluster_token={cluster_token}"),
+            "listen.https=127.0.0.1:0".into(),
+            "staging_interval=300ms".into(),
+        ];
+        if shape.precast {
+            // Pre-cast now: a window around the current minute.
+            let now_min = (tranzcast_origin::now_secs() % 86_400 / 60) as u16;
+            let (a, b) = ((now_min + 1439) % 1440, (now_min + 120) % 1440);
+            sets.push(format!("precast.window={:02}:{:02}-{:02}:{:02}", a / 60, a % 60, b / 60, b % 60));
+            sets.push(format!("precast.segments={}", shape.precast_segments));
+            sets.push(format!("precast.titles={}", shape.precast_titles.max(1)));
+        } else {
+            sets.push("precast.enabled=false".into());
+        }
+        let oc: OriginConfig =
+            Layers::new("origin").overrides(&sets).and_then(|l| l.build()).map_err(|e| cluster_err("origin config")(e.to_string()))?;
+        let origin = Origin::start(oc).await.map_err(|e| cluster_err("starting the origin")(e.to_string()))?;
+        let origin_url = format!("https://localhost:{}", origin.https_addr().port());
+        let ca_dir = origin.ca_dir();
+        let ca_pem = origin.ca_pem().to_string();
+        let http = tranzcast_net::client::https(ca_pem.as_bytes()).map_err(|e| cluster_err("client")(e.to_string()))?;
+        let tls = EdgeTls::from_config(&edge_config("node", "x", dir, &origin_url, &cluster_token, &[])?, &ca_dir)
+            .map_err(|e| cluster_err("TLS")(e.to_string()))?;
+        let mut nodes = BTreeMap::new();
+        for i in 1..=shape.nodes {
+            let name = format!("node-{i}");
+            let c = edge_config("node", &name, &dir.join(&name), &origin_url, &cluster_token, &[])?;
+            nodes.insert(name.clone(), EdgeServer::start(c, tls.clone()).await.map_err(|e| cluster_err(&name)(e.to_string()))?);
+        }
+        let staged = |origin: &Origin| {
+            let s = origin.staging_status();
+            nodes.keys().all(|n| titles.iter().all(|t| s.get(n).and_then(|m| m.get(t)).is_some_and(|p| p.complete)))
+        };
+        wait_until("staging every title to every node", Duration::from_secs(300), || staged(&origin)).await?;
+        let mut edges = BTreeMap::new();
+        for i in 1..=shape.edges {
+            // No parents configured: each edge learns the nodes from the origin.
+            let name = format!("edge-{i}");
+            let c = edge_config("edge", &name, &dir.join(&name), &origin_url, &cluster_token, &[])?;
+            edges.insert(name.clone(), EdgeServer::start(c, tls.clone()).await.map_err(|e| cluster_err(&name)(e.to_string()))?);
+        }
+        let mut cluster = Self {
+            origin,
+            nodes,
+            edges,
+            peers: BTreeMap::new(),
+            hung: Vec::new(),
+            http,
+            storefront_token,
+            cluster_token,
+            ca_pem,
+            ca_path: ca_dir.join("ca.pem"),
+        };
+        // Peers are viewers' clients that bought a title; they join with their certificate.
+        for i in 1..=shape.peers {
+            let name = format!("peer-{i}");
+            let title = titles.first().ok_or_else(|| LoadtestError::Cluster("no titles".into()))?;
+            let ticket = cluster.order(title, None).await?;
+            let v: serde_json::Value = cluster
+                .http
+                .post(format!("{origin_url}/v1/play"))
+                .json(&serde_json::json!({"ticket": ticket}))
+                .send()
+                .await
+                .map_err(|e| LoadtestError::Network(e.to_string()))?
+                .json()
+                .await
+                .map_err(|e| LoadtestError::Network(e.to_string()))?;
+            let cert = v["certificate"].as_str().ok_or_else(|| LoadtestError::Cluster(format!("no certificate for {name}: {v}")))?;
+            let c = edge_config("peer", &name, &dir.join(&name), &origin_url, "", &[format!("certificate={cert}")])?;
+            let peer = EdgeServer::start(c, tls.clone()).await.map_err(|e| cluster_err(&name)(e.to_string()))?;
+            cluster.peers.insert(name, Arc::new(peer));
+        }
+        Ok(cluster)
+    }
+
+    /// Waits until every peer holds the pre-cast of each of `titles`.
+    pub async fn wait_precast(&self, titles: &[String], limit: Duration) -> Result<(), LoadtestError> {
+        wait_until("pre-casting to every peer", limit, || {
+            let s = self.origin.precast_status();
+            self.peers.keys().all(|p| titles.iter().all(|t| s.get(p).and_then(|m| m.get(t)).is_some_and(|x| x.complete)))
+        })
+        .await
+    }
+
+    /// The origin's URL.
+    pub fn origin_url(&self) -> String {
+        format!("https://localhost:{}", self.origin.https_addr().port())
+    }
+
+    /// Every running server's base URL by name (origin, nodes, edges, peers).
+    pub fn servers(&self) -> BTreeMap<String, (String, String)> {
+        let url = |s: &EdgeServer| format!("https://localhost:{}", s.https_addr().port());
+        let mut m = BTreeMap::new();
+        m.insert("origin".to_string(), ("origin".to_string(), self.origin_url()));
+        for (n, s) in &self.nodes {
+            m.insert(n.clone(), ("node".to_string(), url(s)));
+        }
+        for (n, s) in &self.edges {
+            m.insert(n.clone(), ("edge".to_string(), url(s)));
+        }
+        for (n, s) in &self.peers {
+            m.insert(n.clone(), ("peer".to_string(), url(s)));
+        }
+        m
+    }
+
+    /// A customer orders `title`: bought (`plays` None) or rented for `plays`
+    /// plays over a day. Returns the ticket.
+    pub async fn order(&self, title: &str, plays: Option<u32>) -> Result<String, LoadtestError> {
+        order(&self.http, &self.origin_url(), &self.storefront_token, title, plays).await
+    }
+
+    /// Hangs a node or an edge (see [`EdgeServer::hang`]).
+    pub fn hang(&mut self, name: &str) -> Result<(), LoadtestError> {
+        let s = self
+            .edges
+            .remove(name)
+            .or_else(|| self.nodes.remove(name))
+            .ok_or_else(|| LoadtestError::Cluster(format!("no server {name} to hang")))?;
+        s.hang();
+        self.hung.push(s);
+        Ok(())
+    }
+
+    /// Kills a node or an edge at once (see [`EdgeServer::kill`]).
+    pub async fn kill(&mut self, name: &str) -> Result<(), LoadtestError> {
+        let s = self
+            .edges
+            .remove(name)
+            .or_else(|| self.nodes.remove(name))
+            .ok_or_else(|| LoadtestError::Cluster(format!("no server {name} to kill")))?;
+        s.kill().await;
+        Ok(())
+    }
+
+    /// The `cluster.json` description (see the README).
+    pub fn describe(&self) -> serde_json::Value {
+        let server = |s: &EdgeServer| serde_json::json!({"name": s.name(), "https": format!("https://localhost:{}", s.https_addr().port()), "h3": s.https_addr().to_string()});
+        serde_json::json!({
+            "ca": self.ca_path.display().to_string(),
+            "storefront_token": self.storefront_token,
+            "origin": {"https": self.origin_url(), "h3": self.origin.https_addr().to_string()},
+            "nodes": self.nodes.values().map(server).collect::<Vec<_>>(),
+            "edges": self.edges.values().map(server).collect::<Vec<_>>(),
+            "peers": self.peers.values().map(|p| server(p)).collect::<Vec<_>>(),
+        })
+    }
+
+    /// Stops everything (gracefully). Peers still shared with a session are
+    /// left to stop when it drops them.
+    pub async fn shutdown(self) {
+        for s in self.hung {
+            s.kill().await;
+        }
+        for (_, p) in self.peers {
+            if let Ok(p) = Arc::try_unwrap(p) {
+                p.shutdown().await;
+            }
+        }
+        for (_, s) in self.edges.into_iter().chain(self.nodes) {
+            s.shutdown().await;
+        }
+        self.origin.shutdown().await;
+    }
+}
+
+/// A new customer orders `title` at the storefront: bought (`plays` None)
+/// or rented for `plays` plays over a day. Returns the ticket.
+pub async fn order(
+    http: &reqwest::Client,
+    origin: &str,
+    storefront_token: &str,
+    title: &str,
+    plays: Option<u32>,
+) -> Result<String, LoadtestError> {
+    let net = |e: reqwest::Error| LoadtestError::Network(format!("{origin}: {e}"));
+    let c: serde_json::Value = http
+        .post(format!("{origin}/v1/customers"))
+        .bearer_auth(storefront_token)
+        .json(&serde_json::json!({"name": "viewer"}))
+        .send()
+        .await
+        .map_err(net)?
+        .json()
+        .await
+        .map_err(net)?;
+    let mut body = serde_json::json!({"customer": c["customer"], "title": title, "kind": if plays.is_some() { "rent" } else { "buy" }});
+    if let Some(p) = plays {
+        body["plays"] = p.into();
+        body["hours"] = 24.into();
+    }
+    let v: serde_json::Value = http
+        .post(format!("{origin}/v1/orders"))
+        .bearer_auth(storefront_token)
+        .json(&body)
+        .send()
+        .await
+        .map_err(net)?
+        .json()
+        .await
+        .map_err(net)?;
+    v["ticket"].as_str().map(str::to_string).ok_or_else(|| LoadtestError::Network(format!("order refused: {v}")))
+}
