@@ -195,6 +195,12 @@ try:
     print(f"pulse?title=film, sequential over h2: p50 {p['p50'] * 1e6:.0f} us, p99 {p['p99'] * 1e6:.0f} us (round trip included)")
 except Exception:
     pass
+def record(figure, ours, peer, ratio, goal):
+    # bench/all.sh collects these rows (RESULTS=file): figure, ours, peer, ratio, goal.
+    import os
+    if os.environ.get("RESULTS"):
+        with open(os.environ["RESULTS"], "a") as f:
+            f.write(f"{figure}\t{ours}\t{peer}\t{ratio:.2f}\t{goal}\n")
 def ratio(a, b):
     return res[a]["rps"] / res[b]["rps"] if a in res and b in res and res[b]["rps"] > 0 else float("nan")
 print()
@@ -207,6 +213,9 @@ for label, a, b, goal in [
     ("edge HTTP/3 / Caddy HTTP/3", "edge-h3", "caddy-h3", ""),
 ]:
     print(f"{label:<44}{ratio(a + '-hot', b + '-hot'):>10.2f}{ratio(a + '-range', b + '-range'):>10.2f}{goal:>8}")
+    for load, what in (("hot", "hot 1 MiB, req/s"), ("range", "4 KiB ranges, req/s")):
+        if a + "-" + load in res and b + "-" + load in res:
+            record(f"{label}: {what}", f"{res[a + '-' + load]['rps']:.0f}", f"{res[b + '-' + load]['rps']:.0f}", ratio(a + "-" + load, b + "-" + load), goal)
 PY
 echo "(edge's own counters by protocol and status:)"
 cat "$T/edge.metrics"

@@ -183,6 +183,12 @@ ARIA_D=$(aria 3 degrade)
 echo "aria2c -x3, degrading: ${ARIA_D}s"
 
 python3 - "$BYTES" "$LIMIT" "$OURS_S" "$OURS_START" "$SINGLE_S" "$SINGLE_START" "$ARIA_S" "$OURS_D" "$ARIA_D" "$ARIA1_S" "$ARIA1_D" <<'PY'
+def record(figure, ours, peer, ratio, goal):
+    # bench/all.sh collects these rows (RESULTS=file): figure, ours, peer, ratio, goal.
+    import os
+    if os.environ.get("RESULTS"):
+        with open(os.environ["RESULTS"], "a") as f:
+            f.write(f"{figure}\t{ours}\t{peer}\t{ratio:.2f}\t{goal}\n")
 import sys
 b, limit, ours, start, single, single_start, aria, ours_d, aria_d, aria1, aria1_d = map(float, sys.argv[1:])
 mbs = lambda s: b / s / 1e6
@@ -198,5 +204,6 @@ print()
 print(f"{'figure':<38}{'ours':>10}{'peer':>10}{'ratio':>8}  goal")
 for name, o, p, r, goal in rows:
     print(f"{name:<38}{o:>10.2f}{p:>10.2f}{r:>8.2f}  {goal}")
+    record(f"client: {name}" + ("" if "ms" in name else ", MB/s"), f"{o:.2f}", f"{p:.2f}", r, goal)
 print(f"(MB/s unless noted; {b / 1e6:.1f} MB; wall time of each process, cold client)")
 PY

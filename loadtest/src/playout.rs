@@ -193,6 +193,34 @@ impl Player {
     }
 }
 
+/// A viewer's access link (pure): one transfer at a time at `bits_per_s`,
+/// plus a round trip per request. [`AccessLink::deliver`] says how long after
+/// the bytes reached the viewer's machine the player has them.
+#[derive(Debug, Clone)]
+pub struct AccessLink {
+    bits_per_s: f64,
+    rtt: Duration,
+    /// When the link is free again (since the viewer pressed play).
+    free_at: Duration,
+}
+
+impl AccessLink {
+    /// A link of `mbps` Mbit/s (0: infinitely fast) with round trip `rtt`.
+    pub fn new(mbps: f64, rtt: Duration) -> Self {
+        Self { bits_per_s: mbps * 1e6, rtt, free_at: Duration::ZERO }
+    }
+
+    /// `bytes` that arrived at `now` were asked at `asked`: when the player
+    /// has them. The link carries them after whatever it carries already;
+    /// the round trip runs from the ask, not from the queue.
+    pub fn deliver(&mut self, asked: Duration, now: Duration, bytes: u64) -> Duration {
+        let carry = if self.bits_per_s > 0.0 { Duration::from_secs_f64(bytes as f64 * 8.0 / self.bits_per_s) } else { Duration::ZERO };
+        let start = self.free_at.max(asked + self.rtt / 2);
+        self.free_at = start + carry;
+        (self.free_at + self.rtt / 2).max(now)
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -204,6 +232,20 @@ mod tests {
 
     fn wants(p: &mut Player) -> Vec<u64> {
         std::iter::from_fn(|| p.want()).collect()
+    }
+
+    #[test]
+    fn the_access_link_carries_one_transfer_at_a_time() {
+        // 8 Mbit/s, 20 ms round trip: 1 MB takes 1 s on the wire.
+        let mut l = AccessLink::new(8.0, ms(20));
+        assert_eq!(l.deliver(ms(0), ms(5), 1_000_000), ms(1020));
+        // Asked at the same time, it waits for the first to clear the link.
+        assert_eq!(l.deliver(ms(0), ms(6), 500_000), ms(1520));
+        // Later, on an idle link: its own round trip and wire time.
+        assert_eq!(l.deliver(ms(3000), ms(3001), 100_000), ms(3120));
+        // A fast machine cannot hand over bytes before they arrived.
+        let mut free = AccessLink::new(0.0, Duration::ZERO);
+        assert_eq!(free.deliver(ms(10), ms(12), 1 << 30), ms(12));
     }
 
     #[test]

@@ -317,6 +317,7 @@ async fn drive(
             segment_wall: s.segment_wall(),
             buffer: u64::from(s.viewers.buffer_segments),
             parallel: s.viewers.parallel as usize,
+            access: (s.viewers.access_mbps, Duration::from_secs_f64(s.viewers.access_rtt_ms / 1000.0)),
         };
         let (title, live) = (titles[p.title].clone(), live.clone());
         viewers.spawn(async move {

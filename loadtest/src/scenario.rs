@@ -142,6 +142,15 @@ pub struct ViewerSpec {
     /// one NAT; each viewer still has its own session, ticket and sources.
     #[serde(default = "default_per_connection")]
     pub per_connection: u32,
+    /// The viewer's access link (last mile), Mbit/s; 0: not modelled. The
+    /// cluster's own network is real (loopback); this link is simulated:
+    /// bytes from the network reach the player only as fast as it carries
+    /// them, one at a time. Reads from the viewer's home do not cross it.
+    #[serde(default)]
+    pub access_mbps: f64,
+    /// The access link's round trip, added once per segment from the network.
+    #[serde(default)]
+    pub access_rtt_ms: f64,
 }
 
 fn default_zipf() -> f64 {
@@ -368,6 +377,12 @@ impl Scenario {
         if !(1..=1000).contains(&v.per_connection) {
             return bad("viewers.per_connection", "1 to 1000".into());
         }
+        if !within(v.access_mbps, 0.0, 100_000.0) || (v.access_mbps > 0.0 && v.access_mbps < 0.1) {
+            return bad("viewers.access_mbps", "0 (not modelled) or 0.1 to 100000".into());
+        }
+        if !within(v.access_rtt_ms, 0.0, 2000.0) {
+            return bad("viewers.access_rtt_ms", "0 to 2000".into());
+        }
         if self.events.len() > 16 {
             return bad("events", "at most 16".into());
         }
@@ -468,6 +483,8 @@ mod tests {
             (&format!("{MINIMAL}[[events]]\nat_seconds = 50\nkill = \"edge-1\"\n"), "events[0].at_seconds"),
             (&format!("{MINIMAL}[titles]\ncount = 1000\nseconds = 7200\nbitrate_kbps = 100000\n"), "titles"),
             (&format!("{MINIMAL}[titles]\nsegment_seconds = 0.01\n"), "segment_seconds"),
+            (&MINIMAL.replace("arrival_seconds = 2", "arrival_seconds = 2\naccess_mbps = -3"), "access_mbps"),
+            (&MINIMAL.replace("arrival_seconds = 2", "arrival_seconds = 2\naccess_rtt_ms = inf"), "access_rtt_ms"),
             (&format!("{MINIMAL}[cluster]\nprecast = true\n"), "cluster.precast"),
             (&format!("{MINIMAL}[cluster]\nedges = 1\n[[events]]\nat_seconds = 1\nkill = \"edge-1\"\n"), "only edge"),
             ("name = \"t\"\nmax_seconds = 30\n[viewers]\ncount = \"many\"\narrival_seconds = 2\n", "viewers.count"),

@@ -16,7 +16,7 @@ use serde::Serialize;
 use tranzcast_client::{OpenOptions, Session};
 
 use crate::demand::ViewerPlan;
-use crate::playout::Player;
+use crate::playout::{AccessLink, Player};
 use crate::titles::Title;
 
 /// Counters every viewer adds to as it goes (the live display and the
@@ -107,6 +107,8 @@ pub struct ViewerSetup {
     pub buffer: u64,
     /// Segments fetched at once.
     pub parallel: usize,
+    /// The viewer's access link: Mbit/s (0: not modelled) and round trip.
+    pub access: (f64, Duration),
 }
 
 /// Plays one viewer's plan to its end (or until `deadline`).
@@ -181,6 +183,8 @@ async fn play(
     session.pulse().await;
     let segments = session.manifest().segments.len() as u64;
     let mut player = Player::new(segments, plan.watch, plan.seek, setup.segment_wall, setup.buffer);
+    let link = Arc::new(std::sync::Mutex::new(AccessLink::new(setup.access.0, setup.access.1)));
+    let roles = Arc::new(roles);
     let mut in_flight = FuturesUnordered::new();
     // The first segment, and the first after a seek, is raced on two sources.
     let mut race_next = true;
@@ -192,10 +196,17 @@ async fn play(
         }
         while in_flight.len() < setup.parallel {
             let Some(i) = player.want() else { break };
-            let (s, raced) = (session.clone(), std::mem::take(&mut race_next));
+            let (s, raced, link, roles) = (session.clone(), std::mem::take(&mut race_next), link.clone(), roles.clone());
             in_flight.push(async move {
                 let t = Instant::now();
                 let r = if raced { s.segment_raced(i).await } else { s.segment(i).await };
+                // Bytes from the network cross the viewer's access link; reads from home do not.
+                if let Ok((plain, source)) = &r
+                    && role_of(&roles, source) != "local"
+                {
+                    let ready = deliver(&link, t - pressed, pressed.elapsed(), plain.len() as u64);
+                    tokio::time::sleep_until((pressed + ready).into()).await;
+                }
                 (i, t.elapsed(), r)
             });
         }
@@ -207,7 +218,7 @@ async fn play(
             Some((i, took, r)) = in_flight.next() => {
                 let (plain, source) = r.map_err(|e| format!("segment {i}: {e}"))?;
                 let now = pressed.elapsed();
-                let role = if source == tranzcast_client::LOCAL { "local" } else { roles.get(&source).map_or("other", String::as_str) };
+                let role = role_of(&roles, &source);
                 *out.by_role.entry(role.to_string()).or_default() += plain.len() as u64;
                 if role == "local" && i < setup.precast_segments {
                     out.precast_hits += 1;
@@ -247,6 +258,14 @@ async fn play(
         live.stalled.fetch_sub(1, Ordering::Relaxed);
     }
     Ok(player)
+}
+
+fn deliver(link: &std::sync::Mutex<AccessLink>, asked: Duration, now: Duration, bytes: u64) -> Duration {
+    link.lock().map_or(now, |mut l| l.deliver(asked, now, bytes))
+}
+
+fn role_of<'a>(roles: &'a BTreeMap<String, String>, source: &str) -> &'a str {
+    if source == tranzcast_client::LOCAL { "local" } else { roles.get(source).map_or("other", String::as_str) }
 }
 
 async fn sleep_until(t: Option<Instant>) {
