@@ -30,7 +30,9 @@ curl -sf --cacert "$CA" -H "$AUTH" -o /dev/null "$EDGE/v1/blobs/$BLOB"
 curl -sf --cacert "$CA" -o /dev/null "$PLAY"
 run() { # name, oha arguments
     local name=$1; shift
-    echo "oha -z ${SECS}s -c $CONNS $*" | sed "s|$CERT|\$CERT|; s|$PLAY|\$PLAY|; s|$EDGE|\$EDGE|" >"$T/$name.cmd"
+    printf 'oha -z %ss -c %s' "$SECS" "$CONNS" >"$T/$name.cmd"
+    for a in "$@"; do case "$a" in *" "*) printf " '%s'" "$a" ;; *) printf ' %s' "$a" ;; esac; done >>"$T/$name.cmd"
+    sed -i "s|$CERT|\$CERT|; s|$PLAY|\$PLAY|; s|$EDGE|\$EDGE|; s|$BLOB|\$BLOB|" "$T/$name.cmd"
     timeout $((SECS + 30)) oha --no-tui --insecure --output-format json -z "${SECS}s" -c "$CONNS" "$@" >"$T/$name.json" 2>/dev/null || true
 }
 run blob-h1 --http-version 1.1 -H "$AUTH" "$EDGE/v1/blobs/$BLOB"

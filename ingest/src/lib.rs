@@ -15,13 +15,13 @@ mod error;
 mod export;
 mod pipeline;
 mod probe;
-mod sizing;
 
 pub use error::IngestError;
 pub use export::{ExportReport, export};
 pub use pipeline::{IngestOptions, IngestReport, ingest};
 pub use probe::{MediaInfo, probe};
-pub use sizing::{DEFAULT_BYTES_PER_SECOND, DEFAULT_SEGMENT_SECONDS, segment_size_for};
+// Pure, and shared with whoever plans titles (the load test): in proto.
+pub use tranzcast_proto::sizing::{DEFAULT_BYTES_PER_SECOND, DEFAULT_SEGMENT_SECONDS, segment_size_for};
 
 use ed25519_dalek::SigningKey;
 use tranzcast_store::BlobStore;

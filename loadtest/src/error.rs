@@ -31,6 +31,7 @@ pub enum LoadtestError {
     Report(String),
 }
 
+#[cfg(feature = "run")]
 impl LoadtestError {
     pub(crate) fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> Self {
         let what = what.into();

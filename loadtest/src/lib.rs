@@ -11,24 +11,32 @@
 //! [`viewer`] (one viewer), [`run`] (a scenario from start to report).
 //! Guide: `docs/loadtest.md`.
 
+#[cfg(feature = "run")]
 pub mod cluster;
 pub mod demand;
 mod error;
 pub mod playout;
 pub mod probe;
+#[cfg(feature = "run")]
 pub mod report;
+#[cfg(feature = "run")]
 pub mod run;
 pub mod scenario;
 pub mod target;
+#[cfg(feature = "run")]
 pub mod titles;
+#[cfg(feature = "run")]
 pub mod viewer;
 
 pub use error::LoadtestError;
+#[cfg(feature = "run")]
 pub use report::Report;
+#[cfg(feature = "run")]
 pub use run::{RunOptions, run};
 pub use scenario::Scenario;
 
 /// Writes `report.json` and `report.html` into `dir`; returns their paths.
+#[cfg(feature = "run")]
 pub fn write_report(report: &Report, dir: &std::path::Path) -> Result<(std::path::PathBuf, std::path::PathBuf), LoadtestError> {
     std::fs::create_dir_all(dir).map_err(LoadtestError::io(format!("create {}", dir.display())))?;
     let json = dir.join("report.json");

@@ -79,6 +79,7 @@ impl Counters {
 
 /// Scrapes every server in `servers` (name -> (role, base URL)); a server
 /// that does not answer keeps its entry in `last` (it was killed, say).
+#[cfg(feature = "run")]
 pub async fn scrape(http: &reqwest::Client, servers: &BTreeMap<String, (String, String)>, last: &mut BTreeMap<String, Counters>) {
     let got = futures_util::future::join_all(servers.iter().map(|(name, (role, url))| async move {
         let text = async {

@@ -126,7 +126,7 @@ pub struct RunReport {
     pub upstream_fetches: f64,
     /// Segments read from viewers' homes that had been pre-cast there.
     pub precast_hits: u64,
-    /// Viewers whose first segment came from their home.
+    /// Viewers who read at least one pre-cast segment at home.
     pub precast_starts: usize,
     /// Things done to the cluster (kills).
     pub marks: Vec<Mark>,
@@ -328,7 +328,7 @@ impl Report {
             ("upstream fetches (edges, nodes)", |r| format!("{:.0}", r.upstream_fetches)),
             ("fetches saved by coalescing", |r| format!("{:.0}", r.fetches_saved_by_coalescing)),
             ("pre-cast hits (segments)", |r| r.precast_hits.to_string()),
-            ("viewers starting from home", |r| r.precast_starts.to_string()),
+            ("viewers who read a pre-cast segment at home", |r| r.precast_starts.to_string()),
             ("bytes by source", |r| r.bytes_by_source.iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join(", ")),
             ("events", |r| r.marks.iter().map(|m| format!("{:.1} s {}", m.t, m.what)).collect::<Vec<_>>().join("; ")),
             ("run time, s", |r| format!("{:.1}", r.seconds)),

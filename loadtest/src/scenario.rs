@@ -298,7 +298,7 @@ impl Scenario {
     /// Bytes per segment (the running-time rule of ingest).
     pub fn segment_size(&self) -> u32 {
         let len = self.titles.bytes();
-        tranzcast_ingest::segment_size_for(len, (self.titles.seconds * 1000.0) as u64, self.titles.segment_seconds)
+        tranzcast_proto::sizing::segment_size_for(len, (self.titles.seconds * 1000.0) as u64, self.titles.segment_seconds)
     }
 
     fn check(&self) -> Result<(), LoadtestError> {

@@ -21,6 +21,7 @@ pub mod manifest;
 pub mod outboard;
 pub mod playback;
 pub mod range;
+pub mod sizing;
 pub mod ticket;
 mod title;
 
