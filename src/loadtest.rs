@@ -44,7 +44,14 @@ pub fn run(a: LoadtestArgs) -> Result<()> {
     };
     let opts = RunOptions { work_dir, cluster_file: a.cluster.clone(), progress: !a.json };
     let rt = tokio::runtime::Runtime::new()?;
-    let report = rt.block_on(tranzcast_loadtest::run(&scenario, &opts))?;
+    // Ctrl-C stops the run (the temporary data directory is still removed).
+    let report = rt.block_on(async {
+        tokio::select! {
+            r = tranzcast_loadtest::run(&scenario, &opts) => r.map(Some),
+            () = crate::wait_for_signal() => Ok(None),
+        }
+    })?;
+    let Some(report) = report else { bail!("interrupted: no report written") };
     rt.shutdown_timeout(std::time::Duration::from_secs(5));
     let (json, html) = tranzcast_loadtest::write_report(&report, &a.out).context("writing the report")?;
     if a.json {
