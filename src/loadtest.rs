@@ -63,7 +63,7 @@ pub fn run(a: LoadtestArgs) -> Result<()> {
                     "name": r.name, "viewers": r.viewers, "finished": r.finished, "failed": r.failed,
                     "mismatches": r.mismatches, "startup_ms": r.startup_ms, "segment_ms": r.segment_ms,
                     "stalls": r.stalls, "rebuffer_ratio": r.rebuffer_ratio, "bytes_delivered": r.bytes_delivered,
-                    "origin_offload": r.origin_offload, "hit_ratio": r.hit_ratio,
+                    "origin_offload": r.origin_offload, "sent_per_delivered": r.sent_per_delivered, "hit_ratio": r.hit_ratio,
                     "fetches_saved_by_coalescing": r.fetches_saved_by_coalescing, "precast_hits": r.precast_hits,
                     "marks": r.marks,
                 })
@@ -88,6 +88,7 @@ pub fn run(a: LoadtestArgs) -> Result<()> {
                 "  offload  {:.4} of {} bytes delivered ({:.0} bytes left the origin)",
                 r.origin_offload, r.bytes_delivered, r.origin_bytes
             );
+            println!("  sent     {:.2} bytes by edges, nodes and peers per byte delivered", r.sent_per_delivered);
             let hits: Vec<String> = r.hit_ratio.iter().map(|(k, v)| format!("{k}s {:.3}", v)).collect();
             println!(
                 "  hits     {}; {:.0} fetches saved by coalescing; {} pre-cast hits",

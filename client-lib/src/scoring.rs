@@ -66,6 +66,9 @@ pub struct SourceView {
     pub sampled_at: Option<Instant>,
     /// Bytes received from it so far (all our requests together).
     pub received: u64,
+    /// How long it takes to answer (response headers), smoothed over our
+    /// requests: under load a busy source answers late without being gone.
+    pub answer: Option<Duration>,
 }
 
 impl SourceView {
@@ -85,7 +88,16 @@ impl SourceView {
             fetches_misses,
             sampled_at: None,
             received: 0,
+            answer: None,
         }
+    }
+
+    /// One of our requests was answered after `d`.
+    pub fn record_answer(&mut self, d: Duration) {
+        self.answer = Some(match self.answer {
+            Some(a) => a.mul_f64(1.0 - EWMA_ALPHA) + d.mul_f64(EWMA_ALPHA),
+            None => d,
+        });
     }
 
     /// Records what the source delivered to all our requests together over
@@ -245,14 +257,18 @@ pub fn timeout_for(expected_secs: f64, measured: bool) -> Duration {
     Duration::from_secs_f64((expected_secs * 3.0).clamp(floor, 30.0))
 }
 
-/// How long a source may take to answer at all (response headers), from its
-/// round trip: a source that says nothing for this long is taken as gone
-/// (hung, cut off) and the segment is asked elsewhere, long before the
-/// transfer's own timeout. Generous against queueing and an edge's miss to
-/// its parent (eight round trips plus 1 s), but far below a player's buffer.
-pub fn answer_timeout(rtt: Option<Duration>) -> Duration {
+/// How long a source may take to answer at all (response headers): a source
+/// that says nothing for this long is taken as gone (hung, cut off) and the
+/// segment is asked elsewhere, long before the transfer's own timeout. From
+/// its round trip (1 s plus eight round trips: room for queueing and an
+/// edge's miss to its parent) and, like TCP's retransmission timer, from how
+/// long it has been taking to answer (four times that): a busy source that
+/// answers late is not given up on (giving up would add load where there
+/// is too much already), a silent one is. At most 10 s.
+pub fn answer_timeout(rtt: Option<Duration>, answer: Option<Duration>) -> Duration {
     let rtt = rtt.map_or(0.1, |r| r.as_secs_f64());
-    Duration::from_secs_f64((1.0 + 8.0 * rtt).min(5.0))
+    let by_answers = answer.map_or(0.0, |a| 4.0 * a.as_secs_f64());
+    Duration::from_secs_f64((1.0 + 8.0 * rtt).min(5.0).max(by_answers).min(10.0))
 }
 
 #[cfg(test)]
@@ -261,11 +277,21 @@ mod tests {
 
     #[test]
     fn silence_is_judged_by_the_round_trip() {
-        assert_eq!(answer_timeout(Some(Duration::from_millis(1))), Duration::from_secs_f64(1.008));
-        assert_eq!(answer_timeout(Some(Duration::from_millis(100))), Duration::from_secs_f64(1.8));
-        assert_eq!(answer_timeout(None), Duration::from_secs_f64(1.8));
-        assert_eq!(answer_timeout(Some(Duration::from_secs(2))), Duration::from_secs(5), "capped");
-        assert!(answer_timeout(Some(Duration::from_millis(30))) < timeout_for(0.01, false));
+        let ms = Duration::from_millis;
+        assert_eq!(answer_timeout(Some(ms(1)), None), Duration::from_secs_f64(1.008));
+        assert_eq!(answer_timeout(Some(ms(100)), None), Duration::from_secs_f64(1.8));
+        assert_eq!(answer_timeout(None, None), Duration::from_secs_f64(1.8));
+        assert_eq!(answer_timeout(Some(Duration::from_secs(2)), None), Duration::from_secs(5), "capped by the round trip");
+        assert!(answer_timeout(Some(ms(30)), None) < timeout_for(0.01, false));
+        // A source that answers in 5 ms keeps the round-trip rule; a busy one
+        // answering in 900 ms gets 3.6 s; never more than 10 s.
+        assert_eq!(answer_timeout(Some(ms(1)), Some(ms(5))), Duration::from_secs_f64(1.008));
+        assert_eq!(answer_timeout(Some(ms(1)), Some(ms(900))), Duration::from_secs_f64(3.6));
+        assert_eq!(answer_timeout(Some(ms(1)), Some(Duration::from_secs(9))), Duration::from_secs(10));
+        let mut v = SourceView::new("e", true);
+        v.record_answer(ms(100));
+        v.record_answer(ms(200));
+        assert_eq!(v.answer, Some(ms(130)), "smoothed like the throughput");
     }
 
     fn src(name: &str, rtt_ms: u64, mbps: f64) -> SourceView {

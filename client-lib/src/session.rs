@@ -617,11 +617,16 @@ impl Session {
         tried: &[usize],
     ) -> Result<(), Miss> {
         let source = &self.sources[choice.index];
-        let (measured, rtt) =
-            self.views.lock().ok().and_then(|v| v.get(choice.index).map(|s| (s.throughput.is_some(), s.rtt))).unwrap_or((false, None));
-        let deadline = tokio::time::Instant::now() + scoring::timeout_for(choice.expected_secs, measured) * patience;
+        let (measured, rtt, answer) = self
+            .views
+            .lock()
+            .ok()
+            .and_then(|v| v.get(choice.index).map(|s| (s.throughput.is_some(), s.rtt, s.answer)))
+            .unwrap_or((false, None, None));
+        let asked = tokio::time::Instant::now();
+        let deadline = asked + scoring::timeout_for(choice.expected_secs, measured) * patience;
         // A source that does not answer at all is given up on much sooner.
-        let answer_by = deadline.min(tokio::time::Instant::now() + scoring::answer_timeout(rtt) * patience);
+        let answer_by = deadline.min(asked + scoring::answer_timeout(rtt, answer) * patience);
         let mut progress = Outstanding::new(self, choice.index);
         let auth = format!("Tranzcast {}", self.certificate);
         let from = t.verifier.as_ref().map_or(0, GroupVerifier::verified);
@@ -645,6 +650,7 @@ impl Session {
         })
         .await
         .map_err(|_| Miss::Failed("no answer in time".into()))?;
+        self.with_view(choice.index, |v| v.record_answer(asked.elapsed()));
         if let Some(o) = outboard {
             let o = o.map_err(|e| Miss::Failed(e.to_string()))?;
             if o.status() == reqwest::StatusCode::NOT_FOUND {

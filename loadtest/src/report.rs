@@ -57,11 +57,12 @@ pub struct Sample {
     pub active: u64,
     /// Viewers stalled.
     pub stalled: u64,
-    /// Segment fetches over half a second that ended in this second.
+    /// Segment fetches over half a second that ended since the last sample
+    /// (samples are a second apart unless scraping busy servers took longer).
     pub slow_fetches: u64,
-    /// Verified plaintext delivered to players in this second, Mbit/s.
+    /// Verified plaintext delivered to players since the last sample, Mbit/s.
     pub delivered_mbps: f64,
-    /// Bytes leaving the origin in this second, Mbit/s.
+    /// Bytes leaving the origin since the last sample, Mbit/s.
     pub origin_mbps: f64,
 }
 
@@ -119,6 +120,10 @@ pub struct RunReport {
     pub origin_bytes: f64,
     /// 1 - origin bytes / bytes delivered.
     pub origin_offload: f64,
+    /// Bytes edges, nodes and peers sent (to viewers and to each other) per
+    /// verified byte delivered: raced first segments, transfers abandoned
+    /// for a faster source, fills of edges from nodes. 1.0 would be none.
+    pub sent_per_delivered: f64,
     /// Requests that joined a fetch already under way at an edge or node
     /// (each one an upstream fetch saved).
     pub fetches_saved_by_coalescing: f64,
@@ -307,7 +312,7 @@ impl Report {
         }
         h.push_str("</tr>");
         type Row = (&'static str, fn(&RunReport) -> String);
-        let rows: [Row; 22] = [
+        let rows: [Row; 23] = [
             ("viewers", |r| r.viewers.to_string()),
             ("finished", |r| r.finished.to_string()),
             ("failed", |r| r.failed.to_string()),
@@ -323,6 +328,7 @@ impl Report {
             ("throughput mean / peak, Mbit/s", |r| format!("{:.0} / {:.0}", r.mean_mbps, r.peak_mbps)),
             ("origin bytes during the run", |r| format!("{:.0}", r.origin_bytes)),
             ("origin offload", |r| format!("{:.4}", r.origin_offload)),
+            ("bytes sent by edges, nodes, peers per byte delivered", |r| format!("{:.2}", r.sent_per_delivered)),
             ("edge hit ratio", |r| format!("{:.3}", r.hit_ratio.get("edge").copied().unwrap_or(0.0))),
             ("node hit ratio", |r| format!("{:.3}", r.hit_ratio.get("node").copied().unwrap_or(0.0))),
             ("upstream fetches (edges, nodes)", |r| format!("{:.0}", r.upstream_fetches)),

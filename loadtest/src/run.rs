@@ -284,23 +284,27 @@ async fn drive(
         tokio::spawn(async move {
             let mut series = Vec::new();
             let mut tick = tokio::time::interval(Duration::from_secs(1));
-            let (mut bytes, mut origin, mut slow) = (0u64, origin_out(&last), 0u64);
+            // A scrape that took long (busy servers) delays the next sample
+            // rather than firing a burst of them; rates use the real interval.
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let (mut bytes, mut origin, mut slow, mut at) = (0u64, origin_out(&last), 0u64, 0.0f64);
             loop {
                 tokio::select! {
                     _ = tick.tick() => {}
                     _ = stop_rx.changed() => break,
                 }
                 scrape(&http, &servers, &mut last).await;
-                let (b, o, sl) = (get(&live.bytes), origin_out(&last), get(&live.slow));
+                let (b, o, sl, t) = (get(&live.bytes), origin_out(&last), get(&live.slow), run_start.elapsed().as_secs_f64());
+                let dt = (t - at).max(1e-3);
                 series.push(Sample {
-                    t: run_start.elapsed().as_secs_f64(),
+                    t,
                     active: get(&live.started) - get(&live.ended),
                     stalled: get(&live.stalled),
-                    delivered_mbps: (b - bytes) as f64 * 8.0 / 1e6,
-                    origin_mbps: (o - origin).max(0.0) * 8.0 / 1e6,
+                    delivered_mbps: (b - bytes) as f64 * 8.0 / 1e6 / dt,
+                    origin_mbps: (o - origin).max(0.0) * 8.0 / 1e6 / dt,
                     slow_fetches: sl - slow,
                 });
-                (bytes, origin, slow) = (b, o, sl);
+                (bytes, origin, slow, at) = (b, o, sl, t);
             }
             (series, last)
         })
@@ -434,6 +438,11 @@ fn summarize(
         bytes_by_source: bytes_by_role(&outcomes),
         origin_offload: if bytes > 0 { 1.0 - origin_bytes / bytes as f64 } else { 0.0 },
         origin_bytes,
+        sent_per_delivered: if bytes > 0 {
+            tiers.iter().filter(|(r, _)| r.as_str() != "origin").map(|(_, c)| c.bytes_out).sum::<f64>() / bytes as f64
+        } else {
+            0.0
+        },
         fetches_saved_by_coalescing: tiers.values().map(|c| c.coalesced).sum(),
         upstream_fetches: tiers.values().map(|c| c.upstream_fetches).sum(),
         hit_ratio,
