@@ -345,6 +345,8 @@ async fn drive(
             },
             () = async { match next_event { Some(t) => tokio::time::sleep_until(t.into()).await, None => std::future::pending().await } } => {
                 if let Some(e) = events.next() {
+                    // Marked when it happens (a crash's cleanup can take a moment after).
+                    let t = run_start.elapsed().as_secs_f64();
                     if let Some(c) = driver.cluster.as_mut() {
                         match e.failure {
                             Failure::Crash => c.kill(&e.kill).await?,
@@ -352,7 +354,7 @@ async fn drive(
                         }
                     }
                     tracing::info!(server = %e.kill, failure = e.failure.verb(), "server failed");
-                    marks.push(Mark { t: run_start.elapsed().as_secs_f64(), what: format!("{} {}", e.failure.verb(), e.kill) });
+                    marks.push(Mark { t, what: format!("{} {}", e.failure.verb(), e.kill) });
                 }
             },
             _ = ui.tick() => progress.set_message(format!(
