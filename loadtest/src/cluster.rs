@@ -288,31 +288,19 @@ pub async fn order(
     title: &str,
     plays: Option<u32>,
 ) -> Result<String, LoadtestError> {
-    let net = |e: reqwest::Error| LoadtestError::Network(format!("{origin}: {e}"));
-    let c: serde_json::Value = http
-        .post(format!("{origin}/v1/customers"))
-        .bearer_auth(storefront_token)
-        .json(&serde_json::json!({"name": "viewer"}))
-        .send()
-        .await
-        .map_err(net)?
-        .json()
-        .await
-        .map_err(net)?;
+    let post = |path: &str, body: serde_json::Value| {
+        let req = http.post(format!("{origin}{path}")).bearer_auth(storefront_token).json(&body);
+        async move {
+            let net = |e: reqwest::Error| LoadtestError::Network(format!("{origin}: {e}"));
+            req.send().await.map_err(net)?.json::<serde_json::Value>().await.map_err(net)
+        }
+    };
+    let c = post("/v1/customers", serde_json::json!({"name": "viewer"})).await?;
     let mut body = serde_json::json!({"customer": c["customer"], "title": title, "kind": if plays.is_some() { "rent" } else { "buy" }});
     if let Some(p) = plays {
         body["plays"] = p.into();
         body["hours"] = 24.into();
     }
-    let v: serde_json::Value = http
-        .post(format!("{origin}/v1/orders"))
-        .bearer_auth(storefront_token)
-        .json(&body)
-        .send()
-        .await
-        .map_err(net)?
-        .json()
-        .await
-        .map_err(net)?;
+    let v = post("/v1/orders", body).await?;
     v["ticket"].as_str().map(str::to_string).ok_or_else(|| LoadtestError::Network(format!("order refused: {v}")))
 }
