@@ -458,3 +458,71 @@ fn summarize(
         stall_events: outcomes.iter().flat_map(|o| o.stalls.iter().copied()).collect(),
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn outcome(id: usize, bytes: u64, startup: Option<f64>, stalls: Vec<(f64, f64)>, play_s: f64) -> ViewerOutcome {
+        ViewerOutcome {
+            id,
+            title: "lt-000".into(),
+            arrival_s: 0.0,
+            startup_ms: startup,
+            stalls,
+            seek_ms: Vec::new(),
+            play_s,
+            rebuffer_ratio: 0.0,
+            segments_played: 1,
+            segments_fetched: 1,
+            bytes,
+            by_role: BTreeMap::from([("edge".to_string(), bytes)]),
+            segment_ms: vec![10.0],
+            precast_hits: u64::from(id == 0),
+            mismatches: 0,
+            error: startup.is_none().then(|| "open: network: refused".to_string()),
+            finished: startup.is_some(),
+        }
+    }
+
+    #[test]
+    fn the_summary_computes_offload_hits_and_rebuffering_from_its_inputs() {
+        let outcomes = vec![
+            outcome(1, 600, Some(20.0), vec![(5.0, 1.0)], 9.0),
+            outcome(0, 400, Some(10.0), vec![], 10.0),
+            outcome(2, 0, None, vec![], 0.0),
+        ];
+        let c = |role: &str, bytes_out: f64, hits: f64, misses: f64| Counters {
+            role: role.into(),
+            bytes_out,
+            hits,
+            misses,
+            ..Counters::default()
+        };
+        let tiers = BTreeMap::from([
+            ("edge".to_string(), c("edge", 900.0, 9.0, 1.0)),
+            ("node".to_string(), c("node", 300.0, 4.0, 0.0)),
+            ("origin".to_string(), Counters { pushed: 5.0, ..c("origin", 5.0, 0.0, 0.0) }),
+        ]);
+        let r = summarize("x", 30.0, outcomes, tiers, Vec::new(), Vec::new());
+        assert_eq!((r.viewers, r.finished, r.failed), (3, 2, 1));
+        assert_eq!(r.errors.get("open: network"), Some(&1), "{:?}", r.errors);
+        assert_eq!(r.bytes_delivered, 1000);
+        assert!((r.origin_offload - 0.99).abs() < 1e-12, "1 - (5 + 5) / 1000");
+        assert!((r.sent_per_delivered - 1.2).abs() < 1e-12, "(900 + 300) / 1000");
+        assert_eq!((r.hit_ratio["edge"], r.hit_ratio["node"]), (0.9, 1.0));
+        assert!((r.rebuffer_ratio - 1.0 / 20.0).abs() < 1e-12, "1 s stalled of 1 + 19");
+        assert_eq!((r.stalls, r.viewers_stalled, r.precast_hits, r.precast_starts), (1, 1, 1, 1));
+        assert_eq!(r.startup_samples, vec![10.0, 20.0], "sorted, failed viewers left out");
+    }
+
+    #[test]
+    fn popular_titles_rank_like_the_origin() {
+        let titles: Vec<Title> = (0..3).map(|i| Title { id: format!("lt-00{i}"), segments: 1, plain: Vec::new() }).collect();
+        let p = |title| ViewerPlan { id: 0, arrival: Duration::ZERO, title, watch: 1, seek: None };
+        let plans = vec![p(2), p(1), p(2), p(1), p(0)];
+        assert_eq!(popular_titles(&plans, &titles, 2), vec!["lt-001", "lt-002"], "ties by id");
+        assert_eq!(popular_titles(&plans, &titles, 10).len(), 3);
+    }
+}
