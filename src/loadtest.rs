@@ -61,7 +61,7 @@ pub fn run(a: LoadtestArgs) -> Result<()> {
             .map(|r| {
                 serde_json::json!({
                     "name": r.name, "viewers": r.viewers, "finished": r.finished, "failed": r.failed,
-                    "mismatches": r.mismatches, "startup_ms": r.startup_ms, "segment_ms": r.segment_ms,
+                    "mismatches": r.mismatches, "startup_ms": r.startup_ms, "open_ms": r.open_ms, "segment_ms": r.segment_ms,
                     "stalls": r.stalls, "rebuffer_ratio": r.rebuffer_ratio, "bytes_delivered": r.bytes_delivered,
                     "origin_offload": r.origin_offload, "sent_per_delivered": r.sent_per_delivered, "hit_ratio": r.hit_ratio,
                     "fetches_saved_by_coalescing": r.fetches_saved_by_coalescing, "precast_hits": r.precast_hits,
@@ -81,7 +81,10 @@ pub fn run(a: LoadtestArgs) -> Result<()> {
                 r.viewers,
                 r.mismatches == 0
             );
-            println!("  startup  p50 {:.0} ms, p95 {:.0} ms, p99 {:.0} ms", r.startup_ms.p50, r.startup_ms.p95, r.startup_ms.p99);
+            println!(
+                "  startup  p50 {:.0} ms, p95 {:.0} ms, p99 {:.0} ms (ticket validation: p50 {:.0} ms, p99 {:.0} ms)",
+                r.startup_ms.p50, r.startup_ms.p95, r.startup_ms.p99, r.open_ms.p50, r.open_ms.p99
+            );
             println!("  segments p50 {:.0} ms, p95 {:.0} ms, p99 {:.0} ms", r.segment_ms.p50, r.segment_ms.p95, r.segment_ms.p99);
             println!("  stalls   {} ({} viewers), rebuffer ratio {:.4}", r.stalls, r.viewers_stalled, r.rebuffer_ratio);
             println!(

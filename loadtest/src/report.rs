@@ -92,6 +92,8 @@ pub struct RunReport {
     pub errors: BTreeMap<String, usize>,
     /// Startup: press play to first picture, ms.
     pub startup_ms: Percentiles,
+    /// Of the startup: opening the session (the ticket validated at the origin), ms.
+    pub open_ms: Percentiles,
     /// Segment fetch time, ms.
     pub segment_ms: Percentiles,
     /// Wait after a seek, ms.
@@ -312,12 +314,15 @@ impl Report {
         }
         h.push_str("</tr>");
         type Row = (&'static str, fn(&RunReport) -> String);
-        let rows: [Row; 23] = [
+        let rows: [Row; 24] = [
             ("viewers", |r| r.viewers.to_string()),
             ("finished", |r| r.finished.to_string()),
             ("failed", |r| r.failed.to_string()),
             ("every byte verified (mismatching segments)", |r| format!("{} ({})", r.mismatches == 0, r.mismatches)),
             ("startup p50 / p95 / p99, ms", |r| format!("{:.0} / {:.0} / {:.0}", r.startup_ms.p50, r.startup_ms.p95, r.startup_ms.p99)),
+            ("of which ticket validation p50 / p95 / p99, ms", |r| {
+                format!("{:.0} / {:.0} / {:.0}", r.open_ms.p50, r.open_ms.p95, r.open_ms.p99)
+            }),
             ("segment fetch p50 / p95 / p99, ms", |r| {
                 format!("{:.0} / {:.0} / {:.0}", r.segment_ms.p50, r.segment_ms.p95, r.segment_ms.p99)
             }),

@@ -56,6 +56,9 @@ pub struct ViewerOutcome {
     pub arrival_s: f64,
     /// Milliseconds from pressing play to playback start (none: it never started).
     pub startup_ms: Option<f64>,
+    /// Of which: milliseconds to open the session (the ticket validated at
+    /// the origin, the certificate, key part and manifest back).
+    pub open_ms: Option<f64>,
     /// Stalls: (seconds from the run's start, length in seconds).
     pub stalls: Vec<(f64, f64)>,
     /// Milliseconds waited after each seek.
@@ -125,6 +128,7 @@ pub async fn watch(
         title: title.id.clone(),
         arrival_s: plan.arrival.as_secs_f64(),
         startup_ms: None,
+        open_ms: None,
         stalls: Vec::new(),
         seek_ms: Vec::new(),
         play_s: 0.0,
@@ -180,6 +184,7 @@ async fn play(
     };
     let session = Arc::new(Session::open_with(opts, setup.http.clone()).await.map_err(|e| format!("open: {e}"))?);
     let roles: BTreeMap<String, String> = session.sources().iter().map(|s| (s.name.clone(), s.role.clone())).collect();
+    out.open_ms = Some(pressed.elapsed().as_secs_f64() * 1000.0);
     session.pulse().await;
     let segments = session.manifest().segments.len() as u64;
     let mut player = Player::new(segments, plan.watch, plan.seek, setup.segment_wall, setup.buffer);
