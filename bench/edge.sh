@@ -195,12 +195,8 @@ try:
     print(f"pulse?title=film, sequential over h2: p50 {p['p50'] * 1e6:.0f} us, p99 {p['p99'] * 1e6:.0f} us (round trip included)")
 except Exception:
     pass
-def record(figure, ours, peer, ratio, goal):
-    # bench/all.sh collects these rows (RESULTS=file): figure, ours, peer, ratio, goal.
-    import os
-    if os.environ.get("RESULTS"):
-        with open(os.environ["RESULTS"], "a") as f:
-            f.write(f"{figure}\t{ours}\t{peer}\t{ratio:.2f}\t{goal}\n")
+import sys; sys.path.insert(0, "bench")  # the scripts run from the repository's root
+from results import record
 def ratio(a, b):
     return res[a]["rps"] / res[b]["rps"] if a in res and b in res and res[b]["rps"] > 0 else float("nan")
 print()

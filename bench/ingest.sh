@@ -33,12 +33,8 @@ for run in 1 2 3; do
 done
 best() { printf '%s\n' "$@" | sort -g | tail -1; }
 python3 - "$size_mib" "$seg" "$(best "${raw[@]}")" "$(best "${disk[@]}")" "$(best "${ours[@]}")" "$( [ -n "$ram" ] && best "${oram[@]}" || echo 0)" <<'PY'
-def record(figure, ours, peer, ratio, goal):
-    # bench/all.sh collects these rows (RESULTS=file): figure, ours, peer, ratio, goal.
-    import os
-    if os.environ.get("RESULTS"):
-        with open(os.environ["RESULTS"], "a") as f:
-            f.write(f"{figure}\t{ours}\t{peer}\t{ratio:.2f}\t{goal}\n")
+import sys; sys.path.insert(0, "bench")  # the scripts run from the repository's root
+from results import record
 import sys
 size, seg = sys.argv[1], int(sys.argv[2])
 raw, disk, ours, oram = map(float, sys.argv[3:])

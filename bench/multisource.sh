@@ -183,12 +183,8 @@ ARIA_D=$(aria 3 degrade)
 echo "aria2c -x3, degrading: ${ARIA_D}s"
 
 python3 - "$BYTES" "$LIMIT" "$OURS_S" "$OURS_START" "$SINGLE_S" "$SINGLE_START" "$ARIA_S" "$OURS_D" "$ARIA_D" "$ARIA1_S" "$ARIA1_D" <<'PY'
-def record(figure, ours, peer, ratio, goal):
-    # bench/all.sh collects these rows (RESULTS=file): figure, ours, peer, ratio, goal.
-    import os
-    if os.environ.get("RESULTS"):
-        with open(os.environ["RESULTS"], "a") as f:
-            f.write(f"{figure}\t{ours}\t{peer}\t{ratio:.2f}\t{goal}\n")
+import sys; sys.path.insert(0, "bench")  # the scripts run from the repository's root
+from results import record
 import sys
 b, limit, ours, start, single, single_start, aria, ours_d, aria_d, aria1, aria1_d = map(float, sys.argv[1:])
 mbs = lambda s: b / s / 1e6

@@ -79,12 +79,8 @@ load raw -H "$AUTH" --urls-from-file "$T/blobs.urls"
 load play "$URL"
 curl -s --cacert "$CA" "https://localhost:$EP/metrics" | grep -E '^edge_playback_(requests|refused|decrypted)' | sed 's/^/   /'
 python3 - "$T" "$SECS" "$PROCS" <<'PY'
-def record(figure, ours, peer, ratio, goal):
-    # bench/all.sh collects these rows (RESULTS=file): figure, ours, peer, ratio, goal.
-    import os
-    if os.environ.get("RESULTS"):
-        with open(os.environ["RESULTS"], "a") as f:
-            f.write(f"{figure}\t{ours}\t{peer}\t{ratio:.2f}\t{goal}\n")
+import sys; sys.path.insert(0, "bench")  # the scripts run from the repository's root
+from results import record
 import json, os, sys
 T, secs, procs = sys.argv[1], float(sys.argv[2]), int(sys.argv[3])
 def agg(name):

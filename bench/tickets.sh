@@ -9,12 +9,8 @@ cd "$(dirname "$0")/.."
 cargo build --release --locked --bin tranzcast >/dev/null 2>&1 || cargo build --release --locked --bin tranzcast
 out="$("$CARGO_TARGET_DIR/release/tranzcast" bench tickets --seconds "${1:-5}" --concurrency "${2:-64}")"
 python3 - "$out" <<'PY'
-def record(figure, ours, peer, ratio, goal):
-    # bench/all.sh collects these rows (RESULTS=file): figure, ours, peer, ratio, goal.
-    import os
-    if os.environ.get("RESULTS"):
-        with open(os.environ["RESULTS"], "a") as f:
-            f.write(f"{figure}\t{ours}\t{peer}\t{ratio:.2f}\t{goal}\n")
+import sys; sys.path.insert(0, "bench")  # the scripts run from the repository's root
+from results import record
 import json, sys
 r = json.loads(sys.argv[1])
 print(f"{'figure':<52}{'per second':>12}")

@@ -77,7 +77,8 @@ fn a_crowd_plays_through_a_kill_with_and_without_precasts() {
         assert!(r["bytes_delivered"].as_u64().unwrap() > 36 * 250_000, "{name}: {r}");
         assert!(r["origin_offload"].as_f64().unwrap() > 0.9, "{name}: {r}");
         assert_eq!(r["startup_ms"]["count"], 36, "{name}: every viewer started");
-        assert!(r["marks"][0]["what"] == "kill edge-2" && (2.4..4.5).contains(&r["marks"][0]["t"].as_f64().unwrap()), "{name}: {r}");
+        assert_eq!(r["marks"][0]["what"], "kill edge-2", "{name}: {r}");
+        assert!(r["marks"][0]["t"].as_f64().unwrap() >= 2.5, "{name}: the kill came before its time: {r}");
         assert!(r["hit_ratio"]["node"].as_f64().unwrap() > 0.99, "{name}: nodes hold complete sets: {r}");
     }
     assert!(runs[0]["precast_hits"].as_u64().unwrap() > 0, "pre-cast on: {}", runs[0]);
@@ -85,6 +86,7 @@ fn a_crowd_plays_through_a_kill_with_and_without_precasts() {
     // The report: JSON with every figure, HTML with every plot.
     let report: serde_json::Value = serde_json::from_slice(&std::fs::read(out_dir.join("report.json")).unwrap()).unwrap();
     let run = &report["runs"][0];
+    assert!(run["marks"][0]["t"].as_f64().unwrap() < run["seconds"].as_f64().unwrap(), "the kill fell inside the run");
     assert!(run["series"].as_array().unwrap().len() >= 2, "one sample a second");
     assert_eq!(run["startup_samples"].as_array().unwrap().len(), 36);
     assert!(run["tiers"]["edge"]["bytes_out"].as_f64().unwrap() > 0.0);
