@@ -119,10 +119,29 @@ https://localhost:$CP {
 EOF
 HOME="$T/caddy/home" XDG_DATA_HOME="$T/caddy/data" XDG_CONFIG_HOME="$T/caddy/config" \
     caddy run --config "$T/caddy/Caddyfile" --adapter caddyfile >"$T/caddy.log" 2>&1 &
+CADDY_PID=$!
 PIDS+=($!)
 wait_up "https://localhost:$CP/"
 
 for s in $SEGS; do echo "https://localhost:PORT/v1/blobs/$s"; done >"$T/urls.tmpl"
+# CPU time (clock ticks, user + system) of a server's processes: on a 2-core
+# machine shared with the load tool, requests/s depend on both programs' cost
+# per request, so each case also records each side's CPU per request.
+server_pids() {
+    case $1 in
+        edge-*) echo "$EDGE_PID" ;;
+        nginx-*) echo "$(cat "$T/nginx/nginx.pid") $(pgrep -P "$(cat "$T/nginx/nginx.pid")" | tr '\n' ' ')" ;;
+        caddy-*) echo "$CADDY_PID" ;;
+    esac
+}
+cpu_ticks() {
+    local t=0 f
+    for p in "$@"; do
+        read -r -a f <"/proc/$p/stat" 2>/dev/null || continue
+        t=$((t + f[13] + f[14]))
+    done
+    echo "$t"
+}
 run() { # name port proto range -> json file
     local name=$1 port=$2 proto=$3 range=$4 args=()
     [[ "$name" =~ ${CASES:-.} ]] || return 0
@@ -140,8 +159,14 @@ run() { # name port proto range -> json file
         perf record -F 499 -g -p "$EDGE_PID" -o "$T/$name.perf" -- sleep "$SECS" >/dev/null 2>&1 &
         perf_pid=$!
     fi
-    timeout $((SECS + 60)) oha --no-tui --insecure --output-format json -z "${SECS}s" "${args[@]}" -H "$AUTH" \
-        --urls-from-file "$T/urls.$name" >"$T/$name.json" 2>"$T/$name.err" || true
+    local pids before tool
+    pids=$(server_pids "$name")
+    # shellcheck disable=SC2086
+    before=$(cpu_ticks $pids)
+    tool=$( { TIMEFORMAT='%U %S'; time timeout $((SECS + 60)) oha --no-tui --insecure --output-format json -z "${SECS}s" "${args[@]}" -H "$AUTH" \
+        --urls-from-file "$T/urls.$name" >"$T/$name.json" 2>"$T/$name.err"; } 2>&1 || true)
+    # shellcheck disable=SC2086
+    echo "$(( $(cpu_ticks $pids) - before )) $(getconf CLK_TCK) $tool" >"$T/$name.cpu"
     if [ -f "$T/$name.perf" ]; then
         wait "$perf_pid" || true
         perf report -i "$T/$name.perf" --no-children --percent-limit 0.7 --stdio -g none >"$PERF/$name.txt" 2>/dev/null || true
@@ -176,7 +201,17 @@ def load(name):
     ok = sum(v for k, v in codes.items() if k in ("200", "206"))
     bad = sum(v for k, v in codes.items() if k not in ("200", "206")) + sum(r.get("errorDistribution", {}).values())
     p99 = (r.get("latencyPercentiles") or {}).get("p99")
-    return {"rps": ok / secs, "p99_ms": (p99 or 0) * 1000, "bad": bad}
+    # CPU per answered request, server and load tool (oha's time includes
+    # its ~30 s h3 hang after the deadline, when it is idle).
+    srv_us = tool_us = float("nan")
+    try:
+        ticks, hz, tu, ts = open(os.path.join(T, name + ".cpu")).read().split()[:4]
+        n = sum(codes.values()) or 1
+        srv_us = int(ticks) / int(hz) / n * 1e6
+        tool_us = (float(tu) + float(ts)) / n * 1e6
+    except Exception:
+        pass
+    return {"rps": ok / secs, "p99_ms": (p99 or 0) * 1000, "bad": bad, "srv_us": srv_us, "tool_us": tool_us}
 rows, res = [], {}
 for load_ in ("hot", "range"):
     for srv in ("edge", "nginx", "caddy"):
@@ -186,9 +221,9 @@ for load_ in ("hot", "range"):
             if r is not None:
                 res[n] = r
                 what = "1 MiB blobs" if load_ == "hot" else "4 KiB ranges"
-                rows.append(f"{srv:<7}{proto:<5}{what:<14}{r['rps']:>10.0f}{r['p99_ms']:>10.1f}{r['bad']:>6}")
+                rows.append(f"{srv:<7}{proto:<5}{what:<14}{r['rps']:>10.0f}{r['p99_ms']:>10.1f}{r['bad']:>6}{r['srv_us']:>10.1f}{r['tool_us']:>10.1f}")
 # "cut": requests in flight when the deadline stopped oha, plus any errors.
-print(f"{'server':<7}{'prot':<5}{'load':<14}{'req/s':>10}{'p99 ms':>10}{'cut':>6}")
+print(f"{'server':<7}{'prot':<5}{'load':<14}{'req/s':>10}{'p99 ms':>10}{'cut':>6}{'srv us/r':>10}{'oha us/r':>10}")
 print("\n".join(rows))
 try:
     p = json.load(open(os.path.join(T, "pulse.json")))["latencyPercentiles"]
@@ -209,6 +244,8 @@ for label, a, b, goal in [
     ("edge HTTP/3 / Caddy HTTP/3", "edge-h3", "caddy-h3", ""),
 ]:
     print(f"{label:<44}{ratio(a + '-hot', b + '-hot'):>10.2f}{ratio(a + '-range', b + '-range'):>10.2f}{goal:>8}")
+    cpu = lambda l: res[b + l]["srv_us"] / res[a + l]["srv_us"] if a + l in res and b + l in res else float("nan")
+    print(f"{'  same, by server CPU per request (b/a)':<44}{cpu('-hot'):>10.2f}{cpu('-range'):>10.2f}")
     for load, what in (("hot", "hot 1 MiB, req/s"), ("range", "4 KiB ranges, req/s")):
         if a + "-" + load in res and b + "-" + load in res:
             record(f"{label}: {what}", f"{res[a + '-' + load]['rps']:.0f}", f"{res[b + '-' + load]['rps']:.0f}", ratio(a + "-" + load, b + "-" + load), goal)

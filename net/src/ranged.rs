@@ -26,6 +26,14 @@ pub type ByteStream = BoxStream<'static, Result<Bytes, std::io::Error>>;
 pub trait Source: Send + Sync + 'static {
     /// The bytes `[start, end)` as a stream (it may wait for them to arrive).
     fn stream(&self, start: u64, end: u64) -> ByteStream;
+
+    /// The bytes `[start, end)` at once when they are in hand and small
+    /// enough for one body frame: the body is then known complete, so HTTP/2
+    /// and HTTP/3 end the stream with that frame (no separate empty end frame,
+    /// no second poll), which matters for small ranges.
+    fn ready(&self, _start: u64, _end: u64) -> Option<Bytes> {
+        None
+    }
 }
 
 impl Source for Bytes {
@@ -33,6 +41,10 @@ impl Source for Bytes {
         let b = self.slice(start as usize..end as usize);
         let n = b.len().div_ceil(FRAME);
         stream::iter((0..n).map(move |i| Ok(b.slice(i * FRAME..((i + 1) * FRAME).min(b.len()))))).boxed()
+    }
+
+    fn ready(&self, start: u64, end: u64) -> Option<Bytes> {
+        (end - start <= FRAME as u64).then(|| self.slice(start as usize..end as usize))
     }
 }
 
@@ -67,10 +79,17 @@ pub fn respond_from(
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=31536000, immutable"));
     let ctype = HeaderValue::from_str(content_type).unwrap_or(HeaderValue::from_static("application/octet-stream"));
     let fixed = |b: Bytes| stream::iter([Ok::<Bytes, std::io::Error>(b)]).boxed();
+    // One range in hand: a complete body, no stream.
+    let at_once = |start: u64, end: u64| (!head).then(|| source.ready(start, end)).flatten();
     let (status, body_len, body): (StatusCode, Option<u64>, Vec<ByteStream>) = match decision {
         Decision::NotModified => (StatusCode::NOT_MODIFIED, None, vec![]),
         Decision::Full => {
             h.insert(header::CONTENT_TYPE, ctype);
+            if let Some(b) = at_once(0, len) {
+                *r.body_mut() = crate::full(b);
+                r.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+                return r;
+            }
             (StatusCode::OK, Some(len), vec![source.stream(0, len)])
         }
         Decision::Partial(ranges) if ranges.len() == 1 => {
@@ -78,6 +97,12 @@ pub fn respond_from(
             h.insert(header::CONTENT_TYPE, ctype);
             if let Ok(v) = HeaderValue::from_str(&format!("bytes {}-{}/{len}", r0.start, r0.end - 1)) {
                 h.insert(header::CONTENT_RANGE, v);
+            }
+            *r.status_mut() = StatusCode::PARTIAL_CONTENT;
+            if let Some(b) = at_once(r0.start, r0.end) {
+                *r.body_mut() = crate::full(b);
+                r.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from(r0.end - r0.start));
+                return r;
             }
             (StatusCode::PARTIAL_CONTENT, Some(r0.end - r0.start), vec![source.stream(r0.start, r0.end)])
         }
