@@ -66,6 +66,9 @@ tc qdisc add dev lo root handle 1: htb default 99
 tc class add dev lo parent 1: classid 1:99 htb rate 20gbit quantum 60000
 for i in 0 1 2; do
     tc class add dev lo parent 1: classid "1:1$i" htb rate "${RATE[$i]}mbit" ceil "${RATE[$i]}mbit" burst 64k cburst 64k quantum 9014
+    if [ -n "${QUEUE_MS:-}" ]; then
+        tc qdisc add dev lo parent "1:1$i" bfifo limit "$(( RATE[i] * 125 * QUEUE_MS ))"
+    fi
     for port in "${NODE_PORT[$i]}" "${NGINX_PORT[$i]}"; do
         tc filter add dev lo parent 1: protocol ip prio 1 u32 match ip sport "$port" 0xffff flowid "1:1$i"
     done

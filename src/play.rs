@@ -212,6 +212,7 @@ pub fn run(a: PlayArgs) -> Result<()> {
         let watcher = tokio::spawn(async move {
             let mut by_source: std::collections::BTreeMap<String, u64> = Default::default();
             while let Ok(e) = events.recv().await {
+                tracing::debug!(event = ?e, "playback");
                 if let Event::Segment { source, bytes, .. } = e {
                     *by_source.entry(source).or_default() += bytes;
                     pb2.inc(bytes);

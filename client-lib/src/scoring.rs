@@ -271,9 +271,85 @@ pub fn answer_timeout(rtt: Option<Duration>, answer: Option<Duration>) -> Durati
     Duration::from_secs_f64((1.0 + 8.0 * rtt).min(5.0).max(by_answers).min(10.0))
 }
 
+/// An end-game split is made only if it brings the segment's end this much sooner.
+pub const SPLIT_MIN_GAIN_SECS: f64 = 0.02;
+
+/// End-game work sharing: a transfer has verified `verified` of a blob of
+/// `len` bytes at `rate` bytes/s and another source, idle, would fetch at
+/// `helper_rate` after a round trip of `helper_rtt` seconds. Where to split
+/// the rest so both end together: the transfer stops at the returned
+/// offset (a group boundary: the tail is verified on its own) and the
+/// helper fetches from there to the end. None when the rest is too short
+/// to share (under two groups for the helper) or sharing saves too little.
+///
+/// With `r` left, the helper's share `x` solves `(r - x) / rate = rtt + x / helper_rate`.
+pub fn split_point(len: u64, verified: u64, rate: f64, helper_rate: f64, helper_rtt: f64) -> Option<u64> {
+    let group = tranzcast_proto::outboard::GROUP_LEN;
+    if !(rate > 0.0 && helper_rate > 0.0) || verified >= len {
+        return None;
+    }
+    let rest = (len - verified) as f64;
+    let share = (rest - helper_rtt * rate) * helper_rate / (rate + helper_rate);
+    if share < (2 * group) as f64 {
+        return None;
+    }
+    // The split on a group boundary at or after the ideal point: the
+    // helper's share rounds down, never below two groups.
+    let split = (len - share as u64).div_ceil(group) * group;
+    if split >= len || len - split < 2 * group || split <= verified {
+        return None;
+    }
+    let alone = rest / rate;
+    let shared = ((split - verified) as f64 / rate).max(helper_rtt + (len - split) as f64 / helper_rate);
+    (alone - shared >= SPLIT_MIN_GAIN_SECS).then_some(split)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn end_game_split_ends_both_sides_together() {
+        let g = tranzcast_proto::outboard::GROUP_LEN;
+        let len = (1 << 20) + 128;
+        // 6 MB/s with the whole segment left, an idle 2 MB/s helper 1 ms away:
+        // the helper takes about a quarter, on a group boundary, and the two
+        // ends are within one group of each side of each other.
+        let split = split_point(len, 0, 6e6, 2e6, 0.001).expect("worth sharing");
+        assert_eq!(split % g, 0);
+        let (mine, helper) = (split as f64 / 6e6, 0.001 + (len - split) as f64 / 2e6);
+        assert!((mine - helper).abs() <= g as f64 / 2e6 + g as f64 / 6e6, "{mine} vs {helper}");
+        assert!((0.70..0.78).contains(&(split as f64 / len as f64)), "{split}");
+        // Equal rates, half done: the helper takes about half of the rest.
+        let split = split_point(len, len / 2, 4e6, 4e6, 0.0).unwrap();
+        assert!(split.abs_diff(len * 3 / 4) <= g, "{split}");
+        // A faster helper takes more than half.
+        assert!(split_point(len, 0, 1e6, 9e6, 0.0).unwrap() < len / 4);
+    }
+
+    #[test]
+    fn no_split_when_it_saves_little_or_cannot_be_verified() {
+        let g = tranzcast_proto::outboard::GROUP_LEN;
+        let len = (1 << 20) + 128;
+        // Almost done: less than two groups would be the helper's.
+        assert_eq!(split_point(len, len - 3 * g, 6e6, 2e6, 0.0), None);
+        // A helper whose round trip outlasts the rest: nothing to gain.
+        assert_eq!(split_point(len, len / 2, 6e6, 2e6, 0.2), None);
+        // A helper far slower than the transfer saves under the threshold.
+        assert_eq!(split_point(len, len - 10 * g, 50e6, 0.5e6, 0.0), None);
+        // Nonsense rates or a finished transfer.
+        for (v, r, h) in [(0, 0.0, 1e6), (0, 1e6, 0.0), (0, f64::NAN, 1e6), (len, 1e6, 1e6), (len + 5, 1e6, 1e6)] {
+            assert_eq!(split_point(len, v, r, h, 0.0), None);
+        }
+        // Every split is a group boundary strictly inside the rest.
+        for v in (0..len).step_by(7919) {
+            for (r, h) in [(6e6, 2e6), (2e6, 6e6), (1e5, 1e8)] {
+                if let Some(s) = split_point(len, v, r, h, 0.001) {
+                    assert!(s % g == 0 && s > v && len - s >= 2 * g, "{v} {r} {h} -> {s}");
+                }
+            }
+        }
+    }
 
     #[test]
     fn silence_is_judged_by_the_round_trip() {

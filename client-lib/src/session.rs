@@ -109,6 +109,16 @@ pub enum Event {
         /// The first byte asked of it.
         at: u64,
     },
+    /// End-game: an idle source took the tail of a segment still in flight
+    /// at another, from byte `at`, so both end together.
+    Split {
+        /// The segment.
+        index: u64,
+        /// The source that fetches the tail.
+        source: String,
+        /// The first byte of the tail.
+        at: u64,
+    },
     /// Output waited for a segment that was not in hand yet (after playback started).
     Stall {
         /// The segment waited for.
@@ -141,6 +151,9 @@ pub struct Session {
     endgame: std::sync::atomic::AtomicBool,
     /// Set while [`Session::play_to`] meters every source's throughput.
     metered: std::sync::atomic::AtomicBool,
+    /// Segments being fetched (not raced), by index: in the end-game an idle
+    /// source may take the tail of one (see [`scoring::split_point`]).
+    pieces: Mutex<BTreeMap<(u64, u64), Arc<Piece>>>,
 }
 
 const NOT_THERE: &str = "does not hold it";
@@ -161,13 +174,63 @@ const METER_EVERY: Duration = Duration::from_millis(200);
 /// Partial transfers (cancelled, left) shorter than this teach nothing.
 const MIN_SAMPLE: u64 = 64 * 1024;
 
+/// How often the end-game looks for idle sources to share the last segments.
+const SHARE_CHECK: Duration = Duration::from_millis(20);
+
 /// A segment being fetched; its verified bytes survive a change of source.
 #[derive(Debug, Default)]
 struct Transfer {
     verifier: Option<GroupVerifier>,
-    /// The verified prefix of the blob.
+    /// The verified bytes, from `base` on.
     data: Vec<u8>,
+    /// Where `data` starts in the blob: 0, or a helper's split point.
+    base: u64,
+    /// The segment's shared state, when its tail may be split off.
+    piece: Option<Arc<Piece>>,
 }
+
+/// A segment in flight whose tail an idle source may take in the end-game.
+#[derive(Debug)]
+struct Piece {
+    index: u64,
+    /// Where its transfer started: 0, or the split point of a tail (a tail
+    /// may be split again when the source that left it is idle first).
+    base: u64,
+    addr: tranzcast_proto::BlobAddress,
+    state: Mutex<PieceState>,
+}
+
+#[derive(Debug, Default)]
+struct PieceState {
+    /// A verifier for the blob (outboard checked), once the transfer has one.
+    verifier: Option<GroupVerifier>,
+    /// Verified bytes and the transfer's rate (bytes/s) at its last chunk.
+    verified: u64,
+    rate: Option<f64>,
+    /// The transfer stops here: the bytes after it come from `tail`.
+    split: Option<u64>,
+    tail: Option<tokio::sync::oneshot::Receiver<Result<Vec<u8>, String>>>,
+}
+
+impl Piece {
+    fn lock(&self) -> std::sync::MutexGuard<'_, PieceState> {
+        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// Takes a segment off the shared list when its fetch ends, however it ends.
+struct Registered<'a>(&'a Session, (u64, u64));
+
+impl Drop for Registered<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut p) = self.0.pieces.lock() {
+            p.remove(&self.1);
+        }
+    }
+}
+
+/// A helper's transfer of a segment's tail, as play_to drives it.
+type Helping = std::pin::Pin<Box<dyn std::future::Future<Output = usize> + Send>>;
 
 impl Transfer {
     /// Bytes still to fetch, once the length is known.
@@ -325,6 +388,7 @@ impl Session {
             local: None,
             endgame: std::sync::atomic::AtomicBool::new(false),
             metered: std::sync::atomic::AtomicBool::new(false),
+            pieces: Mutex::new(BTreeMap::new()),
         };
         if let Some(local) = opts.local {
             session.attach_local(local)?;
@@ -515,7 +579,9 @@ impl Session {
         // One source after another, best first, resuming where the last one
         // stopped (verified groups are kept). Then, if every source failed
         // once (all busy, say), one more round with three times the patience.
-        let mut t = Transfer::default();
+        let piece = self.register(i, 0, addr);
+        let _registered = Registered(self, (i, 0));
+        let mut t = Transfer { piece: Some(piece), ..Transfer::default() };
         for patience in [1, 3] {
             loop {
                 let remaining = t.remaining().unwrap_or(expect_len);
@@ -523,13 +589,118 @@ impl Session {
                 let Some(choice) = choice else { break };
                 tried.push(choice.index);
                 match self.try_source(&choice, i, idx, &addr, patience, &mut t, &tried).await {
-                    Ok(()) => return self.deliver(i, t, choice.index),
+                    Ok(()) if self.join_tail(&mut t).await => return self.deliver(i, t, choice.index),
+                    // The helper failed: the rest from here, this source again included.
+                    Ok(()) => tried.retain(|&x| x != choice.index),
                     Err(e) => last = e,
                 }
             }
             tried.clear();
         }
         Err(ClientError::Unavailable { segment: i, last })
+    }
+
+    fn register(&self, i: u64, base: u64, addr: tranzcast_proto::BlobAddress) -> Arc<Piece> {
+        let piece = Arc::new(Piece { index: i, base, addr, state: Mutex::new(PieceState::default()) });
+        if let Ok(mut p) = self.pieces.lock() {
+            p.insert((i, base), piece.clone());
+        }
+        piece
+    }
+
+    /// After a transfer stopped: whole, or at its split point, then joined
+    /// with the tail its helper fetched. False when the helper failed: the
+    /// transfer goes on from where it stopped (no more splitting).
+    async fn join_tail(&self, t: &mut Transfer) -> bool {
+        if t.verifier.as_ref().is_some_and(GroupVerifier::is_complete) {
+            return true;
+        }
+        let Some(piece) = &t.piece else { return false };
+        let (split, tail) = {
+            let mut st = piece.lock();
+            (st.split, st.tail.take())
+        };
+        let (Some(split), Some(tail)) = (split, tail) else { return false };
+        let len = t.verifier.as_ref().map_or(0, GroupVerifier::len);
+        match tail.await {
+            Ok(Ok(bytes)) if split + bytes.len() as u64 == len && t.base + t.data.len() as u64 >= split => {
+                t.data.truncate((split - t.base) as usize);
+                t.data.extend_from_slice(&bytes);
+                true
+            }
+            _ => {
+                piece.lock().split = Some(len);
+                false
+            }
+        }
+    }
+
+    /// End-game: each idle source (measured, healthy, not busy with us)
+    /// takes the tail of the segment in flight expected to end last, where
+    /// that brings its end sooner. Returns the helpers' transfers (each
+    /// ends with its source's index).
+    fn plan_shares(self: &Arc<Self>, helping: &[usize]) -> Vec<(usize, Helping)> {
+        let pieces: Vec<Arc<Piece>> = self.pieces.lock().map(|p| p.values().cloned().collect()).unwrap_or_default();
+        let Ok(views) = self.views.lock() else { return Vec::new() };
+        let mut idle: Vec<usize> = (0..views.len())
+            .filter(|&k| {
+                let v = &views[k];
+                v.ours_in_flight == 0 && v.healthy && !v.demoted && v.throughput.is_some() && !helping.contains(&k)
+            })
+            .collect();
+        idle.sort_by(|a, b| views[*b].throughput.unwrap_or(0.0).total_cmp(&views[*a].throughput.unwrap_or(0.0)));
+        let mut out = Vec::new();
+        let mut taken = Vec::new();
+        for helper in idle {
+            // The piece expected to end last that this source can serve.
+            let mut best: Option<(f64, &Arc<Piece>)> = None;
+            for p in &pieces {
+                if taken.contains(&(p.index, p.base)) || views[helper].expected_secs(p.index as usize, 1).is_none() {
+                    continue;
+                }
+                let st = p.lock();
+                let (Some(v), Some(rate), None) = (&st.verifier, st.rate, st.split) else { continue };
+                let left = (v.len() - st.verified) as f64 / rate;
+                if best.is_none_or(|(l, _)| left > l) {
+                    best = Some((left, p));
+                }
+            }
+            let Some((_, piece)) = best else { continue };
+            let h = &views[helper];
+            let rtt = h.rtt.map_or(0.05, |r| r.as_secs_f64());
+            let mut st = piece.lock();
+            let (Some(v), Some(rate)) = (st.verifier.clone(), st.rate) else { continue };
+            let Some(split) = scoring::split_point(v.len(), st.verified, rate, h.throughput.unwrap_or(0.0), rtt) else { continue };
+            let mut tail_verifier = v;
+            if tail_verifier.skip_to(split).is_err() {
+                continue;
+            }
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            st.split = Some(split);
+            st.tail = Some(rx);
+            drop(st);
+            taken.push((piece.index, piece.base));
+            let (i, addr) = (piece.index, piece.addr);
+            let expected_secs = rtt + (tail_verifier.len() - split) as f64 / h.throughput.unwrap_or(scoring::DEFAULT_THROUGHPUT);
+            let choice = scoring::Ranked { index: helper, expected_secs };
+            let _ = self.events.send(Event::Split { index: i, source: h.name.clone(), at: split });
+            let me = self.clone();
+            let fut = async move {
+                // The tail is a piece of its own: it may be split again.
+                let piece = me.register(i, split, addr);
+                let _registered = Registered(&me, (i, split));
+                let mut t = Transfer { verifier: Some(tail_verifier), base: split, piece: Some(piece), ..Transfer::default() };
+                let r = match me.try_source(&choice, i, i as usize, &addr, 1, &mut t, &[]).await {
+                    Ok(()) if me.join_tail(&mut t).await => Ok(t.data),
+                    Ok(()) => Err("a tail's helper failed".to_string()),
+                    Err(e) => Err(e),
+                };
+                let _ = tx.send(r);
+                helper
+            };
+            out.push((helper, Box::pin(fut) as Helping));
+        }
+        out
     }
 
     /// Sources for `bytes` of segment `idx`, best first, leaving out `exclude`.
@@ -675,8 +846,16 @@ impl Session {
         if body.status() != want {
             return Err(Miss::Failed(format!("status {} (wanted {want})", body.status())));
         }
-        let Transfer { verifier, data } = t;
+        let Transfer { verifier, data, piece, base: _ } = t;
         let verifier = verifier.as_mut().ok_or_else(|| Miss::Failed("no outboard".into()))?;
+        if let Some(p) = piece {
+            let mut st = p.lock();
+            st.verifier.get_or_insert_with(|| verifier.clone());
+            st.verified = verifier.verified();
+            st.rate = None;
+        }
+        // Where this transfer stops: the end, or a split point (end-game).
+        let mut stop = piece.as_ref().and_then(|p| p.lock().split).unwrap_or(verifier.len());
         // The rate this source was chosen for (its expectation includes a round trip).
         let planned_rate = (verifier.len() - from) as f64 / choice.expected_secs.max(1e-3);
         let mut stream = body.bytes_stream();
@@ -700,7 +879,18 @@ impl Session {
                         verifier.push(&c, |_, group| data.extend_from_slice(group)).map_err(|e| {
                             Miss::Failed(format!("bad bytes after byte {}: {e}", verifier.verified()))
                         })?;
+                        if let Some(p) = piece {
+                            let mut st = p.lock();
+                            st.verified = verifier.verified();
+                            st.rate = progress.rate();
+                            stop = st.split.unwrap_or(stop);
+                        }
                         if verifier.is_complete() {
+                            break;
+                        }
+                        if verifier.verified() >= stop {
+                            // The rest is a helper's: what arrived past the split is dropped.
+                            verifier.abandon_pending();
                             break;
                         }
                     }
@@ -710,7 +900,7 @@ impl Session {
             // Running slow (the source slowed down, or stalled)? Leave the
             // rest to a better source if one is clearly faster.
             if let Some(rate) = progress.rate() {
-                let remaining = verifier.len() - verifier.verified();
+                let remaining = stop.saturating_sub(verifier.verified());
                 let mut exclude = tried.to_vec();
                 exclude.push(choice.index);
                 let alternative = self.alternative(idx, remaining, &exclude);
@@ -771,6 +961,8 @@ impl Session {
                 if let Ok(mut views) = s.views.lock() {
                     let now = Instant::now();
                     last.resize(views.len(), (false, 0));
+                    tracing::trace!(received = ?views.iter().zip(last.iter()).map(|(v, (_, r))| v.received.saturating_sub(*r)).collect::<Vec<_>>(),
+                        in_flight = ?views.iter().map(|v| v.ours_in_flight).collect::<Vec<_>>(), "meter");
                     for (v, (was_busy, received)) in views.iter_mut().zip(last.iter_mut()) {
                         let busy = v.ours_in_flight > 0;
                         if *was_busy && busy && v.received > *received {
@@ -811,7 +1003,33 @@ impl Session {
             .buffer_unordered(self.parallel);
         let mut pending: BTreeMap<u64, Bytes> = BTreeMap::new();
         let mut next = 1u64;
-        while let Some((i, r)) = fetches.next().await {
+        // End-game helpers: idle sources fetching the tails of the last segments.
+        let mut shares = futures_util::stream::FuturesUnordered::new();
+        let mut helping: Vec<usize> = Vec::new();
+        let mut share_check = tokio::time::interval(SHARE_CHECK);
+        share_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let (i, r) = tokio::select! {
+                f = fetches.next() => match f {
+                    Some(f) => f,
+                    None => break,
+                },
+                Some(helper) = shares.next(), if !shares.is_empty() => {
+                    helping.retain(|&h| h != helper);
+                    continue;
+                }
+                // (Checked from the start: the flag is set while `fetches` is polled.)
+                _ = share_check.tick() => {
+                    if !self.endgame.load(std::sync::atomic::Ordering::Relaxed) {
+                        continue;
+                    }
+                    for (helper, fut) in self.plan_shares(&helping) {
+                        helping.push(helper);
+                        shares.push(fut);
+                    }
+                    continue;
+                }
+            };
             let (plain, source) = r?;
             *report.by_source.entry(source).or_default() += plain.len() as u64;
             if i != next && !pending.contains_key(&next) {

@@ -420,3 +420,58 @@ async fn precast_segments_are_used_first_and_a_client_serves_what_it_played() {
     node.shutdown().await;
     origin.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_last_segments_are_shared_so_sources_end_together() {
+    let dir = tempfile::tempdir().unwrap();
+    // Two segments: the first is raced, the second is the last, fetched
+    // from the fast node while the slow one has nothing left to start.
+    let _ = setup_sized(dir.path(), 2);
+    let input = std::fs::read(dir.path().join("film.bin")).unwrap();
+    let origin = Origin::start(origin_config(&dir.path().join("origin"), 0)).await.unwrap();
+    let oport = origin.https_addr().port();
+    let origin_url = format!("https://localhost:{oport}");
+    let tls = EdgeTls::from_config(&edge_config("node", "x", dir.path(), oport, &[], 0, false), &origin.ca_dir()).unwrap();
+    // A fast node and a slow one: whole segments alone would leave the
+    // slow one idle while the fast one fetches the last segment.
+    let node = |name: &str, rate: &str| edge_config_with("node", name, &dir.path().join(name), oport, &[], 0, false, &[rate]);
+    let fast = EdgeServer::start(node("node-fast", "rate_limit=4MiB"), tls.clone()).await.unwrap();
+    let slow = EdgeServer::start(node("node-slow", "rate_limit=1MiB"), tls.clone()).await.unwrap();
+    wait_staged(&origin, &["node-fast", "node-slow"]).await;
+    let http = tranzcast_net::client::https(tls.ca_pem.as_bytes()).unwrap();
+    let ticket = rent_film(&http, &origin_url, 1).await;
+    let s = Arc::new(
+        Session::open(OpenOptions { origin: origin_url.clone(), ticket, ca_pem: tls.ca_pem.clone(), parallel: 4, local: None })
+            .await
+            .unwrap(),
+    );
+    let mut events = s.events();
+    let mut out = Vec::new();
+    let report = s.play_to(&mut out).await.unwrap();
+    assert!(out == input, "playback differs from the input");
+    assert_eq!(report.bytes, input.len() as u64);
+    let mut splits = Vec::new();
+    let mut resumed = Vec::new();
+    let mut all = Vec::new();
+    while let Ok(e) = events.try_recv() {
+        all.push(e.clone());
+        match e {
+            tranzcast_client::Event::Split { index, source, at } => splits.push((index, source, at)),
+            tranzcast_client::Event::Resumed { index, source, at } => resumed.push((index, source, at)),
+            _ => {}
+        }
+    }
+    // The idle slow node took the tail of the last segment, still coming
+    // from the fast one: its share of what was left (it runs at a quarter
+    // of the rate), from a group boundary; the tail arrived: the only
+    // fetches from a byte past 0 are the helpers' own (no segment had to
+    // resume after a failed helper).
+    assert!(!splits.is_empty(), "no end-game split: {all:?} {report:?}");
+    let (index, source, at) = &splits[0];
+    assert_eq!((*index, source.as_str()), (1, "node-slow"), "{all:?}");
+    assert!(at % tranzcast_proto::outboard::GROUP_LEN == 0 && *at > (1 << 19) && *at < (1 << 20), "{all:?}");
+    assert_eq!(resumed, splits, "{all:?}");
+    fast.shutdown().await;
+    slow.shutdown().await;
+    origin.shutdown().await;
+}

@@ -207,6 +207,13 @@ impl HttpServer {
     }
 }
 
+/// Bytes a TCP connection may hold written but not yet sent. Past this the
+/// response bodies wait in the server, where a cancelled HTTP/2 stream's
+/// bytes are dropped: in the kernel's buffer (megabytes, autotuned) they
+/// would still go out, and a client that cancels (a lost race, a segment
+/// moved to a faster source) would pay for them on a slow link.
+const NOTSENT_LOWAT: u32 = 128 << 10;
+
 async fn accept_tcp(
     listener: TcpListener,
     tls: Option<tokio_rustls::TlsAcceptor>,
@@ -230,6 +237,7 @@ async fn accept_tcp(
             () = until(&mut freeze) => { let _ = stop.changed().await; break }
         };
         let _ = sock.set_nodelay(true);
+        let _ = socket2::SockRef::from(&sock).set_tcp_notsent_lowat(NOTSENT_LOWAT);
         let (handler, tls, alt_svc) = (handler.clone(), tls.clone(), alt_svc.clone());
         let watcher = graceful.watcher();
         let stops = stops.clone();

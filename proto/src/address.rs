@@ -20,7 +20,9 @@ impl BlobAddress {
 
     /// Lower-case hex, 64 characters.
     pub fn to_hex(&self) -> String {
-        hex::encode(self.0)
+        // blake3's encoder works on a fixed buffer (hex::encode collects
+        // chars one by one; this is on every request's path).
+        blake3::Hash::from_bytes(self.0).to_hex().as_str().to_owned()
     }
 
     /// Checks that `bytes` hash to this address.
