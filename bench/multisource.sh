@@ -22,6 +22,9 @@
 # <= 1.1x the fastest single source's.
 #
 # Usage: bench/multisource.sh [MIB=64] [RATES_MBIT="48 32 16"]   (root: ip netns, tc)
+# ONLY_OURS=1 runs only our client (quick look); QUEUE_MS=N gives each shaped
+# link a queue of N ms of its rate (bfifo; default: HTB's 1000-packet FIFO).
+# RUST_LOG=tranzcast_client=trace with KEEP=1 leaves $T/play.log with a per-source meter every 200 ms.
 # Needs: iproute2 (ip, tc), nginx, aria2c, curl, python3, openssl.
 set -euo pipefail
 cd "$(dirname "$0")/.."
