@@ -22,7 +22,7 @@
 # <= 1.1x the fastest single source's.
 #
 # Usage: bench/multisource.sh [MIB=64] [RATES_MBIT="48 32 16"]   (root: ip netns, tc)
-# ONLY_OURS=1 runs only our client (quick look); QUEUE_MS=N gives each shaped
+# ONLY_OURS=1 runs only our client (quick look; ONLY_OURS=degrade: its degrading run); QUEUE_MS=N gives each shaped
 # link a queue of N ms of its rate (bfifo; default: HTB's 1000-packet FIFO).
 # RUST_LOG=tranzcast_client=trace with KEEP=1 leaves $T/play.log with a per-source meter every 200 ms.
 # Needs: iproute2 (ip, tc), nginx, aria2c, curl, python3, openssl.
@@ -172,6 +172,11 @@ aria() { # x (connections per host: 1 is aria2c's default, 3 lets it use all thr
 }
 
 echo "== runs (each from a cold client)"
+if [ "${ONLY_OURS:-}" = degrade ]; then
+    read -r OURS_D _ OURS_D_SRC < <(ours degrade)
+    echo "ours, degrading:   ${OURS_D}s, bytes by source $OURS_D_SRC"
+    exit 0
+fi
 read -r OURS_S OURS_START OURS_SRC < <(ours)
 echo "ours:        ${OURS_S}s, first segment ${OURS_START} ms, bytes by source $OURS_SRC"
 [ -n "${ONLY_OURS:-}" ] && exit 0

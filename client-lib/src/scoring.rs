@@ -112,6 +112,20 @@ impl SourceView {
         });
     }
 
+    /// A transfer at this source was left for running slow at `rate`
+    /// bytes/s while `sharing` of our requests were outstanding there: the
+    /// source delivers no more than they got together, whatever it did before
+    /// (a link that dropped to a tenth must not keep drawing work, least of
+    /// all the tails of the segments just moved off it).
+    pub fn record_slow(&mut self, rate: f64, sharing: u32, now: Instant) {
+        if !(rate.is_finite() && rate >= 0.0) {
+            return;
+        }
+        let at_most = rate * f64::from(sharing.max(1));
+        self.sampled_at = Some(now);
+        self.throughput = Some(self.throughput.map_or(at_most, |t| t.min(at_most)));
+    }
+
     /// Forgets a throughput estimate older than `max_age` on a source we
     /// are not using: a source starved by one bad sample (a slow moment, a
     /// lost race) is tried again instead of being shunned for good.
@@ -307,6 +321,26 @@ pub fn split_point(len: u64, verified: u64, rate: f64, helper_rate: f64, helper_
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_source_left_for_slowness_is_estimated_at_what_it_delivered() {
+        let now = Instant::now();
+        let mut v = SourceView::new("n", true);
+        v.record_interval(6_000_000, 1.0, now);
+        // Four transfers shared it; one was left at 0.15 MB/s: 0.6 MB/s in all.
+        v.record_slow(150_000.0, 4, now);
+        assert_eq!(v.throughput, Some(600_000.0));
+        // It never raises an estimate, and ignores nonsense.
+        v.record_slow(5_000_000.0, 1, now);
+        assert_eq!(v.throughput, Some(600_000.0));
+        v.record_slow(f64::NAN, 1, now);
+        v.record_slow(-1.0, 1, now);
+        assert_eq!(v.throughput, Some(600_000.0));
+        // A source never measured gets the rate it showed.
+        let mut w = SourceView::new("m", true);
+        w.record_slow(100_000.0, 0, now);
+        assert_eq!(w.throughput, Some(100_000.0));
+    }
 
     #[test]
     fn end_game_split_ends_both_sides_together() {

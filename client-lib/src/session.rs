@@ -171,6 +171,8 @@ const STALE_ESTIMATE: Duration = Duration::from_secs(1);
 const PULSE_EVERY: Duration = Duration::from_secs(1);
 /// Sources' throughput is metered over intervals this long during a playback.
 const METER_EVERY: Duration = Duration::from_millis(200);
+/// A transfer past its time that got bytes this recently is still coming.
+const STILL_COMING: Duration = Duration::from_secs(1);
 /// Partial transfers (cancelled, left) shorter than this teach nothing.
 const MIN_SAMPLE: u64 = 64 * 1024;
 
@@ -257,6 +259,7 @@ struct Outstanding<'a> {
     index: usize,
     started: Instant,
     first_byte: Option<Instant>,
+    last_byte: Option<Instant>,
     got: u64,
     done: bool,
 }
@@ -264,11 +267,13 @@ struct Outstanding<'a> {
 impl<'a> Outstanding<'a> {
     fn new(session: &'a Session, index: usize) -> Self {
         session.with_view(index, |v| v.ours_in_flight += 1);
-        Self { session, index, started: Instant::now(), first_byte: None, got: 0, done: false }
+        Self { session, index, started: Instant::now(), first_byte: None, last_byte: None, got: 0, done: false }
     }
 
     fn arrived(&mut self, n: usize) {
-        self.first_byte.get_or_insert_with(Instant::now);
+        let now = Instant::now();
+        self.first_byte.get_or_insert(now);
+        self.last_byte = Some(now);
         self.got += n as u64;
         self.session.with_view(self.index, |v| v.received += n as u64);
     }
@@ -475,6 +480,12 @@ impl Session {
     /// The sources the origin named.
     pub fn sources(&self) -> &[Source] {
         &self.sources
+    }
+
+    /// Each source's throughput estimate (bytes/s) as the session sees it
+    /// now, by name (None: not measured, or forgotten as stale).
+    pub fn estimates(&self) -> Vec<(String, Option<f64>)> {
+        self.views.lock().map(|v| v.iter().map(|s| (s.name.clone(), s.throughput)).collect()).unwrap_or_default()
     }
 
     /// Pulses every source at once: round trip, load, and which segments it holds.
@@ -748,7 +759,15 @@ impl Session {
         if from > 0 {
             let _ = self.events.send(Event::Resumed { index: i, source: source.name.clone(), at: from });
         }
-        match self.attempt(choice, idx, addr, patience, t, tried).await {
+        let r = self.attempt(choice, idx, addr, patience, t, tried).await;
+        if r.is_err()
+            && let Some(p) = &t.piece
+        {
+            // Nothing moves it now: until another source takes over, the
+            // end-game must not plan with the rate of the one just left.
+            p.lock().rate = None;
+        }
+        match r {
             Ok(()) => Ok(()),
             Err(Miss::NotThere) => {
                 // Not a fault: it does not hold this one (a peer, or a stale bitmap).
@@ -795,7 +814,7 @@ impl Session {
             .and_then(|v| v.get(choice.index).map(|s| (s.throughput.is_some(), s.rtt, s.answer)))
             .unwrap_or((false, None, None));
         let asked = tokio::time::Instant::now();
-        let deadline = asked + scoring::timeout_for(choice.expected_secs, measured) * patience;
+        let mut deadline = asked + scoring::timeout_for(choice.expected_secs, measured) * patience;
         // A source that does not answer at all is given up on much sooner.
         let answer_by = deadline.min(asked + scoring::answer_timeout(rtt, answer) * patience);
         let mut progress = Outstanding::new(self, choice.index);
@@ -864,6 +883,22 @@ impl Session {
             tokio::select! {
                 // Past its time: a source still sending is slow (not demoted), a silent one failed.
                 () = tokio::time::sleep_until(deadline) => {
+                    // Past its time but still coming, and no other source
+                    // would clearly do the rest sooner: leaving would only
+                    // waste what is already on its way (a link that slowed
+                    // down still carries it), so it gets more time.
+                    if let Some(rate) = progress.rate()
+                        && progress.last_byte.is_some_and(|t| t.elapsed() < STILL_COMING)
+                    {
+                        let remaining = stop.saturating_sub(verifier.verified());
+                        let mut exclude = tried.to_vec();
+                        exclude.push(choice.index);
+                        let alternative = self.alternative(idx, remaining, &exclude);
+                        if !scoring::should_switch(rate, planned_rate, remaining, alternative, true) {
+                            deadline = tokio::time::Instant::now() + scoring::timeout_for(remaining as f64 / rate, true);
+                            continue;
+                        }
+                    }
                     verifier.abandon_pending();
                     return Err(if progress.got > 0 { Miss::Slow("over its time".into()) } else { timed_out() });
                 }
@@ -907,6 +942,7 @@ impl Session {
                 let endgame = self.endgame.load(std::sync::atomic::Ordering::Relaxed);
                 if scoring::should_switch(rate, planned_rate, remaining, alternative, endgame) {
                     verifier.abandon_pending();
+                    self.with_view(choice.index, |v| v.record_slow(rate, v.ours_in_flight, Instant::now()));
                     return Err(Miss::Slow(format!("{:.2} MB/s with {remaining} bytes left", rate / 1e6)));
                 }
             }
@@ -965,8 +1001,12 @@ impl Session {
                         in_flight = ?views.iter().map(|v| v.ours_in_flight).collect::<Vec<_>>(), "meter");
                     for (v, (was_busy, received)) in views.iter_mut().zip(last.iter_mut()) {
                         let busy = v.ours_in_flight > 0;
-                        if *was_busy && busy && v.received > *received {
-                            v.record_interval(v.received - *received, METER_EVERY.as_secs_f64(), now);
+                        // Busy throughout and nothing came: that is a sample
+                        // too (a stalled link, or one still carrying bytes of
+                        // requests we cancelled), or the estimate would stay
+                        // at what the source did before it stalled.
+                        if *was_busy && busy {
+                            v.record_interval(v.received.saturating_sub(*received), METER_EVERY.as_secs_f64(), now);
                         }
                         (*was_busy, *received) = (busy, v.received);
                     }

@@ -310,7 +310,7 @@ fn pulse(inner: &Inner, query: &str) -> Reply {
             "queued": inner.fetcher.in_air(),
             "bytes_out_total": out,
             "bytes_out_per_s": rate,
-            "capacity_bytes_per_s": inner.config.rate_limit.map(|r| r.0),
+            "capacity_bytes_per_s": inner.throttle.as_ref().map(|t| t.rate()),
         },
     });
     if let Some(t) = title {

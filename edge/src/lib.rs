@@ -288,6 +288,13 @@ impl EdgeServer {
         self.server.kill().await;
     }
 
+    /// Changes the outgoing rate limit of a server started with one
+    /// (`rate_limit`), from the next piece of every response on; false if
+    /// it has none. What a degraded uplink looks like, on demand.
+    pub fn set_rate_limit(&self, bytes_per_sec: u64) -> bool {
+        self.inner.throttle.as_ref().map(|t| t.set_rate(bytes_per_sec)).is_some()
+    }
+
     /// Stops heartbeating, stops accepting, drains.
     pub async fn shutdown(self) {
         self.heartbeat.abort();

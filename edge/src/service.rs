@@ -192,21 +192,33 @@ impl HttpMetrics {
 /// rate however many there are.
 #[derive(Debug)]
 pub(crate) struct Throttle {
-    bytes_per_sec: f64,
+    /// Bytes per second; changed at run time by [`crate::EdgeServer::set_rate_limit`].
+    bytes_per_sec: std::sync::atomic::AtomicU64,
     next_free: std::sync::Mutex<Instant>,
 }
 
 impl Throttle {
     pub(crate) fn new(bytes_per_sec: u64) -> Self {
-        Self { bytes_per_sec: bytes_per_sec as f64, next_free: std::sync::Mutex::new(Instant::now()) }
+        Self { bytes_per_sec: bytes_per_sec.max(1).into(), next_free: std::sync::Mutex::new(Instant::now()) }
+    }
+
+    /// The rate now, bytes per second.
+    pub(crate) fn rate(&self) -> u64 {
+        self.bytes_per_sec.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// A new rate, for the bytes not yet reserved.
+    pub(crate) fn set_rate(&self, bytes_per_sec: u64) {
+        self.bytes_per_sec.store(bytes_per_sec.max(1), std::sync::atomic::Ordering::Relaxed);
     }
 
     /// How long to wait before sending `n` more bytes.
     fn reserve(&self, n: usize) -> Duration {
         let now = Instant::now();
+        let rate = self.bytes_per_sec.load(std::sync::atomic::Ordering::Relaxed) as f64;
         let Ok(mut next) = self.next_free.lock() else { return Duration::ZERO };
         let start = (*next).max(now);
-        *next = start + Duration::from_secs_f64(n as f64 / self.bytes_per_sec);
+        *next = start + Duration::from_secs_f64(n as f64 / rate);
         start - now
     }
 }
