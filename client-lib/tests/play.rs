@@ -421,34 +421,60 @@ async fn precast_segments_are_used_first_and_a_client_serves_what_it_played() {
     origin.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_last_segments_are_shared_so_sources_end_together() {
+/// An origin holding `film` (`mib` MiB) and nodes holding its complete
+/// set, each with its own outgoing rate limit, and a session on a 1-play
+/// rental of it.
+struct LimitedCluster {
+    _dir: tempfile::TempDir,
+    input: Vec<u8>,
+    origin: Origin,
+    nodes: Vec<EdgeServer>,
+    session: Arc<Session>,
+}
+
+async fn limited_cluster(mib: u32, nodes: &[(&str, &str)], parallel: usize) -> LimitedCluster {
     let dir = tempfile::tempdir().unwrap();
-    // Two segments: the first is raced, the second is the last, fetched
-    // from the fast node while the slow one has nothing left to start.
-    let _ = setup_sized(dir.path(), 2);
+    let _ = setup_sized(dir.path(), mib);
     let input = std::fs::read(dir.path().join("film.bin")).unwrap();
     let origin = Origin::start(origin_config(&dir.path().join("origin"), 0)).await.unwrap();
     let oport = origin.https_addr().port();
     let origin_url = format!("https://localhost:{oport}");
     let tls = EdgeTls::from_config(&edge_config("node", "x", dir.path(), oport, &[], 0, false), &origin.ca_dir()).unwrap();
-    // A fast node and a slow one: whole segments alone would leave the
-    // slow one idle while the fast one fetches the last segment.
-    let node = |name: &str, rate: &str| edge_config_with("node", name, &dir.path().join(name), oport, &[], 0, false, &[rate]);
-    let fast = EdgeServer::start(node("node-fast", "rate_limit=4MiB"), tls.clone()).await.unwrap();
-    let slow = EdgeServer::start(node("node-slow", "rate_limit=1MiB"), tls.clone()).await.unwrap();
-    wait_staged(&origin, &["node-fast", "node-slow"]).await;
+    let mut servers = Vec::new();
+    for (name, rate) in nodes {
+        let config = edge_config_with("node", name, &dir.path().join(name), oport, &[], 0, false, &[&format!("rate_limit={rate}")]);
+        servers.push(EdgeServer::start(config, tls.clone()).await.unwrap());
+    }
+    wait_staged(&origin, &nodes.iter().map(|n| n.0).collect::<Vec<_>>()).await;
     let http = tranzcast_net::client::https(tls.ca_pem.as_bytes()).unwrap();
     let ticket = rent_film(&http, &origin_url, 1).await;
-    let s = Arc::new(
-        Session::open(OpenOptions { origin: origin_url.clone(), ticket, ca_pem: tls.ca_pem.clone(), parallel: 4, local: None })
-            .await
-            .unwrap(),
-    );
+    let session =
+        Session::open(OpenOptions { origin: origin_url, ticket, ca_pem: tls.ca_pem.clone(), parallel, local: None }).await.unwrap();
+    LimitedCluster { _dir: dir, input, origin, nodes: servers, session: Arc::new(session) }
+}
+
+impl LimitedCluster {
+    async fn shutdown(self) {
+        drop(self.session);
+        for n in self.nodes {
+            n.shutdown().await;
+        }
+        self.origin.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_last_segments_are_shared_so_sources_end_together() {
+    // Two segments: the first is raced, the second is the last, fetched
+    // from the fast node while the slow one has nothing left to start.
+    // A fast node and a slow one: whole segments alone would leave the
+    // slow one idle while the fast one fetches the last segment.
+    let cluster = limited_cluster(2, &[("node-fast", "4MiB"), ("node-slow", "1MiB")], 4).await;
+    let (s, input) = (&cluster.session, &cluster.input);
     let mut events = s.events();
     let mut out = Vec::new();
     let report = s.play_to(&mut out).await.unwrap();
-    assert!(out == input, "playback differs from the input");
+    assert!(out == *input, "playback differs from the input");
     assert_eq!(report.bytes, input.len() as u64);
     let mut splits = Vec::new();
     let mut resumed = Vec::new();
@@ -471,76 +497,49 @@ async fn the_last_segments_are_shared_so_sources_end_together() {
     assert_eq!((*index, source.as_str()), (1, "node-slow"), "{all:?}");
     assert!(at % tranzcast_proto::outboard::GROUP_LEN == 0 && *at > (1 << 19) && *at < (1 << 20), "{all:?}");
     assert_eq!(resumed, splits, "{all:?}");
-    fast.shutdown().await;
-    slow.shutdown().await;
-    origin.shutdown().await;
+    cluster.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_source_that_drops_to_a_tenth_mid_play_loses_its_work_not_the_playback() {
     use tranzcast_client::Event;
-    let dir = tempfile::tempdir().unwrap();
-    let _ = setup_sized(dir.path(), 10);
-    let input = std::fs::read(dir.path().join("film.bin")).unwrap();
-    let origin = Origin::start(origin_config(&dir.path().join("origin"), 0)).await.unwrap();
-    let oport = origin.https_addr().port();
-    let origin_url = format!("https://localhost:{oport}");
-    let tls = EdgeTls::from_config(&edge_config("node", "x", dir.path(), oport, &[], 0, false), &origin.ca_dir()).unwrap();
-    let node = |name: &str, rate: &str| edge_config_with("node", name, &dir.path().join(name), oport, &[], 0, false, &[rate]);
     // Half of the capacity is node-a's, until it drops to a tenth.
-    let a = EdgeServer::start(node("node-a", "rate_limit=4MiB"), tls.clone()).await.unwrap();
-    let b = EdgeServer::start(node("node-b", "rate_limit=2MiB"), tls.clone()).await.unwrap();
-    let c = EdgeServer::start(node("node-c", "rate_limit=2MiB"), tls.clone()).await.unwrap();
-    wait_staged(&origin, &["node-a", "node-b", "node-c"]).await;
-    let http = tranzcast_net::client::https(tls.ca_pem.as_bytes()).unwrap();
-    let ticket = rent_film(&http, &origin_url, 1).await;
-    let s = Arc::new(
-        Session::open(OpenOptions { origin: origin_url.clone(), ticket, ca_pem: tls.ca_pem.clone(), parallel: 6, local: None })
-            .await
-            .unwrap(),
-    );
-    // After the third segment in hand: node-a drops to a tenth.
-    let a = Arc::new(a);
-    let seen: Arc<std::sync::Mutex<(Option<f64>, Vec<String>)>> = Arc::default();
+    let cluster = limited_cluster(10, &[("node-a", "4MiB"), ("node-b", "2MiB"), ("node-c", "2MiB")], 6).await;
+    let (s, a) = (&cluster.session, &cluster.nodes[0]);
+    let estimate_of_a = || s.estimates().into_iter().find(|(n, _)| n == "node-a").and_then(|(_, e)| e);
     let mut events = s.events();
-    let watcher = {
-        let (s, a, seen) = (Arc::downgrade(&s), a.clone(), seen.clone());
-        tokio::spawn(async move {
-            let mut arrived = 0;
-            let mut dropped = false;
-            while let Ok(e) = events.recv().await {
-                if let Event::Segment { source, .. } = e {
-                    arrived += 1;
-                    if dropped {
-                        seen.lock().unwrap().1.push(source);
-                    } else if arrived == 3 {
-                        let Some(s) = s.upgrade() else { break };
-                        seen.lock().unwrap().0 = s.estimates().into_iter().find(|(n, _)| n == "node-a").and_then(|(_, e)| e);
-                        assert!(a.set_rate_limit(400 << 10));
-                        dropped = true;
-                    }
+    // After the third segment in hand, node-a drops to a tenth; the
+    // estimate the session had of it then is kept.
+    let drop_after_third = async {
+        let mut arrived = 0;
+        while let Ok(e) = events.recv().await {
+            if matches!(e, Event::Segment { .. }) {
+                arrived += 1;
+                if arrived == 3 {
+                    let before = estimate_of_a();
+                    assert!(a.set_rate_limit(400 << 10));
+                    return before;
                 }
             }
-        })
+        }
+        None
     };
     let mut out = Vec::new();
-    s.play_to(&mut out).await.unwrap();
-    assert!(out == input, "playback differs from the input");
-    let end = s.estimates().into_iter().find(|(n, _)| n == "node-a").and_then(|(_, e)| e);
-    drop(s);
-    watcher.await.unwrap();
-    let (before, after) = seen.lock().unwrap().clone();
-    let a = Arc::try_unwrap(a).ok().unwrap();
+    let (played, before) = tokio::join!(s.play_to(&mut out), drop_after_third);
+    played.unwrap();
+    assert!(out == cluster.input, "playback differs from the input");
+    let mut after = 0;
+    while let Ok(e) = events.try_recv() {
+        after += usize::from(matches!(e, Event::Segment { .. }));
+    }
     // It was measured fast; the session saw it slow down (or stopped using it).
     let before = before.expect("node-a measured before it dropped");
     assert!(before > 1.5e6, "{before}");
+    let end = estimate_of_a();
     assert!(end.is_none_or(|e| e < before / 2.0), "node-a still estimated at {end:?} (was {before})");
-    // The playback went on after the drop (the segments node-a had in
-    // flight then were finished there, moved, or shared: by-source counts
-    // of whole segments do not say which, so they are not asserted).
-    assert!(!after.is_empty(), "nothing arrived after the drop");
-    for n in [a, b, c] {
-        n.shutdown().await;
-    }
-    origin.shutdown().await;
+    // Segments still arrived after the drop (which source finished each
+    // is not asserted: a segment is counted to the source that started it,
+    // even when others fetched its rest).
+    assert!(after > 0, "nothing arrived after the drop");
+    cluster.shutdown().await;
 }

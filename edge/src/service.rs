@@ -215,7 +215,7 @@ impl Throttle {
     /// How long to wait before sending `n` more bytes.
     fn reserve(&self, n: usize) -> Duration {
         let now = Instant::now();
-        let rate = self.bytes_per_sec.load(std::sync::atomic::Ordering::Relaxed) as f64;
+        let rate = self.rate() as f64;
         let Ok(mut next) = self.next_free.lock() else { return Duration::ZERO };
         let start = (*next).max(now);
         *next = start + Duration::from_secs_f64(n as f64 / rate);
