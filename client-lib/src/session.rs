@@ -1001,11 +1001,14 @@ impl Session {
                         in_flight = ?views.iter().map(|v| v.ours_in_flight).collect::<Vec<_>>(), "meter");
                     for (v, (was_busy, received)) in views.iter_mut().zip(last.iter_mut()) {
                         let busy = v.ours_in_flight > 0;
-                        // Busy throughout and nothing came: that is a sample
-                        // too (a stalled link, or one still carrying bytes of
-                        // requests we cancelled), or the estimate would stay
-                        // at what the source did before it stalled.
-                        if *was_busy && busy {
+                        // Busy throughout and nothing came: for a source that
+                        // has been delivering, that is a sample too (a stalled
+                        // link, or one still carrying bytes of requests we
+                        // cancelled), or the estimate would stay at what it did
+                        // before it stalled. It never seeds an estimate: a
+                        // source not yet measured may just not have started
+                        // (a first byte late under load, a parent's miss).
+                        if *was_busy && busy && (v.received > *received || v.throughput.is_some()) {
                             v.record_interval(v.received.saturating_sub(*received), METER_EVERY.as_secs_f64(), now);
                         }
                         (*was_busy, *received) = (busy, v.received);
