@@ -154,6 +154,10 @@ pub struct Session {
     /// Segments being fetched (not raced), by index: in the end-game an idle
     /// source may take the tail of one (see [`scoring::split_point`]).
     pieces: Mutex<BTreeMap<(u64, u64), Arc<Piece>>>,
+    /// The winner of a race while it fetches the rest of the raced segment:
+    /// other requests for that source wait (counted as ours there) so the
+    /// segment playback waits on has the source to itself.
+    reserved: tokio::sync::watch::Sender<Option<usize>>,
 }
 
 const NOT_THERE: &str = "does not hold it";
@@ -189,6 +193,116 @@ struct Transfer {
     base: u64,
     /// The segment's shared state, when its tail may be split off.
     piece: Option<Arc<Piece>>,
+    /// The race this transfer runs in, if it is one of a race's.
+    race: Option<Arc<Race>>,
+}
+
+/// A race for one segment: the first racer to have verified `at` bytes wins
+/// and goes on alone; the others stop (see [`Session::segment_raced`]).
+#[derive(Debug)]
+struct Race {
+    at: u64,
+    state: Mutex<RaceState>,
+    /// Wakes the racers when the race is decided.
+    decided: tokio::sync::Notify,
+}
+
+#[derive(Debug)]
+struct RaceState {
+    /// When the racers were asked.
+    started: Instant,
+    /// Bytes each racer (by source index) has received.
+    got: BTreeMap<usize, u64>,
+    winner: Option<usize>,
+    /// Racers still running.
+    running: usize,
+    /// Whether the winner's source has been reserved (the race settled).
+    reserved: bool,
+}
+
+impl Race {
+    fn new(at: u64, racers: usize) -> Self {
+        let state = RaceState { started: Instant::now(), got: BTreeMap::new(), winner: None, running: racers, reserved: false };
+        Self { at, state: Mutex::new(state), decided: tokio::sync::Notify::new() }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, RaceState> {
+        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn winner(&self) -> Option<usize> {
+        self.lock().winner
+    }
+
+    fn received(&self, source: usize, got: u64) {
+        self.lock().got.insert(source, got);
+    }
+
+    /// Whether `source` won (now or before).
+    fn claim(&self, session: &Session, source: usize) -> bool {
+        let won = *self.lock().winner.get_or_insert(source) == source;
+        if won {
+            self.decided.notify_waiters();
+            self.settle(session);
+        }
+        won
+    }
+
+    /// A racer stopped (lost, failed, or done).
+    fn leave(&self, session: &Session) {
+        let mut st = self.lock();
+        st.running = st.running.saturating_sub(1);
+        drop(st);
+        self.settle(session);
+    }
+
+    /// Once the winner is alone (every loser stopped, so its requests no
+    /// longer count at its source), its source is reserved: that is what
+    /// the playback waits for to start the other segments, which are then
+    /// spread over sources as they really are. The racers' paces seed the
+    /// estimates of sources not yet measured: bytes over the same interval
+    /// since they were asked (a transfer's own few tens of milliseconds
+    /// from its first byte would mostly measure a link's burst).
+    fn settle(&self, session: &Session) {
+        let mut st = self.lock();
+        let Some(w) = st.winner else { return };
+        if st.reserved || st.running > 1 {
+            return;
+        }
+        st.reserved = true;
+        let (secs, got) = (st.started.elapsed().as_secs_f64(), std::mem::take(&mut st.got));
+        drop(st);
+        let now = Instant::now();
+        for (source, bytes) in got.into_iter().filter(|(_, b)| *b > 0) {
+            session.with_view(source, |v| {
+                if v.throughput.is_none() {
+                    v.record_interval(bytes, secs, now);
+                }
+            });
+        }
+        session.reserved.send_replace(Some(w));
+    }
+
+    /// Clears the winner's reservation (the race ended, however it ended).
+    fn unreserve(&self, session: &Session) {
+        let Some(w) = self.winner() else { return };
+        session.reserved.send_if_modified(|r| {
+            let mine = *r == Some(w);
+            if mine {
+                *r = None;
+            }
+            mine
+        });
+    }
+}
+
+/// Clears a race winner's reservation when the race ends, however it ends.
+struct Unreserve<'a>(&'a Session, Arc<Race>);
+
+impl Drop for Unreserve<'_> {
+    fn drop(&mut self) {
+        self.1.unreserve(self.0);
+    }
 }
 
 /// A segment in flight whose tail an idle source may take in the end-game.
@@ -262,12 +376,15 @@ struct Outstanding<'a> {
     last_byte: Option<Instant>,
     got: u64,
     done: bool,
+    /// Whether what it achieved feeds the estimate when it ends (a racer's
+    /// is taught by its race).
+    teaches: bool,
 }
 
 impl<'a> Outstanding<'a> {
-    fn new(session: &'a Session, index: usize) -> Self {
+    fn new(session: &'a Session, index: usize, teaches: bool) -> Self {
         session.with_view(index, |v| v.ours_in_flight += 1);
-        Self { session, index, started: Instant::now(), first_byte: None, last_byte: None, got: 0, done: false }
+        Self { session, index, started: Instant::now(), first_byte: None, last_byte: None, got: 0, done: false, teaches }
     }
 
     fn arrived(&mut self, n: usize) {
@@ -295,6 +412,7 @@ impl Drop for Outstanding<'_> {
             // an unknown estimate: the meter sees all requests together.
             let metered = self.session.metered.load(std::sync::atomic::Ordering::Relaxed);
             if let Some(fb) = first_byte
+                && self.teaches
                 && (done || got >= MIN_SAMPLE)
                 && (!metered || v.throughput.is_none())
             {
@@ -394,6 +512,7 @@ impl Session {
             endgame: std::sync::atomic::AtomicBool::new(false),
             metered: std::sync::atomic::AtomicBool::new(false),
             pieces: Mutex::new(BTreeMap::new()),
+            reserved: tokio::sync::watch::channel(None).0,
         };
         if let Some(local) = opts.local {
             session.attach_local(local)?;
@@ -538,9 +657,11 @@ impl Session {
         self.fetch_segment(i, false).await
     }
 
-    /// As [`Session::segment`], but asks the two best sources at once and
-    /// takes the first to arrive verified, cancelling the other: for the
+    /// As [`Session::segment`], but asks the two best sources at once (three
+    /// while none is measured): the first to have a quarter of it verified
+    /// wins and fetches the rest alone, the others are cancelled: for the
     /// segment playback waits on (the first one, or the one after a seek).
+    /// While the winner fetches the rest, other requests for it wait.
     pub async fn segment_raced(&self, i: u64) -> Result<(Bytes, String), ClientError> {
         self.fetch_segment(i, true).await
     }
@@ -573,13 +694,35 @@ impl Session {
                 let racers = &ranked[..width];
                 let between = racers.iter().map(|r| self.sources[r.index].name.clone()).collect();
                 let _ = self.events.send(Event::Race { index: i, between });
+                // Decided at a quarter: by then the racers' pace is plain,
+                // and the losers' links, no longer carrying copies, are free
+                // for other segments three quarters of a segment sooner.
+                let race = Arc::new(Race::new(expect_len / 4, racers.len()));
+                let _unreserve = Unreserve(self, race.clone());
                 let attempts = racers.iter().map(|c| {
+                    let race = race.clone();
                     Box::pin(async move {
-                        let mut t = Transfer::default();
-                        self.try_source(c, i, idx, &addr, 1, &mut t, &[]).await.map(|()| (t, c.index))
+                        let mut t = Transfer { race: Some(race.clone()), ..Transfer::default() };
+                        let lost = async {
+                            loop {
+                                // (Created before the check: no wake-up is missed.)
+                                let decided = race.decided.notified();
+                                if race.winner().is_some_and(|w| w != c.index) {
+                                    break;
+                                }
+                                decided.await;
+                            }
+                        };
+                        let r = tokio::select! {
+                            r = self.try_source(c, i, idx, &addr, 1, &mut t, &[]) => r.map(|()| (t, c.index)),
+                            () = lost => Err(format!("{}: lost the race", self.sources[c.index].name)),
+                        };
+                        // (After the attempt: its request no longer counts at its source.)
+                        race.leave(self);
+                        r
                     })
                 });
-                // The first verified answer wins; dropping the others cancels them.
+                // The winner's whole segment ends the race; the losers have stopped.
                 match futures_util::future::select_ok(attempts).await {
                     Ok(((t, index), _losers)) => return self.deliver(i, t, index),
                     Err(e) => last = e,
@@ -813,11 +956,16 @@ impl Session {
             .ok()
             .and_then(|v| v.get(choice.index).map(|s| (s.throughput.is_some(), s.rtt, s.answer)))
             .unwrap_or((false, None, None));
+        let mut progress = Outstanding::new(self, choice.index, t.race.is_none());
+        if t.race.is_none() {
+            // A race's winner has its source to itself until the raced segment is in.
+            let mut reserved = self.reserved.subscribe();
+            let _ = reserved.wait_for(|r| *r != Some(choice.index)).await;
+        }
         let asked = tokio::time::Instant::now();
         let mut deadline = asked + scoring::timeout_for(choice.expected_secs, measured) * patience;
         // A source that does not answer at all is given up on much sooner.
         let answer_by = deadline.min(asked + scoring::answer_timeout(rtt, answer) * patience);
-        let mut progress = Outstanding::new(self, choice.index);
         let auth = format!("Tranzcast {}", self.certificate);
         let from = t.verifier.as_ref().map_or(0, GroupVerifier::verified);
         let mut body_req = self.http.get(format!("{}/v1/blobs/{addr}", source.https)).header(http::header::AUTHORIZATION, &auth);
@@ -865,7 +1013,7 @@ impl Session {
         if body.status() != want {
             return Err(Miss::Failed(format!("status {} (wanted {want})", body.status())));
         }
-        let Transfer { verifier, data, piece, base: _ } = t;
+        let Transfer { verifier, data, piece, base: _, race } = t;
         let verifier = verifier.as_mut().ok_or_else(|| Miss::Failed("no outboard".into()))?;
         if let Some(p) = piece {
             let mut st = p.lock();
@@ -931,6 +1079,14 @@ impl Session {
                     }
                 },
                 _ = tick.tick() => {}
+            }
+            if let Some(race) = race {
+                // The first to a quarter wins (a loser is stopped by its
+                // race: see fetch_segment).
+                race.received(choice.index, progress.got);
+                if verifier.verified() >= race.at && race.winner().is_none() {
+                    race.claim(self, choice.index);
+                }
             }
             // Running slow (the source slowed down, or stalled)? Leave the
             // rest to a better source if one is clearly faster.
@@ -1028,13 +1184,25 @@ impl Session {
             out.flush().await?;
             return Ok(report);
         }
-        // The first segment decides the start-up time: raced, and alone, so
-        // the window does not share the fastest sources' bandwidth with it.
-        let (plain, source) = self.segment_raced(0).await?;
-        report.first_segment = started.elapsed();
-        *report.by_source.entry(source).or_default() += plain.len() as u64;
-        out.write_all(&plain).await?;
-        report.bytes += plain.len() as u64;
+        // The first segment decides the start-up time: raced, and the window
+        // starts only once the race is decided, on the other sources (the
+        // winner's is reserved for the first segment until it is in).
+        let mut first = std::pin::pin!(self.segment_raced(0));
+        let mut first_done = false;
+        let mut pending: BTreeMap<u64, Bytes> = BTreeMap::new();
+        {
+            let mut reserved = self.reserved.subscribe();
+            tokio::select! {
+                r = &mut first => {
+                    first_done = true;
+                    let (plain, source) = r?;
+                    report.first_segment = started.elapsed();
+                    *report.by_source.entry(source).or_default() += plain.len() as u64;
+                    pending.insert(0, plain);
+                }
+                _ = reserved.wait_for(Option::is_some) => {}
+            }
+        }
         let mut fetches = futures_util::stream::iter(1..n)
             .map(|i| {
                 let me = self.clone();
@@ -1044,18 +1212,32 @@ impl Session {
                 async move { (i, me.segment(i).await) }
             })
             .buffer_unordered(self.parallel);
-        let mut pending: BTreeMap<u64, Bytes> = BTreeMap::new();
-        let mut next = 1u64;
+        let mut next = 0u64;
+        let mut fetches_done = false;
         // End-game helpers: idle sources fetching the tails of the last segments.
         let mut shares = futures_util::stream::FuturesUnordered::new();
         let mut helping: Vec<usize> = Vec::new();
         let mut share_check = tokio::time::interval(SHARE_CHECK);
         share_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
+            while let Some(p) = pending.remove(&next) {
+                out.write_all(&p).await?;
+                report.bytes += p.len() as u64;
+                next += 1;
+            }
             let (i, r) = tokio::select! {
-                f = fetches.next() => match f {
+                r = &mut first, if !first_done => {
+                    first_done = true;
+                    report.first_segment = started.elapsed();
+                    (0, r)
+                }
+                f = fetches.next(), if !fetches_done => match f {
                     Some(f) => f,
-                    None => break,
+                    None if first_done => break,
+                    None => {
+                        fetches_done = true;
+                        continue;
+                    }
                 },
                 Some(helper) = shares.next(), if !shares.is_empty() => {
                     helping.retain(|&h| h != helper);
@@ -1075,15 +1257,20 @@ impl Session {
             };
             let (plain, source) = r?;
             *report.by_source.entry(source).or_default() += plain.len() as u64;
-            if i != next && !pending.contains_key(&next) {
+            if first_done && fetches_done {
+                pending.insert(i, plain);
+                break;
+            }
+            // (Before the first segment, playback has not started: no stall.)
+            if first_done && i != next && !pending.contains_key(&next) {
                 let _ = self.events.send(Event::Stall { index: next });
             }
             pending.insert(i, plain);
-            while let Some(p) = pending.remove(&next) {
-                out.write_all(&p).await?;
-                report.bytes += p.len() as u64;
-                next += 1;
-            }
+        }
+        while let Some(p) = pending.remove(&next) {
+            out.write_all(&p).await?;
+            report.bytes += p.len() as u64;
+            next += 1;
         }
         out.flush().await?;
         report.demoted = self.views.lock().map(|v| v.iter().filter(|s| s.demoted).map(|s| s.name.clone()).collect()).unwrap_or_default();

@@ -430,6 +430,8 @@ struct LimitedCluster {
     origin: Origin,
     nodes: Vec<EdgeServer>,
     session: Arc<Session>,
+    /// Trusts the cluster's CA (for the nodes' /metrics).
+    http: reqwest::Client,
 }
 
 async fn limited_cluster(mib: u32, nodes: &[(&str, &str)], parallel: usize) -> LimitedCluster {
@@ -450,10 +452,26 @@ async fn limited_cluster(mib: u32, nodes: &[(&str, &str)], parallel: usize) -> L
     let ticket = rent_film(&http, &origin_url, 1).await;
     let session =
         Session::open(OpenOptions { origin: origin_url, ticket, ca_pem: tls.ca_pem.clone(), parallel, local: None }).await.unwrap();
-    LimitedCluster { _dir: dir, input, origin, nodes: servers, session: Arc::new(session) }
+    LimitedCluster { _dir: dir, input, origin, nodes: servers, session: Arc::new(session), http }
 }
 
 impl LimitedCluster {
+    /// Body bytes the nodes have sent (their own /metrics), every request
+    /// that ended counted, cancelled ones with what they sent.
+    async fn bytes_sent(&self) -> u64 {
+        let mut sum = 0.0;
+        for n in &self.nodes {
+            let url = format!("https://localhost:{}/metrics", n.https_addr().port());
+            let text = self.http.get(url).send().await.unwrap().text().await.unwrap();
+            sum += text
+                .lines()
+                .filter(|l| l.starts_with("edge_http_response_bytes_total{"))
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .sum::<f64>();
+        }
+        sum as u64
+    }
+
     async fn shutdown(self) {
         drop(self.session);
         for n in self.nodes {
@@ -543,5 +561,39 @@ async fn a_source_that_drops_to_a_tenth_mid_play_loses_its_work_not_the_playback
     // is not asserted: a segment is counted to the source that started it,
     // even when others fetched its rest).
     assert!(after > 0, "nothing arrived after the drop");
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_race_is_decided_at_a_quarter_so_the_losers_waste_little() {
+    use tranzcast_client::Event;
+    // Two nodes of the same pace race for the first segment: a race run to
+    // the end would have the loser send nearly all of it for nothing.
+    let cluster = limited_cluster(3, &[("node-a", "2MiB"), ("node-b", "2MiB")], 4).await;
+    let (s, input) = (&cluster.session, &cluster.input);
+    let mut events = s.events();
+    let mut out = Vec::new();
+    let report = s.play_to(&mut out).await.unwrap();
+    assert!(out == *input, "playback differs from the input");
+    let mut all = Vec::new();
+    while let Ok(e) = events.try_recv() {
+        all.push(e);
+    }
+    assert!(
+        all.iter().any(|e| matches!(e, Event::Race { index: 0, between } if between.len() == 2)),
+        "the first segment was not raced by both: {all:?}"
+    );
+    assert_eq!(report.by_source.values().sum::<u64>(), input.len() as u64);
+    assert_eq!(report.by_source.len(), 2, "one node did all the work: {report:?}");
+    // What the nodes sent beyond the title: the loser's quarter (and what
+    // was on its way when it was stopped), the end-game's overlap, the
+    // outboards and pulses; well under half a segment.
+    let segment = 1u64 << 20;
+    // (A request's bytes are counted when it ends: let the cancelled ones end.)
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let sent = cluster.bytes_sent().await;
+    let waste = sent.saturating_sub(input.len() as u64);
+    assert!(sent >= input.len() as u64, "the nodes sent {sent} bytes, less than the title ({})", input.len());
+    assert!(waste < segment / 2, "{waste} bytes sent beyond the title: {all:?}");
     cluster.shutdown().await;
 }
