@@ -22,7 +22,8 @@
 # <= 1.1x the fastest single source's.
 #
 # Usage: bench/multisource.sh [MIB=64] [RATES_MBIT="48 32 16"]   (root: ip netns, tc)
-# ONLY_OURS=1 runs only our client (quick look; ONLY_OURS=degrade: its degrading run); QUEUE_MS=N gives each shaped
+# ONLY_OURS=1 runs only our client (quick look; ONLY_OURS=degrade: its degrading run; ONLY_OURS=single: the
+# single-source run); REPEAT=N runs each of those N times on the same setup; QUEUE_MS=N gives each shaped
 # link a queue of N ms of its rate (bfifo; default: HTB's 1000-packet FIFO).
 # RUST_LOG=tranzcast_client=trace with KEEP=1 leaves $T/play.log with a per-source meter every 200 ms.
 # Needs: iproute2 (ip, tc), nginx, aria2c, curl, python3, openssl.
@@ -172,14 +173,26 @@ aria() { # x (connections per host: 1 is aria2c's default, 3 lets it use all thr
 }
 
 echo "== runs (each from a cold client)"
-if [ "${ONLY_OURS:-}" = degrade ]; then
-    read -r OURS_D _ OURS_D_SRC < <(ours degrade)
-    echo "ours, degrading:   ${OURS_D}s, bytes by source $OURS_D_SRC"
+if [ -n "${ONLY_OURS:-}" ]; then
+    # Quick looks: one kind of run, REPEAT times on this setup (with KEEP=1, play-K.log is run K's log).
+    for k in $(seq "${REPEAT:-1}"); do
+        case "$ONLY_OURS" in
+        single)
+            read -r SINGLE_S SINGLE_START _ < <(ours single)
+            echo "single:      ${SINGLE_S}s, first segment ${SINGLE_START} ms (node-$((FASTEST + 1)) only)" ;;
+        degrade)
+            read -r OURS_D _ OURS_D_SRC < <(ours degrade)
+            echo "ours, degrading:   ${OURS_D}s, bytes by source $OURS_D_SRC" ;;
+        *)
+            read -r OURS_S OURS_START OURS_SRC < <(ours)
+            echo "ours:        ${OURS_S}s, first segment ${OURS_START} ms, bytes by source $OURS_SRC" ;;
+        esac
+        cp "$T/play.log" "$T/play-$k.log"
+    done
     exit 0
 fi
 read -r OURS_S OURS_START OURS_SRC < <(ours)
 echo "ours:        ${OURS_S}s, first segment ${OURS_START} ms, bytes by source $OURS_SRC"
-[ -n "${ONLY_OURS:-}" ] && exit 0
 read -r SINGLE_S SINGLE_START _ < <(ours single)
 echo "single:      ${SINGLE_S}s, first segment ${SINGLE_START} ms (node-$((FASTEST + 1)) only)"
 ARIA1_S=$(aria 1)

@@ -205,6 +205,8 @@ struct Race {
     state: Mutex<RaceState>,
     /// Wakes the racers when the race is decided.
     decided: tokio::sync::Notify,
+    /// The blob's outboard, once one racer has it (verified against the address).
+    outboard: tokio::sync::watch::Sender<Option<GroupVerifier>>,
 }
 
 #[derive(Debug)]
@@ -223,7 +225,7 @@ struct RaceState {
 impl Race {
     fn new(at: u64, racers: usize) -> Self {
         let state = RaceState { started: Instant::now(), got: BTreeMap::new(), winner: None, running: racers, reserved: false };
-        Self { at, state: Mutex::new(state), decided: tokio::sync::Notify::new() }
+        Self { at, state: Mutex::new(state), decided: tokio::sync::Notify::new(), outboard: tokio::sync::watch::channel(None).0 }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, RaceState> {
@@ -232,6 +234,16 @@ impl Race {
 
     fn winner(&self) -> Option<usize> {
         self.lock().winner
+    }
+
+    fn offer_outboard(&self, v: &GroupVerifier) {
+        self.outboard.send_if_modified(|o| {
+            let first = o.is_none();
+            if first {
+                *o = Some(v.clone());
+            }
+            first
+        });
     }
 
     fn received(&self, source: usize, got: u64) {
@@ -272,6 +284,7 @@ impl Race {
         st.reserved = true;
         let (secs, got) = (st.started.elapsed().as_secs_f64(), std::mem::take(&mut st.got));
         drop(st);
+        tracing::trace!(winner = w, ?got, ms = secs * 1e3, "race settled");
         let now = Instant::now();
         for (source, bytes) in got.into_iter().filter(|(_, b)| *b > 0) {
             session.with_view(source, |v| {
@@ -972,36 +985,49 @@ impl Session {
         if from > 0 {
             body_req = body_req.header(http::header::RANGE, format!("bytes={from}-"));
         }
-        let outboard_req = t
-            .verifier
-            .is_none()
-            .then(|| self.http.get(format!("{}/v1/outboards/{addr}", source.https)).header(http::header::AUTHORIZATION, &auth).send());
-        let timed_out = || Miss::Failed("timed out".into());
-        let (body, outboard) = tokio::time::timeout_at(answer_by, async {
-            match outboard_req {
-                Some(o) => {
-                    let (b, o) = tokio::join!(body_req.send(), o);
-                    (b, Some(o))
+        // The outboard (with the body, in parallel), unless one is in hand.
+        // On a shared connection its answer may come behind the first few
+        // hundred KB of the body (a link's queue: up to 150 ms at 16 Mbit/s,
+        // every group held unverified meanwhile), so racers share theirs:
+        // the first valid one to arrive serves all (it is checked against
+        // the blob's address, whoever sent it), and the race is decided by
+        // the bodies, not by whose outboard came first.
+        let own_outboard = t.verifier.is_none().then(|| {
+            let req = self.http.get(format!("{}/v1/outboards/{addr}", source.https)).header(http::header::AUTHORIZATION, &auth).send();
+            async move {
+                let o = req.await.map_err(|e| Miss::Failed(e.to_string()))?;
+                if o.status() == reqwest::StatusCode::NOT_FOUND {
+                    return Err(Miss::NotThere);
                 }
-                None => (body_req.send().await, None),
+                if !o.status().is_success() {
+                    return Err(Miss::Failed(format!("outboard: status {}", o.status())));
+                }
+                let b = o.bytes().await.map_err(|e| Miss::Failed(e.to_string()))?;
+                Outboard::decode(&b).and_then(|ob| GroupVerifier::new(*addr, ob)).map_err(|e| Miss::Failed(format!("bad outboard: {e}")))
             }
-        })
-        .await
-        .map_err(|_| Miss::Failed("no answer in time".into()))?;
+        });
+        let race = t.race.clone();
+        let outboard = async move {
+            let own = own_outboard?;
+            let Some(race) = race else { return Some(own.await) };
+            let mut shared = race.outboard.subscribe();
+            Some(tokio::select! {
+                r = own => {
+                    if let Ok(v) = &r {
+                        race.offer_outboard(v);
+                    }
+                    r
+                }
+                Ok(v) = shared.wait_for(Option::is_some) => v.clone().ok_or_else(|| Miss::Failed("no outboard".into())),
+            })
+        };
+        let (outboard, body) = tokio::time::timeout_at(answer_by, async { tokio::join!(outboard, body_req.send()) })
+            .await
+            .map_err(|_| Miss::Failed("no answer in time".into()))?;
         self.with_view(choice.index, |v| v.record_answer(asked.elapsed()));
-        if let Some(o) = outboard {
-            let o = o.map_err(|e| Miss::Failed(e.to_string()))?;
-            if o.status() == reqwest::StatusCode::NOT_FOUND {
-                return Err(Miss::NotThere);
-            }
-            if !o.status().is_success() {
-                return Err(Miss::Failed(format!("outboard: status {}", o.status())));
-            }
-            let b =
-                tokio::time::timeout_at(deadline, o.bytes()).await.map_err(|_| timed_out())?.map_err(|e| Miss::Failed(e.to_string()))?;
-            let v = Outboard::decode(&b)
-                .and_then(|ob| GroupVerifier::new(*addr, ob))
-                .map_err(|e| Miss::Failed(format!("bad outboard: {e}")))?;
+        tracing::trace!(source = %source.name, segment = idx, from, answer_ms = asked.elapsed().as_secs_f64() * 1e3, "answered");
+        if let Some(v) = outboard {
+            let v = v?;
             t.data = Vec::with_capacity(usize::try_from(v.len()).unwrap_or(0));
             t.verifier = Some(v);
         }
@@ -1048,7 +1074,7 @@ impl Session {
                         }
                     }
                     verifier.abandon_pending();
-                    return Err(if progress.got > 0 { Miss::Slow("over its time".into()) } else { timed_out() });
+                    return Err(if progress.got > 0 { Miss::Slow("over its time".into()) } else { Miss::Failed("timed out".into()) });
                 }
                 chunk = stream.next() => match chunk {
                     None => {
