@@ -64,6 +64,10 @@ pub struct SourceView {
     pub fetches_misses: bool,
     /// When the throughput estimate last learned from a fetch.
     pub sampled_at: Option<Instant>,
+    /// Whether the estimate is a first guess from a few tens of
+    /// milliseconds (a race's): good enough to rank by, not to judge a
+    /// transfer by; the next real sample replaces it.
+    pub provisional: bool,
     /// Bytes received from it so far (all our requests together).
     pub received: u64,
     /// How long it takes to answer (response headers), smoothed over our
@@ -87,6 +91,7 @@ impl SourceView {
             holds: None,
             fetches_misses,
             sampled_at: None,
+            provisional: false,
             received: 0,
             answer: None,
         }
@@ -107,9 +112,27 @@ impl SourceView {
         let sample = bytes as f64 / secs.max(1e-3);
         self.sampled_at = Some(now);
         self.throughput = Some(match self.throughput {
-            Some(t) => t * (1.0 - EWMA_ALPHA) + sample * EWMA_ALPHA,
-            None => sample,
+            Some(t) if !self.provisional => t * (1.0 - EWMA_ALPHA) + sample * EWMA_ALPHA,
+            _ => sample,
         });
+        self.provisional = false;
+    }
+
+    /// A first guess at an unmeasured source's throughput (`bytes` over
+    /// `secs`, too short to trust: a link's burst may be most of it): it
+    /// ranks the source until a real sample replaces it. A source already
+    /// measured keeps its estimate.
+    pub fn seed(&mut self, bytes: u64, secs: f64, now: Instant) {
+        if self.throughput.is_none() {
+            self.throughput = Some(bytes as f64 / secs.max(1e-3));
+            self.sampled_at = Some(now);
+            self.provisional = true;
+        }
+    }
+
+    /// The estimate, if it is a measurement (not a first guess).
+    pub fn measured(&self) -> Option<f64> {
+        self.throughput.filter(|_| !self.provisional)
     }
 
     /// A transfer at this source was left for running slow at `rate`
@@ -123,7 +146,8 @@ impl SourceView {
         }
         let at_most = rate * f64::from(sharing.max(1));
         self.sampled_at = Some(now);
-        self.throughput = Some(self.throughput.map_or(at_most, |t| t.min(at_most)));
+        self.throughput = Some(self.measured().map_or(at_most, |t| t.min(at_most)));
+        self.provisional = false;
     }
 
     /// Forgets a throughput estimate older than `max_age` on a source we
@@ -133,6 +157,7 @@ impl SourceView {
         if self.ours_in_flight == 0 && self.sampled_at.is_some_and(|t| now.saturating_duration_since(t) > max_age) {
             self.throughput = None;
             self.sampled_at = None;
+            self.provisional = false;
         }
     }
 
@@ -151,10 +176,11 @@ impl SourceView {
         // Throughput net of one round trip, which every request pays anyway.
         let rtt = self.rtt.map_or(0.0, |r| r.as_secs_f64());
         let sample = bytes as f64 / (secs - rtt).max(secs * 0.1) * f64::from(sharing.max(1));
-        self.throughput = Some(match self.throughput {
+        self.throughput = Some(match self.measured() {
             Some(t) => t * (1.0 - EWMA_ALPHA) + sample * EWMA_ALPHA,
             None => sample,
         });
+        self.provisional = false;
     }
 
     /// Expected seconds to fetch `bytes` of `segment` from this source, or
@@ -232,6 +258,18 @@ pub const SWITCH_MIN_GAIN_SECS: f64 = 0.05;
 /// A transfer has "slowed down" when it runs this many times slower than
 /// the rate expected when its source was chosen.
 pub const SLOWDOWN_FACTOR: f64 = 3.0;
+
+/// The rate a transfer can be held to now: it was chosen at `planned_rate`
+/// when `sharing_at_choice` of our requests (itself included) shared its
+/// source, and `sharing_now` do. Requests started there since take their
+/// shares of the same link, so the plan is lowered in proportion (a
+/// transfer slowed by our own later requests has not "slowed down"); it is
+/// never raised when others end (a transfer's rate is its average since its
+/// first byte, and would lag behind such a raise).
+pub fn planned_share(planned_rate: f64, sharing_at_choice: u32, sharing_now: u32) -> f64 {
+    let at_choice = f64::from(sharing_at_choice.max(1));
+    planned_rate * at_choice / f64::from(sharing_now).max(at_choice)
+}
 
 /// Mid-segment: whether to leave a source whose transfer achieves `rate`
 /// bytes/s (`planned_rate` was expected when it was chosen) with
@@ -530,6 +568,50 @@ mod tests {
         assert!(!should_switch(100e6, 1e9, 100_000, Some(0.0001), true));
         // A stalled transfer (rate near zero) moves to anything.
         assert!(should_switch(0.0, 1e6, 1_000_000, Some(5.0), false));
+    }
+
+    #[test]
+    fn a_seed_ranks_until_a_real_sample_replaces_it() {
+        let now = Instant::now();
+        let mut s = SourceView::new("a", true);
+        // 180 KB in 40 ms (mostly a link's burst): ranks the source...
+        s.seed(180_000, 0.040, now);
+        assert_eq!(s.throughput, Some(4.5e6));
+        assert_eq!(s.measured(), None);
+        // ... and the meter's first interval replaces it, not blends with it.
+        s.record_interval(400_000, 0.2, now);
+        assert_eq!(s.throughput, Some(2e6));
+        assert_eq!(s.measured(), Some(2e6));
+        // A seed never overrides a measurement.
+        s.seed(1_000_000, 0.01, now);
+        assert_eq!(s.measured(), Some(2e6));
+        // A transfer's own sample replaces a seed too; so does a slow verdict.
+        let mut f = SourceView::new("f", true);
+        f.seed(180_000, 0.040, now);
+        f.record_fetch(1_000_000, Duration::from_millis(500), 1, now);
+        assert_eq!(f.measured(), Some(2e6));
+        let mut g = SourceView::new("g", true);
+        g.seed(180_000, 0.040, now);
+        g.record_slow(0.5e6, 2, now);
+        assert_eq!(g.measured(), Some(1e6));
+    }
+
+    #[test]
+    fn a_plan_is_shared_with_our_later_requests_at_the_same_source() {
+        // Chosen alone at 4 MB/s; a second request of ours started there
+        // since: the link is shared, 2 MB/s is the plan now, and running at
+        // 1.1 MB/s is not "slowed down" (it was, against the plan made alone).
+        let planned = planned_share(4e6, 1, 2);
+        assert!((planned - 2e6).abs() < 1.0, "{planned}");
+        assert!(should_switch(1.1e6, 4e6, 1_000_000, Some(0.1), false));
+        assert!(!should_switch(1.1e6, planned, 1_000_000, Some(0.1), false));
+        // Chosen as one of three, now one of two: the plan is not raised.
+        assert_eq!(planned_share(1e6, 3, 2), 1e6);
+        assert_eq!(planned_share(1e6, 3, 3), 1e6);
+        // A count of zero (the view lost track) counts as the transfer alone.
+        assert_eq!(planned_share(1e6, 0, 0), 1e6);
+        // A stall is still a slowdown, however many share the source.
+        assert!(should_switch(0.0, planned_share(4e6, 1, 8), 1_000_000, Some(0.1), false));
     }
 
     #[test]

@@ -287,11 +287,7 @@ impl Race {
         tracing::trace!(winner = w, ?got, ms = secs * 1e3, "race settled");
         let now = Instant::now();
         for (source, bytes) in got.into_iter().filter(|(_, b)| *b > 0) {
-            session.with_view(source, |v| {
-                if v.throughput.is_none() {
-                    v.record_interval(bytes, secs, now);
-                }
-            });
+            session.with_view(source, |v| v.seed(bytes, secs, now));
         }
         session.reserved.send_replace(Some(w));
     }
@@ -427,7 +423,7 @@ impl Drop for Outstanding<'_> {
             if let Some(fb) = first_byte
                 && self.teaches
                 && (done || got >= MIN_SAMPLE)
-                && (!metered || v.throughput.is_none())
+                && (!metered || v.measured().is_none())
             {
                 let rtt = v.rtt.unwrap_or_default();
                 v.record_fetch(got, fb.elapsed() + rtt, v.ours_in_flight, Instant::now());
@@ -963,12 +959,12 @@ impl Session {
         tried: &[usize],
     ) -> Result<(), Miss> {
         let source = &self.sources[choice.index];
-        let (measured, rtt, answer) = self
+        let (measured, rtt, answer, sharing_at_choice) = self
             .views
             .lock()
             .ok()
-            .and_then(|v| v.get(choice.index).map(|s| (s.throughput.is_some(), s.rtt, s.answer)))
-            .unwrap_or((false, None, None));
+            .and_then(|v| v.get(choice.index).map(|s| (s.measured().is_some(), s.rtt, s.answer, s.ours_in_flight + 1)))
+            .unwrap_or((false, None, None, 1));
         let mut progress = Outstanding::new(self, choice.index, t.race.is_none());
         if t.race.is_none() {
             // A race's winner has its source to itself until the raced segment is in.
@@ -1122,7 +1118,15 @@ impl Session {
                 exclude.push(choice.index);
                 let alternative = self.alternative(idx, remaining, &exclude);
                 let endgame = self.endgame.load(std::sync::atomic::Ordering::Relaxed);
-                if scoring::should_switch(rate, planned_rate, remaining, alternative, endgame) {
+                let (sharing_now, estimate) =
+                    self.views.lock().ok().and_then(|v| v.get(choice.index).map(|s| (s.ours_in_flight, s.measured()))).unwrap_or((1, None));
+                // Chosen on a guess (unmeasured, or a race's seed): held to
+                // its source's measured share once there is one.
+                let planned = match estimate {
+                    Some(e) if !measured => e / f64::from(sharing_now.max(1)),
+                    _ => scoring::planned_share(planned_rate, sharing_at_choice, sharing_now),
+                };
+                if scoring::should_switch(rate, planned, remaining, alternative, endgame) {
                     verifier.abandon_pending();
                     self.with_view(choice.index, |v| v.record_slow(rate, v.ours_in_flight, Instant::now()));
                     return Err(Miss::Slow(format!("{:.2} MB/s with {remaining} bytes left", rate / 1e6)));
@@ -1190,7 +1194,7 @@ impl Session {
                         // before it stalled. It never seeds an estimate: a
                         // source not yet measured may just not have started
                         // (a first byte late under load, a parent's miss).
-                        if *was_busy && busy && (v.received > *received || v.throughput.is_some()) {
+                        if *was_busy && busy && (v.received > *received || v.measured().is_some()) {
                             v.record_interval(v.received.saturating_sub(*received), METER_EVERY.as_secs_f64(), now);
                         }
                         (*was_busy, *received) = (busy, v.received);
