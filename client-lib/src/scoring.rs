@@ -291,6 +291,36 @@ pub fn should_switch(rate: f64, planned_rate: f64, remaining: u64, alternative_s
     (slowed || endgame) && mine > SWITCH_FACTOR * alternative && mine - alternative > SWITCH_MIN_GAIN_SECS
 }
 
+/// An idle source is given a segment not needed soon even when it is not
+/// the fastest choice, if it is expected to take at most this many times as
+/// long as the best.
+pub const IDLE_FACTOR: f64 = 4.0;
+
+/// Which of `ranked` (best first) to ask for a segment not needed soon: the
+/// best, unless it is busy with our requests and a measured, healthy source
+/// with none of ours is within [`IDLE_FACTOR`] of it. Every link that can
+/// carry something then carries something: a source that slowed down (or
+/// whose estimate fell while its link drained bytes of requests we moved
+/// off it) keeps delivering what it can, instead of sitting idle until its
+/// low estimate is forgotten. Returns a position in `ranked`.
+pub fn prefer_idle(sources: &[SourceView], ranked: &[Ranked]) -> usize {
+    let Some(best) = ranked.first() else { return 0 };
+    if sources[best.index].ours_in_flight == 0 {
+        return 0;
+    }
+    ranked
+        .iter()
+        .position(|r| {
+            let s = &sources[r.index];
+            s.ours_in_flight == 0
+                && s.healthy
+                && !s.demoted
+                && s.throughput.is_some_and(|t| t > 0.0)
+                && r.expected_secs <= IDLE_FACTOR * best.expected_secs
+        })
+        .unwrap_or(0)
+}
+
 /// How many sources the segment playback waits on is asked of at once: the
 /// two best, or the three best while none of them has been measured (the
 /// first segment of a session: round trips alone do not tell a fast source
@@ -568,6 +598,37 @@ mod tests {
         assert!(!should_switch(100e6, 1e9, 100_000, Some(0.0001), true));
         // A stalled transfer (rate near zero) moves to anything.
         assert!(should_switch(0.0, 1e6, 1_000_000, Some(5.0), false));
+    }
+
+    #[test]
+    fn an_idle_source_gets_work_unless_it_is_far_too_slow() {
+        // Two busy fast sources and an idle one at a tenth of their speed.
+        let mut v = vec![src("fast", 1, 40.0), src("fast2", 1, 40.0), src("slowed", 1, 4.0)];
+        v[0].ours_in_flight = 3;
+        v[1].ours_in_flight = 3;
+        let r = rank(&v, 0, SEG);
+        assert_ne!(r[0].index, 2, "the slowed one is not the best: {r:?}");
+        let pick = prefer_idle(&v, &r);
+        assert_eq!(r[pick].index, 2, "{r:?}");
+        // Far too slow (a fortieth): the best it is.
+        v[2].throughput = Some(1e6);
+        let r = rank(&v, 0, SEG);
+        assert_eq!(prefer_idle(&v, &r), 0);
+        // Demoted, unhealthy, or never measured: not given work this way.
+        v[2].throughput = Some(4e6);
+        for spoil in
+            [|s: &mut SourceView| s.demoted = true, |s: &mut SourceView| s.healthy = false, |s: &mut SourceView| s.throughput = None]
+        {
+            let mut w = v.clone();
+            spoil(&mut w[2]);
+            let r = rank(&w, 0, SEG);
+            assert_eq!(r[prefer_idle(&w, &r)].index, r[0].index, "{w:?}");
+        }
+        // The best is idle already: the best it is.
+        v[0].ours_in_flight = 0;
+        let r = rank(&v, 0, SEG);
+        assert_eq!(prefer_idle(&v, &r), 0);
+        assert_eq!(prefer_idle(&v, &[]), 0);
     }
 
     #[test]

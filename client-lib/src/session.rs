@@ -158,6 +158,9 @@ pub struct Session {
     /// other requests for that source wait (counted as ours there) so the
     /// segment playback waits on has the source to itself.
     reserved: tokio::sync::watch::Sender<Option<usize>>,
+    /// The next segment [`Session::play_to`] writes out (the playhead):
+    /// segments well ahead of it may go to an idle, slower source.
+    playhead: std::sync::atomic::AtomicU64,
 }
 
 const NOT_THERE: &str = "does not hold it";
@@ -522,6 +525,7 @@ impl Session {
             metered: std::sync::atomic::AtomicBool::new(false),
             pieces: Mutex::new(BTreeMap::new()),
             reserved: tokio::sync::watch::channel(None).0,
+            playhead: std::sync::atomic::AtomicU64::new(0),
         };
         if let Some(local) = opts.local {
             session.attach_local(local)?;
@@ -745,10 +749,20 @@ impl Session {
         let piece = self.register(i, 0, addr);
         let _registered = Registered(self, (i, 0));
         let mut t = Transfer { piece: Some(piece), ..Transfer::default() };
+        // Well ahead of the playhead (and before the end-game), an idle
+        // source gets the segment if it is not far too slow: see
+        // scoring::prefer_idle.
+        let ahead = i >= self.playhead.load(std::sync::atomic::Ordering::Relaxed) + (self.parallel as u64).div_ceil(2)
+            && !self.endgame.load(std::sync::atomic::Ordering::Relaxed);
         for patience in [1, 3] {
             loop {
                 let remaining = t.remaining().unwrap_or(expect_len);
-                let choice = self.ranked(idx, remaining, &tried).into_iter().next();
+                let ranked = self.ranked(idx, remaining, &tried);
+                let pick = match self.views.lock() {
+                    Ok(v) if ahead && tried.is_empty() => scoring::prefer_idle(&v, &ranked),
+                    _ => 0,
+                };
+                let choice = ranked.into_iter().nth(pick);
                 let Some(choice) = choice else { break };
                 tried.push(choice.index);
                 match self.try_source(&choice, i, idx, &addr, patience, &mut t, &tried).await {
@@ -1255,6 +1269,7 @@ impl Session {
                 report.bytes += p.len() as u64;
                 next += 1;
             }
+            self.playhead.store(next, std::sync::atomic::Ordering::Relaxed);
             let (i, r) = tokio::select! {
                 r = &mut first, if !first_done => {
                     first_done = true;
