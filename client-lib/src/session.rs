@@ -751,8 +751,10 @@ impl Session {
         let mut t = Transfer { piece: Some(piece), ..Transfer::default() };
         // Well ahead of the playhead (and before the end-game), an idle
         // source gets the segment if it is not far too slow: see
-        // scoring::prefer_idle.
-        let ahead = i >= self.playhead.load(std::sync::atomic::Ordering::Relaxed) + (self.parallel as u64).div_ceil(2)
+        // scoring::prefer_idle. Only play_to keeps a playhead (it meters);
+        // other callers ask for what they need now.
+        let ahead = self.metered.load(std::sync::atomic::Ordering::Relaxed)
+            && i >= self.playhead.load(std::sync::atomic::Ordering::Relaxed) + (self.parallel as u64).div_ceil(2)
             && !self.endgame.load(std::sync::atomic::Ordering::Relaxed);
         for patience in [1, 3] {
             loop {
