@@ -694,6 +694,7 @@ impl Session {
         let expect_len = u64::from(self.manifest.segment_size) + 128;
         let mut last = "no sources".to_string();
         let mut tried = Vec::new();
+        let mut resume: Option<Transfer> = None;
         if race {
             let (ranked, width) = match self.views.lock() {
                 Ok(v) => {
@@ -712,8 +713,14 @@ impl Session {
                 // for other segments three quarters of a segment sooner.
                 let race = Arc::new(Race::new(expect_len / 4, racers.len()));
                 let _unreserve = Unreserve(self, race.clone());
+                // A winner that fails after the losers stopped (a fast liar
+                // caught past the quarter, say) leaves its verified groups:
+                // the segment resumes from them, and only racers that failed
+                // themselves are passed over (the losers were stopped, not bad).
+                let salvage: Mutex<Option<Transfer>> = Mutex::new(None);
+                let failed: Mutex<Vec<usize>> = Mutex::new(Vec::new());
                 let attempts = racers.iter().map(|c| {
-                    let race = race.clone();
+                    let (race, salvage, failed) = (race.clone(), &salvage, &failed);
                     Box::pin(async move {
                         let mut t = Transfer { race: Some(race.clone()), ..Transfer::default() };
                         let lost = async {
@@ -727,7 +734,17 @@ impl Session {
                             }
                         };
                         let r = tokio::select! {
-                            r = self.try_source(c, i, idx, &addr, 1, &mut t, &[]) => r.map(|()| (t, c.index)),
+                            r = self.try_source(c, i, idx, &addr, 1, &mut t, &[]) => match r {
+                                Ok(()) => Ok((t, c.index)),
+                                Err(e) => {
+                                    failed.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(c.index);
+                                    if race.winner() == Some(c.index) {
+                                        t.race = None;
+                                        *salvage.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(t);
+                                    }
+                                    Err(e)
+                                }
+                            },
                             () = lost => Err(format!("{}: lost the race", self.sources[c.index].name)),
                         };
                         // (After the attempt: its request no longer counts at its source.)
@@ -740,7 +757,8 @@ impl Session {
                     Ok(((t, index), _losers)) => return self.deliver(i, t, index),
                     Err(e) => last = e,
                 }
-                tried.extend(racers.iter().map(|r| r.index));
+                tried.extend(failed.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner));
+                resume = salvage.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner);
             }
         }
         // One source after another, best first, resuming where the last one
@@ -748,7 +766,13 @@ impl Session {
         // once (all busy, say), one more round with three times the patience.
         let piece = self.register(i, 0, addr);
         let _registered = Registered(self, (i, 0));
-        let mut t = Transfer { piece: Some(piece), ..Transfer::default() };
+        let mut t = resume.unwrap_or_default();
+        if let Some(v) = &t.verifier {
+            let mut st = piece.lock();
+            st.verifier = Some(v.clone());
+            st.verified = v.verified();
+        }
+        t.piece = Some(piece);
         // Well ahead of the playhead (and before the end-game), an idle
         // source gets the segment if it is not far too slow: see
         // scoring::prefer_idle. Only play_to keeps a playhead (it meters);

@@ -597,3 +597,54 @@ async fn a_race_is_decided_at_a_quarter_so_the_losers_waste_little() {
     assert!(waste < segment / 2, "{waste} bytes sent beyond the title: {all:?}");
     cluster.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fast_liar_that_wins_the_race_is_caught_and_its_good_groups_are_kept() {
+    use tranzcast_client::Event;
+    let dir = tempfile::tempdir().unwrap();
+    let _ = setup_sized(dir.path(), 2);
+    let input = std::fs::read(dir.path().join("film.bin")).unwrap();
+    let origin = Origin::start(origin_config(&dir.path().join("origin"), 0)).await.unwrap();
+    let oport = origin.https_addr().port();
+    let origin_url = format!("https://localhost:{oport}");
+    let tls = EdgeTls::from_config(&edge_config("node", "x", dir.path(), oport, &[], 0, false), &origin.ca_dir()).unwrap();
+    // The liar is unlimited: it has a quarter of the first segment long
+    // before the honest nodes and wins the race; its lie is in the middle.
+    let liar = EdgeServer::start(edge_config("node", "a-liar", &dir.path().join("l"), oport, &[], 0, true), tls.clone()).await.unwrap();
+    let mut honest = Vec::new();
+    for name in ["b-node", "c-node"] {
+        let cfg = edge_config_with("node", name, &dir.path().join(name), oport, &[], 0, false, &["rate_limit=2MiB"]);
+        honest.push(EdgeServer::start(cfg, tls.clone()).await.unwrap());
+    }
+    wait_staged(&origin, &["a-liar", "b-node", "c-node"]).await;
+    let http = tranzcast_net::client::https(tls.ca_pem.as_bytes()).unwrap();
+    let ticket = rent_film(&http, &origin_url, 1).await;
+    let s = Arc::new(
+        Session::open(OpenOptions { origin: origin_url, ticket, ca_pem: tls.ca_pem.clone(), parallel: 4, local: None }).await.unwrap(),
+    );
+    let mut events = s.events();
+    let mut out = Vec::new();
+    let report = s.play_to(&mut out).await.unwrap();
+    assert!(out == input, "playback differs from the input");
+    let mut all = Vec::new();
+    while let Ok(e) = events.try_recv() {
+        all.push(e);
+    }
+    assert!(all.iter().any(|e| matches!(e, Event::Race { index: 0, between } if between.iter().any(|b| b == "a-liar"))), "{all:?}");
+    assert!(all.iter().any(|e| matches!(e, Event::Demoted { source, .. } if source == "a-liar")), "the liar was not caught: {all:?}");
+    assert!(!report.by_source.contains_key("a-liar"), "the liar delivered a segment: {report:?}");
+    // The first segment went on from the liar's verified groups (past the
+    // quarter where it won, short of its lie in the middle), at an honest node.
+    let resumed = all.iter().find_map(|e| match e {
+        Event::Resumed { index: 0, source, at } => Some((source.clone(), *at)),
+        _ => None,
+    });
+    let (source, at) = resumed.unwrap_or_else(|| panic!("the first segment started over: {all:?}"));
+    assert_ne!(source, "a-liar");
+    assert!((1 << 18..=1 << 19).contains(&at), "resumed at {at}: {all:?}");
+    for n in honest {
+        n.shutdown().await;
+    }
+    liar.shutdown().await;
+    origin.shutdown().await;
+}
