@@ -99,25 +99,10 @@ async fn plays_byte_identical_from_many_sources_twice_then_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_segment_from_three_sources_a_liar_caught_within_a_group_a_slow_one_left() {
     use tranzcast_client::Event;
-    let dir = tempfile::tempdir().unwrap();
-    let _ = setup_sized(dir.path(), 3);
-    let input = std::fs::read(dir.path().join("film.bin")).unwrap();
-    let origin = Origin::start(origin_config(&dir.path().join("origin"), 0)).await.unwrap();
-    let oport = origin.https_addr().port();
-    let origin_url = format!("https://localhost:{oport}");
-    let tls = EdgeTls::from_config(&edge_config("node", "x", dir.path(), oport, &[], 0, false), &origin.ca_dir()).unwrap();
     // Unpulsed sources tie, so names set the order: the liar is asked
     // first, then the slow one, then the fast one.
-    let liar = EdgeServer::start(edge_config("node", "a-liar", &dir.path().join("l"), oport, &[], 0, true), tls.clone()).await.unwrap();
-    let slow_cfg = edge_config_with("node", "a-slow", &dir.path().join("s"), oport, &[], 0, false, &["rate_limit=512KiB"]);
-    let slow = EdgeServer::start(slow_cfg, tls.clone()).await.unwrap();
-    let fast = EdgeServer::start(edge_config("node", "b-fast", &dir.path().join("f"), oport, &[], 0, false), tls.clone()).await.unwrap();
-    wait_staged(&origin, &["a-liar", "a-slow", "b-fast"]).await;
-    let http = tranzcast_net::client::https(tls.ca_pem.as_bytes()).unwrap();
-    let ticket = rent_film(&http, &origin_url, 1).await;
-    let session = Session::open(OpenOptions { origin: origin_url.clone(), ticket, ca_pem: tls.ca_pem.clone(), parallel: 1, local: None })
-        .await
-        .unwrap();
+    let cluster = limited_cluster(3, &[("a-liar", LIAR), ("a-slow", "512KiB"), ("b-fast", UNLIMITED)], 1).await;
+    let (session, input) = (&cluster.session, &cluster.input);
     let mut events = session.events();
     let (plain, source) = session.segment(2).await.unwrap();
     assert!(plain[..] == input[2 << 20..3 << 20], "segment 2 differs");
@@ -156,10 +141,7 @@ async fn one_segment_from_three_sources_a_liar_caught_within_a_group_a_slow_one_
     assert!(switched > 524_288 && switched < 1 << 20, "left at {switched}");
     assert_eq!(resumed.get(1), Some(&("b-fast".to_string(), switched)), "{seen:?}");
     assert!(!seen.iter().any(|e| matches!(e, Event::Demoted { source, .. } if source != "a-liar")), "{seen:?}");
-    for n in [liar, slow, fast] {
-        n.shutdown().await;
-    }
-    origin.shutdown().await;
+    cluster.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -434,6 +416,15 @@ struct LimitedCluster {
     http: reqwest::Client,
 }
 
+/// A node's rate in [`limited_cluster`]: no limit.
+const UNLIMITED: &str = "";
+/// A node's rate in [`limited_cluster`]: no limit, and it flips a byte in
+/// the middle of every blob it serves.
+const LIAR: &str = "liar";
+
+/// An origin, nodes holding the staged title (`mib` MiB, 1 MiB segments),
+/// each sending at most its rate (or [`UNLIMITED`], or a [`LIAR`]), and a
+/// session on a 1-play ticket that fetches `parallel` segments at once.
 async fn limited_cluster(mib: u32, nodes: &[(&str, &str)], parallel: usize) -> LimitedCluster {
     let dir = tempfile::tempdir().unwrap();
     let _ = setup_sized(dir.path(), mib);
@@ -443,8 +434,10 @@ async fn limited_cluster(mib: u32, nodes: &[(&str, &str)], parallel: usize) -> L
     let origin_url = format!("https://localhost:{oport}");
     let tls = EdgeTls::from_config(&edge_config("node", "x", dir.path(), oport, &[], 0, false), &origin.ca_dir()).unwrap();
     let mut servers = Vec::new();
-    for (name, rate) in nodes {
-        let config = edge_config_with("node", name, &dir.path().join(name), oport, &[], 0, false, &[&format!("rate_limit={rate}")]);
+    for &(name, rate) in nodes {
+        let limit = format!("rate_limit={rate}");
+        let extra: &[&str] = if rate == UNLIMITED || rate == LIAR { &[] } else { &[&limit] };
+        let config = edge_config_with("node", name, &dir.path().join(name), oport, &[], 0, rate == LIAR, extra);
         servers.push(EdgeServer::start(config, tls.clone()).await.unwrap());
     }
     wait_staged(&origin, &nodes.iter().map(|n| n.0).collect::<Vec<_>>()).await;
@@ -456,6 +449,20 @@ async fn limited_cluster(mib: u32, nodes: &[(&str, &str)], parallel: usize) -> L
 }
 
 impl LimitedCluster {
+    /// Plays the title through the session: checked byte-identical, with
+    /// every event of the playback.
+    async fn play(&self) -> (tranzcast_client::PlayReport, Vec<tranzcast_client::Event>) {
+        let mut events = self.session.events();
+        let mut out = Vec::new();
+        let report = self.session.play_to(&mut out).await.unwrap();
+        assert!(out == self.input, "playback differs from the input");
+        let mut all = Vec::new();
+        while let Ok(e) = events.try_recv() {
+            all.push(e);
+        }
+        (report, all)
+    }
+
     /// Body bytes the nodes have sent (their own /metrics), every request
     /// that ended counted, cancelled ones with what they sent.
     async fn bytes_sent(&self) -> u64 {
@@ -491,16 +498,11 @@ async fn the_last_segments_are_shared_so_sources_end_together() {
     // a 250 ms transfer sometimes ended before a split could gain 20 ms.)
     let cluster = limited_cluster(2, &[("node-fast", "2MiB"), ("node-slow", "512KiB")], 4).await;
     let (s, input) = (&cluster.session, &cluster.input);
-    let mut events = s.events();
-    let mut out = Vec::new();
-    let report = s.play_to(&mut out).await.unwrap();
-    assert!(out == *input, "playback differs from the input");
+    let (report, all) = cluster.play().await;
     assert_eq!(report.bytes, input.len() as u64);
     let mut splits = Vec::new();
     let mut resumed = Vec::new();
-    let mut all = Vec::new();
-    while let Ok(e) = events.try_recv() {
-        all.push(e.clone());
+    for e in all.iter().cloned() {
         match e {
             tranzcast_client::Event::Split { index, source, at } => splits.push((index, source, at)),
             tranzcast_client::Event::Resumed { index, source, at } => resumed.push((index, source, at)),
@@ -570,15 +572,8 @@ async fn a_race_is_decided_at_a_quarter_so_the_losers_waste_little() {
     // Two nodes of the same pace race for the first segment: a race run to
     // the end would have the loser send nearly all of it for nothing.
     let cluster = limited_cluster(3, &[("node-a", "2MiB"), ("node-b", "2MiB")], 4).await;
-    let (s, input) = (&cluster.session, &cluster.input);
-    let mut events = s.events();
-    let mut out = Vec::new();
-    let report = s.play_to(&mut out).await.unwrap();
-    assert!(out == *input, "playback differs from the input");
-    let mut all = Vec::new();
-    while let Ok(e) = events.try_recv() {
-        all.push(e);
-    }
+    let input = &cluster.input;
+    let (report, all) = cluster.play().await;
     assert!(
         all.iter().any(|e| matches!(e, Event::Race { index: 0, between } if between.len() == 2)),
         "the first segment was not raced by both: {all:?}"
@@ -601,35 +596,10 @@ async fn a_race_is_decided_at_a_quarter_so_the_losers_waste_little() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fast_liar_that_wins_the_race_is_caught_and_its_good_groups_are_kept() {
     use tranzcast_client::Event;
-    let dir = tempfile::tempdir().unwrap();
-    let _ = setup_sized(dir.path(), 2);
-    let input = std::fs::read(dir.path().join("film.bin")).unwrap();
-    let origin = Origin::start(origin_config(&dir.path().join("origin"), 0)).await.unwrap();
-    let oport = origin.https_addr().port();
-    let origin_url = format!("https://localhost:{oport}");
-    let tls = EdgeTls::from_config(&edge_config("node", "x", dir.path(), oport, &[], 0, false), &origin.ca_dir()).unwrap();
     // The liar is unlimited: it has a quarter of the first segment long
     // before the honest nodes and wins the race; its lie is in the middle.
-    let liar = EdgeServer::start(edge_config("node", "a-liar", &dir.path().join("l"), oport, &[], 0, true), tls.clone()).await.unwrap();
-    let mut honest = Vec::new();
-    for name in ["b-node", "c-node"] {
-        let cfg = edge_config_with("node", name, &dir.path().join(name), oport, &[], 0, false, &["rate_limit=2MiB"]);
-        honest.push(EdgeServer::start(cfg, tls.clone()).await.unwrap());
-    }
-    wait_staged(&origin, &["a-liar", "b-node", "c-node"]).await;
-    let http = tranzcast_net::client::https(tls.ca_pem.as_bytes()).unwrap();
-    let ticket = rent_film(&http, &origin_url, 1).await;
-    let s = Arc::new(
-        Session::open(OpenOptions { origin: origin_url, ticket, ca_pem: tls.ca_pem.clone(), parallel: 4, local: None }).await.unwrap(),
-    );
-    let mut events = s.events();
-    let mut out = Vec::new();
-    let report = s.play_to(&mut out).await.unwrap();
-    assert!(out == input, "playback differs from the input");
-    let mut all = Vec::new();
-    while let Ok(e) = events.try_recv() {
-        all.push(e);
-    }
+    let cluster = limited_cluster(2, &[("a-liar", LIAR), ("b-node", "2MiB"), ("c-node", "2MiB")], 4).await;
+    let (report, all) = cluster.play().await;
     assert!(all.iter().any(|e| matches!(e, Event::Race { index: 0, between } if between.iter().any(|b| b == "a-liar"))), "{all:?}");
     assert!(all.iter().any(|e| matches!(e, Event::Demoted { source, .. } if source == "a-liar")), "the liar was not caught: {all:?}");
     assert!(!report.by_source.contains_key("a-liar"), "the liar delivered a segment: {report:?}");
@@ -642,9 +612,5 @@ async fn a_fast_liar_that_wins_the_race_is_caught_and_its_good_groups_are_kept()
     let (source, at) = resumed.unwrap_or_else(|| panic!("the first segment started over: {all:?}"));
     assert_ne!(source, "a-liar");
     assert!((1 << 18..=1 << 19).contains(&at), "resumed at {at}: {all:?}");
-    for n in honest {
-        n.shutdown().await;
-    }
-    liar.shutdown().await;
-    origin.shutdown().await;
+    cluster.shutdown().await;
 }
