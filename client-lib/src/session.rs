@@ -81,8 +81,9 @@ pub enum Event {
         /// Why.
         reason: String,
     },
-    /// A segment was asked of two (or three) sources at once; the first
-    /// verified answer wins.
+    /// A segment was asked of two (or three) sources at once; the first to
+    /// have a quarter of it verified wins and fetches the rest, the others
+    /// are cancelled.
     Race {
         /// The segment.
         index: u64,
@@ -1203,8 +1204,9 @@ impl Session {
         }
     }
 
-    /// Plays the whole title into `out`: pulses, then fetches `parallel`
-    /// segments at once (out of order), and writes them in order.
+    /// Plays the whole title into `out`: pulses, races the first segment,
+    /// and once the race is decided fetches `parallel` segments at once
+    /// (out of order) from the other sources too; writes them in order.
     pub async fn play_to<W: AsyncWrite + Unpin>(self: &Arc<Self>, out: &mut W) -> Result<PlayReport, ClientError> {
         let started = Instant::now();
         self.pulse().await;
