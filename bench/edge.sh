@@ -7,6 +7,7 @@
 # bytes as plain files.
 #
 # Usage: bench/edge.sh [SECONDS=5] [CONNECTIONS=32]; CASES=REGEX runs only matching cases (e.g. 'edge-h3').
+# EDGE_ENV="VAR=VALUE ..." starts the edge with those variables (e.g. TOKIO_WORKER_THREADS=1).
 # Needs: nginx, caddy (apt), oha 1.16 with http3 (see ../shared/PEERS.md).
 # Prints requests/s and p99 per case and the ratios:
 #   edge/nginx over h1 and h2 (goal >= 1.2), our h3/our h2 (goal >= 0.9),
@@ -46,7 +47,7 @@ SEGS=$("$BIN" titles --data "$T/origin" --json | python3 -c 'import json,sys; pr
 PIDS+=($!)
 wait_up "https://localhost:$OP/healthz"
 CA="$T/origin/tls/ca.pem"
-"$BIN" edge --ca-dir "$T/origin/tls" --set role=edge --set name=bench-edge --set "data_dir=$T/edge" \
+env ${EDGE_ENV:-} "$BIN" edge --ca-dir "$T/origin/tls" --set role=edge --set name=bench-edge --set "data_dir=$T/edge" \
     --set "origin=https://localhost:$OP" --set "cluster_token=$CLUSTER_TOKEN" --set "listen.https=127.0.0.1:$EP" \
     --set store.cache_bytes=256MiB >"$T/edge.log" 2>&1 &
 EDGE_PID=$!
@@ -154,9 +155,10 @@ run() { # name port proto range -> json file
     [ "$range" = yes ] && args+=(-H "Range: bytes=4096-8191")
     # Over h3, oha hangs ~30 s after the deadline (hatoo/oha#835): requests/s
     # is computed below from the answers counted within the deadline.
-    # PERF=DIR: profile our edge in each of its cases (perf report text in DIR).
+    # PERF=DIR: profile our edge in each of its cases (perf report text in DIR);
+    # PERF_CALLGRAPH="--call-graph dwarf" gives call chains (release builds keep no frame pointers).
     if [ -n "${PERF:-}" ] && [[ $name == edge-* ]]; then
-        perf record -F 499 -g -p "$EDGE_PID" -o "$T/$name.perf" -- sleep "$SECS" >/dev/null 2>&1 &
+        perf record -F 499 ${PERF_CALLGRAPH:--g} -p "$EDGE_PID" -o "$T/$name.perf" -- sleep "$SECS" >/dev/null 2>&1 &
         perf_pid=$!
     fi
     local pids before tool

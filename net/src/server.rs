@@ -19,6 +19,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
+use crate::coalesce::WriteCoalescer;
 use crate::tls::ALPN_H3;
 use crate::{NetError, TlsIdentity};
 
@@ -269,7 +270,13 @@ async fn serve_tcp(
             let protocol = if stream.get_ref().1.alpn_protocol() == Some(b"h2") { Protocol::H2 } else { Protocol::H1 };
             let cx = RequestContext { peer, protocol };
             let svc = hyper::service::service_fn(move |req| respond(req, cx, handler.clone(), max_body, alt_svc.clone()));
-            watcher.watch(builder.serve_connection(TokioIo::new(stream), svc).into_owned()).await
+            if protocol == Protocol::H2 {
+                // h2 writes and flushes each frame alone (see coalesce.rs).
+                let io = TokioIo::new(WriteCoalescer::new(stream));
+                watcher.watch(builder.serve_connection(io, svc).into_owned()).await
+            } else {
+                watcher.watch(builder.serve_connection(TokioIo::new(stream), svc).into_owned()).await
+            }
         }
         None => {
             let cx = RequestContext { peer, protocol: Protocol::Plain };
