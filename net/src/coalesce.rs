@@ -64,7 +64,8 @@ impl<S> WriteCoalescer<S> {
         Self { inner, buf: vec![0; SHIFT], sent: SHIFT, wrote_since_flush: false }
     }
 
-    pub fn get_ref(&self) -> &S {
+    #[cfg(test)]
+    fn get_ref(&self) -> &S {
         &self.inner
     }
 }
