@@ -9,12 +9,15 @@
 //!
 //! The coalescer copies small writes into one buffer and passes it on when it
 //! reaches [`COALESCE_BYTES`], or when the caller flushes with nothing written
-//! since its last flush. A flush that follows writes is deferred once: it
-//! returns at once and wakes the task, so frames produced in the same poll of
-//! the connection join the buffer, and the wake makes the connection poll
-//! again, which ends with a flush (h2 flushes its codec at the end of every
-//! poll) that finds nothing new written and passes everything on. So nothing
-//! waits for more data that may never come: the extra delay is one task poll.
+//! since its last flush. A flush that follows writes is deferred: it returns
+//! at once and wakes the task, so frames produced in the same poll of the
+//! connection join the buffer, and the wake makes the connection poll again,
+//! which ends with a flush (h2 flushes its codec at the end of every poll)
+//! that finds nothing new written and passes everything on. Deferral does not
+//! outlive a poll: once the connection has read again (h2 reads first in every
+//! poll), the next flush sends whatever was written, so a peer whose frames
+//! keep every poll busy cannot hold our bytes back either. The extra delay is
+//! at most one task poll.
 //! Writes of at least [`COALESCE_BYTES`] go straight through without a copy.
 //!
 //! The buffer's bytes start [`SHIFT`] bytes into its allocation. rustls
@@ -55,13 +58,17 @@ pub struct WriteCoalescer<S> {
     buf: Vec<u8>,
     /// How much of `buf` the inner writer has taken (from `SHIFT` on).
     sent: usize,
-    /// Bytes were accepted since the last flush (which then defers once).
+    /// Bytes were accepted since the last flush (which then defers).
     wrote_since_flush: bool,
+    /// A flush was deferred and nothing has been sent since.
+    deferred: bool,
+    /// The connection read after a deferral: a new poll, so flushes send.
+    polled_again: bool,
 }
 
 impl<S> WriteCoalescer<S> {
     pub fn new(inner: S) -> Self {
-        Self { inner, buf: vec![0; SHIFT], sent: SHIFT, wrote_since_flush: false }
+        Self { inner, buf: vec![0; SHIFT], sent: SHIFT, wrote_since_flush: false, deferred: false, polled_again: false }
     }
 
     #[cfg(test)]
@@ -102,7 +109,9 @@ impl<S: AsyncWrite + Unpin> WriteCoalescer<S> {
 
 impl<S: AsyncRead + Unpin> AsyncRead for WriteCoalescer<S> {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_read(cx, buf)
+        let this = self.get_mut();
+        this.polled_again |= this.deferred;
+        Pin::new(&mut this.inner).poll_read(cx, buf)
     }
 }
 
@@ -145,12 +154,14 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for WriteCoalescer<S> {
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        if std::mem::take(&mut this.wrote_since_flush) {
+        if std::mem::take(&mut this.wrote_since_flush) && !this.polled_again {
             // More frames may follow in this poll; the wake brings the
             // caller back to a flush that finds nothing new and sends.
+            this.deferred = true;
             cx.waker().wake_by_ref();
             return Poll::Ready(Ok(()));
         }
+        (this.deferred, this.polled_again) = (false, false);
         ready!(this.poll_drain(cx))?;
         Pin::new(&mut this.inner).poll_flush(cx)
     }
@@ -173,6 +184,11 @@ mod tests {
     struct Counting {
         writes: Vec<usize>,
         flushes: usize,
+    }
+    impl AsyncRead for Counting {
+        fn poll_read(self: Pin<&mut Self>, _: &mut Context<'_>, _: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+            Poll::Pending
+        }
     }
     impl AsyncWrite for Counting {
         fn poll_write(mut self: Pin<&mut Self>, _: &mut Context<'_>, b: &[u8]) -> Poll<io::Result<usize>> {
@@ -227,6 +243,26 @@ mod tests {
         assert_eq!((c.get_ref().writes.len(), wakes()), (0, 1));
         assert!(matches!(Pin::new(&mut c).poll_flush(&mut cx), Poll::Ready(Ok(()))));
         assert_eq!((c.get_ref().writes.clone(), c.get_ref().flushes, wakes()), (vec![5], 1, 1));
+    }
+
+    #[test]
+    fn a_deferral_ends_with_the_poll_so_a_busy_peer_cannot_hold_bytes_back() {
+        let waker = std::sync::Arc::new(CountingWaker(0.into()));
+        let w = std::task::Waker::from(waker.clone());
+        let mut cx = Context::from_waker(&w);
+        let mut c = WriteCoalescer::new(Counting { writes: vec![], flushes: 0 });
+        let mut read = [0u8; 16];
+        let mut sent_after = Vec::new();
+        for _ in 0..4 {
+            // Each poll of the connection: read, write a frame, flush, as
+            // if the peer kept sending something that asks for an answer.
+            let _ = Pin::new(&mut c).poll_read(&mut cx, &mut ReadBuf::new(&mut read));
+            assert!(matches!(Pin::new(&mut c).poll_write(&mut cx, b"frame"), Poll::Ready(Ok(5))));
+            assert!(matches!(Pin::new(&mut c).poll_flush(&mut cx), Poll::Ready(Ok(()))));
+            sent_after.push(c.get_ref().writes.iter().sum::<usize>());
+        }
+        // A poll's frame waits at most until the next poll's flush.
+        assert_eq!(sent_after, [0, 10, 10, 20]);
     }
 
     #[tokio::test]
