@@ -155,6 +155,9 @@ pub struct Session {
     /// Segments being fetched (not raced), by index: in the end-game an idle
     /// source may take the tail of one (see [`scoring::split_point`]).
     pieces: Mutex<BTreeMap<(u64, u64), Arc<Piece>>>,
+    /// Outboards fetched ahead (the first segment's, with the first pulse),
+    /// each checked against its blob's address.
+    outboards: Mutex<BTreeMap<tranzcast_proto::BlobAddress, GroupVerifier>>,
     /// The winner of a race while it fetches the rest of the raced segment:
     /// other requests for that source wait (counted as ours there) so the
     /// segment playback waits on has the source to itself.
@@ -525,6 +528,7 @@ impl Session {
             endgame: std::sync::atomic::AtomicBool::new(false),
             metered: std::sync::atomic::AtomicBool::new(false),
             pieces: Mutex::new(BTreeMap::new()),
+            outboards: Mutex::new(BTreeMap::new()),
             reserved: tokio::sync::watch::channel(None).0,
             playhead: std::sync::atomic::AtomicU64::new(0),
         };
@@ -622,6 +626,37 @@ impl Session {
     }
 
     /// Pulses every source at once: round trip, load, and which segments it holds.
+    /// Fetches segment `idx`'s outboard from the first source to give a valid
+    /// one (checked against the blob's address), for [`Self::attempt`] to use
+    /// instead of asking with the body. Nothing is kept when none answers in
+    /// time: each transfer then asks for its own.
+    async fn prefetch_outboard(&self, idx: usize) {
+        let Some(addr) = self.manifest.segments.get(idx).copied() else { return };
+        let auth = format!("Tranzcast {}", self.certificate);
+        let asks = self.sources.iter().map(|s| {
+            let req = self.http.get(format!("{}/v1/outboards/{addr}", s.https)).header(http::header::AUTHORIZATION, &auth);
+            Box::pin(async move {
+                let r = req.send().await.ok().filter(|r| r.status().is_success())?;
+                let b = r.bytes().await.ok()?;
+                Outboard::decode(&b).ok().and_then(|ob| GroupVerifier::new(addr, ob).ok())
+            })
+        });
+        let first_valid = async {
+            let mut asks: futures_util::stream::FuturesUnordered<_> = asks.collect();
+            while let Some(r) = asks.next().await {
+                if r.is_some() {
+                    return r;
+                }
+            }
+            None
+        };
+        if let Ok(Some(v)) = tokio::time::timeout(Duration::from_secs(2), first_valid).await
+            && let Ok(mut known) = self.outboards.lock()
+        {
+            known.insert(addr, v);
+        }
+    }
+
     pub async fn pulse(&self) {
         let title = self.manifest.title.as_str().to_string();
         let probes = futures_util::future::join_all(self.sources.iter().map(|s| {
@@ -1017,6 +1052,12 @@ impl Session {
         // A source that does not answer at all is given up on much sooner.
         let answer_by = deadline.min(asked + scoring::answer_timeout(rtt, answer) * patience);
         let auth = format!("Tranzcast {}", self.certificate);
+        if t.verifier.is_none()
+            && let Some(v) = self.outboards.lock().ok().and_then(|k| k.get(addr).cloned())
+        {
+            t.data = Vec::with_capacity(usize::try_from(v.len()).unwrap_or(0));
+            t.verifier = Some(v);
+        }
         let from = t.verifier.as_ref().map_or(0, GroupVerifier::verified);
         let mut body_req = self.http.get(format!("{}/v1/blobs/{addr}", source.https)).header(http::header::AUTHORIZATION, &auth);
         if from > 0 {
@@ -1209,7 +1250,13 @@ impl Session {
     /// (out of order) from the other sources too; writes them in order.
     pub async fn play_to<W: AsyncWrite + Unpin>(self: &Arc<Self>, out: &mut W) -> Result<PlayReport, ClientError> {
         let started = Instant::now();
-        self.pulse().await;
+        // The first segment's outboard comes with the first pulse, while the
+        // links are still idle: asked with the raced bodies, it queued behind
+        // hundreds of KB of them (in 2 runs of 3 in bench/multisource.sh it
+        // came 46-57 ms after the node sent it), every racer's groups waited
+        // unverified meanwhile, and the race went to whichever link's queue
+        // happened to empty first.
+        tokio::join!(self.pulse(), self.prefetch_outboard(0));
         // Pulses go on during the playback (health, load, bitmaps change).
         // and every source's throughput is metered: bytes from it over each
         // interval it was busy with our requests throughout.
