@@ -625,7 +625,6 @@ impl Session {
         self.views.lock().map(|v| v.iter().map(|s| (s.name.clone(), s.throughput)).collect()).unwrap_or_default()
     }
 
-    /// Pulses every source at once: round trip, load, and which segments it holds.
     /// Fetches segment `idx`'s outboard from the first source to give a valid
     /// one (checked against the blob's address), for [`Self::attempt`] to use
     /// instead of asking with the body. Nothing is kept when none answers in
@@ -657,6 +656,7 @@ impl Session {
         }
     }
 
+    /// Pulses every source at once: round trip, load, and which segments it holds.
     pub async fn pulse(&self) {
         let title = self.manifest.title.as_str().to_string();
         let probes = futures_util::future::join_all(self.sources.iter().map(|s| {
