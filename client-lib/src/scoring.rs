@@ -291,6 +291,25 @@ pub fn should_switch(rate: f64, planned_rate: f64, remaining: u64, alternative_s
     (slowed || endgame) && mine > SWITCH_FACTOR * alternative && mine - alternative > SWITCH_MIN_GAIN_SECS
 }
 
+/// End-game, before the first byte: whether to leave a source that has not
+/// answered a request for `remaining` bytes after `waited_secs`, given its
+/// throughput `estimate` (bytes/s) and the best other source's expected
+/// seconds for the same bytes. A link's queue (a slowed source still
+/// carrying bytes of requests moved off it) delays an answer by as long as
+/// it takes to drain, which nothing measures until the answer comes; so the
+/// wait already seen is taken as the wait still ahead (a queue that has
+/// held a request this long holds it about as long again), and the rest is
+/// judged like a running transfer in the end-game ([`should_switch`]).
+pub fn should_leave_unanswered(waited_secs: f64, remaining: u64, estimate: Option<f64>, alternative_secs: Option<f64>) -> bool {
+    let (Some(estimate), Some(alternative)) = (estimate, alternative_secs) else { return false };
+    // (A NaN estimate or wait counts as none.)
+    if remaining < 2 * tranzcast_proto::outboard::GROUP_LEN || estimate.is_nan() || estimate <= 0.0 || !waited_secs.is_finite() {
+        return false;
+    }
+    let mine = waited_secs.max(0.0) + remaining as f64 / estimate;
+    mine > SWITCH_FACTOR * alternative && mine - alternative > SWITCH_MIN_GAIN_SECS
+}
+
 /// An idle source is given a segment not needed soon even when it is not
 /// the fastest choice, if it is expected to take at most this many times as
 /// long as the best.
@@ -389,6 +408,29 @@ pub fn split_point(len: u64, verified: u64, rate: f64, helper_rate: f64, helper_
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_unanswered_end_game_request_moves_only_to_a_clearly_faster_source() {
+        let kib = |k: u64| k * 1024;
+        // The slowed node: 0.6 MB/s, 196 KiB of a tail asked 0.2 s ago; an idle
+        // node at 4 MB/s would do it in ~0.1 s.
+        assert!(should_leave_unanswered(0.2, kib(196), Some(600_000.0), Some(0.1)));
+        // Just asked of a source as fast as the alternative: stays.
+        assert!(!should_leave_unanswered(0.0, kib(196), Some(4_000_000.0), Some(0.1)));
+        // A busy-but-fast source answering after 100 ms with 1 MiB to send,
+        // no alternative better than 0.3 s: stays.
+        assert!(!should_leave_unanswered(0.1, kib(1024), Some(4_000_000.0), Some(0.3)));
+        // The longer the silence, the more it weighs.
+        assert!(!should_leave_unanswered(0.05, kib(512), Some(4_000_000.0), Some(0.1)));
+        assert!(should_leave_unanswered(0.5, kib(512), Some(4_000_000.0), Some(0.1)));
+        // Too little left, no alternative, no estimate, nonsense: stays.
+        assert!(!should_leave_unanswered(5.0, kib(16), Some(600_000.0), Some(0.01)));
+        assert!(!should_leave_unanswered(5.0, kib(196), Some(600_000.0), None));
+        assert!(!should_leave_unanswered(5.0, kib(196), None, Some(0.01)));
+        assert!(!should_leave_unanswered(5.0, kib(196), Some(0.0), Some(0.01)));
+        assert!(!should_leave_unanswered(f64::NAN, kib(196), Some(600_000.0), Some(0.01)));
+        assert!(!should_leave_unanswered(5.0, kib(196), Some(f64::NAN), Some(0.01)));
+    }
 
     #[test]
     fn a_source_left_for_slowness_is_estimated_at_what_it_delivered() {

@@ -1099,9 +1099,38 @@ impl Session {
                 Ok(v) = shared.wait_for(Option::is_some) => v.clone().ok_or_else(|| Miss::Failed("no outboard".into())),
             })
         };
-        let (outboard, body) = tokio::time::timeout_at(answer_by, async { tokio::join!(outboard, body_req.send()) })
-            .await
-            .map_err(|_| Miss::Failed("no answer in time".into()))?;
+        // About the size of what is asked (the frame adds a header and a tag).
+        let remaining = t.verifier.as_ref().map_or(self.manifest.segment_plain_len(idx as u64), |v| v.len() - from);
+        let racing = t.race.is_some();
+        let answered = tokio::time::timeout_at(answer_by, async { tokio::join!(outboard, body_req.send()) });
+        tokio::pin!(answered);
+        let mut tick = tokio::time::interval_at(asked + SWITCH_CHECK, SWITCH_CHECK);
+        let (outboard, body) = loop {
+            tokio::select! {
+                r = &mut answered => break r.map_err(|_| Miss::Failed("no answer in time".into()))?,
+                _ = tick.tick() => {
+                    // End-game: a source still silent while another, clearly
+                    // faster, sits idle (see scoring::should_leave_unanswered).
+                    if racing || !self.endgame.load(std::sync::atomic::Ordering::Relaxed) {
+                        continue;
+                    }
+                    let mut exclude = tried.to_vec();
+                    exclude.push(choice.index);
+                    // Only an idle source counts: one busy with our other
+                    // requests is no faster for this one than the end-game's
+                    // split assumed (plan_shares gives tails to idle sources).
+                    let alternative = self.idle_alternative(idx, remaining, &exclude);
+                    // Its share of the source: our other requests there take theirs.
+                    let estimate = self.views.lock().ok().and_then(|v| {
+                        v.get(choice.index).and_then(|s| s.measured().map(|m| m / f64::from(s.ours_in_flight.max(1))))
+                    });
+                    let waited = asked.elapsed().as_secs_f64();
+                    if scoring::should_leave_unanswered(waited, remaining, estimate, alternative) {
+                        return Err(Miss::Slow(format!("no answer in {:.0} ms with {remaining} bytes to send", waited * 1e3)));
+                    }
+                }
+            }
+        };
         self.with_view(choice.index, |v| v.record_answer(asked.elapsed()));
         tracing::trace!(source = %source.name, segment = idx, from, answer_ms = asked.elapsed().as_secs_f64() * 1e3, "answered");
         if let Some(v) = outboard {
@@ -1226,6 +1255,15 @@ impl Session {
         scoring::rank(&v, idx, bytes)
             .into_iter()
             .find(|r| !exclude.contains(&r.index) && !v[r.index].demoted && v[r.index].healthy)
+            .map(|r| r.expected_secs)
+    }
+
+    /// Like [`Self::alternative`], among sources with none of our requests.
+    fn idle_alternative(&self, idx: usize, bytes: u64, exclude: &[usize]) -> Option<f64> {
+        let v = self.views.lock().ok()?;
+        scoring::rank(&v, idx, bytes)
+            .into_iter()
+            .find(|r| !exclude.contains(&r.index) && !v[r.index].demoted && v[r.index].healthy && v[r.index].ours_in_flight == 0)
             .map(|r| r.expected_secs)
     }
 

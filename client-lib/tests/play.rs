@@ -614,3 +614,76 @@ async fn a_fast_liar_that_wins_the_race_is_caught_and_its_good_groups_are_kept()
     assert!((1 << 18..=1 << 19).contains(&at), "resumed at {at}: {all:?}");
     cluster.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_last_segment_asked_of_a_silent_source_moves_to_an_idle_one_before_its_timeout() {
+    use tranzcast_client::Event;
+    // Two segments: edge-x holds the first (fetched through its parent
+    // node-p), then node-p hangs, so edge-x's miss for the second waits on
+    // it (its upstream timeout is 5 s) and edge-x says nothing. The race for
+    // the first goes to the faster edge-x, which is then asked for the
+    // last segment: the end-game, with node-b (4 MiB/s, holds the set) idle.
+    // Nothing measures a silence before the answer timeout (a second here),
+    // so without the rule the segment waited that long and edge-x was
+    // demoted; with it the request moves once waiting looks longer than
+    // node-b doing the whole segment (~0.25 s) twice over.
+    let dir = tempfile::tempdir().unwrap();
+    let (addrs, blobs) = setup_sized(dir.path(), 2);
+    let input = std::fs::read(dir.path().join("film.bin")).unwrap();
+    let origin = Origin::start(origin_config(&dir.path().join("origin"), 0)).await.unwrap();
+    let oport = origin.https_addr().port();
+    let origin_url = format!("https://localhost:{oport}");
+    let tls = EdgeTls::from_config(&edge_config("node", "x", dir.path(), oport, &[], 0, false), &origin.ca_dir()).unwrap();
+    let node = |name: &str, extra: &[&str]| edge_config_with("node", name, &dir.path().join(name), oport, &[], 0, false, extra);
+    let np = EdgeServer::start(node("node-p", &[]), tls.clone()).await.unwrap();
+    let nb = EdgeServer::start(node("node-b", &["rate_limit=4MiB"]), tls.clone()).await.unwrap();
+    wait_staged(&origin, &["node-p", "node-b"]).await;
+    let parent = format!("https://localhost:{}", np.https_addr().port());
+    // edge-x at 32 MiB/s: it wins the race and is ranked well ahead of
+    // node-b for the second segment (unlimited, its first estimate could be
+    // anything a loaded machine makes of a few milliseconds).
+    let ex = EdgeServer::start(
+        edge_config_with("edge", "edge-x", &dir.path().join("edge-x"), oport, &[parent], 0, false, &["rate_limit=32MiB"]),
+        tls.clone(),
+    )
+    .await
+    .unwrap();
+    let http = tranzcast_net::client::https(tls.ca_pem.as_bytes()).unwrap();
+    let (auth, _) = certificate(&http, &origin_url, "film").await;
+    let url = format!("https://localhost:{}/v1/blobs/{}", ex.https_addr().port(), addrs[0]);
+    let got = http.get(url).header("authorization", &auth).send().await.unwrap().bytes().await.unwrap();
+    assert!(got == blobs[0], "edge-x did not serve the first segment");
+    np.hang();
+
+    let ticket = rent_film(&http, &origin_url, 1).await;
+    let s = Session::open(OpenOptions { origin: origin_url, ticket, ca_pem: tls.ca_pem.clone(), parallel: 4, local: None }).await.unwrap();
+    let mut events = s.events();
+    let mut out = Vec::new();
+    let report = Arc::new(s).play_to(&mut out).await.unwrap();
+    assert!(out == input, "playback differs from the input");
+    let mut all = Vec::new();
+    while let Ok(e) = events.try_recv() {
+        all.push(e);
+    }
+    assert!(
+        all.iter().any(|e| matches!(e, Event::Race { index: 0, between } if between.iter().any(|b| b == "edge-x"))),
+        "edge-x did not race for the first segment: {all:?}"
+    );
+    let left = all.iter().find_map(|e| match e {
+        Event::Switched { index: 1, source, at: 0, reason } if source == "edge-x" => Some(reason.clone()),
+        _ => None,
+    });
+    let reason = left.unwrap_or_else(|| panic!("the last segment was not moved off the silent edge-x: {all:?} {report:?}"));
+    // "no answer in N ms with B bytes to send": moved by the end-game rule,
+    // not the answer timeout (that one demotes, with "no answer in time").
+    let waited: f64 =
+        reason.strip_prefix("no answer in ").and_then(|r| r.split(' ').next()).and_then(|n| n.parse().ok()).unwrap_or(f64::NAN);
+    assert!(waited < 1000.0, "{reason}");
+    assert!(!report.demoted.contains(&"edge-x".to_string()), "{report:?}");
+    assert!(all.iter().any(|e| matches!(e, Event::Resumed { index: 1, source, .. } if source == "node-b")), "{all:?}");
+    np.kill().await;
+    for srv in [ex, nb] {
+        srv.shutdown().await;
+    }
+    origin.shutdown().await;
+}
