@@ -15,7 +15,7 @@ use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tranzcast_proto::frame::FrameKind;
 use tranzcast_proto::keys::{self, Expected, TitleKey};
 use tranzcast_proto::manifest::{Manifest, SignedManifest};
-use tranzcast_proto::outboard::{GroupVerifier, Outboard};
+use tranzcast_proto::outboard::{GROUP_LEN, GroupVerifier, Outboard};
 use tranzcast_proto::ticket::{SignedToken, Token};
 
 use crate::ClientError;
@@ -1059,9 +1059,19 @@ impl Session {
             t.verifier = Some(v);
         }
         let from = t.verifier.as_ref().map_or(0, GroupVerifier::verified);
-        let mut body_req = self.http.get(format!("{}/v1/blobs/{addr}", source.https)).header(http::header::AUTHORIZATION, &auth);
+        let blob_url = format!("{}/v1/blobs/{addr}", source.https);
+        let mut body_req = self.http.get(&blob_url).header(http::header::AUTHORIZATION, &auth);
+        // A racer asks for the first quarter only (to the group boundary at
+        // or after it, so the claim can be verified): once the race is
+        // decided, a loser's link carries at most the rest of that range,
+        // not the hundreds of KB a whole-segment request had in flight and
+        // queued (105-198 ms of the two losers' links in bench/multisource.sh,
+        // each delaying their next segment). The winner asks for the rest.
+        let mut race_bound = t.race.as_ref().filter(|_| from == 0).map(|r| r.at.div_ceil(GROUP_LEN).max(1) * GROUP_LEN);
         if from > 0 {
             body_req = body_req.header(http::header::RANGE, format!("bytes={from}-"));
+        } else if let Some(bound) = race_bound {
+            body_req = body_req.header(http::header::RANGE, format!("bytes=0-{}", bound - 1));
         }
         // The outboard (with the body, in parallel), unless one is in hand.
         // On a shared connection its answer may come behind the first few
@@ -1142,9 +1152,13 @@ impl Session {
         if body.status() == reqwest::StatusCode::NOT_FOUND {
             return Err(Miss::NotThere);
         }
-        let want = if from > 0 { reqwest::StatusCode::PARTIAL_CONTENT } else { reqwest::StatusCode::OK };
-        if body.status() != want {
+        let want = if from > 0 || race_bound.is_some() { reqwest::StatusCode::PARTIAL_CONTENT } else { reqwest::StatusCode::OK };
+        // (A whole blob for a racer's range is fine: it is all checked.)
+        if body.status() != want && !(race_bound.is_some() && body.status() == reqwest::StatusCode::OK) {
             return Err(Miss::Failed(format!("status {} (wanted {want})", body.status())));
+        }
+        if body.status() == reqwest::StatusCode::OK {
+            race_bound = None;
         }
         let Transfer { verifier, data, piece, base: _, race } = t;
         let verifier = verifier.as_mut().ok_or_else(|| Miss::Failed("no outboard".into()))?;
@@ -1184,6 +1198,28 @@ impl Session {
                     return Err(if progress.got > 0 { Miss::Slow("over its time".into()) } else { Miss::Failed("timed out".into()) });
                 }
                 chunk = stream.next() => match chunk {
+                    None if !verifier.is_complete() && race_bound.take().is_some() => {
+                        // A racer's first quarter is in. A loser waits to be
+                        // stopped by its race; the winner asks for the rest.
+                        if race.as_ref().and_then(|r| r.winner()) != Some(choice.index) {
+                            std::future::pending::<()>().await;
+                        }
+                        let from = verifier.verified();
+                        let rest = self
+                            .http
+                            .get(&blob_url)
+                            .header(http::header::AUTHORIZATION, &auth)
+                            .header(http::header::RANGE, format!("bytes={from}-"))
+                            .send();
+                        let rest = tokio::time::timeout(scoring::answer_timeout(rtt, answer) * patience, rest)
+                            .await
+                            .map_err(|_| Miss::Failed("no answer in time".into()))?
+                            .map_err(|e| Miss::Failed(e.to_string()))?;
+                        if rest.status() != reqwest::StatusCode::PARTIAL_CONTENT {
+                            return Err(Miss::Failed(format!("status {} (wanted 206)", rest.status())));
+                        }
+                        stream = rest.bytes_stream();
+                    }
                     None => {
                         verifier.finish().map_err(|e| Miss::Failed(format!("bad bytes: {e}")))?;
                         break;
