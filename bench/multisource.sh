@@ -6,17 +6,23 @@
 # Everything runs inside a network namespace this script creates (its own
 # loopback, nothing leaves it). tc shapes that loopback per source port with
 # HTB, so each source has a link of its own: our three nodes (origin-staged,
-# complete sets) and three nginx mirrors of the same bytes share the three
-# shaped classes (node i and nginx i: same rate; never run at once).
+# complete sets) and three of our edges share the three shaped classes (node i
+# and edge i: same rate; never used at once). aria2c downloads the title's
+# playback URLs on the edges (the plaintext, decrypted at the edge: what a
+# standard player or downloader gets from us); the edges are warmed first
+# (one unshaped download each), as the nodes are by staging.
 #
 # Runs, each on a cold client (after one untimed play: servers warm, as in production):
-#   ours       tranzcast play (default settings) from the three nodes
+#   ours       tranzcast play (default settings) from the three nodes (--source: the
+#              edges are cluster members too, but they are aria2c's)
 #   single     tranzcast play --source <the fastest node> (time to first segment)
-#   aria2c     aria2c -s3 -x3 -k1M from the three nginx mirrors (-x3: all three are "localhost"):
-#              tuned for this case, the strongest aria2c we found
+#   aria2c     aria2c -s3 -x3 -k1M on the three playback URLs, all three as
+#              "localhost" (-x3 lets it use all three): tuned for this case
+#              (1 MiB pieces let it move work off a slow source), the strongest
+#              aria2c we found
 #   shipped    aria2c with its defaults (-s5, one connection per host, 20 MiB
-#              minimum split) from the same mirrors named as three hosts
-#              (127.0.0.1, .2, .3), as a user with three mirrors would run it
+#              minimum split) on the same URLs named as three hosts
+#              (127.0.0.1, .2, .3), as a user with three URLs would run it
 #   degrading  ours and aria2c again, the fastest source dropped to a tenth of
 #              its rate halfway through (tc class change)
 # Both aria2c runs happen steady and degrading.
@@ -29,14 +35,14 @@
 # single-source run); REPEAT=N runs each of those N times on the same setup; QUEUE_MS=N gives each shaped
 # link a queue of N ms of its rate (bfifo; default: HTB's 1000-packet FIFO).
 # RUST_LOG=tranzcast_client=trace with KEEP=1 leaves $T/play.log with a per-source meter every 200 ms.
-# Needs: iproute2 (ip, tc), nginx, aria2c, curl, python3, openssl.
+# Needs: iproute2 (ip, tc), aria2c, curl, python3, openssl.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 MIB="${1:-64}"
 RATES="${2:-48 32 16}"
 if [ -z "${TZ_IN_NETNS:-}" ]; then
-    for tool in ip tc nginx aria2c curl python3 openssl; do
-        command -v "$tool" >/dev/null || { echo "bench/multisource.sh: $tool is not installed (apt-get install -y iproute2 nginx aria2)" >&2; exit 2; }
+    for tool in ip tc aria2c curl python3 openssl; do
+        command -v "$tool" >/dev/null || { echo "bench/multisource.sh: $tool is not installed (apt-get install -y iproute2 aria2)" >&2; exit 2; }
     done
     . scripts/env.sh
     cargo build --release --locked --bin tranzcast >/dev/null 2>&1 || cargo build --release --locked --bin tranzcast
@@ -54,7 +60,6 @@ T="$(mktemp -d /tmp/tz-bench-ms.XXXXXX)"
 PIDS=()
 cleanup() {
     for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-    [ -f "$T/nginx/nginx.pid" ] && nginx -p "$T/nginx" -c "$T/nginx/nginx.conf" -s quit 2>/dev/null || true
     wait 2>/dev/null || true
     [ -n "${KEEP:-}" ] || rm -rf "$T"
 }
@@ -68,7 +73,7 @@ wait_up() { for _ in $(seq 200); do curl -sk "$1" >/dev/null 2>&1 && return 0; s
 
 OP=8443
 NODE_PORT=(9001 9002 9003)
-NGINX_PORT=(9101 9102 9103)
+EDGE_PORT=(9101 9102 9103)
 tc qdisc add dev lo root handle 1: htb default 99
 tc class add dev lo parent 1: classid 1:99 htb rate 20gbit quantum 60000
 for i in 0 1 2; do
@@ -76,7 +81,7 @@ for i in 0 1 2; do
     if [ -n "${QUEUE_MS:-}" ]; then
         tc qdisc add dev lo parent "1:1$i" bfifo limit "$(( RATE[i] * 125 * QUEUE_MS ))"
     fi
-    for port in "${NODE_PORT[$i]}" "${NGINX_PORT[$i]}"; do
+    for port in "${NODE_PORT[$i]}" "${EDGE_PORT[$i]}"; do
         tc filter add dev lo parent 1: protocol ip prio 1 u32 match ip sport "$port" 0xffff flowid "1:1$i"
     done
 done
@@ -117,28 +122,40 @@ ticket() {
         -d "{\"customer\":$CUST,\"title\":\"film\",\"kind\":\"buy\"}" "$O/v1/orders" | python3 -c 'import json,sys; print(json.load(sys.stdin)["ticket"])'
 }
 
-# nginx mirrors of the plaintext (what aria2c downloads), one per shaped port.
+# Three edges, one per shaped port, on every address of the namespace's
+# loopback (so 127.0.0.2 and .3 reach them too), with a certificate for those
+# names: aria2c's sources. Their misses go to the origin (unshaped).
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 -subj /CN=localhost \
     -addext subjectAltName=DNS:localhost,IP:127.0.0.1,IP:127.0.0.2,IP:127.0.0.3 -keyout "$T/peer.key" -out "$T/peer.pem" 2>/dev/null
-mkdir -p "$T/nginx/logs" "$T/nginx/tmp" "$T/www"
-cp "$T/film.bin" "$T/www/film.bin"
-{
-    echo "worker_processes 2; pid $T/nginx/nginx.pid; error_log $T/nginx/logs/error.log warn;"
-    echo "events { worker_connections 1024; }"
-    echo "http { access_log off; sendfile on; client_body_temp_path $T/nginx/tmp; proxy_temp_path $T/nginx/tmp;"
-    echo "  fastcgi_temp_path $T/nginx/tmp; uwsgi_temp_path $T/nginx/tmp; scgi_temp_path $T/nginx/tmp;"
-    for i in 0 1 2; do
-        # Mirror i answers as "localhost" and as its own host 127.0.0.(i+1) (the namespace's loopback holds 127/8).
-        p=${NGINX_PORT[$i]}
-        listen="listen 127.0.0.1:$p ssl;"
-        [ "$i" -gt 0 ] && listen="$listen listen 127.0.0.$((i + 1)):$p ssl;"
-        echo "  server { $listen ssl_certificate $T/peer.pem; ssl_certificate_key $T/peer.key; root $T/www; }"
-    done
-    echo "}"
-} >"$T/nginx/nginx.conf"
-chmod -R a+rX "$T"
-nginx -p "$T/nginx" -c "$T/nginx/nginx.conf"
-for p in "${NGINX_PORT[@]}"; do wait_up "https://localhost:$p/film.bin"; done
+for i in 0 1 2; do
+    "$BIN" edge --ca-dir "$T/origin/tls" --set role=edge --set "name=edge-$((i + 1))" --set "data_dir=$T/edge-$i" \
+        --set "origin=$O" --set "cluster_token=$CLUSTER_TOKEN" --set "listen.https=0.0.0.0:${EDGE_PORT[$i]}" \
+        --set "tls.cert=$T/peer.pem" --set "tls.key=$T/peer.key" --set "ca=$CA" >"$T/edge-$i.log" 2>&1 &
+    PIDS+=($!)
+done
+for i in 0 1 2; do wait_up "https://localhost:${EDGE_PORT[$i]}/healthz"; done
+# Playback URLs on the three edges (a fresh url-mode play each time), in
+# EDGE_PORT order, as "localhost" or ("hosts") as 127.0.0.(i+1).
+play_urls() { # localhost|hosts
+    local t; t=$(ticket)
+    curl -s --cacert "$CA" -H 'content-type: application/json' -d "{\"ticket\":\"$t\",\"mode\":\"url\",\"urls\":3}" "$O/v1/play" |
+        python3 -c '
+import json, sys, urllib.parse
+ports, names = [int(p) for p in sys.argv[1:4]], sys.argv[4]
+urls = {urllib.parse.urlsplit(u["url"]).port: u["url"] for u in json.load(sys.stdin).get("urls", [])}
+assert sorted(urls) == sorted(ports), f"playback URLs on {sorted(urls)}, wanted {ports}"
+for i, p in enumerate(ports):
+    host = "localhost" if names == "localhost" else f"127.0.0.{i + 1}"
+    print(urls[p].replace(f"https://localhost:{p}/", f"https://{host}:{p}/", 1))
+' "${EDGE_PORT[@]}" "$1"
+}
+# The edges join the cluster with their playback keys: wait until the origin hands out URLs on all three.
+for _ in $(seq 100); do play_urls localhost >/dev/null 2>&1 && break; sleep 0.2; done
+# Warm: each edge's whole title once, links unshaped meanwhile (the nodes were warmed by staging).
+for i in 0 1 2; do set_rate "$i" 20000; done
+mapfile -t WARM < <(play_urls localhost)
+for u in "${WARM[@]}"; do curl -sf --cacert "$T/peer.pem" -o /dev/null "$u"; done
+for i in 0 1 2; do set_rate "$i" "${RATE[$i]}"; done
 
 BYTES=$(stat -c %s "$T/film.bin")
 LIMIT=$(python3 -c "print(sum(float(r) for r in '${RATES}'.split()) * 1e6 / 8)")
@@ -148,7 +165,7 @@ now() { date +%s.%N; }
 
 # ours [--source NAME] [degrade] -> "seconds startup_ms"
 ours() {
-    local extra=() degrade=""
+    local extra=(--source node-1 --source node-2 --source node-3) degrade=""
     [ "${1:-}" = single ] && extra=(--source node-$((FASTEST + 1)))
     [ "${1:-}" = degrade ] && degrade=1
     ticket >"$T/ticket"
@@ -166,13 +183,13 @@ ours() {
 aria() { # tuned|shipped [degrade]
     local mode="$1" degrade="${2:-}" args urls=()
     if [ "$mode" = tuned ]; then
-        # -x3: the three mirrors are all "localhost"; 1 MiB pieces let it move work off a slow mirror.
         args=(-s3 -x3 -k1M --min-split-size=1M --uri-selector=inorder)
-        for p in "${NGINX_PORT[@]}"; do urls+=("https://localhost:$p/film.bin"); done
+        mapfile -t urls < <(play_urls localhost)
     else
         args=()
-        for i in 0 1 2; do urls+=("https://127.0.0.$((i + 1)):${NGINX_PORT[$i]}/film.bin"); done
+        mapfile -t urls < <(play_urls hosts)
     fi
+    [ "${#urls[@]}" -eq 3 ] || { echo "no playback URLs" >&2; exit 1; }
     rm -f "$T/aria.bin"
     local t0; t0=$(now)
     aria2c -q --async-dns=false --ca-certificate="$T/peer.pem" "${args[@]}" --file-allocation=none \
@@ -189,8 +206,8 @@ aria() { # tuned|shipped [degrade]
 echo "== runs (each from a cold client)"
 # One untimed play first: the servers' first requests after start (RocksDB
 # table readers, blocking-pool threads, TLS) cost ~20 ms of the first segment
-# and ~0.1 s of the play, once per server process; nginx paid its equivalent
-# in wait_up above (a whole download of the file from each mirror). The
+# and ~0.1 s of the play, once per server process; the edges paid their
+# equivalent in the warm-up above (a whole download from each). The
 # client stays cold: a new process, new connections, nothing measured.
 ours >/dev/null
 if [ -n "${ONLY_OURS:-}" ]; then
@@ -226,6 +243,12 @@ echo "aria2c as shipped, degrading: ${ARIA1_D}s"
 ARIA_D=$(aria tuned degrade)
 echo "aria2c -x3, tuned, degrading: ${ARIA_D}s"
 
+echo "aria2c's sources (their /metrics, warm-up included):"
+for i in 0 1 2; do
+    curl -s --cacert "$T/peer.pem" "https://localhost:${EDGE_PORT[$i]}/metrics" |
+        awk -v e="edge-$((i + 1))" '/^edge_(playback_requests|http_response_bytes)_total/ { n = $1; sub(/\{.*/, "", n); s[n] += $NF }
+            END { printf "  %s:", e; for (k in s) printf " %s %d", k, s[k]; print "" }'
+done
 python3 - "$BYTES" "$LIMIT" "$OURS_S" "$OURS_START" "$SINGLE_S" "$SINGLE_START" "$ARIA_S" "$OURS_D" "$ARIA_D" "$ARIA1_S" "$ARIA1_D" <<'PY'
 import sys; sys.path.insert(0, "bench")  # the scripts run from the repository's root
 from results import record
