@@ -1201,8 +1201,11 @@ impl Session {
                     None if !verifier.is_complete() && race_bound.take().is_some() => {
                         // A racer's first quarter is in. A loser waits to be
                         // stopped by its race; the winner asks for the rest.
-                        if race.as_ref().and_then(|r| r.winner()) != Some(choice.index) {
-                            std::future::pending::<()>().await;
+                        // (No winner: the range ended short of the quarter.)
+                        match race.as_ref().and_then(|r| r.winner()) {
+                            Some(w) if w == choice.index => {}
+                            Some(_) => std::future::pending::<()>().await,
+                            None => return Err(Miss::Failed(format!("its answer ended at byte {}", verifier.verified()))),
                         }
                         let from = verifier.verified();
                         let rest = self
