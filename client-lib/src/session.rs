@@ -1129,7 +1129,7 @@ impl Session {
                     // Only an idle source counts: one busy with our other
                     // requests is no faster for this one than the end-game's
                     // split assumed (plan_shares gives tails to idle sources).
-                    let alternative = self.idle_alternative(idx, remaining, &exclude);
+                    let alternative = self.alternative(idx, remaining, &exclude, true);
                     // Its share of the source: our other requests there take theirs.
                     let estimate = self.views.lock().ok().and_then(|v| {
                         v.get(choice.index).and_then(|s| s.measured().map(|m| m / f64::from(s.ours_in_flight.max(1))))
@@ -1188,7 +1188,7 @@ impl Session {
                         let remaining = stop.saturating_sub(verifier.verified());
                         let mut exclude = tried.to_vec();
                         exclude.push(choice.index);
-                        let alternative = self.alternative(idx, remaining, &exclude);
+                        let alternative = self.alternative(idx, remaining, &exclude, false);
                         if !scoring::should_switch(rate, planned_rate, remaining, alternative, true) {
                             deadline = tokio::time::Instant::now() + scoring::timeout_for(remaining as f64 / rate, true);
                             continue;
@@ -1266,7 +1266,7 @@ impl Session {
                 let remaining = stop.saturating_sub(verifier.verified());
                 let mut exclude = tried.to_vec();
                 exclude.push(choice.index);
-                let alternative = self.alternative(idx, remaining, &exclude);
+                let alternative = self.alternative(idx, remaining, &exclude, false);
                 let endgame = self.endgame.load(std::sync::atomic::Ordering::Relaxed);
                 let (sharing_now, estimate) =
                     self.views.lock().ok().and_then(|v| v.get(choice.index).map(|s| (s.ours_in_flight, s.measured()))).unwrap_or((1, None));
@@ -1288,21 +1288,16 @@ impl Session {
         Ok(())
     }
 
-    /// Expected seconds of the best healthy, not demoted source outside `exclude`.
-    fn alternative(&self, idx: usize, bytes: u64, exclude: &[usize]) -> Option<f64> {
+    /// Expected seconds of the best healthy, not demoted source outside
+    /// `exclude` (with `idle_only`: among those with none of our requests).
+    fn alternative(&self, idx: usize, bytes: u64, exclude: &[usize], idle_only: bool) -> Option<f64> {
         let v = self.views.lock().ok()?;
         scoring::rank(&v, idx, bytes)
             .into_iter()
-            .find(|r| !exclude.contains(&r.index) && !v[r.index].demoted && v[r.index].healthy)
-            .map(|r| r.expected_secs)
-    }
-
-    /// Like [`Self::alternative`], among sources with none of our requests.
-    fn idle_alternative(&self, idx: usize, bytes: u64, exclude: &[usize]) -> Option<f64> {
-        let v = self.views.lock().ok()?;
-        scoring::rank(&v, idx, bytes)
-            .into_iter()
-            .find(|r| !exclude.contains(&r.index) && !v[r.index].demoted && v[r.index].healthy && v[r.index].ours_in_flight == 0)
+            .find(|r| {
+                let s = &v[r.index];
+                !exclude.contains(&r.index) && !s.demoted && s.healthy && (!idle_only || s.ours_in_flight == 0)
+            })
             .map(|r| r.expected_secs)
     }
 
