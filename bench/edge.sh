@@ -8,10 +8,15 @@
 #
 # Usage: bench/edge.sh [SECONDS=5] [CONNECTIONS=32]; CASES=REGEX runs only matching cases (e.g. 'edge-h3').
 # EDGE_ENV="VAR=VALUE ..." starts the edge with those variables (e.g. TOKIO_WORKER_THREADS=1).
+# PERF=DIR profiles the edge and the floor per case (PERF_CALLGRAPH="--call-graph dwarf,16384" for call chains);
+# STAT=1 keeps perf stat counts (context switches, migrations) per case in the run directory (KEEP=1 keeps it).
 # Needs: nginx, caddy (apt), oha 1.16 with http3 (see ../shared/PEERS.md).
 # Prints requests/s and p99 per case and the ratios:
 #   edge/nginx over h1 and h2 (goal >= 1.2), our h3/our h2 (goal >= 0.9),
-#   and Caddy's h3/h2 beside it.
+#   and Caddy's h3/h2 beside it; and the floor (`tranzcast bench floor-server`:
+#   our listeners, hyper, rustls, quinn + h3, with no access check, store or
+#   demand behind them): floor/nginx is what the stack allows, edge/floor what
+#   the edge's own work costs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/env.sh
@@ -124,6 +129,16 @@ CADDY_PID=$!
 PIDS+=($!)
 wait_up "https://localhost:$CP/"
 
+# The floor: our serving stack (net::HttpServer: hyper, rustls, quinn + h3)
+# with nothing behind it, the same files from memory, one range at most, no
+# access check. Where the edge stands against the libraries it is built on.
+"$BIN" bench floor-server --dir "$T/www/v1/blobs" --cert "$T/peer.pem" --key "$T/peer.key" >"$T/floor.addr" 2>"$T/floor.log" &
+FLOOR_PID=$!
+PIDS+=($!)
+for _ in $(seq 100); do [ -s "$T/floor.addr" ] && break; sleep 0.1; done
+FP=$(sed 's/.*://' "$T/floor.addr")
+wait_up "https://localhost:$FP/"
+
 for s in $SEGS; do echo "https://localhost:PORT/v1/blobs/$s"; done >"$T/urls.tmpl"
 # CPU time (clock ticks, user + system) of a server's processes: on a 2-core
 # machine shared with the load tool, requests/s depend on both programs' cost
@@ -133,6 +148,7 @@ server_pids() {
         edge-*) echo "$EDGE_PID" ;;
         nginx-*) echo "$(cat "$T/nginx/nginx.pid") $(pgrep -P "$(cat "$T/nginx/nginx.pid")" | tr '\n' ' ')" ;;
         caddy-*) echo "$CADDY_PID" ;;
+        floor-*) echo "$FLOOR_PID" ;;
     esac
 }
 cpu_ticks() {
@@ -157,12 +173,16 @@ run() { # name port proto range -> json file
     # is computed below from the answers counted within the deadline.
     # PERF=DIR: profile our edge in each of its cases (perf report text in DIR);
     # PERF_CALLGRAPH="--call-graph dwarf" gives call chains (release builds keep no frame pointers).
-    if [ -n "${PERF:-}" ] && [[ $name == edge-* ]]; then
-        perf record -F 499 ${PERF_CALLGRAPH:--g} -p "$EDGE_PID" -o "$T/$name.perf" -- sleep "$SECS" >/dev/null 2>&1 &
+    if [ -n "${PERF:-}" ] && [[ $name == edge-* || $name == floor-* ]]; then
+        perf record -F 499 ${PERF_CALLGRAPH:--g} -p "$(server_pids "$name")" -o "$T/$name.perf" -- sleep "$SECS" >/dev/null 2>&1 &
         perf_pid=$!
     fi
     local pids before tool
     pids=$(server_pids "$name")
+    # STAT=1: context switches of the server's threads during the case (perf stat).
+    if [ -n "${STAT:-}" ]; then
+        perf stat -e context-switches,cpu-migrations,task-clock -p "$(echo $pids | tr ' ' ,)" -o "$T/$name.stat" -- sleep "$SECS" >/dev/null 2>&1 &
+    fi
     # shellcheck disable=SC2086
     before=$(cpu_ticks $pids)
     tool=$( { TIMEFORMAT='%U %S'; time timeout $((SECS + 60)) oha --no-tui --insecure --output-format json -z "${SECS}s" "${args[@]}" -H "$AUTH" \
@@ -184,6 +204,9 @@ for load in hot range; do
     run "caddy-h2-$load" "$CP" h2 $r
     run "edge-h3-$load" "$EP" h3 $r
     run "caddy-h3-$load" "$CP" h3 $r
+    run "floor-h1-$load" "$FP" h1 $r
+    run "floor-h2-$load" "$FP" h2 $r
+    run "floor-h3-$load" "$FP" h3 $r
 done
 # Pulse cost: one connection, one request at a time, so latency ~ round trip + server time.
 if [[ "pulse" =~ ${CASES:-.} ]]; then
@@ -216,7 +239,7 @@ def load(name):
     return {"rps": ok / secs, "p99_ms": (p99 or 0) * 1000, "bad": bad, "srv_us": srv_us, "tool_us": tool_us}
 rows, res = [], {}
 for load_ in ("hot", "range"):
-    for srv in ("edge", "nginx", "caddy"):
+    for srv in ("edge", "nginx", "caddy", "floor"):
         for proto in ("h1", "h2", "h3"):
             n = f"{srv}-{proto}-{load_}"
             r = load(n)
@@ -237,17 +260,23 @@ from results import record
 def ratio(a, b):
     return res[a]["rps"] / res[b]["rps"] if a in res and b in res and res[b]["rps"] > 0 else float("nan")
 print()
-print(f"{'ratio':<44}{'hot 1 MiB':>10}{'4 KiB':>10}{'goal':>8}")
+print(f"{'ratio':<52}{'hot 1 MiB':>10}{'4 KiB':>10}{'goal':>8}")
 for label, a, b, goal in [
     ("edge/nginx over HTTP/1.1", "edge-h1", "nginx-h1", ">=1.2"),
     ("edge/nginx over HTTP/2", "edge-h2", "nginx-h2", ">=1.2"),
     ("our HTTP/3 / our HTTP/2", "edge-h3", "edge-h2", ">=0.9"),
     ("Caddy HTTP/3 / Caddy HTTP/2 (peer)", "caddy-h3", "caddy-h2", ""),
     ("edge HTTP/3 / Caddy HTTP/3", "edge-h3", "caddy-h3", ""),
+    ("floor/nginx over HTTP/1.1 (what the stack allows)", "floor-h1", "nginx-h1", ""),
+    ("floor/nginx over HTTP/2 (what the stack allows)", "floor-h2", "nginx-h2", ""),
+    ("floor HTTP/3 / floor HTTP/2", "floor-h3", "floor-h2", ""),
+    ("edge/floor over HTTP/1.1", "edge-h1", "floor-h1", ""),
+    ("edge/floor over HTTP/2", "edge-h2", "floor-h2", ""),
+    ("edge/floor over HTTP/3", "edge-h3", "floor-h3", ""),
 ]:
-    print(f"{label:<44}{ratio(a + '-hot', b + '-hot'):>10.2f}{ratio(a + '-range', b + '-range'):>10.2f}{goal:>8}")
+    print(f"{label:<52}{ratio(a + '-hot', b + '-hot'):>10.2f}{ratio(a + '-range', b + '-range'):>10.2f}{goal:>8}")
     cpu = lambda l: res[b + l]["srv_us"] / res[a + l]["srv_us"] if a + l in res and b + l in res else float("nan")
-    print(f"{'  same, by server CPU per request (b/a)':<44}{cpu('-hot'):>10.2f}{cpu('-range'):>10.2f}")
+    print(f"{'  same, by server CPU per request (b/a)':<52}{cpu('-hot'):>10.2f}{cpu('-range'):>10.2f}")
     for load, what in (("hot", "hot 1 MiB, req/s"), ("range", "4 KiB ranges, req/s")):
         if a + "-" + load in res and b + "-" + load in res:
             record(f"{label}: {what}", f"{res[a + '-' + load]['rps']:.0f}", f"{res[b + '-' + load]['rps']:.0f}", ratio(a + "-" + load, b + "-" + load), goal)

@@ -34,11 +34,41 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 0)]
         threads: usize,
     },
+    /// The edge's serving stack (our listeners: hyper, rustls, quinn + h3) with
+    /// nothing behind it: every file of a directory held in memory, served by
+    /// name with one `bytes=A-B` range at most; no access check, store,
+    /// demand or headers beyond the length. What the stack allows, for bench/edge.sh.
+    FloorServer {
+        /// Address for TLS (TCP h1/h2 and UDP h3, same port).
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: std::net::SocketAddr,
+        /// Directory whose files are served as /.../NAME.
+        #[arg(long)]
+        dir: PathBuf,
+        /// Certificate (PEM), with --key.
+        #[arg(long, requires = "key", conflicts_with = "ca_dir")]
+        cert: Option<PathBuf>,
+        /// Private key (PEM), with --cert.
+        #[arg(long, requires = "cert")]
+        key: Option<PathBuf>,
+        /// Or: a local CA's directory (ca.pem, ca.key; created if absent)
+        /// that issues the server a certificate for localhost and 127.0.0.1.
+        #[arg(long, required_unless_present = "cert")]
+        ca_dir: Option<PathBuf>,
+    },
 }
 
 pub fn run(cmd: BenchCommand) -> Result<()> {
     match cmd {
         BenchCommand::Tickets { seconds, concurrency } => tickets(seconds, concurrency),
+        BenchCommand::FloorServer { listen, dir, cert, key, ca_dir } => {
+            let identity = match (cert, key, ca_dir) {
+                (Some(c), Some(k), _) => tranzcast_net::TlsIdentity::from_pem_files(&c, &k)?,
+                (_, _, Some(d)) => tranzcast_net::tls::LocalCa::load_or_create(&d)?.issue(&["localhost", "127.0.0.1"])?,
+                _ => anyhow::bail!("give --cert and --key, or --ca-dir"),
+            };
+            floor_server(listen, &dir, identity)
+        }
         BenchCommand::Crypto { input, segment_size, threads } => {
             let threads = if threads == 0 { std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2) } else { threads };
             let file = std::fs::File::open(&input).with_context(|| format!("cannot open {}", input.display()))?;
@@ -180,4 +210,73 @@ fn tickets(seconds: f64, concurrency: usize) -> Result<()> {
             "ratio": ours / raw, "seconds": seconds})
     );
     Ok(())
+}
+
+/// `bytes=A-B` (both given, A <= B) as a half-open range within `len`; anything else is None.
+fn simple_range(v: &str, len: usize) -> Option<std::ops::Range<usize>> {
+    let (a, b) = v.strip_prefix("bytes=")?.split_once('-')?;
+    let (a, b): (usize, usize) = (a.parse().ok()?, b.parse().ok()?);
+    (a <= b && a < len).then(|| a..(b + 1).min(len))
+}
+
+fn floor_server(listen: std::net::SocketAddr, dir: &std::path::Path, identity: tranzcast_net::TlsIdentity) -> Result<()> {
+    use http::{Response, StatusCode, header};
+    use tranzcast_net::server::{HttpServer, ServerOptions, full, handler};
+    let mut files = std::collections::HashMap::new();
+    for e in std::fs::read_dir(dir).with_context(|| format!("cannot read {}", dir.display()))? {
+        let e = e?;
+        if e.file_type()?.is_file() {
+            files.insert(e.file_name().to_string_lossy().into_owned(), bytes::Bytes::from(std::fs::read(e.path())?));
+        }
+    }
+    let files = std::sync::Arc::new(files);
+    let rt = tokio::runtime::Runtime::new()?;
+    rt.block_on(async move {
+        let serve = handler(move |req: http::Request<bytes::Bytes>, _cx| {
+            let files = files.clone();
+            async move {
+                let name = req.uri().path().rsplit('/').next().unwrap_or_default();
+                let Some(blob) = files.get(name) else {
+                    let mut r = Response::new(full("no such file"));
+                    *r.status_mut() = StatusCode::NOT_FOUND;
+                    return r;
+                };
+                let range = req.headers().get(header::RANGE).and_then(|v| v.to_str().ok()).and_then(|v| simple_range(v, blob.len()));
+                let mut r = match &range {
+                    Some(x) => {
+                        let mut r = Response::new(full(blob.slice(x.clone())));
+                        *r.status_mut() = StatusCode::PARTIAL_CONTENT;
+                        if let Ok(v) = http::HeaderValue::from_str(&format!("bytes {}-{}/{}", x.start, x.end - 1, blob.len())) {
+                            r.headers_mut().insert(header::CONTENT_RANGE, v);
+                        }
+                        r
+                    }
+                    None => Response::new(full(blob.clone())),
+                };
+                let len = range.map_or(blob.len(), |x| x.len());
+                r.headers_mut().insert(header::CONTENT_LENGTH, http::HeaderValue::from(len));
+                r
+            }
+        });
+        let opts = ServerOptions { https: listen, plain: None, identity, max_body: 1 << 16, drain: std::time::Duration::from_secs(1) };
+        let server = HttpServer::bind(opts, serve).await?;
+        println!("{}", server.https_addr);
+        crate::wait_for_signal().await;
+        server.shutdown().await;
+        Ok(())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::simple_range;
+
+    #[test]
+    fn floor_server_ranges_are_clamped_and_malformed_ones_ignored() {
+        assert_eq!(simple_range("bytes=4096-8191", 1 << 20), Some(4096..8192));
+        assert_eq!(simple_range("bytes=10-99", 50), Some(10..50));
+        for bad in ["bytes=9-1", "bytes=50-60", "bytes=-5", "bytes=5-", "items=1-2", "bytes=a-b", "bytes=1-2,4-5"] {
+            assert_eq!(simple_range(bad, 50), None, "{bad}");
+        }
+    }
 }

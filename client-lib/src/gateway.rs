@@ -90,12 +90,5 @@ fn answer(session: &Arc<Session>, title: &str, etag: &str, req: &Request<Bytes>)
         return r;
     }
     let m = session.manifest();
-    tranzcast_net::ranged::respond_from(
-        req.method(),
-        req.headers(),
-        Arc::new(Plaintext(session.clone())),
-        m.plaintext_len,
-        etag,
-        &m.media_type,
-    )
+    tranzcast_net::ranged::respond_from(req.method(), req.headers(), &Plaintext(session.clone()), m.plaintext_len, etag, &m.media_type)
 }

@@ -48,22 +48,34 @@ fn internal(e: impl std::fmt::Display) -> Fail {
 /// Entry point (behind the service stack, which has checked credentials);
 /// store work runs on the blocking pool, misses on the fetcher.
 pub(crate) async fn handle(inner: Arc<Inner>, req: Request<Bytes>) -> Response<Body> {
-    let parts: Vec<&str> = req.uri().path().split('/').collect();
-    if let (&Method::GET | &Method::HEAD, ["", "v1", "blobs", hash]) = (req.method(), parts.as_slice()) {
+    // Split on the stack (this is every blob request's path); longer paths
+    // match none of these routes and go on to `route`.
+    let mut buf = [""; 6];
+    let mut n = 0;
+    for p in req.uri().path().split('/') {
+        if n == buf.len() {
+            n = 0;
+            break;
+        }
+        buf[n] = p;
+        n += 1;
+    }
+    let parts = &buf[..n];
+    if let (&Method::GET | &Method::HEAD, ["", "v1", "blobs", hash]) = (req.method(), parts) {
         inner.blob_requests.fetch_add(1, Ordering::Relaxed);
         return blob(inner.clone(), hash, &req).await.unwrap_or_else(Response::from);
     }
-    if let (&Method::GET, ["", "v1", "outboards", hash]) = (req.method(), parts.as_slice()) {
+    if let (&Method::GET, ["", "v1", "outboards", hash]) = (req.method(), parts) {
         return outboard(&inner, hash).await.unwrap_or_else(Response::from);
     }
-    if let (&Method::GET | &Method::HEAD, ["", "v1", "play", token, _name]) = (req.method(), parts.as_slice()) {
+    if let (&Method::GET | &Method::HEAD, ["", "v1", "play", token, _name]) = (req.method(), parts) {
         let client = req.extensions().get::<tranzcast_net::RequestContext>().map(|cx| cx.peer.ip());
         let client = client.unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
         return crate::playback::serve(inner.clone(), token, &req, client)
             .await
             .unwrap_or_else(|(status, code, reason)| error(status, code, reason).into());
     }
-    if let (&Method::GET, ["", "v1", "titles", id, "manifest"]) = (req.method(), parts.as_slice()) {
+    if let (&Method::GET, ["", "v1", "titles", id, "manifest"]) = (req.method(), parts) {
         return title_manifest(&inner, id).await.unwrap_or_else(Response::from);
     }
     let i2 = inner.clone();
@@ -107,16 +119,17 @@ fn parse_address(hash: &str) -> Result<BlobAddress, Fail> {
 /// miss path (nodes and edges; peers only serve what they hold).
 async fn blob(inner: Arc<Inner>, hash: &str, req: &Request<Bytes>) -> Reply {
     let a = parse_address(hash)?;
-    let etag = format!("\"{}\"", a.to_hex());
+    let etag = a.etag();
     // Credentials were checked by the service stack; what is left is whether
     // they open this blob's title, known from its first bytes.
-    let creds = req.extensions().get::<crate::access::Credentials>().cloned();
+    let creds = req.extensions().get::<Arc<Credentials>>();
     let check = |prefix: &[u8]| -> Result<(), Fail> {
         let Some(c) = &creds else { return Ok(()) };
         crate::access::allow_blob(c, crate::access::blob_title(prefix).as_ref())
             .map_err(|(status, code, reason)| error(StatusCode::from_u16(status).unwrap_or(StatusCode::FORBIDDEN), code, reason))
     };
-    let edge = req.headers().get("x-tranzcast-edge").and_then(|v| v.to_str().ok()).filter(|_| creds == Some(Credentials::Cluster));
+    let edge =
+        req.headers().get("x-tranzcast-edge").and_then(|v| v.to_str().ok()).filter(|_| creds.is_some_and(|c| **c == Credentials::Cluster));
     // Hot blobs come from memory without a trip to the blocking pool.
     let held = match inner.store.get_cached(&a) {
         Some(b) => Some(b),
@@ -152,7 +165,7 @@ async fn blob(inner: Arc<Inner>, hash: &str, req: &Request<Bytes>) -> Reply {
     Ok(tranzcast_net::ranged::respond_from(
         req.method(),
         req.headers(),
-        Arc::new(crate::fetch::FlightSource(flight)),
+        &crate::fetch::FlightSource(flight),
         len,
         &etag,
         "application/octet-stream",

@@ -70,16 +70,16 @@ impl Demand {
     /// now due for mirroring (empty unless the title is hot).
     pub fn record(&mut self, title: &TitleId, seq: u64, segments: Option<u64>, now: Instant) -> Vec<u64> {
         let epoch = self.epoch(now);
-        if !self.titles.contains_key(title) && self.titles.len() >= MAX_TITLES {
-            self.forget_coldest(epoch);
+        if !self.titles.contains_key(title) {
+            if self.titles.len() >= MAX_TITLES {
+                self.forget_coldest(epoch);
+            }
+            let fresh = TitleDemand { buckets: [0; BUCKETS], epoch, per_segment: HashMap::new(), issued: HashMap::new(), total: 0 };
+            self.titles.insert(title.clone(), fresh);
         }
-        let t = self.titles.entry(title.clone()).or_insert_with(|| TitleDemand {
-            buckets: [0; BUCKETS],
-            epoch,
-            per_segment: HashMap::new(),
-            issued: HashMap::new(),
-            total: 0,
-        });
+        // Looked up, not `entry(title.clone())`: every request lands here, and
+        // the clone would be an allocation per request for a title already known.
+        let Some(t) = self.titles.get_mut(title) else { return Vec::new() };
         advance(t, epoch);
         t.buckets[(epoch % BUCKETS as u64) as usize] += 1;
         t.total += 1;

@@ -80,7 +80,7 @@ pub(crate) struct Inner {
     /// Revoked certificate serials, pulled from the origin with each heartbeat.
     pub revoked: std::sync::RwLock<std::collections::HashSet<[u8; 16]>>,
     /// Credentials whose signature was verified, by blake3 of the header value.
-    pub verified: moka::sync::Cache<[u8; 32], access::Credentials>,
+    pub verified: moka::sync::Cache<[u8; 32], Arc<access::Credentials>>,
     /// Requests, bytes and latency by protocol and status.
     pub http_metrics: service::HttpMetrics,
     /// The outgoing rate limit, if configured.

@@ -136,8 +136,8 @@ pub(crate) async fn serve(inner: Arc<Inner>, token: &str, req: &Request<Bytes>, 
     let len = session.manifest.plaintext_len;
     let media_type = session.manifest.media_type.clone();
     let etag = session.etag.clone();
-    let source = Arc::new(PlainSource { inner: inner.clone(), session });
-    Ok(tranzcast_net::ranged::respond_from(req.method(), req.headers(), source, len, &etag, &media_type))
+    let source = PlainSource { inner: inner.clone(), session };
+    Ok(tranzcast_net::ranged::respond_from(req.method(), req.headers(), &source, len, &etag, &media_type))
 }
 
 /// The session a token opens: from memory, or verified, unsealed and given
@@ -160,7 +160,7 @@ async fn open(inner: &Arc<Inner>, token: &str) -> Result<Arc<OpenSession>, Denie
     let sm = SignedManifest::decode(&mb).map_err(|e| (StatusCode::BAD_GATEWAY, "upstream", format!("manifest: {e}")))?;
     let manifest = sm.verify(&inner.origin_key).map_err(|e| (StatusCode::BAD_GATEWAY, "upstream", format!("manifest: {e}")))?.clone();
     // The ETag names the title's content (its manifest), the same for every session.
-    let etag = format!("\"{}\"", BlobAddress::of(&mb).to_hex());
+    let etag = BlobAddress::of(&mb).etag();
     let s = Arc::new(OpenSession { grant, key, manifest, etag });
     inner.playback.sessions.insert(id, s.clone()).await;
     Ok(s)

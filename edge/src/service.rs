@@ -554,12 +554,13 @@ impl Inner {
     /// Credentials for a read, with the signature check cached per distinct
     /// header value (only genuine ones are cached); expiry and revocation are
     /// checked on every call.
-    pub(crate) fn read_credentials(&self, auth: Option<&str>) -> Result<Credentials, access::Denial> {
+    pub(crate) fn read_credentials(&self, auth: Option<&str>) -> Result<Arc<Credentials>, access::Denial> {
         let key = auth.map(|a| *blake3::hash(a.as_bytes()).as_bytes());
         let creds = match key.and_then(|k| self.verified.get(&k)) {
             Some(c) => c,
             None => {
-                let c = access::credentials(auth, &self.config.cluster_token, &self.origin_key)?;
+                // Shared, not cloned, on every hit: a certificate holds its title as a String.
+                let c = Arc::new(access::credentials(auth, &self.config.cluster_token, &self.origin_key)?);
                 if let Some(k) = key {
                     self.verified.insert(k, c.clone());
                 }

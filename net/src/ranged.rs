@@ -51,18 +51,11 @@ impl Source for Bytes {
 /// Answers a GET or HEAD for `bytes`, whose strong ETag is `etag` (quoted).
 pub fn respond(method: &Method, headers: &HeaderMap, bytes: Bytes, etag: &str, content_type: &str) -> Response<Body> {
     let len = bytes.len() as u64;
-    respond_from(method, headers, std::sync::Arc::new(bytes), len, etag, content_type)
+    respond_from(method, headers, &bytes, len, etag, content_type)
 }
 
 /// Answers a GET or HEAD for `len` bytes from `source` (which may still be arriving).
-pub fn respond_from(
-    method: &Method,
-    headers: &HeaderMap,
-    source: std::sync::Arc<dyn Source>,
-    len: u64,
-    etag: &str,
-    content_type: &str,
-) -> Response<Body> {
+pub fn respond_from(method: &Method, headers: &HeaderMap, source: &dyn Source, len: u64, etag: &str, content_type: &str) -> Response<Body> {
     let conditions = Conditions {
         range: header_str(headers, header::RANGE),
         if_range: header_str(headers, header::IF_RANGE),
@@ -70,8 +63,11 @@ pub fn respond_from(
     };
     let head = method == Method::HEAD;
     let decision = evaluate(&conditions, etag, len);
-    let mut r = Response::new(crate::full(Bytes::new()));
+    // The body is set last, once: boxing a placeholder would cost an
+    // allocation on every request.
+    let mut r = Response::new(());
     let h = r.headers_mut();
+    h.reserve(8);
     if let Ok(v) = HeaderValue::from_str(etag) {
         h.insert(header::ETAG, v);
     }
@@ -86,9 +82,8 @@ pub fn respond_from(
         Decision::Full => {
             h.insert(header::CONTENT_TYPE, ctype);
             if let Some(b) = at_once(0, len) {
-                *r.body_mut() = crate::full(b);
                 r.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from(len));
-                return r;
+                return r.map(|()| crate::full(b));
             }
             (StatusCode::OK, Some(len), vec![source.stream(0, len)])
         }
@@ -100,9 +95,8 @@ pub fn respond_from(
             }
             *r.status_mut() = StatusCode::PARTIAL_CONTENT;
             if let Some(b) = at_once(r0.start, r0.end) {
-                *r.body_mut() = crate::full(b);
                 r.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from(r0.end - r0.start));
-                return r;
+                return r.map(|()| crate::full(b));
             }
             (StatusCode::PARTIAL_CONTENT, Some(r0.end - r0.start), vec![source.stream(r0.start, r0.end)])
         }
@@ -145,9 +139,9 @@ pub fn respond_from(
     if !head && !body.is_empty() {
         let s =
             stream::iter(body).flatten().filter(|r| std::future::ready(!matches!(r, Ok(b) if b.is_empty()))).map(|r| r.map(Frame::data));
-        *r.body_mut() = BodyExt::boxed_unsync(StreamBody::new(s));
+        return r.map(|()| BodyExt::boxed_unsync(StreamBody::new(s)));
     }
-    r
+    r.map(|()| crate::full(Bytes::new()))
 }
 
 fn serde_json_error(code: &str, reason: &str) -> Bytes {

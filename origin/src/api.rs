@@ -627,7 +627,7 @@ fn blob(inner: &Inner, hash: &str, req: &Request<Bytes>) -> ApiResult {
         .get(&a)
         .map_err(ApiError::internal)?
         .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "unknown_blob", format!("no blob {a}")))?;
-    Ok(tranzcast_net::ranged::respond(req.method(), req.headers(), b, &format!("\"{}\"", a.to_hex()), "application/octet-stream"))
+    Ok(tranzcast_net::ranged::respond(req.method(), req.headers(), b, &a.etag(), "application/octet-stream"))
 }
 
 #[derive(Deserialize)]
