@@ -6,8 +6,15 @@ use std::path::{Path, PathBuf};
 
 use tranzcast_config::{ClientConfig, ConfigError, EdgeConfig, EdgeRole, Layers, OriginConfig, RoleConfig};
 
+/// The shipped examples, relative to the package root where cargo runs
+/// tests (a path baked in with `env!` goes stale when one target dir serves
+/// several clones: cargo does not rebuild a test because its checkout moved).
+fn examples() -> &'static Path {
+    Path::new("examples")
+}
+
 fn example(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("examples").join(name)
+    examples().join(name)
 }
 
 fn load<T: RoleConfig>(file: &Path, env: &[(&str, &str)], sets: &[&str]) -> Result<T, ConfigError> {
@@ -21,7 +28,7 @@ fn load<T: RoleConfig>(file: &Path, env: &[(&str, &str)], sets: &[&str]) -> Resu
 #[test]
 fn every_example_loads() {
     let mut seen = 0;
-    for entry in std::fs::read_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("examples")).unwrap() {
+    for entry in std::fs::read_dir(examples()).unwrap() {
         let path = entry.unwrap().path();
         let name = path.file_name().unwrap().to_string_lossy().to_string();
         let r = match name.split('.').next().unwrap() {
