@@ -7,6 +7,7 @@
 # bytes as plain files.
 #
 # Usage: bench/edge.sh [SECONDS=5] [CONNECTIONS=32]; CASES=REGEX runs only matching cases (e.g. 'edge-h3').
+# REPEAT=N runs N rounds (every server in each) and prints medians: this machine drifts over minutes.
 # EDGE_ENV="VAR=VALUE ..." starts the edge with those variables (e.g. TOKIO_WORKER_THREADS=1).
 # PERF=DIR profiles the edge and the floor per case (PERF_CALLGRAPH="--call-graph dwarf,16384" for call chains);
 # STAT=1 keeps perf stat counts (context switches, migrations) per case in the run directory (KEEP=1 keeps it).
@@ -174,39 +175,43 @@ run() { # name port proto range -> json file
     # PERF=DIR: profile our edge in each of its cases (perf report text in DIR);
     # PERF_CALLGRAPH="--call-graph dwarf" gives call chains (release builds keep no frame pointers).
     if [ -n "${PERF:-}" ] && [[ $name == edge-* || $name == floor-* ]]; then
-        perf record -F 499 ${PERF_CALLGRAPH:--g} -p "$(server_pids "$name")" -o "$T/$name.perf" -- sleep "$SECS" >/dev/null 2>&1 &
+        perf record -F 499 ${PERF_CALLGRAPH:--g} -p "$(server_pids "$name")" -o "$T/$name.r$REP.perf" -- sleep "$SECS" >/dev/null 2>&1 &
         perf_pid=$!
     fi
     local pids before tool
     pids=$(server_pids "$name")
     # STAT=1: context switches of the server's threads during the case (perf stat).
     if [ -n "${STAT:-}" ]; then
-        perf stat -e context-switches,cpu-migrations,task-clock -p "$(echo $pids | tr ' ' ,)" -o "$T/$name.stat" -- sleep "$SECS" >/dev/null 2>&1 &
+        perf stat -e context-switches,cpu-migrations,task-clock -p "$(echo $pids | tr ' ' ,)" -o "$T/$name.r$REP.stat" -- sleep "$SECS" >/dev/null 2>&1 &
     fi
     # shellcheck disable=SC2086
     before=$(cpu_ticks $pids)
     tool=$( { TIMEFORMAT='%U %S'; time timeout $((SECS + 60)) oha --no-tui --insecure --output-format json -z "${SECS}s" "${args[@]}" -H "$AUTH" \
-        --urls-from-file "$T/urls.$name" >"$T/$name.json" 2>"$T/$name.err"; } 2>&1 || true)
+        --urls-from-file "$T/urls.$name" >"$T/$name.r$REP.json" 2>"$T/$name.r$REP.err"; } 2>&1 || true)
     # shellcheck disable=SC2086
-    echo "$(( $(cpu_ticks $pids) - before )) $(getconf CLK_TCK) $tool" >"$T/$name.cpu"
-    if [ -f "$T/$name.perf" ]; then
+    echo "$(( $(cpu_ticks $pids) - before )) $(getconf CLK_TCK) $tool" >"$T/$name.r$REP.cpu"
+    if [ -f "$T/$name.r$REP.perf" ]; then
         wait "$perf_pid" || true
-        perf report -i "$T/$name.perf" --no-children --percent-limit 0.7 --stdio -g none >"$PERF/$name.txt" 2>/dev/null || true
+        perf report -i "$T/$name.r$REP.perf" --no-children --percent-limit 0.7 --stdio -g none >"$PERF/$name.r$REP.txt" 2>/dev/null || true
     fi
 }
-echo "== load: ${SECS}s per case, $CONNS concurrent requests"
+# REPEAT rounds, each server beside the others in every round: this machine
+# is shared, its speed drifts over minutes, and the figures are medians.
+echo "== load: ${SECS}s per case, $CONNS concurrent requests, ${REPEAT:-1} round(s)"
 for load in hot range; do
     r=no; [ $load = range ] && r=yes
-    run "edge-h1-$load" "$EP" h1 $r
-    run "nginx-h1-$load" "$NP" h1 $r
-    run "edge-h2-$load" "$EP" h2 $r
-    run "nginx-h2-$load" "$NP" h2 $r
-    run "caddy-h2-$load" "$CP" h2 $r
-    run "edge-h3-$load" "$EP" h3 $r
-    run "caddy-h3-$load" "$CP" h3 $r
-    run "floor-h1-$load" "$FP" h1 $r
-    run "floor-h2-$load" "$FP" h2 $r
-    run "floor-h3-$load" "$FP" h3 $r
+    for REP in $(seq "${REPEAT:-1}"); do
+        run "edge-h1-$load" "$EP" h1 $r
+        run "floor-h1-$load" "$FP" h1 $r
+        run "nginx-h1-$load" "$NP" h1 $r
+        run "edge-h2-$load" "$EP" h2 $r
+        run "floor-h2-$load" "$FP" h2 $r
+        run "nginx-h2-$load" "$NP" h2 $r
+        run "caddy-h2-$load" "$CP" h2 $r
+        run "edge-h3-$load" "$EP" h3 $r
+        run "floor-h3-$load" "$FP" h3 $r
+        run "caddy-h3-$load" "$CP" h3 $r
+    done
 done
 # Pulse cost: one connection, one request at a time, so latency ~ round trip + server time.
 if [[ "pulse" =~ ${CASES:-.} ]]; then
@@ -217,7 +222,7 @@ curl -s --cacert "$CA" "https://localhost:$EP/metrics" | grep -E '^edge_http_req
 python3 - "$T" "$SECS" <<'PY'
 import json, os, sys
 T, secs = sys.argv[1], float(sys.argv[2])
-def load(name):
+def load_round(name):
     try:
         r = json.load(open(os.path.join(T, name + ".json")))
     except Exception:
@@ -237,6 +242,15 @@ def load(name):
     except Exception:
         pass
     return {"rps": ok / secs, "p99_ms": (p99 or 0) * 1000, "bad": bad, "srv_us": srv_us, "tool_us": tool_us}
+def load(name):
+    """The median of each figure over the rounds, and the requests/s of each round."""
+    import glob, statistics
+    rounds = [r for f in sorted(glob.glob(os.path.join(T, name + ".r*.json"))) if (r := load_round(f[:-5])) is not None]
+    if not rounds:
+        return None
+    out = {k: statistics.median(r[k] for r in rounds) for k in rounds[0]}
+    out["each"] = "/".join(f"{r['rps'] / 1000:.1f}k" if r["rps"] >= 1000 else f"{r['rps']:.0f}" for r in rounds)
+    return out
 rows, res = [], {}
 for load_ in ("hot", "range"):
     for srv in ("edge", "nginx", "caddy", "floor"):
@@ -246,9 +260,9 @@ for load_ in ("hot", "range"):
             if r is not None:
                 res[n] = r
                 what = "1 MiB blobs" if load_ == "hot" else "4 KiB ranges"
-                rows.append(f"{srv:<7}{proto:<5}{what:<14}{r['rps']:>10.0f}{r['p99_ms']:>10.1f}{r['bad']:>6}{r['srv_us']:>10.1f}{r['tool_us']:>10.1f}")
+                rows.append(f"{srv:<7}{proto:<5}{what:<14}{r['rps']:>10.0f}{r['p99_ms']:>10.1f}{r['bad']:>6.0f}{r['srv_us']:>10.1f}{r['tool_us']:>10.1f}   {r['each']}")
 # "cut": requests in flight when the deadline stopped oha, plus any errors.
-print(f"{'server':<7}{'prot':<5}{'load':<14}{'req/s':>10}{'p99 ms':>10}{'cut':>6}{'srv us/r':>10}{'oha us/r':>10}")
+print(f"{'server':<7}{'prot':<5}{'load':<14}{'req/s':>10}{'p99 ms':>10}{'cut':>6}{'srv us/r':>10}{'oha us/r':>10}   req/s by round")
 print("\n".join(rows))
 try:
     p = json.load(open(os.path.join(T, "pulse.json")))["latencyPercentiles"]
