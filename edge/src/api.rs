@@ -130,6 +130,8 @@ async fn blob(inner: Arc<Inner>, hash: &str, req: &Request<Bytes>) -> Reply {
     };
     let edge =
         req.headers().get("x-tranzcast-edge").and_then(|v| v.to_str().ok()).filter(|_| creds.is_some_and(|c| **c == Credentials::Cluster));
+    // Demand and cache frequency count reads, not the ranges they come in.
+    let starts = crate::demand::starts_read(req.headers().get(header::RANGE).and_then(|v| v.to_str().ok()));
     // Hot blobs come from memory without a trip to the blocking pool.
     let held = match inner.store.get_cached(&a) {
         Some(b) => Some(b),
@@ -142,8 +144,10 @@ async fn blob(inner: Arc<Inner>, hash: &str, req: &Request<Bytes>) -> Reply {
         let prefix = &b[..b.len().min(72)];
         check(prefix)?;
         inner.hits.fetch_add(1, Ordering::Relaxed);
-        crate::mirror::touched(&inner, &a);
-        crate::mirror::record(&inner, prefix, edge);
+        if starts {
+            crate::mirror::touched(&inner, &a);
+            crate::mirror::record(&inner, prefix, edge);
+        }
         if inner.config.fault_corrupt_blobs && b.len() > 1 {
             let mut v = b.to_vec();
             let mid = v.len() / 2;
@@ -160,7 +164,9 @@ async fn blob(inner: Arc<Inner>, hash: &str, req: &Request<Bytes>) -> Reply {
     // The title is in the blob's first bytes: check once they are verified.
     let prefix = flight.prefix(72).await.map_err(|e| error(StatusCode::BAD_GATEWAY, "upstream", e))?;
     check(&prefix)?;
-    crate::mirror::record(&inner, &prefix, edge);
+    if starts {
+        crate::mirror::record(&inner, &prefix, edge);
+    }
     let len = flight.len;
     Ok(tranzcast_net::ranged::respond_from(
         req.method(),

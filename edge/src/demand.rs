@@ -1,6 +1,6 @@
 //! Demand per title and segment, and what to mirror ahead of it (pure).
 //!
-//! Every segment request is recorded. A title is *hot* when it had at least
+//! Every segment request that starts a read is recorded ([`starts_read`]). A title is *hot* when it had at least
 //! `hot_requests_per_min` requests in the last minute (six 10-second buckets,
 //! so the figure slides without a timer). For a request at segment `s` of a
 //! hot title, the next `prefetch_segments` segments are due, viewers watching
@@ -13,6 +13,21 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use tranzcast_proto::TitleId;
+use tranzcast_proto::range::{RangeSpec, parse_range};
+
+/// Whether a request with this `Range` header starts reading its blob (asks
+/// for its first byte). The rest of a read (a player's later ranges, a
+/// client's resume after a failover, the tail of a segment split between
+/// sources) is the same viewer, not new demand: counting it again would make
+/// one viewer reading 4 KiB ranges weigh 256 whole-segment viewers. A header
+/// that is not a byte range is answered with the whole blob (or refused), and
+/// counts.
+pub fn starts_read(range: Option<&str>) -> bool {
+    match range.map(parse_range) {
+        Some(Ok(Some(specs))) => specs.iter().any(|s| matches!(s, RangeSpec::FromTo(0, _) | RangeSpec::From(0))),
+        _ => true,
+    }
+}
 
 const BUCKET: Duration = Duration::from_secs(10);
 const BUCKETS: usize = 6;
@@ -160,6 +175,16 @@ mod tests {
 
     fn film() -> TitleId {
         TitleId::new("film").unwrap()
+    }
+
+    #[test]
+    fn only_reads_from_the_first_byte_count_as_demand() {
+        for starts in [None, Some("bytes=0-99"), Some("bytes=0-"), Some("bytes=500-600, 0-10"), Some("items=5-9"), Some("bytes=9-x")] {
+            assert!(starts_read(starts), "{starts:?}");
+        }
+        for rest in [Some("bytes=4096-8191"), Some("bytes=1-"), Some("bytes=-500"), Some("bytes=100-200, 300-400")] {
+            assert!(!starts_read(rest), "{rest:?}");
+        }
     }
 
     #[test]
