@@ -67,6 +67,22 @@ async fn hot_title_is_fetched_ahead_and_the_disk_budget_holds() {
     let demand: serde_json::Value = http.get(format!("{edge_url}/v1/demand")).send().await.unwrap().json().await.unwrap();
     assert_eq!((demand["titles"][0]["title"].as_str(), demand["titles"][0]["hot"].as_bool()), (Some("film"), Some(true)), "{demand}");
     assert_eq!(demand["titles"][0]["top_segments"][0], serde_json::json!({"segment": 0, "requests": 2}), "{demand}");
+    // Demand counts reads started, not the ranges a read comes in: three
+    // ranges from the middle of segment 0 add nothing, one from byte 0 adds one.
+    let ranged = |range: &'static str| {
+        let (http, url, cert) = (http.clone(), format!("{edge_url}/v1/blobs/{}", segs[0]), cert.clone());
+        async move {
+            let r = http.get(url).header("authorization", cert).header("range", range).send().await.unwrap();
+            assert_eq!(r.status(), 206, "{range}");
+            r.bytes().await.unwrap()
+        }
+    };
+    for _ in 0..3 {
+        assert_eq!(ranged("bytes=4096-8191").await[..], bytes[0][4096..8192]);
+    }
+    assert_eq!(ranged("bytes=0-99").await[..], bytes[0][..100]);
+    let demand: serde_json::Value = http.get(format!("{edge_url}/v1/demand")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(demand["titles"][0]["top_segments"][0], serde_json::json!({"segment": 0, "requests": 3}), "{demand}");
 
     // Every segment, segment 0 many times more: 24 MiB through a 16 MiB disk.
     for i in 3..segs.len() {
