@@ -67,6 +67,33 @@ pub struct StoreStats {
     pub cache_bytes: u64,
 }
 
+/// How many blobs and bytes the store holds, kept as blobs come and go (so
+/// metrics never scan the store). Counted once at open; a write or delete
+/// of one address holds that address's stripe, so a blob stored twice at
+/// once is counted once.
+struct Census {
+    blobs: AtomicU64,
+    bytes: AtomicU64,
+    stripes: Vec<std::sync::Mutex<()>>,
+}
+
+impl Census {
+    fn stripe(&self, a: &BlobAddress) -> std::sync::MutexGuard<'_, ()> {
+        let i = usize::from(a.as_bytes()[0]) % self.stripes.len();
+        self.stripes[i].lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn added(&self, len: u64) {
+        self.blobs.fetch_add(1, Ordering::Relaxed);
+        self.bytes.fetch_add(len, Ordering::Relaxed);
+    }
+
+    fn removed(&self, len: u64) {
+        let _ = self.blobs.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| Some(n.saturating_sub(1)));
+        let _ = self.bytes.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| Some(n.saturating_sub(len)));
+    }
+}
+
 /// blake3-addressed blobs on disk with a verified in-memory cache.
 pub struct BlobStore {
     db: DB,
@@ -74,6 +101,7 @@ pub struct BlobStore {
     dir: PathBuf,
     hits: AtomicU64,
     misses: AtomicU64,
+    census: Census,
     // Held for the store's lifetime: the OS lock that keeps a second process out.
     _lock: File,
 }
@@ -178,7 +206,12 @@ impl BlobStore {
             .max_capacity(opts.cache_bytes)
             .weigher(|_k: &BlobAddress, v: &Bytes| u32::try_from(v.len()).unwrap_or(u32::MAX))
             .build();
-        Ok(Self { db, cache, dir: dir.into(), hits: AtomicU64::new(0), misses: AtomicU64::new(0), _lock: lock })
+        let census = Census { blobs: AtomicU64::new(0), bytes: AtomicU64::new(0), stripes: (0..64).map(|_| Default::default()).collect() };
+        let store = Self { db, cache, dir: dir.into(), hits: AtomicU64::new(0), misses: AtomicU64::new(0), census, _lock: lock };
+        for (_, len) in store.list()? {
+            store.census.added(len);
+        }
+        Ok(store)
     }
 
     /// Bytes free for this store on its file system.
@@ -230,6 +263,7 @@ impl BlobStore {
 
     fn put_with(&self, bytes: &[u8], sync: bool) -> Result<BlobAddress, StoreError> {
         let (address, outboard) = Outboard::compute(bytes);
+        let _stripe = self.census.stripe(&address);
         if self.has(&address)? {
             return Ok(address);
         }
@@ -237,6 +271,7 @@ impl BlobStore {
         batch.put_cf(self.cf(CF_BLOBS)?, address.as_bytes(), bytes);
         batch.put_cf(self.cf(CF_OUTBOARDS)?, address.as_bytes(), outboard.encode());
         self.write(batch, sync, "put blob")?;
+        self.census.added(bytes.len() as u64);
         Ok(address)
     }
 
@@ -247,6 +282,7 @@ impl BlobStore {
         if outboard.len != bytes.len() as u64 {
             return Err(StoreError::Corrupt { address: *address, reason: "outboard length differs from the bytes".into() });
         }
+        let _stripe = self.census.stripe(address);
         if self.has(address)? {
             return Ok(());
         }
@@ -259,9 +295,11 @@ impl BlobStore {
             Durability::Unsynced => {}
             Durability::Bulk => wo.disable_wal(true),
         }
-        self.db
-            .write_opt(batch, &wo)
-            .map_err(|e| if is_disk_full(&e) { StoreError::DiskFull { dir: self.dir.clone() } } else { StoreError::backend("put blob", e) })
+        self.db.write_opt(batch, &wo).map_err(|e| {
+            if is_disk_full(&e) { StoreError::DiskFull { dir: self.dir.clone() } } else { StoreError::backend("put blob", e) }
+        })?;
+        self.census.added(bytes.len() as u64);
+        Ok(())
     }
 
     /// Waits until every earlier write is on disk.
@@ -339,13 +377,17 @@ impl BlobStore {
 
     /// Deletes a blob; returns whether it was there.
     pub fn delete(&self, address: &BlobAddress) -> Result<bool, StoreError> {
-        let existed = self.has(address)?;
+        let _stripe = self.census.stripe(address);
+        let existed = self.len_of(address)?;
         let mut batch = WriteBatch::default();
         batch.delete_cf(self.cf(CF_BLOBS)?, address.as_bytes());
         batch.delete_cf(self.cf(CF_OUTBOARDS)?, address.as_bytes());
         self.write(batch, true, "delete blob")?;
         self.cache.invalidate(address);
-        Ok(existed)
+        if let Some(len) = existed {
+            self.census.removed(len);
+        }
+        Ok(existed.is_some())
     }
 
     /// Every stored address with its length, in address order.
@@ -359,13 +401,12 @@ impl BlobStore {
         Ok(out)
     }
 
-    /// Counts and sizes.
+    /// Counts and sizes, from counters kept up to date (no scan).
     pub fn stats(&self) -> Result<StoreStats, StoreError> {
-        let list = self.list()?;
         self.cache.run_pending_tasks();
         Ok(StoreStats {
-            blobs: list.len() as u64,
-            bytes: list.iter().map(|(_, l)| l).sum(),
+            blobs: self.census.blobs.load(Ordering::Relaxed),
+            bytes: self.census.bytes.load(Ordering::Relaxed),
             cache_hits: self.hits.load(Ordering::Relaxed),
             cache_misses: self.misses.load(Ordering::Relaxed),
             cache_bytes: self.cache.weighted_size(),
@@ -400,6 +441,8 @@ impl BlobStore {
     /// Atomically publishes a title: its manifest blob, its catalog entry and its key.
     pub fn commit_title(&self, title: &TitleId, manifest: &[u8], key: &[u8; 32]) -> Result<BlobAddress, StoreError> {
         let (address, outboard) = Outboard::compute(manifest);
+        let _stripe = self.census.stripe(&address);
+        let new = !self.has(&address)?;
         let mut batch = WriteBatch::default();
         batch.put_cf(self.cf(CF_BLOBS)?, address.as_bytes(), manifest);
         batch.put_cf(self.cf(CF_OUTBOARDS)?, address.as_bytes(), outboard.encode());
@@ -407,12 +450,21 @@ impl BlobStore {
         batch.put_cf(self.cf(CF_KEYS)?, Self::title_key("title/", title), key);
         batch.delete_cf(self.cf(CF_KEYS)?, Self::title_key("pending/", title));
         self.write(batch, true, "commit title")?;
+        if new {
+            self.census.added(manifest.len() as u64);
+        }
         Ok(address)
     }
 
     /// Undoes a failed ingest: deletes the blobs it wrote and, if it began
     /// the title, its pending key.
     pub fn abort_title(&self, title: &TitleId, drop_pending: bool, written: &[BlobAddress]) -> Result<(), StoreError> {
+        let mut gone = Vec::new();
+        for a in written {
+            if let Some(len) = self.len_of(a)? {
+                gone.push(len);
+            }
+        }
         let mut batch = WriteBatch::default();
         for a in written {
             batch.delete_cf(self.cf(CF_BLOBS)?, a.as_bytes());
@@ -422,17 +474,26 @@ impl BlobStore {
         if drop_pending {
             batch.delete_cf(self.cf(CF_KEYS)?, Self::title_key("pending/", title));
         }
-        self.write(batch, true, "abort title")
+        self.write(batch, true, "abort title")?;
+        for len in gone {
+            self.census.removed(len);
+        }
+        Ok(())
     }
 
     /// Records a title's manifest without its key (nodes and edges: they never hold keys).
     pub fn put_title_manifest(&self, title: &TitleId, manifest: &[u8]) -> Result<BlobAddress, StoreError> {
         let (address, outboard) = Outboard::compute(manifest);
+        let _stripe = self.census.stripe(&address);
+        let new = !self.has(&address)?;
         let mut batch = WriteBatch::default();
         batch.put_cf(self.cf(CF_BLOBS)?, address.as_bytes(), manifest);
         batch.put_cf(self.cf(CF_OUTBOARDS)?, address.as_bytes(), outboard.encode());
         batch.put_cf(self.cf(CF_CATALOG)?, Self::title_key("title/", title), address.as_bytes());
         self.write(batch, true, "put title")?;
+        if new {
+            self.census.added(manifest.len() as u64);
+        }
         Ok(address)
     }
 
