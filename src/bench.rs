@@ -160,6 +160,9 @@ fn tickets(seconds: f64, concurrency: usize) -> Result<()> {
             format!("storefront_token={token}"),
             "cluster_token=bench-cluster-token-0123456789".into(),
             "listen.https=127.0.0.1:0".into(),
+            // The bench's client is one address asking as fast as it can.
+            "rate.play_per_s=1000000".into(),
+            "rate.play_burst=1000000".into(),
         ])?
         .build()?;
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
@@ -263,7 +266,15 @@ fn floor_server(listen: std::net::SocketAddr, dir: &std::path::Path, identity: t
                 r
             }
         });
-        let opts = ServerOptions { https: listen, plain: None, identity, max_body: 1 << 16, drain: std::time::Duration::from_secs(1) };
+        // The edge's default limits: the floor pays for the same checks.
+        let opts = ServerOptions {
+            https: listen,
+            plain: None,
+            identity,
+            limits: tranzcast_config::LimitsConfig::default(),
+            drain: std::time::Duration::from_secs(1),
+            stats: Default::default(),
+        };
         let server = HttpServer::bind(opts, serve).await?;
         println!("{}", server.https_addr);
         crate::wait_for_signal().await;

@@ -176,6 +176,9 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let default = if matches!(cli.command, Command::Loadtest(_)) { "error" } else { "warn" };
     init_tracing(cli.log.as_deref().unwrap_or(default), cli.log_json);
+    // Servers hold a descriptor per client connection, load tests one per
+    // simulated viewer's connection: the usual soft limit (1024) is far too low.
+    tranzcast_net::raise_fd_limit();
     match run(cli.command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

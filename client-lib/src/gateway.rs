@@ -55,8 +55,10 @@ impl Gateway {
             https: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
             plain: Some(addr),
             identity,
-            max_body: 1 << 16,
+            // A local player's requests: the defaults of any server.
+            limits: tranzcast_net::LimitsConfig::default(),
             drain: std::time::Duration::from_secs(2),
+            stats: Default::default(),
         };
         let title = session.manifest().title.as_str().to_string();
         // The first segment's address names this ingest of the title.
@@ -90,5 +92,7 @@ fn answer(session: &Arc<Session>, title: &str, etag: &str, req: &Request<Bytes>)
         return r;
     }
     let m = session.manifest();
-    tranzcast_net::ranged::respond_from(req.method(), req.headers(), &Plaintext(session.clone()), m.plaintext_len, etag, &m.media_type)
+    // A local player asks one range at a time; a few more are fine.
+    let rep = tranzcast_net::ranged::Representation { etag, content_type: &m.media_type, max_ranges: 16 };
+    tranzcast_net::ranged::respond_from(req.method(), req.headers(), &Plaintext(session.clone()), m.plaintext_len, &rep)
 }

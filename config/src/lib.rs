@@ -17,7 +17,7 @@ pub use error::ConfigError;
 pub use layers::{Layers, Source};
 pub use roles::{
     ClientConfig, EdgeConfig, EdgeRole, LimitsConfig, ListenConfig, MasterBackend, MasterConfig, MirroringConfig, OriginConfig, PeerConfig,
-    PrecastConfig, RoleConfig, StoreConfig, TlsConfig,
+    PrecastConfig, RateConfig, RoleConfig, StoreConfig, TlsConfig,
 };
 pub use units::{ByteSize, Duration, TimeWindow};
 

@@ -181,6 +181,10 @@ pub struct OriginConfig {
     pub precast: PrecastConfig,
     /// A member that misses heartbeats this long is considered gone.
     pub member_timeout: Duration,
+    /// What clients may take: connections, time, sizes.
+    pub limits: LimitsConfig,
+    /// Per-address rates of plays and storefront calls.
+    pub rate: RateConfig,
 }
 
 impl Default for OriginConfig {
@@ -197,6 +201,8 @@ impl Default for OriginConfig {
             certificate_margin: Duration::secs(3600),
             precast: PrecastConfig::default(),
             member_timeout: Duration::secs(15),
+            limits: LimitsConfig::default(),
+            rate: RateConfig::default(),
         }
     }
 }
@@ -222,7 +228,8 @@ impl RoleConfig for OriginConfig {
         if self.member_timeout.0.as_secs() < 1 {
             return fail("member_timeout", "must be at least 1s");
         }
-        Ok(())
+        self.limits.validate()?;
+        self.rate.validate()
     }
 }
 
@@ -252,20 +259,174 @@ pub struct MirroringConfig {
     pub push_to_edges: bool,
 }
 
-/// Request limits of a server's service stack.
+/// What one server (origin, node, edge, peer) takes from its clients, on every
+/// listener and protocol (HTTP/1.1 and HTTP/2 over TLS, HTTP/3, plain HTTP).
+/// The defaults are what a public edge can run with; `docs/operations.md`
+/// says how to size them.
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
 pub struct LimitsConfig {
     /// Requests in hand at once (from arrival to the end of the body); more are
-    /// refused at once with 503 and Retry-After (load shedding).
+    /// refused at once with 503 and Retry-After (load shedding). Health and
+    /// metrics have a small budget of their own.
     pub max_concurrent_requests: u32,
     /// Time allowed to produce a response head (bodies then stream at the client's pace).
     pub request_timeout: Duration,
+    /// Open client connections (TCP and QUIC together); more are closed at
+    /// once (QUIC: refused). Lowered at start to what the process may open.
+    pub max_connections: u32,
+    /// Open connections from one client address (IPv6: one /64).
+    pub max_connections_per_ip: u32,
+    /// Time from a new connection to its first complete request head (TLS
+    /// handshake included), and for every later head once its first byte arrived.
+    pub header_read_timeout: Duration,
+    /// A connection with nothing in hand for this long is closed (keep-alive;
+    /// also the QUIC idle timeout).
+    pub idle_timeout: Duration,
+    /// Largest request head: HTTP/1.1 head, HTTP/2 header list, HTTP/3 field section (431 above it).
+    pub max_header_bytes: ByteSize,
+    /// Most header fields in one request (431 above it).
+    pub max_headers: u32,
+    /// Largest request body on every route but uploads (413 above it, answered
+    /// before any body byte is read when the length is declared).
+    pub max_body: ByteSize,
+    /// Largest body of an authenticated upload (staging pushes, origin uploads and publishing).
+    pub max_upload_body: ByteSize,
+    /// Slowest a body may arrive, bytes per second: a body of N bytes must be
+    /// in within `header_read_timeout` plus N over this rate (408 after).
+    pub body_min_rate: ByteSize,
+    /// Request bodies held in memory at once, server-wide (503 above it).
+    pub max_body_memory: ByteSize,
+    /// Concurrent streams one HTTP/2 connection may open.
+    pub h2_max_concurrent_streams: u32,
+    /// Concurrent bidirectional streams one HTTP/3 connection may open.
+    pub h3_max_concurrent_streams: u32,
+    /// Requests a client may cancel before their answer (HTTP/2 RST_STREAM,
+    /// HTTP/3 stream resets) on one connection in a burst, refilled at a tenth
+    /// of this per second; past it the connection is closed (the HTTP/2
+    /// rapid-reset pattern).
+    pub max_cancelled_requests: u32,
+    /// Byte ranges one request may ask for (overlapping and adjacent ones are merged).
+    pub max_ranges: u32,
+    /// Nodes and edges: upstream fetches in the air at once (503 above it).
+    pub max_flights: u32,
 }
 
 impl Default for LimitsConfig {
     fn default() -> Self {
-        Self { max_concurrent_requests: 8192, request_timeout: Duration::secs(30) }
+        Self {
+            max_concurrent_requests: 8192,
+            request_timeout: Duration::secs(30),
+            max_connections: 16384,
+            max_connections_per_ip: 256,
+            header_read_timeout: Duration::secs(10),
+            idle_timeout: Duration::secs(60),
+            max_header_bytes: ByteSize(16 << 10),
+            max_headers: 64,
+            max_body: ByteSize(64 << 10),
+            max_upload_body: ByteSize(16 << 20),
+            body_min_rate: ByteSize(64 << 10),
+            max_body_memory: ByteSize(256 << 20),
+            h2_max_concurrent_streams: 128,
+            h3_max_concurrent_streams: 128,
+            max_cancelled_requests: 200,
+            max_ranges: 16,
+            max_flights: 1024,
+        }
+    }
+}
+
+impl LimitsConfig {
+    fn validate(&self) -> Result<(), (String, String)> {
+        let positive = [
+            ("limits.max_concurrent_requests", self.max_concurrent_requests),
+            ("limits.max_connections", self.max_connections),
+            ("limits.max_connections_per_ip", self.max_connections_per_ip),
+            ("limits.max_headers", self.max_headers),
+            ("limits.h2_max_concurrent_streams", self.h2_max_concurrent_streams),
+            ("limits.h3_max_concurrent_streams", self.h3_max_concurrent_streams),
+            ("limits.max_cancelled_requests", self.max_cancelled_requests),
+            ("limits.max_ranges", self.max_ranges),
+            ("limits.max_flights", self.max_flights),
+        ];
+        for (key, v) in positive {
+            if v == 0 {
+                return fail(key, "must be at least 1");
+            }
+        }
+        if self.max_connections_per_ip > self.max_connections {
+            return fail("limits.max_connections_per_ip", "must not exceed limits.max_connections");
+        }
+        for (key, d) in [
+            ("limits.request_timeout", self.request_timeout),
+            ("limits.header_read_timeout", self.header_read_timeout),
+            ("limits.idle_timeout", self.idle_timeout),
+        ] {
+            if d.0.as_millis() < 10 {
+                return fail(key, "must be at least 10ms");
+            }
+        }
+        if self.max_ranges > 64 {
+            return fail("limits.max_ranges", "at most 64");
+        }
+        if self.max_header_bytes.0 < 1024 || self.max_header_bytes.0 > 1 << 20 {
+            return fail("limits.max_header_bytes", "must be 1KiB..=1MiB");
+        }
+        if self.max_body.0 < 1024 {
+            return fail("limits.max_body", "must be at least 1KiB");
+        }
+        if self.max_upload_body < self.max_body {
+            return fail("limits.max_upload_body", "must be at least limits.max_body");
+        }
+        if self.body_min_rate.0 < 1024 {
+            return fail("limits.body_min_rate", "must be at least 1KiB (per second)");
+        }
+        if self.max_body_memory < self.max_upload_body {
+            return fail("limits.max_body_memory", "must be at least limits.max_upload_body");
+        }
+        Ok(())
+    }
+}
+
+/// Per-address request rates the origin accepts on its unauthenticated and
+/// storefront routes (token buckets; 429 with Retry-After above them).
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RateConfig {
+    /// `POST /v1/play` per client address (IPv6: per /64), per second.
+    pub play_per_s: u32,
+    /// Plays one address may send at once above its rate.
+    pub play_burst: u32,
+    /// Storefront calls (customers, orders, revocations, uploads) per
+    /// address, per second: the storefront is usually one address, so size
+    /// this for the shop's busiest second.
+    pub storefront_per_s: u32,
+    /// Storefront calls one address may send at once above its rate.
+    pub storefront_burst: u32,
+    /// Addresses tracked at once; when full, the idlest are forgotten.
+    pub max_addresses: u32,
+}
+
+impl Default for RateConfig {
+    fn default() -> Self {
+        Self { play_per_s: 10, play_burst: 30, storefront_per_s: 1000, storefront_burst: 2000, max_addresses: 100_000 }
+    }
+}
+
+impl RateConfig {
+    fn validate(&self) -> Result<(), (String, String)> {
+        for (key, v) in [
+            ("rate.play_per_s", self.play_per_s),
+            ("rate.play_burst", self.play_burst),
+            ("rate.storefront_per_s", self.storefront_per_s),
+            ("rate.storefront_burst", self.storefront_burst),
+            ("rate.max_addresses", self.max_addresses),
+        ] {
+            if v == 0 {
+                return fail(key, "must be at least 1");
+            }
+        }
+        Ok(())
     }
 }
 
@@ -312,7 +473,7 @@ pub struct EdgeConfig {
     pub heartbeat: Duration,
     /// Outgoing rate limit in bytes per second over all responses (tests and benchmarks), none by default.
     pub rate_limit: Option<ByteSize>,
-    /// Concurrency and time limits.
+    /// What clients may take: connections, time, sizes, fetches.
     pub limits: LimitsConfig,
     /// Mirroring policy.
     pub mirroring: MirroringConfig,
@@ -391,12 +552,7 @@ impl RoleConfig for EdgeConfig {
         {
             return fail("rate_limit", "must be at least 1KiB (per second)");
         }
-        if self.limits.max_concurrent_requests == 0 {
-            return fail("limits.max_concurrent_requests", "must be at least 1");
-        }
-        if self.limits.request_timeout.0.as_millis() < 10 {
-            return fail("limits.request_timeout", "must be at least 10ms");
-        }
+        self.limits.validate()?;
         if self.mirroring.prefetch_segments > 256 {
             return fail("mirroring.prefetch_segments", "at most 256");
         }

@@ -30,7 +30,11 @@ pub(crate) struct Fail {
 
 impl From<Fail> for Response<Body> {
     fn from(f: Fail) -> Self {
-        json_response(f.status, &json!({"error": {"code": f.code, "reason": f.reason}}))
+        let mut r = tranzcast_net::error_response(f.status, f.code, &f.reason);
+        if f.status == StatusCode::SERVICE_UNAVAILABLE {
+            r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        r
     }
 }
 
@@ -154,7 +158,7 @@ async fn blob(inner: Arc<Inner>, hash: &str, req: &Request<Bytes>) -> Reply {
             v[mid] ^= 0x01;
             b = Bytes::from(v);
         }
-        return Ok(tranzcast_net::ranged::respond(req.method(), req.headers(), b, &etag, "application/octet-stream"));
+        return Ok(tranzcast_net::ranged::respond(req.method(), req.headers(), b, &blob_representation(&inner, &etag)));
     }
     if inner.config.role == tranzcast_config::EdgeRole::Peer {
         return Err(error(StatusCode::NOT_FOUND, "unknown_blob", format!("no blob {a}")));
@@ -173,9 +177,16 @@ async fn blob(inner: Arc<Inner>, hash: &str, req: &Request<Bytes>) -> Reply {
         req.headers(),
         &crate::fetch::FlightSource(flight),
         len,
-        &etag,
-        "application/octet-stream",
+        &blob_representation(&inner, &etag),
     ))
+}
+
+fn blob_representation<'a>(inner: &Inner, etag: &'a str) -> tranzcast_net::ranged::Representation<'a> {
+    tranzcast_net::ranged::Representation {
+        etag,
+        content_type: "application/octet-stream",
+        max_ranges: inner.config.limits.max_ranges as usize,
+    }
 }
 
 /// Records a signed manifest as its title's (pinned), once its signature
@@ -236,13 +247,15 @@ async fn outboard(inner: &Arc<Inner>, hash: &str) -> Reply {
 
 /// Joins (or starts) the upstream fetch of `a`, which stores it once verified.
 pub(crate) async fn join_miss(inner: &Arc<Inner>, a: BlobAddress) -> Result<Arc<crate::fetch::Flight>, Fail> {
+    use crate::fetch::FetchError;
     let i3 = inner.clone();
-    inner.fetcher.join(a, move |bytes, ob| crate::mirror::keep(&i3, &a, &bytes, Some(&ob), false)).await.map_err(|e| {
-        if e.contains("not there") {
-            error(StatusCode::NOT_FOUND, "unknown_blob", format!("no blob {a} upstream"))
-        } else {
-            error(StatusCode::BAD_GATEWAY, "upstream", e)
+    inner.fetcher.join(a, move |bytes, ob| crate::mirror::keep(&i3, &a, &bytes, Some(&ob), false)).await.map_err(|e| match e {
+        FetchError::NotFound => error(StatusCode::NOT_FOUND, "unknown_blob", format!("no blob {a} upstream")),
+        FetchError::Busy => {
+            inner.server.refuse(tranzcast_net::Refusal::UpstreamBusy);
+            error(StatusCode::SERVICE_UNAVAILABLE, "upstream_busy", "too many upstream fetches in the air; try again or another source")
         }
+        FetchError::Upstream(e) => error(StatusCode::BAD_GATEWAY, "upstream", e),
     })
 }
 
@@ -309,7 +322,7 @@ fn put_manifest(inner: &Inner, id: &str, body: &Bytes) -> Reply {
 fn pulse(inner: &Inner, query: &str) -> Reply {
     let title = query.split('&').find_map(|kv| kv.strip_prefix("title="));
     // Bytes/s over the last window of at least a second: cheap, no timer task.
-    let out = inner.bytes_out.load(Ordering::Relaxed);
+    let out = inner.server.bytes_out();
     let rate = match inner.out_rate.lock() {
         Ok(mut w) => {
             let dt = w.0.elapsed().as_secs_f64();
@@ -325,7 +338,7 @@ fn pulse(inner: &Inner, query: &str) -> Reply {
         "load": {
             "requests": inner.requests.load(Ordering::Relaxed),
             // Not counting this pulse itself.
-            "in_flight": (inner.in_flight.load(Ordering::Relaxed) - 1).max(0),
+            "in_flight": (inner.server.in_flight() - 1).max(0),
             "queued": inner.fetcher.in_air(),
             "bytes_out_total": out,
             "bytes_out_per_s": rate,
@@ -363,7 +376,6 @@ fn metrics(inner: &Inner) -> Response<Body> {
         ("edge_blob_requests_total", inner.blob_requests.load(Ordering::Relaxed)),
         ("edge_hits_total", inner.hits.load(Ordering::Relaxed)),
         ("edge_misses_total", inner.misses.load(Ordering::Relaxed)),
-        ("edge_shed_requests_total", inner.shed.load(Ordering::Relaxed)),
         ("edge_upstream_fetches_total", f.flights.load(Ordering::Relaxed)),
         ("edge_coalesced_waiters_total", f.coalesced.load(Ordering::Relaxed)),
         ("edge_upstream_demoted_total", f.demoted.load(Ordering::Relaxed)),
@@ -374,6 +386,10 @@ fn metrics(inner: &Inner) -> Response<Body> {
         out.push_str(&format!("# TYPE {name} counter\n{name} {v}\n"));
     }
     out.push_str(&format!("# TYPE edge_playback_sessions gauge\nedge_playback_sessions {}\n", inner.playback.open_sessions()));
+    out.push_str(&format!(
+        "# HELP edge_flights_in_air Upstream fetches in the air now (at most limits.max_flights).\n# TYPE edge_flights_in_air gauge\nedge_flights_in_air {}\n",
+        inner.fetcher.in_air()
+    ));
     out.push_str("# TYPE edge_staged_blobs_total counter\n");
     out.push_str(&format!("edge_staged_blobs_total {}\n", inner.staged_blobs.load(Ordering::Relaxed)));
     out.push_str("# TYPE edge_staged_bytes_total counter\n");
@@ -408,7 +424,7 @@ fn metrics(inner: &Inner) -> Response<Body> {
             out.push_str(&format!("edge_parent_rtt_seconds{{parent=\"{url}\"}} {}\n", rtt.as_secs_f64()));
         }
     }
-    inner.http_metrics.render(&mut out);
+    inner.server.render("edge", &mut out);
     let mut r = Response::new(full(out));
     r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"));
     r

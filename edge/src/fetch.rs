@@ -10,6 +10,15 @@
 //! Sources: the parents (configured, or the origin's nodes when none are),
 //! best first by their last pulse (healthy, low round trip, little load),
 //! then the origin. Only a wholly verified blob is stored.
+//!
+//! A flight runs in a task of its own, not in the request that started it:
+//! a starter that is cancelled (a reset stream, a closed connection) never
+//! strands its entry, and the entry goes away when the fetch ends, however
+//! it ends. A flight is not stopped when its waiters leave: a player reads a
+//! blob in ranges, one request after another, and the next range should
+//! find the blob arriving or stored, not start over. What bounds the work
+//! instead: at most `limits.max_flights` flights at once (503 above), and
+//! every upstream step has a timeout.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -125,8 +134,43 @@ pub struct FetchStats {
     pub demoted: std::sync::atomic::AtomicU64,
 }
 
-/// A flight being started: resolved once its outboard is known (or every source failed).
-type Starting = Arc<tokio::sync::OnceCell<Result<Arc<Flight>, String>>>;
+/// Why a blob could not be had from upstream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FetchError {
+    /// No source has it.
+    NotFound,
+    /// `limits.max_flights` fetches are in the air: try again shortly.
+    Busy,
+    /// Every source failed; the last reason.
+    Upstream(String),
+}
+
+impl std::fmt::Display for FetchError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FetchError::NotFound => f.write_str("no source has it"),
+            FetchError::Busy => f.write_str("too many upstream fetches in the air"),
+            FetchError::Upstream(e) => f.write_str(e),
+        }
+    }
+}
+
+/// A flight in the table: resolved once its outboard is known (or every source failed).
+type Starting = watch::Receiver<Option<Result<Arc<Flight>, FetchError>>>;
+
+/// A flight's place in the table, removed when the flight's task ends.
+struct Entry {
+    fetcher: Arc<Fetcher>,
+    addr: BlobAddress,
+}
+
+impl Drop for Entry {
+    fn drop(&mut self) {
+        if let Ok(mut t) = self.fetcher.flights.lock() {
+            t.remove(&self.addr);
+        }
+    }
+}
 
 /// The single-flight table and the upstream sources.
 pub struct Fetcher {
@@ -140,6 +184,7 @@ pub struct Fetcher {
     pub me: std::sync::OnceLock<String>,
     cluster_token: String,
     timeout: Duration,
+    max_flights: usize,
     flights: Mutex<HashMap<BlobAddress, Starting>>,
     demoted: Mutex<HashMap<String, Instant>>,
     /// Pull tasks, so shutdown can wait for them (they hold the store).
@@ -156,7 +201,14 @@ impl std::fmt::Debug for Fetcher {
 
 impl Fetcher {
     /// Parents are tried before the origin.
-    pub fn new(http: reqwest::Client, parents: Vec<String>, origin: String, cluster_token: String, timeout: Duration) -> Self {
+    pub fn new(
+        http: reqwest::Client,
+        parents: Vec<String>,
+        origin: String,
+        cluster_token: String,
+        timeout: Duration,
+        max_flights: usize,
+    ) -> Self {
         Self {
             http,
             parents: std::sync::RwLock::new(parents),
@@ -165,6 +217,7 @@ impl Fetcher {
             me: std::sync::OnceLock::new(),
             cluster_token,
             timeout,
+            max_flights: max_flights.max(1),
             flights: Mutex::default(),
             demoted: Mutex::default(),
             tasks: Mutex::default(),
@@ -268,36 +321,63 @@ impl Fetcher {
         self: &Arc<Self>,
         addr: BlobAddress,
         store: impl FnOnce(Bytes, Outboard) + Send + 'static,
-    ) -> Result<Arc<Flight>, String> {
-        let cell = {
-            let mut f = self.flights.lock().map_err(|_| "flight table poisoned".to_string())?;
+    ) -> Result<Arc<Flight>, FetchError> {
+        let mut rx = {
+            let mut f = self.flights.lock().map_err(|_| FetchError::Upstream("flight table poisoned".into()))?;
             match f.get(&addr) {
-                Some(c) => {
+                Some(rx) => {
                     self.stats.coalesced.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    c.clone()
+                    rx.clone()
                 }
+                None if f.len() >= self.max_flights => return Err(FetchError::Busy),
                 None => {
-                    let c = Arc::new(tokio::sync::OnceCell::new());
-                    f.insert(addr, c.clone());
-                    c
+                    let (tx, rx) = watch::channel(None);
+                    f.insert(addr, rx.clone());
+                    self.stats.flights.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let mut tasks = self.tasks.lock().map_err(|_| FetchError::Upstream("task table poisoned".into()))?;
+                    // Reap finished flights so the set does not grow.
+                    while tasks.try_join_next().is_some() {}
+                    let me = self.clone();
+                    tasks.spawn(async move {
+                        // However the task ends (done, failed, aborted at
+                        // shutdown), its entry leaves the table.
+                        let _entry = Entry { fetcher: me.clone(), addr };
+                        me.fly(addr, tx, store).await;
+                    });
+                    rx
                 }
             }
         };
-        let me = self.clone();
-        let store = Mutex::new(Some(store));
-        cell.get_or_init(|| async move {
-            me.stats.flights.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let r = me.start(addr, store.lock().ok().and_then(|mut s| s.take())).await;
-            if r.is_err() {
-                // A failed start leaves no entry behind: the next request tries again.
-                if let Ok(mut f) = me.flights.lock() {
-                    f.remove(&addr);
-                }
+        let r = rx.wait_for(Option::is_some).await.map_err(|_| FetchError::Upstream("fetch abandoned".into()))?.clone();
+        r.unwrap_or_else(|| Err(FetchError::Upstream("fetch abandoned".into())))
+    }
+
+    /// One flight from start to end: outboard, body, store.
+    async fn fly(
+        self: &Arc<Self>,
+        addr: BlobAddress,
+        started: watch::Sender<Option<Result<Arc<Flight>, FetchError>>>,
+        store: impl FnOnce(Bytes, Outboard) + Send + 'static,
+    ) {
+        let flight = match self.start(addr).await {
+            Ok(f) => f,
+            Err(e) => {
+                started.send_replace(Some(Err(e)));
+                return;
             }
-            r
-        })
-        .await
-        .clone()
+        };
+        started.send_replace(Some(Ok(flight.clone())));
+        let result = self.pull(&addr, &flight.outboard, &flight).await;
+        let groups: Option<Vec<Bytes>> = if result.is_ok() { flight.groups.lock().ok().map(|g| g.clone()) } else { None };
+        if let Some(groups) = groups {
+            let mut all = BytesMut::with_capacity(flight.len as usize);
+            for g in groups {
+                all.extend_from_slice(&g);
+            }
+            let ob = flight.outboard.clone();
+            let _ = tokio::task::spawn_blocking(move || store(all.freeze(), ob)).await;
+        }
+        flight.progress.send_modify(|p| p.done = Some(result));
     }
 
     async fn outboard_from(&self, source: &str, addr: &BlobAddress) -> Result<Outboard, String> {
@@ -319,12 +399,9 @@ impl Fetcher {
         Ok(ob)
     }
 
-    async fn start(
-        self: &Arc<Self>,
-        addr: BlobAddress,
-        store: Option<impl FnOnce(Bytes, Outboard) + Send + 'static>,
-    ) -> Result<Arc<Flight>, String> {
-        let mut last = "no sources".to_string();
+    /// Finds a source with the blob's outboard, checked against the address.
+    async fn start(&self, addr: BlobAddress) -> Result<Arc<Flight>, FetchError> {
+        let mut last = FetchError::Upstream("no sources".into());
         let mut outboard = None;
         for s in self.ordered_sources() {
             match self.outboard_from(&s, &addr).await {
@@ -332,41 +409,21 @@ impl Fetcher {
                     outboard = Some(ob);
                     break;
                 }
-                Err(e) if e == "not there" => last = format!("{s}: not there"),
+                Err(e) if e == "not there" => last = FetchError::NotFound,
                 Err(e) => {
                     self.demote(&s, &e);
-                    last = format!("{s}: {e}");
+                    last = FetchError::Upstream(format!("{s}: {e}"));
                 }
             }
         }
+        // The last source tried (the origin, unless demoted) has the last word.
         let outboard = outboard.ok_or(last)?;
-        let flight = Arc::new(Flight {
+        Ok(Arc::new(Flight {
             len: outboard.len,
-            outboard: outboard.clone(),
+            outboard,
             groups: Mutex::new(Vec::new()),
             progress: watch::channel(Progress::default()).0,
-        });
-        let (me, f) = (self.clone(), flight.clone());
-        let mut tasks = self.tasks.lock().map_err(|_| "task table poisoned".to_string())?;
-        // Reap finished pulls so the set does not grow.
-        while tasks.try_join_next().is_some() {}
-        tasks.spawn(async move {
-            let result = me.pull(&addr, &outboard, &f).await;
-            let groups: Option<Vec<Bytes>> = if result.is_ok() { f.groups.lock().ok().map(|g| g.clone()) } else { None };
-            if let (Some(store), Some(groups)) = (store, groups) {
-                let mut all = BytesMut::with_capacity(f.len as usize);
-                for g in groups {
-                    all.extend_from_slice(&g);
-                }
-                let ob = outboard.clone();
-                let _ = tokio::task::spawn_blocking(move || store(all.freeze(), ob)).await;
-            }
-            f.progress.send_modify(|p| p.done = Some(result));
-            if let Ok(mut t) = me.flights.lock() {
-                t.remove(&addr);
-            }
-        });
-        Ok(flight)
+        }))
     }
 
     /// Flights in the air (upstream fetches being waited on).
@@ -374,7 +431,7 @@ impl Fetcher {
         self.flights.lock().map(|f| f.len()).unwrap_or(0)
     }
 
-    /// Waits for every pull in progress to finish (and store what it fetched).
+    /// Waits for every flight in progress to finish (and store what it fetched).
     pub async fn drain(&self) {
         let mut set = match self.tasks.lock() {
             Ok(mut t) => std::mem::take(&mut *t),

@@ -65,12 +65,8 @@ pub(crate) struct Inner {
     pub blob_requests: AtomicU64,
     pub hits: AtomicU64,
     pub misses: AtomicU64,
-    /// Requests refused with 503 because too many were in hand.
-    pub shed: AtomicU64,
-    /// Requests being handled now.
-    pub in_flight: std::sync::atomic::AtomicI64,
-    /// Body bytes of blob responses produced.
-    pub bytes_out: AtomicU64,
+    /// The server's counters: requests in hand, bytes sent, refusals, connections.
+    pub server: Arc<tranzcast_net::ServerStats>,
     /// (when, bytes_out then, bytes/s measured over the last window) for the pulse.
     pub out_rate: std::sync::Mutex<(std::time::Instant, u64, f64)>,
     /// For a peer: the token the origin pushes pre-cast segments with (from the join answer).
@@ -81,8 +77,6 @@ pub(crate) struct Inner {
     pub revoked: std::sync::RwLock<std::collections::HashSet<[u8; 16]>>,
     /// Credentials whose signature was verified, by blake3 of the header value.
     pub verified: moka::sync::Cache<[u8; 32], Arc<access::Credentials>>,
-    /// Requests, bytes and latency by protocol and status.
-    pub http_metrics: service::HttpMetrics,
     /// The outgoing rate limit, if configured.
     pub throttle: Option<Arc<service::Throttle>>,
     /// What stays on disk within the budget.
@@ -158,6 +152,7 @@ impl EdgeServer {
             config.origin.clone(),
             config.cluster_token.clone(),
             config.upstream_timeout.0,
+            config.limits.max_flights as usize,
         ));
         let inner = Arc::new(Inner {
             store,
@@ -169,15 +164,12 @@ impl EdgeServer {
             blob_requests: AtomicU64::new(0),
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
-            in_flight: std::sync::atomic::AtomicI64::new(0),
-            shed: AtomicU64::new(0),
-            bytes_out: AtomicU64::new(0),
+            server: Arc::new(tranzcast_net::ServerStats::default()),
             out_rate: std::sync::Mutex::new((std::time::Instant::now(), 0, 0.0)),
             push_token: std::sync::Mutex::new(None),
             fetcher,
             revoked: Default::default(),
             verified: moka::sync::Cache::builder().max_capacity(100_000).time_to_live(Duration::from_secs(600)).build(),
-            http_metrics: service::HttpMetrics::default(),
             throttle: config.rate_limit.map(|r| Arc::new(service::Throttle::new(r.0))),
             residency: std::sync::Mutex::new(residency::Residency::new(config.store.disk_bytes.0)),
             demand: std::sync::Mutex::new(demand::Demand::new(
@@ -195,8 +187,9 @@ impl EdgeServer {
             https: config.listen.https,
             plain: config.listen.plain,
             identity: tls.identity,
-            max_body: 80 << 20,
+            limits: config.limits,
             drain: Duration::from_secs(10),
+            stats: inner.server.clone(),
         };
         let server = HttpServer::bind(opts, service::handler(inner.clone())).await?;
         let me = server.https_addr;
@@ -358,7 +351,7 @@ async fn join(http: &reqwest::Client, inner: &Inner, me: std::net::SocketAddr) -
 /// the origin's choice of edges.
 fn load(inner: &Inner) -> f64 {
     let max = f64::from(inner.config.limits.max_concurrent_requests.max(1));
-    (inner.in_flight.load(std::sync::atomic::Ordering::Relaxed).max(0) as f64 / max).clamp(0.0, 1.0)
+    (inner.server.in_flight().max(0) as f64 / max).clamp(0.0, 1.0)
 }
 
 /// The URL others reach this server at.

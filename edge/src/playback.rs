@@ -137,7 +137,12 @@ pub(crate) async fn serve(inner: Arc<Inner>, token: &str, req: &Request<Bytes>, 
     let media_type = session.manifest.media_type.clone();
     let etag = session.etag.clone();
     let source = PlainSource { inner: inner.clone(), session };
-    Ok(tranzcast_net::ranged::respond_from(req.method(), req.headers(), &source, len, &etag, &media_type))
+    let rep = tranzcast_net::ranged::Representation {
+        etag: &etag,
+        content_type: &media_type,
+        max_ranges: inner.config.limits.max_ranges as usize,
+    };
+    Ok(tranzcast_net::ranged::respond_from(req.method(), req.headers(), &source, len, &rep))
 }
 
 /// The session a token opens: from memory, or verified, unsealed and given

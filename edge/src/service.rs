@@ -1,40 +1,42 @@
-//! The tower service stack every request passes, whichever listener (HTTP/3,
+//! The service stack every request passes, whichever listener (HTTP/3,
 //! HTTP/1.1 or HTTP/2 over TLS, plain) it came in on:
 //!
 //! ```text
-//! Observe       span, metrics by protocol and status, latency, bytes out, throttle
-//!   Shed        503 at once when `limits.max_concurrent_requests` are in hand
-//!               (bodies still streaming count; health and metrics are exempt)
-//!   Timeout     504 when no response head within `limits.request_timeout`
-//!   Authenticate  credentials for blob reads, tokens for writes
-//!     routes    api.rs
+//! net::HttpServer   connection and header limits, shedding (503 past
+//!                   limits.max_concurrent_requests), then `admit` on the head
+//!   admit           credentials for blob reads, tokens for writes, the body cap
+//!                   of the route: decided before any body byte is read
+//!                   body within its cap and deadline; 504 past limits.request_timeout
+//!   Observe         span, requests, the byte throttle (rate_limit)
+//!     routes        api.rs
 //! ```
 //!
 //! Load is shed rather than queued: a CDN client has other sources, and an
 //! immediate 503 lets it go to one (the smart client demotes us) instead of
-//! waiting in a queue it cannot see.
+//! waiting in a queue it cannot see. Requests, bytes and latency by protocol
+//! and status, and refusals by reason, are counted by the server
+//! (`tranzcast_net::ServerStats`) for every answer, refusals included.
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::{HeaderValue, Request, Response, StatusCode, header};
+use http::{Request, Response, StatusCode, header};
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use http_body_util::BodyExt;
-use tower::{BoxError, Layer, Service, ServiceBuilder, ServiceExt};
-use tranzcast_net::{Body, Protocol, RequestContext};
+use tower::{Layer, Service, ServiceBuilder, ServiceExt};
+use tranzcast_net::{Body, BodyLimit, Protocol, Refusal, Refused, RequestContext};
 
 use crate::Inner;
 use crate::access::{self, Credentials};
 
 /// Builds the stack over the routes and wraps it as the server's handler.
 pub(crate) fn handler(inner: Arc<Inner>) -> tranzcast_net::Handler {
-    let limits = inner.config.limits;
     let routes = tower::service_fn({
         let inner = inner.clone();
         move |req: Request<Bytes>| {
@@ -42,147 +44,18 @@ pub(crate) fn handler(inner: Arc<Inner>) -> tranzcast_net::Handler {
             async move { Ok::<_, Infallible>(crate::api::handle(inner, req).await) }
         }
     });
-    let stack = ServiceBuilder::new()
-        .layer(ObserveLayer(inner.clone()))
-        .layer(ShedLayer(inner.clone()))
-        .timeout(limits.request_timeout.0)
-        .layer(AuthenticateLayer(inner))
-        .service(routes);
+    let stack = ServiceBuilder::new().layer(ObserveLayer(inner.clone())).service(routes);
     tranzcast_net::handler(move |mut req: Request<Bytes>, cx: RequestContext| {
         req.extensions_mut().insert(cx);
         let svc = stack.clone();
         async move {
-            match overload_answer(svc.oneshot(req).await) {
+            match svc.oneshot(req).await {
                 Ok(r) => r,
                 Err(never) => match never {},
             }
         }
     })
-}
-
-fn error_response(status: StatusCode, code: &str, reason: &str) -> Response<Body> {
-    let v = serde_json::json!({"error": {"code": code, "reason": reason}});
-    let mut r = Response::new(tranzcast_net::full(v.to_string()));
-    *r.status_mut() = status;
-    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    r
-}
-
-/// Turns the stack's refusals into answers: shed load is 503 with a short
-/// Retry-After, a missed deadline 504.
-fn overload_answer(r: Result<Response<Body>, BoxError>) -> Result<Response<Body>, Infallible> {
-    Ok(match r {
-        Ok(r) => r,
-        Err(e) if e.is::<tower::timeout::error::Elapsed>() => {
-            error_response(StatusCode::GATEWAY_TIMEOUT, "timeout", "no answer within the request timeout")
-        }
-        Err(e) => {
-            tracing::error!(error = %e, "service error");
-            error_response(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error; see the server's log")
-        }
-    })
-}
-
-// ---------------------------------------------------------------- metrics
-
-/// Upper bounds (seconds) of the latency histogram buckets.
-const LATENCY_BUCKETS: [f64; 14] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
-const PROTOCOLS: [Protocol; 4] = [Protocol::H1, Protocol::H2, Protocol::H3, Protocol::Plain];
-
-fn proto_index(p: Protocol) -> usize {
-    match p {
-        Protocol::H1 => 0,
-        Protocol::H2 => 1,
-        Protocol::H3 => 2,
-        Protocol::Plain => 3,
-    }
-}
-
-/// A lock-free histogram (Prometheus cumulative buckets are computed when rendered).
-#[derive(Debug, Default)]
-struct Histogram {
-    buckets: [AtomicU64; LATENCY_BUCKETS.len() + 1],
-    sum_us: AtomicU64,
-}
-
-impl Histogram {
-    fn observe(&self, d: Duration) {
-        let s = d.as_secs_f64();
-        let i = LATENCY_BUCKETS.iter().position(|b| s <= *b).unwrap_or(LATENCY_BUCKETS.len());
-        self.buckets[i].fetch_add(1, Ordering::Relaxed);
-        self.sum_us.fetch_add(d.as_micros() as u64, Ordering::Relaxed);
-    }
-
-    fn render(&self, out: &mut String, name: &str, labels: &str) {
-        let mut cumulative = 0;
-        for (i, b) in LATENCY_BUCKETS.iter().enumerate() {
-            cumulative += self.buckets[i].load(Ordering::Relaxed);
-            out.push_str(&format!("{name}_bucket{{{labels},le=\"{b}\"}} {cumulative}\n"));
-        }
-        cumulative += self.buckets[LATENCY_BUCKETS.len()].load(Ordering::Relaxed);
-        out.push_str(&format!("{name}_bucket{{{labels},le=\"+Inf\"}} {cumulative}\n"));
-        out.push_str(&format!("{name}_sum{{{labels}}} {}\n", self.sum_us.load(Ordering::Relaxed) as f64 / 1e6));
-        out.push_str(&format!("{name}_count{{{labels}}} {cumulative}\n"));
-    }
-}
-
-/// Requests and bytes by protocol and status, latency by protocol.
-/// Indexed tables of atomics: no lock on the request path.
-#[derive(Debug)]
-pub(crate) struct HttpMetrics {
-    /// [protocol][status - 100]
-    requests: Vec<AtomicU64>,
-    bytes: Vec<AtomicU64>,
-    head: [Histogram; 4],
-    whole: [Histogram; 4],
-}
-
-impl Default for HttpMetrics {
-    fn default() -> Self {
-        let table = || (0..4 * 500).map(|_| AtomicU64::new(0)).collect();
-        Self { requests: table(), bytes: table(), head: Default::default(), whole: Default::default() }
-    }
-}
-
-fn slot(p: Protocol, status: StatusCode) -> usize {
-    proto_index(p) * 500 + (status.as_u16().clamp(100, 599) - 100) as usize
-}
-
-impl HttpMetrics {
-    /// Appends the Prometheus text of these metrics.
-    pub(crate) fn render(&self, out: &mut String) {
-        out.push_str(
-            "# HELP edge_http_requests_total Requests answered, by protocol and status.\n# TYPE edge_http_requests_total counter\n",
-        );
-        let mut bytes = String::from(
-            "# HELP edge_http_response_bytes_total Body bytes sent, by protocol and status.\n# TYPE edge_http_response_bytes_total counter\n",
-        );
-        for p in PROTOCOLS {
-            for status in 100..600u16 {
-                let Ok(s) = StatusCode::from_u16(status) else { continue };
-                let i = slot(p, s);
-                let n = self.requests[i].load(Ordering::Relaxed);
-                if n > 0 {
-                    out.push_str(&format!("edge_http_requests_total{{protocol=\"{}\",status=\"{status}\"}} {n}\n", p.label()));
-                    let b = self.bytes[i].load(Ordering::Relaxed);
-                    bytes.push_str(&format!("edge_http_response_bytes_total{{protocol=\"{}\",status=\"{status}\"}} {b}\n", p.label()));
-                }
-            }
-        }
-        out.push_str(&bytes);
-        out.push_str(
-            "# HELP edge_http_response_head_seconds Time to the response head.\n# TYPE edge_http_response_head_seconds histogram\n",
-        );
-        for p in PROTOCOLS {
-            self.head[proto_index(p)].render(out, "edge_http_response_head_seconds", &format!("protocol=\"{}\"", p.label()));
-        }
-        out.push_str(
-            "# HELP edge_http_response_seconds Time to the end of the response body.\n# TYPE edge_http_response_seconds histogram\n",
-        );
-        for p in PROTOCOLS {
-            self.whole[proto_index(p)].render(out, "edge_http_response_seconds", &format!("protocol=\"{}\"", p.label()));
-        }
-    }
+    .admit_with(move |parts, _cx| admit(&inner, parts))
 }
 
 // ---------------------------------------------------------------- throttle
@@ -238,6 +111,7 @@ impl<S> Layer<S> for ObserveLayer {
     }
 }
 
+/// A span per request, the request count, and the outgoing byte throttle.
 #[derive(Clone)]
 struct Observe<S> {
     inner: S,
@@ -248,16 +122,15 @@ type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
 impl<S> Service<Request<Bytes>> for Observe<S>
 where
-    S: Service<Request<Bytes>, Response = Response<Body>> + Clone + Send + 'static,
-    S::Error: Into<BoxError>,
+    S: Service<Request<Bytes>, Response = Response<Body>, Error = Infallible> + Clone + Send + 'static,
     S::Future: Send,
 {
     type Response = Response<Body>;
-    type Error = BoxError;
-    type Future = BoxFuture<Result<Response<Body>, BoxError>>;
+    type Error = Infallible;
+    type Future = BoxFuture<Result<Response<Body>, Infallible>>;
 
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        self.inner.poll_ready(cx).map_err(Into::into)
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, req: Request<Bytes>) -> Self::Future {
@@ -274,70 +147,46 @@ where
         );
         let state = self.state.clone();
         state.requests.fetch_add(1, Ordering::Relaxed);
-        state.in_flight.fetch_add(1, Ordering::Relaxed);
-        let started = Instant::now();
         // The clone that was made ready is the one to call (tower's contract).
         let clone = self.inner.clone();
         let mut ready = std::mem::replace(&mut self.inner, clone);
         Box::pin(
             async move {
-                // Refusals of the layers below (shed, timeout) are answers too, and counted.
-                let resp = match overload_answer(ready.call(req).await.map_err(Into::into)) {
+                let resp = match ready.call(req).await {
                     Ok(r) => r,
                     Err(never) => match never {},
                 };
                 let status = resp.status();
-                state.http_metrics.head[proto_index(protocol)].observe(started.elapsed());
                 if status.is_server_error() {
                     tracing::warn!(status = status.as_u16(), "answered");
                 } else {
                     tracing::debug!(status = status.as_u16(), "answered");
                 }
-                let (parts, body) = resp.into_parts();
-                let metered = Metered {
-                    body,
-                    slot: slot(protocol, status),
-                    protocol,
-                    sent: 0,
-                    started,
-                    throttle: state.throttle.clone(),
-                    held: None,
-                    ready: None,
-                    wait: None,
-                    state,
-                };
-                Ok(Response::from_parts(parts, metered.boxed_unsync()))
+                Ok(match &state.throttle {
+                    None => resp,
+                    Some(t) => {
+                        let throttle = t.clone();
+                        resp.map(|body| Throttled { body, throttle, held: None, ready: None, wait: None }.boxed_unsync())
+                    }
+                })
             }
             .instrument(span),
         )
     }
 }
 
-/// A response body that counts what it sends, paces it under the throttle,
-/// and records the request as finished when it is dropped (sent or abandoned).
-struct Metered {
+/// A response body paced under the shared throttle.
+struct Throttled {
     body: Body,
-    slot: usize,
-    protocol: Protocol,
-    sent: u64,
-    started: Instant,
-    throttle: Option<Arc<Throttle>>,
-    /// Data taken from `body`, not yet sent (throttled bodies are cut into pieces).
+    throttle: Arc<Throttle>,
+    /// Data taken from `body`, not yet sent (cut into pieces).
     held: Option<Bytes>,
     /// A piece whose airtime is reserved, sent when `wait` is over.
     ready: Option<Bytes>,
     wait: Option<Pin<Box<tokio::time::Sleep>>>,
-    state: Arc<Inner>,
 }
 
-impl Metered {
-    fn count(&mut self, n: usize) {
-        self.sent += n as u64;
-        self.state.bytes_out.fetch_add(n as u64, Ordering::Relaxed);
-    }
-}
-
-impl HttpBody for Metered {
+impl HttpBody for Throttled {
     type Data = Bytes;
     type Error = std::io::Error;
 
@@ -349,16 +198,13 @@ impl HttpBody for Metered {
                 this.wait = None;
             }
             if let Some(piece) = this.ready.take() {
-                this.count(piece.len());
                 return Poll::Ready(Some(Ok(Frame::data(piece))));
             }
             if let Some(held) = this.held.as_mut().filter(|h| !h.is_empty()) {
                 let piece = held.split_to(held.len().min(THROTTLE_PIECE));
-                if let Some(t) = &this.throttle {
-                    let d = t.reserve(piece.len());
-                    if !d.is_zero() {
-                        this.wait = Some(Box::pin(tokio::time::sleep(d)));
-                    }
+                let d = this.throttle.reserve(piece.len());
+                if !d.is_zero() {
+                    this.wait = Some(Box::pin(tokio::time::sleep(d)));
                 }
                 this.ready = Some(piece);
                 continue;
@@ -366,11 +212,7 @@ impl HttpBody for Metered {
             this.held = None;
             match ready!(Pin::new(&mut this.body).poll_frame(cx)) {
                 Some(Ok(frame)) => match frame.into_data() {
-                    Ok(data) if this.throttle.is_some() => this.held = Some(data),
-                    Ok(data) => {
-                        this.count(data.len());
-                        return Poll::Ready(Some(Ok(Frame::data(data))));
-                    }
+                    Ok(data) => this.held = Some(data),
                     Err(trailers) => return Poll::Ready(Some(Ok(trailers))),
                 },
                 other => return Poll::Ready(other),
@@ -391,67 +233,6 @@ impl HttpBody for Metered {
             h.set_upper(u + pending as u64);
         }
         h
-    }
-}
-
-impl Drop for Metered {
-    fn drop(&mut self) {
-        let m = &self.state.http_metrics;
-        m.requests[self.slot].fetch_add(1, Ordering::Relaxed);
-        m.bytes[self.slot].fetch_add(self.sent, Ordering::Relaxed);
-        m.whole[proto_index(self.protocol)].observe(self.started.elapsed());
-        self.state.in_flight.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-// ---------------------------------------------------------------- shed
-
-#[derive(Clone)]
-struct ShedLayer(Arc<Inner>);
-
-impl<S> Layer<S> for ShedLayer {
-    type Service = Shed<S>;
-    fn layer(&self, inner: S) -> Self::Service {
-        Shed { inner, state: self.0.clone() }
-    }
-}
-
-/// Refuses work beyond `limits.max_concurrent_requests` requests in hand,
-/// counted by [`Observe`] from arrival to the end of the body (a slow body
-/// holds its place as much as a slow head does).
-#[derive(Clone)]
-struct Shed<S> {
-    inner: S,
-    state: Arc<Inner>,
-}
-
-impl<S> Service<Request<Bytes>> for Shed<S>
-where
-    S: Service<Request<Bytes>, Response = Response<Body>> + Clone + Send + 'static,
-    S::Error: Into<BoxError>,
-    S::Future: Send,
-{
-    type Response = Response<Body>;
-    type Error = BoxError;
-    type Future = BoxFuture<Result<Response<Body>, BoxError>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        self.inner.poll_ready(cx).map_err(Into::into)
-    }
-
-    fn call(&mut self, req: Request<Bytes>) -> Self::Future {
-        let exempt = matches!(req.uri().path(), "/healthz" | "/metrics");
-        let max = i64::from(self.state.config.limits.max_concurrent_requests);
-        // Observe has counted this request already.
-        if !exempt && self.state.in_flight.load(Ordering::Relaxed) > max {
-            self.state.shed.fetch_add(1, Ordering::Relaxed);
-            let mut r = error_response(StatusCode::SERVICE_UNAVAILABLE, "overloaded", "too many requests in hand; try another source");
-            r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-            return Box::pin(async move { Ok(r) });
-        }
-        let clone = self.inner.clone();
-        let mut ready = std::mem::replace(&mut self.inner, clone);
-        Box::pin(async move { ready.call(req).await.map_err(Into::into) })
     }
 }
 
@@ -476,10 +257,9 @@ fn logged_path(path: &str) -> std::borrow::Cow<'_, str> {
     }
 }
 
-fn needs(req: &Request<Bytes>) -> Needs {
+fn needs(method: &http::Method, path: &str) -> Needs {
     use http::Method;
-    let path = req.uri().path();
-    match *req.method() {
+    match *method {
         Method::GET | Method::HEAD if path.starts_with("/v1/blobs/") || path.starts_with("/v1/outboards/") => Needs::Read,
         Method::PUT | Method::POST
             if path.starts_with("/v1/blobs/") || path.starts_with("/v1/staging/") || path.starts_with("/v1/titles/") =>
@@ -490,64 +270,32 @@ fn needs(req: &Request<Bytes>) -> Needs {
     }
 }
 
-#[derive(Clone)]
-struct AuthenticateLayer(Arc<Inner>);
-
-impl<S> Layer<S> for AuthenticateLayer {
-    type Service = Authenticate<S>;
-    fn layer(&self, inner: S) -> Self::Service {
-        Authenticate { inner, state: self.0.clone() }
-    }
-}
-
-/// Checks credentials before any route runs; a blob read goes on with the
-/// [`Credentials`] in the request's extensions, for the title check once the
-/// blob's first bytes are known.
-#[derive(Clone)]
-struct Authenticate<S> {
-    inner: S,
-    state: Arc<Inner>,
-}
-
-impl<S> Service<Request<Bytes>> for Authenticate<S>
-where
-    S: Service<Request<Bytes>, Response = Response<Body>, Error = Infallible> + Clone + Send + 'static,
-    S::Future: Send,
-{
-    type Response = Response<Body>;
-    type Error = BoxError;
-    type Future = BoxFuture<Result<Response<Body>, BoxError>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        self.inner.poll_ready(cx).map_err(|never| match never {})
-    }
-
-    fn call(&mut self, mut req: Request<Bytes>) -> Self::Future {
-        let state = &self.state;
-        let auth = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-        let decision = match needs(&req) {
-            Needs::Read if state.config.require_certificate => state.read_credentials(auth).map(Some),
-            Needs::Read | Needs::Nothing => Ok(None),
-            Needs::Write => {
-                let push = state.push_token.lock().ok().and_then(|t| t.clone());
-                access::authorize_write(auth, &state.config.cluster_token, push.as_deref()).map(|()| None)
-            }
-        };
-        match decision {
-            Err((status, code, reason)) => {
-                let r = error_response(StatusCode::from_u16(status).unwrap_or(StatusCode::FORBIDDEN), code, &reason);
-                Box::pin(async move { Ok(r) })
-            }
-            Ok(creds) => {
-                if let Some(c) = creds {
-                    req.extensions_mut().insert(c);
-                }
-                let clone = self.inner.clone();
-                let mut ready = std::mem::replace(&mut self.inner, clone);
-                Box::pin(async move { ready.call(req).await.map_err(|never| match never {}) })
-            }
+/// Decides on the request head alone, before any body byte is read: the
+/// credentials the route needs (a blob read goes on with its
+/// [`Credentials`] in the request's extensions, for the title check once
+/// the blob's first bytes are known) and the route's body cap.
+fn admit(inner: &Inner, parts: &mut http::request::Parts) -> Result<BodyLimit, Refused> {
+    let auth = parts.headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    let decision = match needs(&parts.method, parts.uri.path()) {
+        Needs::Read if inner.config.require_certificate => inner.read_credentials(auth).map(|c| {
+            parts.extensions.insert(c);
+            BodyLimit::Small
+        }),
+        Needs::Read | Needs::Nothing => Ok(BodyLimit::Small),
+        Needs::Write => {
+            let push = inner.push_token.lock().ok().and_then(|t| t.clone());
+            access::authorize_write(auth, &inner.config.cluster_token, push.as_deref()).map(|()| BodyLimit::Upload)
         }
-    }
+    };
+    decision.map_err(|(status, code, reason)| {
+        let status = StatusCode::from_u16(status).unwrap_or(StatusCode::FORBIDDEN);
+        let why = match status {
+            StatusCode::UNAUTHORIZED => Refusal::Unauthorized,
+            StatusCode::FORBIDDEN => Refusal::Forbidden,
+            _ => Refusal::Malformed,
+        };
+        Refused::new(status, why, code, reason)
+    })
 }
 
 impl Inner {

@@ -77,7 +77,7 @@ async fn metrics_by_protocol_shedding_rate_limit_and_timeout() {
     assert_eq!(r.headers()["retry-after"], "1");
     assert!(r.text().await.unwrap().contains("overloaded"));
     assert_eq!(http.get(format!("{node_url}/healthz")).send().await.unwrap().status().as_u16(), 200);
-    assert!(metric(&http, &node_url, "edge_shed_requests_total").await >= 1);
+    assert!(metric_f64(&http, &node_url, "edge_refused_total{reason=\"overloaded\"}").await >= Some(1.0));
     // Dropping the slow bodies frees their places.
     drop(slow);
     eventually(10, "places to free up", || async { range(&http).await.unwrap().status().as_u16() == 206 }).await;

@@ -82,6 +82,8 @@ fn edge_config(
         format!("origin={origin}"),
         "listen.https=127.0.0.1:0".to_string(),
         "heartbeat=500ms".to_string(),
+        // The whole crowd connects from 127.0.0.1: one address, thousands of clients.
+        "limits.max_connections_per_ip=16384".to_string(),
     ];
     if role != "peer" {
         sets.push(format!("cluster_token={cluster_token}"));
@@ -115,6 +117,11 @@ impl LocalCluster {
             format!("cluster_token={cluster_token}"),
             "listen.https=127.0.0.1:0".into(),
             "staging_interval=300ms".into(),
+            // Every simulated viewer plays from 127.0.0.1: a per-address
+            // limit would count the whole crowd as one client.
+            "rate.play_per_s=1000000".into(),
+            "rate.play_burst=1000000".into(),
+            "limits.max_connections_per_ip=16384".into(),
         ];
         if shape.precast {
             // Pre-cast now: a window around the current minute.

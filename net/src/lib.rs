@@ -4,7 +4,12 @@
 //!   identities; rustls configs with one crypto provider (ring) everywhere.
 //! - [`server`]: [`HttpServer`]: HTTP/1.1 and HTTP/2 over TLS on TCP and
 //!   HTTP/3 on UDP, on the same port number, plus an optional plain-HTTP
-//!   listener; one handler behind all of them; graceful shutdown.
+//!   listener; one handler behind all of them, admitted on the request head
+//!   before its body is read; the same limits on every listener; graceful shutdown.
+//! - [`limits`]: what one client may take, as pure decisions (connection
+//!   slots, cancellation budgets, body deadlines, per-address rates).
+//! - [`stats`]: [`ServerStats`]: requests, bytes, latency, connections,
+//!   requests and tasks in hand, refusals by reason; Prometheus text.
 //! - `coalesce`: gathers an HTTP/2 connection's frames into 64 KiB writes
 //!   (h2 flushes after every frame).
 //! - [`push`]: ask-then-push of blobs between servers.
@@ -14,11 +19,35 @@
 pub mod client;
 mod coalesce;
 mod error;
+pub mod limits;
 pub mod push;
 pub mod ranged;
 pub mod server;
+pub mod stats;
 pub mod tls;
 
 pub use error::NetError;
-pub use server::{Body, Handler, HttpServer, Protocol, RequestContext, ServerOptions, full, handler};
+pub use server::{Body, BodyLimit, Handler, HttpServer, Protocol, Refused, RequestContext, ServerOptions, error_response, full, handler};
+pub use stats::{Refusal, ServerStats};
 pub use tls::{LocalCa, TlsIdentity};
+/// The limits every server takes (from the config crate, the one place file formats live).
+pub use tranzcast_config::LimitsConfig;
+
+/// The process's open-files limit (soft), if it can be read.
+pub fn fd_limit() -> Option<u64> {
+    rustix::process::getrlimit(rustix::process::Resource::Nofile).current
+}
+
+/// Raises the process's open-files limit (soft) to its hard limit, as a
+/// server that holds many connections needs; returns the limit now.
+pub fn raise_fd_limit() -> Option<u64> {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let mut l = getrlimit(Resource::Nofile);
+    if l.current < l.maximum {
+        l.current = l.maximum;
+        if let Err(e) = setrlimit(Resource::Nofile, l) {
+            tracing::warn!(error = %e, "cannot raise the open-files limit");
+        }
+    }
+    fd_limit()
+}

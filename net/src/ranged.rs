@@ -48,18 +48,32 @@ impl Source for Bytes {
     }
 }
 
-/// Answers a GET or HEAD for `bytes`, whose strong ETag is `etag` (quoted).
-pub fn respond(method: &Method, headers: &HeaderMap, bytes: Bytes, etag: &str, content_type: &str) -> Response<Body> {
+/// What a ranged answer is about: its strong ETag (quoted), its media
+/// type, and the most ranges one request may ask for (`limits.max_ranges`).
+#[derive(Debug, Clone, Copy)]
+pub struct Representation<'a> {
+    /// Strong ETag, quoted.
+    pub etag: &'a str,
+    /// Content-Type.
+    pub content_type: &'a str,
+    /// Most ranges per request.
+    pub max_ranges: usize,
+}
+
+/// Answers a GET or HEAD for `bytes`.
+pub fn respond(method: &Method, headers: &HeaderMap, bytes: Bytes, rep: &Representation<'_>) -> Response<Body> {
     let len = bytes.len() as u64;
-    respond_from(method, headers, &bytes, len, etag, content_type)
+    respond_from(method, headers, &bytes, len, rep)
 }
 
 /// Answers a GET or HEAD for `len` bytes from `source` (which may still be arriving).
-pub fn respond_from(method: &Method, headers: &HeaderMap, source: &dyn Source, len: u64, etag: &str, content_type: &str) -> Response<Body> {
+pub fn respond_from(method: &Method, headers: &HeaderMap, source: &dyn Source, len: u64, rep: &Representation<'_>) -> Response<Body> {
+    let (etag, content_type) = (rep.etag, rep.content_type);
     let conditions = Conditions {
         range: header_str(headers, header::RANGE),
         if_range: header_str(headers, header::IF_RANGE),
         if_none_match: header_str(headers, header::IF_NONE_MATCH),
+        max_ranges: rep.max_ranges,
     };
     let head = method == Method::HEAD;
     let decision = evaluate(&conditions, etag, len);

@@ -1,25 +1,54 @@
 //! One handler behind three listeners: HTTP/1.1 + HTTP/2 over TLS (TCP),
-//! HTTP/3 (UDP, same port number) and optional plain HTTP (TCP).
+//! HTTP/3 (UDP, same port number) and optional plain HTTP (TCP), with the
+//! same limits on all of them (`LimitsConfig`, `docs/operations.md`).
+//!
+//! What a client may take, and where it is enforced:
+//! - **connections**: a slot per connection, in total and per address
+//!   ([`ConnectionTable`]), held by a guard for the connection's life; over
+//!   the cap a TCP connection is closed at once and a QUIC one refused.
+//! - **time**: a connection must complete its handshake and first request
+//!   head within `header_read_timeout` (HTTP/1.1 heads also by hyper's own
+//!   timer), and is closed after `idle_timeout` with nothing in hand; a body
+//!   must arrive at `body_min_rate`; a response head must come within
+//!   `request_timeout`.
+//! - **sizes**: request heads (hyper, h2 and h3 settings, 431), header
+//!   count, bodies per route (413 before a byte is read when the length is
+//!   declared), bodies in memory server-wide.
+//! - **work in hand**: every request holds an [`InFlight`] guard from
+//!   arrival until its response body ends or is dropped, however the
+//!   request ends; past `max_concurrent_requests` new ones get 503.
+//! - **cancellations**: a connection that cancels requests before their
+//!   answer faster than its [`CancelBudget`] allows is closed.
+//!
+//! The application decides on the request head alone ([`Handler::admit`]:
+//! credentials, rate limits, the body cap of the route) before any body byte
+//! is read; then gets the whole body ([`Handler`]'s call).
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes, BytesMut};
 use http::{HeaderValue, Request, Response, StatusCode};
+use http_body::{Body as HttpBody, Frame, SizeHint};
 use http_body_util::combinators::UnsyncBoxBody;
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulConnection;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::JoinSet;
+use tranzcast_config::LimitsConfig;
 
 use crate::coalesce::WriteCoalescer;
+use crate::limits::{CancelBudget, ClientKey, ConnectionRefusal, ConnectionTable, body_deadline};
+use crate::stats::{Refusal, ServerStats};
 use crate::tls::ALPN_H3;
 use crate::{NetError, TlsIdentity};
 
@@ -31,6 +60,15 @@ pub fn full(b: impl Into<Bytes>) -> Body {
     Full::new(b.into()).map_err(|never: Infallible| match never {}).boxed_unsync()
 }
 
+/// The JSON error answer every server gives: `{"error": {"code", "reason"}}` with its status.
+pub fn error_response(status: StatusCode, code: &str, reason: &str) -> Response<Body> {
+    let v = serde_json::json!({"error": {"code": code, "reason": reason}});
+    let mut r = Response::new(full(v.to_string()));
+    *r.status_mut() = status;
+    r.headers_mut().insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r
+}
+
 /// Which listener a request came in on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Protocol {
@@ -40,7 +78,7 @@ pub enum Protocol {
     H2,
     /// HTTP/3 over QUIC.
     H3,
-    /// Plain HTTP (local use).
+    /// Plain HTTP/1.1 (local use).
     Plain,
 }
 
@@ -54,6 +92,15 @@ impl Protocol {
             Protocol::Plain => "plain",
         }
     }
+
+    fn index(self) -> usize {
+        match self {
+            Protocol::H1 => 0,
+            Protocol::H2 => 1,
+            Protocol::H3 => 2,
+            Protocol::Plain => 3,
+        }
+    }
 }
 
 /// Who asked, and how.
@@ -65,16 +112,88 @@ pub struct RequestContext {
     pub protocol: Protocol,
 }
 
-/// The application: a request (body collected, size-limited) in, a response out.
-pub type Handler = Arc<dyn Fn(Request<Bytes>, RequestContext) -> Pin<Box<dyn Future<Output = Response<Body>> + Send>> + Send + Sync>;
+/// How large a body a route takes, decided from the request head.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyLimit {
+    /// `limits.max_body`: every route but uploads.
+    Small,
+    /// `limits.max_upload_body`: authenticated uploads (staging pushes, publishing).
+    Upload,
+}
 
-/// Wraps an async function as a [`Handler`].
+/// A request turned away on its head alone: answered (see [`error_response`])
+/// before any body byte is read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refused {
+    /// The status.
+    pub status: StatusCode,
+    /// Why, for `/metrics`.
+    pub reason: Refusal,
+    /// The machine-readable code of the JSON answer.
+    pub code: &'static str,
+    /// The reason for people.
+    pub message: String,
+    /// Seconds to send in `Retry-After`, if any.
+    pub retry_after: Option<u64>,
+}
+
+impl Refused {
+    /// A refusal answered with `status` and `{"error": {"code", "reason"}}`.
+    pub fn new(status: StatusCode, reason: Refusal, code: &'static str, message: impl Into<String>) -> Self {
+        Self { status, reason, code, message: message.into(), retry_after: None }
+    }
+
+    /// The same, asking the client to come back after `secs` seconds.
+    pub fn retry_after(mut self, secs: u64) -> Self {
+        self.retry_after = Some(secs);
+        self
+    }
+
+    fn response(&self) -> Response<Body> {
+        let mut r = error_response(self.status, self.code, &self.message);
+        if let Some(s) = self.retry_after {
+            r.headers_mut().insert(http::header::RETRY_AFTER, HeaderValue::from(s));
+        }
+        r
+    }
+}
+
+type AdmitFn = dyn Fn(&mut http::request::Parts, &RequestContext) -> Result<BodyLimit, Refused> + Send + Sync;
+type CallFn = dyn Fn(Request<Bytes>, RequestContext) -> Pin<Box<dyn Future<Output = Response<Body>> + Send>> + Send + Sync;
+
+/// The application behind a server: `admit` decides on the request head
+/// (it may add extensions, such as checked credentials, for the call), then
+/// the call gets the request with its whole body.
+#[derive(Clone)]
+pub struct Handler {
+    admit: Arc<AdmitFn>,
+    call: Arc<CallFn>,
+}
+
+impl std::fmt::Debug for Handler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Handler")
+    }
+}
+
+impl Handler {
+    /// Replaces the admission check (the default admits every request with a small body).
+    pub fn admit_with<A>(mut self, admit: A) -> Self
+    where
+        A: Fn(&mut http::request::Parts, &RequestContext) -> Result<BodyLimit, Refused> + Send + Sync + 'static,
+    {
+        self.admit = Arc::new(admit);
+        self
+    }
+}
+
+/// Wraps an async function as a [`Handler`] that admits every request with a small body.
 pub fn handler<F, Fut>(f: F) -> Handler
 where
     F: Fn(Request<Bytes>, RequestContext) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Response<Body>> + Send + 'static,
 {
-    Arc::new(move |req, cx| Box::pin(f(req, cx)))
+    Handler { admit: Arc::new(|_, _| Ok(BodyLimit::Small)), call: Arc::new(move |req, cx| Box::pin(f(req, cx))) }
 }
 
 /// Where and how to listen.
@@ -86,10 +205,12 @@ pub struct ServerOptions {
     pub plain: Option<SocketAddr>,
     /// Certificate and key.
     pub identity: TlsIdentity,
-    /// Largest request body accepted (413 above it).
-    pub max_body: usize,
+    /// What clients may take.
+    pub limits: LimitsConfig,
     /// How long shutdown waits for requests in flight.
     pub drain: Duration,
+    /// Counters, shared with the application (its `/metrics`, its load).
+    pub stats: Arc<ServerStats>,
 }
 
 /// A running server. Dropping it does not stop it: call [`HttpServer::shutdown`].
@@ -100,25 +221,32 @@ pub struct HttpServer {
     /// Bound plain address.
     pub plain_addr: Option<SocketAddr>,
     stop: watch::Sender<bool>,
-    /// Cuts every TCP connection (see [`HttpServer::kill`]).
+    /// Cuts every connection (see [`HttpServer::kill`]).
     kill: watch::Sender<bool>,
     /// Stops answering (see [`HttpServer::freeze`]).
     freeze: watch::Sender<bool>,
-    tasks: JoinSet<()>,
+    /// The accept loops.
+    accepts: JoinSet<()>,
     endpoint: quinn::Endpoint,
     drain: Duration,
+    stats: Arc<ServerStats>,
 }
 
-fn status(code: StatusCode, msg: &str) -> Response<Body> {
-    let mut r = Response::new(full(format!("{{\"error\":{{\"code\":\"{}\",\"reason\":\"{msg}\"}}}}", code.as_u16())));
-    *r.status_mut() = code;
-    r.headers_mut().insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    r
-}
+/// Requests to `/healthz` and `/metrics` in hand at once: they skip load
+/// shedding (an overloaded server still says so) but have this budget.
+const EXEMPT_MAX: i64 = 64;
+
+/// After a connection is told to close (idle, cancel flood), how long its
+/// requests in hand may take to finish before it is cut.
+const CLOSE_GRACE: Duration = Duration::from_secs(2);
+
+/// Descriptors kept for everything but client connections (the store, upstream calls, logs).
+const FD_RESERVE: u64 = 256;
 
 impl HttpServer {
     /// Binds every listener and starts serving with `handler`.
     pub async fn bind(opts: ServerOptions, handler: Handler) -> Result<Self, NetError> {
+        let limits = opts.limits;
         // TCP and UDP on the same port number: bind TCP (maybe port 0), then
         // UDP on the port it got; retry if that UDP port is taken.
         let mut attempt = 0;
@@ -130,11 +258,15 @@ impl HttpServer {
             let quic_crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls).map_err(|e| NetError::Tls(e.to_string()))?;
             let mut qcfg = quinn::ServerConfig::with_crypto(Arc::new(quic_crypto));
             let mut transport = quinn::TransportConfig::default();
-            transport.max_concurrent_bidi_streams(1024u32.into());
-            transport.stream_receive_window((8u32 << 20).into());
-            transport.receive_window((64u32 << 20).into());
+            transport.max_concurrent_bidi_streams(limits.h3_max_concurrent_streams.into());
+            // h3 needs three (control, QPACK encoder and decoder), plus room for grease.
+            transport.max_concurrent_uni_streams(8u32.into());
+            // Clients send small requests: what a client may make us buffer
+            // unread stays small (uploads go over HTTP/2).
+            transport.stream_receive_window((256u32 << 10).into());
+            transport.receive_window((1u32 << 20).into());
             transport.send_window(64 << 20);
-            transport.max_idle_timeout(Some(Duration::from_secs(30).try_into().map_err(|_| NetError::H3("idle timeout".into()))?));
+            transport.max_idle_timeout(Some(limits.idle_timeout.0.try_into().map_err(|_| NetError::H3("idle timeout".into()))?));
             qcfg.transport_config(Arc::new(transport));
             match quinn::Endpoint::server(qcfg, addr) {
                 Ok(ep) => break (tcp, ep),
@@ -149,31 +281,38 @@ impl HttpServer {
         let (stop, stop_rx) = watch::channel(false);
         let (kill, kill_rx) = watch::channel(false);
         let (freeze, freeze_rx) = watch::channel(false);
-        let mut tasks = JoinSet::new();
+        let stops = Stops { kill: kill_rx, freeze: freeze_rx };
+        let max_connections = match crate::fd_limit() {
+            Some(n) if u64::from(limits.max_connections) + FD_RESERVE > n => {
+                let cap = n.saturating_sub(FD_RESERVE).max(16) as u32;
+                tracing::warn!(
+                    configured = limits.max_connections,
+                    open_files = n,
+                    cap,
+                    "limits.max_connections is above what this process may open; capped (raise the open-files limit)"
+                );
+                cap
+            }
+            _ => limits.max_connections,
+        };
+        let shared = Arc::new(Shared::new(handler, limits, opts.stats.clone(), https_addr.port()));
+        let slots = Arc::new(Mutex::new(ConnectionTable::new(max_connections, limits.max_connections_per_ip.min(max_connections))));
+        let mut accepts = JoinSet::new();
         let tls_cfg = Arc::new(opts.identity.server_config(&[b"h2", b"http/1.1"])?);
-        let alt_svc = HeaderValue::from_str(&format!("h3=\":{}\"; ma=86400", https_addr.port())).ok();
-        tasks.spawn(accept_tcp(
-            tcp,
-            Some(tokio_rustls::TlsAcceptor::from(tls_cfg)),
-            handler.clone(),
-            opts.max_body,
-            alt_svc,
-            stop_rx.clone(),
-            Stops { kill: kill_rx.clone(), freeze: freeze_rx.clone() },
-        ));
+        let acceptor = tokio_rustls::TlsAcceptor::from(tls_cfg);
+        accepts.spawn(accept_tcp(tcp, Some(acceptor), shared.clone(), slots.clone(), stop_rx.clone(), stops.clone()));
         let plain_addr = match opts.plain {
             Some(a) => {
                 let l = TcpListener::bind(a).await.map_err(NetError::io(format!("bind tcp {a}")))?;
                 let bound = l.local_addr().map_err(NetError::io("local addr"))?;
-                let stops = Stops { kill: kill_rx.clone(), freeze: freeze_rx.clone() };
-                tasks.spawn(accept_tcp(l, None, handler.clone(), opts.max_body, None, stop_rx.clone(), stops));
+                accepts.spawn(accept_tcp(l, None, shared.clone(), slots.clone(), stop_rx.clone(), stops.clone()));
                 Some(bound)
             }
             None => None,
         };
-        tasks.spawn(accept_h3(endpoint.clone(), handler, opts.max_body, stop_rx, Stops { kill: kill_rx, freeze: freeze_rx }));
-        tracing::info!(%https_addr, ?plain_addr, "listening (h1, h2, h3)");
-        Ok(Self { https_addr, plain_addr, stop, kill, freeze, tasks, endpoint, drain: opts.drain })
+        accepts.spawn(accept_h3(endpoint.clone(), shared, slots, max_connections, stop_rx, stops));
+        tracing::info!(%https_addr, ?plain_addr, max_connections, "listening (h1, h2, h3)");
+        Ok(Self { https_addr, plain_addr, stop, kill, freeze, accepts, endpoint, drain: opts.drain, stats: opts.stats })
     }
 
     /// Stops answering anything, as a machine that died or fell off the
@@ -195,16 +334,615 @@ impl HttpServer {
     /// Stops accepting, lets requests in flight finish (up to the drain time), then closes.
     pub async fn shutdown(mut self) {
         let _ = self.stop.send(true);
-        let drain = self.drain;
-        let all = async { while self.tasks.join_next().await.is_some() {} };
-        if tokio::time::timeout(drain, all).await.is_err() {
+        while self.accepts.join_next().await.is_some() {}
+        if tokio::time::timeout(self.drain, tasks_done(&self.stats)).await.is_err() {
             tracing::warn!("drain timed out; closing remaining connections");
-            self.tasks.abort_all();
-            // Wait for the aborted tasks to unwind: they hold the handler (and its state).
-            while self.tasks.join_next().await.is_some() {}
+            let _ = self.kill.send(true);
+            // Cut connections unwind at once: they hold the handler (and its state).
+            let _ = tokio::time::timeout(Duration::from_secs(5), tasks_done(&self.stats)).await;
         }
         self.endpoint.close(0u32.into(), b"shutdown");
         let _ = tokio::time::timeout(Duration::from_secs(1), self.endpoint.wait_idle()).await;
+    }
+}
+
+/// Resolves once no connection or request task of the server is alive.
+async fn tasks_done(stats: &ServerStats) {
+    loop {
+        let idle = stats.tasks_idle.notified();
+        if stats.tasks() <= 0 {
+            return;
+        }
+        idle.await;
+    }
+}
+
+/// What every connection of a server shares.
+struct Shared {
+    handler: Handler,
+    limits: LimitsConfig,
+    stats: Arc<ServerStats>,
+    /// Body bytes that may be held in memory at once, server-wide.
+    body_memory: Arc<Semaphore>,
+    alt_svc: Option<HeaderValue>,
+    h1: hyper::server::conn::http1::Builder,
+    h2: hyper::server::conn::http2::Builder<TokioExecutor>,
+    h3: h3::server::Builder,
+}
+
+impl Shared {
+    fn new(handler: Handler, limits: LimitsConfig, stats: Arc<ServerStats>, port: u16) -> Self {
+        let mut h1 = hyper::server::conn::http1::Builder::new();
+        h1.timer(TokioTimer::new())
+            .header_read_timeout(limits.header_read_timeout.0)
+            .max_header_size(limits.max_header_bytes.0 as usize)
+            .max_headers(limits.max_headers as usize);
+        let mut h2 = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+        h2.timer(TokioTimer::new())
+            .max_concurrent_streams(limits.h2_max_concurrent_streams)
+            .max_header_list_size(limits.max_header_bytes.0 as u32);
+        let mut h3 = h3::server::builder();
+        h3.max_field_section_size(limits.max_header_bytes.0);
+        Self {
+            handler,
+            limits,
+            stats,
+            body_memory: Arc::new(Semaphore::new(limits.max_body_memory.0.min(Semaphore::MAX_PERMITS as u64) as usize)),
+            alt_svc: HeaderValue::from_str(&format!("h3=\":{port}\"; ma=86400")).ok(),
+            h1,
+            h2,
+            h3,
+        }
+    }
+}
+
+// ---------------------------------------------------------------- guards
+
+/// A connection slot, given back when the connection ends.
+struct ConnPermit {
+    slots: Arc<Mutex<ConnectionTable>>,
+    key: ClientKey,
+}
+
+impl ConnPermit {
+    fn take(slots: &Arc<Mutex<ConnectionTable>>, peer: SocketAddr) -> Result<Self, Refusal> {
+        let key = ClientKey::of(peer.ip());
+        let mut t = slots.lock().unwrap_or_else(|p| p.into_inner());
+        match t.open(key) {
+            Ok(()) => Ok(Self { slots: slots.clone(), key }),
+            Err(ConnectionRefusal::Total) => Err(Refusal::ConnectionsTotal),
+            Err(ConnectionRefusal::PerAddress) => Err(Refusal::ConnectionsPerAddress),
+        }
+    }
+}
+
+impl Drop for ConnPermit {
+    fn drop(&mut self) {
+        self.slots.lock().unwrap_or_else(|p| p.into_inner()).close(self.key);
+    }
+}
+
+/// A live task of the server (connection or request), counted until it ends.
+struct TaskGuard(Arc<ServerStats>);
+
+impl TaskGuard {
+    fn spawn(stats: &Arc<ServerStats>, fut: impl Future<Output = ()> + Send + 'static) {
+        stats.tasks.fetch_add(1, Ordering::Relaxed);
+        let guard = TaskGuard(stats.clone());
+        // Not kept in a JoinSet: a finished task is freed at once, however
+        // many a long-lived connection runs.
+        tokio::spawn(async move {
+            let _guard = guard;
+            fut.await;
+        });
+    }
+}
+
+impl Drop for TaskGuard {
+    fn drop(&mut self) {
+        if self.0.tasks.fetch_sub(1, Ordering::AcqRel) <= 1 {
+            self.0.tasks_idle.notify_waiters();
+        }
+    }
+}
+
+/// An open connection in the gauge of its protocol.
+struct ConnGauge(Arc<ServerStats>, Protocol);
+
+impl ConnGauge {
+    fn new(stats: &Arc<ServerStats>, p: Protocol) -> Self {
+        stats.connections[p.index()].fetch_add(1, Ordering::Relaxed);
+        stats.accepted.fetch_add(1, Ordering::Relaxed);
+        Self(stats.clone(), p)
+    }
+}
+
+impl Drop for ConnGauge {
+    fn drop(&mut self) {
+        self.0.connections[self.1.index()].fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// One connection's activity, for its idle and header deadlines and its
+/// cancellation budget.
+struct ConnState {
+    opened: Instant,
+    /// Requests (h3: request streams) in hand now.
+    active: AtomicU32,
+    /// Request heads seen.
+    requests: AtomicU64,
+    /// Milliseconds after `opened` of the last request start or end.
+    last_ms: AtomicU64,
+    cancels: Mutex<CancelBudget>,
+    flooded: AtomicBool,
+    wake: tokio::sync::Notify,
+}
+
+impl ConnState {
+    fn new(limits: &LimitsConfig) -> Arc<Self> {
+        let now = Instant::now();
+        Arc::new(Self {
+            opened: now,
+            active: AtomicU32::new(0),
+            requests: AtomicU64::new(0),
+            last_ms: AtomicU64::new(0),
+            cancels: Mutex::new(CancelBudget::new(limits.max_cancelled_requests, now)),
+            flooded: AtomicBool::new(false),
+            wake: tokio::sync::Notify::new(),
+        })
+    }
+
+    fn touch(&self) {
+        self.last_ms.store(self.opened.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+
+    /// A request cancelled before its answer: spends the budget; once it is
+    /// spent the connection is told to close.
+    fn cancelled(&self) {
+        let ok = self.cancels.lock().map(|mut b| b.spend(Instant::now())).unwrap_or(false);
+        if !ok && !self.flooded.swap(true, Ordering::Relaxed) {
+            self.wake.notify_one();
+        }
+    }
+}
+
+/// A request in hand on a connection (the idle deadline waits while any is).
+struct Active(Arc<ConnState>);
+
+impl Active {
+    fn new(conn: &Arc<ConnState>) -> Self {
+        conn.active.fetch_add(1, Ordering::AcqRel);
+        conn.requests.fetch_add(1, Ordering::Relaxed);
+        conn.touch();
+        Self(conn.clone())
+    }
+}
+
+impl Drop for Active {
+    fn drop(&mut self) {
+        self.0.touch();
+        if self.0.active.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.wake.notify_one();
+        }
+    }
+}
+
+/// Why a connection is being closed by the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Close {
+    /// No handshake or first request head in time.
+    HeaderTimeout,
+    /// Nothing in hand for `idle_timeout`.
+    Idle,
+    /// Too many requests cancelled before their answer.
+    CancelFlood,
+}
+
+impl Close {
+    fn count(self, stats: &ServerStats) {
+        match self {
+            Close::HeaderTimeout => stats.refuse(Refusal::HeaderTimeout),
+            Close::CancelFlood => stats.refuse(Refusal::CancelFlood),
+            Close::Idle => {
+                stats.closed_idle.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+/// Resolves when the connection should be closed: no first request head
+/// within the header timeout, nothing in hand for the idle timeout, or its
+/// cancellation budget spent. Sleeps until the next deadline, no polling.
+async fn watchdog(conn: Arc<ConnState>, limits: LimitsConfig) -> Close {
+    loop {
+        if conn.flooded.load(Ordering::Relaxed) {
+            return Close::CancelFlood;
+        }
+        let now = Instant::now();
+        let deadline = if conn.active.load(Ordering::Acquire) > 0 {
+            // Re-checked when the last request ends (woken) or an idle time from now.
+            now + limits.idle_timeout.0
+        } else if conn.requests.load(Ordering::Relaxed) == 0 {
+            conn.opened + limits.header_read_timeout.0
+        } else {
+            conn.opened + Duration::from_millis(conn.last_ms.load(Ordering::Relaxed)) + limits.idle_timeout.0
+        };
+        if deadline <= now {
+            return if conn.requests.load(Ordering::Relaxed) == 0 { Close::HeaderTimeout } else { Close::Idle };
+        }
+        tokio::select! {
+            () = tokio::time::sleep_until(deadline.into()) => {}
+            () = conn.wake.notified() => {}
+        }
+    }
+}
+
+/// Request body bytes held in memory, given back with the request.
+#[derive(Default)]
+struct BodyHold {
+    permits: Option<OwnedSemaphorePermit>,
+    bytes: i64,
+    stats: Option<Arc<ServerStats>>,
+}
+
+impl BodyHold {
+    /// Takes `n` more bytes of the server's body memory, if there are.
+    fn take(&mut self, memory: &Arc<Semaphore>, stats: &Arc<ServerStats>, n: usize) -> bool {
+        if n == 0 {
+            return true;
+        }
+        let Ok(n32) = u32::try_from(n) else { return false };
+        match memory.clone().try_acquire_many_owned(n32) {
+            Ok(p) => {
+                match &mut self.permits {
+                    Some(held) => held.merge(p),
+                    None => self.permits = Some(p),
+                }
+                self.bytes += n as i64;
+                stats.body_bytes_held.fetch_add(n as i64, Ordering::Relaxed);
+                self.stats = Some(stats.clone());
+                true
+            }
+            Err(_) => false,
+        }
+    }
+}
+
+impl Drop for BodyHold {
+    fn drop(&mut self) {
+        if let Some(s) = &self.stats {
+            s.body_bytes_held.fetch_sub(self.bytes, Ordering::Relaxed);
+        }
+    }
+}
+
+/// A request in hand: counted from arrival until its response body ends or
+/// is dropped, whichever way the request ends (answered, cancelled, reset,
+/// timed out, connection lost). Also records the request's metrics, and a
+/// request dropped before its answer as a cancellation of its connection.
+struct InFlight {
+    stats: Arc<ServerStats>,
+    conn: Arc<ConnState>,
+    protocol: Protocol,
+    exempt: bool,
+    started: Instant,
+    /// Set once the response head is out (or handed to hyper to send).
+    status: Option<StatusCode>,
+    sent: u64,
+    _body: BodyHold,
+    _active: Option<Active>,
+}
+
+impl InFlight {
+    fn new(stats: &Arc<ServerStats>, conn: &Arc<ConnState>, protocol: Protocol, exempt: bool, active: Option<Active>) -> Self {
+        let counter = if exempt { &stats.exempt_in_flight } else { &stats.in_flight };
+        counter.fetch_add(1, Ordering::AcqRel);
+        Self {
+            stats: stats.clone(),
+            conn: conn.clone(),
+            protocol,
+            exempt,
+            started: Instant::now(),
+            status: None,
+            sent: 0,
+            _body: BodyHold::default(),
+            _active: active,
+        }
+    }
+
+    fn answered(&mut self, status: StatusCode) {
+        self.status = Some(status);
+        self.stats.observe_head(self.protocol, self.started.elapsed());
+    }
+
+    fn count_sent(&mut self, n: usize) {
+        self.sent += n as u64;
+        self.stats.sent(n as u64);
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let counter = if self.exempt { &self.stats.exempt_in_flight } else { &self.stats.in_flight };
+        counter.fetch_sub(1, Ordering::AcqRel);
+        match self.status {
+            Some(s) => self.stats.finished(self.protocol, s, self.sent, self.started.elapsed()),
+            None => self.conn.cancelled(),
+        }
+    }
+}
+
+/// A response body that holds its request's [`InFlight`] until it ends or
+/// is dropped, and counts what it sends.
+struct Tracked {
+    body: Body,
+    guard: InFlight,
+}
+
+impl HttpBody for Tracked {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
+        let this = &mut *self;
+        let r = Pin::new(&mut this.body).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(f))) = &r
+            && let Some(d) = f.data_ref()
+        {
+            this.guard.count_sent(d.len());
+        }
+        r
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+// ---------------------------------------------------------------- requests
+
+/// Where a request body comes from (hyper's incoming body, an h3 stream).
+trait ChunkSource: Send {
+    /// The next piece; None at the end.
+    fn next_chunk(&mut self) -> impl Future<Output = Option<Result<Bytes, String>>> + Send;
+    /// Whether it is known to be empty already.
+    fn known_empty(&self) -> bool;
+}
+
+impl ChunkSource for Incoming {
+    async fn next_chunk(&mut self) -> Option<Result<Bytes, String>> {
+        loop {
+            match self.frame().await? {
+                Ok(f) => match f.into_data() {
+                    Ok(d) => return Some(Ok(d)),
+                    Err(_) => continue, // trailers: ignored
+                },
+                Err(e) => return Some(Err(e.to_string())),
+            }
+        }
+    }
+
+    fn known_empty(&self) -> bool {
+        HttpBody::is_end_stream(self)
+    }
+}
+
+type H3Stream = h3::server::RequestStream<h3_quinn::BidiStream<Bytes>, Bytes>;
+
+struct H3Body<'a>(&'a mut H3Stream);
+
+impl ChunkSource for H3Body<'_> {
+    async fn next_chunk(&mut self) -> Option<Result<Bytes, String>> {
+        match self.0.recv_data().await {
+            Ok(Some(mut chunk)) => Some(Ok(chunk.copy_to_bytes(chunk.remaining()))),
+            Ok(None) => None,
+            Err(e) => Some(Err(e.to_string())),
+        }
+    }
+
+    fn known_empty(&self) -> bool {
+        false
+    }
+}
+
+enum BodyFail {
+    TooLarge,
+    Memory,
+    Broken,
+}
+
+/// Reads a whole body of at most `cap` bytes, holding its bytes in the server's body memory.
+async fn read_body(
+    src: &mut impl ChunkSource,
+    cap: u64,
+    declared: Option<u64>,
+    shared: &Shared,
+    hold: &mut BodyHold,
+) -> Result<Bytes, BodyFail> {
+    // A declared length is reserved at once (fail before reading); otherwise piece by piece.
+    if let Some(n) = declared
+        && !hold.take(&shared.body_memory, &shared.stats, n as usize)
+    {
+        return Err(BodyFail::Memory);
+    }
+    let mut out = BytesMut::with_capacity(declared.unwrap_or(0) as usize);
+    while let Some(chunk) = src.next_chunk().await {
+        let chunk = chunk.map_err(|_| BodyFail::Broken)?;
+        let len = out.len() as u64 + chunk.len() as u64;
+        if len > cap || declared.is_some_and(|d| len > d) {
+            return Err(BodyFail::TooLarge);
+        }
+        if declared.is_none() && !hold.take(&shared.body_memory, &shared.stats, chunk.len()) {
+            return Err(BodyFail::Memory);
+        }
+        out.extend_from_slice(&chunk);
+    }
+    Ok(out.freeze())
+}
+
+/// What every request goes through, whatever its protocol: the shedding
+/// check, the head checks and the application's admission, then the body
+/// within its cap, deadline and the body memory, then the handler within
+/// the request timeout. Returns the answer and the request's guard, which
+/// the caller keeps until the response body is done.
+async fn process(
+    shared: &Shared,
+    conn: &Arc<ConnState>,
+    mut parts: http::request::Parts,
+    mut body: impl ChunkSource,
+    cx: RequestContext,
+    active: Option<Active>,
+) -> (Response<Body>, InFlight) {
+    let stats = &shared.stats;
+    let limits = &shared.limits;
+    let exempt = matches!(parts.uri.path(), "/healthz" | "/metrics");
+    let mut guard = InFlight::new(stats, conn, cx.protocol, exempt, active);
+    let refuse = |mut guard: InFlight, why: Refusal, status: StatusCode, code: &str, reason: &str| {
+        stats.refuse(why);
+        let mut r = error_response(status, code, reason);
+        if matches!(why, Refusal::Overloaded | Refusal::BodyMemory) {
+            r.headers_mut().insert(http::header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        guard.answered(status);
+        (r, guard)
+    };
+    let over = if exempt {
+        stats.exempt_in_flight.load(Ordering::Relaxed) > EXEMPT_MAX
+    } else {
+        stats.in_flight.load(Ordering::Relaxed) > i64::from(limits.max_concurrent_requests)
+    };
+    if over {
+        return refuse(
+            guard,
+            Refusal::Overloaded,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "overloaded",
+            "too many requests in hand; try another source",
+        );
+    }
+    if parts.headers.len() > limits.max_headers as usize {
+        let reason = format!("more than {} header fields", limits.max_headers);
+        return refuse(guard, Refusal::TooManyHeaders, StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "headers_too_large", &reason);
+    }
+    let cap = match (shared.handler.admit)(&mut parts, &cx) {
+        Ok(BodyLimit::Small) => limits.max_body.0,
+        Ok(BodyLimit::Upload) => limits.max_upload_body.0,
+        Err(refused) => {
+            stats.refuse(refused.reason);
+            guard.answered(refused.status);
+            return (refused.response(), guard);
+        }
+    };
+    let declared = match parts.headers.get(http::header::CONTENT_LENGTH).map(|v| v.to_str().ok().and_then(|s| s.trim().parse::<u64>().ok()))
+    {
+        None => None,
+        Some(Some(n)) => Some(n),
+        Some(None) => return refuse(guard, Refusal::Malformed, StatusCode::BAD_REQUEST, "bad_request", "Content-Length is not a number"),
+    };
+    if declared.is_some_and(|n| n > cap) {
+        let reason = format!("the body is over {cap} bytes");
+        return refuse(guard, Refusal::BodyTooLarge, StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", &reason);
+    }
+    let bytes = if body.known_empty() || declared == Some(0) {
+        Bytes::new()
+    } else {
+        let deadline = body_deadline(declared.unwrap_or(cap), limits.header_read_timeout.0, limits.body_min_rate.0);
+        let mut hold = BodyHold::default();
+        let read = tokio::time::timeout(deadline, read_body(&mut body, cap, declared, shared, &mut hold)).await;
+        guard._body = hold;
+        match read {
+            Ok(Ok(b)) => b,
+            Ok(Err(BodyFail::TooLarge)) => {
+                let reason = format!("the body is over {cap} bytes (or its declared length)");
+                return refuse(guard, Refusal::BodyTooLarge, StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", &reason);
+            }
+            Ok(Err(BodyFail::Memory)) => {
+                return refuse(
+                    guard,
+                    Refusal::BodyMemory,
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "overloaded",
+                    "too many request bodies in hand; try again",
+                );
+            }
+            Ok(Err(BodyFail::Broken)) => {
+                return refuse(guard, Refusal::Malformed, StatusCode::BAD_REQUEST, "bad_request", "the request body could not be read");
+            }
+            Err(_) => {
+                return refuse(
+                    guard,
+                    Refusal::BodyTimeout,
+                    StatusCode::REQUEST_TIMEOUT,
+                    "body_timeout",
+                    "the request body arrived too slowly",
+                );
+            }
+        }
+    };
+    let req = Request::from_parts(parts, bytes);
+    let mut resp = match tokio::time::timeout(limits.request_timeout.0, (shared.handler.call)(req, cx)).await {
+        Ok(r) => r,
+        Err(_) => {
+            return refuse(guard, Refusal::RequestTimeout, StatusCode::GATEWAY_TIMEOUT, "timeout", "no answer within the request timeout");
+        }
+    };
+    if matches!(cx.protocol, Protocol::H1 | Protocol::H2)
+        && let Some(v) = &shared.alt_svc
+    {
+        resp.headers_mut().insert(http::header::ALT_SVC, v.clone());
+    }
+    guard.answered(resp.status());
+    (resp, guard)
+}
+
+// ---------------------------------------------------------------- TCP
+
+async fn accept_tcp(
+    listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    shared: Arc<Shared>,
+    slots: Arc<Mutex<ConnectionTable>>,
+    mut stop: watch::Receiver<bool>,
+    stops: Stops,
+) {
+    let mut freeze = stops.freeze.clone();
+    loop {
+        let (sock, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    // Out of descriptors (EMFILE) or memory: the connection waits in the backlog.
+                    tracing::warn!(error = %e, "accept");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = stop.changed() => break,
+            // Frozen: accept nothing more (the kernel's backlog still
+            // completes handshakes, as on a hung machine), until stopped.
+            () = until(&mut freeze) => { let _ = stop.changed().await; break }
+        };
+        let permit = match ConnPermit::take(&slots, peer) {
+            Ok(p) => p,
+            Err(why) => {
+                shared.stats.refuse(why);
+                drop(sock);
+                continue;
+            }
+        };
+        let _ = sock.set_nodelay(true);
+        let _ = socket2::SockRef::from(&sock).set_tcp_notsent_lowat(NOTSENT_LOWAT);
+        let (shared2, tls, stop, stops) = (shared.clone(), tls.clone(), stop.clone(), stops.clone());
+        TaskGuard::spawn(&shared.stats, async move {
+            let _permit = permit;
+            if stops.run(serve_tcp(sock, peer, tls, shared2, stop)).await.is_none() {
+                tracing::debug!(%peer, "connection cut (kill)");
+            }
+        });
     }
 }
 
@@ -215,101 +953,117 @@ impl HttpServer {
 /// moved to a faster source) would pay for them on a slow link.
 const NOTSENT_LOWAT: u32 = 128 << 10;
 
-async fn accept_tcp(
-    listener: TcpListener,
-    tls: Option<tokio_rustls::TlsAcceptor>,
-    handler: Handler,
-    max_body: usize,
-    alt_svc: Option<HeaderValue>,
-    mut stop: watch::Receiver<bool>,
-    stops: Stops,
-) {
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    let mut freeze = stops.freeze.clone();
-    loop {
-        let (sock, peer) = tokio::select! {
-            r = listener.accept() => match r {
-                Ok(x) => x,
-                Err(e) => { tracing::warn!(error = %e, "accept"); tokio::time::sleep(Duration::from_millis(50)).await; continue; }
-            },
-            _ = stop.changed() => break,
-            // Frozen: accept nothing more (the kernel's backlog still
-            // completes handshakes, as on a hung machine), until stopped.
-            () = until(&mut freeze) => { let _ = stop.changed().await; break }
-        };
-        let _ = sock.set_nodelay(true);
-        let _ = socket2::SockRef::from(&sock).set_tcp_notsent_lowat(NOTSENT_LOWAT);
-        let (handler, tls, alt_svc) = (handler.clone(), tls.clone(), alt_svc.clone());
-        let watcher = graceful.watcher();
-        let stops = stops.clone();
-        tokio::spawn(async move {
-            let conn = serve_tcp(sock, peer, tls, handler, max_body, alt_svc, watcher);
-            match stops.run(conn).await {
-                Some(Err(e)) => tracing::debug!(%peer, error = %e, "connection ended"),
-                Some(Ok(())) => {}
-                None => tracing::debug!(%peer, "connection cut (kill)"),
-            }
-        });
-    }
-    graceful.shutdown().await;
-}
-
 async fn serve_tcp(
     sock: TcpStream,
     peer: SocketAddr,
     tls: Option<tokio_rustls::TlsAcceptor>,
-    handler: Handler,
-    max_body: usize,
-    alt_svc: Option<HeaderValue>,
-    watcher: hyper_util::server::graceful::Watcher,
-) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    let builder = auto::Builder::new(TokioExecutor::new());
-    match tls {
+    shared: Arc<Shared>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let conn = ConnState::new(&shared.limits);
+    let mut dog = Box::pin(watchdog(conn.clone(), shared.limits));
+    let stats = &shared.stats;
+    let (stream, protocol) = match tls {
+        None => {
+            let _gauge = ConnGauge::new(stats, Protocol::Plain);
+            let cx = RequestContext { peer, protocol: Protocol::Plain };
+            let c = shared.h1.serve_connection(TokioIo::new(sock), service(&shared, &conn, cx));
+            return drive(c, &conn, dog, &mut stop, stats).await;
+        }
         Some(acceptor) => {
-            let stream = tokio::time::timeout(Duration::from_secs(10), acceptor.accept(sock)).await??;
-            let protocol = if stream.get_ref().1.alpn_protocol() == Some(b"h2") { Protocol::H2 } else { Protocol::H1 };
-            let cx = RequestContext { peer, protocol };
-            let svc = hyper::service::service_fn(move |req| respond(req, cx, handler.clone(), max_body, alt_svc.clone()));
-            if protocol == Protocol::H2 {
-                // h2 writes and flushes each frame alone (see coalesce.rs).
-                let io = TokioIo::new(WriteCoalescer::new(stream));
-                watcher.watch(builder.serve_connection(io, svc).into_owned()).await
-            } else {
-                watcher.watch(builder.serve_connection(TokioIo::new(stream), svc).into_owned()).await
+            // The handshake counts against the header deadline (the watchdog's first one).
+            tokio::select! {
+                r = acceptor.accept(sock) => match r {
+                    Ok(s) => {
+                        let p = if s.get_ref().1.alpn_protocol() == Some(b"h2") { Protocol::H2 } else { Protocol::H1 };
+                        (s, p)
+                    }
+                    Err(e) => {
+                        tracing::debug!(%peer, error = %e, "tls handshake failed");
+                        stats.refuse(Refusal::Handshake);
+                        return;
+                    }
+                },
+                _ = &mut dog => { stats.refuse(Refusal::Handshake); return }
+                _ = stop.changed() => return,
             }
         }
-        None => {
-            let cx = RequestContext { peer, protocol: Protocol::Plain };
-            let svc = hyper::service::service_fn(move |req| respond(req, cx, handler.clone(), max_body, None));
-            watcher.watch(builder.serve_connection(TokioIo::new(sock), svc).into_owned()).await
-        }
+    };
+    let _gauge = ConnGauge::new(stats, protocol);
+    let cx = RequestContext { peer, protocol };
+    if protocol == Protocol::H2 {
+        // h2 writes and flushes each frame alone (see coalesce.rs).
+        let c = shared.h2.serve_connection(TokioIo::new(WriteCoalescer::new(stream)), service(&shared, &conn, cx));
+        drive(c, &conn, dog, &mut stop, stats).await
+    } else {
+        let c = shared.h1.serve_connection(TokioIo::new(stream), service(&shared, &conn, cx));
+        drive(c, &conn, dog, &mut stop, stats).await
     }
 }
 
-async fn respond(
-    req: Request<Incoming>,
+/// The hyper service of one connection: every request through [`process`],
+/// its guard riding on the response body.
+fn service(
+    shared: &Arc<Shared>,
+    conn: &Arc<ConnState>,
     cx: RequestContext,
-    handler: Handler,
-    max_body: usize,
-    alt_svc: Option<HeaderValue>,
-) -> Result<Response<Body>, Infallible> {
-    let (parts, body) = req.into_parts();
-    let bytes = match Limited::new(body, max_body).collect().await {
-        Ok(c) => c.to_bytes(),
-        Err(e) => {
-            let too_big = e.downcast_ref::<http_body_util::LengthLimitError>().is_some();
-            return Ok(if too_big {
-                status(StatusCode::PAYLOAD_TOO_LARGE, "request body too large")
-            } else {
-                status(StatusCode::BAD_REQUEST, "request body could not be read")
-            });
+) -> impl hyper::service::Service<Request<Incoming>, Response = Response<Body>, Error = Infallible, Future: Send + 'static> + Send + 'static
+{
+    let (shared, conn) = (shared.clone(), conn.clone());
+    hyper::service::service_fn(move |req: Request<Incoming>| {
+        let (shared, conn) = (shared.clone(), conn.clone());
+        async move {
+            let active = Active::new(&conn);
+            let (parts, body) = req.into_parts();
+            let (resp, guard) = process(&shared, &conn, parts, body, cx, Some(active)).await;
+            Ok::<_, Infallible>(resp.map(|body| Tracked { body, guard }.boxed_unsync()))
         }
-    };
-    let mut resp = handler(Request::from_parts(parts, bytes), cx).await;
-    if let Some(v) = alt_svc {
-        resp.headers_mut().insert(http::header::ALT_SVC, v);
+    })
+}
+
+/// Runs a hyper connection until it ends, closing it gracefully when the
+/// watchdog or the server says so.
+async fn drive<C>(
+    c: C,
+    conn: &ConnState,
+    mut dog: Pin<Box<impl Future<Output = Close>>>,
+    stop: &mut watch::Receiver<bool>,
+    stats: &ServerStats,
+) where
+    C: GracefulConnection<Error = hyper::Error>,
+{
+    tokio::pin!(c);
+    let mut grace: Option<Pin<Box<tokio::time::Sleep>>> = None;
+    let mut stopping = false;
+    loop {
+        tokio::select! {
+            r = c.as_mut() => {
+                if let Err(e) = r {
+                    if e.is_timeout() {
+                        // hyper's header timer: a head that stopped arriving (or, on
+                        // HTTP/1.1 keep-alive, no next request in time).
+                        if conn.requests.load(Ordering::Relaxed) == 0 { Close::HeaderTimeout.count(stats) } else { Close::Idle.count(stats) }
+                    } else if e.is_parse_too_large() {
+                        stats.refuse(Refusal::HeadersTooLarge);
+                    } else if e.is_parse() {
+                        stats.refuse(Refusal::Malformed);
+                    }
+                    tracing::debug!(error = %e, "connection ended");
+                }
+                return;
+            }
+            why = &mut dog, if grace.is_none() && !stopping => {
+                why.count(stats);
+                c.as_mut().graceful_shutdown();
+                grace = Some(Box::pin(tokio::time::sleep(CLOSE_GRACE)));
+            }
+            _ = stop.changed(), if !stopping => {
+                stopping = true;
+                c.as_mut().graceful_shutdown();
+            }
+            () = async { if let Some(g) = grace.as_mut() { g.await } }, if grace.is_some() => return,
+        }
     }
-    Ok(resp)
 }
 
 /// What a connection task watches besides its own work.
@@ -343,8 +1097,16 @@ async fn until(flag: &mut watch::Receiver<bool>) {
     let _ = flag.wait_for(|v| *v).await;
 }
 
-async fn accept_h3(endpoint: quinn::Endpoint, handler: Handler, max_body: usize, mut stop: watch::Receiver<bool>, stops: Stops) {
-    let mut conns = JoinSet::new();
+// ---------------------------------------------------------------- HTTP/3
+
+async fn accept_h3(
+    endpoint: quinn::Endpoint,
+    shared: Arc<Shared>,
+    slots: Arc<Mutex<ConnectionTable>>,
+    max_connections: u32,
+    mut stop: watch::Receiver<bool>,
+    stops: Stops,
+) {
     let mut freeze = stops.freeze.clone();
     loop {
         let incoming = tokio::select! {
@@ -352,28 +1114,59 @@ async fn accept_h3(endpoint: quinn::Endpoint, handler: Handler, max_body: usize,
             _ = stop.changed() => break,
             () = until(&mut freeze) => { let _ = stop.changed().await; break }
         };
-        let (handler, stop, stops) = (handler.clone(), stop.clone(), stops.clone());
-        conns.spawn(async move {
-            let peer = incoming.remote_address();
-            if let Some(Err(e)) = stops.run(serve_h3(incoming, peer, handler, max_body, stop)).await {
-                tracing::debug!(%peer, error = %e, "h3 connection ended");
+        let peer = incoming.remote_address();
+        // Past half the connections, a client must prove its address (a QUIC
+        // Retry round trip) before it may take a slot: spoofed Initial
+        // packets then cost a stateless answer, not a connection.
+        let busy = slots.lock().map(|t| t.open_count() > max_connections / 2).unwrap_or(true);
+        if busy && !incoming.remote_address_validated() {
+            let _ = incoming.retry();
+            continue;
+        }
+        let permit = match ConnPermit::take(&slots, peer) {
+            Ok(p) => p,
+            Err(why) => {
+                shared.stats.refuse(why);
+                incoming.refuse();
+                continue;
+            }
+        };
+        let (shared2, stop, stops) = (shared.clone(), stop.clone(), stops.clone());
+        TaskGuard::spawn(&shared.stats, async move {
+            let _permit = permit;
+            let run = serve_h3(incoming, peer, shared2, stop, stops.clone());
+            if stops.run(run).await.is_none() {
+                tracing::debug!(%peer, "h3 connection cut (kill)");
             }
         });
     }
-    while conns.join_next().await.is_some() {}
 }
 
-async fn serve_h3(
-    incoming: quinn::Incoming,
-    peer: SocketAddr,
-    handler: Handler,
-    max_body: usize,
-    mut stop: watch::Receiver<bool>,
-) -> Result<(), NetError> {
-    let conn = incoming.await.map_err(|e| NetError::H3(e.to_string()))?;
-    let mut h3conn: h3::server::Connection<h3_quinn::Connection, Bytes> =
-        h3::server::Connection::new(h3_quinn::Connection::new(conn)).await.map_err(|e| NetError::H3(e.to_string()))?;
-    let mut requests = JoinSet::new();
+async fn serve_h3(incoming: quinn::Incoming, peer: SocketAddr, shared: Arc<Shared>, mut stop: watch::Receiver<bool>, stops: Stops) {
+    let conn = ConnState::new(&shared.limits);
+    let mut dog = Box::pin(watchdog(conn.clone(), shared.limits));
+    let stats = &shared.stats;
+    let setup = async {
+        let c = incoming.await.map_err(|e| e.to_string())?;
+        let h: h3::server::Connection<h3_quinn::Connection, Bytes> =
+            shared.h3.build(h3_quinn::Connection::new(c.clone())).await.map_err(|e| e.to_string())?;
+        Ok::<_, String>((c, h))
+    };
+    let (quic, mut h3conn) = tokio::select! {
+        r = setup => match r {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::debug!(%peer, error = %e, "quic handshake failed");
+                stats.refuse(Refusal::Handshake);
+                return;
+            }
+        },
+        _ = &mut dog => { stats.refuse(Refusal::Handshake); return }
+        _ = stop.changed() => return,
+    };
+    let _gauge = ConnGauge::new(stats, Protocol::H3);
+    let cx = RequestContext { peer, protocol: Protocol::H3 };
+    let mut forced = false;
     loop {
         let resolver = tokio::select! {
             r = h3conn.accept() => match r {
@@ -381,72 +1174,91 @@ async fn serve_h3(
                 Ok(None) => break,
                 Err(e) => { tracing::debug!(error = %e, "h3 accept"); break; }
             },
+            why = &mut dog => {
+                why.count(stats);
+                forced = true;
+                let _ = h3conn.shutdown(0).await;
+                break;
+            }
             _ = stop.changed() => {
                 let _ = h3conn.shutdown(0).await;
                 break;
             }
         };
-        let handler = handler.clone();
-        requests.spawn(async move {
-            let (req, mut stream) = match resolver.resolve_request().await {
-                Ok(x) => x,
-                Err(e) => {
-                    tracing::debug!(error = %e, "h3 request");
-                    return;
-                }
-            };
-            let mut body = BytesMut::new();
-            let mut too_big = false;
-            loop {
-                match stream.recv_data().await {
-                    Ok(Some(mut chunk)) => {
-                        if body.len() + chunk.remaining() > max_body {
-                            too_big = true;
-                            break;
-                        }
-                        while chunk.has_remaining() {
-                            let c = chunk.chunk();
-                            body.extend_from_slice(c);
-                            let n = c.len();
-                            chunk.advance(n);
-                        }
-                    }
-                    Ok(None) => break,
-                    Err(e) => {
-                        tracing::debug!(error = %e, "h3 body");
-                        return;
-                    }
-                }
-            }
-            let resp = if too_big {
-                status(StatusCode::PAYLOAD_TOO_LARGE, "request body too large")
-            } else {
-                let (parts, ()) = req.into_parts();
-                handler(Request::from_parts(parts, body.freeze()), RequestContext { peer, protocol: Protocol::H3 }).await
-            };
-            let (parts, mut body) = resp.into_parts();
-            if stream.send_response(Response::from_parts(parts, ())).await.is_err() {
-                return;
-            }
-            while let Some(frame) = body.frame().await {
-                match frame {
-                    Ok(f) => {
-                        if let Ok(data) = f.into_data()
-                            && !data.is_empty()
-                            && stream.send_data(data).await.is_err()
-                        {
-                            return;
-                        }
-                    }
-                    Err(e) => {
-                        tracing::debug!(error = %e, "h3 response body");
-                        return;
-                    }
-                }
-            }
-            let _ = stream.finish().await;
+        let active = Active::new(&conn);
+        let (shared2, conn2, stops2) = (shared.clone(), conn.clone(), stops.clone());
+        TaskGuard::spawn(&shared.stats, async move {
+            let _ = stops2.run(serve_h3_request(resolver, shared2, conn2, cx, active)).await;
         });
     }
-    while requests.join_next().await.is_some() {}
-    Ok(())
+    // The requests in hand keep their streams on this connection: let them
+    // finish (the server's drain bounds a shutdown; a forced close waits a grace).
+    let wait = async {
+        while conn.active.load(Ordering::Acquire) > 0 {
+            let woken = conn.wake.notified();
+            if conn.active.load(Ordering::Acquire) == 0 {
+                break;
+            }
+            woken.await;
+        }
+    };
+    if forced {
+        let _ = tokio::time::timeout(CLOSE_GRACE, wait).await;
+        quic.close(0u32.into(), b"closed by server");
+    } else {
+        wait.await;
+    }
+}
+
+async fn serve_h3_request(
+    resolver: h3::server::RequestResolver<h3_quinn::Connection, Bytes>,
+    shared: Arc<Shared>,
+    conn: Arc<ConnState>,
+    cx: RequestContext,
+    active: Active,
+) {
+    let stats = &shared.stats;
+    let (req, mut stream) = match tokio::time::timeout(shared.limits.header_read_timeout.0, resolver.resolve_request()).await {
+        Ok(Ok(x)) => x,
+        Ok(Err(e)) => {
+            // h3 has answered 431 itself to a field section over its cap.
+            let why = if matches!(e, h3::error::StreamError::HeaderTooBig { .. }) { Refusal::HeadersTooLarge } else { Refusal::Malformed };
+            stats.refuse(why);
+            tracing::debug!(error = %e, "h3 request");
+            return;
+        }
+        Err(_) => {
+            stats.refuse(Refusal::HeaderTimeout);
+            return;
+        }
+    };
+    let (parts, ()) = req.into_parts();
+    let (resp, mut guard) = process(&shared, &conn, parts, H3Body(&mut stream), cx, Some(active)).await;
+    let (head, mut body) = resp.into_parts();
+    let status = guard.status.take();
+    if stream.send_response(Response::from_parts(head, ())).await.is_err() {
+        // Reset before its answer went out: the guard counts a cancellation.
+        return;
+    }
+    guard.status = status;
+    while let Some(frame) = body.frame().await {
+        match frame {
+            Ok(f) => {
+                if let Ok(data) = f.into_data()
+                    && !data.is_empty()
+                {
+                    let n = data.len();
+                    if stream.send_data(data).await.is_err() {
+                        return;
+                    }
+                    guard.count_sent(n);
+                }
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "h3 response body");
+                return;
+            }
+        }
+    }
+    let _ = stream.finish().await;
 }

@@ -11,7 +11,7 @@ use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use tranzcast_net::{Body, RequestContext, full};
+use tranzcast_net::{Body, BodyLimit, Refusal as NetRefusal, Refused, RequestContext, full};
 use tranzcast_proto::keys::TitleKey;
 use tranzcast_proto::manifest::SignedManifest;
 use tranzcast_proto::ticket::{self, SignedToken, Token, UNLIMITED};
@@ -79,6 +79,7 @@ impl Metrics {
             out.push_str("# TYPE origin_store_bytes gauge\n");
             let _ = writeln!(out, "origin_store_bytes {}", s.bytes);
         }
+        inner.server.render("origin", &mut out);
         out
     }
 }
@@ -121,6 +122,62 @@ impl From<ApiError> for Response<Body> {
 }
 
 type ApiResult = Result<Response<Body>, ApiError>;
+
+/// Decides on the request head alone, before any body byte is read: the
+/// per-address rate of plays and storefront calls, the storefront token,
+/// the cluster token or a peer's certificate for joining, and the route's
+/// body cap (uploads and publishing take large bodies, once authenticated).
+/// The routes check their credentials again: this is the gate, not the only check.
+pub(crate) fn admit(inner: &Inner, parts: &mut http::request::Parts, cx: &RequestContext) -> Result<BodyLimit, Refused> {
+    let path = parts.uri.path().trim_end_matches('/');
+    let m = &parts.method;
+    let upload = (m == Method::PUT && path.starts_with("/v1/blobs/")) || (m == Method::POST && path == "/v1/titles");
+    let storefront_route = upload
+        || (m == Method::GET && path == "/v1/storefront")
+        || (m == Method::POST && matches!(path, "/v1/customers" | "/v1/orders" | "/v1/revoke"));
+    let refused = |e: ApiError| {
+        let why = match e.status {
+            StatusCode::UNAUTHORIZED => NetRefusal::Unauthorized,
+            StatusCode::FORBIDDEN => NetRefusal::Forbidden,
+            _ => NetRefusal::Malformed,
+        };
+        Refused::new(e.status, why, e.code, e.reason)
+    };
+    if m == Method::POST && path == "/v1/play" {
+        rate(&inner.play_rate, cx, "plays")?;
+        return Ok(BodyLimit::Small);
+    }
+    if storefront_route {
+        rate(&inner.storefront_rate, cx, "storefront calls")?;
+        bearer(&parts.headers, &inner.config.storefront_token, "this call needs the storefront's bearer token", "wrong storefront token")
+            .map_err(refused)?;
+        return Ok(if upload { BodyLimit::Upload } else { BodyLimit::Small });
+    }
+    if m == Method::POST && matches!(path, "/v1/cluster/join" | "/v1/cluster/heartbeat") {
+        let auth = parts.headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).unwrap_or("");
+        if let Some(cert) = auth.strip_prefix("Tranzcast ") {
+            // A peer: a live certificate (the join checks it again with the role).
+            return match SignedToken::from_text(cert.trim()).ok().as_ref().map(|s| s.verify(&inner.signing.verifying_key())) {
+                Some(Ok(Token::Certificate(c))) if !c.is_expired(now_secs()) => Ok(BodyLimit::Small),
+                _ => Err(refused(ApiError::new(StatusCode::FORBIDDEN, "forbidden", "the certificate is invalid or expired"))),
+            };
+        }
+        bearer(&parts.headers, &inner.config.cluster_token, "nodes and edges join with the cluster token", "wrong cluster token")
+            .map_err(refused)?;
+    }
+    Ok(BodyLimit::Small)
+}
+
+/// Counts a request from the caller's address against `limiter`: 429 with Retry-After above its rate.
+fn rate(limiter: &Mutex<tranzcast_net::limits::RateLimiter>, cx: &RequestContext, what: &str) -> Result<(), Refused> {
+    let key = tranzcast_net::limits::ClientKey::of(cx.peer.ip());
+    let verdict = limiter.lock().map(|mut l| l.check(key, std::time::Instant::now())).unwrap_or(Ok(()));
+    verdict.map_err(|wait| {
+        let message = format!("too many {what} from this address; retry later");
+        Refused::new(StatusCode::TOO_MANY_REQUESTS, NetRefusal::RateLimited, "rate_limited", message)
+            .retry_after(wait.as_secs_f64().ceil().max(1.0) as u64)
+    })
+}
 
 /// Entry point: routing runs on the blocking pool (RocksDB and fsync).
 pub async fn handle(inner: Arc<Inner>, req: Request<Bytes>, cx: RequestContext) -> Response<Body> {
@@ -241,22 +298,22 @@ fn route_request(inner: &Inner, req: &Request<Bytes>, cx: RequestContext) -> Api
     }
 }
 
-fn storefront(inner: &Inner, req: &Request<Bytes>) -> Result<(), ApiError> {
-    let got = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
+/// Checks `Authorization: Bearer <secret>`: 401 without it, 403 with another.
+fn bearer(headers: &http::HeaderMap, secret: &str, missing: &str, wrong: &str) -> Result<(), ApiError> {
+    let got = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
     match got {
-        None => Err(ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "this call needs the storefront's bearer token")),
-        Some(t) if constant_time_eq(t.trim().as_bytes(), inner.config.storefront_token.as_bytes()) => Ok(()),
-        Some(_) => Err(ApiError::new(StatusCode::FORBIDDEN, "forbidden", "wrong storefront token")),
+        None => Err(ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", missing)),
+        Some(t) if constant_time_eq(t.trim().as_bytes(), secret.as_bytes()) => Ok(()),
+        Some(_) => Err(ApiError::new(StatusCode::FORBIDDEN, "forbidden", wrong)),
     }
 }
 
+fn storefront(inner: &Inner, req: &Request<Bytes>) -> Result<(), ApiError> {
+    bearer(req.headers(), &inner.config.storefront_token, "this call needs the storefront's bearer token", "wrong storefront token")
+}
+
 fn cluster(inner: &Inner, req: &Request<Bytes>) -> Result<(), ApiError> {
-    let got = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
-    match got {
-        None => Err(ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "nodes and edges join with the cluster token")),
-        Some(t) if constant_time_eq(t.trim().as_bytes(), inner.config.cluster_token.as_bytes()) => Ok(()),
-        Some(_) => Err(ApiError::new(StatusCode::FORBIDDEN, "forbidden", "wrong cluster token")),
-    }
+    bearer(req.headers(), &inner.config.cluster_token, "nodes and edges join with the cluster token", "wrong cluster token")
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
@@ -408,11 +465,16 @@ fn play(inner: &Inner, req: &Request<Bytes>, cx: RequestContext) -> ApiResult {
         client: cx.peer.to_string(),
         result: String::new(),
     };
+    // A refusal costs no write: anyone can send garbage tickets, and a
+    // synced log line each would let them fill the disk and the fsync queue.
+    // Refusals are counted by result in /metrics and one a second is logged.
     let refuse = |entry: &mut ValidationEntry, r: Refusal| -> ApiError {
         entry.result = r.code().to_string();
         inner.metrics.validation(r.code());
-        if let Err(e) = inner.state.record_validation(None, None, None, entry) {
-            tracing::error!(error = %e, "cannot log a refused validation");
+        let now = now_secs();
+        if inner.refusal_logged.swap(now, std::sync::atomic::Ordering::Relaxed) != now {
+            tracing::info!(result = r.code(), serial = %entry.serial, customer = entry.customer, title = %entry.title,
+                client = %entry.client, "play refused (one a second is logged; all are counted in origin_validations_total)");
         }
         ApiError::refused(r)
     };
@@ -627,7 +689,13 @@ fn blob(inner: &Inner, hash: &str, req: &Request<Bytes>) -> ApiResult {
         .get(&a)
         .map_err(ApiError::internal)?
         .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "unknown_blob", format!("no blob {a}")))?;
-    Ok(tranzcast_net::ranged::respond(req.method(), req.headers(), b, &a.etag(), "application/octet-stream"))
+    let etag = a.etag();
+    let rep = tranzcast_net::ranged::Representation {
+        etag: &etag,
+        content_type: "application/octet-stream",
+        max_ranges: inner.config.limits.max_ranges as usize,
+    };
+    Ok(tranzcast_net::ranged::respond(req.method(), req.headers(), b, &rep))
 }
 
 #[derive(Deserialize)]

@@ -49,6 +49,14 @@ pub(crate) struct Inner {
     pub metrics: api::Metrics,
     pub staging: staging::StagingStatus,
     pub precast: staging::StagingStatus,
+    /// The server's counters: requests, refusals, connections.
+    pub server: Arc<tranzcast_net::ServerStats>,
+    /// Plays per client address.
+    pub play_rate: std::sync::Mutex<tranzcast_net::limits::RateLimiter>,
+    /// Storefront calls per client address.
+    pub storefront_rate: std::sync::Mutex<tranzcast_net::limits::RateLimiter>,
+    /// When a refused play was last logged (Unix seconds): one a second is logged, the rest counted.
+    pub refusal_logged: std::sync::atomic::AtomicU64,
 }
 
 /// A running origin.
@@ -83,16 +91,31 @@ impl Origin {
             metrics: api::Metrics::default(),
             staging: Default::default(),
             precast: Default::default(),
+            server: Arc::new(tranzcast_net::ServerStats::default()),
+            play_rate: std::sync::Mutex::new(tranzcast_net::limits::RateLimiter::new(
+                config.rate.play_per_s,
+                config.rate.play_burst,
+                config.rate.max_addresses,
+            )),
+            storefront_rate: std::sync::Mutex::new(tranzcast_net::limits::RateLimiter::new(
+                config.rate.storefront_per_s,
+                config.rate.storefront_burst,
+                config.rate.max_addresses,
+            )),
+            refusal_logged: std::sync::atomic::AtomicU64::new(0),
         });
         let opts = ServerOptions {
             https: config.listen.https,
             plain: config.listen.plain,
             identity,
-            max_body: 16 << 20,
+            limits: config.limits,
             drain: Duration::from_secs(10),
+            stats: inner.server.clone(),
         };
-        let h = inner.clone();
-        let server = HttpServer::bind(opts, tranzcast_net::handler(move |req, cx| api::handle(h.clone(), req, cx))).await?;
+        let (h, a) = (inner.clone(), inner.clone());
+        let handler =
+            tranzcast_net::handler(move |req, cx| api::handle(h.clone(), req, cx)).admit_with(move |parts, cx| api::admit(&a, parts, cx));
+        let server = HttpServer::bind(opts, handler).await?;
         tracing::info!(https = %server.https_addr, key = %hex::encode(inner.signing.verifying_key().as_bytes()), "origin up");
         // Nodes' certificates come from the same CA as ours (a loopback or
         // private cluster); staging trusts it.
@@ -119,6 +142,11 @@ impl Origin {
     /// The CA certificate (PEM) clients should trust.
     pub fn ca_pem(&self) -> &str {
         &self.ca_pem
+    }
+
+    /// The validation log (granted plays), oldest first: for audits and tests.
+    pub fn validation_log(&self) -> Result<Vec<state::ValidationEntry>, OriginError> {
+        self.inner.state.validations()
     }
 
     /// Node name -> title -> staging progress.

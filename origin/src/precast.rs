@@ -2,7 +2,8 @@
 //! pushes the first segments of its most popular titles to registered peer
 //! clients, so their playback starts from their own disk.
 //!
-//! Popularity is pure code: orders plus granted plays per title. Pushing
+//! Popularity is pure code over counters the state keeps (orders plus
+//! granted plays per title, no scan of the log). Pushing
 //! reuses the staging protocol (ask what is missing, push it), authorised
 //! with the push token each peer received when it joined.
 
@@ -16,18 +17,13 @@ use tranzcast_proto::manifest::SignedManifest;
 use crate::Inner;
 use crate::staging::TitleProgress;
 
-/// The `n` most popular titles: score = orders + granted plays; ties by id.
-/// Only titles in `catalog` count.
-pub fn popular<'a>(
-    orders: impl IntoIterator<Item = &'a str>,
-    plays: impl IntoIterator<Item = &'a str>,
-    catalog: &[String],
-    n: usize,
-) -> Vec<String> {
+/// The `n` most popular titles by score (orders + granted plays); ties by
+/// id. Only titles in `catalog` count.
+pub fn popular<'a>(scores: impl IntoIterator<Item = (&'a str, u64)>, catalog: &[String], n: usize) -> Vec<String> {
     let mut score: BTreeMap<&str, u64> = catalog.iter().map(|t| (t.as_str(), 0)).collect();
-    for t in orders.into_iter().chain(plays) {
+    for (t, k) in scores {
         if let Some(s) = score.get_mut(t) {
-            *s += 1;
+            *s = s.saturating_add(k);
         }
     }
     let mut ranked: Vec<(&str, u64)> = score.into_iter().filter(|(_, s)| *s > 0).collect();
@@ -57,14 +53,8 @@ pub(crate) async fn round(inner: &Arc<Inner>, http: &reqwest::Client) -> Result<
     let catalog: Vec<(String, BlobAddress)> =
         inner.store.titles().map_err(|e| e.to_string())?.into_iter().map(|(t, a)| (t.to_string(), a)).collect();
     let names: Vec<String> = catalog.iter().map(|(t, _)| t.clone()).collect();
-    let orders = inner.state.orders().map_err(|e| e.to_string())?;
-    let plays = inner.state.validations().map_err(|e| e.to_string())?;
-    let top = popular(
-        orders.iter().map(|o| o.title.as_str()),
-        plays.iter().filter(|v| v.result == "granted").map(|v| v.title.as_str()),
-        &names,
-        cfg.titles as usize,
-    );
+    let scores = inner.state.popularity().map_err(|e| e.to_string())?;
+    let top = popular(scores.iter().map(|(t, n)| (t.as_str(), *n)), &names, cfg.titles as usize);
     for title in &top {
         let Some((_, maddr)) = catalog.iter().find(|(t, _)| t == title) else { continue };
         let mbytes = inner.store.get(maddr).map_err(|e| e.to_string())?.ok_or("manifest missing")?;
@@ -94,10 +84,11 @@ mod tests {
     #[test]
     fn ranks_by_orders_and_plays_within_the_catalog() {
         let catalog = vec!["a".to_string(), "b".to_string(), "c".to_string()];
-        let top = popular(["b", "a", "b", "gone"], ["c", "c", "c", "b"], &catalog, 2);
-        assert_eq!(top, vec!["b".to_string(), "c".to_string()]);
-        assert_eq!(popular([], [], &catalog, 3), Vec::<String>::new(), "nothing ordered, nothing pre-cast");
-        assert_eq!(popular(["a", "c"], [], &catalog, 5), vec!["a".to_string(), "c".to_string()], "ties by id");
+        let top = popular([("b", 3), ("a", 1), ("gone", 9), ("c", 4)], &catalog, 2);
+        assert_eq!(top, vec!["c".to_string(), "b".to_string()]);
+        assert_eq!(popular([], &catalog, 3), Vec::<String>::new(), "nothing ordered, nothing pre-cast");
+        assert_eq!(popular([("a", 1), ("c", 1)], &catalog, 5), vec!["a".to_string(), "c".to_string()], "ties by id");
+        assert_eq!(popular([("a", u64::MAX), ("a", 1), ("b", 2)], &catalog, 1), vec!["a".to_string()], "no overflow");
     }
 
     #[test]

@@ -5,7 +5,12 @@
 //! Every mutation is one synced write batch: durable once acknowledged.
 //! Validation takes a lock striped by serial number, so two requests with the
 //! same ticket are serialised while different tickets proceed in parallel
-//! (and RocksDB groups their fsyncs).
+//! (and RocksDB groups their fsyncs). Only granted plays enter the
+//! validation log; refusals cost no write (they are counted in memory).
+//!
+//! Popularity (orders plus granted plays per title, for pre-casting) is a
+//! counter per title, added to in the same batch as the order or the grant
+//! by a merge (no read, no lock), so reading it never scans the log.
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -25,7 +30,22 @@ const CF_CERTS: &str = "certificates";
 const CF_VALIDATIONS: &str = "validations";
 const CF_REVOKED: &str = "revoked";
 const CF_MEMBERS: &str = "members";
+const CF_POPULARITY: &str = "popularity";
 const STRIPES: usize = 256;
+/// Marks the popularity counters as complete (counted from the log once,
+/// when a database from before them is opened). Not a title id: those
+/// start with a letter or digit.
+const POPULARITY_BUILT: &[u8] = b"\0built";
+
+/// The popularity merge: the sum of little-endian u64 operands.
+fn add_counts(_key: &[u8], existing: Option<&[u8]>, operands: &rocksdb::MergeOperands) -> Option<Vec<u8>> {
+    let read = |b: &[u8]| u64::from_le_bytes(b.try_into().unwrap_or([0; 8]));
+    let mut n = existing.map_or(0, read);
+    for op in operands {
+        n = n.wrapping_add(read(op));
+    }
+    Some(n.to_le_bytes().to_vec())
+}
 
 /// A customer profile.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -135,9 +155,12 @@ impl OriginState {
         opts.create_if_missing(true);
         opts.create_missing_column_families(true);
         opts.set_max_background_jobs(2);
+        let mut counters = Options::default();
+        counters.set_merge_operator_associative("tranzcast-add-u64", add_counts);
         let cfs = [CF_CUSTOMERS, CF_ORDERS, CF_TICKETS, CF_CERTS, CF_VALIDATIONS, CF_REVOKED, CF_MEMBERS]
             .into_iter()
-            .map(|n| ColumnFamilyDescriptor::new(n, Options::default()));
+            .map(|n| ColumnFamilyDescriptor::new(n, Options::default()))
+            .chain([ColumnFamilyDescriptor::new(CF_POPULARITY, counters)]);
         let db = DB::open_cf_descriptors(&opts, dir, cfs).map_err(|e| {
             if e.to_string().contains("lock") {
                 OriginError::Storage(format!("{}: locked by another process", dir.display()))
@@ -155,7 +178,53 @@ impl OriginState {
         };
         s.next_customer.store(s.last_u64_key(CF_CUSTOMERS)? + 1, Ordering::SeqCst);
         s.next_order.store(s.last_u64_key(CF_ORDERS)? + 1, Ordering::SeqCst);
+        s.build_popularity()?;
         Ok(s)
+    }
+
+    /// Counts popularity from the orders and the log once, for a database
+    /// from before the counters (or a new one: nothing to count).
+    fn build_popularity(&self) -> Result<(), OriginError> {
+        let cf = self.cf(CF_POPULARITY)?;
+        if self.db.get_cf(cf, POPULARITY_BUILT).map_err(db_err("popularity"))?.is_some() {
+            return Ok(());
+        }
+        let mut counts = std::collections::BTreeMap::<String, u64>::new();
+        for o in self.orders()? {
+            *counts.entry(o.title).or_default() += 1;
+        }
+        for item in self.db.iterator_cf(self.cf(CF_VALIDATIONS)?, IteratorMode::Start) {
+            let (_, v) = item.map_err(db_err("validations"))?;
+            let e: ValidationEntry = serde_json::from_slice(&v).map_err(|e| OriginError::Storage(e.to_string()))?;
+            if e.result == "granted" {
+                *counts.entry(e.title).or_default() += 1;
+            }
+        }
+        let mut b = WriteBatch::default();
+        for (title, n) in counts {
+            b.put_cf(cf, title.as_bytes(), n.to_le_bytes());
+        }
+        b.put_cf(cf, POPULARITY_BUILT, []);
+        self.write(b)
+    }
+
+    fn count_play(&self, batch: &mut WriteBatch, title: &str) -> Result<(), OriginError> {
+        batch.merge_cf(self.cf(CF_POPULARITY)?, title.as_bytes(), 1u64.to_le_bytes());
+        Ok(())
+    }
+
+    /// Orders plus granted plays per title, from the kept counters.
+    pub fn popularity(&self) -> Result<Vec<(String, u64)>, OriginError> {
+        let mut out = Vec::new();
+        for item in self.db.iterator_cf(self.cf(CF_POPULARITY)?, IteratorMode::Start) {
+            let (k, v) = item.map_err(db_err("popularity"))?;
+            if k.as_ref() == POPULARITY_BUILT {
+                continue;
+            }
+            let title = String::from_utf8(k.to_vec()).map_err(|_| OriginError::Storage("popularity: a title is not UTF-8".into()))?;
+            out.push((title, u64::from_le_bytes(v.as_ref().try_into().unwrap_or([0; 8]))));
+        }
+        Ok(out)
     }
 
     fn cf(&self, name: &str) -> Result<&rocksdb::ColumnFamily, OriginError> {
@@ -212,6 +281,7 @@ impl OriginState {
         let mut b = WriteBatch::default();
         self.put_json(&mut b, CF_ORDERS, &id.to_be_bytes(), order)?;
         self.put_json(&mut b, CF_TICKETS, serial, &rec)?;
+        self.count_play(&mut b, &order.title)?;
         self.write(b)?;
         Ok(id)
     }
@@ -244,9 +314,9 @@ impl OriginState {
         f()
     }
 
-    /// Writes a validation's outcome in one synced batch: the presented
+    /// Writes a granted validation in one synced batch: the presented
     /// ticket's new record, the replacement's record, the certificate's link
-    /// to its ticket, and the log line.
+    /// to its ticket, the log line and the title's popularity.
     pub fn record_validation(
         &self,
         presented: Option<(&[u8; 16], &TicketRecord)>,
@@ -269,6 +339,9 @@ impl OriginState {
         key.extend_from_slice(&seq.to_be_bytes());
         key.extend_from_slice(&crate::random16());
         self.put_json(&mut b, CF_VALIDATIONS, &key, entry)?;
+        if entry.result == "granted" {
+            self.count_play(&mut b, &entry.title)?;
+        }
         self.write(b)
     }
 

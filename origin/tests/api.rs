@@ -43,6 +43,11 @@ fn ingest_title(dir: &Path, title: &str, len: usize) -> Vec<u8> {
 }
 
 async fn start() -> Fixture {
+    start_with(&[]).await
+}
+
+/// As [`start`], with more `key=value` settings after the fixture's own.
+async fn start_with(extra: &[&str]) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("origin");
     let plain = ingest_title(&data, "film", 300_000);
@@ -53,7 +58,14 @@ async fn start() -> Fixture {
             "cluster_token=test-cluster-token-0123456789".into(),
             "listen.https=127.0.0.1:0".into(),
             "certificate_margin=60s".into(),
+            // These tests are one address asking thousands of times at once
+            // (the per-address limits have their own test).
+            "rate.play_per_s=1000000".into(),
+            "rate.play_burst=1000000".into(),
+            "limits.max_connections_per_ip=4096".into(),
         ])
+        .unwrap()
+        .overrides(&extra.iter().map(|s| s.to_string()).collect::<Vec<_>>())
         .unwrap()
         .build()
         .unwrap();
@@ -295,4 +307,71 @@ async fn k1_xor_k2_is_the_title_key_and_decrypts_over_h3() {
     assert_ne!(k2, k2b);
     assert_eq!(TitleKey::from_bytes(k2b).xor(&k1b), *km.expose());
     f.origin.shutdown().await;
+}
+
+/// Abuse of the routes anyone may call: refused plays cost no write to the
+/// log, plays and storefront calls are limited per address (429 with
+/// Retry-After), and credentials are checked before a body byte is read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_cost_no_write_and_addresses_are_rate_limited_before_bodies_are_read() {
+    let f = start_with(&["rate.play_per_s=5", "rate.play_burst=10", "rate.storefront_per_s=5", "rate.storefront_burst=5"]).await;
+    let c = f.customer().await;
+    let t = f.order(json!({"customer": c, "title": "film", "kind": "buy"})).await;
+    assert_eq!(f.play(&t).await.0, 200);
+    let log = f.origin.validation_log().unwrap().len();
+    assert_eq!(log, 1, "a granted play is logged");
+    // Garbage tickets from one address: its burst is refused as forged (no
+    // write), the rest get 429 with Retry-After before their body is looked at.
+    let mut codes = std::collections::BTreeMap::<u16, u32>::new();
+    let mut retry = None;
+    for i in 0..40 {
+        let r = f.http.post(format!("{}/v1/play", f.base)).json(&json!({"ticket": format!("garbage-{i}")})).send().await.unwrap();
+        if r.status() == 429 {
+            retry = r.headers().get("retry-after").and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+        }
+        *codes.entry(r.status().as_u16()).or_default() += 1;
+    }
+    assert_eq!(codes.get(&403).copied().unwrap_or(0) + codes.get(&429).copied().unwrap_or(0), 40, "{codes:?}");
+    assert!((8..=12).contains(&codes.get(&403).copied().unwrap_or(0)), "about the burst refused as forged: {codes:?}");
+    assert!(retry.is_some_and(|s| s >= 1), "429 carries Retry-After");
+    assert_eq!(f.origin.validation_log().unwrap().len(), log, "refused plays wrote nothing to the log");
+    // Another address has its own bucket.
+    let other = reqwest::Client::builder()
+        .tls_backend_preconfigured(tranzcast_net::tls::client_config(f.origin.ca_pem().as_bytes(), &[b"h2"]).unwrap())
+        .local_address(std::net::IpAddr::from([127, 0, 0, 2]))
+        .build()
+        .unwrap();
+    let r = other.post(format!("{}/v1/play", f.base)).json(&json!({"ticket": "garbage"})).send().await.unwrap();
+    assert_eq!(r.status(), 403);
+    let text = f.http.get(format!("{}/metrics", f.base)).send().await.unwrap().text().await.unwrap();
+    assert!(text.contains("origin_validations_total{result=\"forged\"} "), "refusals are counted in memory");
+    assert!(text.lines().any(|l| l.starts_with("origin_refused_total{reason=\"rate_limited\"}") && !l.ends_with(" 0")));
+    // Storefront calls too (the shop's rate is configured for its busiest second).
+    let mut created = 0;
+    for _ in 0..10 {
+        let (s, _) = f.post("/v1/customers", json!({"name": "Bo"}), true).await;
+        assert!(s == 201 || s == 429, "{s}");
+        created += u32::from(s == 201);
+    }
+    assert!((3..=6).contains(&created), "{created} of 10 created at 5 a second");
+    // Credentials before the body: an upload of 100 MiB declared, no byte sent.
+    for (auth, want) in [("", 401), ("authorization: Bearer wrong-token-0123456789\r\n", 403)] {
+        let cfg = tranzcast_net::tls::client_config(f.origin.ca_pem().as_bytes(), &[b"http/1.1"]).unwrap();
+        // From another address than the storefront calls above (its own bucket).
+        let sock = tokio::net::TcpSocket::new_v4().unwrap();
+        sock.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+        let tcp = sock.connect(f.origin.https_addr()).await.unwrap();
+        let mut tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(cfg))
+            .connect(rustls::pki_types::ServerName::try_from("localhost").unwrap(), tcp)
+            .await
+            .unwrap();
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let head = format!("PUT /v1/blobs/{} HTTP/1.1\r\nhost: localhost\r\n{auth}content-length: {}\r\n\r\n", "ab".repeat(32), 100 << 20);
+        tls.write_all(head.as_bytes()).await.unwrap();
+        let mut buf = vec![0u8; 256];
+        let n =
+            tokio::time::timeout(std::time::Duration::from_secs(2), tls.read(&mut buf)).await.expect("no answer without the body").unwrap();
+        let line = String::from_utf8_lossy(&buf[..n]);
+        assert!(line.starts_with(&format!("HTTP/1.1 {want}")), "{line}");
+    }
 }

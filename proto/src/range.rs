@@ -8,13 +8,16 @@
 //! Choices where RFC 9110 leaves room: a malformed `Range` is a 400 (the
 //! issue asks for it; RFC 9110 would also allow ignoring it); a range unit
 //! other than `bytes` is ignored (200), as RFC 9110 requires; at most
-//! [`MAX_RANGES`] ranges per request, more is a 400 (a guard against
-//! many-small-ranges amplification); unsatisfiable ranges among satisfiable
-//! ones are dropped; ranges are served in the order asked, not merged.
+//! [`Conditions::max_ranges`] ranges per request (never more than
+//! [`MAX_RANGES`]), more is a 400; unsatisfiable ranges among satisfiable
+//! ones are dropped; overlapping and adjacent ranges are merged (RFC 9110
+//! section 14.2 lets a server coalesce them) and the parts are sent in
+//! ascending order, so no byte is sent twice: 64 overlapping ranges of a
+//! blob cost what the blob costs, not 64 times it.
 
 use std::ops::Range;
 
-/// Most ranges one request may ask for.
+/// Most ranges one request may ask for, whatever a server configures.
 pub const MAX_RANGES: usize = 64;
 
 /// One range as written in the header.
@@ -43,8 +46,9 @@ pub enum Decision {
     BadRequest(String),
 }
 
-/// The request headers that matter, as received (`None` when absent).
-#[derive(Debug, Clone, Copy, Default)]
+/// The request headers that matter, as received (`None` when absent), and
+/// the server's cap on ranges per request.
+#[derive(Debug, Clone, Copy)]
 pub struct Conditions<'a> {
     /// `Range`.
     pub range: Option<&'a str>,
@@ -52,10 +56,24 @@ pub struct Conditions<'a> {
     pub if_range: Option<&'a str>,
     /// `If-None-Match`.
     pub if_none_match: Option<&'a str>,
+    /// Most ranges accepted in one `Range` (at most [`MAX_RANGES`]).
+    pub max_ranges: usize,
+}
+
+impl Default for Conditions<'_> {
+    fn default() -> Self {
+        Self { range: None, if_range: None, if_none_match: None, max_ranges: MAX_RANGES }
+    }
 }
 
 /// Parses a `Range` value. `Ok(None)` for a unit other than bytes (to be ignored).
 pub fn parse_range(value: &str) -> Result<Option<Vec<RangeSpec>>, String> {
+    parse_range_max(value, MAX_RANGES)
+}
+
+/// Parses a `Range` value of at most `max` ranges (and never more than [`MAX_RANGES`]).
+pub fn parse_range_max(value: &str, max: usize) -> Result<Option<Vec<RangeSpec>>, String> {
+    let max = max.clamp(1, MAX_RANGES);
     let value = value.trim();
     let Some((unit, set)) = value.split_once('=') else {
         return Err(format!("Range {value:?} has no '='"));
@@ -69,8 +87,8 @@ pub fn parse_range(value: &str) -> Result<Option<Vec<RangeSpec>>, String> {
         if part.is_empty() {
             continue; // RFC 9110 allows empty list elements
         }
-        if out.len() == MAX_RANGES {
-            return Err(format!("more than {MAX_RANGES} ranges"));
+        if out.len() == max {
+            return Err(format!("more than {max} ranges"));
         }
         let (a, b) = part.split_once('-').ok_or_else(|| format!("range {part:?} has no '-'"))?;
         let num = |s: &str| -> Result<u64, String> {
@@ -113,6 +131,20 @@ pub fn resolve(specs: &[RangeSpec], len: u64) -> Vec<Range<u64>> {
         .collect()
 }
 
+/// Sorts `ranges` and merges those that overlap or touch: the same bytes,
+/// each once, in ascending order.
+pub fn coalesce(mut ranges: Vec<Range<u64>>) -> Vec<Range<u64>> {
+    ranges.sort_by_key(|r| r.start);
+    let mut out: Vec<Range<u64>> = Vec::with_capacity(ranges.len());
+    for r in ranges {
+        match out.last_mut() {
+            Some(last) if r.start <= last.end => last.end = last.end.max(r.end),
+            _ => out.push(r),
+        }
+    }
+    out
+}
+
 /// Whether an entity-tag list (`If-None-Match`) matches `etag` (weak comparison).
 fn none_match_hits(list: &str, etag: &str) -> bool {
     let bare = |t: &str| t.trim().trim_start_matches("W/").to_string();
@@ -136,11 +168,11 @@ pub fn evaluate(c: &Conditions<'_>, etag: &str, len: u64) -> Decision {
     {
         return Decision::Full;
     }
-    match parse_range(range) {
+    match parse_range_max(range, c.max_ranges) {
         Err(reason) => Decision::BadRequest(reason),
         Ok(None) => Decision::Full,
         Ok(Some(specs)) => {
-            let ranges = resolve(&specs, len);
+            let ranges = coalesce(resolve(&specs, len));
             if ranges.is_empty() { Decision::Unsatisfiable } else { Decision::Partial(ranges) }
         }
     }
@@ -170,6 +202,20 @@ mod tests {
     }
 
     #[test]
+    fn overlapping_and_adjacent_ranges_merge() {
+        assert_eq!(ev("bytes=0-99,50-149"), Decision::Partial(vec![0..150]), "overlap");
+        assert_eq!(ev("bytes=0-99,100-199"), Decision::Partial(vec![0..200]), "adjacent");
+        assert_eq!(ev("bytes=500-599,0-9"), Decision::Partial(vec![0..10, 500..600]), "ascending order");
+        assert_eq!(ev("bytes=0-9,12-19"), Decision::Partial(vec![0..10, 12..20]), "a gap stays a gap");
+        assert_eq!(ev("bytes=-10,990-"), Decision::Partial(vec![990..1000]), "suffix and open range of the same tail");
+        // 64 overlapping ranges of the whole: one range, each byte once.
+        let all = format!("bytes={}", (0..MAX_RANGES).map(|i| format!("{i}-999")).collect::<Vec<_>>().join(","));
+        assert_eq!(ev(&all), Decision::Partial(vec![0..1000]));
+        assert_eq!(coalesce(vec![]), Vec::<Range<u64>>::new());
+        assert_eq!(coalesce(vec![5..6, 0..10, 10..11]), vec![0..11]);
+    }
+
+    #[test]
     fn unsatisfiable_and_malformed() {
         assert_eq!(ev("bytes=1000-"), Decision::Unsatisfiable);
         assert_eq!(ev("bytes=-0"), Decision::Unsatisfiable);
@@ -190,12 +236,16 @@ mod tests {
         }
         let many = format!("bytes={}", vec!["0-0"; MAX_RANGES + 1].join(","));
         assert!(matches!(ev(&many), Decision::BadRequest(_)));
+        let c = |n: usize| Conditions { range: Some("bytes=0-1,4-5,8-9"), max_ranges: n, ..Default::default() };
+        assert!(matches!(evaluate(&c(2), E, 1000), Decision::BadRequest(r) if r.contains("more than 2")));
+        assert_eq!(evaluate(&c(3), E, 1000), Decision::Partial(vec![0..2, 4..6, 8..10]));
+        assert!(matches!(evaluate(&c(1000), E, 1000), Decision::Partial(_)), "a cap over MAX_RANGES is MAX_RANGES");
         assert_eq!(ev("items=0-5"), Decision::Full, "unknown unit ignored");
     }
 
     #[test]
     fn conditionals() {
-        let c = |range, if_range, inm| evaluate(&Conditions { range, if_range, if_none_match: inm }, E, 1000);
+        let c = |range, if_range, inm| evaluate(&Conditions { range, if_range, if_none_match: inm, ..Default::default() }, E, 1000);
         assert_eq!(c(None, None, Some("\"abc\"")), Decision::NotModified);
         assert_eq!(c(None, None, Some("W/\"abc\"")), Decision::NotModified, "weak comparison");
         assert_eq!(c(Some("bytes=0-1"), None, Some("\"x\", *")), Decision::NotModified);

@@ -1,0 +1,299 @@
+//! What a server lets one client take, as pure decisions (no I/O; the
+//! caller passes `now`): connection slots in total and per address, the
+//! cancelled-request budget of one connection, the deadline of a request
+//! body, and per-address token buckets for rate limits.
+//!
+//! Addresses are grouped as an operator would: an IPv4 address is one
+//! client, an IPv6 client is its /64 (one home or host is handed a whole
+//! /64, so counting single IPv6 addresses would let one machine take 2^64
+//! slots), and an IPv4-mapped IPv6 address is its IPv4 address.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+/// A client address as limits count it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ClientKey {
+    /// An IPv4 address.
+    V4(u32),
+    /// The first 64 bits of an IPv6 address.
+    V6(u64),
+}
+
+impl ClientKey {
+    /// The key `ip` counts under.
+    pub fn of(ip: IpAddr) -> Self {
+        match ip {
+            IpAddr::V4(v4) => Self::V4(u32::from(v4)),
+            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+                Some(v4) => Self::V4(u32::from(v4)),
+                None => Self::V6((u128::from(v6) >> 64) as u64),
+            },
+        }
+    }
+}
+
+/// Why a new connection is not taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnectionRefusal {
+    /// The server holds its most connections.
+    Total,
+    /// This client address holds its most connections.
+    PerAddress,
+}
+
+/// Open connections, in total and per client address.
+#[derive(Debug)]
+pub struct ConnectionTable {
+    max_total: u32,
+    max_per_address: u32,
+    open: u32,
+    per_address: HashMap<ClientKey, u32>,
+}
+
+impl ConnectionTable {
+    /// A table that takes at most `max_total` connections, `max_per_address` from one address.
+    pub fn new(max_total: u32, max_per_address: u32) -> Self {
+        Self { max_total, max_per_address, open: 0, per_address: HashMap::new() }
+    }
+
+    /// Takes a slot for a connection from `key`, or says why not.
+    pub fn open(&mut self, key: ClientKey) -> Result<(), ConnectionRefusal> {
+        if self.open >= self.max_total {
+            return Err(ConnectionRefusal::Total);
+        }
+        let n = self.per_address.entry(key).or_insert(0);
+        if *n >= self.max_per_address {
+            return Err(ConnectionRefusal::PerAddress);
+        }
+        *n += 1;
+        self.open += 1;
+        Ok(())
+    }
+
+    /// Gives back a slot taken by [`ConnectionTable::open`].
+    pub fn close(&mut self, key: ClientKey) {
+        if let Some(n) = self.per_address.get_mut(&key) {
+            *n -= 1;
+            self.open = self.open.saturating_sub(1);
+            if *n == 0 {
+                // Forgotten at once: the table holds only addresses with connections.
+                self.per_address.remove(&key);
+            }
+        }
+    }
+
+    /// Connections open now.
+    pub fn open_count(&self) -> u32 {
+        self.open
+    }
+
+    /// Addresses with at least one connection open.
+    pub fn addresses(&self) -> usize {
+        self.per_address.len()
+    }
+}
+
+/// A token bucket: `burst` tokens, refilled at `per_s` a second.
+#[derive(Debug, Clone, Copy)]
+struct Bucket {
+    tokens: f64,
+    at: Instant,
+}
+
+impl Bucket {
+    fn full(burst: f64, now: Instant) -> Self {
+        Self { tokens: burst, at: now }
+    }
+
+    /// Takes one token; on failure, how long until one is there.
+    fn take(&mut self, per_s: f64, burst: f64, now: Instant) -> Result<(), Duration> {
+        let dt = now.saturating_duration_since(self.at).as_secs_f64();
+        self.tokens = (self.tokens + dt * per_s).min(burst);
+        self.at = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            Ok(())
+        } else {
+            Err(Duration::from_secs_f64((1.0 - self.tokens) / per_s))
+        }
+    }
+}
+
+/// Requests one connection may cancel before their answer: a burst of
+/// `max`, refilled at a tenth of it per second. A client that keeps
+/// opening requests and cancelling them (the HTTP/2 rapid-reset pattern)
+/// runs out and its connection is closed; a player that cancels now and
+/// then (a lost race, a seek) never does.
+#[derive(Debug, Clone, Copy)]
+pub struct CancelBudget {
+    bucket: Bucket,
+    burst: f64,
+}
+
+impl CancelBudget {
+    /// A full budget of `max` cancellations.
+    pub fn new(max: u32, now: Instant) -> Self {
+        let burst = f64::from(max.max(1));
+        Self { bucket: Bucket::full(burst, now), burst }
+    }
+
+    /// Spends one cancellation; false once the budget is exhausted.
+    pub fn spend(&mut self, now: Instant) -> bool {
+        self.bucket.take(self.burst / 10.0, self.burst, now).is_ok()
+    }
+}
+
+/// How long a request body of `len` bytes may take to arrive: the header
+/// timeout (a grace for the first bytes) plus its length at the slowest
+/// rate accepted. Bounded, whatever the inputs.
+pub fn body_deadline(len: u64, header_timeout: Duration, min_rate: u64) -> Duration {
+    let secs = len as f64 / min_rate.max(1) as f64;
+    header_timeout.saturating_add(Duration::from_secs_f64(secs.min(86_400.0)))
+}
+
+/// Per-address token buckets (`per_s` a second, bursts of `burst`), for
+/// rate limits on routes any client may call.
+///
+/// Memory is bounded: addresses live in two generations of at most
+/// `max_addresses / 2` each; when the current one is full the older is
+/// dropped. An address forgotten that way starts again with a full bucket,
+/// which only happens after `max_addresses / 2` other addresses were seen
+/// since its last request (a spray from that many addresses is a job for
+/// load shedding, not for a per-address limit).
+#[derive(Debug)]
+pub struct RateLimiter {
+    per_s: f64,
+    burst: f64,
+    half: usize,
+    current: HashMap<ClientKey, Bucket>,
+    previous: HashMap<ClientKey, Bucket>,
+}
+
+impl RateLimiter {
+    /// A limiter of `per_s` requests a second per address, bursts of `burst`,
+    /// tracking at most `max_addresses` addresses.
+    pub fn new(per_s: u32, burst: u32, max_addresses: u32) -> Self {
+        Self {
+            per_s: f64::from(per_s.max(1)),
+            burst: f64::from(burst.max(1)),
+            half: (max_addresses as usize / 2).max(1),
+            current: HashMap::new(),
+            previous: HashMap::new(),
+        }
+    }
+
+    /// Counts a request from `key` at `now`: Ok, or how long until it would be allowed.
+    pub fn check(&mut self, key: ClientKey, now: Instant) -> Result<(), Duration> {
+        let bucket = match self.current.get_mut(&key) {
+            Some(b) => b,
+            None => {
+                let b = self.previous.remove(&key).unwrap_or_else(|| Bucket::full(self.burst, now));
+                if self.current.len() >= self.half {
+                    self.previous = std::mem::take(&mut self.current);
+                }
+                self.current.entry(key).or_insert(b)
+            }
+        };
+        bucket.take(self.per_s, self.burst, now)
+    }
+
+    /// Addresses tracked now (both generations).
+    pub fn tracked(&self) -> usize {
+        self.current.len() + self.previous.len()
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn v4(s: &str) -> ClientKey {
+        ClientKey::of(s.parse().unwrap())
+    }
+
+    #[test]
+    fn keys_group_ipv6_by_64_and_unmap_ipv4() {
+        assert_eq!(v4("2001:db8:1:2::1"), v4("2001:db8:1:2:ffff::9"));
+        assert_ne!(v4("2001:db8:1:2::1"), v4("2001:db8:1:3::1"));
+        assert_eq!(v4("::ffff:10.0.0.1"), v4("10.0.0.1"));
+        assert_ne!(v4("10.0.0.1"), v4("10.0.0.2"));
+    }
+
+    #[test]
+    fn connection_table_counts_total_and_per_address() {
+        let mut t = ConnectionTable::new(3, 2);
+        let (a, b) = (v4("10.0.0.1"), v4("10.0.0.2"));
+        assert_eq!(t.open(a), Ok(()));
+        assert_eq!(t.open(a), Ok(()));
+        assert_eq!(t.open(a), Err(ConnectionRefusal::PerAddress));
+        assert_eq!(t.open(b), Ok(()));
+        assert_eq!(t.open(b), Err(ConnectionRefusal::Total));
+        t.close(a);
+        assert_eq!(t.open_count(), 2);
+        assert_eq!(t.open(b), Ok(()));
+        for k in [a, b, b] {
+            t.close(k);
+        }
+        assert_eq!((t.open_count(), t.addresses()), (0, 0), "closed addresses are forgotten");
+        // A close without an open (a bug elsewhere) does not underflow.
+        t.close(a);
+        assert_eq!(t.open_count(), 0);
+    }
+
+    #[test]
+    fn cancel_budget_refills_at_a_tenth_per_second() {
+        let t0 = Instant::now();
+        let mut b = CancelBudget::new(100, t0);
+        assert!((0..100).all(|_| b.spend(t0)));
+        assert!(!b.spend(t0), "the 101st cancellation at once is refused");
+        // 10 a second come back.
+        let t1 = t0 + Duration::from_secs(1);
+        assert!((0..10).all(|_| b.spend(t1)));
+        assert!(!b.spend(t1));
+        // A player cancelling one request a second never runs out.
+        let mut p = CancelBudget::new(100, t0);
+        assert!((0..10_000).all(|i| p.spend(t0 + Duration::from_secs(i))));
+    }
+
+    #[test]
+    fn body_deadline_grows_with_length_and_stays_bounded() {
+        let h = Duration::from_secs(10);
+        assert_eq!(body_deadline(0, h, 65536), h);
+        assert_eq!(body_deadline(65536 * 4, h, 65536), h + Duration::from_secs(4));
+        assert_eq!(body_deadline(u64::MAX, h, 0), h + Duration::from_secs(86_400), "hostile inputs stay bounded");
+        assert_eq!(body_deadline(10, Duration::MAX, 1), Duration::MAX);
+    }
+
+    #[test]
+    fn rate_limiter_buckets_per_address() {
+        let t0 = Instant::now();
+        let mut r = RateLimiter::new(10, 20, 1000);
+        let a = v4("10.0.0.1");
+        assert!((0..20).all(|_| r.check(a, t0).is_ok()));
+        let wait = r.check(a, t0).unwrap_err();
+        assert!(wait > Duration::ZERO && wait <= Duration::from_millis(100), "{wait:?}");
+        assert!(r.check(v4("10.0.0.2"), t0).is_ok(), "another address has its own bucket");
+        assert!(r.check(a, t0 + Duration::from_millis(100)).is_ok(), "a token back after 1/rate");
+    }
+
+    #[test]
+    fn rate_limiter_memory_is_bounded_under_a_spray() {
+        let t0 = Instant::now();
+        let mut r = RateLimiter::new(1, 1, 100);
+        for i in 0..100_000u32 {
+            let _ = r.check(ClientKey::V4(i), t0);
+            assert!(r.tracked() <= 100, "{} tracked after {i}", r.tracked());
+        }
+        // A recent address keeps its (empty) bucket across a generation change.
+        let a = ClientKey::V4(7_000_000);
+        assert!(r.check(a, t0).is_ok());
+        assert!(r.check(a, t0).is_err());
+        for i in 0..49u32 {
+            let _ = r.check(ClientKey::V4(8_000_000 + i), t0);
+        }
+        assert!(r.check(a, t0).is_err(), "still limited after the generation moved");
+    }
+}

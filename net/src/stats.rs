@@ -1,0 +1,315 @@
+//! What a server counts, kept in atomics so the request path takes no lock:
+//! requests, bytes and latency by protocol and status; connections, requests
+//! and tasks in hand now (gauges); refusals by reason. Rendered as
+//! Prometheus text under the role's prefix (`edge_`, `origin_`).
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::time::Duration;
+
+use http::StatusCode;
+
+use crate::Protocol;
+
+/// Why a server refused a connection or a request, or closed a connection.
+/// One counter each in `/metrics` (`<prefix>_refused_total{reason}`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// The server holds `limits.max_connections`: the new connection is closed (QUIC: refused).
+    ConnectionsTotal,
+    /// The client's address holds `limits.max_connections_per_ip`.
+    ConnectionsPerAddress,
+    /// No TLS or QUIC handshake within `limits.header_read_timeout`, or a failed one.
+    Handshake,
+    /// No complete request head within `limits.header_read_timeout`: the connection is closed.
+    HeaderTimeout,
+    /// A request head over `limits.max_header_bytes` (431).
+    HeadersTooLarge,
+    /// More than `limits.max_headers` header fields (431).
+    TooManyHeaders,
+    /// A body over the route's cap (413).
+    BodyTooLarge,
+    /// A body slower than `limits.body_min_rate` (408).
+    BodyTimeout,
+    /// Bodies in memory at `limits.max_body_memory` (503).
+    BodyMemory,
+    /// `limits.max_concurrent_requests` in hand (503 with Retry-After).
+    Overloaded,
+    /// No response head within `limits.request_timeout` (504).
+    RequestTimeout,
+    /// A connection that cancelled more requests before their answer than
+    /// `limits.max_cancelled_requests` allows (closed).
+    CancelFlood,
+    /// Missing credentials (401).
+    Unauthorized,
+    /// Credentials that do not open this (403).
+    Forbidden,
+    /// An address over its rate (429 with Retry-After).
+    RateLimited,
+    /// Upstream fetches at `limits.max_flights` (503 with Retry-After).
+    UpstreamBusy,
+    /// A request the protocol layer rejected (malformed, a stream error).
+    Malformed,
+}
+
+impl Refusal {
+    const ALL: [Refusal; 17] = [
+        Refusal::ConnectionsTotal,
+        Refusal::ConnectionsPerAddress,
+        Refusal::Handshake,
+        Refusal::HeaderTimeout,
+        Refusal::HeadersTooLarge,
+        Refusal::TooManyHeaders,
+        Refusal::BodyTooLarge,
+        Refusal::BodyTimeout,
+        Refusal::BodyMemory,
+        Refusal::Overloaded,
+        Refusal::RequestTimeout,
+        Refusal::CancelFlood,
+        Refusal::Unauthorized,
+        Refusal::Forbidden,
+        Refusal::RateLimited,
+        Refusal::UpstreamBusy,
+        Refusal::Malformed,
+    ];
+
+    /// The metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Refusal::ConnectionsTotal => "connections_total",
+            Refusal::ConnectionsPerAddress => "connections_per_address",
+            Refusal::Handshake => "handshake",
+            Refusal::HeaderTimeout => "header_timeout",
+            Refusal::HeadersTooLarge => "headers_too_large",
+            Refusal::TooManyHeaders => "too_many_headers",
+            Refusal::BodyTooLarge => "body_too_large",
+            Refusal::BodyTimeout => "body_timeout",
+            Refusal::BodyMemory => "body_memory",
+            Refusal::Overloaded => "overloaded",
+            Refusal::RequestTimeout => "request_timeout",
+            Refusal::CancelFlood => "cancel_flood",
+            Refusal::Unauthorized => "unauthorized",
+            Refusal::Forbidden => "forbidden",
+            Refusal::RateLimited => "rate_limited",
+            Refusal::UpstreamBusy => "upstream_busy",
+            Refusal::Malformed => "malformed",
+        }
+    }
+
+    fn index(self) -> usize {
+        Self::ALL.iter().position(|r| *r == self).unwrap_or(0)
+    }
+}
+
+/// Upper bounds (seconds) of the latency histogram buckets.
+const LATENCY_BUCKETS: [f64; 14] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+const PROTOCOLS: [Protocol; 4] = [Protocol::H1, Protocol::H2, Protocol::H3, Protocol::Plain];
+
+fn proto_index(p: Protocol) -> usize {
+    match p {
+        Protocol::H1 => 0,
+        Protocol::H2 => 1,
+        Protocol::H3 => 2,
+        Protocol::Plain => 3,
+    }
+}
+
+/// A lock-free histogram (Prometheus cumulative buckets are computed when rendered).
+#[derive(Debug, Default)]
+struct Histogram {
+    buckets: [AtomicU64; LATENCY_BUCKETS.len() + 1],
+    sum_us: AtomicU64,
+}
+
+impl Histogram {
+    fn observe(&self, d: Duration) {
+        let s = d.as_secs_f64();
+        let i = LATENCY_BUCKETS.iter().position(|b| s <= *b).unwrap_or(LATENCY_BUCKETS.len());
+        self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        self.sum_us.fetch_add(d.as_micros() as u64, Ordering::Relaxed);
+    }
+
+    fn render(&self, out: &mut String, name: &str, labels: &str) {
+        let mut cumulative = 0;
+        for (i, b) in LATENCY_BUCKETS.iter().enumerate() {
+            cumulative += self.buckets[i].load(Ordering::Relaxed);
+            let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{b}\"}} {cumulative}");
+        }
+        cumulative += self.buckets[LATENCY_BUCKETS.len()].load(Ordering::Relaxed);
+        let _ = writeln!(out, "{name}_bucket{{{labels},le=\"+Inf\"}} {cumulative}");
+        let _ = writeln!(out, "{name}_sum{{{labels}}} {}", self.sum_us.load(Ordering::Relaxed) as f64 / 1e6);
+        let _ = writeln!(out, "{name}_count{{{labels}}} {cumulative}");
+    }
+}
+
+/// A server's counters and gauges. Shared (`Arc`) between the listeners,
+/// which write it, and the application, which renders it in `/metrics` and
+/// reads its load from it.
+#[derive(Debug)]
+pub struct ServerStats {
+    /// [protocol][status - 100]
+    requests: Vec<AtomicU64>,
+    bytes: Vec<AtomicU64>,
+    head: [Histogram; 4],
+    whole: [Histogram; 4],
+    refused: [AtomicU64; Refusal::ALL.len()],
+    /// Open connections by protocol (h1 and h2 are known after the TLS handshake; before, h1).
+    pub(crate) connections: [AtomicI64; 4],
+    pub(crate) accepted: AtomicU64,
+    pub(crate) closed_idle: AtomicU64,
+    pub(crate) in_flight: AtomicI64,
+    pub(crate) exempt_in_flight: AtomicI64,
+    pub(crate) tasks: AtomicI64,
+    pub(crate) body_bytes_held: AtomicI64,
+    bytes_out: AtomicU64,
+    pub(crate) tasks_idle: tokio::sync::Notify,
+}
+
+impl Default for ServerStats {
+    fn default() -> Self {
+        let table = || (0..4 * 500).map(|_| AtomicU64::new(0)).collect();
+        Self {
+            requests: table(),
+            bytes: table(),
+            head: Default::default(),
+            whole: Default::default(),
+            refused: Default::default(),
+            connections: Default::default(),
+            accepted: AtomicU64::new(0),
+            closed_idle: AtomicU64::new(0),
+            in_flight: AtomicI64::new(0),
+            exempt_in_flight: AtomicI64::new(0),
+            tasks: AtomicI64::new(0),
+            body_bytes_held: AtomicI64::new(0),
+            bytes_out: AtomicU64::new(0),
+            tasks_idle: tokio::sync::Notify::new(),
+        }
+    }
+}
+
+fn slot(p: Protocol, status: StatusCode) -> usize {
+    proto_index(p) * 500 + (status.as_u16().clamp(100, 599) - 100) as usize
+}
+
+impl ServerStats {
+    /// Counts a refusal.
+    pub fn refuse(&self, why: Refusal) {
+        self.refused[why.index()].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Refusals of one kind so far.
+    pub fn refused(&self, why: Refusal) -> u64 {
+        self.refused[why.index()].load(Ordering::Relaxed)
+    }
+
+    /// Requests in hand now (arrived, response body not finished), health and metrics included.
+    pub fn in_flight(&self) -> i64 {
+        self.in_flight.load(Ordering::Relaxed) + self.exempt_in_flight.load(Ordering::Relaxed)
+    }
+
+    /// Connection and request tasks alive now.
+    pub fn tasks(&self) -> i64 {
+        self.tasks.load(Ordering::Relaxed)
+    }
+
+    /// Open client connections now, all protocols.
+    pub fn connections(&self) -> i64 {
+        self.connections.iter().map(|c| c.load(Ordering::Relaxed)).sum()
+    }
+
+    /// Response body bytes sent so far.
+    pub fn bytes_out(&self) -> u64 {
+        self.bytes_out.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn observe_head(&self, p: Protocol, d: Duration) {
+        self.head[proto_index(p)].observe(d);
+    }
+
+    pub(crate) fn sent(&self, n: u64) {
+        self.bytes_out.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub(crate) fn finished(&self, p: Protocol, status: StatusCode, bytes: u64, whole: Duration) {
+        let i = slot(p, status);
+        self.requests[i].fetch_add(1, Ordering::Relaxed);
+        self.bytes[i].fetch_add(bytes, Ordering::Relaxed);
+        self.whole[proto_index(p)].observe(whole);
+    }
+
+    /// Appends the Prometheus text of these counters, every name starting with `prefix` (e.g. `edge`).
+    pub fn render(&self, prefix: &str, out: &mut String) {
+        let _ = writeln!(
+            out,
+            "# HELP {prefix}_http_requests_total Requests answered, by protocol and status.\n# TYPE {prefix}_http_requests_total counter"
+        );
+        let mut bytes = format!(
+            "# HELP {prefix}_http_response_bytes_total Body bytes sent, by protocol and status.\n# TYPE {prefix}_http_response_bytes_total counter\n"
+        );
+        for p in PROTOCOLS {
+            for status in 100..600u16 {
+                let Ok(s) = StatusCode::from_u16(status) else { continue };
+                let i = slot(p, s);
+                let n = self.requests[i].load(Ordering::Relaxed);
+                if n > 0 {
+                    let _ = writeln!(out, "{prefix}_http_requests_total{{protocol=\"{}\",status=\"{status}\"}} {n}", p.label());
+                    let b = self.bytes[i].load(Ordering::Relaxed);
+                    let _ = writeln!(bytes, "{prefix}_http_response_bytes_total{{protocol=\"{}\",status=\"{status}\"}} {b}", p.label());
+                }
+            }
+        }
+        out.push_str(&bytes);
+        let _ = writeln!(
+            out,
+            "# HELP {prefix}_http_response_head_seconds Time to the response head.\n# TYPE {prefix}_http_response_head_seconds histogram"
+        );
+        for p in PROTOCOLS {
+            self.head[proto_index(p)].render(out, &format!("{prefix}_http_response_head_seconds"), &format!("protocol=\"{}\"", p.label()));
+        }
+        let _ = writeln!(
+            out,
+            "# HELP {prefix}_http_response_seconds Time to the end of the response body.\n# TYPE {prefix}_http_response_seconds histogram"
+        );
+        for p in PROTOCOLS {
+            self.whole[proto_index(p)].render(out, &format!("{prefix}_http_response_seconds"), &format!("protocol=\"{}\"", p.label()));
+        }
+        let _ = writeln!(
+            out,
+            "# HELP {prefix}_refused_total Connections and requests refused or cut, by reason.\n# TYPE {prefix}_refused_total counter"
+        );
+        for r in Refusal::ALL {
+            let _ = writeln!(out, "{prefix}_refused_total{{reason=\"{}\"}} {}", r.label(), self.refused(r));
+        }
+        let _ = writeln!(out, "# HELP {prefix}_connections Client connections open now.\n# TYPE {prefix}_connections gauge");
+        for p in PROTOCOLS {
+            let _ = writeln!(
+                out,
+                "{prefix}_connections{{protocol=\"{}\"}} {}",
+                p.label(),
+                self.connections[proto_index(p)].load(Ordering::Relaxed)
+            );
+        }
+        let gauges = [
+            ("connections_accepted_total", "counter", "Client connections accepted.", self.accepted.load(Ordering::Relaxed) as i64),
+            (
+                "connections_closed_idle_total",
+                "counter",
+                "Connections closed after idle_timeout with nothing in hand.",
+                self.closed_idle.load(Ordering::Relaxed) as i64,
+            ),
+            ("requests_in_flight", "gauge", "Requests in hand now: arrived, response body not finished.", self.in_flight()),
+            ("tasks", "gauge", "Connection and request tasks alive now.", self.tasks()),
+            ("request_body_bytes", "gauge", "Request body bytes held in memory now.", self.body_bytes_held.load(Ordering::Relaxed)),
+        ];
+        for (name, kind, help, v) in gauges {
+            let _ = writeln!(out, "# HELP {prefix}_{name} {help}\n# TYPE {prefix}_{name} {kind}\n{prefix}_{name} {v}");
+        }
+        if let Ok(h) = tokio::runtime::Handle::try_current() {
+            let _ = writeln!(
+                out,
+                "# HELP {prefix}_runtime_tasks Tokio tasks alive in the process.\n# TYPE {prefix}_runtime_tasks gauge\n{prefix}_runtime_tasks {}",
+                h.metrics().num_alive_tasks()
+            );
+        }
+    }
+}

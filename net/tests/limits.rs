@@ -1,0 +1,502 @@
+//! Every limit of `HttpServer`, against a real server on 127.0.0.1 with real
+//! TLS and QUIC, driven by raw clients where a well-behaved client library
+//! would not misbehave (a head that stops arriving, a body that never
+//! comes, requests reset before their answer). Each test fails without
+//! the limit it is about.
+
+#![allow(clippy::unwrap_used)]
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpSocket;
+use tranzcast_net::client::H3Client;
+use tranzcast_net::{BodyLimit, HttpServer, LimitsConfig, LocalCa, Refusal, Refused, ServerOptions, ServerStats, full};
+
+/// What the test handler saw.
+#[derive(Default)]
+struct Seen {
+    /// Requests that reached the handler.
+    calls: AtomicU64,
+    /// Body bytes handed to the handler.
+    body_bytes: AtomicU64,
+    /// Handlers running now, and the most at once.
+    running: AtomicUsize,
+    most: AtomicUsize,
+}
+
+struct Running<'a>(&'a Seen);
+
+impl<'a> Running<'a> {
+    fn new(s: &'a Seen) -> Self {
+        let n = s.running.fetch_add(1, Ordering::SeqCst) + 1;
+        s.most.fetch_max(n, Ordering::SeqCst);
+        Self(s)
+    }
+}
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        self.0.running.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+struct Server {
+    server: HttpServer,
+    stats: Arc<ServerStats>,
+    seen: Arc<Seen>,
+    ca: String,
+    addr: SocketAddr,
+}
+
+/// A server whose handler answers `/slow` after 300 ms, `/hang` after a
+/// minute, `/echo` with the body's length, anything else at once; `admit`
+/// wants `authorization: ok` on `/secret` and lets `/upload` take an upload body.
+async fn start(limits: LimitsConfig) -> Server {
+    let ca = LocalCa::generate().unwrap();
+    let identity = ca.issue(&["localhost", "127.0.0.1"]).unwrap();
+    let stats = Arc::new(ServerStats::default());
+    let seen = Arc::new(Seen::default());
+    let s2 = seen.clone();
+    let handler = tranzcast_net::handler(move |req: Request<Bytes>, _cx| {
+        let seen = s2.clone();
+        async move {
+            seen.calls.fetch_add(1, Ordering::SeqCst);
+            seen.body_bytes.fetch_add(req.body().len() as u64, Ordering::SeqCst);
+            let _running = Running::new(&seen);
+            match req.uri().path() {
+                "/slow" => tokio::time::sleep(Duration::from_millis(300)).await,
+                "/hang" => tokio::time::sleep(Duration::from_secs(60)).await,
+                _ => {}
+            }
+            Response::new(full(format!("{}", req.body().len())))
+        }
+    })
+    .admit_with(|parts, _cx| match parts.uri.path() {
+        "/secret" if parts.headers.get("authorization").is_none_or(|v| v != "ok") => {
+            Err(Refused::new(StatusCode::UNAUTHORIZED, Refusal::Unauthorized, "unauthorized", "say ok"))
+        }
+        "/upload" => Ok(BodyLimit::Upload),
+        _ => Ok(BodyLimit::Small),
+    });
+    let opts = ServerOptions {
+        https: "127.0.0.1:0".parse().unwrap(),
+        plain: None,
+        identity,
+        limits,
+        drain: Duration::from_secs(1),
+        stats: stats.clone(),
+    };
+    let server = HttpServer::bind(opts, handler).await.unwrap();
+    let addr = server.https_addr;
+    Server { server, stats, seen, ca: ca.cert_pem().to_string(), addr }
+}
+
+fn limits(f: impl FnOnce(&mut LimitsConfig)) -> LimitsConfig {
+    let mut l = LimitsConfig::default();
+    f(&mut l);
+    l
+}
+
+fn dur(d: Duration) -> tranzcast_config::Duration {
+    tranzcast_config::Duration(d)
+}
+
+type Tls = tokio_rustls::client::TlsStream<tokio::net::TcpStream>;
+
+/// A TCP connection to `to` from the loopback address `from`.
+async fn tcp_from(from: &str, to: SocketAddr) -> std::io::Result<tokio::net::TcpStream> {
+    let s = TcpSocket::new_v4()?;
+    s.bind(format!("{from}:0").parse().unwrap())?;
+    s.connect(to).await
+}
+
+/// A TLS connection offering `alpn`, from `from`.
+async fn tls_from(s: &Server, from: &str, alpn: &[&[u8]]) -> std::io::Result<Tls> {
+    let cfg = tranzcast_net::tls::client_config(s.ca.as_bytes(), alpn).unwrap();
+    let c = tokio_rustls::TlsConnector::from(Arc::new(cfg));
+    let tcp = tcp_from(from, s.addr).await?;
+    c.connect(rustls::pki_types::ServerName::try_from("localhost").unwrap(), tcp).await
+}
+
+/// Reads until the peer closes or `limit` passes; true if it closed.
+async fn closed_within(io: &mut (impl AsyncReadExt + Unpin), limit: Duration) -> bool {
+    let mut buf = [0u8; 4096];
+    let deadline = Instant::now() + limit;
+    loop {
+        match tokio::time::timeout_at(deadline.into(), io.read(&mut buf)).await {
+            Err(_) => return false,
+            Ok(Ok(0)) | Ok(Err(_)) => return true,
+            Ok(Ok(_)) => {}
+        }
+    }
+}
+
+/// The status line of the answer read from `io` (the head only).
+async fn read_status(io: &mut (impl AsyncReadExt + Unpin)) -> u16 {
+    let mut head = Vec::new();
+    let mut b = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        if io.read(&mut b).await.unwrap() == 0 {
+            break;
+        }
+        head.push(b[0]);
+    }
+    let line = String::from_utf8_lossy(&head);
+    line.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0)
+}
+
+/// This process's resident memory, bytes.
+fn rss() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap();
+    statm.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap() * 4096
+}
+
+async fn eventually(secs: u64, what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_head_that_stops_arriving_is_closed_within_the_header_timeout() {
+    let s = start(limits(|l| l.header_read_timeout = dur(Duration::from_millis(500)))).await;
+    // HTTP/1.1: half a request head, then nothing.
+    let t = Instant::now();
+    let mut h1 = tls_from(&s, "127.0.0.1", &[b"http/1.1"]).await.unwrap();
+    h1.write_all(b"GET /slow HTTP/1.1\r\nHost: localhost\r\nX-Slow: ").await.unwrap();
+    assert!(closed_within(&mut h1, Duration::from_secs(3)).await, "a slowloris head was not cut");
+    let took = t.elapsed();
+    assert!(took >= Duration::from_millis(400) && took < Duration::from_millis(2500), "cut after {took:?}");
+    // HTTP/2: the preface and nothing more (no request ever completes).
+    let mut h2 = tls_from(&s, "127.0.0.1", &[b"h2"]).await.unwrap();
+    h2.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").await.unwrap();
+    assert!(closed_within(&mut h2, Duration::from_secs(3)).await, "a silent HTTP/2 connection was not cut");
+    // A TCP connection that never starts its TLS handshake.
+    let mut raw = tcp_from("127.0.0.1", s.addr).await.unwrap();
+    raw.write_all(b"\x16\x03\x01").await.unwrap();
+    assert!(closed_within(&mut raw, Duration::from_secs(3)).await, "a stalled handshake was not cut");
+    assert!(s.stats.refused(Refusal::HeaderTimeout) >= 2, "{}", s.stats.refused(Refusal::HeaderTimeout));
+    assert!(s.stats.refused(Refusal::Handshake) >= 1);
+    assert_eq!(s.seen.calls.load(Ordering::SeqCst), 0);
+    eventually(5, "connections to be gone", || s.stats.connections() == 0 && s.stats.tasks() == 0).await;
+    s.server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_close_after_the_idle_timeout_on_every_protocol() {
+    let s = start(limits(|l| l.idle_timeout = dur(Duration::from_millis(800)))).await;
+    let url = format!("https://localhost:{}/", s.addr.port());
+    let h2 = tranzcast_net::client::https(s.ca.as_bytes()).unwrap();
+    assert_eq!(h2.get(&url).send().await.unwrap().status(), 200);
+    let h3 = H3Client::connect(s.addr, "localhost", s.ca.as_bytes()).await.unwrap();
+    let r = h3.request(Request::get(&url).body(Bytes::new()).unwrap()).await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(s.stats.connections(), 2);
+    // Nothing more asked: both closed by the server within about the idle time.
+    let t = Instant::now();
+    eventually(5, "idle connections to close", || s.stats.connections() == 0).await;
+    assert!(t.elapsed() >= Duration::from_millis(500), "closed after {:?}, before the idle timeout", t.elapsed());
+    // The server still answers new connections (and the client library reconnects).
+    assert_eq!(h2.get(&url).send().await.unwrap().status(), 200);
+    s.server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_heads_get_431_on_every_protocol() {
+    let s = start(limits(|l| {
+        l.max_header_bytes = tranzcast_config::ByteSize(4 << 10);
+        l.max_headers = 20;
+    }))
+    .await;
+    let url = format!("https://localhost:{}/", s.addr.port());
+    let big = "x".repeat(8 << 10);
+    let h1 = tranzcast_net::client::https_h1(s.ca.as_bytes()).unwrap();
+    let h2 = tranzcast_net::client::https(s.ca.as_bytes()).unwrap();
+    for c in [&h1, &h2] {
+        assert_eq!(c.get(&url).header("x-big", &big).send().await.unwrap().status(), 431);
+        let mut r = c.get(&url);
+        for i in 0..30 {
+            r = r.header(format!("x-{i}"), "1");
+        }
+        assert_eq!(r.send().await.unwrap().status(), 431, "too many headers");
+        assert_eq!(c.get(&url).send().await.unwrap().status(), 200, "a normal request still works");
+    }
+    let h3 = H3Client::connect(s.addr, "localhost", s.ca.as_bytes()).await.unwrap();
+    // The server's SETTINGS carry its cap: a conforming client refuses to send
+    // the head at all; one that sends it anyway gets 431.
+    match h3.request(Request::get(&url).header("x-big", &big).body(Bytes::new()).unwrap()).await {
+        Ok(r) => assert_eq!(r.status(), 431),
+        Err(e) => assert!(e.to_string().contains("max size: 4096"), "{e}"),
+    }
+    let mut b = Request::get(&url);
+    for i in 0..30 {
+        b = b.header(format!("x-{i}"), "1");
+    }
+    assert_eq!(h3.request(b.body(Bytes::new()).unwrap()).await.unwrap().status(), 431);
+    assert!(s.stats.refused(Refusal::TooManyHeaders) >= 2, "h2 and h3 counted by us");
+    s.server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_over_the_cap_gets_413_before_it_is_read_and_credentials_come_first() {
+    let s = start(limits(|l| {
+        l.max_body = tranzcast_config::ByteSize(64 << 10);
+        l.max_upload_body = tranzcast_config::ByteSize(2 << 20);
+    }))
+    .await;
+    // 10 MiB declared, not one byte sent: the answer comes anyway.
+    for (path, want) in [("/echo", 413), ("/secret", 401), ("/upload", 413)] {
+        let mut c = tls_from(&s, "127.0.0.1", &[b"http/1.1"]).await.unwrap();
+        let head = format!("POST {path} HTTP/1.1\r\nHost: localhost\r\nContent-Length: {}\r\n\r\n", 10 << 20);
+        c.write_all(head.as_bytes()).await.unwrap();
+        let t = Instant::now();
+        let got = tokio::time::timeout(Duration::from_secs(2), read_status(&mut c)).await.expect("no answer without the body");
+        assert_eq!(got, want, "{path}");
+        assert!(t.elapsed() < Duration::from_secs(1));
+    }
+    // A chunked body (no length) is cut at the cap.
+    let mut c = tls_from(&s, "127.0.0.1", &[b"http/1.1"]).await.unwrap();
+    c.write_all(b"POST /echo HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\n").await.unwrap();
+    let chunk = format!("{:x}\r\n{}\r\n", 16 << 10, "y".repeat(16 << 10));
+    let writer = async {
+        for _ in 0..64 {
+            if c.write_all(chunk.as_bytes()).await.is_err() {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(5), writer).await;
+    // HTTP/2 and HTTP/3, with a declared length.
+    let url = format!("https://localhost:{}/echo", s.addr.port());
+    let h2 = tranzcast_net::client::https(s.ca.as_bytes()).unwrap();
+    assert_eq!(h2.post(&url).body(vec![0u8; 10 << 20]).send().await.unwrap().status(), 413);
+    let h3 = H3Client::connect(s.addr, "localhost", s.ca.as_bytes()).await.unwrap();
+    // (The head alone: the answer comes before any body would be read.)
+    let req = Request::post(&url).header("content-length", (10 << 20).to_string()).body(Bytes::new()).unwrap();
+    assert_eq!(h3.request(req).await.unwrap().status(), 413);
+    assert_eq!(s.seen.calls.load(Ordering::SeqCst), 0, "no oversized or unauthorised request reached the handler");
+    // Within the caps, bodies arrive whole: an upload route takes 1 MiB, a small one 60 KB.
+    let up = format!("https://localhost:{}/upload", s.addr.port());
+    assert_eq!(h2.post(&up).body(vec![1u8; 1 << 20]).send().await.unwrap().text().await.unwrap(), (1 << 20).to_string());
+    assert_eq!(h2.post(&url).body(vec![1u8; 60_000]).send().await.unwrap().text().await.unwrap(), "60000");
+    assert!(s.stats.refused(Refusal::BodyTooLarge) >= 5, "{}", s.stats.refused(Refusal::BodyTooLarge));
+    assert_eq!(s.stats.refused(Refusal::Unauthorized), 1);
+    s.server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_slower_than_the_minimum_rate_gets_408_and_body_memory_is_bounded() {
+    let s = start(limits(|l| {
+        l.header_read_timeout = dur(Duration::from_millis(300));
+        l.body_min_rate = tranzcast_config::ByteSize(64 << 10);
+        l.max_upload_body = tranzcast_config::ByteSize(1 << 20);
+        l.max_body_memory = tranzcast_config::ByteSize(1 << 20);
+    }))
+    .await;
+    // 60,000 bytes at 64 KiB/s: due within 0.3 + 0.9 s; a byte every 100 ms is far too slow.
+    let mut c = tls_from(&s, "127.0.0.1", &[b"http/1.1"]).await.unwrap();
+    c.write_all(b"POST /echo HTTP/1.1\r\nHost: localhost\r\nContent-Length: 60000\r\n\r\n").await.unwrap();
+    let t = Instant::now();
+    let (mut r, mut w) = tokio::io::split(c);
+    let drip = tokio::spawn(async move {
+        for _ in 0..100 {
+            if w.write_all(b"z").await.is_err() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+    assert_eq!(tokio::time::timeout(Duration::from_secs(5), read_status(&mut r)).await.unwrap(), 408);
+    assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
+    drip.abort();
+    // An upload holding 800 KB of the 1 MiB of body memory: a second one is refused with 503.
+    let mut a = tls_from(&s, "127.0.0.1", &[b"http/1.1"]).await.unwrap();
+    a.write_all(b"POST /upload HTTP/1.1\r\nHost: localhost\r\nContent-Length: 800000\r\n\r\nabc").await.unwrap();
+    eventually(5, "the first upload to hold its memory", || s.stats.refused(Refusal::BodyMemory) == 0 && s.stats.in_flight() == 1).await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let mut b = tls_from(&s, "127.0.0.1", &[b"http/1.1"]).await.unwrap();
+    b.write_all(b"POST /upload HTTP/1.1\r\nHost: localhost\r\nContent-Length: 800000\r\n\r\n").await.unwrap();
+    assert_eq!(tokio::time::timeout(Duration::from_secs(2), read_status(&mut b)).await.unwrap(), 503);
+    assert_eq!(s.stats.refused(Refusal::BodyMemory), 1);
+    drop(a);
+    eventually(5, "the held memory to be given back", || s.stats.in_flight() == 0).await;
+    s.server.shutdown().await;
+}
+
+/// An HTTP/2 connection of the `h2` crate over TLS.
+async fn h2_client(s: &Server) -> (h2::client::SendRequest<Bytes>, tokio::task::JoinHandle<()>) {
+    let tls = tls_from(s, "127.0.0.1", &[b"h2"]).await.unwrap();
+    let (send, conn) = h2::client::handshake(tls).await.unwrap();
+    let driver = tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    (send, driver)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_reset_before_their_answer_give_their_place_back_and_a_reset_flood_closes_the_connection() {
+    let s = start(limits(|l| {
+        l.max_cancelled_requests = 100;
+        l.h2_max_concurrent_streams = 32;
+    }))
+    .await;
+    let url = format!("https://localhost:{}/hang", s.addr.port());
+    // Six connections each reset 90 slow requests (within their budget):
+    // 540 requests that never get an answer.
+    let mut conns = Vec::new();
+    for _ in 0..6 {
+        conns.push(h2_client(&s).await);
+    }
+    assert_eq!(conns[0].0.current_max_send_streams(), 32, "the server's SETTINGS carry its stream limit");
+    for (send, _) in &mut conns {
+        for _ in 0..90 {
+            let mut send = send.clone().ready().await.unwrap();
+            let (resp, mut stream) = send.send_request(Request::get(&url).body(()).unwrap(), true).unwrap();
+            // Long enough for the server to start the handler, then cancel.
+            tokio::time::sleep(Duration::from_millis(1)).await;
+            stream.send_reset(h2::Reason::CANCEL);
+            drop(resp);
+        }
+    }
+    eventually(10, "every reset request to give back its place", || s.stats.in_flight() == 0).await;
+    assert!(s.seen.calls.load(Ordering::SeqCst) > 100, "the handlers did start");
+    assert_eq!(s.stats.refused(Refusal::CancelFlood), 0, "within budget: no connection closed");
+    // One connection resetting far more than its budget is closed.
+    let (send, driver) = h2_client(&s).await;
+    let mut closed = false;
+    for _ in 0..1000 {
+        let Ok(mut ready) = send.clone().ready().await else {
+            closed = true;
+            break;
+        };
+        match ready.send_request(Request::get(&url).body(()).unwrap(), true) {
+            Ok((_resp, mut stream)) => {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+                stream.send_reset(h2::Reason::CANCEL);
+            }
+            Err(_) => {
+                closed = true;
+                break;
+            }
+        }
+    }
+    assert!(closed || driver.is_finished(), "the flooding connection was not closed");
+    assert_eq!(s.stats.refused(Refusal::CancelFlood), 1);
+    eventually(10, "in-flight back to 0", || s.stats.in_flight() == 0).await;
+    // And the server answers everyone else normally.
+    let ok = format!("https://localhost:{}/", s.addr.port());
+    assert_eq!(tranzcast_net::client::https(s.ca.as_bytes()).unwrap().get(&ok).send().await.unwrap().status(), 200);
+    s.server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_past_the_cap_are_shed_with_503_and_health_still_answers() {
+    let s = start(limits(|l| l.max_concurrent_requests = 4)).await;
+    let base = format!("https://localhost:{}", s.addr.port());
+    let c = tranzcast_net::client::https(s.ca.as_bytes()).unwrap();
+    let slow: Vec<_> = (0..4).map(|_| tokio::spawn(c.get(format!("{base}/hang")).send())).collect();
+    eventually(5, "four requests in hand", || s.stats.in_flight() == 4).await;
+    let r = c.get(format!("{base}/")).send().await.unwrap();
+    assert_eq!(r.status(), 503);
+    assert_eq!(r.headers()["retry-after"], "1");
+    assert_eq!(c.get(format!("{base}/healthz")).send().await.unwrap().status(), 200);
+    assert_eq!(s.stats.refused(Refusal::Overloaded), 1);
+    for t in slow {
+        t.abort();
+    }
+    eventually(5, "places to come back", || s.stats.in_flight() == 0).await;
+    assert_eq!(c.get(format!("{base}/")).send().await.unwrap().status(), 200);
+    s.server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_past_the_caps_are_closed_or_refused() {
+    let s = start(limits(|l| {
+        l.max_connections = 6;
+        l.max_connections_per_ip = 4;
+    }))
+    .await;
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        held.push(tls_from(&s, "127.0.0.1", &[b"http/1.1"]).await.unwrap());
+    }
+    // A fifth from the same address: closed at once (the handshake fails).
+    assert!(tls_from(&s, "127.0.0.1", &[b"http/1.1"]).await.is_err(), "a fifth connection from one address was served");
+    // QUIC from the same address: refused too.
+    assert!(H3Client::connect(s.addr, "localhost", s.ca.as_bytes()).await.is_err(), "an h3 connection past the cap was served");
+    // Other addresses have their own share, up to the total.
+    held.push(tls_from(&s, "127.0.0.2", &[b"http/1.1"]).await.unwrap());
+    held.push(tls_from(&s, "127.0.0.2", &[b"http/1.1"]).await.unwrap());
+    assert!(tls_from(&s, "127.0.0.3", &[b"http/1.1"]).await.is_err(), "a connection past the total was served");
+    assert_eq!(s.stats.refused(Refusal::ConnectionsPerAddress), 2);
+    assert_eq!(s.stats.refused(Refusal::ConnectionsTotal), 1);
+    // Closing gives the slots back.
+    held.clear();
+    eventually(5, "slots to come back", || s.stats.connections() == 0).await;
+    assert!(tls_from(&s, "127.0.0.1", &[b"http/1.1"]).await.is_ok());
+    s.server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_h3_connection_runs_at_most_its_stream_limit_at_once() {
+    let s = start(limits(|l| l.h3_max_concurrent_streams = 16)).await;
+    let h3 = H3Client::connect(s.addr, "localhost", s.ca.as_bytes()).await.unwrap();
+    let url = format!("https://localhost:{}/slow", s.addr.port());
+    let all = (0..64).map(|_| h3.request(Request::get(&url).body(Bytes::new()).unwrap()));
+    let answers = futures_util::future::join_all(all).await;
+    assert!(answers.iter().all(|r| r.as_ref().is_ok_and(|r| r.status() == 200)));
+    let most = s.seen.most.load(Ordering::SeqCst);
+    assert!((8..=16).contains(&most), "{most} handlers at once on one connection");
+    s.server.shutdown().await;
+}
+
+/// One long-lived HTTP/3 connection sending 100,000 cheap requests: every
+/// finished request task is freed as it finishes, so the server's task
+/// count (and the runtime's) ends where it began.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_h3_connection_with_100000_requests_leaves_the_task_count_flat() {
+    let s = start(LimitsConfig::default()).await;
+    let h3 = H3Client::connect(s.addr, "localhost", s.ca.as_bytes()).await.unwrap();
+    let url = format!("https://localhost:{}/", s.addr.port());
+    let one = || h3.request(Request::get(&url).body(Bytes::new()).unwrap());
+    use futures_util::StreamExt;
+    // Warm up (allocator arenas, buffers), then measure from here.
+    let warm = futures_util::stream::iter(0..2_000).map(|_| one()).buffer_unordered(64).count().await;
+    assert_eq!(warm, 2_000);
+    let rss_before = rss();
+    let rt = tokio::runtime::Handle::current().metrics();
+    let (tasks_before, alive_before) = (s.stats.tasks(), rt.num_alive_tasks());
+    let most = Arc::new(AtomicUsize::new(0));
+    let (stats, m2) = (s.stats.clone(), most.clone());
+    let sampler = tokio::spawn(async move {
+        loop {
+            m2.fetch_max(stats.tasks() as usize, Ordering::Relaxed);
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    });
+    let done = futures_util::stream::iter(0..100_000)
+        .map(|_| one())
+        .buffer_unordered(64)
+        .fold(0u32, |n, r| async move { n + u32::from(r.is_ok_and(|r| r.status() == 200)) })
+        .await;
+    sampler.abort();
+    assert_eq!(done, 100_000);
+    eventually(5, "request tasks to end", || s.stats.tasks() <= tasks_before).await;
+    let peak = most.load(Ordering::Relaxed);
+    assert!(peak <= 64 + 8, "{peak} server tasks at once for 64 requests in flight");
+    let alive_after = tokio::runtime::Handle::current().metrics().num_alive_tasks();
+    assert!(alive_after <= alive_before + 4, "runtime tasks {alive_before} -> {alive_after}");
+    // Finished tasks kept until the connection ends would hold their memory:
+    // some kilobytes each, hundreds of megabytes for 100,000.
+    let grown = rss().saturating_sub(rss_before);
+    assert!(grown < 48 << 20, "resident memory grew {} MiB over 100,000 requests", grown >> 20);
+    s.server.shutdown().await;
+}
