@@ -277,6 +277,20 @@ pub struct LimitsConfig {
     pub max_connections: u32,
     /// Open connections from one client address (IPv6: one /64).
     pub max_connections_per_ip: u32,
+    /// New connections one client address may open per second (bursts of
+    /// twice that); more are closed at once, before any TLS work. An address
+    /// whose connection was closed for a cancel flood may open none for
+    /// `abuse_penalty`.
+    pub connection_rate_per_ip: u32,
+    /// How long an address caught abusing is refused new connections: a
+    /// cancel flood, or more than `abuse_strikes` connections that ended
+    /// without a request.
+    pub abuse_penalty: Duration,
+    /// Connections from one address that may end without a request (a
+    /// handshake that failed or stalled, no head within
+    /// `header_read_timeout`) in a burst, refilled one a second, before the
+    /// address serves `abuse_penalty`.
+    pub abuse_strikes: u32,
     /// Time from a new connection to its first complete request head (TLS
     /// handshake included), and for every later head once its first byte arrived.
     pub header_read_timeout: Duration,
@@ -319,6 +333,9 @@ impl Default for LimitsConfig {
             request_timeout: Duration::secs(30),
             max_connections: 16384,
             max_connections_per_ip: 256,
+            connection_rate_per_ip: 20,
+            abuse_penalty: Duration::secs(10),
+            abuse_strikes: 32,
             header_read_timeout: Duration::secs(10),
             idle_timeout: Duration::secs(60),
             max_header_bytes: ByteSize(16 << 10),
@@ -342,6 +359,8 @@ impl LimitsConfig {
             ("limits.max_concurrent_requests", self.max_concurrent_requests),
             ("limits.max_connections", self.max_connections),
             ("limits.max_connections_per_ip", self.max_connections_per_ip),
+            ("limits.connection_rate_per_ip", self.connection_rate_per_ip),
+            ("limits.abuse_strikes", self.abuse_strikes),
             ("limits.max_headers", self.max_headers),
             ("limits.h2_max_concurrent_streams", self.h2_max_concurrent_streams),
             ("limits.h3_max_concurrent_streams", self.h3_max_concurrent_streams),
@@ -409,7 +428,7 @@ pub struct RateConfig {
 
 impl Default for RateConfig {
     fn default() -> Self {
-        Self { play_per_s: 10, play_burst: 30, storefront_per_s: 1000, storefront_burst: 2000, max_addresses: 100_000 }
+        Self { play_per_s: 20, play_burst: 100, storefront_per_s: 1000, storefront_burst: 2000, max_addresses: 100_000 }
     }
 }
 

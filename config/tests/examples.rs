@@ -103,6 +103,31 @@ fn unknown_keys_and_bad_values_name_file_key_and_reason() {
             "tls.key",
             "needs its key",
         ),
+        (
+            "storefront_token = \"0123456789abcdef\"\ncluster_token = \"fedcba9876543210\"\n[limits]\nmax_connections = 10\nmax_connections_per_ip = 20\n",
+            "limits.max_connections_per_ip",
+            "must not exceed",
+        ),
+        (
+            "storefront_token = \"0123456789abcdef\"\ncluster_token = \"fedcba9876543210\"\n[limits]\nmax_ranges = 100\n",
+            "limits.max_ranges",
+            "at most 64",
+        ),
+        (
+            "storefront_token = \"0123456789abcdef\"\ncluster_token = \"fedcba9876543210\"\n[limits]\nheader_read_timeout = \"1ms\"\n",
+            "limits.header_read_timeout",
+            "at least 10ms",
+        ),
+        (
+            "storefront_token = \"0123456789abcdef\"\ncluster_token = \"fedcba9876543210\"\n[limits]\nmax_upload_body = \"1KiB\"\n",
+            "limits.max_upload_body",
+            "at least limits.max_body",
+        ),
+        (
+            "storefront_token = \"0123456789abcdef\"\ncluster_token = \"fedcba9876543210\"\n[rate]\nplay_per_s = 0\n",
+            "rate.play_per_s",
+            "at least 1",
+        ),
     ];
     for (text, key, reason) in cases {
         let p = write(&dir, text);

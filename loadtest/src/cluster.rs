@@ -84,6 +84,7 @@ fn edge_config(
         "heartbeat=500ms".to_string(),
         // The whole crowd connects from 127.0.0.1: one address, thousands of clients.
         "limits.max_connections_per_ip=16384".to_string(),
+        "limits.connection_rate_per_ip=100000".to_string(),
     ];
     if role != "peer" {
         sets.push(format!("cluster_token={cluster_token}"));
@@ -122,6 +123,7 @@ impl LocalCluster {
             "rate.play_per_s=1000000".into(),
             "rate.play_burst=1000000".into(),
             "limits.max_connections_per_ip=16384".into(),
+            "limits.connection_rate_per_ip=100000".into(),
         ];
         if shape.precast {
             // Pre-cast now: a window around the current minute.

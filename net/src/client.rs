@@ -17,6 +17,9 @@ pub fn https(ca_pem: &[u8]) -> Result<reqwest::Client, NetError> {
         .tls_backend_preconfigured(cfg)
         .connect_timeout(Duration::from_secs(5))
         .pool_max_idle_per_host(64)
+        // Below every server's idle timeout (60 s by default): a pooled
+        // connection is dropped here before the server closes it under a request.
+        .pool_idle_timeout(Duration::from_secs(30))
         .build()
         .map_err(|e| NetError::Http(e.to_string()))
 }
@@ -28,6 +31,7 @@ pub fn https_h1(ca_pem: &[u8]) -> Result<reqwest::Client, NetError> {
         .tls_backend_preconfigured(cfg)
         .http1_only()
         .connect_timeout(Duration::from_secs(5))
+        .pool_idle_timeout(Duration::from_secs(30))
         .build()
         .map_err(|e| NetError::Http(e.to_string()))
 }

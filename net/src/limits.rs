@@ -199,6 +199,17 @@ impl RateLimiter {
         bucket.take(self.per_s, self.burst, now)
     }
 
+    /// Empties `key`'s bucket and puts it `secs` seconds in debt: no request
+    /// (or connection) from it is allowed for that long. For addresses caught abusing.
+    pub fn penalize(&mut self, key: ClientKey, secs: f64, now: Instant) {
+        let debt = -(self.per_s * secs.max(0.0));
+        if self.current.len() >= self.half && !self.current.contains_key(&key) {
+            self.previous = std::mem::take(&mut self.current);
+        }
+        self.previous.remove(&key);
+        self.current.insert(key, Bucket { tokens: debt, at: now });
+    }
+
     /// Addresses tracked now (both generations).
     pub fn tracked(&self) -> usize {
         self.current.len() + self.previous.len()
@@ -277,6 +288,19 @@ mod tests {
         assert!(wait > Duration::ZERO && wait <= Duration::from_millis(100), "{wait:?}");
         assert!(r.check(v4("10.0.0.2"), t0).is_ok(), "another address has its own bucket");
         assert!(r.check(a, t0 + Duration::from_millis(100)).is_ok(), "a token back after 1/rate");
+    }
+
+    #[test]
+    fn a_penalized_address_waits_out_its_penalty() {
+        let t0 = Instant::now();
+        let mut r = RateLimiter::new(10, 20, 1000);
+        let (a, b) = (v4("10.0.0.1"), v4("10.0.0.2"));
+        r.penalize(a, 5.0, t0);
+        let wait = r.check(a, t0).unwrap_err();
+        assert!(wait >= Duration::from_secs(5), "{wait:?}");
+        assert!(r.check(a, t0 + Duration::from_secs(4)).is_err());
+        assert!(r.check(a, t0 + Duration::from_millis(5100)).is_ok(), "allowed again after the penalty");
+        assert!(r.check(b, t0).is_ok(), "other addresses are not penalized");
     }
 
     #[test]

@@ -47,7 +47,7 @@ use tokio::task::JoinSet;
 use tranzcast_config::LimitsConfig;
 
 use crate::coalesce::WriteCoalescer;
-use crate::limits::{CancelBudget, ClientKey, ConnectionRefusal, ConnectionTable, body_deadline};
+use crate::limits::{CancelBudget, ClientKey, ConnectionRefusal, ConnectionTable, RateLimiter, body_deadline};
 use crate::stats::{Refusal, ServerStats};
 use crate::tls::ALPN_H3;
 use crate::{NetError, TlsIdentity};
@@ -296,11 +296,15 @@ impl HttpServer {
             _ => limits.max_connections,
         };
         let shared = Arc::new(Shared::new(handler, limits, opts.stats.clone(), https_addr.port()));
-        let slots = Arc::new(Mutex::new(ConnectionTable::new(max_connections, limits.max_connections_per_ip.min(max_connections))));
+        let slots = Arc::new(Slots {
+            table: Mutex::new(ConnectionTable::new(max_connections, limits.max_connections_per_ip.min(max_connections))),
+            rate: Mutex::new(RateLimiter::new(limits.connection_rate_per_ip, limits.connection_rate_per_ip.saturating_mul(2), 100_000)),
+            strikes: Mutex::new(RateLimiter::new(1, limits.abuse_strikes, 100_000)),
+            penalty: limits.abuse_penalty.0,
+        });
         let mut accepts = JoinSet::new();
         let tls_cfg = Arc::new(opts.identity.server_config(&[b"h2", b"http/1.1"])?);
-        let acceptor = tokio_rustls::TlsAcceptor::from(tls_cfg);
-        accepts.spawn(accept_tcp(tcp, Some(acceptor), shared.clone(), slots.clone(), stop_rx.clone(), stops.clone()));
+        accepts.spawn(accept_tcp(tcp, Some(tls_cfg), shared.clone(), slots.clone(), stop_rx.clone(), stops.clone()));
         let plain_addr = match opts.plain {
             Some(a) => {
                 let l = TcpListener::bind(a).await.map_err(NetError::io(format!("bind tcp {a}")))?;
@@ -368,6 +372,8 @@ struct Shared {
     h1: hyper::server::conn::http1::Builder,
     h2: hyper::server::conn::http2::Builder<TokioExecutor>,
     h3: h3::server::Builder,
+    /// Handshake steps that may be runnable at once (see [`tls_handshake`]).
+    handshakes: Semaphore,
 }
 
 impl Shared {
@@ -392,22 +398,62 @@ impl Shared {
             h1,
             h2,
             h3,
+            handshakes: Semaphore::new(std::thread::available_parallelism().map_or(2, |n| n.get())),
         }
     }
 }
 
 // ---------------------------------------------------------------- guards
 
+/// The server's connection slots (total and per address) and the rate at
+/// which each address may open connections.
+struct Slots {
+    table: Mutex<ConnectionTable>,
+    rate: Mutex<RateLimiter>,
+    /// Connections that ended without a request, per address.
+    strikes: Mutex<RateLimiter>,
+    penalty: Duration,
+}
+
+impl Slots {
+    fn open_count(&self) -> u32 {
+        self.table.lock().map(|t| t.open_count()).unwrap_or(u32::MAX)
+    }
+
+    /// Refuses new connections from `key` for the abuse penalty.
+    fn penalize(&self, key: ClientKey) {
+        if let Ok(mut r) = self.rate.lock() {
+            r.penalize(key, self.penalty.as_secs_f64(), Instant::now());
+        }
+    }
+
+    /// A connection from `key` ended without a request (a handshake that
+    /// failed or stalled, no head in time): past its strikes, the address
+    /// serves the abuse penalty (a slowloris or an idle flood that keeps
+    /// reconnecting would otherwise cost a handshake per connection forever).
+    fn strike(&self, key: ClientKey, stats: &ServerStats) {
+        let out = self.strikes.lock().map(|mut s| s.check(key, Instant::now()).is_err()).unwrap_or(false);
+        if out {
+            stats.penalties.fetch_add(1, Ordering::Relaxed);
+            self.penalize(key);
+        }
+    }
+}
+
 /// A connection slot, given back when the connection ends.
 struct ConnPermit {
-    slots: Arc<Mutex<ConnectionTable>>,
+    slots: Arc<Slots>,
     key: ClientKey,
 }
 
 impl ConnPermit {
-    fn take(slots: &Arc<Mutex<ConnectionTable>>, peer: SocketAddr) -> Result<Self, Refusal> {
+    /// Checked before any TLS or QUIC work: the address's rate, then a slot.
+    fn take(slots: &Arc<Slots>, peer: SocketAddr) -> Result<Self, Refusal> {
         let key = ClientKey::of(peer.ip());
-        let mut t = slots.lock().unwrap_or_else(|p| p.into_inner());
+        if slots.rate.lock().map(|mut r| r.check(key, Instant::now()).is_err()).unwrap_or(false) {
+            return Err(Refusal::ConnectionRate);
+        }
+        let mut t = slots.table.lock().unwrap_or_else(|p| p.into_inner());
         match t.open(key) {
             Ok(()) => Ok(Self { slots: slots.clone(), key }),
             Err(ConnectionRefusal::Total) => Err(Refusal::ConnectionsTotal),
@@ -418,7 +464,7 @@ impl ConnPermit {
 
 impl Drop for ConnPermit {
     fn drop(&mut self) {
-        self.slots.lock().unwrap_or_else(|p| p.into_inner()).close(self.key);
+        self.slots.table.lock().unwrap_or_else(|p| p.into_inner()).close(self.key);
     }
 }
 
@@ -733,13 +779,20 @@ impl ChunkSource for Incoming {
 
 type H3Stream = h3::server::RequestStream<h3_quinn::BidiStream<Bytes>, Bytes>;
 
-struct H3Body<'a>(&'a mut H3Stream);
+/// An h3 request's body, and whether it was read to its end.
+struct H3Body<'a> {
+    stream: &'a mut H3Stream,
+    ended: bool,
+}
 
 impl ChunkSource for H3Body<'_> {
     async fn next_chunk(&mut self) -> Option<Result<Bytes, String>> {
-        match self.0.recv_data().await {
+        match self.stream.recv_data().await {
             Ok(Some(mut chunk)) => Some(Ok(chunk.copy_to_bytes(chunk.remaining()))),
-            Ok(None) => None,
+            Ok(None) => {
+                self.ended = true;
+                None
+            }
             Err(e) => Some(Err(e.to_string())),
         }
     }
@@ -793,7 +846,7 @@ async fn process(
     shared: &Shared,
     conn: &Arc<ConnState>,
     mut parts: http::request::Parts,
-    mut body: impl ChunkSource,
+    body: &mut impl ChunkSource,
     cx: RequestContext,
     active: Option<Active>,
 ) -> (Response<Body>, InFlight) {
@@ -852,7 +905,7 @@ async fn process(
     } else {
         let deadline = body_deadline(declared.unwrap_or(cap), limits.header_read_timeout.0, limits.body_min_rate.0);
         let mut hold = BodyHold::default();
-        let read = tokio::time::timeout(deadline, read_body(&mut body, cap, declared, shared, &mut hold)).await;
+        let read = tokio::time::timeout(deadline, read_body(body, cap, declared, shared, &mut hold)).await;
         guard._body = hold;
         match read {
             Ok(Ok(b)) => b,
@@ -903,9 +956,9 @@ async fn process(
 
 async fn accept_tcp(
     listener: TcpListener,
-    tls: Option<tokio_rustls::TlsAcceptor>,
+    tls: Option<Arc<rustls::ServerConfig>>,
     shared: Arc<Shared>,
-    slots: Arc<Mutex<ConnectionTable>>,
+    slots: Arc<Slots>,
     mut stop: watch::Receiver<bool>,
     stops: Stops,
 ) {
@@ -931,6 +984,8 @@ async fn accept_tcp(
             Err(why) => {
                 shared.stats.refuse(why);
                 drop(sock);
+                // A turn each, as for the connections taken.
+                tokio::task::yield_now().await;
                 continue;
             }
         };
@@ -938,11 +993,14 @@ async fn accept_tcp(
         let _ = socket2::SockRef::from(&sock).set_tcp_notsent_lowat(NOTSENT_LOWAT);
         let (shared2, tls, stop, stops) = (shared.clone(), tls.clone(), stop.clone(), stops.clone());
         TaskGuard::spawn(&shared.stats, async move {
-            let _permit = permit;
-            if stops.run(serve_tcp(sock, peer, tls, shared2, stop)).await.is_none() {
+            if stops.run(serve_tcp(sock, peer, tls, shared2, stop, &permit)).await.is_none() {
                 tracing::debug!(%peer, "connection cut (kill)");
             }
         });
+        // One new connection per turn of the scheduler: a burst of thousands
+        // queues in the kernel's backlog, not ahead of the requests of the
+        // connections already served (an idle server still accepts at once).
+        tokio::task::yield_now().await;
     }
 }
 
@@ -956,49 +1014,116 @@ const NOTSENT_LOWAT: u32 = 128 << 10;
 async fn serve_tcp(
     sock: TcpStream,
     peer: SocketAddr,
-    tls: Option<tokio_rustls::TlsAcceptor>,
+    tls: Option<Arc<rustls::ServerConfig>>,
     shared: Arc<Shared>,
     mut stop: watch::Receiver<bool>,
+    permit: &ConnPermit,
 ) {
     let conn = ConnState::new(&shared.limits);
     let mut dog = Box::pin(watchdog(conn.clone(), shared.limits));
     let stats = &shared.stats;
-    let (stream, protocol) = match tls {
+    let (mut stream, protocol) = match tls {
         None => {
             let _gauge = ConnGauge::new(stats, Protocol::Plain);
+            if !first_bytes(&sock, &mut dog, &mut stop, stats, permit).await {
+                return;
+            }
             let cx = RequestContext { peer, protocol: Protocol::Plain };
             let c = shared.h1.serve_connection(TokioIo::new(sock), service(&shared, &conn, cx));
-            return drive(c, &conn, dog, &mut stop, stats).await;
+            return Box::pin(drive(c, &conn, dog, &mut stop, stats, permit)).await;
         }
-        Some(acceptor) => {
+        Some(cfg) => {
             // The handshake counts against the header deadline (the watchdog's first one).
-            tokio::select! {
-                r = acceptor.accept(sock) => match r {
-                    Ok(s) => {
-                        let p = if s.get_ref().1.alpn_protocol() == Some(b"h2") { Protocol::H2 } else { Protocol::H1 };
-                        (s, p)
-                    }
-                    Err(e) => {
-                        tracing::debug!(%peer, error = %e, "tls handshake failed");
-                        stats.refuse(Refusal::Handshake);
-                        return;
-                    }
-                },
-                _ = &mut dog => { stats.refuse(Refusal::Handshake); return }
+            let handshake = tokio::select! {
+                r = Box::pin(tls_handshake(sock, cfg, &shared.handshakes)) => Some(r),
+                _ = &mut dog => None,
                 _ = stop.changed() => return,
+            };
+            match handshake {
+                Some(Ok(s)) => {
+                    let p = if s.get_ref().1.alpn_protocol() == Some(b"h2") { Protocol::H2 } else { Protocol::H1 };
+                    (s, p)
+                }
+                Some(Err(e)) => {
+                    tracing::debug!(%peer, error = %e, "tls handshake failed");
+                    stats.refuse(Refusal::Handshake);
+                    permit.slots.strike(permit.key, stats);
+                    return;
+                }
+                None => {
+                    stats.refuse(Refusal::Handshake);
+                    permit.slots.strike(permit.key, stats);
+                    return;
+                }
             }
         }
     };
     let _gauge = ConnGauge::new(stats, protocol);
+    // Nothing more is built (hyper's connection, its buffers, HTTP/2's
+    // tables) until the client sends its first bytes: a connection that
+    // never asks anything costs its TLS state only. Bytes that came with the
+    // handshake's last flight are already decrypted and waiting.
+    // (The hyper connection below is boxed for the same reason: the task of
+    // an idle connection is not sized for a connection that is serving.)
+    let waiting = stream.get_mut().1.process_new_packets().map(|s| s.plaintext_bytes_to_read()).unwrap_or(1);
+    if waiting == 0 && !first_bytes(stream.get_ref().0, &mut dog, &mut stop, stats, permit).await {
+        return;
+    }
     let cx = RequestContext { peer, protocol };
     if protocol == Protocol::H2 {
         // h2 writes and flushes each frame alone (see coalesce.rs).
         let c = shared.h2.serve_connection(TokioIo::new(WriteCoalescer::new(stream)), service(&shared, &conn, cx));
-        drive(c, &conn, dog, &mut stop, stats).await
+        Box::pin(drive(c, &conn, dog, &mut stop, stats, permit)).await
     } else {
         let c = shared.h1.serve_connection(TokioIo::new(stream), service(&shared, &conn, cx));
-        drive(c, &conn, dog, &mut stop, stats).await
+        Box::pin(drive(c, &conn, dog, &mut stop, stats, permit)).await
     }
+}
+
+/// Waits until the client has sent something (or the header deadline
+/// passes: then counted, and a strike for its address). False: give up.
+async fn first_bytes(
+    sock: &TcpStream,
+    dog: &mut Pin<Box<impl Future<Output = Close>>>,
+    stop: &mut watch::Receiver<bool>,
+    stats: &ServerStats,
+    permit: &ConnPermit,
+) -> bool {
+    tokio::select! {
+        r = sock.readable() => r.is_ok(),
+        why = dog.as_mut() => {
+            why.count(stats);
+            if why == Close::HeaderTimeout {
+                permit.slots.strike(permit.key, stats);
+            }
+            false
+        }
+        _ = stop.changed() => false,
+    }
+}
+
+/// A TLS handshake whose CPU step, the ClientHello's key exchange and
+/// signature (done inside `into_stream`, synchronously), holds one of the
+/// server's `handshakes` permits (one per core) until the task's next turn.
+/// A flood of new connections then gets at most that many such steps per
+/// turn of the scheduler: the others wait parked, not in the run queue where
+/// established connections' requests would queue behind thousands of them.
+/// Waiting for the client's bytes holds no permit, so a slow network does
+/// not slow other handshakes.
+async fn tls_handshake(
+    sock: TcpStream,
+    cfg: Arc<rustls::ServerConfig>,
+    gate: &Semaphore,
+) -> std::io::Result<tokio_rustls::server::TlsStream<TcpStream>> {
+    let start = tokio_rustls::LazyConfigAcceptor::new(rustls::server::Acceptor::default(), sock).await?;
+    let accept = {
+        let _step = gate.acquire().await.map_err(std::io::Error::other)?;
+        let accept = start.into_stream(cfg);
+        // Held to the next turn: the steps waiting behind this one stay parked meanwhile.
+        tokio::task::yield_now().await;
+        accept
+    };
+    accept.await
 }
 
 /// The hyper service of one connection: every request through [`process`],
@@ -1014,8 +1139,8 @@ fn service(
         let (shared, conn) = (shared.clone(), conn.clone());
         async move {
             let active = Active::new(&conn);
-            let (parts, body) = req.into_parts();
-            let (resp, guard) = process(&shared, &conn, parts, body, cx, Some(active)).await;
+            let (parts, mut body) = req.into_parts();
+            let (resp, guard) = process(&shared, &conn, parts, &mut body, cx, Some(active)).await;
             Ok::<_, Infallible>(resp.map(|body| Tracked { body, guard }.boxed_unsync()))
         }
     })
@@ -1029,6 +1154,7 @@ async fn drive<C>(
     mut dog: Pin<Box<impl Future<Output = Close>>>,
     stop: &mut watch::Receiver<bool>,
     stats: &ServerStats,
+    permit: &ConnPermit,
 ) where
     C: GracefulConnection<Error = hyper::Error>,
 {
@@ -1039,10 +1165,22 @@ async fn drive<C>(
         tokio::select! {
             r = c.as_mut() => {
                 if let Err(e) = r {
-                    if e.is_timeout() {
+                    if h2_calmed(&e) {
+                        // h2's own checks (resets before a stream was
+                        // accepted, too many error resets) ended it: a flood,
+                        // its address serves the same penalty as ours.
+                        stats.refuse(Refusal::CancelFlood);
+                        stats.penalties.fetch_add(1, Ordering::Relaxed);
+                        permit.slots.penalize(permit.key);
+                    } else if e.is_timeout() {
                         // hyper's header timer: a head that stopped arriving (or, on
                         // HTTP/1.1 keep-alive, no next request in time).
-                        if conn.requests.load(Ordering::Relaxed) == 0 { Close::HeaderTimeout.count(stats) } else { Close::Idle.count(stats) }
+                        if conn.requests.load(Ordering::Relaxed) == 0 {
+                            Close::HeaderTimeout.count(stats);
+                            permit.slots.strike(permit.key, stats);
+                        } else {
+                            Close::Idle.count(stats);
+                        }
                     } else if e.is_parse_too_large() {
                         stats.refuse(Refusal::HeadersTooLarge);
                     } else if e.is_parse() {
@@ -1054,6 +1192,15 @@ async fn drive<C>(
             }
             why = &mut dog, if grace.is_none() && !stopping => {
                 why.count(stats);
+                if why == Close::HeaderTimeout {
+                    permit.slots.strike(permit.key, stats);
+                }
+                if why == Close::CancelFlood {
+                    // Its address may open no connection for a while: a
+                    // flood that reconnects at once would go on costing handshakes.
+                    stats.penalties.fetch_add(1, Ordering::Relaxed);
+                    permit.slots.penalize(permit.key);
+                }
                 c.as_mut().graceful_shutdown();
                 grace = Some(Box::pin(tokio::time::sleep(CLOSE_GRACE)));
             }
@@ -1064,6 +1211,19 @@ async fn drive<C>(
             () = async { if let Some(g) = grace.as_mut() { g.await } }, if grace.is_some() => return,
         }
     }
+}
+
+/// Whether an HTTP/2 connection ended because h2 told its peer to calm down
+/// (GOAWAY with ENHANCE_YOUR_CALM: a reset or frame flood).
+fn h2_calmed(e: &hyper::Error) -> bool {
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        if let Some(h2e) = s.downcast_ref::<h2::Error>() {
+            return h2e.reason() == Some(h2::Reason::ENHANCE_YOUR_CALM);
+        }
+        source = s.source();
+    }
+    false
 }
 
 /// What a connection task watches besides its own work.
@@ -1102,7 +1262,7 @@ async fn until(flag: &mut watch::Receiver<bool>) {
 async fn accept_h3(
     endpoint: quinn::Endpoint,
     shared: Arc<Shared>,
-    slots: Arc<Mutex<ConnectionTable>>,
+    slots: Arc<Slots>,
     max_connections: u32,
     mut stop: watch::Receiver<bool>,
     stops: Stops,
@@ -1118,7 +1278,7 @@ async fn accept_h3(
         // Past half the connections, a client must prove its address (a QUIC
         // Retry round trip) before it may take a slot: spoofed Initial
         // packets then cost a stateless answer, not a connection.
-        let busy = slots.lock().map(|t| t.open_count() > max_connections / 2).unwrap_or(true);
+        let busy = slots.open_count() > max_connections / 2;
         if busy && !incoming.remote_address_validated() {
             let _ = incoming.retry();
             continue;
@@ -1128,32 +1288,48 @@ async fn accept_h3(
             Err(why) => {
                 shared.stats.refuse(why);
                 incoming.refuse();
+                tokio::task::yield_now().await;
                 continue;
             }
         };
         let (shared2, stop, stops) = (shared.clone(), stop.clone(), stops.clone());
         TaskGuard::spawn(&shared.stats, async move {
-            let _permit = permit;
-            let run = serve_h3(incoming, peer, shared2, stop, stops.clone());
+            let run = serve_h3(incoming, peer, shared2, stop, stops.clone(), &permit);
             if stops.run(run).await.is_none() {
                 tracing::debug!(%peer, "h3 connection cut (kill)");
             }
         });
+        tokio::task::yield_now().await;
     }
 }
 
-async fn serve_h3(incoming: quinn::Incoming, peer: SocketAddr, shared: Arc<Shared>, mut stop: watch::Receiver<bool>, stops: Stops) {
+async fn serve_h3(
+    incoming: quinn::Incoming,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+    mut stop: watch::Receiver<bool>,
+    stops: Stops,
+    permit: &ConnPermit,
+) {
     let conn = ConnState::new(&shared.limits);
     let mut dog = Box::pin(watchdog(conn.clone(), shared.limits));
     let stats = &shared.stats;
     let setup = async {
-        let c = incoming.await.map_err(|e| e.to_string())?;
+        let connecting = {
+            // quinn answers the client's Initial (key exchange, signature) in
+            // accept(): one such step at a time per core (see tls_handshake).
+            let _step = shared.handshakes.acquire().await.map_err(|e| e.to_string())?;
+            let c = incoming.accept().map_err(|e| e.to_string())?;
+            tokio::task::yield_now().await;
+            c
+        };
+        let c = connecting.await.map_err(|e| e.to_string())?;
         let h: h3::server::Connection<h3_quinn::Connection, Bytes> =
             shared.h3.build(h3_quinn::Connection::new(c.clone())).await.map_err(|e| e.to_string())?;
         Ok::<_, String>((c, h))
     };
     let (quic, mut h3conn) = tokio::select! {
-        r = setup => match r {
+        r = Box::pin(setup) => match r {
             Ok(x) => x,
             Err(e) => {
                 tracing::debug!(%peer, error = %e, "quic handshake failed");
@@ -1161,7 +1337,11 @@ async fn serve_h3(incoming: quinn::Incoming, peer: SocketAddr, shared: Arc<Share
                 return;
             }
         },
-        _ = &mut dog => { stats.refuse(Refusal::Handshake); return }
+        _ = &mut dog => {
+            stats.refuse(Refusal::Handshake);
+            permit.slots.strike(permit.key, stats);
+            return
+        }
         _ = stop.changed() => return,
     };
     let _gauge = ConnGauge::new(stats, Protocol::H3);
@@ -1176,6 +1356,16 @@ async fn serve_h3(incoming: quinn::Incoming, peer: SocketAddr, shared: Arc<Share
             },
             why = &mut dog => {
                 why.count(stats);
+                if why == Close::HeaderTimeout {
+                    permit.slots.strike(permit.key, stats);
+                }
+                if why == Close::HeaderTimeout {
+                    permit.slots.strike(permit.key, stats);
+                }
+                if why == Close::CancelFlood {
+                    stats.penalties.fetch_add(1, Ordering::Relaxed);
+                    permit.slots.penalize(permit.key);
+                }
                 forced = true;
                 let _ = h3conn.shutdown(0).await;
                 break;
@@ -1233,7 +1423,9 @@ async fn serve_h3_request(
         }
     };
     let (parts, ()) = req.into_parts();
-    let (resp, mut guard) = process(&shared, &conn, parts, H3Body(&mut stream), cx, Some(active)).await;
+    let mut body = H3Body { stream: &mut stream, ended: false };
+    let (resp, mut guard) = process(&shared, &conn, parts, &mut body, cx, Some(active)).await;
+    let body_ended = body.ended;
     let (head, mut body) = resp.into_parts();
     let status = guard.status.take();
     if stream.send_response(Response::from_parts(head, ())).await.is_err() {
@@ -1261,4 +1453,19 @@ async fn serve_h3_request(
         }
     }
     let _ = stream.finish().await;
+    if !body_ended {
+        // Answered without reading the body (a refusal on the head): a client
+        // that has already sent it whole gets a clean end, not a reset, if
+        // what is left is small and comes at once; anything else is cut.
+        let drain = async {
+            let mut left: usize = 64 << 10;
+            while let Ok(Some(c)) = stream.recv_data().await {
+                left = left.saturating_sub(c.remaining());
+                if left == 0 {
+                    break;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(Duration::from_millis(200), drain).await;
+    }
 }

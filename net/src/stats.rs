@@ -19,6 +19,9 @@ pub enum Refusal {
     ConnectionsTotal,
     /// The client's address holds `limits.max_connections_per_ip`.
     ConnectionsPerAddress,
+    /// The client's address opens connections faster than
+    /// `limits.connection_rate_per_ip`, or is serving its `limits.abuse_penalty`.
+    ConnectionRate,
     /// No TLS or QUIC handshake within `limits.header_read_timeout`, or a failed one.
     Handshake,
     /// No complete request head within `limits.header_read_timeout`: the connection is closed.
@@ -53,9 +56,10 @@ pub enum Refusal {
 }
 
 impl Refusal {
-    const ALL: [Refusal; 17] = [
+    const ALL: [Refusal; 18] = [
         Refusal::ConnectionsTotal,
         Refusal::ConnectionsPerAddress,
+        Refusal::ConnectionRate,
         Refusal::Handshake,
         Refusal::HeaderTimeout,
         Refusal::HeadersTooLarge,
@@ -78,6 +82,7 @@ impl Refusal {
         match self {
             Refusal::ConnectionsTotal => "connections_total",
             Refusal::ConnectionsPerAddress => "connections_per_address",
+            Refusal::ConnectionRate => "connection_rate",
             Refusal::Handshake => "handshake",
             Refusal::HeaderTimeout => "header_timeout",
             Refusal::HeadersTooLarge => "headers_too_large",
@@ -157,6 +162,7 @@ pub struct ServerStats {
     pub(crate) connections: [AtomicI64; 4],
     pub(crate) accepted: AtomicU64,
     pub(crate) closed_idle: AtomicU64,
+    pub(crate) penalties: AtomicU64,
     pub(crate) in_flight: AtomicI64,
     pub(crate) exempt_in_flight: AtomicI64,
     pub(crate) tasks: AtomicI64,
@@ -177,6 +183,7 @@ impl Default for ServerStats {
             connections: Default::default(),
             accepted: AtomicU64::new(0),
             closed_idle: AtomicU64::new(0),
+            penalties: AtomicU64::new(0),
             in_flight: AtomicI64::new(0),
             exempt_in_flight: AtomicI64::new(0),
             tasks: AtomicI64::new(0),
@@ -296,6 +303,12 @@ impl ServerStats {
                 "counter",
                 "Connections closed after idle_timeout with nothing in hand.",
                 self.closed_idle.load(Ordering::Relaxed) as i64,
+            ),
+            (
+                "abuse_penalties_total",
+                "counter",
+                "Addresses put in the penalty box: a cancel flood, or too many connections without a request.",
+                self.penalties.load(Ordering::Relaxed) as i64,
             ),
             ("requests_in_flight", "gauge", "Requests in hand now: arrived, response body not finished.", self.in_flight()),
             ("tasks", "gauge", "Connection and request tasks alive now.", self.tasks()),

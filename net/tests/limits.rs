@@ -390,10 +390,18 @@ async fn requests_reset_before_their_answer_give_their_place_back_and_a_reset_fl
     }
     assert!(closed || driver.is_finished(), "the flooding connection was not closed");
     assert_eq!(s.stats.refused(Refusal::CancelFlood), 1);
+    // Its address serves a penalty: no new connection for a while (before any TLS work).
+    assert!(tls_from(&s, "127.0.0.1", &[b"h2"]).await.is_err(), "the flooding address reconnected at once");
+    assert!(s.stats.refused(Refusal::ConnectionRate) >= 1);
     eventually(10, "in-flight back to 0", || s.stats.in_flight() == 0).await;
     // And the server answers everyone else normally.
     let ok = format!("https://localhost:{}/", s.addr.port());
-    assert_eq!(tranzcast_net::client::https(s.ca.as_bytes()).unwrap().get(&ok).send().await.unwrap().status(), 200);
+    let other = reqwest::Client::builder()
+        .tls_backend_preconfigured(tranzcast_net::tls::client_config(s.ca.as_bytes(), &[b"h2"]).unwrap())
+        .local_address(std::net::IpAddr::from([127, 0, 0, 9]))
+        .build()
+        .unwrap();
+    assert_eq!(other.get(&ok).send().await.unwrap().status(), 200);
     s.server.shutdown().await;
 }
 
@@ -443,6 +451,51 @@ async fn connections_past_the_caps_are_closed_or_refused() {
     eventually(5, "slots to come back", || s.stats.connections() == 0).await;
     assert!(tls_from(&s, "127.0.0.1", &[b"http/1.1"]).await.is_ok());
     s.server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_address_opening_connections_too_fast_is_closed_before_tls() {
+    let s = start(limits(|l| l.connection_rate_per_ip = 5)).await;
+    // A burst of twice the rate is taken, then one new connection each 1/rate.
+    let mut ok = 0;
+    for _ in 0..30 {
+        if tls_from(&s, "127.0.0.4", &[b"http/1.1"]).await.is_ok() {
+            ok += 1;
+        }
+    }
+    assert!((10..=12).contains(&ok), "{ok} of 30 connections at once were taken");
+    assert!(s.stats.refused(Refusal::ConnectionRate) >= 18);
+    assert!(tls_from(&s, "127.0.0.5", &[b"http/1.1"]).await.is_ok(), "another address is not limited");
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(tls_from(&s, "127.0.0.4", &[b"http/1.1"]).await.is_ok(), "the rate refills");
+    s.server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_address_whose_connections_never_ask_anything_serves_a_penalty() {
+    let s = start(limits(|l| {
+        l.header_read_timeout = dur(Duration::from_millis(300));
+        l.abuse_strikes = 3;
+        l.abuse_penalty = dur(Duration::from_secs(30));
+    }))
+    .await;
+    // Five connections that complete their handshake and say nothing: each
+    // closed at the header deadline; past three strikes the address is out.
+    let mut idle = Vec::new();
+    for _ in 0..5 {
+        idle.push(tls_from(&s, "127.0.0.6", &[b"http/1.1"]).await.unwrap());
+    }
+    for c in &mut idle {
+        assert!(closed_within(c, Duration::from_secs(3)).await);
+    }
+    assert!(s.stats.refused(Refusal::HeaderTimeout) >= 5);
+    assert!(tls_from(&s, "127.0.0.6", &[b"http/1.1"]).await.is_err(), "the address opened a connection during its penalty");
+    assert!(tls_from(&s, "127.0.0.7", &[b"http/1.1"]).await.is_ok(), "another address is not penalised");
+    let h = tranzcast_net::client::https(s.ca.as_bytes()).unwrap();
+    let text = h.get(format!("https://localhost:{}/metrics", s.addr.port())).send().await.unwrap();
+    assert_eq!(text.status(), 200);
+    s.server.shutdown().await;
+    assert!(s.stats.refused(Refusal::ConnectionRate) >= 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

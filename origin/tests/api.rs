@@ -63,6 +63,7 @@ async fn start_with(extra: &[&str]) -> Fixture {
             "rate.play_per_s=1000000".into(),
             "rate.play_burst=1000000".into(),
             "limits.max_connections_per_ip=4096".into(),
+            "limits.connection_rate_per_ip=100000".into(),
         ])
         .unwrap()
         .overrides(&extra.iter().map(|s| s.to_string()).collect::<Vec<_>>())
