@@ -9,6 +9,7 @@
 #   edge.sh         edge (h1, h2)              vs nginx; our HTTP/3 vs our HTTP/2 (and Caddy's)
 #   play.sh         edge playback URLs         vs the same edge's raw blobs
 #   multisource.sh  smart client               vs aria2c and the physical limit (root: netns + tc)
+#   hostile.sh      edge and origin under seven attacks: probe p99 vs unloaded, memory, descriptors, play
 #
 # Usage: bench/all.sh [fast|full]
 #   fast  a quick look (about 5 minutes): small inputs, 2 s loads
@@ -18,8 +19,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 MODE="${1:-fast}"
 case "$MODE" in
-    fast) INGEST=(128); TICKETS=(2 64); EDGE=(2 32); PLAY=(2 32 8); MULTI=(24) ;;
-    full) INGEST=(512); TICKETS=(5 64); EDGE=(5 32); PLAY=(5 32 8); MULTI=(64) ;;
+    fast) INGEST=(128); TICKETS=(2 64); EDGE=(2 32); PLAY=(2 32 8); MULTI=(24); HOSTILE=(10 "" 0.2) ;;
+    full) INGEST=(512); TICKETS=(5 64); EDGE=(5 32); PLAY=(5 32 8); MULTI=(64); HOSTILE=(20 "" 1.0) ;;
     *) echo "usage: bench/all.sh [fast|full]" >&2; exit 2 ;;
 esac
 . scripts/env.sh
@@ -43,6 +44,7 @@ run ingest bench/ingest.sh "${INGEST[@]}"
 run tickets bench/tickets.sh "${TICKETS[@]}"
 run edge bench/edge.sh "${EDGE[@]}"
 run play bench/play.sh "${PLAY[@]}"
+run hostile bench/hostile.sh "${HOSTILE[@]}"
 if [ "$(id -u)" = 0 ] && command -v tc >/dev/null; then
     run multisource bench/multisource.sh "${MULTI[@]}"
 else

@@ -13,6 +13,13 @@ use tranzcast_proto::keys::{self, TitleKey};
 
 #[derive(Subcommand, Debug)]
 pub enum BenchCommand {
+    /// One attack client against a server on loopback, bounded in time (bench/hostile.sh).
+    Attack(crate::hostile::AttackArgs),
+    /// Every attack in turn against a running cluster's edge and origin, with a
+    /// legitimate viewer and a latency probe; prints the table of bench/hostile.sh.
+    Hostile(crate::hostile::HostileArgs),
+    /// Times one small request after another, printing each (bench/hostile.sh's probe).
+    Probe(crate::hostile::ProbeArgs),
     /// Ticket validations per second over HTTP/2 against raw Ed25519 sign+verify, same process.
     Tickets {
         /// Seconds per measurement.
@@ -60,6 +67,9 @@ pub enum BenchCommand {
 
 pub fn run(cmd: BenchCommand) -> Result<()> {
     match cmd {
+        BenchCommand::Attack(a) => crate::hostile::attack(a),
+        BenchCommand::Hostile(a) => crate::hostile::hostile(a),
+        BenchCommand::Probe(a) => crate::hostile::probe(a),
         BenchCommand::Tickets { seconds, concurrency } => tickets(seconds, concurrency),
         BenchCommand::FloorServer { listen, dir, cert, key, ca_dir } => {
             let identity = match (cert, key, ca_dir) {
