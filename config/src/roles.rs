@@ -272,6 +272,9 @@ pub struct LimitsConfig {
     pub max_concurrent_requests: u32,
     /// Time allowed to produce a response head (bodies then stream at the client's pace).
     pub request_timeout: Duration,
+    /// Requests in hand at once from one client address (IPv6: one /64): its
+    /// share of `max_concurrent_requests` (503 above it).
+    pub max_requests_per_ip: u32,
     /// Open client connections (TCP and QUIC together); more are closed at
     /// once (QUIC: refused). Lowered at start to what the process may open.
     pub max_connections: u32,
@@ -315,10 +318,11 @@ pub struct LimitsConfig {
     pub h2_max_concurrent_streams: u32,
     /// Concurrent bidirectional streams one HTTP/3 connection may open.
     pub h3_max_concurrent_streams: u32,
-    /// Requests a client may cancel before their answer (HTTP/2 RST_STREAM,
-    /// HTTP/3 stream resets) on one connection in a burst, refilled at a tenth
-    /// of this per second; past it the connection is closed (the HTTP/2
-    /// rapid-reset pattern).
+    /// Requests one client address may cancel before their answer (HTTP/2
+    /// RST_STREAM, HTTP/3 stream resets, heads never completed) in a burst,
+    /// refilled at a tenth of this per second; past it the connection is
+    /// closed and the address serves `abuse_penalty` (the HTTP/2 rapid-reset
+    /// pattern).
     pub max_cancelled_requests: u32,
     /// Byte ranges one request may ask for (overlapping and adjacent ones are merged).
     pub max_ranges: u32,
@@ -331,6 +335,7 @@ impl Default for LimitsConfig {
         Self {
             max_concurrent_requests: 8192,
             request_timeout: Duration::secs(30),
+            max_requests_per_ip: 1024,
             max_connections: 16384,
             max_connections_per_ip: 256,
             connection_rate_per_ip: 20,
@@ -357,6 +362,7 @@ impl LimitsConfig {
     fn validate(&self) -> Result<(), (String, String)> {
         let positive = [
             ("limits.max_concurrent_requests", self.max_concurrent_requests),
+            ("limits.max_requests_per_ip", self.max_requests_per_ip),
             ("limits.max_connections", self.max_connections),
             ("limits.max_connections_per_ip", self.max_connections_per_ip),
             ("limits.connection_rate_per_ip", self.connection_rate_per_ip),
@@ -416,9 +422,9 @@ pub struct RateConfig {
     pub play_per_s: u32,
     /// Plays one address may send at once above its rate.
     pub play_burst: u32,
-    /// Storefront calls (customers, orders, revocations, uploads) per
-    /// address, per second: the storefront is usually one address, so size
-    /// this for the shop's busiest second.
+    /// Storefront calls (customers, orders, revocations, uploads) without
+    /// the storefront's token, per address, per second (calls with it are
+    /// never limited: nobody sharing the shop's address can spend its rate).
     pub storefront_per_s: u32,
     /// Storefront calls one address may send at once above its rate.
     pub storefront_burst: u32,

@@ -70,7 +70,7 @@ pub(crate) async fn handle(inner: Arc<Inner>, req: Request<Bytes>) -> Response<B
         return blob(inner.clone(), hash, &req).await.unwrap_or_else(Response::from);
     }
     if let (&Method::GET, ["", "v1", "outboards", hash]) = (req.method(), parts) {
-        return outboard(&inner, hash).await.unwrap_or_else(Response::from);
+        return outboard(&inner, hash, &req).await.unwrap_or_else(Response::from);
     }
     if let (&Method::GET | &Method::HEAD, ["", "v1", "play", token, _name]) = (req.method(), parts) {
         let client = req.extensions().get::<tranzcast_net::RequestContext>().map(|cx| cx.peer.ip());
@@ -164,7 +164,7 @@ async fn blob(inner: Arc<Inner>, hash: &str, req: &Request<Bytes>) -> Reply {
         return Err(error(StatusCode::NOT_FOUND, "unknown_blob", format!("no blob {a}")));
     }
     inner.misses.fetch_add(1, Ordering::Relaxed);
-    let flight = join_miss(&inner, a).await?;
+    let flight = join_miss(&inner, a, starter(req)).await?;
     // The title is in the blob's first bytes: check once they are verified.
     let prefix = flight.prefix(72).await.map_err(|e| error(StatusCode::BAD_GATEWAY, "upstream", e))?;
     check(&prefix)?;
@@ -229,7 +229,7 @@ fn demand(inner: &Inner) -> Response<Body> {
 
 /// A blob's outboard: from the store, or (on nodes and edges) from the
 /// flight that fetches the blob, so a client verifying per group can start at once.
-async fn outboard(inner: &Arc<Inner>, hash: &str) -> Reply {
+async fn outboard(inner: &Arc<Inner>, hash: &str, req: &Request<Bytes>) -> Reply {
     let a = parse_address(hash)?;
     let i2 = inner.clone();
     let held = tokio::task::spawn_blocking(move || i2.store.outboard(&a)).await.map_err(internal)?.map_err(internal)?;
@@ -238,18 +238,28 @@ async fn outboard(inner: &Arc<Inner>, hash: &str) -> Reply {
         None if inner.config.role == tranzcast_config::EdgeRole::Peer => {
             return Err(error(StatusCode::NOT_FOUND, "unknown_blob", format!("no blob {a}")));
         }
-        None => join_miss(inner, a).await?.outboard.clone(),
+        None => join_miss(inner, a, starter(req)).await?.outboard.clone(),
     };
     let mut r = Response::new(full(ob.encode()));
     r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
     Ok(r)
 }
 
-/// Joins (or starts) the upstream fetch of `a`, which stores it once verified.
-pub(crate) async fn join_miss(inner: &Arc<Inner>, a: BlobAddress) -> Result<Arc<crate::fetch::Flight>, Fail> {
+/// The client address a miss is charged to: none for the cluster's own servers.
+fn starter(req: &Request<Bytes>) -> Option<std::net::IpAddr> {
+    let cluster = req.extensions().get::<Arc<Credentials>>().is_some_and(|c| **c == Credentials::Cluster);
+    if cluster { None } else { req.extensions().get::<tranzcast_net::RequestContext>().map(|cx| cx.peer.ip()) }
+}
+
+/// Joins (or starts, charged to `starter`) the upstream fetch of `a`, which stores it once verified.
+pub(crate) async fn join_miss(
+    inner: &Arc<Inner>,
+    a: BlobAddress,
+    starter: Option<std::net::IpAddr>,
+) -> Result<Arc<crate::fetch::Flight>, Fail> {
     use crate::fetch::FetchError;
     let i3 = inner.clone();
-    inner.fetcher.join(a, move |bytes, ob| crate::mirror::keep(&i3, &a, &bytes, Some(&ob), false)).await.map_err(|e| match e {
+    inner.fetcher.join(a, starter, move |bytes, ob| crate::mirror::keep(&i3, &a, &bytes, Some(&ob), false)).await.map_err(|e| match e {
         FetchError::NotFound => error(StatusCode::NOT_FOUND, "unknown_blob", format!("no blob {a} upstream")),
         FetchError::Busy => {
             inner.server.refuse(tranzcast_net::Refusal::UpstreamBusy);

@@ -17,8 +17,9 @@
 //! it ends. A flight is not stopped when its waiters leave: a player reads a
 //! blob in ranges, one request after another, and the next range should
 //! find the blob arriving or stored, not start over. What bounds the work
-//! instead: at most `limits.max_flights` flights at once (503 above), and
-//! every upstream step has a timeout.
+//! instead: at most `limits.max_flights` flights at once (503 above), an
+//! eighth of them started by any one client address (the cluster's own
+//! servers excepted), and every upstream step has a timeout.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -162,12 +163,22 @@ type Starting = watch::Receiver<Option<Result<Arc<Flight>, FetchError>>>;
 struct Entry {
     fetcher: Arc<Fetcher>,
     addr: BlobAddress,
+    starter: Option<std::net::IpAddr>,
 }
 
 impl Drop for Entry {
     fn drop(&mut self) {
         if let Ok(mut t) = self.fetcher.flights.lock() {
             t.remove(&self.addr);
+        }
+        if let Some(ip) = self.starter
+            && let Ok(mut by) = self.fetcher.started_by.lock()
+            && let Some(n) = by.get_mut(&ip)
+        {
+            *n -= 1;
+            if *n == 0 {
+                by.remove(&ip);
+            }
         }
     }
 }
@@ -186,6 +197,8 @@ pub struct Fetcher {
     timeout: Duration,
     max_flights: usize,
     flights: Mutex<HashMap<BlobAddress, Starting>>,
+    /// Flights in the air by the client address that started them.
+    started_by: Mutex<HashMap<std::net::IpAddr, usize>>,
     demoted: Mutex<HashMap<String, Instant>>,
     /// Pull tasks, so shutdown can wait for them (they hold the store).
     tasks: Mutex<tokio::task::JoinSet<()>>,
@@ -219,6 +232,7 @@ impl Fetcher {
             timeout,
             max_flights: max_flights.max(1),
             flights: Mutex::default(),
+            started_by: Mutex::default(),
             demoted: Mutex::default(),
             tasks: Mutex::default(),
             stats: FetchStats::default(),
@@ -316,10 +330,13 @@ impl Fetcher {
 
     /// Joins the flight for `addr`, starting it if none is in the air. Returns
     /// once the length is known; bytes then stream through [`FlightSource`].
-    /// `store` is called with the whole verified blob at the end.
+    /// `store` is called with the whole verified blob at the end. `starter`
+    /// is the client's address (None for the cluster's own servers and for
+    /// prefetches): one address may start an eighth of the flights at most.
     pub async fn join(
         self: &Arc<Self>,
         addr: BlobAddress,
+        starter: Option<std::net::IpAddr>,
         store: impl FnOnce(Bytes, Outboard) + Send + 'static,
     ) -> Result<Arc<Flight>, FetchError> {
         let mut rx = {
@@ -331,6 +348,14 @@ impl Fetcher {
                 }
                 None if f.len() >= self.max_flights => return Err(FetchError::Busy),
                 None => {
+                    if let Some(ip) = starter {
+                        let mut by = self.started_by.lock().map_err(|_| FetchError::Upstream("flight table poisoned".into()))?;
+                        let n = by.entry(ip).or_insert(0);
+                        if *n >= (self.max_flights / 8).max(1) {
+                            return Err(FetchError::Busy);
+                        }
+                        *n += 1;
+                    }
                     let (tx, rx) = watch::channel(None);
                     f.insert(addr, rx.clone());
                     self.stats.flights.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -338,10 +363,12 @@ impl Fetcher {
                     // Reap finished flights so the set does not grow.
                     while tasks.try_join_next().is_some() {}
                     let me = self.clone();
+                    // Made before the task: however it ends (done, failed,
+                    // aborted at shutdown, even before its first poll), the
+                    // entry leaves the table.
+                    let entry = Entry { fetcher: me.clone(), addr, starter };
                     tasks.spawn(async move {
-                        // However the task ends (done, failed, aborted at
-                        // shutdown), its entry leaves the table.
-                        let _entry = Entry { fetcher: me.clone(), addr };
+                        let _entry = entry;
                         me.fly(addr, tx, store).await;
                     });
                     rx

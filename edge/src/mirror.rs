@@ -212,7 +212,7 @@ async fn prefetch(inner: &Arc<Inner>, blobs: &[BlobAddress]) {
             continue;
         }
         let i3 = inner.clone();
-        match inner.fetcher.join(*a, move |bytes, ob| keep(&i3, &a2, &bytes, Some(&ob), false)).await {
+        match inner.fetcher.join(*a, None, move |bytes, ob| keep(&i3, &a2, &bytes, Some(&ob), false)).await {
             Ok(_) => {
                 inner.mirror.prefetched.fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(blob = %a, "prefetching");

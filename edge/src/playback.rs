@@ -254,7 +254,8 @@ async fn ciphertext(inner: &Arc<Inner>, addr: BlobAddress) -> Result<Bytes, Stri
         return Ok(b);
     }
     inner.misses.fetch_add(1, Ordering::Relaxed);
-    let flight = crate::api::join_miss(inner, addr).await.map_err(|f| f.reason)?;
+    // Playback sessions are the origin's grants: the miss is the edge's own (no per-address quota).
+    let flight = crate::api::join_miss(inner, addr, None).await.map_err(|f| f.reason)?;
     let len = flight.len;
     let mut body = tranzcast_net::ranged::Source::stream(&crate::fetch::FlightSource(flight), 0, len);
     let mut whole = Vec::with_capacity(len as usize);

@@ -252,7 +252,8 @@ enum Needs {
 /// logs keep only its first characters (enough to tell sessions apart).
 fn logged_path(path: &str) -> std::borrow::Cow<'_, str> {
     match path.strip_prefix("/v1/play/").and_then(|rest| rest.split_once('/')) {
-        Some((token, name)) => format!("/v1/play/{}…/{name}", &token[..token.len().min(12)]).into(),
+        // Cut at a character boundary: a path may hold any UTF-8.
+        Some((token, name)) => format!("/v1/play/{}…/{name}", token.chars().take(12).collect::<String>()).into(),
         None => path.into(),
     }
 }
@@ -318,5 +319,18 @@ impl Inner {
         let revoked = self.revoked.read().map_err(|_| (500, "internal", "revocation list poisoned".to_string()))?;
         access::admit(&creds, &revoked, crate::now_secs())?;
         Ok(creds)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::logged_path;
+
+    #[test]
+    fn logged_paths_keep_a_token_prefix_whatever_its_characters() {
+        assert_eq!(logged_path("/v1/play/abcdefghijklmnop/film.mp4"), "/v1/play/abcdefghijkl…/film.mp4");
+        // Multi-byte characters around the cut: no panic, whole characters kept.
+        assert_eq!(logged_path("/v1/play/aéééééééééééééé/x"), "/v1/play/aééééééééééé…/x");
+        assert_eq!(logged_path("/v1/blobs/ab"), "/v1/blobs/ab");
     }
 }

@@ -1,7 +1,8 @@
 //! What a server lets one client take, as pure decisions (no I/O; the
-//! caller passes `now`): connection slots in total and per address, the
-//! cancelled-request budget of one connection, the deadline of a request
-//! body, and per-address token buckets for rate limits.
+//! caller passes `now`): connection slots in total and per address,
+//! requests in hand per address, the penalty box, the deadline of a request
+//! body, and per-address token buckets for rate limits (new connections,
+//! cancelled requests, strikes, plays).
 //!
 //! Addresses are grouped as an operator would: an IPv4 address is one
 //! client, an IPv6 client is its /64 (one home or host is handed a whole
@@ -121,27 +122,97 @@ impl Bucket {
     }
 }
 
-/// Requests one connection may cancel before their answer: a burst of
-/// `max`, refilled at a tenth of it per second. A client that keeps
-/// opening requests and cancelling them (the HTTP/2 rapid-reset pattern)
-/// runs out and its connection is closed; a player that cancels now and
-/// then (a lost race, a seek) never does.
-#[derive(Debug, Clone, Copy)]
-pub struct CancelBudget {
-    bucket: Bucket,
-    burst: f64,
+/// Addresses serving a penalty, until when. Kept apart from the rate tables
+/// so that a spray of new addresses cannot push a penalty out; bounded: when
+/// full, expired entries are dropped (at most once a second, so a full box
+/// costs no scan per request) and a penalty that still does not fit is not
+/// recorded (the caller counts it).
+#[derive(Debug)]
+pub struct PenaltyBox {
+    until: HashMap<ClientKey, Instant>,
+    max: usize,
+    next_purge: Option<Instant>,
 }
 
-impl CancelBudget {
-    /// A full budget of `max` cancellations.
-    pub fn new(max: u32, now: Instant) -> Self {
-        let burst = f64::from(max.max(1));
-        Self { bucket: Bucket::full(burst, now), burst }
+impl PenaltyBox {
+    /// A box holding at most `max` addresses.
+    pub fn new(max: usize) -> Self {
+        Self { until: HashMap::new(), max: max.max(1), next_purge: None }
     }
 
-    /// Spends one cancellation; false once the budget is exhausted.
-    pub fn spend(&mut self, now: Instant) -> bool {
-        self.bucket.take(self.burst / 10.0, self.burst, now).is_ok()
+    /// Puts `key` in the box until `until`; false if the box is full.
+    pub fn penalize(&mut self, key: ClientKey, until: Instant, now: Instant) -> bool {
+        if self.until.len() >= self.max && !self.until.contains_key(&key) && self.next_purge.is_none_or(|t| now >= t) {
+            self.until.retain(|_, t| *t > now);
+            self.next_purge = Some(now + Duration::from_secs(1));
+        }
+        if self.until.len() >= self.max && !self.until.contains_key(&key) {
+            return false;
+        }
+        let t = self.until.entry(key).or_insert(until);
+        *t = (*t).max(until);
+        true
+    }
+
+    /// How long `key` still has to wait, if it is in the box.
+    pub fn remaining(&mut self, key: ClientKey, now: Instant) -> Option<Duration> {
+        match self.until.get(&key) {
+            Some(t) if *t > now => Some(*t - now),
+            Some(_) => {
+                self.until.remove(&key);
+                None
+            }
+            None => None,
+        }
+    }
+
+    /// Addresses in the box (some perhaps expired, until looked up or purged).
+    pub fn len(&self) -> usize {
+        self.until.len()
+    }
+
+    /// Whether the box is empty.
+    pub fn is_empty(&self) -> bool {
+        self.until.is_empty()
+    }
+}
+
+/// Requests in hand per client address, and at most how many.
+#[derive(Debug)]
+pub struct AddressLoad {
+    max: u32,
+    in_hand: HashMap<ClientKey, u32>,
+}
+
+impl AddressLoad {
+    /// At most `max` requests in hand per address.
+    pub fn new(max: u32) -> Self {
+        Self { max: max.max(1), in_hand: HashMap::new() }
+    }
+
+    /// Takes a place for a request from `key`; false when it holds its most.
+    pub fn start(&mut self, key: ClientKey) -> bool {
+        let n = self.in_hand.entry(key).or_insert(0);
+        if *n >= self.max {
+            return false;
+        }
+        *n += 1;
+        true
+    }
+
+    /// Gives back a place taken by [`AddressLoad::start`].
+    pub fn end(&mut self, key: ClientKey) {
+        if let Some(n) = self.in_hand.get_mut(&key) {
+            *n -= 1;
+            if *n == 0 {
+                self.in_hand.remove(&key);
+            }
+        }
+    }
+
+    /// Addresses with requests in hand.
+    pub fn addresses(&self) -> usize {
+        self.in_hand.len()
     }
 }
 
@@ -199,17 +270,6 @@ impl RateLimiter {
         bucket.take(self.per_s, self.burst, now)
     }
 
-    /// Empties `key`'s bucket and puts it `secs` seconds in debt: no request
-    /// (or connection) from it is allowed for that long. For addresses caught abusing.
-    pub fn penalize(&mut self, key: ClientKey, secs: f64, now: Instant) {
-        let debt = -(self.per_s * secs.max(0.0));
-        if self.current.len() >= self.half && !self.current.contains_key(&key) {
-            self.previous = std::mem::take(&mut self.current);
-        }
-        self.previous.remove(&key);
-        self.current.insert(key, Bucket { tokens: debt, at: now });
-    }
-
     /// Addresses tracked now (both generations).
     pub fn tracked(&self) -> usize {
         self.current.len() + self.previous.len()
@@ -255,21 +315,6 @@ mod tests {
     }
 
     #[test]
-    fn cancel_budget_refills_at_a_tenth_per_second() {
-        let t0 = Instant::now();
-        let mut b = CancelBudget::new(100, t0);
-        assert!((0..100).all(|_| b.spend(t0)));
-        assert!(!b.spend(t0), "the 101st cancellation at once is refused");
-        // 10 a second come back.
-        let t1 = t0 + Duration::from_secs(1);
-        assert!((0..10).all(|_| b.spend(t1)));
-        assert!(!b.spend(t1));
-        // A player cancelling one request a second never runs out.
-        let mut p = CancelBudget::new(100, t0);
-        assert!((0..10_000).all(|i| p.spend(t0 + Duration::from_secs(i))));
-    }
-
-    #[test]
     fn body_deadline_grows_with_length_and_stays_bounded() {
         let h = Duration::from_secs(10);
         assert_eq!(body_deadline(0, h, 65536), h);
@@ -291,16 +336,40 @@ mod tests {
     }
 
     #[test]
-    fn a_penalized_address_waits_out_its_penalty() {
+    fn the_penalty_box_is_bounded_and_not_emptied_by_a_spray() {
         let t0 = Instant::now();
-        let mut r = RateLimiter::new(10, 20, 1000);
+        let mut b = PenaltyBox::new(3);
+        let until = t0 + Duration::from_secs(10);
+        for i in 0..3 {
+            assert!(b.penalize(ClientKey::V4(i), until, t0));
+        }
+        assert!(!b.penalize(ClientKey::V4(99), until, t0), "full: not recorded");
+        assert!(b.remaining(ClientKey::V4(0), t0).is_some(), "a spray did not push a penalty out");
+        // Later, expired entries make room (purged at most once a second).
+        let t1 = t0 + Duration::from_secs(11);
+        assert!(b.penalize(ClientKey::V4(99), t1 + Duration::from_secs(10), t1));
+        assert_eq!(b.len(), 1);
+        assert_eq!(b.remaining(ClientKey::V4(0), t1), None);
+        // A second penalty extends, never shortens.
+        assert!(b.penalize(ClientKey::V4(99), t1 + Duration::from_secs(1), t1));
+        assert!(b.remaining(ClientKey::V4(99), t1).unwrap() > Duration::from_secs(9));
+    }
+
+    #[test]
+    fn address_load_caps_requests_in_hand_per_address() {
+        let mut l = AddressLoad::new(2);
         let (a, b) = (v4("10.0.0.1"), v4("10.0.0.2"));
-        r.penalize(a, 5.0, t0);
-        let wait = r.check(a, t0).unwrap_err();
-        assert!(wait >= Duration::from_secs(5), "{wait:?}");
-        assert!(r.check(a, t0 + Duration::from_secs(4)).is_err());
-        assert!(r.check(a, t0 + Duration::from_millis(5100)).is_ok(), "allowed again after the penalty");
-        assert!(r.check(b, t0).is_ok(), "other addresses are not penalized");
+        assert!(l.start(a) && l.start(a));
+        assert!(!l.start(a), "a third request from one address");
+        assert!(l.start(b), "another address has its own share");
+        l.end(a);
+        assert!(l.start(a));
+        for k in [a, a, b] {
+            l.end(k);
+        }
+        assert_eq!(l.addresses(), 0, "addresses with nothing in hand are forgotten");
+        l.end(a);
+        assert_eq!(l.addresses(), 0, "an end without a start does not underflow");
     }
 
     #[test]

@@ -47,7 +47,7 @@ use tokio::task::JoinSet;
 use tranzcast_config::LimitsConfig;
 
 use crate::coalesce::WriteCoalescer;
-use crate::limits::{CancelBudget, ClientKey, ConnectionRefusal, ConnectionTable, RateLimiter, body_deadline};
+use crate::limits::{AddressLoad, ClientKey, ConnectionRefusal, ConnectionTable, PenaltyBox, RateLimiter, body_deadline};
 use crate::stats::{Refusal, ServerStats};
 use crate::tls::ALPN_H3;
 use crate::{NetError, TlsIdentity};
@@ -296,12 +296,7 @@ impl HttpServer {
             _ => limits.max_connections,
         };
         let shared = Arc::new(Shared::new(handler, limits, opts.stats.clone(), https_addr.port()));
-        let slots = Arc::new(Slots {
-            table: Mutex::new(ConnectionTable::new(max_connections, limits.max_connections_per_ip.min(max_connections))),
-            rate: Mutex::new(RateLimiter::new(limits.connection_rate_per_ip, limits.connection_rate_per_ip.saturating_mul(2), 100_000)),
-            strikes: Mutex::new(RateLimiter::new(1, limits.abuse_strikes, 100_000)),
-            penalty: limits.abuse_penalty.0,
-        });
+        let slots = Arc::new(Slots::new(&limits, max_connections));
         let mut accepts = JoinSet::new();
         let tls_cfg = Arc::new(opts.identity.server_config(&[b"h2", b"http/1.1"])?);
         accepts.spawn(accept_tcp(tcp, Some(tls_cfg), shared.clone(), slots.clone(), stop_rx.clone(), stops.clone()));
@@ -412,19 +407,61 @@ struct Slots {
     rate: Mutex<RateLimiter>,
     /// Connections that ended without a request, per address.
     strikes: Mutex<RateLimiter>,
+    /// Requests cancelled before their answer, per address (not per
+    /// connection: an address's other connections share its budget).
+    cancels: Mutex<RateLimiter>,
+    /// Addresses serving the abuse penalty.
+    penalties: Mutex<PenaltyBox>,
+    /// Requests in hand per address, sharded by address (a lock per request).
+    load: Vec<Mutex<AddressLoad>>,
+    /// The same for health and metrics, whose server-wide budget is small.
+    exempt_load: Vec<Mutex<AddressLoad>>,
     penalty: Duration,
 }
 
+/// Health and metrics requests one address may have in hand at once.
+const EXEMPT_PER_ADDRESS: u32 = 4;
+const LOAD_SHARDS: usize = 32;
+
 impl Slots {
+    fn new(limits: &LimitsConfig, max_connections: u32) -> Self {
+        let shards = |max: u32| (0..LOAD_SHARDS).map(|_| Mutex::new(AddressLoad::new(max))).collect();
+        let cancels_per_s = (limits.max_cancelled_requests / 10).max(1);
+        Self {
+            table: Mutex::new(ConnectionTable::new(max_connections, limits.max_connections_per_ip.min(max_connections))),
+            rate: Mutex::new(RateLimiter::new(limits.connection_rate_per_ip, limits.connection_rate_per_ip.saturating_mul(2), 100_000)),
+            strikes: Mutex::new(RateLimiter::new(1, limits.abuse_strikes, 100_000)),
+            cancels: Mutex::new(RateLimiter::new(cancels_per_s, limits.max_cancelled_requests, 100_000)),
+            penalties: Mutex::new(PenaltyBox::new(100_000)),
+            load: shards(limits.max_requests_per_ip),
+            exempt_load: shards(EXEMPT_PER_ADDRESS),
+            penalty: limits.abuse_penalty.0,
+        }
+    }
+
     fn open_count(&self) -> u32 {
         self.table.lock().map(|t| t.open_count()).unwrap_or(u32::MAX)
     }
 
     /// Refuses new connections from `key` for the abuse penalty.
-    fn penalize(&self, key: ClientKey) {
-        if let Ok(mut r) = self.rate.lock() {
-            r.penalize(key, self.penalty.as_secs_f64(), Instant::now());
+    fn penalize(&self, key: ClientKey, stats: &ServerStats) {
+        let now = Instant::now();
+        if self.penalties.lock().map(|mut p| p.penalize(key, now + self.penalty, now)).unwrap_or(false) {
+            stats.penalties.fetch_add(1, Ordering::Relaxed);
         }
+    }
+
+    /// Whether `key` is serving a penalty (nothing is charged).
+    fn penalized(&self, key: ClientKey) -> bool {
+        self.penalties.lock().map(|mut p| p.remaining(key, Instant::now()).is_some()).unwrap_or(false)
+    }
+
+    fn shard(key: ClientKey) -> usize {
+        let h = match key {
+            ClientKey::V4(a) => u64::from(a),
+            ClientKey::V6(p) => p,
+        };
+        (h.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 59) as usize % LOAD_SHARDS
     }
 
     /// A connection from `key` ended without a request (a handshake that
@@ -434,8 +471,31 @@ impl Slots {
     fn strike(&self, key: ClientKey, stats: &ServerStats) {
         let out = self.strikes.lock().map(|mut s| s.check(key, Instant::now()).is_err()).unwrap_or(false);
         if out {
-            stats.penalties.fetch_add(1, Ordering::Relaxed);
-            self.penalize(key);
+            self.penalize(key, stats);
+        }
+    }
+}
+
+/// A request's place in its address's share of the requests in hand.
+struct LoadGuard {
+    slots: Arc<Slots>,
+    key: ClientKey,
+    exempt: bool,
+}
+
+impl LoadGuard {
+    fn take(slots: &Arc<Slots>, key: ClientKey, exempt: bool) -> Option<Self> {
+        let shards = if exempt { &slots.exempt_load } else { &slots.load };
+        let ok = shards[Slots::shard(key)].lock().map(|mut l| l.start(key)).unwrap_or(false);
+        ok.then(|| Self { slots: slots.clone(), key, exempt })
+    }
+}
+
+impl Drop for LoadGuard {
+    fn drop(&mut self) {
+        let shards = if self.exempt { &self.slots.exempt_load } else { &self.slots.load };
+        if let Ok(mut l) = shards[Slots::shard(self.key)].lock() {
+            l.end(self.key);
         }
     }
 }
@@ -447,10 +507,14 @@ struct ConnPermit {
 }
 
 impl ConnPermit {
-    /// Checked before any TLS or QUIC work: the address's rate, then a slot.
+    /// Checked before any TLS or QUIC work: a penalty, the address's rate, then a slot.
     fn take(slots: &Arc<Slots>, peer: SocketAddr) -> Result<Self, Refusal> {
         let key = ClientKey::of(peer.ip());
-        if slots.rate.lock().map(|mut r| r.check(key, Instant::now()).is_err()).unwrap_or(false) {
+        let now = Instant::now();
+        if slots.penalties.lock().map(|mut p| p.remaining(key, now).is_some()).unwrap_or(false) {
+            return Err(Refusal::Penalized);
+        }
+        if slots.rate.lock().map(|mut r| r.check(key, now).is_err()).unwrap_or(false) {
             return Err(Refusal::ConnectionRate);
         }
         let mut t = slots.table.lock().unwrap_or_else(|p| p.into_inner());
@@ -513,39 +577,52 @@ impl Drop for ConnGauge {
 /// cancellation budget.
 struct ConnState {
     opened: Instant,
-    /// Requests (h3: request streams) in hand now.
+    /// The client's address, and the server's tables it is counted in.
+    key: ClientKey,
+    slots: Arc<Slots>,
+    /// Requests in hand now.
     active: AtomicU32,
     /// Request heads seen.
     requests: AtomicU64,
     /// Milliseconds after `opened` of the last request start or end.
     last_ms: AtomicU64,
-    cancels: Mutex<CancelBudget>,
+    /// Milliseconds after `opened` when response bytes last went out.
+    progress_ms: AtomicU64,
     flooded: AtomicBool,
     wake: tokio::sync::Notify,
 }
 
 impl ConnState {
-    fn new(limits: &LimitsConfig) -> Arc<Self> {
-        let now = Instant::now();
+    fn new(permit: &ConnPermit) -> Arc<Self> {
         Arc::new(Self {
-            opened: now,
+            opened: Instant::now(),
+            key: permit.key,
+            slots: permit.slots.clone(),
             active: AtomicU32::new(0),
             requests: AtomicU64::new(0),
             last_ms: AtomicU64::new(0),
-            cancels: Mutex::new(CancelBudget::new(limits.max_cancelled_requests, now)),
+            progress_ms: AtomicU64::new(0),
             flooded: AtomicBool::new(false),
             wake: tokio::sync::Notify::new(),
         })
     }
 
-    fn touch(&self) {
-        self.last_ms.store(self.opened.elapsed().as_millis() as u64, Ordering::Relaxed);
+    fn now_ms(&self) -> u64 {
+        self.opened.elapsed().as_millis() as u64
     }
 
-    /// A request cancelled before its answer: spends the budget; once it is
-    /// spent the connection is told to close.
+    fn touch(&self) {
+        self.last_ms.store(self.now_ms(), Ordering::Relaxed);
+    }
+
+    fn progressed(&self) {
+        self.progress_ms.store(self.now_ms(), Ordering::Relaxed);
+    }
+
+    /// A request cancelled before its answer: spends its address's budget;
+    /// once that is spent the connection is told to close.
     fn cancelled(&self) {
-        let ok = self.cancels.lock().map(|mut b| b.spend(Instant::now())).unwrap_or(false);
+        let ok = self.slots.cancels.lock().map(|mut b| b.check(self.key, Instant::now()).is_ok()).unwrap_or(false);
         if !ok && !self.flooded.swap(true, Ordering::Relaxed) {
             self.wake.notify_one();
         }
@@ -557,9 +634,12 @@ struct Active(Arc<ConnState>);
 
 impl Active {
     fn new(conn: &Arc<ConnState>) -> Self {
-        conn.active.fetch_add(1, Ordering::AcqRel);
         conn.requests.fetch_add(1, Ordering::Relaxed);
         conn.touch();
+        if conn.active.fetch_add(1, Ordering::AcqRel) == 0 {
+            // From idle to busy: the watchdog's deadline changes.
+            conn.wake.notify_one();
+        }
         Self(conn.clone())
     }
 }
@@ -582,6 +662,9 @@ enum Close {
     Idle,
     /// Too many requests cancelled before their answer.
     CancelFlood,
+    /// Requests in hand and not a byte of answer sent for `idle_timeout`
+    /// (a client that stopped reading, or never grants flow-control credit).
+    Stalled,
 }
 
 impl Close {
@@ -589,6 +672,7 @@ impl Close {
         match self {
             Close::HeaderTimeout => stats.refuse(Refusal::HeaderTimeout),
             Close::CancelFlood => stats.refuse(Refusal::CancelFlood),
+            Close::Stalled => stats.refuse(Refusal::Stalled),
             Close::Idle => {
                 stats.closed_idle.fetch_add(1, Ordering::Relaxed);
             }
@@ -597,24 +681,28 @@ impl Close {
 }
 
 /// Resolves when the connection should be closed: no first request head
-/// within the header timeout, nothing in hand for the idle timeout, or its
-/// cancellation budget spent. Sleeps until the next deadline, no polling.
+/// within the header timeout, nothing in hand for the idle timeout, requests
+/// in hand with no answer byte going out for the idle timeout, or its
+/// address's cancellation budget spent. Sleeps until the next deadline.
 async fn watchdog(conn: Arc<ConnState>, limits: LimitsConfig) -> Close {
     loop {
         if conn.flooded.load(Ordering::Relaxed) {
             return Close::CancelFlood;
         }
         let now = Instant::now();
-        let deadline = if conn.active.load(Ordering::Acquire) > 0 {
-            // Re-checked when the last request ends (woken) or an idle time from now.
-            now + limits.idle_timeout.0
-        } else if conn.requests.load(Ordering::Relaxed) == 0 {
-            conn.opened + limits.header_read_timeout.0
+        let busy = conn.active.load(Ordering::Acquire) > 0;
+        let last = conn.last_ms.load(Ordering::Relaxed).max(if busy { conn.progress_ms.load(Ordering::Relaxed) } else { 0 });
+        let deadline = if busy || conn.requests.load(Ordering::Relaxed) > 0 {
+            conn.opened + Duration::from_millis(last) + limits.idle_timeout.0
         } else {
-            conn.opened + Duration::from_millis(conn.last_ms.load(Ordering::Relaxed)) + limits.idle_timeout.0
+            conn.opened + limits.header_read_timeout.0
         };
         if deadline <= now {
-            return if conn.requests.load(Ordering::Relaxed) == 0 { Close::HeaderTimeout } else { Close::Idle };
+            return match (busy, conn.requests.load(Ordering::Relaxed)) {
+                (true, _) => Close::Stalled,
+                (false, 0) => Close::HeaderTimeout,
+                (false, _) => Close::Idle,
+            };
         }
         tokio::select! {
             () = tokio::time::sleep_until(deadline.into()) => {}
@@ -677,6 +765,7 @@ struct InFlight {
     sent: u64,
     _body: BodyHold,
     _active: Option<Active>,
+    _load: Option<LoadGuard>,
 }
 
 impl InFlight {
@@ -693,6 +782,7 @@ impl InFlight {
             sent: 0,
             _body: BodyHold::default(),
             _active: active,
+            _load: None,
         }
     }
 
@@ -704,6 +794,7 @@ impl InFlight {
     fn count_sent(&mut self, n: usize) {
         self.sent += n as u64;
         self.stats.sent(n as u64);
+        self.conn.progressed();
     }
 }
 
@@ -816,20 +907,16 @@ async fn read_body(
     shared: &Shared,
     hold: &mut BodyHold,
 ) -> Result<Bytes, BodyFail> {
-    // A declared length is reserved at once (fail before reading); otherwise piece by piece.
-    if let Some(n) = declared
-        && !hold.take(&shared.body_memory, &shared.stats, n as usize)
-    {
-        return Err(BodyFail::Memory);
-    }
-    let mut out = BytesMut::with_capacity(declared.unwrap_or(0) as usize);
+    // Memory is taken as bytes arrive, not as declared: a length declared
+    // and never sent holds nothing.
+    let mut out = BytesMut::with_capacity(declared.unwrap_or(0).min(64 << 10) as usize);
     while let Some(chunk) = src.next_chunk().await {
         let chunk = chunk.map_err(|_| BodyFail::Broken)?;
         let len = out.len() as u64 + chunk.len() as u64;
         if len > cap || declared.is_some_and(|d| len > d) {
             return Err(BodyFail::TooLarge);
         }
-        if declared.is_none() && !hold.take(&shared.body_memory, &shared.stats, chunk.len()) {
+        if !hold.take(&shared.body_memory, &shared.stats, chunk.len()) {
             return Err(BodyFail::Memory);
         }
         out.extend_from_slice(&chunk);
@@ -868,6 +955,19 @@ async fn process(
     } else {
         stats.in_flight.load(Ordering::Relaxed) > i64::from(limits.max_concurrent_requests)
     };
+    // One address's share: a client with many connections and slow reads
+    // cannot take every place (nor every health check's).
+    let load = if over { None } else { LoadGuard::take(&conn.slots, conn.key, exempt) };
+    if !over && load.is_none() {
+        return refuse(
+            guard,
+            Refusal::Overloaded,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "overloaded",
+            "too many requests in hand from this address",
+        );
+    }
+    guard._load = load;
     if over {
         return refuse(
             guard,
@@ -1019,7 +1119,7 @@ async fn serve_tcp(
     mut stop: watch::Receiver<bool>,
     permit: &ConnPermit,
 ) {
-    let conn = ConnState::new(&shared.limits);
+    let conn = ConnState::new(permit);
     let mut dog = Box::pin(watchdog(conn.clone(), shared.limits));
     let stats = &shared.stats;
     let (mut stream, protocol) = match tls {
@@ -1170,8 +1270,7 @@ async fn drive<C>(
                         // accepted, too many error resets) ended it: a flood,
                         // its address serves the same penalty as ours.
                         stats.refuse(Refusal::CancelFlood);
-                        stats.penalties.fetch_add(1, Ordering::Relaxed);
-                        permit.slots.penalize(permit.key);
+                        permit.slots.penalize(permit.key, stats);
                     } else if e.is_timeout() {
                         // hyper's header timer: a head that stopped arriving (or, on
                         // HTTP/1.1 keep-alive, no next request in time).
@@ -1198,8 +1297,7 @@ async fn drive<C>(
                 if why == Close::CancelFlood {
                     // Its address may open no connection for a while: a
                     // flood that reconnects at once would go on costing handshakes.
-                    stats.penalties.fetch_add(1, Ordering::Relaxed);
-                    permit.slots.penalize(permit.key);
+                    permit.slots.penalize(permit.key, stats);
                 }
                 c.as_mut().graceful_shutdown();
                 grace = Some(Box::pin(tokio::time::sleep(CLOSE_GRACE)));
@@ -1268,6 +1366,7 @@ async fn accept_h3(
     stops: Stops,
 ) {
     let mut freeze = stops.freeze.clone();
+    let unproven = Arc::new(AtomicU32::new(0));
     loop {
         let incoming = tokio::select! {
             i = endpoint.accept() => match i { Some(i) => i, None => break },
@@ -1275,26 +1374,38 @@ async fn accept_h3(
             () = until(&mut freeze) => { let _ = stop.changed().await; break }
         };
         let peer = incoming.remote_address();
-        // Past half the connections, a client must prove its address (a QUIC
-        // Retry round trip) before it may take a slot: spoofed Initial
-        // packets then cost a stateless answer, not a connection.
-        let busy = slots.open_count() > max_connections / 2;
-        if busy && !incoming.remote_address_validated() {
+        // A QUIC Initial's source address may be spoofed: until the client
+        // proves it (by completing the handshake, or a Retry round trip),
+        // nothing is charged to that address (its rate, slots, strikes), or
+        // anyone could get a victim refused by sending Initials in its name.
+        // Unproven handshakes share a small pool; past it, when the server is
+        // busy, or when the address is serving a penalty, the answer is a
+        // stateless Retry, which a spoofer cannot complete.
+        let validated = incoming.remote_address_validated();
+        let penalized = slots.penalized(ClientKey::of(peer.ip()));
+        let busy = slots.open_count() > max_connections / 2 || unproven.load(Ordering::Relaxed) >= UNPROVEN_MAX;
+        if !validated && (busy || penalized) {
             let _ = incoming.retry();
+            tokio::task::yield_now().await;
             continue;
         }
-        let permit = match ConnPermit::take(&slots, peer) {
-            Ok(p) => p,
-            Err(why) => {
-                shared.stats.refuse(why);
-                incoming.refuse();
-                tokio::task::yield_now().await;
-                continue;
+        let permit = if validated {
+            match ConnPermit::take(&slots, peer) {
+                Ok(p) => Some(p),
+                Err(why) => {
+                    shared.stats.refuse(why);
+                    incoming.refuse();
+                    tokio::task::yield_now().await;
+                    continue;
+                }
             }
+        } else {
+            None
         };
-        let (shared2, stop, stops) = (shared.clone(), stop.clone(), stops.clone());
+        let pending = (!validated).then(|| Unproven::new(&unproven));
+        let (shared2, slots2, stop, stops) = (shared.clone(), slots.clone(), stop.clone(), stops.clone());
         TaskGuard::spawn(&shared.stats, async move {
-            let run = serve_h3(incoming, peer, shared2, stop, stops.clone(), &permit);
+            let run = serve_h3(incoming, peer, shared2, slots2, stop, stops.clone(), permit, pending);
             if stops.run(run).await.is_none() {
                 tracing::debug!(%peer, "h3 connection cut (kill)");
             }
@@ -1303,16 +1414,36 @@ async fn accept_h3(
     }
 }
 
+/// Handshakes from addresses not yet proven, at most this many at once.
+const UNPROVEN_MAX: u32 = 256;
+
+/// An unproven QUIC handshake's place in the pool.
+struct Unproven(Arc<AtomicU32>);
+
+impl Unproven {
+    fn new(n: &Arc<AtomicU32>) -> Self {
+        n.fetch_add(1, Ordering::Relaxed);
+        Self(n.clone())
+    }
+}
+
+impl Drop for Unproven {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
 async fn serve_h3(
     incoming: quinn::Incoming,
     peer: SocketAddr,
     shared: Arc<Shared>,
+    slots: Arc<Slots>,
     mut stop: watch::Receiver<bool>,
     stops: Stops,
-    permit: &ConnPermit,
+    permit: Option<ConnPermit>,
+    pending: Option<Unproven>,
 ) {
-    let conn = ConnState::new(&shared.limits);
-    let mut dog = Box::pin(watchdog(conn.clone(), shared.limits));
     let stats = &shared.stats;
     let setup = async {
         let connecting = {
@@ -1329,21 +1460,40 @@ async fn serve_h3(
         Ok::<_, String>((c, h))
     };
     let (quic, mut h3conn) = tokio::select! {
-        r = Box::pin(setup) => match r {
-            Ok(x) => x,
-            Err(e) => {
+        r = tokio::time::timeout(shared.limits.header_read_timeout.0, Box::pin(setup)) => match r {
+            Ok(Ok(x)) => x,
+            Ok(Err(e)) => {
                 tracing::debug!(%peer, error = %e, "quic handshake failed");
                 stats.refuse(Refusal::Handshake);
                 return;
             }
+            Err(_) => {
+                stats.refuse(Refusal::Handshake);
+                // Only a proven address is struck (see accept_h3).
+                if let Some(p) = &permit {
+                    p.slots.strike(p.key, stats);
+                }
+                return;
+            }
         },
-        _ = &mut dog => {
-            stats.refuse(Refusal::Handshake);
-            permit.slots.strike(permit.key, stats);
-            return
-        }
         _ = stop.changed() => return,
     };
+    // The handshake proved the address: now it is charged.
+    drop(pending);
+    let permit = match permit {
+        Some(p) => p,
+        None => match ConnPermit::take(&slots, peer) {
+            Ok(p) => p,
+            Err(why) => {
+                stats.refuse(why);
+                quic.close(0u32.into(), b"refused");
+                return;
+            }
+        },
+    };
+    let permit = &permit;
+    let conn = ConnState::new(permit);
+    let mut dog = Box::pin(watchdog(conn.clone(), shared.limits));
     let _gauge = ConnGauge::new(stats, Protocol::H3);
     let cx = RequestContext { peer, protocol: Protocol::H3 };
     let mut forced = false;
@@ -1359,26 +1509,24 @@ async fn serve_h3(
                 if why == Close::HeaderTimeout {
                     permit.slots.strike(permit.key, stats);
                 }
-                if why == Close::HeaderTimeout {
-                    permit.slots.strike(permit.key, stats);
-                }
                 if why == Close::CancelFlood {
-                    stats.penalties.fetch_add(1, Ordering::Relaxed);
-                    permit.slots.penalize(permit.key);
+                    permit.slots.penalize(permit.key, stats);
                 }
                 forced = true;
-                let _ = h3conn.shutdown(0).await;
+                // GOAWAY goes out on the control stream, which waits for the
+                // client's flow-control credit: a client that grants none
+                // does not hold the close.
+                let _ = tokio::time::timeout(CLOSE_GRACE, h3conn.shutdown(0)).await;
                 break;
             }
             _ = stop.changed() => {
-                let _ = h3conn.shutdown(0).await;
+                let _ = tokio::time::timeout(CLOSE_GRACE, h3conn.shutdown(0)).await;
                 break;
             }
         };
-        let active = Active::new(&conn);
         let (shared2, conn2, stops2) = (shared.clone(), conn.clone(), stops.clone());
         TaskGuard::spawn(&shared.stats, async move {
-            let _ = stops2.run(serve_h3_request(resolver, shared2, conn2, cx, active)).await;
+            let _ = stops2.run(serve_h3_request(resolver, shared2, conn2, cx)).await;
         });
     }
     // The requests in hand keep their streams on this connection: let them
@@ -1405,23 +1553,28 @@ async fn serve_h3_request(
     shared: Arc<Shared>,
     conn: Arc<ConnState>,
     cx: RequestContext,
-    active: Active,
 ) {
     let stats = &shared.stats;
+    // A stream is a request once its head is in: one that never completes its
+    // head (reset, malformed, too slow) keeps nothing in hand and counts as a
+    // request cancelled before its answer.
     let (req, mut stream) = match tokio::time::timeout(shared.limits.header_read_timeout.0, resolver.resolve_request()).await {
         Ok(Ok(x)) => x,
         Ok(Err(e)) => {
             // h3 has answered 431 itself to a field section over its cap.
             let why = if matches!(e, h3::error::StreamError::HeaderTooBig { .. }) { Refusal::HeadersTooLarge } else { Refusal::Malformed };
             stats.refuse(why);
+            conn.cancelled();
             tracing::debug!(error = %e, "h3 request");
             return;
         }
         Err(_) => {
             stats.refuse(Refusal::HeaderTimeout);
+            conn.cancelled();
             return;
         }
     };
+    let active = Active::new(&conn);
     let (parts, ()) = req.into_parts();
     let mut body = H3Body { stream: &mut stream, ended: false };
     let (resp, mut guard) = process(&shared, &conn, parts, &mut body, cx, Some(active)).await;

@@ -19,9 +19,10 @@ pub enum Refusal {
     ConnectionsTotal,
     /// The client's address holds `limits.max_connections_per_ip`.
     ConnectionsPerAddress,
-    /// The client's address opens connections faster than
-    /// `limits.connection_rate_per_ip`, or is serving its `limits.abuse_penalty`.
+    /// The client's address opens connections faster than `limits.connection_rate_per_ip`.
     ConnectionRate,
+    /// The client's address is serving `limits.abuse_penalty`.
+    Penalized,
     /// No TLS or QUIC handshake within `limits.header_read_timeout`, or a failed one.
     Handshake,
     /// No complete request head within `limits.header_read_timeout`: the connection is closed.
@@ -40,9 +41,12 @@ pub enum Refusal {
     Overloaded,
     /// No response head within `limits.request_timeout` (504).
     RequestTimeout,
-    /// A connection that cancelled more requests before their answer than
-    /// `limits.max_cancelled_requests` allows (closed).
+    /// A connection whose address cancelled more requests before their
+    /// answer than `limits.max_cancelled_requests` allows (closed).
     CancelFlood,
+    /// A connection with requests in hand and no answer byte sent for
+    /// `limits.idle_timeout` (a client that stopped reading; closed).
+    Stalled,
     /// Missing credentials (401).
     Unauthorized,
     /// Credentials that do not open this (403).
@@ -56,10 +60,11 @@ pub enum Refusal {
 }
 
 impl Refusal {
-    const ALL: [Refusal; 18] = [
+    const ALL: [Refusal; 20] = [
         Refusal::ConnectionsTotal,
         Refusal::ConnectionsPerAddress,
         Refusal::ConnectionRate,
+        Refusal::Penalized,
         Refusal::Handshake,
         Refusal::HeaderTimeout,
         Refusal::HeadersTooLarge,
@@ -70,6 +75,7 @@ impl Refusal {
         Refusal::Overloaded,
         Refusal::RequestTimeout,
         Refusal::CancelFlood,
+        Refusal::Stalled,
         Refusal::Unauthorized,
         Refusal::Forbidden,
         Refusal::RateLimited,
@@ -83,6 +89,7 @@ impl Refusal {
             Refusal::ConnectionsTotal => "connections_total",
             Refusal::ConnectionsPerAddress => "connections_per_address",
             Refusal::ConnectionRate => "connection_rate",
+            Refusal::Penalized => "penalized",
             Refusal::Handshake => "handshake",
             Refusal::HeaderTimeout => "header_timeout",
             Refusal::HeadersTooLarge => "headers_too_large",
@@ -93,6 +100,7 @@ impl Refusal {
             Refusal::Overloaded => "overloaded",
             Refusal::RequestTimeout => "request_timeout",
             Refusal::CancelFlood => "cancel_flood",
+            Refusal::Stalled => "stalled",
             Refusal::Unauthorized => "unauthorized",
             Refusal::Forbidden => "forbidden",
             Refusal::RateLimited => "rate_limited",
@@ -222,6 +230,11 @@ impl ServerStats {
     /// Open client connections now, all protocols.
     pub fn connections(&self) -> i64 {
         self.connections.iter().map(|c| c.load(Ordering::Relaxed)).sum()
+    }
+
+    /// Request body bytes held in memory now.
+    pub fn body_bytes(&self) -> i64 {
+        self.body_bytes_held.load(Ordering::Relaxed)
     }
 
     /// Response body bytes sent so far.

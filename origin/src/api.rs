@@ -148,9 +148,20 @@ pub(crate) fn admit(inner: &Inner, parts: &mut http::request::Parts, cx: &Reques
         return Ok(BodyLimit::Small);
     }
     if storefront_route {
-        rate(&inner.storefront_rate, cx, "storefront calls")?;
-        bearer(&parts.headers, &inner.config.storefront_token, "this call needs the storefront's bearer token", "wrong storefront token")
-            .map_err(refused)?;
+        // The token first (a constant-time compare): the storefront's own
+        // calls are never limited, so nobody sharing its address (a NAT, a
+        // cloud /64) can spend its rate; failed attempts are limited per
+        // address (guessing the token costs us nothing past the burst).
+        let checked = bearer(
+            &parts.headers,
+            &inner.config.storefront_token,
+            "this call needs the storefront's bearer token",
+            "wrong storefront token",
+        );
+        if let Err(e) = checked {
+            rate(&inner.storefront_rate, cx, "storefront calls without the storefront's token")?;
+            return Err(refused(e));
+        }
         return Ok(if upload { BodyLimit::Upload } else { BodyLimit::Small });
     }
     if m == Method::POST && matches!(path, "/v1/cluster/join" | "/v1/cluster/heartbeat") {
@@ -465,21 +476,32 @@ fn play(inner: &Inner, req: &Request<Bytes>, cx: RequestContext) -> ApiResult {
         client: cx.peer.to_string(),
         result: String::new(),
     };
-    // A refusal costs no write: anyone can send garbage tickets, and a
-    // synced log line each would let them fill the disk and the fsync queue.
-    // Refusals are counted by result in /metrics and one a second is logged.
-    let refuse = |entry: &mut ValidationEntry, r: Refusal| -> ApiError {
+    // A refusal costs no synced write and no log line each: anyone can send
+    // garbage tickets, and a synced line each would let them fill the disk
+    // and the fsync queue. Refusals are counted by result in /metrics; those
+    // of genuine tickets (signed by us: a spent, replaced, revoked or expired
+    // one played again is a fraud signal) are kept per ticket and reason, a
+    // counter merged in without fsync, so they cost one record per ticket
+    // however often it is replayed; one refusal a second per result is logged.
+    let refuse = |entry: &mut ValidationEntry, r: Refusal, serial: Option<&[u8; 16]>| -> ApiError {
         entry.result = r.code().to_string();
         inner.metrics.validation(r.code());
+        if let Some(s) = serial
+            && let Err(e) = inner.state.count_refusal(s, r.code())
+        {
+            tracing::warn!(error = %e, "cannot count a refused play");
+        }
         let now = now_secs();
-        if inner.refusal_logged.swap(now, std::sync::atomic::Ordering::Relaxed) != now {
+        if inner.refusal_logged[r as usize % crate::REFUSAL_KINDS].swap(now, std::sync::atomic::Ordering::Relaxed) != now {
             tracing::info!(result = r.code(), serial = %entry.serial, customer = entry.customer, title = %entry.title,
-                client = %entry.client, "play refused (one a second is logged; all are counted in origin_validations_total)");
+                client = %entry.client, "play refused (one a second per result is logged; all are counted in origin_validations_total)");
         }
         ApiError::refused(r)
     };
-    let Ok(signed) = SignedToken::from_text(&p.ticket) else { return Err(refuse(&mut entry, Refusal::Forged)) };
-    let Ok(Token::Ticket(ticket)) = signed.verify(&inner.signing.verifying_key()) else { return Err(refuse(&mut entry, Refusal::Forged)) };
+    let Ok(signed) = SignedToken::from_text(&p.ticket) else { return Err(refuse(&mut entry, Refusal::Forged, None)) };
+    let Ok(Token::Ticket(ticket)) = signed.verify(&inner.signing.verifying_key()) else {
+        return Err(refuse(&mut entry, Refusal::Forged, None));
+    };
     let ticket = ticket.clone();
     entry.serial = hex::encode(ticket.serial);
     entry.customer = ticket.customer;
@@ -525,7 +547,7 @@ fn play(inner: &Inner, req: &Request<Bytes>, cx: RequestContext) -> ApiResult {
     })?;
     let grant = match grant {
         Ok(g) => g,
-        Err(r) => return Err(refuse(&mut entry, r)),
+        Err(r) => return Err(refuse(&mut entry, r, Some(&ticket.serial))),
     };
     inner.metrics.validation("granted");
     let replacement = grant.replacement.as_ref().map(|(t, _)| ticket::to_text(&t.sign(&inner.signing)));

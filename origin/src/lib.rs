@@ -37,6 +37,9 @@ pub(crate) fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
+/// Kinds of play refusal (`validation::Refusal`), for per-kind log sampling.
+pub(crate) const REFUSAL_KINDS: usize = 8;
+
 pub(crate) fn random16() -> [u8; 16] {
     tranzcast_proto::random_bytes()
 }
@@ -55,8 +58,9 @@ pub(crate) struct Inner {
     pub play_rate: std::sync::Mutex<tranzcast_net::limits::RateLimiter>,
     /// Storefront calls per client address.
     pub storefront_rate: std::sync::Mutex<tranzcast_net::limits::RateLimiter>,
-    /// When a refused play was last logged (Unix seconds): one a second is logged, the rest counted.
-    pub refusal_logged: std::sync::atomic::AtomicU64,
+    /// When a refused play was last logged (Unix seconds), per result: one a
+    /// second of each is logged, the rest counted.
+    pub refusal_logged: [std::sync::atomic::AtomicU64; REFUSAL_KINDS],
 }
 
 /// A running origin.
@@ -102,7 +106,7 @@ impl Origin {
                 config.rate.storefront_burst,
                 config.rate.max_addresses,
             )),
-            refusal_logged: std::sync::atomic::AtomicU64::new(0),
+            refusal_logged: Default::default(),
         });
         let opts = ServerOptions {
             https: config.listen.https,
@@ -147,6 +151,11 @@ impl Origin {
     /// The validation log (granted plays), oldest first: for audits and tests.
     pub fn validation_log(&self) -> Result<Vec<state::ValidationEntry>, OriginError> {
         self.inner.state.validations()
+    }
+
+    /// Refused plays of genuine tickets: (serial hex, result, how many times).
+    pub fn refused_plays(&self) -> Result<Vec<(String, String, u64)>, OriginError> {
+        self.inner.state.refusals()
     }
 
     /// Node name -> title -> staging progress.

@@ -31,6 +31,8 @@ const CF_VALIDATIONS: &str = "validations";
 const CF_REVOKED: &str = "revoked";
 const CF_MEMBERS: &str = "members";
 const CF_POPULARITY: &str = "popularity";
+/// Refused plays of genuine tickets: serial (16 bytes) + result -> count.
+const CF_REFUSALS: &str = "refusals";
 const STRIPES: usize = 256;
 /// Marks the popularity counters as complete (counted from the log once,
 /// when a database from before them is opened). Not a title id: those
@@ -160,7 +162,7 @@ impl OriginState {
         let cfs = [CF_CUSTOMERS, CF_ORDERS, CF_TICKETS, CF_CERTS, CF_VALIDATIONS, CF_REVOKED, CF_MEMBERS]
             .into_iter()
             .map(|n| ColumnFamilyDescriptor::new(n, Options::default()))
-            .chain([ColumnFamilyDescriptor::new(CF_POPULARITY, counters)]);
+            .chain([ColumnFamilyDescriptor::new(CF_POPULARITY, counters.clone()), ColumnFamilyDescriptor::new(CF_REFUSALS, counters)]);
         let db = DB::open_cf_descriptors(&opts, dir, cfs).map_err(|e| {
             if e.to_string().contains("lock") {
                 OriginError::Storage(format!("{}: locked by another process", dir.display()))
@@ -211,6 +213,36 @@ impl OriginState {
     fn count_play(&self, batch: &mut WriteBatch, title: &str) -> Result<(), OriginError> {
         batch.merge_cf(self.cf(CF_POPULARITY)?, title.as_bytes(), 1u64.to_le_bytes());
         Ok(())
+    }
+
+    /// Counts a refused play of a genuine ticket (its serial is ours): one
+    /// record per ticket and result however often it is replayed, merged in
+    /// without fsync (evidence, not a decision: losing the last few on a
+    /// crash costs nothing that guards money).
+    pub fn count_refusal(&self, serial: &[u8; 16], result: &str) -> Result<(), OriginError> {
+        let mut key = serial.to_vec();
+        key.extend_from_slice(result.as_bytes());
+        let mut wo = WriteOptions::default();
+        wo.set_sync(false);
+        self.db.merge_cf_opt(self.cf(CF_REFUSALS)?, key, 1u64.to_le_bytes(), &wo).map_err(db_err("refusals"))
+    }
+
+    /// Refused plays of genuine tickets: (serial hex, result, count).
+    pub fn refusals(&self) -> Result<Vec<(String, String, u64)>, OriginError> {
+        let mut out = Vec::new();
+        for item in self.db.iterator_cf(self.cf(CF_REFUSALS)?, IteratorMode::Start) {
+            let (k, v) = item.map_err(db_err("refusals"))?;
+            if k.len() < 16 {
+                continue;
+            }
+            let (serial, result) = k.split_at(16);
+            out.push((
+                hex::encode(serial),
+                String::from_utf8_lossy(result).into_owned(),
+                u64::from_le_bytes(v.as_ref().try_into().unwrap_or([0; 8])),
+            ));
+        }
+        Ok(out)
     }
 
     /// Orders plus granted plays per title, from the kept counters.
