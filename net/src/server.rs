@@ -1241,6 +1241,23 @@ fn service(
             let active = Active::new(&conn);
             let (parts, mut body) = req.into_parts();
             let (resp, guard) = process(&shared, &conn, parts, &mut body, cx, Some(active)).await;
+            if !HttpBody::is_end_stream(&body) {
+                // Refused on its head with its body unread. What is left, if
+                // small and already here, is read: HTTP/2 would otherwise
+                // reset the stream, and h2 counts such resets of its own
+                // towards closing the connection (a busy client refused with
+                // 429 a thousand times would be cut as a reset flood).
+                let drain = async {
+                    let mut left: usize = 64 << 10;
+                    while let Some(Ok(c)) = body.next_chunk().await {
+                        left = left.saturating_sub(c.len());
+                        if left == 0 {
+                            break;
+                        }
+                    }
+                };
+                let _ = tokio::time::timeout(Duration::from_millis(50), drain).await;
+            }
             Ok::<_, Infallible>(resp.map(|body| Tracked { body, guard }.boxed_unsync()))
         }
     })

@@ -114,6 +114,8 @@ type Tls = tokio_rustls::client::TlsStream<tokio::net::TcpStream>;
 async fn tcp_from(from: &str, to: SocketAddr) -> std::io::Result<tokio::net::TcpStream> {
     let s = TcpSocket::new_v4()?;
     s.bind(format!("{from}:0").parse().unwrap())?;
+    // Small writes go out at once (as every HTTP/2 client's do).
+    s.set_nodelay(true)?;
     s.connect(to).await
 }
 
@@ -290,6 +292,25 @@ async fn a_body_over_the_cap_gets_413_before_it_is_read_and_credentials_come_fir
     assert_eq!(h2.post(&url).body(vec![1u8; 60_000]).send().await.unwrap().text().await.unwrap(), "60000");
     assert!(s.stats.refused(Refusal::BodyTooLarge) >= 5, "{}", s.stats.refused(Refusal::BodyTooLarge));
     assert_eq!(s.stats.refused(Refusal::Unauthorized), 1);
+    // A busy client refused on the head many times over one HTTP/2
+    // connection, its small body a moment behind its head each time, is not
+    // taken for a reset flood: the body is read before the refusal goes out
+    // (h2 closes a connection after 1,024 streams it had to reset itself).
+    let secret = format!("https://localhost:{}/secret", s.addr.port());
+    let tls = tls_from(&s, "127.0.0.10", &[b"h2"]).await.unwrap();
+    let (send, conn) = h2::client::handshake(tls).await.unwrap();
+    let driver = tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    for i in 0..1100 {
+        let mut ready = send.clone().ready().await.unwrap_or_else(|e| panic!("connection gone after {i} refusals: {e}"));
+        let (resp, mut stream) = ready.send_request(Request::post(&secret).body(()).unwrap(), false).unwrap();
+        tokio::time::sleep(Duration::from_micros(300)).await;
+        stream.send_data(Bytes::from_static(b"{}"), true).unwrap();
+        assert_eq!(resp.await.unwrap().status(), 401);
+    }
+    assert!(!driver.is_finished());
+    assert_eq!((s.stats.refused(Refusal::CancelFlood), s.stats.refused(Refusal::Penalized)), (0, 0));
     s.server.shutdown().await;
 }
 
