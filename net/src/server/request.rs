@@ -1,0 +1,227 @@
+//! What every request goes through, whatever its protocol: shedding, the
+//! head checks, admission, the body within its limits, the handler.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use bytes::{Buf, Bytes, BytesMut};
+use http::{HeaderValue, Request, Response, StatusCode};
+use http_body::Body as HttpBody;
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+
+use super::guards::{Active, BodyHold, ConnState, InFlight, LoadGuard};
+use super::{Body, BodyLimit, EXEMPT_MAX, Protocol, RequestContext, Shared, error_response};
+use crate::limits::body_deadline;
+use crate::stats::Refusal;
+
+/// Where a request body comes from (hyper's incoming body, an h3 stream).
+pub(super) trait ChunkSource: Send {
+    /// The next piece; None at the end.
+    fn next_chunk(&mut self) -> impl Future<Output = Option<Result<Bytes, String>>> + Send;
+    /// Whether it is known to be empty already.
+    fn known_empty(&self) -> bool;
+}
+
+impl ChunkSource for Incoming {
+    async fn next_chunk(&mut self) -> Option<Result<Bytes, String>> {
+        loop {
+            match self.frame().await? {
+                Ok(f) => match f.into_data() {
+                    Ok(d) => return Some(Ok(d)),
+                    Err(_) => continue, // trailers: ignored
+                },
+                Err(e) => return Some(Err(e.to_string())),
+            }
+        }
+    }
+
+    fn known_empty(&self) -> bool {
+        HttpBody::is_end_stream(self)
+    }
+}
+
+pub(super) type H3Stream = h3::server::RequestStream<h3_quinn::BidiStream<Bytes>, Bytes>;
+
+/// An h3 request's body, and whether it was read to its end.
+pub(super) struct H3Body<'a> {
+    pub(super) stream: &'a mut H3Stream,
+    pub(super) ended: bool,
+}
+
+impl ChunkSource for H3Body<'_> {
+    async fn next_chunk(&mut self) -> Option<Result<Bytes, String>> {
+        match self.stream.recv_data().await {
+            Ok(Some(mut chunk)) => Some(Ok(chunk.copy_to_bytes(chunk.remaining()))),
+            Ok(None) => {
+                self.ended = true;
+                None
+            }
+            Err(e) => Some(Err(e.to_string())),
+        }
+    }
+
+    fn known_empty(&self) -> bool {
+        false
+    }
+}
+
+pub(super) enum BodyFail {
+    TooLarge,
+    Memory,
+    Broken,
+}
+
+/// Reads a whole body of at most `cap` bytes, holding its bytes in the server's body memory.
+pub(super) async fn read_body(
+    src: &mut impl ChunkSource,
+    cap: u64,
+    declared: Option<u64>,
+    shared: &Shared,
+    hold: &mut BodyHold,
+) -> Result<Bytes, BodyFail> {
+    // Memory is taken as bytes arrive, not as declared: a length declared
+    // and never sent holds nothing.
+    let mut out = BytesMut::with_capacity(declared.unwrap_or(0).min(64 << 10) as usize);
+    while let Some(chunk) = src.next_chunk().await {
+        let chunk = chunk.map_err(|_| BodyFail::Broken)?;
+        let len = out.len() as u64 + chunk.len() as u64;
+        if len > cap || declared.is_some_and(|d| len > d) {
+            return Err(BodyFail::TooLarge);
+        }
+        if !hold.take(&shared.body_memory, &shared.stats, chunk.len()) {
+            return Err(BodyFail::Memory);
+        }
+        out.extend_from_slice(&chunk);
+    }
+    Ok(out.freeze())
+}
+
+/// What every request goes through, whatever its protocol: the shedding
+/// check, the head checks and the application's admission, then the body
+/// within its cap, deadline and the body memory, then the handler within
+/// the request timeout. Returns the answer and the request's guard, which
+/// the caller keeps until the response body is done.
+pub(super) async fn process(
+    shared: &Shared,
+    conn: &Arc<ConnState>,
+    mut parts: http::request::Parts,
+    body: &mut impl ChunkSource,
+    cx: RequestContext,
+    active: Option<Active>,
+) -> (Response<Body>, InFlight) {
+    let stats = &shared.stats;
+    let limits = &shared.limits;
+    let exempt = matches!(parts.uri.path(), "/healthz" | "/metrics");
+    let mut guard = InFlight::new(stats, conn, cx.protocol, exempt, active);
+    let refuse = |mut guard: InFlight, why: Refusal, status: StatusCode, code: &str, reason: &str| {
+        stats.refuse(why);
+        let mut r = error_response(status, code, reason);
+        if matches!(why, Refusal::Overloaded | Refusal::BodyMemory) {
+            r.headers_mut().insert(http::header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        guard.answered(status);
+        (r, guard)
+    };
+    let over = if exempt {
+        stats.exempt_in_flight.load(Ordering::Relaxed) > EXEMPT_MAX
+    } else {
+        stats.in_flight.load(Ordering::Relaxed) > i64::from(limits.max_concurrent_requests)
+    };
+    // One address's share: a client with many connections and slow reads
+    // cannot take every place (nor every health check's).
+    let load = if over { None } else { LoadGuard::take(&conn.slots, conn.key, exempt) };
+    if !over && load.is_none() {
+        return refuse(
+            guard,
+            Refusal::Overloaded,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "overloaded",
+            "too many requests in hand from this address",
+        );
+    }
+    guard._load = load;
+    if over {
+        return refuse(
+            guard,
+            Refusal::Overloaded,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "overloaded",
+            "too many requests in hand; try another source",
+        );
+    }
+    if parts.headers.len() > limits.max_headers as usize {
+        let reason = format!("more than {} header fields", limits.max_headers);
+        return refuse(guard, Refusal::TooManyHeaders, StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "headers_too_large", &reason);
+    }
+    let cap = match (shared.handler.admit)(&mut parts, &cx) {
+        Ok(BodyLimit::Small) => limits.max_body.0,
+        Ok(BodyLimit::Upload) => limits.max_upload_body.0,
+        Err(refused) => {
+            stats.refuse(refused.reason);
+            guard.answered(refused.status);
+            return (refused.response(), guard);
+        }
+    };
+    let declared = match parts.headers.get(http::header::CONTENT_LENGTH).map(|v| v.to_str().ok().and_then(|s| s.trim().parse::<u64>().ok()))
+    {
+        None => None,
+        Some(Some(n)) => Some(n),
+        Some(None) => return refuse(guard, Refusal::Malformed, StatusCode::BAD_REQUEST, "bad_request", "Content-Length is not a number"),
+    };
+    if declared.is_some_and(|n| n > cap) {
+        let reason = format!("the body is over {cap} bytes");
+        return refuse(guard, Refusal::BodyTooLarge, StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", &reason);
+    }
+    let bytes = if body.known_empty() || declared == Some(0) {
+        Bytes::new()
+    } else {
+        let deadline = body_deadline(declared.unwrap_or(cap), limits.header_read_timeout.0, limits.body_min_rate.0);
+        let mut hold = BodyHold::default();
+        let read = tokio::time::timeout(deadline, read_body(body, cap, declared, shared, &mut hold)).await;
+        guard._body = hold;
+        match read {
+            Ok(Ok(b)) => b,
+            Ok(Err(BodyFail::TooLarge)) => {
+                let reason = format!("the body is over {cap} bytes (or its declared length)");
+                return refuse(guard, Refusal::BodyTooLarge, StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", &reason);
+            }
+            Ok(Err(BodyFail::Memory)) => {
+                return refuse(
+                    guard,
+                    Refusal::BodyMemory,
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "overloaded",
+                    "too many request bodies in hand; try again",
+                );
+            }
+            Ok(Err(BodyFail::Broken)) => {
+                return refuse(guard, Refusal::Malformed, StatusCode::BAD_REQUEST, "bad_request", "the request body could not be read");
+            }
+            Err(_) => {
+                return refuse(
+                    guard,
+                    Refusal::BodyTimeout,
+                    StatusCode::REQUEST_TIMEOUT,
+                    "body_timeout",
+                    "the request body arrived too slowly",
+                );
+            }
+        }
+    };
+    let req = Request::from_parts(parts, bytes);
+    let mut resp = match tokio::time::timeout(limits.request_timeout.0, (shared.handler.call)(req, cx)).await {
+        Ok(r) => r,
+        Err(_) => {
+            return refuse(guard, Refusal::RequestTimeout, StatusCode::GATEWAY_TIMEOUT, "timeout", "no answer within the request timeout");
+        }
+    };
+    if matches!(cx.protocol, Protocol::H1 | Protocol::H2)
+        && let Some(v) = &shared.alt_svc
+    {
+        resp.headers_mut().insert(http::header::ALT_SVC, v.clone());
+    }
+    guard.answered(resp.status());
+    (resp, guard)
+}
