@@ -9,6 +9,7 @@
 # Usage: bench/edge.sh [SECONDS=5] [CONNECTIONS=32]; CASES=REGEX runs only matching cases (e.g. 'edge-h3').
 # REPEAT=N runs N rounds (every server in each) and prints medians: this machine drifts over minutes.
 # EDGE_ENV="VAR=VALUE ..." starts the edge with those variables (e.g. TOKIO_WORKER_THREADS=1).
+# BIN=PATH runs another tranzcast binary (before/after comparisons).
 # PERF=DIR profiles the edge and the floor per case (PERF_CALLGRAPH="--call-graph dwarf,16384" for call chains);
 # STAT=1 keeps perf stat counts (context switches, migrations) per case in the run directory (KEEP=1 keeps it).
 # Needs: nginx, caddy (apt), oha 1.16 with http3 (see ../shared/PEERS.md).
@@ -27,7 +28,8 @@ for tool in nginx caddy oha openssl curl python3; do
     command -v "$tool" >/dev/null || { echo "bench/edge.sh: $tool is not installed (see ../shared/PEERS.md)" >&2; exit 2; }
 done
 cargo build --release --locked --bin tranzcast >/dev/null 2>&1 || cargo build --release --locked --bin tranzcast
-BIN="$CARGO_TARGET_DIR/release/tranzcast"
+# BIN=PATH measures another build (e.g. an earlier commit's) on the same machine.
+BIN="${BIN:-$CARGO_TARGET_DIR/release/tranzcast}"
 T="$(mktemp -d /tmp/tz-bench-edge.XXXXXX)"
 PIDS=()
 cleanup() {

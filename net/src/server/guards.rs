@@ -159,7 +159,10 @@ impl TaskGuard {
         stats.tasks.fetch_add(1, Ordering::Relaxed);
         let guard = TaskGuard(stats.clone());
         // Not kept in a JoinSet: a finished task is freed at once, however
-        // many a long-lived connection runs.
+        // many a long-lived connection runs. Boxed first: a request's future
+        // is kilobytes, which tokio would otherwise copy at each move into
+        // its task (measured: memmove 5% -> 10% of an HTTP/3 server's CPU).
+        let fut = Box::pin(fut);
         tokio::spawn(async move {
             let _guard = guard;
             fut.await;
