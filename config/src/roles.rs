@@ -494,8 +494,13 @@ pub struct EdgeConfig {
     pub parents: Vec<String>,
     /// Time before an upstream is abandoned for the next.
     pub upstream_timeout: Duration,
-    /// Heartbeat interval to the origin.
+    /// Heartbeat interval to the origin (and of revocation list pulls).
     pub heartbeat: Duration,
+    /// A revocation list older than this (pulls failing since) makes the
+    /// server report itself unhealthy in its pulse and heartbeat; it keeps
+    /// applying its last good list, and refuses certificates until its
+    /// first list is read.
+    pub revocation_max_age: Duration,
     /// Outgoing rate limit in bytes per second over all responses (tests and benchmarks), none by default.
     pub rate_limit: Option<ByteSize>,
     /// What clients may take: connections, time, sizes, fetches.
@@ -528,6 +533,7 @@ impl Default for EdgeConfig {
             parents: Vec::new(),
             upstream_timeout: Duration::secs(5),
             heartbeat: Duration::secs(5),
+            revocation_max_age: Duration::secs(60),
             rate_limit: None,
             limits: LimitsConfig::default(),
             mirroring: MirroringConfig::default(),
@@ -571,6 +577,9 @@ impl RoleConfig for EdgeConfig {
         }
         if self.heartbeat.0.as_millis() < 100 {
             return fail("heartbeat", "must be at least 100ms");
+        }
+        if self.revocation_max_age.0 < self.heartbeat.0 {
+            return fail("revocation_max_age", "must be at least the heartbeat");
         }
         if let Some(r) = self.rate_limit
             && r.0 < 1024

@@ -13,13 +13,12 @@
 //! carry the title id at bytes 8..40, so no catalog lookup is needed, and a
 //! blob still arriving is checked as soon as its first verified group is in.
 
-use std::collections::HashSet;
-
 use ed25519_dalek::VerifyingKey;
 use tranzcast_proto::TitleId;
 use tranzcast_proto::ticket::{SignedToken, Token};
 
-/// Why a request is refused: status (401 or 403), code, reason.
+/// Why a request is refused: status (401, 403, or 503 before the first
+/// revocation list), code, reason.
 pub type Denial = (u16, &'static str, String);
 
 /// What a request's `Authorization` header proved.
@@ -62,13 +61,13 @@ pub fn credentials(authorization: Option<&str>, cluster_token: &str, origin_key:
     }
 }
 
-/// Checks the credentials are still good now: not expired, not revoked.
-pub fn admit(creds: &Credentials, revoked: &HashSet<[u8; 16]>, now: u64) -> Result<(), Denial> {
+/// Checks the credentials are still good now: not expired, not revoked
+/// (and a revocation list read: see [`crate::revocation`]).
+pub fn admit(creds: &Credentials, revoked: &crate::revocation::Revocations, now: u64) -> Result<(), Denial> {
     match creds {
         Credentials::Cluster => Ok(()),
         Credentials::Certificate { expires, .. } if now >= *expires => Err((403, "expired", "the certificate has expired".into())),
-        Credentials::Certificate { serial, .. } if revoked.contains(serial) => Err((403, "revoked", "the certificate was revoked".into())),
-        Credentials::Certificate { .. } => Ok(()),
+        Credentials::Certificate { serial, .. } => revoked.check(serial),
     }
 }
 
@@ -123,10 +122,14 @@ pub fn segment_of(prefix: &[u8]) -> Option<(TitleId, u64)> {
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
+    use std::collections::HashSet;
+    use std::time::Instant;
+
     use ed25519_dalek::SigningKey;
     use tranzcast_proto::ticket::{Certificate, to_text};
 
     use super::*;
+    use crate::revocation::Revocations;
 
     fn cert(title: &str, expires: u64, key: &SigningKey) -> (String, [u8; 16]) {
         let c = Certificate { serial: [3; 16], customer: 1, created: 100, expires, title: TitleId::new(title).unwrap(), key_part: [0; 32] };
@@ -138,7 +141,7 @@ mod tests {
         token: &str,
         title: Option<&TitleId>,
         vk: &VerifyingKey,
-        revoked: &HashSet<[u8; 16]>,
+        revoked: &Revocations,
         now: u64,
     ) -> Result<(), Denial> {
         let c = credentials(auth, token, vk)?;
@@ -151,14 +154,23 @@ mod tests {
         let key = SigningKey::from_bytes(&[1; 32]);
         let vk = key.verifying_key();
         let film = TitleId::new("film").unwrap();
-        let none = HashSet::new();
+        let mut none = Revocations::default();
+        none.replace(HashSet::new(), Instant::now());
+        let mut revoked = Revocations::default();
         let (good, serial) = cert("film", 1000, &key);
         let auth = format!("Tranzcast {good}");
         assert!(decide(Some(&auth), "cluster-secret-000", Some(&film), &vk, &none, 500).is_ok());
         assert_eq!(decide(None, "cluster-secret-000", Some(&film), &vk, &none, 500).unwrap_err().0, 401);
         assert_eq!(decide(Some(&auth), "x", Some(&film), &vk, &none, 1000).unwrap_err().1, "expired");
         assert_eq!(decide(Some(&auth), "x", Some(&TitleId::new("other").unwrap()), &vk, &none, 500).unwrap_err().1, "wrong_title");
-        assert_eq!(decide(Some(&auth), "x", Some(&film), &vk, &HashSet::from([serial]), 500).unwrap_err().1, "revoked");
+        revoked.replace(HashSet::from([serial]), Instant::now());
+        assert_eq!(decide(Some(&auth), "x", Some(&film), &vk, &revoked, 500).unwrap_err().1, "revoked");
+        let unread = Revocations::default();
+        assert_eq!(decide(Some(&auth), "x", Some(&film), &vk, &unread, 500).unwrap_err().1, "revocations_unknown");
+        assert!(
+            decide(Some("Bearer cluster-secret-000"), "cluster-secret-000", None, &vk, &unread, 500).is_ok(),
+            "the cluster's own reads need no list"
+        );
         let (forged, _) = cert("film", 1000, &SigningKey::from_bytes(&[2; 32]));
         assert_eq!(decide(Some(&format!("Tranzcast {forged}")), "x", Some(&film), &vk, &none, 500).unwrap_err().1, "forged");
         assert_eq!(decide(Some("Tranzcast garbage"), "x", Some(&film), &vk, &none, 500).unwrap_err().1, "forged");

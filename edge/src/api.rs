@@ -75,9 +75,13 @@ pub(crate) async fn handle(inner: Arc<Inner>, req: Request<Bytes>) -> Response<B
     if let (&Method::GET | &Method::HEAD, ["", "v1", "play", token, _name]) = (req.method(), parts) {
         let client = req.extensions().get::<tranzcast_net::RequestContext>().map(|cx| cx.peer.ip());
         let client = client.unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
-        return crate::playback::serve(inner.clone(), token, &req, client)
-            .await
-            .unwrap_or_else(|(status, code, reason)| error(status, code, reason).into());
+        return crate::playback::serve(inner.clone(), token, &req, client).await.unwrap_or_else(|(status, code, reason)| {
+            let mut r: Response<Body> = error(status, code, reason).into();
+            if status == StatusCode::SERVICE_UNAVAILABLE {
+                r.headers_mut().insert(http::header::RETRY_AFTER, http::HeaderValue::from_static("1"));
+            }
+            r
+        });
     }
     if let (&Method::GET, ["", "v1", "titles", id, "manifest"]) = (req.method(), parts) {
         return title_manifest(&inner, id).await.unwrap_or_else(Response::from);
@@ -344,7 +348,7 @@ fn pulse(inner: &Inner, query: &str) -> Reply {
         Err(_) => 0.0,
     };
     let mut v = json!({
-        "name": inner.config.name, "role": role(inner), "version": env!("CARGO_PKG_VERSION"), "health": "ok",
+        "name": inner.config.name, "role": role(inner), "version": env!("CARGO_PKG_VERSION"), "health": crate::health(inner).health(),
         "load": {
             "requests": inner.requests.load(Ordering::Relaxed),
             // Not counting this pulse itself.
@@ -396,6 +400,20 @@ fn metrics(inner: &Inner) -> Response<Body> {
         out.push_str(&format!("# TYPE {name} counter\n{name} {v}\n"));
     }
     out.push_str(&format!("# TYPE edge_playback_sessions gauge\nedge_playback_sessions {}\n", inner.playback.open_sessions()));
+    if let Ok(r) = inner.revoked.read() {
+        let now = std::time::Instant::now();
+        let fresh = r.freshness(now, inner.config.revocation_max_age.0) == crate::revocation::Freshness::Fresh;
+        out.push_str(&format!(
+            "# HELP edge_revocation_pull_failures_total Revocation list pulls that failed (the last good list was kept).\n# TYPE edge_revocation_pull_failures_total counter\nedge_revocation_pull_failures_total {}\n\
+             # HELP edge_revocation_list_age_seconds Since the revocation list was last read whole (-1: never; certificates refused).\n# TYPE edge_revocation_list_age_seconds gauge\nedge_revocation_list_age_seconds {}\n\
+             # HELP edge_revocation_list_fresh 1 when the list is younger than revocation_max_age.\n# TYPE edge_revocation_list_fresh gauge\nedge_revocation_list_fresh {}\n\
+             # TYPE edge_revoked_serials gauge\nedge_revoked_serials {}\n",
+            r.failures(),
+            r.age(now).map_or(-1.0, |a| a.as_secs_f64()),
+            u8::from(fresh),
+            r.len(),
+        ));
+    }
     out.push_str(&format!(
         "# HELP edge_flights_in_air Upstream fetches in the air now (at most limits.max_flights).\n# TYPE edge_flights_in_air gauge\nedge_flights_in_air {}\n",
         inner.fetcher.in_air()

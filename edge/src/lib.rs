@@ -23,6 +23,7 @@ pub mod fetch;
 mod mirror;
 mod playback;
 pub mod residency;
+pub mod revocation;
 mod service;
 
 use std::sync::Arc;
@@ -73,8 +74,8 @@ pub(crate) struct Inner {
     pub push_token: std::sync::Mutex<Option<String>>,
     /// The miss path (parents, then the origin).
     pub fetcher: Arc<fetch::Fetcher>,
-    /// Revoked certificate serials, pulled from the origin with each heartbeat.
-    pub revoked: std::sync::RwLock<std::collections::HashSet<[u8; 16]>>,
+    /// Revoked certificate serials, the last list read whole from the origin.
+    pub revoked: std::sync::RwLock<revocation::Revocations>,
     /// Credentials whose signature was verified, by blake3 of the header value.
     pub verified: moka::sync::Cache<[u8; 32], Arc<access::Credentials>>,
     /// The outgoing rate limit, if configured.
@@ -102,6 +103,7 @@ pub struct EdgeServer {
     server: HttpServer,
     inner: Arc<Inner>,
     heartbeat: tokio::task::JoinHandle<()>,
+    revocations: tokio::task::JoinHandle<()>,
 }
 
 impl std::fmt::Debug for EdgeServer {
@@ -144,7 +146,7 @@ impl EdgeServer {
         let http = tranzcast_net::client::https(tls.ca_pem.as_bytes())?;
         let origin_key = match &config.origin_key {
             Some(k) => parse_key(k)?,
-            None => fetch_origin_key(&http, &config.origin).await?,
+            None => fetch_origin_key(&http, &config.origin, control_limits(&config, SMALL_ANSWER)).await?,
         };
         let fetcher = Arc::new(fetch::Fetcher::new(
             http.clone(),
@@ -197,7 +199,7 @@ impl EdgeServer {
             let _ = inner.fetcher.me.set(advertised_url(&config, me));
         }
         if let Err(e) = pull_revocations(&http, &inner).await {
-            tracing::warn!(error = %e, "cannot pull revocations yet");
+            tracing::warn!(error = %e, "cannot read the origin's revocation list yet: certificates are refused until it is read");
         }
         // Join once now so a failure is an error at start, then heartbeat.
         if let Err(e) = join(&http, &inner, me).await {
@@ -205,20 +207,33 @@ impl EdgeServer {
             server.shutdown().await;
             return Err(e);
         }
+        // Revocations on their own loop: a slow heartbeat or parent probe
+        // never delays them (every call is bounded anyway).
+        let rv_inner = inner.clone();
+        let rv_http = http.clone();
+        let revocations = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(rv_inner.config.heartbeat.0);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                if let Err(e) = pull_revocations(&rv_http, &rv_inner).await {
+                    tracing::warn!(error = %e, "cannot read the origin's revocation list: keeping the last good one");
+                }
+            }
+        });
         let hb_inner = inner.clone();
         let heartbeat = tokio::spawn(async move {
             let mut tick = tokio::time::interval(hb_inner.config.heartbeat.0);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tick.tick().await;
                 if let Err(e) = join(&http, &hb_inner, me).await {
                     tracing::warn!(error = %e, "heartbeat to the origin failed");
                 }
-                if let Err(e) = pull_revocations(&http, &hb_inner).await {
-                    tracing::warn!(error = %e, "cannot pull revocations");
-                }
                 if hb_inner.config.role == EdgeRole::Edge {
                     if hb_inner.config.parents.is_empty() {
-                        match cluster_nodes(&http, &hb_inner.config.origin).await {
+                        match cluster_nodes(&http, &hb_inner.config.origin, control_limits(&hb_inner.config, CLUSTER_ANSWER)).await {
                             Ok(nodes) => hb_inner.fetcher.set_parents(nodes),
                             Err(e) => tracing::warn!(error = %e, "cannot learn the cluster's nodes"),
                         }
@@ -228,7 +243,7 @@ impl EdgeServer {
             }
         });
         tracing::info!(https = %me, role = ?config.role, name = %config.name, "edge server up");
-        Ok(Self { server, inner, heartbeat })
+        Ok(Self { server, inner, heartbeat, revocations })
     }
 
     /// The bound TLS address.
@@ -269,6 +284,7 @@ impl EdgeServer {
     /// [`EdgeServer::kill`] or [`EdgeServer::shutdown`] ends it.
     pub fn hang(&self) {
         self.heartbeat.abort();
+        self.revocations.abort();
         self.server.freeze();
     }
 
@@ -277,6 +293,7 @@ impl EdgeServer {
     /// progress finish in the background (they hold the store).
     pub async fn kill(self) {
         self.heartbeat.abort();
+        self.revocations.abort();
         let _ = self.heartbeat.await;
         self.server.kill().await;
     }
@@ -291,7 +308,9 @@ impl EdgeServer {
     /// Stops heartbeating, stops accepting, drains.
     pub async fn shutdown(self) {
         self.heartbeat.abort();
+        self.revocations.abort();
         let _ = self.heartbeat.await;
+        let _ = self.revocations.await;
         self.server.shutdown().await;
         // Fetches in progress hold the store: let them finish, so that when
         // this returns the data directory is closed and unlocked.
@@ -306,9 +325,36 @@ fn parse_key(hex_key: &str) -> Result<VerifyingKey, EdgeError> {
     VerifyingKey::from_bytes(&b).map_err(|_| EdgeError::Config("origin_key is not an Ed25519 public key".into()))
 }
 
-async fn fetch_origin_key(http: &reqwest::Client, origin: &str) -> Result<VerifyingKey, EdgeError> {
-    let r = http.get(format!("{origin}/v1/origin-key")).send().await.map_err(|e| EdgeError::Origin(format!("{origin}: {e}")))?;
-    let v: serde_json::Value = r.json().await.map_err(|e| EdgeError::Origin(e.to_string()))?;
+/// Answers of the origin's small control routes (key, heartbeat).
+const SMALL_ANSWER: usize = 64 << 10;
+/// The cluster view: a few hundred bytes per member.
+const CLUSTER_ANSWER: usize = 4 << 20;
+/// The revocation list: [`tranzcast_proto::revocations::MAX_SERIALS`] at
+/// about 60 bytes each.
+const REVOCATION_ANSWER: usize = 64 << 20;
+
+/// Bounds of a call to the origin: the answer within the upstream timeout,
+/// the whole call within six of them (30 s by default).
+fn control_limits(config: &EdgeConfig, max_body: usize) -> tranzcast_net::client::CallLimits {
+    tranzcast_net::client::CallLimits { answer: config.upstream_timeout.0, total: config.upstream_timeout.0 * 6, max_body }
+}
+
+/// A JSON answer with a success status, or why not.
+async fn call_json(req: reqwest::RequestBuilder, limits: tranzcast_net::client::CallLimits) -> Result<serde_json::Value, EdgeError> {
+    let (status, body) = tranzcast_net::client::call(req, limits).await.map_err(|e| EdgeError::Origin(e.to_string()))?;
+    if !status.is_success() {
+        return Err(EdgeError::Origin(format!("{status}: {}", String::from_utf8_lossy(&body[..body.len().min(200)]))));
+    }
+    serde_json::from_slice(&body).map_err(|e| EdgeError::Origin(format!("not JSON: {e}")))
+}
+
+async fn fetch_origin_key(
+    http: &reqwest::Client,
+    origin: &str,
+    limits: tranzcast_net::client::CallLimits,
+) -> Result<VerifyingKey, EdgeError> {
+    let v =
+        call_json(http.get(format!("{origin}/v1/origin-key")), limits).await.map_err(|e| EdgeError::Origin(format!("{origin}: {e}")))?;
     parse_key(v["ed25519"].as_str().unwrap_or(""))
 }
 
@@ -321,7 +367,7 @@ async fn join(http: &reqwest::Client, inner: &Inner, me: std::net::SocketAddr) -
     let mut body = serde_json::json!({
         "name": inner.config.name, "role": role,
         "https": advertised_url(&inner.config, me),
-        "h3": me.to_string(), "load": load(inner),
+        "h3": me.to_string(), "load": load(inner), "health": health(inner).health(),
     });
     // Edges serve playback URLs: the origin seals title keys to this public key.
     if inner.config.role == EdgeRole::Edge {
@@ -333,12 +379,8 @@ async fn join(http: &reqwest::Client, inner: &Inner, me: std::net::SocketAddr) -
         (EdgeRole::Peer, Some(cert)) => req.header("authorization", format!("Tranzcast {cert}")),
         _ => req.bearer_auth(&inner.config.cluster_token),
     };
-    let r = req.send().await.map_err(|e| EdgeError::Origin(e.to_string()))?;
-    if !r.status().is_success() {
-        let s = r.status();
-        return Err(EdgeError::Origin(format!("join refused ({s}): {}", r.text().await.unwrap_or_default())));
-    }
-    let v: serde_json::Value = r.json().await.map_err(|e| EdgeError::Origin(e.to_string()))?;
+    let v =
+        call_json(req, control_limits(&inner.config, SMALL_ANSWER)).await.map_err(|e| EdgeError::Origin(format!("join refused: {e}")))?;
     if let Some(t) = v["push_token"].as_str()
         && let Ok(mut slot) = inner.push_token.lock()
     {
@@ -360,9 +402,8 @@ fn advertised_url(config: &EdgeConfig, me: std::net::SocketAddr) -> String {
 }
 
 /// The live nodes in the origin's cluster view (an edge's parents when none are configured).
-async fn cluster_nodes(http: &reqwest::Client, origin: &str) -> Result<Vec<String>, EdgeError> {
-    let r = http.get(format!("{origin}/v1/cluster")).send().await.map_err(|e| EdgeError::Origin(e.to_string()))?;
-    let v: serde_json::Value = r.json().await.map_err(|e| EdgeError::Origin(e.to_string()))?;
+async fn cluster_nodes(http: &reqwest::Client, origin: &str, limits: tranzcast_net::client::CallLimits) -> Result<Vec<String>, EdgeError> {
+    let v = call_json(http.get(format!("{origin}/v1/cluster")), limits).await?;
     Ok(v["members"]
         .as_array()
         .into_iter()
@@ -372,18 +413,38 @@ async fn cluster_nodes(http: &reqwest::Client, origin: &str) -> Result<Vec<Strin
         .collect())
 }
 
+/// How fresh this server's revocation list is now.
+pub(crate) fn health(inner: &Inner) -> revocation::Freshness {
+    match inner.revoked.read() {
+        Ok(r) => r.freshness(std::time::Instant::now(), inner.config.revocation_max_age.0),
+        Err(_) => revocation::Freshness::Unknown,
+    }
+}
+
+/// Reads the origin's revocation list whole and replaces the set with it;
+/// on any failure (an error status, a stall, a body over its cap or not
+/// entirely a list) keeps the last good set and counts the failure.
 async fn pull_revocations(http: &reqwest::Client, inner: &Inner) -> Result<(), EdgeError> {
-    let r = http.get(format!("{}/v1/revocations", inner.config.origin)).send().await.map_err(|e| EdgeError::Origin(e.to_string()))?;
-    let v: serde_json::Value = r.json().await.map_err(|e| EdgeError::Origin(e.to_string()))?;
-    let mut set = std::collections::HashSet::new();
-    for item in v["revoked"].as_array().into_iter().flatten() {
-        let mut serial = [0u8; 16];
-        if hex::decode_to_slice(item["serial"].as_str().unwrap_or(""), &mut serial).is_ok() {
-            set.insert(serial);
+    let url = format!("{}/v1/revocations", inner.config.origin);
+    let read = async {
+        let (status, body) = tranzcast_net::client::call(http.get(&url), control_limits(&inner.config, REVOCATION_ANSWER))
+            .await
+            .map_err(|e| e.to_string())?;
+        if !status.is_success() {
+            return Err(format!("the origin answered {status}"));
+        }
+        tranzcast_proto::revocations::parse(&body).map_err(|e| e.to_string())
+    };
+    let read = read.await;
+    let mut r = inner.revoked.write().map_err(|_| EdgeError::Origin("revocation list poisoned".into()))?;
+    match read {
+        Ok(set) => {
+            r.replace(set, std::time::Instant::now());
+            Ok(())
+        }
+        Err(e) => {
+            r.failed(e.clone());
+            Err(EdgeError::Origin(e))
         }
     }
-    if let Ok(mut r) = inner.revoked.write() {
-        *r = set;
-    }
-    Ok(())
 }

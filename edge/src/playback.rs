@@ -123,12 +123,15 @@ pub(crate) async fn serve(inner: Arc<Inner>, token: &str, req: &Request<Bytes>, 
             return Err(d);
         }
     };
-    let revoked = inner.revoked.read().map(|r| r.contains(&session.grant.session)).unwrap_or(true);
-    let checked = if revoked {
-        Err(deny("revoked", "this playback session was revoked"))
-    } else {
-        session.grant.check(crate::now_secs(), client).map_err(|(code, reason)| deny(code, reason))
+    // Fails closed: a poisoned lock or no list read yet refuses too.
+    let revocation = match inner.revoked.read() {
+        Ok(r) => r.check(&session.grant.session).map_err(|(status, code, reason)| {
+            let reason = if code == "revoked" { "this playback session was revoked".to_string() } else { reason };
+            (StatusCode::from_u16(status).unwrap_or(StatusCode::FORBIDDEN), code, reason)
+        }),
+        Err(_) => Err((StatusCode::INTERNAL_SERVER_ERROR, "internal", "revocation list poisoned".to_string())),
     };
+    let checked = revocation.and_then(|()| session.grant.check(crate::now_secs(), client).map_err(|(code, reason)| deny(code, reason)));
     if let Err(d) = checked {
         pb.refused.fetch_add(1, Ordering::Relaxed);
         return Err(d);

@@ -293,6 +293,8 @@ fn admit(inner: &Inner, parts: &mut http::request::Parts) -> Result<BodyLimit, R
         let why = match status {
             StatusCode::UNAUTHORIZED => Refusal::Unauthorized,
             StatusCode::FORBIDDEN => Refusal::Forbidden,
+            // No revocation list read yet: another source may be ready.
+            StatusCode::SERVICE_UNAVAILABLE => return Refused::new(status, Refusal::NotReady, code, reason).retry_after(1),
             _ => Refusal::Malformed,
         };
         Refused::new(status, why, code, reason)

@@ -36,6 +36,48 @@ pub fn https_h1(ca_pem: &[u8]) -> Result<reqwest::Client, NetError> {
         .map_err(|e| NetError::Http(e.to_string()))
 }
 
+/// Bounds of one call between our own servers (heartbeat, revocations, the
+/// cluster view, keys, manifests): a server that accepts and then stalls,
+/// drips, or answers without end must not hold the caller.
+#[derive(Debug, Clone, Copy)]
+pub struct CallLimits {
+    /// The answer's head, and every piece of its body after, within this.
+    pub answer: Duration,
+    /// The whole call (connect, head, body) within this.
+    pub total: Duration,
+    /// The most body bytes read; more is an error.
+    pub max_body: usize,
+}
+
+/// Sends `req` and reads its whole answer within `limits`: (status, body).
+/// An error status is returned, not an error: the caller decides.
+pub async fn call(req: reqwest::RequestBuilder, limits: CallLimits) -> Result<(http::StatusCode, Bytes), NetError> {
+    let run = async {
+        let mut r = tokio::time::timeout(limits.answer, req.send())
+            .await
+            .map_err(|_| NetError::Http(format!("no answer within {:?}", limits.answer)))?
+            .map_err(|e| NetError::Http(e.to_string()))?;
+        let status = r.status();
+        if r.content_length().is_some_and(|n| n > limits.max_body as u64) {
+            return Err(NetError::Http(format!("answer over {} bytes", limits.max_body)));
+        }
+        let mut body = BytesMut::new();
+        loop {
+            let piece = tokio::time::timeout(limits.answer, r.chunk())
+                .await
+                .map_err(|_| NetError::Http(format!("answer stalled for {:?}", limits.answer)))?
+                .map_err(|e| NetError::Http(e.to_string()))?;
+            let Some(piece) = piece else { break };
+            if body.len() + piece.len() > limits.max_body {
+                return Err(NetError::Http(format!("answer over {} bytes", limits.max_body)));
+            }
+            body.extend_from_slice(&piece);
+        }
+        Ok((status, body.freeze()))
+    };
+    tokio::time::timeout(limits.total, run).await.map_err(|_| NetError::Http(format!("answer not whole within {:?}", limits.total)))?
+}
+
 /// One HTTP/3 connection; cheap to clone, requests run in parallel.
 #[derive(Clone)]
 pub struct H3Client {

@@ -55,12 +55,15 @@ pub enum Refusal {
     RateLimited,
     /// Upstream fetches at `limits.max_flights` (503 with Retry-After).
     UpstreamBusy,
+    /// The server cannot decide on credentials yet (an edge that has not
+    /// read the origin's revocation list; 503 with Retry-After).
+    NotReady,
     /// A request the protocol layer rejected (malformed, a stream error).
     Malformed,
 }
 
 impl Refusal {
-    const ALL: [Refusal; 20] = [
+    const ALL: [Refusal; 21] = [
         Refusal::ConnectionsTotal,
         Refusal::ConnectionsPerAddress,
         Refusal::ConnectionRate,
@@ -80,6 +83,7 @@ impl Refusal {
         Refusal::Forbidden,
         Refusal::RateLimited,
         Refusal::UpstreamBusy,
+        Refusal::NotReady,
         Refusal::Malformed,
     ];
 
@@ -105,6 +109,7 @@ impl Refusal {
             Refusal::Forbidden => "forbidden",
             Refusal::RateLimited => "rate_limited",
             Refusal::UpstreamBusy => "upstream_busy",
+            Refusal::NotReady => "not_ready",
             Refusal::Malformed => "malformed",
         }
     }

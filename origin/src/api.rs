@@ -17,7 +17,7 @@ use tranzcast_proto::manifest::SignedManifest;
 use tranzcast_proto::ticket::{self, SignedToken, Token, UNLIMITED};
 use tranzcast_proto::{BlobAddress, TitleId};
 
-use crate::state::{Member, Order, OrderKind, ValidationEntry};
+use crate::state::{IssuedCertificate, Member, Order, OrderKind, ValidationEntry};
 use crate::validation::{self, Context, Refusal};
 use crate::{Inner, now_ms, now_secs, random16};
 
@@ -262,9 +262,10 @@ fn route_request(inner: &Inner, req: &Request<Bytes>, cx: RequestContext) -> Api
             revoke(inner, req)
         }
         (&Method::GET, ["", "v1", "revocations"]) => {
-            let list: Vec<Value> =
-                inner.state.revocations().map_err(ApiError::internal)?.into_iter().map(|(s, t)| json!({"serial": s, "time": t})).collect();
-            Ok(json_response(StatusCode::OK, &json!({"revoked": list})))
+            let list = inner.state.revocations().map_err(ApiError::internal)?;
+            let mut r = Response::new(full(tranzcast_proto::revocations::to_json(&list)));
+            r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            Ok(r)
         }
         (&Method::GET, ["", "v1", "titles"]) => titles(inner),
         (&Method::GET, ["", "v1", "titles", id]) => title(inner, id),
@@ -373,6 +374,9 @@ fn add_order(inner: &Inner, req: &Request<Bytes>) -> ApiResult {
     if inner.state.customer(o.customer).map_err(ApiError::internal)?.is_none() {
         return Err(ApiError::new(StatusCode::NOT_FOUND, "unknown_customer", format!("no customer {}", o.customer)));
     }
+    if inner.state.customer_revoked(o.customer).map_err(ApiError::internal)? {
+        return Err(ApiError::new(StatusCode::FORBIDDEN, "customer_revoked", format!("customer {} was revoked", o.customer)));
+    }
     let key =
         title_key(inner, &title)?.ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "unknown_title", format!("no title {title}")))?;
     let now = now_secs();
@@ -429,7 +433,9 @@ fn playback_edges(inner: &Inner, n: usize) -> Result<Vec<(Member, [u8; 32])>, Ap
             Some((m, k))
         })
         .collect();
-    edges.sort_by(|a, b| a.0.load.total_cmp(&b.0.load).then_with(|| a.0.name.cmp(&b.0.name)));
+    // Healthy edges first (one whose revocation list is stale or unread is a
+    // last resort), then the least loaded.
+    edges.sort_by(|a, b| (!a.0.healthy()).cmp(&!b.0.healthy()).then(a.0.load.total_cmp(&b.0.load)).then_with(|| a.0.name.cmp(&b.0.name)));
     edges.truncate(n);
     Ok(edges)
 }
@@ -515,36 +521,49 @@ fn play(inner: &Inner, req: &Request<Bytes>, cx: RequestContext) -> ApiResult {
     let running_time_s =
         manifest_bytes.as_ref().and_then(|b| SignedManifest::decode(b).ok()).map(|m| m.manifest.running_time_ms / 1000).unwrap_or(0);
 
-    let grant = inner.state.with_ticket_lock(&ticket.serial, || {
-        let record = inner.state.ticket(&ticket.serial).map_err(ApiError::internal)?;
-        let cx = Context {
-            now,
-            title_key: key.as_ref(),
-            running_time_s,
-            margin_s: inner.config.certificate_margin.0.as_secs(),
-            fresh_serial: random16(),
-            fresh_serial_2: random16(),
-            fresh_k1: tranzcast_proto::random_bytes(),
-        };
-        match validation::decide(&ticket, record.as_ref(), &cx) {
-            Err(r) => Ok(Err(r)),
-            Ok(g) => {
-                let Some(mut presented) = record else { return Err(ApiError::internal("granted without a record")) };
-                presented.state = g.presented_state;
-                entry.result = "granted".into();
-                inner
-                    .state
-                    .record_validation(
-                        Some((&ticket.serial, &presented)),
-                        g.replacement.as_ref().map(|(t, r)| (&t.serial, r)),
-                        Some((&g.certificate.serial, &ticket.serial)),
-                        &entry,
-                    )
-                    .map_err(ApiError::internal)?;
-                Ok(Ok(g))
+    let grant = inner
+        .state
+        .with_ticket_lock(&ticket.serial, || {
+            let record = inner.state.ticket(&ticket.serial).map_err(ApiError::internal)?;
+            let lineage_revoked = match &record {
+                Some(r) => inner.state.lineage_revoked(r).map_err(ApiError::internal)?,
+                None => false,
+            };
+            let cx = Context {
+                lineage_revoked,
+                now,
+                title_key: key.as_ref(),
+                running_time_s,
+                margin_s: inner.config.certificate_margin.0.as_secs(),
+                fresh_serial: random16(),
+                fresh_serial_2: random16(),
+                fresh_k1: tranzcast_proto::random_bytes(),
+            };
+            match validation::decide(&ticket, record.as_ref(), &cx) {
+                Err(r) => Ok(Err(r)),
+                Ok(g) => {
+                    let Some(mut presented) = record else { return Err(ApiError::internal("granted without a record")) };
+                    presented.state = g.presented_state;
+                    entry.result = "granted".into();
+                    inner
+                        .state
+                        .record_validation(
+                            Some((&ticket.serial, &presented)),
+                            g.replacement.as_ref().map(|(t, r)| (&t.serial, r)),
+                            Some(IssuedCertificate {
+                                serial: &g.certificate.serial,
+                                ticket: &ticket.serial,
+                                order: presented.order,
+                                expires: g.certificate.expires,
+                            }),
+                            &entry,
+                        )
+                        .map_err(ApiError::internal)?;
+                    Ok(Ok(g))
+                }
             }
-        }
-    })?;
+        })
+        .map_err(ApiError::internal)??;
     let grant = match grant {
         Ok(g) => g,
         Err(r) => return Err(refuse(&mut entry, r, Some(&ticket.serial))),
@@ -626,29 +645,46 @@ fn sources(inner: &Inner) -> Result<Vec<Value>, ApiError> {
 struct RevokeRequest {
     ticket: Option<String>,
     serial: Option<String>,
+    order: Option<u64>,
+    customer: Option<u64>,
 }
 
+/// Revokes a ticket (its whole order: every ticket, replacements to come
+/// included, and every certificate issued from them), a serial (a ticket's,
+/// as above, or a certificate's alone), an order or a customer (every order).
 fn revoke(inner: &Inner, req: &Request<Bytes>) -> ApiResult {
     let r: RevokeRequest = body(req)?;
-    let serial: [u8; 16] = match (r.ticket, r.serial) {
-        (Some(t), None) => {
+    let now = now_secs();
+    let serial_of = |s: &str| -> Result<[u8; 16], ApiError> {
+        let mut out = [0u8; 16];
+        hex::decode_to_slice(s.trim(), &mut out).map_err(|_| ApiError::bad("serial must be 32 hex digits"))?;
+        Ok(out)
+    };
+    let (what, done) = match (r.ticket, r.serial, r.order, r.customer) {
+        (Some(t), None, None, None) => {
             let st = SignedToken::from_text(&t).map_err(|e| ApiError::bad(format!("ticket: {e}")))?;
-            match st.verify(&inner.signing.verifying_key()) {
+            let serial = match st.verify(&inner.signing.verifying_key()) {
                 Ok(Token::Ticket(t)) => t.serial,
                 _ => return Err(ApiError::refused(Refusal::Forged)),
-            }
+            };
+            (json!({"ticket": hex::encode(serial)}), inner.state.revoke_serial(&serial, now))
         }
-        (None, Some(s)) => {
-            let mut out = [0u8; 16];
-            hex::decode_to_slice(s.trim(), &mut out).map_err(|_| ApiError::bad("serial must be 32 hex digits"))?;
-            out
+        (None, Some(s), None, None) => {
+            let serial = serial_of(&s)?;
+            (json!({"serial": hex::encode(serial)}), inner.state.revoke_serial(&serial, now))
         }
-        _ => return Err(ApiError::bad("give exactly one of \"ticket\" or \"serial\"")),
+        (None, None, Some(o), None) => (json!({"order": o}), inner.state.revoke_order(o, now)),
+        (None, None, None, Some(c)) => (json!({"customer": c}), inner.state.revoke_customer(c, now)),
+        _ => return Err(ApiError::bad("give exactly one of \"ticket\", \"serial\", \"order\" or \"customer\"")),
     };
-    if !inner.state.revoke(&serial, now_secs()).map_err(ApiError::internal)? {
-        return Err(ApiError::new(StatusCode::NOT_FOUND, "unknown_ticket", "no ticket or playback session with that serial"));
-    }
-    Ok(json_response(StatusCode::OK, &json!({"revoked": hex::encode(serial)})))
+    let Some(done) = done.map_err(ApiError::internal)? else {
+        return Err(ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("nothing to revoke: no such {what}")));
+    };
+    tracing::info!(what = %what, orders = done.orders, tickets = done.tickets, certificates = done.certificates, "revoked");
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({"revoked": what, "orders": done.orders, "tickets": done.tickets, "certificates": done.certificates}),
+    ))
 }
 
 fn manifest_summary(inner: &Inner, title: &TitleId, addr: &BlobAddress) -> Result<(Value, Option<Bytes>), ApiError> {
@@ -732,6 +768,9 @@ struct JoinRequest {
     /// Edges: the X25519 public key (hex) playback tokens are sealed to.
     #[serde(default)]
     playback_key: Option<String>,
+    /// "ok", or why the member is unhealthy (e.g. "revocations_stale").
+    #[serde(default)]
+    health: Option<String>,
 }
 
 fn join(inner: &Inner, req: &Request<Bytes>, _cx: RequestContext) -> ApiResult {
@@ -767,6 +806,9 @@ fn join(inner: &Inner, req: &Request<Bytes>, _cx: RequestContext) -> ApiResult {
     {
         return Err(ApiError::bad("playback_key: 64 hex digits, from edges only"));
     }
+    if j.health.as_ref().is_some_and(|h| h.is_empty() || h.len() > 32 || !h.bytes().all(|c| c.is_ascii_lowercase() || c == b'_')) {
+        return Err(ApiError::bad("health: 1..=32 of a-z and '_'"));
+    }
     // A peer keeps its push token across heartbeats; a new peer gets a fresh one.
     let push_token = if j.role == "peer" {
         let known = inner.state.member(&j.name).map_err(ApiError::internal)?.filter(|m| m.role == "peer").and_then(|m| m.push_token);
@@ -783,6 +825,7 @@ fn join(inner: &Inner, req: &Request<Bytes>, _cx: RequestContext) -> ApiResult {
         load: j.load,
         push_token: push_token.clone(),
         playback_key: j.playback_key,
+        health: j.health,
     };
     inner.state.upsert_member(&m).map_err(ApiError::internal)?;
     Ok(json_response(

@@ -11,6 +11,16 @@
 //! Popularity (orders plus granted plays per title, for pre-casting) is a
 //! counter per title, added to in the same batch as the order or the grant
 //! by a merge (no read, no lock), so reading it never scans the log.
+//!
+//! Revocation reaches a whole lineage: a rental's tickets form a chain (each
+//! play replaces the ticket with a new serial), so revoking any ticket
+//! revokes its order: every ticket of it, replacements to come included, and
+//! every certificate issued from any of them. Validation and revocation of an
+//! order hold the same lock (striped by order number), so no grant can slip
+//! between a revocation's sweep of the order's certificates and its mark; a
+//! customer's mark is written before its orders are swept, so a grant either
+//! sees the mark or finished before its order's sweep (which then finds its
+//! certificate).
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -33,6 +43,17 @@ const CF_MEMBERS: &str = "members";
 const CF_POPULARITY: &str = "popularity";
 /// Refused plays of genuine tickets: serial (16 bytes) + result -> count.
 const CF_REFUSALS: &str = "refusals";
+/// order (8 bytes, big-endian) + certificate serial -> ticket serial + expiry (u64 BE).
+const CF_ORDER_CERTS: &str = "order_certificates";
+/// customer (8 bytes BE) + order (8 bytes BE) -> nothing.
+const CF_CUSTOMER_ORDERS: &str = "customer_orders";
+/// b'o' + order (BE) or b'c' + customer (BE) -> revoked at (Unix seconds, BE).
+const CF_REVOKED_SCOPES: &str = "revoked_scopes";
+/// Markers of one-off work done on this database.
+const CF_META: &str = "meta";
+/// The order and customer indexes are complete (built from the orders and
+/// certificates once, when a database from before them is opened).
+const INDEXES_BUILT: &[u8] = b"lineage_indexes";
 const STRIPES: usize = 256;
 /// Marks the popularity counters as complete (counted from the log once,
 /// when a database from before them is opened). Not a title id: those
@@ -128,6 +149,35 @@ pub struct Member {
     /// For edges: the X25519 public key (hex) playback tokens are sealed to.
     #[serde(default)]
     pub playback_key: Option<String>,
+    /// Health reported with the last heartbeat ("ok", or why not; absent: ok).
+    #[serde(default)]
+    pub health: Option<String>,
+}
+
+impl Member {
+    /// Whether the member said it was healthy at its last heartbeat.
+    pub fn healthy(&self) -> bool {
+        self.health.as_deref().is_none_or(|h| h == "ok")
+    }
+}
+
+/// What a revocation reached.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Revoked {
+    /// Orders revoked (all their tickets, now and to come).
+    pub orders: u64,
+    /// Tickets on record that were revoked.
+    pub tickets: u64,
+    /// Certificates (playback sessions) revoked.
+    pub certificates: u64,
+}
+
+impl std::ops::AddAssign for Revoked {
+    fn add_assign(&mut self, o: Self) {
+        self.orders += o.orders;
+        self.tickets += o.tickets;
+        self.certificates += o.certificates;
+    }
 }
 
 /// The origin's durable state.
@@ -159,10 +209,22 @@ impl OriginState {
         opts.set_max_background_jobs(2);
         let mut counters = Options::default();
         counters.set_merge_operator_associative("tranzcast-add-u64", add_counts);
-        let cfs = [CF_CUSTOMERS, CF_ORDERS, CF_TICKETS, CF_CERTS, CF_VALIDATIONS, CF_REVOKED, CF_MEMBERS]
-            .into_iter()
-            .map(|n| ColumnFamilyDescriptor::new(n, Options::default()))
-            .chain([ColumnFamilyDescriptor::new(CF_POPULARITY, counters.clone()), ColumnFamilyDescriptor::new(CF_REFUSALS, counters)]);
+        let cfs = [
+            CF_CUSTOMERS,
+            CF_ORDERS,
+            CF_TICKETS,
+            CF_CERTS,
+            CF_VALIDATIONS,
+            CF_REVOKED,
+            CF_MEMBERS,
+            CF_ORDER_CERTS,
+            CF_CUSTOMER_ORDERS,
+            CF_REVOKED_SCOPES,
+            CF_META,
+        ]
+        .into_iter()
+        .map(|n| ColumnFamilyDescriptor::new(n, Options::default()))
+        .chain([ColumnFamilyDescriptor::new(CF_POPULARITY, counters.clone()), ColumnFamilyDescriptor::new(CF_REFUSALS, counters)]);
         let db = DB::open_cf_descriptors(&opts, dir, cfs).map_err(|e| {
             if e.to_string().contains("lock") {
                 OriginError::Storage(format!("{}: locked by another process", dir.display()))
@@ -181,7 +243,35 @@ impl OriginState {
         s.next_customer.store(s.last_u64_key(CF_CUSTOMERS)? + 1, Ordering::SeqCst);
         s.next_order.store(s.last_u64_key(CF_ORDERS)? + 1, Ordering::SeqCst);
         s.build_popularity()?;
+        s.build_indexes()?;
         Ok(s)
+    }
+
+    /// Indexes certificates by order and orders by customer once, for a
+    /// database from before them (or a new one: nothing to index), so a
+    /// revocation of an order or a customer reaches what was issued before.
+    fn build_indexes(&self) -> Result<(), OriginError> {
+        let meta = self.cf(CF_META)?;
+        if self.db.get_cf(meta, INDEXES_BUILT).map_err(db_err("meta"))?.is_some() {
+            return Ok(());
+        }
+        let mut b = WriteBatch::default();
+        for item in self.db.iterator_cf(self.cf(CF_ORDERS)?, IteratorMode::Start) {
+            let (k, v) = item.map_err(db_err("orders"))?;
+            let o: Order = serde_json::from_slice(&v).map_err(|e| OriginError::Storage(e.to_string()))?;
+            let id = u64::from_be_bytes(k.as_ref().try_into().map_err(|_| OriginError::Storage("an order key is not 8 bytes".into()))?);
+            b.put_cf(self.cf(CF_CUSTOMER_ORDERS)?, customer_order_key(o.customer, id), []);
+        }
+        for item in self.db.iterator_cf(self.cf(CF_CERTS)?, IteratorMode::Start) {
+            let (cert, ticket) = item.map_err(db_err("certificates"))?;
+            let (Ok(cert), Ok(ticket)) = (<[u8; 16]>::try_from(cert.as_ref()), <[u8; 16]>::try_from(ticket.as_ref())) else { continue };
+            if let Some(rec) = self.ticket(&ticket)? {
+                // Expiry unknown for these: kept as never.
+                b.put_cf(self.cf(CF_ORDER_CERTS)?, order_cert_key(rec.order, &cert), order_cert_value(&ticket, 0));
+            }
+        }
+        b.put_cf(meta, INDEXES_BUILT, []);
+        self.write(b)
     }
 
     /// Counts popularity from the orders and the log once, for a database
@@ -313,6 +403,7 @@ impl OriginState {
         let mut b = WriteBatch::default();
         self.put_json(&mut b, CF_ORDERS, &id.to_be_bytes(), order)?;
         self.put_json(&mut b, CF_TICKETS, serial, &rec)?;
+        b.put_cf(self.cf(CF_CUSTOMER_ORDERS)?, customer_order_key(order.customer, id), []);
         self.count_play(&mut b, &order.title)?;
         self.write(b)?;
         Ok(id)
@@ -338,12 +429,40 @@ impl OriginState {
         self.get_json(CF_TICKETS, serial)
     }
 
-    /// Runs `f` holding the lock of `serial`'s stripe: the read-decide-write
-    /// of one ticket is atomic with respect to every other request for it.
-    pub fn with_ticket_lock<T>(&self, serial: &[u8; 16], f: impl FnOnce() -> T) -> T {
-        let i = (usize::from(serial[0]) << 8 | usize::from(serial[1])) % STRIPES;
-        let _g = self.stripes[i].lock().unwrap_or_else(|p| p.into_inner());
+    /// An order.
+    pub fn order(&self, id: u64) -> Result<Option<Order>, OriginError> {
+        self.get_json(CF_ORDERS, &id.to_be_bytes())
+    }
+
+    /// Runs `f` holding the lock of the stripe of `serial`'s order (of the
+    /// serial itself when it is not on record): the read-decide-write of one
+    /// ticket is atomic with respect to every other request for it and to a
+    /// revocation of its order. A ticket's order never changes, so reading it
+    /// before the lock is safe.
+    pub fn with_ticket_lock<T>(&self, serial: &[u8; 16], f: impl FnOnce() -> T) -> Result<T, OriginError> {
+        let i = match self.ticket(serial)? {
+            Some(rec) => (rec.order % STRIPES as u64) as usize,
+            None => (usize::from(serial[0]) << 8 | usize::from(serial[1])) % STRIPES,
+        };
+        Ok(self.with_stripe(i, f))
+    }
+
+    fn with_stripe<T>(&self, i: usize, f: impl FnOnce() -> T) -> T {
+        let _g = self.stripes[i % STRIPES].lock().unwrap_or_else(|p| p.into_inner());
         f()
+    }
+
+    /// Whether a ticket's order or its customer has been revoked. Read under
+    /// the ticket's lock by validation.
+    pub fn lineage_revoked(&self, rec: &TicketRecord) -> Result<bool, OriginError> {
+        let cf = self.cf(CF_REVOKED_SCOPES)?;
+        Ok(self.db.get_pinned_cf(cf, scope_key(b'o', rec.order)).map_err(db_err("revoked scopes"))?.is_some()
+            || self.db.get_pinned_cf(cf, scope_key(b'c', rec.customer)).map_err(db_err("revoked scopes"))?.is_some())
+    }
+
+    /// Whether a customer has been revoked (no new orders).
+    pub fn customer_revoked(&self, customer: u64) -> Result<bool, OriginError> {
+        Ok(self.db.get_pinned_cf(self.cf(CF_REVOKED_SCOPES)?, scope_key(b'c', customer)).map_err(db_err("revoked scopes"))?.is_some())
     }
 
     /// Writes a granted validation in one synced batch: the presented
@@ -353,7 +472,7 @@ impl OriginState {
         &self,
         presented: Option<(&[u8; 16], &TicketRecord)>,
         replacement: Option<(&[u8; 16], &TicketRecord)>,
-        certificate: Option<(&[u8; 16], &[u8; 16])>,
+        certificate: Option<IssuedCertificate<'_>>,
         entry: &ValidationEntry,
     ) -> Result<(), OriginError> {
         let mut b = WriteBatch::default();
@@ -363,8 +482,9 @@ impl OriginState {
         if let Some((s, r)) = replacement {
             self.put_json(&mut b, CF_TICKETS, s, r)?;
         }
-        if let Some((cert, ticket)) = certificate {
-            b.put_cf(self.cf(CF_CERTS)?, cert, ticket);
+        if let Some(c) = certificate {
+            b.put_cf(self.cf(CF_CERTS)?, c.serial, c.ticket);
+            b.put_cf(self.cf(CF_ORDER_CERTS)?, order_cert_key(c.order, c.serial), order_cert_value(c.ticket, c.expires));
         }
         let seq = self.log_seq.fetch_add(1, Ordering::SeqCst);
         let mut key = entry.time.to_be_bytes().to_vec();
@@ -387,42 +507,103 @@ impl OriginState {
         Ok(out)
     }
 
-    /// Revokes a ticket (and so every certificate issued from it). Returns
-    /// false when the serial is unknown.
-    pub fn revoke(&self, serial: &[u8; 16], now: u64) -> Result<bool, OriginError> {
-        self.with_ticket_lock(serial, || {
-            let Some(mut rec) = self.ticket(serial)? else {
-                // Not a ticket: a certificate (a playback session) is revoked alone.
-                if self.db.get_cf(self.cf(CF_CERTS)?, serial).map_err(db_err("certificates"))?.is_none() {
-                    return Ok(false);
-                }
-                let mut b = WriteBatch::default();
-                b.put_cf(self.cf(CF_REVOKED)?, serial, now.to_be_bytes());
-                self.write(b)?;
-                return Ok(true);
-            };
-            rec.state = crate::validation::TicketState::Revoked;
+    /// Revokes by serial: a ticket revokes its whole order (see the module
+    /// notes); a certificate (a playback session) is revoked alone. `None`
+    /// when the serial is neither.
+    pub fn revoke_serial(&self, serial: &[u8; 16], now: u64) -> Result<Option<Revoked>, OriginError> {
+        if let Some(rec) = self.ticket(serial)? {
+            return self.revoke_order(rec.order, now);
+        }
+        if self.db.get_cf(self.cf(CF_CERTS)?, serial).map_err(db_err("certificates"))?.is_none() {
+            return Ok(None);
+        }
+        let mut b = WriteBatch::default();
+        b.put_cf(self.cf(CF_REVOKED)?, serial, now.to_be_bytes());
+        self.write(b)?;
+        Ok(Some(Revoked { certificates: 1, ..Revoked::default() }))
+    }
+
+    /// Revokes an order: every ticket of it (the chain of replacements from
+    /// its first ticket, and any to come: validation checks the order's mark)
+    /// and every certificate issued from them. `None` when there is no such order.
+    pub fn revoke_order(&self, id: u64, now: u64) -> Result<Option<Revoked>, OriginError> {
+        let Some(order) = self.order(id)? else { return Ok(None) };
+        let mut first = [0u8; 16];
+        hex::decode_to_slice(&order.ticket, &mut first)
+            .map_err(|_| OriginError::Storage(format!("order {id}: ticket serial is not hex")))?;
+        self.with_stripe((id % STRIPES as u64) as usize, || {
+            let mut out = Revoked { orders: 1, ..Revoked::default() };
+            let revoked = self.cf(CF_REVOKED)?;
+            let at = now.to_be_bytes();
             let mut b = WriteBatch::default();
-            self.put_json(&mut b, CF_TICKETS, serial, &rec)?;
-            b.put_cf(self.cf(CF_REVOKED)?, serial, now.to_be_bytes());
-            // Certificates already issued from it are revoked too.
-            for item in self.db.iterator_cf(self.cf(CF_CERTS)?, IteratorMode::Start) {
-                let (cert, ticket) = item.map_err(db_err("certificates"))?;
-                if ticket.as_ref() == serial {
-                    b.put_cf(self.cf(CF_REVOKED)?, &cert, now.to_be_bytes());
+            b.put_cf(self.cf(CF_REVOKED_SCOPES)?, scope_key(b'o', id), at);
+            // The chain of tickets: bounded by the plays of a rental (the
+            // seen set guards against a cycle in a corrupt database).
+            let mut next = Some(first);
+            let mut seen = std::collections::HashSet::new();
+            while let Some(serial) = next.take() {
+                if !seen.insert(serial) {
+                    break;
                 }
+                let Some(mut rec) = self.ticket(&serial)? else { break };
+                if let crate::validation::TicketState::Replaced { by } = rec.state {
+                    next = Some(by);
+                }
+                if rec.state == crate::validation::TicketState::Live {
+                    rec.state = crate::validation::TicketState::Revoked;
+                    self.put_json(&mut b, CF_TICKETS, &serial, &rec)?;
+                }
+                b.put_cf(revoked, serial, at);
+                out.tickets += 1;
+            }
+            for item in self.db.prefix_iterator_cf(self.cf(CF_ORDER_CERTS)?, id.to_be_bytes()) {
+                let (k, _) = item.map_err(db_err("order certificates"))?;
+                if !k.starts_with(&id.to_be_bytes()) {
+                    break;
+                }
+                b.put_cf(revoked, &k[8..], at);
+                out.certificates += 1;
             }
             self.write(b)?;
-            Ok(true)
+            Ok(Some(out))
         })
     }
 
-    /// Every revoked serial (tickets and certificates), hex, with the time.
-    pub fn revocations(&self) -> Result<Vec<(String, u64)>, OriginError> {
+    /// Revokes a customer: no new orders, every order's tickets and
+    /// certificates revoked. The customer's mark is durable before its orders
+    /// are swept. `None` when there is no such customer.
+    pub fn revoke_customer(&self, customer: u64, now: u64) -> Result<Option<Revoked>, OriginError> {
+        if self.customer(customer)?.is_none() {
+            return Ok(None);
+        }
+        let mut b = WriteBatch::default();
+        b.put_cf(self.cf(CF_REVOKED_SCOPES)?, scope_key(b'c', customer), now.to_be_bytes());
+        self.write(b)?;
+        let mut orders = Vec::new();
+        for item in self.db.prefix_iterator_cf(self.cf(CF_CUSTOMER_ORDERS)?, customer.to_be_bytes()) {
+            let (k, _) = item.map_err(db_err("customer orders"))?;
+            if !k.starts_with(&customer.to_be_bytes()) {
+                break;
+            }
+            orders.push(u64::from_be_bytes(k[8..16].try_into().map_err(|_| OriginError::Storage("a customer order key is short".into()))?));
+        }
+        let mut out = Revoked::default();
+        for id in orders {
+            out += self.revoke_order(id, now)?.unwrap_or_default();
+        }
+        Ok(Some(out))
+    }
+
+    /// Every revoked serial (tickets and certificates), with the time.
+    pub fn revocations(&self) -> Result<Vec<tranzcast_proto::revocations::RevokedSerial>, OriginError> {
         let mut out = Vec::new();
         for item in self.db.iterator_cf(self.cf(CF_REVOKED)?, IteratorMode::Start) {
             let (k, v) = item.map_err(db_err("revoked"))?;
-            out.push((hex::encode(&k), u64::from_be_bytes(v.as_ref().try_into().unwrap_or([0; 8]))));
+            let serial = k.as_ref().try_into().map_err(|_| OriginError::Storage("a revoked serial is not 16 bytes".into()))?;
+            out.push(tranzcast_proto::revocations::RevokedSerial {
+                serial,
+                time: u64::from_be_bytes(v.as_ref().try_into().unwrap_or([0; 8])),
+            });
         }
         Ok(out)
     }
@@ -450,4 +631,44 @@ impl OriginState {
         }
         Ok(out)
     }
+}
+
+/// A certificate granted by a validation, as written with it.
+#[derive(Debug, Clone, Copy)]
+pub struct IssuedCertificate<'a> {
+    /// The certificate's serial.
+    pub serial: &'a [u8; 16],
+    /// The ticket it was issued from.
+    pub ticket: &'a [u8; 16],
+    /// That ticket's order.
+    pub order: u64,
+    /// The certificate's expiry, Unix seconds.
+    pub expires: u64,
+}
+
+fn scope_key(kind: u8, id: u64) -> [u8; 9] {
+    let mut k = [kind; 9];
+    k[1..].copy_from_slice(&id.to_be_bytes());
+    k
+}
+
+fn customer_order_key(customer: u64, order: u64) -> [u8; 16] {
+    let mut k = [0u8; 16];
+    k[..8].copy_from_slice(&customer.to_be_bytes());
+    k[8..].copy_from_slice(&order.to_be_bytes());
+    k
+}
+
+fn order_cert_key(order: u64, cert: &[u8; 16]) -> [u8; 24] {
+    let mut k = [0u8; 24];
+    k[..8].copy_from_slice(&order.to_be_bytes());
+    k[8..].copy_from_slice(cert);
+    k
+}
+
+fn order_cert_value(ticket: &[u8; 16], expires: u64) -> [u8; 24] {
+    let mut v = [0u8; 24];
+    v[..16].copy_from_slice(ticket);
+    v[16..].copy_from_slice(&expires.to_be_bytes());
+    v
 }

@@ -126,6 +126,10 @@ pub struct Context<'a> {
     pub fresh_serial_2: [u8; 16],
     /// Random K1 for the replacement ticket.
     pub fresh_k1: [u8; 32],
+    /// The ticket's order or its customer has been revoked: every ticket
+    /// of the order is refused, replacements issued after the revocation
+    /// was asked for included.
+    pub lineage_revoked: bool,
 }
 
 /// Decides a validation. `ticket` has already passed its signature check.
@@ -136,6 +140,9 @@ pub fn decide(ticket: &PlayTicket, record: Option<&TicketRecord>, cx: &Context<'
         TicketState::Spent => return Err(Refusal::Spent),
         TicketState::Replaced { .. } => return Err(Refusal::Replaced),
         TicketState::Revoked => return Err(Refusal::Revoked),
+    }
+    if cx.lineage_revoked {
+        return Err(Refusal::Revoked);
     }
     if record.customer != ticket.customer
         || record.title != ticket.title.as_str()
@@ -220,6 +227,7 @@ mod tests {
             fresh_serial: [7; 16],
             fresh_serial_2: [8; 16],
             fresh_k1: [9; 32],
+            lineage_revoked: false,
         }
     }
 
@@ -265,6 +273,17 @@ mod tests {
         let mut c = cx(&km, 200);
         c.title_key = None;
         assert_eq!(decide(&t, Some(&r), &c).unwrap_err(), Refusal::UnknownTitle);
+    }
+
+    #[test]
+    fn a_revoked_lineage_refuses_a_live_replacement() {
+        let km = TitleKey::generate();
+        let (t, r) = issue(1, &TitleId::new("film").unwrap(), 3, 10_000, 100, 5, &km, [1; 16], [2; 32]);
+        let (t2, r2) = decide(&t, Some(&r), &cx(&km, 200)).unwrap().replacement.unwrap();
+        assert_eq!(r2.state, TicketState::Live);
+        let mut c = cx(&km, 300);
+        c.lineage_revoked = true;
+        assert_eq!(decide(&t2, Some(&r2), &c).unwrap_err(), Refusal::Revoked);
     }
 
     #[test]

@@ -398,3 +398,115 @@ async fn refusals_cost_no_write_and_addresses_are_rate_limited_before_bodies_are
         assert!(line.starts_with(&format!("HTTP/1.1 {want}")), "{line}");
     }
 }
+
+fn serial_of(f: &Fixture, text: &str) -> String {
+    match SignedToken::from_text(text).unwrap().verify(&f.origin.public_key()).unwrap() {
+        Token::Ticket(t) => hex::encode(t.serial),
+        Token::Certificate(c) => hex::encode(c.serial),
+    }
+}
+
+async fn revoked_list(f: &Fixture) -> std::collections::HashSet<String> {
+    let list: Value = f.http.get(format!("{}/v1/revocations", f.base)).send().await.unwrap().json().await.unwrap();
+    list["revoked"].as_array().unwrap().iter().map(|e| e["serial"].as_str().unwrap().to_string()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revocation_reaches_replacements_orders_and_customers() {
+    let f = start().await;
+    let c = f.customer().await;
+    // A 3-play rental revoked after its first play: the storefront knows
+    // only the first ticket; the live one is its replacement.
+    let t0 = f.order(json!({"customer": c, "title": "film", "kind": "rent", "plays": 3, "hours": 1})).await;
+    let (s, p1) = f.play(&t0).await;
+    assert_eq!(s, 200, "{p1}");
+    let t1 = p1["ticket"].as_str().unwrap().to_string();
+    let cert1 = serial_of(&f, p1["certificate"].as_str().unwrap());
+    let (s, v) = f.post("/v1/revoke", json!({"ticket": t0}), true).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!((v["orders"].as_u64(), v["tickets"].as_u64(), v["certificates"].as_u64()), (Some(1), Some(2), Some(1)), "{v}");
+    refused(&f.play(&t1).await, "revoked");
+    let list = revoked_list(&f).await;
+    assert!(list.contains(&cert1) && list.contains(&serial_of(&f, &t1)) && list.contains(&serial_of(&f, &t0)), "{list:?}");
+
+    // By order number.
+    let (s, o) = f.post("/v1/orders", json!({"customer": c, "title": "film", "kind": "rent", "plays": 3, "hours": 1}), true).await;
+    assert_eq!(s, 201, "{o}");
+    let (s, p) = f.play(o["ticket"].as_str().unwrap()).await;
+    assert_eq!(s, 200, "{p}");
+    let (s, v) = f.post("/v1/revoke", json!({"order": o["order"]}), true).await;
+    assert_eq!((s, v["certificates"].as_u64()), (200, Some(1)), "{v}");
+    refused(&f.play(p["ticket"].as_str().unwrap()).await, "revoked");
+    assert!(revoked_list(&f).await.contains(&serial_of(&f, p["certificate"].as_str().unwrap())));
+
+    // By customer: every order, and no new ones.
+    let c2 = f.customer().await;
+    let buy = f.order(json!({"customer": c2, "title": "film", "kind": "buy"})).await;
+    let rent = f.order(json!({"customer": c2, "title": "film", "kind": "rent", "plays": 2, "hours": 1})).await;
+    let (s, pb) = f.play(&buy).await;
+    assert_eq!(s, 200, "{pb}");
+    let (s, v) = f.post("/v1/revoke", json!({"customer": c2}), true).await;
+    assert_eq!((s, v["orders"].as_u64(), v["certificates"].as_u64()), (200, Some(2), Some(1)), "{v}");
+    refused(&f.play(&buy).await, "revoked");
+    refused(&f.play(&rent).await, "revoked");
+    assert!(revoked_list(&f).await.contains(&serial_of(&f, pb["certificate"].as_str().unwrap())));
+    let (s, v) = f.post("/v1/orders", json!({"customer": c2, "title": "film", "kind": "buy"}), true).await;
+    assert_eq!((s, v["error"]["code"].as_str()), (403, Some("customer_revoked")), "{v}");
+    // The other customer is untouched.
+    let other = f.order(json!({"customer": c, "title": "film", "kind": "buy"})).await;
+    assert_eq!(f.play(&other).await.0, 200);
+
+    // Unknown targets and ambiguous requests are clear errors.
+    let (s, v) = f.post("/v1/revoke", json!({"order": 999_999}), true).await;
+    assert_eq!((s, v["error"]["code"].as_str()), (404, Some("not_found")), "{v}");
+    let (s, v) = f.post("/v1/revoke", json!({"customer": 999_999}), true).await;
+    assert_eq!(s, 404, "{v}");
+    let (s, v) = f.post("/v1/revoke", json!({"order": 1, "customer": 1}), true).await;
+    assert_eq!(s, 400, "{v}");
+    let (s, _) = f.post("/v1/revoke", json!({"order": 1}), false).await;
+    assert_eq!(s, 401);
+    f.origin.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revocation_racing_plays_leaves_no_certificate_out() {
+    let f = start().await;
+    let c = f.customer().await;
+    let (s, o) = f.post("/v1/orders", json!({"customer": c, "title": "film", "kind": "buy"}), true).await;
+    assert_eq!(s, 201, "{o}");
+    let ticket = o["ticket"].as_str().unwrap().to_string();
+    let granted = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut players = Vec::new();
+    for i in 0..8 {
+        let client = if i % 2 == 0 { f.http.clone() } else { https_h1(f.origin.ca_pem().as_bytes()).unwrap() };
+        let (url, t, granted) = (format!("{}/v1/play", f.base), ticket.clone(), granted.clone());
+        players.push(tokio::spawn(async move {
+            // Plays until refused: the last answer of each player is a refusal.
+            for _ in 0..10_000 {
+                let r = client.post(&url).json(&json!({"ticket": t})).send().await.unwrap();
+                let (s, v): (u16, Value) = (r.status().as_u16(), r.json().await.unwrap());
+                match s {
+                    200 => granted.lock().unwrap().push(v["certificate"].as_str().unwrap().to_string()),
+                    403 if v["error"]["code"] == "revoked" => return true,
+                    other => panic!("unexpected {other}: {v}"),
+                }
+            }
+            false
+        }));
+    }
+    // Revoke while the players are granted plays.
+    while granted.lock().unwrap().len() < 40 {
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    let (s, v) = f.post("/v1/revoke", json!({"order": o["order"]}), true).await;
+    assert_eq!(s, 200, "{v}");
+    for p in players {
+        assert!(p.await.unwrap(), "a player was never refused");
+    }
+    let list = revoked_list(&f).await;
+    let granted = granted.lock().unwrap().clone();
+    let missing: Vec<_> = granted.iter().map(|c| serial_of(&f, c)).filter(|s| !list.contains(s)).collect();
+    assert!(missing.is_empty(), "{} of {} certificates granted are not revoked", missing.len(), granted.len());
+    assert_eq!(v["certificates"].as_u64().unwrap() as usize, granted.len(), "a grant slipped past the sweep: {v}");
+    f.origin.shutdown().await;
+}
