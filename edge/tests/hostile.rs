@@ -46,7 +46,19 @@ async fn a_thousand_requests_reset_before_their_answer_leave_nothing_in_hand() {
     let origin = Origin::start(origin_config(&dir.path().join("origin"), 0)).await.unwrap();
     let oport = origin.https_addr().port();
     let (_silent, silent_url) = silent_parent();
-    let cfg = edge_config("edge", "edge-1", &dir.path().join("e1"), oport, &[silent_url], 0, false);
+    // The address's cancel budget above the 1,000 resets: this is the guards'
+    // test (the rapid-reset protection, which would close these connections
+    // after 200, has its own in net/tests/limits.rs).
+    let cfg = edge_config_with(
+        "edge",
+        "edge-1",
+        &dir.path().join("e1"),
+        oport,
+        &[silent_url],
+        0,
+        false,
+        &["mirroring.prefetch_segments=0", "mirroring.push_to_edges=false", "limits.max_cancelled_requests=5000"],
+    );
     let tls = EdgeTls::from_config(&cfg, &origin.ca_dir()).unwrap();
     let edge = EdgeServer::start(cfg, tls.clone()).await.unwrap();
     let port = edge.https_addr().port();
