@@ -119,3 +119,69 @@ fn upload_play_inspect_and_graceful_stop() {
     let status = o.child.wait().unwrap();
     assert!(status.success(), "origin exited with {status}");
 }
+
+/// The origin's money decisions are durable once answered: SIGKILL (no
+/// drain, no flush) right after a granted play, a revocation and an order,
+/// then a restart on the same data directory.
+#[test]
+fn a_play_a_revocation_and_an_order_survive_sigkill() {
+    use std::os::unix::process::ExitStatusExt;
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("movie.bin");
+    random_file(&input, 300_000, "kill");
+    let data = dir.path().join("origin");
+    let mut o = start_origin(&data);
+    let url = format!("https://localhost:{}", o.port);
+    let (i, ca) = (input.to_str().unwrap(), o.ca.to_str().unwrap());
+    ok(&["ingest", i, "--origin", &url, "--token", TOKEN, "--ca", ca, "--title", "kept", "--segment-size", "262144"]);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let http = tranzcast_net::client::https(&std::fs::read(&o.ca).unwrap()).unwrap();
+    let post = |base: String, p: &'static str, b: serde_json::Value, key: Option<&'static str>| {
+        let mut r = http.post(format!("{base}{p}")).bearer_auth(TOKEN).json(&b);
+        if let Some(k) = key {
+            r = r.header("idempotency-key", k);
+        }
+        async move {
+            let r = r.send().await.unwrap();
+            (r.status().as_u16(), r.json::<serde_json::Value>().await.unwrap())
+        }
+    };
+    let (spent, revoked, order, customer) = rt.block_on(async {
+        let (_, c) = post(url.clone(), "/v1/customers", serde_json::json!({"name": "Kim"}), None).await;
+        let rent = |plays: u32| serde_json::json!({"customer": c["customer"], "title": "kept", "kind": "rent", "plays": plays, "hours": 1});
+        let (_, a) = post(url.clone(), "/v1/orders", rent(1), None).await;
+        let (s, p) = post(url.clone(), "/v1/play", serde_json::json!({"ticket": a["ticket"]}), None).await;
+        assert_eq!(s, 200, "{p}");
+        let (_, b) = post(url.clone(), "/v1/orders", rent(2), None).await;
+        let (s, v) = post(url.clone(), "/v1/revoke", serde_json::json!({"ticket": b["ticket"]}), None).await;
+        assert_eq!(s, 200, "{v}");
+        let buy = serde_json::json!({"customer": c["customer"], "title": "kept", "kind": "buy"});
+        let (s, order) = post(url.clone(), "/v1/orders", buy, Some("kill-order-1")).await;
+        assert_eq!(s, 201, "{order}");
+        (a["ticket"].as_str().unwrap().to_string(), b, order, c["customer"].clone())
+    });
+    // Killed the moment the last answer is in: nothing drains, nothing flushes.
+    o.child.kill().unwrap();
+    let status = o.child.wait().unwrap();
+    assert_eq!(status.signal(), Some(9), "{status}");
+
+    let o2 = start_origin(&data);
+    let url = format!("https://localhost:{}", o2.port);
+    rt.block_on(async {
+        let (s, v) = post(url.clone(), "/v1/play", serde_json::json!({"ticket": spent}), None).await;
+        assert_eq!((s, v["error"]["code"].as_str()), (403, Some("spent")), "{v}");
+        let (s, v) = post(url.clone(), "/v1/play", serde_json::json!({"ticket": revoked["ticket"]}), None).await;
+        assert_eq!((s, v["error"]["code"].as_str()), (403, Some("revoked")), "{v}");
+        let list: serde_json::Value = http.get(format!("{url}/v1/revocations")).send().await.unwrap().json().await.unwrap();
+        assert!(list["revoked"].as_array().unwrap().iter().any(|e| e["serial"] == revoked["serial"]), "{list}");
+        // The order exists: its key gives it back, and its ticket plays.
+        let buy = serde_json::json!({"customer": customer, "title": "kept", "kind": "buy"});
+        let (s, again) = post(url.clone(), "/v1/orders", buy, Some("kill-order-1")).await;
+        assert_eq!((s, &again["order"], &again["ticket"]), (201, &order["order"], &order["ticket"]), "{again}");
+        let (s, p) = post(url.clone(), "/v1/play", serde_json::json!({"ticket": order["ticket"]}), None).await;
+        assert_eq!(s, 200, "{p}");
+    });
+    let mut child = o2.child;
+    child.kill().unwrap();
+    let _ = child.wait();
+}

@@ -473,10 +473,31 @@ impl Session {
             Ok(Token::Ticket(t)) => t.key_part,
             _ => return Err(ClientError::Invalid("the ticket is not signed by this origin".into())),
         };
-        let r =
-            http.post(format!("{origin}/v1/play")).json(&serde_json::json!({"ticket": opts.ticket.trim()})).send().await.map_err(net)?;
-        let status = r.status();
-        let v: serde_json::Value = r.json().await.map_err(net)?;
+        // One key for this attempt to play: if the answer is lost on the way
+        // back (the play already counted), a retry with the key gets the
+        // same grant instead of "replaced" or "spent".
+        let attempt = hex::encode(tranzcast_proto::random_bytes::<16>());
+        let mut tries = 0u64;
+        let (status, v) = loop {
+            let answer = async {
+                let r = http
+                    .post(format!("{origin}/v1/play"))
+                    .header("idempotency-key", &attempt)
+                    .json(&serde_json::json!({"ticket": opts.ticket.trim()}))
+                    .send()
+                    .await?;
+                let status = r.status();
+                Ok::<_, reqwest::Error>((status, r.json::<serde_json::Value>().await?))
+            };
+            match answer.await {
+                Ok(a) => break a,
+                Err(e) if tries < 2 && !e.is_decode() => {
+                    tries += 1;
+                    tokio::time::sleep(std::time::Duration::from_millis(250 * tries)).await;
+                }
+                Err(e) => return Err(net(e)),
+            }
+        };
         if !status.is_success() {
             let (code, reason) = json_error(&v);
             return Err(ClientError::Refused { code, reason });

@@ -21,6 +21,15 @@ fn fail<T>(key: &str, reason: impl Into<String>) -> Result<T, (String, String)> 
     Err((key.to_string(), reason.into()))
 }
 
+/// A URL of one of our own servers (the origin, a parent): HTTPS only, so
+/// the cluster token, certificates and the origin's key never travel in clear.
+fn check_tier_url(key: &str, url: &str) -> Result<(), (String, String)> {
+    if !url.starts_with("https://") || url.len() < 10 {
+        return fail(key, format!("{url:?} is not an https:// URL (our servers talk HTTPS only)"));
+    }
+    Ok(())
+}
+
 fn check_url(key: &str, url: &str) -> Result<(), (String, String)> {
     if !(url.starts_with("https://") || url.starts_with("http://")) || url.len() < 10 {
         return fail(key, format!("{url:?} is not an http(s):// URL"));
@@ -177,6 +186,11 @@ pub struct OriginConfig {
     pub master: MasterConfig,
     /// Validation certificates live the title's running time plus this.
     pub certificate_margin: Duration,
+    /// A ticket used up by a play (replaced or spent) and presented again
+    /// from the same client address within this gets the same answer (the
+    /// same certificate and replacement; no play counted): a lost answer
+    /// does not lose the play. At most 10 minutes.
+    pub play_retry_window: Duration,
     /// Pre-casting.
     pub precast: PrecastConfig,
     /// A member that misses heartbeats this long is considered gone.
@@ -199,6 +213,7 @@ impl Default for OriginConfig {
             store: StoreConfig::default(),
             master: MasterConfig::default(),
             certificate_margin: Duration::secs(3600),
+            play_retry_window: Duration::secs(60),
             precast: PrecastConfig::default(),
             member_timeout: Duration::secs(15),
             limits: LimitsConfig::default(),
@@ -212,6 +227,9 @@ impl RoleConfig for OriginConfig {
     fn validate(&self) -> Result<(), (String, String)> {
         if self.storefront_token.len() < 16 {
             return fail("storefront_token", "required, at least 16 characters");
+        }
+        if self.play_retry_window.0 > std::time::Duration::from_secs(600) {
+            return fail("play_retry_window", "at most 10m");
         }
         if self.cluster_token.len() < 16 {
             return fail("cluster_token", "required, at least 16 characters");
@@ -549,7 +567,7 @@ impl RoleConfig for EdgeConfig {
         if self.name.is_empty() || self.name.len() > 64 || !self.name.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_') {
             return fail("name", format!("{:?}: 1..=64 of a-z, A-Z, 0-9, '-', '_'", self.name));
         }
-        check_url("origin", &self.origin)?;
+        check_tier_url("origin", &self.origin)?;
         if self.role == EdgeRole::Peer {
             if self.certificate.as_deref().unwrap_or("").is_empty() {
                 return fail("certificate", "a peer joins with a validation certificate");
@@ -568,7 +586,7 @@ impl RoleConfig for EdgeConfig {
             return fail("public_url", format!("{u:?} is not an https:// URL"));
         }
         for (i, p) in self.parents.iter().enumerate() {
-            check_url(&format!("parents[{i}]"), p)?;
+            check_tier_url(&format!("parents[{i}]"), p)?;
         }
         self.tls.validate("tls")?;
         self.store.validate()?;
@@ -647,7 +665,7 @@ impl Default for ClientConfig {
 impl RoleConfig for ClientConfig {
     const ROLE: &'static str = "client";
     fn validate(&self) -> Result<(), (String, String)> {
-        check_url("origin", &self.origin)?;
+        check_tier_url("origin", &self.origin)?;
         if !(1..=256).contains(&self.window_segments) {
             return fail("window_segments", "must be 1..=256");
         }

@@ -153,7 +153,16 @@ fn bad_overrides_name_the_variable_or_flag() {
     let err = load::<EdgeConfig>(&f, &[], &["noequals"]).unwrap_err().to_string();
     assert!(err.contains("key.path=value"), "{err}");
     let err = load::<EdgeConfig>(&f, &[], &["origin=ftp://x"]).unwrap_err().to_string();
-    assert!(err.contains("`origin`") && err.contains("not an http"), "{err}");
+    assert!(err.contains("`origin`") && err.contains("not an https"), "{err}");
+    // Our servers talk HTTPS only: the cluster token must not travel in clear.
+    for set in ["origin=http://127.0.0.1:4433", "parents=[\"http://127.0.0.1:4443\"]"] {
+        let err = load::<EdgeConfig>(&f, &[], &[set]).unwrap_err().to_string();
+        assert!(err.contains("HTTPS only"), "{set}: {err}");
+    }
+    let err = load::<ClientConfig>(&example("client.toml"), &[], &["origin=http://127.0.0.1:4433"]).unwrap_err().to_string();
+    assert!(err.contains("HTTPS only"), "{err}");
+    let err = load::<EdgeConfig>(&f, &[], &["revocation_max_age=1s", "heartbeat=5s"]).unwrap_err().to_string();
+    assert!(err.contains("revocation_max_age"), "{err}");
     let err = load::<ClientConfig>(&example("client.toml"), &[], &["window_segments=0"]).unwrap_err().to_string();
     assert!(err.contains("window_segments"), "{err}");
 }

@@ -97,27 +97,7 @@ pub fn authorize_write(authorization: Option<&str>, cluster_token: &str, push_to
     }
 }
 
-/// The title a blob belongs to, from its first bytes (`None` if it is neither a frame nor a manifest).
-pub fn blob_title(prefix: &[u8]) -> Option<TitleId> {
-    if prefix.len() < 40 || !(prefix[..4] == *b"TZSF" || prefix[..4] == *b"TZMF") {
-        return None;
-    }
-    let mut t = [0u8; 32];
-    t.copy_from_slice(&prefix[8..40]);
-    TitleId::from_wire(&t).ok()
-}
-
-/// The title and position of a segment frame, from its first bytes
-/// (`None` for anything else, manifests included).
-pub fn segment_of(prefix: &[u8]) -> Option<(TitleId, u64)> {
-    if prefix.len() < 48 || prefix[..4] != *b"TZSF" {
-        return None;
-    }
-    let title = blob_title(prefix)?;
-    let mut seq = [0u8; 8];
-    seq.copy_from_slice(&prefix[40..48]);
-    Some((title, u64::from_be_bytes(seq)))
-}
+pub use tranzcast_proto::owner::{blob_title, segment_of};
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
@@ -189,21 +169,5 @@ mod tests {
         assert_eq!(authorize_write(Some("Bearer push-2"), "cluster-secret-000", Some("push-1")).unwrap_err().0, 403);
         assert!(authorize_write(Some("Bearer "), "", Some("")).is_err(), "empty secrets open nothing");
         assert!(authorize_write(Some("Bearer  x"), "", Some("")).is_err(), "empty secrets open nothing");
-    }
-
-    #[test]
-    fn title_and_position_from_frame_and_manifest_headers() {
-        let t = TitleId::new("film").unwrap();
-        let mut b = b"TZSF\x01\x01\x00\x00".to_vec();
-        b.extend_from_slice(&t.to_wire());
-        b.extend_from_slice(&7u64.to_be_bytes());
-        assert_eq!(blob_title(&b), Some(t.clone()));
-        assert_eq!(segment_of(&b), Some((t.clone(), 7)));
-        assert_eq!(segment_of(&b[..47]), None);
-        b[..4].copy_from_slice(b"TZMF");
-        assert_eq!(blob_title(&b), Some(t));
-        assert_eq!(segment_of(&b), None, "a manifest is no segment");
-        assert_eq!(blob_title(b"random bytes that are long enough to look like something"), None);
-        assert_eq!(blob_title(b"TZSF"), None);
     }
 }

@@ -224,7 +224,8 @@ async fn prefetch(inner: &Arc<Inner>, blobs: &[BlobAddress]) {
 
 async fn push(inner: &Arc<Inner>, edge: &str, blobs: &[BlobAddress]) {
     let get = |a: &BlobAddress| inner.store.get(a).map_err(|e| e.to_string());
-    match tranzcast_net::push::push_missing(&inner.http, edge, &inner.config.cluster_token, blobs, get).await {
+    let bounds = (inner.config.upstream_timeout.0, inner.config.upstream_timeout.0 * 6);
+    match tranzcast_net::push::push_missing(&inner.http, edge, &inner.config.cluster_token, blobs, bounds, get).await {
         Ok(_) => {
             inner.mirror.pushed.fetch_add(blobs.len() as u64, Ordering::Relaxed);
             tracing::debug!(%edge, blobs = blobs.len(), "pushed hot segments");

@@ -200,8 +200,9 @@ impl tranzcast_net::ranged::Source for PlainSource {
                 let parts: Vec<Result<Bytes, std::io::Error>> = match r {
                     Err(e) => vec![Err(std::io::Error::other(e))],
                     Ok((i, plain)) => {
-                        let from = start.max(i * seg) - i * seg;
-                        let to = (end.min((i + 1) * seg) - i * seg).min(plain.len() as u64);
+                        let len = plain.len() as u64;
+                        let from = (start.max(i * seg) - i * seg).min(len);
+                        let to = (end.min((i + 1) * seg) - i * seg).min(len);
                         let b = plain.slice(from as usize..to.max(from) as usize);
                         let frame = tranzcast_net::ranged::FRAME;
                         (0..b.len().div_ceil(frame)).map(|k| Ok(b.slice(k * frame..((k + 1) * frame).min(b.len())))).collect()
@@ -232,6 +233,11 @@ async fn segment_plain(inner: &Arc<Inner>, session: &Arc<OpenSession>, i: u64) -
             })
             .await
             .map_err(|e| e.to_string())??;
+            // Every segment is padded to segment_size: a shorter one is not
+            // what the manifest describes (the ranges below are cut by it).
+            if plain.len() < len {
+                return Err(format!("segment {i} holds {} bytes, the manifest says {len}", plain.len()));
+            }
             let mut plain = Bytes::from(plain);
             plain.truncate(len);
             inner2.playback.decrypted_bytes.fetch_add(plain.len() as u64, Ordering::Relaxed);

@@ -17,7 +17,7 @@ use tranzcast_proto::manifest::SignedManifest;
 use tranzcast_proto::ticket::{self, SignedToken, Token, UNLIMITED};
 use tranzcast_proto::{BlobAddress, TitleId};
 
-use crate::state::{IssuedCertificate, Member, Order, OrderKind, ValidationEntry};
+use crate::state::{IssuedCertificate, Member, Order, OrderKind, OrderOnce, ValidationEntry};
 use crate::validation::{self, Context, Refusal};
 use crate::{Inner, now_ms, now_secs, random16};
 
@@ -273,6 +273,9 @@ fn route_request(inner: &Inner, req: &Request<Bytes>, cx: RequestContext) -> Api
         (&Method::GET | &Method::HEAD, ["", "v1", "blobs", hash]) => blob(inner, hash, req),
         (&Method::GET, ["", "v1", "outboards", hash]) => {
             let a = parse_address(hash)?;
+            let unknown = || ApiError::new(StatusCode::NOT_FOUND, "unknown_blob", format!("no blob {a}"));
+            let b = inner.store.get(&a).map_err(ApiError::internal)?.ok_or_else(unknown)?;
+            blob_reader(inner, req, &b)?;
             let ob = inner
                 .store
                 .outboard(&a)
@@ -326,6 +329,48 @@ fn storefront(inner: &Inner, req: &Request<Bytes>) -> Result<(), ApiError> {
 
 fn cluster(inner: &Inner, req: &Request<Bytes>) -> Result<(), ApiError> {
     bearer(req.headers(), &inner.config.cluster_token, "nodes and edges join with the cluster token", "wrong cluster token")
+}
+
+/// Who may read a blob or its outboard at the origin: the operator's own
+/// servers (the cluster token, or the storefront's), or a viewer with a live,
+/// unrevoked certificate for the title written in the blob itself. Nobody
+/// else: the manifests are public, so every address is known, and an open
+/// read would hand the whole catalog's ciphertext to anyone, past the edges.
+fn blob_reader(inner: &Inner, req: &Request<Bytes>, blob: &[u8]) -> Result<(), ApiError> {
+    let auth = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    let missing = || {
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "blob reads need the cluster token or Authorization: Tranzcast <certificate for the blob's title>",
+        )
+    };
+    let auth = auth.ok_or_else(missing)?;
+    if let Some(t) = auth.strip_prefix("Bearer ") {
+        let t = t.trim().as_bytes();
+        return if constant_time_eq(t, inner.config.cluster_token.as_bytes())
+            || constant_time_eq(t, inner.config.storefront_token.as_bytes())
+        {
+            Ok(())
+        } else {
+            Err(ApiError::new(StatusCode::FORBIDDEN, "forbidden", "wrong token"))
+        };
+    }
+    let text = auth.strip_prefix("Tranzcast ").ok_or_else(missing)?;
+    let cert = match SignedToken::from_text(text.trim()).ok().as_ref().map(|s| s.verify(&inner.signing.verifying_key()).cloned()) {
+        Some(Ok(Token::Certificate(c))) => c,
+        _ => return Err(ApiError::new(StatusCode::FORBIDDEN, "forged", "not a validation certificate signed by this origin")),
+    };
+    if cert.is_expired(now_secs()) {
+        return Err(ApiError::new(StatusCode::FORBIDDEN, "expired", "the certificate has expired"));
+    }
+    if inner.state.is_revoked(&cert.serial).map_err(ApiError::internal)? {
+        return Err(ApiError::new(StatusCode::FORBIDDEN, "revoked", "the certificate was revoked"));
+    }
+    match tranzcast_proto::owner::blob_title(blob) {
+        Some(t) if t == cert.title => Ok(()),
+        _ => Err(ApiError::new(StatusCode::FORBIDDEN, "wrong_title", "this blob does not belong to the certificate's title")),
+    }
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
@@ -397,9 +442,63 @@ fn add_order(inner: &Inner, req: &Request<Bytes>) -> ApiResult {
     let (t, record) =
         validation::issue(o.customer, &title, plays, expires, now, inner.state.peek_order(), &key, serial, tranzcast_proto::random_bytes());
     let order = Order { customer: o.customer, title: title.to_string(), kind, created: now, ticket: hex::encode(serial) };
-    let id = inner.state.add_order(&order, &serial, &record).map_err(ApiError::internal)?;
-    let text = ticket::to_text(&t.sign(&inner.signing));
-    Ok(json_response(StatusCode::CREATED, &json!({"ticket": text, "order": id, "serial": hex::encode(serial)})))
+    let Some(idempotency_key) = idempotency_key(req)? else {
+        let id = inner.state.add_order(&order, &serial, &record).map_err(ApiError::internal)?;
+        let text = ticket::to_text(&t.sign(&inner.signing));
+        return Ok(json_response(StatusCode::CREATED, &json!({"ticket": text, "order": id, "serial": hex::encode(serial)})));
+    };
+    // The request's fingerprint: what it asked for, not what was computed from it (the time).
+    let fingerprint = *blake3::hash(json!([o.customer, o.title, o.kind, o.plays, o.hours, o.seconds]).to_string().as_bytes()).as_bytes();
+    match inner.state.add_order_once(&idempotency_key, fingerprint, &order, &serial, &record).map_err(ApiError::internal)? {
+        OrderOnce::Created(id) => {
+            let text = ticket::to_text(&t.sign(&inner.signing));
+            Ok(json_response(StatusCode::CREATED, &json!({"ticket": text, "order": id, "serial": hex::encode(serial)})))
+        }
+        OrderOnce::Existing(id) => {
+            // The first ticket as issued: its record holds every field and
+            // K1, and Ed25519 signs deterministically, so the text is the same.
+            let o = inner.state.order(id).map_err(ApiError::internal)?.ok_or_else(|| ApiError::internal("keyed order missing"))?;
+            let mut first = [0u8; 16];
+            hex::decode_to_slice(&o.ticket, &mut first).map_err(ApiError::internal)?;
+            let r = inner
+                .state
+                .ticket(&first)
+                .map_err(ApiError::internal)?
+                .ok_or_else(|| ApiError::internal("keyed order's ticket missing"))?;
+            let t = tranzcast_proto::ticket::PlayTicket {
+                serial: first,
+                customer: r.customer,
+                created: r.created,
+                expires: r.expires,
+                title: title.clone(),
+                plays: r.plays,
+                key_part: key.xor(&r.k1),
+            };
+            let mut resp = json_response(
+                StatusCode::CREATED,
+                &json!({"ticket": ticket::to_text(&t.sign(&inner.signing)), "order": id, "serial": o.ticket}),
+            );
+            resp.headers_mut().insert("idempotent-replayed", HeaderValue::from_static("true"));
+            Ok(resp)
+        }
+        OrderOnce::KeyReused(id) => Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "idempotency_key_reused",
+            format!("Idempotency-Key {idempotency_key:?} was used for another order request (order {id})"),
+        )),
+    }
+}
+
+/// The `Idempotency-Key` header of an order or a play, if any: 1..=64 of
+/// A-Z, a-z, 0-9, '-', '_', '.', ':'.
+fn idempotency_key(req: &Request<Bytes>) -> Result<Option<String>, ApiError> {
+    let Some(v) = req.headers().get("idempotency-key") else { return Ok(None) };
+    let k = v
+        .to_str()
+        .ok()
+        .filter(|k| (1..=64).contains(&k.len()) && k.bytes().all(|c| c.is_ascii_alphanumeric() || b"-_.:".contains(&c)))
+        .ok_or_else(|| ApiError::bad("Idempotency-Key: 1..=64 of A-Z, a-z, 0-9, '-', '_', '.', ':'"))?;
+    Ok(Some(k.to_string()))
 }
 
 #[derive(Deserialize)]
@@ -442,6 +541,8 @@ fn playback_edges(inner: &Inner, n: usize) -> Result<Vec<(Member, [u8; 32])>, Ap
 
 fn play(inner: &Inner, req: &Request<Bytes>, cx: RequestContext) -> ApiResult {
     let p: PlayRequest = body(req)?;
+    // A retry after a lost answer carries its first attempt's key.
+    let play_key = idempotency_key(req)?.map(|k| *blake3::hash(k.as_bytes()).as_bytes());
     let url_mode = match p.mode.as_deref() {
         None | Some("client") => false,
         Some("url") => true,
@@ -524,13 +625,27 @@ fn play(inner: &Inner, req: &Request<Bytes>, cx: RequestContext) -> ApiResult {
     let grant = inner
         .state
         .with_ticket_lock(&ticket.serial, || {
-            let record = inner.state.ticket(&ticket.serial).map_err(ApiError::internal)?;
+            let mut record = inner.state.ticket(&ticket.serial).map_err(ApiError::internal)?;
             let lineage_revoked = match &record {
                 Some(r) => inner.state.lineage_revoked(r).map_err(ApiError::internal)?,
                 None => false,
             };
+            // A retry's earlier answer, unless its session was revoked since.
+            if let Some(r) = record.as_mut()
+                && let Some(last) = &r.last_grant
+                && inner.state.is_revoked(&last.certificate).map_err(ApiError::internal)?
+            {
+                r.last_grant = None;
+            }
+            let replacement = match record.as_ref().map(|r| r.state) {
+                Some(validation::TicketState::Replaced { by }) => inner.state.ticket(&by).map_err(ApiError::internal)?,
+                _ => None,
+            };
             let cx = Context {
                 lineage_revoked,
+                request: play_key,
+                retry_window_s: inner.config.play_retry_window.0.as_secs(),
+                replacement: replacement.as_ref(),
                 now,
                 title_key: key.as_ref(),
                 running_time_s,
@@ -541,9 +656,12 @@ fn play(inner: &Inner, req: &Request<Bytes>, cx: RequestContext) -> ApiResult {
             };
             match validation::decide(&ticket, record.as_ref(), &cx) {
                 Err(r) => Ok(Err(r)),
+                // The same answer again: nothing written, no play counted.
+                Ok(g) if g.repeated => Ok(Ok(g)),
                 Ok(g) => {
                     let Some(mut presented) = record else { return Err(ApiError::internal("granted without a record")) };
                     presented.state = g.presented_state;
+                    presented.last_grant = g.presented_last_grant.clone();
                     entry.result = "granted".into();
                     inner
                         .state
@@ -568,7 +686,7 @@ fn play(inner: &Inner, req: &Request<Bytes>, cx: RequestContext) -> ApiResult {
         Ok(g) => g,
         Err(r) => return Err(refuse(&mut entry, r, Some(&ticket.serial))),
     };
-    inner.metrics.validation("granted");
+    inner.metrics.validation(if grant.repeated { "granted_again" } else { "granted" });
     let replacement = grant.replacement.as_ref().map(|(t, _)| ticket::to_text(&t.sign(&inner.signing)));
     if url_mode {
         let key = key.ok_or_else(|| ApiError::internal("granted without a title key"))?;
@@ -747,6 +865,7 @@ fn blob(inner: &Inner, hash: &str, req: &Request<Bytes>) -> ApiResult {
         .get(&a)
         .map_err(ApiError::internal)?
         .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "unknown_blob", format!("no blob {a}")))?;
+    blob_reader(inner, req, &b)?;
     let etag = a.etag();
     let rep = tranzcast_net::ranged::Representation {
         etag: &etag,
@@ -851,8 +970,11 @@ struct Publish {
     manifest: String,
 }
 
-/// Publishes an uploaded title: every segment must be here and decrypt under
-/// the given key at its position; the manifest is re-signed by the origin.
+/// Publishes an uploaded title: every segment must be here, decrypt under
+/// the given key at its position and hold a whole segment (every segment is
+/// padded to `segment_size`: an edge slices a decrypted segment by the
+/// manifest's lengths); the manifest is re-signed by the origin. The check
+/// that the title is free and the commit are one step under a lock.
 fn publish_title(inner: &Inner, req: &Request<Bytes>) -> ApiResult {
     use tranzcast_proto::frame::FrameKind;
     use tranzcast_proto::keys::{self, Expected};
@@ -875,11 +997,22 @@ fn publish_title(inner: &Inner, req: &Request<Bytes>) -> ApiResult {
             .get(a)
             .map_err(ApiError::internal)?
             .ok_or_else(|| ApiError::new(StatusCode::CONFLICT, "incomplete", format!("segment {i} ({a}) has not been uploaded")))?;
-        keys::open(&key, &frame, &Expected { title: &title, kind: FrameKind::Media, sequence: i as u64 })
+        let plain = keys::open(&key, &frame, &Expected { title: &title, kind: FrameKind::Media, sequence: i as u64 })
             .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "bad_segment", format!("segment {i}: {e}")))?;
+        if plain.len() as u64 != u64::from(m.segment_size) {
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "bad_segment",
+                format!("segment {i} holds {} bytes; the manifest's segments are {} bytes", plain.len(), m.segment_size),
+            ));
+        }
     }
     m.created = now_secs();
     let signed = m.sign(&inner.signing).map_err(|e| ApiError::bad(e.to_string()))?;
+    let _one_at_a_time = inner.publishing.lock().unwrap_or_else(|p| p.into_inner());
+    if inner.store.title_manifest(&title).map_err(ApiError::internal)?.is_some() {
+        return Err(ApiError::new(StatusCode::CONFLICT, "title_exists", format!("title {title} already exists")));
+    }
     let addr = inner.store.commit_title(&title, &signed, key.expose()).map_err(ApiError::internal)?;
     Ok(json_response(StatusCode::CREATED, &json!({"title": title.as_str(), "manifest": addr.to_hex(), "segments": m.segments.len()})))
 }

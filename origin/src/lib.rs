@@ -61,6 +61,9 @@ pub(crate) struct Inner {
     /// When a refused play was last logged (Unix seconds), per result: one a
     /// second of each is logged, the rest counted.
     pub refusal_logged: [std::sync::atomic::AtomicU64; REFUSAL_KINDS],
+    /// Held from a publish's last "is the title free?" check to its commit:
+    /// two publishes of one title cannot both commit (and swap its key).
+    pub publishing: std::sync::Mutex<()>,
 }
 
 /// A running origin.
@@ -107,6 +110,7 @@ impl Origin {
                 config.rate.max_addresses,
             )),
             refusal_logged: Default::default(),
+            publishing: std::sync::Mutex::new(()),
         });
         let opts = ServerOptions {
             https: config.listen.https,

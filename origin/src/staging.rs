@@ -4,7 +4,8 @@
 //! and sends the signed manifest last, which the node accepts only once every
 //! segment is there. Asking first makes staging resumable: an interrupted
 //! push, a restarted origin or a node that joins late all converge on the
-//! next round.
+//! next round. Nodes are staged concurrently, every call bounded
+//! ([`PUSH_BOUNDS`]): a node that hangs holds its own staging only.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -15,6 +16,11 @@ use tranzcast_proto::manifest::SignedManifest;
 
 use crate::Inner;
 use crate::state::Member;
+
+/// Each call of a push (the question, one blob, the manifest): its answer
+/// within the first, the whole call within the second.
+pub(crate) const PUSH_BOUNDS: (std::time::Duration, std::time::Duration) =
+    (std::time::Duration::from_secs(10), std::time::Duration::from_secs(60));
 
 /// Progress of one title on one node.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -43,11 +49,16 @@ pub(crate) async fn run(inner: Arc<Inner>, http: reqwest::Client) {
                 continue;
             }
         };
+        let mut round = tokio::task::JoinSet::new();
         for node in nodes {
-            if let Err(e) = stage_node(&inner, &http, &node).await {
-                tracing::warn!(node = %node.name, error = %e, "staging round failed; retrying next round");
-            }
+            let (inner, http) = (inner.clone(), http.clone());
+            round.spawn(async move {
+                if let Err(e) = stage_node(&inner, &http, &node).await {
+                    tracing::warn!(node = %node.name, error = %e, "staging round failed; retrying next round");
+                }
+            });
         }
+        while round.join_next().await.is_some() {}
         if let Err(e) = crate::precast::round(&inner, &http).await {
             tracing::warn!(error = %e, "pre-cast round failed; retrying next round");
         }
@@ -67,15 +78,11 @@ async fn stage_node(inner: &Inner, http: &reqwest::Client, node: &Member) -> Res
         set(inner, &node.name, title.as_str(), TitleProgress { held: known.map(|p| p.held).unwrap_or(0), total, complete: false });
         let held = push_missing(inner, http, &node.https, &inner.config.cluster_token, &m.segments).await?;
         set(inner, &node.name, title.as_str(), TitleProgress { held, total, complete: false });
-        let r = http
-            .put(format!("{}/v1/titles/{title}/manifest", node.https))
-            .bearer_auth(&inner.config.cluster_token)
-            .body(mbytes)
-            .send()
-            .await
-            .map_err(|e| format!("manifest: {e}"))?;
-        if !r.status().is_success() {
-            return Err(format!("manifest {title}: {}", r.status()));
+        let req = http.put(format!("{}/v1/titles/{title}/manifest", node.https)).bearer_auth(&inner.config.cluster_token).body(mbytes);
+        let limits = tranzcast_net::client::CallLimits { answer: PUSH_BOUNDS.1, total: PUSH_BOUNDS.1, max_body: 64 << 10 };
+        let (status, _) = tranzcast_net::client::call(req, limits).await.map_err(|e| format!("manifest: {e}"))?;
+        if !status.is_success() {
+            return Err(format!("manifest {title}: {status}"));
         }
         set(inner, &node.name, title.as_str(), TitleProgress { held: total, total, complete: true });
         tracing::info!(node = %node.name, title = %title, blobs = total, "staged");
@@ -91,7 +98,7 @@ pub(crate) async fn push_missing(
     token: &str,
     blobs: &[BlobAddress],
 ) -> Result<u64, String> {
-    tranzcast_net::push::push_missing(http, base, token, blobs, |a| {
+    tranzcast_net::push::push_missing(http, base, token, blobs, PUSH_BOUNDS, |a| {
         let b = inner.store.get(a).map_err(|e| e.to_string())?;
         let n = b.as_ref().map_or(0, |b| b.len() as u64);
         inner.metrics.pushed_bytes.fetch_add(n, std::sync::atomic::Ordering::Relaxed);

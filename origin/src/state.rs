@@ -49,6 +49,8 @@ const CF_ORDER_CERTS: &str = "order_certificates";
 const CF_CUSTOMER_ORDERS: &str = "customer_orders";
 /// b'o' + order (BE) or b'c' + customer (BE) -> revoked at (Unix seconds, BE).
 const CF_REVOKED_SCOPES: &str = "revoked_scopes";
+/// An order's idempotency key -> order number (8 bytes BE) + the request's fingerprint (32).
+const CF_ORDER_KEYS: &str = "order_keys";
 /// Markers of one-off work done on this database.
 const CF_META: &str = "meta";
 /// The order and customer indexes are complete (built from the orders and
@@ -221,6 +223,7 @@ impl OriginState {
             CF_CUSTOMER_ORDERS,
             CF_REVOKED_SCOPES,
             CF_META,
+            CF_ORDER_KEYS,
         ]
         .into_iter()
         .map(|n| ColumnFamilyDescriptor::new(n, Options::default()))
@@ -397,10 +400,55 @@ impl OriginState {
 
     /// Records an order and its first ticket atomically; returns the order number.
     pub fn add_order(&self, order: &Order, serial: &[u8; 16], record: &TicketRecord) -> Result<u64, OriginError> {
+        self.write_order(order, serial, record, WriteBatch::default())
+    }
+
+    /// As [`OriginState::add_order`], once per idempotency key: a key seen
+    /// before gives its order back (with the same request) or is refused
+    /// (with another); the key is written in the order's batch, under the
+    /// key's lock, so concurrent requests with one key make one order.
+    pub fn add_order_once(
+        &self,
+        key: &str,
+        fingerprint: [u8; 32],
+        order: &Order,
+        serial: &[u8; 16],
+        record: &TicketRecord,
+    ) -> Result<OrderOnce, OriginError> {
+        let h = blake3::hash(key.as_bytes());
+        let stripe = (usize::from(h.as_bytes()[0]) << 8 | usize::from(h.as_bytes()[1])) % STRIPES;
+        self.with_stripe(stripe, || {
+            let cf = self.cf(CF_ORDER_KEYS)?;
+            if let Some(v) = self.db.get_cf(cf, key.as_bytes()).map_err(db_err("order keys"))? {
+                let (id, fp) = v.split_at(8.min(v.len()));
+                let id = u64::from_be_bytes(id.try_into().map_err(|_| OriginError::Storage("an order key record is short".into()))?);
+                return Ok(if fp == fingerprint { OrderOnce::Existing(id) } else { OrderOnce::KeyReused(id) });
+            }
+            // The number is taken here: the key's record holds it.
+            let id = self.next_order.fetch_add(1, Ordering::SeqCst);
+            let mut b = WriteBatch::default();
+            let mut v = id.to_be_bytes().to_vec();
+            v.extend_from_slice(&fingerprint);
+            b.put_cf(cf, key.as_bytes(), v);
+            self.write_order_numbered(id, order, serial, record, b).map(OrderOnce::Created)
+        })
+    }
+
+    fn write_order(&self, order: &Order, serial: &[u8; 16], record: &TicketRecord, b: WriteBatch) -> Result<u64, OriginError> {
         let id = self.next_order.fetch_add(1, Ordering::SeqCst);
+        self.write_order_numbered(id, order, serial, record, b)
+    }
+
+    fn write_order_numbered(
+        &self,
+        id: u64,
+        order: &Order,
+        serial: &[u8; 16],
+        record: &TicketRecord,
+        mut b: WriteBatch,
+    ) -> Result<u64, OriginError> {
         let mut rec = record.clone();
         rec.order = id;
-        let mut b = WriteBatch::default();
         self.put_json(&mut b, CF_ORDERS, &id.to_be_bytes(), order)?;
         self.put_json(&mut b, CF_TICKETS, serial, &rec)?;
         b.put_cf(self.cf(CF_CUSTOMER_ORDERS)?, customer_order_key(order.customer, id), []);
@@ -458,6 +506,11 @@ impl OriginState {
         let cf = self.cf(CF_REVOKED_SCOPES)?;
         Ok(self.db.get_pinned_cf(cf, scope_key(b'o', rec.order)).map_err(db_err("revoked scopes"))?.is_some()
             || self.db.get_pinned_cf(cf, scope_key(b'c', rec.customer)).map_err(db_err("revoked scopes"))?.is_some())
+    }
+
+    /// Whether a serial (a ticket's or a certificate's) is on the revoked list.
+    pub fn is_revoked(&self, serial: &[u8; 16]) -> Result<bool, OriginError> {
+        Ok(self.db.get_pinned_cf(self.cf(CF_REVOKED)?, serial).map_err(db_err("revoked"))?.is_some())
     }
 
     /// Whether a customer has been revoked (no new orders).
@@ -631,6 +684,17 @@ impl OriginState {
         }
         Ok(out)
     }
+}
+
+/// What an order with an idempotency key came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OrderOnce {
+    /// A new order.
+    Created(u64),
+    /// The key's earlier order, made by the same request.
+    Existing(u64),
+    /// The key was used for another request (its order).
+    KeyReused(u64),
 }
 
 /// A certificate granted by a validation, as written with it.

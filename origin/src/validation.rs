@@ -3,14 +3,22 @@
 //! a replacement ticket and the records to write out, or a refusal with its
 //! reason. The caller holds the serial's lock and writes the outcome
 //! atomically before answering.
+//!
+//! A ticket used up by a play (replaced, or spent by its last play) that
+//! came with an idempotency key keeps what that play was granted; presented
+//! again with the same key within the retry window (a retry after a lost
+//! answer), it gets the same certificate and the same replacement (as long as
+//! the replacement is unplayed), and no play is counted. Without the key a
+//! ticket presented again is refused as before: a retry is told apart from a
+//! second play by the key the client chose for its attempt, not by guessing.
 
 use serde::{Deserialize, Serialize};
 use tranzcast_proto::TitleId;
 use tranzcast_proto::keys::TitleKey;
 use tranzcast_proto::ticket::{Certificate, PlayTicket, UNLIMITED};
 
-/// What the ticket database knows of one serial.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// What the ticket database knows of one serial. `Debug` leaves K1 out.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TicketRecord {
     /// Customer number.
     pub customer: u64,
@@ -28,6 +36,38 @@ pub struct TicketRecord {
     pub order: u64,
     /// Where the ticket stands.
     pub state: TicketState,
+    /// For a ticket used up by a play: what that play was granted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_grant: Option<LastGrant>,
+}
+
+/// What the play that used up a ticket was granted, to give it again on a retry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LastGrant {
+    /// The certificate's serial.
+    pub certificate: [u8; 16],
+    /// Granted at (the certificate's creation), Unix seconds.
+    pub at: u64,
+    /// The certificate's expiry.
+    pub expires: u64,
+    /// The blake3 of the idempotency key the play came with.
+    pub request: [u8; 32],
+}
+
+impl std::fmt::Debug for TicketRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TicketRecord")
+            .field("customer", &self.customer)
+            .field("title", &self.title)
+            .field("plays", &self.plays)
+            .field("expires", &self.expires)
+            .field("created", &self.created)
+            .field("k1", &"<redacted>")
+            .field("order", &self.order)
+            .field("state", &self.state)
+            .field("last_grant", &self.last_grant)
+            .finish()
+    }
 }
 
 /// Where a ticket stands.
@@ -105,8 +145,13 @@ pub struct Grant {
     pub certificate: Certificate,
     /// The new state of the presented ticket.
     pub presented_state: TicketState,
+    /// What to keep on the presented ticket's record (for a retry).
+    pub presented_last_grant: Option<LastGrant>,
     /// For multi-play rentals: the replacement ticket and its record.
     pub replacement: Option<(PlayTicket, TicketRecord)>,
+    /// The same answer as an earlier grant, given again on a retry: nothing
+    /// to write, no play counted.
+    pub repeated: bool,
 }
 
 /// Inputs that are not the ticket itself.
@@ -130,19 +175,24 @@ pub struct Context<'a> {
     /// of the order is refused, replacements issued after the revocation
     /// was asked for included.
     pub lineage_revoked: bool,
+    /// The blake3 of the request's idempotency key, if it had one.
+    pub request: Option<[u8; 32]>,
+    /// How long a used-up ticket's grant is given again to its client.
+    pub retry_window_s: u64,
+    /// For a replaced ticket: its replacement's record.
+    pub replacement: Option<&'a TicketRecord>,
 }
 
 /// Decides a validation. `ticket` has already passed its signature check.
 pub fn decide(ticket: &PlayTicket, record: Option<&TicketRecord>, cx: &Context<'_>) -> Result<Grant, Refusal> {
     let record = record.ok_or(Refusal::UnknownSerial)?;
-    match record.state {
-        TicketState::Live => {}
-        TicketState::Spent => return Err(Refusal::Spent),
-        TicketState::Replaced { .. } => return Err(Refusal::Replaced),
-        TicketState::Revoked => return Err(Refusal::Revoked),
-    }
-    if cx.lineage_revoked {
+    if record.state == TicketState::Revoked || cx.lineage_revoked {
         return Err(Refusal::Revoked);
+    }
+    match record.state {
+        TicketState::Live | TicketState::Revoked => {}
+        TicketState::Spent => return again(ticket, record, cx).ok_or(Refusal::Spent),
+        TicketState::Replaced { .. } => return again(ticket, record, cx).ok_or(Refusal::Replaced),
     }
     if record.customer != ticket.customer
         || record.title != ticket.title.as_str()
@@ -166,10 +216,28 @@ pub fn decide(ticket: &PlayTicket, record: Option<&TicketRecord>, cx: &Context<'
         key_part: record.k1,
     };
     if ticket.plays == UNLIMITED {
-        return Ok(Grant { certificate, presented_state: TicketState::Live, replacement: None });
+        return Ok(Grant {
+            certificate,
+            presented_state: TicketState::Live,
+            presented_last_grant: None,
+            replacement: None,
+            repeated: false,
+        });
     }
+    let last = cx.request.map(|request| LastGrant {
+        certificate: certificate.serial,
+        at: certificate.created,
+        expires: certificate.expires,
+        request,
+    });
     if ticket.plays == 1 {
-        return Ok(Grant { certificate, presented_state: TicketState::Spent, replacement: None });
+        return Ok(Grant {
+            certificate,
+            presented_state: TicketState::Spent,
+            presented_last_grant: last,
+            replacement: None,
+            repeated: false,
+        });
     }
     let plays = ticket.plays - 1;
     let replacement = PlayTicket {
@@ -190,8 +258,59 @@ pub fn decide(ticket: &PlayTicket, record: Option<&TicketRecord>, cx: &Context<'
         k1: cx.fresh_k1,
         order: record.order,
         state: TicketState::Live,
+        last_grant: None,
     };
-    Ok(Grant { certificate, presented_state: TicketState::Replaced { by: cx.fresh_serial_2 }, replacement: Some((replacement, rec)) })
+    Ok(Grant {
+        certificate,
+        presented_state: TicketState::Replaced { by: cx.fresh_serial_2 },
+        presented_last_grant: last,
+        replacement: Some((replacement, rec)),
+        repeated: false,
+    })
+}
+
+/// The grant that used up `record`, given again: to a request with the same
+/// idempotency key, within the retry window, the ticket as recorded, and (for
+/// a replaced ticket) its replacement still unplayed. `None` otherwise.
+fn again(ticket: &PlayTicket, record: &TicketRecord, cx: &Context<'_>) -> Option<Grant> {
+    let last = record.last_grant.as_ref()?;
+    if cx.request != Some(last.request) || cx.now >= last.at.saturating_add(cx.retry_window_s) || cx.now < last.at {
+        return None;
+    }
+    if record.customer != ticket.customer
+        || record.title != ticket.title.as_str()
+        || record.plays != ticket.plays
+        || record.expires != ticket.expires
+    {
+        return None;
+    }
+    let certificate = Certificate {
+        serial: last.certificate,
+        customer: ticket.customer,
+        created: last.at,
+        expires: last.expires,
+        title: ticket.title.clone(),
+        key_part: record.k1,
+    };
+    let replacement = match record.state {
+        TicketState::Replaced { by } => {
+            let r = cx.replacement.filter(|r| r.state == TicketState::Live)?;
+            let key = cx.title_key?;
+            let t = PlayTicket {
+                serial: by,
+                customer: r.customer,
+                created: r.created,
+                expires: r.expires,
+                title: ticket.title.clone(),
+                plays: r.plays,
+                key_part: key.xor(&r.k1),
+            };
+            Some((t, r.clone()))
+        }
+        TicketState::Spent => None,
+        TicketState::Live | TicketState::Revoked => return None,
+    };
+    Some(Grant { certificate, presented_state: record.state, presented_last_grant: None, replacement, repeated: true })
 }
 
 /// A new ticket for an order: fresh K1, K2 = KM xor K1.
@@ -209,7 +328,17 @@ pub fn issue(
     k1: [u8; 32],
 ) -> (PlayTicket, TicketRecord) {
     let ticket = PlayTicket { serial, customer, created: now, expires, title: title.clone(), plays, key_part: key.xor(&k1) };
-    let record = TicketRecord { customer, title: title.to_string(), plays, expires, created: now, k1, order, state: TicketState::Live };
+    let record = TicketRecord {
+        customer,
+        title: title.to_string(),
+        plays,
+        expires,
+        created: now,
+        k1,
+        order,
+        state: TicketState::Live,
+        last_grant: None,
+    };
     (ticket, record)
 }
 
@@ -228,6 +357,9 @@ mod tests {
             fresh_serial_2: [8; 16],
             fresh_k1: [9; 32],
             lineage_revoked: false,
+            request: Some([0x11; 32]),
+            retry_window_s: 60,
+            replacement: None,
         }
     }
 
@@ -284,6 +416,66 @@ mod tests {
         let mut c = cx(&km, 300);
         c.lineage_revoked = true;
         assert_eq!(decide(&t2, Some(&r2), &c).unwrap_err(), Refusal::Revoked);
+    }
+
+    #[test]
+    fn a_used_up_ticket_retried_with_its_key_in_the_window_gets_the_same_answer() {
+        let km = TitleKey::generate();
+        let (t, r) = issue(1, &TitleId::new("film").unwrap(), 3, 10_000, 100, 5, &km, [1; 16], [2; 32]);
+        let g = decide(&t, Some(&r), &cx(&km, 200)).unwrap();
+        let (t2, r2) = g.replacement.clone().unwrap();
+        let mut used = r.clone();
+        used.state = g.presented_state;
+        used.last_grant = g.presented_last_grant.clone();
+        let mut c = cx(&km, 230);
+        c.fresh_serial = [0x55; 16];
+        c.replacement = Some(&r2);
+        let again = decide(&t, Some(&used), &c).unwrap();
+        assert!(again.repeated);
+        assert_eq!(again.certificate, g.certificate, "same certificate, not a new one");
+        assert_eq!(again.replacement.as_ref().unwrap().0, t2, "same replacement");
+        assert_eq!(again.presented_state, used.state);
+        // Another key or none, past the window, a played replacement, a revoked order: refused.
+        for request in [Some([0x22; 32]), None] {
+            let mut other = cx(&km, 230);
+            other.request = request;
+            other.replacement = Some(&r2);
+            assert_eq!(decide(&t, Some(&used), &other).unwrap_err(), Refusal::Replaced);
+        }
+        let mut late = cx(&km, 260);
+        late.replacement = Some(&r2);
+        assert_eq!(decide(&t, Some(&used), &late).unwrap_err(), Refusal::Replaced);
+        let mut played = r2.clone();
+        played.state = TicketState::Replaced { by: [9; 16] };
+        let mut c2 = cx(&km, 230);
+        c2.replacement = Some(&played);
+        assert_eq!(decide(&t, Some(&used), &c2).unwrap_err(), Refusal::Replaced);
+        let mut revoked = cx(&km, 230);
+        revoked.replacement = Some(&r2);
+        revoked.lineage_revoked = true;
+        assert_eq!(decide(&t, Some(&used), &revoked).unwrap_err(), Refusal::Revoked);
+        // The last play of a rental: spent, and its certificate given again.
+        let (t1, r1) = issue(1, &TitleId::new("film").unwrap(), 1, 10_000, 100, 5, &km, [3; 16], [4; 32]);
+        let g1 = decide(&t1, Some(&r1), &cx(&km, 200)).unwrap();
+        let mut spent = r1.clone();
+        spent.state = g1.presented_state;
+        spent.last_grant = g1.presented_last_grant.clone();
+        assert_eq!(decide(&t1, Some(&spent), &cx(&km, 210)).unwrap().certificate, g1.certificate);
+        assert_eq!(decide(&t1, Some(&spent), &cx(&km, 260)).unwrap_err(), Refusal::Spent);
+    }
+
+    #[test]
+    fn debug_output_carries_no_key_part() {
+        let km = TitleKey::generate();
+        let (t, r) = issue(1, &TitleId::new("film").unwrap(), 3, 10_000, 100, 5, &km, [1; 16], [0xa7; 32]);
+        let g = decide(&t, Some(&r), &cx(&km, 200)).unwrap();
+        let text = format!("{t:?} {r:?} {g:?}");
+        for secret in [hex::encode(t.key_part), hex::encode(r.k1), hex::encode(g.replacement.as_ref().unwrap().0.key_part)] {
+            assert!(!text.contains(&secret), "{text}");
+        }
+        let dec = |b: &[u8; 32]| b.iter().map(|x| x.to_string()).collect::<Vec<_>>().join(", ");
+        assert!(!text.contains(&dec(&t.key_part)) && !text.contains(&dec(&r.k1)), "{text}");
+        assert!(text.contains("<redacted>"));
     }
 
     #[test]

@@ -284,8 +284,27 @@ async fn k1_xor_k2_is_the_title_key_and_decrypts_over_h3() {
     let m = manifest.verify(&key).unwrap().clone();
     let title = TitleId::new("film").unwrap();
     let mut out = Vec::new();
+    // No anonymous ciphertext: blob and outboard reads need the cluster's
+    // credentials or a certificate for the blob's title.
+    let cert = format!("Tranzcast {}", v["certificate"].as_str().unwrap());
+    let blob0 = format!("{}/v1/blobs/{}", f.base, m.segments[0]);
+    let outboard0 = format!("{}/v1/outboards/{}", f.base, m.segments[0]);
+    for (url, auth, want) in [
+        (&blob0, None, 401),
+        (&outboard0, None, 401),
+        (&blob0, Some("Bearer not-the-cluster-token-000".to_string()), 403),
+        (&blob0, Some(format!("{}A", &cert[..cert.len() - 1])), 403),
+        (&blob0, Some("Bearer test-cluster-token-0123456789".to_string()), 200),
+        (&outboard0, Some(cert.clone()), 200),
+    ] {
+        let mut r = f.http.get(url.as_str());
+        if let Some(a) = &auth {
+            r = r.header("authorization", a);
+        }
+        assert_eq!(r.send().await.unwrap().status().as_u16(), want, "{url} with {auth:?}");
+    }
     for (i, a) in m.segments.iter().enumerate() {
-        let r = f.http.get(format!("{}/v1/blobs/{a}", f.base)).send().await.unwrap();
+        let r = f.http.get(format!("{}/v1/blobs/{a}", f.base)).header("authorization", &cert).send().await.unwrap();
         assert_eq!(r.status(), 200);
         let frame = r.bytes().await.unwrap();
         a.verify(&frame).unwrap();
@@ -508,5 +527,172 @@ async fn a_revocation_racing_plays_leaves_no_certificate_out() {
     let missing: Vec<_> = granted.iter().map(|c| serial_of(&f, c)).filter(|s| !list.contains(s)).collect();
     assert!(missing.is_empty(), "{} of {} certificates granted are not revoked", missing.len(), granted.len());
     assert_eq!(v["certificates"].as_u64().unwrap() as usize, granted.len(), "a grant slipped past the sweep: {v}");
+    f.origin.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publishing_checks_every_segment_length_and_one_publish_of_a_title_wins() {
+    use tranzcast_proto::BlobAddress;
+    use tranzcast_proto::manifest::Manifest;
+    let f = start().await;
+    let title = TitleId::new("uploaded").unwrap();
+    let key = TitleKey::generate();
+    let seg = 64 << 10;
+    let upload = |bytes: Vec<u8>| {
+        let (http, base) = (f.http.clone(), f.base.clone());
+        async move {
+            let a = BlobAddress::of(&bytes);
+            let r = http.put(format!("{base}/v1/blobs/{}", a.to_hex())).bearer_auth(TOKEN).body(bytes).send().await.unwrap();
+            assert_eq!(r.status().as_u16(), 201);
+            a
+        }
+    };
+    let full0 = upload(keys::seal(&key, &title, FrameKind::Media, 0, &vec![1u8; seg]).unwrap()).await;
+    // Segment 1 holds 1,000 bytes where the manifest says 64 KiB (padded):
+    // an edge would slice past its end.
+    let short1 = upload(keys::seal(&key, &title, FrameKind::Media, 1, &[2u8; 1000]).unwrap()).await;
+    let full1 = upload(keys::seal(&key, &title, FrameKind::Media, 1, &vec![2u8; seg]).unwrap()).await;
+    let manifest = |segments: Vec<BlobAddress>| {
+        let m = Manifest {
+            title: title.clone(),
+            version: 1,
+            media_type: "video/mp4".into(),
+            running_time_ms: 0,
+            plaintext_len: seg as u64 + 1000,
+            segment_size: seg as u32,
+            created: 0,
+            chapters: Vec::new(),
+            segments,
+        };
+        let signed = m.sign(&ed25519_dalek::SigningKey::from_bytes(&[3; 32])).unwrap();
+        json!({"title": "uploaded", "key": hex::encode(key.expose()), "manifest": URL_SAFE_NO_PAD.encode(signed)})
+    };
+    let (s, v) = f.post("/v1/titles", manifest(vec![full0, short1]), true).await;
+    assert_eq!((s, v["error"]["code"].as_str()), (422, Some("bad_segment")), "{v}");
+    assert!(v["error"]["reason"].as_str().unwrap().contains("segment 1 holds 1000 bytes"), "{v}");
+
+    // Eight publishes of one title at once: one commits, the others are told it exists.
+    let body = manifest(vec![full0, full1]);
+    let mut tasks = Vec::new();
+    for i in 0..8 {
+        let client = if i % 2 == 0 { f.http.clone() } else { https_h1(f.origin.ca_pem().as_bytes()).unwrap() };
+        let (url, body) = (format!("{}/v1/titles", f.base), body.clone());
+        tasks.push(tokio::spawn(async move { client.post(url).bearer_auth(TOKEN).json(&body).send().await.unwrap().status().as_u16() }));
+    }
+    let mut statuses = Vec::new();
+    for t in tasks {
+        statuses.push(t.await.unwrap());
+    }
+    statuses.sort_unstable();
+    assert_eq!(statuses, [201, 409, 409, 409, 409, 409, 409, 409]);
+    f.origin.shutdown().await;
+}
+
+async fn validations(f: &Fixture, result: &str) -> u64 {
+    let text = f.http.get(format!("{}/metrics", f.base)).send().await.unwrap().text().await.unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("origin_validations_total{{result=\"{result}\"}} ")))
+        .map_or(0, |v| v.trim().parse().unwrap())
+}
+
+/// A play with an idempotency key (the smart client sends one per attempt).
+async fn play_keyed(f: &Fixture, ticket: &str, key: &str) -> (u16, Value) {
+    let r =
+        f.http.post(format!("{}/v1/play", f.base)).header("idempotency-key", key).json(&json!({"ticket": ticket})).send().await.unwrap();
+    (r.status().as_u16(), r.json().await.unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_answer_loses_no_play_and_an_order_is_made_once_per_key() {
+    let f = start().await;
+    let c = f.customer().await;
+    // A 3-play rental: the first play's answer is "lost"; the retry (same
+    // key) gets it again, byte for byte, and no play is counted.
+    let t0 = f.order(json!({"customer": c, "title": "film", "kind": "rent", "plays": 3, "hours": 1})).await;
+    let (s, first) = play_keyed(&f, &t0, "attempt-1").await;
+    assert_eq!(s, 200, "{first}");
+    let granted = validations(&f, "granted").await;
+    let (s, again) = play_keyed(&f, &t0, "attempt-1").await;
+    assert_eq!(s, 200, "{again}");
+    assert_eq!((&again["certificate"], &again["ticket"]), (&first["certificate"], &first["ticket"]));
+    assert_eq!(validations(&f, "granted").await, granted, "a retry counted a play");
+    assert_eq!(validations(&f, "granted_again").await, 1);
+    // Another attempt (another key, or none) is a second play of a used ticket.
+    refused(&play_keyed(&f, &t0, "attempt-2").await, "replaced");
+    refused(&f.play(&t0).await, "replaced");
+    // Once the replacement is played, the old ticket is just replaced.
+    let t1 = first["ticket"].as_str().unwrap().to_string();
+    let (s, second) = play_keyed(&f, &t1, "attempt-3").await;
+    assert_eq!(s, 200, "{second}");
+    assert_ne!(second["certificate"], first["certificate"]);
+    refused(&play_keyed(&f, &t0, "attempt-1").await, "replaced");
+    // The last play of a rental: its certificate given again, then nothing more.
+    let t2 = second["ticket"].as_str().unwrap().to_string();
+    let (s, last) = play_keyed(&f, &t2, "attempt-4").await;
+    assert_eq!((s, last["ticket"].is_null()), (200, true), "{last}");
+    let (s, last_again) = play_keyed(&f, &t2, "attempt-4").await;
+    assert_eq!((s, &last_again["certificate"]), (200, &last["certificate"]), "{last_again}");
+    refused(&f.play(&t2).await, "spent");
+
+    // Orders with an idempotency key: eight at once make one order.
+    let body = json!({"customer": c, "title": "film", "kind": "rent", "plays": 2, "hours": 1});
+    let mut tasks = Vec::new();
+    for i in 0..8 {
+        let client = if i % 2 == 0 { f.http.clone() } else { https_h1(f.origin.ca_pem().as_bytes()).unwrap() };
+        let (url, body) = (format!("{}/v1/orders", f.base), body.clone());
+        tasks.push(tokio::spawn(async move {
+            let r = client.post(url).bearer_auth(TOKEN).header("idempotency-key", "order-7f3a").json(&body).send().await.unwrap();
+            let replayed = r.headers().contains_key("idempotent-replayed");
+            (r.status().as_u16(), replayed, r.json::<Value>().await.unwrap())
+        }));
+    }
+    let mut answers = Vec::new();
+    for t in tasks {
+        answers.push(t.await.unwrap());
+    }
+    assert!(answers.iter().all(|(s, _, v)| *s == 201 && v == &answers[0].2), "{answers:?}");
+    assert_eq!(answers.iter().filter(|(_, replayed, _)| !replayed).count(), 1, "{answers:?}");
+    // The same key for another request is refused; no key, a new order each time.
+    let (s, v) = {
+        let r = f
+            .http
+            .post(format!("{}/v1/orders", f.base))
+            .bearer_auth(TOKEN)
+            .header("idempotency-key", "order-7f3a")
+            .json(&json!({"customer": c, "title": "film", "kind": "buy"}))
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.json::<Value>().await.unwrap())
+    };
+    assert_eq!((s, v["error"]["code"].as_str()), (422, Some("idempotency_key_reused")), "{v}");
+    let (s, v) = {
+        let r = f
+            .http
+            .post(format!("{}/v1/orders", f.base))
+            .bearer_auth(TOKEN)
+            .header("idempotency-key", "bad key!")
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.json::<Value>().await.unwrap())
+    };
+    assert_eq!(s, 400, "{v}");
+    let (_, a) = f.post("/v1/orders", body.clone(), true).await;
+    let (_, b) = f.post("/v1/orders", body, true).await;
+    assert_ne!(a["order"], b["order"]);
+    f.origin.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_after_the_window_is_refused() {
+    let f = start_with(&["play_retry_window=1s"]).await;
+    let c = f.customer().await;
+    let t = f.order(json!({"customer": c, "title": "film", "kind": "rent", "plays": 2, "hours": 1})).await;
+    assert_eq!(play_keyed(&f, &t, "k").await.0, 200);
+    assert_eq!(play_keyed(&f, &t, "k").await.0, 200, "within the window");
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    refused(&play_keyed(&f, &t, "k").await, "replaced");
     f.origin.shutdown().await;
 }

@@ -117,3 +117,59 @@ async fn late_node_gets_every_title_verified_and_no_keys() {
         assert!(nstore.title_secret(&t).unwrap().is_none(), "a node holds a key");
     }
 }
+
+/// A node that hangs mid-staging (connections open and silent) holds its
+/// own staging only: a node that joins after it is staged in seconds, well
+/// before the hung node's calls time out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_node_does_not_stall_staging_for_the_others() {
+    let dir = tempfile::tempdir().unwrap();
+    let odata = dir.path().join("origin");
+    ingest_titles(&odata, &[("alpha", 3 << 20)]);
+    let ocfg: OriginConfig = Layers::new("origin")
+        .overrides(&[
+            format!("data_dir={}", odata.display()),
+            "storefront_token=test-storefront-token-0123456789".into(),
+            format!("cluster_token={CLUSTER}"),
+            "listen.https=127.0.0.1:0".into(),
+            "staging_interval=200ms".into(),
+            "member_timeout=120s".into(),
+        ])
+        .unwrap()
+        .build()
+        .unwrap();
+    let origin = Origin::start(ocfg).await.unwrap();
+    let origin_url = format!("https://localhost:{}", origin.https_addr().port());
+    let ncfg = |name: &str| -> EdgeConfig {
+        Layers::new("edge")
+            .overrides(&[
+                "role=node".into(),
+                format!("name={name}"),
+                format!("data_dir={}", dir.path().join(name).display()),
+                format!("origin={origin_url}"),
+                format!("cluster_token={CLUSTER}"),
+                "listen.https=127.0.0.1:0".into(),
+                "heartbeat=200ms".into(),
+            ])
+            .unwrap()
+            .build()
+            .unwrap()
+    };
+    let tls = EdgeTls::from_config(&ncfg("x"), &origin.ca_dir()).unwrap();
+    let hung = EdgeServer::start(ncfg("hung"), tls.clone()).await.unwrap();
+    hung.hang();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let complete = |name: &str| origin.staging_status().get(name).and_then(|t| t.get("alpha")).is_some_and(|p| p.complete);
+    assert!(!complete("hung"), "the hung node was staged before it hung: nothing tested");
+
+    let t0 = Instant::now();
+    let node = EdgeServer::start(ncfg("node-2"), tls.clone()).await.unwrap();
+    while !complete("node-2") {
+        assert!(t0.elapsed() < Duration::from_secs(8), "staging stalled behind the hung node: {:?}", origin.staging_status());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(!complete("hung"));
+    node.shutdown().await;
+    hung.kill().await;
+    origin.shutdown().await;
+}

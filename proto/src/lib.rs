@@ -10,6 +10,7 @@
 //! - [`keys`]: title keys, per-segment key and nonce derivation, seal and open.
 //! - [`manifest`]: the signed list of a title's segments.
 //! - [`ticket`]: play tickets (Fig. 9) and validation certificates (Fig. 10).
+//! - [`owner`]: the title a frame or manifest belongs to, from its first bytes.
 //! - [`revocations`]: the origin's list of revoked serials, read strictly.
 //! - [`outboard`]: 16 KiB group chaining values, so a range of a blob can be
 //!   verified against its address without the whole blob.
@@ -20,6 +21,7 @@ pub mod frame;
 pub mod keys;
 pub mod manifest;
 pub mod outboard;
+pub mod owner;
 pub mod playback;
 pub mod range;
 pub mod revocations;

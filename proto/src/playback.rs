@@ -217,11 +217,18 @@ fn seal_key(
     Ok(*h.finalize().as_bytes())
 }
 
-/// A decoded token, signature not yet checked.
-#[derive(Debug, Clone)]
+/// A decoded token, signature not yet checked. `Debug` shows the grant, not
+/// the bytes (a bearer credential with the sealed title key).
+#[derive(Clone)]
 pub struct PlaybackToken {
     grant: PlaybackGrant,
     bytes: [u8; TOKEN_LEN],
+}
+
+impl std::fmt::Debug for PlaybackToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PlaybackToken").field("grant", &self.grant).finish_non_exhaustive()
+    }
 }
 
 impl PlaybackToken {

@@ -44,8 +44,8 @@ pub const TICKET_MAGIC: [u8; 4] = *b"TZPT";
 pub const CERTIFICATE_MAGIC: [u8; 4] = *b"TZVC";
 const VERSION: u8 = 1;
 
-/// A play ticket's fields.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A play ticket's fields. `Debug` leaves the key part out.
+#[derive(Clone, PartialEq, Eq)]
 pub struct PlayTicket {
     /// Serial number: the ticket database's key.
     pub serial: [u8; 16],
@@ -63,8 +63,8 @@ pub struct PlayTicket {
     pub key_part: [u8; 32],
 }
 
-/// A validation certificate's fields.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A validation certificate's fields. `Debug` leaves the key part out.
+#[derive(Clone, PartialEq, Eq)]
 pub struct Certificate {
     /// Serial number.
     pub serial: [u8; 16],
@@ -141,12 +141,48 @@ pub enum Token {
     Certificate(Certificate),
 }
 
-/// Decoded bytes and their still-unverified signature.
-#[derive(Debug, Clone)]
+/// Decoded bytes and their still-unverified signature. `Debug` shows the
+/// fields (key part left out), not the bytes (a bearer credential).
+#[derive(Clone)]
 pub struct SignedToken {
     /// The fields.
     pub token: Token,
     bytes: [u8; TOKEN_LEN],
+}
+
+// Key parts never reach a log or a panic message: half of a title key each,
+// and the ticket's K2 with a certificate's K1 is the key.
+impl std::fmt::Debug for PlayTicket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PlayTicket")
+            .field("serial", &hex::encode(self.serial))
+            .field("customer", &self.customer)
+            .field("created", &self.created)
+            .field("expires", &self.expires)
+            .field("title", &self.title)
+            .field("plays", &self.plays)
+            .field("key_part", &"<redacted>")
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for Certificate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Certificate")
+            .field("serial", &hex::encode(self.serial))
+            .field("customer", &self.customer)
+            .field("created", &self.created)
+            .field("expires", &self.expires)
+            .field("title", &self.title)
+            .field("key_part", &"<redacted>")
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for SignedToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SignedToken").field("token", &self.token).finish_non_exhaustive()
+    }
 }
 
 impl SignedToken {
@@ -273,6 +309,20 @@ mod tests {
         let text = to_text(&cert().sign(&key()));
         let st = SignedToken::from_text(&format!("  {text}\n")).unwrap();
         assert_eq!(st.verify(&key().verifying_key()).unwrap(), &Token::Certificate(cert()));
+    }
+
+    #[test]
+    fn debug_output_carries_no_key_part_and_no_token_bytes() {
+        let mut t = ticket(3);
+        t.key_part = [0xc3; 32];
+        let mut c = cert();
+        c.key_part = [0x5e; 32];
+        let st = SignedToken::decode(&t.sign(&key())).unwrap();
+        let sc = SignedToken::decode(&c.sign(&key())).unwrap();
+        let text = format!("{t:?} {c:?} {st:?} {sc:?} {:?}", Token::Ticket(t.clone()));
+        assert!(!text.contains("c3c3") && !text.contains("5e5e"), "{text}");
+        assert!(!text.contains("195, 195") && !text.contains("94, 94"), "{text}");
+        assert!(text.contains("<redacted>") && text.contains(&hex::encode(t.serial)), "{text}");
     }
 
     #[test]
