@@ -211,7 +211,10 @@ pub(super) struct ConnState {
     /// Milliseconds after `opened` when response bytes last went out.
     pub(super) progress_ms: AtomicU64,
     pub(super) flooded: AtomicBool,
+    /// A request in hand ended (the h3 connection's drain waits on it).
     pub(super) wake: tokio::sync::Notify,
+    /// The cancel budget is spent: the watchdog closes the connection now.
+    pub(super) alarm: tokio::sync::Notify,
 }
 
 impl ConnState {
@@ -226,6 +229,7 @@ impl ConnState {
             progress_ms: AtomicU64::new(0),
             flooded: AtomicBool::new(false),
             wake: tokio::sync::Notify::new(),
+            alarm: tokio::sync::Notify::new(),
         })
     }
 
@@ -246,7 +250,7 @@ impl ConnState {
     pub(super) fn cancelled(&self) {
         let ok = self.slots.cancels.lock().map(|mut b| b.check(self.key, Instant::now()).is_ok()).unwrap_or(false);
         if !ok && !self.flooded.swap(true, Ordering::Relaxed) {
-            self.wake.notify_one();
+            self.alarm.notify_one();
         }
     }
 }
@@ -258,10 +262,7 @@ impl Active {
     pub(super) fn new(conn: &Arc<ConnState>) -> Self {
         conn.requests.fetch_add(1, Ordering::Relaxed);
         conn.touch();
-        if conn.active.fetch_add(1, Ordering::AcqRel) == 0 {
-            // From idle to busy: the watchdog's deadline changes.
-            conn.wake.notify_one();
-        }
+        conn.active.fetch_add(1, Ordering::AcqRel);
         Self(conn.clone())
     }
 }
@@ -326,9 +327,16 @@ pub(super) async fn watchdog(conn: Arc<ConnState>, limits: LimitsConfig) -> Clos
                 (false, _) => Close::Idle,
             };
         }
+        // Activity only moves a deadline later (a request's start or end, an
+        // answer's bytes), so the watchdog is not woken by it: it sleeps to
+        // the deadline it computed and looks again then, instead of setting
+        // and cancelling a timer twice per request of a keep-alive
+        // connection. Capped at the shorter limit in case the idle limit is
+        // configured below the header limit.
+        let wake_at = deadline.min(now + limits.idle_timeout.0.min(limits.header_read_timeout.0));
         tokio::select! {
-            () = tokio::time::sleep_until(deadline.into()) => {}
-            () = conn.wake.notified() => {}
+            () = tokio::time::sleep_until(wake_at.into()) => {}
+            () = conn.alarm.notified() => {}
         }
     }
 }
