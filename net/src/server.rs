@@ -8,8 +8,8 @@
 //!   work (QUIC: once the address is proven); an address caught abusing
 //!   serves a penalty. Guards in `guards.rs` hold each count.
 //! - **time**: a connection must complete its handshake and first request
-//!   head within `header_read_timeout` (HTTP/1.1 heads also by hyper's own
-//!   timer); it is closed after `idle_timeout` with nothing in hand, or with
+//!   head within `header_read_timeout` (on HTTP/1.1, every next head within
+//!   that of the last answer); it is closed after `idle_timeout` with nothing in hand, or with
 //!   requests in hand and no answer byte sent; a body must arrive at
 //!   `body_min_rate`; a response head must come within `request_timeout`.
 //! - **sizes**: request heads (hyper, h2 and h3 settings, 431), header
@@ -382,11 +382,13 @@ struct Shared {
 
 impl Shared {
     fn new(handler: Handler, limits: LimitsConfig, stats: Arc<ServerStats>, port: u16) -> Self {
+        // No hyper header timer on HTTP/1.1 (it set and cancelled a timer for
+        // every request head): the connection's watchdog holds the same
+        // deadline, the first head within header_read_timeout of the
+        // connection, each next one within header_read_timeout of the
+        // previous request's end (ConnState::keep_alive_h1).
         let mut h1 = hyper::server::conn::http1::Builder::new();
-        h1.timer(TokioTimer::new())
-            .header_read_timeout(limits.header_read_timeout.0)
-            .max_header_size(limits.max_header_bytes.0 as usize)
-            .max_headers(limits.max_headers as usize);
+        h1.max_header_size(limits.max_header_bytes.0 as usize).max_headers(limits.max_headers as usize);
         let mut h2 = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
         h2.timer(TokioTimer::new())
             .max_concurrent_streams(limits.h2_max_concurrent_streams)
@@ -484,8 +486,9 @@ async fn serve_tcp(
                 return;
             }
             let cx = RequestContext { peer, protocol: Protocol::Plain };
+            conn.keep_alive_h1(&shared.limits);
             let c = shared.h1.serve_connection(TokioIo::new(sock), service(&shared, &conn, cx));
-            return Box::pin(drive(c, &conn, dog, &mut stop, stats, permit)).await;
+            return Box::pin(drive(c, &conn, dog, &mut stop, stats, permit, true)).await;
         }
         Some(cfg) => {
             // The handshake counts against the header deadline (the watchdog's first one).
@@ -528,10 +531,11 @@ async fn serve_tcp(
     if protocol == Protocol::H2 {
         // h2 writes and flushes each frame alone (see coalesce.rs).
         let c = shared.h2.serve_connection(TokioIo::new(WriteCoalescer::new(stream)), service(&shared, &conn, cx));
-        Box::pin(drive(c, &conn, dog, &mut stop, stats, permit)).await
+        Box::pin(drive(c, &conn, dog, &mut stop, stats, permit, false)).await
     } else {
+        conn.keep_alive_h1(&shared.limits);
         let c = shared.h1.serve_connection(TokioIo::new(stream), service(&shared, &conn, cx));
-        Box::pin(drive(c, &conn, dog, &mut stop, stats, permit)).await
+        Box::pin(drive(c, &conn, dog, &mut stop, stats, permit, true)).await
     }
 }
 
@@ -627,6 +631,7 @@ async fn drive<C>(
     stop: &mut watch::Receiver<bool>,
     stats: &ServerStats,
     permit: &ConnPermit,
+    h1: bool,
 ) where
     C: GracefulConnection<Error = hyper::Error>,
 {
@@ -670,6 +675,11 @@ async fn drive<C>(
                     // Its address may open no connection for a while: a
                     // flood that reconnects at once would go on costing handshakes.
                     permit.slots.penalize(permit.key, stats);
+                }
+                if h1 && matches!(why, Close::HeaderTimeout | Close::Idle) {
+                    // Nothing in hand, and a head may be half in: HTTP/1.1
+                    // has no close to announce, and hyper would wait for it.
+                    return;
                 }
                 c.as_mut().graceful_shutdown();
                 grace = Some(Box::pin(tokio::time::sleep(CLOSE_GRACE)));

@@ -211,6 +211,10 @@ pub(super) struct ConnState {
     /// Milliseconds after `opened` when response bytes last went out.
     pub(super) progress_ms: AtomicU64,
     pub(super) flooded: AtomicBool,
+    /// How long the connection may wait for its next request once it has
+    /// served one: `idle_timeout`, or for HTTP/1.1 `header_read_timeout`
+    /// (its next head is due as soon as the last answer is out).
+    pub(super) keep_alive_ms: AtomicU64,
     /// A request in hand ended (the h3 connection's drain waits on it).
     pub(super) wake: tokio::sync::Notify,
     /// The cancel budget is spent: the watchdog closes the connection now.
@@ -228,6 +232,7 @@ impl ConnState {
             last_ms: AtomicU64::new(0),
             progress_ms: AtomicU64::new(0),
             flooded: AtomicBool::new(false),
+            keep_alive_ms: AtomicU64::new(u64::MAX),
             wake: tokio::sync::Notify::new(),
             alarm: tokio::sync::Notify::new(),
         })
@@ -239,6 +244,12 @@ impl ConnState {
 
     pub(super) fn touch(&self) {
         self.last_ms.store(self.now_ms(), Ordering::Relaxed);
+    }
+
+    /// An HTTP/1.1 connection: its next request head is due within
+    /// `header_read_timeout` of the last request's end.
+    pub(super) fn keep_alive_h1(&self, limits: &LimitsConfig) {
+        self.keep_alive_ms.store(limits.header_read_timeout.0.as_millis() as u64, Ordering::Relaxed);
     }
 
     pub(super) fn progressed(&self) {
@@ -315,8 +326,11 @@ pub(super) async fn watchdog(conn: Arc<ConnState>, limits: LimitsConfig) -> Clos
         let now = Instant::now();
         let busy = conn.active.load(Ordering::Acquire) > 0;
         let last = conn.last_ms.load(Ordering::Relaxed).max(if busy { conn.progress_ms.load(Ordering::Relaxed) } else { 0 });
-        let deadline = if busy || conn.requests.load(Ordering::Relaxed) > 0 {
+        let deadline = if busy {
             conn.opened + Duration::from_millis(last) + limits.idle_timeout.0
+        } else if conn.requests.load(Ordering::Relaxed) > 0 {
+            let keep_alive = limits.idle_timeout.0.min(Duration::from_millis(conn.keep_alive_ms.load(Ordering::Relaxed)));
+            conn.opened + Duration::from_millis(last) + keep_alive
         } else {
             conn.opened + limits.header_read_timeout.0
         };
