@@ -274,8 +274,7 @@ fn route_request(inner: &Inner, req: &Request<Bytes>, cx: RequestContext) -> Api
         (&Method::GET, ["", "v1", "outboards", hash]) => {
             let a = parse_address(hash)?;
             let unknown = || ApiError::new(StatusCode::NOT_FOUND, "unknown_blob", format!("no blob {a}"));
-            let b = inner.store.get(&a).map_err(ApiError::internal)?.ok_or_else(unknown)?;
-            blob_reader(inner, req, &b)?;
+            blob_reader(inner, req, || inner.store.get(&a).map_err(ApiError::internal)?.ok_or_else(unknown))?;
             let ob = inner
                 .store
                 .outboard(&a)
@@ -336,7 +335,11 @@ fn cluster(inner: &Inner, req: &Request<Bytes>) -> Result<(), ApiError> {
 /// unrevoked certificate for the title written in the blob itself. Nobody
 /// else: the manifests are public, so every address is known, and an open
 /// read would hand the whole catalog's ciphertext to anyone, past the edges.
-fn blob_reader(inner: &Inner, req: &Request<Bytes>, blob: &[u8]) -> Result<(), ApiError> {
+///
+/// Decided on the credentials first: only a certificate needs the blob's
+/// first bytes (its title), so nothing is read from disk for a request
+/// without credentials or with a wrong token.
+fn blob_reader(inner: &Inner, req: &Request<Bytes>, blob: impl FnOnce() -> Result<Bytes, ApiError>) -> Result<(), ApiError> {
     let auth = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
     let missing = || {
         ApiError::new(
@@ -367,7 +370,7 @@ fn blob_reader(inner: &Inner, req: &Request<Bytes>, blob: &[u8]) -> Result<(), A
     if inner.state.is_revoked(&cert.serial).map_err(ApiError::internal)? {
         return Err(ApiError::new(StatusCode::FORBIDDEN, "revoked", "the certificate was revoked"));
     }
-    match tranzcast_proto::owner::blob_title(blob) {
+    match tranzcast_proto::owner::blob_title(&blob()?) {
         Some(t) if t == cert.title => Ok(()),
         _ => Err(ApiError::new(StatusCode::FORBIDDEN, "wrong_title", "this blob does not belong to the certificate's title")),
     }
@@ -860,12 +863,20 @@ fn parse_address(hash: &str) -> Result<BlobAddress, ApiError> {
 
 fn blob(inner: &Inner, hash: &str, req: &Request<Bytes>) -> ApiResult {
     let a = parse_address(hash)?;
-    let b = inner
-        .store
-        .get(&a)
-        .map_err(ApiError::internal)?
-        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "unknown_blob", format!("no blob {a}")))?;
-    blob_reader(inner, req, &b)?;
+    let load = || {
+        inner
+            .store
+            .get(&a)
+            .map_err(ApiError::internal)?
+            .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "unknown_blob", format!("no blob {a}")))
+    };
+    // Read once: by the credentials check when it needs the title, else here.
+    let mut held = None;
+    blob_reader(inner, req, || load().inspect(|b| held = Some(b.clone())))?;
+    let b = match held {
+        Some(b) => b,
+        None => load()?,
+    };
     let etag = a.etag();
     let rep = tranzcast_net::ranged::Representation {
         etag: &etag,
