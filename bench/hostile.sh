@@ -56,22 +56,28 @@ wait_up() { for _ in $(seq 150); do curl -sk "$1" >/dev/null 2>&1 && return 0; s
 
 STORE_TOKEN=bench-storefront-token-0123456789
 CLUSTER_TOKEN=bench-cluster-token-0123456789
+MEMBER_KEY=bench-member-key-0123456789-0123456789
+# A member credential for NAME as ROLE, minted with the origin's member_key.
+credential() {
+    "$BIN" cluster add-member "$1" --role "$2" --set "member_key=$MEMBER_KEY" --set "storefront_token=$STORE_TOKEN" \
+        --set "cluster_token=$CLUSTER_TOKEN" 2>/dev/null
+}
 OP=$(free_port); NP=$(free_port); EP=$(free_port)
 SEG=1048576
 echo "== setup: 24 MiB title in 1 MiB segments; origin, node, edge (default limits)"
 head -c 24M /dev/urandom >"$T/film.bin"
 "$BIN" ingest --data "$T/origin" --title film --segment-size "$SEG" "$T/film.bin" >/dev/null
-"${SERVER_CPU[@]}" "$BIN" origin --set "data_dir=$T/origin" --set "storefront_token=$STORE_TOKEN" --set "cluster_token=$CLUSTER_TOKEN" \
+"${SERVER_CPU[@]}" "$BIN" origin --set "data_dir=$T/origin" --set "storefront_token=$STORE_TOKEN" --set "cluster_token=$CLUSTER_TOKEN" --set "member_key=$MEMBER_KEY" \
     --set "listen.https=127.0.0.1:$OP" --set staging_interval=1s >"$T/origin.log" 2>&1 &
 ORIGIN_PID=$!
 PIDS+=($!)
 wait_up "https://localhost:$OP/healthz"
 "${SERVER_CPU[@]}" "$BIN" edge --ca-dir "$T/origin/tls" --set role=node --set name=node-1 --set "data_dir=$T/node" \
-    --set "origin=https://localhost:$OP" --set "cluster_token=$CLUSTER_TOKEN" --set "listen.https=127.0.0.1:$NP" >"$T/node.log" 2>&1 &
+    --set "origin=https://localhost:$OP" --set "cluster_token=$CLUSTER_TOKEN" --set "member_credential=$(credential node-1 node)" --set "listen.https=127.0.0.1:$NP" >"$T/node.log" 2>&1 &
 PIDS+=($!)
 wait_up "https://localhost:$NP/healthz"
 "${SERVER_CPU[@]}" "$BIN" edge --ca-dir "$T/origin/tls" --set role=edge --set name=edge-1 --set "data_dir=$T/edge" \
-    --set "origin=https://localhost:$OP" --set "cluster_token=$CLUSTER_TOKEN" --set "listen.https=127.0.0.1:$EP" >"$T/edge.log" 2>&1 &
+    --set "origin=https://localhost:$OP" --set "cluster_token=$CLUSTER_TOKEN" --set "member_credential=$(credential edge-1 edge)" --set "listen.https=127.0.0.1:$EP" >"$T/edge.log" 2>&1 &
 EDGE_PID=$!
 PIDS+=($!)
 wait_up "https://localhost:$EP/healthz"

@@ -89,10 +89,16 @@ set_rate() { tc class change dev lo parent 1: classid "1:1$1" htb rate "$2mbit" 
 
 STORE_TOKEN=bench-storefront-token-0123456789
 CLUSTER_TOKEN=bench-cluster-token-0123456789
+MEMBER_KEY=bench-member-key-0123456789-0123456789
+# A member credential for NAME as ROLE, minted with the origin's member_key.
+credential() {
+    "$BIN" cluster add-member "$1" --role "$2" --set "member_key=$MEMBER_KEY" --set "storefront_token=$STORE_TOKEN" \
+        --set "cluster_token=$CLUSTER_TOKEN" 2>/dev/null
+}
 echo "== setup: ${MIB} MiB title in 1 MiB segments; sources limited to ${RATE[*]} Mbit/s"
 head -c "${MIB}M" /dev/urandom >"$T/film.bin"
 "$BIN" ingest --data "$T/origin" --title film --segment-size 1048576 "$T/film.bin" >/dev/null
-"$BIN" origin --set "data_dir=$T/origin" --set "storefront_token=$STORE_TOKEN" --set "cluster_token=$CLUSTER_TOKEN" \
+"$BIN" origin --set "data_dir=$T/origin" --set "storefront_token=$STORE_TOKEN" --set "cluster_token=$CLUSTER_TOKEN" --set "member_key=$MEMBER_KEY" \
     --set "listen.https=127.0.0.1:$OP" >"$T/origin.log" 2>&1 &
 PIDS+=($!)
 wait_up "https://localhost:$OP/healthz"
@@ -100,7 +106,7 @@ CA="$T/origin/tls/ca.pem"
 O="https://localhost:$OP"
 for i in 0 1 2; do
     "$BIN" edge --ca-dir "$T/origin/tls" --set role=node --set "name=node-$((i + 1))" --set "data_dir=$T/node-$i" \
-        --set "origin=$O" --set "cluster_token=$CLUSTER_TOKEN" --set "listen.https=127.0.0.1:${NODE_PORT[$i]}" \
+        --set "origin=$O" --set "cluster_token=$CLUSTER_TOKEN" --set "member_credential=$(credential node-$((i + 1)) node)" --set "listen.https=127.0.0.1:${NODE_PORT[$i]}" \
         >"$T/node-$i.log" 2>&1 &
     PIDS+=($!)
 done
@@ -129,7 +135,7 @@ openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 
     -addext subjectAltName=DNS:localhost,IP:127.0.0.1,IP:127.0.0.2,IP:127.0.0.3 -keyout "$T/peer.key" -out "$T/peer.pem" 2>/dev/null
 for i in 0 1 2; do
     "$BIN" edge --ca-dir "$T/origin/tls" --set role=edge --set "name=edge-$((i + 1))" --set "data_dir=$T/edge-$i" \
-        --set "origin=$O" --set "cluster_token=$CLUSTER_TOKEN" --set "listen.https=0.0.0.0:${EDGE_PORT[$i]}" \
+        --set "origin=$O" --set "cluster_token=$CLUSTER_TOKEN" --set "member_credential=$(credential edge-$((i + 1)) edge)" --set "listen.https=0.0.0.0:${EDGE_PORT[$i]}" \
         --set "tls.cert=$T/peer.pem" --set "tls.key=$T/peer.key" --set "ca=$CA" >"$T/edge-$i.log" 2>&1 &
     PIDS+=($!)
 done

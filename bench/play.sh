@@ -29,20 +29,26 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 wait_up() { for _ in $(seq 100); do curl -sk "$1" >/dev/null 2>&1 && return 0; sleep 0.1; done; echo "not up: $1" >&2; exit 1; }
 STORE_TOKEN=bench-storefront-token-0123456789
 CLUSTER_TOKEN=bench-cluster-token-0123456789
+MEMBER_KEY=bench-member-key-0123456789-0123456789
+# A member credential for NAME as ROLE, minted with the origin's member_key.
+credential() {
+    "$BIN" cluster add-member "$1" --role "$2" --set "member_key=$MEMBER_KEY" --set "storefront_token=$STORE_TOKEN" \
+        --set "cluster_token=$CLUSTER_TOKEN" 2>/dev/null
+}
 OP=$(free_port); EP=$(free_port)
 
 echo "== setup: 32 MiB title in 1 MiB segments, origin, edge"
 head -c 32M /dev/urandom >"$T/film.bin"
 "$BIN" ingest --data "$T/origin" --title film --segment-size 1048576 "$T/film.bin" >/dev/null
 SEGS=$("$BIN" titles --data "$T/origin" --json | python3 -c 'import json,sys; print(" ".join(json.load(sys.stdin)[0]["segments"]))')
-"$BIN" origin --set "data_dir=$T/origin" --set "storefront_token=$STORE_TOKEN" --set "cluster_token=$CLUSTER_TOKEN" \
+"$BIN" origin --set "data_dir=$T/origin" --set "storefront_token=$STORE_TOKEN" --set "cluster_token=$CLUSTER_TOKEN" --set "member_key=$MEMBER_KEY" \
     --set "listen.https=127.0.0.1:$OP" >"$T/origin.log" 2>&1 &
 PIDS+=($!)
 wait_up "https://localhost:$OP/healthz"
 CA="$T/origin/tls/ca.pem"
 O="https://localhost:$OP"
 "$BIN" edge --ca-dir "$T/origin/tls" --set role=edge --set name=bench-edge --set "data_dir=$T/edge" \
-    --set "origin=$O" --set "cluster_token=$CLUSTER_TOKEN" --set "listen.https=127.0.0.1:$EP" \
+    --set "origin=$O" --set "cluster_token=$CLUSTER_TOKEN" --set "member_credential=$(credential bench-edge edge)" --set "listen.https=127.0.0.1:$EP" \
     --set store.cache_bytes=256MiB >"$T/edge.log" 2>&1 &
 PIDS+=($!)
 wait_up "https://localhost:$EP/healthz"

@@ -169,6 +169,7 @@ fn tickets(seconds: f64, concurrency: usize) -> Result<()> {
             format!("data_dir={}", data.display()),
             format!("storefront_token={token}"),
             "cluster_token=bench-cluster-token-0123456789".into(),
+            "member_key=bench-member-key-0123456789-0123456789".into(),
             "listen.https=127.0.0.1:0".into(),
             // The bench's client is one address asking as fast as it can.
             "rate.play_per_s=1000000".into(),

@@ -20,6 +20,7 @@ use tranzcast_store::{BlobStore, StoreOptions};
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod bench;
+mod cluster;
 mod demo;
 mod hostile;
 mod loadtest;
@@ -58,6 +59,9 @@ enum Command {
     /// Play tickets and validation certificates.
     #[command(subcommand)]
     Ticket(TicketCommand),
+    /// Enrol and retire the cluster's nodes and edges.
+    #[command(subcommand)]
+    Cluster(cluster::ClusterCommand),
     /// Validate a ticket and play the title through the smart client.
     Play(play::PlayArgs),
     /// Run the whole pipeline on loopback with embedded defaults.
@@ -331,6 +335,7 @@ fn run(command: Command) -> Result<()> {
         Command::Origin(a) => run_origin(a),
         Command::Edge(a) => run_edge(a),
         Command::Ticket(TicketCommand::Inspect { text, origin_key }) => inspect(&text, origin_key.as_deref()),
+        Command::Cluster(c) => cluster::run(c),
         Command::Demo(a) => demo::run(a),
         Command::Loadtest(a) => loadtest::run(a),
         Command::Play(a) => play::run(a),

@@ -22,6 +22,7 @@ fn start_origin(data: &std::path::Path) -> OriginProcess {
     let mut child = Command::new(bin())
         .args(["origin", "--set", &format!("data_dir={}", data.display()), "--set", &format!("storefront_token={TOKEN}")])
         .args(["--set", "cluster_token=cli-cluster-token-0123456789", "--set", "listen.https=127.0.0.1:0"])
+        .args(["--set", "member_key=cli-member-key-0123456789-0123456789"])
         .stderr(Stdio::piped())
         .stdout(Stdio::null())
         .spawn()

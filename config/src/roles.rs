@@ -175,9 +175,15 @@ pub struct OriginConfig {
     pub tls: TlsConfig,
     /// Bearer token for the storefront calls (customers, orders, revocation). At least 16 characters.
     pub storefront_token: String,
-    /// Shared secret of the operator's servers: nodes and edges join with it,
-    /// and the origin stages to nodes with it. At least 16 characters.
+    /// Shared secret of the operator's servers for ciphertext: members read
+    /// blobs from the origin and from each other and push blobs (verified
+    /// against their address on arrival) with it. It grants no identity: a
+    /// member joins with its own credential. At least 16 characters.
     pub cluster_token: String,
+    /// Secret that member credentials are minted with (`tranzcast cluster
+    /// add-member`): whoever holds it can enrol a node or an edge, so it stays
+    /// in the origin's config. At least 32 characters.
+    pub member_key: String,
     /// How often the origin checks every node for missing blobs and stages them.
     pub staging_interval: Duration,
     /// Local store budgets.
@@ -209,6 +215,7 @@ impl Default for OriginConfig {
             tls: TlsConfig::default(),
             storefront_token: String::new(),
             cluster_token: String::new(),
+            member_key: String::new(),
             staging_interval: Duration::secs(2),
             store: StoreConfig::default(),
             master: MasterConfig::default(),
@@ -236,6 +243,12 @@ impl RoleConfig for OriginConfig {
         }
         if self.cluster_token == self.storefront_token {
             return fail("cluster_token", "must differ from storefront_token");
+        }
+        if self.member_key.len() < 32 {
+            return fail("member_key", "required, at least 32 characters");
+        }
+        if self.member_key == self.storefront_token || self.member_key == self.cluster_token {
+            return fail("member_key", "must differ from storefront_token and cluster_token");
         }
         if self.staging_interval.0.as_millis() < 100 {
             return fail("staging_interval", "must be at least 100ms");
@@ -493,8 +506,13 @@ pub struct EdgeConfig {
     pub origin: String,
     /// The origin's Ed25519 public key (hex); fetched from the origin when absent.
     pub origin_key: Option<String>,
-    /// The cluster's shared secret (the origin's `cluster_token`); nodes and edges only.
+    /// The cluster's shared secret for ciphertext reads and pushes (the
+    /// origin's `cluster_token`); nodes and edges only.
     pub cluster_token: String,
+    /// This server's own credential (`tranzcast cluster add-member NAME
+    /// --role node|edge`), bound to `name` and `role`: nodes and edges join
+    /// and heartbeat with it.
+    pub member_credential: Option<String>,
     /// A peer joins with a validation certificate (base64url) instead of the cluster token.
     pub certificate: Option<String>,
     /// CA certificate (PEM) to trust for the origin and parents; system roots when absent.
@@ -542,6 +560,7 @@ impl Default for EdgeConfig {
             origin: "https://127.0.0.1:4433".into(),
             origin_key: None,
             cluster_token: String::new(),
+            member_credential: None,
             certificate: None,
             ca: None,
             listen: ListenConfig::default(),
@@ -572,8 +591,26 @@ impl RoleConfig for EdgeConfig {
             if self.certificate.as_deref().unwrap_or("").is_empty() {
                 return fail("certificate", "a peer joins with a validation certificate");
             }
-        } else if self.cluster_token.len() < 16 {
-            return fail("cluster_token", "required, at least 16 characters");
+            if self.member_credential.is_some() {
+                return fail("member_credential", "a peer joins with its certificate, not a member credential");
+            }
+        } else {
+            if self.cluster_token.len() < 16 {
+                return fail("cluster_token", "required, at least 16 characters");
+            }
+            let text = self.member_credential.as_deref().unwrap_or("");
+            if text.is_empty() {
+                return fail("member_credential", "required for nodes and edges (tranzcast cluster add-member NAME --role node|edge)");
+            }
+            let c = tranzcast_proto::member::MemberCredential::parse(text.trim())
+                .map_err(|e| ("member_credential".to_string(), e.to_string()))?;
+            let role = if self.role == EdgeRole::Node { "node" } else { "edge" };
+            if c.name != self.name || c.role.as_str() != role {
+                return fail(
+                    "member_credential",
+                    format!("issued to {} as {}, but this server is {} as {role}", c.name, c.role.as_str(), self.name),
+                );
+            }
         }
         if let Some(k) = &self.origin_key
             && (k.len() != 64 || !k.bytes().all(|c| c.is_ascii_hexdigit()))

@@ -49,16 +49,17 @@ fn every_example_loads() {
 fn env_then_flags_override_the_file() {
     let f = example("edge.toml");
     let base: EdgeConfig = load(&f, &[], &[]).unwrap();
-    let e: EdgeConfig = load(&f, &[("TRANZCAST_EDGE__STORE__CACHE_BYTES", "3GiB"), ("TRANZCAST_EDGE__NAME", "from-env")], &[]).unwrap();
+    let e: EdgeConfig = load(&f, &[("TRANZCAST_EDGE__STORE__CACHE_BYTES", "3GiB"), ("TRANZCAST_EDGE__DATA_DIR", "from-env")], &[]).unwrap();
     assert_eq!(e.store.cache_bytes.0, 3 << 30);
-    assert_eq!(e.name, "from-env");
+    assert_eq!(e.data_dir, PathBuf::from("from-env"));
     assert_ne!(base.store.cache_bytes, e.store.cache_bytes);
-    let e: EdgeConfig = load(&f, &[("TRANZCAST_EDGE__NAME", "from-env")], &["name=from-flag", "listen.https=127.0.0.1:9443"]).unwrap();
-    assert_eq!(e.name, "from-flag");
+    let e: EdgeConfig =
+        load(&f, &[("TRANZCAST_EDGE__DATA_DIR", "from-env")], &["data_dir=from-flag", "listen.https=127.0.0.1:9443"]).unwrap();
+    assert_eq!(e.data_dir, PathBuf::from("from-flag"));
     assert_eq!(e.listen.https.port(), 9443);
     // Variables of other roles are ignored.
-    let e: EdgeConfig = load(&f, &[("TRANZCAST_ORIGIN__NAME", "x")], &[]).unwrap();
-    assert_eq!(e.name, base.name);
+    let e: EdgeConfig = load(&f, &[("TRANZCAST_ORIGIN__DATA_DIR", "x")], &[]).unwrap();
+    assert_eq!(e.data_dir, base.data_dir);
 }
 
 fn write(dir: &tempfile::TempDir, text: &str) -> PathBuf {
@@ -71,60 +72,64 @@ fn write(dir: &tempfile::TempDir, text: &str) -> PathBuf {
 fn unknown_keys_and_bad_values_name_file_key_and_reason() {
     let dir = tempfile::tempdir().unwrap();
     let cases: &[(&str, &str, &str)] = &[
-        ("storefront_token = \"0123456789abcdef\"\ncluster_token = \"fedcba9876543210\"\nbogus = 1\n", "bogus", "unknown field"),
         (
-            "storefront_token = \"0123456789abcdef\"\ncluster_token = \"fedcba9876543210\"\n[store]\ncache_bytez = 5\n",
+            "storefront_token = \"0123456789abcdef\"\ncluster_token = \"fedcba9876543210\"\nmember_key = \"0123456789abcdef0123456789abcdef\"\nbogus = 1\n",
+            "bogus",
+            "unknown field",
+        ),
+        (
+            "storefront_token = \"0123456789abcdef\"\ncluster_token = \"fedcba9876543210\"\nmember_key = \"0123456789abcdef0123456789abcdef\"\n[store]\ncache_bytez = 5\n",
             "store.cache_bytez",
             "unknown field",
         ),
         (
-            "storefront_token = \"0123456789abcdef\"\ncluster_token = \"fedcba9876543210\"\n[store]\ncache_bytes = \"12 parsecs\"\n",
+            "storefront_token = \"0123456789abcdef\"\ncluster_token = \"fedcba9876543210\"\nmember_key = \"0123456789abcdef0123456789abcdef\"\n[store]\ncache_bytes = \"12 parsecs\"\n",
             "store.cache_bytes",
             "unknown size unit",
         ),
         ("storefront_token = \"short\"\n", "storefront_token", "at least 16"),
         (
-            "storefront_token = \"0123456789abcdef\"\ncluster_token = \"fedcba9876543210\"\n[listen]\nhttps = \"nowhere\"\n",
+            "storefront_token = \"0123456789abcdef\"\ncluster_token = \"fedcba9876543210\"\nmember_key = \"0123456789abcdef0123456789abcdef\"\n[listen]\nhttps = \"nowhere\"\n",
             "listen.https",
             "socket address",
         ),
         (
-            "storefront_token = \"0123456789abcdef\"\ncluster_token = \"fedcba9876543210\"\n[master]\nbackend = \"s3\"\n",
+            "storefront_token = \"0123456789abcdef\"\ncluster_token = \"fedcba9876543210\"\nmember_key = \"0123456789abcdef0123456789abcdef\"\n[master]\nbackend = \"s3\"\n",
             "master.bucket",
             "required",
         ),
         (
-            "storefront_token = \"0123456789abcdef\"\ncluster_token = \"fedcba9876543210\"\n[precast]\nwindow = \"25:00-01:00\"\n",
+            "storefront_token = \"0123456789abcdef\"\ncluster_token = \"fedcba9876543210\"\nmember_key = \"0123456789abcdef0123456789abcdef\"\n[precast]\nwindow = \"25:00-01:00\"\n",
             "precast.window",
             "time of day",
         ),
         (
-            "storefront_token = \"0123456789abcdef\"\ncluster_token = \"fedcba9876543210\"\n[tls]\ncert = \"/a.pem\"\n",
+            "storefront_token = \"0123456789abcdef\"\ncluster_token = \"fedcba9876543210\"\nmember_key = \"0123456789abcdef0123456789abcdef\"\n[tls]\ncert = \"/a.pem\"\n",
             "tls.key",
             "needs its key",
         ),
         (
-            "storefront_token = \"0123456789abcdef\"\ncluster_token = \"fedcba9876543210\"\n[limits]\nmax_connections = 10\nmax_connections_per_ip = 20\n",
+            "storefront_token = \"0123456789abcdef\"\ncluster_token = \"fedcba9876543210\"\nmember_key = \"0123456789abcdef0123456789abcdef\"\n[limits]\nmax_connections = 10\nmax_connections_per_ip = 20\n",
             "limits.max_connections_per_ip",
             "must not exceed",
         ),
         (
-            "storefront_token = \"0123456789abcdef\"\ncluster_token = \"fedcba9876543210\"\n[limits]\nmax_ranges = 100\n",
+            "storefront_token = \"0123456789abcdef\"\ncluster_token = \"fedcba9876543210\"\nmember_key = \"0123456789abcdef0123456789abcdef\"\n[limits]\nmax_ranges = 100\n",
             "limits.max_ranges",
             "at most 64",
         ),
         (
-            "storefront_token = \"0123456789abcdef\"\ncluster_token = \"fedcba9876543210\"\n[limits]\nheader_read_timeout = \"1ms\"\n",
+            "storefront_token = \"0123456789abcdef\"\ncluster_token = \"fedcba9876543210\"\nmember_key = \"0123456789abcdef0123456789abcdef\"\n[limits]\nheader_read_timeout = \"1ms\"\n",
             "limits.header_read_timeout",
             "at least 10ms",
         ),
         (
-            "storefront_token = \"0123456789abcdef\"\ncluster_token = \"fedcba9876543210\"\n[limits]\nmax_upload_body = \"1KiB\"\n",
+            "storefront_token = \"0123456789abcdef\"\ncluster_token = \"fedcba9876543210\"\nmember_key = \"0123456789abcdef0123456789abcdef\"\n[limits]\nmax_upload_body = \"1KiB\"\n",
             "limits.max_upload_body",
             "at least limits.max_body",
         ),
         (
-            "storefront_token = \"0123456789abcdef\"\ncluster_token = \"fedcba9876543210\"\n[rate]\nplay_per_s = 0\n",
+            "storefront_token = \"0123456789abcdef\"\ncluster_token = \"fedcba9876543210\"\nmember_key = \"0123456789abcdef0123456789abcdef\"\n[rate]\nplay_per_s = 0\n",
             "rate.play_per_s",
             "at least 1",
         ),

@@ -167,6 +167,10 @@ async fn blob(inner: Arc<Inner>, hash: &str, req: &Request<Bytes>) -> Reply {
     if inner.config.role == tranzcast_config::EdgeRole::Peer {
         return Err(error(StatusCode::NOT_FOUND, "unknown_blob", format!("no blob {a}")));
     }
+    // Not held: a certificate must be for the title whose manifest names
+    // this blob before any upstream request (nothing is fetched, stored or
+    // charged for a refused one).
+    certificate_names(&inner, creds, &a).await?;
     inner.misses.fetch_add(1, Ordering::Relaxed);
     let flight = join_miss(&inner, a, starter(req)).await?;
     // The title is in the blob's first bytes: check once they are verified.
@@ -235,6 +239,9 @@ fn demand(inner: &Inner) -> Response<Body> {
 /// flight that fetches the blob, so a client verifying per group can start at once.
 async fn outboard(inner: &Arc<Inner>, hash: &str, req: &Request<Bytes>) -> Reply {
     let a = parse_address(hash)?;
+    // An outboard is the blob's verification data: it goes only to those
+    // the blob would go to, held or not.
+    certificate_names(inner, req.extensions().get::<Arc<Credentials>>(), &a).await?;
     let i2 = inner.clone();
     let held = tokio::task::spawn_blocking(move || i2.store.outboard(&a)).await.map_err(internal)?.map_err(internal)?;
     let ob = match held {
@@ -247,6 +254,18 @@ async fn outboard(inner: &Arc<Inner>, hash: &str, req: &Request<Bytes>) -> Reply
     let mut r = Response::new(full(ob.encode()));
     r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
     Ok(r)
+}
+
+/// With a certificate: whether its title's signed manifest names `a` (403
+/// `wrong_title` if not; 502 when the manifest cannot be read: fail closed).
+/// The cluster's own servers, and open test setups, pass.
+async fn certificate_names(inner: &Arc<Inner>, creds: Option<&Arc<Credentials>>, a: &BlobAddress) -> Result<(), Fail> {
+    let Some(Credentials::Certificate { title, .. }) = creds.map(|c| &**c) else { return Ok(()) };
+    match crate::titles::belongs(inner, title, a).await {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(error(StatusCode::FORBIDDEN, "wrong_title", format!("blob {a} is not in the manifest of {title}"))),
+        Err(e) => Err(error(StatusCode::BAD_GATEWAY, "upstream", format!("cannot check the title: {e}"))),
+    }
 }
 
 /// The client address a miss is charged to: none for the cluster's own servers.

@@ -25,6 +25,7 @@ mod playback;
 pub mod residency;
 pub mod revocation;
 mod service;
+mod titles;
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
@@ -78,6 +79,8 @@ pub(crate) struct Inner {
     pub revoked: std::sync::RwLock<revocation::Revocations>,
     /// Credentials whose signature was verified, by blake3 of the header value.
     pub verified: moka::sync::Cache<[u8; 32], Arc<access::Credentials>>,
+    /// Which blobs each title's signed manifest names (the title check before a fetch).
+    pub title_blobs: moka::future::Cache<tranzcast_proto::TitleId, titles::TitleBlobs>,
     /// The outgoing rate limit, if configured.
     pub throttle: Option<Arc<service::Throttle>>,
     /// What stays on disk within the budget.
@@ -172,6 +175,7 @@ impl EdgeServer {
             fetcher,
             revoked: Default::default(),
             verified: moka::sync::Cache::builder().max_capacity(100_000).time_to_live(Duration::from_secs(600)).build(),
+            title_blobs: titles::cache(),
             throttle: config.rate_limit.map(|r| Arc::new(service::Throttle::new(r.0))),
             residency: std::sync::Mutex::new(residency::Residency::new(config.store.disk_bytes.0)),
             demand: std::sync::Mutex::new(demand::Demand::new(
@@ -377,7 +381,8 @@ async fn join(http: &reqwest::Client, inner: &Inner, me: std::net::SocketAddr) -
     let req = http.post(format!("{}/v1/cluster/heartbeat", inner.config.origin)).json(&body);
     let req = match (&inner.config.role, &inner.config.certificate) {
         (EdgeRole::Peer, Some(cert)) => req.header("authorization", format!("Tranzcast {cert}")),
-        _ => req.bearer_auth(&inner.config.cluster_token),
+        // Config validation made sure nodes and edges have theirs.
+        _ => req.bearer_auth(inner.config.member_credential.as_deref().unwrap_or("").trim()),
     };
     let v =
         call_json(req, control_limits(&inner.config, SMALL_ANSWER)).await.map_err(|e| EdgeError::Origin(format!("join refused: {e}")))?;

@@ -258,17 +258,17 @@ pub(crate) async fn manifest_bytes(inner: &Arc<Inner>, title: &TitleId) -> Resul
     if held.is_some() || inner.config.role == EdgeRole::Peer {
         return Ok(held);
     }
+    // The largest manifest the format allows; the whole call bounded in time.
+    let limits = tranzcast_net::client::CallLimits {
+        answer: inner.config.upstream_timeout.0,
+        total: inner.config.upstream_timeout.0 * 6,
+        max_body: (tranzcast_proto::manifest::MAX_SEGMENTS as usize) * 32 + (1 << 20),
+    };
     for source in inner.fetcher.sources() {
-        let r = match tokio::time::timeout(
-            inner.config.upstream_timeout.0,
-            inner.http.get(format!("{source}/v1/titles/{title}/manifest")).send(),
-        )
-        .await
-        {
-            Ok(Ok(r)) if r.status().is_success() => r,
+        let b = match tranzcast_net::client::call(inner.http.get(format!("{source}/v1/titles/{title}/manifest")), limits).await {
+            Ok((status, b)) if status.is_success() => b,
             _ => continue,
         };
-        let Ok(Ok(b)) = tokio::time::timeout(inner.config.upstream_timeout.0, r.bytes()).await else { continue };
         // Only a manifest the origin signed, for this title, is kept.
         let ok = SignedManifest::decode(&b).ok().and_then(|sm| sm.verify(&inner.origin_key).ok().map(|m| &m.title == title));
         if ok != Some(true) {

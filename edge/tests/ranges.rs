@@ -24,6 +24,7 @@ async fn every_range_and_conditional_case_on_h1_h2_h3() {
             format!("data_dir={}", dir.path().join("origin").display()),
             "storefront_token=test-storefront-token-0123456789".into(),
             format!("cluster_token={CLUSTER}"),
+            "member_key=test-member-key-0123456789-0123456789".into(),
             "listen.https=127.0.0.1:0".into(),
         ])
         .unwrap()
@@ -37,6 +38,7 @@ async fn every_range_and_conditional_case_on_h1_h2_h3() {
             format!("data_dir={}", dir.path().join("node").display()),
             format!("origin=https://localhost:{}", origin.https_addr().port()),
             format!("cluster_token={CLUSTER}"),
+            format!("member_credential={}", common::member_credential("node-r", "node")),
             "listen.https=127.0.0.1:0".into(),
             // Range semantics on an arbitrary blob; certificate checks are tested in tiers.rs.
             "require_certificate=false".into(),

@@ -192,3 +192,57 @@ async fn lying_parent_is_caught_and_nothing_bad_is_stored() {
     assert_eq!(blobs, vec![segs[0]]);
     assert!(store.get(&segs[0]).unwrap().unwrap()[..] == bytes[0][..], "what the edge stored verifies");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_certificate_for_one_title_cannot_make_an_edge_fetch_or_store_another() {
+    use tranzcast_proto::TitleId;
+    use tranzcast_proto::manifest::SignedManifest;
+    let dir = tempfile::tempdir().unwrap();
+    let (segs, bytes) = setup(dir.path());
+    let others = {
+        let store = BlobStore::open(&dir.path().join("origin"), StoreOptions::default()).unwrap();
+        let m = store.title_manifest(&TitleId::new("other").unwrap()).unwrap().unwrap();
+        let mut v = SignedManifest::decode(&store.get(&m).unwrap().unwrap()).unwrap().manifest.segments;
+        v.push(m);
+        v
+    };
+    let origin = Origin::start(origin_config(&dir.path().join("origin"), 0)).await.unwrap();
+    let oport = origin.https_addr().port();
+    let tls = EdgeTls::from_config(&edge_config("node", "x", dir.path(), oport, &[], 0, false), &origin.ca_dir()).unwrap();
+    let node = EdgeServer::start(edge_config("node", "node-1", &dir.path().join("n1"), oport, &[], 0, false), tls.clone()).await.unwrap();
+    wait_staged(&origin, &["node-1"]).await;
+    let node_url = format!("https://localhost:{}", node.https_addr().port());
+    let edata = dir.path().join("e1");
+    let edge = EdgeServer::start(edge_config("edge", "edge-1", &edata, oport, std::slice::from_ref(&node_url), 0, false), tls.clone())
+        .await
+        .unwrap();
+    let edge_url = format!("https://localhost:{}", edge.https_addr().port());
+    let http = tranzcast_net::client::https(tls.ca_pem.as_bytes()).unwrap();
+    let (film, _) = certificate(&http, &format!("https://localhost:{oport}"), "film").await;
+
+    // Every blob of "other" (segments and manifest), and their outboards,
+    // asked with a certificate for "film": refused, and nothing goes upstream.
+    let before = metric(&http, &node_url, "edge_blob_requests_total").await;
+    for what in ["blobs", "outboards"] {
+        for a in &others {
+            let r = http.get(format!("{edge_url}/v1/{what}/{a}")).header("authorization", &film).send().await.unwrap();
+            let (status, body) = (r.status().as_u16(), r.text().await.unwrap());
+            assert_eq!(status, 403, "{what}/{a}: {body}");
+            assert!(body.contains("wrong_title"), "{body}");
+        }
+    }
+    assert_eq!(metric(&http, &node_url, "edge_blob_requests_total").await, before, "a refused request reached the parent");
+    assert_eq!(metric(&http, &edge_url, "edge_upstream_fetches_total").await, 0, "a refused request started a fetch");
+    // The check is the title's, not a blanket refusal: film's cold blob comes through.
+    let r = http.get(format!("{edge_url}/v1/blobs/{}", segs[1])).header("authorization", &film).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    assert!(r.bytes().await.unwrap()[..] == bytes[1][..]);
+    assert_eq!(metric(&http, &edge_url, "edge_upstream_fetches_total").await, 1);
+    edge.shutdown().await;
+    node.shutdown().await;
+    origin.shutdown().await;
+    let store = BlobStore::open(&edata, StoreOptions::default()).unwrap();
+    for a in &others {
+        assert!(store.get(a).unwrap().is_none(), "the edge stored {a} of another title");
+    }
+}

@@ -72,7 +72,7 @@ fn edge_config(
     name: &str,
     data: &Path,
     origin: &str,
-    cluster_token: &str,
+    (cluster_token, member_key): (&str, &str),
     extra: &[String],
 ) -> Result<EdgeConfig, LoadtestError> {
     let mut sets = vec![
@@ -86,8 +86,12 @@ fn edge_config(
         "limits.max_connections_per_ip=16384".to_string(),
         "limits.connection_rate_per_ip=100000".to_string(),
     ];
-    if role != "peer" {
+    if let Some(role) = tranzcast_proto::member::MemberRole::parse(role) {
         sets.push(format!("cluster_token={cluster_token}"));
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+        let credential = tranzcast_proto::member::issue(member_key.as_bytes(), name, role, now)
+            .map_err(|e| cluster_err(format!("credential of {name}"))(e.to_string()))?;
+        sets.push(format!("member_credential={credential}"));
     }
     sets.extend(extra.iter().cloned());
     Layers::new("edge").overrides(&sets).and_then(|l| l.build()).map_err(|e| cluster_err(format!("config of {name}"))(e.to_string()))
@@ -112,10 +116,13 @@ impl LocalCluster {
     pub async fn start(dir: &Path, titles: &[String], shape: &Shape) -> Result<Self, LoadtestError> {
         let storefront_token = secret();
         let cluster_token = secret();
+        let member_key = secret();
+        let keys = (cluster_token.as_str(), member_key.as_str());
         let mut sets = vec![
             format!("data_dir={}", dir.join("origin").display()),
             format!("storefront_token={storefront_token}"),
             format!("cluster_token={cluster_token}"),
+            format!("member_key={member_key}"),
             "listen.https=127.0.0.1:0".into(),
             "staging_interval=300ms".into(),
             // Every simulated viewer plays from 127.0.0.1: a per-address
@@ -142,12 +149,12 @@ impl LocalCluster {
         let ca_dir = origin.ca_dir();
         let ca_pem = origin.ca_pem().to_string();
         let http = tranzcast_net::client::https(ca_pem.as_bytes()).map_err(|e| cluster_err("client")(e.to_string()))?;
-        let tls = EdgeTls::from_config(&edge_config("node", "x", dir, &origin_url, &cluster_token, &[])?, &ca_dir)
+        let tls = EdgeTls::from_config(&edge_config("node", "x", dir, &origin_url, keys, &[])?, &ca_dir)
             .map_err(|e| cluster_err("TLS")(e.to_string()))?;
         let mut nodes = BTreeMap::new();
         for i in 1..=shape.nodes {
             let name = format!("node-{i}");
-            let c = edge_config("node", &name, &dir.join(&name), &origin_url, &cluster_token, &[])?;
+            let c = edge_config("node", &name, &dir.join(&name), &origin_url, keys, &[])?;
             nodes.insert(name.clone(), EdgeServer::start(c, tls.clone()).await.map_err(|e| cluster_err(&name)(e.to_string()))?);
         }
         let staged = |origin: &Origin| {
@@ -159,7 +166,7 @@ impl LocalCluster {
         for i in 1..=shape.edges {
             // No parents configured: each edge learns the nodes from the origin.
             let name = format!("edge-{i}");
-            let c = edge_config("edge", &name, &dir.join(&name), &origin_url, &cluster_token, &[])?;
+            let c = edge_config("edge", &name, &dir.join(&name), &origin_url, keys, &[])?;
             edges.insert(name.clone(), EdgeServer::start(c, tls.clone()).await.map_err(|e| cluster_err(&name)(e.to_string()))?);
         }
         let mut cluster = Self {
@@ -190,7 +197,7 @@ impl LocalCluster {
                 .await
                 .map_err(|e| LoadtestError::Network(e.to_string()))?;
             let cert = v["certificate"].as_str().ok_or_else(|| LoadtestError::Cluster(format!("no certificate for {name}: {v}")))?;
-            let c = edge_config("peer", &name, &dir.join(&name), &origin_url, "", &[format!("certificate={cert}")])?;
+            let c = edge_config("peer", &name, &dir.join(&name), &origin_url, ("", ""), &[format!("certificate={cert}")])?;
             let peer = EdgeServer::start(c, tls.clone()).await.map_err(|e| cluster_err(&name)(e.to_string()))?;
             cluster.peers.insert(name, Arc::new(peer));
         }

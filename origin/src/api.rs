@@ -9,9 +9,9 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
-use serde::Deserialize;
 use serde_json::{Value, json};
 use tranzcast_net::{Body, BodyLimit, Refusal as NetRefusal, Refused, RequestContext, full};
+use tranzcast_proto::api as wire;
 use tranzcast_proto::keys::TitleKey;
 use tranzcast_proto::manifest::SignedManifest;
 use tranzcast_proto::ticket::{self, SignedToken, Token, UNLIMITED};
@@ -20,6 +20,9 @@ use tranzcast_proto::{BlobAddress, TitleId};
 use crate::state::{IssuedCertificate, Member, Order, OrderKind, OrderOnce, ValidationEntry};
 use crate::validation::{self, Context, Refusal};
 use crate::{Inner, now_ms, now_secs, random16};
+
+mod members;
+pub(crate) use members::peer_live;
 
 /// Request counters for `/metrics`.
 #[derive(Debug, Default)]
@@ -103,6 +106,13 @@ impl ApiError {
         tracing::error!(error = %e, "internal error");
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error; see the origin's log")
     }
+    /// A request body or header that [`wire`] refused: 400 with its reason.
+    fn wire(e: tranzcast_proto::ProtoError) -> Self {
+        match e {
+            tranzcast_proto::ProtoError::Invalid { reason, .. } => Self::bad(reason),
+            other => Self::bad(other.to_string()),
+        }
+    }
     fn refused(r: Refusal) -> Self {
         Self::new(StatusCode::FORBIDDEN, r.code(), r.reason())
     }
@@ -125,7 +135,7 @@ type ApiResult = Result<Response<Body>, ApiError>;
 
 /// Decides on the request head alone, before any body byte is read: the
 /// per-address rate of plays and storefront calls, the storefront token,
-/// the cluster token or a peer's certificate for joining, and the route's
+/// a member's credential or a peer's certificate for joining, and the route's
 /// body cap (uploads and publishing take large bodies, once authenticated).
 /// The routes check their credentials again: this is the gate, not the only check.
 pub(crate) fn admit(inner: &Inner, parts: &mut http::request::Parts, cx: &RequestContext) -> Result<BodyLimit, Refused> {
@@ -134,7 +144,8 @@ pub(crate) fn admit(inner: &Inner, parts: &mut http::request::Parts, cx: &Reques
     let upload = (m == Method::PUT && path.starts_with("/v1/blobs/")) || (m == Method::POST && path == "/v1/titles");
     let storefront_route = upload
         || (m == Method::GET && path == "/v1/storefront")
-        || (m == Method::POST && matches!(path, "/v1/customers" | "/v1/orders" | "/v1/revoke"));
+        || (m == Method::POST && matches!(path, "/v1/customers" | "/v1/orders" | "/v1/revoke"))
+        || (m == Method::POST && path.starts_with("/v1/cluster/members/"));
     let refused = |e: ApiError| {
         let why = match e.status {
             StatusCode::UNAUTHORIZED => NetRefusal::Unauthorized,
@@ -173,8 +184,7 @@ pub(crate) fn admit(inner: &Inner, parts: &mut http::request::Parts, cx: &Reques
                 _ => Err(refused(ApiError::new(StatusCode::FORBIDDEN, "forbidden", "the certificate is invalid or expired"))),
             };
         }
-        bearer(&parts.headers, &inner.config.cluster_token, "nodes and edges join with the cluster token", "wrong cluster token")
-            .map_err(refused)?;
+        members::credential(inner, &parts.headers).map_err(refused)?;
     }
     Ok(BodyLimit::Small)
 }
@@ -292,7 +302,11 @@ fn route_request(inner: &Inner, req: &Request<Bytes>, cx: RequestContext) -> Api
             storefront(inner, req)?;
             publish_title(inner, req)
         }
-        (&Method::POST, ["", "v1", "cluster", "join"]) | (&Method::POST, ["", "v1", "cluster", "heartbeat"]) => join(inner, req, cx),
+        (&Method::POST, ["", "v1", "cluster", "join"]) | (&Method::POST, ["", "v1", "cluster", "heartbeat"]) => members::join(inner, req),
+        (&Method::POST, ["", "v1", "cluster", "members", name, "retire"]) => {
+            storefront(inner, req)?;
+            members::retire(inner, name)
+        }
         (&Method::GET, ["", "v1", "staging"]) => {
             let status = inner.staging.lock().map(|s| s.clone()).unwrap_or_default();
             let precast = inner.precast.lock().map(|s| s.clone()).unwrap_or_default();
@@ -324,10 +338,6 @@ fn bearer(headers: &http::HeaderMap, secret: &str, missing: &str, wrong: &str) -
 
 fn storefront(inner: &Inner, req: &Request<Bytes>) -> Result<(), ApiError> {
     bearer(req.headers(), &inner.config.storefront_token, "this call needs the storefront's bearer token", "wrong storefront token")
-}
-
-fn cluster(inner: &Inner, req: &Request<Bytes>) -> Result<(), ApiError> {
-    bearer(req.headers(), &inner.config.cluster_token, "nodes and edges join with the cluster token", "wrong cluster token")
 }
 
 /// Who may read a blob or its outboard at the origin: the operator's own
@@ -380,36 +390,10 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-fn body<'a, T: Deserialize<'a>>(req: &'a Request<Bytes>) -> Result<T, ApiError> {
-    serde_json::from_slice(req.body()).map_err(|e| ApiError::bad(format!("invalid JSON body: {e}")))
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct NewCustomer {
-    name: String,
-}
-
 fn add_customer(inner: &Inner, req: &Request<Bytes>) -> ApiResult {
-    let c: NewCustomer = body(req)?;
-    let name = c.name.trim();
-    if name.is_empty() || name.len() > 200 {
-        return Err(ApiError::bad("name must be 1 to 200 bytes"));
-    }
-    let id = inner.state.add_customer(name, now_secs()).map_err(ApiError::internal)?;
+    let name = wire::new_customer(req.body()).map_err(ApiError::wire)?;
+    let id = inner.state.add_customer(&name, now_secs()).map_err(ApiError::internal)?;
     Ok(json_response(StatusCode::CREATED, &json!({"customer": id})))
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct NewOrder {
-    customer: u64,
-    title: String,
-    kind: String,
-    plays: Option<u32>,
-    hours: Option<u32>,
-    /// Rental length in seconds, instead of hours (short promotions, tests).
-    seconds: Option<u64>,
 }
 
 fn title_key(inner: &Inner, title: &TitleId) -> Result<Option<TitleKey>, ApiError> {
@@ -417,8 +401,8 @@ fn title_key(inner: &Inner, title: &TitleId) -> Result<Option<TitleKey>, ApiErro
 }
 
 fn add_order(inner: &Inner, req: &Request<Bytes>) -> ApiResult {
-    let o: NewOrder = body(req)?;
-    let title = TitleId::new(&o.title).map_err(|e| ApiError::bad(e.to_string()))?;
+    let o = wire::new_order(req.body()).map_err(ApiError::wire)?;
+    let title = o.title.clone();
     if inner.state.customer(o.customer).map_err(ApiError::internal)?.is_none() {
         return Err(ApiError::new(StatusCode::NOT_FOUND, "unknown_customer", format!("no customer {}", o.customer)));
     }
@@ -428,18 +412,11 @@ fn add_order(inner: &Inner, req: &Request<Bytes>) -> ApiResult {
     let key =
         title_key(inner, &title)?.ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "unknown_title", format!("no title {title}")))?;
     let now = now_secs();
-    let secs = match (o.hours, o.seconds) {
-        (Some(h), None) if (1..=24 * 366).contains(&h) => Some(u64::from(h) * 3600),
-        (None, Some(s)) if (1..=366 * 86_400).contains(&s) => Some(s),
-        (None, None) => None,
-        _ => return Err(ApiError::bad("give hours (1..=8784) or seconds (1..=31622400), not both")),
-    };
-    let (kind, plays, expires) = match (o.kind.as_str(), o.plays, secs) {
-        ("buy", None, None) => (OrderKind::Buy, UNLIMITED, 0),
-        ("buy", _, _) => return Err(ApiError::bad("a purchase takes no plays, hours or seconds")),
-        ("rent", Some(p), Some(s)) if (1..=1000).contains(&p) => (OrderKind::Rent { plays: p, hours: s.div_ceil(3600) as u32 }, p, now + s),
-        ("rent", _, _) => return Err(ApiError::bad("a rental needs plays (1..=1000) and hours or seconds")),
-        (k, _, _) => return Err(ApiError::bad(format!("kind {k:?} is neither \"buy\" nor \"rent\""))),
+    let (kind, plays, expires) = match o.terms {
+        wire::OrderTerms::Buy => (OrderKind::Buy, UNLIMITED, 0),
+        wire::OrderTerms::Rent { plays, seconds } => {
+            (OrderKind::Rent { plays, hours: u32::try_from(seconds.div_ceil(3600)).unwrap_or(u32::MAX) }, plays, now + seconds)
+        }
     };
     let serial = random16();
     let (t, record) =
@@ -451,7 +428,7 @@ fn add_order(inner: &Inner, req: &Request<Bytes>) -> ApiResult {
         return Ok(json_response(StatusCode::CREATED, &json!({"ticket": text, "order": id, "serial": hex::encode(serial)})));
     };
     // The request's fingerprint: what it asked for, not what was computed from it (the time).
-    let fingerprint = *blake3::hash(json!([o.customer, o.title, o.kind, o.plays, o.hours, o.seconds]).to_string().as_bytes()).as_bytes();
+    let fingerprint = o.fingerprint;
     match inner.state.add_order_once(&idempotency_key, fingerprint, &order, &serial, &record).map_err(ApiError::internal)? {
         OrderOnce::Created(id) => {
             let text = ticket::to_text(&t.sign(&inner.signing));
@@ -496,32 +473,7 @@ fn add_order(inner: &Inner, req: &Request<Bytes>) -> ApiResult {
 /// A-Z, a-z, 0-9, '-', '_', '.', ':'.
 fn idempotency_key(req: &Request<Bytes>) -> Result<Option<String>, ApiError> {
     let Some(v) = req.headers().get("idempotency-key") else { return Ok(None) };
-    let k = v
-        .to_str()
-        .ok()
-        .filter(|k| (1..=64).contains(&k.len()) && k.bytes().all(|c| c.is_ascii_alphanumeric() || b"-_.:".contains(&c)))
-        .ok_or_else(|| ApiError::bad("Idempotency-Key: 1..=64 of A-Z, a-z, 0-9, '-', '_', '.', ':'"))?;
-    Ok(Some(k.to_string()))
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct PlayRequest {
-    ticket: String,
-    /// "client" (the smart client: certificate, manifest, sources) or "url"
-    /// (playback URLs on edges for a standard player).
-    #[serde(default)]
-    mode: Option<String>,
-    /// For "url": bind the URLs to a client address (`true`: the caller's).
-    #[serde(default)]
-    bind: Option<Value>,
-    /// For "url": how many edges' URLs (1..=8, default 2).
-    #[serde(default)]
-    urls: Option<usize>,
-    /// For "url": how long the URLs work, seconds (at most the certificate's
-    /// life and `MAX_LIFETIME_SECS`; shorter limits what a stolen URL gives).
-    #[serde(default)]
-    lifetime_s: Option<u64>,
+    Ok(Some(wire::idempotency_key(v.as_bytes()).map_err(ApiError::wire)?.to_string()))
 }
 
 /// Edges that can serve playback URLs now: live, with a playback key, least loaded first.
@@ -543,33 +495,17 @@ fn playback_edges(inner: &Inner, n: usize) -> Result<Vec<(Member, [u8; 32])>, Ap
 }
 
 fn play(inner: &Inner, req: &Request<Bytes>, cx: RequestContext) -> ApiResult {
-    let p: PlayRequest = body(req)?;
+    let p = wire::play(req.body()).map_err(ApiError::wire)?;
     // A retry after a lost answer carries its first attempt's key.
     let play_key = idempotency_key(req)?.map(|k| *blake3::hash(k.as_bytes()).as_bytes());
-    let url_mode = match p.mode.as_deref() {
-        None | Some("client") => false,
-        Some("url") => true,
-        Some(m) => return Err(ApiError::bad(format!("mode {m:?} is neither \"client\" nor \"url\""))),
+    let bind = match p.url.map(|u| u.bind) {
+        None | Some(wire::Bind::Anyone) => None,
+        Some(wire::Bind::Caller) => Some(cx.peer.ip()),
+        Some(wire::Bind::Address(a)) => Some(a),
     };
-    let bind: Option<std::net::IpAddr> = match &p.bind {
-        None | Some(Value::Bool(false)) | Some(Value::Null) => None,
-        Some(Value::Bool(true)) => Some(cx.peer.ip()),
-        Some(Value::String(a)) => Some(a.parse().map_err(|_| ApiError::bad(format!("bind: {a:?} is not an IP address")))?),
-        Some(_) => return Err(ApiError::bad("bind must be true, false or an IP address")),
-    };
-    if !url_mode && (bind.is_some() || p.urls.is_some() || p.lifetime_s.is_some()) {
-        return Err(ApiError::bad("bind, urls and lifetime_s are for mode \"url\""));
-    }
-    if p.lifetime_s.is_some_and(|l| !(1..=tranzcast_proto::playback::MAX_LIFETIME_SECS).contains(&l)) {
-        return Err(ApiError::bad(format!("lifetime_s must be 1..={}", tranzcast_proto::playback::MAX_LIFETIME_SECS)));
-    }
     // Chosen before the play is counted: no edge, no play spent.
-    let edges = if url_mode {
-        let n = p.urls.unwrap_or(2);
-        if !(1..=8).contains(&n) {
-            return Err(ApiError::bad("urls must be 1..=8"));
-        }
-        let e = playback_edges(inner, n)?;
+    let edges = if let Some(u) = p.url {
+        let e = playback_edges(inner, u.urls)?;
         if e.is_empty() {
             return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "no_edge", "no edge can serve playback URLs now; try again"));
         }
@@ -691,11 +627,11 @@ fn play(inner: &Inner, req: &Request<Bytes>, cx: RequestContext) -> ApiResult {
     };
     inner.metrics.validation(if grant.repeated { "granted_again" } else { "granted" });
     let replacement = grant.replacement.as_ref().map(|(t, _)| ticket::to_text(&t.sign(&inner.signing)));
-    if url_mode {
+    if p.url.is_some() {
         let key = key.ok_or_else(|| ApiError::internal("granted without a title key"))?;
         let manifest = manifest_bytes.as_ref().and_then(|b| SignedManifest::decode(b).ok()).map(|m| m.manifest);
         let manifest = manifest.ok_or_else(|| ApiError::internal("granted without a manifest"))?;
-        return playback_urls(inner, &grant.certificate, &key, &manifest, &edges, (bind, p.lifetime_s), replacement);
+        return playback_urls(inner, &grant.certificate, &key, &manifest, &edges, (bind, p.url.and_then(|u| u.lifetime_s)), replacement);
     }
     let certificate = ticket::to_text(&grant.certificate.sign(&inner.signing));
     let sources = sources(inner)?;
@@ -761,28 +697,14 @@ fn sources(inner: &Inner) -> Result<Vec<Value>, ApiError> {
         .collect())
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RevokeRequest {
-    ticket: Option<String>,
-    serial: Option<String>,
-    order: Option<u64>,
-    customer: Option<u64>,
-}
-
 /// Revokes a ticket (its whole order: every ticket, replacements to come
 /// included, and every certificate issued from them), a serial (a ticket's,
 /// as above, or a certificate's alone), an order or a customer (every order).
 fn revoke(inner: &Inner, req: &Request<Bytes>) -> ApiResult {
-    let r: RevokeRequest = body(req)?;
+    let r = wire::revoke(req.body()).map_err(ApiError::wire)?;
     let now = now_secs();
-    let serial_of = |s: &str| -> Result<[u8; 16], ApiError> {
-        let mut out = [0u8; 16];
-        hex::decode_to_slice(s.trim(), &mut out).map_err(|_| ApiError::bad("serial must be 32 hex digits"))?;
-        Ok(out)
-    };
-    let (what, done) = match (r.ticket, r.serial, r.order, r.customer) {
-        (Some(t), None, None, None) => {
+    let (what, done) = match r {
+        wire::Revoke::Ticket(t) => {
             let st = SignedToken::from_text(&t).map_err(|e| ApiError::bad(format!("ticket: {e}")))?;
             let serial = match st.verify(&inner.signing.verifying_key()) {
                 Ok(Token::Ticket(t)) => t.serial,
@@ -790,13 +712,9 @@ fn revoke(inner: &Inner, req: &Request<Bytes>) -> ApiResult {
             };
             (json!({"ticket": hex::encode(serial)}), inner.state.revoke_serial(&serial, now))
         }
-        (None, Some(s), None, None) => {
-            let serial = serial_of(&s)?;
-            (json!({"serial": hex::encode(serial)}), inner.state.revoke_serial(&serial, now))
-        }
-        (None, None, Some(o), None) => (json!({"order": o}), inner.state.revoke_order(o, now)),
-        (None, None, None, Some(c)) => (json!({"customer": c}), inner.state.revoke_customer(c, now)),
-        _ => return Err(ApiError::bad("give exactly one of \"ticket\", \"serial\", \"order\" or \"customer\"")),
+        wire::Revoke::Serial(serial) => (json!({"serial": hex::encode(serial)}), inner.state.revoke_serial(&serial, now)),
+        wire::Revoke::Order(o) => (json!({"order": o}), inner.state.revoke_order(o, now)),
+        wire::Revoke::Customer(c) => (json!({"customer": c}), inner.state.revoke_customer(c, now)),
     };
     let Some(done) = done.map_err(ApiError::internal)? else {
         return Err(ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("nothing to revoke: no such {what}")));
@@ -886,99 +804,11 @@ fn blob(inner: &Inner, hash: &str, req: &Request<Bytes>) -> ApiResult {
     Ok(tranzcast_net::ranged::respond(req.method(), req.headers(), b, &rep))
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct JoinRequest {
-    name: String,
-    role: String,
-    https: String,
-    h3: String,
-    #[serde(default)]
-    load: f64,
-    /// Edges: the X25519 public key (hex) playback tokens are sealed to.
-    #[serde(default)]
-    playback_key: Option<String>,
-    /// "ok", or why the member is unhealthy (e.g. "revocations_stale").
-    #[serde(default)]
-    health: Option<String>,
-}
-
-fn join(inner: &Inner, req: &Request<Bytes>, _cx: RequestContext) -> ApiResult {
-    let j: JoinRequest = body(req)?;
-    // Nodes and edges are the operator's: they hold the storefront token.
-    // A peer client proves it is a paying viewer with a live certificate.
-    if j.role == "peer" {
-        let cert = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Tranzcast "));
-        let cert = cert.ok_or_else(|| {
-            ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "a peer joins with Authorization: Tranzcast <certificate>")
-        })?;
-        match SignedToken::from_text(cert).ok().as_ref().map(|s| s.verify(&inner.signing.verifying_key())) {
-            Some(Ok(Token::Certificate(c))) if !c.is_expired(now_secs()) => {}
-            _ => return Err(ApiError::new(StatusCode::FORBIDDEN, "forbidden", "the certificate is invalid or expired")),
-        }
-    } else {
-        cluster(inner, req)?;
-    }
-    if j.name.is_empty() || j.name.len() > 64 || !j.name.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_') {
-        return Err(ApiError::bad("name: 1..=64 of a-z, A-Z, 0-9, '-', '_'"));
-    }
-    if !["node", "edge", "peer"].contains(&j.role.as_str()) {
-        return Err(ApiError::bad("role must be node, edge or peer"));
-    }
-    if !j.https.starts_with("https://") || j.h3.parse::<std::net::SocketAddr>().is_err() {
-        return Err(ApiError::bad("https must be an https:// URL and h3 a host:port address"));
-    }
-    if !j.load.is_finite() || !(0.0..=1.0).contains(&j.load) {
-        return Err(ApiError::bad("load must be in 0..=1"));
-    }
-    if let Some(k) = &j.playback_key
-        && (j.role != "edge" || k.len() != 64 || !k.bytes().all(|c| c.is_ascii_hexdigit()))
-    {
-        return Err(ApiError::bad("playback_key: 64 hex digits, from edges only"));
-    }
-    if j.health.as_ref().is_some_and(|h| h.is_empty() || h.len() > 32 || !h.bytes().all(|c| c.is_ascii_lowercase() || c == b'_')) {
-        return Err(ApiError::bad("health: 1..=32 of a-z and '_'"));
-    }
-    // A peer keeps its push token across heartbeats; a new peer gets a fresh one.
-    let push_token = if j.role == "peer" {
-        let known = inner.state.member(&j.name).map_err(ApiError::internal)?.filter(|m| m.role == "peer").and_then(|m| m.push_token);
-        Some(known.unwrap_or_else(|| hex::encode(random16())))
-    } else {
-        None
-    };
-    let m = Member {
-        name: j.name,
-        role: j.role,
-        https: j.https,
-        h3: j.h3,
-        last_seen_ms: now_ms(),
-        load: j.load,
-        push_token: push_token.clone(),
-        playback_key: j.playback_key,
-        health: j.health,
-    };
-    inner.state.upsert_member(&m).map_err(ApiError::internal)?;
-    Ok(json_response(
-        StatusCode::OK,
-        &json!({"origin_key": hex::encode(inner.signing.verifying_key().as_bytes()), "heartbeat_s": 5, "push_token": push_token}),
-    ))
-}
-
 fn upload_blob(inner: &Inner, hash: &str, body: &Bytes) -> ApiResult {
     let a = parse_address(hash)?;
     a.verify(body).map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "hash_mismatch", e.to_string()))?;
     inner.store.put(body).map_err(ApiError::internal)?;
     Ok(json_response(StatusCode::CREATED, &json!({"stored": a.to_hex()})))
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Publish {
-    title: String,
-    /// The title key, hex.
-    key: String,
-    /// The manifest as ingested (base64url); its fields are kept, its signature replaced by ours.
-    manifest: String,
 }
 
 /// Publishes an uploaded title: every segment must be here, decrypt under
@@ -989,16 +819,13 @@ struct Publish {
 fn publish_title(inner: &Inner, req: &Request<Bytes>) -> ApiResult {
     use tranzcast_proto::frame::FrameKind;
     use tranzcast_proto::keys::{self, Expected};
-    let p: Publish = body(req)?;
-    let title = TitleId::new(&p.title).map_err(|e| ApiError::bad(e.to_string()))?;
+    let p = wire::publish(req.body()).map_err(ApiError::wire)?;
+    let title = p.title;
     if inner.store.title_manifest(&title).map_err(ApiError::internal)?.is_some() {
         return Err(ApiError::new(StatusCode::CONFLICT, "title_exists", format!("title {title} already exists")));
     }
-    let mut k = [0u8; 32];
-    hex::decode_to_slice(p.key.trim(), &mut k).map_err(|_| ApiError::bad("key must be 64 hex digits"))?;
-    let key = TitleKey::from_bytes(k);
-    let raw = URL_SAFE_NO_PAD.decode(p.manifest.trim()).map_err(|_| ApiError::bad("manifest must be base64url"))?;
-    let mut m = SignedManifest::decode(&raw).map_err(|e| ApiError::bad(format!("manifest: {e}")))?.manifest;
+    let key = TitleKey::from_bytes(p.key);
+    let mut m = SignedManifest::decode(&p.manifest).map_err(|e| ApiError::bad(format!("manifest: {e}")))?.manifest;
     if m.title != title {
         return Err(ApiError::bad(format!("manifest is for {}, not {title}", m.title)));
     }

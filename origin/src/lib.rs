@@ -64,6 +64,8 @@ pub(crate) struct Inner {
     /// Held from a publish's last "is the title free?" check to its commit:
     /// two publishes of one title cannot both commit (and swap its key).
     pub publishing: std::sync::Mutex<()>,
+    /// Held from a join's check of who holds a name to its write.
+    pub members_lock: std::sync::Mutex<()>,
 }
 
 /// A running origin.
@@ -111,6 +113,7 @@ impl Origin {
             )),
             refusal_logged: Default::default(),
             publishing: std::sync::Mutex::new(()),
+            members_lock: std::sync::Mutex::new(()),
         });
         let opts = ServerOptions {
             https: config.listen.https,

@@ -45,7 +45,7 @@ pub(crate) async fn round(inner: &Arc<Inner>, http: &reqwest::Client) -> Result<
     let peers: Vec<_> = crate::api::live_members(inner)
         .map_err(|e| format!("{e:?}"))?
         .into_iter()
-        .filter(|m| m.role == "peer" && m.push_token.is_some())
+        .filter(|m| m.role == "peer" && m.push_token.is_some() && crate::api::peer_live(inner, m))
         .collect();
     if peers.is_empty() {
         return Ok(());

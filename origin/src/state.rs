@@ -51,6 +51,9 @@ const CF_CUSTOMER_ORDERS: &str = "customer_orders";
 const CF_REVOKED_SCOPES: &str = "revoked_scopes";
 /// An order's idempotency key -> order number (8 bytes BE) + the request's fingerprint (32).
 const CF_ORDER_KEYS: &str = "order_keys";
+/// A retired member's name -> retired at (Unix milliseconds, BE): its
+/// credentials issued up to then are refused.
+const CF_RETIRED_MEMBERS: &str = "retired_members";
 /// Markers of one-off work done on this database.
 const CF_META: &str = "meta";
 /// The order and customer indexes are complete (built from the orders and
@@ -154,6 +157,14 @@ pub struct Member {
     /// Health reported with the last heartbeat ("ok", or why not; absent: ok).
     #[serde(default)]
     pub health: Option<String>,
+    /// For peers: the serial (hex) of the certificate it joined with. Its
+    /// record and push token are bound to it: another certificate cannot
+    /// take them while this one is live.
+    #[serde(default)]
+    pub serial: Option<String>,
+    /// For peers: when that certificate expires (Unix seconds).
+    #[serde(default)]
+    pub expires: Option<u64>,
 }
 
 impl Member {
@@ -224,6 +235,7 @@ impl OriginState {
             CF_REVOKED_SCOPES,
             CF_META,
             CF_ORDER_KEYS,
+            CF_RETIRED_MEMBERS,
         ]
         .into_iter()
         .map(|n| ColumnFamilyDescriptor::new(n, Options::default()))
@@ -668,6 +680,21 @@ impl OriginState {
         let mut wo = WriteOptions::default();
         wo.set_sync(false); // heartbeats are soft state
         self.db.write_opt(b, &wo).map_err(db_err("member"))
+    }
+
+    /// Retires a member: every credential of `name` issued up to `now_ms`
+    /// is refused from now on (written durably), and its record goes.
+    pub fn retire_member(&self, name: &str, now_ms: u64) -> Result<(), OriginError> {
+        let mut b = WriteBatch::default();
+        b.put_cf(self.cf(CF_RETIRED_MEMBERS)?, name.as_bytes(), now_ms.to_be_bytes());
+        b.delete_cf(self.cf(CF_MEMBERS)?, name.as_bytes());
+        self.write(b)
+    }
+
+    /// When `name` was last retired (Unix milliseconds), if ever.
+    pub fn retired_at(&self, name: &str) -> Result<Option<u64>, OriginError> {
+        let v = self.db.get_pinned_cf(self.cf(CF_RETIRED_MEMBERS)?, name.as_bytes()).map_err(db_err("retired members"))?;
+        Ok(v.and_then(|v| <[u8; 8]>::try_from(&v[..]).ok()).map(u64::from_be_bytes))
     }
 
     /// A member by name.

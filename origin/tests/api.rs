@@ -56,6 +56,7 @@ async fn start_with(extra: &[&str]) -> Fixture {
             format!("data_dir={}", data.display()),
             format!("storefront_token={TOKEN}"),
             "cluster_token=test-cluster-token-0123456789".into(),
+            "member_key=test-member-key-0123456789-0123456789".into(),
             "listen.https=127.0.0.1:0".into(),
             "certificate_margin=60s".into(),
             // These tests are one address asking thousands of times at once

@@ -38,6 +38,7 @@ async fn popular_title_first_segments_reach_the_peer_in_the_window() {
             format!("data_dir={}", odata.display()),
             format!("storefront_token={STOREFRONT}"),
             "cluster_token=test-cluster-token-0123456789".into(),
+            "member_key=test-member-key-0123456789-0123456789".into(),
             "listen.https=127.0.0.1:0".into(),
             "staging_interval=200ms".into(),
             "precast.enabled=true".into(),

@@ -16,6 +16,13 @@ use tranzcast_proto::{BlobAddress, TitleId};
 use tranzcast_store::{BlobStore, StoreOptions};
 
 const CLUSTER: &str = "test-cluster-token-0123456789";
+const MEMBER_KEY: &str = "test-member-key-0123456789-0123456789";
+
+fn member_credential(name: &str, role: &str) -> String {
+    let role = tranzcast_proto::member::MemberRole::parse(role).unwrap();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
+    tranzcast_proto::member::issue(MEMBER_KEY.as_bytes(), name, role, now).unwrap()
+}
 
 fn ingest_titles(dir: &Path, titles: &[(&str, usize)]) {
     let store = BlobStore::open(dir, StoreOptions::default()).unwrap();
@@ -39,6 +46,7 @@ async fn late_node_gets_every_title_verified_and_no_keys() {
             format!("data_dir={}", odata.display()),
             "storefront_token=test-storefront-token-0123456789".into(),
             format!("cluster_token={CLUSTER}"),
+            "member_key=test-member-key-0123456789-0123456789".into(),
             "listen.https=127.0.0.1:0".into(),
             "staging_interval=200ms".into(),
         ])
@@ -50,14 +58,15 @@ async fn late_node_gets_every_title_verified_and_no_keys() {
 
     // A node with the wrong token cannot join.
     let ndata = dir.path().join("node-1");
-    let ncfg = |token: &str| -> EdgeConfig {
+    let ncfg = |credential: &str| -> EdgeConfig {
         Layers::new("edge")
             .overrides(&[
                 "role=node".into(),
                 "name=node-1".into(),
                 format!("data_dir={}", ndata.display()),
                 format!("origin={origin_url}"),
-                format!("cluster_token={token}"),
+                format!("cluster_token={CLUSTER}"),
+                format!("member_credential={credential}"),
                 "listen.https=127.0.0.1:0".into(),
                 "heartbeat=200ms".into(),
             ])
@@ -65,11 +74,17 @@ async fn late_node_gets_every_title_verified_and_no_keys() {
             .build()
             .unwrap()
     };
-    let tls = EdgeTls::from_config(&ncfg(CLUSTER), &origin.ca_dir()).unwrap();
-    let err = EdgeServer::start(ncfg("wrong-cluster-token-000000"), tls.clone()).await.unwrap_err();
-    assert!(err.to_string().contains("join refused"), "{err}");
+    // A node whose credential was minted with another key cannot join.
+    let good = member_credential("node-1", "node");
+    let tls = EdgeTls::from_config(&ncfg(&good), &origin.ca_dir()).unwrap();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
+    let forged =
+        tranzcast_proto::member::issue(b"another-member-key-0123456789-0123", "node-1", tranzcast_proto::member::MemberRole::Node, now)
+            .unwrap();
+    let err = EdgeServer::start(ncfg(&forged), tls.clone()).await.unwrap_err();
+    assert!(err.to_string().contains("join refused") && err.to_string().contains("not issued by this origin"), "{err}");
 
-    let node = EdgeServer::start(ncfg(CLUSTER), tls.clone()).await.unwrap();
+    let node = EdgeServer::start(ncfg(&good), tls.clone()).await.unwrap();
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let status = origin.staging_status();
@@ -131,6 +146,7 @@ async fn a_hung_node_does_not_stall_staging_for_the_others() {
             format!("data_dir={}", odata.display()),
             "storefront_token=test-storefront-token-0123456789".into(),
             format!("cluster_token={CLUSTER}"),
+            "member_key=test-member-key-0123456789-0123456789".into(),
             "listen.https=127.0.0.1:0".into(),
             "staging_interval=200ms".into(),
             "member_timeout=120s".into(),
@@ -148,6 +164,7 @@ async fn a_hung_node_does_not_stall_staging_for_the_others() {
                 format!("data_dir={}", dir.path().join(name).display()),
                 format!("origin={origin_url}"),
                 format!("cluster_token={CLUSTER}"),
+                format!("member_credential={}", member_credential(name, "node")),
                 "listen.https=127.0.0.1:0".into(),
                 "heartbeat=200ms".into(),
             ])
@@ -155,7 +172,7 @@ async fn a_hung_node_does_not_stall_staging_for_the_others() {
             .build()
             .unwrap()
     };
-    let tls = EdgeTls::from_config(&ncfg("x"), &origin.ca_dir()).unwrap();
+    let tls = EdgeTls::from_config(&ncfg("hung"), &origin.ca_dir()).unwrap();
     let hung = EdgeServer::start(ncfg("hung"), tls.clone()).await.unwrap();
     hung.hang();
     tokio::time::sleep(Duration::from_millis(500)).await;

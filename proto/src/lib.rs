@@ -4,22 +4,26 @@
 //! Ingest, origin, edge and client all speak them, so this crate stays small
 //! and cheap to depend on (fuzz targets build it alone).
 //!
+//! - [`api`]: the origin's JSON request bodies, read and checked.
 //! - [`BlobAddress`]: the blake3 of a stored blob's bytes.
 //! - [`TitleId`]: a title's short, fixed-width name.
 //! - [`frame`]: the segment frame (the patent's Fig. 11 header, brought up to date).
 //! - [`keys`]: title keys, per-segment key and nonce derivation, seal and open.
 //! - [`manifest`]: the signed list of a title's segments.
 //! - [`ticket`]: play tickets (Fig. 9) and validation certificates (Fig. 10).
+//! - [`member`]: the credential a node or an edge joins the cluster with.
 //! - [`owner`]: the title a frame or manifest belongs to, from its first bytes.
 //! - [`revocations`]: the origin's list of revoked serials, read strictly.
 //! - [`outboard`]: 16 KiB group chaining values, so a range of a blob can be
 //!   verified against its address without the whole blob.
 
 mod address;
+pub mod api;
 mod error;
 pub mod frame;
 pub mod keys;
 pub mod manifest;
+pub mod member;
 pub mod outboard;
 pub mod owner;
 pub mod playback;

@@ -19,6 +19,15 @@ use tranzcast_proto::{BlobAddress, TitleId};
 use tranzcast_store::{BlobStore, StoreOptions};
 
 pub const CLUSTER: &str = "test-cluster-token-0123456789";
+/// The origin's secret for minting member credentials in these tests.
+pub const MEMBER_KEY: &str = "test-member-key-0123456789-0123456789";
+
+/// A member credential for `name` as `role` ("node" or "edge"), minted with [`MEMBER_KEY`].
+pub fn member_credential(name: &str, role: &str) -> String {
+    let role = tranzcast_proto::member::MemberRole::parse(role).unwrap();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
+    tranzcast_proto::member::issue(MEMBER_KEY.as_bytes(), name, role, now).unwrap()
+}
 
 pub fn origin_config(data: &Path, port: u16) -> OriginConfig {
     origin_config_with(data, port, &[])
@@ -30,6 +39,7 @@ pub fn origin_config_with(data: &Path, port: u16, extra: &[String]) -> OriginCon
         format!("data_dir={}", data.display()),
         "storefront_token=test-storefront-token-0123456789".into(),
         format!("cluster_token={CLUSTER}"),
+        format!("member_key={MEMBER_KEY}"),
         format!("listen.https=127.0.0.1:{port}"),
         "staging_interval=200ms".into(),
     ];
@@ -82,6 +92,9 @@ pub fn edge_config_with(
         "upstream_timeout=2s".into(),
         format!("fault_corrupt_blobs={corrupt}"),
     ];
+    if role != "peer" {
+        sets.push(format!("member_credential={}", member_credential(name, role)));
+    }
     if !parents.is_empty() {
         sets.push(format!("parents=[{}]", parents.iter().map(|p| format!("\"{p}\"")).collect::<Vec<_>>().join(",")));
     }

@@ -1,0 +1,144 @@
+//! Cluster membership: who may join, as what, and under which name.
+//!
+//! A node or an edge joins with its own credential
+//! ([`tranzcast_proto::member`]), minted with the origin's `member_key` and
+//! bound to one name and one role: the record it writes is the one its
+//! credential names, as the role its credential names. The shared cluster
+//! token grants no identity. A peer joins with a live, unrevoked validation
+//! certificate; its record and push token are bound to that certificate's
+//! serial, so another viewer cannot take them while it is live, and a peer
+//! whose certificate expired or was revoked must join again with a new one.
+
+use super::{ApiError, ApiResult, Inner, json_response};
+use crate::state::Member;
+use crate::{now_ms, now_secs, random16};
+use bytes::Bytes;
+use http::{Request, StatusCode, header};
+use serde_json::json;
+use tranzcast_proto::api::JoinRole;
+use tranzcast_proto::member::{MemberCredential, valid_name};
+use tranzcast_proto::ticket::{Certificate, SignedToken, Token};
+
+/// The member credential in `Authorization: Bearer`, checked against the
+/// member key (pure: the head-only gate runs it before any body byte).
+pub(super) fn credential(inner: &Inner, headers: &http::HeaderMap) -> Result<MemberCredential, ApiError> {
+    let text = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
+    let text = text.ok_or_else(|| {
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "nodes and edges join with Authorization: Bearer <member credential> (tranzcast cluster add-member)",
+        )
+    })?;
+    let forbidden = |reason: &str| ApiError::new(StatusCode::FORBIDDEN, "forbidden", reason);
+    let c = MemberCredential::parse(text.trim())
+        .map_err(|_| forbidden("not a member credential (the cluster token no longer joins: enrol with tranzcast cluster add-member)"))?;
+    c.verify(inner.config.member_key.as_bytes()).map_err(|_| forbidden("the member credential was not issued by this origin"))?;
+    Ok(c)
+}
+
+/// The peer's certificate in `Authorization: Tranzcast`, verified and live.
+fn peer_certificate(inner: &Inner, req: &Request<Bytes>) -> Result<Certificate, ApiError> {
+    let cert = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Tranzcast "));
+    let cert = cert.ok_or_else(|| {
+        ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "a peer joins with Authorization: Tranzcast <certificate>")
+    })?;
+    match SignedToken::from_text(cert.trim()).ok().as_ref().map(|s| s.verify(&inner.signing.verifying_key()).cloned()) {
+        Some(Ok(Token::Certificate(c))) if !c.is_expired(now_secs()) => Ok(c),
+        _ => Err(ApiError::new(StatusCode::FORBIDDEN, "forbidden", "the certificate is invalid or expired")),
+    }
+}
+
+/// `POST /v1/cluster/join` and `/heartbeat`.
+pub(super) fn join(inner: &Inner, req: &Request<Bytes>) -> ApiResult {
+    let j = tranzcast_proto::api::join(req.body()).map_err(ApiError::wire)?;
+    let peer = match j.role {
+        JoinRole::Peer => {
+            let cert = peer_certificate(inner, req)?;
+            if inner.state.is_revoked(&cert.serial).map_err(ApiError::internal)? {
+                return Err(ApiError::new(StatusCode::FORBIDDEN, "revoked", "the certificate was revoked"));
+            }
+            Some(cert)
+        }
+        JoinRole::Member(role) => {
+            let c = credential(inner, req.headers())?;
+            if c.name != j.name || c.role != role {
+                return Err(ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    "credential_mismatch",
+                    format!("this credential was issued to {} as {}", c.name, c.role.as_str()),
+                ));
+            }
+            if inner.state.retired_at(&c.name).map_err(ApiError::internal)?.is_some_and(|at| c.issued_ms <= at) {
+                return Err(ApiError::new(StatusCode::FORBIDDEN, "retired", format!("member {} was retired; enrol it again", c.name)));
+            }
+            None
+        }
+    };
+    // The check of the name's holder and the write are one step: two joins
+    // of one name cannot both pass the check.
+    let _held = inner.members_lock.lock().map_err(|_| ApiError::internal("members lock poisoned"))?;
+    let known = inner.state.member(&j.name).map_err(ApiError::internal)?;
+    let (push_token, serial, expires) = match &peer {
+        None => (None, None, None),
+        Some(cert) => {
+            let serial = hex::encode(cert.serial);
+            let token = match known {
+                // The operator's servers hold their names by credential.
+                Some(m) if m.role != "peer" => {
+                    return Err(ApiError::new(StatusCode::CONFLICT, "name_taken", format!("{} is a cluster member's name", j.name)));
+                }
+                Some(m) if m.serial.as_deref() == Some(serial.as_str()) => m.push_token,
+                Some(m) if peer_live(inner, &m) => {
+                    return Err(ApiError::new(StatusCode::CONFLICT, "name_taken", format!("{} is held by another peer", j.name)));
+                }
+                _ => None,
+            };
+            (Some(token.unwrap_or_else(|| hex::encode(random16()))), Some(serial), Some(cert.expires))
+        }
+    };
+    let m = Member {
+        name: j.name,
+        role: j.role.as_str().to_string(),
+        https: j.https,
+        h3: j.h3.to_string(),
+        last_seen_ms: now_ms(),
+        load: j.load,
+        push_token: push_token.clone(),
+        playback_key: j.playback_key,
+        health: j.health,
+        serial,
+        expires,
+    };
+    inner.state.upsert_member(&m).map_err(ApiError::internal)?;
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({"origin_key": hex::encode(inner.signing.verifying_key().as_bytes()), "heartbeat_s": 5, "push_token": push_token}),
+    ))
+}
+
+/// Whether a peer's record still belongs to its certificate: seen within
+/// the member timeout, certificate unexpired and unrevoked.
+pub(crate) fn peer_live(inner: &Inner, m: &Member) -> bool {
+    let cutoff = now_ms().saturating_sub(inner.config.member_timeout.0.as_millis() as u64);
+    let revoked = m.serial.as_deref().and_then(|s| {
+        let mut b = [0u8; 16];
+        hex::decode_to_slice(s, &mut b).ok()?;
+        inner.state.is_revoked(&b).ok()
+    });
+    m.last_seen_ms >= cutoff && m.expires.is_some_and(|e| e > now_secs()) && revoked == Some(false)
+}
+
+/// `POST /v1/cluster/members/{name}/retire` (the operator, with the
+/// storefront token): every credential of `name` issued until now is
+/// refused and its record removed. Enrolling it again mints a newer one.
+pub(super) fn retire(inner: &Inner, name: &str) -> ApiResult {
+    if !valid_name(name) {
+        return Err(ApiError::bad("name: 1..=64 of a-z, A-Z, 0-9, '-', '_'"));
+    }
+    let _held = inner.members_lock.lock().map_err(|_| ApiError::internal("members lock poisoned"))?;
+    let at = now_ms();
+    inner.state.retire_member(name, at).map_err(ApiError::internal)?;
+    tracing::warn!(member = name, "member retired");
+    Ok(json_response(StatusCode::OK, &json!({"retired": name, "credentials_issued_until_ms": at})))
+}

@@ -1,0 +1,193 @@
+//! Cluster membership over real HTTPS on 127.0.0.1: each node and edge joins
+//! with its own credential, bound to its name and role; nobody takes another
+//! member's record or push token; only edges receive playback keys; a
+//! retired member is refused; a peer is bound to its certificate's serial.
+
+#![allow(clippy::unwrap_used)]
+
+use serde_json::{Value, json};
+use tranzcast_config::{Layers, OriginConfig};
+use tranzcast_ingest::{IngestOptions, ingest};
+use tranzcast_net::client::https;
+use tranzcast_origin::Origin;
+use tranzcast_proto::TitleId;
+use tranzcast_proto::member::{MemberRole, issue};
+use tranzcast_store::{BlobStore, StoreOptions};
+
+const STOREFRONT: &str = "test-storefront-token-0123456789";
+const CLUSTER: &str = "test-cluster-token-0123456789";
+const MEMBER_KEY: &str = "test-member-key-0123456789-0123456789";
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64
+}
+
+fn credential(name: &str, role: MemberRole) -> String {
+    issue(MEMBER_KEY.as_bytes(), name, role, now_ms()).unwrap()
+}
+
+struct Cluster {
+    _dir: tempfile::TempDir,
+    origin: Origin,
+    base: String,
+    http: reqwest::Client,
+}
+
+impl Cluster {
+    async fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("origin");
+        {
+            let store = BlobStore::open(&data, StoreOptions::default()).unwrap();
+            let input = dir.path().join("film.bin");
+            std::fs::write(&input, vec![5u8; 200_000]).unwrap();
+            let mut o = IngestOptions::new(TitleId::new("film").unwrap());
+            o.segment_size = Some(64 << 10);
+            ingest(&store, &input, &o).unwrap();
+        }
+        let cfg: OriginConfig = Layers::new("origin")
+            .overrides(&[
+                format!("data_dir={}", data.display()),
+                format!("storefront_token={STOREFRONT}"),
+                format!("cluster_token={CLUSTER}"),
+                format!("member_key={MEMBER_KEY}"),
+                "listen.https=127.0.0.1:0".into(),
+                "precast.enabled=false".into(),
+            ])
+            .unwrap()
+            .build()
+            .unwrap();
+        let origin = Origin::start(cfg).await.unwrap();
+        let http = https(origin.ca_pem().as_bytes()).unwrap();
+        let base = format!("https://localhost:{}", origin.https_addr().port());
+        Self { _dir: dir, origin, base, http }
+    }
+
+    /// Joins as `name`/`role` with `auth` (a full Authorization value); returns status and body.
+    async fn join(&self, auth: &str, name: &str, role: &str, port: u16, extra: Value) -> (u16, Value) {
+        let mut body = json!({"name": name, "role": role, "https": format!("https://localhost:{port}"), "h3": format!("127.0.0.1:{port}")});
+        if let (Value::Object(b), Value::Object(e)) = (&mut body, extra) {
+            b.extend(e);
+        }
+        let r =
+            self.http.post(format!("{}/v1/cluster/heartbeat", self.base)).header("authorization", auth).json(&body).send().await.unwrap();
+        (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+    }
+
+    /// The public listing's entry for `name`.
+    async fn listed(&self, name: &str) -> Option<Value> {
+        let v: Value = self.http.get(format!("{}/v1/cluster", self.base)).send().await.unwrap().json().await.unwrap();
+        v["members"].as_array().unwrap().iter().find(|m| m["name"] == name).cloned()
+    }
+
+    async fn storefront(&self, path: &str, body: Value) -> Value {
+        let r = self.http.post(format!("{}{path}", self.base)).bearer_auth(STOREFRONT).json(&body).send().await.unwrap();
+        assert!(r.status().is_success(), "{path}: {}", r.status());
+        r.json().await.unwrap()
+    }
+
+    /// A certificate for `film` from a fresh bought ticket.
+    async fn certificate(&self) -> String {
+        let c = self.storefront("/v1/customers", json!({"name": "Ada"})).await;
+        let o = self.storefront("/v1/orders", json!({"customer": c["customer"], "title": "film", "kind": "buy"})).await;
+        let r = self.http.post(format!("{}/v1/play", self.base)).json(&json!({"ticket": o["ticket"]})).send().await.unwrap();
+        let v: Value = r.json().await.unwrap();
+        v["certificate"].as_str().unwrap().to_string()
+    }
+}
+
+fn code(r: &(u16, Value)) -> &str {
+    r.1["error"]["code"].as_str().unwrap_or("")
+}
+
+const KEY_A: &str = "aa11aa11aa11aa11aa11aa11aa11aa11aa11aa11aa11aa11aa11aa11aa11aa11";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nobody_takes_another_members_name_role_or_keys() {
+    let c = Cluster::start().await;
+    let edge1 = format!("Bearer {}", credential("edge-1", MemberRole::Edge));
+    let node1 = format!("Bearer {}", credential("node-1", MemberRole::Node));
+    assert_eq!(c.join(&edge1, "edge-1", "edge", 1001, json!({"playback_key": KEY_A})).await.0, 200);
+    assert_eq!(c.join(&node1, "node-1", "node", 2001, json!({})).await.0, 200);
+    let before = c.listed("edge-1").await.unwrap();
+
+    // The shared cluster token no longer joins anyone.
+    let r = c.join(&format!("Bearer {CLUSTER}"), "edge-1", "edge", 6666, json!({})).await;
+    assert_eq!((r.0, code(&r)), (403, "forbidden"), "{}", r.1);
+    // Another member's credential cannot write edge-1's record.
+    let r = c.join(&node1, "edge-1", "edge", 6666, json!({"playback_key": KEY_A})).await;
+    assert_eq!((r.0, code(&r)), (403, "credential_mismatch"), "{}", r.1);
+    // A node's credential cannot register it as an edge (no playback key for a node).
+    let r = c.join(&node1, "node-1", "edge", 6666, json!({"playback_key": KEY_A})).await;
+    assert_eq!((r.0, code(&r)), (403, "credential_mismatch"), "{}", r.1);
+    let r = c.join(&node1, "node-1", "node", 2001, json!({"playback_key": KEY_A})).await;
+    assert_eq!(r.0, 400, "a node cannot register a playback key: {}", r.1);
+    // A credential minted elsewhere, or edited into another role, is refused.
+    let forged = issue(b"not-the-member-key-0123456789-0123", "edge-2", MemberRole::Edge, now_ms()).unwrap();
+    let r = c.join(&format!("Bearer {forged}"), "edge-2", "edge", 6666, json!({})).await;
+    assert_eq!((r.0, code(&r)), (403, "forbidden"), "{}", r.1);
+    let edited = node1.replace(".node.", ".edge.");
+    let r = c.join(&edited, "node-1", "edge", 6666, json!({"playback_key": KEY_A})).await;
+    assert_eq!((r.0, code(&r)), (403, "forbidden"), "{}", r.1);
+    // A viewer's peer cannot take an operator's name.
+    let cert = c.certificate().await;
+    let r = c.join(&format!("Tranzcast {cert}"), "edge-1", "peer", 6666, json!({})).await;
+    assert_eq!((r.0, code(&r)), (409, "name_taken"), "{}", r.1);
+    assert_eq!(c.listed("edge-1").await.unwrap()["https"], before["https"], "edge-1's record is unchanged");
+    assert_eq!(c.listed("edge-1").await.unwrap()["role"], "edge");
+    assert_eq!(c.listed("node-1").await.unwrap()["role"], "node");
+
+    // Playback keys are sealed to edges only: URL-mode plays name edge-1, never the node.
+    let cust = c.storefront("/v1/customers", json!({"name": "Bo"})).await;
+    let o = c.storefront("/v1/orders", json!({"customer": cust["customer"], "title": "film", "kind": "buy"})).await;
+    let r = c.http.post(format!("{}/v1/play", c.base)).json(&json!({"ticket": o["ticket"], "mode": "url"})).send().await.unwrap();
+    let v: Value = r.json().await.unwrap();
+    let edges: Vec<&str> = v["urls"].as_array().unwrap().iter().map(|u| u["edge"].as_str().unwrap()).collect();
+    assert_eq!(edges, ["edge-1"], "{v}");
+    c.origin.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peers_are_bound_to_their_certificate_and_retired_members_are_refused() {
+    let c = Cluster::start().await;
+    let (a, b) = (c.certificate().await, c.certificate().await);
+    let r = c.join(&format!("Tranzcast {a}"), "peer-1", "peer", 3001, json!({})).await;
+    assert_eq!(r.0, 200, "{}", r.1);
+    let token = r.1["push_token"].as_str().unwrap().to_string();
+    // Another viewer's certificate cannot take peer-1's record or its push token.
+    let r = c.join(&format!("Tranzcast {b}"), "peer-1", "peer", 6666, json!({})).await;
+    assert_eq!((r.0, code(&r)), (409, "name_taken"), "{}", r.1);
+    assert!(!r.1.to_string().contains(&token));
+    assert_eq!(c.listed("peer-1").await.unwrap()["https"], "https://localhost:3001");
+    // Its own certificate keeps its token.
+    let r = c.join(&format!("Tranzcast {a}"), "peer-1", "peer", 3001, json!({})).await;
+    assert_eq!(r.1["push_token"], token.as_str());
+    // Once its certificate is revoked, it cannot join, and the name is free again.
+    let serial = {
+        let cert = tranzcast_proto::ticket::SignedToken::from_text(&a).unwrap();
+        match cert.verify(&c.origin.public_key()).unwrap() {
+            tranzcast_proto::ticket::Token::Certificate(x) => hex::encode(x.serial),
+            _ => unreachable!(),
+        }
+    };
+    c.storefront("/v1/revoke", json!({"serial": serial})).await;
+    let r = c.join(&format!("Tranzcast {a}"), "peer-1", "peer", 3001, json!({})).await;
+    assert_eq!((r.0, code(&r)), (403, "revoked"), "{}", r.1);
+    let r = c.join(&format!("Tranzcast {b}"), "peer-1", "peer", 4001, json!({})).await;
+    assert_eq!(r.0, 200, "{}", r.1);
+    assert_ne!(r.1["push_token"], token.as_str(), "a new holder gets a new push token");
+
+    // Retiring a member refuses its credential and removes its record; a new one joins.
+    let old = format!("Bearer {}", credential("edge-9", MemberRole::Edge));
+    assert_eq!(c.join(&old, "edge-9", "edge", 5001, json!({})).await.0, 200);
+    let r = c.http.post(format!("{}/v1/cluster/members/edge-9/retire", c.base)).bearer_auth(CLUSTER).send().await.unwrap();
+    assert_eq!(r.status(), 403, "only the operator retires members");
+    c.storefront("/v1/cluster/members/edge-9/retire", json!({})).await;
+    assert!(c.listed("edge-9").await.is_none());
+    let r = c.join(&old, "edge-9", "edge", 5001, json!({})).await;
+    assert_eq!((r.0, code(&r)), (403, "retired"), "{}", r.1);
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    let new = format!("Bearer {}", credential("edge-9", MemberRole::Edge));
+    assert_eq!(c.join(&new, "edge-9", "edge", 5002, json!({})).await.0, 200);
+    c.origin.shutdown().await;
+}
