@@ -19,3 +19,8 @@ if ! python3 -c 'import aioquic' 2>/dev/null; then
   python3 -m pip install -q aioquic 2>/dev/null || python3 -m pip install -q --break-system-packages aioquic
 fi
 command -v cargo >/dev/null || { echo "setup: cargo not found; install Rust with rustup first" >&2; exit 1; }
+# cargo-fuzz: scripts/test.sh builds and briefly runs every fuzz target (fuzz/run.sh).
+if ! command -v cargo-fuzz >/dev/null; then
+  echo "setup: installing cargo-fuzz" >&2
+  cargo install -q cargo-fuzz --locked
+fi

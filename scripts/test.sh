@@ -8,3 +8,7 @@ bash scripts/setup.sh
 cargo fmt --all -- --check
 cargo clippy --release --workspace --all-targets --locked -- -D warnings
 cargo test --release --workspace --locked "$@"
+# Every fuzz target built, its seeds and corpus replayed, then fuzzed 10 s
+# (with AddressSanitizer). Long runs before resolving: fuzz/run.sh 600, or
+# RUNS=10000000 SANITIZER=none fuzz/run.sh.
+bash fuzz/run.sh 10

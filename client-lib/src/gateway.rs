@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use futures_util::StreamExt;
-use http::{Method, Request, Response, StatusCode};
+use http::{Request, Response, StatusCode};
 use tranzcast_net::ranged::{ByteStream, Source};
 use tranzcast_net::{Body, HttpServer, LocalCa, ServerOptions, full};
 
@@ -79,16 +79,13 @@ impl Gateway {
 }
 
 fn answer(session: &Arc<Session>, title: &str, etag: &str, req: &Request<Bytes>) -> Response<Body> {
-    let path = req.uri().path().trim_start_matches('/');
-    let name = path.split('.').next().unwrap_or("");
-    if !matches!(*req.method(), Method::GET | Method::HEAD) {
-        let mut r = Response::new(full("only GET and HEAD\n"));
-        *r.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
-        return r;
-    }
-    if name != title {
-        let mut r = Response::new(full(format!("this gateway plays /{title}\n")));
-        *r.status_mut() = StatusCode::NOT_FOUND;
+    if let Err(refusal) = tranzcast_proto::gateway::route(req.method().as_str(), req.uri().path(), title) {
+        let text = match refusal {
+            tranzcast_proto::gateway::Refusal::Method => "only GET and HEAD\n".to_string(),
+            tranzcast_proto::gateway::Refusal::NotFound => format!("this gateway plays /{title}\n"),
+        };
+        let mut r = Response::new(full(text));
+        *r.status_mut() = StatusCode::from_u16(refusal.status()).unwrap_or(StatusCode::NOT_FOUND);
         return r;
     }
     let m = session.manifest();

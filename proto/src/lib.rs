@@ -4,9 +4,11 @@
 //! Ingest, origin, edge and client all speak them, so this crate stays small
 //! and cheap to depend on (fuzz targets build it alone).
 //!
+//! - [`access`]: who may read or write blobs, from the `Authorization` header.
 //! - [`api`]: the origin's JSON request bodies, read and checked.
 //! - [`BlobAddress`]: the blake3 of a stored blob's bytes.
 //! - [`TitleId`]: a title's short, fixed-width name.
+//! - [`gateway`]: which requests the smart client's local gateway answers.
 //! - [`frame`]: the segment frame (the patent's Fig. 11 header, brought up to date).
 //! - [`keys`]: title keys, per-segment key and nonce derivation, seal and open.
 //! - [`manifest`]: the signed list of a title's segments.
@@ -17,10 +19,12 @@
 //! - [`outboard`]: 16 KiB group chaining values, so a range of a blob can be
 //!   verified against its address without the whole blob.
 
+pub mod access;
 mod address;
 pub mod api;
 mod error;
 pub mod frame;
+pub mod gateway;
 pub mod keys;
 pub mod manifest;
 pub mod member;
