@@ -259,12 +259,33 @@ async fn survives_an_edge_and_a_node_killed_mid_playback_and_a_lying_peer() {
             }
         }
     }
-    e1.shutdown().await;
-    n1.shutdown().await;
+    // Killed as a crash would (connections cut, nothing drained), while
+    // edge-1 has a response in hand for this client.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while e1.in_flight() == 0 {
+        assert!(std::time::Instant::now() < deadline, "edge-1 never had a request in hand");
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
+    let in_hand = e1.in_flight();
+    e1.kill().await;
+    n1.kill().await;
     let (out, report) = player.await.unwrap();
     let report = report.unwrap();
     assert!(out == input, "playback differs from the input");
-    assert!(delivered_before < 12, "the kill was not mid-playback");
+    assert!(delivered_before < 12 && in_hand > 0, "the kill was not mid-playback");
+    let mut seen = Vec::new();
+    loop {
+        match events.try_recv() {
+            Ok(e) => seen.push(e),
+            Err(tokio::sync::broadcast::error::TryRecvError::Lagged(_)) => continue,
+            Err(_) => break,
+        }
+    }
+    // The client saw the cut: edge-1 failed mid-segment and was demoted or left.
+    assert!(
+        seen.iter().any(|e| matches!(e, tranzcast_client::Event::Demoted { source, .. } | tranzcast_client::Event::Switched { source, .. } if source == "edge-1")),
+        "the kill did not cut a transfer from edge-1: {seen:?} {report:?}"
+    );
     assert!(report.demoted.contains(&"bad-peer".to_string()), "the lying peer was not caught: {report:?}");
     assert!(!report.by_source.contains_key("bad-peer"), "{report:?}");
     assert!(report.by_source.keys().any(|k| k == "node-2" || k == "edge-2"), "{report:?}");

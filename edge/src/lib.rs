@@ -302,6 +302,12 @@ impl EdgeServer {
         self.server.kill().await;
     }
 
+    /// Requests in hand now (answered bodies still being sent included):
+    /// what a kill test checks to land mid-transfer.
+    pub fn in_flight(&self) -> i64 {
+        self.inner.server.in_flight()
+    }
+
     /// Changes the outgoing rate limit of a server started with one
     /// (`rate_limit`), from the next piece of every response on; false if
     /// it has none. What a degraded uplink looks like, on demand.

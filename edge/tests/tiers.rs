@@ -20,12 +20,38 @@ async fn coalescing_and_failover_across_tiers() {
     let origin = Origin::start(origin_config(&dir.path().join("origin"), 0)).await.unwrap();
     let oport = origin.https_addr().port();
     let tls = EdgeTls::from_config(&edge_config("node", "x", dir.path(), oport, &[], 0, false), &origin.ca_dir()).unwrap();
-    let node = EdgeServer::start(edge_config("node", "node-1", &dir.path().join("n1"), oport, &[], 0, false), tls.clone()).await.unwrap();
+    // A rate limit that can be lowered later, to kill the node mid-transfer.
+    let node = EdgeServer::start(
+        edge_config_with(
+            "node",
+            "node-1",
+            &dir.path().join("n1"),
+            oport,
+            &[],
+            0,
+            false,
+            &["mirroring.prefetch_segments=0", "mirroring.push_to_edges=false", "rate_limit=1GiB"],
+        ),
+        tls.clone(),
+    )
+    .await
+    .unwrap();
     let nport = node.https_addr().port();
     wait_staged(&origin, &["node-1"]).await;
     let node_url = format!("https://localhost:{nport}");
+    // 500 requests at once from one address, a hundred of them over
+    // HTTP/1.1 (a connection each): past the default connection rate.
     let edge = EdgeServer::start(
-        edge_config("edge", "edge-1", &dir.path().join("e1"), oport, std::slice::from_ref(&node_url), 0, false),
+        edge_config_with(
+            "edge",
+            "edge-1",
+            &dir.path().join("e1"),
+            oport,
+            std::slice::from_ref(&node_url),
+            0,
+            false,
+            &["mirroring.prefetch_segments=0", "mirroring.push_to_edges=false", "limits.connection_rate_per_ip=1000"],
+        ),
         tls.clone(),
     )
     .await
@@ -139,11 +165,31 @@ async fn coalescing_and_failover_across_tiers() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
-    // Node stopped: the origin serves.
-    node.shutdown().await;
-    let r = http.get(format!("{edge_url}/v1/blobs/{}", segs[1])).header("authorization", &cert).send().await.unwrap();
-    assert_eq!(r.status().as_u16(), 200);
-    assert!(r.bytes().await.unwrap()[..] == bytes[1][..]);
+    // The node crashes (killed, not drained) while it sends the edge a cold
+    // blob at 1 MiB/s: the edge resumes at the origin from the last byte it
+    // verified, and its client gets the whole blob.
+    assert!(node.set_rate_limit(1 << 20));
+    let fetch = {
+        let (http, url, cert) = (http.clone(), format!("{edge_url}/v1/blobs/{}", segs[1]), cert.clone());
+        tokio::spawn(async move {
+            let r = http.get(url).header("authorization", cert).send().await.unwrap();
+            (r.status().as_u16(), r.bytes().await.unwrap())
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while node.in_flight() == 0 {
+        assert!(Instant::now() < deadline, "the edge never asked the node");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let in_hand = node.in_flight();
+    node.kill().await;
+    let (status, body) = fetch.await.unwrap();
+    assert!(in_hand > 0, "the kill did not land mid-transfer");
+    assert_eq!(status, 200);
+    assert!(body[..] == bytes[1][..], "the blob differs after the node's crash");
+    let resumed = metric(&http, &edge_url, "edge_upstream_demoted_total").await;
+    assert!(resumed >= 1, "the edge did not see the node fail mid-blob");
 
     // Node back (same port, same store), origin stopped: the node serves.
     let node =
