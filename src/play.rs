@@ -61,16 +61,14 @@ pub struct PlayArgs {
     /// The peer's name in the cluster (default: peer-<random>).
     #[arg(long, requires = "peer")]
     peer_name: Option<String>,
-    /// The peer's TLS certificate (PEM), with --peer-key.
+    /// The peer's TLS certificate (PEM), with --peer-key. Without them the
+    /// origin issues one for this machine's address (with the play's
+    /// certificate), valid while the certificate is.
     #[arg(long, requires_all = ["peer", "peer_key"])]
     peer_cert: Option<PathBuf>,
     /// The peer's TLS key (PEM), with --peer-cert.
     #[arg(long, requires_all = ["peer", "peer_cert"])]
     peer_key: Option<PathBuf>,
-    /// Or a local CA directory that issues the peer's certificate (loopback
-    /// clusters: the demo's `<data>/origin/tls`).
-    #[arg(long, value_name = "DIR", requires = "peer", conflicts_with = "peer_cert")]
-    peer_ca_dir: Option<PathBuf>,
 }
 
 /// Stops the peer service (leaves the cluster, drains).
@@ -103,23 +101,43 @@ async fn start_peer(a: &PlayArgs, addr: std::net::SocketAddr, certificate: &str)
         format!("certificate={certificate}"),
         format!("ca={}", a.ca.display()),
     ];
-    let ca_dir = match (&a.peer_cert, &a.peer_key, &a.peer_ca_dir) {
-        (Some(c), Some(k), _) => {
+    let tls = match (&a.peer_cert, &a.peer_key) {
+        (Some(c), Some(k)) => {
             sets.push(format!("tls.cert={}", c.display()));
             sets.push(format!("tls.key={}", k.display()));
-            PathBuf::new()
+            None
         }
-        (_, _, Some(d)) => {
-            if !d.join("ca.pem").is_file() {
-                bail!("--peer-ca-dir {}: no ca.pem there", d.display());
-            }
-            d.clone()
-        }
-        _ => bail!("--peer needs a TLS identity: --peer-cert and --peer-key, or --peer-ca-dir"),
+        _ => Some(peer_identity(a, certificate).await?),
     };
     let config: tranzcast_config::EdgeConfig = tranzcast_config::Layers::new("edge").overrides(&sets)?.build()?;
-    let tls = tranzcast_edge::EdgeTls::from_config(&config, &ca_dir)?;
+    let tls = match tls {
+        Some((cert, key)) => tranzcast_edge::EdgeTls::for_peer(&cert, &key, &a.ca)?,
+        None => tranzcast_edge::EdgeTls::from_config(&config, std::path::Path::new(""))?,
+    };
     tranzcast_edge::EdgeServer::start(config, tls).await.with_context(|| format!("starting the peer service at {addr}"))
+}
+
+/// The TLS certificate and key (PEM) the origin issues this peer for the
+/// address it asks from, with the play's certificate: a viewer never holds
+/// the cluster CA's key.
+async fn peer_identity(a: &PlayArgs, certificate: &str) -> Result<(String, String)> {
+    let ca = std::fs::read(&a.ca).with_context(|| format!("cannot read {}", a.ca.display()))?;
+    let http = tranzcast_net::client::https(&ca)?;
+    let req = http.post(format!("{}/v1/cluster/peer-identity", a.origin)).header("authorization", format!("Tranzcast {certificate}"));
+    let limits = tranzcast_net::client::CallLimits {
+        answer: std::time::Duration::from_secs(10),
+        total: std::time::Duration::from_secs(30),
+        max_body: 64 << 10,
+    };
+    let (status, body) = tranzcast_net::client::call(req, limits).await.context("asking the origin for the peer's certificate")?;
+    if !status.is_success() {
+        bail!("the origin refused the peer a certificate ({status}): {}", String::from_utf8_lossy(&body));
+    }
+    let v: serde_json::Value = serde_json::from_slice(&body).context("the origin's peer certificate answer")?;
+    match (v["cert"].as_str(), v["key"].as_str()) {
+        (Some(c), Some(k)) => Ok((c.to_string(), k.to_string())),
+        _ => bail!("the origin's peer certificate answer has no cert and key"),
+    }
 }
 
 /// `--url`: the origin validates the ticket (a play is counted) and answers

@@ -137,12 +137,10 @@ fn buy(c: &serde_json::Value, rt: &tokio::runtime::Runtime) -> String {
 fn peer_serves_what_it_played(c: &serde_json::Value, rt: &tokio::runtime::Runtime, dir: &std::path::Path, input: &[u8]) {
     use std::io::BufRead;
     let (origin, ca) = (c["origin"]["https"].as_str().unwrap(), c["ca"].as_str().unwrap());
-    let ca_dir = std::path::Path::new(ca).parent().unwrap();
     let out = dir.join("played-by-peer");
     let mut peer = Command::new(bin())
         .args(["play", "--origin", origin, "--ca", ca, "--ticket", &buy(c, rt), "--json", "--peer", "127.0.0.1:0"])
-        .args(["--peer-name", "peer-cli", "--peer-ca-dir"])
-        .arg(ca_dir)
+        .args(["--peer-name", "peer-cli"])
         .arg("--cache")
         .arg(dir.join("peer-cache"))
         .arg("--out")

@@ -19,7 +19,7 @@ pub use roles::{
     ClientConfig, EdgeConfig, EdgeRole, LimitsConfig, ListenConfig, MasterBackend, MasterConfig, MirroringConfig, OriginConfig, PeerConfig,
     PrecastConfig, RateConfig, RoleConfig, StoreConfig, TlsConfig,
 };
-pub use units::{ByteSize, Duration, TimeWindow};
+pub use units::{ByteSize, Duration, Secret, TimeWindow};
 
 /// Loads a role's config from an optional file, the process environment and overrides.
 pub fn load<T: RoleConfig>(file: Option<&std::path::Path>, overrides: &[String]) -> Result<T, ConfigError> {

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
-use crate::{ByteSize, Duration, TimeWindow};
+use crate::{ByteSize, Duration, Secret, TimeWindow};
 
 /// A role's config: deserialisable, and checked beyond its types.
 pub trait RoleConfig: DeserializeOwned {
@@ -69,6 +69,18 @@ impl TlsConfig {
         match (&self.cert, &self.key) {
             (Some(_), None) => fail(&format!("{prefix}.key"), "a certificate needs its key"),
             (None, Some(_)) => fail(&format!("{prefix}.cert"), "a key needs its certificate"),
+            _ => Ok(()),
+        }
+    }
+
+    /// An identity and the roots trusted are set together, or neither (a
+    /// loopback cluster's local CA): half a TLS configuration is an error
+    /// at start, never a silent fallback. `roots_alone`: roots without an
+    /// identity are fine (a peer, whose identity the origin issues).
+    fn with_roots(&self, roots: bool, key: &str, roots_alone: bool) -> Result<(), (String, String)> {
+        match (self.cert.is_some(), roots) {
+            (true, false) => fail(key, "tls.cert and tls.key need the roots this server trusts for the servers it calls"),
+            (false, true) if !roots_alone => fail(key, "needs tls.cert and tls.key (or none of the three: the local CA)"),
             _ => Ok(()),
         }
     }
@@ -171,19 +183,23 @@ pub struct OriginConfig {
     pub data_dir: PathBuf,
     /// Listening addresses.
     pub listen: ListenConfig,
-    /// TLS.
+    /// The identity this origin presents (certificate and key).
     pub tls: TlsConfig,
+    /// The roots (PEM) this origin trusts for the nodes and peers it calls
+    /// (staging, pre-casts); with `tls.cert` and `tls.key`. All three
+    /// absent: the local CA in `<data_dir>/tls` signs and is trusted.
+    pub ca: Option<PathBuf>,
     /// Bearer token for the storefront calls (customers, orders, revocation). At least 16 characters.
-    pub storefront_token: String,
+    pub storefront_token: Secret,
     /// Shared secret of the operator's servers for ciphertext: members read
     /// blobs from the origin and from each other and push blobs (verified
     /// against their address on arrival) with it. It grants no identity: a
     /// member joins with its own credential. At least 16 characters.
-    pub cluster_token: String,
+    pub cluster_token: Secret,
     /// Secret that member credentials are minted with (`tranzcast cluster
     /// add-member`): whoever holds it can enrol a node or an edge, so it stays
     /// in the origin's config. At least 32 characters.
-    pub member_key: String,
+    pub member_key: Secret,
     /// How often the origin checks every node for missing blobs and stages them.
     pub staging_interval: Duration,
     /// Local store budgets.
@@ -213,9 +229,10 @@ impl Default for OriginConfig {
             data_dir: PathBuf::from("data/origin"),
             listen: ListenConfig::default(),
             tls: TlsConfig::default(),
-            storefront_token: String::new(),
-            cluster_token: String::new(),
-            member_key: String::new(),
+            ca: None,
+            storefront_token: Secret::default(),
+            cluster_token: Secret::default(),
+            member_key: Secret::default(),
             staging_interval: Duration::secs(2),
             store: StoreConfig::default(),
             master: MasterConfig::default(),
@@ -254,6 +271,7 @@ impl RoleConfig for OriginConfig {
             return fail("staging_interval", "must be at least 100ms");
         }
         self.tls.validate("tls")?;
+        self.tls.with_roots(self.ca.is_some(), "ca", false)?;
         self.store.validate()?;
         self.master.validate()?;
         if self.member_timeout.0.as_secs() < 1 {
@@ -508,14 +526,17 @@ pub struct EdgeConfig {
     pub origin_key: Option<String>,
     /// The cluster's shared secret for ciphertext reads and pushes (the
     /// origin's `cluster_token`); nodes and edges only.
-    pub cluster_token: String,
+    pub cluster_token: Secret,
     /// This server's own credential (`tranzcast cluster add-member NAME
     /// --role node|edge`), bound to `name` and `role`: nodes and edges join
     /// and heartbeat with it.
-    pub member_credential: Option<String>,
+    pub member_credential: Option<Secret>,
     /// A peer joins with a validation certificate (base64url) instead of the cluster token.
-    pub certificate: Option<String>,
-    /// CA certificate (PEM) to trust for the origin and parents; system roots when absent.
+    pub certificate: Option<Secret>,
+    /// The roots (PEM) this server trusts for the origin, its parents and
+    /// other members; with `tls.cert` and `tls.key` (a peer: alone, its
+    /// identity is issued by the origin). All three absent: the local CA
+    /// directory given at start (`--ca-dir`) signs and is trusted.
     pub ca: Option<PathBuf>,
     /// Listening addresses.
     pub listen: ListenConfig,
@@ -559,7 +580,7 @@ impl Default for EdgeConfig {
             data_dir: PathBuf::from("data/edge"),
             origin: "https://127.0.0.1:4433".into(),
             origin_key: None,
-            cluster_token: String::new(),
+            cluster_token: Secret::default(),
             member_credential: None,
             certificate: None,
             ca: None,
@@ -591,7 +612,7 @@ impl RoleConfig for EdgeConfig {
             if self.certificate.as_deref().unwrap_or("").is_empty() {
                 return fail("certificate", "a peer joins with a validation certificate");
             }
-            if self.member_credential.is_some() {
+            if self.member_credential.as_deref().is_some_and(|c| !c.is_empty()) {
                 return fail("member_credential", "a peer joins with its certificate, not a member credential");
             }
         } else {
@@ -626,6 +647,8 @@ impl RoleConfig for EdgeConfig {
             check_tier_url(&format!("parents[{i}]"), p)?;
         }
         self.tls.validate("tls")?;
+        // A peer's identity is issued by the origin at start: roots alone.
+        self.tls.with_roots(self.ca.is_some(), "ca", self.role == EdgeRole::Peer)?;
         self.store.validate()?;
         if self.upstream_timeout.0.as_millis() < 10 {
             return fail("upstream_timeout", "must be at least 10ms");

@@ -212,3 +212,37 @@ mod tests {
         }
     }
 }
+
+/// A secret from the config (a token, a key, a credential, a certificate):
+/// read like a string, used like one (`&str` by deref), never printed:
+/// `Debug` shows its length only, so a config in a log or a panic message
+/// leaks nothing. No `Display`: sending one (a bearer token, a header) takes
+/// an explicit [`Secret::expose`].
+#[derive(Clone, PartialEq, Eq, Default, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret.
+    pub fn new(s: impl Into<String>) -> Self {
+        Self(s.into())
+    }
+
+    /// The secret itself.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::ops::Deref for Secret {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Secret(<{} bytes>)", self.0.len())
+    }
+}

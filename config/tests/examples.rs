@@ -171,3 +171,39 @@ fn bad_overrides_name_the_variable_or_flag() {
     let err = load::<ClientConfig>(&example("client.toml"), &[], &["window_segments=0"]).unwrap_err().to_string();
     assert!(err.contains("window_segments"), "{err}");
 }
+
+#[test]
+fn half_a_tls_configuration_is_an_error_at_start() {
+    // The identity a server presents and the roots it trusts go together:
+    // no silent fallback to a local CA (edge) or to trusting one's own chain (origin).
+    let origin = example("origin.toml");
+    let edge = example("edge.toml");
+    for sets in [&["tls.cert=/c.pem", "tls.key=/k.pem"][..], &["ca=/ca.pem"]] {
+        let err = load::<OriginConfig>(&origin, &[], sets).unwrap_err().to_string();
+        assert!(err.contains("`ca`"), "origin {sets:?}: {err}");
+        let err = load::<EdgeConfig>(&edge, &[], sets).unwrap_err().to_string();
+        assert!(err.contains("`ca`"), "edge {sets:?}: {err}");
+    }
+    let all = ["tls.cert=/c.pem", "tls.key=/k.pem", "ca=/ca.pem"];
+    load::<OriginConfig>(&origin, &[], &all).unwrap();
+    load::<EdgeConfig>(&edge, &[], &all).unwrap();
+    // A peer's identity is issued by the origin: its roots alone are whole.
+    let peer = ["role=peer", "certificate=x", "cluster_token=", "member_credential=", "ca=/ca.pem"];
+    load::<EdgeConfig>(&edge, &[], &peer).unwrap();
+    let err = load::<EdgeConfig>(&edge, &[], &[peer[0], peer[1], peer[2], peer[4]]).unwrap_err().to_string();
+    assert!(err.contains("member_credential"), "a peer has no member credential: {err}");
+}
+
+#[test]
+fn secrets_never_print() {
+    let edge: EdgeConfig =
+        load(&example("edge.toml"), &[], &["role=peer", "certificate=CERTIFICATE-WITH-K1", "member_credential="]).unwrap();
+    let origin: OriginConfig = load(&example("origin.toml"), &[], &[]).unwrap();
+    let printed = format!("{edge:?} {origin:?}");
+    for secret in [&*edge.cluster_token, "CERTIFICATE-WITH-K1", &*origin.storefront_token, &*origin.cluster_token, &*origin.member_key] {
+        assert!(!printed.contains(secret), "{secret} printed");
+    }
+    let node: EdgeConfig = load(&example("node.toml"), &[], &[]).unwrap();
+    let credential = node.member_credential.as_deref().unwrap();
+    assert!(!format!("{node:?}").contains(&credential[credential.len() - 64..]), "a member credential printed");
+}

@@ -125,20 +125,34 @@ pub struct EdgeTls {
 }
 
 impl EdgeTls {
-    /// From the config: `tls.cert`/`tls.key` and `ca`, or else a leaf from the
-    /// local CA in `ca_dir` (a loopback cluster shares one CA directory).
+    /// From the config: `tls.cert`/`tls.key` and `ca`, or, all three absent,
+    /// a leaf from the local CA in `ca_dir` (a loopback cluster shares one
+    /// CA directory). Half of them is an error (config validation says
+    /// which), never a silent fallback to the local CA.
     pub fn from_config(config: &EdgeConfig, ca_dir: &std::path::Path) -> Result<Self, EdgeError> {
         match (&config.tls.cert, &config.tls.key, &config.ca) {
-            (Some(c), Some(k), Some(ca)) => Ok(Self {
-                identity: TlsIdentity::from_pem_files(c, k)?,
-                ca_pem: std::fs::read_to_string(ca).map_err(|e| EdgeError::Config(format!("{}: {e}", ca.display())))?,
-            }),
-            _ => {
+            (Some(c), Some(k), Some(ca)) => Ok(Self { identity: TlsIdentity::from_pem_files(c, k)?, ca_pem: read_roots(ca)? }),
+            (None, None, None) => {
                 let ca = LocalCa::load_or_create(ca_dir)?;
                 Ok(Self { identity: ca.issue(&["localhost", "127.0.0.1"])?, ca_pem: ca.cert_pem().to_string() })
             }
+            _ => Err(EdgeError::Config("tls.cert, tls.key and ca go together (or none: the local CA)".into())),
         }
     }
+
+    /// A peer's: the identity the origin issued it (`POST
+    /// /v1/cluster/peer-identity`, PEM) and the roots it trusts (`ca`).
+    pub fn for_peer(cert_pem: &str, key_pem: &str, ca: &std::path::Path) -> Result<Self, EdgeError> {
+        let identity = TlsIdentity::from_pem(cert_pem.as_bytes(), key_pem.as_bytes(), "the origin's peer certificate", "its key")?;
+        Ok(Self { identity, ca_pem: read_roots(ca)? })
+    }
+}
+
+/// A PEM file of trusted roots, checked to hold at least one certificate.
+fn read_roots(path: &std::path::Path) -> Result<String, EdgeError> {
+    let pem = std::fs::read_to_string(path).map_err(|e| EdgeError::Config(format!("{}: {e}", path.display())))?;
+    tranzcast_net::tls::roots(pem.as_bytes()).map_err(|e| EdgeError::Config(format!("{}: {e}", path.display())))?;
+    Ok(pem)
 }
 
 impl EdgeServer {
@@ -155,7 +169,7 @@ impl EdgeServer {
             http.clone(),
             config.parents.clone(),
             config.origin.clone(),
-            config.cluster_token.clone(),
+            config.cluster_token.expose().to_string(),
             config.upstream_timeout.0,
             config.limits.max_flights as usize,
         ));
@@ -386,7 +400,7 @@ async fn join(http: &reqwest::Client, inner: &Inner, me: std::net::SocketAddr) -
     }
     let req = http.post(format!("{}/v1/cluster/heartbeat", inner.config.origin)).json(&body);
     let req = match (&inner.config.role, &inner.config.certificate) {
-        (EdgeRole::Peer, Some(cert)) => req.header("authorization", format!("Tranzcast {cert}")),
+        (EdgeRole::Peer, Some(cert)) => req.header("authorization", format!("Tranzcast {}", cert.expose())),
         // Config validation made sure nodes and edges have theirs.
         _ => req.bearer_auth(inner.config.member_credential.as_deref().unwrap_or("").trim()),
     };

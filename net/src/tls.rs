@@ -38,15 +38,21 @@ impl TlsIdentity {
     pub fn from_pem_files(cert: &Path, key: &Path) -> Result<Self, NetError> {
         let cert_pem = std::fs::read(cert).map_err(NetError::io(format!("{}: cannot read", cert.display())))?;
         let key_pem = std::fs::read(key).map_err(NetError::io(format!("{}: cannot read", key.display())))?;
+        Self::from_pem(&cert_pem, &key_pem, &cert.display().to_string(), &key.display().to_string())
+    }
+
+    /// Reads a PEM certificate chain and private key (`cert_from` and
+    /// `key_from` name where they came from, for errors).
+    pub fn from_pem(cert_pem: &[u8], key_pem: &[u8], cert_from: &str, key_from: &str) -> Result<Self, NetError> {
         let chain = rustls_pemfile::certs(&mut &cert_pem[..])
             .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| NetError::Tls(format!("{}: {e}", cert.display())))?;
+            .map_err(|e| NetError::Tls(format!("{cert_from}: {e}")))?;
         if chain.is_empty() {
-            return Err(NetError::Tls(format!("{}: no certificate in it", cert.display())));
+            return Err(NetError::Tls(format!("{cert_from}: no certificate in it")));
         }
         let key = rustls_pemfile::private_key(&mut &key_pem[..])
-            .map_err(|e| NetError::Tls(format!("{}: {e}", key.display())))?
-            .ok_or_else(|| NetError::Tls(format!("{}: no private key in it", key.display())))?;
+            .map_err(|e| NetError::Tls(format!("{key_from}: {e}")))?
+            .ok_or_else(|| NetError::Tls(format!("{key_from}: no private key in it")))?;
         Ok(Self { chain, key })
     }
 
@@ -131,6 +137,27 @@ impl LocalCa {
             chain: vec![cert.der().clone(), ca_der],
             key: PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
         })
+    }
+}
+
+impl LocalCa {
+    /// Issues a peer's leaf, as PEM (chain, then key): for `names` only,
+    /// valid from a minute ago until `not_after` (Unix seconds). The peer
+    /// gets its own key and a certificate; the CA's key never leaves here.
+    pub fn issue_pem(&self, names: &[String], not_after: u64) -> Result<(String, String), NetError> {
+        let key = KeyPair::generate().map_err(|e| NetError::Tls(e.to_string()))?;
+        let mut params = CertificateParams::new(names.to_vec()).map_err(|e| NetError::Tls(e.to_string()))?;
+        let at = |secs: u64| {
+            time::OffsetDateTime::from_unix_timestamp(i64::try_from(secs).unwrap_or(i64::MAX)).map_err(|e| NetError::Tls(e.to_string()))
+        };
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        params.not_before = at(now.saturating_sub(60))?;
+        params.not_after = at(not_after)?;
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
+        let issuer = Issuer::new(ca_params()?, &self.key);
+        let cert = params.signed_by(&key, &issuer).map_err(|e| NetError::Tls(e.to_string()))?;
+        Ok((format!("{}{}", cert.pem(), self.cert_pem), key.serialize_pem()))
     }
 }
 

@@ -303,6 +303,7 @@ fn route_request(inner: &Inner, req: &Request<Bytes>, cx: RequestContext) -> Api
             publish_title(inner, req)
         }
         (&Method::POST, ["", "v1", "cluster", "join"]) | (&Method::POST, ["", "v1", "cluster", "heartbeat"]) => members::join(inner, req),
+        (&Method::POST, ["", "v1", "cluster", "peer-identity"]) => members::peer_identity(inner, req, &cx),
         (&Method::POST, ["", "v1", "cluster", "members", name, "retire"]) => {
             storefront(inner, req)?;
             members::retire(inner, name)

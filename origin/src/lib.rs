@@ -66,6 +66,8 @@ pub(crate) struct Inner {
     pub publishing: std::sync::Mutex<()>,
     /// Held from a join's check of who holds a name to its write.
     pub members_lock: std::sync::Mutex<()>,
+    /// Issues peers' TLS certificates (`POST /v1/cluster/peer-identity`).
+    pub peer_ca: LocalCa,
 }
 
 /// A running origin.
@@ -92,6 +94,9 @@ impl Origin {
         let state = OriginState::open(&dir.join("state"))?;
         let signing = tranzcast_ingest::origin_signing_key(&store).map_err(|e| OriginError::Storage(e.to_string()))?;
         let (identity, ca_pem) = identity(&config, &dir)?;
+        // Peers' certificates come from the local CA in <data_dir>/tls (its
+        // key stays here), whatever identity the origin itself presents.
+        let peer_ca = LocalCa::load_or_create(&dir.join("tls"))?;
         let inner = Arc::new(Inner {
             store,
             state,
@@ -114,6 +119,7 @@ impl Origin {
             refusal_logged: Default::default(),
             publishing: std::sync::Mutex::new(()),
             members_lock: std::sync::Mutex::new(()),
+            peer_ca,
         });
         let opts = ServerOptions {
             https: config.listen.https,
@@ -128,8 +134,8 @@ impl Origin {
             tranzcast_net::handler(move |req, cx| api::handle(h.clone(), req, cx)).admit_with(move |parts, cx| api::admit(&a, parts, cx));
         let server = HttpServer::bind(opts, handler).await?;
         tracing::info!(https = %server.https_addr, key = %hex::encode(inner.signing.verifying_key().as_bytes()), "origin up");
-        // Nodes' certificates come from the same CA as ours (a loopback or
-        // private cluster); staging trusts it.
+        // The roots the origin trusts for nodes and peers: `ca` with the
+        // operator's own certificates, else the local CA that signed them.
         let http = tranzcast_net::client::https(ca_pem.as_bytes())?;
         let staging = tokio::spawn(staging::run(inner.clone(), http));
         Ok(Self { server, inner, ca_pem, staging })
@@ -191,10 +197,11 @@ impl Origin {
 }
 
 fn identity(config: &OriginConfig, dir: &Path) -> Result<(TlsIdentity, String), OriginError> {
-    match (&config.tls.cert, &config.tls.key) {
-        (Some(c), Some(k)) => {
+    match (&config.tls.cert, &config.tls.key, &config.ca) {
+        (Some(c), Some(k), Some(ca)) => {
             let id = TlsIdentity::from_pem_files(c, k)?;
-            let pem = std::fs::read_to_string(c).map_err(|e| OriginError::Storage(format!("{}: {e}", c.display())))?;
+            let pem = std::fs::read_to_string(ca).map_err(|e| OriginError::Storage(format!("{}: {e}", ca.display())))?;
+            tranzcast_net::tls::roots(pem.as_bytes()).map_err(|e| OriginError::Storage(format!("{}: {e}", ca.display())))?;
             Ok((id, pem))
         }
         _ => {

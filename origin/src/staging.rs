@@ -78,7 +78,8 @@ async fn stage_node(inner: &Inner, http: &reqwest::Client, node: &Member) -> Res
         set(inner, &node.name, title.as_str(), TitleProgress { held: known.map(|p| p.held).unwrap_or(0), total, complete: false });
         let held = push_missing(inner, http, &node.https, &inner.config.cluster_token, &m.segments).await?;
         set(inner, &node.name, title.as_str(), TitleProgress { held, total, complete: false });
-        let req = http.put(format!("{}/v1/titles/{title}/manifest", node.https)).bearer_auth(&inner.config.cluster_token).body(mbytes);
+        let req =
+            http.put(format!("{}/v1/titles/{title}/manifest", node.https)).bearer_auth(inner.config.cluster_token.expose()).body(mbytes);
         let limits = tranzcast_net::client::CallLimits { answer: PUSH_BOUNDS.1, total: PUSH_BOUNDS.1, max_body: 64 << 10 };
         let (status, _) = tranzcast_net::client::call(req, limits).await.map_err(|e| format!("manifest: {e}"))?;
         if !status.is_success() {

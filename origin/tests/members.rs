@@ -191,3 +191,59 @@ async fn peers_are_bound_to_their_certificate_and_retired_members_are_refused() 
     assert_eq!(c.join(&new, "edge-9", "edge", 5002, json!({})).await.0, 200);
     c.origin.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_gets_a_certificate_for_its_own_address_and_never_a_ca_key() {
+    use std::sync::Arc;
+    use tranzcast_net::tls::{TlsIdentity, client_config};
+    let c = Cluster::start().await;
+    let ask = |auth: Option<String>| {
+        let mut r = c.http.post(format!("{}/v1/cluster/peer-identity", c.base));
+        if let Some(a) = auth {
+            r = r.header("authorization", a);
+        }
+        r.send()
+    };
+    assert_eq!(ask(None).await.unwrap().status(), 401, "only a viewer with a certificate gets one");
+    assert_eq!(ask(Some(format!("Bearer {CLUSTER}"))).await.unwrap().status(), 401);
+    let cert = c.certificate().await;
+    let r = ask(Some(format!("Tranzcast {cert}"))).await.unwrap();
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["names"], json!(["127.0.0.1", "localhost"]), "the address it asked from, nothing else");
+    let (chain, key) = (v["cert"].as_str().unwrap(), v["key"].as_str().unwrap());
+    let ca_key = std::fs::read_to_string(c._dir.path().join("origin/tls/ca.key")).unwrap();
+    assert!(!key.contains(ca_key.trim()) && !chain.contains("PRIVATE KEY"), "the CA's key left the origin");
+
+    // It serves TLS that a client trusting the origin's CA accepts for the
+    // peer's own address, and for no other name (not an edge's).
+    let id = TlsIdentity::from_pem(chain.as_bytes(), key.as_bytes(), "cert", "key").unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(id.server_config(&[b"h2"]).unwrap()));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move {
+        loop {
+            let Ok((s, _)) = listener.accept().await else { return };
+            let a = acceptor.clone();
+            tokio::spawn(async move {
+                let _ = a.accept(s).await;
+            });
+        }
+    });
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(client_config(c.origin.ca_pem().as_bytes(), &[b"h2"]).unwrap()));
+    for (name, ok) in [("localhost", true), ("127.0.0.1", true), ("edge-1.example", false), ("127.0.0.2", false)] {
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let sn = rustls::pki_types::ServerName::try_from(name.to_string()).unwrap();
+        assert_eq!(connector.connect(sn, tcp).await.is_ok(), ok, "{name}");
+    }
+    server.abort();
+
+    // A revoked certificate gets none.
+    let serial = match tranzcast_proto::ticket::SignedToken::from_text(&cert).unwrap().verify(&c.origin.public_key()).unwrap() {
+        tranzcast_proto::ticket::Token::Certificate(x) => hex::encode(x.serial),
+        _ => unreachable!(),
+    };
+    c.storefront("/v1/revoke", json!({"serial": serial})).await;
+    assert_eq!(ask(Some(format!("Tranzcast {cert}"))).await.unwrap().status(), 403);
+    c.origin.shutdown().await;
+}

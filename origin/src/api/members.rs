@@ -129,6 +129,32 @@ pub(crate) fn peer_live(inner: &Inner, m: &Member) -> bool {
     m.last_seen_ms >= cutoff && m.expires.is_some_and(|e| e > now_secs()) && revoked == Some(false)
 }
 
+/// Longest a peer's TLS certificate lives (its validation certificate's
+/// expiry, at most this).
+const PEER_TLS_MAX_SECS: u64 = 7 * 86_400;
+
+/// `POST /v1/cluster/peer-identity` (a peer, with its live, unrevoked
+/// certificate): a TLS certificate and key for the peer's service, signed by
+/// the origin's peer CA, for the address the request came from only (and
+/// `localhost` when that is a loopback address), until its validation
+/// certificate expires. A viewer never holds a CA key, and cannot get a
+/// certificate for any name but its own address: not an edge's, not another
+/// viewer's.
+pub(super) fn peer_identity(inner: &Inner, req: &Request<Bytes>, cx: &tranzcast_net::RequestContext) -> ApiResult {
+    let cert = peer_certificate(inner, req)?;
+    if inner.state.is_revoked(&cert.serial).map_err(ApiError::internal)? {
+        return Err(ApiError::new(StatusCode::FORBIDDEN, "revoked", "the certificate was revoked"));
+    }
+    let ip = cx.peer.ip().to_canonical();
+    let mut names = vec![ip.to_string()];
+    if ip.is_loopback() {
+        names.push("localhost".into());
+    }
+    let not_after = cert.expires.min(now_secs() + PEER_TLS_MAX_SECS);
+    let (chain, key) = inner.peer_ca.issue_pem(&names, not_after).map_err(ApiError::internal)?;
+    Ok(json_response(StatusCode::OK, &json!({"cert": chain, "key": key, "names": names, "expires": not_after})))
+}
+
 /// `POST /v1/cluster/members/{name}/retire` (the operator, with the
 /// storefront token): every credential of `name` issued until now is
 /// refused and its record removed. Enrolling it again mints a newer one.
