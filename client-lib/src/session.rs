@@ -18,6 +18,8 @@ use tranzcast_proto::manifest::{Manifest, SignedManifest};
 use tranzcast_proto::outboard::{GROUP_LEN, GroupVerifier, Outboard};
 use tranzcast_proto::ticket::{SignedToken, Token};
 
+use tranzcast_net::client::{CallLimits, call, read_body};
+
 use crate::ClientError;
 use crate::scoring::{self, SourceView};
 
@@ -461,10 +463,11 @@ impl Session {
     /// with whoever else uses it, as a load test's simulated viewers do).
     /// The client must trust the cluster's CA; `opts.ca_pem` is not used.
     pub async fn open_with(opts: OpenOptions, http: reqwest::Client) -> Result<Self, ClientError> {
-        let net = |e: reqwest::Error| ClientError::Network(e.to_string());
         let origin = opts.origin.trim_end_matches('/');
         // The origin is authenticated by TLS; its signing key comes from it.
-        let v: serde_json::Value = http.get(format!("{origin}/v1/origin-key")).send().await.map_err(net)?.json().await.map_err(net)?;
+        let small = CallLimits { answer: Duration::from_secs(10), total: Duration::from_secs(30), max_body: 4 << 10 };
+        let (_, body) = call(http.get(format!("{origin}/v1/origin-key")), small).await.map_err(|e| ClientError::Network(e.to_string()))?;
+        let v: serde_json::Value = serde_json::from_slice(&body).map_err(|e| ClientError::Invalid(format!("origin key: {e}")))?;
         let mut kb = [0u8; 32];
         hex::decode_to_slice(v["ed25519"].as_str().unwrap_or(""), &mut kb).map_err(|_| ClientError::Invalid("origin key".into()))?;
         let origin_key = ed25519_key(&kb)?;
@@ -478,26 +481,27 @@ impl Session {
         // same grant instead of "replaced" or "spent".
         let attempt = hex::encode(tranzcast_proto::random_bytes::<16>());
         let mut tries = 0u64;
-        let (status, v) = loop {
-            let answer = async {
-                let r = http
-                    .post(format!("{origin}/v1/play"))
-                    .header("idempotency-key", &attempt)
-                    .json(&serde_json::json!({"ticket": opts.ticket.trim()}))
-                    .send()
-                    .await?;
-                let status = r.status();
-                Ok::<_, reqwest::Error>((status, r.json::<serde_json::Value>().await?))
-            };
-            match answer.await {
+        // The answer carries the title's manifest: the largest the format allows, base64.
+        let play_limits = CallLimits {
+            answer: Duration::from_secs(30),
+            total: Duration::from_secs(120),
+            max_body: (tranzcast_proto::manifest::MAX_SEGMENTS as usize * 32 + (1 << 20)) / 3 * 4 + (1 << 20),
+        };
+        let (status, body) = loop {
+            let req = http
+                .post(format!("{origin}/v1/play"))
+                .header("idempotency-key", &attempt)
+                .json(&serde_json::json!({"ticket": opts.ticket.trim()}));
+            match call(req, play_limits).await {
                 Ok(a) => break a,
-                Err(e) if tries < 2 && !e.is_decode() => {
+                Err(_) if tries < 2 => {
                     tries += 1;
                     tokio::time::sleep(std::time::Duration::from_millis(250 * tries)).await;
                 }
-                Err(e) => return Err(net(e)),
+                Err(e) => return Err(ClientError::Network(e.to_string())),
             }
         };
+        let v: serde_json::Value = serde_json::from_slice(&body).map_err(|e| ClientError::Invalid(format!("the origin's answer: {e}")))?;
         if !status.is_success() {
             let (code, reason) = json_error(&v);
             return Err(ClientError::Refused { code, reason });
@@ -656,8 +660,8 @@ impl Session {
         let asks = self.sources.iter().map(|s| {
             let req = self.http.get(format!("{}/v1/outboards/{addr}", s.https)).header(http::header::AUTHORIZATION, &auth);
             Box::pin(async move {
-                let r = req.send().await.ok().filter(|r| r.status().is_success())?;
-                let b = r.bytes().await.ok()?;
+                let mut r = req.send().await.ok().filter(|r| r.status().is_success())?;
+                let b = read_body(&mut r, tranzcast_proto::outboard::MAX_ENCODED, Duration::from_secs(2)).await.ok()?;
                 Outboard::decode(&b).ok().and_then(|ob| GroupVerifier::new(addr, ob).ok())
             })
         });
@@ -685,7 +689,17 @@ impl Session {
             async move {
                 let t = Instant::now();
                 let r = tokio::time::timeout(Duration::from_secs(2), async {
-                    http.get(url).send().await.ok()?.json::<serde_json::Value>().await.ok()
+                    // A pulse's segment bitmap: two hex digits per 8 segments.
+                    let limits = CallLimits {
+                        answer: Duration::from_secs(2),
+                        total: Duration::from_secs(2),
+                        max_body: tranzcast_proto::manifest::MAX_SEGMENTS as usize / 4 + (64 << 10),
+                    };
+                    let (status, b) = call(http.get(url), limits).await.ok()?;
+                    if !status.is_success() {
+                        return None;
+                    }
+                    serde_json::from_slice::<serde_json::Value>(&b).ok()
                 })
                 .await;
                 (t.elapsed(), r.ok().flatten())
@@ -1111,7 +1125,10 @@ impl Session {
                 if !o.status().is_success() {
                     return Err(Miss::Failed(format!("outboard: status {}", o.status())));
                 }
-                let b = o.bytes().await.map_err(|e| Miss::Failed(e.to_string()))?;
+                let mut o = o;
+                let b = read_body(&mut o, tranzcast_proto::outboard::MAX_ENCODED, Duration::from_secs(5))
+                    .await
+                    .map_err(|e| Miss::Failed(e.to_string()))?;
                 Outboard::decode(&b).and_then(|ob| GroupVerifier::new(*addr, ob)).map_err(|e| Miss::Failed(format!("bad outboard: {e}")))
             }
         });

@@ -34,6 +34,8 @@ use tranzcast_proto::outboard::{GROUP_LEN, GroupVerifier, Outboard};
 
 /// How long a demoted source is skipped.
 const DEMOTION: Duration = Duration::from_secs(60);
+/// A parent's pulse (without a title: no segment bitmap) is a few hundred bytes.
+const PULSE_ANSWER: usize = 64 << 10;
 
 /// Progress of one flight, broadcast to its waiters.
 #[derive(Debug, Clone, Default)]
@@ -280,9 +282,9 @@ impl Fetcher {
         let parents = self.parents.read().map(|p| p.clone()).unwrap_or_default();
         let probes = futures_util::future::join_all(parents.iter().map(|p| async move {
             let t = Instant::now();
-            let r = tokio::time::timeout(self.timeout, self.http.get(format!("{p}/v1/pulse")).send()).await;
-            let v: Option<serde_json::Value> = match r {
-                Ok(Ok(r)) if r.status().is_success() => r.json().await.ok(),
+            let limits = tranzcast_net::client::CallLimits { answer: self.timeout, total: self.timeout * 2, max_body: PULSE_ANSWER };
+            let v: Option<serde_json::Value> = match tranzcast_net::client::call(self.http.get(format!("{p}/v1/pulse")), limits).await {
+                Ok((status, b)) if status.is_success() => serde_json::from_slice(&b).ok(),
                 _ => None,
             };
             let probe = v.filter(|v| v["health"] == "ok").map(|v| (t.elapsed(), v["load"]["in_flight"].as_i64().unwrap_or(0)));
@@ -408,7 +410,7 @@ impl Fetcher {
     }
 
     async fn outboard_from(&self, source: &str, addr: &BlobAddress) -> Result<Outboard, String> {
-        let r = tokio::time::timeout(self.timeout, self.upstream(format!("{source}/v1/outboards/{addr}")).send())
+        let mut r = tokio::time::timeout(self.timeout, self.upstream(format!("{source}/v1/outboards/{addr}")).send())
             .await
             .map_err(|_| "timeout".to_string())?
             .map_err(|e| e.to_string())?;
@@ -418,7 +420,13 @@ impl Fetcher {
         if !r.status().is_success() {
             return Err(format!("status {}", r.status()));
         }
-        let b = tokio::time::timeout(self.timeout, r.bytes()).await.map_err(|_| "timeout".to_string())?.map_err(|e| e.to_string())?;
+        let b = tokio::time::timeout(
+            self.timeout,
+            tranzcast_net::client::read_body(&mut r, tranzcast_proto::outboard::MAX_ENCODED, self.timeout),
+        )
+        .await
+        .map_err(|_| "timeout".to_string())?
+        .map_err(|e| e.to_string())?;
         let ob = Outboard::decode(&b).map_err(|e| e.to_string())?;
         if ob.len > GROUP_LEN {
             ob.verify_root(addr).map_err(|e| e.to_string())?;

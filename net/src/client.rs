@@ -58,24 +58,31 @@ pub async fn call(req: reqwest::RequestBuilder, limits: CallLimits) -> Result<(h
             .map_err(|_| NetError::Http(format!("no answer within {:?}", limits.answer)))?
             .map_err(|e| NetError::Http(e.to_string()))?;
         let status = r.status();
-        if r.content_length().is_some_and(|n| n > limits.max_body as u64) {
-            return Err(NetError::Http(format!("answer over {} bytes", limits.max_body)));
-        }
-        let mut body = BytesMut::new();
-        loop {
-            let piece = tokio::time::timeout(limits.answer, r.chunk())
-                .await
-                .map_err(|_| NetError::Http(format!("answer stalled for {:?}", limits.answer)))?
-                .map_err(|e| NetError::Http(e.to_string()))?;
-            let Some(piece) = piece else { break };
-            if body.len() + piece.len() > limits.max_body {
-                return Err(NetError::Http(format!("answer over {} bytes", limits.max_body)));
-            }
-            body.extend_from_slice(&piece);
-        }
-        Ok((status, body.freeze()))
+        Ok((status, read_body(&mut r, limits.max_body, limits.answer).await?))
     };
     tokio::time::timeout(limits.total, run).await.map_err(|_| NetError::Http(format!("answer not whole within {:?}", limits.total)))?
+}
+
+/// Reads an answer's body whole: at most `max_body` bytes (more is an
+/// error, before it is read when the length is announced), each piece
+/// within `stall` of the last. For answers whose head the caller looked at.
+pub async fn read_body(r: &mut reqwest::Response, max_body: usize, stall: std::time::Duration) -> Result<Bytes, NetError> {
+    if r.content_length().is_some_and(|n| n > max_body as u64) {
+        return Err(NetError::Http(format!("answer over {max_body} bytes")));
+    }
+    let mut body = BytesMut::new();
+    loop {
+        let piece = tokio::time::timeout(stall, r.chunk())
+            .await
+            .map_err(|_| NetError::Http(format!("answer stalled for {stall:?}")))?
+            .map_err(|e| NetError::Http(e.to_string()))?;
+        let Some(piece) = piece else { break };
+        if body.len() + piece.len() > max_body {
+            return Err(NetError::Http(format!("answer over {max_body} bytes")));
+        }
+        body.extend_from_slice(&piece);
+    }
+    Ok(body.freeze())
 }
 
 /// One HTTP/3 connection; cheap to clone, requests run in parallel.

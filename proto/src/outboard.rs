@@ -19,6 +19,11 @@ use crate::{BlobAddress, ProtoError, read_u64};
 /// Bytes per verified group.
 pub const GROUP_LEN: u64 = 16 * 1024;
 
+/// The largest encoded outboard a server sends: that of a 256 MiB blob
+/// (segments are at most 64 MiB, a manifest of the most segments 128 MiB).
+/// What a reader of someone else's outboard caps the answer at.
+pub const MAX_ENCODED: usize = 8 + 32 * ((256 << 20) / GROUP_LEN as usize);
+
 /// The group chaining values of one blob.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Outboard {
