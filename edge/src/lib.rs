@@ -57,6 +57,9 @@ pub enum EdgeError {
     Invalid(String),
 }
 
+/// Numbers the servers of this process.
+static NEXT_SERVER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
 pub(crate) struct Inner {
     pub store: BlobStore,
     pub config: EdgeConfig,
@@ -79,6 +82,8 @@ pub(crate) struct Inner {
     pub revoked: std::sync::RwLock<revocation::Revocations>,
     /// Credentials whose signature was verified, by blake3 of the header value.
     pub verified: moka::sync::Cache<[u8; 32], Arc<access::Credentials>>,
+    /// This server among the process's (the per-thread credential memo is keyed by it).
+    pub id: u64,
     /// Which blobs each title's signed manifest names (the title check before a fetch).
     pub title_blobs: moka::future::Cache<tranzcast_proto::TitleId, titles::TitleBlobs>,
     /// The outgoing rate limit, if configured.
@@ -190,6 +195,7 @@ impl EdgeServer {
             revoked: Default::default(),
             verified: moka::sync::Cache::builder().max_capacity(100_000).time_to_live(Duration::from_secs(600)).build(),
             title_blobs: titles::cache(),
+            id: NEXT_SERVER.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             throttle: config.rate_limit.map(|r| Arc::new(service::Throttle::new(r.0))),
             residency: std::sync::Mutex::new(residency::Residency::new(config.store.disk_bytes.0)),
             demand: std::sync::Mutex::new(demand::Demand::new(

@@ -306,14 +306,23 @@ impl Inner {
     /// header value (only genuine ones are cached); expiry and revocation are
     /// checked on every call.
     pub(crate) fn read_credentials(&self, auth: Option<&str>) -> Result<Arc<Credentials>, access::Denial> {
-        let key = auth.map(|a| *blake3::hash(a.as_bytes()).as_bytes());
-        let creds = match key.and_then(|k| self.verified.get(&k)) {
+        let creds = match auth.and_then(|a| recent::get(self.id, a.as_bytes())) {
             Some(c) => c,
             None => {
-                // Shared, not cloned, on every hit: a certificate holds its title as a String.
-                let c = Arc::new(access::credentials(auth, &self.config.cluster_token, &self.origin_key)?);
-                if let Some(k) = key {
-                    self.verified.insert(k, c.clone());
+                let key = auth.map(|a| *blake3::hash(a.as_bytes()).as_bytes());
+                let c = match key.and_then(|k| self.verified.get(&k)) {
+                    Some(c) => c,
+                    None => {
+                        // Shared, not cloned, on every hit: a certificate holds its title as a String.
+                        let c = Arc::new(access::credentials(auth, &self.config.cluster_token, &self.origin_key)?);
+                        if let Some(k) = key {
+                            self.verified.insert(k, c.clone());
+                        }
+                        c
+                    }
+                };
+                if let Some(a) = auth {
+                    recent::put(self.id, a.as_bytes(), &c);
                 }
                 c
             }
@@ -321,6 +330,44 @@ impl Inner {
         let revoked = self.revoked.read().map_err(|_| (500, "internal", "revocation list poisoned".to_string()))?;
         access::admit(&creds, &revoked, crate::now_secs())?;
         Ok(creds)
+    }
+}
+
+/// The last few `Authorization` values each worker thread found genuine,
+/// compared byte for byte: a keep-alive connection repeats its header on
+/// every request, so most requests skip the hash and the shared cache. Exact
+/// comparison, so nothing but the very same header reuses an answer; keyed
+/// by server (one process may run several, with other keys); a handful per
+/// thread, oldest out.
+mod recent {
+    use std::cell::RefCell;
+    use std::sync::Arc;
+
+    use crate::access::Credentials;
+
+    const SLOTS: usize = 8;
+
+    type Entry = (u64, Box<[u8]>, Arc<Credentials>);
+
+    thread_local! {
+        static RECENT: RefCell<Vec<Entry>> = const { RefCell::new(Vec::new()) };
+    }
+
+    pub(super) fn get(server: u64, header: &[u8]) -> Option<Arc<Credentials>> {
+        RECENT.with_borrow(|r| r.iter().rev().find(|(s, h, _)| *s == server && **h == *header).map(|(_, _, c)| c.clone()))
+    }
+
+    pub(super) fn put(server: u64, header: &[u8], creds: &Arc<Credentials>) {
+        // Headers past a certificate's size are not worth keeping here.
+        if header.len() > 2048 {
+            return;
+        }
+        RECENT.with_borrow_mut(|r| {
+            if r.len() == SLOTS {
+                r.remove(0);
+            }
+            r.push((server, header.into(), creds.clone()));
+        });
     }
 }
 
