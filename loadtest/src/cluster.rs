@@ -197,8 +197,32 @@ impl LocalCluster {
                 .await
                 .map_err(|e| LoadtestError::Network(e.to_string()))?;
             let cert = v["certificate"].as_str().ok_or_else(|| LoadtestError::Cluster(format!("no certificate for {name}: {v}")))?;
-            let c = edge_config("peer", &name, &dir.join(&name), &origin_url, ("", ""), &[format!("certificate={cert}")])?;
-            let peer = EdgeServer::start(c, tls.clone()).await.map_err(|e| cluster_err(&name)(e.to_string()))?;
+            // A viewer's peer service gets its TLS identity from the origin (a
+            // leaf for its own address), never from the CA itself.
+            let id: serde_json::Value = cluster
+                .http
+                .post(format!("{origin_url}/v1/cluster/peer-identity"))
+                .header("authorization", format!("Tranzcast {cert}"))
+                .send()
+                .await
+                .map_err(|e| LoadtestError::Network(e.to_string()))?
+                .json()
+                .await
+                .map_err(|e| LoadtestError::Network(e.to_string()))?;
+            let (Some(pem), Some(key)) = (id["cert"].as_str(), id["key"].as_str()) else {
+                return Err(LoadtestError::Cluster(format!("no TLS identity for {name}: {id}")));
+            };
+            let ca = cluster.ca_path.clone();
+            let peer_tls = EdgeTls::for_peer(pem, key, &ca).map_err(|e| cluster_err(&name)(e.to_string()))?;
+            let c = edge_config(
+                "peer",
+                &name,
+                &dir.join(&name),
+                &origin_url,
+                ("", ""),
+                &[format!("certificate={cert}"), format!("ca={}", ca.display())],
+            )?;
+            let peer = EdgeServer::start(c, peer_tls).await.map_err(|e| cluster_err(&name)(e.to_string()))?;
             cluster.peers.insert(name, Arc::new(peer));
         }
         Ok(cluster)
