@@ -5,6 +5,10 @@ use toml::{Table, Value};
 
 use crate::{ConfigError, RoleConfig};
 
+/// Keys whose values are secrets (`crate::Secret`): read as strings
+/// whatever they look like, and never shown in an error.
+const SECRET_KEYS: &[&str] = &["storefront_token", "cluster_token", "member_key", "member_credential", "certificate"];
+
 /// Where a value came from, so an error can point at it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Source {
@@ -63,7 +67,8 @@ impl Layers {
         Ok(self)
     }
 
-    /// Applies `TRANZCAST_<ROLE>__KEY__SUBKEY=value` variables from `vars`.
+    /// Applies `TRANZCAST_<ROLE>__KEY__SUBKEY=value` variables from `vars`
+    /// (errors name the variable, never its value).
     pub fn env(mut self, vars: impl IntoIterator<Item = (String, String)>) -> Result<Self, ConfigError> {
         let prefix = format!("TRANZCAST_{}__", self.role.to_ascii_uppercase());
         let mut found: Vec<(String, String)> = vars.into_iter().filter(|(k, _)| k.starts_with(&prefix)).collect();
@@ -88,7 +93,10 @@ impl Layers {
             if path.iter().any(|p| p.is_empty()) {
                 return Err(ConfigError::Override { from: format!("flag --set {arg}"), reason: "empty key segment".into() });
             }
-            self.set(&path, value.trim(), Source::Flag(arg.clone()))?;
+            // A secret's value never goes into an error message.
+            let shown =
+                if path.last().is_some_and(|k| SECRET_KEYS.contains(&k.as_str())) { format!("{key}=<secret>") } else { arg.clone() };
+            self.set(&path, value.trim(), Source::Flag(shown))?;
         }
         Ok(self)
     }
@@ -96,8 +104,12 @@ impl Layers {
     fn set(&mut self, path: &[String], raw: &str, source: Source) -> Result<(), ConfigError> {
         // A value is read as TOML when it parses as one (numbers, booleans,
         // arrays, quoted strings), and as a bare string otherwise.
-        let value =
-            format!("v = {raw}").parse::<Table>().ok().and_then(|mut t| t.remove("v")).unwrap_or_else(|| Value::String(raw.to_string()));
+        let secret = path.last().is_some_and(|k| SECRET_KEYS.contains(&k.as_str()));
+        let value = if secret {
+            Value::String(raw.to_string())
+        } else {
+            format!("v = {raw}").parse::<Table>().ok().and_then(|mut t| t.remove("v")).unwrap_or_else(|| Value::String(raw.to_string()))
+        };
         let mut table = &mut self.table;
         for (i, part) in path[..path.len() - 1].iter().enumerate() {
             let entry = table.entry(part.clone()).or_insert_with(|| Value::Table(Table::new()));

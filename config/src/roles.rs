@@ -217,6 +217,12 @@ pub struct OriginConfig {
     pub precast: PrecastConfig,
     /// A member that misses heartbeats this long is considered gone.
     pub member_timeout: Duration,
+    /// TEST SETTING, off on any public origin: issue peers' TLS certificates
+    /// to loopback, private and link-local addresses too (with `localhost`
+    /// on loopback). A viewer asking from such an address could otherwise be
+    /// given a certificate for a name the cluster's own servers use there
+    /// (on a loopback cluster every server is `localhost`).
+    pub allow_local_peer_certificates: bool,
     /// What clients may take: connections, time, sizes.
     pub limits: LimitsConfig,
     /// Per-address rates of plays and storefront calls.
@@ -240,6 +246,7 @@ impl Default for OriginConfig {
             play_retry_window: Duration::secs(60),
             precast: PrecastConfig::default(),
             member_timeout: Duration::secs(15),
+            allow_local_peer_certificates: false,
             limits: LimitsConfig::default(),
             rate: RateConfig::default(),
         }

@@ -218,9 +218,41 @@ mod tests {
 /// `Debug` shows its length only, so a config in a log or a panic message
 /// leaks nothing. No `Display`: sending one (a bearer token, a header) takes
 /// an explicit [`Secret::expose`].
-#[derive(Clone, PartialEq, Eq, Default, Deserialize)]
-#[serde(transparent)]
+#[derive(Clone, PartialEq, Eq, Default)]
 pub struct Secret(String);
+
+// By hand: serde's own errors quote the value they did not expect
+// ("invalid type: integer `1234…`"), which would print a mistyped secret.
+impl<'de> Deserialize<'de> for Secret {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl de::Visitor<'_> for V {
+            type Value = Secret;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string (a secret: its value is not shown)")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Secret, E> {
+                Ok(Secret(v.to_string()))
+            }
+            fn visit_string<E: de::Error>(self, v: String) -> Result<Secret, E> {
+                Ok(Secret(v))
+            }
+            fn visit_i64<E: de::Error>(self, _: i64) -> Result<Secret, E> {
+                Err(E::custom("a secret must be a string (its value is not shown)"))
+            }
+            fn visit_u64<E: de::Error>(self, _: u64) -> Result<Secret, E> {
+                Err(E::custom("a secret must be a string (its value is not shown)"))
+            }
+            fn visit_f64<E: de::Error>(self, _: f64) -> Result<Secret, E> {
+                Err(E::custom("a secret must be a string (its value is not shown)"))
+            }
+            fn visit_bool<E: de::Error>(self, _: bool) -> Result<Secret, E> {
+                Err(E::custom("a secret must be a string (its value is not shown)"))
+            }
+        }
+        d.deserialize_string(V)
+    }
+}
 
 impl Secret {
     /// Wraps a secret.

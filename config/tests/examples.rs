@@ -41,6 +41,13 @@ fn every_example_loads() {
         seen += 1;
     }
     assert!(seen >= 4, "only {seen} examples");
+    // Nor in an error: a short secret on the command line, a mistyped one in a file.
+    let err = load::<OriginConfig>(&example("origin.toml"), &[], &["cluster_token=short-secret-1"]).unwrap_err().to_string();
+    assert!(err.contains("cluster_token") && !err.contains("short-secret-1"), "{err}");
+    let dir = tempfile::tempdir().unwrap();
+    let p = write(&dir, "storefront_token = 1234567890123456789\ncluster_token = \"fedcba9876543210\"\n");
+    let err = load::<OriginConfig>(&p, &[], &[]).unwrap_err().to_string();
+    assert!(err.contains("storefront_token") && !err.contains("1234567890123456789"), "{err}");
     let node: EdgeConfig = load(&example("node.toml"), &[], &[]).unwrap();
     assert_eq!(node.role, EdgeRole::Node);
 }

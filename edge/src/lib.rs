@@ -399,6 +399,12 @@ async fn join(http: &reqwest::Client, inner: &Inner, me: std::net::SocketAddr) -
         "https": advertised_url(&inner.config, me),
         "h3": me.to_string(), "load": load(inner), "health": health(inner).health(),
     });
+    // A peer proves its record is its own with the push token its first join got.
+    if inner.config.role == EdgeRole::Peer
+        && let Some(t) = inner.push_token.lock().ok().and_then(|t| t.clone())
+    {
+        body["push_token"] = t.into();
+    }
     // Edges serve playback URLs: the origin seals title keys to this public key.
     if inner.config.role == EdgeRole::Edge {
         inner.playback.keys.rotate_if_due();

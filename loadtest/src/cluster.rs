@@ -124,6 +124,8 @@ impl LocalCluster {
             format!("cluster_token={cluster_token}"),
             format!("member_key={member_key}"),
             "listen.https=127.0.0.1:0".into(),
+            // Every viewer's peer runs on 127.0.0.1 here (a test setting).
+            "allow_local_peer_certificates=true".into(),
             "staging_interval=300ms".into(),
             // Every simulated viewer plays from 127.0.0.1: a per-address
             // limit would count the whole crowd as one client.

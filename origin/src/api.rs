@@ -154,6 +154,10 @@ pub(crate) fn admit(inner: &Inner, parts: &mut http::request::Parts, cx: &Reques
         };
         Refused::new(e.status, why, e.code, e.reason)
     };
+    if m == Method::POST && path == "/v1/cluster/peer-identity" {
+        rate(&inner.peer_rate, cx, "peer certificate requests")?;
+        return Ok(BodyLimit::Small);
+    }
     if m == Method::POST && path == "/v1/play" {
         rate(&inner.play_rate, cx, "plays")?;
         return Ok(BodyLimit::Small);
@@ -178,6 +182,7 @@ pub(crate) fn admit(inner: &Inner, parts: &mut http::request::Parts, cx: &Reques
     if m == Method::POST && matches!(path, "/v1/cluster/join" | "/v1/cluster/heartbeat") {
         let auth = parts.headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).unwrap_or("");
         if let Some(cert) = auth.strip_prefix("Tranzcast ") {
+            rate(&inner.peer_rate, cx, "peer joins")?;
             // A peer: a live certificate (the join checks it again with the role).
             return match SignedToken::from_text(cert.trim()).ok().as_ref().map(|s| s.verify(&inner.signing.verifying_key())) {
                 Some(Ok(Token::Certificate(c))) if !c.is_expired(now_secs()) => Ok(BodyLimit::Small),
@@ -694,6 +699,8 @@ pub(crate) fn live_members(inner: &Inner) -> Result<Vec<Member>, ApiError> {
 fn sources(inner: &Inner) -> Result<Vec<Value>, ApiError> {
     Ok(live_members(inner)?
         .into_iter()
+        // A peer whose certificate expired or was revoked is no source.
+        .filter(|m| m.role != "peer" || peer_live(inner, m))
         .map(|m| json!({"name": m.name, "role": m.role, "https": m.https, "h3": m.h3, "load": m.load}))
         .collect())
 }

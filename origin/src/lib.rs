@@ -58,6 +58,9 @@ pub(crate) struct Inner {
     pub play_rate: std::sync::Mutex<tranzcast_net::limits::RateLimiter>,
     /// Storefront calls per client address.
     pub storefront_rate: std::sync::Mutex<tranzcast_net::limits::RateLimiter>,
+    /// Peers' joins, heartbeats and certificate requests per client address
+    /// (at the plays' rate: a viewer makes a few of each).
+    pub peer_rate: std::sync::Mutex<tranzcast_net::limits::RateLimiter>,
     /// When a refused play was last logged (Unix seconds), per result: one a
     /// second of each is logged, the rest counted.
     pub refusal_logged: [std::sync::atomic::AtomicU64; REFUSAL_KINDS],
@@ -114,6 +117,11 @@ impl Origin {
             storefront_rate: std::sync::Mutex::new(tranzcast_net::limits::RateLimiter::new(
                 config.rate.storefront_per_s,
                 config.rate.storefront_burst,
+                config.rate.max_addresses,
+            )),
+            peer_rate: std::sync::Mutex::new(tranzcast_net::limits::RateLimiter::new(
+                config.rate.play_per_s,
+                config.rate.play_burst,
                 config.rate.max_addresses,
             )),
             refusal_logged: Default::default(),

@@ -133,7 +133,7 @@ pub struct ValidationEntry {
 }
 
 /// A cluster member as the origin knows it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 pub struct Member {
     /// Unique name.
     pub name: String,
@@ -165,6 +165,22 @@ pub struct Member {
     /// For peers: when that certificate expires (Unix seconds).
     #[serde(default)]
     pub expires: Option<u64>,
+}
+
+// The push token is a peer's secret: never printed.
+impl std::fmt::Debug for Member {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Member")
+            .field("name", &self.name)
+            .field("role", &self.role)
+            .field("https", &self.https)
+            .field("h3", &self.h3)
+            .field("last_seen_ms", &self.last_seen_ms)
+            .field("load", &self.load)
+            .field("health", &self.health)
+            .field("serial", &self.serial)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Member {

@@ -35,6 +35,10 @@ struct Cluster {
 
 impl Cluster {
     async fn start() -> Self {
+        Self::start_with(&["allow_local_peer_certificates=true"]).await
+    }
+
+    async fn start_with(extra: &[&str]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("origin");
         {
@@ -54,6 +58,8 @@ impl Cluster {
                 "listen.https=127.0.0.1:0".into(),
                 "precast.enabled=false".into(),
             ])
+            .unwrap()
+            .overrides(&extra.iter().map(|s| s.to_string()).collect::<Vec<_>>())
             .unwrap()
             .build()
             .unwrap();
@@ -159,8 +165,16 @@ async fn peers_are_bound_to_their_certificate_and_retired_members_are_refused() 
     assert_eq!((r.0, code(&r)), (409, "name_taken"), "{}", r.1);
     assert!(!r.1.to_string().contains(&token));
     assert_eq!(c.listed("peer-1").await.unwrap()["https"], "https://localhost:3001");
-    // Its own certificate keeps its token.
-    let r = c.join(&format!("Tranzcast {a}"), "peer-1", "peer", 3001, json!({})).await;
+    // Its certificate alone does not reach the record (clients send their
+    // certificates to every source, peers included: a hostile peer holds
+    // them): the heartbeat must carry the push token the first join gave.
+    let r = c.join(&format!("Tranzcast {a}"), "peer-1", "peer", 6666, json!({})).await;
+    assert_eq!((r.0, code(&r)), (403, "push_token_required"), "{}", r.1);
+    assert!(!r.1.to_string().contains(&token));
+    let r = c.join(&format!("Tranzcast {a}"), "peer-1", "peer", 6666, json!({"push_token": "00".repeat(16)})).await;
+    assert_eq!((r.0, code(&r)), (403, "push_token_required"), "{}", r.1);
+    assert_eq!(c.listed("peer-1").await.unwrap()["https"], "https://localhost:3001");
+    let r = c.join(&format!("Tranzcast {a}"), "peer-1", "peer", 3001, json!({"push_token": token})).await;
     assert_eq!(r.1["push_token"], token.as_str());
     // Once its certificate is revoked, it cannot join, and the name is free again.
     let serial = {
@@ -246,4 +260,14 @@ async fn a_peer_gets_a_certificate_for_its_own_address_and_never_a_ca_key() {
     c.storefront("/v1/revoke", json!({"serial": serial})).await;
     assert_eq!(ask(Some(format!("Tranzcast {cert}"))).await.unwrap().status(), 403);
     c.origin.shutdown().await;
+
+    // A public origin issues none to a local address (on a loopback cluster
+    // every server is localhost): only with the test setting above.
+    let public = Cluster::start_with(&[]).await;
+    let cert = public.certificate().await;
+    let r = public.http.post(format!("{}/v1/cluster/peer-identity", public.base)).header("authorization", format!("Tranzcast {cert}"));
+    let r = r.send().await.unwrap();
+    assert_eq!(r.status(), 403);
+    assert!(r.text().await.unwrap().contains("local_address"));
+    public.origin.shutdown().await;
 }

@@ -242,6 +242,10 @@ pub struct Join {
     pub playback_key: Option<String>,
     /// "ok", or why it is unhealthy (1..=32 of a-z and '_').
     pub health: Option<String>,
+    /// Peers, after their first join: the push token it gave them (32 hex
+    /// digits), which proves the record is theirs (a certificate alone does
+    /// not: clients send theirs to every source, peers included).
+    pub push_token: Option<String>,
 }
 
 /// Reads a join or heartbeat.
@@ -259,6 +263,8 @@ pub fn join(body: &[u8]) -> Result<Join, ProtoError> {
         playback_key: Option<String>,
         #[serde(default)]
         health: Option<String>,
+        #[serde(default)]
+        push_token: Option<String>,
     }
     let j: Raw = json(body)?;
     if !valid_name(&j.name) {
@@ -281,7 +287,21 @@ pub fn join(body: &[u8]) -> Result<Join, ProtoError> {
     if j.health.as_ref().is_some_and(|h| h.is_empty() || h.len() > 32 || !h.bytes().all(|c| c.is_ascii_lowercase() || c == b'_')) {
         return Err(bad("health: 1..=32 of a-z and '_'"));
     }
-    Ok(Join { name: j.name, role, https: j.https, h3, load: j.load, playback_key: j.playback_key, health: j.health })
+    if let Some(t) = &j.push_token
+        && (role != JoinRole::Peer || t.len() != 32 || !t.bytes().all(|c| c.is_ascii_hexdigit()))
+    {
+        return Err(bad("push_token: 32 hex digits, from peers only"));
+    }
+    Ok(Join {
+        name: j.name,
+        role,
+        https: j.https,
+        h3,
+        load: j.load,
+        playback_key: j.playback_key,
+        health: j.health,
+        push_token: j.push_token,
+    })
 }
 
 impl JoinRole {

@@ -69,15 +69,27 @@ pub(super) fn join(inner: &Inner, req: &Request<Bytes>) -> ApiResult {
                     format!("this credential was issued to {} as {}", c.name, c.role.as_str()),
                 ));
             }
-            if inner.state.retired_at(&c.name).map_err(ApiError::internal)?.is_some_and(|at| c.issued_ms <= at) {
-                return Err(ApiError::new(StatusCode::FORBIDDEN, "retired", format!("member {} was retired; enrol it again", c.name)));
+            // Minted by a machine whose clock runs ahead, it would outlive a
+            // retirement: a credential from the future is refused.
+            if c.issued_ms > now_ms() + ISSUE_SKEW_MS {
+                return Err(ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    "forbidden",
+                    "the member credential was issued in the future; check the clock",
+                ));
             }
             None
         }
     };
-    // The check of the name's holder and the write are one step: two joins
-    // of one name cannot both pass the check.
+    // The check of the name's holder (and of a retirement) and the write are
+    // one step: two joins of one name cannot both pass the check, and a
+    // heartbeat cannot write a record back after its member was retired.
     let _held = inner.members_lock.lock().map_err(|_| ApiError::internal("members lock poisoned"))?;
+    if let JoinRole::Member(_) = j.role
+        && inner.state.retired_at(&j.name).map_err(ApiError::internal)?.is_some_and(|at| credential_issued(inner, req) <= at)
+    {
+        return Err(ApiError::new(StatusCode::FORBIDDEN, "retired", format!("member {} was retired; enrol it again", j.name)));
+    }
     let known = inner.state.member(&j.name).map_err(ApiError::internal)?;
     let (push_token, serial, expires) = match &peer {
         None => (None, None, None),
@@ -88,7 +100,21 @@ pub(super) fn join(inner: &Inner, req: &Request<Bytes>) -> ApiResult {
                 Some(m) if m.role != "peer" => {
                     return Err(ApiError::new(StatusCode::CONFLICT, "name_taken", format!("{} is a cluster member's name", j.name)));
                 }
-                Some(m) if m.serial.as_deref() == Some(serial.as_str()) => m.push_token,
+                // The record's own peer proves it with the push token it was
+                // given: the certificate alone does not (clients send theirs
+                // to every source, peers included).
+                Some(m) if m.serial.as_deref() == Some(serial.as_str()) => {
+                    let given = m.push_token.as_deref().unwrap_or("");
+                    let shown = j.push_token.as_deref().unwrap_or("");
+                    if given.is_empty() || !super::constant_time_eq(given.as_bytes(), shown.as_bytes()) {
+                        return Err(ApiError::new(
+                            StatusCode::FORBIDDEN,
+                            "push_token_required",
+                            format!("{} is joined; its heartbeats carry the push token it was given", j.name),
+                        ));
+                    }
+                    m.push_token
+                }
                 Some(m) if peer_live(inner, &m) => {
                     return Err(ApiError::new(StatusCode::CONFLICT, "name_taken", format!("{} is held by another peer", j.name)));
                 }
@@ -115,6 +141,32 @@ pub(super) fn join(inner: &Inner, req: &Request<Bytes>) -> ApiResult {
         StatusCode::OK,
         &json!({"origin_key": hex::encode(inner.signing.verifying_key().as_bytes()), "heartbeat_s": 5, "push_token": push_token}),
     ))
+}
+
+/// Loopback, unspecified, private, shared (CGNAT), link-local or unique-local:
+/// an address that names more than one machine, or this one.
+fn local(ip: std::net::IpAddr) -> bool {
+    match ip {
+        std::net::IpAddr::V4(v4) => {
+            v4.is_loopback()
+                || v4.is_unspecified()
+                || v4.is_private()
+                || v4.is_link_local()
+                || v4.is_broadcast()
+                || (v4.octets()[0] == 100 && (v4.octets()[1] & 0xc0) == 64)
+        }
+        std::net::IpAddr::V6(v6) => {
+            v6.is_loopback() || v6.is_unspecified() || (v6.segments()[0] & 0xfe00) == 0xfc00 || (v6.segments()[0] & 0xffc0) == 0xfe80
+        }
+    }
+}
+
+/// How far ahead of the origin's clock a member credential may be issued.
+const ISSUE_SKEW_MS: u64 = 5 * 60 * 1000;
+
+/// When the request's member credential was issued (checked already).
+fn credential_issued(inner: &Inner, req: &Request<Bytes>) -> u64 {
+    credential(inner, req.headers()).map_or(0, |c| c.issued_ms)
 }
 
 /// Whether a peer's record still belongs to its certificate: seen within
@@ -146,6 +198,13 @@ pub(super) fn peer_identity(inner: &Inner, req: &Request<Bytes>, cx: &tranzcast_
         return Err(ApiError::new(StatusCode::FORBIDDEN, "revoked", "the certificate was revoked"));
     }
     let ip = cx.peer.ip().to_canonical();
+    if local(ip) && !inner.config.allow_local_peer_certificates {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "local_address",
+            "peer certificates are issued to public addresses only (a local one may be a server's name here)",
+        ));
+    }
     let mut names = vec![ip.to_string()];
     if ip.is_loopback() {
         names.push("localhost".into());
