@@ -97,6 +97,12 @@ fn edge_config(
     Layers::new("edge").overrides(&sets).and_then(|l| l.build()).map_err(|e| cluster_err(format!("config of {name}"))(e.to_string()))
 }
 
+/// A JSON answer of the cluster's origin.
+async fn answer(req: reqwest::RequestBuilder) -> Result<serde_json::Value, LoadtestError> {
+    let r = req.send().await.map_err(|e| LoadtestError::Network(e.to_string()))?;
+    r.json().await.map_err(|e| LoadtestError::Network(e.to_string()))
+}
+
 async fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) -> Result<(), LoadtestError> {
     let deadline = Instant::now() + limit;
     while !done() {
@@ -188,29 +194,12 @@ impl LocalCluster {
             let name = format!("peer-{i}");
             let title = titles.first().ok_or_else(|| LoadtestError::Cluster("no titles".into()))?;
             let ticket = cluster.order(title, None).await?;
-            let v: serde_json::Value = cluster
-                .http
-                .post(format!("{origin_url}/v1/play"))
-                .json(&serde_json::json!({"ticket": ticket}))
-                .send()
-                .await
-                .map_err(|e| LoadtestError::Network(e.to_string()))?
-                .json()
-                .await
-                .map_err(|e| LoadtestError::Network(e.to_string()))?;
+            let v = answer(cluster.http.post(format!("{origin_url}/v1/play")).json(&serde_json::json!({"ticket": ticket}))).await?;
             let cert = v["certificate"].as_str().ok_or_else(|| LoadtestError::Cluster(format!("no certificate for {name}: {v}")))?;
             // A viewer's peer service gets its TLS identity from the origin (a
             // leaf for its own address), never from the CA itself.
-            let id: serde_json::Value = cluster
-                .http
-                .post(format!("{origin_url}/v1/cluster/peer-identity"))
-                .header("authorization", format!("Tranzcast {cert}"))
-                .send()
-                .await
-                .map_err(|e| LoadtestError::Network(e.to_string()))?
-                .json()
-                .await
-                .map_err(|e| LoadtestError::Network(e.to_string()))?;
+            let auth = format!("Tranzcast {cert}");
+            let id = answer(cluster.http.post(format!("{origin_url}/v1/cluster/peer-identity")).header("authorization", auth)).await?;
             let (Some(pem), Some(key)) = (id["cert"].as_str(), id["key"].as_str()) else {
                 return Err(LoadtestError::Cluster(format!("no TLS identity for {name}: {id}")));
             };
