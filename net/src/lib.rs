@@ -10,6 +10,8 @@
 //!   slots, cancellation budgets, body deadlines, per-address rates).
 //! - [`stats`]: [`ServerStats`]: requests, bytes, latency, connections,
 //!   requests and tasks in hand, refusals by reason; Prometheus text.
+//! - [`synfilter`]: the penalty box in the kernel: a socket filter program
+//!   dropping the new connections of penalised addresses.
 //! - `coalesce`: gathers an HTTP/2 connection's frames into 64 KiB writes
 //!   (h2 flushes after every frame).
 //! - [`push`]: ask-then-push of blobs between servers.
@@ -24,6 +26,7 @@ pub mod push;
 pub mod ranged;
 pub mod server;
 pub mod stats;
+pub mod synfilter;
 pub mod tls;
 
 pub use error::NetError;

@@ -14,7 +14,7 @@ use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 /// A client address as limits count it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum ClientKey {
     /// An IPv4 address.
     V4(u32),
@@ -164,6 +164,15 @@ impl PenaltyBox {
             }
             None => None,
         }
+    }
+
+    /// The addresses serving a penalty at `now`, the latest penalised first
+    /// (the ones a bounded list keeps), and when the first of them ends.
+    pub fn active(&self, now: Instant) -> (Vec<ClientKey>, Option<Instant>) {
+        let mut live: Vec<(ClientKey, Instant)> = self.until.iter().filter(|(_, t)| **t > now).map(|(k, t)| (*k, *t)).collect();
+        live.sort_unstable_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        let first_end = live.iter().map(|(_, t)| *t).min();
+        (live.into_iter().map(|(k, _)| k).collect(), first_end)
     }
 
     /// Addresses in the box (some perhaps expired, until looked up or purged).
@@ -336,6 +345,19 @@ mod tests {
     }
 
     #[test]
+    fn the_active_penalties_come_latest_first_without_the_ended_ones() {
+        let t0 = Instant::now();
+        let s = Duration::from_secs;
+        let mut b = PenaltyBox::new(10);
+        b.penalize(ClientKey::V4(1), t0 + s(5), t0);
+        b.penalize(ClientKey::V4(2), t0 + s(20), t0);
+        b.penalize(ClientKey::V6(3), t0 + s(10), t0);
+        assert_eq!(b.active(t0), (vec![ClientKey::V4(2), ClientKey::V6(3), ClientKey::V4(1)], Some(t0 + s(5))));
+        assert_eq!(b.active(t0 + s(6)), (vec![ClientKey::V4(2), ClientKey::V6(3)], Some(t0 + s(10))));
+        assert_eq!(b.active(t0 + s(30)), (vec![], None));
+    }
+
+    #[test]
     fn the_penalty_box_is_bounded_and_not_emptied_by_a_spray() {
         let t0 = Instant::now();
         let mut b = PenaltyBox::new(3);
@@ -350,6 +372,7 @@ mod tests {
         assert!(b.penalize(ClientKey::V4(99), t1 + Duration::from_secs(10), t1));
         assert_eq!(b.len(), 1);
         assert_eq!(b.remaining(ClientKey::V4(0), t1), None);
+        assert_eq!(b.active(t1), (vec![ClientKey::V4(99)], Some(t1 + Duration::from_secs(10))));
         // A second penalty extends, never shortens.
         assert!(b.penalize(ClientKey::V4(99), t1 + Duration::from_secs(1), t1));
         assert!(b.remaining(ClientKey::V4(99), t1).unwrap() > Duration::from_secs(9));

@@ -59,6 +59,7 @@ use crate::tls::ALPN_H3;
 use crate::{NetError, TlsIdentity};
 
 mod guards;
+mod penalty_filter;
 mod request;
 
 /// A response body: streamed, errors as I/O errors.
@@ -420,8 +421,13 @@ async fn accept_tcp(
     stops: Stops,
 ) {
     let mut freeze = stops.freeze.clone();
+    let mut filter = penalty_filter::PenaltyFilter::new(&slots);
     loop {
         let (sock, peer) = tokio::select! {
+            () = filter.due() => {
+                filter.apply(&listener, &shared.stats);
+                continue;
+            }
             r = listener.accept() => match r {
                 Ok(x) => x,
                 Err(e) => {
@@ -440,6 +446,10 @@ async fn accept_tcp(
             Ok(p) => p,
             Err(why) => {
                 shared.stats.refuse(why);
+                // Reset, not closed: no FIN exchange and no TIME_WAIT socket
+                // kept a minute per refusal (a reconnecting flood of them
+                // costs the kernel's CPU in bursts, ahead of everyone's packets).
+                let _ = socket2::SockRef::from(&sock).set_linger(Some(Duration::ZERO));
                 drop(sock);
                 // A turn each, as for the connections taken.
                 tokio::task::yield_now().await;

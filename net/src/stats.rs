@@ -176,6 +176,8 @@ pub struct ServerStats {
     pub(crate) accepted: AtomicU64,
     pub(crate) closed_idle: AtomicU64,
     pub(crate) penalties: AtomicU64,
+    /// Addresses whose new connections the kernel drops now (the listener's socket filter).
+    pub(crate) filtered_addresses: AtomicU64,
     pub(crate) in_flight: AtomicI64,
     pub(crate) exempt_in_flight: AtomicI64,
     pub(crate) tasks: AtomicI64,
@@ -197,6 +199,7 @@ impl Default for ServerStats {
             accepted: AtomicU64::new(0),
             closed_idle: AtomicU64::new(0),
             penalties: AtomicU64::new(0),
+            filtered_addresses: AtomicU64::new(0),
             in_flight: AtomicI64::new(0),
             exempt_in_flight: AtomicI64::new(0),
             tasks: AtomicI64::new(0),
@@ -225,6 +228,11 @@ impl ServerStats {
     /// Requests in hand now (arrived, response body not finished), health and metrics included.
     pub fn in_flight(&self) -> i64 {
         self.in_flight.load(Ordering::Relaxed) + self.exempt_in_flight.load(Ordering::Relaxed)
+    }
+
+    /// Addresses whose new connections the kernel drops now (serving a penalty).
+    pub fn filtered_addresses(&self) -> u64 {
+        self.filtered_addresses.load(Ordering::Relaxed)
     }
 
     /// Connection and request tasks alive now.
@@ -327,6 +335,12 @@ impl ServerStats {
                 "counter",
                 "Addresses put in the penalty box: a cancel flood, or too many connections without a request.",
                 self.penalties.load(Ordering::Relaxed) as i64,
+            ),
+            (
+                "penalty_filtered_addresses",
+                "gauge",
+                "Addresses serving a penalty whose new connections the kernel drops (a socket filter on the listener).",
+                self.filtered_addresses.load(Ordering::Relaxed) as i64,
             ),
             ("requests_in_flight", "gauge", "Requests in hand now: arrived, response body not finished.", self.in_flight()),
             ("tasks", "gauge", "Connection and request tasks alive now.", self.tasks()),

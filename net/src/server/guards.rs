@@ -36,6 +36,8 @@ pub(super) struct Slots {
     /// The same for health and metrics, whose server-wide budget is small.
     pub(super) exempt_load: Vec<Mutex<AddressLoad>>,
     pub(super) penalty: Duration,
+    /// Bumped when an address is penalised: the listeners' socket filters follow.
+    pub(super) penalty_changes: tokio::sync::watch::Sender<u64>,
 }
 
 /// Health and metrics requests one address may have in hand at once.
@@ -55,6 +57,7 @@ impl Slots {
             load: shards(limits.max_requests_per_ip),
             exempt_load: shards(EXEMPT_PER_ADDRESS),
             penalty: limits.abuse_penalty.0,
+            penalty_changes: tokio::sync::watch::Sender::new(0),
         }
     }
 
@@ -67,6 +70,7 @@ impl Slots {
         let now = Instant::now();
         if self.penalties.lock().map(|mut p| p.penalize(key, now + self.penalty, now)).unwrap_or(false) {
             stats.penalties.fetch_add(1, Ordering::Relaxed);
+            self.penalty_changes.send_modify(|n| *n = n.wrapping_add(1));
         }
     }
 
