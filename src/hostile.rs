@@ -615,6 +615,9 @@ pub struct HostileArgs {
     /// Scale of the attacks (1.0: the figures: 5,000 slowloris, 10,000 + 2,000 idle, 1,000,000 h3 requests).
     #[arg(long, default_value_t = 1.0)]
     scale: f64,
+    /// CPUs for the probe (a `taskset -c` list), when not those of this process.
+    #[arg(long)]
+    probe_cpus: Option<String>,
     /// Niceness of the attack processes.
     #[arg(long, default_value_t = 10)]
     nice: i32,
@@ -698,6 +701,9 @@ pub fn probe(a: ProbeArgs) -> Result<()> {
         let start = Instant::now();
         let stop = start + Duration::from_secs_f64(a.seconds.clamp(1.0, 600.0));
         let mut out = std::io::stdout().lock();
+        // When it started on the wall clock, to line it up with other traces (perf -k CLOCK_REALTIME).
+        let epoch = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        writeln!(out, "# started {:.6}", epoch.as_secs_f64())?;
         while Instant::now() < stop {
             let t = Instant::now();
             let mut r = http.get(&a.url);
@@ -728,16 +734,24 @@ async fn run_probe(
     range: bool,
     ca: &std::path::Path,
     secs: f64,
+    cpus: Option<&str>,
     stop: Option<tokio::sync::watch::Receiver<bool>>,
 ) -> Result<Vec<(f64, f64)>> {
     use tokio::io::AsyncBufReadExt;
     let exe = std::env::current_exe()?;
     // As root, a real-time priority: the probe stands for a client on another machine.
     let rt = own_uid() == Some(0) && std::path::Path::new("/usr/bin/chrt").exists();
-    let mut cmd = if rt { tokio::process::Command::new("chrt") } else { tokio::process::Command::new(&exe) };
-    if rt {
-        cmd.args(["-f", "10"]).arg(&exe);
+    let pin = cpus.filter(|_| std::path::Path::new("/usr/bin/taskset").exists());
+    let mut argv: Vec<std::ffi::OsString> = Vec::new();
+    if let Some(c) = pin {
+        argv.extend(["taskset".into(), "-c".into(), c.into()]);
     }
+    if rt {
+        argv.extend(["chrt".into(), "-f".into(), "10".into()]);
+    }
+    argv.push(exe.into());
+    let mut cmd = tokio::process::Command::new(&argv[0]);
+    cmd.args(&argv[1..]);
     cmd.args(["bench", "probe", "--url", url, "--ca"]).arg(ca).args(["--seconds", &secs.to_string()]);
     if !auth.is_empty() {
         cmd.args(["--auth", auth]);
@@ -758,6 +772,10 @@ async fn run_probe(
             None => lines.next_line().await,
         };
         let Ok(Some(line)) = line else { break };
+        if let Some(epoch) = line.strip_prefix("# started ") {
+            eprintln!("== probe started at {epoch} (seconds since the epoch)");
+            continue;
+        }
         if let Some((t, ms)) = line.split_once(' ')
             && let (Ok(t), Ok(ms)) = (t.parse::<f64>(), ms.parse::<f64>())
         {
@@ -904,7 +922,7 @@ async fn hostile_run(a: HostileArgs) -> Result<()> {
         // Unloaded: the same viewer plays (its start is the busiest part), no attack.
         eprintln!("== {kind:?}: probe unloaded, a viewer playing (10 s)");
         let calm = start_viewer(Duration::from_secs(60))?;
-        let (unloaded, _) = latencies(&run_probe(&probe_url, &auth, probe_range, &a.ca, 10.0, None).await?);
+        let (unloaded, _) = latencies(&run_probe(&probe_url, &auth, probe_range, &a.ca, 10.0, a.probe_cpus.as_deref(), None).await?);
         calm.abort();
         let _ = calm.await;
         let scrape = || async {
@@ -987,9 +1005,23 @@ async fn hostile_run(a: HostileArgs) -> Result<()> {
             let _ = done_tx.send(true);
             text
         });
-        let timeline =
-            run_probe(&probe_url, &auth, probe_range, &a.ca, (stop - Instant::now()).as_secs_f64(), Some(done_rx.clone())).await?;
+        let timeline = run_probe(
+            &probe_url,
+            &auth,
+            probe_range,
+            &a.ca,
+            (stop - Instant::now()).as_secs_f64(),
+            a.probe_cpus.as_deref(),
+            Some(done_rx.clone()),
+        )
+        .await?;
         let (loaded, probe_failed) = latencies(&timeline);
+        // Every probe, beside the JSON (seconds into the attack, ms; -1: failed), to find what it waited on.
+        if let Some(out) = &a.out {
+            let text: String = timeline.iter().map(|(t, ms)| format!("{t:.3} {ms:.3}\n")).collect();
+            let path = out.with_extension(format!("probe-{}.txt", format!("{kind:?}").to_lowercase()));
+            std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
+        }
         // The slowest probes and when they came (seconds into the attack), for the log.
         let mut slow = timeline.clone();
         slow.sort_by(|a, b| b.1.total_cmp(&a.1));
