@@ -54,7 +54,7 @@ pub fn run(a: &IngestArgs, origin: &str, title: TitleId) -> Result<()> {
     let manifest = SignedManifest::decode(&mbytes)?.manifest;
 
     let pb = crate::progress_bar(a.json, "upload");
-    pb.set_length(manifest.segments.len() as u64 * (u64::from(manifest.segment_size) + 88));
+    pb.set_length(manifest.segments.len() as u64 * (u64::from(manifest.segment_size) + tranzcast_proto::frame::OVERHEAD as u64));
     let published: serde_json::Value = rt.block_on(async {
         for (i, s) in manifest.segments.iter().enumerate() {
             let bytes = store.get(s)?.with_context(|| format!("segment {i} missing locally"))?;

@@ -14,9 +14,11 @@
 //! are verified per 16 KiB group as they arrive (a liar is caught within a
 //! group) and resume at another source by range after a lie, a failure or a
 //! slow-down. With
-//! [`OpenOptions::local`] (the client's peer service, an `EdgeServer` with
-//! role `peer`), pre-cast segments are read first and every segment played
-//! is kept there for other viewers.
+//! [`OpenOptions::local`] (the client's peer service, a [`PeerService`]: in
+//! the binary an `EdgeServer` with role `peer`), pre-cast segments are read
+//! first and every segment played is kept there for other viewers. The
+//! crate builds no store and no C++: an app embedding it needs a Rust
+//! toolchain and a C compiler (for ring) only.
 //!
 //! ```no_run
 //! # async fn run(ticket: String, ca_pem: String) -> Result<(), tranzcast_client::ClientError> {
@@ -31,13 +33,19 @@
 //! # let _ = next_ticket; Ok(()) }
 //! ```
 
+#![warn(missing_docs)]
+
 mod error;
 mod gateway;
+mod peer;
 pub mod scoring;
 mod session;
 mod stream;
 
 pub use error::ClientError;
 pub use gateway::Gateway;
+pub use peer::PeerService;
 pub use session::{Event, LOCAL, OpenOptions, PlayReport, Session, Source};
 pub use stream::PlainStream;
+/// Sources' roles (the wire type).
+pub use tranzcast_proto::pulse::EdgeRole;

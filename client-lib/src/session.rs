@@ -20,11 +20,14 @@ use tranzcast_proto::ticket::{SignedToken, Token};
 
 use tranzcast_net::client::{CallLimits, call, read_body};
 
-use crate::ClientError;
+use tranzcast_proto::answers::{ErrorBody, PlayGrant};
+use tranzcast_proto::pulse::EdgeRole;
+
 use crate::scoring::{self, SourceView};
+use crate::{ClientError, PeerService};
 
 /// How to open a session.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct OpenOptions {
     /// The origin's URL (`https://...`).
     pub origin: String,
@@ -34,10 +37,10 @@ pub struct OpenOptions {
     pub ca_pem: String,
     /// Segments fetched at once.
     pub parallel: usize,
-    /// This client's peer service (an `EdgeServer` with role `peer`): its
-    /// store is read first (segments the origin pre-cast here, Fig. 4) and
-    /// keeps every segment played, for other viewers (Fig. 3).
-    pub local: Option<Arc<tranzcast_edge::EdgeServer>>,
+    /// This client's peer service (in the binary, an `EdgeServer` with role
+    /// `peer`): its store is read first (segments the origin pre-cast here,
+    /// Fig. 4) and keeps every segment played, for other viewers (Fig. 3).
+    pub local: Option<Arc<dyn PeerService>>,
 }
 
 /// One source of blobs: an edge, a node or a peer.
@@ -45,8 +48,8 @@ pub struct OpenOptions {
 pub struct Source {
     /// Its name in the cluster.
     pub name: String,
-    /// Its role: "edge", "node" or "peer".
-    pub role: String,
+    /// What it is.
+    pub role: EdgeRole,
     /// Its HTTPS URL.
     pub https: String,
 }
@@ -133,7 +136,6 @@ pub enum Event {
 const PLAIN_CACHE_BYTES: u64 = 128 << 20;
 
 /// An open session (the ticket has been validated: a play is counted).
-#[derive(Debug)]
 pub struct Session {
     events: tokio::sync::broadcast::Sender<Event>,
     /// Decrypted segments by index; concurrent asks for one segment share one fetch.
@@ -148,7 +150,7 @@ pub struct Session {
     sources: Vec<Source>,
     views: Mutex<Vec<SourceView>>,
     parallel: usize,
-    local: Option<Arc<tranzcast_edge::EdgeServer>>,
+    local: Option<Arc<dyn PeerService>>,
     /// Set by [`Session::play_to`] once every segment has been started:
     /// from then on idle fast sources may take over slow transfers.
     endgame: std::sync::atomic::AtomicBool,
@@ -167,6 +169,31 @@ pub struct Session {
     /// The next segment [`Session::play_to`] writes out (the playhead):
     /// segments well ahead of it may go to an idle, slower source.
     playhead: std::sync::atomic::AtomicU64,
+}
+
+// Printed without the ticket, the certificate or the replacement ticket
+// (bearer credentials), as a log line would carry them.
+impl std::fmt::Debug for OpenOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OpenOptions")
+            .field("origin", &self.origin)
+            .field("ticket", &"<secret>")
+            .field("parallel", &self.parallel)
+            .field("local", &self.local.as_ref().map(|l| l.name().to_string()))
+            .finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("title", &self.manifest.title)
+            .field("segments", &self.manifest.segments.len())
+            .field("sources", &self.sources)
+            .field("parallel", &self.parallel)
+            .field("local", &self.local.as_ref().map(|l| l.name().to_string()))
+            .finish_non_exhaustive()
+    }
 }
 
 const NOT_THERE: &str = "does not hold it";
@@ -446,10 +473,6 @@ impl Drop for Outstanding<'_> {
     }
 }
 
-fn json_error(v: &serde_json::Value) -> (String, String) {
-    (v["error"]["code"].as_str().unwrap_or("unknown").to_string(), v["error"]["reason"].as_str().unwrap_or("no reason given").to_string())
-}
-
 impl Session {
     /// Validates the ticket at the origin (counting one play), joins the
     /// title key from K2 (ticket) and K1 (certificate), and checks the
@@ -501,39 +524,27 @@ impl Session {
                 Err(e) => return Err(ClientError::Network(e.to_string())),
             }
         };
-        let v: serde_json::Value = serde_json::from_slice(&body).map_err(|e| ClientError::Invalid(format!("the origin's answer: {e}")))?;
         if !status.is_success() {
-            let (code, reason) = json_error(&v);
+            let (code, reason) = ErrorBody::read(&body);
             return Err(ClientError::Refused { code, reason });
         }
-        let certificate = v["certificate"].as_str().ok_or_else(|| ClientError::Invalid("no certificate".into()))?.to_string();
+        let grant = PlayGrant::parse(&body).map_err(|e| ClientError::Invalid(format!("the origin's answer: {e}")))?;
+        let certificate = grant.certificate;
         let cert = match SignedToken::from_text(&certificate).map_err(|e| ClientError::Invalid(e.to_string()))?.verify(&origin_key) {
             Ok(Token::Certificate(c)) => c.clone(),
             _ => return Err(ClientError::Invalid("the certificate is not signed by this origin".into())),
         };
         let key = TitleKey::from_bytes(TitleKey::from_bytes(k2).xor(&cert.key_part));
         let mb = URL_SAFE_NO_PAD
-            .decode(v["manifest"].as_str().ok_or_else(|| ClientError::Invalid("no manifest".into()))?)
+            .decode(grant.manifest.as_deref().ok_or_else(|| ClientError::Invalid("no manifest".into()))?)
             .map_err(|e| ClientError::Invalid(format!("manifest: {e}")))?;
         let sm = SignedManifest::decode(&mb).map_err(|e| ClientError::Invalid(format!("manifest: {e}")))?;
         let manifest = sm.verify(&origin_key).map_err(|e| ClientError::Invalid(format!("manifest: {e}")))?.clone();
         if manifest.title != cert.title {
             return Err(ClientError::Invalid(format!("manifest for {}, certificate for {}", manifest.title, cert.title)));
         }
-        let sources: Vec<Source> = v["sources"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|s| {
-                Some(Source {
-                    name: s["name"].as_str()?.to_string(),
-                    role: s["role"].as_str()?.to_string(),
-                    https: s["https"].as_str()?.to_string(),
-                })
-            })
-            .filter(|s| matches!(s.role.as_str(), "edge" | "node" | "peer"))
-            .collect();
-        let views = sources.iter().map(|s| SourceView::new(&s.name, s.role != "peer")).collect();
+        let sources: Vec<Source> = grant.sources.into_iter().map(|s| Source { name: s.name, role: s.role, https: s.https }).collect();
+        let views = sources.iter().map(|s| SourceView::new(&s.name, s.role != EdgeRole::Peer)).collect();
         let mut session = Self {
             events: tokio::sync::broadcast::channel(1024).0,
             plain: moka::future::Cache::builder()
@@ -545,7 +556,7 @@ impl Session {
             manifest,
             certificate,
             signed_manifest: Bytes::from(mb),
-            replacement: v["ticket"].as_str().map(str::to_string),
+            replacement: grant.ticket,
             sources,
             views: Mutex::new(views),
             parallel: opts.parallel.max(1),
@@ -574,7 +585,7 @@ impl Session {
     /// it is never a source of its own session. It learns the title's manifest,
     /// so its pulse tells other viewers which segments it holds. Blocking briefly
     /// (one small store write).
-    pub fn attach_local(&mut self, local: Arc<tranzcast_edge::EdgeServer>) -> Result<(), ClientError> {
+    pub fn attach_local(&mut self, local: Arc<dyn PeerService>) -> Result<(), ClientError> {
         local.keep_manifest(&self.signed_manifest).map_err(|e| ClientError::Local(e.to_string()))?;
         let name = local.name().to_string();
         if let Some(i) = self.sources.iter().position(|s| s.name == name) {
@@ -689,17 +700,16 @@ impl Session {
             async move {
                 let t = Instant::now();
                 let r = tokio::time::timeout(Duration::from_secs(2), async {
-                    // A pulse's segment bitmap: two hex digits per 8 segments.
                     let limits = CallLimits {
                         answer: Duration::from_secs(2),
                         total: Duration::from_secs(2),
-                        max_body: tranzcast_proto::manifest::MAX_SEGMENTS as usize / 4 + (64 << 10),
+                        max_body: tranzcast_proto::pulse::MAX_PULSE_BYTES,
                     };
                     let (status, b) = call(http.get(url), limits).await.ok()?;
                     if !status.is_success() {
                         return None;
                     }
-                    serde_json::from_slice::<serde_json::Value>(&b).ok()
+                    tranzcast_proto::pulse::Pulse::parse(&b).ok()
                 })
                 .await;
                 (t.elapsed(), r.ok().flatten())
@@ -711,20 +721,16 @@ impl Session {
             for (view, (rtt, pulse)) in views.iter_mut().zip(probes) {
                 match pulse {
                     Some(p) => {
-                        view.healthy = p["health"] == "ok";
+                        view.healthy = p.health == tranzcast_proto::pulse::Health::Ok;
                         // With our own transfers queued there, the round
                         // trip measures our queue, not the path.
                         if view.ours_in_flight == 0 || view.rtt.is_none() {
                             view.rtt = Some(rtt);
                         }
-                        view.reported_in_flight = p["load"]["in_flight"].as_u64().unwrap_or(0);
-                        view.reported_rate = p["load"]["bytes_out_per_s"].as_f64().unwrap_or(0.0);
-                        view.capacity = p["load"]["capacity_bytes_per_s"].as_f64();
-                        view.holds = p["segments"]["bitmap"]
-                            .as_str()
-                            .and_then(|b| hex::decode(b).ok())
-                            .filter(|b| !b.is_empty())
-                            .map(|bits| (0..segments).map(|i| bits.get(i / 8).is_some_and(|x| x & (0x80 >> (i % 8)) != 0)).collect());
+                        view.reported_in_flight = p.load.in_flight;
+                        view.reported_rate = p.load.bytes_out_per_s;
+                        view.capacity = p.load.capacity_bytes_per_s.map(|c| c as f64);
+                        view.holds = p.segments.map(|s| s.bitmap).filter(|b| !b.is_empty()).map(|b| b.to_holds(segments));
                     }
                     // Silent: unhealthy, unless our own transfers from it are
                     // flowing (the pulse waited behind them).
@@ -762,7 +768,8 @@ impl Session {
                 return Ok((plain, LOCAL.into()));
             }
         }
-        let expect_len = u64::from(self.manifest.segment_size) + 128;
+        // A segment's size on the wire, as the ranking estimates it.
+        let expect_len = u64::from(self.manifest.segment_size) + tranzcast_proto::frame::OVERHEAD as u64;
         let mut last = "no sources".to_string();
         let mut tried = Vec::new();
         let mut resume: Option<Transfer> = None;

@@ -396,6 +396,7 @@ async fn precast_segments_are_used_first_and_a_client_serves_what_it_played() {
     })
     .await;
     let open = |ticket: String, local: Option<Arc<EdgeServer>>| {
+        let local = local.map(|l| l as Arc<dyn tranzcast_client::PeerService>);
         Session::open(OpenOptions { origin: origin_url.clone(), ticket, ca_pem: tls.ca_pem.clone(), parallel: 2, local })
     };
     let sa = Arc::new(open(cert_a.1.clone(), Some(peer_a.clone())).await.unwrap());
@@ -414,7 +415,7 @@ async fn precast_segments_are_used_first_and_a_client_serves_what_it_played() {
 
     // Viewer B, no peer service of its own: A serves it, faster than the busy node.
     let sb = Arc::new(open(rent_film(&http, &origin_url, 1).await, None).await.unwrap());
-    assert!(sb.sources().iter().any(|s| s.name == "viewer-a" && s.role == "peer"));
+    assert!(sb.sources().iter().any(|s| s.name == "viewer-a" && s.role == tranzcast_client::EdgeRole::Peer));
     let mut out = Vec::new();
     let rb = sb.play_to(&mut out).await.unwrap();
     assert!(out == input);

@@ -289,19 +289,8 @@ impl RoleConfig for OriginConfig {
     }
 }
 
-/// What an edge-crate server is.
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum EdgeRole {
-    /// Mirrors on demand and evicts (an Edge Server).
-    #[default]
-    Edge,
-    /// Holds complete staged sets, pinned (a Neuro Node).
-    Node,
-    /// A smart client's peer service: serves its cached and pre-cast
-    /// segments to other clients; joins with a validation certificate.
-    Peer,
-}
+/// What an edge-crate server is (a wire type: it is in joins and pulses too).
+pub use tranzcast_proto::pulse::EdgeRole;
 
 /// Demand-driven mirroring knobs.
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]

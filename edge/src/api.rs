@@ -13,8 +13,8 @@ use tranzcast_proto::{BlobAddress, TitleId};
 use crate::Inner;
 use crate::access::Credentials;
 
-fn json_response(status: StatusCode, v: &Value) -> Response<Body> {
-    let mut r = Response::new(full(v.to_string()));
+fn json_response(status: StatusCode, v: &impl serde::Serialize) -> Response<Body> {
+    let mut r = Response::new(full(serde_json::to_string(v).unwrap_or_default()));
     *r.status_mut() = status;
     r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     r
@@ -112,11 +112,7 @@ fn route(inner: &Inner, req: &Request<Bytes>) -> Response<Body> {
 }
 
 fn role(inner: &Inner) -> &'static str {
-    match inner.config.role {
-        tranzcast_config::EdgeRole::Node => "node",
-        tranzcast_config::EdgeRole::Edge => "edge",
-        tranzcast_config::EdgeRole::Peer => "peer",
-    }
+    inner.config.role.as_str()
 }
 
 fn parse_address(hash: &str) -> Result<BlobAddress, Fail> {
@@ -149,7 +145,7 @@ async fn blob(inner: Arc<Inner>, hash: &str, req: &Request<Bytes>) -> Reply {
         }
     };
     if let Some(mut b) = held {
-        let prefix = &b[..b.len().min(72)];
+        let prefix = &b[..b.len().min(tranzcast_proto::owner::PREFIX_LEN)];
         check(prefix)?;
         inner.hits.fetch_add(1, Ordering::Relaxed);
         if starts {
@@ -174,7 +170,8 @@ async fn blob(inner: Arc<Inner>, hash: &str, req: &Request<Bytes>) -> Reply {
     inner.misses.fetch_add(1, Ordering::Relaxed);
     let flight = join_miss(&inner, a, starter(req)).await?;
     // The title is in the blob's first bytes: check once they are verified.
-    let prefix = flight.prefix(72).await.map_err(|e| error(StatusCode::BAD_GATEWAY, "upstream", e))?;
+    let prefix =
+        flight.prefix(tranzcast_proto::owner::PREFIX_LEN as u64).await.map_err(|e| error(StatusCode::BAD_GATEWAY, "upstream", e))?;
     check(&prefix)?;
     if starts {
         crate::mirror::record(&inner, &prefix, edge);
@@ -366,36 +363,46 @@ fn pulse(inner: &Inner, query: &str) -> Reply {
         }
         Err(_) => 0.0,
     };
-    let mut v = json!({
-        "name": inner.config.name, "role": role(inner), "version": env!("CARGO_PKG_VERSION"), "health": crate::health(inner).health(),
-        "load": {
-            "requests": inner.requests.load(Ordering::Relaxed),
+    use tranzcast_proto::pulse::{Health, Load, Pulse, SegmentBitmap, Segments};
+    let health = match crate::health(inner) {
+        crate::revocation::Freshness::Fresh => Health::Ok,
+        crate::revocation::Freshness::Unknown => Health::RevocationsUnknown,
+        crate::revocation::Freshness::Stale => Health::RevocationsStale,
+    };
+    let mut v = Pulse {
+        name: inner.config.name.clone(),
+        role: inner.config.role,
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        health,
+        load: Load {
+            requests: inner.requests.load(Ordering::Relaxed),
             // Not counting this pulse itself.
-            "in_flight": (inner.server.in_flight() - 1).max(0),
-            "queued": inner.fetcher.in_air(),
-            "bytes_out_total": out,
-            "bytes_out_per_s": rate,
-            "capacity_bytes_per_s": inner.throttle.as_ref().map(|t| t.rate()),
+            in_flight: (inner.server.in_flight() - 1).max(0) as u64,
+            queued: inner.fetcher.in_air() as u64,
+            bytes_out_total: out,
+            bytes_out_per_s: rate,
+            capacity_bytes_per_s: inner.throttle.as_ref().map(|t| t.rate()),
         },
-    });
+        segments: None,
+    };
     if let Some(t) = title {
         let t = TitleId::new(t).map_err(|e| error(StatusCode::BAD_REQUEST, "bad_title", e.to_string()))?;
-        match inner.store.title_manifest(&t).map_err(internal)? {
-            None => v["segments"] = json!({"title": t.as_str(), "held": 0, "total": null, "bitmap": ""}),
+        v.segments = Some(match inner.store.title_manifest(&t).map_err(internal)? {
+            None => Segments { title: t.as_str().to_string(), held: 0, total: None, bitmap: SegmentBitmap::default() },
             Some(a) => {
                 let b = inner.store.get(&a).map_err(internal)?.ok_or_else(|| internal("manifest listed but missing"))?;
                 let m = SignedManifest::decode(&b).map_err(internal)?.manifest;
-                let mut bits = vec![0u8; m.segments.len().div_ceil(8)];
+                let mut bits = SegmentBitmap::new(m.segments.len());
                 let mut held = 0;
                 for (i, s) in m.segments.iter().enumerate() {
                     if inner.store.has(s).map_err(internal)? {
-                        bits[i / 8] |= 0x80 >> (i % 8);
+                        bits.set(i);
                         held += 1;
                     }
                 }
-                v["segments"] = json!({"title": t.as_str(), "held": held, "total": m.segments.len(), "bitmap": hex::encode(bits)});
+                Segments { title: t.as_str().to_string(), held, total: Some(m.segments.len() as u64), bitmap: bits }
             }
-        }
+        });
     }
     Ok(json_response(StatusCode::OK, &v))
 }

@@ -31,6 +31,7 @@ use futures_util::stream::BoxStream;
 use tokio::sync::watch;
 use tranzcast_proto::BlobAddress;
 use tranzcast_proto::outboard::{GROUP_LEN, GroupVerifier, Outboard};
+use tranzcast_proto::pulse::{Health, Pulse};
 
 /// How long a demoted source is skipped.
 const DEMOTION: Duration = Duration::from_secs(60);
@@ -283,11 +284,12 @@ impl Fetcher {
         let probes = futures_util::future::join_all(parents.iter().map(|p| async move {
             let t = Instant::now();
             let limits = tranzcast_net::client::CallLimits { answer: self.timeout, total: self.timeout * 2, max_body: PULSE_ANSWER };
-            let v: Option<serde_json::Value> = match tranzcast_net::client::call(self.http.get(format!("{p}/v1/pulse")), limits).await {
-                Ok((status, b)) if status.is_success() => serde_json::from_slice(&b).ok(),
+            let pulse = match tranzcast_net::client::call(self.http.get(format!("{p}/v1/pulse")), limits).await {
+                Ok((status, b)) if status.is_success() => Pulse::parse(&b).ok(),
                 _ => None,
             };
-            let probe = v.filter(|v| v["health"] == "ok").map(|v| (t.elapsed(), v["load"]["in_flight"].as_i64().unwrap_or(0)));
+            let probe =
+                pulse.filter(|v| v.health == Health::Ok).map(|v| (t.elapsed(), i64::try_from(v.load.in_flight).unwrap_or(i64::MAX)));
             (p.clone(), probe)
         }))
         .await;

@@ -389,13 +389,8 @@ async fn fetch_origin_key(
 }
 
 async fn join(http: &reqwest::Client, inner: &Inner, me: std::net::SocketAddr) -> Result<(), EdgeError> {
-    let role = match inner.config.role {
-        EdgeRole::Node => "node",
-        EdgeRole::Edge => "edge",
-        EdgeRole::Peer => "peer",
-    };
     let mut body = serde_json::json!({
-        "name": inner.config.name, "role": role,
+        "name": inner.config.name, "role": inner.config.role,
         "https": advertised_url(&inner.config, me),
         "h3": me.to_string(), "load": load(inner), "health": health(inner).health(),
     });
@@ -483,5 +478,25 @@ async fn pull_revocations(http: &reqwest::Client, inner: &Inner) -> Result<(), E
             r.failed(e.clone());
             Err(EdgeError::Origin(e))
         }
+    }
+}
+
+/// A smart client's own peer service (role `peer`): its session reads this
+/// store first and keeps what it plays here for other viewers.
+impl tranzcast_client::PeerService for EdgeServer {
+    fn name(&self) -> &str {
+        EdgeServer::name(self)
+    }
+
+    fn keep_manifest(&self, signed_manifest: &[u8]) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        EdgeServer::keep_manifest(self, signed_manifest).map_err(Into::into)
+    }
+
+    fn local_blob(&self, address: &tranzcast_proto::BlobAddress) -> Option<bytes::Bytes> {
+        EdgeServer::local_blob(self, address)
+    }
+
+    fn keep_blob(&self, bytes: &[u8]) {
+        EdgeServer::keep_blob(self, bytes);
     }
 }

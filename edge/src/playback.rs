@@ -259,7 +259,7 @@ async fn ciphertext(inner: &Arc<Inner>, addr: BlobAddress) -> Result<Bytes, Stri
     if let Some(b) = held {
         inner.hits.fetch_add(1, Ordering::Relaxed);
         crate::mirror::touched(inner, &addr);
-        crate::mirror::record(inner, &b[..b.len().min(72)], None);
+        crate::mirror::record(inner, &b[..b.len().min(tranzcast_proto::owner::PREFIX_LEN)], None);
         return Ok(b);
     }
     inner.misses.fetch_add(1, Ordering::Relaxed);
@@ -271,6 +271,6 @@ async fn ciphertext(inner: &Arc<Inner>, addr: BlobAddress) -> Result<Bytes, Stri
     while let Some(part) = body.next().await {
         whole.extend_from_slice(&part.map_err(|e| e.to_string())?);
     }
-    crate::mirror::record(inner, &whole[..whole.len().min(72)], None);
+    crate::mirror::record(inner, &whole[..whole.len().min(tranzcast_proto::owner::PREFIX_LEN)], None);
     Ok(Bytes::from(whole))
 }

@@ -180,10 +180,10 @@ async fn play(
         ticket: setup.ticket.clone(),
         ca_pem: String::new(),
         parallel: setup.parallel,
-        local: setup.home.clone(),
+        local: setup.home.clone().map(|h| h as Arc<dyn tranzcast_client::PeerService>),
     };
     let session = Arc::new(Session::open_with(opts, setup.http.clone()).await.map_err(|e| format!("open: {e}"))?);
-    let roles: BTreeMap<String, String> = session.sources().iter().map(|s| (s.name.clone(), s.role.clone())).collect();
+    let roles: BTreeMap<String, String> = session.sources().iter().map(|s| (s.name.clone(), s.role.as_str().to_string())).collect();
     out.open_ms = Some(pressed.elapsed().as_secs_f64() * 1000.0);
     session.pulse().await;
     let segments = session.manifest().segments.len() as u64;

@@ -72,8 +72,8 @@ pub fn full(b: impl Into<Bytes>) -> Body {
 
 /// The JSON error answer every server gives: `{"error": {"code", "reason"}}` with its status.
 pub fn error_response(status: StatusCode, code: &str, reason: &str) -> Response<Body> {
-    let v = serde_json::json!({"error": {"code": code, "reason": reason}});
-    let mut r = Response::new(full(v.to_string()));
+    let v = tranzcast_proto::answers::ErrorBody::new(code, reason);
+    let mut r = Response::new(full(serde_json::to_string(&v).unwrap_or_default()));
     *r.status_mut() = status;
     r.headers_mut().insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     r

@@ -118,8 +118,8 @@ impl ApiError {
     }
 }
 
-fn json_response(status: StatusCode, v: &Value) -> Response<Body> {
-    let mut r = Response::new(full(v.to_string()));
+fn json_response(status: StatusCode, v: &impl serde::Serialize) -> Response<Body> {
+    let mut r = Response::new(full(serde_json::to_string(v).unwrap_or_default()));
     *r.status_mut() = status;
     r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     r
@@ -127,7 +127,7 @@ fn json_response(status: StatusCode, v: &Value) -> Response<Body> {
 
 impl From<ApiError> for Response<Body> {
     fn from(e: ApiError) -> Self {
-        json_response(e.status, &json!({"error": {"code": e.code, "reason": e.reason}}))
+        tranzcast_net::error_response(e.status, e.code, &e.reason)
     }
 }
 
@@ -639,18 +639,14 @@ fn play(inner: &Inner, req: &Request<Bytes>, cx: RequestContext) -> ApiResult {
         let manifest = manifest.ok_or_else(|| ApiError::internal("granted without a manifest"))?;
         return playback_urls(inner, &grant.certificate, &key, &manifest, &edges, (bind, p.url.and_then(|u| u.lifetime_s)), replacement);
     }
-    let certificate = ticket::to_text(&grant.certificate.sign(&inner.signing));
-    let sources = sources(inner)?;
-    Ok(json_response(
-        StatusCode::OK,
-        &json!({
-            "certificate": certificate,
-            "ticket": replacement,
-            "manifest": manifest_bytes.map(|b| URL_SAFE_NO_PAD.encode(b)),
-            "manifest_address": manifest_addr.map(|a| a.to_hex()),
-            "sources": sources,
-        }),
-    ))
+    let answer = tranzcast_proto::answers::PlayGrant {
+        certificate: ticket::to_text(&grant.certificate.sign(&inner.signing)),
+        ticket: replacement,
+        manifest: manifest_bytes.map(|b| URL_SAFE_NO_PAD.encode(b)),
+        manifest_address: manifest_addr.map(|a| a.to_hex()),
+        sources: sources(inner)?,
+    };
+    Ok(json_response(StatusCode::OK, &answer))
 }
 
 /// Playback URLs for a granted play: one token per edge, the title key sealed
@@ -696,12 +692,20 @@ pub(crate) fn live_members(inner: &Inner) -> Result<Vec<Member>, ApiError> {
     Ok(inner.state.members().map_err(ApiError::internal)?.into_iter().filter(|m| m.last_seen_ms >= cutoff).collect())
 }
 
-fn sources(inner: &Inner) -> Result<Vec<Value>, ApiError> {
+fn sources(inner: &Inner) -> Result<Vec<tranzcast_proto::answers::SourceEntry>, ApiError> {
     Ok(live_members(inner)?
         .into_iter()
         // A peer whose certificate expired or was revoked is no source.
         .filter(|m| m.role != "peer" || peer_live(inner, m))
-        .map(|m| json!({"name": m.name, "role": m.role, "https": m.https, "h3": m.h3, "load": m.load}))
+        .filter_map(|m| {
+            Some(tranzcast_proto::answers::SourceEntry {
+                role: tranzcast_proto::pulse::EdgeRole::from_name(&m.role)?,
+                name: m.name,
+                https: m.https,
+                h3: Some(m.h3),
+                load: m.load,
+            })
+        })
         .collect())
 }
 

@@ -35,6 +35,9 @@ pub const MAX_EXTENSIONS_LEN: usize = 4096;
 pub const MAX_PAYLOAD_LEN: u64 = (64 << 20) + TAG_LEN as u64;
 /// The AEAD tag's length.
 pub const TAG_LEN: usize = 16;
+/// What a segment's frame adds to its plaintext, without extensions (the
+/// fixed header and the AEAD tag): a progress bar's or a budget's estimate.
+pub const OVERHEAD: usize = FIXED_HEADER_LEN + TAG_LEN;
 /// Extension types with this bit set must be understood by the reader.
 pub const CRITICAL_EXTENSION: u16 = 0x8000;
 

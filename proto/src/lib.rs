@@ -6,6 +6,8 @@
 //!
 //! - [`access`]: who may read or write blobs, from the `Authorization` header.
 //! - [`api`]: the origin's JSON request bodies, read and checked.
+//! - [`answers`]: the origin's JSON answers clients read (the play grant,
+//!   its sources) and the error body of every refusal.
 //! - [`BlobAddress`]: the blake3 of a stored blob's bytes.
 //! - [`TitleId`]: a title's short, fixed-width name.
 //! - [`gateway`]: which requests the smart client's local gateway answers.
@@ -15,12 +17,15 @@
 //! - [`ticket`]: play tickets (Fig. 9) and validation certificates (Fig. 10).
 //! - [`member`]: the credential a node or an edge joins the cluster with.
 //! - [`owner`]: the title a frame or manifest belongs to, from its first bytes.
+//! - [`pulse`]: a source's answer to a pulse (health, load, segment bitmap)
+//!   and the roles of the servers that answer it.
 //! - [`revocations`]: the origin's list of revoked serials, read strictly.
 //! - [`outboard`]: 16 KiB group chaining values, so a range of a blob can be
 //!   verified against its address without the whole blob.
 
 pub mod access;
 mod address;
+pub mod answers;
 pub mod api;
 mod error;
 pub mod frame;
@@ -31,6 +36,7 @@ pub mod member;
 pub mod outboard;
 pub mod owner;
 pub mod playback;
+pub mod pulse;
 pub mod range;
 pub mod revocations;
 pub mod sizing;

@@ -4,28 +4,36 @@
 //! a catalog lookup, and a blob still arriving is placed as soon as its
 //! first bytes are in.
 
-use crate::TitleId;
+use crate::{TitleId, frame, manifest};
+
+/// Where the title id sits in a frame's and a manifest's header.
+const TITLE_AT: std::ops::Range<usize> = 8..40;
+/// Where a frame's sequence number sits.
+const SEQUENCE_AT: std::ops::Range<usize> = 40..48;
+/// The first bytes of a blob that say whose it is: enough for
+/// [`blob_title`] and [`segment_of`] (a frame's fixed header).
+pub const PREFIX_LEN: usize = frame::FIXED_HEADER_LEN;
 
 /// The title a blob belongs to, from its first bytes (`None` if it is
 /// neither a frame nor a manifest, or too short to say).
 pub fn blob_title(prefix: &[u8]) -> Option<TitleId> {
-    if prefix.len() < 40 || !(prefix[..4] == *b"TZSF" || prefix[..4] == *b"TZMF") {
+    if prefix.len() < TITLE_AT.end || !(prefix[..4] == frame::MAGIC || prefix[..4] == manifest::MAGIC) {
         return None;
     }
     let mut t = [0u8; 32];
-    t.copy_from_slice(&prefix[8..40]);
+    t.copy_from_slice(&prefix[TITLE_AT]);
     TitleId::from_wire(&t).ok()
 }
 
 /// The title and position of a segment frame, from its first bytes
 /// (`None` for anything else, manifests included).
 pub fn segment_of(prefix: &[u8]) -> Option<(TitleId, u64)> {
-    if prefix.len() < 48 || prefix[..4] != *b"TZSF" {
+    if prefix.len() < SEQUENCE_AT.end || prefix[..4] != frame::MAGIC {
         return None;
     }
     let title = blob_title(prefix)?;
     let mut seq = [0u8; 8];
-    seq.copy_from_slice(&prefix[40..48]);
+    seq.copy_from_slice(&prefix[SEQUENCE_AT]);
     Some((title, u64::from_be_bytes(seq)))
 }
 
