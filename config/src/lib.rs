@@ -1,4 +1,6 @@
-//! Typed configuration for each Tranzcast role: origin, node, edge and client.
+//! Typed configuration for each Tranzcast server role: origin, node, edge
+//! (and a client's peer service, an edge with role `peer`). The smart client
+//! library takes its options in code (`OpenOptions`), `tranzcast play` as flags.
 //!
 //! Only this crate knows file formats. A config is built in three layers, each
 //! over the last: a TOML file, then environment variables
@@ -16,7 +18,7 @@ mod units;
 pub use error::ConfigError;
 pub use layers::{Layers, Source};
 pub use roles::{
-    ClientConfig, EdgeConfig, EdgeRole, LimitsConfig, ListenConfig, MasterBackend, MasterConfig, MirroringConfig, OriginConfig, PeerConfig,
+    EdgeConfig, EdgeRole, LimitsConfig, ListenConfig, MasterBackend, MasterConfig, MirroringConfig, OriginConfig,
     PrecastConfig, RateConfig, RoleConfig, StoreConfig, TlsConfig,
 };
 pub use units::{ByteSize, Duration, Secret, TimeWindow};

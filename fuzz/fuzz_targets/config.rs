@@ -2,7 +2,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use tranzcast_config::{ClientConfig, EdgeConfig, Layers, OriginConfig, Source};
+use tranzcast_config::{EdgeConfig, Layers, OriginConfig, Source};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else { return };
@@ -14,8 +14,5 @@ fuzz_target!(|data: &[u8]| {
     }
     if let Ok(l) = Layers::new("edge").toml(file, src()) {
         let _ = l.build::<EdgeConfig>();
-    }
-    if let Ok(l) = Layers::new("client").toml(file, src()) {
-        let _ = l.build::<ClientConfig>();
     }
 });
