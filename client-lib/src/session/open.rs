@@ -1,0 +1,113 @@
+//! Opening a session: the origin's key, the ticket validated (one play
+//! counted, retried with the same Idempotency-Key), the title key joined
+//! from its halves, the signed manifest checked, the sources listed.
+
+#![allow(clippy::wildcard_imports)]
+
+use super::*;
+
+impl Session {
+    /// Validates the ticket at the origin (counting one play), joins the
+    /// title key from K2 (ticket) and K1 (certificate), and checks the
+    /// manifest against the origin's signature.
+    pub async fn open(opts: OpenOptions) -> Result<Self, ClientError> {
+        let http = tranzcast_net::client::https(opts.ca_pem.as_bytes()).map_err(|e| ClientError::Network(e.to_string()))?;
+        Self::open_with(opts, http).await
+    }
+
+    /// [`Session::open`] over a given HTTP client (its connections are shared
+    /// with whoever else uses it, as a load test's simulated viewers do).
+    /// The client must trust the cluster's CA; `opts.ca_pem` is not used.
+    pub async fn open_with(opts: OpenOptions, http: reqwest::Client) -> Result<Self, ClientError> {
+        let origin = opts.origin.trim_end_matches('/');
+        // The origin is authenticated by TLS; its signing key comes from it.
+        let small = CallLimits { answer: Duration::from_secs(10), total: Duration::from_secs(30), max_body: 4 << 10 };
+        let (_, body) = call(http.get(format!("{origin}/v1/origin-key")), small).await.map_err(|e| ClientError::Network(e.to_string()))?;
+        let v: serde_json::Value = serde_json::from_slice(&body).map_err(|e| ClientError::Invalid(format!("origin key: {e}")))?;
+        let mut kb = [0u8; 32];
+        hex::decode_to_slice(v["ed25519"].as_str().unwrap_or(""), &mut kb).map_err(|_| ClientError::Invalid("origin key".into()))?;
+        let origin_key = ed25519_key(&kb)?;
+        let ticket = SignedToken::from_text(opts.ticket.trim()).map_err(|e| ClientError::Invalid(format!("ticket: {e}")))?;
+        let k2 = match ticket.verify(&origin_key) {
+            Ok(Token::Ticket(t)) => t.key_part,
+            _ => return Err(ClientError::Invalid("the ticket is not signed by this origin".into())),
+        };
+        // One key for this attempt to play: if the answer is lost on the way
+        // back (the play already counted), a retry with the key gets the
+        // same grant instead of "replaced" or "spent".
+        let attempt = hex::encode(tranzcast_proto::random_bytes::<16>());
+        let mut tries = 0u64;
+        // The answer carries the title's manifest: the largest the format allows, base64.
+        let play_limits = CallLimits {
+            answer: Duration::from_secs(30),
+            total: Duration::from_secs(120),
+            max_body: (tranzcast_proto::manifest::MAX_SEGMENTS as usize * 32 + (1 << 20)) / 3 * 4 + (1 << 20),
+        };
+        let (status, body) = loop {
+            let req = http
+                .post(format!("{origin}/v1/play"))
+                .header("idempotency-key", &attempt)
+                .json(&serde_json::json!({"ticket": opts.ticket.trim()}));
+            match call(req, play_limits).await {
+                Ok(a) => break a,
+                Err(_) if tries < 2 => {
+                    tries += 1;
+                    tokio::time::sleep(std::time::Duration::from_millis(250 * tries)).await;
+                }
+                Err(e) => return Err(ClientError::Network(e.to_string())),
+            }
+        };
+        if !status.is_success() {
+            let (code, reason) = ErrorBody::read(&body);
+            return Err(ClientError::Refused { code, reason });
+        }
+        let grant = PlayGrant::parse(&body).map_err(|e| ClientError::Invalid(format!("the origin's answer: {e}")))?;
+        let certificate = grant.certificate;
+        let cert = match SignedToken::from_text(&certificate).map_err(|e| ClientError::Invalid(e.to_string()))?.verify(&origin_key) {
+            Ok(Token::Certificate(c)) => c.clone(),
+            _ => return Err(ClientError::Invalid("the certificate is not signed by this origin".into())),
+        };
+        let key = TitleKey::from_bytes(TitleKey::from_bytes(k2).xor(&cert.key_part));
+        let mb = URL_SAFE_NO_PAD
+            .decode(grant.manifest.as_deref().ok_or_else(|| ClientError::Invalid("no manifest".into()))?)
+            .map_err(|e| ClientError::Invalid(format!("manifest: {e}")))?;
+        let sm = SignedManifest::decode(&mb).map_err(|e| ClientError::Invalid(format!("manifest: {e}")))?;
+        let manifest = sm.verify(&origin_key).map_err(|e| ClientError::Invalid(format!("manifest: {e}")))?.clone();
+        if manifest.title != cert.title {
+            return Err(ClientError::Invalid(format!("manifest for {}, certificate for {}", manifest.title, cert.title)));
+        }
+        let sources: Vec<Source> = grant.sources.into_iter().map(|s| Source { name: s.name, role: s.role, https: s.https }).collect();
+        let views = sources.iter().map(|s| SourceView::new(&s.name, s.role != EdgeRole::Peer)).collect();
+        let mut session = Self {
+            events: tokio::sync::broadcast::channel(1024).0,
+            plain: moka::future::Cache::builder()
+                .weigher(|_, b: &Bytes| u32::try_from(b.len()).unwrap_or(u32::MAX))
+                .max_capacity(PLAIN_CACHE_BYTES)
+                .build(),
+            http,
+            key,
+            manifest,
+            certificate,
+            signed_manifest: Bytes::from(mb),
+            replacement: grant.ticket,
+            sources,
+            views: Mutex::new(views),
+            parallel: opts.parallel.max(1),
+            local: None,
+            endgame: std::sync::atomic::AtomicBool::new(false),
+            metered: std::sync::atomic::AtomicBool::new(false),
+            pieces: Mutex::new(BTreeMap::new()),
+            outboards: Mutex::new(BTreeMap::new()),
+            reserved: tokio::sync::watch::channel(None).0,
+            playhead: std::sync::atomic::AtomicU64::new(0),
+        };
+        if let Some(local) = opts.local {
+            session.attach_local(local)?;
+        }
+        Ok(session)
+    }
+}
+
+fn ed25519_key(b: &[u8; 32]) -> Result<ed25519_dalek::VerifyingKey, ClientError> {
+    ed25519_dalek::VerifyingKey::from_bytes(b).map_err(|_| ClientError::Invalid("origin key is not an Ed25519 key".into()))
+}

@@ -1,0 +1,229 @@
+//! Plays (`POST /v1/play`): a ticket validated (Fig. 13, `crate::validation`)
+//! under the state's lock, the grant and its effects written in one synced
+//! batch, and the answer: the certificate, the replacement ticket, the
+//! signed manifest and the live sources; or, in url mode, playback URLs with
+//! the title key sealed to each edge.
+
+use super::*;
+
+/// Edges that can serve playback URLs now: live, with a playback key, least loaded first.
+fn playback_edges(inner: &Inner, n: usize) -> Result<Vec<(Member, [u8; 32])>, ApiError> {
+    let mut edges: Vec<(Member, [u8; 32])> = live_members(inner)?
+        .into_iter()
+        .filter(|m| m.role == "edge")
+        .filter_map(|m| {
+            let mut k = [0u8; 32];
+            hex::decode_to_slice(m.playback_key.as_deref()?, &mut k).ok()?;
+            Some((m, k))
+        })
+        .collect();
+    // Healthy edges first (one whose revocation list is stale or unread is a
+    // last resort), then the least loaded.
+    edges.sort_by(|a, b| (!a.0.healthy()).cmp(&!b.0.healthy()).then(a.0.load.total_cmp(&b.0.load)).then_with(|| a.0.name.cmp(&b.0.name)));
+    edges.truncate(n);
+    Ok(edges)
+}
+
+pub(super) fn play(inner: &Inner, req: &Request<Bytes>, cx: RequestContext) -> ApiResult {
+    let p = wire::play(req.body()).map_err(ApiError::wire)?;
+    // A retry after a lost answer carries its first attempt's key.
+    let play_key = idempotency_key(req)?.map(|k| *blake3::hash(k.as_bytes()).as_bytes());
+    let bind = match p.url.map(|u| u.bind) {
+        None | Some(wire::Bind::Anyone) => None,
+        Some(wire::Bind::Caller) => Some(cx.peer.ip()),
+        Some(wire::Bind::Address(a)) => Some(a),
+    };
+    // Chosen before the play is counted: no edge, no play spent.
+    let edges = if let Some(u) = p.url {
+        let e = playback_edges(inner, u.urls)?;
+        if e.is_empty() {
+            return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "no_edge", "no edge can serve playback URLs now; try again"));
+        }
+        e
+    } else {
+        Vec::new()
+    };
+    let now = now_secs();
+    let mut entry = ValidationEntry {
+        time: now,
+        serial: String::new(),
+        customer: 0,
+        title: String::new(),
+        client: cx.peer.to_string(),
+        result: String::new(),
+    };
+    // A refusal costs no synced write and no log line each: anyone can send
+    // garbage tickets, and a synced line each would let them fill the disk
+    // and the fsync queue. Refusals are counted by result in /metrics; those
+    // of genuine tickets (signed by us: a spent, replaced, revoked or expired
+    // one played again is a fraud signal) are kept per ticket and reason, a
+    // counter merged in without fsync, so they cost one record per ticket
+    // however often it is replayed; one refusal a second per result is logged.
+    let refuse = |entry: &mut ValidationEntry, r: Refusal, serial: Option<&[u8; 16]>| -> ApiError {
+        entry.result = r.code().to_string();
+        inner.metrics.validation(r.code());
+        if let Some(s) = serial
+            && let Err(e) = inner.state.count_refusal(s, r.code())
+        {
+            tracing::warn!(error = %e, "cannot count a refused play");
+        }
+        let now = now_secs();
+        if inner.refusal_logged[r as usize % crate::REFUSAL_KINDS].swap(now, std::sync::atomic::Ordering::Relaxed) != now {
+            tracing::info!(result = r.code(), serial = %entry.serial, customer = entry.customer, title = %entry.title,
+                client = %entry.client, "play refused (one a second per result is logged; all are counted in origin_validations_total)");
+        }
+        ApiError::refused(r)
+    };
+    let Ok(signed) = SignedToken::from_text(&p.ticket) else { return Err(refuse(&mut entry, Refusal::Forged, None)) };
+    let Ok(Token::Ticket(ticket)) = signed.verify(&inner.signing.verifying_key()) else {
+        return Err(refuse(&mut entry, Refusal::Forged, None));
+    };
+    let ticket = ticket.clone();
+    entry.serial = hex::encode(ticket.serial);
+    entry.customer = ticket.customer;
+    entry.title = ticket.title.to_string();
+    let key = title_key(inner, &ticket.title)?;
+    let manifest_addr = inner.store.title_manifest(&ticket.title).map_err(ApiError::internal)?;
+    let manifest_bytes = match &manifest_addr {
+        Some(a) => inner.store.get(a).map_err(ApiError::internal)?,
+        None => None,
+    };
+    let running_time_s =
+        manifest_bytes.as_ref().and_then(|b| SignedManifest::decode(b).ok()).map(|m| m.manifest.running_time_ms / 1000).unwrap_or(0);
+
+    let grant = inner
+        .state
+        .with_ticket_lock(&ticket.serial, || {
+            let mut record = inner.state.ticket(&ticket.serial).map_err(ApiError::internal)?;
+            let lineage_revoked = match &record {
+                Some(r) => inner.state.lineage_revoked(r).map_err(ApiError::internal)?,
+                None => false,
+            };
+            // A retry's earlier answer, unless its session was revoked since.
+            if let Some(r) = record.as_mut()
+                && let Some(last) = &r.last_grant
+                && inner.state.is_revoked(&last.certificate).map_err(ApiError::internal)?
+            {
+                r.last_grant = None;
+            }
+            let replacement = match record.as_ref().map(|r| r.state) {
+                Some(validation::TicketState::Replaced { by }) => inner.state.ticket(&by).map_err(ApiError::internal)?,
+                _ => None,
+            };
+            let cx = Context {
+                lineage_revoked,
+                request: play_key,
+                retry_window_s: inner.config.play_retry_window.0.as_secs(),
+                replacement: replacement.as_ref(),
+                now,
+                title_key: key.as_ref(),
+                running_time_s,
+                margin_s: inner.config.certificate_margin.0.as_secs(),
+                fresh_serial: random16(),
+                fresh_serial_2: random16(),
+                fresh_k1: tranzcast_proto::random_bytes(),
+            };
+            match validation::decide(&ticket, record.as_ref(), &cx) {
+                Err(r) => Ok(Err(r)),
+                // The same answer again: nothing written, no play counted.
+                Ok(g) if g.repeated => Ok(Ok(g)),
+                Ok(g) => {
+                    let Some(mut presented) = record else { return Err(ApiError::internal("granted without a record")) };
+                    presented.state = g.presented_state;
+                    presented.last_grant = g.presented_last_grant.clone();
+                    entry.result = "granted".into();
+                    inner
+                        .state
+                        .record_validation(
+                            Some((&ticket.serial, &presented)),
+                            g.replacement.as_ref().map(|(t, r)| (&t.serial, r)),
+                            Some(IssuedCertificate {
+                                serial: &g.certificate.serial,
+                                ticket: &ticket.serial,
+                                order: presented.order,
+                                expires: g.certificate.expires,
+                            }),
+                            &entry,
+                        )
+                        .map_err(ApiError::internal)?;
+                    Ok(Ok(g))
+                }
+            }
+        })
+        .map_err(ApiError::internal)??;
+    let grant = match grant {
+        Ok(g) => g,
+        Err(r) => return Err(refuse(&mut entry, r, Some(&ticket.serial))),
+    };
+    inner.metrics.validation(if grant.repeated { "granted_again" } else { "granted" });
+    let replacement = grant.replacement.as_ref().map(|(t, _)| ticket::to_text(&t.sign(&inner.signing)));
+    if p.url.is_some() {
+        let key = key.ok_or_else(|| ApiError::internal("granted without a title key"))?;
+        let manifest = manifest_bytes.as_ref().and_then(|b| SignedManifest::decode(b).ok()).map(|m| m.manifest);
+        let manifest = manifest.ok_or_else(|| ApiError::internal("granted without a manifest"))?;
+        return playback_urls(inner, &grant.certificate, &key, &manifest, &edges, (bind, p.url.and_then(|u| u.lifetime_s)), replacement);
+    }
+    let answer = tranzcast_proto::answers::PlayGrant {
+        certificate: ticket::to_text(&grant.certificate.sign(&inner.signing)),
+        ticket: replacement,
+        manifest: manifest_bytes.map(|b| URL_SAFE_NO_PAD.encode(b)),
+        manifest_address: manifest_addr.map(|a| a.to_hex()),
+        sources: sources(inner)?,
+    };
+    Ok(json_response(StatusCode::OK, &answer))
+}
+
+/// Playback URLs for a granted play: one token per edge, the title key sealed
+/// to that edge's current key; the session is the certificate's serial, so it
+/// is revoked with the certificate (or its ticket).
+fn playback_urls(
+    inner: &Inner,
+    cert: &tranzcast_proto::ticket::Certificate,
+    key: &TitleKey,
+    manifest: &tranzcast_proto::manifest::Manifest,
+    edges: &[(Member, [u8; 32])],
+    (bind, lifetime_s): (Option<std::net::IpAddr>, Option<u64>),
+    replacement: Option<String>,
+) -> ApiResult {
+    use tranzcast_proto::playback::{self, MAX_LIFETIME_SECS, PlaybackGrant};
+    let now = now_secs();
+    // A minute of clock skew between origin and edges either way.
+    let not_before = now.saturating_sub(60);
+    let expires = cert.expires.min(not_before + MAX_LIFETIME_SECS).min(lifetime_s.map_or(u64::MAX, |l| now + l));
+    let name = format!("{}.{}", manifest.title, tranzcast_proto::manifest::extension_for(&manifest.media_type));
+    let mut urls = Vec::new();
+    for (m, edge_public) in edges {
+        let grant = PlaybackGrant { session: cert.serial, not_before, expires, title: cert.title.clone(), client: bind, edge_key: [0; 8] };
+        let token = grant
+            .seal(key, edge_public, tranzcast_proto::random_bytes(), &inner.signing)
+            .map_err(|e| ApiError::internal(format!("sealing a playback token: {e}")))?;
+        urls.push(json!({
+            "edge": m.name, "h3": m.h3,
+            "url": format!("{}/v1/play/{}/{name}", m.https.trim_end_matches('/'), playback::to_text(&token)),
+        }));
+    }
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({
+            "urls": urls, "session": hex::encode(cert.serial), "not_before": not_before, "expires": expires,
+            "media_type": manifest.media_type, "bytes": manifest.plaintext_len, "ticket": replacement,
+        }),
+    ))
+}
+
+fn sources(inner: &Inner) -> Result<Vec<tranzcast_proto::answers::SourceEntry>, ApiError> {
+    Ok(live_members(inner)?
+        .into_iter()
+        // A peer whose certificate expired or was revoked is no source.
+        .filter(|m| m.role != "peer" || peer_live(inner, m))
+        .filter_map(|m| {
+            Some(tranzcast_proto::answers::SourceEntry {
+                role: tranzcast_proto::pulse::EdgeRole::from_name(&m.role)?,
+                name: m.name,
+                https: m.https,
+                h3: Some(m.h3),
+                load: m.load,
+            })
+        })
+        .collect())
+}

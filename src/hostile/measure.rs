@@ -1,0 +1,573 @@
+//! The measuring side of `bench/hostile.sh` (`tranzcast bench hostile`):
+//! for each attack, a legitimate viewer plays the title and a probe (its own
+//! process, `tranzcast bench probe`) times small requests while an attacker
+//! process runs; the attacked server's RSS, descriptors, requests in hand
+//! and tasks are read before, during and after, and the goals checked.
+
+#![allow(clippy::wildcard_imports)]
+
+use super::*;
+
+#[derive(clap::Args, Debug)]
+pub struct HostileArgs {
+    /// The edge under attack (https://localhost:PORT) and its process id.
+    #[arg(long)]
+    edge: String,
+    #[arg(long)]
+    edge_pid: u32,
+    /// The origin (attacked by the play flood) and its process id.
+    #[arg(long)]
+    origin: String,
+    #[arg(long)]
+    origin_pid: u32,
+    /// The cluster's CA certificate (PEM).
+    #[arg(long)]
+    ca: PathBuf,
+    /// The storefront token (a customer and an order for the legitimate viewer).
+    #[arg(long)]
+    storefront_token: String,
+    /// The title the viewer plays, and its original file (for byte checks).
+    #[arg(long)]
+    title: String,
+    #[arg(long)]
+    plain: PathBuf,
+    /// Plaintext bytes per segment (as ingested).
+    #[arg(long)]
+    segment_size: usize,
+    /// Wall time of one segment's playback.
+    #[arg(long, default_value_t = 1.0)]
+    segment_wall: f64,
+    /// Seconds per attack.
+    #[arg(long, default_value_t = 20.0)]
+    seconds: f64,
+    /// Attacks to run (comma-separated kinds; default all).
+    #[arg(long, value_enum, value_delimiter = ',')]
+    attacks: Vec<AttackKind>,
+    /// The edge's and the origin's memory cache budgets, bytes (for the RSS goal).
+    #[arg(long)]
+    edge_budget: u64,
+    #[arg(long)]
+    origin_budget: u64,
+    /// The servers' idle timeout, seconds (descriptors must be back within it).
+    #[arg(long, default_value_t = 60.0)]
+    idle_timeout: f64,
+    /// Scale of the attacks (1.0: the figures: 5,000 slowloris, 10,000 + 2,000 idle, 1,000,000 h3 requests).
+    #[arg(long, default_value_t = 1.0)]
+    scale: f64,
+    /// CPUs for the probe (a `taskset -c` list), when not those of this process.
+    #[arg(long)]
+    probe_cpus: Option<String>,
+    /// Niceness of the attack processes.
+    #[arg(long, default_value_t = 10)]
+    nice: i32,
+    /// Write every figure as JSON here.
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+fn rss_of(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("VmRSS:").map(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())))
+        .flatten()
+        .map_or(0, |kb| kb * 1024)
+}
+
+/// CPU time (user + system) of a process so far, seconds.
+fn cpu_of(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces): utime and stime are the 12th and 13th.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// This process's niceness.
+fn own_nice() -> i32 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    rest.split_whitespace().nth(16).and_then(|v| v.parse().ok()).unwrap_or(0)
+}
+
+fn fds_of(pid: u32) -> u64 {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map(|d| d.count() as u64).unwrap_or(0)
+}
+
+/// A metric's value from Prometheus text (the first sample named exactly `name`).
+fn metric_in(text: &str, name: &str) -> f64 {
+    text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok()).unwrap_or(f64::NAN)
+}
+
+fn p99(mut v: Vec<f64>) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(f64::total_cmp);
+    v[((v.len() as f64 * 0.99).ceil() as usize).clamp(1, v.len()) - 1]
+}
+
+#[derive(clap::Args, Debug)]
+pub struct ProbeArgs {
+    /// What to ask, over and over (HTTP/2).
+    #[arg(long)]
+    url: String,
+    /// The Authorization header, if any.
+    #[arg(long)]
+    auth: Option<String>,
+    /// Ask for the first 4 KiB only.
+    #[arg(long)]
+    range: bool,
+    /// CA certificate (PEM).
+    #[arg(long)]
+    ca: PathBuf,
+    /// How long, at most.
+    #[arg(long, default_value_t = 30.0)]
+    seconds: f64,
+}
+
+/// The probe, its own process (so the viewer's decryption and the attack
+/// clients' work in other processes do not delay its own clock; the bench
+/// runs it at a real-time priority when it may): one small request at a
+/// time, every 20 ms, each printed as `seconds-since-start milliseconds`.
+pub fn probe(a: ProbeArgs) -> Result<()> {
+    use std::io::Write;
+    loopback_target(&a.url)?;
+    let ca = std::fs::read_to_string(&a.ca).with_context(|| format!("cannot read {}", a.ca.display()))?;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    rt.block_on(async {
+        let http = tranzcast_net::client::https(ca.as_bytes())?;
+        let start = Instant::now();
+        let stop = start + Duration::from_secs_f64(a.seconds.clamp(1.0, 600.0));
+        let mut out = std::io::stdout().lock();
+        // When it started on the wall clock, to line it up with other traces (perf -k CLOCK_REALTIME).
+        let epoch = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        writeln!(out, "# started {:.6}", epoch.as_secs_f64())?;
+        while Instant::now() < stop {
+            let t = Instant::now();
+            let mut r = http.get(&a.url);
+            if let Some(auth) = &a.auth {
+                r = r.header("authorization", auth);
+            }
+            if a.range {
+                r = r.header("range", "bytes=0-4095");
+            }
+            let ok = matches!(
+                tokio::time::timeout(Duration::from_secs(10), async { r.send().await?.error_for_status()?.bytes().await }).await,
+                Ok(Ok(_))
+            );
+            let ms = if ok { t.elapsed().as_secs_f64() * 1000.0 } else { -1.0 };
+            if writeln!(out, "{:.3} {ms:.3}", t.duration_since(start).as_secs_f64()).and_then(|()| out.flush()).is_err() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Ok(())
+    })
+}
+
+/// Runs the probe process until it ends or `stop` is set; returns its samples (seconds, ms; -1 ms: failed).
+async fn run_probe(
+    url: &str,
+    auth: &str,
+    range: bool,
+    ca: &std::path::Path,
+    secs: f64,
+    cpus: Option<&str>,
+    stop: Option<tokio::sync::watch::Receiver<bool>>,
+) -> Result<Vec<(f64, f64)>> {
+    use tokio::io::AsyncBufReadExt;
+    let exe = std::env::current_exe()?;
+    // As root, a real-time priority: the probe stands for a client on another machine.
+    let rt = own_uid() == Some(0) && std::path::Path::new("/usr/bin/chrt").exists();
+    let pin = cpus.filter(|_| std::path::Path::new("/usr/bin/taskset").exists());
+    let mut argv: Vec<std::ffi::OsString> = Vec::new();
+    if let Some(c) = pin {
+        argv.extend(["taskset".into(), "-c".into(), c.into()]);
+    }
+    if rt {
+        argv.extend(["chrt".into(), "-f".into(), "10".into()]);
+    }
+    argv.push(exe.into());
+    let mut cmd = tokio::process::Command::new(&argv[0]);
+    cmd.args(&argv[1..]);
+    cmd.args(["bench", "probe", "--url", url, "--ca"]).arg(ca).args(["--seconds", &secs.to_string()]);
+    if !auth.is_empty() {
+        cmd.args(["--auth", auth]);
+    }
+    if range {
+        cmd.arg("--range");
+    }
+    let mut child = cmd.stdout(std::process::Stdio::piped()).kill_on_drop(true).spawn().context("starting the probe")?;
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().context("probe stdout")?).lines();
+    let mut out = Vec::new();
+    let mut stop = stop;
+    loop {
+        let line = match &mut stop {
+            Some(s) => tokio::select! {
+                l = lines.next_line() => l,
+                _ = s.wait_for(|v| *v) => break,
+            },
+            None => lines.next_line().await,
+        };
+        let Ok(Some(line)) = line else { break };
+        if let Some(epoch) = line.strip_prefix("# started ") {
+            eprintln!("== probe started at {epoch} (seconds since the epoch)");
+            continue;
+        }
+        if let Some((t, ms)) = line.split_once(' ')
+            && let (Ok(t), Ok(ms)) = (t.parse::<f64>(), ms.parse::<f64>())
+        {
+            out.push((t, ms));
+        }
+    }
+    let _ = child.kill().await;
+    Ok(out)
+}
+
+fn own_uid() -> Option<u32> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    s.lines().find_map(|l| l.strip_prefix("Uid:")?.split_whitespace().nth(1)?.parse().ok())
+}
+
+/// Milliseconds of the samples, failures counted as 10 s.
+fn latencies(samples: &[(f64, f64)]) -> (Vec<f64>, u64) {
+    let failed = samples.iter().filter(|(_, ms)| *ms < 0.0).count() as u64;
+    (samples.iter().map(|(_, ms)| if *ms < 0.0 { 10_000.0 } else { *ms }).collect(), failed)
+}
+
+#[derive(serde::Serialize, Default, Clone)]
+struct Row {
+    attack: String,
+    target: String,
+    attacker: serde_json::Value,
+    rss_idle_mib: f64,
+    rss_peak_mib: f64,
+    rss_after_10s_mib: f64,
+    rss_goal_mib: f64,
+    fds_before: u64,
+    fds_peak: u64,
+    fds_after: u64,
+    fds_back_s: f64,
+    play_identical: bool,
+    play_finished: bool,
+    longest_stall_s: f64,
+    probe_p99_unloaded_ms: f64,
+    probe_p99_attack_ms: f64,
+    probe_failed: u64,
+    /// The attacked server's CPU during the attack, % of one core.
+    server_cpu_pct: f64,
+    in_flight_after: f64,
+    tasks_before: f64,
+    tasks_after: f64,
+    goals_met: bool,
+}
+
+pub fn hostile(a: HostileArgs) -> Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    rt.block_on(hostile_run(a))
+}
+
+async fn hostile_run(a: HostileArgs) -> Result<()> {
+    use base64::Engine;
+    let ca = std::fs::read_to_string(&a.ca).with_context(|| format!("cannot read {}", a.ca.display()))?;
+    for url in [&a.edge, &a.origin] {
+        loopback_target(url)?;
+    }
+    let http = tranzcast_net::client::https(ca.as_bytes())?;
+    let post =
+        |path: &str, body: serde_json::Value| http.post(format!("{}{path}", a.origin)).bearer_auth(&a.storefront_token).json(&body).send();
+    let c: serde_json::Value = post("/v1/customers", serde_json::json!({"name": "viewer"})).await?.error_for_status()?.json().await?;
+    let o: serde_json::Value = post("/v1/orders", serde_json::json!({"customer": c["customer"], "title": a.title, "kind": "buy"}))
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    let ticket = o["ticket"].as_str().context("no ticket")?.to_string();
+    let p: serde_json::Value = http
+        .post(format!("{}/v1/play", a.origin))
+        .json(&serde_json::json!({"ticket": ticket}))
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    let cert = p["certificate"].as_str().context("no certificate")?.to_string();
+    let auth = format!("Tranzcast {cert}");
+    let t: serde_json::Value = http.get(format!("{}/v1/titles/{}", a.origin, a.title)).send().await?.error_for_status()?.json().await?;
+    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(t["manifest_blob"].as_str().context("no manifest")?)?;
+    let manifest = tranzcast_proto::manifest::SignedManifest::decode(&raw)?.manifest;
+    let blob = manifest.segments.first().context("no segments")?.to_hex();
+    // Warm the edge: every segment through it once.
+    for s in &manifest.segments {
+        http.get(format!("{}/v1/blobs/{s}", a.edge)).header("authorization", &auth).send().await?.error_for_status()?.bytes().await?;
+    }
+    let plain = std::fs::read(&a.plain).with_context(|| format!("cannot read {}", a.plain.display()))?;
+    let title = tranzcast_loadtest::titles::Title {
+        id: a.title.clone(),
+        segments: manifest.segments.len() as u64,
+        plain: plain.chunks(a.segment_size.max(1)).map(blake3::hash).collect(),
+    };
+    let attacks = if a.attacks.is_empty() {
+        vec![
+            AttackKind::Slowloris,
+            AttackKind::Idle,
+            AttackKind::Reset,
+            AttackKind::H3Flood,
+            AttackKind::Oversized,
+            AttackKind::Ranges,
+            AttackKind::PlayFlood,
+        ]
+    } else {
+        a.attacks.clone()
+    };
+    let exe = std::env::current_exe()?;
+    let mut rows = Vec::new();
+    for kind in attacks {
+        let on_origin = kind == AttackKind::PlayFlood;
+        let (target, pid, prefix, budget) =
+            if on_origin { (&a.origin, a.origin_pid, "origin", a.origin_budget) } else { (&a.edge, a.edge_pid, "edge", a.edge_budget) };
+        // The probe: a 4 KiB range of a hot blob on the edge, or a title's summary on the origin.
+        let (probe_url, probe_range) =
+            if on_origin { (format!("{}/v1/titles/{}", a.origin, a.title), false) } else { (format!("{}/v1/blobs/{blob}", a.edge), true) };
+        // The viewer presses play a second in, so its session opens under attack.
+        let start_viewer = |limit: Duration| -> Result<tokio::task::JoinHandle<tranzcast_loadtest::viewer::ViewerOutcome>> {
+            let setup = tranzcast_loadtest::viewer::ViewerSetup {
+                origin: a.origin.clone(),
+                ticket: ticket.clone(),
+                http: tranzcast_net::client::https(ca.as_bytes())?,
+                home: None,
+                precast_segments: 0,
+                segment_wall: Duration::from_secs_f64(a.segment_wall),
+                buffer: 4,
+                parallel: 4,
+                access: (0.0, Duration::ZERO),
+            };
+            let plan = tranzcast_loadtest::demand::ViewerPlan {
+                id: 0,
+                arrival: Duration::from_secs(1),
+                title: 0,
+                watch: title.segments,
+                seek: None,
+            };
+            let title = title.clone();
+            let live = Arc::new(tranzcast_loadtest::viewer::Live::default());
+            Ok(tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                let start = Instant::now();
+                tranzcast_loadtest::viewer::watch(plan, &title, setup, start, start + limit, &live).await
+            }))
+        };
+        // Unloaded: the same viewer plays (its start is the busiest part), no attack.
+        eprintln!("== {kind:?}: probe unloaded, a viewer playing (10 s)");
+        let calm = start_viewer(Duration::from_secs(60))?;
+        let (unloaded, _) = latencies(&run_probe(&probe_url, &auth, probe_range, &a.ca, 10.0, a.probe_cpus.as_deref(), None).await?);
+        calm.abort();
+        let _ = calm.await;
+        let scrape = || async {
+            match http.get(format!("{target}/metrics")).send().await {
+                Ok(r) => r.text().await.unwrap_or_default(),
+                Err(_) => String::new(),
+            }
+        };
+        let before = scrape().await;
+        let (rss_idle, fds_before) = (rss_of(pid), fds_of(pid));
+        let tasks_before = metric_in(&before, &format!("{prefix}_tasks"));
+        // The attacker, its own process at a lower priority.
+        let s = |x: f64| ((x * a.scale).round() as usize).max(1).to_string();
+        // The h3 flood runs to its million requests (at most 120 s); the others their time.
+        let attack_secs = if kind == AttackKind::H3Flood { a.seconds.max(120.0) } else { a.seconds };
+        let mut args: Vec<String> = vec![
+            "-n".into(),
+            // nice(1) adds to our own niceness: the attacker ends at `a.nice`.
+            (a.nice - own_nice()).max(0).to_string(),
+            exe.display().to_string(),
+            "bench".into(),
+            "attack".into(),
+            "--kind".into(),
+            format!("{kind:?}").to_lowercase().replace("h3flood", "h3-flood").replace("playflood", "play-flood"),
+            "--target".into(),
+            target.clone(),
+            "--ca".into(),
+            a.ca.display().to_string(),
+            "--blob".into(),
+            blob.clone(),
+            "--seconds".into(),
+            attack_secs.to_string(),
+        ];
+        match kind {
+            AttackKind::Slowloris => args.extend(["--connections".into(), s(5000.0), "--sources".into(), "50".into()]),
+            AttackKind::Idle => {
+                args.extend(["--connections".into(), s(10_000.0), "--quic".into(), s(2000.0), "--sources".into(), "64".into()])
+            }
+            AttackKind::Reset => {
+                args.extend(["--cert".into(), cert.clone(), "--connections".into(), "64".into(), "--sources".into(), "16".into()])
+            }
+            AttackKind::H3Flood => args.extend(["--cert".into(), cert.clone(), "--requests".into(), s(1_000_000.0)]),
+            AttackKind::Oversized => {
+                args.extend(["--cert".into(), cert.clone(), "--connections".into(), "32".into(), "--sources".into(), "8".into()])
+            }
+            AttackKind::Ranges => args.extend(["--cert".into(), cert.clone(), "--connections".into(), "32".into()]),
+            AttackKind::PlayFlood => args.extend(["--connections".into(), "64".into(), "--sources".into(), "16".into()]),
+        }
+        eprintln!("== {kind:?}: attack ({} s) with a viewer playing and the probe", a.seconds);
+        let mut attacker = tokio::process::Command::new("nice")
+            .args(&args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .context("starting the attacker")?;
+        let attack_start = Instant::now();
+        let cpu_start = cpu_of(pid);
+        // The viewer presses play a second in, so its session opens under attack.
+        let viewer = start_viewer(Duration::from_secs_f64(attack_secs + title.segments as f64 * a.segment_wall + 30.0))?;
+        let stop = attack_start + Duration::from_secs_f64(attack_secs + 20.0);
+        let (done_tx, done_rx) = tokio::sync::watch::channel(false);
+        let sampler = {
+            let done = done_rx.clone();
+            tokio::spawn(async move {
+                let (mut rss, mut fds) = (0u64, 0u64);
+                while !*done.borrow() {
+                    rss = rss.max(rss_of(pid));
+                    fds = fds.max(fds_of(pid));
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                (rss, fds)
+            })
+        };
+        let mut stdout = attacker.stdout.take().context("attacker stdout")?;
+        let waiter = tokio::spawn(async move {
+            let mut text = String::new();
+            let _ = stdout.read_to_string(&mut text).await;
+            let _ = attacker.wait().await;
+            let _ = done_tx.send(true);
+            text
+        });
+        let timeline = run_probe(
+            &probe_url,
+            &auth,
+            probe_range,
+            &a.ca,
+            (stop - Instant::now()).as_secs_f64(),
+            a.probe_cpus.as_deref(),
+            Some(done_rx.clone()),
+        )
+        .await?;
+        let (loaded, probe_failed) = latencies(&timeline);
+        // Every probe, beside the JSON (seconds into the attack, ms; -1: failed), to find what it waited on.
+        if let Some(out) = &a.out {
+            let text: String = timeline.iter().map(|(t, ms)| format!("{t:.3} {ms:.3}\n")).collect();
+            let path = out.with_extension(format!("probe-{}.txt", format!("{kind:?}").to_lowercase()));
+            std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
+        }
+        // The slowest probes and when they came (seconds into the attack), for the log.
+        let mut slow = timeline.clone();
+        slow.sort_by(|a, b| b.1.total_cmp(&a.1));
+        slow.truncate(12);
+        eprintln!(
+            "== {kind:?}: slowest probes (s into the attack, ms): {:?}",
+            slow.iter().map(|(t, ms)| (format!("{t:.1}"), format!("{ms:.1}"))).collect::<Vec<_>>()
+        );
+        let text = waiter.await?;
+        let attacker_json: serde_json::Value = text.lines().last().and_then(|l| serde_json::from_str(l).ok()).unwrap_or_default();
+        let (rss_peak, fds_peak) = sampler.await?;
+        let server_cpu_pct = (cpu_of(pid) - cpu_start) / attack_start.elapsed().as_secs_f64().max(0.001) * 100.0;
+        let outcome = viewer.await?;
+        eprintln!("== {kind:?}: after (10 s), then descriptors back within the idle timeout");
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        let rss_after = rss_of(pid);
+        let after = scrape().await;
+        let in_flight_after = metric_in(&after, &format!("{prefix}_requests_in_flight")) - 1.0; // this scrape
+        let waited = Instant::now();
+        let mut fds_after = fds_of(pid);
+        // Pooled connections of our own clients (the viewer) count too: they close with the idle timeout.
+        while fds_after > fds_before + 2 && waited.elapsed() < Duration::from_secs_f64(a.idle_timeout + 10.0) {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            fds_after = fds_of(pid);
+        }
+        let fds_back_s = 10.0 + waited.elapsed().as_secs_f64();
+        // Tasks once our own clients' connections are gone too (closed by the idle timeout).
+        let tasks_after = metric_in(&scrape().await, &format!("{prefix}_tasks"));
+        let stall = outcome.stalls.iter().map(|(_, l)| *l).fold(0.0, f64::max);
+        let mib = |b: u64| b as f64 / 1048576.0;
+        let mut row = Row {
+            attack: format!("{kind:?}"),
+            target: prefix.to_string(),
+            attacker: attacker_json,
+            rss_idle_mib: mib(rss_idle),
+            rss_peak_mib: mib(rss_peak),
+            rss_after_10s_mib: mib(rss_after),
+            rss_goal_mib: mib(rss_idle + budget + (256 << 20)),
+            fds_before,
+            fds_peak,
+            fds_after,
+            fds_back_s,
+            play_identical: outcome.mismatches == 0 && outcome.error.is_none(),
+            play_finished: outcome.finished,
+            longest_stall_s: stall,
+            probe_p99_unloaded_ms: p99(unloaded),
+            probe_p99_attack_ms: p99(loaded),
+            probe_failed,
+            server_cpu_pct,
+            in_flight_after,
+            tasks_before,
+            tasks_after,
+            goals_met: false,
+        };
+        row.goals_met = row.rss_peak_mib <= row.rss_goal_mib
+            && row.fds_after <= row.fds_before + 2
+            && row.fds_back_s <= a.idle_timeout + 10.0
+            && row.play_identical
+            && row.play_finished
+            && row.longest_stall_s <= a.segment_wall
+            && row.probe_p99_attack_ms <= 3.0 * row.probe_p99_unloaded_ms
+            && row.in_flight_after <= 0.0
+            && row.tasks_after <= row.tasks_before;
+        eprintln!("{}", serde_json::to_string(&row)?);
+        rows.push(row);
+    }
+    println!(
+        "{:<10} {:<6} {:>9} {:>9} {:>9} {:>9} {:>13} {:>7} {:>6} {:>8} {:>15} {:>8} {:>11} met",
+        "attack",
+        "target",
+        "rss idle",
+        "peak",
+        "+10 s",
+        "goal",
+        "fds bef/peak/aft",
+        "back s",
+        "play",
+        "stall s",
+        "p99 ms idle/att",
+        "inflight",
+        "tasks b/a",
+    );
+    for r in &rows {
+        println!(
+            "{:<10} {:<6} {:>9.0} {:>9.0} {:>9.0} {:>9.0} {:>13} {:>7.1} {:>6} {:>8.2} {:>15} {:>8} {:>11} {}",
+            r.attack,
+            r.target,
+            r.rss_idle_mib,
+            r.rss_peak_mib,
+            r.rss_after_10s_mib,
+            r.rss_goal_mib,
+            format!("{}/{}/{}", r.fds_before, r.fds_peak, r.fds_after),
+            r.fds_back_s,
+            if r.play_identical && r.play_finished { "ok" } else { "BAD" },
+            r.longest_stall_s,
+            format!("{:.1}/{:.1}", r.probe_p99_unloaded_ms, r.probe_p99_attack_ms),
+            r.in_flight_after,
+            format!("{}/{}", r.tasks_before, r.tasks_after),
+            if r.goals_met { "yes" } else { "NO" }
+        );
+    }
+    println!("attackers:");
+    for r in &rows {
+        println!("  {:<10} {}", r.attack, r.attacker);
+    }
+    if let Some(p) = &a.out {
+        std::fs::write(p, serde_json::to_vec_pretty(&rows)?)?;
+    }
+    Ok(())
+}
