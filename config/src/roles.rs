@@ -667,4 +667,3 @@ impl RoleConfig for EdgeConfig {
         Ok(())
     }
 }
-
