@@ -183,12 +183,12 @@ fn tickets(seconds: f64, concurrency: usize) -> Result<()> {
         let http = tranzcast_net::client::https(origin.ca_pem().as_bytes())?;
         let base = format!("https://localhost:{}", origin.https_addr().port());
         let post = |path: &str, body: serde_json::Value| http.post(format!("{base}{path}")).bearer_auth(token).json(&body).send();
-        let c: serde_json::Value =
+        let c: tranzcast_proto::answers::CustomerCreated =
             serde_json::from_slice(&post("/v1/customers", serde_json::json!({"name": "bench"})).await?.bytes().await?)?;
-        let o: serde_json::Value = serde_json::from_slice(
-            &post("/v1/orders", serde_json::json!({"customer": c["customer"], "title": "bench", "kind": "buy"})).await?.bytes().await?,
+        let o: tranzcast_proto::answers::OrderPlaced = serde_json::from_slice(
+            &post("/v1/orders", serde_json::json!({"customer": c.customer, "title": "bench", "kind": "buy"})).await?.bytes().await?,
         )?;
-        let ticket = o["ticket"].as_str().ok_or_else(|| anyhow::anyhow!("no ticket: {o}"))?.to_string();
+        let ticket = o.ticket;
         let until = Instant::now() + std::time::Duration::from_secs_f64(seconds);
         let started = Instant::now();
         let mut tasks = Vec::new();

@@ -133,11 +133,9 @@ async fn peer_identity(a: &PlayArgs, certificate: &str) -> Result<(String, Strin
     if !status.is_success() {
         bail!("the origin refused the peer a certificate ({status}): {}", String::from_utf8_lossy(&body));
     }
-    let v: serde_json::Value = serde_json::from_slice(&body).context("the origin's peer certificate answer")?;
-    match (v["cert"].as_str(), v["key"].as_str()) {
-        (Some(c), Some(k)) => Ok((c.to_string(), k.to_string())),
-        _ => bail!("the origin's peer certificate answer has no cert and key"),
-    }
+    let id: tranzcast_proto::answers::PeerIdentity =
+        tranzcast_proto::answers::parse_small("peer identity", &body).context("the origin's peer certificate answer")?;
+    Ok((id.cert, id.key))
 }
 
 /// `--url`: the origin validates the ticket (a play is counted) and answers
@@ -160,14 +158,12 @@ async fn playback_urls(a: &PlayArgs, ticket: &str, ca_pem: &str) -> Result<serde
     let r =
         http.post(format!("{origin}/v1/play")).json(&body).send().await.with_context(|| format!("cannot reach the origin at {origin}"))?;
     let status = r.status();
-    let v: serde_json::Value = r.json().await.context("the origin's answer is not JSON")?;
+    let body = r.bytes().await.context("the origin's answer")?;
     if !status.is_success() {
-        bail!(
-            "the origin refused: {} ({})",
-            v["error"]["reason"].as_str().unwrap_or("no reason"),
-            v["error"]["code"].as_str().unwrap_or("?")
-        );
+        let (code, reason) = tranzcast_proto::answers::ErrorBody::read(&body);
+        bail!("the origin refused: {reason} ({code})");
     }
+    let v: serde_json::Value = serde_json::from_slice(&body).context("the origin's answer is not JSON")?;
     Ok(v)
 }
 

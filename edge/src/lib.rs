@@ -369,23 +369,17 @@ fn control_limits(config: &EdgeConfig, max_body: usize) -> tranzcast_net::client
     tranzcast_net::client::CallLimits { answer: config.upstream_timeout.0, total: config.upstream_timeout.0 * 6, max_body }
 }
 
-/// A JSON answer with a success status, or why not.
-async fn call_json(req: reqwest::RequestBuilder, limits: tranzcast_net::client::CallLimits) -> Result<serde_json::Value, EdgeError> {
-    let (status, body) = tranzcast_net::client::call(req, limits).await.map_err(|e| EdgeError::Origin(e.to_string()))?;
-    if !status.is_success() {
-        return Err(EdgeError::Origin(format!("{status}: {}", String::from_utf8_lossy(&body[..body.len().min(200)]))));
-    }
-    serde_json::from_slice(&body).map_err(|e| EdgeError::Origin(format!("not JSON: {e}")))
-}
-
 async fn fetch_origin_key(
     http: &reqwest::Client,
     origin: &str,
     limits: tranzcast_net::client::CallLimits,
 ) -> Result<VerifyingKey, EdgeError> {
-    let v =
-        call_json(http.get(format!("{origin}/v1/origin-key")), limits).await.map_err(|e| EdgeError::Origin(format!("{origin}: {e}")))?;
-    parse_key(v["ed25519"].as_str().unwrap_or(""))
+    let (status, body) = tranzcast_net::client::call(http.get(format!("{origin}/v1/origin-key")), limits)
+        .await
+        .map_err(|e| EdgeError::Origin(format!("{origin}: {e}")))?;
+    let key = status.is_success().then(|| tranzcast_proto::answers::OriginKey::parse(&body)).flatten();
+    let key = key.ok_or_else(|| EdgeError::Origin(format!("{origin}: {status}, not the origin's key")))?;
+    VerifyingKey::from_bytes(&key).map_err(|_| EdgeError::Config("origin_key is not an Ed25519 public key".into()))
 }
 
 async fn join(http: &reqwest::Client, inner: &Inner, me: std::net::SocketAddr) -> Result<(), EdgeError> {
@@ -411,12 +405,19 @@ async fn join(http: &reqwest::Client, inner: &Inner, me: std::net::SocketAddr) -
         // Config validation made sure nodes and edges have theirs.
         _ => req.bearer_auth(inner.config.member_credential.as_deref().unwrap_or("").trim()),
     };
-    let v =
-        call_json(req, control_limits(&inner.config, SMALL_ANSWER)).await.map_err(|e| EdgeError::Origin(format!("join refused: {e}")))?;
-    if let Some(t) = v["push_token"].as_str()
+    let (status, body) = tranzcast_net::client::call(req, control_limits(&inner.config, SMALL_ANSWER))
+        .await
+        .map_err(|e| EdgeError::Origin(format!("join refused: {e}")))?;
+    if !status.is_success() {
+        let (code, reason) = tranzcast_proto::answers::ErrorBody::read(&body);
+        return Err(EdgeError::Origin(format!("join refused: {status}: {reason} ({code})")));
+    }
+    let answer: tranzcast_proto::answers::JoinAnswer =
+        tranzcast_proto::answers::parse_small("join answer", &body).map_err(|e| EdgeError::Origin(format!("join answer: {e}")))?;
+    if let Some(t) = answer.push_token
         && let Ok(mut slot) = inner.push_token.lock()
     {
-        *slot = Some(t.to_string());
+        *slot = Some(t);
     }
     Ok(())
 }
@@ -435,14 +436,14 @@ fn advertised_url(config: &EdgeConfig, me: std::net::SocketAddr) -> String {
 
 /// The live nodes in the origin's cluster view (an edge's parents when none are configured).
 async fn cluster_nodes(http: &reqwest::Client, origin: &str, limits: tranzcast_net::client::CallLimits) -> Result<Vec<String>, EdgeError> {
-    let v = call_json(http.get(format!("{origin}/v1/cluster")), limits).await?;
-    Ok(v["members"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|m| m["role"] == "node")
-        .filter_map(|m| m["https"].as_str().map(str::to_string))
-        .collect())
+    let (status, body) = tranzcast_net::client::call(http.get(format!("{origin}/v1/cluster")), limits)
+        .await
+        .map_err(|e| EdgeError::Origin(e.to_string()))?;
+    if !status.is_success() {
+        return Err(EdgeError::Origin(format!("{status}: {}", String::from_utf8_lossy(&body[..body.len().min(200)]))));
+    }
+    let view = tranzcast_proto::answers::ClusterView::parse(&body).map_err(|e| EdgeError::Origin(e.to_string()))?;
+    Ok(view.members.into_iter().filter(|m| m.role == EdgeRole::Node).map(|m| m.https).collect())
 }
 
 /// How fresh this server's revocation list is now.

@@ -1,11 +1,11 @@
 //! The JSON answers clients read from servers, on hostile bytes: a source's
-//! pulse (`proto::pulse`, read from every source), the origin's play grant
-//! and any refusal's error body (`proto::answers`). Never panics; what is
+//! pulse (`proto::pulse`, read from every source), the origin's play grant,
+//! cluster view and key, and any refusal's error body (`proto::answers`). Never panics; what is
 //! accepted is bounded and writes back to something that reads again.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use tranzcast_proto::answers::{ErrorBody, PlayGrant};
+use tranzcast_proto::answers::{ClusterView, ErrorBody, OriginKey, PlayGrant};
 use tranzcast_proto::pulse::{MAX_BITMAP_BYTES, Pulse};
 
 fuzz_target!(|data: &[u8]| {
@@ -21,6 +21,11 @@ fuzz_target!(|data: &[u8]| {
         let again = serde_json::to_vec(&g).expect("a grant read is written");
         assert!(PlayGrant::parse(&again).is_ok());
     }
+    if let Ok(v) = ClusterView::parse(data) {
+        let again = serde_json::to_vec(&v).expect("a view read is written");
+        assert!(ClusterView::parse(&again).is_ok());
+    }
+    let _ = OriginKey::parse(data);
     let (code, reason) = ErrorBody::read(data);
     assert!(code.len() + reason.len() <= data.len().max(23));
 });

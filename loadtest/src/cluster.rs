@@ -200,9 +200,9 @@ impl LocalCluster {
             // leaf for its own address), never from the CA itself.
             let auth = format!("Tranzcast {cert}");
             let id = answer(cluster.http.post(format!("{origin_url}/v1/cluster/peer-identity")).header("authorization", auth)).await?;
-            let (Some(pem), Some(key)) = (id["cert"].as_str(), id["key"].as_str()) else {
-                return Err(LoadtestError::Cluster(format!("no TLS identity for {name}: {id}")));
-            };
+            let id: tranzcast_proto::answers::PeerIdentity =
+                serde_json::from_value(id).map_err(|e| LoadtestError::Cluster(format!("no TLS identity for {name}: {e}")))?;
+            let (pem, key) = (id.cert.as_str(), id.key.as_str());
             let ca = cluster.ca_path.clone();
             let peer_tls = EdgeTls::for_peer(pem, key, &ca).map_err(|e| cluster_err(&name)(e.to_string()))?;
             let c = edge_config(
@@ -319,19 +319,28 @@ pub async fn order(
     title: &str,
     plays: Option<u32>,
 ) -> Result<String, LoadtestError> {
+    use tranzcast_proto::answers::{CustomerCreated, ErrorBody, OrderPlaced, parse_small};
     let post = |path: &str, body: serde_json::Value| {
         let req = http.post(format!("{origin}{path}")).bearer_auth(storefront_token).json(&body);
         async move {
             let net = |e: reqwest::Error| LoadtestError::Network(format!("{origin}: {e}"));
-            req.send().await.map_err(net)?.json::<serde_json::Value>().await.map_err(net)
+            let r = req.send().await.map_err(net)?;
+            let status = r.status();
+            let body = r.bytes().await.map_err(net)?;
+            if !status.is_success() {
+                let (code, reason) = ErrorBody::read(&body);
+                return Err(LoadtestError::Network(format!("{origin}: {status}: {reason} ({code})")));
+            }
+            Ok(body)
         }
     };
-    let c = post("/v1/customers", serde_json::json!({"name": "viewer"})).await?;
-    let mut body = serde_json::json!({"customer": c["customer"], "title": title, "kind": if plays.is_some() { "rent" } else { "buy" }});
+    let bad = |e: tranzcast_proto::ProtoError| LoadtestError::Network(format!("{origin}: {e}"));
+    let c: CustomerCreated = parse_small("customer", &post("/v1/customers", serde_json::json!({"name": "viewer"})).await?).map_err(bad)?;
+    let mut body = serde_json::json!({"customer": c.customer, "title": title, "kind": if plays.is_some() { "rent" } else { "buy" }});
     if let Some(p) = plays {
         body["plays"] = p.into();
         body["hours"] = 24.into();
     }
-    let v = post("/v1/orders", body).await?;
-    v["ticket"].as_str().map(str::to_string).ok_or_else(|| LoadtestError::Network(format!("order refused: {v}")))
+    let o: OrderPlaced = parse_small("order", &post("/v1/orders", body).await?).map_err(bad)?;
+    Ok(o.ticket)
 }

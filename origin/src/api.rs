@@ -11,6 +11,7 @@ use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use serde_json::{Value, json};
 use tranzcast_net::{Body, BodyLimit, Refusal as NetRefusal, Refused, RequestContext, full};
+use tranzcast_proto::answers::OrderPlaced;
 use tranzcast_proto::api as wire;
 use tranzcast_proto::keys::TitleKey;
 use tranzcast_proto::manifest::SignedManifest;
@@ -258,7 +259,8 @@ fn route_request(inner: &Inner, req: &Request<Bytes>, cx: RequestContext) -> Api
             Ok(r)
         }
         (&Method::GET, ["", "v1", "origin-key"]) => {
-            Ok(json_response(StatusCode::OK, &json!({"ed25519": hex::encode(inner.signing.verifying_key().as_bytes())})))
+            let key = tranzcast_proto::answers::OriginKey { ed25519: hex::encode(inner.signing.verifying_key().as_bytes()) };
+            Ok(json_response(StatusCode::OK, &key))
         }
         (&Method::GET, ["", "v1", "storefront"]) => {
             storefront(inner, req)?;
@@ -320,11 +322,21 @@ fn route_request(inner: &Inner, req: &Request<Bytes>, cx: RequestContext) -> Api
             Ok(json_response(StatusCode::OK, &json!({"nodes": status, "peers": precast})))
         }
         (&Method::GET, ["", "v1", "cluster"]) => {
-            let members: Vec<Value> = live_members(inner)?
+            use tranzcast_proto::answers::{ClusterMember, ClusterView};
+            let members = live_members(inner)?
                 .into_iter()
-                .map(|m| json!({"name": m.name, "role": m.role, "https": m.https, "h3": m.h3, "load": m.load, "last_seen_ms": m.last_seen_ms}))
+                .filter_map(|m| {
+                    Some(ClusterMember {
+                        role: tranzcast_proto::pulse::EdgeRole::from_name(&m.role)?,
+                        name: m.name,
+                        https: m.https,
+                        h3: Some(m.h3),
+                        load: m.load,
+                        last_seen_ms: m.last_seen_ms,
+                    })
+                })
                 .collect();
-            Ok(json_response(StatusCode::OK, &json!({"members": members})))
+            Ok(json_response(StatusCode::OK, &ClusterView { members }))
         }
         (_, ["", "v1", ..]) | (_, ["", "healthz"]) | (_, ["", "metrics"]) => {
             Err(ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", format!("{} is not allowed on {path}", req.method())))
@@ -400,7 +412,7 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 fn add_customer(inner: &Inner, req: &Request<Bytes>) -> ApiResult {
     let name = wire::new_customer(req.body()).map_err(ApiError::wire)?;
     let id = inner.state.add_customer(&name, now_secs()).map_err(ApiError::internal)?;
-    Ok(json_response(StatusCode::CREATED, &json!({"customer": id})))
+    Ok(json_response(StatusCode::CREATED, &tranzcast_proto::answers::CustomerCreated { customer: id }))
 }
 
 fn title_key(inner: &Inner, title: &TitleId) -> Result<Option<TitleKey>, ApiError> {
@@ -439,14 +451,14 @@ fn add_order(inner: &Inner, req: &Request<Bytes>) -> ApiResult {
     let Some(idempotency_key) = idempotency_key(req)? else {
         let id = inner.state.add_order(&order, &serial, &record).map_err(ApiError::internal)?;
         let text = ticket::to_text(&t.sign(&inner.signing));
-        return Ok(json_response(StatusCode::CREATED, &json!({"ticket": text, "order": id, "serial": hex::encode(serial)})));
+        return Ok(json_response(StatusCode::CREATED, &OrderPlaced { ticket: text, order: id, serial: hex::encode(serial) }));
     };
     // The request's fingerprint: what it asked for, not what was computed from it (the time).
     let fingerprint = o.fingerprint;
     match inner.state.add_order_once(&idempotency_key, fingerprint, &order, &serial, &record).map_err(ApiError::internal)? {
         OrderOnce::Created(id) => {
             let text = ticket::to_text(&t.sign(&inner.signing));
-            Ok(json_response(StatusCode::CREATED, &json!({"ticket": text, "order": id, "serial": hex::encode(serial)})))
+            Ok(json_response(StatusCode::CREATED, &OrderPlaced { ticket: text, order: id, serial: hex::encode(serial) }))
         }
         OrderOnce::Existing(id) => {
             // The first ticket as issued: its record holds every field and
@@ -470,7 +482,7 @@ fn add_order(inner: &Inner, req: &Request<Bytes>) -> ApiResult {
             };
             let mut resp = json_response(
                 StatusCode::CREATED,
-                &json!({"ticket": ticket::to_text(&t.sign(&inner.signing)), "order": id, "serial": o.ticket}),
+                &OrderPlaced { ticket: ticket::to_text(&t.sign(&inner.signing)), order: id, serial: o.ticket },
             );
             resp.headers_mut().insert("idempotent-replayed", HeaderValue::from_static("true"));
             Ok(resp)

@@ -44,6 +44,124 @@ pub struct SourceEntry {
     pub load: f64,
 }
 
+/// A customer created at the storefront (`POST /v1/customers`).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub struct CustomerCreated {
+    /// The customer's id.
+    pub customer: u64,
+}
+
+/// An order placed at the storefront (`POST /v1/orders`): its play ticket.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct OrderPlaced {
+    /// The signed play ticket (holds K2), text: hand it to the viewer.
+    pub ticket: String,
+    /// The order's id.
+    pub order: u64,
+    /// The ticket's serial, hex.
+    pub serial: String,
+}
+
+/// The origin's signing key (`GET /v1/origin-key`), hex.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct OriginKey {
+    /// The Ed25519 public key, 64 hex digits.
+    pub ed25519: String,
+}
+
+impl OriginKey {
+    /// The key's 32 bytes, from an answer (bounded; `None` if it is not one).
+    pub fn parse(body: &[u8]) -> Option<[u8; 32]> {
+        if body.len() > 4096 {
+            return None;
+        }
+        let k: OriginKey = serde_json::from_slice(body).ok()?;
+        let mut out = [0u8; 32];
+        hex::decode_to_slice(k.ed25519, &mut out).ok()?;
+        Some(out)
+    }
+}
+
+/// The live members of the cluster (`GET /v1/cluster`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ClusterView {
+    /// Every member heard from within the origin's member timeout.
+    pub members: Vec<ClusterMember>,
+}
+
+/// One live member.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ClusterMember {
+    /// Its name.
+    pub name: String,
+    /// What it is.
+    pub role: EdgeRole,
+    /// Its HTTPS URL.
+    pub https: String,
+    /// Its HTTP/3 address.
+    #[serde(default)]
+    pub h3: Option<String>,
+    /// Its load as last reported (0 to 1).
+    #[serde(default)]
+    pub load: f64,
+    /// Its last heartbeat, Unix milliseconds.
+    #[serde(default)]
+    pub last_seen_ms: u64,
+}
+
+/// The longest cluster view read.
+pub const MAX_CLUSTER_VIEW_BYTES: usize = 4 << 20;
+
+impl ClusterView {
+    /// Reads a cluster view (bounded).
+    pub fn parse(body: &[u8]) -> Result<ClusterView, ProtoError> {
+        if body.len() > MAX_CLUSTER_VIEW_BYTES {
+            return Err(ProtoError::invalid("cluster view", format!("{} bytes, at most {MAX_CLUSTER_VIEW_BYTES}", body.len())));
+        }
+        serde_json::from_slice(body).map_err(|e| ProtoError::invalid("cluster view", e.to_string()))
+    }
+}
+
+/// The origin's answer to a join or heartbeat (`POST /v1/cluster/join`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct JoinAnswer {
+    /// The origin's signing key, hex.
+    pub origin_key: String,
+    /// Seconds between heartbeats.
+    pub heartbeat_s: u64,
+    /// A peer's token for the origin's pushes to it (pre-cast segments).
+    #[serde(default)]
+    pub push_token: Option<String>,
+}
+
+/// A peer's TLS identity issued by the origin (`POST /v1/cluster/peer-identity`).
+#[derive(Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PeerIdentity {
+    /// The certificate chain, PEM.
+    pub cert: String,
+    /// Its private key, PEM.
+    pub key: String,
+    /// The names it is valid for.
+    pub names: Vec<String>,
+    /// Its end, Unix seconds.
+    pub expires: u64,
+}
+
+// Printed without the private key.
+impl std::fmt::Debug for PeerIdentity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PeerIdentity").field("names", &self.names).field("expires", &self.expires).finish_non_exhaustive()
+    }
+}
+
+/// Reads a small control answer of the origin's (bounded to 64 KiB).
+pub fn parse_small<T: serde::de::DeserializeOwned>(what: &'static str, body: &[u8]) -> Result<T, ProtoError> {
+    if body.len() > 64 << 10 {
+        return Err(ProtoError::invalid(what, format!("{} bytes, at most 64 KiB", body.len())));
+    }
+    serde_json::from_slice(body).map_err(|e| ProtoError::invalid(what, e.to_string()))
+}
+
 /// The body of every refusal: `{"error": {"code", "reason"}}`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct ErrorBody {
@@ -124,6 +242,28 @@ mod tests {
             assert!(PlayGrant::parse(junk).is_err(), "{}", String::from_utf8_lossy(junk));
         }
         assert!(PlayGrant::parse(&vec![b' '; MAX_GRANT_BYTES + 1]).is_err());
+    }
+
+    #[test]
+    fn the_origin_key_and_the_cluster_view_read_back_and_refuse_junk() {
+        let k = serde_json::to_vec(&OriginKey { ed25519: hex::encode([7u8; 32]) }).unwrap();
+        assert_eq!(OriginKey::parse(&k), Some([7u8; 32]));
+        for junk in [&br#"{"ed25519":"00"}"#[..], br#"{"ed25519":1}"#, b"{}", &[b'x'; 5000]] {
+            assert_eq!(OriginKey::parse(junk), None);
+        }
+        let v = ClusterView {
+            members: vec![ClusterMember {
+                name: "node-1".into(),
+                role: EdgeRole::Node,
+                https: "https://localhost:1".into(),
+                h3: Some("127.0.0.1:1".into()),
+                load: 0.0,
+                last_seen_ms: 5,
+            }],
+        };
+        assert_eq!(ClusterView::parse(&serde_json::to_vec(&v).unwrap()).unwrap(), v);
+        assert!(ClusterView::parse(br#"{"members":[{"name":"x","role":"origin","https":"y"}]}"#).is_err());
+        assert!(ClusterView::parse(&vec![b' '; MAX_CLUSTER_VIEW_BYTES + 1]).is_err());
     }
 
     #[test]

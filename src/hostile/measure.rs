@@ -277,13 +277,15 @@ async fn hostile_run(a: HostileArgs) -> Result<()> {
     let http = tranzcast_net::client::https(ca.as_bytes())?;
     let post =
         |path: &str, body: serde_json::Value| http.post(format!("{}{path}", a.origin)).bearer_auth(&a.storefront_token).json(&body).send();
-    let c: serde_json::Value = post("/v1/customers", serde_json::json!({"name": "viewer"})).await?.error_for_status()?.json().await?;
-    let o: serde_json::Value = post("/v1/orders", serde_json::json!({"customer": c["customer"], "title": a.title, "kind": "buy"}))
-        .await?
-        .error_for_status()?
-        .json()
-        .await?;
-    let ticket = o["ticket"].as_str().context("no ticket")?.to_string();
+    let c: tranzcast_proto::answers::CustomerCreated =
+        post("/v1/customers", serde_json::json!({"name": "viewer"})).await?.error_for_status()?.json().await?;
+    let o: tranzcast_proto::answers::OrderPlaced =
+        post("/v1/orders", serde_json::json!({"customer": c.customer, "title": a.title, "kind": "buy"}))
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
+    let ticket = o.ticket;
     let p: serde_json::Value = http
         .post(format!("{}/v1/play", a.origin))
         .json(&serde_json::json!({"ticket": ticket}))

@@ -23,9 +23,7 @@ impl Session {
         // The origin is authenticated by TLS; its signing key comes from it.
         let small = CallLimits { answer: Duration::from_secs(10), total: Duration::from_secs(30), max_body: 4 << 10 };
         let (_, body) = call(http.get(format!("{origin}/v1/origin-key")), small).await.map_err(|e| ClientError::Network(e.to_string()))?;
-        let v: serde_json::Value = serde_json::from_slice(&body).map_err(|e| ClientError::Invalid(format!("origin key: {e}")))?;
-        let mut kb = [0u8; 32];
-        hex::decode_to_slice(v["ed25519"].as_str().unwrap_or(""), &mut kb).map_err(|_| ClientError::Invalid("origin key".into()))?;
+        let kb = tranzcast_proto::answers::OriginKey::parse(&body).ok_or_else(|| ClientError::Invalid("origin key".into()))?;
         let origin_key = ed25519_key(&kb)?;
         let ticket = SignedToken::from_text(opts.ticket.trim()).map_err(|e| ClientError::Invalid(format!("ticket: {e}")))?;
         let k2 = match ticket.verify(&origin_key) {

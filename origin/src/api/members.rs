@@ -137,10 +137,12 @@ pub(super) fn join(inner: &Inner, req: &Request<Bytes>) -> ApiResult {
         expires,
     };
     inner.state.upsert_member(&m).map_err(ApiError::internal)?;
-    Ok(json_response(
-        StatusCode::OK,
-        &json!({"origin_key": hex::encode(inner.signing.verifying_key().as_bytes()), "heartbeat_s": 5, "push_token": push_token}),
-    ))
+    let answer = tranzcast_proto::answers::JoinAnswer {
+        origin_key: hex::encode(inner.signing.verifying_key().as_bytes()),
+        heartbeat_s: 5,
+        push_token,
+    };
+    Ok(json_response(StatusCode::OK, &answer))
 }
 
 /// Loopback, unspecified, private, shared (CGNAT), link-local or unique-local:
@@ -211,7 +213,7 @@ pub(super) fn peer_identity(inner: &Inner, req: &Request<Bytes>, cx: &tranzcast_
     }
     let not_after = cert.expires.min(now_secs() + PEER_TLS_MAX_SECS);
     let (chain, key) = inner.peer_ca.issue_pem(&names, not_after).map_err(ApiError::internal)?;
-    Ok(json_response(StatusCode::OK, &json!({"cert": chain, "key": key, "names": names, "expires": not_after})))
+    Ok(json_response(StatusCode::OK, &tranzcast_proto::answers::PeerIdentity { cert: chain, key, names, expires: not_after }))
 }
 
 /// `POST /v1/cluster/members/{name}/retire` (the operator, with the
