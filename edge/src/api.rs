@@ -279,7 +279,10 @@ pub(crate) async fn join_miss(
 ) -> Result<Arc<crate::fetch::Flight>, Fail> {
     use crate::fetch::FetchError;
     let i3 = inner.clone();
-    inner.fetcher.join(a, starter, move |bytes, ob| crate::mirror::keep(&i3, &a, &bytes, Some(&ob), false)).await.map_err(|e| match e {
+    let i4 = inner.clone();
+    let held = move || Some((i4.store.get(&a).ok()??, i4.store.outboard(&a).ok()??));
+    inner.fetcher.join(a, starter, move |bytes, ob| crate::mirror::keep(&i3, &a, &bytes, Some(&ob), false), held).await.map_err(|e| match e
+    {
         FetchError::NotFound => error(StatusCode::NOT_FOUND, "unknown_blob", format!("no blob {a} upstream")),
         FetchError::Busy => {
             inner.server.refuse(tranzcast_net::Refusal::UpstreamBusy);

@@ -334,14 +334,18 @@ impl Fetcher {
 
     /// Joins the flight for `addr`, starting it if none is in the air. Returns
     /// once the length is known; bytes then stream through [`FlightSource`].
-    /// `store` is called with the whole verified blob at the end. `starter`
-    /// is the client's address (None for the cluster's own servers and for
-    /// prefetches): one address may start an eighth of the flights at most.
+    /// `store` is called with the whole verified blob at the end. `held`
+    /// looks in the store once more before a new flight goes upstream: a
+    /// request that missed the store just before the last flight of this blob
+    /// stored it and left the table would otherwise fetch it a second time.
+    /// `starter` is the client's address (None for the cluster's own servers
+    /// and for prefetches): one address may start an eighth of the flights at most.
     pub async fn join(
         self: &Arc<Self>,
         addr: BlobAddress,
         starter: Option<std::net::IpAddr>,
         store: impl FnOnce(Bytes, Outboard) + Send + 'static,
+        held: impl FnOnce() -> Option<(Bytes, Outboard)> + Send + 'static,
     ) -> Result<Arc<Flight>, FetchError> {
         let mut rx = {
             let mut f = self.flights.lock().map_err(|_| FetchError::Upstream("flight table poisoned".into()))?;
@@ -362,7 +366,6 @@ impl Fetcher {
                     }
                     let (tx, rx) = watch::channel(None);
                     f.insert(addr, rx.clone());
-                    self.stats.flights.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     let mut tasks = self.tasks.lock().map_err(|_| FetchError::Upstream("task table poisoned".into()))?;
                     // Reap finished flights so the set does not grow.
                     while tasks.try_join_next().is_some() {}
@@ -373,7 +376,7 @@ impl Fetcher {
                     let entry = Entry { fetcher: me.clone(), addr, starter };
                     tasks.spawn(async move {
                         let _entry = entry;
-                        me.fly(addr, tx, store).await;
+                        me.fly(addr, tx, store, held).await;
                     });
                     rx
                 }
@@ -389,7 +392,20 @@ impl Fetcher {
         addr: BlobAddress,
         started: watch::Sender<Option<Result<Arc<Flight>, FetchError>>>,
         store: impl FnOnce(Bytes, Outboard) + Send + 'static,
+        held: impl FnOnce() -> Option<(Bytes, Outboard)> + Send + 'static,
     ) {
+        // Stored meanwhile: served from there, nothing upstream (the store
+        // verified it against its address on the way out).
+        if let Ok(Some((bytes, outboard))) = tokio::task::spawn_blocking(held).await
+            && outboard.len == bytes.len() as u64
+        {
+            let len = outboard.len;
+            let groups = bytes.chunks(GROUP_LEN as usize).map(|g| bytes.slice_ref(g)).collect();
+            let progress = watch::channel(Progress { verified: len, done: Some(Ok(())) }).0;
+            started.send_replace(Some(Ok(Arc::new(Flight { len, outboard, groups: Mutex::new(groups), progress }))));
+            return;
+        }
+        self.stats.flights.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let flight = match self.start(addr).await {
             Ok(f) => f,
             Err(e) => {
@@ -530,5 +546,48 @@ impl Fetcher {
                 return Ok(());
             }
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use tranzcast_net::ranged::Source as _;
+
+    /// A fetcher whose only source is a closed port on loopback: anything
+    /// that goes upstream fails.
+    fn fetcher() -> Arc<Fetcher> {
+        let ca = tranzcast_net::LocalCa::generate().unwrap();
+        let http = tranzcast_net::client::https(ca.cert_pem().as_bytes()).unwrap();
+        Arc::new(Fetcher::new(http, vec![], "https://127.0.0.1:1".into(), "t".into(), Duration::from_secs(2), 8))
+    }
+
+    #[tokio::test]
+    async fn a_blob_stored_meanwhile_is_served_from_the_store_without_going_upstream() {
+        let blob = Bytes::from((0..100_000u32).map(|i| (i % 251) as u8).collect::<Vec<_>>());
+        let (addr, ob) = Outboard::compute(&blob);
+        let f = fetcher();
+        let stored = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let s2 = stored.clone();
+        let (b2, ob2) = (blob.clone(), ob.clone());
+        let flight =
+            f.join(addr, None, move |_, _| s2.store(true, std::sync::atomic::Ordering::SeqCst), move || Some((b2, ob2))).await.unwrap();
+        let got: Vec<Bytes> = FlightSource(flight.clone()).stream(0, flight.len).map(Result::unwrap).collect().await;
+        assert_eq!(got.concat(), blob.to_vec());
+        assert_eq!(f.stats.flights.load(std::sync::atomic::Ordering::SeqCst), 0, "nothing went upstream");
+        assert!(!stored.load(std::sync::atomic::Ordering::SeqCst), "not stored twice");
+        // The entry left the table with the flight's task.
+        for _ in 0..100 {
+            if f.in_air() == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(f.in_air(), 0);
+        // Not held: it goes upstream (and fails there, the port is closed).
+        let missing = f.join(BlobAddress::of(b"other"), None, |_, _| {}, || None).await;
+        assert!(missing.is_err());
+        assert_eq!(f.stats.flights.load(std::sync::atomic::Ordering::SeqCst), 1);
     }
 }

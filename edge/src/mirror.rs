@@ -212,7 +212,9 @@ async fn prefetch(inner: &Arc<Inner>, blobs: &[BlobAddress]) {
             continue;
         }
         let i3 = inner.clone();
-        match inner.fetcher.join(*a, None, move |bytes, ob| keep(&i3, &a2, &bytes, Some(&ob), false)).await {
+        let (i4, a3) = (inner.clone(), *a);
+        let held = move || Some((i4.store.get(&a3).ok()??, i4.store.outboard(&a3).ok()??));
+        match inner.fetcher.join(*a, None, move |bytes, ob| keep(&i3, &a2, &bytes, Some(&ob), false), held).await {
             Ok(_) => {
                 inner.mirror.prefetched.fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(blob = %a, "prefetching");
