@@ -443,7 +443,7 @@ async fn cluster_nodes(http: &reqwest::Client, origin: &str, limits: tranzcast_n
         return Err(EdgeError::Origin(format!("{status}: {}", String::from_utf8_lossy(&body[..body.len().min(200)]))));
     }
     let view = tranzcast_proto::answers::ClusterView::parse(&body).map_err(|e| EdgeError::Origin(e.to_string()))?;
-    Ok(view.members.into_iter().filter(|m| m.role == EdgeRole::Node).map(|m| m.https).collect())
+    Ok(view.members.into_iter().filter(|m| m.entry.role == EdgeRole::Node).map(|m| m.entry.https).collect())
 }
 
 /// How fresh this server's revocation list is now.

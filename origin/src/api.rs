@@ -325,16 +325,7 @@ fn route_request(inner: &Inner, req: &Request<Bytes>, cx: RequestContext) -> Api
             use tranzcast_proto::answers::{ClusterMember, ClusterView};
             let members = live_members(inner)?
                 .into_iter()
-                .filter_map(|m| {
-                    Some(ClusterMember {
-                        role: tranzcast_proto::pulse::EdgeRole::from_name(&m.role)?,
-                        name: m.name,
-                        https: m.https,
-                        h3: Some(m.h3),
-                        load: m.load,
-                        last_seen_ms: m.last_seen_ms,
-                    })
-                })
+                .filter_map(|m| Some(ClusterMember { last_seen_ms: m.last_seen_ms, entry: play::source_entry(m)? }))
                 .collect();
             Ok(json_response(StatusCode::OK, &ClusterView { members }))
         }

@@ -89,21 +89,13 @@ pub struct ClusterView {
     pub members: Vec<ClusterMember>,
 }
 
-/// One live member.
+/// One live member: where it is, as a play's sources list it, and when it
+/// was last heard from.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct ClusterMember {
-    /// Its name.
-    pub name: String,
-    /// What it is.
-    pub role: EdgeRole,
-    /// Its HTTPS URL.
-    pub https: String,
-    /// Its HTTP/3 address.
-    #[serde(default)]
-    pub h3: Option<String>,
-    /// Its load as last reported (0 to 1).
-    #[serde(default)]
-    pub load: f64,
+    /// Its name, role, URLs and load.
+    #[serde(flatten)]
+    pub entry: SourceEntry,
     /// Its last heartbeat, Unix milliseconds.
     #[serde(default)]
     pub last_seen_ms: u64,
@@ -115,10 +107,7 @@ pub const MAX_CLUSTER_VIEW_BYTES: usize = 4 << 20;
 impl ClusterView {
     /// Reads a cluster view (bounded).
     pub fn parse(body: &[u8]) -> Result<ClusterView, ProtoError> {
-        if body.len() > MAX_CLUSTER_VIEW_BYTES {
-            return Err(ProtoError::invalid("cluster view", format!("{} bytes, at most {MAX_CLUSTER_VIEW_BYTES}", body.len())));
-        }
-        serde_json::from_slice(body).map_err(|e| ProtoError::invalid("cluster view", e.to_string()))
+        parse_bounded("cluster view", MAX_CLUSTER_VIEW_BYTES, body)
     }
 }
 
@@ -154,12 +143,17 @@ impl std::fmt::Debug for PeerIdentity {
     }
 }
 
-/// Reads a small control answer of the origin's (bounded to 64 KiB).
-pub fn parse_small<T: serde::de::DeserializeOwned>(what: &'static str, body: &[u8]) -> Result<T, ProtoError> {
-    if body.len() > 64 << 10 {
-        return Err(ProtoError::invalid(what, format!("{} bytes, at most 64 KiB", body.len())));
+/// Reads a JSON answer of at most `max` bytes (hostile input: bounded, never panics).
+pub fn parse_bounded<T: serde::de::DeserializeOwned>(what: &'static str, max: usize, body: &[u8]) -> Result<T, ProtoError> {
+    if body.len() > max {
+        return Err(ProtoError::invalid(what, format!("{} bytes, at most {max}", body.len())));
     }
     serde_json::from_slice(body).map_err(|e| ProtoError::invalid(what, e.to_string()))
+}
+
+/// Reads a small control answer of the origin's (bounded to 64 KiB).
+pub fn parse_small<T: serde::de::DeserializeOwned>(what: &'static str, body: &[u8]) -> Result<T, ProtoError> {
+    parse_bounded(what, 64 << 10, body)
 }
 
 /// The body of every refusal: `{"error": {"code", "reason"}}`.
@@ -200,10 +194,7 @@ pub const MAX_GRANT_BYTES: usize = (crate::manifest::MAX_SEGMENTS as usize * 32 
 impl PlayGrant {
     /// Reads a grant (bounded).
     pub fn parse(body: &[u8]) -> Result<PlayGrant, ProtoError> {
-        if body.len() > MAX_GRANT_BYTES {
-            return Err(ProtoError::invalid("play grant", format!("{} bytes, at most {MAX_GRANT_BYTES}", body.len())));
-        }
-        serde_json::from_slice(body).map_err(|e| ProtoError::invalid("play grant", e.to_string()))
+        parse_bounded("play grant", MAX_GRANT_BYTES, body)
     }
 }
 
@@ -253,11 +244,13 @@ mod tests {
         }
         let v = ClusterView {
             members: vec![ClusterMember {
-                name: "node-1".into(),
-                role: EdgeRole::Node,
-                https: "https://localhost:1".into(),
-                h3: Some("127.0.0.1:1".into()),
-                load: 0.0,
+                entry: SourceEntry {
+                    name: "node-1".into(),
+                    role: EdgeRole::Node,
+                    https: "https://localhost:1".into(),
+                    h3: Some("127.0.0.1:1".into()),
+                    load: 0.0,
+                },
                 last_seen_ms: 5,
             }],
         };

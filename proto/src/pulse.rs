@@ -166,10 +166,7 @@ pub const MAX_PULSE_BYTES: usize = 2 * MAX_BITMAP_BYTES + (64 << 10);
 impl Pulse {
     /// Reads a pulse from a source's answer (hostile bytes: bounded, never panics).
     pub fn parse(body: &[u8]) -> Result<Pulse, ProtoError> {
-        if body.len() > MAX_PULSE_BYTES {
-            return Err(ProtoError::invalid("pulse", format!("{} bytes, at most {MAX_PULSE_BYTES}", body.len())));
-        }
-        serde_json::from_slice(body).map_err(|e| ProtoError::invalid("pulse", e.to_string()))
+        crate::answers::parse_bounded("pulse", MAX_PULSE_BYTES, body)
     }
 }
 

@@ -216,14 +216,17 @@ fn sources(inner: &Inner) -> Result<Vec<tranzcast_proto::answers::SourceEntry>, 
         .into_iter()
         // A peer whose certificate expired or was revoked is no source.
         .filter(|m| m.role != "peer" || peer_live(inner, m))
-        .filter_map(|m| {
-            Some(tranzcast_proto::answers::SourceEntry {
-                role: tranzcast_proto::pulse::EdgeRole::from_name(&m.role)?,
-                name: m.name,
-                https: m.https,
-                h3: Some(m.h3),
-                load: m.load,
-            })
-        })
+        .filter_map(source_entry)
         .collect())
+}
+
+/// A member as clients see it (None for a role this version does not know).
+pub(super) fn source_entry(m: Member) -> Option<tranzcast_proto::answers::SourceEntry> {
+    Some(tranzcast_proto::answers::SourceEntry {
+        role: tranzcast_proto::pulse::EdgeRole::from_name(&m.role)?,
+        name: m.name,
+        https: m.https,
+        h3: Some(m.h3),
+        load: m.load,
+    })
 }
