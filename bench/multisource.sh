@@ -30,7 +30,7 @@
 # ahead of aria2c; >= 1.5x aria2c when degrading; time to first segment
 # <= 1.1x the fastest single source's.
 #
-# Usage: bench/multisource.sh [MIB=64] [RATES_MBIT="48 32 16"]   (root: ip netns, tc)
+# Usage: bench/multisource.sh [MIB=64] [RATES_MBIT="48 32 16"]   (root: ip netns, tc); BIN=path: that binary
 # ONLY_OURS=1 runs only our client (quick look; ONLY_OURS=degrade: its degrading run; ONLY_OURS=single: the
 # single-source run); REPEAT=N runs each of those N times on the same setup; QUEUE_MS=N gives each shaped
 # link a queue of N ms of its rate (bfifo; default: HTB's 1000-packet FIFO).
@@ -45,11 +45,14 @@ if [ -z "${TZ_IN_NETNS:-}" ]; then
         command -v "$tool" >/dev/null || { echo "bench/multisource.sh: $tool is not installed (apt-get install -y iproute2 aria2)" >&2; exit 2; }
     done
     . scripts/env.sh
-    cargo build --release --locked --bin tranzcast >/dev/null 2>&1 || cargo build --release --locked --bin tranzcast
+    # BIN=path runs a given build (an A/B of two commits); else this tree's, built now.
+    if [ -z "${BIN:-}" ]; then
+        cargo build --release --locked --bin tranzcast >/dev/null 2>&1 || cargo build --release --locked --bin tranzcast
+    fi
     NS="tzbench-$$"
     ip netns add "$NS" || { echo "bench/multisource.sh: cannot create a network namespace (needs root / CAP_NET_ADMIN)" >&2; exit 2; }
     trap 'ip netns del "$NS" 2>/dev/null || true' EXIT
-    TZ_IN_NETNS=1 BIN="$CARGO_TARGET_DIR/release/tranzcast" ip netns exec "$NS" bash "$0" "$MIB" "$RATES"
+    TZ_IN_NETNS=1 BIN="${BIN:-$CARGO_TARGET_DIR/release/tranzcast}" ip netns exec "$NS" bash "$0" "$MIB" "$RATES"
     exit $?
 fi
 

@@ -36,16 +36,19 @@
 #![warn(missing_docs)]
 
 mod error;
+mod event;
 mod gateway;
 mod peer;
+mod schedule;
 pub mod scoring;
 mod session;
 mod stream;
 
 pub use error::ClientError;
+pub use event::Event;
 pub use gateway::Gateway;
 pub use peer::PeerService;
-pub use session::{Event, LOCAL, OpenOptions, PlayReport, Session, Source};
+pub use session::{LOCAL, OpenOptions, PlayReport, Session, Source};
 pub use stream::PlainStream;
 /// Sources' roles (the wire type).
 pub use tranzcast_proto::pulse::EdgeRole;

@@ -2,9 +2,23 @@
 //! counted, retried with the same Idempotency-Key), the title key joined
 //! from its halves, the signed manifest checked, the sources listed.
 
-#![allow(clippy::wildcard_imports)]
+use std::time::Duration;
 
-use super::*;
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use bytes::Bytes;
+use tranzcast_net::client::{CallLimits, call};
+use tranzcast_proto::answers::{ErrorBody, PlayGrant};
+use tranzcast_proto::keys::TitleKey;
+use tranzcast_proto::manifest::SignedManifest;
+use tranzcast_proto::pulse::EdgeRole;
+use tranzcast_proto::ticket::{SignedToken, Token};
+
+use super::driver::Core;
+use super::{OpenOptions, PLAIN_CACHE_BYTES, Session, Source};
+use crate::ClientError;
+use crate::schedule::Scheduler;
+use crate::scoring::SourceView;
 
 impl Session {
     /// Validates the ticket at the origin (counting one play), joins the
@@ -76,28 +90,29 @@ impl Session {
         }
         let sources: Vec<Source> = grant.sources.into_iter().map(|s| Source { name: s.name, role: s.role, https: s.https }).collect();
         let views = sources.iter().map(|s| SourceView::new(&s.name, s.role != EdgeRole::Peer)).collect();
+        // A segment's size on the wire, as rankings estimate it before its outboard is known.
+        let expect_len = u64::from(manifest.segment_size) + tranzcast_proto::frame::OVERHEAD as u64;
+        let parallel = opts.parallel.max(1);
+        let sched = Scheduler::new(manifest.segments.clone(), expect_len, parallel, views);
+        let plain_lens = (0..manifest.segments.len() as u64).map(|i| manifest.segment_plain_len(i)).collect();
+        let urls = sources.iter().map(|s| s.https.clone()).collect();
+        let (core, driver) =
+            Core::start(sched, http, &certificate, manifest.title.as_str().to_string(), manifest.segments.clone(), urls, plain_lens);
         let mut session = Self {
-            events: tokio::sync::broadcast::channel(1024).0,
             plain: moka::future::Cache::builder()
                 .weigher(|_, b: &Bytes| u32::try_from(b.len()).unwrap_or(u32::MAX))
                 .max_capacity(PLAIN_CACHE_BYTES)
                 .build(),
-            http,
             key,
             manifest,
             certificate,
             signed_manifest: Bytes::from(mb),
             replacement: grant.ticket,
             sources,
-            views: Mutex::new(views),
-            parallel: opts.parallel.max(1),
+            parallel,
             local: None,
-            endgame: std::sync::atomic::AtomicBool::new(false),
-            metered: std::sync::atomic::AtomicBool::new(false),
-            pieces: Mutex::new(BTreeMap::new()),
-            outboards: Mutex::new(BTreeMap::new()),
-            reserved: tokio::sync::watch::channel(None).0,
-            playhead: std::sync::atomic::AtomicU64::new(0),
+            core,
+            _driver: driver,
         };
         if let Some(local) = opts.local {
             session.attach_local(local)?;

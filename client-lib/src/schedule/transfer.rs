@@ -1,0 +1,486 @@
+//! One request at one source, as the scheduler sees it: its answer, its
+//! bytes verified group by group, its rate, its deadlines; and the events
+//! the driver reports about it.
+
+use std::time::{Duration, Instant};
+
+use tranzcast_proto::outboard::GroupVerifier;
+
+use super::{Action, Answer, Event, OutboardAnswer, STILL_COMING, SWITCH_CHECK, Scheduler, TransferId, WARM_UP};
+use crate::scoring::{self, Ranked};
+
+/// What a request is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Kind {
+    /// The rest of a piece.
+    Normal,
+    /// One of a race's requests (the winner's goes on to the end).
+    Racer,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum TransferState {
+    /// Waiting for a race's winner to free its source.
+    Waiting,
+    /// Asked, no answer yet.
+    Asked,
+    /// Answered: bytes are coming.
+    Streaming,
+}
+
+/// How a transfer ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Outcome {
+    /// Its piece is whole (or, for a race's first range, handed on).
+    Done,
+    /// The source does not hold the blob.
+    NotThere,
+    /// It ran slow: the rest is fetched elsewhere (not a fault).
+    Slow(String),
+    /// It lied, failed or timed out (the source is demoted).
+    Failed(String),
+    /// It lost its race.
+    Lost,
+}
+
+#[derive(Debug)]
+pub(super) struct Transfer {
+    pub(super) segment: u64,
+    /// The piece it fetches (by its start).
+    pub(super) piece: u64,
+    pub(super) source: usize,
+    pub(super) kind: Kind,
+    pub(super) state: TransferState,
+    /// Where its verified bytes (`buf`) start, and where the request in the air starts.
+    pub(super) from: u64,
+    pub(super) req_from: u64,
+    /// The end asked for (exclusive), if not the blob's end.
+    pub(super) to: Option<u64>,
+    pub(super) verifier: Option<GroupVerifier>,
+    pub(super) buf: Vec<u8>,
+    /// Bytes that came before any outboard did (verified once one does).
+    raw: Vec<u8>,
+    /// The body ended before the outboard came.
+    body_ended: bool,
+    pub(super) asked: Instant,
+    pub(super) deadline: Instant,
+    pub(super) answer_by: Instant,
+    pub(super) next_check: Instant,
+    pub(super) first_byte: Option<Instant>,
+    pub(super) last_byte: Option<Instant>,
+    pub(super) got: u64,
+    patience: u32,
+    expected_secs: f64,
+    measured: bool,
+    rtt: Option<Duration>,
+    answer: Option<Duration>,
+    sharing_at_choice: u32,
+}
+
+impl Transfer {
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn new(
+        segment: u64,
+        piece: u64,
+        choice: &Ranked,
+        patience: u32,
+        kind: Kind,
+        from: u64,
+        to: Option<u64>,
+        verifier: Option<GroupVerifier>,
+        (measured, rtt, answer, sharing_at_choice): (bool, Option<Duration>, Option<Duration>, u32),
+        now: Instant,
+    ) -> Self {
+        Self {
+            segment,
+            piece,
+            source: choice.index,
+            kind,
+            state: TransferState::Waiting,
+            from,
+            req_from: from,
+            to,
+            buf: Vec::with_capacity(verifier.as_ref().map_or(0, |v| usize::try_from(v.len() - from).unwrap_or(0))),
+            verifier,
+            raw: Vec::new(),
+            body_ended: false,
+            asked: now,
+            deadline: now,
+            answer_by: now,
+            next_check: now,
+            first_byte: None,
+            last_byte: None,
+            got: 0,
+            patience,
+            expected_secs: choice.expected_secs,
+            measured,
+            rtt,
+            answer,
+            sharing_at_choice,
+        }
+    }
+
+    /// The request goes out now.
+    pub(super) fn issue(&mut self, now: Instant) {
+        self.state = TransferState::Asked;
+        self.asked = now;
+        self.deadline = now + scoring::timeout_for(self.expected_secs, self.measured) * self.patience;
+        // A source that does not answer at all is given up on much sooner.
+        self.answer_by = self.deadline.min(now + scoring::answer_timeout(self.rtt, self.answer) * self.patience);
+        self.next_check = now + SWITCH_CHECK;
+    }
+
+    pub(super) fn verified(&self) -> u64 {
+        self.verifier.as_ref().map_or(self.from, GroupVerifier::verified)
+    }
+
+    /// Bytes/s since the first byte, once that is long enough to judge.
+    pub(super) fn rate_now(&self, now: Instant) -> Option<f64> {
+        let since = now.saturating_duration_since(self.first_byte?);
+        (since >= WARM_UP).then(|| self.got as f64 / since.as_secs_f64())
+    }
+
+    /// The rate this source was chosen for (its expectation includes a round trip).
+    fn planned_rate(&self, fallback_len: u64) -> f64 {
+        let len = self.verifier.as_ref().map_or(fallback_len, GroupVerifier::len);
+        len.saturating_sub(self.from) as f64 / self.expected_secs.max(1e-3)
+    }
+}
+
+impl Scheduler {
+    /// The response to request `id` began.
+    pub(crate) fn answered(&mut self, id: TransferId, answer: Answer, now: Instant) {
+        self.on_answered(id, answer, now);
+        self.after(now);
+    }
+
+    fn on_answered(&mut self, id: TransferId, answer: Answer, now: Instant) {
+        let Some(t) = self.transfers.get_mut(&id).filter(|t| t.state == TransferState::Asked) else { return };
+        self.sources[t.source].record_answer(now.saturating_duration_since(t.asked));
+        let ranged = t.req_from > 0 || t.to.is_some();
+        let outcome = match answer {
+            Answer::NotFound => Some(super::Outcome::NotThere),
+            // (A whole blob for a range starting at 0 is fine: it is all checked.)
+            Answer::Whole if t.req_from == 0 => {
+                t.to = None;
+                None
+            }
+            Answer::Partial if ranged => None,
+            other => {
+                let code = match other {
+                    Answer::Whole => 200,
+                    Answer::Partial => 206,
+                    Answer::NotFound => 404,
+                    Answer::Other(c) => c,
+                };
+                Some(super::Outcome::Failed(format!("status {code} (wanted {})", if ranged { 206 } else { 200 })))
+            }
+        };
+        match outcome {
+            Some(o) => self.end(id, o, now),
+            None => t.state = TransferState::Streaming,
+        }
+    }
+
+    /// Request `id`'s outboard came (or did not).
+    pub(crate) fn outboard(&mut self, id: TransferId, answer: OutboardAnswer, now: Instant) {
+        self.on_outboard(id, answer, now);
+        self.after(now);
+    }
+
+    fn on_outboard(&mut self, id: TransferId, answer: OutboardAnswer, now: Instant) {
+        let Some(t) = self.transfers.get(&id) else { return };
+        if t.verifier.is_some() {
+            return;
+        }
+        let segment = t.segment;
+        match answer {
+            OutboardAnswer::Found(b) => {
+                let addr = self.addrs[segment as usize];
+                match tranzcast_proto::outboard::Outboard::decode(&b).and_then(|o| GroupVerifier::new(addr, o)) {
+                    Ok(v) => self.learn_outboard(segment, v, now),
+                    Err(e) => self.end(id, super::Outcome::Failed(format!("bad outboard: {e}")), now),
+                }
+            }
+            OutboardAnswer::NotFound => self.end(id, super::Outcome::NotThere, now),
+            OutboardAnswer::Failed(e) => self.end(id, super::Outcome::Failed(format!("outboard: {e}")), now),
+        }
+    }
+
+    /// A valid verifier for `segment`: every request for it without one
+    /// takes it (racers share the first to arrive, whoever sent it).
+    pub(super) fn learn_outboard(&mut self, segment: u64, v: GroupVerifier, now: Instant) {
+        let idx = segment as usize;
+        let len = v.len();
+        let seg = &mut self.segments[idx];
+        seg.outboard.get_or_insert_with(|| v.clone());
+        for p in &mut seg.pieces {
+            if p.end.is_none() {
+                p.end = Some(len);
+            }
+        }
+        let ids: Vec<TransferId> =
+            self.transfers.iter().filter(|(_, t)| t.segment == segment && t.verifier.is_none()).map(|(id, _)| *id).collect();
+        for id in ids {
+            let Some(t) = self.transfers.get_mut(&id) else { continue };
+            let mut tv = v.clone();
+            if tv.skip_to(t.from).is_err() {
+                let from = t.from;
+                self.end(id, super::Outcome::Failed(format!("resumed at byte {from} of {len}")), now);
+                continue;
+            }
+            t.verifier = Some(tv);
+            let raw = std::mem::take(&mut t.raw);
+            let ended = t.body_ended;
+            if !raw.is_empty() && !self.push_verified(id, &raw, now) {
+                continue;
+            }
+            if ended {
+                self.stream_ended(id, now);
+            }
+        }
+    }
+
+    /// Bytes of request `id`'s body arrived.
+    pub(crate) fn data(&mut self, id: TransferId, chunk: &[u8], now: Instant) {
+        self.on_data(id, chunk, now);
+        self.after(now);
+    }
+
+    fn on_data(&mut self, id: TransferId, chunk: &[u8], now: Instant) {
+        let Some(t) = self.transfers.get_mut(&id).filter(|t| t.state == TransferState::Streaming) else { return };
+        t.first_byte.get_or_insert(now);
+        t.last_byte = Some(now);
+        t.got += chunk.len() as u64;
+        self.sources[t.source].received += chunk.len() as u64;
+        if t.verifier.is_none() {
+            t.raw.extend_from_slice(chunk);
+            // More than a segment's worth before any outboard came: not a blob we asked for.
+            if t.raw.len() as u64 > 2 * self.expect_len + (1 << 20) {
+                self.end(id, super::Outcome::Failed("too many bytes before the outboard".into()), now);
+            }
+            return;
+        }
+        if self.push_verified(id, chunk, now) {
+            self.check_pace(id, now);
+        }
+    }
+
+    /// Verifies and keeps bytes; false when the transfer ended on them.
+    fn push_verified(&mut self, id: TransferId, bytes: &[u8], now: Instant) -> bool {
+        let Some(t) = self.transfers.get_mut(&id) else { return false };
+        let stop = self.segments[t.segment as usize].pieces.iter().find(|p| p.start == t.piece).and_then(|p| p.end);
+        let Some(v) = t.verifier.as_mut() else { return true };
+        let buf = &mut t.buf;
+        // Only verified groups reach `buf`: a lie is caught within 16 KiB.
+        if let Err(e) = v.push(bytes, |_, group| buf.extend_from_slice(group)) {
+            let at = v.verified();
+            self.end(id, super::Outcome::Failed(format!("bad bytes after byte {at}: {e}")), now);
+            return false;
+        }
+        let stop = stop.unwrap_or(v.len());
+        if v.is_complete() || v.verified() >= stop {
+            // (Past a split point the rest is a helper's: dropped.)
+            v.abandon_pending();
+            self.end(id, super::Outcome::Done, now);
+            return false;
+        }
+        if t.kind == Kind::Racer {
+            let (source, got, verified, segment) = (t.source, t.got, v.verified(), t.segment);
+            if let Some(race) = self.segments[segment as usize].race.as_mut() {
+                race.got.insert(source, got);
+                if verified >= race.at && race.winner.is_none() {
+                    self.claim(segment, id, now);
+                }
+            }
+        }
+        true
+    }
+
+    /// Request `id`'s body ended.
+    pub(crate) fn ended(&mut self, id: TransferId, now: Instant) {
+        self.on_ended(id, now);
+        self.after(now);
+    }
+
+    fn on_ended(&mut self, id: TransferId, now: Instant) {
+        let Some(t) = self.transfers.get_mut(&id).filter(|t| t.state == TransferState::Streaming) else { return };
+        if t.verifier.is_none() {
+            // Judged once the outboard comes (or the deadline passes).
+            t.body_ended = true;
+            return;
+        }
+        self.stream_ended(id, now);
+    }
+
+    fn stream_ended(&mut self, id: TransferId, now: Instant) {
+        let Some(t) = self.transfers.get_mut(&id) else { return };
+        let Some(v) = t.verifier.as_mut() else { return };
+        if t.kind == Kind::Racer && t.to.is_some() && !v.is_complete() {
+            // A racer's first range is in. The winner asks for the rest; no
+            // winner yet means the range ended short of the quarter.
+            let winner = self.segments[t.segment as usize].race.as_ref().and_then(|r| r.winner);
+            if winner == Some(t.source) {
+                let from = v.verified();
+                v.abandon_pending();
+                t.req_from = from;
+                t.to = None;
+                t.body_ended = false;
+                t.state = TransferState::Asked;
+                t.asked = now;
+                t.answer_by = now + scoring::answer_timeout(t.rtt, t.answer) * t.patience;
+                let new_id = self.next_id;
+                self.next_id += 1;
+                let Some(t) = self.transfers.remove(&id) else { return };
+                let (segment, piece, source) = (t.segment, t.piece, t.source);
+                self.transfers.insert(new_id, t);
+                if let Some(p) = self.piece_mut(segment, piece) {
+                    p.transfers.retain(|&x| x != id);
+                    p.transfers.push(new_id);
+                }
+                self.actions.push_back(Action::Cancel { id });
+                self.actions.push_back(Action::Ask { id: new_id, source, segment, from, to: None, outboard: false });
+                return;
+            }
+            let at = v.verified();
+            self.end(id, super::Outcome::Failed(format!("its answer ended at byte {at}")), now);
+            return;
+        }
+        match v.finish() {
+            Ok(()) => self.end(id, super::Outcome::Done, now),
+            Err(e) => self.end(id, super::Outcome::Failed(format!("bad bytes: {e}")), now),
+        }
+    }
+
+    /// Request `id` failed (connection reset, body error...).
+    pub(crate) fn failed(&mut self, id: TransferId, error: String, now: Instant) {
+        self.on_failed(id, error, now);
+        self.after(now);
+    }
+
+    fn on_failed(&mut self, id: TransferId, error: String, now: Instant) {
+        self.end(id, super::Outcome::Failed(error), now);
+    }
+
+    /// Timers of every transfer: answers not in time, deadlines, pace checks.
+    pub(super) fn transfer_timers(&mut self, now: Instant) {
+        let due: Vec<TransferId> = self
+            .transfers
+            .iter()
+            .filter(|(_, t)| match t.state {
+                TransferState::Waiting => false,
+                TransferState::Asked => now >= t.answer_by || now >= t.next_check,
+                TransferState::Streaming => now >= t.deadline || now >= t.next_check,
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for id in due {
+            let Some(t) = self.transfers.get_mut(&id) else { continue };
+            match t.state {
+                TransferState::Waiting => {}
+                TransferState::Asked if now >= t.answer_by => self.end(id, super::Outcome::Failed("no answer in time".into()), now),
+                TransferState::Asked => {
+                    t.next_check = now + SWITCH_CHECK;
+                    self.check_unanswered(id, now);
+                }
+                TransferState::Streaming if now >= t.deadline => self.past_deadline(id, now),
+                TransferState::Streaming => {
+                    t.next_check = now + SWITCH_CHECK;
+                    self.check_pace(id, now);
+                }
+            }
+        }
+    }
+
+    /// Where transfer `t` stops, and what of it is left.
+    fn remaining(&self, t: &Transfer) -> u64 {
+        let stop = self.piece(t.segment, t.piece).and_then(|p| p.end).unwrap_or(self.expect_len);
+        stop.saturating_sub(t.verified())
+    }
+
+    fn excluding(&self, t: &Transfer) -> Vec<usize> {
+        let mut exclude = match t.kind {
+            Kind::Racer => Vec::new(),
+            Kind::Normal => self.piece(t.segment, t.piece).map(|p| p.tried.clone()).unwrap_or_default(),
+        };
+        exclude.push(t.source);
+        exclude
+    }
+
+    /// End-game, before the first byte: a source still silent while
+    /// another, clearly faster, sits idle (see scoring::should_leave_unanswered).
+    fn check_unanswered(&mut self, id: TransferId, now: Instant) {
+        let Some(t) = self.transfers.get(&id) else { return };
+        if t.kind == Kind::Racer || !self.endgame {
+            return;
+        }
+        let remaining = self.remaining(t);
+        // Only an idle source counts: one busy with our other requests is
+        // no faster for this one than the end-game's split assumed.
+        let alternative = self.alternative(t.segment as usize, remaining, &self.excluding(t), true);
+        // Its share of the source: our other requests there take theirs.
+        let s = &self.sources[t.source];
+        let estimate = s.measured().map(|m| m / f64::from(s.ours_in_flight.max(1)));
+        let waited = now.saturating_duration_since(t.asked).as_secs_f64();
+        if scoring::should_leave_unanswered(waited, remaining, estimate, alternative) {
+            let why = format!("no answer in {:.0} ms with {remaining} bytes to send", waited * 1e3);
+            self.end(id, super::Outcome::Slow(why), now);
+        }
+    }
+
+    /// Running slow (the source slowed down, or stalled)? The rest goes to
+    /// a better source if one is clearly faster.
+    fn check_pace(&mut self, id: TransferId, now: Instant) {
+        let Some(t) = self.transfers.get(&id) else { return };
+        let Some(rate) = t.rate_now(now) else { return };
+        let remaining = self.remaining(t);
+        let alternative = self.alternative(t.segment as usize, remaining, &self.excluding(t), false);
+        let s = &self.sources[t.source];
+        // Chosen on a guess (unmeasured, or a race's seed): held to its
+        // source's measured share once there is one.
+        let planned = match s.measured() {
+            Some(e) if !t.measured => e / f64::from(s.ours_in_flight.max(1)),
+            _ => scoring::planned_share(t.planned_rate(self.expect_len), t.sharing_at_choice, s.ours_in_flight),
+        };
+        if scoring::should_switch(rate, planned, remaining, alternative, self.endgame) {
+            let source = t.source;
+            if let Some(v) = self.transfers.get_mut(&id).and_then(|t| t.verifier.as_mut()) {
+                v.abandon_pending();
+            }
+            let s = &mut self.sources[source];
+            s.record_slow(rate, s.ours_in_flight, now);
+            self.end(id, super::Outcome::Slow(format!("{:.2} MB/s with {remaining} bytes left", rate / 1e6)), now);
+        }
+    }
+
+    /// Past its time: a source still sending is slow (not demoted), a silent one failed.
+    fn past_deadline(&mut self, id: TransferId, now: Instant) {
+        let Some(t) = self.transfers.get(&id) else { return };
+        // Past its time but still coming, and no other source would
+        // clearly do the rest sooner: leaving would only waste what is
+        // already on its way, so it gets more time.
+        if let Some(rate) = t.rate_now(now)
+            && t.last_byte.is_some_and(|b| now.saturating_duration_since(b) < STILL_COMING)
+        {
+            let remaining = self.remaining(t);
+            let alternative = self.alternative(t.segment as usize, remaining, &self.excluding(t), false);
+            if !scoring::should_switch(rate, t.planned_rate(self.expect_len), remaining, alternative, true) {
+                if let Some(t) = self.transfers.get_mut(&id) {
+                    t.deadline = now + scoring::timeout_for(remaining as f64 / rate, true);
+                }
+                return;
+            }
+        }
+        let got = t.got;
+        if let Some(v) = self.transfers.get_mut(&id).and_then(|t| t.verifier.as_mut()) {
+            v.abandon_pending();
+        }
+        let outcome = if got > 0 { super::Outcome::Slow("over its time".into()) } else { super::Outcome::Failed("timed out".into()) };
+        self.end(id, outcome, now);
+    }
+
+    /// Announces a race (used by plan.rs).
+    pub(super) fn announce(&mut self, event: Event) {
+        self.actions.push_back(Action::Event(event));
+    }
+}
