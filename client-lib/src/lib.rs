@@ -1,24 +1,25 @@
 //! The smart client: pulse every source, fetch segments in parallel from the
 //! best, verify, decrypt, reassemble, seek, and serve peers.
 //!
-//! Built in steps (issue 5). Today: [`scoring`] (pure source choice by
-//! expected completion time); [`Session`]: open with a ticket (one play
-//! counted, the replacement ticket handed back), pulse the sources, fetch
-//! segments in parallel from the best source for each with failover, verify
-//! each against its blake3 address, decrypt, write in order, with [`Event`]s;
-//! [`Gateway`]: the plaintext as one HTTP resource with full Range support on
-//! loopback, for standard players; [`PlainStream`]: `AsyncRead` +
-//! `AsyncSeek` over the plaintext with a window fetched ahead, moved on seek.
-//! The segment playback waits on is raced on the two best sources;
-//! [`Session::ready`] resolves once enough segments are in hand. Segments
-//! are verified per 16 KiB group as they arrive (a liar is caught within a
-//! group) and resume at another source by range after a lie, a failure or a
-//! slow-down. With
-//! [`OpenOptions::local`] (the client's peer service, a [`PeerService`]: in
-//! the binary an `EdgeServer` with role `peer`), pre-cast segments are read
-//! first and every segment played is kept there for other viewers. The
-//! crate builds no store and no C++: an app embedding it needs a Rust
-//! toolchain and a C compiler (for ring) only.
+//! [`Session`]: open with a ticket (one play counted, the replacement ticket
+//! handed back), pulse the sources, fetch segments in parallel from the best
+//! source for each with failover, verify each against its blake3 address,
+//! decrypt, write in order, with [`Event`]s; [`Gateway`]: the plaintext as
+//! one HTTP resource with full Range support on loopback, for standard
+//! players; [`PlainStream`]: `AsyncRead` + `AsyncSeek` over the plaintext
+//! with a window fetched ahead, moved on seek. [`scoring`] ranks sources by
+//! expected completion time (pure).
+//!
+//! Every decision (which source per segment, races decided at a quarter,
+//! leaving a slow or silent source, the end-game split, resumption by range
+//! after a lie or a failure, the order of output) is taken by a scheduler
+//! without I/O (`schedule`: events and `now` in, actions and a deadline out)
+//! that verifies every byte per 16 KiB group; the session's driver task only
+//! does its HTTP. With [`OpenOptions::local`] (the client's peer service, a
+//! [`PeerService`]: in the binary an `EdgeServer` with role `peer`),
+//! pre-cast segments are read first and every segment played is kept there
+//! for other viewers. The crate builds no store and no C++: an app embedding
+//! it needs a Rust toolchain and a C compiler (for ring) only.
 //!
 //! ```no_run
 //! # async fn run(ticket: String, ca_pem: String) -> Result<(), tranzcast_client::ClientError> {

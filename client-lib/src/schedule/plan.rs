@@ -117,9 +117,12 @@ impl Scheduler {
 
     /// Ends the playback (dropped, or failed): what only it wanted stops.
     pub(crate) fn stop_play_now(&mut self, now: Instant) {
-        let window: Vec<u64> = self.play.as_mut().map(|p| std::mem::take(&mut p.in_window).into_iter().collect()).unwrap_or_default();
+        if self.play.is_none() {
+            return;
+        }
         self.stop_play();
-        for i in window {
+        // Everything fetched and not wanted otherwise was the playback's.
+        for i in 0..self.segments.len() as u64 {
             if !self.segments[i as usize].wanted && self.segments[i as usize].fetching {
                 self.abandon(i, now);
             }
