@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tranzcast_proto::BlobAddress;
+use tranzcast_proto::fetch::{self, BodyFetch};
 use tranzcast_proto::outboard::{GROUP_LEN, GroupVerifier};
 
 use crate::Event;
@@ -313,7 +314,7 @@ impl Scheduler {
     /// A valid outboard for `segment` learned out of band (fetched ahead).
     pub(crate) fn outboard_known(&mut self, segment: u64, encoded: &[u8], now: Instant) -> bool {
         let Some(addr) = self.addrs.get(segment as usize).copied() else { return false };
-        match tranzcast_proto::outboard::Outboard::decode(encoded).and_then(|o| GroupVerifier::new(addr, o)) {
+        match fetch::outboard(&addr, 200, encoded) {
             Ok(v) => {
                 self.learn_outboard(segment, v, now);
                 self.after(now);
@@ -380,8 +381,7 @@ impl Scheduler {
         let template = self.segments[idx].outboard.clone();
         let Some(piece) = self.segments[idx].pieces.iter_mut().find(|p| p.start == start) else { return };
         let from = if kind == Kind::Racer { 0 } else { piece.at() };
-        let verifier = template.and_then(|mut v| v.skip_to(from).ok().map(|()| v));
-        let len = verifier.as_ref().map(GroupVerifier::len);
+        let len = template.as_ref().map(GroupVerifier::len);
         let to = match (kind, race_at) {
             // A racer asks for the first quarter only (to the group boundary
             // at or after it, so the claim can be verified): once the race
@@ -390,11 +390,12 @@ impl Scheduler {
             (Kind::Racer, Some(at)) => Some(at.div_ceil(GROUP_LEN).max(1) * GROUP_LEN).filter(|b| len.is_none_or(|l| *b < l)),
             _ => piece.end.filter(|e| len.is_some_and(|l| *e < l)),
         };
+        let body = template.and_then(|v| BodyFetch::new(v, from, to).ok());
         piece.transfers.push(id);
         if from > 0 {
             self.actions.push_back(Action::Event(Event::Resumed { index: segment, source: name, at: from }));
         }
-        let t = Transfer::new(segment, start, choice, patience, kind, from, to, verifier, (measured, rtt, answer, sharing_at_choice), now);
+        let t = Transfer::new(segment, start, choice, patience, kind, from, to, body, (measured, rtt, answer, sharing_at_choice), now);
         self.transfers.insert(id, t);
         if kind == Kind::Normal && self.reserved == Some(choice.index) {
             // A race's winner has its source to itself until the raced segment is in.
@@ -406,7 +407,7 @@ impl Scheduler {
     fn issue(&mut self, id: TransferId, now: Instant) {
         let Some(t) = self.transfers.get_mut(&id) else { return };
         t.issue(now);
-        let ask = Action::Ask { id, source: t.source, segment: t.segment, from: t.req_from, to: t.to, outboard: t.verifier.is_none() };
+        let ask = Action::Ask { id, source: t.source, segment: t.segment, from: t.req_from, to: t.to, outboard: t.body.is_none() };
         self.actions.push_back(ask);
     }
 

@@ -30,6 +30,7 @@ use futures_util::StreamExt;
 use futures_util::stream::BoxStream;
 use tokio::sync::watch;
 use tranzcast_proto::BlobAddress;
+use tranzcast_proto::fetch::{self, BodyFetch, Miss};
 use tranzcast_proto::outboard::{GROUP_LEN, GroupVerifier, Outboard};
 use tranzcast_proto::pulse::{Health, Pulse};
 
@@ -427,29 +428,24 @@ impl Fetcher {
         flight.progress.send_modify(|p| p.done = Some(result));
     }
 
-    async fn outboard_from(&self, source: &str, addr: &BlobAddress) -> Result<Outboard, String> {
+    async fn outboard_from(&self, source: &str, addr: &BlobAddress) -> Result<Outboard, Miss> {
         let mut r = tokio::time::timeout(self.timeout, self.upstream(format!("{source}/v1/outboards/{addr}")).send())
             .await
-            .map_err(|_| "timeout".to_string())?
-            .map_err(|e| e.to_string())?;
-        if r.status().as_u16() == 404 {
-            return Err("not there".into());
-        }
-        if !r.status().is_success() {
-            return Err(format!("status {}", r.status()));
-        }
-        let b = tokio::time::timeout(
-            self.timeout,
-            tranzcast_net::client::read_body(&mut r, tranzcast_proto::outboard::MAX_ENCODED, self.timeout),
-        )
-        .await
-        .map_err(|_| "timeout".to_string())?
-        .map_err(|e| e.to_string())?;
-        let ob = Outboard::decode(&b).map_err(|e| e.to_string())?;
-        if ob.len > GROUP_LEN {
-            ob.verify_root(addr).map_err(|e| e.to_string())?;
-        }
-        Ok(ob)
+            .map_err(|_| Miss::Unreachable("timeout".into()))?
+            .map_err(|e| Miss::Unreachable(e.to_string()))?;
+        let status = r.status().as_u16();
+        let b = if status == 200 {
+            tokio::time::timeout(
+                self.timeout,
+                tranzcast_net::client::read_body(&mut r, tranzcast_proto::outboard::MAX_ENCODED, self.timeout),
+            )
+            .await
+            .map_err(|_| Miss::Unreachable("timeout".into()))?
+            .map_err(|e| Miss::Unreachable(e.to_string()))?
+        } else {
+            Bytes::new()
+        };
+        fetch::outboard(addr, status, &b).map(|v| v.outboard().clone())
     }
 
     /// Finds a source with the blob's outboard, checked against the address.
@@ -462,9 +458,9 @@ impl Fetcher {
                     outboard = Some(ob);
                     break;
                 }
-                Err(e) if e == "not there" => last = FetchError::NotFound,
+                Err(Miss::NotThere) => last = FetchError::NotFound,
                 Err(e) => {
-                    self.demote(&s, &e);
+                    self.demote(&s, &e.to_string());
                     last = FetchError::Upstream(format!("{s}: {e}"));
                 }
             }
@@ -503,8 +499,9 @@ impl Fetcher {
             }
             match self.pull_from(&s, addr, ob, f, from).await {
                 Ok(()) => return Ok(()),
+                // (Its outboard said it holds the blob: a 404 now is a fault too.)
                 Err(e) => {
-                    self.demote(&s, &e);
+                    self.demote(&s, &e.to_string());
                     last = format!("{s}: {e}");
                 }
             }
@@ -512,37 +509,32 @@ impl Fetcher {
         Err(format!("every source failed; last: {last}"))
     }
 
-    async fn pull_from(&self, source: &str, addr: &BlobAddress, ob: &Outboard, f: &Flight, from: u64) -> Result<(), String> {
-        let mut req = self.upstream(format!("{source}/v1/blobs/{addr}"));
-        if from > 0 {
-            req = req.header("range", format!("bytes={from}-"));
-        }
-        let r = tokio::time::timeout(self.timeout, req.send()).await.map_err(|_| "timeout".to_string())?.map_err(|e| e.to_string())?;
-        let want = if from > 0 { 206 } else { 200 };
-        if r.status().as_u16() != want {
-            return Err(format!("status {}", r.status()));
-        }
-        let mut body = r.bytes_stream();
-        let mut verifier = GroupVerifier::new(*addr, ob.clone()).map_err(|e| e.to_string())?;
+    async fn pull_from(&self, source: &str, addr: &BlobAddress, ob: &Outboard, f: &Flight, from: u64) -> Result<(), Miss> {
+        let verifier = GroupVerifier::new(*addr, ob.clone()).map_err(|e| Miss::Lied(e.to_string()))?;
         // Resume where the flight's verified bytes end: skip what is in hand.
-        verifier.skip_to(from).map_err(|e| e.to_string())?;
+        let mut fetch = BodyFetch::new(verifier, from, None)?;
+        let mut req = self.upstream(format!("{source}/v1/blobs/{addr}"));
+        if let Some(range) = fetch.range() {
+            req = req.header("range", range);
+        }
+        let r = tokio::time::timeout(self.timeout, req.send())
+            .await
+            .map_err(|_| Miss::Unreachable("timeout".into()))?
+            .map_err(|e| Miss::Unreachable(e.to_string()))?;
+        fetch.answered(r.status().as_u16())?;
+        let mut body = r.bytes_stream();
         loop {
-            let chunk = tokio::time::timeout(self.timeout, body.next()).await.map_err(|_| "stalled".to_string())?;
-            let Some(c) = chunk else {
-                verifier.finish().map_err(|e| format!("bad bytes: {e}"))?;
-                return Ok(());
-            };
-            let c = c.map_err(|e| e.to_string())?;
-            verifier
-                .push(&c, |_, group| {
-                    if let Ok(mut g) = f.groups.lock() {
-                        g.push(Bytes::copy_from_slice(group));
-                    }
-                })
-                .map_err(|e| format!("bad bytes after {}: {e}", verifier.verified()))?;
-            let verified = verifier.verified();
+            let chunk = tokio::time::timeout(self.timeout, body.next()).await.map_err(|_| Miss::Unreachable("stalled".into()))?;
+            let Some(c) = chunk else { return fetch.finish() };
+            let c = c.map_err(|e| Miss::Unreachable(e.to_string()))?;
+            fetch.push(&c, |_, group| {
+                if let Ok(mut g) = f.groups.lock() {
+                    g.push(Bytes::copy_from_slice(group));
+                }
+            })?;
+            let verified = fetch.verified();
             f.progress.send_modify(|p| p.verified = verified);
-            if verifier.is_complete() {
+            if fetch.is_done() {
                 return Ok(());
             }
         }

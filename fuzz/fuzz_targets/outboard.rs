@@ -1,9 +1,11 @@
-//! Outboard decoding, root merging and streamed group verification: never
-//! panic, and never pass on bytes that are not the blob's.
+//! Outboard decoding, root merging, streamed group verification and the
+//! verified fetch around them (`proto::fetch`): never panic, and never pass
+//! on bytes that are not the blob's.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use tranzcast_proto::BlobAddress;
+use tranzcast_proto::fetch;
 use tranzcast_proto::outboard::{GroupVerifier, Outboard};
 
 fuzz_target!(|data: &[u8]| {
@@ -31,4 +33,24 @@ fuzz_target!(|data: &[u8]| {
     }
     let _ = v.finish();
     let _ = BlobAddress::of(data);
+    // The verified fetch around it: a hostile status, outboard and body.
+    let (real, addr) = (Outboard::compute(&blob).1.encode(), Outboard::compute(&blob).0);
+    let _ = fetch::outboard(&addr, u16::from(data[0]) * 3, data);
+    if let Ok(v) = fetch::outboard(&addr, 200, &real) {
+        let to = (data[1] & 1 == 1).then(|| u64::from(data[1]) * 300);
+        if let Ok(mut f) = fetch::BodyFetch::new(v, u64::from(data[0] % 3) * 16384, to) {
+            if f.answered([200, 206, 404, 500][usize::from(data[1] % 4)]).is_ok() {
+                let mut got = Vec::new();
+                for chunk in data[2..].chunks(usize::from(data[0]).max(1)) {
+                    if f.push(chunk, |off, g| got.push((off, g.to_vec()))).is_err() {
+                        break;
+                    }
+                }
+                for (off, g) in got {
+                    assert_eq!(&blob[off as usize..off as usize + g.len()], &g[..], "unverified bytes passed on");
+                }
+                let _ = f.finish();
+            }
+        }
+    }
 });

@@ -28,6 +28,7 @@ mod address;
 pub mod answers;
 pub mod api;
 mod error;
+pub mod fetch;
 pub mod frame;
 pub mod gateway;
 pub mod keys;

@@ -172,6 +172,11 @@ impl GroupVerifier {
         Ok(Self { address, outboard, next_group: 0, pending: Vec::new() })
     }
 
+    /// The outboard it checks with (itself checked against the address).
+    pub fn outboard(&self) -> &Outboard {
+        &self.outboard
+    }
+
     /// The blob's length (checked with the outboard; for a single-group blob
     /// it is checked when the group is).
     pub fn len(&self) -> u64 {

@@ -288,7 +288,7 @@ impl Scheduler {
                 {
                     continue;
                 }
-                let (Some(v), Some(rate)) = (&t.verifier, t.rate_now(now)) else { continue };
+                let (Some(v), Some(rate)) = (&t.body, t.rate_now(now)) else { continue };
                 let Some(p) = seg.pieces.iter().find(|p| p.start == t.piece) else { continue };
                 if p.split || p.end != Some(v.len()) || p.transfers.len() != 1 {
                     continue;

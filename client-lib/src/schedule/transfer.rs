@@ -4,6 +4,7 @@
 
 use std::time::{Duration, Instant};
 
+use tranzcast_proto::fetch::{self, BodyFetch, Miss};
 use tranzcast_proto::outboard::GroupVerifier;
 
 use super::{Action, Answer, Event, OutboardAnswer, STILL_COMING, SWITCH_CHECK, Scheduler, TransferId, WARM_UP};
@@ -43,6 +44,16 @@ pub(super) enum Outcome {
     Lost,
 }
 
+impl From<Miss> for Outcome {
+    /// A source that lied or could not deliver is demoted; one without the blob is not.
+    fn from(m: Miss) -> Self {
+        match m {
+            Miss::NotThere => Outcome::NotThere,
+            Miss::Unreachable(e) | Miss::Lied(e) => Outcome::Failed(e),
+        }
+    }
+}
+
 #[derive(Debug)]
 pub(super) struct Transfer {
     pub(super) segment: u64,
@@ -56,7 +67,8 @@ pub(super) struct Transfer {
     pub(super) req_from: u64,
     /// The end asked for (exclusive), if not the blob's end.
     pub(super) to: Option<u64>,
-    pub(super) verifier: Option<GroupVerifier>,
+    /// The verified fetch, once the blob's outboard is known.
+    pub(super) body: Option<BodyFetch>,
     pub(super) buf: Vec<u8>,
     /// Bytes that came before any outboard did (verified once one does).
     raw: Vec<u8>,
@@ -87,7 +99,7 @@ impl Transfer {
         kind: Kind,
         from: u64,
         to: Option<u64>,
-        verifier: Option<GroupVerifier>,
+        body: Option<BodyFetch>,
         (measured, rtt, answer, sharing_at_choice): (bool, Option<Duration>, Option<Duration>, u32),
         now: Instant,
     ) -> Self {
@@ -100,8 +112,8 @@ impl Transfer {
             from,
             req_from: from,
             to,
-            buf: Vec::with_capacity(verifier.as_ref().map_or(0, |v| usize::try_from(v.len() - from).unwrap_or(0))),
-            verifier,
+            buf: Vec::with_capacity(body.as_ref().map_or(0, |v| usize::try_from(v.len() - from).unwrap_or(0))),
+            body,
             raw: Vec::new(),
             body_ended: false,
             asked: now,
@@ -131,7 +143,7 @@ impl Transfer {
     }
 
     pub(super) fn verified(&self) -> u64 {
-        self.verifier.as_ref().map_or(self.from, GroupVerifier::verified)
+        self.body.as_ref().map_or(self.from, BodyFetch::verified)
     }
 
     /// Bytes/s since the first byte, once that is long enough to judge.
@@ -142,7 +154,7 @@ impl Transfer {
 
     /// The rate this source was chosen for (its expectation includes a round trip).
     fn planned_rate(&self, fallback_len: u64) -> f64 {
-        let len = self.verifier.as_ref().map_or(fallback_len, GroupVerifier::len);
+        let len = self.body.as_ref().map_or(fallback_len, BodyFetch::len);
         len.saturating_sub(self.from) as f64 / self.expected_secs.max(1e-3)
     }
 }
@@ -157,28 +169,25 @@ impl Scheduler {
     fn on_answered(&mut self, id: TransferId, answer: Answer, now: Instant) {
         let Some(t) = self.transfers.get_mut(&id).filter(|t| t.state == TransferState::Asked) else { return };
         self.sources[t.source].record_answer(now.saturating_duration_since(t.asked));
-        let ranged = t.req_from > 0 || t.to.is_some();
-        let outcome = match answer {
-            Answer::NotFound => Some(super::Outcome::NotThere),
-            // (A whole blob for a range starting at 0 is fine: it is all checked.)
-            Answer::Whole if t.req_from == 0 => {
-                t.to = None;
-                None
-            }
-            Answer::Partial if ranged => None,
-            other => {
-                let code = match other {
-                    Answer::Whole => 200,
-                    Answer::Partial => 206,
-                    Answer::NotFound => 404,
-                    Answer::Other(c) => c,
-                };
-                Some(super::Outcome::Failed(format!("status {code} (wanted {})", if ranged { 206 } else { 200 })))
-            }
+        let ranged = fetch::range_header(t.req_from, t.to).is_some();
+        let code = match answer {
+            Answer::Whole => 200,
+            Answer::Partial => 206,
+            Answer::NotFound => 404,
+            Answer::Other(c) => c,
         };
-        match outcome {
-            Some(o) => self.end(id, o, now),
-            None => t.state = TransferState::Streaming,
+        match fetch::body_status(code, t.req_from, ranged) {
+            Ok(whole) => {
+                if whole {
+                    // (A whole blob for a range from 0 is fine: it is all checked.)
+                    t.to = None;
+                    if let Some(b) = t.body.as_mut() {
+                        let _ = b.answered(200);
+                    }
+                }
+                t.state = TransferState::Streaming;
+            }
+            Err(m) => self.end(id, m.into(), now),
         }
     }
 
@@ -190,18 +199,15 @@ impl Scheduler {
 
     fn on_outboard(&mut self, id: TransferId, answer: OutboardAnswer, now: Instant) {
         let Some(t) = self.transfers.get(&id) else { return };
-        if t.verifier.is_some() {
+        if t.body.is_some() {
             return;
         }
         let segment = t.segment;
         match answer {
-            OutboardAnswer::Found(b) => {
-                let addr = self.addrs[segment as usize];
-                match tranzcast_proto::outboard::Outboard::decode(&b).and_then(|o| GroupVerifier::new(addr, o)) {
-                    Ok(v) => self.learn_outboard(segment, v, now),
-                    Err(e) => self.end(id, super::Outcome::Failed(format!("bad outboard: {e}")), now),
-                }
-            }
+            OutboardAnswer::Found(b) => match fetch::outboard(&self.addrs[segment as usize], 200, &b) {
+                Ok(v) => self.learn_outboard(segment, v, now),
+                Err(m) => self.end(id, m.into(), now),
+            },
             OutboardAnswer::NotFound => self.end(id, super::Outcome::NotThere, now),
             OutboardAnswer::Failed(e) => self.end(id, super::Outcome::Failed(format!("outboard: {e}")), now),
         }
@@ -220,16 +226,16 @@ impl Scheduler {
             }
         }
         let ids: Vec<TransferId> =
-            self.transfers.iter().filter(|(_, t)| t.segment == segment && t.verifier.is_none()).map(|(id, _)| *id).collect();
+            self.transfers.iter().filter(|(_, t)| t.segment == segment && t.body.is_none()).map(|(id, _)| *id).collect();
         for id in ids {
             let Some(t) = self.transfers.get_mut(&id) else { continue };
-            let mut tv = v.clone();
-            if tv.skip_to(t.from).is_err() {
-                let from = t.from;
-                self.end(id, super::Outcome::Failed(format!("resumed at byte {from} of {len}")), now);
-                continue;
+            match BodyFetch::new(v.clone(), t.from, t.to) {
+                Ok(b) => t.body = Some(b),
+                Err(m) => {
+                    self.end(id, m.into(), now);
+                    continue;
+                }
             }
-            t.verifier = Some(tv);
             let raw = std::mem::take(&mut t.raw);
             let ended = t.body_ended;
             if !raw.is_empty() && !self.push_verified(id, &raw, now) {
@@ -253,7 +259,7 @@ impl Scheduler {
         t.last_byte = Some(now);
         t.got += chunk.len() as u64;
         self.sources[t.source].received += chunk.len() as u64;
-        if t.verifier.is_none() {
+        if t.body.is_none() {
             t.raw.extend_from_slice(chunk);
             // More than a segment's worth before any outboard came: not a blob we asked for.
             if t.raw.len() as u64 > 2 * self.expect_len + (1 << 20) {
@@ -270,18 +276,17 @@ impl Scheduler {
     fn push_verified(&mut self, id: TransferId, bytes: &[u8], now: Instant) -> bool {
         let Some(t) = self.transfers.get_mut(&id) else { return false };
         let stop = self.segments[t.segment as usize].pieces.iter().find(|p| p.start == t.piece).and_then(|p| p.end);
-        let Some(v) = t.verifier.as_mut() else { return true };
+        let Some(v) = t.body.as_mut() else { return true };
         let buf = &mut t.buf;
         // Only verified groups reach `buf`: a lie is caught within 16 KiB.
-        if let Err(e) = v.push(bytes, |_, group| buf.extend_from_slice(group)) {
-            let at = v.verified();
-            self.end(id, super::Outcome::Failed(format!("bad bytes after byte {at}: {e}")), now);
+        if let Err(m) = v.push(bytes, |_, group| buf.extend_from_slice(group)) {
+            self.end(id, m.into(), now);
             return false;
         }
-        let stop = stop.unwrap_or(v.len());
-        if v.is_complete() || v.verified() >= stop {
+        let stop = stop.unwrap_or(v.len()).min(v.len());
+        if v.verified() >= stop {
             // (Past a split point the rest is a helper's: dropped.)
-            v.abandon_pending();
+            v.abandon();
             self.end(id, super::Outcome::Done, now);
             return false;
         }
@@ -305,7 +310,7 @@ impl Scheduler {
 
     fn on_ended(&mut self, id: TransferId, now: Instant) {
         let Some(t) = self.transfers.get_mut(&id).filter(|t| t.state == TransferState::Streaming) else { return };
-        if t.verifier.is_none() {
+        if t.body.is_none() {
             // Judged once the outboard comes (or the deadline passes).
             t.body_ended = true;
             return;
@@ -315,14 +320,13 @@ impl Scheduler {
 
     fn stream_ended(&mut self, id: TransferId, now: Instant) {
         let Some(t) = self.transfers.get_mut(&id) else { return };
-        let Some(v) = t.verifier.as_mut() else { return };
-        if t.kind == Kind::Racer && t.to.is_some() && !v.is_complete() {
+        let Some(v) = t.body.as_mut() else { return };
+        if t.kind == Kind::Racer && t.to.is_some() && v.verified() < v.len() {
             // A racer's first range is in. The winner asks for the rest; no
             // winner yet means the range ended short of the quarter.
             let winner = self.segments[t.segment as usize].race.as_ref().and_then(|r| r.winner);
             if winner == Some(t.source) {
-                let from = v.verified();
-                v.abandon_pending();
+                let from = v.rest();
                 t.req_from = from;
                 t.to = None;
                 t.body_ended = false;
@@ -348,7 +352,7 @@ impl Scheduler {
         }
         match v.finish() {
             Ok(()) => self.end(id, super::Outcome::Done, now),
-            Err(e) => self.end(id, super::Outcome::Failed(format!("bad bytes: {e}")), now),
+            Err(m) => self.end(id, m.into(), now),
         }
     }
 
@@ -444,8 +448,8 @@ impl Scheduler {
         };
         if scoring::should_switch(rate, planned, remaining, alternative, self.endgame) {
             let source = t.source;
-            if let Some(v) = self.transfers.get_mut(&id).and_then(|t| t.verifier.as_mut()) {
-                v.abandon_pending();
+            if let Some(v) = self.transfers.get_mut(&id).and_then(|t| t.body.as_mut()) {
+                v.abandon();
             }
             let s = &mut self.sources[source];
             s.record_slow(rate, s.ours_in_flight, now);
@@ -472,8 +476,8 @@ impl Scheduler {
             }
         }
         let got = t.got;
-        if let Some(v) = self.transfers.get_mut(&id).and_then(|t| t.verifier.as_mut()) {
-            v.abandon_pending();
+        if let Some(v) = self.transfers.get_mut(&id).and_then(|t| t.body.as_mut()) {
+            v.abandon();
         }
         let outcome = if got > 0 { super::Outcome::Slow("over its time".into()) } else { super::Outcome::Failed("timed out".into()) };
         self.end(id, outcome, now);
