@@ -6,6 +6,7 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 . scripts/env.sh
 cargo fmt --all -- --check
+python3 scripts/module_cycles.py
 cargo clippy --release --workspace --all-targets --locked -- -D warnings
 cargo test --release --workspace --locked "$@"
 # Every fuzz target built, its seeds and corpus replayed, then fuzzed 10 s

@@ -27,8 +27,6 @@ pub fn admit(creds: &Credentials, revoked: &crate::revocation::Revocations, now:
     }
 }
 
-pub use tranzcast_proto::owner::{blob_title, segment_of};
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {

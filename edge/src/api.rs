@@ -12,42 +12,7 @@ use tranzcast_proto::{BlobAddress, TitleId};
 
 use crate::Inner;
 use crate::access::Credentials;
-
-fn json_response(status: StatusCode, v: &impl serde::Serialize) -> Response<Body> {
-    let mut r = Response::new(full(serde_json::to_string(v).unwrap_or_default()));
-    *r.status_mut() = status;
-    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    r
-}
-
-/// An error answer: becomes `{"error": {"code", "reason"}}` with its status.
-#[derive(Debug)]
-pub(crate) struct Fail {
-    status: StatusCode,
-    code: &'static str,
-    pub reason: String,
-}
-
-impl From<Fail> for Response<Body> {
-    fn from(f: Fail) -> Self {
-        let mut r = tranzcast_net::error_response(f.status, f.code, &f.reason);
-        if f.status == StatusCode::SERVICE_UNAVAILABLE {
-            r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-        }
-        r
-    }
-}
-
-type Reply = Result<Response<Body>, Fail>;
-
-fn error(status: StatusCode, code: &'static str, reason: impl Into<String>) -> Fail {
-    Fail { status, code, reason: reason.into() }
-}
-
-fn internal(e: impl std::fmt::Display) -> Fail {
-    tracing::error!(error = %e, "internal error");
-    error(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error; see the server's log")
-}
+use crate::reply::{Fail, Reply, denied, error, internal, json_response};
 
 /// Entry point (behind the service stack, which has checked credentials);
 /// store work runs on the blocking pool, misses on the fetcher.
@@ -75,13 +40,7 @@ pub(crate) async fn handle(inner: Arc<Inner>, req: Request<Bytes>) -> Response<B
     if let (&Method::GET | &Method::HEAD, ["", "v1", "play", token, _name]) = (req.method(), parts) {
         let client = req.extensions().get::<tranzcast_net::RequestContext>().map(|cx| cx.peer.ip());
         let client = client.unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
-        return crate::playback::serve(inner.clone(), token, &req, client).await.unwrap_or_else(|(status, code, reason)| {
-            let mut r: Response<Body> = error(status, code, reason).into();
-            if status == StatusCode::SERVICE_UNAVAILABLE {
-                r.headers_mut().insert(http::header::RETRY_AFTER, http::HeaderValue::from_static("1"));
-            }
-            r
-        });
+        return crate::playback::serve(inner.clone(), token, &req, client).await.unwrap_or_else(Response::from);
     }
     if let (&Method::GET, ["", "v1", "titles", id, "manifest"]) = (req.method(), parts) {
         return title_manifest(&inner, id).await.unwrap_or_else(Response::from);
@@ -129,25 +88,16 @@ async fn blob(inner: Arc<Inner>, hash: &str, req: &Request<Bytes>) -> Reply {
     let creds = req.extensions().get::<Arc<Credentials>>();
     let check = |prefix: &[u8]| -> Result<(), Fail> {
         let Some(c) = &creds else { return Ok(()) };
-        crate::access::allow_blob(c, crate::access::blob_title(prefix).as_ref())
-            .map_err(|(status, code, reason)| error(StatusCode::from_u16(status).unwrap_or(StatusCode::FORBIDDEN), code, reason))
+        crate::access::allow_blob(c, tranzcast_proto::owner::blob_title(prefix).as_ref()).map_err(denied)
     };
     let edge =
         req.headers().get("x-tranzcast-edge").and_then(|v| v.to_str().ok()).filter(|_| creds.is_some_and(|c| **c == Credentials::Cluster));
     // Demand and cache frequency count reads, not the ranges they come in.
     let starts = crate::demand::starts_read(req.headers().get(header::RANGE).and_then(|v| v.to_str().ok()));
     // Hot blobs come from memory without a trip to the blocking pool.
-    let held = match inner.store.get_cached(&a) {
-        Some(b) => Some(b),
-        None => {
-            let i2 = inner.clone();
-            tokio::task::spawn_blocking(move || i2.store.get(&a)).await.map_err(internal)?.map_err(internal)?
-        }
-    };
-    if let Some(mut b) = held {
+    if let Some(mut b) = crate::blobs::held(&inner, a).await? {
         let prefix = &b[..b.len().min(tranzcast_proto::owner::PREFIX_LEN)];
         check(prefix)?;
-        inner.hits.fetch_add(1, Ordering::Relaxed);
         if starts {
             crate::mirror::touched(&inner, &a);
             crate::mirror::record(&inner, prefix, edge);
@@ -167,8 +117,7 @@ async fn blob(inner: Arc<Inner>, hash: &str, req: &Request<Bytes>) -> Reply {
     // this blob before any upstream request (nothing is fetched, stored or
     // charged for a refused one).
     certificate_names(&inner, creds, &a).await?;
-    inner.misses.fetch_add(1, Ordering::Relaxed);
-    let flight = join_miss(&inner, a, starter(req)).await?;
+    let flight = crate::blobs::fetch(&inner, a, starter(req)).await?;
     // The title is in the blob's first bytes: check once they are verified.
     let prefix =
         flight.prefix(tranzcast_proto::owner::PREFIX_LEN as u64).await.map_err(|e| error(StatusCode::BAD_GATEWAY, "upstream", e))?;
@@ -246,7 +195,7 @@ async fn outboard(inner: &Arc<Inner>, hash: &str, req: &Request<Bytes>) -> Reply
         None if inner.config.role == tranzcast_config::EdgeRole::Peer => {
             return Err(error(StatusCode::NOT_FOUND, "unknown_blob", format!("no blob {a}")));
         }
-        None => join_miss(inner, a, starter(req)).await?.outboard.clone(),
+        None => crate::blobs::join(inner, a, starter(req)).await?.outboard.clone(),
     };
     let mut r = Response::new(full(ob.encode()));
     r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
@@ -269,27 +218,6 @@ async fn certificate_names(inner: &Arc<Inner>, creds: Option<&Arc<Credentials>>,
 fn starter(req: &Request<Bytes>) -> Option<std::net::IpAddr> {
     let cluster = req.extensions().get::<Arc<Credentials>>().is_some_and(|c| **c == Credentials::Cluster);
     if cluster { None } else { req.extensions().get::<tranzcast_net::RequestContext>().map(|cx| cx.peer.ip()) }
-}
-
-/// Joins (or starts, charged to `starter`) the upstream fetch of `a`, which stores it once verified.
-pub(crate) async fn join_miss(
-    inner: &Arc<Inner>,
-    a: BlobAddress,
-    starter: Option<std::net::IpAddr>,
-) -> Result<Arc<crate::fetch::Flight>, Fail> {
-    use crate::fetch::FetchError;
-    let i3 = inner.clone();
-    let i4 = inner.clone();
-    let held = move || Some((i4.store.get(&a).ok()??, i4.store.outboard(&a).ok()??));
-    inner.fetcher.join(a, starter, move |bytes, ob| crate::mirror::keep(&i3, &a, &bytes, Some(&ob), false), held).await.map_err(|e| match e
-    {
-        FetchError::NotFound => error(StatusCode::NOT_FOUND, "unknown_blob", format!("no blob {a} upstream")),
-        FetchError::Busy => {
-            inner.server.refuse(tranzcast_net::Refusal::UpstreamBusy);
-            error(StatusCode::SERVICE_UNAVAILABLE, "upstream_busy", "too many upstream fetches in the air; try again or another source")
-        }
-        FetchError::Upstream(e) => error(StatusCode::BAD_GATEWAY, "upstream", e),
-    })
 }
 
 fn put_blob(inner: &Inner, hash: &str, body: &Bytes) -> Reply {

@@ -18,10 +18,12 @@
 
 pub mod access;
 mod api;
+mod blobs;
 pub mod demand;
 pub mod fetch;
 mod mirror;
 mod playback;
+mod reply;
 pub mod residency;
 pub mod revocation;
 mod service;

@@ -155,7 +155,7 @@ pub(crate) fn record(inner: &Arc<Inner>, prefix: &[u8], edge: Option<&str>) {
     if inner.config.role != EdgeRole::Edge && !pushes {
         return;
     }
-    let Some((title, seq)) = crate::access::segment_of(prefix) else { return };
+    let Some((title, seq)) = tranzcast_proto::owner::segment_of(prefix) else { return };
     if inner.config.role == EdgeRole::Edge && inner.manifests_known.lock().is_ok_and(|mut k| !k.contains(&title) && k.insert(title.clone()))
     {
         // First request for this title here: bring its manifest, so pulses

@@ -26,6 +26,7 @@ use tranzcast_proto::playback::{EdgeKey, MAX_LIFETIME_SECS, PlaybackGrant, Playb
 use tranzcast_proto::{BlobAddress, frame::FrameKind};
 
 use crate::Inner;
+use crate::reply::{Fail, denied, error, internal};
 
 /// Decrypted segments kept in memory (never on disk) for the ranges that follow.
 const PLAIN_CACHE_BYTES: u64 = 128 << 20;
@@ -106,10 +107,10 @@ impl Playback {
     }
 }
 
-type Denied = (StatusCode, &'static str, String);
+type Denied = Fail;
 
 fn deny(code: &'static str, reason: impl Into<String>) -> Denied {
-    (StatusCode::FORBIDDEN, code, reason.into())
+    error(StatusCode::FORBIDDEN, code, reason)
 }
 
 /// Answers a playback request.
@@ -127,9 +128,9 @@ pub(crate) async fn serve(inner: Arc<Inner>, token: &str, req: &Request<Bytes>, 
     let revocation = match inner.revoked.read() {
         Ok(r) => r.check(&session.grant.session).map_err(|(status, code, reason)| {
             let reason = if code == "revoked" { "this playback session was revoked".to_string() } else { reason };
-            (StatusCode::from_u16(status).unwrap_or(StatusCode::FORBIDDEN), code, reason)
+            denied((status, code, reason))
         }),
-        Err(_) => Err((StatusCode::INTERNAL_SERVER_ERROR, "internal", "revocation list poisoned".to_string())),
+        Err(_) => Err(internal("revocation list poisoned")),
     };
     let checked = revocation.and_then(|()| session.grant.check(crate::now_secs(), client).map_err(|(code, reason)| deny(code, reason)));
     if let Err(d) = checked {
@@ -163,10 +164,10 @@ async fn open(inner: &Arc<Inner>, token: &str) -> Result<Arc<OpenSession>, Denie
     let key = t.unseal(&edge_key).map_err(|_| deny("forged", "the playback token does not open"))?;
     let mb = crate::mirror::manifest_bytes(inner, &grant.title)
         .await
-        .map_err(|e| (StatusCode::BAD_GATEWAY, "upstream", format!("manifest: {e}")))?
-        .ok_or_else(|| (StatusCode::NOT_FOUND, "unknown_title", format!("no title {}", grant.title)))?;
-    let sm = SignedManifest::decode(&mb).map_err(|e| (StatusCode::BAD_GATEWAY, "upstream", format!("manifest: {e}")))?;
-    let manifest = sm.verify(&inner.origin_key).map_err(|e| (StatusCode::BAD_GATEWAY, "upstream", format!("manifest: {e}")))?.clone();
+        .map_err(|e| error(StatusCode::BAD_GATEWAY, "upstream", format!("manifest: {e}")))?
+        .ok_or_else(|| error(StatusCode::NOT_FOUND, "unknown_title", format!("no title {}", grant.title)))?;
+    let sm = SignedManifest::decode(&mb).map_err(|e| error(StatusCode::BAD_GATEWAY, "upstream", format!("manifest: {e}")))?;
+    let manifest = sm.verify(&inner.origin_key).map_err(|e| error(StatusCode::BAD_GATEWAY, "upstream", format!("manifest: {e}")))?.clone();
     // The ETag names the title's content (its manifest), the same for every session.
     let etag = BlobAddress::of(&mb).etag();
     let s = Arc::new(OpenSession { grant, key, manifest, etag });
@@ -249,28 +250,11 @@ async fn segment_plain(inner: &Arc<Inner>, session: &Arc<OpenSession>, i: u64) -
 
 /// A whole framed segment, verified against its address.
 async fn ciphertext(inner: &Arc<Inner>, addr: BlobAddress) -> Result<Bytes, String> {
-    let held = match inner.store.get_cached(&addr) {
-        Some(b) => Some(b),
-        None => {
-            let i2 = inner.clone();
-            tokio::task::spawn_blocking(move || i2.store.get(&addr)).await.map_err(|e| e.to_string())?.map_err(|e| e.to_string())?
-        }
-    };
-    if let Some(b) = held {
-        inner.hits.fetch_add(1, Ordering::Relaxed);
+    // Playback sessions are the origin's grants: a miss is the edge's own.
+    let (b, hit) = crate::blobs::read_or_fetch(inner, addr).await.map_err(|f| f.reason)?;
+    if hit {
         crate::mirror::touched(inner, &addr);
-        crate::mirror::record(inner, &b[..b.len().min(tranzcast_proto::owner::PREFIX_LEN)], None);
-        return Ok(b);
     }
-    inner.misses.fetch_add(1, Ordering::Relaxed);
-    // Playback sessions are the origin's grants: the miss is the edge's own (no per-address quota).
-    let flight = crate::api::join_miss(inner, addr, None).await.map_err(|f| f.reason)?;
-    let len = flight.len;
-    let mut body = tranzcast_net::ranged::Source::stream(&crate::fetch::FlightSource(flight), 0, len);
-    let mut whole = Vec::with_capacity(len as usize);
-    while let Some(part) = body.next().await {
-        whole.extend_from_slice(&part.map_err(|e| e.to_string())?);
-    }
-    crate::mirror::record(inner, &whole[..whole.len().min(tranzcast_proto::owner::PREFIX_LEN)], None);
-    Ok(Bytes::from(whole))
+    crate::mirror::record(inner, &b[..b.len().min(tranzcast_proto::owner::PREFIX_LEN)], None);
+    Ok(b)
 }

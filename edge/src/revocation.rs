@@ -12,7 +12,7 @@
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use crate::access::Denial;
+use tranzcast_proto::access::Denial;
 
 /// How fresh the set is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -20,11 +20,10 @@ use tranzcast_proto::{BlobAddress, TitleId};
 
 use crate::state::{IssuedCertificate, Member, Order, OrderKind, OrderOnce, ValidationEntry};
 use crate::validation::{self, Context, Refusal};
-use crate::{Inner, now_ms, now_secs, random16};
+use crate::{Inner, now_secs, random16};
 
 mod members;
 mod play;
-pub(crate) use members::peer_live;
 
 /// Request counters for `/metrics`.
 #[derive(Debug, Default)]
@@ -323,7 +322,9 @@ fn route_request(inner: &Inner, req: &Request<Bytes>, cx: RequestContext) -> Api
         }
         (&Method::GET, ["", "v1", "cluster"]) => {
             use tranzcast_proto::answers::{ClusterMember, ClusterView};
-            let members = live_members(inner)?
+            let members = inner
+                .live_members()
+                .map_err(ApiError::internal)?
                 .into_iter()
                 .filter_map(|m| Some(ClusterMember { last_seen_ms: m.last_seen_ms, entry: play::source_entry(m)? }))
                 .collect();
@@ -484,11 +485,6 @@ fn add_order(inner: &Inner, req: &Request<Bytes>) -> ApiResult {
             format!("Idempotency-Key {idempotency_key:?} was used for another order request (order {id})"),
         )),
     }
-}
-
-pub(crate) fn live_members(inner: &Inner) -> Result<Vec<Member>, ApiError> {
-    let cutoff = now_ms().saturating_sub(inner.config.member_timeout.0.as_millis() as u64);
-    Ok(inner.state.members().map_err(ApiError::internal)?.into_iter().filter(|m| m.last_seen_ms >= cutoff).collect())
 }
 
 /// Revokes a ticket (its whole order: every ticket, replacements to come

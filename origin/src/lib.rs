@@ -12,6 +12,7 @@
 mod api;
 mod error;
 pub mod precast;
+pub mod push;
 pub mod staging;
 pub mod state;
 pub mod validation;
@@ -50,8 +51,8 @@ pub(crate) struct Inner {
     pub signing: SigningKey,
     pub config: OriginConfig,
     pub metrics: api::Metrics,
-    pub staging: staging::StagingStatus,
-    pub precast: staging::StagingStatus,
+    pub staging: push::StagingStatus,
+    pub precast: push::StagingStatus,
     /// The server's counters: requests, refusals, connections.
     pub server: Arc<tranzcast_net::ServerStats>,
     /// Plays per client address.
@@ -71,6 +72,23 @@ pub(crate) struct Inner {
     pub members_lock: std::sync::Mutex<()>,
     /// Issues peers' TLS certificates (`POST /v1/cluster/peer-identity`).
     pub peer_ca: LocalCa,
+}
+
+impl Inner {
+    /// Heartbeats older than this (ms since the epoch) are gone members'.
+    fn member_cutoff_ms(&self) -> u64 {
+        now_ms().saturating_sub(u64::try_from(self.config.member_timeout.0.as_millis()).unwrap_or(u64::MAX))
+    }
+
+    /// Members seen within the member timeout.
+    pub(crate) fn live_members(&self) -> Result<Vec<state::Member>, OriginError> {
+        self.state.live_members(self.member_cutoff_ms())
+    }
+
+    /// Whether a peer's record still belongs to its certificate (see [`state::State::peer_live`]).
+    pub(crate) fn peer_live(&self, m: &state::Member) -> bool {
+        self.state.peer_live(m, self.member_cutoff_ms(), now_secs())
+    }
 }
 
 /// A running origin.
@@ -180,12 +198,12 @@ impl Origin {
     }
 
     /// Node name -> title -> staging progress.
-    pub fn staging_status(&self) -> std::collections::BTreeMap<String, std::collections::BTreeMap<String, staging::TitleProgress>> {
+    pub fn staging_status(&self) -> std::collections::BTreeMap<String, std::collections::BTreeMap<String, push::TitleProgress>> {
         self.inner.staging.lock().map(|s| s.clone()).unwrap_or_default()
     }
 
     /// Peer name -> title -> pre-cast progress.
-    pub fn precast_status(&self) -> std::collections::BTreeMap<String, std::collections::BTreeMap<String, staging::TitleProgress>> {
+    pub fn precast_status(&self) -> std::collections::BTreeMap<String, std::collections::BTreeMap<String, push::TitleProgress>> {
         self.inner.precast.lock().map(|s| s.clone()).unwrap_or_default()
     }
 

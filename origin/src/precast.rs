@@ -15,7 +15,7 @@ use tranzcast_proto::BlobAddress;
 use tranzcast_proto::manifest::SignedManifest;
 
 use crate::Inner;
-use crate::staging::TitleProgress;
+use crate::push::TitleProgress;
 
 /// The `n` most popular titles by score (orders + granted plays); ties by
 /// id. Only titles in `catalog` count.
@@ -42,10 +42,11 @@ pub(crate) async fn round(inner: &Arc<Inner>, http: &reqwest::Client) -> Result<
     if !cfg.enabled || !in_window(&cfg.window, crate::now_secs()) {
         return Ok(());
     }
-    let peers: Vec<_> = crate::api::live_members(inner)
+    let peers: Vec<_> = inner
+        .live_members()
         .map_err(|e| format!("{e:?}"))?
         .into_iter()
-        .filter(|m| m.role == "peer" && m.push_token.is_some() && crate::api::peer_live(inner, m))
+        .filter(|m| m.role == "peer" && m.push_token.is_some() && inner.peer_live(m))
         .collect();
     if peers.is_empty() {
         return Ok(());
@@ -64,7 +65,7 @@ pub(crate) async fn round(inner: &Arc<Inner>, http: &reqwest::Client) -> Result<
         blobs.extend(m.segments.iter().take(cfg.segments as usize));
         for peer in &peers {
             let token = peer.push_token.as_deref().unwrap_or("");
-            let pushed = crate::staging::push_missing(inner, http, &peer.https, token, &blobs).await?;
+            let pushed = crate::push::push_missing(inner, http, &peer.https, token, &blobs).await?;
             if let Ok(mut s) = inner.precast.lock() {
                 s.entry(peer.name.clone()).or_default().insert(
                     title.clone(),

@@ -5,36 +5,15 @@
 //! segment is there. Asking first makes staging resumable: an interrupted
 //! push, a restarted origin or a node that joins late all converge on the
 //! next round. Nodes are staged concurrently, every call bounded
-//! ([`PUSH_BOUNDS`]): a node that hangs holds its own staging only.
+//! ([`crate::push::PUSH_BOUNDS`]): a node that hangs holds its own staging only.
 
-use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use serde::Serialize;
-use tranzcast_proto::BlobAddress;
 use tranzcast_proto::manifest::SignedManifest;
 
 use crate::Inner;
+use crate::push::{PUSH_BOUNDS, TitleProgress, push_missing};
 use crate::state::Member;
-
-/// Each call of a push (the question, one blob, the manifest): its answer
-/// within the first, the whole call within the second.
-pub(crate) const PUSH_BOUNDS: (std::time::Duration, std::time::Duration) =
-    (std::time::Duration::from_secs(10), std::time::Duration::from_secs(60));
-
-/// Progress of one title on one node.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-pub struct TitleProgress {
-    /// Blobs the node holds (segments and manifest).
-    pub held: u64,
-    /// Blobs the title has.
-    pub total: u64,
-    /// The node holds the whole set and its manifest.
-    pub complete: bool,
-}
-
-/// Node name -> title -> progress.
-pub type StagingStatus = Arc<Mutex<BTreeMap<String, BTreeMap<String, TitleProgress>>>>;
 
 /// Runs staging (and pre-cast) rounds until the task is aborted.
 pub(crate) async fn run(inner: Arc<Inner>, http: reqwest::Client) {
@@ -42,7 +21,7 @@ pub(crate) async fn run(inner: Arc<Inner>, http: reqwest::Client) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        let nodes: Vec<Member> = match crate::api::live_members(&inner) {
+        let nodes: Vec<Member> = match inner.live_members() {
             Ok(m) => m.into_iter().filter(|m| m.role == "node").collect(),
             Err(e) => {
                 tracing::warn!(error = ?e, "staging: cannot list members");
@@ -89,23 +68,6 @@ async fn stage_node(inner: &Inner, http: &reqwest::Client, node: &Member) -> Res
         tracing::info!(node = %node.name, title = %title, blobs = total, "staged");
     }
     Ok(())
-}
-
-/// Asks `base` which of `blobs` it lacks and pushes those from the origin's store.
-pub(crate) async fn push_missing(
-    inner: &Inner,
-    http: &reqwest::Client,
-    base: &str,
-    token: &str,
-    blobs: &[BlobAddress],
-) -> Result<u64, String> {
-    tranzcast_net::push::push_missing(http, base, token, blobs, PUSH_BOUNDS, |a| {
-        let b = inner.store.get(a).map_err(|e| e.to_string())?;
-        let n = b.as_ref().map_or(0, |b| b.len() as u64);
-        inner.metrics.pushed_bytes.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
-        Ok(b)
-    })
-    .await
 }
 
 fn set(inner: &Inner, node: &str, title: &str, p: TitleProgress) {

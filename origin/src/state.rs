@@ -619,6 +619,23 @@ impl OriginState {
         self.get_json(CF_MEMBERS, name.as_bytes())
     }
 
+    /// Members seen since `cutoff_ms` (their last heartbeat).
+    pub fn live_members(&self, cutoff_ms: u64) -> Result<Vec<Member>, OriginError> {
+        Ok(self.members()?.into_iter().filter(|m| m.last_seen_ms >= cutoff_ms).collect())
+    }
+
+    /// Whether a peer's record still belongs to its certificate: seen since
+    /// `cutoff_ms`, certificate unexpired at `now_secs` and unrevoked (an
+    /// unreadable revocation counts as revoked: fails closed).
+    pub fn peer_live(&self, m: &Member, cutoff_ms: u64, now_secs: u64) -> bool {
+        let revoked = m.serial.as_deref().and_then(|s| {
+            let mut b = [0u8; 16];
+            hex::decode_to_slice(s, &mut b).ok()?;
+            self.is_revoked(&b).ok()
+        });
+        m.last_seen_ms >= cutoff_ms && m.expires.is_some_and(|e| e > now_secs) && revoked == Some(false)
+    }
+
     /// Every member.
     pub fn members(&self) -> Result<Vec<Member>, OriginError> {
         let mut out = Vec::new();

@@ -31,6 +31,7 @@ mod error;
 pub mod fetch;
 pub mod frame;
 pub mod gateway;
+pub mod json;
 pub mod keys;
 pub mod manifest;
 pub mod member;

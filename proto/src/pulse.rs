@@ -166,7 +166,7 @@ pub const MAX_PULSE_BYTES: usize = 2 * MAX_BITMAP_BYTES + (64 << 10);
 impl Pulse {
     /// Reads a pulse from a source's answer (hostile bytes: bounded, never panics).
     pub fn parse(body: &[u8]) -> Result<Pulse, ProtoError> {
-        crate::answers::parse_bounded("pulse", MAX_PULSE_BYTES, body)
+        crate::json::parse_bounded("pulse", MAX_PULSE_BYTES, body)
     }
 }
 

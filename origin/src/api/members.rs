@@ -115,7 +115,7 @@ pub(super) fn join(inner: &Inner, req: &Request<Bytes>) -> ApiResult {
                     }
                     m.push_token
                 }
-                Some(m) if peer_live(inner, &m) => {
+                Some(m) if inner.peer_live(&m) => {
                     return Err(ApiError::new(StatusCode::CONFLICT, "name_taken", format!("{} is held by another peer", j.name)));
                 }
                 _ => None,
@@ -169,18 +169,6 @@ const ISSUE_SKEW_MS: u64 = 5 * 60 * 1000;
 /// When the request's member credential was issued (checked already).
 fn credential_issued(inner: &Inner, req: &Request<Bytes>) -> u64 {
     credential(inner, req.headers()).map_or(0, |c| c.issued_ms)
-}
-
-/// Whether a peer's record still belongs to its certificate: seen within
-/// the member timeout, certificate unexpired and unrevoked.
-pub(crate) fn peer_live(inner: &Inner, m: &Member) -> bool {
-    let cutoff = now_ms().saturating_sub(inner.config.member_timeout.0.as_millis() as u64);
-    let revoked = m.serial.as_deref().and_then(|s| {
-        let mut b = [0u8; 16];
-        hex::decode_to_slice(s, &mut b).ok()?;
-        inner.state.is_revoked(&b).ok()
-    });
-    m.last_seen_ms >= cutoff && m.expires.is_some_and(|e| e > now_secs()) && revoked == Some(false)
 }
 
 /// Longest a peer's TLS certificate lives (its validation certificate's

@@ -8,7 +8,9 @@ use super::*;
 
 /// Edges that can serve playback URLs now: live, with a playback key, least loaded first.
 fn playback_edges(inner: &Inner, n: usize) -> Result<Vec<(Member, [u8; 32])>, ApiError> {
-    let mut edges: Vec<(Member, [u8; 32])> = live_members(inner)?
+    let mut edges: Vec<(Member, [u8; 32])> = inner
+        .live_members()
+        .map_err(ApiError::internal)?
         .into_iter()
         .filter(|m| m.role == "edge")
         .filter_map(|m| {
@@ -212,10 +214,12 @@ fn playback_urls(
 }
 
 fn sources(inner: &Inner) -> Result<Vec<tranzcast_proto::answers::SourceEntry>, ApiError> {
-    Ok(live_members(inner)?
+    Ok(inner
+        .live_members()
+        .map_err(ApiError::internal)?
         .into_iter()
         // A peer whose certificate expired or was revoked is no source.
-        .filter(|m| m.role != "peer" || peer_live(inner, m))
+        .filter(|m| m.role != "peer" || inner.peer_live(m))
         .filter_map(source_entry)
         .collect())
 }
