@@ -182,12 +182,12 @@ fn tickets(seconds: f64, concurrency: usize) -> Result<()> {
         let origin = tranzcast_origin::Origin::start(config).await?;
         let http = tranzcast_net::client::https(origin.ca_pem().as_bytes())?;
         let base = format!("https://localhost:{}", origin.https_addr().port());
-        let post = |path: &str, body: serde_json::Value| http.post(format!("{base}{path}")).bearer_auth(token).json(&body).send();
-        let c: tranzcast_proto::answers::CustomerCreated =
-            serde_json::from_slice(&post("/v1/customers", serde_json::json!({"name": "bench"})).await?.bytes().await?)?;
-        let o: tranzcast_proto::answers::OrderPlaced = serde_json::from_slice(
-            &post("/v1/orders", serde_json::json!({"customer": c.customer, "title": "bench", "kind": "buy"})).await?.bytes().await?,
-        )?;
+        use tranzcast_proto::{answers, api};
+        let post = |path: &str| http.post(format!("{base}{path}")).bearer_auth(token);
+        let b = post("/v1/customers").json(&api::CustomerBody { name: "bench".into() }).send().await?.bytes().await?;
+        let c: answers::CustomerCreated = answers::parse_small("customer", &b)?;
+        let b = post("/v1/orders").json(&api::OrderBody::buy(c.customer, "bench")).send().await?.bytes().await?;
+        let o: answers::OrderPlaced = answers::parse_small("order", &b)?;
         let ticket = o.ticket;
         let until = Instant::now() + std::time::Duration::from_secs_f64(seconds);
         let started = Instant::now();
@@ -197,7 +197,7 @@ fn tickets(seconds: f64, concurrency: usize) -> Result<()> {
             tasks.push(tokio::spawn(async move {
                 let (mut ok, mut bad) = (0u64, 0u64);
                 while Instant::now() < until {
-                    match http.post(&url).json(&serde_json::json!({"ticket": ticket})).send().await {
+                    match http.post(&url).json(&tranzcast_proto::api::PlayBody::client(ticket.as_str())).send().await {
                         Ok(r) if r.status() == 200 => {
                             let _ = r.bytes().await;
                             ok += 1

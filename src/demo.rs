@@ -237,32 +237,23 @@ async fn play_on_cluster(dir: &Path, input: &Path, a: &DemoArgs) -> Result<Playe
     };
     if a.serve {
         let mut v = cluster.describe();
-        v["title"] = "demo".into();
-        v["input"] = input.display().to_string().into();
-        v["ticket"] = cluster.order("demo", Some(2)).await?.into();
+        v.title = Some("demo".into());
+        v.input = Some(input.display().to_string());
+        v.ticket = Some(cluster.order("demo", Some(2)).await?);
         let ticket = cluster.order("demo", None).await?;
-        let p: serde_json::Value = cluster
-            .http
-            .post(format!("{}/v1/play", cluster.origin_url()))
-            .json(&serde_json::json!({"ticket": ticket}))
-            .send()
-            .await?
-            .json()
-            .await?;
-        v["certificate"] = p["certificate"].clone();
+        let play = |body: tranzcast_proto::api::PlayBody| {
+            let req = cluster.http.post(format!("{}/v1/play", cluster.origin_url())).json(&body);
+            async move { anyhow::Ok(req.send().await?.error_for_status()?.bytes().await?) }
+        };
+        v.certificate =
+            Some(tranzcast_proto::answers::PlayGrant::parse(&play(tranzcast_proto::api::PlayBody::client(ticket)).await?)?.certificate);
         // Playback URLs for standard players (ffplay, VLC, a browser, curl), one per edge.
         let bought = cluster.order("demo", None).await?;
-        let u: serde_json::Value = cluster
-            .http
-            .post(format!("{}/v1/play", cluster.origin_url()))
-            .json(&serde_json::json!({"ticket": bought, "mode": "url", "urls": cluster.edges.len()}))
-            .send()
-            .await?
-            .json()
-            .await?;
-        v["playback_urls"] = u["urls"].clone();
-        v["playback_url"] = u["urls"][0]["url"].clone();
-        v["blob"] = session.manifest().segments.first().map(|b| b.to_hex()).into();
+        let u =
+            tranzcast_proto::answers::PlaybackUrls::parse(&play(tranzcast_proto::api::PlayBody::urls(bought, cluster.edges.len())).await?)?;
+        v.playback_url = u.urls.first().map(|u| u.url.clone());
+        v.playback_urls = Some(u.urls);
+        v.blob = session.manifest().segments.first().map(|b| b.to_hex());
         let path = dir.join("cluster.json");
         std::fs::write(&path, serde_json::to_vec_pretty(&v)?)?;
         eprintln!("cluster up; described in {} (Ctrl-C to stop)", path.display());

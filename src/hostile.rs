@@ -331,7 +331,7 @@ async fn run_attack(a: &AttackArgs, deadline: Instant, tally: Arc<Tally>) -> Res
                             k += 1;
                             let garbage = hex::encode(blake3::hash(&(i as u64 * 1_000_000 + k).to_le_bytes()).as_bytes());
                             tally.sent.fetch_add(1, Ordering::Relaxed);
-                            match http.post(&url).json(&serde_json::json!({"ticket": garbage})).send().await {
+                            match http.post(&url).json(&tranzcast_proto::api::PlayBody::client(garbage)).send().await {
                                 Ok(r) => {
                                     tally.answer(r.status().as_u16().to_string());
                                     let _ = r.bytes().await;

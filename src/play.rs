@@ -140,20 +140,17 @@ async fn peer_identity(a: &PlayArgs, certificate: &str) -> Result<(String, Strin
 
 /// `--url`: the origin validates the ticket (a play is counted) and answers
 /// with playback URLs.
-async fn playback_urls(a: &PlayArgs, ticket: &str, ca_pem: &str) -> Result<serde_json::Value> {
+async fn playback_urls(a: &PlayArgs, ticket: &str, ca_pem: &str) -> Result<tranzcast_proto::answers::PlaybackUrls> {
     let http = tranzcast_net::client::https(ca_pem.as_bytes())?;
-    let mut body = serde_json::json!({"ticket": ticket.trim(), "mode": "url", "urls": a.urls});
-    match a.bind.as_deref() {
-        None => {}
-        Some("self") => body["bind"] = true.into(),
+    let mut body = tranzcast_proto::api::PlayBody::urls(ticket.trim(), a.urls);
+    body.bind = match a.bind.as_deref() {
+        None => None,
+        Some("self") => Some(true.into()),
         Some(ip) => {
-            body["bind"] =
-                ip.parse::<std::net::IpAddr>().with_context(|| format!("--bind {ip}: not an IP address or \"self\""))?.to_string().into()
+            Some(ip.parse::<std::net::IpAddr>().with_context(|| format!("--bind {ip}: not an IP address or \"self\""))?.to_string().into())
         }
-    }
-    if let Some(l) = a.lifetime {
-        body["lifetime_s"] = l.into();
-    }
+    };
+    body.lifetime_s = a.lifetime;
     let origin = a.origin.trim_end_matches('/');
     let r =
         http.post(format!("{origin}/v1/play")).json(&body).send().await.with_context(|| format!("cannot reach the origin at {origin}"))?;
@@ -163,8 +160,7 @@ async fn playback_urls(a: &PlayArgs, ticket: &str, ca_pem: &str) -> Result<serde
         let (code, reason) = tranzcast_proto::answers::ErrorBody::read(&body);
         bail!("the origin refused: {reason} ({code})");
     }
-    let v: serde_json::Value = serde_json::from_slice(&body).context("the origin's answer is not JSON")?;
-    Ok(v)
+    tranzcast_proto::answers::PlaybackUrls::parse(&body).context("the origin's answer")
 }
 
 pub fn run(a: PlayArgs) -> Result<()> {
@@ -184,7 +180,7 @@ pub fn run(a: PlayArgs) -> Result<()> {
     let rt = tokio::runtime::Runtime::new()?;
     if a.url {
         let v = rt.block_on(playback_urls(&a, &ticket, &ca_pem))?;
-        println!("{v}");
+        println!("{}", serde_json::to_string(&v)?);
         return Ok(());
     }
     rt.block_on(async {

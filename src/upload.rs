@@ -55,7 +55,7 @@ pub fn run(a: &IngestArgs, origin: &str, title: TitleId) -> Result<()> {
 
     let pb = crate::progress_bar(a.json, "upload");
     pb.set_length(manifest.segments.len() as u64 * (u64::from(manifest.segment_size) + tranzcast_proto::frame::OVERHEAD as u64));
-    let published: serde_json::Value = rt.block_on(async {
+    let published = rt.block_on(async {
         for (i, s) in manifest.segments.iter().enumerate() {
             let bytes = store.get(s)?.with_context(|| format!("segment {i} missing locally"))?;
             let n = bytes.len() as u64;
@@ -65,19 +65,25 @@ pub fn run(a: &IngestArgs, origin: &str, title: TitleId) -> Result<()> {
             }
             pb.inc(n);
         }
-        let body = serde_json::json!({"title": title.as_str(), "key": hex::encode(key), "manifest": URL_SAFE_NO_PAD.encode(&mbytes)});
+        let body = tranzcast_proto::api::PublishBody {
+            title: title.as_str().to_string(),
+            key: hex::encode(key),
+            manifest: URL_SAFE_NO_PAD.encode(&mbytes),
+        };
         let r = http.post(format!("{origin}/v1/titles")).bearer_auth(&token).json(&body).send().await?;
         let status = r.status();
-        let v: serde_json::Value = r.json().await.unwrap_or_default();
+        let b = r.bytes().await.unwrap_or_default();
         if !status.is_success() {
-            bail!("the origin refused to publish {title}: {status} {v}");
+            let (code, reason) = tranzcast_proto::answers::ErrorBody::read(&b);
+            bail!("the origin refused to publish {title}: {status}: {reason} ({code})");
         }
-        anyhow::Ok(v)
+        let published: tranzcast_proto::answers::Published = tranzcast_proto::answers::parse_small("publish answer", &b)?;
+        anyhow::Ok(published)
     })?;
     pb.finish_and_clear();
     if a.json {
         let mut out = serde_json::to_value(&report)?;
-        out["manifest"] = published["manifest"].clone();
+        out["manifest"] = published.manifest.clone().into();
         out["origin"] = serde_json::Value::String(origin);
         println!("{out}");
     } else {
@@ -87,7 +93,7 @@ pub fn run(a: &IngestArgs, origin: &str, title: TitleId) -> Result<()> {
             title,
             report.bytes,
             report.segments,
-            published["manifest"]
+            published.manifest
         );
     }
     Ok(())

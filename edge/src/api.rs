@@ -5,8 +5,8 @@ use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
-use serde_json::{Value, json};
 use tranzcast_net::{Body, full};
+use tranzcast_proto::answers;
 use tranzcast_proto::manifest::SignedManifest;
 use tranzcast_proto::{BlobAddress, TitleId};
 
@@ -54,7 +54,8 @@ fn route(inner: &Inner, req: &Request<Bytes>) -> Response<Body> {
     let parts: Vec<&str> = path.split('/').collect();
     let result = match (req.method(), parts.as_slice()) {
         (&Method::GET, ["", "healthz"]) => {
-            Ok(json_response(StatusCode::OK, &json!({"status": "ok", "role": role(inner), "name": inner.config.name})))
+            let health = answers::Health { status: "ok".into(), role: role(inner).into(), name: Some(inner.config.name.clone()) };
+            Ok(json_response(StatusCode::OK, &health))
         }
         (&Method::GET, ["", "metrics"]) => Ok(metrics(inner)),
         (&Method::GET, ["", "v1", "pulse"]) => pulse(inner, req.uri().query().unwrap_or("")),
@@ -168,17 +169,22 @@ async fn title_manifest(inner: &Arc<Inner>, id: &str) -> Reply {
 fn demand(inner: &Inner) -> Response<Body> {
     let heat = inner.demand.lock().map(|d| d.heat(std::time::Instant::now())).unwrap_or_default();
     let hot = inner.config.mirroring.hot_requests_per_min;
-    let titles: Vec<Value> = heat
+    let titles = heat
         .iter()
-        .map(|h| {
-            json!({"title": h.title.as_str(), "last_minute": h.last_minute, "total": h.total, "hot": h.last_minute >= hot,
-                   "top_segments": h.top_segments.iter().map(|(s, n)| json!({"segment": s, "requests": n})).collect::<Vec<_>>()})
+        .map(|h| answers::TitleDemand {
+            title: h.title.as_str().to_string(),
+            last_minute: u64::from(h.last_minute),
+            total: h.total,
+            hot: h.last_minute >= hot,
+            top_segments: h.top_segments.iter().map(|&(segment, requests)| answers::SegmentDemand { segment, requests }).collect(),
         })
         .collect();
-    json_response(
-        StatusCode::OK,
-        &json!({"hot_requests_per_min": hot, "prefetch_segments": inner.config.mirroring.prefetch_segments, "titles": titles}),
-    )
+    let answer = answers::Demand {
+        hot_requests_per_min: u64::from(hot),
+        prefetch_segments: u64::from(inner.config.mirroring.prefetch_segments),
+        titles,
+    };
+    json_response(StatusCode::OK, &answer)
 }
 
 /// A blob's outboard: from the store, or (on nodes and edges) from the
@@ -238,16 +244,11 @@ fn put_blob(inner: &Inner, hash: &str, body: &Bytes) -> Reply {
     }
     inner.staged_blobs.fetch_add(1, Ordering::Relaxed);
     inner.staged_bytes.fetch_add(body.len() as u64, Ordering::Relaxed);
-    Ok(json_response(StatusCode::CREATED, &json!({"stored": a.to_hex()})))
+    Ok(json_response(StatusCode::CREATED, &answers::Stored { stored: a.to_hex() }))
 }
 
 fn missing(inner: &Inner, body: &Bytes) -> Reply {
-    #[derive(serde::Deserialize)]
-    #[serde(deny_unknown_fields)]
-    struct Ask {
-        blobs: Vec<String>,
-    }
-    let ask: Ask =
+    let ask: tranzcast_proto::api::MissingBody =
         serde_json::from_slice(body).map_err(|e| error(StatusCode::BAD_REQUEST, "bad_request", format!("invalid JSON body: {e}")))?;
     if ask.blobs.len() > 1 << 20 {
         return Err(error(StatusCode::BAD_REQUEST, "bad_request", "at most 1048576 addresses per call"));
@@ -260,7 +261,7 @@ fn missing(inner: &Inner, body: &Bytes) -> Reply {
             out.push(a.to_hex());
         }
     }
-    Ok(json_response(StatusCode::OK, &json!({"missing": out})))
+    Ok(json_response(StatusCode::OK, &answers::Missing { missing: out }))
 }
 
 fn put_manifest(inner: &Inner, id: &str, body: &Bytes) -> Reply {
@@ -277,7 +278,10 @@ fn put_manifest(inner: &Inner, id: &str, body: &Bytes) -> Reply {
         }
     }
     let addr = crate::mirror::keep_manifest(inner, &title, body).map_err(internal)?;
-    Ok(json_response(StatusCode::CREATED, &json!({"title": title.as_str(), "manifest": addr.to_hex()})))
+    Ok(json_response(
+        StatusCode::CREATED,
+        &answers::Published { title: title.as_str().to_string(), manifest: addr.to_hex(), segments: None },
+    ))
 }
 
 fn pulse(inner: &Inner, query: &str) -> Reply {

@@ -385,21 +385,24 @@ async fn fetch_origin_key(
 }
 
 async fn join(http: &reqwest::Client, inner: &Inner, me: std::net::SocketAddr) -> Result<(), EdgeError> {
-    let mut body = serde_json::json!({
-        "name": inner.config.name, "role": inner.config.role,
-        "https": advertised_url(&inner.config, me),
-        "h3": me.to_string(), "load": load(inner), "health": health(inner).health(),
-    });
+    let mut body = tranzcast_proto::api::JoinBody {
+        name: inner.config.name.clone(),
+        role: inner.config.role.as_str().to_string(),
+        https: advertised_url(&inner.config, me),
+        h3: me.to_string(),
+        load: load(inner),
+        playback_key: None,
+        health: Some(health(inner).health().to_string()),
+        push_token: None,
+    };
     // A peer proves its record is its own with the push token its first join got.
-    if inner.config.role == EdgeRole::Peer
-        && let Some(t) = inner.push_token.lock().ok().and_then(|t| t.clone())
-    {
-        body["push_token"] = t.into();
+    if inner.config.role == EdgeRole::Peer {
+        body.push_token = inner.push_token.lock().ok().and_then(|t| t.clone());
     }
     // Edges serve playback URLs: the origin seals title keys to this public key.
     if inner.config.role == EdgeRole::Edge {
         inner.playback.keys.rotate_if_due();
-        body["playback_key"] = inner.playback.keys.current_public_hex().into();
+        body.playback_key = inner.playback.keys.current_public_hex();
     }
     let req = http.post(format!("{}/v1/cluster/heartbeat", inner.config.origin)).json(&body);
     let req = match (&inner.config.role, &inner.config.certificate) {

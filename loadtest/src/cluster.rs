@@ -98,9 +98,11 @@ fn edge_config(
 }
 
 /// A JSON answer of the cluster's origin.
-async fn answer(req: reqwest::RequestBuilder) -> Result<serde_json::Value, LoadtestError> {
+/// A small typed answer of the origin's (bounded).
+async fn answer<T: serde::de::DeserializeOwned>(req: reqwest::RequestBuilder) -> Result<T, LoadtestError> {
     let r = req.send().await.map_err(|e| LoadtestError::Network(e.to_string()))?;
-    r.json().await.map_err(|e| LoadtestError::Network(e.to_string()))
+    let b = r.bytes().await.map_err(|e| LoadtestError::Network(e.to_string()))?;
+    tranzcast_proto::json::parse_bounded("answer", 1 << 20, &b).map_err(|e| LoadtestError::Network(e.to_string()))
 }
 
 async fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) -> Result<(), LoadtestError> {
@@ -194,14 +196,14 @@ impl LocalCluster {
             let name = format!("peer-{i}");
             let title = titles.first().ok_or_else(|| LoadtestError::Cluster("no titles".into()))?;
             let ticket = cluster.order(title, None).await?;
-            let v = answer(cluster.http.post(format!("{origin_url}/v1/play")).json(&serde_json::json!({"ticket": ticket}))).await?;
-            let cert = v["certificate"].as_str().ok_or_else(|| LoadtestError::Cluster(format!("no certificate for {name}: {v}")))?;
+            let grant: tranzcast_proto::answers::PlayGrant =
+                answer(cluster.http.post(format!("{origin_url}/v1/play")).json(&tranzcast_proto::api::PlayBody::client(ticket))).await?;
+            let cert = grant.certificate;
             // A viewer's peer service gets its TLS identity from the origin (a
             // leaf for its own address), never from the CA itself.
             let auth = format!("Tranzcast {cert}");
-            let id = answer(cluster.http.post(format!("{origin_url}/v1/cluster/peer-identity")).header("authorization", auth)).await?;
             let id: tranzcast_proto::answers::PeerIdentity =
-                serde_json::from_value(id).map_err(|e| LoadtestError::Cluster(format!("no TLS identity for {name}: {e}")))?;
+                answer(cluster.http.post(format!("{origin_url}/v1/cluster/peer-identity")).header("authorization", auth)).await?;
             let (pem, key) = (id.cert.as_str(), id.key.as_str());
             let ca = cluster.ca_path.clone();
             let peer_tls = EdgeTls::for_peer(pem, key, &ca).map_err(|e| cluster_err(&name)(e.to_string()))?;
@@ -280,16 +282,22 @@ impl LocalCluster {
     }
 
     /// The `cluster.json` description (see the README).
-    pub fn describe(&self) -> serde_json::Value {
-        let server = |s: &EdgeServer| serde_json::json!({"name": s.name(), "https": format!("https://localhost:{}", s.https_addr().port()), "h3": s.https_addr().to_string()});
-        serde_json::json!({
-            "ca": self.ca_path.display().to_string(),
-            "storefront_token": self.storefront_token,
-            "origin": {"https": self.origin_url(), "h3": self.origin.https_addr().to_string()},
-            "nodes": self.nodes.values().map(server).collect::<Vec<_>>(),
-            "edges": self.edges.values().map(server).collect::<Vec<_>>(),
-            "peers": self.peers.values().map(|p| server(p)).collect::<Vec<_>>(),
-        })
+    pub fn describe(&self) -> crate::target::ClusterDescription {
+        use crate::target::ServerEntry;
+        let server = |s: &EdgeServer| ServerEntry {
+            name: s.name().to_string(),
+            https: format!("https://localhost:{}", s.https_addr().port()),
+            h3: Some(s.https_addr().to_string()),
+        };
+        crate::target::ClusterDescription {
+            ca: self.ca_path.display().to_string(),
+            storefront_token: self.storefront_token.clone(),
+            origin: ServerEntry { name: "origin".into(), https: self.origin_url(), h3: Some(self.origin.https_addr().to_string()) },
+            nodes: self.nodes.values().map(server).collect(),
+            edges: self.edges.values().map(server).collect(),
+            peers: self.peers.values().map(|p| server(p)).collect(),
+            ..Default::default()
+        }
     }
 
     /// Stops everything (gracefully). Peers still shared with a session are
@@ -335,12 +343,12 @@ pub async fn order(
         }
     };
     let bad = |e: tranzcast_proto::ProtoError| LoadtestError::Network(format!("{origin}: {e}"));
-    let c: CustomerCreated = parse_small("customer", &post("/v1/customers", serde_json::json!({"name": "viewer"})).await?).map_err(bad)?;
-    let mut body = serde_json::json!({"customer": c.customer, "title": title, "kind": if plays.is_some() { "rent" } else { "buy" }});
-    if let Some(p) = plays {
-        body["plays"] = p.into();
-        body["hours"] = 24.into();
-    }
-    let o: OrderPlaced = parse_small("order", &post("/v1/orders", body).await?).map_err(bad)?;
+    let customer = serde_json::to_value(tranzcast_proto::api::CustomerBody { name: "viewer".into() }).unwrap_or_default();
+    let c: CustomerCreated = parse_small("customer", &post("/v1/customers", customer).await?).map_err(bad)?;
+    let order = match plays {
+        Some(p) => tranzcast_proto::api::OrderBody::rent(c.customer, title, p, 24),
+        None => tranzcast_proto::api::OrderBody::buy(c.customer, title),
+    };
+    let o: OrderPlaced = parse_small("order", &post("/v1/orders", serde_json::to_value(order).unwrap_or_default()).await?).map_err(bad)?;
     Ok(o.ticket)
 }

@@ -4,38 +4,68 @@
 
 use std::collections::BTreeMap;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::LoadtestError;
 
 /// Longest accepted `cluster.json`.
 pub const MAX_CLUSTER_FILE: usize = 1 << 20;
 
-#[derive(Debug, Deserialize)]
-struct Server {
-    name: String,
-    https: String,
+/// A server in `cluster.json`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ServerEntry {
+    /// Its name in the cluster.
+    #[serde(default)]
+    pub name: String,
+    /// Its HTTPS base URL.
+    pub https: String,
+    /// Its HTTP/3 address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub h3: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
-struct Origin {
-    https: String,
-}
-
-#[derive(Debug, Deserialize)]
-struct Raw {
-    ca: String,
-    storefront_token: String,
-    origin: Origin,
+/// `cluster.json`, as `tranzcast demo --serve` writes it (see the README).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct ClusterDescription {
+    /// The CA certificate file (PEM).
+    pub ca: String,
+    /// The storefront token.
+    pub storefront_token: String,
+    /// The origin.
+    pub origin: ServerEntry,
+    /// Nodes.
     #[serde(default)]
-    nodes: Vec<Server>,
+    pub nodes: Vec<ServerEntry>,
+    /// Edges.
     #[serde(default)]
-    edges: Vec<Server>,
+    pub edges: Vec<ServerEntry>,
+    /// Peers.
     #[serde(default)]
-    peers: Vec<Server>,
-    title: Option<String>,
-    #[serde(default)]
-    titles: Vec<String>,
+    pub peers: Vec<ServerEntry>,
+    /// The demo's title.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
+    /// Titles to watch, most popular first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub titles: Vec<String>,
+    /// The demo's input file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input: Option<String>,
+    /// A 2-play rental of the title.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ticket: Option<String>,
+    /// A validation certificate for the title.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificate: Option<String>,
+    /// Playback URLs for standard players, one per edge.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub playback_urls: Option<Vec<tranzcast_proto::answers::PlaybackUrl>>,
+    /// The first of them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub playback_url: Option<String>,
+    /// The title's first segment's address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blob: Option<String>,
 }
 
 /// What the load test needs of a running cluster.
@@ -68,7 +98,7 @@ impl ClusterFile {
         if bytes.len() > MAX_CLUSTER_FILE {
             return Err(bad(format!("over {MAX_CLUSTER_FILE} bytes")));
         }
-        let raw: Raw = serde_json::from_slice(bytes).map_err(|e| bad(e.to_string()))?;
+        let raw: ClusterDescription = serde_json::from_slice(bytes).map_err(|e| bad(e.to_string()))?;
         let mut servers = BTreeMap::new();
         let check = |url: &str| {
             if loopback_https(url) {

@@ -41,14 +41,14 @@ pub async fn push_missing(
     let ask: Vec<String> = blobs.iter().map(BlobAddress::to_hex).collect();
     // 64 hex digits and punctuation per address the receiver may list.
     let limits = CallLimits { answer, total, max_body: 1024 + blobs.len() * 72 };
-    let req = http.post(format!("{base}/v1/staging/missing")).bearer_auth(token).json(&serde_json::json!({"blobs": ask}));
+    let req = http.post(format!("{base}/v1/staging/missing")).bearer_auth(token).json(&tranzcast_proto::api::MissingBody { blobs: ask });
     let (status, body) = call(req, limits).await.map_err(|e| format!("{base}: missing: {e}"))?;
     if !status.is_success() {
         return Err(format!("{base}: missing: {status}"));
     }
-    let v: serde_json::Value = serde_json::from_slice(&body).map_err(|e| format!("{base}: missing: {e}"))?;
-    let missing: Vec<BlobAddress> =
-        v["missing"].as_array().ok_or("bad missing answer")?.iter().filter_map(|h| h.as_str()?.parse().ok()).collect();
+    let answer: tranzcast_proto::answers::Missing =
+        tranzcast_proto::json::parse_bounded("missing answer", limits.max_body, &body).map_err(|e| format!("{base}: {e}"))?;
+    let missing: Vec<BlobAddress> = answer.missing.iter().filter_map(|h| h.parse().ok()).collect();
     let (push, mut held) = plan(blobs, &missing);
     for a in push {
         let bytes = get(&a)?.ok_or_else(|| format!("blob {a} is not here to push"))?;

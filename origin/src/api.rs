@@ -9,9 +9,9 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
-use serde_json::{Value, json};
+
 use tranzcast_net::{Body, BodyLimit, Refusal as NetRefusal, Refused, RequestContext, full};
-use tranzcast_proto::answers::OrderPlaced;
+use tranzcast_proto::answers::{self, OrderPlaced};
 use tranzcast_proto::api as wire;
 use tranzcast_proto::keys::TitleKey;
 use tranzcast_proto::manifest::SignedManifest;
@@ -251,7 +251,9 @@ fn route_request(inner: &Inner, req: &Request<Bytes>, cx: RequestContext) -> Api
     let path = req.uri().path().trim_end_matches('/').to_string();
     let parts: Vec<&str> = path.split('/').collect();
     match (req.method(), parts.as_slice()) {
-        (&Method::GET, ["", "healthz"]) => Ok(json_response(StatusCode::OK, &json!({"status": "ok", "role": "origin"}))),
+        (&Method::GET, ["", "healthz"]) => {
+            Ok(json_response(StatusCode::OK, &answers::Health { status: "ok".into(), role: "origin".into(), name: None }))
+        }
         (&Method::GET, ["", "metrics"]) => {
             let mut r = Response::new(full(inner.metrics.render(inner)));
             r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"));
@@ -263,7 +265,7 @@ fn route_request(inner: &Inner, req: &Request<Bytes>, cx: RequestContext) -> Api
         }
         (&Method::GET, ["", "v1", "storefront"]) => {
             storefront(inner, req)?;
-            Ok(json_response(StatusCode::OK, &json!({"storefront": "ok"})))
+            Ok(json_response(StatusCode::OK, &answers::StorefrontCheck { storefront: "ok".into() }))
         }
         (&Method::POST, ["", "v1", "customers"]) => {
             storefront(inner, req)?;
@@ -316,9 +318,9 @@ fn route_request(inner: &Inner, req: &Request<Bytes>, cx: RequestContext) -> Api
             members::retire(inner, name)
         }
         (&Method::GET, ["", "v1", "staging"]) => {
-            let status = inner.staging.lock().map(|s| s.clone()).unwrap_or_default();
-            let precast = inner.precast.lock().map(|s| s.clone()).unwrap_or_default();
-            Ok(json_response(StatusCode::OK, &json!({"nodes": status, "peers": precast})))
+            let nodes = inner.staging.lock().map(|s| s.clone()).unwrap_or_default();
+            let peers = inner.precast.lock().map(|s| s.clone()).unwrap_or_default();
+            Ok(json_response(StatusCode::OK, &answers::StagingView { nodes, peers }))
         }
         (&Method::GET, ["", "v1", "cluster"]) => {
             use tranzcast_proto::answers::{ClusterMember, ClusterView};
@@ -500,32 +502,40 @@ fn revoke(inner: &Inner, req: &Request<Bytes>) -> ApiResult {
                 Ok(Token::Ticket(t)) => t.serial,
                 _ => return Err(ApiError::refused(Refusal::Forged)),
             };
-            (json!({"ticket": hex::encode(serial)}), inner.state.revoke_serial(&serial, now))
+            (wire::RevokeBody { ticket: Some(hex::encode(serial)), ..Default::default() }, inner.state.revoke_serial(&serial, now))
         }
-        wire::Revoke::Serial(serial) => (json!({"serial": hex::encode(serial)}), inner.state.revoke_serial(&serial, now)),
-        wire::Revoke::Order(o) => (json!({"order": o}), inner.state.revoke_order(o, now)),
-        wire::Revoke::Customer(c) => (json!({"customer": c}), inner.state.revoke_customer(c, now)),
+        wire::Revoke::Serial(serial) => {
+            (wire::RevokeBody { serial: Some(hex::encode(serial)), ..Default::default() }, inner.state.revoke_serial(&serial, now))
+        }
+        wire::Revoke::Order(o) => (wire::RevokeBody { order: Some(o), ..Default::default() }, inner.state.revoke_order(o, now)),
+        wire::Revoke::Customer(c) => (wire::RevokeBody { customer: Some(c), ..Default::default() }, inner.state.revoke_customer(c, now)),
     };
+    let what_text = serde_json::to_string(&what).unwrap_or_default();
     let Some(done) = done.map_err(ApiError::internal)? else {
-        return Err(ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("nothing to revoke: no such {what}")));
+        return Err(ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("nothing to revoke: no such {what_text}")));
     };
-    tracing::info!(what = %what, orders = done.orders, tickets = done.tickets, certificates = done.certificates, "revoked");
-    Ok(json_response(
-        StatusCode::OK,
-        &json!({"revoked": what, "orders": done.orders, "tickets": done.tickets, "certificates": done.certificates}),
-    ))
+    tracing::info!(what = %what_text, orders = done.orders, tickets = done.tickets, certificates = done.certificates, "revoked");
+    let answer = answers::Revoked { revoked: what, orders: done.orders, tickets: done.tickets, certificates: done.certificates };
+    Ok(json_response(StatusCode::OK, &answer))
 }
 
-fn manifest_summary(inner: &Inner, title: &TitleId, addr: &BlobAddress) -> Result<(Value, Option<Bytes>), ApiError> {
+fn manifest_summary(inner: &Inner, title: &TitleId, addr: &BlobAddress) -> Result<(answers::TitleSummary, Option<Bytes>), ApiError> {
     let bytes = inner.store.get(addr).map_err(ApiError::internal)?;
-    let Some(b) = bytes else { return Ok((json!({"title": title.as_str(), "manifest": addr.to_hex()}), None)) };
+    let bare = answers::TitleSummary { title: title.as_str().to_string(), manifest: addr.to_hex(), ..Default::default() };
+    let Some(b) = bytes else { return Ok((bare, None)) };
     let sm = SignedManifest::decode(&b).map_err(ApiError::internal)?;
     let m = &sm.manifest;
-    let summary = json!({
-        "title": title.as_str(), "manifest": addr.to_hex(), "segments": m.segments.len(), "segment_size": m.segment_size,
-        "bytes": m.plaintext_len, "running_time_s": m.running_time_ms as f64 / 1000.0, "media_type": m.media_type,
-        "chapters": m.chapters.iter().map(|c| json!({"start_ms": c.start_ms, "byte_offset": c.byte_offset, "name": c.name})).collect::<Vec<_>>(),
-    });
+    let chapters =
+        m.chapters.iter().map(|c| answers::Chapter { start_ms: c.start_ms, byte_offset: c.byte_offset, name: c.name.clone() }).collect();
+    let summary = answers::TitleSummary {
+        segments: Some(m.segments.len()),
+        segment_size: Some(m.segment_size),
+        bytes: Some(m.plaintext_len),
+        running_time_s: Some(m.running_time_ms as f64 / 1000.0),
+        media_type: Some(m.media_type.clone()),
+        chapters: Some(chapters),
+        ..bare
+    };
     Ok((summary, Some(b)))
 }
 
@@ -534,7 +544,7 @@ fn titles(inner: &Inner) -> ApiResult {
     for (t, a) in inner.store.titles().map_err(ApiError::internal)? {
         out.push(manifest_summary(inner, &t, &a)?.0);
     }
-    Ok(json_response(StatusCode::OK, &json!({"titles": out})))
+    Ok(json_response(StatusCode::OK, &answers::Titles { titles: out }))
 }
 
 fn title(inner: &Inner, id: &str) -> ApiResult {
@@ -545,7 +555,7 @@ fn title(inner: &Inner, id: &str) -> ApiResult {
         .map_err(ApiError::internal)?
         .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "unknown_title", format!("no title {t}")))?;
     let (mut summary, bytes) = manifest_summary(inner, &t, &a)?;
-    summary["manifest_blob"] = bytes.map(|b| Value::String(URL_SAFE_NO_PAD.encode(b))).unwrap_or(Value::Null);
+    summary.manifest_blob = bytes.map(|b| URL_SAFE_NO_PAD.encode(b));
     Ok(json_response(StatusCode::OK, &summary))
 }
 
@@ -598,7 +608,7 @@ fn upload_blob(inner: &Inner, hash: &str, body: &Bytes) -> ApiResult {
     let a = parse_address(hash)?;
     a.verify(body).map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "hash_mismatch", e.to_string()))?;
     inner.store.put(body).map_err(ApiError::internal)?;
-    Ok(json_response(StatusCode::CREATED, &json!({"stored": a.to_hex()})))
+    Ok(json_response(StatusCode::CREATED, &answers::Stored { stored: a.to_hex() }))
 }
 
 /// Publishes an uploaded title: every segment must be here, decrypt under
@@ -642,5 +652,6 @@ fn publish_title(inner: &Inner, req: &Request<Bytes>) -> ApiResult {
         return Err(ApiError::new(StatusCode::CONFLICT, "title_exists", format!("title {title} already exists")));
     }
     let addr = inner.store.commit_title(&title, &signed, key.expose()).map_err(ApiError::internal)?;
-    Ok(json_response(StatusCode::CREATED, &json!({"title": title.as_str(), "manifest": addr.to_hex(), "segments": m.segments.len()})))
+    let answer = answers::Published { title: title.as_str().to_string(), manifest: addr.to_hex(), segments: Some(m.segments.len()) };
+    Ok(json_response(StatusCode::CREATED, &answer))
 }

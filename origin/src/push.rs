@@ -2,10 +2,8 @@
 //! a peer being pre-cast to): ask which it lacks, push those, each call
 //! bounded; and the progress of each title on each member.
 
-use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
-use serde::Serialize;
 use tranzcast_proto::BlobAddress;
 
 use crate::Inner;
@@ -15,19 +13,10 @@ use crate::Inner;
 pub(crate) const PUSH_BOUNDS: (std::time::Duration, std::time::Duration) =
     (std::time::Duration::from_secs(10), std::time::Duration::from_secs(60));
 
-/// Progress of one title on one node.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-pub struct TitleProgress {
-    /// Blobs the node holds (segments and manifest).
-    pub held: u64,
-    /// Blobs the title has.
-    pub total: u64,
-    /// The node holds the whole set and its manifest.
-    pub complete: bool,
-}
+pub use tranzcast_proto::answers::TitleProgress;
 
 /// Node name -> title -> progress.
-pub type StagingStatus = Arc<Mutex<BTreeMap<String, BTreeMap<String, TitleProgress>>>>;
+pub type StagingStatus = Arc<Mutex<tranzcast_proto::answers::ProgressByMember>>;
 
 /// Asks `base` which of `blobs` it lacks and pushes those from the origin's store.
 pub(crate) async fn push_missing(

@@ -1,8 +1,12 @@
-//! The origin's JSON answers that clients read, one type for both ends:
-//! the play grant (`POST /v1/play`), the sources in it, and the error body
-//! every server answers a refusal with. The origin writes them with serde;
-//! clients read them with the bounded parsers here (hostile input: an
-//! origin is trusted by TLS, but a proxy or a bug is not).
+//! Every JSON answer of our servers, one type for both ends: the play
+//! grant (`POST /v1/play`) and the sources in it, playback URLs, the
+//! storefront's answers, the catalog, revocations, membership, staging,
+//! an edge's demand, health, and the error body every server answers a
+//! refusal with. Servers write them with serde; clients read them with the
+//! bounded parsers here (hostile input: an origin is trusted by TLS, but a
+//! proxy or a bug is not). Request bodies are in [`crate::api`].
+
+use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
@@ -144,6 +148,220 @@ impl std::fmt::Debug for PeerIdentity {
 }
 
 pub use crate::json::{parse_bounded, parse_small};
+
+/// `GET /healthz` of every server.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Health {
+    /// "ok".
+    pub status: String,
+    /// "origin", "node", "edge" or "peer".
+    pub role: String,
+    /// Its name in the cluster (nodes, edges, peers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+/// `GET /v1/storefront/check`: the storefront token works.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct StorefrontCheck {
+    /// "ok".
+    pub storefront: String,
+}
+
+/// A blob stored (`PUT /v1/blobs/<addr>` at the origin or a node).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Stored {
+    /// Its address (hex).
+    pub stored: String,
+}
+
+/// A title published (`POST /v1/titles`) or a manifest recorded (`PUT
+/// /v1/titles/<id>/manifest` at a node).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Published {
+    /// The title.
+    pub title: String,
+    /// The signed manifest's address (hex).
+    pub manifest: String,
+    /// Its segments (the origin's answer).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub segments: Option<usize>,
+}
+
+/// A chapter of a title, as the catalog lists it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Chapter {
+    /// Its start in the running time.
+    pub start_ms: u64,
+    /// Where it starts in the plaintext.
+    pub byte_offset: u64,
+    /// Its name.
+    pub name: String,
+}
+
+/// A title in the catalog (`GET /v1/titles`, `GET /v1/titles/<id>`); the
+/// details are missing when its manifest is not in the store.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+pub struct TitleSummary {
+    /// The title.
+    pub title: String,
+    /// Its signed manifest's address (hex).
+    pub manifest: String,
+    /// Segments.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub segments: Option<usize>,
+    /// Plaintext bytes of each segment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub segment_size: Option<u32>,
+    /// Plaintext bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes: Option<u64>,
+    /// Running time, seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub running_time_s: Option<f64>,
+    /// Its media type.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub media_type: Option<String>,
+    /// Its chapters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chapters: Option<Vec<Chapter>>,
+    /// `GET /v1/titles/<id>` only: the signed manifest itself (base64url).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub manifest_blob: Option<String>,
+}
+
+/// `GET /v1/titles`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+pub struct Titles {
+    /// Every title.
+    pub titles: Vec<TitleSummary>,
+}
+
+/// What a revocation took (`POST /v1/revoke`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Revoked {
+    /// What was asked to be revoked (a ticket by its serial).
+    pub revoked: crate::api::RevokeBody,
+    /// Orders revoked.
+    pub orders: u64,
+    /// Tickets revoked.
+    pub tickets: u64,
+    /// Certificates revoked.
+    pub certificates: u64,
+}
+
+/// A member retired (`POST /v1/cluster/members/<name>/retire`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Retired {
+    /// Its name.
+    pub retired: String,
+    /// Credentials issued up to this time (ms since the epoch) no longer work.
+    pub credentials_issued_until_ms: u64,
+}
+
+/// Progress of one title on one member (staging to nodes, pre-casts to peers).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TitleProgress {
+    /// Blobs the member holds (segments and manifest).
+    pub held: u64,
+    /// Blobs the title has.
+    pub total: u64,
+    /// The member holds the whole set and its manifest.
+    pub complete: bool,
+}
+
+/// Member name -> title -> progress.
+pub type ProgressByMember = BTreeMap<String, BTreeMap<String, TitleProgress>>;
+
+/// `GET /v1/staging`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Default)]
+pub struct StagingView {
+    /// Staging to nodes.
+    pub nodes: ProgressByMember,
+    /// Pre-casts to peers.
+    pub peers: ProgressByMember,
+}
+
+/// One playback URL on one edge.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PlaybackUrl {
+    /// The edge's name.
+    pub edge: String,
+    /// Its HTTP/3 address.
+    #[serde(default)]
+    pub h3: Option<String>,
+    /// The URL.
+    pub url: String,
+}
+
+/// A granted play for a standard player (`POST /v1/play` with `"mode": "url"`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PlaybackUrls {
+    /// URLs on the best edges, best first.
+    pub urls: Vec<PlaybackUrl>,
+    /// The playback session (the certificate's serial, hex).
+    pub session: String,
+    /// The URLs work from (seconds since the epoch)...
+    pub not_before: u64,
+    /// ... to.
+    pub expires: u64,
+    /// The title's media type.
+    pub media_type: String,
+    /// Plaintext bytes.
+    pub bytes: u64,
+    /// The replacement ticket (rentals with plays left).
+    #[serde(default)]
+    pub ticket: Option<String>,
+}
+
+impl PlaybackUrls {
+    /// Reads the answer (bounded).
+    pub fn parse(body: &[u8]) -> Result<PlaybackUrls, ProtoError> {
+        parse_bounded("playback URLs", 64 << 10, body)
+    }
+}
+
+/// `POST /v1/staging/missing` at a node: which of the blobs asked about it lacks.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Default)]
+pub struct Missing {
+    /// Addresses (hex).
+    pub missing: Vec<String>,
+}
+
+/// A segment's requests at an edge.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SegmentDemand {
+    /// The segment.
+    pub segment: u64,
+    /// Requests for it.
+    pub requests: u64,
+}
+
+/// A title's demand at an edge.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct TitleDemand {
+    /// The title.
+    pub title: String,
+    /// Reads started in the last minute.
+    pub last_minute: u64,
+    /// Reads started since the edge started.
+    pub total: u64,
+    /// At or over the hot threshold.
+    pub hot: bool,
+    /// Its most requested segments.
+    pub top_segments: Vec<SegmentDemand>,
+}
+
+/// `GET /v1/demand` at an edge: titles with demand in the last minute, hottest first.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Demand {
+    /// Reads a minute that make a title hot.
+    pub hot_requests_per_min: u64,
+    /// Segments prefetched when a title turns hot.
+    pub prefetch_segments: u64,
+    /// Titles.
+    pub titles: Vec<TitleDemand>,
+}
 
 /// The body of every refusal: `{"error": {"code", "reason"}}`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]

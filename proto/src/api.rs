@@ -10,8 +10,8 @@ use std::net::IpAddr;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use serde::Deserialize;
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::member::valid_name;
@@ -27,14 +27,17 @@ fn json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ProtoError> {
     serde_json::from_slice(body).map_err(|e| bad(format!("invalid JSON body: {e}")))
 }
 
+/// The body of `POST /v1/customers`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct CustomerBody {
+    /// The customer's name.
+    pub name: String,
+}
+
 /// `POST /v1/customers`: the customer's name, trimmed, 1..=200 bytes.
 pub fn new_customer(body: &[u8]) -> Result<String, ProtoError> {
-    #[derive(Deserialize)]
-    #[serde(deny_unknown_fields)]
-    struct Raw {
-        name: String,
-    }
-    let r: Raw = json(body)?;
+    let r: CustomerBody = json(body)?;
     let name = r.name.trim();
     if name.is_empty() || name.len() > 200 {
         return Err(bad("name must be 1 to 200 bytes"));
@@ -70,22 +73,44 @@ pub struct NewOrder {
     pub fingerprint: [u8; 32],
 }
 
+/// The body of `POST /v1/orders`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct OrderBody {
+    /// The customer's number.
+    pub customer: u64,
+    /// The title.
+    pub title: String,
+    /// "buy" or "rent".
+    pub kind: String,
+    /// A rental's plays.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plays: Option<u32>,
+    /// A rental's length in hours...
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hours: Option<u32>,
+    /// ... or in seconds (short promotions, tests).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seconds: Option<u64>,
+}
+
+impl OrderBody {
+    /// A purchase.
+    pub fn buy(customer: u64, title: impl Into<String>) -> Self {
+        Self { customer, title: title.into(), kind: "buy".into(), plays: None, hours: None, seconds: None }
+    }
+
+    /// A rental of `plays` plays for `hours`.
+    pub fn rent(customer: u64, title: impl Into<String>, plays: u32, hours: u32) -> Self {
+        Self { customer, title: title.into(), kind: "rent".into(), plays: Some(plays), hours: Some(hours), seconds: None }
+    }
+}
+
 /// Reads an order: `{"customer", "title", "kind": "buy"|"rent", "plays"?,
 /// "hours"? | "seconds"?}`; a rental needs plays and a length, a purchase
 /// takes neither.
 pub fn new_order(body: &[u8]) -> Result<NewOrder, ProtoError> {
-    #[derive(Deserialize)]
-    #[serde(deny_unknown_fields)]
-    struct Raw {
-        customer: u64,
-        title: String,
-        kind: String,
-        plays: Option<u32>,
-        hours: Option<u32>,
-        /// Rental length in seconds, instead of hours (short promotions, tests).
-        seconds: Option<u64>,
-    }
-    let o: Raw = json(body)?;
+    let o: OrderBody = json(body)?;
     let title = TitleId::new(&o.title).map_err(|e| bad(e.to_string()))?;
     let secs = match (o.hours, o.seconds) {
         (Some(h), None) if (1..=24 * 366).contains(&h) => Some(u64::from(h) * 3600),
@@ -100,7 +125,7 @@ pub fn new_order(body: &[u8]) -> Result<NewOrder, ProtoError> {
         ("rent", _, _) => return Err(bad("a rental needs plays (1..=1000) and hours or seconds")),
         (k, _, _) => return Err(bad(format!("kind {k:?} is neither \"buy\" nor \"rent\""))),
     };
-    let asked = serde_json::json!([o.customer, o.title, o.kind, o.plays, o.hours, o.seconds]).to_string();
+    let asked = serde_json::to_string(&(o.customer, &o.title, &o.kind, o.plays, o.hours, o.seconds)).unwrap_or_default();
     Ok(NewOrder { customer: o.customer, title, terms, fingerprint: *blake3::hash(asked.as_bytes()).as_bytes() })
 }
 
@@ -135,23 +160,42 @@ pub struct PlayRequest {
     pub url: Option<UrlMode>,
 }
 
+/// The body of `POST /v1/play`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PlayBody {
+    /// The ticket's text.
+    pub ticket: String,
+    /// "client" (the default) or "url".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<String>,
+    /// "url": true (the caller's address), false, or an IP address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bind: Option<Value>,
+    /// "url": how many edges' URLs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub urls: Option<usize>,
+    /// "url": how long they work, seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lifetime_s: Option<u64>,
+}
+
+impl PlayBody {
+    /// A smart client's play.
+    pub fn client(ticket: impl Into<String>) -> Self {
+        Self { ticket: ticket.into(), mode: None, bind: None, urls: None, lifetime_s: None }
+    }
+
+    /// Playback URLs on `urls` edges, for anyone holding them.
+    pub fn urls(ticket: impl Into<String>, urls: usize) -> Self {
+        Self { ticket: ticket.into(), mode: Some("url".into()), bind: None, urls: Some(urls), lifetime_s: None }
+    }
+}
+
 /// Reads a play: `{"ticket", "mode"?: "client"|"url", "bind"?: true|false|"<ip>",
 /// "urls"?: 1..=8, "lifetime_s"?}` (the last three for "url" only).
 pub fn play(body: &[u8]) -> Result<PlayRequest, ProtoError> {
-    #[derive(Deserialize)]
-    #[serde(deny_unknown_fields)]
-    struct Raw {
-        ticket: String,
-        #[serde(default)]
-        mode: Option<String>,
-        #[serde(default)]
-        bind: Option<Value>,
-        #[serde(default)]
-        urls: Option<usize>,
-        #[serde(default)]
-        lifetime_s: Option<u64>,
-    }
-    let p: Raw = json(body)?;
+    let p: PlayBody = json(body)?;
     let url_mode = match p.mode.as_deref() {
         None | Some("client") => false,
         Some("url") => true,
@@ -192,17 +236,27 @@ pub enum Revoke {
     Customer(u64),
 }
 
+/// The body of `POST /v1/revoke` (exactly one field), and what a revocation answer says it took.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RevokeBody {
+    /// A ticket's text (in an answer: its serial, hex).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ticket: Option<String>,
+    /// A serial, 32 hex digits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serial: Option<String>,
+    /// An order.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub order: Option<u64>,
+    /// A customer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub customer: Option<u64>,
+}
+
 /// Reads a revocation: exactly one of `"ticket"`, `"serial"` (32 hex digits), `"order"`, `"customer"`.
 pub fn revoke(body: &[u8]) -> Result<Revoke, ProtoError> {
-    #[derive(Deserialize)]
-    #[serde(deny_unknown_fields)]
-    struct Raw {
-        ticket: Option<String>,
-        serial: Option<String>,
-        order: Option<u64>,
-        customer: Option<u64>,
-    }
-    let r: Raw = json(body)?;
+    let r: RevokeBody = json(body)?;
     Ok(match (r.ticket, r.serial, r.order, r.customer) {
         (Some(t), None, None, None) => Revoke::Ticket(t),
         (None, Some(s), None, None) => {
@@ -248,25 +302,35 @@ pub struct Join {
     pub push_token: Option<String>,
 }
 
+/// The body of `POST /v1/cluster/join` and `/heartbeat`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct JoinBody {
+    /// The member's name.
+    pub name: String,
+    /// "node", "edge" or "peer".
+    pub role: String,
+    /// Its HTTPS base URL.
+    pub https: String,
+    /// Its HTTP/3 address (host:port).
+    pub h3: String,
+    /// Requests in hand against its most (0..=1).
+    #[serde(default)]
+    pub load: f64,
+    /// Edges: the X25519 public key playback tokens are sealed to (hex).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub playback_key: Option<String>,
+    /// "ok", or why it is unhealthy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<String>,
+    /// Peers, after their first join: their push token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub push_token: Option<String>,
+}
+
 /// Reads a join or heartbeat.
 pub fn join(body: &[u8]) -> Result<Join, ProtoError> {
-    #[derive(Deserialize)]
-    #[serde(deny_unknown_fields)]
-    struct Raw {
-        name: String,
-        role: String,
-        https: String,
-        h3: String,
-        #[serde(default)]
-        load: f64,
-        #[serde(default)]
-        playback_key: Option<String>,
-        #[serde(default)]
-        health: Option<String>,
-        #[serde(default)]
-        push_token: Option<String>,
-    }
-    let j: Raw = json(body)?;
+    let j: JoinBody = json(body)?;
     if !valid_name(&j.name) {
         return Err(bad("name: 1..=64 of a-z, A-Z, 0-9, '-', '_'"));
     }
@@ -325,16 +389,29 @@ pub struct Publish {
     pub manifest: Vec<u8>,
 }
 
+/// The body of `POST /v1/titles`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct PublishBody {
+    /// The title.
+    pub title: String,
+    /// Its key, 64 hex digits.
+    pub key: String,
+    /// The manifest as ingested, base64url.
+    pub manifest: String,
+}
+
+/// The body of `POST /v1/staging/missing` at a node: blobs to ask about.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct MissingBody {
+    /// Addresses (hex).
+    pub blobs: Vec<String>,
+}
+
 /// Reads a publish: `{"title", "key": 64 hex digits, "manifest": base64url}`.
 pub fn publish(body: &[u8]) -> Result<Publish, ProtoError> {
-    #[derive(Deserialize)]
-    #[serde(deny_unknown_fields)]
-    struct Raw {
-        title: String,
-        key: String,
-        manifest: String,
-    }
-    let p: Raw = json(body)?;
+    let p: PublishBody = json(body)?;
     let title = TitleId::new(&p.title).map_err(|e| bad(e.to_string()))?;
     let mut key = [0u8; 32];
     hex::decode_to_slice(p.key.trim(), &mut key).map_err(|_| bad("key must be 64 hex digits"))?;

@@ -275,29 +275,28 @@ async fn hostile_run(a: HostileArgs) -> Result<()> {
         loopback_target(url)?;
     }
     let http = tranzcast_net::client::https(ca.as_bytes())?;
-    let post =
-        |path: &str, body: serde_json::Value| http.post(format!("{}{path}", a.origin)).bearer_auth(&a.storefront_token).json(&body).send();
-    let c: tranzcast_proto::answers::CustomerCreated =
-        post("/v1/customers", serde_json::json!({"name": "viewer"})).await?.error_for_status()?.json().await?;
-    let o: tranzcast_proto::answers::OrderPlaced =
-        post("/v1/orders", serde_json::json!({"customer": c.customer, "title": a.title, "kind": "buy"}))
-            .await?
-            .error_for_status()?
-            .json()
-            .await?;
+    use tranzcast_proto::{answers, api};
+    let storefront = |path: &str| http.post(format!("{}{path}", a.origin)).bearer_auth(&a.storefront_token);
+    let b =
+        storefront("/v1/customers").json(&api::CustomerBody { name: "viewer".into() }).send().await?.error_for_status()?.bytes().await?;
+    let c: answers::CustomerCreated = answers::parse_small("customer", &b)?;
+    let b =
+        storefront("/v1/orders").json(&api::OrderBody::buy(c.customer, a.title.clone())).send().await?.error_for_status()?.bytes().await?;
+    let o: answers::OrderPlaced = answers::parse_small("order", &b)?;
     let ticket = o.ticket;
-    let p: serde_json::Value = http
+    let p = http
         .post(format!("{}/v1/play", a.origin))
-        .json(&serde_json::json!({"ticket": ticket}))
+        .json(&api::PlayBody::client(ticket.clone()))
         .send()
         .await?
         .error_for_status()?
-        .json()
+        .bytes()
         .await?;
-    let cert = p["certificate"].as_str().context("no certificate")?.to_string();
+    let cert = answers::PlayGrant::parse(&p)?.certificate;
     let auth = format!("Tranzcast {cert}");
-    let t: serde_json::Value = http.get(format!("{}/v1/titles/{}", a.origin, a.title)).send().await?.error_for_status()?.json().await?;
-    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(t["manifest_blob"].as_str().context("no manifest")?)?;
+    let t = http.get(format!("{}/v1/titles/{}", a.origin, a.title)).send().await?.error_for_status()?.bytes().await?;
+    let t: answers::TitleSummary = answers::parse_bounded("title", 4 << 20, &t)?;
+    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(t.manifest_blob.as_deref().context("no manifest")?)?;
     let manifest = tranzcast_proto::manifest::SignedManifest::decode(&raw)?.manifest;
     let blob = manifest.segments.first().context("no segments")?.to_hex();
     // Warm the edge: every segment through it once.

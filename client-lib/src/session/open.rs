@@ -59,7 +59,7 @@ impl Session {
             let req = http
                 .post(format!("{origin}/v1/play"))
                 .header("idempotency-key", &attempt)
-                .json(&serde_json::json!({"ticket": opts.ticket.trim()}));
+                .json(&tranzcast_proto::api::PlayBody::client(opts.ticket.trim()));
             match call(req, play_limits).await {
                 Ok(a) => break a,
                 Err(_) if tries < 2 => {

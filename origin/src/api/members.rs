@@ -14,7 +14,6 @@ use crate::state::Member;
 use crate::{now_ms, now_secs, random16};
 use bytes::Bytes;
 use http::{Request, StatusCode, header};
-use serde_json::json;
 use tranzcast_proto::api::JoinRole;
 use tranzcast_proto::member::{MemberCredential, valid_name};
 use tranzcast_proto::ticket::{Certificate, SignedToken, Token};
@@ -215,5 +214,5 @@ pub(super) fn retire(inner: &Inner, name: &str) -> ApiResult {
     let at = now_ms();
     inner.state.retire_member(name, at).map_err(ApiError::internal)?;
     tracing::warn!(member = name, "member retired");
-    Ok(json_response(StatusCode::OK, &json!({"retired": name, "credentials_issued_until_ms": at})))
+    Ok(json_response(StatusCode::OK, &tranzcast_proto::answers::Retired { retired: name.to_string(), credentials_issued_until_ms: at }))
 }

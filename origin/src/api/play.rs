@@ -199,18 +199,19 @@ fn playback_urls(
         let token = grant
             .seal(key, edge_public, tranzcast_proto::random_bytes(), &inner.signing)
             .map_err(|e| ApiError::internal(format!("sealing a playback token: {e}")))?;
-        urls.push(json!({
-            "edge": m.name, "h3": m.h3,
-            "url": format!("{}/v1/play/{}/{name}", m.https.trim_end_matches('/'), playback::to_text(&token)),
-        }));
+        let url = format!("{}/v1/play/{}/{name}", m.https.trim_end_matches('/'), playback::to_text(&token));
+        urls.push(tranzcast_proto::answers::PlaybackUrl { edge: m.name.clone(), h3: Some(m.h3.clone()), url });
     }
-    Ok(json_response(
-        StatusCode::OK,
-        &json!({
-            "urls": urls, "session": hex::encode(cert.serial), "not_before": not_before, "expires": expires,
-            "media_type": manifest.media_type, "bytes": manifest.plaintext_len, "ticket": replacement,
-        }),
-    ))
+    let answer = tranzcast_proto::answers::PlaybackUrls {
+        urls,
+        session: hex::encode(cert.serial),
+        not_before,
+        expires,
+        media_type: manifest.media_type.clone(),
+        bytes: manifest.plaintext_len,
+        ticket: replacement,
+    };
+    Ok(json_response(StatusCode::OK, &answer))
 }
 
 fn sources(inner: &Inner) -> Result<Vec<tranzcast_proto::answers::SourceEntry>, ApiError> {
