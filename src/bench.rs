@@ -77,7 +77,15 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
                 (_, _, Some(d)) => tranzcast_net::tls::LocalCa::load_or_create(&d)?.issue(&["localhost", "127.0.0.1"])?,
                 _ => anyhow::bail!("give --cert and --key, or --ca-dir"),
             };
-            floor_server(listen, &dir, identity)
+            let files = tranzcast_loadtest::floor::load_dir(&dir)?;
+            let rt = tokio::runtime::Runtime::new()?;
+            rt.block_on(async move {
+                let server = tranzcast_loadtest::floor::start(listen, files, identity).await?;
+                println!("{}", server.https_addr);
+                crate::wait_for_signal().await;
+                server.shutdown().await;
+                anyhow::Ok(())
+            })
         }
         BenchCommand::Crypto { input, segment_size, threads } => {
             let threads = if threads == 0 { std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2) } else { threads };
@@ -224,88 +232,4 @@ fn tickets(seconds: f64, concurrency: usize) -> Result<()> {
             "ratio": ours / raw, "seconds": seconds})
     );
     Ok(())
-}
-
-/// The one satisfiable range a `Range` header asks of `len` bytes, by the
-/// edge's own (fuzzed) parser; several ranges, none, or a malformed header: None
-/// (the floor then answers with the whole file).
-fn single_range(v: &str, len: usize) -> Option<std::ops::Range<usize>> {
-    use tranzcast_proto::range::{parse_range, resolve};
-    let specs = parse_range(v).ok()??;
-    match resolve(&specs, len as u64).as_slice() {
-        [r] => Some(usize::try_from(r.start).ok()?..usize::try_from(r.end).ok()?),
-        _ => None,
-    }
-}
-
-fn floor_server(listen: std::net::SocketAddr, dir: &std::path::Path, identity: tranzcast_net::TlsIdentity) -> Result<()> {
-    use http::{Response, StatusCode, header};
-    use tranzcast_net::server::{HttpServer, ServerOptions, full, handler};
-    let mut files = std::collections::HashMap::new();
-    for e in std::fs::read_dir(dir).with_context(|| format!("cannot read {}", dir.display()))? {
-        let e = e?;
-        if e.file_type()?.is_file() {
-            files.insert(e.file_name().to_string_lossy().into_owned(), bytes::Bytes::from(std::fs::read(e.path())?));
-        }
-    }
-    let files = std::sync::Arc::new(files);
-    let rt = tokio::runtime::Runtime::new()?;
-    rt.block_on(async move {
-        let serve = handler(move |req: http::Request<bytes::Bytes>, _cx| {
-            let files = files.clone();
-            async move {
-                let name = req.uri().path().rsplit('/').next().unwrap_or_default();
-                let Some(blob) = files.get(name) else {
-                    let mut r = Response::new(full("no such file"));
-                    *r.status_mut() = StatusCode::NOT_FOUND;
-                    return r;
-                };
-                let range = req.headers().get(header::RANGE).and_then(|v| v.to_str().ok()).and_then(|v| single_range(v, blob.len()));
-                let mut r = match &range {
-                    Some(x) => {
-                        let mut r = Response::new(full(blob.slice(x.clone())));
-                        *r.status_mut() = StatusCode::PARTIAL_CONTENT;
-                        if let Ok(v) = http::HeaderValue::from_str(&format!("bytes {}-{}/{}", x.start, x.end - 1, blob.len())) {
-                            r.headers_mut().insert(header::CONTENT_RANGE, v);
-                        }
-                        r
-                    }
-                    None => Response::new(full(blob.clone())),
-                };
-                let len = range.map_or(blob.len(), |x| x.len());
-                r.headers_mut().insert(header::CONTENT_LENGTH, http::HeaderValue::from(len));
-                r
-            }
-        });
-        // The edge's default limits: the floor pays for the same checks.
-        let opts = ServerOptions {
-            https: listen,
-            plain: None,
-            identity,
-            limits: tranzcast_config::LimitsConfig::default(),
-            drain: std::time::Duration::from_secs(1),
-            stats: Default::default(),
-        };
-        let server = HttpServer::bind(opts, serve).await?;
-        println!("{}", server.https_addr);
-        crate::wait_for_signal().await;
-        server.shutdown().await;
-        Ok(())
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::single_range;
-
-    #[test]
-    fn floor_server_answers_one_range_clamped_and_ignores_the_rest() {
-        assert_eq!(single_range("bytes=4096-8191", 1 << 20), Some(4096..8192));
-        assert_eq!(single_range("bytes=10-99", 50), Some(10..50));
-        assert_eq!(single_range("bytes=-5", 50), Some(45..50));
-        assert_eq!(single_range("bytes=5-", 50), Some(5..50));
-        for other in ["bytes=9-1", "bytes=50-60", "items=1-2", "bytes=a-b", "bytes=1-2,4-5", ""] {
-            assert_eq!(single_range(other, 50), None, "{other}");
-        }
-    }
 }

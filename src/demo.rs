@@ -194,10 +194,6 @@ struct Played {
     replacement: Option<String>,
 }
 
-fn metric(text: &str, name: &str) -> f64 {
-    text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok()).unwrap_or(0.0)
-}
-
 async fn play_on_cluster(dir: &Path, input: &Path, a: &DemoArgs) -> Result<Played> {
     let t = Instant::now();
     let shape = Shape { nodes: 2, edges: 3, peers: 2, precast: true, precast_segments: 2, precast_titles: 5 };
@@ -221,7 +217,8 @@ async fn play_on_cluster(dir: &Path, input: &Path, a: &DemoArgs) -> Result<Playe
     let mut hit_ratios = std::collections::BTreeMap::new();
     for s in cluster.edges.values().chain(cluster.nodes.values()) {
         let text = cluster.http.get(format!("https://localhost:{}/metrics", s.https_addr().port())).send().await?.text().await?;
-        let (h, m) = (metric(&text, "edge_hits_total"), metric(&text, "edge_misses_total"));
+        let c = tranzcast_loadtest::probe::Counters::parse("edge", &text);
+        let (h, m) = (c.hits, c.misses);
         if h + m > 0.0 {
             hit_ratios.insert(s.name().to_string(), h / (h + m));
         }

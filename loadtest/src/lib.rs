@@ -15,6 +15,8 @@
 pub mod cluster;
 pub mod demand;
 mod error;
+#[cfg(feature = "run")]
+pub mod floor;
 pub mod playout;
 pub mod probe;
 #[cfg(feature = "run")]
