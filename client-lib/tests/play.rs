@@ -11,9 +11,7 @@ use tranzcast_client::{ClientError, OpenOptions, Session};
 use tranzcast_edge::{EdgeServer, EdgeTls};
 use tranzcast_origin::Origin;
 
-#[path = "../../edge/tests/common/mod.rs"]
-mod common;
-use common::*;
+use tranzcast_testkit::*;
 
 /// A 1-customer rental of `film` with `plays` plays: the ticket.
 async fn rent_film(http: &reqwest::Client, origin: &str, plays: u32) -> String {
@@ -30,15 +28,22 @@ async fn plays_byte_identical_from_many_sources_twice_then_refused() {
     let origin = Origin::start(origin_config(&dir.path().join("origin"), 0)).await.unwrap();
     let oport = origin.https_addr().port();
     let origin_url = format!("https://localhost:{oport}");
-    let tls = EdgeTls::from_config(&edge_config("node", "x", dir.path(), oport, &[], 0, false), &origin.ca_dir()).unwrap();
+    let tls = EdgeTls::from_config(&EdgeSpec::new("node", "x", dir.path(), oport).config(), &origin.ca_dir()).unwrap();
     // Honest servers send at most 2 MiB/s each, as busy servers would: one
     // source cannot carry the playback alone, and the client must spread it.
     let slow = |role: &str, name: &str, data: &str, parents: &[String], corrupt: bool| {
-        edge_config_with(role, name, &dir.path().join(data), oport, parents, 0, corrupt, &["rate_limit=2MiB"])
+        EdgeSpec::new(role, name, &dir.path().join(data), oport)
+            .parents(parents)
+            .corrupt(corrupt)
+            .mirroring()
+            .sets(&["rate_limit=2MiB"])
+            .config()
     };
     let n1 = EdgeServer::start(slow("node", "node-1", "n1", &[], false), tls.clone()).await.unwrap();
     let n2 = EdgeServer::start(slow("node", "node-2", "n2", &[], false), tls.clone()).await.unwrap();
-    let liar = EdgeServer::start(edge_config("node", "liar", &dir.path().join("liar"), oport, &[], 0, true), tls.clone()).await.unwrap();
+    let liar = EdgeServer::start(EdgeSpec::new("node", "liar", &dir.path().join("liar"), oport).corrupt(true).config(), tls.clone())
+        .await
+        .unwrap();
     wait_staged(&origin, &["node-1", "node-2", "liar"]).await;
     let n1_url = format!("https://localhost:{}", n1.https_addr().port());
     let edge = EdgeServer::start(slow("edge", "edge-1", "e1", &[n1_url], false), tls.clone()).await.unwrap();
@@ -148,14 +153,8 @@ async fn one_segment_from_three_sources_a_liar_caught_within_a_group_a_slow_one_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn local_gateway_answers_ranges_byte_exact() {
-    let dir = tempfile::tempdir().unwrap();
-    let _ = setup_sized(dir.path(), 4);
-    let input = std::fs::read(dir.path().join("film.bin")).unwrap();
-    let origin = Origin::start(origin_config(&dir.path().join("origin"), 0)).await.unwrap();
-    let oport = origin.https_addr().port();
-    let origin_url = format!("https://localhost:{oport}");
-    let tls = EdgeTls::from_config(&edge_config("node", "x", dir.path(), oport, &[], 0, false), &origin.ca_dir()).unwrap();
-    let node = EdgeServer::start(edge_config("node", "node-1", &dir.path().join("n1"), oport, &[], 0, false), tls.clone()).await.unwrap();
+    let TestCluster { dir, origin, oport, tls, input, origin_url, .. } = TestCluster::start(4).await;
+    let node = EdgeServer::start(EdgeSpec::new("node", "node-1", &dir.path().join("n1"), oport).config(), tls.clone()).await.unwrap();
     wait_staged(&origin, &["node-1"]).await;
     let http = tranzcast_net::client::https(tls.ca_pem.as_bytes()).unwrap();
     let ticket = rent_film(&http, &origin_url, 1).await;
@@ -201,13 +200,13 @@ async fn survives_an_edge_and_a_node_killed_mid_playback_and_a_lying_peer() {
     let origin = Origin::start(ocfg).await.unwrap();
     let oport = origin.https_addr().port();
     let origin_url = format!("https://localhost:{oport}");
-    let tls = EdgeTls::from_config(&edge_config("node", "x", dir.path(), oport, &[], 0, false), &origin.ca_dir()).unwrap();
+    let tls = EdgeTls::from_config(&EdgeSpec::new("node", "x", dir.path(), oport).config(), &origin.ca_dir()).unwrap();
     // Every server sends at most 4 MiB/s, so the playback lasts long enough to kill things in the middle.
     let slow = ["rate_limit=4MiB"];
     let server = |role: &'static str, name: &'static str, parents: Vec<String>, extra: Vec<String>| {
         let mut sets: Vec<&str> = slow.to_vec();
         sets.extend(extra.iter().map(String::as_str));
-        edge_config_with(role, name, &dir.path().join(name), oport, &parents, 0, false, &sets)
+        EdgeSpec::new(role, name, &dir.path().join(name), oport).parents(&parents).mirroring().sets(&sets).config()
     };
     let n1 = EdgeServer::start(server("node", "node-1", vec![], vec![]), tls.clone()).await.unwrap();
     let n2 = EdgeServer::start(server("node", "node-2", vec![], vec![]), tls.clone()).await.unwrap();
@@ -224,7 +223,11 @@ async fn survives_an_edge_and_a_node_killed_mid_playback_and_a_lying_peer() {
         v["certificate"].as_str().unwrap().to_string()
     };
     let peer = EdgeServer::start(
-        edge_config_with("peer", "bad-peer", &dir.path().join("peer"), oport, &[], 0, true, &[&format!("certificate={bought}")]),
+        EdgeSpec::new("peer", "bad-peer", &dir.path().join("peer"), oport)
+            .corrupt(true)
+            .mirroring()
+            .sets(&[&format!("certificate={bought}")])
+            .config(),
         tls.clone(),
     )
     .await
@@ -298,14 +301,8 @@ async fn survives_an_edge_and_a_node_killed_mid_playback_and_a_lying_peer() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_seek_fetches_the_middle_first_and_reads_byte_exact() {
     use tokio::io::{AsyncReadExt, AsyncSeekExt};
-    let dir = tempfile::tempdir().unwrap();
-    let _ = setup_sized(dir.path(), 16);
-    let input = std::fs::read(dir.path().join("film.bin")).unwrap();
-    let origin = Origin::start(origin_config(&dir.path().join("origin"), 0)).await.unwrap();
-    let oport = origin.https_addr().port();
-    let origin_url = format!("https://localhost:{oport}");
-    let tls = EdgeTls::from_config(&edge_config("node", "x", dir.path(), oport, &[], 0, false), &origin.ca_dir()).unwrap();
-    let node = EdgeServer::start(edge_config("node", "node-1", &dir.path().join("n1"), oport, &[], 0, false), tls.clone()).await.unwrap();
+    let TestCluster { dir, origin, oport, tls, input, origin_url, .. } = TestCluster::start(16).await;
+    let node = EdgeServer::start(EdgeSpec::new("node", "node-1", &dir.path().join("n1"), oport).config(), tls.clone()).await.unwrap();
     wait_staged(&origin, &["node-1"]).await;
     let http = tranzcast_net::client::https(tls.ca_pem.as_bytes()).unwrap();
     let ticket = rent_film(&http, &origin_url, 1).await;
@@ -367,9 +364,9 @@ async fn precast_segments_are_used_first_and_a_client_serves_what_it_played() {
     let origin = Origin::start(ocfg).await.unwrap();
     let oport = origin.https_addr().port();
     let origin_url = format!("https://localhost:{oport}");
-    let tls = EdgeTls::from_config(&edge_config("node", "x", dir.path(), oport, &[], 0, false), &origin.ca_dir()).unwrap();
+    let tls = EdgeTls::from_config(&EdgeSpec::new("node", "x", dir.path(), oport).config(), &origin.ca_dir()).unwrap();
     // A busy node: 1 MiB/s.
-    let node_cfg = edge_config_with("node", "node-1", &dir.path().join("n1"), oport, &[], 0, false, &["rate_limit=1MiB"]);
+    let node_cfg = EdgeSpec::new("node", "node-1", &dir.path().join("n1"), oport).mirroring().sets(&["rate_limit=1MiB"]).config();
     let node = EdgeServer::start(node_cfg, tls.clone()).await.unwrap();
     wait_staged(&origin, &["node-1"]).await;
     let http = tranzcast_net::client::https(tls.ca_pem.as_bytes()).unwrap();
@@ -388,8 +385,10 @@ async fn precast_segments_are_used_first_and_a_client_serves_what_it_played() {
             .unwrap();
         (v["certificate"].as_str().unwrap().to_string(), v["ticket"].as_str().unwrap().to_string())
     };
-    let peer_cfg =
-        edge_config_with("peer", "viewer-a", &dir.path().join("viewer-a"), oport, &[], 0, false, &[&format!("certificate={}", cert_a.0)]);
+    let peer_cfg = EdgeSpec::new("peer", "viewer-a", &dir.path().join("viewer-a"), oport)
+        .mirroring()
+        .sets(&[&format!("certificate={}", cert_a.0)])
+        .config();
     let peer_a = Arc::new(EdgeServer::start(peer_cfg, tls.clone()).await.unwrap());
     eventually(30, "pre-cast to viewer A", || async {
         origin.precast_status().get("viewer-a").and_then(|t| t.get("film")).is_some_and(|p| p.complete)
@@ -448,18 +447,12 @@ const LIAR: &str = "liar";
 /// each sending at most its rate (or [`UNLIMITED`], or a [`LIAR`]), and a
 /// session on a 1-play ticket that fetches `parallel` segments at once.
 async fn limited_cluster(mib: u32, nodes: &[(&str, &str)], parallel: usize) -> LimitedCluster {
-    let dir = tempfile::tempdir().unwrap();
-    let _ = setup_sized(dir.path(), mib);
-    let input = std::fs::read(dir.path().join("film.bin")).unwrap();
-    let origin = Origin::start(origin_config(&dir.path().join("origin"), 0)).await.unwrap();
-    let oport = origin.https_addr().port();
-    let origin_url = format!("https://localhost:{oport}");
-    let tls = EdgeTls::from_config(&edge_config("node", "x", dir.path(), oport, &[], 0, false), &origin.ca_dir()).unwrap();
+    let TestCluster { dir, origin, oport, tls, input, origin_url, .. } = TestCluster::start(mib).await;
     let mut servers = Vec::new();
     for &(name, rate) in nodes {
         let limit = format!("rate_limit={rate}");
         let extra: &[&str] = if rate == UNLIMITED || rate == LIAR { &[] } else { &[&limit] };
-        let config = edge_config_with("node", name, &dir.path().join(name), oport, &[], 0, rate == LIAR, extra);
+        let config = EdgeSpec::new("node", name, &dir.path().join(name), oport).corrupt(rate == LIAR).mirroring().sets(extra).config();
         servers.push(EdgeServer::start(config, tls.clone()).await.unwrap());
     }
     wait_staged(&origin, &nodes.iter().map(|n| n.0).collect::<Vec<_>>()).await;

@@ -13,8 +13,7 @@ use bytes::Bytes;
 use tranzcast_edge::{EdgeServer, EdgeTls};
 use tranzcast_origin::Origin;
 
-mod common;
-use common::*;
+use tranzcast_testkit::*;
 
 /// A parent that takes TCP connections and never says a word: every fetch
 /// that asks it first waits the upstream timeout (2 s in these tests).
@@ -49,16 +48,10 @@ async fn a_thousand_requests_reset_before_their_answer_leave_nothing_in_hand() {
     // The address's cancel budget above the 1,000 resets: this is the guards'
     // test (the rapid-reset protection, which would close these connections
     // after 200, has its own in net/tests/limits.rs).
-    let cfg = edge_config_with(
-        "edge",
-        "edge-1",
-        &dir.path().join("e1"),
-        oport,
-        &[silent_url],
-        0,
-        false,
-        &["mirroring.prefetch_segments=0", "mirroring.push_to_edges=false", "limits.max_cancelled_requests=5000"],
-    );
+    let cfg = EdgeSpec::new("edge", "edge-1", &dir.path().join("e1"), oport)
+        .parents(&[silent_url])
+        .sets(&["limits.max_cancelled_requests=5000"])
+        .config();
     let tls = EdgeTls::from_config(&cfg, &origin.ca_dir()).unwrap();
     let edge = EdgeServer::start(cfg, tls.clone()).await.unwrap();
     let port = edge.https_addr().port();
@@ -108,16 +101,8 @@ async fn a_fetch_whose_starter_is_cancelled_leaves_the_table_and_fetches_are_bou
     let origin = Origin::start(origin_config(&dir.path().join("origin"), 0)).await.unwrap();
     let oport = origin.https_addr().port();
     let (_silent, silent_url) = silent_parent();
-    let cfg = edge_config_with(
-        "edge",
-        "edge-1",
-        &dir.path().join("e1"),
-        oport,
-        &[silent_url],
-        0,
-        false,
-        &["mirroring.prefetch_segments=0", "mirroring.push_to_edges=false", "limits.max_flights=1"],
-    );
+    let cfg =
+        EdgeSpec::new("edge", "edge-1", &dir.path().join("e1"), oport).parents(&[silent_url]).sets(&["limits.max_flights=1"]).config();
     let tls = EdgeTls::from_config(&cfg, &origin.ca_dir()).unwrap();
     let edge = EdgeServer::start(cfg, tls.clone()).await.unwrap();
     let edge_url = format!("https://localhost:{}", edge.https_addr().port());
@@ -162,7 +147,7 @@ async fn overlapping_ranges_are_answered_merged() {
     let (segs, bytes) = setup(dir.path());
     let origin = Origin::start(origin_config(&dir.path().join("origin"), 0)).await.unwrap();
     let oport = origin.https_addr().port();
-    let cfg = edge_config("node", "node-1", &dir.path().join("n1"), oport, &[], 0, false);
+    let cfg = EdgeSpec::new("node", "node-1", &dir.path().join("n1"), oport).config();
     let tls = EdgeTls::from_config(&cfg, &origin.ca_dir()).unwrap();
     let node = EdgeServer::start(cfg, tls.clone()).await.unwrap();
     wait_staged(&origin, &["node-1"]).await;
@@ -176,8 +161,10 @@ async fn overlapping_ranges_are_answered_merged() {
     // The node's default is 16 ranges per request: 64 is refused; with the cap raised, merged.
     assert_eq!(r.status(), 400, "more ranges than limits.max_ranges");
     node.shutdown().await;
-    let cfg =
-        edge_config_with("node", "node-1", &dir.path().join("n1"), oport, &[], 0, false, &[&format!("limits.max_ranges={node_cfg_max}")]);
+    let cfg = EdgeSpec::new("node", "node-1", &dir.path().join("n1"), oport)
+        .mirroring()
+        .sets(&[&format!("limits.max_ranges={node_cfg_max}")])
+        .config();
     let node = EdgeServer::start(cfg, tls.clone()).await.unwrap();
     let url = format!("https://localhost:{}/v1/blobs/{}", node.https_addr().port(), segs[0]);
     let r = http.get(&url).bearer_auth(CLUSTER).header("range", &all).send().await.unwrap();

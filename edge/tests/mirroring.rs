@@ -8,8 +8,7 @@
 use tranzcast_edge::{EdgeServer, EdgeTls};
 use tranzcast_origin::Origin;
 
-mod common;
-use common::*;
+use tranzcast_testkit::*;
 
 async fn bitmap(http: &reqwest::Client, base: &str) -> (u64, String) {
     let p: serde_json::Value = http.get(format!("{base}/v1/pulse?title=film")).send().await.unwrap().json().await.unwrap();
@@ -23,25 +22,17 @@ fn bit(bitmap: &str, i: usize) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hot_title_is_fetched_ahead_and_the_disk_budget_holds() {
-    let dir = tempfile::tempdir().unwrap();
-    let (segs, bytes) = setup_sized(dir.path(), 24);
-    let origin = Origin::start(origin_config(&dir.path().join("origin"), 0)).await.unwrap();
-    let oport = origin.https_addr().port();
-    let tls = EdgeTls::from_config(&edge_config("node", "x", dir.path(), oport, &[], 0, false), &origin.ca_dir()).unwrap();
-    let node_cfg = edge_config_with("node", "node-1", &dir.path().join("n1"), oport, &[], 0, false, &["mirroring.push_to_edges=false"]);
+    let TestCluster { dir, origin, oport, tls, segments: segs, blobs: bytes, .. } = TestCluster::start(24).await;
+    let node_cfg =
+        EdgeSpec::new("node", "node-1", &dir.path().join("n1"), oport).mirroring().sets(&["mirroring.push_to_edges=false"]).config();
     let node = EdgeServer::start(node_cfg, tls.clone()).await.unwrap();
     let node_url = format!("https://localhost:{}", node.https_addr().port());
     wait_staged(&origin, &["node-1"]).await;
-    let edge_cfg = edge_config_with(
-        "edge",
-        "edge-1",
-        &dir.path().join("e1"),
-        oport,
-        std::slice::from_ref(&node_url),
-        0,
-        false,
-        &["store.disk_bytes=16MiB", "mirroring.hot_requests_per_min=3", "mirroring.prefetch_segments=2"],
-    );
+    let edge_cfg = EdgeSpec::new("edge", "edge-1", &dir.path().join("e1"), oport)
+        .parents(std::slice::from_ref(&node_url))
+        .mirroring()
+        .sets(&["store.disk_bytes=16MiB", "mirroring.hot_requests_per_min=3", "mirroring.prefetch_segments=2"])
+        .config();
     let edge = EdgeServer::start(edge_cfg, tls.clone()).await.unwrap();
     let edge_url = format!("https://localhost:{}", edge.https_addr().port());
     let http = tranzcast_net::client::https(tls.ca_pem.as_bytes()).unwrap();
@@ -114,16 +105,11 @@ async fn hot_title_is_fetched_ahead_and_the_disk_budget_holds() {
 
     // A restart keeps the budget and what was held.
     edge.shutdown().await;
-    let edge_cfg = edge_config_with(
-        "edge",
-        "edge-1",
-        &dir.path().join("e1"),
-        oport,
-        std::slice::from_ref(&node_url),
-        0,
-        false,
-        &["store.disk_bytes=16MiB"],
-    );
+    let edge_cfg = EdgeSpec::new("edge", "edge-1", &dir.path().join("e1"), oport)
+        .parents(std::slice::from_ref(&node_url))
+        .mirroring()
+        .sets(&["store.disk_bytes=16MiB"])
+        .config();
     let edge = EdgeServer::start(edge_cfg, tls.clone()).await.unwrap();
     let edge_url = format!("https://localhost:{}", edge.https_addr().port());
     assert!(metric(&http, &edge_url, "edge_resident_bytes").await <= 16 << 20);
@@ -135,28 +121,20 @@ async fn hot_title_is_fetched_ahead_and_the_disk_budget_holds() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn node_pushes_a_hot_titles_next_segments_to_the_edge_that_asks() {
-    let dir = tempfile::tempdir().unwrap();
-    let (segs, bytes) = setup_sized(dir.path(), 8);
-    let origin = Origin::start(origin_config(&dir.path().join("origin"), 0)).await.unwrap();
-    let oport = origin.https_addr().port();
-    let tls = EdgeTls::from_config(&edge_config("node", "x", dir.path(), oport, &[], 0, false), &origin.ca_dir()).unwrap();
-    let node_cfg = edge_config_with(
-        "node",
-        "node-1",
-        &dir.path().join("n1"),
-        oport,
-        &[],
-        0,
-        false,
-        &["mirroring.hot_requests_per_min=2", "mirroring.prefetch_segments=3"],
-    );
+    let TestCluster { dir, origin, oport, tls, segments: segs, blobs: bytes, .. } = TestCluster::start(8).await;
+    let node_cfg = EdgeSpec::new("node", "node-1", &dir.path().join("n1"), oport)
+        .mirroring()
+        .sets(&["mirroring.hot_requests_per_min=2", "mirroring.prefetch_segments=3"])
+        .config();
     let node = EdgeServer::start(node_cfg, tls.clone()).await.unwrap();
     let node_url = format!("https://localhost:{}", node.https_addr().port());
     wait_staged(&origin, &["node-1"]).await;
     // No parents configured: the edge learns the node from the origin's
     // cluster view and pulses it. It never finds a title hot itself.
-    let edge_cfg =
-        edge_config_with("edge", "edge-1", &dir.path().join("e1"), oport, &[], 0, false, &["mirroring.hot_requests_per_min=1000000"]);
+    let edge_cfg = EdgeSpec::new("edge", "edge-1", &dir.path().join("e1"), oport)
+        .mirroring()
+        .sets(&["mirroring.hot_requests_per_min=1000000"])
+        .config();
     let edge = EdgeServer::start(edge_cfg, tls.clone()).await.unwrap();
     let edge_url = format!("https://localhost:{}", edge.https_addr().port());
     let http = tranzcast_net::client::https(tls.ca_pem.as_bytes()).unwrap();
@@ -201,8 +179,8 @@ async fn concurrent_keeps_and_evictions_leave_disk_and_budget_agreeing() {
     let dir = tempfile::tempdir().unwrap();
     let origin = Origin::start(origin_config(&dir.path().join("origin"), 0)).await.unwrap();
     let oport = origin.https_addr().port();
-    let tls = EdgeTls::from_config(&edge_config("edge", "x", dir.path(), oport, &[], 0, false), &origin.ca_dir()).unwrap();
-    let cfg = edge_config_with("edge", "edge-1", &dir.path().join("e1"), oport, &[], 0, false, &["store.disk_bytes=16MiB"]);
+    let tls = EdgeTls::from_config(&EdgeSpec::new("edge", "x", dir.path(), oport).config(), &origin.ca_dir()).unwrap();
+    let cfg = EdgeSpec::new("edge", "edge-1", &dir.path().join("e1"), oport).mirroring().sets(&["store.disk_bytes=16MiB"]).config();
     let edge = std::sync::Arc::new(EdgeServer::start(cfg, tls.clone()).await.unwrap());
     let blobs: Vec<Vec<u8>> = (0..80u8).map(|i| vec![i; 256 << 10]).collect();
     let blobs = std::sync::Arc::new(blobs);

@@ -7,18 +7,16 @@
 
 #![allow(clippy::unwrap_used)]
 
-mod common;
-
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use common::*;
 use tranzcast_edge::{EdgeServer, EdgeTls};
 use tranzcast_ingest::{IngestOptions, ingest};
 use tranzcast_net::client::{H3Client, https, https_h1};
 use tranzcast_origin::Origin;
 use tranzcast_proto::TitleId;
 use tranzcast_store::{BlobStore, StoreOptions};
+use tranzcast_testkit::*;
 
 const SEG: usize = 256 << 10;
 
@@ -52,14 +50,14 @@ async fn playback_urls_serve_plaintext_ranges_from_edges_that_keep_only_cipherte
     let origin = Origin::start(origin_config(&dir.path().join("origin"), 0)).await.unwrap();
     let op = origin.https_addr().port();
     let o = format!("https://localhost:{op}");
-    let node_cfg = edge_config("node", "node-1", &dir.path().join("node-1"), op, &[], 0, false);
+    let node_cfg = EdgeSpec::new("node", "node-1", &dir.path().join("node-1"), op).config();
     let tls = EdgeTls::from_config(&node_cfg, &origin.ca_dir()).unwrap();
     let node = EdgeServer::start(node_cfg, tls.clone()).await.unwrap();
     wait_staged(&origin, &["node-1"]).await;
     let parent = format!("https://localhost:{}", node.https_addr().port());
     let mut edges = Vec::new();
     for name in ["edge-1", "edge-2"] {
-        let c = edge_config("edge", name, &dir.path().join(name), op, std::slice::from_ref(&parent), 0, false);
+        let c = EdgeSpec::new("edge", name, &dir.path().join(name), op).parents(std::slice::from_ref(&parent)).config();
         edges.push(EdgeServer::start(c, tls.clone()).await.unwrap());
     }
     let ca = tls.ca_pem.as_bytes();

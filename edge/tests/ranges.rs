@@ -3,16 +3,14 @@
 
 #![allow(clippy::unwrap_used)]
 
-mod common;
-
 use std::net::SocketAddr;
 
-use common::{Client, h};
 use tranzcast_config::{EdgeConfig, Layers, OriginConfig};
 use tranzcast_edge::{EdgeServer, EdgeTls};
 use tranzcast_net::client::{H3Client, https, https_h1};
 use tranzcast_origin::Origin;
 use tranzcast_proto::BlobAddress;
+use tranzcast_testkit::{Client, h};
 
 const CLUSTER: &str = "test-cluster-token-0123456789";
 
@@ -38,7 +36,7 @@ async fn every_range_and_conditional_case_on_h1_h2_h3() {
             format!("data_dir={}", dir.path().join("node").display()),
             format!("origin=https://localhost:{}", origin.https_addr().port()),
             format!("cluster_token={CLUSTER}"),
-            format!("member_credential={}", common::member_credential("node-r", "node")),
+            format!("member_credential={}", tranzcast_testkit::member_credential("node-r", "node")),
             "listen.https=127.0.0.1:0".into(),
             // Range semantics on an arbitrary blob; certificate checks are tested in tiers.rs.
             "require_certificate=false".into(),

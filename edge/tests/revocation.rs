@@ -18,8 +18,7 @@ use tranzcast_edge::{EdgeServer, EdgeTls};
 use tranzcast_net::{Body, HttpServer, RequestContext, ServerOptions, ServerStats};
 use tranzcast_origin::Origin;
 
-mod common;
-use common::*;
+use tranzcast_testkit::*;
 
 const PASS: u8 = 0;
 const ERROR: u8 = 1;
@@ -103,7 +102,7 @@ async fn an_edge_refuses_until_it_reads_the_list_and_keeps_refusing_when_the_ori
     let origin = Origin::start(origin_config(&dir.path().join("origin"), 0)).await.unwrap();
     let oport = origin.https_addr().port();
     let origin_url = format!("https://localhost:{oport}");
-    let tls = EdgeTls::from_config(&edge_config("edge", "x", dir.path(), oport, &[], 0, false), &origin.ca_dir()).unwrap();
+    let tls = EdgeTls::from_config(&EdgeSpec::new("edge", "x", dir.path(), oport).config(), &origin.ca_dir()).unwrap();
     let http = tranzcast_net::client::https(tls.ca_pem.as_bytes()).unwrap();
     let mode = Arc::new(AtomicU8::new(ERROR));
     let pulls = Arc::new(std::sync::atomic::AtomicU64::new(0));
@@ -112,16 +111,10 @@ async fn an_edge_refuses_until_it_reads_the_list_and_keeps_refusing_when_the_ori
 
     // The edge starts while the origin's list answers 500: it serves nothing
     // to certificates (503 with Retry-After), and says why in its pulse.
-    let cfg = edge_config_with(
-        "edge",
-        "edge-1",
-        &dir.path().join("e1"),
-        pport,
-        &[],
-        0,
-        false,
-        &["upstream_timeout=500ms", "revocation_max_age=1500ms", "mirroring.prefetch_segments=0"],
-    );
+    let cfg = EdgeSpec::new("edge", "edge-1", &dir.path().join("e1"), pport)
+        .mirroring()
+        .sets(&["upstream_timeout=500ms", "revocation_max_age=1500ms", "mirroring.prefetch_segments=0"])
+        .config();
     let edge = EdgeServer::start(cfg, tls.clone()).await.unwrap();
     let edge_url = format!("https://localhost:{}", edge.https_addr().port());
     let blob = format!("{edge_url}/v1/blobs/{}", segs[0]);

@@ -8,31 +8,19 @@
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use tranzcast_edge::{EdgeServer, EdgeTls};
+use tranzcast_edge::EdgeServer;
 use tranzcast_net::client::H3Client;
-use tranzcast_origin::Origin;
 
-mod common;
-use common::*;
+use tranzcast_testkit::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_by_protocol_shedding_rate_limit_and_timeout() {
-    let dir = tempfile::tempdir().unwrap();
-    let (segs, bytes) = setup(dir.path());
-    let origin = Origin::start(origin_config(&dir.path().join("origin"), 0)).await.unwrap();
-    let oport = origin.https_addr().port();
-    let tls = EdgeTls::from_config(&edge_config("node", "x", dir.path(), oport, &[], 0, false), &origin.ca_dir()).unwrap();
+    let TestCluster { dir, origin, oport, tls, segments: segs, blobs: bytes, .. } = TestCluster::start(3).await;
     // A node that sends at most 256 KiB/s and holds at most 2 requests at once.
-    let node_cfg = edge_config_with(
-        "node",
-        "node-1",
-        &dir.path().join("n1"),
-        oport,
-        &[],
-        0,
-        false,
-        &["rate_limit=256KiB", "limits.max_concurrent_requests=2"],
-    );
+    let node_cfg = EdgeSpec::new("node", "node-1", &dir.path().join("n1"), oport)
+        .mirroring()
+        .sets(&["rate_limit=256KiB", "limits.max_concurrent_requests=2"])
+        .config();
     let node = EdgeServer::start(node_cfg, tls.clone()).await.unwrap();
     let node_url = format!("https://localhost:{}", node.https_addr().port());
     wait_staged(&origin, &["node-1"]).await;
@@ -86,8 +74,11 @@ async fn metrics_by_protocol_shedding_rate_limit_and_timeout() {
     // deadline (300 ms) passes long before the upstream timeout (2 s): 504.
     let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let silent_url = format!("https://localhost:{}", silent.local_addr().unwrap().port());
-    let edge_cfg =
-        edge_config_with("edge", "edge-1", &dir.path().join("e1"), oport, &[silent_url], 0, false, &["limits.request_timeout=300ms"]);
+    let edge_cfg = EdgeSpec::new("edge", "edge-1", &dir.path().join("e1"), oport)
+        .parents(&[silent_url])
+        .mirroring()
+        .sets(&["limits.request_timeout=300ms"])
+        .config();
     let edge = EdgeServer::start(edge_cfg, tls.clone()).await.unwrap();
     let edge_url = format!("https://localhost:{}", edge.https_addr().port());
     // (Had the 2 s upstream timeout come first, the origin would have answered 200.)

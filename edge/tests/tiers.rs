@@ -10,48 +10,26 @@ use tranzcast_edge::{EdgeServer, EdgeTls};
 use tranzcast_origin::Origin;
 use tranzcast_store::{BlobStore, StoreOptions};
 
-mod common;
-use common::*;
+use tranzcast_testkit::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn coalescing_and_failover_across_tiers() {
-    let dir = tempfile::tempdir().unwrap();
-    let (segs, bytes) = setup(dir.path());
-    let origin = Origin::start(origin_config(&dir.path().join("origin"), 0)).await.unwrap();
-    let oport = origin.https_addr().port();
-    let tls = EdgeTls::from_config(&edge_config("node", "x", dir.path(), oport, &[], 0, false), &origin.ca_dir()).unwrap();
+    let TestCluster { dir, origin, oport, tls, segments: segs, blobs: bytes, .. } = TestCluster::start(3).await;
     // A rate limit that can be lowered later, to kill the node mid-transfer.
-    let node = EdgeServer::start(
-        edge_config_with(
-            "node",
-            "node-1",
-            &dir.path().join("n1"),
-            oport,
-            &[],
-            0,
-            false,
-            &["mirroring.prefetch_segments=0", "mirroring.push_to_edges=false", "rate_limit=1GiB"],
-        ),
-        tls.clone(),
-    )
-    .await
-    .unwrap();
+    let node =
+        EdgeServer::start(EdgeSpec::new("node", "node-1", &dir.path().join("n1"), oport).sets(&["rate_limit=1GiB"]).config(), tls.clone())
+            .await
+            .unwrap();
     let nport = node.https_addr().port();
     wait_staged(&origin, &["node-1"]).await;
     let node_url = format!("https://localhost:{nport}");
     // 500 requests at once from one address, a hundred of them over
     // HTTP/1.1 (a connection each): past the default connection rate.
     let edge = EdgeServer::start(
-        edge_config_with(
-            "edge",
-            "edge-1",
-            &dir.path().join("e1"),
-            oport,
-            std::slice::from_ref(&node_url),
-            0,
-            false,
-            &["mirroring.prefetch_segments=0", "mirroring.push_to_edges=false", "limits.connection_rate_per_ip=1000"],
-        ),
+        EdgeSpec::new("edge", "edge-1", &dir.path().join("e1"), oport)
+            .parents(std::slice::from_ref(&node_url))
+            .sets(&["limits.connection_rate_per_ip=1000"])
+            .config(),
         tls.clone(),
     )
     .await
@@ -193,7 +171,7 @@ async fn coalescing_and_failover_across_tiers() {
 
     // Node back (same port, same store), origin stopped: the node serves.
     let node =
-        EdgeServer::start(edge_config("node", "node-1", &dir.path().join("n1"), oport, &[], nport, false), tls.clone()).await.unwrap();
+        EdgeServer::start(EdgeSpec::new("node", "node-1", &dir.path().join("n1"), oport).port(nport).config(), tls.clone()).await.unwrap();
     origin.shutdown().await;
     let r = http
         .get(format!("{edge_url}/v1/blobs/{}", segs[2]))
@@ -210,16 +188,14 @@ async fn coalescing_and_failover_across_tiers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lying_parent_is_caught_and_nothing_bad_is_stored() {
-    let dir = tempfile::tempdir().unwrap();
-    let (segs, bytes) = setup(dir.path());
-    let origin = Origin::start(origin_config(&dir.path().join("origin"), 0)).await.unwrap();
-    let oport = origin.https_addr().port();
-    let tls = EdgeTls::from_config(&edge_config("node", "x", dir.path(), oport, &[], 0, false), &origin.ca_dir()).unwrap();
-    let liar = EdgeServer::start(edge_config("node", "liar", &dir.path().join("liar"), oport, &[], 0, true), tls.clone()).await.unwrap();
+    let TestCluster { dir, origin, oport, tls, segments: segs, blobs: bytes, .. } = TestCluster::start(3).await;
+    let liar = EdgeServer::start(EdgeSpec::new("node", "liar", &dir.path().join("liar"), oport).corrupt(true).config(), tls.clone())
+        .await
+        .unwrap();
     wait_staged(&origin, &["liar"]).await;
     let liar_url = format!("https://localhost:{}", liar.https_addr().port());
     let edata = dir.path().join("e1");
-    let edge = EdgeServer::start(edge_config("edge", "edge-1", &edata, oport, &[liar_url], 0, false), tls.clone()).await.unwrap();
+    let edge = EdgeServer::start(EdgeSpec::new("edge", "edge-1", &edata, oport).parents(&[liar_url]).config(), tls.clone()).await.unwrap();
     let edge_url = format!("https://localhost:{}", edge.https_addr().port());
     let http = tranzcast_net::client::https(tls.ca_pem.as_bytes()).unwrap();
     let (cert, _) = certificate(&http, &format!("https://localhost:{oport}"), "film").await;
@@ -254,14 +230,15 @@ async fn a_certificate_for_one_title_cannot_make_an_edge_fetch_or_store_another(
     };
     let origin = Origin::start(origin_config(&dir.path().join("origin"), 0)).await.unwrap();
     let oport = origin.https_addr().port();
-    let tls = EdgeTls::from_config(&edge_config("node", "x", dir.path(), oport, &[], 0, false), &origin.ca_dir()).unwrap();
-    let node = EdgeServer::start(edge_config("node", "node-1", &dir.path().join("n1"), oport, &[], 0, false), tls.clone()).await.unwrap();
+    let tls = EdgeTls::from_config(&EdgeSpec::new("node", "x", dir.path(), oport).config(), &origin.ca_dir()).unwrap();
+    let node = EdgeServer::start(EdgeSpec::new("node", "node-1", &dir.path().join("n1"), oport).config(), tls.clone()).await.unwrap();
     wait_staged(&origin, &["node-1"]).await;
     let node_url = format!("https://localhost:{}", node.https_addr().port());
     let edata = dir.path().join("e1");
-    let edge = EdgeServer::start(edge_config("edge", "edge-1", &edata, oport, std::slice::from_ref(&node_url), 0, false), tls.clone())
-        .await
-        .unwrap();
+    let edge =
+        EdgeServer::start(EdgeSpec::new("edge", "edge-1", &edata, oport).parents(std::slice::from_ref(&node_url)).config(), tls.clone())
+            .await
+            .unwrap();
     let edge_url = format!("https://localhost:{}", edge.https_addr().port());
     let http = tranzcast_net::client::https(tls.ca_pem.as_bytes()).unwrap();
     let (film, _) = certificate(&http, &format!("https://localhost:{oport}"), "film").await;
