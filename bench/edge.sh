@@ -27,29 +27,11 @@ CONNS="${2:-32}"
 for tool in nginx caddy oha openssl curl python3; do
     command -v "$tool" >/dev/null || { echo "bench/edge.sh: $tool is not installed (see ../shared/PEERS.md)" >&2; exit 2; }
 done
-cargo build --release --locked --bin tranzcast >/dev/null 2>&1 || cargo build --release --locked --bin tranzcast
-# BIN=PATH measures another build (e.g. an earlier commit's) on the same machine.
-BIN="${BIN:-$CARGO_TARGET_DIR/release/tranzcast}"
-T="$(mktemp -d /tmp/tz-bench-edge.XXXXXX)"
-PIDS=()
-cleanup() {
-    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-    [ -f "$T/nginx/nginx.pid" ] && nginx -p "$T/nginx" -c "$T/nginx/nginx.conf" -s quit 2>/dev/null || true
-    wait 2>/dev/null || true
-    [ -n "${KEEP:-}" ] || rm -rf "$T"
-}
-trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_up() { for _ in $(seq 100); do curl -sk "$1" >/dev/null 2>&1 && return 0; sleep 0.1; done; echo "not up: $1" >&2; exit 1; }
+. bench/lib.sh
+bench_bin
+bench_tmp edge
+bench_cleanup_more() { [ -f "$T/nginx/nginx.pid" ] && nginx -p "$T/nginx" -c "$T/nginx/nginx.conf" -s quit 2>/dev/null || true; }
 
-STORE_TOKEN=bench-storefront-token-0123456789
-CLUSTER_TOKEN=bench-cluster-token-0123456789
-MEMBER_KEY=bench-member-key-0123456789-0123456789
-# A member credential for NAME as ROLE, minted with the origin's member_key.
-credential() {
-    "$BIN" cluster add-member "$1" --role "$2" --set "member_key=$MEMBER_KEY" --set "storefront_token=$STORE_TOKEN" \
-        --set "cluster_token=$CLUSTER_TOKEN" 2>/dev/null
-}
 OP=$(free_port); EP=$(free_port); NP=$(free_port); CP=$(free_port)
 
 echo "== setup: 16 MiB title in 1 MiB segments, origin, edge, nginx, caddy"

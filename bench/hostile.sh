@@ -51,27 +51,10 @@ fi
 # for 4-8 ms at a time (117 times in 22 s of an attack), and the probe's
 # slowest samples were those moments (perf sched, docs/loadtest.md).
 [ "$(id -u)" = 0 ] && SERVER_CPU=(nice -n -15 "${SERVER_CPU[@]}")
-cargo build --release --locked --bin tranzcast >/dev/null 2>&1 || cargo build --release --locked --bin tranzcast
-BIN="$CARGO_TARGET_DIR/release/tranzcast"
-T="$(mktemp -d /tmp/tz-bench-hostile.XXXXXX)"
-PIDS=()
-cleanup() {
-    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    [ -n "${KEEP:-}" ] || rm -rf "$T"
-}
-trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_up() { for _ in $(seq 150); do curl -sk "$1" >/dev/null 2>&1 && return 0; sleep 0.1; done; echo "not up: $1" >&2; exit 1; }
+. bench/lib.sh
+bench_bin
+bench_tmp hostile
 
-STORE_TOKEN=bench-storefront-token-0123456789
-CLUSTER_TOKEN=bench-cluster-token-0123456789
-MEMBER_KEY=bench-member-key-0123456789-0123456789
-# A member credential for NAME as ROLE, minted with the origin's member_key.
-credential() {
-    "$BIN" cluster add-member "$1" --role "$2" --set "member_key=$MEMBER_KEY" --set "storefront_token=$STORE_TOKEN" \
-        --set "cluster_token=$CLUSTER_TOKEN" 2>/dev/null
-}
 OP=$(free_port); NP=$(free_port); EP=$(free_port)
 SEG=1048576
 echo "== setup: 24 MiB title in 1 MiB segments; origin, node, edge (default limits)"
@@ -81,16 +64,16 @@ head -c 24M /dev/urandom >"$T/film.bin"
     --set "listen.https=127.0.0.1:$OP" --set staging_interval=1s >"$T/origin.log" 2>&1 &
 ORIGIN_PID=$!
 PIDS+=($!)
-wait_up "https://localhost:$OP/healthz"
+wait_up "https://localhost:$OP/healthz" 150
 "${SERVER_CPU[@]}" "$BIN" edge --ca-dir "$T/origin/tls" --set role=node --set name=node-1 --set "data_dir=$T/node" \
     --set "origin=https://localhost:$OP" --set "cluster_token=$CLUSTER_TOKEN" --set "member_credential=$(credential node-1 node)" --set "listen.https=127.0.0.1:$NP" >"$T/node.log" 2>&1 &
 PIDS+=($!)
-wait_up "https://localhost:$NP/healthz"
+wait_up "https://localhost:$NP/healthz" 150
 "${SERVER_CPU[@]}" "$BIN" edge --ca-dir "$T/origin/tls" --set role=edge --set name=edge-1 --set "data_dir=$T/edge" \
     --set "origin=https://localhost:$OP" --set "cluster_token=$CLUSTER_TOKEN" --set "member_credential=$(credential edge-1 edge)" --set "listen.https=127.0.0.1:$EP" >"$T/edge.log" 2>&1 &
 EDGE_PID=$!
 PIDS+=($!)
-wait_up "https://localhost:$EP/healthz"
+wait_up "https://localhost:$EP/healthz" 150
 # Staged to the node before the edge is measured (the edge's parent).
 for _ in $(seq 300); do
     curl -s --cacert "$T/origin/tls/ca.pem" "https://localhost:$OP/v1/staging" | python3 -c '

@@ -59,14 +59,8 @@ fi
 # ---- inside the namespace ----
 read -r -a RATE <<<"$RATES"
 [ "${#RATE[@]}" -eq 3 ] || { echo "give three rates (Mbit/s)" >&2; exit 2; }
-T="$(mktemp -d /tmp/tz-bench-ms.XXXXXX)"
-PIDS=()
-cleanup() {
-    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    [ -n "${KEEP:-}" ] || rm -rf "$T"
-}
-trap cleanup EXIT
+. bench/lib.sh
+bench_tmp ms
 ip link set lo up
 # Jumbo frames, as between servers in one data centre: TCP/IP headers cost
 # 0.7% of the link (1.5 KB frames would cost 4.4%, 64 KiB loopback frames
@@ -90,14 +84,6 @@ for i in 0 1 2; do
 done
 set_rate() { tc class change dev lo parent 1: classid "1:1$1" htb rate "$2mbit" ceil "$2mbit" burst 64k cburst 64k quantum 9014; }
 
-STORE_TOKEN=bench-storefront-token-0123456789
-CLUSTER_TOKEN=bench-cluster-token-0123456789
-MEMBER_KEY=bench-member-key-0123456789-0123456789
-# A member credential for NAME as ROLE, minted with the origin's member_key.
-credential() {
-    "$BIN" cluster add-member "$1" --role "$2" --set "member_key=$MEMBER_KEY" --set "storefront_token=$STORE_TOKEN" \
-        --set "cluster_token=$CLUSTER_TOKEN" 2>/dev/null
-}
 echo "== setup: ${MIB} MiB title in 1 MiB segments; sources limited to ${RATE[*]} Mbit/s"
 head -c "${MIB}M" /dev/urandom >"$T/film.bin"
 "$BIN" ingest --data "$T/origin" --title film --segment-size 1048576 "$T/film.bin" >/dev/null

@@ -1,0 +1,47 @@
+# What every bench script shares (sourced after scripts/env.sh; never run
+# alone): the build, a scratch directory whose processes are stopped
+# however the script ends, free ports, waiting for a server, and the
+# cluster's secrets with member credentials minted from them.
+
+# BIN=PATH measures another build (e.g. an earlier commit's) on the same
+# machine; else this tree's release binary, built now.
+bench_bin() {
+    if [ -z "${BIN:-}" ]; then
+        cargo build --release --locked --bin tranzcast >/dev/null 2>&1 || cargo build --release --locked --bin tranzcast
+        BIN="$CARGO_TARGET_DIR/release/tranzcast"
+    fi
+}
+
+# A scratch directory $T (kept with KEEP=1) and the list PIDS of processes
+# to stop when the script ends; bench_cleanup_more, if defined, runs after
+# they are signalled (nginx's own stop, say).
+bench_tmp() {
+    T="$(mktemp -d "/tmp/tz-bench-$1.XXXXXX")"
+    PIDS=()
+    trap bench_cleanup EXIT
+}
+
+bench_cleanup() {
+    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+    if declare -F bench_cleanup_more >/dev/null; then bench_cleanup_more; fi
+    wait 2>/dev/null || true
+    [ -n "${KEEP:-}" ] || rm -rf "$T"
+}
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+# Waits for URL to answer (at most TENTHS tenths of a second, default 100).
+wait_up() {
+    for _ in $(seq "${2:-100}"); do curl -sk "$1" >/dev/null 2>&1 && return 0; sleep 0.1; done
+    echo "not up: $1" >&2
+    exit 1
+}
+
+STORE_TOKEN=bench-storefront-token-0123456789
+CLUSTER_TOKEN=bench-cluster-token-0123456789
+MEMBER_KEY=bench-member-key-0123456789-0123456789
+# A member credential for NAME as ROLE, minted with the origin's member_key.
+credential() {
+    "$BIN" cluster add-member "$1" --role "$2" --set "member_key=$MEMBER_KEY" --set "storefront_token=$STORE_TOKEN" \
+        --set "cluster_token=$CLUSTER_TOKEN" 2>/dev/null
+}
