@@ -31,7 +31,7 @@ pub(crate) async fn handle(inner: Arc<Inner>, req: Request<Bytes>) -> Response<B
     }
     let parts = &buf[..n];
     if let (&Method::GET | &Method::HEAD, ["", "v1", "blobs", hash]) = (req.method(), parts) {
-        inner.blob_requests.fetch_add(1, Ordering::Relaxed);
+        inner.counters.blob_requests.fetch_add(1, Ordering::Relaxed);
         return blob(inner.clone(), hash, &req).await.unwrap_or_else(Response::from);
     }
     if let (&Method::GET, ["", "v1", "outboards", hash]) = (req.method(), parts) {
@@ -167,7 +167,7 @@ async fn title_manifest(inner: &Arc<Inner>, id: &str) -> Reply {
 
 /// Titles with demand in the last minute, hottest first.
 fn demand(inner: &Inner) -> Response<Body> {
-    let heat = inner.demand.lock().map(|d| d.heat(std::time::Instant::now())).unwrap_or_default();
+    let heat = crate::lock(&inner.policy.demand).heat(std::time::Instant::now());
     let hot = inner.config.mirroring.hot_requests_per_min;
     let titles = heat
         .iter()
@@ -242,8 +242,8 @@ fn put_blob(inner: &Inner, hash: &str, body: &Bytes) -> Reply {
         // A node pins what the origin stages; edges and peers keep pushes like fetches.
         crate::mirror::keep(inner, &a, body, None, inner.config.role == tranzcast_config::EdgeRole::Node);
     }
-    inner.staged_blobs.fetch_add(1, Ordering::Relaxed);
-    inner.staged_bytes.fetch_add(body.len() as u64, Ordering::Relaxed);
+    inner.counters.staged_blobs.fetch_add(1, Ordering::Relaxed);
+    inner.counters.staged_bytes.fetch_add(body.len() as u64, Ordering::Relaxed);
     Ok(json_response(StatusCode::CREATED, &answers::Stored { stored: a.to_hex() }))
 }
 
@@ -288,15 +288,13 @@ fn pulse(inner: &Inner, query: &str) -> Reply {
     let title = query.split('&').find_map(|kv| kv.strip_prefix("title="));
     // Bytes/s over the last window of at least a second: cheap, no timer task.
     let out = inner.server.bytes_out();
-    let rate = match inner.out_rate.lock() {
-        Ok(mut w) => {
-            let dt = w.0.elapsed().as_secs_f64();
-            if dt >= 1.0 {
-                *w = (std::time::Instant::now(), out, (out - w.1) as f64 / dt);
-            }
-            w.2
+    let rate = {
+        let mut w = crate::lock(&inner.out_rate);
+        let dt = w.0.elapsed().as_secs_f64();
+        if dt >= 1.0 {
+            *w = (std::time::Instant::now(), out, (out - w.1) as f64 / dt);
         }
-        Err(_) => 0.0,
+        w.2
     };
     use tranzcast_proto::pulse::{Health, Load, Pulse, SegmentBitmap, Segments};
     let health = match crate::health(inner) {
@@ -310,7 +308,7 @@ fn pulse(inner: &Inner, query: &str) -> Reply {
         version: env!("CARGO_PKG_VERSION").to_string(),
         health,
         load: Load {
-            requests: inner.requests.load(Ordering::Relaxed),
+            requests: inner.counters.requests.load(Ordering::Relaxed),
             // Not counting this pulse itself.
             in_flight: (inner.server.in_flight() - 1).max(0) as u64,
             queued: inner.fetcher.in_air() as u64,
@@ -345,12 +343,12 @@ fn pulse(inner: &Inner, query: &str) -> Reply {
 fn metrics(inner: &Inner) -> Response<Body> {
     let mut out = String::new();
     out.push_str("# TYPE edge_requests_total counter\n");
-    out.push_str(&format!("edge_requests_total {}\n", inner.requests.load(Ordering::Relaxed)));
+    out.push_str(&format!("edge_requests_total {}\n", inner.counters.requests.load(Ordering::Relaxed)));
     let f = &inner.fetcher.stats;
     for (name, v) in [
-        ("edge_blob_requests_total", inner.blob_requests.load(Ordering::Relaxed)),
-        ("edge_hits_total", inner.hits.load(Ordering::Relaxed)),
-        ("edge_misses_total", inner.misses.load(Ordering::Relaxed)),
+        ("edge_blob_requests_total", inner.counters.blob_requests.load(Ordering::Relaxed)),
+        ("edge_hits_total", inner.counters.hits.load(Ordering::Relaxed)),
+        ("edge_misses_total", inner.counters.misses.load(Ordering::Relaxed)),
         ("edge_upstream_fetches_total", f.flights.load(Ordering::Relaxed)),
         ("edge_coalesced_waiters_total", f.coalesced.load(Ordering::Relaxed)),
         ("edge_upstream_demoted_total", f.demoted.load(Ordering::Relaxed)),
@@ -361,7 +359,8 @@ fn metrics(inner: &Inner) -> Response<Body> {
         out.push_str(&format!("# TYPE {name} counter\n{name} {v}\n"));
     }
     out.push_str(&format!("# TYPE edge_playback_sessions gauge\nedge_playback_sessions {}\n", inner.playback.open_sessions()));
-    if let Ok(r) = inner.revoked.read() {
+    {
+        let r = crate::read(&inner.revoked);
         let now = std::time::Instant::now();
         let fresh = r.freshness(now, inner.config.revocation_max_age.0) == crate::revocation::Freshness::Fresh;
         out.push_str(&format!(
@@ -380,9 +379,9 @@ fn metrics(inner: &Inner) -> Response<Body> {
         inner.fetcher.in_air()
     ));
     out.push_str("# TYPE edge_staged_blobs_total counter\n");
-    out.push_str(&format!("edge_staged_blobs_total {}\n", inner.staged_blobs.load(Ordering::Relaxed)));
+    out.push_str(&format!("edge_staged_blobs_total {}\n", inner.counters.staged_blobs.load(Ordering::Relaxed)));
     out.push_str("# TYPE edge_staged_bytes_total counter\n");
-    out.push_str(&format!("edge_staged_bytes_total {}\n", inner.staged_bytes.load(Ordering::Relaxed)));
+    out.push_str(&format!("edge_staged_bytes_total {}\n", inner.counters.staged_bytes.load(Ordering::Relaxed)));
     if let Ok(s) = inner.store.stats() {
         out.push_str(&format!(
             "# TYPE edge_store_blobs gauge\nedge_store_blobs {}\n# TYPE edge_store_bytes gauge\nedge_store_bytes {}\n",
@@ -400,7 +399,8 @@ fn metrics(inner: &Inner) -> Response<Body> {
     ] {
         out.push_str(&format!("# TYPE {name} counter\n{name} {v}\n"));
     }
-    if let Ok(r) = inner.residency.lock() {
+    {
+        let r = crate::lock(&inner.policy.residency);
         out.push_str(&format!(
             "# TYPE edge_resident_bytes gauge\nedge_resident_bytes {}\n# TYPE edge_disk_budget_bytes gauge\nedge_disk_budget_bytes {}\n",
             r.used(),

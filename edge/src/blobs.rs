@@ -26,7 +26,7 @@ pub(crate) async fn held(inner: &Arc<Inner>, a: BlobAddress) -> Result<Option<By
         }
     };
     if held.is_some() {
-        inner.hits.fetch_add(1, Ordering::Relaxed);
+        inner.counters.hits.fetch_add(1, Ordering::Relaxed);
     }
     Ok(held)
 }
@@ -34,7 +34,7 @@ pub(crate) async fn held(inner: &Arc<Inner>, a: BlobAddress) -> Result<Option<By
 /// Joins (or starts, charged to `starter`) the upstream fetch of `a`, which
 /// stores it once verified; counted as a miss.
 pub(crate) async fn fetch(inner: &Arc<Inner>, a: BlobAddress, starter: Option<std::net::IpAddr>) -> Result<Arc<Flight>, Fail> {
-    inner.misses.fetch_add(1, Ordering::Relaxed);
+    inner.counters.misses.fetch_add(1, Ordering::Relaxed);
     join(inner, a, starter).await
 }
 

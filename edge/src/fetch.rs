@@ -86,7 +86,7 @@ impl Flight {
 
     fn slice(&self, pos: u64, end: u64) -> Option<Bytes> {
         let g = (pos / GROUP_LEN) as usize;
-        let groups = self.groups.lock().ok()?;
+        let groups = crate::lock(&self.groups);
         let group = groups.get(g)?;
         let off = (pos % GROUP_LEN) as usize;
         let stop = ((end - g as u64 * GROUP_LEN) as usize).min(group.len());
@@ -172,11 +172,9 @@ struct Entry {
 
 impl Drop for Entry {
     fn drop(&mut self) {
-        if let Ok(mut t) = self.fetcher.flights.lock() {
-            t.remove(&self.addr);
-        }
+        crate::lock(&self.fetcher.flights).remove(&self.addr);
+        let mut by = crate::lock(&self.fetcher.started_by);
         if let Some(ip) = self.starter
-            && let Ok(mut by) = self.fetcher.started_by.lock()
             && let Some(n) = by.get_mut(&ip)
         {
             *n -= 1;
@@ -246,16 +244,14 @@ impl Fetcher {
     fn demote(&self, source: &str, why: &str) {
         tracing::warn!(%source, why, "source demoted");
         self.stats.demoted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        if let Ok(mut d) = self.demoted.lock() {
-            d.insert(source.to_string(), Instant::now());
-        }
+        crate::lock(&self.demoted).insert(source.to_string(), Instant::now());
     }
 
     /// Parents by their last pulse, then the origin; demoted sources last.
     fn ordered_sources(&self) -> Vec<String> {
         let now = Instant::now();
-        let demoted = self.demoted.lock().map(|d| d.clone()).unwrap_or_default();
-        let mut sources = self.parents.read().map(|p| p.clone()).unwrap_or_default();
+        let demoted = crate::lock(&self.demoted).clone();
+        let mut sources = crate::read(&self.parents).clone();
         sources.push(self.origin.clone());
         let (good, bad): (Vec<_>, Vec<_>) =
             sources.into_iter().partition(|s| demoted.get(s).is_none_or(|t| now.duration_since(*t) > DEMOTION));
@@ -269,9 +265,8 @@ impl Fetcher {
 
     /// Replaces the parent set (learned from the origin's cluster view).
     pub fn set_parents(&self, parents: Vec<String>) {
-        if let Ok(mut p) = self.parents.write()
-            && *p != parents
-        {
+        let mut p = crate::write(&self.parents);
+        if *p != parents {
             tracing::info!(?parents, "parents changed");
             *p = parents;
         }
@@ -281,7 +276,7 @@ impl Fetcher {
     /// trip plus a millisecond per request in flight there (a busy parent is
     /// slower whatever its distance); silent ones last.
     pub async fn probe_parents(&self) {
-        let parents = self.parents.read().map(|p| p.clone()).unwrap_or_default();
+        let parents = crate::read(&self.parents).clone();
         let probes = futures_util::future::join_all(parents.iter().map(|p| async move {
             let t = Instant::now();
             let limits = tranzcast_net::client::CallLimits { answer: self.timeout, total: self.timeout * 2, max_body: PULSE_ANSWER };
@@ -297,32 +292,25 @@ impl Fetcher {
         let score = |p: &Option<(Duration, i64)>| p.map_or(u128::MAX, |(rtt, busy)| rtt.as_micros() + busy.max(0) as u128 * 1000);
         let mut ordered = probes.clone();
         ordered.sort_by_key(|(_, p)| score(p));
-        if let Ok(mut p) = self.parents.write() {
+        {
+            let mut p = crate::write(&self.parents);
             // Only reorder the set probed (it may have changed meanwhile).
             if p.len() == ordered.len() && ordered.iter().all(|(u, _)| p.contains(u)) {
                 *p = ordered.iter().map(|(u, _)| u.clone()).collect();
             }
         }
-        if let Ok(mut m) = self.probes.lock() {
-            *m = probes.into_iter().collect();
-        }
+        *crate::lock(&self.probes) = probes.into_iter().collect();
     }
 
     /// The parents with their last probe (round trip, in flight), best first.
     pub fn parent_view(&self) -> Vec<(String, Option<(Duration, i64)>)> {
-        let probes = self.probes.lock().map(|m| m.clone()).unwrap_or_default();
-        self.parents
-            .read()
-            .map(|p| p.clone())
-            .unwrap_or_default()
-            .into_iter()
-            .map(|u| (u.clone(), probes.get(&u).copied().flatten()))
-            .collect()
+        let probes = crate::lock(&self.probes).clone();
+        crate::read(&self.parents).clone().into_iter().map(|u| (u.clone(), probes.get(&u).copied().flatten())).collect()
     }
 
     /// Whether a fetch of `addr` is in the air.
     pub fn is_in_air(&self, addr: &BlobAddress) -> bool {
-        self.flights.lock().is_ok_and(|f| f.contains_key(addr))
+        crate::lock(&self.flights).contains_key(addr)
     }
 
     fn upstream(&self, url: String) -> reqwest::RequestBuilder {
@@ -349,7 +337,7 @@ impl Fetcher {
         held: impl FnOnce() -> Option<(Bytes, Outboard)> + Send + 'static,
     ) -> Result<Arc<Flight>, FetchError> {
         let mut rx = {
-            let mut f = self.flights.lock().map_err(|_| FetchError::Upstream("flight table poisoned".into()))?;
+            let mut f = crate::lock(&self.flights);
             match f.get(&addr) {
                 Some(rx) => {
                     self.stats.coalesced.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -358,7 +346,7 @@ impl Fetcher {
                 None if f.len() >= self.max_flights => return Err(FetchError::Busy),
                 None => {
                     if let Some(ip) = starter {
-                        let mut by = self.started_by.lock().map_err(|_| FetchError::Upstream("flight table poisoned".into()))?;
+                        let mut by = crate::lock(&self.started_by);
                         let n = by.entry(ip).or_insert(0);
                         if *n >= (self.max_flights / 8).max(1) {
                             return Err(FetchError::Busy);
@@ -367,7 +355,7 @@ impl Fetcher {
                     }
                     let (tx, rx) = watch::channel(None);
                     f.insert(addr, rx.clone());
-                    let mut tasks = self.tasks.lock().map_err(|_| FetchError::Upstream("task table poisoned".into()))?;
+                    let mut tasks = crate::lock(&self.tasks);
                     // Reap finished flights so the set does not grow.
                     while tasks.try_join_next().is_some() {}
                     let me = self.clone();
@@ -416,7 +404,7 @@ impl Fetcher {
         };
         started.send_replace(Some(Ok(flight.clone())));
         let result = self.pull(&addr, &flight.outboard, &flight).await;
-        let groups: Option<Vec<Bytes>> = if result.is_ok() { flight.groups.lock().ok().map(|g| g.clone()) } else { None };
+        let groups: Option<Vec<Bytes>> = if result.is_ok() { Some(crate::lock(&flight.groups).clone()) } else { None };
         if let Some(groups) = groups {
             let mut all = BytesMut::with_capacity(flight.len as usize);
             for g in groups {
@@ -477,15 +465,12 @@ impl Fetcher {
 
     /// Flights in the air (upstream fetches being waited on).
     pub fn in_air(&self) -> usize {
-        self.flights.lock().map(|f| f.len()).unwrap_or(0)
+        crate::lock(&self.flights).len()
     }
 
     /// Waits for every flight in progress to finish (and store what it fetched).
     pub async fn drain(&self) {
-        let mut set = match self.tasks.lock() {
-            Ok(mut t) => std::mem::take(&mut *t),
-            Err(_) => return,
-        };
+        let mut set = std::mem::take(&mut *crate::lock(&self.tasks));
         while set.join_next().await.is_some() {}
     }
 
@@ -528,9 +513,7 @@ impl Fetcher {
             let Some(c) = chunk else { return fetch.finish() };
             let c = c.map_err(|e| Miss::Unreachable(e.to_string()))?;
             fetch.push(&c, |_, group| {
-                if let Ok(mut g) = f.groups.lock() {
-                    g.push(Bytes::copy_from_slice(group));
-                }
+                crate::lock(&f.groups).push(Bytes::copy_from_slice(group));
             })?;
             let verified = fetch.verified();
             f.progress.send_modify(|p| p.verified = verified);

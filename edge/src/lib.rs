@@ -1,19 +1,23 @@
-//! Nodes and edges (the patent's Neuro Nodes and Edge Servers).
+//! Nodes, edges and peers (the patent's Neuro Nodes, Edge Servers and the
+//! smart client's peer service), one server with three roles.
 //!
-//! Today this crate runs the **node** role far enough for the origin's
-//! staging: join the cluster and heartbeat; accept staged blobs (each checked
-//! against its address before it is stored) and manifests (checked against
-//! the origin's signature); answer which blobs it lacks; serve blobs whole;
-//! a pulse with a title's segment bitmap; `/healthz`, `/metrics`, graceful
-//! drain. Range semantics, tiered misses with coalescing, mirroring and
-//! certificate checks come with the edge issue.
+//! A **node** holds the complete sets the origin stages to it (each blob
+//! checked against its address, each manifest against the origin's
+//! signature). An **edge** mirrors on demand: a miss is fetched once
+//! (`fetch`: one flight per blob, from its parents then the origin, verified
+//! per 16 KiB group) however many wait for it, hot titles are prefetched
+//! (`mirror`, `demand`), and what stays on disk is `residency`'s decision;
+//! it serves playback URLs (`playback`: the title key of each open session
+//! and decrypted segments in memory, never on disk). A **peer** (Fig. 3)
+//! joins with a validation certificate, receives pre-cast segments (Fig. 4)
+//! with the push token the origin gave it, and serves what it holds.
 //!
-//! The **peer** role is the smart client's peer service (Fig. 3): it joins
-//! with a validation certificate, receives pre-cast segments from the origin
-//! (Fig. 4) with the push token the origin gave it, and serves what it holds.
+//! Every role: HTTP/3 and HTTP/1.1/2 with RFC 9110 ranges, certificate
+//! checks before any byte (`access`, `service`, `titles`, `revocation`),
+//! join and heartbeat, a pulse, `/healthz`, `/metrics`, graceful drain.
 //!
-//! Invariant: a node never holds a key or plaintext: it stores ciphertext
-//! frames and signed manifests, nothing else (its store's key table stays
+//! Invariant: nothing of a key or plaintext is ever written to disk here: the
+//! store holds ciphertext frames and signed manifests (its key table stays
 //! empty).
 
 pub mod access;
@@ -66,12 +70,8 @@ pub(crate) struct Inner {
     pub store: BlobStore,
     pub config: EdgeConfig,
     pub origin_key: VerifyingKey,
-    pub staged_blobs: AtomicU64,
-    pub staged_bytes: AtomicU64,
-    pub requests: AtomicU64,
-    pub blob_requests: AtomicU64,
-    pub hits: AtomicU64,
-    pub misses: AtomicU64,
+    /// What it counts (on /metrics and in the pulse).
+    pub counters: Counters,
     /// The server's counters: requests in hand, bytes sent, refusals, connections.
     pub server: Arc<tranzcast_net::ServerStats>,
     /// (when, bytes_out then, bytes/s measured over the last window) for the pulse.
@@ -82,26 +82,68 @@ pub(crate) struct Inner {
     pub fetcher: Arc<fetch::Fetcher>,
     /// Revoked certificate serials, the last list read whole from the origin.
     pub revoked: std::sync::RwLock<revocation::Revocations>,
-    /// Credentials whose signature was verified, by blake3 of the header value.
-    pub verified: moka::sync::Cache<[u8; 32], Arc<access::Credentials>>,
+    /// What it remembers to answer sooner (each bounded).
+    pub caches: Caches,
     /// This server among the process's (the per-thread credential memo is keyed by it).
     pub id: u64,
-    /// Which blobs each title's signed manifest names (the title check before a fetch).
-    pub title_blobs: moka::future::Cache<tranzcast_proto::TitleId, titles::TitleBlobs>,
     /// The outgoing rate limit, if configured.
     pub throttle: Option<Arc<service::Throttle>>,
-    /// What stays on disk within the budget.
-    pub residency: std::sync::Mutex<residency::Residency>,
-    /// Demand per title and segment.
-    pub demand: std::sync::Mutex<demand::Demand>,
+    /// What it decides with: the pure policies, one lock each.
+    pub policy: Policy,
     /// Eviction and mirroring counters.
     pub mirror: mirror::MirrorStats,
     /// HTTPS client trusting the cluster's CA (origin, parents, pushes).
     pub http: reqwest::Client,
     /// Playback URLs: key pairs, open sessions, decrypted segments in memory.
     pub playback: playback::Playback,
+}
+
+/// What an edge counts.
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub staged_blobs: AtomicU64,
+    pub staged_bytes: AtomicU64,
+    pub requests: AtomicU64,
+    pub blob_requests: AtomicU64,
+    pub hits: AtomicU64,
+    pub misses: AtomicU64,
+}
+
+/// What an edge remembers to answer sooner.
+pub(crate) struct Caches {
+    /// Credentials whose signature was verified, by blake3 of the header value.
+    pub verified: moka::sync::Cache<[u8; 32], Arc<access::Credentials>>,
+    /// Which blobs each title's signed manifest names (the title check before a fetch).
+    pub title_blobs: moka::future::Cache<tranzcast_proto::TitleId, titles::TitleBlobs>,
     /// Titles whose manifest an edge holds or is fetching (so pulses can report bitmaps).
     pub manifests_known: std::sync::Mutex<std::collections::HashSet<tranzcast_proto::TitleId>>,
+}
+
+/// What an edge decides with.
+pub(crate) struct Policy {
+    /// What stays on disk within the budget.
+    pub residency: std::sync::Mutex<residency::Residency>,
+    /// Demand per title and segment.
+    pub demand: std::sync::Mutex<demand::Demand>,
+}
+
+/// The one poisoning rule of the edge's locks: a poisoned lock is used as it
+/// is. Every critical section under them is one update that leaves the data
+/// valid (an assignment, an insert, a policy step), so a panic elsewhere must
+/// not turn into refusing every later request; the revocation list too (its
+/// writer replaces it whole in one assignment: readers see the old list or the new).
+pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// [`lock`]'s rule for readers of a `RwLock`.
+pub(crate) fn read<T>(m: &std::sync::RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    m.read().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// [`lock`]'s rule for writers of a `RwLock`.
+pub(crate) fn write<T>(m: &std::sync::RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    m.write().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 pub(crate) fn now_secs() -> u64 {
@@ -184,30 +226,29 @@ impl EdgeServer {
             store,
             config: config.clone(),
             origin_key,
-            staged_blobs: AtomicU64::new(0),
-            staged_bytes: AtomicU64::new(0),
-            requests: AtomicU64::new(0),
-            blob_requests: AtomicU64::new(0),
-            hits: AtomicU64::new(0),
-            misses: AtomicU64::new(0),
+            counters: Counters::default(),
             server: Arc::new(tranzcast_net::ServerStats::default()),
             out_rate: std::sync::Mutex::new((std::time::Instant::now(), 0, 0.0)),
             push_token: std::sync::Mutex::new(None),
             fetcher,
             revoked: Default::default(),
-            verified: moka::sync::Cache::builder().max_capacity(100_000).time_to_live(Duration::from_secs(600)).build(),
-            title_blobs: titles::cache(),
+            caches: Caches {
+                verified: moka::sync::Cache::builder().max_capacity(100_000).time_to_live(Duration::from_secs(600)).build(),
+                title_blobs: titles::cache(),
+                manifests_known: Default::default(),
+            },
             id: NEXT_SERVER.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             throttle: config.rate_limit.map(|r| Arc::new(service::Throttle::new(r.0))),
-            residency: std::sync::Mutex::new(residency::Residency::new(config.store.disk_bytes.0)),
-            demand: std::sync::Mutex::new(demand::Demand::new(
-                config.mirroring.hot_requests_per_min,
-                config.mirroring.prefetch_segments,
-                std::time::Instant::now(),
-            )),
+            policy: Policy {
+                residency: std::sync::Mutex::new(residency::Residency::new(config.store.disk_bytes.0)),
+                demand: std::sync::Mutex::new(demand::Demand::new(
+                    config.mirroring.hot_requests_per_min,
+                    config.mirroring.prefetch_segments,
+                    std::time::Instant::now(),
+                )),
+            },
             mirror: mirror::MirrorStats::default(),
             http: http.clone(),
-            manifests_known: Default::default(),
             playback: playback::Playback::new(),
         });
         mirror::load_residency(&inner)?;
@@ -397,7 +438,7 @@ async fn join(http: &reqwest::Client, inner: &Inner, me: std::net::SocketAddr) -
     };
     // A peer proves its record is its own with the push token its first join got.
     if inner.config.role == EdgeRole::Peer {
-        body.push_token = inner.push_token.lock().ok().and_then(|t| t.clone());
+        body.push_token = lock(&inner.push_token).clone();
     }
     // Edges serve playback URLs: the origin seals title keys to this public key.
     if inner.config.role == EdgeRole::Edge {
@@ -419,10 +460,8 @@ async fn join(http: &reqwest::Client, inner: &Inner, me: std::net::SocketAddr) -
     }
     let answer: tranzcast_proto::answers::JoinAnswer =
         tranzcast_proto::answers::parse_small("join answer", &body).map_err(|e| EdgeError::Origin(format!("join answer: {e}")))?;
-    if let Some(t) = answer.push_token
-        && let Ok(mut slot) = inner.push_token.lock()
-    {
-        *slot = Some(t);
+    if let Some(t) = answer.push_token {
+        *lock(&inner.push_token) = Some(t);
     }
     Ok(())
 }
@@ -453,10 +492,7 @@ async fn cluster_nodes(http: &reqwest::Client, origin: &str, limits: tranzcast_n
 
 /// How fresh this server's revocation list is now.
 pub(crate) fn health(inner: &Inner) -> revocation::Freshness {
-    match inner.revoked.read() {
-        Ok(r) => r.freshness(std::time::Instant::now(), inner.config.revocation_max_age.0),
-        Err(_) => revocation::Freshness::Unknown,
-    }
+    read(&inner.revoked).freshness(std::time::Instant::now(), inner.config.revocation_max_age.0)
 }
 
 /// Reads the origin's revocation list whole and replaces the set with it;
@@ -474,7 +510,7 @@ async fn pull_revocations(http: &reqwest::Client, inner: &Inner) -> Result<(), E
         tranzcast_proto::revocations::parse(&body).map_err(|e| e.to_string())
     };
     let read = read.await;
-    let mut r = inner.revoked.write().map_err(|_| EdgeError::Origin("revocation list poisoned".into()))?;
+    let mut r = write(&inner.revoked);
     match read {
         Ok(set) => {
             r.replace(set, std::time::Instant::now());

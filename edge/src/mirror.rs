@@ -43,7 +43,7 @@ pub(crate) struct Stripes([std::sync::Mutex<()>; 32]);
 
 impl Stripes {
     fn lock(&self, a: &BlobAddress) -> Option<std::sync::MutexGuard<'_, ()>> {
-        self.0[usize::from(a.as_bytes()[0]) % 32].lock().ok()
+        Some(crate::lock(&self.0[usize::from(a.as_bytes()[0]) % 32]))
     }
 }
 
@@ -61,7 +61,7 @@ pub(crate) fn load_residency(inner: &Inner) -> Result<(), tranzcast_store::Store
             pinned.extend(sm.manifest.segments);
         }
     }
-    let Ok(mut r) = inner.residency.lock() else { return Ok(()) };
+    let mut r = crate::lock(&inner.policy.residency);
     for (a, len) in inner.store.list()? {
         let ad = r.admit(a, len, pinned.contains(&a));
         // Over budget at start (the budget was lowered): trim now.
@@ -92,14 +92,15 @@ pub(crate) fn keep(inner: &Inner, a: &BlobAddress, bytes: &[u8], outboard: Optio
     };
     if let Err(e) = r {
         tracing::error!(blob = %a, error = %e, "cannot store a blob");
-        if let Ok(mut res) = inner.residency.lock() {
+        {
+            let mut res = crate::lock(&inner.policy.residency);
             res.remove(a);
         }
     }
 }
 
 fn resident(inner: &Inner, a: &BlobAddress) -> bool {
-    inner.residency.lock().is_ok_and(|r| r.contains(a))
+    crate::lock(&inner.policy.residency).contains(a)
 }
 
 /// Records a title's signed manifest, already checked, as held and pinned
@@ -114,10 +115,7 @@ pub(crate) fn keep_manifest(inner: &Inner, title: &TitleId, body: &[u8]) -> Resu
 /// Admits `a` to the resident set and deletes what it displaces; whether to
 /// store it (None: the set is unusable).
 fn admit(inner: &Inner, a: &BlobAddress, len: u64, pinned: bool) -> Option<bool> {
-    let ad = match inner.residency.lock() {
-        Ok(mut r) => r.admit(*a, len, pinned),
-        Err(_) => return None,
-    };
+    let ad = crate::lock(&inner.policy.residency).admit(*a, len, pinned);
     for victim in &ad.evict {
         let Some(_order) = inner.mirror.stripes.lock(victim) else { continue };
         if resident(inner, victim) {
@@ -141,7 +139,8 @@ fn admit(inner: &Inner, a: &BlobAddress, len: u64, pinned: bool) -> Option<bool>
 
 /// A request was served from the store.
 pub(crate) fn touched(inner: &Inner, a: &BlobAddress) {
-    if let Ok(mut r) = inner.residency.lock() {
+    {
+        let mut r = crate::lock(&inner.policy.residency);
         r.touch(a);
     }
 }
@@ -156,16 +155,16 @@ pub(crate) fn record(inner: &Arc<Inner>, prefix: &[u8], edge: Option<&str>) {
         return;
     }
     let Some((title, seq)) = tranzcast_proto::owner::segment_of(prefix) else { return };
-    if inner.config.role == EdgeRole::Edge && inner.manifests_known.lock().is_ok_and(|mut k| !k.contains(&title) && k.insert(title.clone()))
-    {
+    if inner.config.role == EdgeRole::Edge && {
+        let mut k = crate::lock(&inner.caches.manifests_known);
+        !k.contains(&title) && k.insert(title.clone())
+    } {
         // First request for this title here: bring its manifest, so pulses
         // report which segments this edge holds.
         let (i2, t2) = (inner.clone(), title.clone());
         tokio::spawn(async move {
-            if !matches!(manifest_bytes(&i2, &t2).await, Ok(Some(_)))
-                && let Ok(mut k) = i2.manifests_known.lock()
-            {
-                k.remove(&t2);
+            if !matches!(manifest_bytes(&i2, &t2).await, Ok(Some(_))) {
+                crate::lock(&i2.caches.manifests_known).remove(&t2);
             }
         });
     }
@@ -178,10 +177,7 @@ pub(crate) fn record(inner: &Arc<Inner>, prefix: &[u8], edge: Option<&str>) {
         },
         _ => return,
     };
-    let due = match inner.demand.lock() {
-        Ok(mut d) => d.record(&title, seq, None, Instant::now()),
-        Err(_) => return,
-    };
+    let due = crate::lock(&inner.policy.demand).record(&title, seq, None, Instant::now());
     if due.is_empty() {
         return;
     }

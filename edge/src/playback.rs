@@ -26,7 +26,7 @@ use tranzcast_proto::playback::{EdgeKey, MAX_LIFETIME_SECS, PlaybackGrant, Playb
 use tranzcast_proto::{BlobAddress, frame::FrameKind};
 
 use crate::Inner;
-use crate::reply::{Fail, denied, error, internal};
+use crate::reply::{Fail, denied, error};
 
 /// Decrypted segments kept in memory (never on disk) for the ranges that follow.
 const PLAIN_CACHE_BYTES: u64 = 128 << 20;
@@ -47,12 +47,12 @@ impl PlaybackKeys {
 
     /// The current public key, hex (sent to the origin with each heartbeat).
     pub fn current_public_hex(&self) -> Option<String> {
-        self.0.read().ok()?.front().map(|(k, _)| hex::encode(k.public))
+        crate::read(&self.0).front().map(|(k, _)| hex::encode(k.public))
     }
 
     /// Makes a new pair when the current one is `MAX_LIFETIME_SECS` old.
     pub fn rotate_if_due(&self) {
-        let Ok(mut keys) = self.0.write() else { return };
+        let mut keys = crate::write(&self.0);
         if keys.front().is_some_and(|(_, made)| made.elapsed() >= Duration::from_secs(MAX_LIFETIME_SECS)) {
             keys.push_front((Arc::new(EdgeKey::from_secret(tranzcast_proto::random_bytes())), Instant::now()));
             keys.truncate(KEYS_KEPT);
@@ -61,7 +61,7 @@ impl PlaybackKeys {
     }
 
     fn find(&self, id: &[u8; 8]) -> Option<Arc<EdgeKey>> {
-        self.0.read().ok()?.iter().find(|(k, _)| &k.id == id).map(|(k, _)| k.clone())
+        crate::read(&self.0).iter().find(|(k, _)| &k.id == id).map(|(k, _)| k.clone())
     }
 }
 
@@ -124,14 +124,11 @@ pub(crate) async fn serve(inner: Arc<Inner>, token: &str, req: &Request<Bytes>, 
             return Err(d);
         }
     };
-    // Fails closed: a poisoned lock or no list read yet refuses too.
-    let revocation = match inner.revoked.read() {
-        Ok(r) => r.check(&session.grant.session).map_err(|(status, code, reason)| {
-            let reason = if code == "revoked" { "this playback session was revoked".to_string() } else { reason };
-            denied((status, code, reason))
-        }),
-        Err(_) => Err(internal("revocation list poisoned")),
-    };
+    // Fails closed: no list read yet refuses too.
+    let revocation = crate::read(&inner.revoked).check(&session.grant.session).map_err(|(status, code, reason)| {
+        let reason = if code == "revoked" { "this playback session was revoked".to_string() } else { reason };
+        denied((status, code, reason))
+    });
     let checked = revocation.and_then(|()| session.grant.check(crate::now_secs(), client).map_err(|(code, reason)| deny(code, reason)));
     if let Err(d) = checked {
         pb.refused.fetch_add(1, Ordering::Relaxed);

@@ -89,7 +89,7 @@ impl Throttle {
     fn reserve(&self, n: usize) -> Duration {
         let now = Instant::now();
         let rate = self.rate() as f64;
-        let Ok(mut next) = self.next_free.lock() else { return Duration::ZERO };
+        let mut next = crate::lock(&self.next_free);
         let start = (*next).max(now);
         *next = start + Duration::from_secs_f64(n as f64 / rate);
         start - now
@@ -146,7 +146,7 @@ where
             peer = %rcx.map(|c| c.peer.to_string()).unwrap_or_default(),
         );
         let state = self.state.clone();
-        state.requests.fetch_add(1, Ordering::Relaxed);
+        state.counters.requests.fetch_add(1, Ordering::Relaxed);
         // The clone that was made ready is the one to call (tower's contract).
         let clone = self.inner.clone();
         let mut ready = std::mem::replace(&mut self.inner, clone);
@@ -284,7 +284,7 @@ fn admit(inner: &Inner, parts: &mut http::request::Parts) -> Result<BodyLimit, R
         }),
         Needs::Read | Needs::Nothing => Ok(BodyLimit::Small),
         Needs::Write => {
-            let push = inner.push_token.lock().ok().and_then(|t| t.clone());
+            let push = crate::lock(&inner.push_token).clone();
             access::authorize_write(auth, &inner.config.cluster_token, push.as_deref()).map(|()| BodyLimit::Upload)
         }
     };
@@ -310,13 +310,13 @@ impl Inner {
             Some(c) => c,
             None => {
                 let key = auth.map(|a| *blake3::hash(a.as_bytes()).as_bytes());
-                let c = match key.and_then(|k| self.verified.get(&k)) {
+                let c = match key.and_then(|k| self.caches.verified.get(&k)) {
                     Some(c) => c,
                     None => {
                         // Shared, not cloned, on every hit: a certificate holds its title as a String.
                         let c = Arc::new(access::credentials(auth, &self.config.cluster_token, &self.origin_key)?);
                         if let Some(k) = key {
-                            self.verified.insert(k, c.clone());
+                            self.caches.verified.insert(k, c.clone());
                         }
                         c
                     }
@@ -327,7 +327,7 @@ impl Inner {
                 c
             }
         };
-        let revoked = self.revoked.read().map_err(|_| (500, "internal", "revocation list poisoned".to_string()))?;
+        let revoked = crate::read(&self.revoked);
         access::admit(&creds, &revoked, crate::now_secs())?;
         Ok(creds)
     }

@@ -40,6 +40,7 @@ fn blobs_of(bytes: &[u8], manifest: &tranzcast_proto::manifest::Manifest) -> Tit
 pub(crate) async fn belongs(inner: &Arc<Inner>, title: &TitleId, a: &BlobAddress) -> Result<bool, String> {
     let (i2, t2) = (inner.clone(), title.clone());
     let set = inner
+        .caches
         .title_blobs
         .try_get_with(title.clone(), async move {
             let bytes = crate::mirror::manifest_bytes(&i2, &t2).await?.ok_or_else(|| format!("no manifest for {t2} here or upstream"))?;
