@@ -1,0 +1,145 @@
+//! The catalog: titles and their manifests, blobs read by their holders,
+//! uploads and publishing.
+
+use super::*;
+
+pub(super) fn manifest_summary(
+    inner: &Inner,
+    title: &TitleId,
+    addr: &BlobAddress,
+) -> Result<(answers::TitleSummary, Option<Bytes>), ApiError> {
+    let bytes = inner.store.get(addr).map_err(ApiError::internal)?;
+    let bare = answers::TitleSummary { title: title.as_str().to_string(), manifest: addr.to_hex(), ..Default::default() };
+    let Some(b) = bytes else { return Ok((bare, None)) };
+    let sm = SignedManifest::decode(&b).map_err(ApiError::internal)?;
+    let m = &sm.manifest;
+    let chapters =
+        m.chapters.iter().map(|c| answers::Chapter { start_ms: c.start_ms, byte_offset: c.byte_offset, name: c.name.clone() }).collect();
+    let summary = answers::TitleSummary {
+        segments: Some(m.segments.len()),
+        segment_size: Some(m.segment_size),
+        bytes: Some(m.plaintext_len),
+        running_time_s: Some(m.running_time_ms as f64 / 1000.0),
+        media_type: Some(m.media_type.clone()),
+        chapters: Some(chapters),
+        ..bare
+    };
+    Ok((summary, Some(b)))
+}
+
+pub(super) fn titles(inner: &Inner) -> ApiResult {
+    let mut out = Vec::new();
+    for (t, a) in inner.store.titles().map_err(ApiError::internal)? {
+        out.push(manifest_summary(inner, &t, &a)?.0);
+    }
+    Ok(json_response(StatusCode::OK, &answers::Titles { titles: out }))
+}
+
+pub(super) fn title(inner: &Inner, id: &str) -> ApiResult {
+    let t = TitleId::new(id).map_err(|e| ApiError::bad(e.to_string()))?;
+    let a = inner
+        .store
+        .title_manifest(&t)
+        .map_err(ApiError::internal)?
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "unknown_title", format!("no title {t}")))?;
+    let (mut summary, bytes) = manifest_summary(inner, &t, &a)?;
+    summary.manifest_blob = bytes.map(|b| URL_SAFE_NO_PAD.encode(b));
+    Ok(json_response(StatusCode::OK, &summary))
+}
+
+/// The signed manifest itself (public: it names blobs and is signed; the key is elsewhere).
+pub(super) fn title_manifest(inner: &Inner, id: &str) -> ApiResult {
+    let t = TitleId::new(id).map_err(|e| ApiError::bad(e.to_string()))?;
+    let bytes = inner
+        .store
+        .title_manifest(&t)
+        .map_err(ApiError::internal)?
+        .and_then(|a| inner.store.get(&a).transpose())
+        .transpose()
+        .map_err(ApiError::internal)?
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "unknown_title", format!("no title {t}")))?;
+    let mut r = Response::new(full(bytes));
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
+    Ok(r)
+}
+
+pub(super) fn parse_address(hash: &str) -> Result<BlobAddress, ApiError> {
+    hash.parse().map_err(|e: tranzcast_proto::ProtoError| ApiError::bad(e.to_string()))
+}
+
+pub(super) fn blob(inner: &Inner, hash: &str, req: &Request<Bytes>) -> ApiResult {
+    let a = parse_address(hash)?;
+    let load = || {
+        inner
+            .store
+            .get(&a)
+            .map_err(ApiError::internal)?
+            .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "unknown_blob", format!("no blob {a}")))
+    };
+    // Read once: by the credentials check when it needs the title, else here.
+    let mut held = None;
+    blob_reader(inner, req, || load().inspect(|b| held = Some(b.clone())))?;
+    let b = match held {
+        Some(b) => b,
+        None => load()?,
+    };
+    let etag = a.etag();
+    let rep = tranzcast_net::ranged::Representation {
+        etag: &etag,
+        content_type: "application/octet-stream",
+        max_ranges: inner.config.limits.max_ranges as usize,
+    };
+    Ok(tranzcast_net::ranged::respond(req.method(), req.headers(), b, &rep))
+}
+
+pub(super) fn upload_blob(inner: &Inner, hash: &str, body: &Bytes) -> ApiResult {
+    let a = parse_address(hash)?;
+    a.verify(body).map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "hash_mismatch", e.to_string()))?;
+    inner.store.put(body).map_err(ApiError::internal)?;
+    Ok(json_response(StatusCode::CREATED, &answers::Stored { stored: a.to_hex() }))
+}
+
+/// Publishes an uploaded title: every segment must be here, decrypt under
+/// the given key at its position and hold a whole segment (every segment is
+/// padded to `segment_size`: an edge slices a decrypted segment by the
+/// manifest's lengths); the manifest is re-signed by the origin. The check
+/// that the title is free and the commit are one step under a lock.
+pub(super) fn publish_title(inner: &Inner, req: &Request<Bytes>) -> ApiResult {
+    use tranzcast_proto::frame::FrameKind;
+    use tranzcast_proto::keys::{self, Expected};
+    let p = wire::publish(req.body()).map_err(ApiError::wire)?;
+    let title = p.title;
+    if inner.store.title_manifest(&title).map_err(ApiError::internal)?.is_some() {
+        return Err(ApiError::new(StatusCode::CONFLICT, "title_exists", format!("title {title} already exists")));
+    }
+    let key = TitleKey::from_bytes(p.key);
+    let mut m = SignedManifest::decode(&p.manifest).map_err(|e| ApiError::bad(format!("manifest: {e}")))?.manifest;
+    if m.title != title {
+        return Err(ApiError::bad(format!("manifest is for {}, not {title}", m.title)));
+    }
+    for (i, a) in m.segments.iter().enumerate() {
+        let frame = inner
+            .store
+            .get(a)
+            .map_err(ApiError::internal)?
+            .ok_or_else(|| ApiError::new(StatusCode::CONFLICT, "incomplete", format!("segment {i} ({a}) has not been uploaded")))?;
+        let plain = keys::open(&key, &frame, &Expected { title: &title, kind: FrameKind::Media, sequence: i as u64 })
+            .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "bad_segment", format!("segment {i}: {e}")))?;
+        if plain.len() as u64 != u64::from(m.segment_size) {
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "bad_segment",
+                format!("segment {i} holds {} bytes; the manifest's segments are {} bytes", plain.len(), m.segment_size),
+            ));
+        }
+    }
+    m.created = now_secs();
+    let signed = m.sign(&inner.signing).map_err(|e| ApiError::bad(e.to_string()))?;
+    let _one_at_a_time = inner.publishing.lock().unwrap_or_else(|p| p.into_inner());
+    if inner.store.title_manifest(&title).map_err(ApiError::internal)?.is_some() {
+        return Err(ApiError::new(StatusCode::CONFLICT, "title_exists", format!("title {title} already exists")));
+    }
+    let addr = inner.store.commit_title(&title, &signed, key.expose()).map_err(ApiError::internal)?;
+    let answer = answers::Published { title: title.as_str().to_string(), manifest: addr.to_hex(), segments: Some(m.segments.len()) };
+    Ok(json_response(StatusCode::CREATED, &answer))
+}
