@@ -63,3 +63,16 @@ pub fn walk(dir: &Path) -> Vec<PathBuf> {
     }
     out
 }
+
+/// The `cluster.json` a `tranzcast demo --serve` writes in `data` (waited
+/// for, at most two minutes, then read once whole).
+pub fn cluster_json(data: &Path) -> serde_json::Value {
+    let described = data.join("cluster.json");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while !described.exists() {
+        assert!(std::time::Instant::now() < deadline, "no cluster.json");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    serde_json::from_slice(&std::fs::read(&described).unwrap()).unwrap()
+}

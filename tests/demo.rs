@@ -8,7 +8,6 @@
 mod common;
 
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
 
 use common::bin;
 
@@ -24,14 +23,7 @@ fn demo_plays_through_the_cluster_and_serves_it() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let described = data.join("cluster.json");
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while !described.exists() {
-        assert!(Instant::now() < deadline, "no cluster.json");
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    std::thread::sleep(Duration::from_millis(200));
-    let c: serde_json::Value = serde_json::from_slice(&std::fs::read(&described).unwrap()).unwrap();
+    let c = common::cluster_json(&data);
     for k in ["ca", "storefront_token", "origin", "nodes", "edges", "peers", "title", "input", "ticket", "certificate", "blob"] {
         assert!(!c[k].is_null(), "cluster.json lacks {k}: {c}");
     }
@@ -106,28 +98,8 @@ fn buy(c: &serde_json::Value, rt: &tokio::runtime::Runtime) -> String {
     let origin = c["origin"]["https"].as_str().unwrap();
     rt.block_on(async {
         let http = tranzcast_net::client::https(&std::fs::read(c["ca"].as_str().unwrap()).unwrap()).unwrap();
-        let token = c["storefront_token"].as_str().unwrap();
-        let customer: serde_json::Value = http
-            .post(format!("{origin}/v1/customers"))
-            .bearer_auth(token)
-            .json(&serde_json::json!({"name": "peer viewer"}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let order: serde_json::Value = http
-            .post(format!("{origin}/v1/orders"))
-            .bearer_auth(token)
-            .json(&serde_json::json!({"customer": customer["customer"], "title": c["title"], "kind": "buy"}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        order["ticket"].as_str().unwrap().to_string()
+        let storefront = tranzcast_testkit::OriginClient::new(&http, origin).with_storefront(c["storefront_token"].as_str().unwrap());
+        storefront.buy(c["title"].as_str().unwrap()).await
     })
 }
 

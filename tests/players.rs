@@ -10,7 +10,6 @@
 mod common;
 
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
 
 use common::bin;
 
@@ -46,14 +45,8 @@ fn curl_aioquic_ffprobe_and_ffmpeg_play_a_playback_url() {
     // The log is read on a thread so the pipe never fills.
     let stderr = child.stderr.take().unwrap();
     let log = std::thread::spawn(move || std::io::read_to_string(stderr).unwrap_or_default());
+    let c = common::cluster_json(&data);
     let described = data.join("cluster.json");
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while !described.exists() {
-        assert!(Instant::now() < deadline, "no cluster.json");
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    std::thread::sleep(Duration::from_millis(200));
-    let c: serde_json::Value = serde_json::from_slice(&std::fs::read(&described).unwrap()).unwrap();
     let (url, ca, input_path) = (c["playback_url"].as_str().unwrap(), c["ca"].as_str().unwrap(), c["input"].as_str().unwrap());
     assert!(url.ends_with("/demo.mp4"), "{url}");
     let input = std::fs::read(input_path).unwrap();

@@ -374,16 +374,8 @@ async fn precast_segments_are_used_first_and_a_client_serves_what_it_played() {
     // Viewer A's client runs a peer service; the origin pre-casts it the first two segments.
     let ticket_a = rent_film(&http, &origin_url, 2).await;
     let cert_a = {
-        let v: serde_json::Value = http
-            .post(format!("{origin_url}/v1/play"))
-            .json(&serde_json::json!({"ticket": ticket_a}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        (v["certificate"].as_str().unwrap().to_string(), v["ticket"].as_str().unwrap().to_string())
+        let grant = OriginClient::new(&http, &origin_url).play(&ticket_a).await.unwrap();
+        (grant.certificate, grant.ticket.unwrap_or_default())
     };
     let peer_cfg = EdgeSpec::new("peer", "viewer-a", &dir.path().join("viewer-a"), oport)
         .mirroring()

@@ -123,17 +123,11 @@ async fn a_fetch_whose_starter_is_cancelled_leaves_the_table_and_fetches_are_bou
     // The abandoned fetch goes on (the silent parent times out, the origin
     // has it), stores the blob and leaves the table.
     eventually(15, "the flight to leave the table", || async { metric(&http, &edge_url, "edge_flights_in_air").await == 0 }).await;
-    let missing: serde_json::Value = http
-        .post(format!("{edge_url}/v1/staging/missing"))
-        .bearer_auth(CLUSTER)
-        .json(&serde_json::json!({"blobs": [segs[0].to_hex(), segs[1].to_hex()]}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(missing["missing"], serde_json::json!([segs[1].to_hex()]), "the first is stored, the second not in the air");
+    let ask = tranzcast_proto::api::MissingBody { blobs: vec![segs[0].to_hex(), segs[1].to_hex()] };
+    let b =
+        http.post(format!("{edge_url}/v1/staging/missing")).bearer_auth(CLUSTER).json(&ask).send().await.unwrap().bytes().await.unwrap();
+    let missing: tranzcast_proto::answers::Missing = tranzcast_proto::answers::parse_small("missing", &b).unwrap();
+    assert_eq!(missing.missing, vec![segs[1].to_hex()], "the first is stored, the second not in the air");
     let r = get(0).await.unwrap();
     assert_eq!((r.status().as_u16(), r.bytes().await.unwrap()[..] == bytes[0][..]), (200, true));
     assert_eq!(metric_f64(&http, &edge_url, "edge_refused_total{reason=\"upstream_busy\"}").await, Some(1.0));

@@ -182,18 +182,32 @@ pub struct OriginClient {
     pub http: reqwest::Client,
     /// The origin's base URL.
     pub base: String,
+    /// The storefront token it orders with.
+    pub storefront: String,
 }
 
 impl OriginClient {
     /// For the origin at `base`.
     pub fn new(http: &reqwest::Client, base: &str) -> Self {
-        Self { http: http.clone(), base: base.trim_end_matches('/').to_string() }
+        Self { http: http.clone(), base: base.trim_end_matches('/').to_string(), storefront: STOREFRONT.into() }
+    }
+
+    /// Orders with this storefront token (a cluster that is not the tests' own).
+    pub fn with_storefront(mut self, token: &str) -> Self {
+        self.storefront = token.to_string();
+        self
+    }
+
+    /// A new customer buys `title`: its ticket.
+    pub async fn buy(&self, title: &str) -> String {
+        let c = self.customer().await;
+        self.order(&api::OrderBody::buy(c, title)).await.0
     }
 
     async fn post(&self, path: &str, body: &impl serde::Serialize, storefront: bool) -> (u16, bytes::Bytes) {
         let mut req = self.http.post(format!("{}{path}", self.base)).json(body);
         if storefront {
-            req = req.bearer_auth(STOREFRONT);
+            req = req.bearer_auth(&self.storefront);
         }
         let r = req.send().await.unwrap();
         (r.status().as_u16(), r.bytes().await.unwrap())
