@@ -10,6 +10,7 @@
 #   play.sh         edge playback URLs         vs the same edge's raw blobs
 #   multisource.sh  smart client               vs aria2c and the physical limit (root: netns + tc)
 #   hostile.sh      edge and origin under seven attacks: probe p99 vs unloaded, memory, descriptors, play
+#   cache.sh        the edge's residency policy vs LRU and Belady on demand traces (byte hit ratio)
 #
 # Usage: bench/all.sh [fast|full]
 #   fast  a quick look (about 5 minutes): small inputs, 2 s loads
@@ -45,6 +46,7 @@ run tickets bench/tickets.sh "${TICKETS[@]}"
 run edge bench/edge.sh "${EDGE[@]}"
 run play bench/play.sh "${PLAY[@]}"
 run hostile bench/hostile.sh "${HOSTILE[@]}"
+run cache bench/cache.sh
 if [ "$(id -u)" = 0 ] && command -v tc >/dev/null; then
     run multisource bench/multisource.sh "${MULTI[@]}"
 else

@@ -29,6 +29,25 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 64)]
         concurrency: usize,
     },
+    /// Cache policies on demand traces (bench/cache.sh): the edge's residency
+    /// policy, LRU and Belady's optimum, by byte and object hit ratio.
+    Cache {
+        /// Seed of the Zipf trace.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Titles in the catalogue.
+        #[arg(long, default_value_t = 1000)]
+        titles: usize,
+        /// Viewings in the Zipf trace.
+        #[arg(long, default_value_t = 3000)]
+        views: usize,
+        /// Zipf exponent.
+        #[arg(long, default_value_t = 0.8)]
+        zipf: f64,
+        /// The catalogue over the cache's size.
+        #[arg(long, default_value_t = 10.0)]
+        ratio: f64,
+    },
     /// Raw AES-256-GCM-SIV sealing + blake3 hashing of a file's segments, no store.
     Crypto {
         /// Input file (read through the page cache, as ingest reads it).
@@ -87,6 +106,7 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
                 anyhow::Ok(())
             })
         }
+        BenchCommand::Cache { seed, titles, views, zipf, ratio } => cache(seed, titles, views, zipf, ratio),
         BenchCommand::Crypto { input, segment_size, threads } => {
             let threads = if threads == 0 { std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2) } else { threads };
             let file = std::fs::File::open(&input).with_context(|| format!("cannot open {}", input.display()))?;
@@ -231,5 +251,52 @@ fn tickets(seconds: f64, concurrency: usize) -> Result<()> {
         serde_json::json!({"raw_sign_verify_per_s": raw, "validations_per_s": ours, "errors": errors, "concurrency": concurrency,
             "ratio": ours / raw, "seconds": seconds})
     );
+    Ok(())
+}
+
+/// Every policy on the Zipf trace and on the long-tail scenario's, as JSON lines and a table.
+fn cache(seed: u64, titles: usize, views: usize, zipf: f64, ratio: f64) -> Result<()> {
+    use tranzcast_loadtest::cache::{self, Hits};
+    use tranzcast_loadtest::demand::Rng;
+    anyhow::ensure!(titles > 0 && views > 0 && ratio >= 1.0, "titles and views above 0, ratio at least 1");
+    let mut rng = Rng::new(seed);
+    let catalogue = cache::catalogue(titles, &mut rng);
+    let zipf_trace = cache::zipf_trace(&catalogue, views, zipf, 2.0, &mut rng);
+    let long_tail = tranzcast_loadtest::scenario::Scenario::load("long-tail")?;
+    let (lt_titles, lt_trace) = cache::scenario_trace(&long_tail);
+    let traces = [
+        (format!("zipf {zipf} over {titles} titles, {views} viewings"), cache::catalogue_bytes(&catalogue), zipf_trace),
+        ("long-tail scenario".to_string(), cache::catalogue_bytes(&lt_titles), lt_trace),
+    ];
+    println!(
+        "{:<44} {:>10} {:>9} {:>9} {:>9} {:>8} {:>9}",
+        "trace (cache = catalogue / ratio)", "policy", "byte hit", "obj hit", "requests", "vs LRU", "vs opt"
+    );
+    for (name, bytes, trace) in &traces {
+        let capacity = (*bytes as f64 / ratio) as u64;
+        let runs: [(&str, Hits); 3] = [
+            ("ours", cache::replay_residency(trace, capacity)),
+            ("LRU", cache::replay_lru(trace, capacity)),
+            ("Belady", cache::replay_belady(trace, capacity)),
+        ];
+        let (lru, opt) = (runs[1].1.byte_ratio(), runs[2].1.byte_ratio());
+        for (policy, h) in &runs {
+            println!(
+                "{:<44} {:>10} {:>9.3} {:>9.3} {:>9} {:>8.2} {:>9.2}",
+                name,
+                policy,
+                h.byte_ratio(),
+                h.object_ratio(),
+                h.requests,
+                h.byte_ratio() / lru.max(1e-9),
+                h.byte_ratio() / opt.max(1e-9)
+            );
+            println!(
+                "{}",
+                serde_json::json!({"trace": name, "policy": policy, "byte_hit": h.byte_ratio(), "object_hit": h.object_ratio(),
+                    "requests": h.requests, "catalogue_bytes": bytes, "cache_bytes": capacity})
+            );
+        }
+    }
     Ok(())
 }

@@ -12,6 +12,8 @@
 //! Guide: `docs/loadtest.md`.
 
 #[cfg(feature = "run")]
+pub mod cache;
+#[cfg(feature = "run")]
 pub mod cluster;
 pub mod demand;
 mod error;
