@@ -11,6 +11,7 @@
 #   multisource.sh  smart client               vs aria2c and the physical limit (root: netns + tc)
 #   hostile.sh      edge and origin under seven attacks: probe p99 vs unloaded, memory, descriptors, play
 #   cache.sh        the edge's residency policy vs LRU and Belady on demand traces (byte hit ratio)
+#   k6.sh           loadtest/k6/edge.js under real k6 (checks and thresholds) beside oha, h2
 #
 # Usage: bench/all.sh [fast|full]
 #   fast  a quick look (about 5 minutes): small inputs, 2 s loads
@@ -20,8 +21,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 MODE="${1:-fast}"
 case "$MODE" in
-    fast) INGEST=(128); TICKETS=(2 64); EDGE=(2 32); PLAY=(2 32 8); MULTI=(24); HOSTILE=(10 "" 0.2) ;;
-    full) INGEST=(512); TICKETS=(5 64); EDGE=(5 32); PLAY=(5 32 8); MULTI=(64); HOSTILE=(20 "" 1.0) ;;
+    fast) INGEST=(128); TICKETS=(2 64); EDGE=(2 32); PLAY=(2 32 8); MULTI=(24); HOSTILE=(10 "" 0.2); K6=(3 32) ;;
+    full) INGEST=(512); TICKETS=(5 64); EDGE=(5 32); PLAY=(5 32 8); MULTI=(64); HOSTILE=(20 "" 1.0); K6=(10 32) ;;
     *) echo "usage: bench/all.sh [fast|full]" >&2; exit 2 ;;
 esac
 . scripts/env.sh
@@ -47,6 +48,7 @@ run edge bench/edge.sh "${EDGE[@]}"
 run play bench/play.sh "${PLAY[@]}"
 run hostile bench/hostile.sh "${HOSTILE[@]}"
 run cache bench/cache.sh
+run k6 bench/k6.sh "${K6[@]}"
 if [ "$(id -u)" = 0 ] && command -v tc >/dev/null; then
     run multisource bench/multisource.sh "${MULTI[@]}"
 else
