@@ -35,14 +35,7 @@ bench_cleanup_more() { [ -f "$T/nginx/nginx.pid" ] && nginx -p "$T/nginx" -c "$T
 OP=$(free_port); EP=$(free_port); NP=$(free_port); CP=$(free_port)
 
 echo "== setup: 16 MiB title in 1 MiB segments, origin, edge, nginx, caddy"
-head -c 16M /dev/urandom >"$T/film.bin"
-"$BIN" ingest --data "$T/origin" --title film --segment-size 1048576 "$T/film.bin" >/dev/null
-SEGS=$("$BIN" titles --data "$T/origin" --json | python3 -c 'import json,sys; print(" ".join(json.load(sys.stdin)[0]["segments"]))')
-"$BIN" origin --set "data_dir=$T/origin" --set "storefront_token=$STORE_TOKEN" --set "cluster_token=$CLUSTER_TOKEN" --set "member_key=$MEMBER_KEY" \
-    --set "listen.https=127.0.0.1:$OP" >"$T/origin.log" 2>&1 &
-PIDS+=($!)
-wait_up "https://localhost:$OP/healthz"
-CA="$T/origin/tls/ca.pem"
+bench_origin "$OP" 16
 env ${EDGE_ENV:-} "$BIN" edge --ca-dir "$T/origin/tls" --set role=edge --set name=bench-edge --set "data_dir=$T/edge" \
     --set "origin=https://localhost:$OP" --set "cluster_token=$CLUSTER_TOKEN" --set "member_credential=$(credential bench-edge edge)" --set "listen.https=127.0.0.1:$EP" \
     --set store.cache_bytes=256MiB >"$T/edge.log" 2>&1 &

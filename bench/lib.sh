@@ -45,3 +45,38 @@ credential() {
     "$BIN" cluster add-member "$1" --role "$2" --set "member_key=$MEMBER_KEY" --set "storefront_token=$STORE_TOKEN" \
         --set "cluster_token=$CLUSTER_TOKEN" 2>/dev/null
 }
+
+# A title of MIB MiB of random bytes in 1 MiB segments, ingested into
+# $T/origin, and the origin serving it on port $1; sets CA (its CA's PEM),
+# O (its URL) and SEGS (the segment addresses).
+bench_origin() {
+    head -c "$2M" /dev/urandom >"$T/film.bin"
+    "$BIN" ingest --data "$T/origin" --title film --segment-size 1048576 "$T/film.bin" >/dev/null
+    SEGS=$("$BIN" titles --data "$T/origin" --json | python3 -c 'import json,sys; print(" ".join(json.load(sys.stdin)[0]["segments"]))')
+    "$BIN" origin --set "data_dir=$T/origin" --set "storefront_token=$STORE_TOKEN" --set "cluster_token=$CLUSTER_TOKEN" \
+        --set "member_key=$MEMBER_KEY" --set "listen.https=127.0.0.1:$1" >"$T/origin.log" 2>&1 &
+    PIDS+=($!)
+    wait_up "https://localhost:$1/healthz" "${3:-100}"
+    CA="$T/origin/tls/ca.pem"
+    O="https://localhost:$1"
+}
+
+# `tranzcast demo --serve` in $T/demo, up and warmed: sets EDGE, BLOB, CERT,
+# PLAY, CA and AUTH from its cluster.json (stopped with the script).
+bench_demo() {
+    RUST_LOG=error "$BIN" demo --serve --json --data "$T/demo" >"$T/demo.out" 2>"$T/demo.err" &
+    PIDS+=($!)
+    for _ in $(seq 600); do [ -f "$T/demo/cluster.json" ] && break; sleep 0.2; done
+    [ -f "$T/demo/cluster.json" ] || { echo "the demo cluster did not come up" >&2; cat "$T/demo.err" >&2; exit 1; }
+    sleep 0.5
+    local get='import json,sys; c=json.load(open(sys.argv[1])); print(eval(sys.argv[2]))'
+    EDGE=$(python3 -c "$get" "$T/demo/cluster.json" 'c["edges"][0]["https"]')
+    BLOB=$(python3 -c "$get" "$T/demo/cluster.json" 'c["blob"]')
+    CERT=$(python3 -c "$get" "$T/demo/cluster.json" 'c["certificate"]')
+    PLAY=$(python3 -c "$get" "$T/demo/cluster.json" 'c["playback_url"]')
+    CA=$(python3 -c "$get" "$T/demo/cluster.json" 'c["ca"]')
+    AUTH="Authorization: Tranzcast $CERT"
+    # Warm: the edge fetches the blob and the title once.
+    curl -sf --cacert "$CA" -H "$AUTH" -o /dev/null "$EDGE/v1/blobs/$BLOB"
+    curl -sf --cacert "$CA" -o /dev/null "$PLAY"
+}

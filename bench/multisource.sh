@@ -85,14 +85,7 @@ done
 set_rate() { tc class change dev lo parent 1: classid "1:1$1" htb rate "$2mbit" ceil "$2mbit" burst 64k cburst 64k quantum 9014; }
 
 echo "== setup: ${MIB} MiB title in 1 MiB segments; sources limited to ${RATE[*]} Mbit/s"
-head -c "${MIB}M" /dev/urandom >"$T/film.bin"
-"$BIN" ingest --data "$T/origin" --title film --segment-size 1048576 "$T/film.bin" >/dev/null
-"$BIN" origin --set "data_dir=$T/origin" --set "storefront_token=$STORE_TOKEN" --set "cluster_token=$CLUSTER_TOKEN" --set "member_key=$MEMBER_KEY" \
-    --set "listen.https=127.0.0.1:$OP" >"$T/origin.log" 2>&1 &
-PIDS+=($!)
-wait_up "https://localhost:$OP/healthz"
-CA="$T/origin/tls/ca.pem"
-O="https://localhost:$OP"
+bench_origin "$OP" "$MIB"
 for i in 0 1 2; do
     "$BIN" edge --ca-dir "$T/origin/tls" --set role=node --set "name=node-$((i + 1))" --set "data_dir=$T/node-$i" \
         --set "origin=$O" --set "cluster_token=$CLUSTER_TOKEN" --set "member_credential=$(credential node-$((i + 1)) node)" --set "listen.https=127.0.0.1:${NODE_PORT[$i]}" \
