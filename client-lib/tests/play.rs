@@ -18,6 +18,18 @@ async fn rent_film(http: &reqwest::Client, origin: &str, plays: u32) -> String {
     rent(http, origin, "film", plays).await.0
 }
 
+/// `film` of `mib` MiB staged on one node, and a session on a 1-play
+/// rental of it fetching `parallel` segments at once.
+async fn one_node(mib: u32, parallel: usize) -> (TestCluster, EdgeServer, Arc<Session>) {
+    let c = TestCluster::start(mib).await;
+    let node = c.server(&c.spec("node", "node-1")).await;
+    wait_staged(&c.origin, &["node-1"]).await;
+    let ticket = rent_film(&c.http, &c.origin_url, 1).await;
+    let opts = OpenOptions { origin: c.origin_url.clone(), ticket, ca_pem: c.tls.ca_pem.clone(), parallel, local: None };
+    let session = Arc::new(Session::open(opts).await.unwrap());
+    (c, node, session)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plays_byte_identical_from_many_sources_twice_then_refused() {
     let dir = tempfile::tempdir().unwrap();
@@ -153,16 +165,7 @@ async fn one_segment_from_three_sources_a_liar_caught_within_a_group_a_slow_one_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn local_gateway_answers_ranges_byte_exact() {
-    let TestCluster { dir, origin, oport, tls, input, origin_url, .. } = TestCluster::start(4).await;
-    let node = EdgeServer::start(EdgeSpec::new("node", "node-1", &dir.path().join("n1"), oport).config(), tls.clone()).await.unwrap();
-    wait_staged(&origin, &["node-1"]).await;
-    let http = tranzcast_net::client::https(tls.ca_pem.as_bytes()).unwrap();
-    let ticket = rent_film(&http, &origin_url, 1).await;
-    let session = Arc::new(
-        Session::open(OpenOptions { origin: origin_url.clone(), ticket, ca_pem: tls.ca_pem.clone(), parallel: 2, local: None })
-            .await
-            .unwrap(),
-    );
+    let (TestCluster { dir, origin, input, tls, .. }, node, session) = one_node(4, 2).await;
     // Ready once the first two segments are in hand.
     session.ready(0, 2).await.unwrap();
     let g = tranzcast_client::Gateway::start(session.clone(), "127.0.0.1:0".parse().unwrap(), &dir.path().join("gw")).await.unwrap();
@@ -301,16 +304,7 @@ async fn survives_an_edge_and_a_node_killed_mid_playback_and_a_lying_peer() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_seek_fetches_the_middle_first_and_reads_byte_exact() {
     use tokio::io::{AsyncReadExt, AsyncSeekExt};
-    let TestCluster { dir, origin, oport, tls, input, origin_url, .. } = TestCluster::start(16).await;
-    let node = EdgeServer::start(EdgeSpec::new("node", "node-1", &dir.path().join("n1"), oport).config(), tls.clone()).await.unwrap();
-    wait_staged(&origin, &["node-1"]).await;
-    let http = tranzcast_net::client::https(tls.ca_pem.as_bytes()).unwrap();
-    let ticket = rent_film(&http, &origin_url, 1).await;
-    let s = Arc::new(
-        Session::open(OpenOptions { origin: origin_url.clone(), ticket, ca_pem: tls.ca_pem.clone(), parallel: 2, local: None })
-            .await
-            .unwrap(),
-    );
+    let (TestCluster { origin, input, .. }, node, s) = one_node(16, 2).await;
     s.pulse().await;
     let mut events = s.events();
     let mut reader = s.stream(2);
