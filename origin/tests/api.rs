@@ -10,7 +10,6 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use bytes::Bytes;
 use serde_json::{Value, json};
-use tranzcast_config::{Layers, OriginConfig};
 use tranzcast_ingest::{IngestOptions, ingest};
 use tranzcast_net::client::{H3Client, https, https_h1};
 use tranzcast_origin::Origin;
@@ -51,26 +50,20 @@ async fn start_with(extra: &[&str]) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("origin");
     let plain = ingest_title(&data, "film", 300_000);
-    let cfg: OriginConfig = Layers::new("origin")
-        .overrides(&[
-            format!("data_dir={}", data.display()),
-            format!("storefront_token={TOKEN}"),
-            "cluster_token=test-cluster-token-0123456789".into(),
-            "member_key=test-member-key-0123456789-0123456789".into(),
-            "listen.https=127.0.0.1:0".into(),
-            "certificate_margin=60s".into(),
-            // These tests are one address asking thousands of times at once
-            // (the per-address limits have their own test).
-            "rate.play_per_s=1000000".into(),
-            "rate.play_burst=1000000".into(),
-            "limits.max_connections_per_ip=4096".into(),
-            "limits.connection_rate_per_ip=100000".into(),
-        ])
-        .unwrap()
-        .overrides(&extra.iter().map(|s| s.to_string()).collect::<Vec<_>>())
-        .unwrap()
-        .build()
-        .unwrap();
+    let mut sets: Vec<String> = [
+        "certificate_margin=60s",
+        // These tests are one address asking thousands of times at once
+        // (the per-address limits have their own test).
+        "rate.play_per_s=1000000",
+        "rate.play_burst=1000000",
+        "limits.max_connections_per_ip=4096",
+        "limits.connection_rate_per_ip=100000",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    sets.extend(extra.iter().map(|s| s.to_string()));
+    let cfg = tranzcast_testkit::origin_config_with(&data, 0, &sets);
     let origin = Origin::start(cfg).await.unwrap();
     let http = https(origin.ca_pem().as_bytes()).unwrap();
     let base = format!("https://localhost:{}", origin.https_addr().port());

@@ -6,7 +6,6 @@
 #![allow(clippy::unwrap_used)]
 
 use serde_json::{Value, json};
-use tranzcast_config::{Layers, OriginConfig};
 use tranzcast_ingest::{IngestOptions, ingest};
 use tranzcast_net::client::https;
 use tranzcast_origin::Origin;
@@ -49,20 +48,9 @@ impl Cluster {
             o.segment_size = Some(64 << 10);
             ingest(&store, &input, &o).unwrap();
         }
-        let cfg: OriginConfig = Layers::new("origin")
-            .overrides(&[
-                format!("data_dir={}", data.display()),
-                format!("storefront_token={STOREFRONT}"),
-                format!("cluster_token={CLUSTER}"),
-                format!("member_key={MEMBER_KEY}"),
-                "listen.https=127.0.0.1:0".into(),
-                "precast.enabled=false".into(),
-            ])
-            .unwrap()
-            .overrides(&extra.iter().map(|s| s.to_string()).collect::<Vec<_>>())
-            .unwrap()
-            .build()
-            .unwrap();
+        let mut sets = vec!["precast.enabled=false".to_string()];
+        sets.extend(extra.iter().map(|s| s.to_string()));
+        let cfg = tranzcast_testkit::origin_config_with(&data, 0, &sets);
         let origin = Origin::start(cfg).await.unwrap();
         let http = https(origin.ca_pem().as_bytes()).unwrap();
         let base = format!("https://localhost:{}", origin.https_addr().port());

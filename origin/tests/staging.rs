@@ -7,22 +7,14 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use tranzcast_config::{EdgeConfig, Layers, OriginConfig};
+use tranzcast_config::{EdgeConfig, Layers};
 use tranzcast_edge::{EdgeServer, EdgeTls};
 use tranzcast_ingest::{IngestOptions, ingest};
 use tranzcast_origin::Origin;
 use tranzcast_proto::manifest::SignedManifest;
 use tranzcast_proto::{BlobAddress, TitleId};
 use tranzcast_store::{BlobStore, StoreOptions};
-
-const CLUSTER: &str = "test-cluster-token-0123456789";
-const MEMBER_KEY: &str = "test-member-key-0123456789-0123456789";
-
-fn member_credential(name: &str, role: &str) -> String {
-    let role = tranzcast_proto::member::MemberRole::parse(role).unwrap();
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
-    tranzcast_proto::member::issue(MEMBER_KEY.as_bytes(), name, role, now).unwrap()
-}
+use tranzcast_testkit::{CLUSTER, member_credential, origin_config, origin_config_with};
 
 fn ingest_titles(dir: &Path, titles: &[(&str, usize)]) {
     let store = BlobStore::open(dir, StoreOptions::default()).unwrap();
@@ -41,18 +33,7 @@ async fn late_node_gets_every_title_verified_and_no_keys() {
     let odata = dir.path().join("origin");
     let titles = [("alpha", 300_000), ("beta", 1_000_000), ("gamma", 65_536)];
     ingest_titles(&odata, &titles);
-    let ocfg: OriginConfig = Layers::new("origin")
-        .overrides(&[
-            format!("data_dir={}", odata.display()),
-            "storefront_token=test-storefront-token-0123456789".into(),
-            format!("cluster_token={CLUSTER}"),
-            "member_key=test-member-key-0123456789-0123456789".into(),
-            "listen.https=127.0.0.1:0".into(),
-            "staging_interval=200ms".into(),
-        ])
-        .unwrap()
-        .build()
-        .unwrap();
+    let ocfg = origin_config(&odata, 0);
     let origin = Origin::start(ocfg).await.unwrap();
     let origin_url = format!("https://localhost:{}", origin.https_addr().port());
 
@@ -141,19 +122,7 @@ async fn a_hung_node_does_not_stall_staging_for_the_others() {
     let dir = tempfile::tempdir().unwrap();
     let odata = dir.path().join("origin");
     ingest_titles(&odata, &[("alpha", 3 << 20)]);
-    let ocfg: OriginConfig = Layers::new("origin")
-        .overrides(&[
-            format!("data_dir={}", odata.display()),
-            "storefront_token=test-storefront-token-0123456789".into(),
-            format!("cluster_token={CLUSTER}"),
-            "member_key=test-member-key-0123456789-0123456789".into(),
-            "listen.https=127.0.0.1:0".into(),
-            "staging_interval=200ms".into(),
-            "member_timeout=120s".into(),
-        ])
-        .unwrap()
-        .build()
-        .unwrap();
+    let ocfg = origin_config_with(&odata, 0, &["member_timeout=120s".into()]);
     let origin = Origin::start(ocfg).await.unwrap();
     let origin_url = format!("https://localhost:{}", origin.https_addr().port());
     let ncfg = |name: &str| -> EdgeConfig {
