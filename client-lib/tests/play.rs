@@ -196,14 +196,7 @@ async fn local_gateway_answers_ranges_byte_exact() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn survives_an_edge_and_a_node_killed_mid_playback_and_a_lying_peer() {
-    let dir = tempfile::tempdir().unwrap();
-    let _ = setup_sized(dir.path(), 12);
-    let input = std::fs::read(dir.path().join("film.bin")).unwrap();
-    let ocfg = origin_config_with(&dir.path().join("origin"), 0, &precast_now(2));
-    let origin = Origin::start(ocfg).await.unwrap();
-    let oport = origin.https_addr().port();
-    let origin_url = format!("https://localhost:{oport}");
-    let tls = EdgeTls::from_config(&EdgeSpec::new("node", "x", dir.path(), oport).config(), &origin.ca_dir()).unwrap();
+    let TestCluster { dir, origin, oport, origin_url, tls, input, .. } = TestCluster::start_with(12, &precast_now(2)).await;
     // Every server sends at most 4 MiB/s, so the playback lasts long enough to kill things in the middle.
     let slow = ["rate_limit=4MiB"];
     let server = |role: &'static str, name: &'static str, parents: Vec<String>, extra: Vec<String>| {
@@ -351,14 +344,7 @@ async fn a_seek_fetches_the_middle_first_and_reads_byte_exact() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn precast_segments_are_used_first_and_a_client_serves_what_it_played() {
-    let dir = tempfile::tempdir().unwrap();
-    let _ = setup_sized(dir.path(), 6);
-    let input = std::fs::read(dir.path().join("film.bin")).unwrap();
-    let ocfg = origin_config_with(&dir.path().join("origin"), 0, &precast_now(2));
-    let origin = Origin::start(ocfg).await.unwrap();
-    let oport = origin.https_addr().port();
-    let origin_url = format!("https://localhost:{oport}");
-    let tls = EdgeTls::from_config(&EdgeSpec::new("node", "x", dir.path(), oport).config(), &origin.ca_dir()).unwrap();
+    let TestCluster { dir, origin, oport, origin_url, tls, input, .. } = TestCluster::start_with(6, &precast_now(2)).await;
     // A busy node: 1 MiB/s.
     let node_cfg = EdgeSpec::new("node", "node-1", &dir.path().join("n1"), oport).mirroring().sets(&["rate_limit=1MiB"]).config();
     let node = EdgeServer::start(node_cfg, tls.clone()).await.unwrap();

@@ -155,14 +155,7 @@ async fn an_edge_refuses_until_it_reads_the_list_and_keeps_refusing_when_the_ori
     assert_eq!(health(&http, &edge_url).await, "ok");
 
     // Revoked at the origin (its order: this is the ticket's serial): refused within a pull.
-    let r = http
-        .post(format!("{origin_url}/v1/revoke"))
-        .bearer_auth("test-storefront-token-0123456789")
-        .json(&serde_json::json!({"serial": serial}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status().as_u16(), 200);
+    assert_eq!(OriginClient::new(&http, &origin_url).revoke_serial(&serial).await, 200);
     eventually(10, "the revocation applied", || {
         let (http, blob, cert) = (http.clone(), blob.clone(), cert.clone());
         async move {

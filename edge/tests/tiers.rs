@@ -124,14 +124,7 @@ async fn coalescing_and_failover_across_tiers() {
     let (revokee, serial) = certificate(&http, &origin_url, "film").await;
     let r = http.get(format!("{edge_url}/v1/blobs/{}", segs[0])).header("authorization", &revokee).send().await.unwrap();
     assert_eq!(r.status().as_u16(), 200);
-    let r = http
-        .post(format!("{origin_url}/v1/revoke"))
-        .bearer_auth("test-storefront-token-0123456789")
-        .json(&serde_json::json!({"serial": serial}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status().as_u16(), 200);
+    assert_eq!(OriginClient::new(&http, &origin_url).revoke_serial(&serial).await, 200);
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let r = http.get(format!("{edge_url}/v1/blobs/{}", segs[0])).header("authorization", &revokee).send().await.unwrap();

@@ -243,6 +243,13 @@ impl OriginClient {
         Ok(answers::PlayGrant::parse(&b).unwrap())
     }
 
+    /// Revokes a serial (a ticket's: its whole order; a certificate's: that
+    /// session) as the storefront: the status.
+    pub async fn revoke_serial(&self, serial: &str) -> u16 {
+        let body = api::RevokeBody { serial: Some(serial.to_string()), ..Default::default() };
+        self.post("/v1/revoke", &body, true).await.0
+    }
+
     /// A customer rents `title` and plays it: `(Authorization header value with
     /// the certificate, ticket serial)`.
     pub async fn certificate(&self, title: &str) -> (String, String) {
