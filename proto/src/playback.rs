@@ -321,10 +321,7 @@ impl PlaybackToken {
     }
 }
 
-/// The text form of a signed token.
-pub fn to_text(bytes: &[u8; TOKEN_LEN]) -> String {
-    URL_SAFE_NO_PAD.encode(bytes)
-}
+pub use crate::ticket::to_text;
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]

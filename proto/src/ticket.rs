@@ -261,8 +261,8 @@ impl SignedToken {
     }
 }
 
-/// The text form of a signed token.
-pub fn to_text(bytes: &[u8; TOKEN_LEN]) -> String {
+/// The text form of a signed token (a ticket, a certificate, a playback token).
+pub fn to_text<const N: usize>(bytes: &[u8; N]) -> String {
     URL_SAFE_NO_PAD.encode(bytes)
 }
 

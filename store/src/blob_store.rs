@@ -438,15 +438,27 @@ impl BlobStore {
         self.key_bytes(&Self::title_key("pending/", title))
     }
 
+    /// A batch holding a title's manifest blob, its outboard and its catalog entry.
+    fn manifest_batch(
+        &self,
+        title: &TitleId,
+        manifest: &[u8],
+        address: &BlobAddress,
+        outboard: &Outboard,
+    ) -> Result<WriteBatch, StoreError> {
+        let mut batch = WriteBatch::default();
+        batch.put_cf(self.cf(CF_BLOBS)?, address.as_bytes(), manifest);
+        batch.put_cf(self.cf(CF_OUTBOARDS)?, address.as_bytes(), outboard.encode());
+        batch.put_cf(self.cf(CF_CATALOG)?, Self::title_key("title/", title), address.as_bytes());
+        Ok(batch)
+    }
+
     /// Atomically publishes a title: its manifest blob, its catalog entry and its key.
     pub fn commit_title(&self, title: &TitleId, manifest: &[u8], key: &[u8; 32]) -> Result<BlobAddress, StoreError> {
         let (address, outboard) = Outboard::compute(manifest);
         let _stripe = self.census.stripe(&address);
         let new = !self.has(&address)?;
-        let mut batch = WriteBatch::default();
-        batch.put_cf(self.cf(CF_BLOBS)?, address.as_bytes(), manifest);
-        batch.put_cf(self.cf(CF_OUTBOARDS)?, address.as_bytes(), outboard.encode());
-        batch.put_cf(self.cf(CF_CATALOG)?, Self::title_key("title/", title), address.as_bytes());
+        let mut batch = self.manifest_batch(title, manifest, &address, &outboard)?;
         batch.put_cf(self.cf(CF_KEYS)?, Self::title_key("title/", title), key);
         batch.delete_cf(self.cf(CF_KEYS)?, Self::title_key("pending/", title));
         self.write(batch, true, "commit title")?;
@@ -486,10 +498,7 @@ impl BlobStore {
         let (address, outboard) = Outboard::compute(manifest);
         let _stripe = self.census.stripe(&address);
         let new = !self.has(&address)?;
-        let mut batch = WriteBatch::default();
-        batch.put_cf(self.cf(CF_BLOBS)?, address.as_bytes(), manifest);
-        batch.put_cf(self.cf(CF_OUTBOARDS)?, address.as_bytes(), outboard.encode());
-        batch.put_cf(self.cf(CF_CATALOG)?, Self::title_key("title/", title), address.as_bytes());
+        let batch = self.manifest_batch(title, manifest, &address, &outboard)?;
         self.write(batch, true, "put title")?;
         if new {
             self.census.added(manifest.len() as u64);
