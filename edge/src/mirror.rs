@@ -42,8 +42,8 @@ pub struct MirrorStats {
 pub(crate) struct Stripes([std::sync::Mutex<()>; 32]);
 
 impl Stripes {
-    fn lock(&self, a: &BlobAddress) -> Option<std::sync::MutexGuard<'_, ()>> {
-        Some(crate::lock(&self.0[usize::from(a.as_bytes()[0]) % 32]))
+    fn lock(&self, a: &BlobAddress) -> std::sync::MutexGuard<'_, ()> {
+        crate::lock(&self.0[usize::from(a.as_bytes()[0]) % 32])
     }
 }
 
@@ -81,7 +81,7 @@ pub(crate) fn keep(inner: &Inner, a: &BlobAddress, bytes: &[u8], outboard: Optio
         tracing::debug!(blob = %a, "not kept: cannot fit beside the pinned set");
         return;
     }
-    let Some(_order) = inner.mirror.stripes.lock(a) else { return };
+    let _order = inner.mirror.stripes.lock(a);
     if !resident(inner, a) {
         // Evicted by a newer admission before it reached the disk.
         return;
@@ -117,7 +117,7 @@ pub(crate) fn keep_manifest(inner: &Inner, title: &TitleId, body: &[u8]) -> Resu
 fn admit(inner: &Inner, a: &BlobAddress, len: u64, pinned: bool) -> Option<bool> {
     let ad = crate::lock(&inner.policy.residency).admit(*a, len, pinned);
     for victim in &ad.evict {
-        let Some(_order) = inner.mirror.stripes.lock(victim) else { continue };
+        let _order = inner.mirror.stripes.lock(victim);
         if resident(inner, victim) {
             // Admitted again since: the newer admission owns it now.
             continue;
