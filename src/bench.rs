@@ -214,14 +214,19 @@ fn tickets(seconds: f64, concurrency: usize) -> Result<()> {
         let post = |path: &str| http.post(format!("{base}{path}")).bearer_auth(token);
         let b = post("/v1/customers").json(&api::CustomerBody { name: "bench".into() }).send().await?.bytes().await?;
         let c: answers::CustomerCreated = answers::parse_small("customer", &b)?;
-        let b = post("/v1/orders").json(&api::OrderBody::buy(c.customer, "bench")).send().await?.bytes().await?;
-        let o: answers::OrderPlaced = answers::parse_small("order", &b)?;
-        let ticket = o.ticket;
+        // One bought ticket per worker: different viewers' plays, as an
+        // origin sees them (plays of one ticket are serialised by design).
+        let mut tickets = Vec::new();
+        for _ in 0..concurrency {
+            let b = post("/v1/orders").json(&api::OrderBody::buy(c.customer, "bench")).send().await?.bytes().await?;
+            let o: answers::OrderPlaced = answers::parse_small("order", &b)?;
+            tickets.push(o.ticket);
+        }
         let until = Instant::now() + std::time::Duration::from_secs_f64(seconds);
         let started = Instant::now();
         let mut tasks = Vec::new();
-        for _ in 0..concurrency {
-            let (http, url, ticket) = (http.clone(), format!("{base}/v1/play"), ticket.clone());
+        for ticket in tickets {
+            let (http, url) = (http.clone(), format!("{base}/v1/play"));
             tasks.push(tokio::spawn(async move {
                 let (mut ok, mut bad) = (0u64, 0u64);
                 while Instant::now() < until {
