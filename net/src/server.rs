@@ -37,7 +37,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use bytes::{Buf, Bytes};
+use bytes::Bytes;
 use http::{HeaderValue, Request, Response, StatusCode};
 use http_body::Body as HttpBody;
 use http_body_util::combinators::UnsyncBoxBody;
@@ -52,7 +52,7 @@ use tranzcast_config::LimitsConfig;
 
 use self::guards::{Active, Close, ConnGauge, ConnPermit, ConnState, Slots, TaskGuard, Tracked, watchdog};
 use self::quic::accept_h3;
-use self::request::{ChunkSource, H3Body, process};
+use self::request::{H3Body, drain_unread, process};
 use self::tcp::accept_tcp;
 use crate::coalesce::WriteCoalescer;
 use crate::limits::ClientKey;

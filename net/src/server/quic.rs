@@ -259,15 +259,6 @@ async fn serve_h3_request(
         // Answered without reading the body (a refusal on the head): a client
         // that has already sent it whole gets a clean end, not a reset, if
         // what is left is small and comes at once; anything else is cut.
-        let drain = async {
-            let mut left: usize = 64 << 10;
-            while let Ok(Some(c)) = stream.recv_data().await {
-                left = left.saturating_sub(c.remaining());
-                if left == 0 {
-                    break;
-                }
-            }
-        };
-        let _ = tokio::time::timeout(Duration::from_millis(200), drain).await;
+        drain_unread(&mut H3Body { stream: &mut stream, ended: false }, Duration::from_millis(200)).await;
     }
 }

@@ -67,6 +67,22 @@ impl ChunkSource for H3Body<'_> {
     }
 }
 
+/// Reads and drops what is left of a body the answer did not need (a
+/// refusal on the head), if it is small and comes within `wait`: at most
+/// 64 KiB, then it stops.
+pub(super) async fn drain_unread(src: &mut impl ChunkSource, wait: std::time::Duration) {
+    let drain = async {
+        let mut left: usize = 64 << 10;
+        while let Some(Ok(c)) = src.next_chunk().await {
+            left = left.saturating_sub(c.len());
+            if left == 0 {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(wait, drain).await;
+}
+
 pub(super) enum BodyFail {
     TooLarge,
     Memory,

@@ -210,16 +210,7 @@ fn service(
                 // reset the stream, and h2 counts such resets of its own
                 // towards closing the connection (a busy client refused with
                 // 429 a thousand times would be cut as a reset flood).
-                let drain = async {
-                    let mut left: usize = 64 << 10;
-                    while let Some(Ok(c)) = body.next_chunk().await {
-                        left = left.saturating_sub(c.len());
-                        if left == 0 {
-                            break;
-                        }
-                    }
-                };
-                let _ = tokio::time::timeout(Duration::from_millis(50), drain).await;
+                drain_unread(&mut body, Duration::from_millis(50)).await;
             }
             Ok::<_, Infallible>(resp.map(|body| Tracked { body, guard }.boxed_unsync()))
         }
