@@ -168,6 +168,36 @@ async fn eventually(secs: u64, what: &str, mut f: impl FnMut() -> bool) {
     }
 }
 
+/// Limits where an address whose connections never send a head within
+/// `header_timeout` is out for `penalty` after `strikes` of them.
+fn penalty_after(strikes: u32, header_timeout: Duration, penalty: Duration) -> LimitsConfig {
+    limits(|l| {
+        l.header_read_timeout = dur(header_timeout);
+        l.abuse_strikes = strikes;
+        l.abuse_penalty = dur(penalty);
+    })
+}
+
+type Held = Vec<tokio::task::JoinHandle<reqwest::Result<reqwest::Response>>>;
+
+/// Four requests to `/hang` from `c` held in hand (the cap these tests set),
+/// then one more: it is answered 503, and returned with the four.
+async fn four_in_hand_and_a_503(s: &Server, c: &reqwest::Client, base: &str) -> (Held, reqwest::Response) {
+    let held = (0..4).map(|_| tokio::spawn(c.get(format!("{base}/hang")).send())).collect();
+    eventually(5, "four requests in hand", || s.stats.in_flight() == 4).await;
+    let r = c.get(format!("{base}/")).send().await.unwrap();
+    assert_eq!(r.status(), 503);
+    (held, r)
+}
+
+/// Gives up the held requests; their places come back.
+async fn let_go(s: &Server, held: Held) {
+    for t in held {
+        t.abort();
+    }
+    eventually(5, "places to come back", || s.stats.in_flight() == 0).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_head_that_stops_arriving_is_closed_within_the_header_timeout() {
     let s = start(limits(|l| l.header_read_timeout = dur(Duration::from_millis(500)))).await;
@@ -454,17 +484,11 @@ async fn requests_past_the_cap_are_shed_with_503_and_health_still_answers() {
     let s = start(limits(|l| l.max_concurrent_requests = 4)).await;
     let base = format!("https://localhost:{}", s.addr.port());
     let c = tranzcast_net::client::https(s.ca.as_bytes()).unwrap();
-    let slow: Vec<_> = (0..4).map(|_| tokio::spawn(c.get(format!("{base}/hang")).send())).collect();
-    eventually(5, "four requests in hand", || s.stats.in_flight() == 4).await;
-    let r = c.get(format!("{base}/")).send().await.unwrap();
-    assert_eq!(r.status(), 503);
+    let (held, r) = four_in_hand_and_a_503(&s, &c, &base).await;
     assert_eq!(r.headers()["retry-after"], "1");
     assert_eq!(c.get(format!("{base}/healthz")).send().await.unwrap().status(), 200);
     assert_eq!(s.stats.refused(Refusal::Overloaded), 1);
-    for t in slow {
-        t.abort();
-    }
-    eventually(5, "places to come back", || s.stats.in_flight() == 0).await;
+    let_go(&s, held).await;
     assert_eq!(c.get(format!("{base}/")).send().await.unwrap().status(), 200);
     s.server.shutdown().await;
 }
@@ -478,10 +502,7 @@ async fn one_address_gets_its_share_of_requests_in_hand_and_a_stalled_reader_is_
     .await;
     let base = format!("https://localhost:{}", s.addr.port());
     let c = tranzcast_net::client::https(s.ca.as_bytes()).unwrap();
-    let slow: Vec<_> = (0..4).map(|_| tokio::spawn(c.get(format!("{base}/hang")).send())).collect();
-    eventually(5, "four requests in hand", || s.stats.in_flight() == 4).await;
-    let r = c.get(format!("{base}/")).send().await.unwrap();
-    assert_eq!(r.status(), 503);
+    let (held, r) = four_in_hand_and_a_503(&s, &c, &base).await;
     assert!(r.text().await.unwrap().contains("from this address"));
     let other = reqwest::Client::builder()
         .tls_backend_preconfigured(tranzcast_net::tls::client_config(s.ca.as_bytes(), &[b"h2"]).unwrap())
@@ -489,10 +510,7 @@ async fn one_address_gets_its_share_of_requests_in_hand_and_a_stalled_reader_is_
         .build()
         .unwrap();
     assert_eq!(other.get(format!("{base}/")).send().await.unwrap().status(), 200, "another address has its share");
-    for t in slow {
-        t.abort();
-    }
-    eventually(5, "places to come back", || s.stats.in_flight() == 0).await;
+    let_go(&s, held).await;
     // A client that asks for 4 MiB and grants no flow-control credit: no byte
     // of the answer can go; the connection is cut after the idle time.
     let tls = tls_from(&s, "127.0.0.9", &[b"h2"]).await.unwrap();
@@ -558,12 +576,7 @@ async fn an_address_opening_connections_too_fast_is_closed_before_tls() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_address_whose_connections_never_ask_anything_serves_a_penalty() {
-    let s = start(limits(|l| {
-        l.header_read_timeout = dur(Duration::from_millis(300));
-        l.abuse_strikes = 3;
-        l.abuse_penalty = dur(Duration::from_secs(30));
-    }))
-    .await;
+    let s = start(penalty_after(3, Duration::from_millis(300), Duration::from_secs(30))).await;
     // Five connections that complete their handshake and say nothing: each
     // closed at the header deadline; past three strikes the address is out.
     let mut idle = Vec::new();
@@ -592,12 +605,7 @@ async fn an_address_whose_connections_never_ask_anything_serves_a_penalty() {
 /// first penalty in it ends, and the address connects again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_socket_filter_lets_an_address_back_when_its_penalty_ends() {
-    let s = start(limits(|l| {
-        l.header_read_timeout = dur(Duration::from_millis(200));
-        l.abuse_strikes = 1;
-        l.abuse_penalty = dur(Duration::from_secs(3));
-    }))
-    .await;
+    let s = start(penalty_after(1, Duration::from_millis(200), Duration::from_secs(3))).await;
     // Connections that say nothing, until the address is out.
     while s.stats.filtered_addresses() == 0 {
         match tokio::time::timeout(Duration::from_millis(300), tls_from(&s, "127.0.0.8", &[b"http/1.1"])).await {
