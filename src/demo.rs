@@ -94,14 +94,7 @@ fn any_file_contains(dir: &Path, needle: &[u8]) -> Result<Option<PathBuf>> {
 }
 
 pub fn run(a: DemoArgs) -> Result<()> {
-    let temp;
-    let dir = match &a.data {
-        Some(d) => d.clone(),
-        None => {
-            temp = tempfile::Builder::new().prefix("tranzcast-demo-").tempdir()?;
-            temp.path().to_path_buf()
-        }
-    };
+    let (dir, _temp) = crate::data_dir_or_temp(a.data.as_deref(), "tranzcast-demo-")?;
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let (input, what) = match &a.input {
         Some(p) => (p.clone(), "your file"),

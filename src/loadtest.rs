@@ -34,14 +34,7 @@ pub fn run(a: LoadtestArgs) -> Result<()> {
     if let Some(n) = a.viewers {
         scenario = scenario.with_viewers(n)?;
     }
-    let temp;
-    let work_dir = match &a.data {
-        Some(d) => d.clone(),
-        None => {
-            temp = tempfile::Builder::new().prefix("tranzcast-loadtest-").tempdir()?;
-            temp.path().to_path_buf()
-        }
-    };
+    let (work_dir, _temp) = crate::data_dir_or_temp(a.data.as_deref(), "tranzcast-loadtest-")?;
     let opts = RunOptions { work_dir, cluster_file: a.cluster.clone(), progress: !a.json };
     let rt = tokio::runtime::Runtime::new()?;
     // Ctrl-C stops the run (the temporary data directory is still removed).

@@ -223,6 +223,18 @@ pub(crate) fn open_store(data: &Path, create: bool) -> Result<BlobStore> {
         .with_context(|| format!("cannot open the store in {}", data.display()))
 }
 
+/// The data directory a command was given, or else a new temporary one
+/// named `prefix…`, removed when the returned guard is dropped.
+pub(crate) fn data_dir_or_temp(given: Option<&Path>, prefix: &str) -> Result<(PathBuf, Option<tempfile::TempDir>)> {
+    Ok(match given {
+        Some(d) => (d.to_path_buf(), None),
+        None => {
+            let temp = tempfile::Builder::new().prefix(prefix).tempdir()?;
+            (temp.path().to_path_buf(), Some(temp))
+        }
+    })
+}
+
 fn parse_title(s: &str) -> Result<TitleId> {
     TitleId::new(s).map_err(|e| anyhow::anyhow!("--title: {e}"))
 }
