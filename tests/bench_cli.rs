@@ -7,7 +7,7 @@
 mod common;
 
 use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 
 use common::*;
 
@@ -19,13 +19,8 @@ fn floor_server_serves_files_and_ranges_byte_exact_and_stops_on_sigterm() {
     random_file(&files.join("a"), 300_000, "floor-a");
     let want = std::fs::read(files.join("a")).unwrap();
     let ca_dir = dir.path().join("ca");
-    let mut child = Command::new(bin())
-        .args(["bench", "floor-server", "--dir", files.to_str().unwrap(), "--ca-dir", ca_dir.to_str().unwrap()])
-        .env_remove("RUST_LOG")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child =
+        spawn(&["bench", "floor-server", "--dir", files.to_str().unwrap(), "--ca-dir", ca_dir.to_str().unwrap()], Stdio::null());
     let line = BufReader::new(child.stdout.take().unwrap()).lines().next().unwrap().unwrap();
     let port: u16 = line.rsplit(':').next().unwrap().parse().unwrap_or_else(|_| panic!("no address in {line:?}"));
     let ca = std::fs::read(ca_dir.join("ca.pem")).unwrap();
@@ -51,7 +46,7 @@ fn floor_server_serves_files_and_ranges_byte_exact_and_stops_on_sigterm() {
         let r = http.get(format!("https://localhost:{port}/v1/blobs/nope")).send().await.unwrap();
         assert_eq!(r.status(), 404);
     });
-    assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
+    signal(&child, "-TERM");
     let status = child.wait().unwrap();
     assert!(status.success(), "floor server exited with {status} on SIGTERM");
 }

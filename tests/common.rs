@@ -3,7 +3,7 @@
 #![allow(clippy::unwrap_used)]
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output, Stdio};
 
 pub fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_tranzcast"))
@@ -11,6 +11,36 @@ pub fn bin() -> PathBuf {
 
 pub fn tranzcast(args: &[&str]) -> Output {
     Command::new(bin()).args(args).env_remove("RUST_LOG").output().expect("run tranzcast")
+}
+
+/// The binary started with `args` in the background (no RUST_LOG), its
+/// stdout piped and its stderr as given.
+pub fn spawn(args: &[&str], stderr: Stdio) -> Child {
+    Command::new(bin()).args(args).env_remove("RUST_LOG").stdout(Stdio::piped()).stderr(stderr).spawn().expect("start tranzcast")
+}
+
+/// Sends `signal` ("-INT", "-TERM") to a child with kill(1).
+pub fn signal(child: &Child, signal: &str) {
+    let sent = Command::new("kill").args([signal, &child.id().to_string()]).status().unwrap();
+    assert!(sent.success(), "kill {signal} {}", child.id());
+}
+
+/// `tranzcast loadtest --json` of the `scenario` file, its report in `out`,
+/// with `more` arguments (where the cluster comes from), logging errors only:
+/// its JSON summary.
+pub fn loadtest(scenario: &Path, out: &Path, more: &[&str]) -> serde_json::Value {
+    let o = Command::new(bin())
+        .args(["loadtest", "--json", "--scenario"])
+        .arg(scenario)
+        .arg("--out")
+        .arg(out)
+        .args(more)
+        .env("RUST_LOG", "error")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "tranzcast loadtest failed: {}", String::from_utf8_lossy(&o.stderr));
+    json(&String::from_utf8_lossy(&o.stdout))
 }
 
 pub fn ok(args: &[&str]) -> String {
@@ -40,6 +70,16 @@ pub fn random_file(path: &Path, len: u64, seed: &str) {
         left -= n as u64;
     }
     std::io::Write::flush(&mut f).unwrap();
+}
+
+/// A test's scratch directory with one file in it, `name`, of `len`
+/// pseudo-random bytes from `seed` (see [`random_file`]): the directory
+/// (removed when dropped) and the file.
+pub fn dir_with_input(name: &str, len: u64, seed: &str) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join(name);
+    random_file(&input, len, seed);
+    (dir, input)
 }
 
 pub fn files_equal(a: &Path, b: &Path) -> bool {

@@ -21,9 +21,7 @@ fn next(state: &mut u64) -> u64 {
 
 #[test]
 fn sigkill_during_ingest_never_corrupts_and_rerun_completes() {
-    let dir = tempfile::tempdir().unwrap();
-    let input = dir.path().join("in.bin");
-    random_file(&input, 96 << 20, "crash");
+    let (dir, input) = dir_with_input("in.bin", 96 << 20, "crash");
     let data = dir.path().join("store");
     let (i, d) = (input.to_str().unwrap(), data.to_str().unwrap());
     let args = |title: &str| {

@@ -7,22 +7,13 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
-
-use common::bin;
+use std::process::Stdio;
 
 #[test]
 fn demo_plays_through_the_cluster_and_serves_it() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("demo");
-    let child = Command::new(bin())
-        .args(["demo", "--serve", "--json", "--data"])
-        .arg(&data)
-        .env_remove("RUST_LOG")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = common::spawn(&["demo", "--serve", "--json", "--data", data.to_str().unwrap()], Stdio::piped());
     let c = common::cluster_json(&data);
     for k in ["ca", "storefront_token", "origin", "nodes", "edges", "peers", "title", "input", "ticket", "certificate", "blob"] {
         assert!(!c[k].is_null(), "cluster.json lacks {k}: {c}");
@@ -49,20 +40,7 @@ fn demo_plays_through_the_cluster_and_serves_it() {
     // replacement plays once more; then the spent ticket is refused with a clear message.
     let input = std::fs::read(c["input"].as_str().unwrap()).unwrap();
     let out = dir.path().join("played-by-cli");
-    let (origin, ca) = (c["origin"]["https"].as_str().unwrap(), c["ca"].as_str().unwrap());
-    let played: serde_json::Value = serde_json::from_str(&common::ok(&[
-        "play",
-        "--origin",
-        origin,
-        "--ca",
-        ca,
-        "--ticket",
-        c["ticket"].as_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "--json",
-    ]))
-    .unwrap();
+    let played = common::json(&common::ok(&play(&c, c["ticket"].as_str().unwrap(), &["--out", out.to_str().unwrap(), "--json"])));
     assert!(std::fs::read(&out).unwrap() == input);
     // How many sources an unthrottled loopback cluster's play draws on is up
     // to the scheduler (one fast node may carry it all); spreading over at
@@ -72,12 +50,11 @@ fn demo_plays_through_the_cluster_and_serves_it() {
     assert!(!by_source.is_empty(), "{played}");
     assert_eq!(by_source.values().map(|v| v.as_u64().unwrap()).sum::<u64>(), input.len() as u64, "{played}");
     let next = played["ticket"].as_str().unwrap().to_string();
-    common::ok(&["play", "--origin", origin, "--ca", ca, "--ticket", &next, "--out", out.to_str().unwrap()]);
-    let err = common::fails(&["play", "--origin", origin, "--ca", ca, "--ticket", &next, "--out", out.to_str().unwrap()]);
+    common::ok(&play(&c, &next, &["--out", out.to_str().unwrap()]));
+    let err = common::fails(&play(&c, &next, &["--out", out.to_str().unwrap()]));
     assert!(err.contains("refused the ticket") && err.contains("spent"), "{err}");
     peer_serves_what_it_played(&c, &rt, dir.path(), &input);
-    let rc = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
-    assert!(rc.success());
+    common::signal(&child, "-INT");
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success(), "demo failed: {}", String::from_utf8_lossy(&out.stderr));
     let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -91,6 +68,14 @@ fn demo_plays_through_the_cluster_and_serves_it() {
     assert_eq!(sources.values().map(|v| v.as_u64().unwrap()).sum::<u64>(), input_len);
     assert!(r["startup_ms"].as_f64().unwrap() > 0.0);
     assert!(std::fs::read(data.join("played")).unwrap() == std::fs::read(c["input"].as_str().unwrap()).unwrap());
+}
+
+/// The arguments of `tranzcast play` against the described cluster with
+/// `ticket`, then `more`.
+fn play<'a>(c: &'a serde_json::Value, ticket: &'a str, more: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec!["play", "--origin", c["origin"]["https"].as_str().unwrap(), "--ca", c["ca"].as_str().unwrap(), "--ticket", ticket];
+    args.extend_from_slice(more);
+    args
 }
 
 /// A bought ticket for the described cluster's title, from its storefront.
@@ -108,20 +93,11 @@ fn buy(c: &serde_json::Value, rt: &tokio::runtime::Runtime) -> String {
 /// title from that peer alone, byte-identical; Ctrl-C stops the peer cleanly.
 fn peer_serves_what_it_played(c: &serde_json::Value, rt: &tokio::runtime::Runtime, dir: &std::path::Path, input: &[u8]) {
     use std::io::BufRead;
-    let (origin, ca) = (c["origin"]["https"].as_str().unwrap(), c["ca"].as_str().unwrap());
     let out = dir.join("played-by-peer");
-    let mut peer = Command::new(bin())
-        .args(["play", "--origin", origin, "--ca", ca, "--ticket", &buy(c, rt), "--json", "--peer", "127.0.0.1:0"])
-        .args(["--peer-name", "peer-cli"])
-        .arg("--cache")
-        .arg(dir.join("peer-cache"))
-        .arg("--out")
-        .arg(&out)
-        .env_remove("RUST_LOG")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let (ticket, cache) = (buy(c, rt), dir.join("peer-cache"));
+    let more =
+        ["--json", "--peer", "127.0.0.1:0", "--peer-name", "peer-cli", "--cache", cache.to_str().unwrap(), "--out", out.to_str().unwrap()];
+    let mut peer = common::spawn(&play(c, &ticket, &more), Stdio::null());
     let mut line = String::new();
     std::io::BufReader::new(peer.stdout.take().unwrap()).read_line(&mut line).unwrap();
     let played: serde_json::Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line:?}"));
@@ -129,23 +105,10 @@ fn peer_serves_what_it_played(c: &serde_json::Value, rt: &tokio::runtime::Runtim
     assert_eq!(played["peer"]["name"], "peer-cli", "{played}");
     // The origin lists the new peer to the next viewer, who plays from it alone.
     let second = dir.join("played-from-peer");
-    let from_peer: serde_json::Value = serde_json::from_str(&common::ok(&[
-        "play",
-        "--origin",
-        origin,
-        "--ca",
-        ca,
-        "--ticket",
-        &buy(c, rt),
-        "--source",
-        "peer-cli",
-        "--json",
-        "--out",
-        second.to_str().unwrap(),
-    ]))
-    .unwrap();
+    let ticket = buy(c, rt);
+    let from_peer = common::json(&common::ok(&play(c, &ticket, &["--source", "peer-cli", "--json", "--out", second.to_str().unwrap()])));
     assert!(std::fs::read(&second).unwrap() == input);
     assert_eq!(from_peer["sources"]["peer-cli"].as_u64(), Some(input.len() as u64), "{from_peer}");
-    assert!(Command::new("kill").args(["-INT", &peer.id().to_string()]).status().unwrap().success());
+    common::signal(&peer, "-INT");
     assert!(peer.wait().unwrap().success());
 }

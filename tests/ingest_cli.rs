@@ -48,9 +48,7 @@ fn round_trip_at_segment_boundaries() {
 
 #[test]
 fn round_trip_200_mib_with_running_time_sizing() {
-    let dir = tempfile::tempdir().unwrap();
-    let input = dir.path().join("big.bin");
-    random_file(&input, 200 << 20, "big");
+    let (dir, input) = dir_with_input("big.bin", 200 << 20, "big");
     let data = dir.path().join("store");
     let r = json(&ok(&["ingest", input.to_str().unwrap(), "--data", data.to_str().unwrap(), "--title", "big", "--json"]));
     assert_eq!(r["bytes"], 200u64 << 20);
@@ -68,9 +66,7 @@ fn round_trip_200_mib_with_running_time_sizing() {
 
 #[test]
 fn one_flipped_bit_in_any_stored_blob_is_detected() {
-    let dir = tempfile::tempdir().unwrap();
-    let input = dir.path().join("in");
-    random_file(&input, 5 * SEG + 1000, "flip");
+    let (dir, input) = dir_with_input("in", 5 * SEG + 1000, "flip");
     let data = dir.path().join("store");
     let d = data.to_str().unwrap();
     ok(&["ingest", input.to_str().unwrap(), "--data", d, "--title", "flip", "--segment-size", &SEG.to_string()]);
@@ -136,9 +132,7 @@ fn no_plaintext_at_rest() {
 
 #[test]
 fn bad_input_gets_clear_errors_and_leaves_the_store_as_it_was() {
-    let dir = tempfile::tempdir().unwrap();
-    let input = dir.path().join("in");
-    random_file(&input, 100_000, "bad");
+    let (dir, input) = dir_with_input("in", 100_000, "bad");
     let data = dir.path().join("store");
     let (i, d) = (input.to_str().unwrap(), data.to_str().unwrap());
 

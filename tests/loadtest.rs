@@ -7,9 +7,7 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
-
-use common::{bin, fails, json};
+use common::{fails, loadtest};
 
 const SCENARIO: &str = r#"
 name = "ci"
@@ -55,19 +53,7 @@ fn a_crowd_plays_through_a_kill_with_and_without_precasts() {
     let file = dir.path().join("ci.toml");
     std::fs::write(&file, SCENARIO).unwrap();
     let out_dir = dir.path().join("report");
-    let out = Command::new(bin())
-        .args(["loadtest", "--json", "--scenario"])
-        .arg(&file)
-        .arg("--out")
-        .arg(&out_dir)
-        .arg("--data")
-        .arg(dir.path().join("data"))
-        .env("RUST_LOG", "error")
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let summary = json(&String::from_utf8_lossy(&out.stdout));
+    let summary = loadtest(&file, &out_dir, &["--data", dir.path().join("data").to_str().unwrap()]);
     let runs = summary["runs"].as_array().unwrap();
     assert_eq!(runs.len(), 2);
     for r in runs {

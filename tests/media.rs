@@ -62,9 +62,7 @@ fn segment_size_follows_running_time_and_encode_transcodes() {
 
 #[test]
 fn encode_of_a_file_ffmpeg_cannot_read_is_a_clear_error() {
-    let dir = tempfile::tempdir().unwrap();
-    let input = dir.path().join("junk.mp4");
-    random_file(&input, 100_000, "junk");
+    let (dir, input) = dir_with_input("junk.mp4", 100_000, "junk");
     let data = dir.path().join("store");
     let err = fails(&["ingest", input.to_str().unwrap(), "--data", data.to_str().unwrap(), "--title", "junk", "--encode"]);
     assert!(err.contains("ffmpeg failed"), "{err}");

@@ -41,9 +41,7 @@ fn start_origin(data: &std::path::Path) -> OriginProcess {
 
 #[test]
 fn upload_play_inspect_and_graceful_stop() {
-    let dir = tempfile::tempdir().unwrap();
-    let input = dir.path().join("movie.bin");
-    random_file(&input, 700_000, "upload");
+    let (dir, input) = dir_with_input("movie.bin", 700_000, "upload");
     let mut o = start_origin(&dir.path().join("origin"));
     let url = format!("https://localhost:{}", o.port);
     let (i, ca) = (input.to_str().unwrap(), o.ca.to_str().unwrap());
@@ -114,9 +112,7 @@ fn upload_play_inspect_and_graceful_stop() {
     assert!(err.contains("not a ticket or certificate"), "{err}");
 
     // SIGTERM: drains and exits 0.
-    let pid = o.child.id() as i32;
-    let rc = Command::new("kill").args(["-TERM", &pid.to_string()]).status().unwrap();
-    assert!(rc.success());
+    signal(&o.child, "-TERM");
     let status = o.child.wait().unwrap();
     assert!(status.success(), "origin exited with {status}");
 }
@@ -127,9 +123,7 @@ fn upload_play_inspect_and_graceful_stop() {
 #[test]
 fn a_play_a_revocation_and_an_order_survive_sigkill() {
     use std::os::unix::process::ExitStatusExt;
-    let dir = tempfile::tempdir().unwrap();
-    let input = dir.path().join("movie.bin");
-    random_file(&input, 300_000, "kill");
+    let (dir, input) = dir_with_input("movie.bin", 300_000, "kill");
     let data = dir.path().join("origin");
     let mut o = start_origin(&data);
     let url = format!("https://localhost:{}", o.port);

@@ -109,22 +109,14 @@ fn curl_aioquic_ffprobe_and_ffmpeg_play_a_playback_url() {
         "name = \"crowd\"\nmax_seconds = 60\n[viewers]\ncount = 20\narrival_seconds = 1\nspeed = 20.0\nper_connection = 5\n",
     )
     .unwrap();
-    let lt = run(Command::new(bin())
-        .args(["loadtest", "--json", "--scenario"])
-        .arg(&scenario)
-        .arg("--cluster")
-        .arg(&described)
-        .arg("--out")
-        .arg(dir.path().join("lt"))
-        .env("RUST_LOG", "error"));
-    let lt: serde_json::Value = serde_json::from_slice(&lt).unwrap();
+    let lt = common::loadtest(&scenario, &dir.path().join("lt"), &["--cluster", described.to_str().unwrap()]);
     let r = &lt["runs"][0];
     assert_eq!((r["finished"].as_u64(), r["failed"].as_u64(), r["mismatches"].as_u64()), (Some(20), Some(0), Some(0)), "{lt}");
     assert!(r["bytes_delivered"].as_u64().unwrap() >= 20 * 600_000, "{lt}");
     assert!(r["origin_offload"].as_f64().unwrap() > 0.9, "{lt}");
     assert!(dir.path().join("lt/report.html").exists());
 
-    assert!(Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap().success());
+    common::signal(&child, "-INT");
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success());
     let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
