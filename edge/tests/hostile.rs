@@ -10,8 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use tranzcast_edge::{EdgeServer, EdgeTls};
-use tranzcast_origin::Origin;
+use tranzcast_edge::EdgeServer;
 
 use tranzcast_testkit::*;
 
@@ -21,6 +20,15 @@ fn silent_parent() -> (std::net::TcpListener, String) {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("https://localhost:{}", l.local_addr().unwrap().port());
     (l, url)
+}
+
+/// An edge whose only parent is a silent one (so every miss waits there
+/// first), with `sets`: the edge, the parent (to keep) and the edge's URL.
+async fn edge_behind_a_silent_parent(cl: &TestCluster, sets: &[&str]) -> (EdgeServer, std::net::TcpListener, String) {
+    let (silent, silent_url) = silent_parent();
+    let edge = cl.server(&cl.spec("edge", "edge-1").parents(&[silent_url]).sets(sets)).await;
+    let edge_url = url_of(&edge);
+    (edge, silent, edge_url)
 }
 
 /// An HTTP/2 connection of the `h2` crate over TLS (to send raw resets).
@@ -40,31 +48,20 @@ async fn h2_conn(port: u16, ca: &str) -> h2::client::SendRequest<Bytes> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_requests_reset_before_their_answer_leave_nothing_in_hand() {
-    let dir = tempfile::tempdir().unwrap();
-    let (segs, bytes) = setup(dir.path());
-    let origin = Origin::start(origin_config(&dir.path().join("origin"), 0)).await.unwrap();
-    let oport = origin.https_addr().port();
-    let (_silent, silent_url) = silent_parent();
+    let cl = TestCluster::start(3).await;
     // The address's cancel budget above the 1,000 resets: this is the guards'
     // test (the rapid-reset protection, which would close these connections
     // after 200, has its own in net/tests/limits.rs).
-    let cfg = EdgeSpec::new("edge", "edge-1", &dir.path().join("e1"), oport)
-        .parents(&[silent_url])
-        .sets(&["limits.max_cancelled_requests=5000"])
-        .config();
-    let tls = EdgeTls::from_config(&cfg, &origin.ca_dir()).unwrap();
-    let edge = EdgeServer::start(cfg, tls.clone()).await.unwrap();
-    let port = edge.https_addr().port();
-    let edge_url = format!("https://localhost:{port}");
-    let http = tranzcast_net::client::https(tls.ca_pem.as_bytes()).unwrap();
-    let (cert, _) = certificate(&http, &format!("https://localhost:{oport}"), "film").await;
-    let url = format!("{edge_url}/v1/blobs/{}", segs[0]);
+    let (edge, _silent, edge_url) = edge_behind_a_silent_parent(&cl, &["limits.max_cancelled_requests=5000"]).await;
+    let http = &cl.http;
+    let (cert, _) = cl.client().certificate("film").await;
+    let url = format!("{edge_url}/v1/blobs/{}", cl.segments[0]);
 
     // Ten connections each send 100 requests for the cold blob (they wait on
     // one fetch stuck at the silent parent) and reset each before its answer.
     let t = Instant::now();
     for _ in 0..10 {
-        let send = h2_conn(port, &tls.ca_pem).await;
+        let send = h2_conn(edge.https_addr().port(), &cl.tls.ca_pem).await;
         let mut open = Vec::new();
         for _ in 0..100 {
             let mut ready = send.clone().ready().await.unwrap();
@@ -81,38 +78,30 @@ async fn a_thousand_requests_reset_before_their_answer_leave_nothing_in_hand() {
     }
     assert!(t.elapsed() < Duration::from_millis(1800), "the resets came after the fetch could have answered ({:?})", t.elapsed());
     eventually(10, "the in-flight gauge to come back to 0", || async {
-        metric(&http, &edge_url, "edge_requests_in_flight").await <= 1 // this scrape itself
+        metric(http, &edge_url, "edge_requests_in_flight").await <= 1 // this scrape itself
     })
     .await;
-    assert!(metric(&http, &edge_url, "edge_requests_total").await >= 1000, "the requests did reach the routes");
-    assert_eq!(metric_f64(&http, &edge_url, "edge_refused_total{reason=\"cancel_flood\"}").await, Some(0.0));
+    assert!(metric(http, &edge_url, "edge_requests_total").await >= 1000, "the requests did reach the routes");
+    assert_eq!(metric_f64(http, &edge_url, "edge_refused_total{reason=\"cancel_flood\"}").await, Some(0.0));
     // The edge answers normally, with the blob the fetch went on to get.
     let r = http.get(&url).header("authorization", &cert).send().await.unwrap();
     assert_eq!(r.status(), 200);
-    assert_eq!(r.bytes().await.unwrap()[..], bytes[0][..]);
+    assert_eq!(r.bytes().await.unwrap()[..], cl.blobs[0][..]);
     edge.shutdown().await;
-    origin.shutdown().await;
+    cl.origin.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fetch_whose_starter_is_cancelled_leaves_the_table_and_fetches_are_bounded() {
-    let dir = tempfile::tempdir().unwrap();
-    let (segs, bytes) = setup(dir.path());
-    let origin = Origin::start(origin_config(&dir.path().join("origin"), 0)).await.unwrap();
-    let oport = origin.https_addr().port();
-    let (_silent, silent_url) = silent_parent();
-    let cfg =
-        EdgeSpec::new("edge", "edge-1", &dir.path().join("e1"), oport).parents(&[silent_url]).sets(&["limits.max_flights=1"]).config();
-    let tls = EdgeTls::from_config(&cfg, &origin.ca_dir()).unwrap();
-    let edge = EdgeServer::start(cfg, tls.clone()).await.unwrap();
-    let edge_url = format!("https://localhost:{}", edge.https_addr().port());
-    let http = tranzcast_net::client::https(tls.ca_pem.as_bytes()).unwrap();
-    let (cert, _) = certificate(&http, &format!("https://localhost:{oport}"), "film").await;
+    let cl = TestCluster::start(3).await;
+    let (edge, _silent, edge_url) = edge_behind_a_silent_parent(&cl, &["limits.max_flights=1"]).await;
+    let (http, segs) = (&cl.http, &cl.segments);
+    let (cert, _) = cl.client().certificate("film").await;
     let get = |i: usize| http.get(format!("{edge_url}/v1/blobs/{}", segs[i])).header("authorization", &cert).send();
 
     // The starter of a fetch gives up after 200 ms (the fetch waits 2 s on the silent parent).
     let starter = tokio::spawn(get(0));
-    eventually(5, "the fetch to start", || async { metric(&http, &edge_url, "edge_flights_in_air").await == 1 }).await;
+    eventually(5, "the fetch to start", || async { metric(http, &edge_url, "edge_flights_in_air").await == 1 }).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     starter.abort();
     // While it is in the air, the one flight allowed is taken: another miss is refused at once.
@@ -122,32 +111,27 @@ async fn a_fetch_whose_starter_is_cancelled_leaves_the_table_and_fetches_are_bou
     assert!(r.text().await.unwrap().contains("upstream_busy"));
     // The abandoned fetch goes on (the silent parent times out, the origin
     // has it), stores the blob and leaves the table.
-    eventually(15, "the flight to leave the table", || async { metric(&http, &edge_url, "edge_flights_in_air").await == 0 }).await;
+    eventually(15, "the flight to leave the table", || async { metric(http, &edge_url, "edge_flights_in_air").await == 0 }).await;
     let ask = tranzcast_proto::api::MissingBody { blobs: vec![segs[0].to_hex(), segs[1].to_hex()] };
     let b =
         http.post(format!("{edge_url}/v1/staging/missing")).bearer_auth(CLUSTER).json(&ask).send().await.unwrap().bytes().await.unwrap();
     let missing: tranzcast_proto::answers::Missing = tranzcast_proto::answers::parse_small("missing", &b).unwrap();
     assert_eq!(missing.missing, vec![segs[1].to_hex()], "the first is stored, the second not in the air");
     let r = get(0).await.unwrap();
-    assert_eq!((r.status().as_u16(), r.bytes().await.unwrap()[..] == bytes[0][..]), (200, true));
-    assert_eq!(metric_f64(&http, &edge_url, "edge_refused_total{reason=\"upstream_busy\"}").await, Some(1.0));
+    assert_eq!((r.status().as_u16(), r.bytes().await.unwrap()[..] == cl.blobs[0][..]), (200, true));
+    assert_eq!(metric_f64(http, &edge_url, "edge_refused_total{reason=\"upstream_busy\"}").await, Some(1.0));
     edge.shutdown().await;
-    origin.shutdown().await;
+    cl.origin.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn overlapping_ranges_are_answered_merged() {
-    let dir = tempfile::tempdir().unwrap();
-    let (segs, bytes) = setup(dir.path());
-    let origin = Origin::start(origin_config(&dir.path().join("origin"), 0)).await.unwrap();
-    let oport = origin.https_addr().port();
-    let cfg = EdgeSpec::new("node", "node-1", &dir.path().join("n1"), oport).config();
-    let tls = EdgeTls::from_config(&cfg, &origin.ca_dir()).unwrap();
-    let node = EdgeServer::start(cfg, tls.clone()).await.unwrap();
-    wait_staged(&origin, &["node-1"]).await;
-    let url = format!("https://localhost:{}/v1/blobs/{}", node.https_addr().port(), segs[0]);
-    let http = tranzcast_net::client::https(tls.ca_pem.as_bytes()).unwrap();
-    let len = bytes[0].len();
+    let cl = TestCluster::start(3).await;
+    let node = cl.server(&cl.spec("node", "node-1")).await;
+    wait_staged(&cl.origin, &["node-1"]).await;
+    let url = format!("{}/v1/blobs/{}", url_of(&node), cl.segments[0]);
+    let http = &cl.http;
+    let len = cl.blobs[0].len();
     // 64 overlapping ranges of the whole blob: one range, each byte once.
     let all = format!("bytes={}", (0..64).map(|i| format!("{i}-{}", len - 1)).collect::<Vec<_>>().join(","));
     let node_cfg_max = 64;
@@ -155,19 +139,15 @@ async fn overlapping_ranges_are_answered_merged() {
     // The node's default is 16 ranges per request: 64 is refused; with the cap raised, merged.
     assert_eq!(r.status(), 400, "more ranges than limits.max_ranges");
     node.shutdown().await;
-    let cfg = EdgeSpec::new("node", "node-1", &dir.path().join("n1"), oport)
-        .mirroring()
-        .sets(&[&format!("limits.max_ranges={node_cfg_max}")])
-        .config();
-    let node = EdgeServer::start(cfg, tls.clone()).await.unwrap();
-    let url = format!("https://localhost:{}/v1/blobs/{}", node.https_addr().port(), segs[0]);
+    let node = cl.server(&cl.spec("node", "node-1").mirroring().sets(&[&format!("limits.max_ranges={node_cfg_max}")])).await;
+    let url = format!("{}/v1/blobs/{}", url_of(&node), cl.segments[0]);
     let r = http.get(&url).bearer_auth(CLUSTER).header("range", &all).send().await.unwrap();
     assert_eq!(r.status(), 206);
     assert_eq!(h(r.headers(), "content-range"), format!("bytes 0-{}/{len}", len - 1));
     assert!(!h(r.headers(), "content-type").starts_with("multipart"));
     let body = r.bytes().await.unwrap();
     assert_eq!(body.len(), len, "64 overlapping ranges cost one blob, not 64");
-    assert_eq!(body[..], bytes[0][..]);
+    assert_eq!(body[..], cl.blobs[0][..]);
     // Overlapping and adjacent parts merge; a gap keeps two parts, in ascending order.
     let r = http.get(&url).bearer_auth(CLUSTER).header("range", "bytes=500-599,0-99,50-149,150-199").send().await.unwrap();
     let ctype = h(r.headers(), "content-type").to_string();
@@ -178,5 +158,5 @@ async fn overlapping_ranges_are_answered_merged() {
     let second = text.find("Content-Range: bytes 500-599/").expect("500-599 part");
     assert!(first < second && text.matches("Content-Range").count() == 2, "{text:.300}");
     node.shutdown().await;
-    origin.shutdown().await;
+    cl.origin.shutdown().await;
 }

@@ -10,7 +10,7 @@ use tranzcast_edge::{EdgeServer, EdgeTls};
 use tranzcast_net::client::{H3Client, https, https_h1};
 use tranzcast_origin::Origin;
 use tranzcast_proto::BlobAddress;
-use tranzcast_testkit::{Client, h};
+use tranzcast_testkit::{Client, check_ranges, h};
 
 const CLUSTER: &str = "test-cluster-token-0123456789";
 
@@ -74,55 +74,16 @@ async fn every_range_and_conditional_case_on_h1_h2_h3() {
         if *name != "h3" {
             assert_eq!(h(&hd, "alt-svc"), format!("h3=\":{port}\"; ma=86400"), "{name}: Alt-Svc on TCP");
         }
-        // Single, suffix, open-ended.
-        for (range, lo, hi) in [
+        // Single, suffix and open-ended ranges; several as multipart/byteranges;
+        // If-Range, If-None-Match; unsatisfiable (416), malformed (400); HEAD.
+        let singles = [
             ("bytes=0-99", 0, 100),
             ("bytes=-100", len - 100, len),
             ("bytes=1000-", 1000, len),
             ("bytes=5-5", 5, 6),
             ("bytes=1048000-9999999", 1_048_000, len),
-        ] {
-            let (s, hd, b) = c.get("GET", &url, &[("range", range)]).await;
-            assert_eq!(s, 206, "{name} {range}");
-            assert_eq!(h(&hd, "content-range"), format!("bytes {lo}-{}/{len}", hi - 1), "{name} {range}");
-            assert_eq!(&b[..], &blob[lo..hi], "{name} {range}");
-        }
-        // Several ranges: multipart/byteranges.
-        let (s, hd, b) = c.get("GET", &url, &[("range", "bytes=0-9, 20-29, -5")]).await;
-        assert_eq!(s, 206, "{name}");
-        let ct = h(&hd, "content-type").to_string();
-        let boundary = ct.strip_prefix("multipart/byteranges; boundary=").unwrap();
-        let mut found = 0;
-        for (lo, hi) in [(0usize, 10usize), (20, 30), (len - 5, len)] {
-            let marker = format!("Content-Range: bytes {lo}-{}/{len}\r\n\r\n", hi - 1);
-            let at =
-                b.windows(marker.len()).position(|w| w == marker.as_bytes()).unwrap_or_else(|| panic!("{name}: part {lo}-{hi} missing"));
-            assert_eq!(&b[at + marker.len()..at + marker.len() + (hi - lo)], &blob[lo..hi], "{name}");
-            found += 1;
-        }
-        assert_eq!(found, 3);
-        assert!(b.ends_with(format!("--{boundary}--\r\n").as_bytes()), "{name}: closing boundary");
-        // If-Range: matching validator honours the range, another one gets the whole blob.
-        let (s, _, b) = c.get("GET", &url, &[("range", "bytes=0-9"), ("if-range", &etag)]).await;
-        assert_eq!((s, b.len()), (206, 10), "{name}");
-        let (s, _, b) = c.get("GET", &url, &[("range", "bytes=0-9"), ("if-range", "\"stale\"")]).await;
-        assert_eq!((s, b.len()), (200, len), "{name}");
-        // If-None-Match: 304, no body.
-        let (s, hd, b) = c.get("GET", &url, &[("if-none-match", &etag)]).await;
-        assert_eq!((s, b.len()), (304, 0), "{name}");
-        assert_eq!(h(&hd, "etag"), etag);
-        // Unsatisfiable: 416 with the length.
-        let (s, hd, _) = c.get("GET", &url, &[("range", &format!("bytes={len}-"))]).await;
-        assert_eq!(s, 416, "{name}");
-        assert_eq!(h(&hd, "content-range"), format!("bytes */{len}"));
-        // Malformed: 400 with a reason.
-        let (s, _, b) = c.get("GET", &url, &[("range", "bytes=9-1")]).await;
-        assert_eq!(s, 400, "{name}");
-        assert!(String::from_utf8_lossy(&b).contains("ends before it starts"), "{name}");
-        // HEAD: the headers a GET would send, no body.
-        let (s, hd, b) = c.get("HEAD", &url, &[("range", "bytes=0-99")]).await;
-        assert_eq!((s, b.len()), (206, 0), "{name}");
-        assert_eq!(h(&hd, "content-length"), "100");
+        ];
+        check_ranges(c, name, &url, &blob, &etag, &singles, ("bytes=0-9, 20-29, -5", [(0, 10), (20, 30), (len - 5, len)])).await;
         // Unknown and malformed addresses.
         let (s, _, _) = c.get("GET", &format!("{base}/v1/blobs/{}", BlobAddress::of(b"nope")), &[]).await;
         assert_eq!(s, 404, "{name}");

@@ -16,7 +16,6 @@ use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use tranzcast_edge::{EdgeServer, EdgeTls};
 use tranzcast_net::{Body, HttpServer, RequestContext, ServerOptions, ServerStats};
-use tranzcast_origin::Origin;
 
 use tranzcast_testkit::*;
 
@@ -97,13 +96,7 @@ async fn health(http: &reqwest::Client, edge: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_edge_refuses_until_it_reads_the_list_and_keeps_refusing_when_the_origin_fails_or_stalls() {
-    let dir = tempfile::tempdir().unwrap();
-    let (segs, bytes) = setup(dir.path());
-    let origin = Origin::start(origin_config(&dir.path().join("origin"), 0)).await.unwrap();
-    let oport = origin.https_addr().port();
-    let origin_url = format!("https://localhost:{oport}");
-    let tls = EdgeTls::from_config(&EdgeSpec::new("edge", "x", dir.path(), oport).config(), &origin.ca_dir()).unwrap();
-    let http = tranzcast_net::client::https(tls.ca_pem.as_bytes()).unwrap();
+    let TestCluster { dir, segments: segs, blobs: bytes, origin, origin_url, tls, http, .. } = TestCluster::start(3).await;
     let mode = Arc::new(AtomicU8::new(ERROR));
     let pulls = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let px = proxy(&tls, origin_url.clone(), mode.clone(), pulls.clone()).await;

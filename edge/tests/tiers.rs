@@ -8,9 +8,15 @@ use std::time::{Duration, Instant};
 
 use tranzcast_edge::{EdgeServer, EdgeTls};
 use tranzcast_origin::Origin;
+use tranzcast_proto::BlobAddress;
 use tranzcast_store::{BlobStore, StoreOptions};
 
 use tranzcast_testkit::*;
+
+/// A range of a blob from the server at `base`, asked with the certificate header `cert`.
+async fn ranged(http: &reqwest::Client, base: &str, blob: &BlobAddress, range: &str, cert: &str) -> reqwest::Response {
+    http.get(format!("{base}/v1/blobs/{blob}")).header("range", range).header("authorization", cert).send().await.unwrap()
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn coalescing_and_failover_across_tiers() {
@@ -81,13 +87,7 @@ async fn coalescing_and_failover_across_tiers() {
     assert_eq!(metric(&http, &node_url, "edge_blob_requests_total").await - before, 1, "exactly one request reached the parent");
     assert_eq!(metric(&http, &edge_url, "edge_upstream_fetches_total").await, 1);
     // A range on a blob the edge now holds is a hit.
-    let r = http
-        .get(format!("{edge_url}/v1/blobs/{}", segs[0]))
-        .header("range", "bytes=100-199")
-        .header("authorization", &cert)
-        .send()
-        .await
-        .unwrap();
+    let r = ranged(&http, &edge_url, &segs[0], "bytes=100-199", &cert).await;
     assert_eq!(r.bytes().await.unwrap()[..], bytes[0][100..200]);
 
     // The edge's pulse: 490 blob answers' bytes out, nothing in the air; the
@@ -166,13 +166,7 @@ async fn coalescing_and_failover_across_tiers() {
     let node =
         EdgeServer::start(EdgeSpec::new("node", "node-1", &dir.path().join("n1"), oport).port(nport).config(), tls.clone()).await.unwrap();
     origin.shutdown().await;
-    let r = http
-        .get(format!("{edge_url}/v1/blobs/{}", segs[2]))
-        .header("range", "bytes=-1000")
-        .header("authorization", &cert)
-        .send()
-        .await
-        .unwrap();
+    let r = ranged(&http, &edge_url, &segs[2], "bytes=-1000", &cert).await;
     assert_eq!(r.status().as_u16(), 206);
     assert!(r.bytes().await.unwrap()[..] == bytes[2][bytes[2].len() - 1000..]);
     edge.shutdown().await;

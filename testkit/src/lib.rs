@@ -339,6 +339,56 @@ impl Client {
     }
 }
 
+/// What RFC 9110 asks of ranges and conditionals, checked on `url` through
+/// `c` (`name` in messages), whose whole body is `whole` and validator `etag`:
+/// each of `singles` (a Range header, the bytes it covers) is one 206 part;
+/// `multi` (a Range header, its three parts) is answered as
+/// multipart/byteranges; If-Range with the validator honours the range and
+/// with another gives the whole; If-None-Match is 304 with no body; a range
+/// past the end is 416 with the length; a range that ends before it starts
+/// is 400; HEAD with a range is the GET's head with no body.
+pub async fn check_ranges(
+    c: &Client,
+    name: &str,
+    url: &str,
+    whole: &[u8],
+    etag: &str,
+    singles: &[(&str, usize, usize)],
+    multi: (&str, [(usize, usize); 3]),
+) {
+    let len = whole.len();
+    for &(range, lo, hi) in singles {
+        let (s, hd, b) = c.get("GET", url, &[("range", range)]).await;
+        assert_eq!(s, 206, "{name} {range}");
+        assert_eq!(h(&hd, "content-range"), format!("bytes {lo}-{}/{len}", hi - 1), "{name} {range}");
+        assert!(b[..] == whole[lo..hi], "{name} {range}");
+    }
+    let (s, hd, b) = c.get("GET", url, &[("range", multi.0)]).await;
+    assert_eq!(s, 206, "{name}");
+    let ct = h(&hd, "content-type").to_string();
+    let boundary = ct.strip_prefix("multipart/byteranges; boundary=").unwrap();
+    for (lo, hi) in multi.1 {
+        let marker = format!("Content-Range: bytes {lo}-{}/{len}\r\n\r\n", hi - 1);
+        let at = b.windows(marker.len()).position(|w| w == marker.as_bytes()).unwrap_or_else(|| panic!("{name}: part {lo}-{hi} missing"));
+        assert!(b[at + marker.len()..at + marker.len() + (hi - lo)] == whole[lo..hi], "{name}: part {lo}-{hi}");
+    }
+    assert!(b.ends_with(format!("--{boundary}--\r\n").as_bytes()), "{name}: closing boundary");
+    let (s, _, b) = c.get("GET", url, &[("range", "bytes=0-9"), ("if-range", etag)]).await;
+    assert_eq!((s, b.len()), (206, 10), "{name}");
+    let (s, _, b) = c.get("GET", url, &[("range", "bytes=0-9"), ("if-range", "\"stale\"")]).await;
+    assert_eq!((s, b.len()), (200, len), "{name}");
+    let (s, hd, b) = c.get("GET", url, &[("if-none-match", etag)]).await;
+    assert_eq!((s, b.len()), (304, 0), "{name}");
+    assert_eq!(h(&hd, "etag"), etag, "{name}");
+    let (s, hd, _) = c.get("GET", url, &[("range", &format!("bytes={len}-"))]).await;
+    assert_eq!((s, h(&hd, "content-range")), (416, format!("bytes */{len}").as_str()), "{name}");
+    let (s, _, b) = c.get("GET", url, &[("range", "bytes=9-1")]).await;
+    assert_eq!(s, 400, "{name}");
+    assert!(String::from_utf8_lossy(&b).contains("ends before it starts"), "{name}");
+    let (s, hd, b) = c.get("HEAD", url, &[("range", "bytes=0-99")]).await;
+    assert_eq!((s, b.len(), h(&hd, "content-length")), (206, 0, "100"), "{name}");
+}
+
 /// A header's value as text ("" when absent).
 pub fn h<'a>(m: &'a HeaderMap, k: &str) -> &'a str {
     m.get(k).and_then(|v| v.to_str().ok()).unwrap_or("")
