@@ -2,9 +2,11 @@
 # Installs the system packages the build and the tests need (Debian/Ubuntu).
 # libclang-dev: bindgen for RocksDB's bindings. ffmpeg: test clips, --encode, probing.
 # aria2, iproute2: bench/multisource.sh (the peer downloader; its network namespace and tc).
+# postgresql: the origin's shared state engine; tests start private instances
+# (initdb + pg_ctl in a temporary directory, as the postgres user under root).
 set -euo pipefail
 need=()
-for pkg in libclang-dev ffmpeg curl aria2 iproute2; do
+for pkg in libclang-dev ffmpeg curl aria2 iproute2 postgresql; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 python3 -m pip --version >/dev/null 2>&1 || need+=(python3-pip)

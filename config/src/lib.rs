@@ -13,6 +13,7 @@
 mod error;
 mod layers;
 mod roles;
+mod state;
 mod units;
 
 pub use error::ConfigError;
@@ -21,6 +22,7 @@ pub use roles::{
     EdgeConfig, EdgeRole, LimitsConfig, ListenConfig, MasterBackend, MasterConfig, MirroringConfig, OriginConfig, PrecastConfig,
     RateConfig, RoleConfig, StoreConfig, TlsConfig,
 };
+pub use state::{KeysConfig, StateBackend, StateConfig};
 pub use units::{ByteSize, Duration, Secret, TimeWindow};
 
 /// Loads a role's config from an optional file, the process environment and overrides.

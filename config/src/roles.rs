@@ -227,6 +227,10 @@ pub struct OriginConfig {
     pub limits: LimitsConfig,
     /// Per-address rates of plays and storefront calls.
     pub rate: RateConfig,
+    /// The state engine: embedded RocksDB or a shared PostgreSQL.
+    pub state: crate::StateConfig,
+    /// How keys rest (the key-encryption key).
+    pub keys: crate::KeysConfig,
 }
 
 impl Default for OriginConfig {
@@ -249,6 +253,8 @@ impl Default for OriginConfig {
             allow_local_peer_certificates: false,
             limits: LimitsConfig::default(),
             rate: RateConfig::default(),
+            state: crate::StateConfig::default(),
+            keys: crate::KeysConfig::default(),
         }
     }
 }
@@ -285,6 +291,7 @@ impl RoleConfig for OriginConfig {
             return fail("member_timeout", "must be at least 1s");
         }
         self.limits.validate()?;
+        self.state.validate(&self.keys)?;
         self.rate.validate()
     }
 }

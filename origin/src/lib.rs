@@ -5,12 +5,14 @@
 //!
 //! - [`validation`]: the pure decision of Fig. 13.
 //! - [`state`]: customers, orders, tickets, log, revocations, members in RocksDB.
+//! - [`ledger`]: that state on the engine chosen (RocksDB, or PostgreSQL for several origins).
 //! - [`staging`]: pushes complete sets to every node, resumably.
 //! - [`precast`]: pushes popular titles' first segments to peer clients off-peak.
 //! - [`Origin`]: the server.
 
 mod api;
 mod error;
+pub mod ledger;
 pub mod precast;
 pub mod push;
 pub mod staging;
@@ -27,6 +29,7 @@ use tranzcast_config::OriginConfig;
 use tranzcast_net::{HttpServer, LocalCa, ServerOptions, TlsIdentity};
 use tranzcast_store::{BlobStore, StoreOptions};
 
+use crate::ledger::Ledger;
 use crate::state::OriginState;
 
 /// Unix seconds now.
@@ -47,7 +50,7 @@ pub(crate) fn random16() -> [u8; 16] {
 
 pub(crate) struct Inner {
     pub store: BlobStore,
-    pub state: OriginState,
+    pub state: Ledger,
     pub signing: SigningKey,
     pub config: OriginConfig,
     pub metrics: api::Metrics,
@@ -72,6 +75,19 @@ pub(crate) struct Inner {
     pub members_lock: std::sync::Mutex<()>,
     /// Issues peers' TLS certificates (`POST /v1/cluster/peer-identity`).
     pub peer_ca: LocalCa,
+    /// Titles read from the cluster's catalog (shared engine only).
+    pub shared_titles: std::sync::Mutex<std::collections::HashMap<String, CatalogEntry>>,
+}
+
+/// A title as plays and orders need it.
+#[derive(Clone)]
+pub(crate) struct CatalogEntry {
+    /// The title key KM.
+    pub key: [u8; 32],
+    /// The signed manifest.
+    pub manifest: bytes::Bytes,
+    /// Its address.
+    pub address: tranzcast_proto::BlobAddress,
 }
 
 impl Inner {
@@ -80,12 +96,37 @@ impl Inner {
         now_ms().saturating_sub(u64::try_from(self.config.member_timeout.0.as_millis()).unwrap_or(u64::MAX))
     }
 
+    /// A title's key and signed manifest: from this origin's store, else
+    /// (on a shared engine) from the cluster's catalog, kept in memory
+    /// once read (a published title never changes; its key is not written
+    /// to this origin's disk).
+    pub(crate) fn catalog_entry(&self, title: &tranzcast_proto::TitleId) -> Result<Option<CatalogEntry>, OriginError> {
+        if let (Some(address), Some(key)) = (self.store.title_manifest(title)?, self.store.title_secret(title)?)
+            && let Some(manifest) = self.store.get(&address)?
+        {
+            return Ok(Some(CatalogEntry { key, manifest, address }));
+        }
+        let Some(pg) = self.state.shared() else { return Ok(None) };
+        if let Some(e) = self.shared_titles.lock().unwrap_or_else(|p| p.into_inner()).get(title.as_str()) {
+            return Ok(Some(e.clone()));
+        }
+        let Some(t) = pg.title(title.as_str())? else { return Ok(None) };
+        let manifest = bytes::Bytes::from(t.manifest);
+        let e = CatalogEntry { key: t.key, address: tranzcast_proto::BlobAddress::of(&manifest), manifest };
+        let mut cache = self.shared_titles.lock().unwrap_or_else(|p| p.into_inner());
+        if cache.len() >= 4096 {
+            cache.clear();
+        }
+        cache.insert(title.as_str().to_string(), e.clone());
+        Ok(Some(e))
+    }
+
     /// Members seen within the member timeout.
     pub(crate) fn live_members(&self) -> Result<Vec<state::Member>, OriginError> {
         self.state.live_members(self.member_cutoff_ms())
     }
 
-    /// Whether a peer's record still belongs to its certificate (see [`state::State::peer_live`]).
+    /// Whether a peer's record still belongs to its certificate (see [`Ledger::peer_live`]).
     pub(crate) fn peer_live(&self, m: &state::Member) -> bool {
         self.state.peer_live(m, self.member_cutoff_ms(), now_secs())
     }
@@ -112,8 +153,8 @@ impl Origin {
     pub async fn start(config: OriginConfig) -> Result<Self, OriginError> {
         let dir = config.data_dir.clone();
         let store = BlobStore::open(&dir, StoreOptions { cache_bytes: config.store.cache_bytes.0, create: true })?;
-        let state = OriginState::open(&dir.join("state"))?;
-        let signing = tranzcast_ingest::origin_signing_key(&store).map_err(|e| OriginError::Storage(e.to_string()))?;
+        let (state, signing) = open_state(&config, &store)?;
+        tracing::info!(engine = state.engine(), "origin state open");
         let (identity, ca_pem) = identity(&config, &dir)?;
         // Peers' certificates come from the local CA in <data_dir>/tls (its
         // key stays here), whatever identity the origin itself presents.
@@ -146,6 +187,7 @@ impl Origin {
             publishing: std::sync::Mutex::new(()),
             members_lock: std::sync::Mutex::new(()),
             peer_ca,
+            shared_titles: Default::default(),
         });
         let opts = ServerOptions {
             https: config.listen.https,
@@ -219,6 +261,59 @@ impl Origin {
         let _ = self.staging.await;
         self.server.shutdown().await;
         let _ = self.inner.store.sync();
+    }
+}
+
+/// The key-encryption key: `keys.kek_file`, else `TRANZCAST_KEK`, else none.
+fn kek(config: &OriginConfig) -> Result<Option<tranzcast_proto::envelope::Kek>, OriginError> {
+    let text = match &config.keys.kek_file {
+        Some(f) => std::fs::read_to_string(f).map_err(|e| OriginError::Storage(format!("keys.kek_file {}: {e}", f.display())))?,
+        None => match std::env::var("TRANZCAST_KEK") {
+            Ok(t) => t,
+            Err(_) => return Ok(None),
+        },
+    };
+    tranzcast_proto::envelope::Kek::from_hex(&text).map(Some).map_err(|e| OriginError::Storage(format!("key-encryption key: {e}")))
+}
+
+/// Opens the configured state engine and settles the signing key: the
+/// embedded engine's is this data directory's; on a shared engine every
+/// origin signs with the cluster's (sealed in the database), and a data
+/// directory that already signed with another key is refused.
+fn open_state(config: &OriginConfig, store: &BlobStore) -> Result<(Ledger, SigningKey), OriginError> {
+    let storage = |e: tranzcast_ingest::IngestError| OriginError::Storage(e.to_string());
+    match config.state.backend {
+        tranzcast_config::StateBackend::Rocksdb => {
+            let state = OriginState::open(&config.data_dir.join("state"))?;
+            Ok((Ledger::Embedded(state), tranzcast_ingest::origin_signing_key(store).map_err(storage)?))
+        }
+        tranzcast_config::StateBackend::Postgres => {
+            let kek = kek(config)?
+                .ok_or_else(|| OriginError::Storage("state.backend = \"postgres\" needs keys.kek_file or TRANZCAST_KEK".into()))?;
+            let pg = ledger::postgres::PgState::open(config.state.url.expose(), config.state.pool, kek)?;
+            // A data directory that never signed adopts the cluster's key
+            // (kept with its store, as on a single origin); one that did
+            // offers its own, which stands only if the cluster has none.
+            let name = tranzcast_ingest::ORIGIN_SIGNING_KEY;
+            let stored = pg.secret(name)?;
+            let local = store.secret(name, || stored.unwrap_or_else(tranzcast_proto::random_bytes))?;
+            let cluster = pg.share_secret(name, &local)?;
+            if cluster != local {
+                return Err(OriginError::Storage(format!(
+                    "{}: this data directory signs with another key than the cluster at state.url: it belongs to another cluster",
+                    config.data_dir.display()
+                )));
+            }
+            let signing = SigningKey::from_bytes(&cluster);
+            // Titles published here before are published to every origin.
+            for (title, addr) in store.titles()? {
+                let (Some(manifest), Some(key)) = (store.get(&addr)?, store.title_secret(&title)?) else { continue };
+                if !pg.publish_title(title.as_str(), &manifest, &key)? {
+                    tracing::error!(%title, "the cluster holds another title under this name: this origin's copy is not served by the others");
+                }
+            }
+            Ok((Ledger::Postgres(pg), signing))
+        }
     }
 }
 

@@ -22,18 +22,19 @@
 //! sees the mark or finished before its order's sweep (which then finds its
 //! certificate).
 
-use std::path::{Path, PathBuf};
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
-
 use rocksdb::{ColumnFamilyDescriptor, DB, IteratorMode, Options, WriteBatch, WriteOptions};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::OriginError;
 use crate::validation::TicketRecord;
 
 mod revocation;
+mod validate;
+pub use validate::{GrantWrite, TicketView};
 
 const CF_CUSTOMERS: &str = "customers";
 const CF_ORDERS: &str = "orders";
@@ -617,23 +618,6 @@ impl OriginState {
     /// A member by name.
     pub fn member(&self, name: &str) -> Result<Option<Member>, OriginError> {
         self.get_json(CF_MEMBERS, name.as_bytes())
-    }
-
-    /// Members seen since `cutoff_ms` (their last heartbeat).
-    pub fn live_members(&self, cutoff_ms: u64) -> Result<Vec<Member>, OriginError> {
-        Ok(self.members()?.into_iter().filter(|m| m.last_seen_ms >= cutoff_ms).collect())
-    }
-
-    /// Whether a peer's record still belongs to its certificate: seen since
-    /// `cutoff_ms`, certificate unexpired at `now_secs` and unrevoked (an
-    /// unreadable revocation counts as revoked: fails closed).
-    pub fn peer_live(&self, m: &Member, cutoff_ms: u64, now_secs: u64) -> bool {
-        let revoked = m.serial.as_deref().and_then(|s| {
-            let mut b = [0u8; 16];
-            hex::decode_to_slice(s, &mut b).ok()?;
-            self.is_revoked(&b).ok()
-        });
-        m.last_seen_ms >= cutoff_ms && m.expires.is_some_and(|e| e > now_secs) && revoked == Some(false)
     }
 
     /// Every member.

@@ -8,6 +8,7 @@
 //! - [`api`]: the origin's JSON request bodies, read and checked.
 //! - [`answers`]: the origin's JSON answers clients read (the play grant,
 //!   its sources) and the error body of every refusal.
+//! - [`envelope`]: the origin's secrets sealed under a key-encryption key.
 //! - [`BlobAddress`]: the blake3 of a stored blob's bytes.
 //! - [`TitleId`]: a title's short, fixed-width name.
 //! - [`gateway`]: which requests the smart client's local gateway answers.
@@ -27,6 +28,7 @@ pub mod access;
 mod address;
 pub mod answers;
 pub mod api;
+pub mod envelope;
 mod error;
 pub mod fetch;
 pub mod frame;

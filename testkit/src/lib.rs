@@ -7,6 +7,9 @@
 
 #![allow(clippy::unwrap_used, clippy::missing_panics_doc)]
 
+mod postgres;
+pub use postgres::Postgres;
+
 use std::path::Path;
 
 use bytes::Bytes;

@@ -136,10 +136,26 @@ pub(super) fn publish_title(inner: &Inner, req: &Request<Bytes>) -> ApiResult {
     m.created = now_secs();
     let signed = m.sign(&inner.signing).map_err(|e| ApiError::bad(e.to_string()))?;
     let _one_at_a_time = inner.publishing.lock().unwrap_or_else(|p| p.into_inner());
-    if inner.store.title_manifest(&title).map_err(ApiError::internal)?.is_some() {
+    let taken = |inner: &Inner| -> Result<bool, ApiError> {
+        Ok(inner.store.title_manifest(&title).map_err(ApiError::internal)?.is_some()
+            || inner.state.shared().map(|pg| pg.title(title.as_str())).transpose().map_err(ApiError::internal)?.flatten().is_some())
+    };
+    if taken(inner)? {
         return Err(ApiError::new(StatusCode::CONFLICT, "title_exists", format!("title {title} already exists")));
     }
     let addr = inner.store.commit_title(&title, &signed, key.expose()).map_err(ApiError::internal)?;
+    // Then to every origin; another origin that published the same name
+    // between the check and here keeps it (the first stays).
+    if let Some(pg) = inner.state.shared()
+        && !pg.publish_title(title.as_str(), &signed, key.expose()).map_err(ApiError::internal)?
+    {
+        tracing::error!(%title, "another origin published this title at the same time; its copy stands");
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "title_exists",
+            format!("title {title} was published by another origin meanwhile"),
+        ));
+    }
     let answer = answers::Published { title: title.as_str().to_string(), manifest: addr.to_hex(), segments: Some(m.segments.len()) };
     Ok(json_response(StatusCode::CREATED, &answer))
 }

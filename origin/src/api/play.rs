@@ -84,39 +84,21 @@ pub(super) fn play(inner: &Inner, req: &Request<Bytes>, cx: RequestContext) -> A
     entry.serial = hex::encode(ticket.serial);
     entry.customer = ticket.customer;
     entry.title = ticket.title.to_string();
-    let key = title_key(inner, &ticket.title)?;
-    let manifest_addr = inner.store.title_manifest(&ticket.title).map_err(ApiError::internal)?;
-    let manifest_bytes = match &manifest_addr {
-        Some(a) => inner.store.get(a).map_err(ApiError::internal)?,
-        None => None,
-    };
+    let catalog = inner.catalog_entry(&ticket.title).map_err(ApiError::internal)?;
+    let key = catalog.as_ref().map(|e| TitleKey::from_bytes(e.key));
+    let manifest_addr = catalog.as_ref().map(|e| e.address);
+    let manifest_bytes = catalog.map(|e| e.manifest);
     let running_time_s =
         manifest_bytes.as_ref().and_then(|b| SignedManifest::decode(b).ok()).map(|m| m.manifest.running_time_ms / 1000).unwrap_or(0);
 
     let grant = inner
         .state
-        .with_ticket_lock(&ticket.serial, || {
-            let mut record = inner.state.ticket(&ticket.serial).map_err(ApiError::internal)?;
-            let lineage_revoked = match &record {
-                Some(r) => inner.state.lineage_revoked(r).map_err(ApiError::internal)?,
-                None => false,
-            };
-            // A retry's earlier answer, unless its session was revoked since.
-            if let Some(r) = record.as_mut()
-                && let Some(last) = &r.last_grant
-                && inner.state.is_revoked(&last.certificate).map_err(ApiError::internal)?
-            {
-                r.last_grant = None;
-            }
-            let replacement = match record.as_ref().map(|r| r.state) {
-                Some(validation::TicketState::Replaced { by }) => inner.state.ticket(&by).map_err(ApiError::internal)?,
-                _ => None,
-            };
+        .validate(&ticket.serial, |view| {
             let cx = Context {
-                lineage_revoked,
+                lineage_revoked: view.lineage_revoked,
                 request: play_key,
                 retry_window_s: inner.config.play_retry_window.0.as_secs(),
-                replacement: replacement.as_ref(),
+                replacement: view.replacement.as_ref(),
                 now,
                 title_key: key.as_ref(),
                 running_time_s,
@@ -125,30 +107,25 @@ pub(super) fn play(inner: &Inner, req: &Request<Bytes>, cx: RequestContext) -> A
                 fresh_serial_2: random16(),
                 fresh_k1: tranzcast_proto::random_bytes(),
             };
-            match validation::decide(&ticket, record.as_ref(), &cx) {
-                Err(r) => Ok(Err(r)),
+            match validation::decide(&ticket, view.record.as_ref(), &cx) {
+                Err(r) => (Ok(Err(r)), None),
                 // The same answer again: nothing written, no play counted.
-                Ok(g) if g.repeated => Ok(Ok(g)),
+                Ok(g) if g.repeated => (Ok(Ok(g)), None),
                 Ok(g) => {
-                    let Some(mut presented) = record else { return Err(ApiError::internal("granted without a record")) };
+                    let Some(mut presented) = view.record.clone() else {
+                        return (Err(ApiError::internal("granted without a record")), None);
+                    };
                     presented.state = g.presented_state;
                     presented.last_grant = g.presented_last_grant.clone();
+                    let mut entry = entry.clone();
                     entry.result = "granted".into();
-                    inner
-                        .state
-                        .record_validation(
-                            Some((&ticket.serial, &presented)),
-                            g.replacement.as_ref().map(|(t, r)| (&t.serial, r)),
-                            Some(IssuedCertificate {
-                                serial: &g.certificate.serial,
-                                ticket: &ticket.serial,
-                                order: presented.order,
-                                expires: g.certificate.expires,
-                            }),
-                            &entry,
-                        )
-                        .map_err(ApiError::internal)?;
-                    Ok(Ok(g))
+                    let write = GrantWrite {
+                        presented: (ticket.serial, presented),
+                        replacement: g.replacement.as_ref().map(|(t, r)| (t.serial, r.clone())),
+                        certificate: (g.certificate.serial, g.certificate.expires),
+                        entry,
+                    };
+                    (Ok(Ok(g)), Some(write))
                 }
             }
         })

@@ -9,7 +9,7 @@ pub(super) fn add_customer(inner: &Inner, req: &Request<Bytes>) -> ApiResult {
 }
 
 pub(super) fn title_key(inner: &Inner, title: &TitleId) -> Result<Option<TitleKey>, ApiError> {
-    Ok(inner.store.title_secret(title).map_err(ApiError::internal)?.map(TitleKey::from_bytes))
+    Ok(inner.catalog_entry(title).map_err(ApiError::internal)?.map(|e| TitleKey::from_bytes(e.key)))
 }
 
 /// The `Idempotency-Key` header of an order or a play, if any: 1..=64 of

@@ -1,0 +1,609 @@
+//! The origin's state on PostgreSQL (`state.backend = "postgres"`): any
+//! number of origin processes share one database.
+//!
+//! Every decision that guards money is one transaction that takes the row
+//! lock of the ticket's order (`SELECT ... FOR UPDATE`) before it reads the
+//! ticket, decides and writes: plays of one ticket on any number of origins,
+//! and a revocation of its order, are serialised by the database, and a
+//! grant is committed before it is answered. Serialization failures and
+//! deadlocks (what CockroachDB and YugabyteDB report under contention) are
+//! retried from the top of the transaction.
+//!
+//! The API is synchronous like the embedded engine's: statements run on a
+//! small runtime of their own (its threads drive the connections), and the
+//! caller blocks on each, so it works from the blocking pool the routes run
+//! on and from async tasks alike. Every statement is bounded
+//! (`statement_timeout`, `lock_timeout`), and so are connecting and waiting
+//! for a pooled connection.
+//!
+//! Secrets (the signing key, title keys) rest sealed under the
+//! key-encryption key ([`Kek`]); the database never sees them in clear.
+
+use std::future::Future;
+use std::time::Duration;
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio_postgres::error::SqlState;
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{NoTls, Row};
+use tranzcast_proto::envelope::Kek;
+
+use super::schema;
+use crate::OriginError;
+use crate::state::{Customer, GrantWrite, Member, Order, OrderOnce, Revoked, TicketView, ValidationEntry};
+use crate::validation::{TicketRecord, TicketState};
+
+/// How often a transaction is tried again after a conflict.
+const ATTEMPTS: usize = 64;
+/// Popularity counters are spread over this many rows per title, so grants
+/// of one title do not queue on one row's lock.
+const SHARDS: i16 = 16;
+const SCOPE_ORDER: i16 = 1;
+const SCOPE_CUSTOMER: i16 = 2;
+const KEK_CHECK: &str = "kek-check";
+
+/// Why a statement failed: a conflict worth another attempt, or an error.
+enum Fail {
+    Retry,
+    Error(OriginError),
+}
+
+impl From<OriginError> for Fail {
+    fn from(e: OriginError) -> Self {
+        Fail::Error(e)
+    }
+}
+
+fn err(context: &str, e: impl std::fmt::Display) -> OriginError {
+    OriginError::Storage(format!("postgres: {context}: {e}"))
+}
+
+fn classify(context: &str, e: tokio_postgres::Error) -> Fail {
+    match e.code() {
+        Some(c) if *c == SqlState::T_R_SERIALIZATION_FAILURE || *c == SqlState::T_R_DEADLOCK_DETECTED => Fail::Retry,
+        _ => Fail::Error(err(context, e)),
+    }
+}
+
+fn json<T: Serialize>(v: &T) -> Result<Vec<u8>, OriginError> {
+    serde_json::to_vec(v).map_err(|e| err("encode", e))
+}
+
+fn parse<T: DeserializeOwned>(what: &str, b: &[u8]) -> Result<T, OriginError> {
+    serde_json::from_slice(b).map_err(|e| err(&format!("corrupt {what} record"), e))
+}
+
+fn id(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
+}
+
+fn int(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+/// A title as the cluster's catalog holds it.
+#[derive(Clone)]
+pub struct SharedTitle {
+    /// The signed manifest.
+    pub manifest: Vec<u8>,
+    /// The title key KM (opened from its sealed form).
+    pub key: [u8; 32],
+}
+
+impl std::fmt::Debug for SharedTitle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SharedTitle").field("manifest", &self.manifest.len()).field("key", &"<redacted>").finish()
+    }
+}
+
+/// The shared state.
+pub struct PgState {
+    pool: Pool,
+    /// Drives the connections; `None` only while dropping.
+    rt: Option<tokio::runtime::Runtime>,
+    kek: Kek,
+}
+
+impl std::fmt::Debug for PgState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgState").field("kek", &hex::encode(self.kek.id())).finish_non_exhaustive()
+    }
+}
+
+impl Drop for PgState {
+    fn drop(&mut self) {
+        // Dropping a runtime blocks, which async code may not; this does not.
+        if let Some(rt) = self.rt.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+/// One transaction's statements, run synchronously.
+struct Tx<'a, 'b> {
+    pg: &'a PgState,
+    tx: &'a deadpool_postgres::Transaction<'b>,
+}
+
+impl Tx<'_, '_> {
+    fn q(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<Row>, Fail> {
+        self.pg.wait(self.tx.query(sql, params)).map_err(|e| classify(sql, e))
+    }
+
+    fn x(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<u64, Fail> {
+        self.pg.wait(self.tx.execute(sql, params)).map_err(|e| classify(sql, e))
+    }
+
+    fn ticket(&self, serial: &[u8; 16]) -> Result<Option<TicketRecord>, Fail> {
+        let rows = self.q("SELECT record FROM tickets WHERE serial = $1", &[&&serial[..]])?;
+        Ok(rows.first().map(|r| parse("ticket", r.get::<_, &[u8]>(0))).transpose()?)
+    }
+
+    fn put_ticket(&self, serial: &[u8; 16], rec: &TicketRecord) -> Result<(), Fail> {
+        self.x(
+            "INSERT INTO tickets (serial, order_id, record) VALUES ($1, $2, $3)
+             ON CONFLICT (serial) DO UPDATE SET record = excluded.record",
+            &[&&serial[..], &int(rec.order), &json(rec)?],
+        )?;
+        Ok(())
+    }
+
+    fn count_play(&self, title: &str) -> Result<(), Fail> {
+        let shard = i16::from(tranzcast_proto::random_bytes::<1>()[0]) % SHARDS;
+        self.x(
+            "INSERT INTO popularity (title, shard, n) VALUES ($1, $2, 1)
+             ON CONFLICT (title, shard) DO UPDATE SET n = popularity.n + 1",
+            &[&title, &shard],
+        )?;
+        Ok(())
+    }
+
+    fn insert_order(&self, order: &Order, serial: &[u8; 16], record: &TicketRecord) -> Result<u64, Fail> {
+        let rows = self.q("INSERT INTO orders (customer, record) VALUES ($1, $2) RETURNING id", &[&int(order.customer), &json(order)?])?;
+        let id = id(rows.first().map(|r| r.get(0)).ok_or_else(|| err("orders", "no id returned"))?);
+        let mut rec = record.clone();
+        rec.order = id;
+        self.put_ticket(serial, &rec)?;
+        self.count_play(&order.title)?;
+        Ok(id)
+    }
+}
+
+impl PgState {
+    /// Connects (bounded), runs the migrations and checks that `kek` opens
+    /// this database's secrets (the first origin seals a check value).
+    pub fn open(url: &str, pool_size: u32, kek: Kek) -> Result<Self, OriginError> {
+        let mut cfg: tokio_postgres::Config = url.parse().map_err(|e| err("state.url", e))?;
+        cfg.connect_timeout(Duration::from_secs(5));
+        cfg.application_name("tranzcast-origin");
+        cfg.options("-c statement_timeout=15000 -c lock_timeout=15000 -c idle_in_transaction_session_timeout=30000");
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("tranzcast-postgres")
+            .enable_all()
+            .build()
+            .map_err(|e| err("runtime", e))?;
+        let mgr = Manager::from_config(cfg, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+        let pool = Pool::builder(mgr)
+            .max_size(pool_size as usize)
+            .runtime(Runtime::Tokio1)
+            .wait_timeout(Some(Duration::from_secs(15)))
+            .create_timeout(Some(Duration::from_secs(5)))
+            .recycle_timeout(Some(Duration::from_secs(5)))
+            .build()
+            .map_err(|e| err("pool", e))?;
+        let s = Self { pool, rt: Some(rt), kek };
+        s.migrate()?;
+        s.check_kek()?;
+        Ok(s)
+    }
+
+    /// Runs `f` to completion on this thread, with this state's runtime
+    /// entered (timers and new connections live there; its threads drive
+    /// the sockets).
+    fn wait<F: Future>(&self, f: F) -> F::Output {
+        let _entered = self.rt.as_ref().map(|rt| rt.handle().enter());
+        futures_executor::block_on(f)
+    }
+
+    fn client(&self) -> Result<deadpool_postgres::Object, OriginError> {
+        self.wait(self.pool.get()).map_err(|e| err("connect", e))
+    }
+
+    /// Runs `body` in a transaction, again from the top after a conflict.
+    fn transaction<T>(&self, what: &str, mut body: impl FnMut(&Tx<'_, '_>) -> Result<T, Fail>) -> Result<T, OriginError> {
+        for attempt in 0..ATTEMPTS {
+            let mut client = self.client()?;
+            let tx = self.wait(client.transaction()).map_err(|e| err(what, e))?;
+            let out = body(&Tx { pg: self, tx: &tx });
+            match out {
+                Ok(v) => match self.wait(tx.commit()) {
+                    Ok(()) => return Ok(v),
+                    Err(e) => match classify(what, e) {
+                        Fail::Retry => {}
+                        Fail::Error(e) => return Err(e),
+                    },
+                },
+                Err(Fail::Retry) => drop(tx),
+                Err(Fail::Error(e)) => return Err(e),
+            }
+            // Back off a little, more each time, so contenders spread out.
+            std::thread::sleep(Duration::from_micros(200 * (attempt as u64 + 1)));
+        }
+        Err(err(what, format!("still conflicting after {ATTEMPTS} attempts")))
+    }
+
+    fn query(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<Row>, OriginError> {
+        let client = self.client()?;
+        self.wait(client.query(sql, params)).map_err(|e| err(sql, e))
+    }
+
+    fn execute(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<u64, OriginError> {
+        let client = self.client()?;
+        self.wait(client.execute(sql, params)).map_err(|e| err(sql, e))
+    }
+
+    fn migrate(&self) -> Result<(), OriginError> {
+        // Origins starting at once race on the catalog (PostgreSQL can fail
+        // one `CREATE ... IF NOT EXISTS` with a duplicate): try again.
+        let mut last = None;
+        for _ in 0..10 {
+            match self.migrate_once() {
+                Ok(()) => return Ok(()),
+                Err(e) => last = Some(e),
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Err(last.unwrap_or_else(|| err("migrate", "failed")))
+    }
+
+    fn migrate_once(&self) -> Result<(), OriginError> {
+        let client = self.client()?;
+        self.wait(client.batch_execute(schema::VERSIONS)).map_err(|e| err("migrate", e))?;
+        for (version, sql) in schema::MIGRATIONS {
+            let done =
+                self.wait(client.query("SELECT 1 FROM tranzcast_schema WHERE version = $1", &[version])).map_err(|e| err("migrate", e))?;
+            if !done.is_empty() {
+                continue;
+            }
+            self.wait(client.batch_execute(sql)).map_err(|e| err(&format!("migration {version}"), e))?;
+            self.wait(client.execute(
+                "INSERT INTO tranzcast_schema (version, applied_at) VALUES ($1, $2) ON CONFLICT (version) DO NOTHING",
+                &[version, &int(crate::now_secs())],
+            ))
+            .map_err(|e| err("migrate", e))?;
+            tracing::info!(version, "state schema migrated");
+        }
+        Ok(())
+    }
+
+    fn check_kek(&self) -> Result<(), OriginError> {
+        let sealed = self.kek.seal(KEK_CHECK, b"tranzcast");
+        self.execute("INSERT INTO secrets (name, sealed) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING", &[&KEK_CHECK, &sealed])?;
+        let rows = self.query("SELECT sealed FROM secrets WHERE name = $1", &[&KEK_CHECK])?;
+        let stored: &[u8] = rows.first().map(|r| r.get(0)).unwrap_or_default();
+        self.kek.open(KEK_CHECK, stored).map(|_| ()).map_err(|_| {
+            OriginError::Storage(format!(
+                "postgres: the key-encryption key (id {}) does not open this database's secrets: another KEK sealed them",
+                hex::encode(self.kek.id())
+            ))
+        })
+    }
+
+    /// The cluster's 32-byte secret `name` (the signing key), if stored.
+    pub fn secret(&self, name: &str) -> Result<Option<[u8; 32]>, OriginError> {
+        let row = format!("secret/{name}");
+        let rows = self.query("SELECT sealed FROM secrets WHERE name = $1", &[&row])?;
+        rows.first().map(|r| self.kek.open32(&row, r.get(0)).map_err(|e| err(&row, e))).transpose()
+    }
+
+    /// The cluster's secret `name`: the one stored if there is one, else
+    /// `ours`, sealed and stored (the first origin to store wins; every
+    /// origin then reads the same).
+    pub fn share_secret(&self, name: &str, ours: &[u8; 32]) -> Result<[u8; 32], OriginError> {
+        let row = format!("secret/{name}");
+        self.execute(
+            "INSERT INTO secrets (name, sealed) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING",
+            &[&row, &self.kek.seal(&row, ours)],
+        )?;
+        self.secret(name)?.ok_or_else(|| err(&row, "missing after it was written"))
+    }
+
+    /// A published title.
+    pub fn title(&self, title: &str) -> Result<Option<SharedTitle>, OriginError> {
+        let rows = self.query("SELECT manifest, sealed_key FROM titles WHERE title = $1", &[&title])?;
+        let Some(r) = rows.first() else { return Ok(None) };
+        let key = self.kek.open32(&format!("title/{title}"), r.get(1)).map_err(|e| err("title key", e))?;
+        Ok(Some(SharedTitle { manifest: r.get(0), key }))
+    }
+
+    /// Publishes a title to every origin: `Ok(true)` when the database now
+    /// holds this manifest (just written, or written before), `Ok(false)`
+    /// when it holds another under the same name (two origins published one
+    /// title id separately: the first stays).
+    pub fn publish_title(&self, title: &str, manifest: &[u8], key: &[u8; 32]) -> Result<bool, OriginError> {
+        let sealed = self.kek.seal(&format!("title/{title}"), key);
+        self.execute(
+            "INSERT INTO titles (title, manifest, sealed_key) VALUES ($1, $2, $3) ON CONFLICT (title) DO NOTHING",
+            &[&title, &manifest, &sealed],
+        )?;
+        Ok(self.title(title)?.is_some_and(|t| t.manifest == manifest && &t.key == key))
+    }
+
+    /// Creates a customer; returns its number.
+    pub fn add_customer(&self, name: &str, now: u64) -> Result<u64, OriginError> {
+        let rec = json(&Customer { name: name.into(), created: now })?;
+        let rows = self.query("INSERT INTO customers (record) VALUES ($1) RETURNING id", &[&rec])?;
+        Ok(id(rows.first().map(|r| r.get(0)).ok_or_else(|| err("customers", "no id returned"))?))
+    }
+
+    /// A customer's profile.
+    pub fn customer(&self, c: u64) -> Result<Option<Customer>, OriginError> {
+        let rows = self.query("SELECT record FROM customers WHERE id = $1", &[&int(c)])?;
+        rows.first().map(|r| parse("customer", r.get(0))).transpose()
+    }
+
+    /// Records an order and its first ticket atomically.
+    pub fn add_order(&self, order: &Order, serial: &[u8; 16], record: &TicketRecord) -> Result<u64, OriginError> {
+        self.transaction("order", |tx| tx.insert_order(order, serial, record))
+    }
+
+    /// An order once per idempotency key, on any origin: the key's row is
+    /// written in the order's transaction; a concurrent twin that loses the
+    /// race finds the winner's row on its next attempt.
+    pub fn add_order_once(
+        &self,
+        key: &str,
+        fingerprint: [u8; 32],
+        order: &Order,
+        serial: &[u8; 16],
+        record: &TicketRecord,
+    ) -> Result<OrderOnce, OriginError> {
+        self.transaction("keyed order", |tx| {
+            let rows = tx.q("SELECT order_id, fingerprint FROM order_keys WHERE key = $1", &[&key])?;
+            if let Some(r) = rows.first() {
+                let (o, fp): (i64, &[u8]) = (r.get(0), r.get(1));
+                return Ok(if fp == fingerprint { OrderOnce::Existing(id(o)) } else { OrderOnce::KeyReused(id(o)) });
+            }
+            let o = tx.insert_order(order, serial, record)?;
+            let n = tx.x(
+                "INSERT INTO order_keys (key, order_id, fingerprint) VALUES ($1, $2, $3) ON CONFLICT (key) DO NOTHING",
+                &[&key, &int(o), &&fingerprint[..]],
+            )?;
+            if n == 0 {
+                return Err(Fail::Retry);
+            }
+            Ok(OrderOnce::Created(o))
+        })
+    }
+
+    /// Order numbers come from the database when the order is written.
+    pub fn peek_order(&self) -> u64 {
+        0
+    }
+
+    /// Every order.
+    pub fn orders(&self) -> Result<Vec<Order>, OriginError> {
+        self.query("SELECT record FROM orders ORDER BY id", &[])?.iter().map(|r| parse("order", r.get(0))).collect()
+    }
+
+    /// An order.
+    pub fn order(&self, o: u64) -> Result<Option<Order>, OriginError> {
+        let rows = self.query("SELECT record FROM orders WHERE id = $1", &[&int(o)])?;
+        rows.first().map(|r| parse("order", r.get(0))).transpose()
+    }
+
+    /// A ticket's record.
+    pub fn ticket(&self, serial: &[u8; 16]) -> Result<Option<TicketRecord>, OriginError> {
+        let rows = self.query("SELECT record FROM tickets WHERE serial = $1", &[&&serial[..]])?;
+        rows.first().map(|r| parse("ticket", r.get(0))).transpose()
+    }
+
+    /// Whether a serial (a ticket's or a certificate's) is revoked.
+    pub fn is_revoked(&self, serial: &[u8; 16]) -> Result<bool, OriginError> {
+        Ok(!self.query("SELECT 1 FROM revoked WHERE serial = $1", &[&&serial[..]])?.is_empty())
+    }
+
+    /// Whether a customer has been revoked.
+    pub fn customer_revoked(&self, c: u64) -> Result<bool, OriginError> {
+        Ok(!self.query("SELECT 1 FROM revoked_scopes WHERE kind = $1 AND id = $2", &[&SCOPE_CUSTOMER, &int(c)])?.is_empty())
+    }
+
+    /// See [`crate::state::OriginState::validate`]: here one transaction
+    /// holding the order's row lock; `decide` runs again after a conflict.
+    pub fn validate<T>(&self, serial: &[u8; 16], mut decide: impl FnMut(TicketView) -> (T, Option<GrantWrite>)) -> Result<T, OriginError> {
+        self.transaction("validation", |tx| {
+            let mut view = TicketView::default();
+            let rows = tx.q("SELECT order_id FROM tickets WHERE serial = $1", &[&&serial[..]])?;
+            if let Some(order) = rows.first().map(|r| r.get::<_, i64>(0)) {
+                // The lineage's lock: every play of the order and its revocation take it.
+                tx.q("SELECT id FROM orders WHERE id = $1 FOR UPDATE", &[&order])?;
+                view.record = tx.ticket(serial)?;
+            }
+            if let Some(r) = view.record.as_mut() {
+                view.lineage_revoked = !tx
+                    .q(
+                        "SELECT 1 FROM revoked_scopes WHERE (kind = $1 AND id = $2) OR (kind = $3 AND id = $4)",
+                        &[&SCOPE_ORDER, &int(r.order), &SCOPE_CUSTOMER, &int(r.customer)],
+                    )?
+                    .is_empty();
+                if let Some(last) = &r.last_grant
+                    && !tx.q("SELECT 1 FROM revoked WHERE serial = $1", &[&&last.certificate[..]])?.is_empty()
+                {
+                    r.last_grant = None;
+                }
+                if let TicketState::Replaced { by } = r.state {
+                    view.replacement = tx.ticket(&by)?;
+                }
+            }
+            let (out, write) = decide(view);
+            if let Some(w) = write {
+                let (presented, rec) = &w.presented;
+                tx.put_ticket(presented, rec)?;
+                if let Some((s, r)) = &w.replacement {
+                    tx.put_ticket(s, r)?;
+                }
+                let (cert, expires) = w.certificate;
+                tx.x(
+                    "INSERT INTO certificates (serial, ticket, order_id, expires) VALUES ($1, $2, $3, $4)",
+                    &[&&cert[..], &&presented[..], &int(rec.order), &int(expires)],
+                )?;
+                tx.x("INSERT INTO validations (time, record) VALUES ($1, $2)", &[&int(w.entry.time), &json(&w.entry)?])?;
+                if w.entry.result == "granted" {
+                    tx.count_play(&w.entry.title)?;
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    /// Counts a refused play of a genuine ticket (evidence, not a decision).
+    pub fn count_refusal(&self, serial: &[u8; 16], result: &str) -> Result<(), OriginError> {
+        self.execute(
+            "INSERT INTO refusals (serial, result, n) VALUES ($1, $2, 1) ON CONFLICT (serial, result) DO UPDATE SET n = refusals.n + 1",
+            &[&&serial[..], &result],
+        )
+        .map(|_| ())
+    }
+
+    /// Refused plays of genuine tickets: (serial hex, result, count).
+    pub fn refusals(&self) -> Result<Vec<(String, String, u64)>, OriginError> {
+        Ok(self
+            .query("SELECT serial, result, n FROM refusals ORDER BY serial, result", &[])?
+            .iter()
+            .map(|r| (hex::encode(r.get::<_, &[u8]>(0)), r.get::<_, String>(1), id(r.get(2))))
+            .collect())
+    }
+
+    /// Orders plus granted plays per title.
+    pub fn popularity(&self) -> Result<Vec<(String, u64)>, OriginError> {
+        Ok(self
+            .query("SELECT title, CAST(SUM(n) AS BIGINT) FROM popularity GROUP BY title ORDER BY title", &[])?
+            .iter()
+            .map(|r| (r.get::<_, String>(0), id(r.get(1))))
+            .collect())
+    }
+
+    /// The validation log, oldest first.
+    pub fn validations(&self) -> Result<Vec<ValidationEntry>, OriginError> {
+        self.query("SELECT record FROM validations ORDER BY time, id", &[])?.iter().map(|r| parse("validation", r.get(0))).collect()
+    }
+
+    /// Adds or refreshes a member (soft state: its heartbeat).
+    pub fn upsert_member(&self, m: &Member) -> Result<(), OriginError> {
+        self.execute(
+            "INSERT INTO members (name, record) VALUES ($1, $2) ON CONFLICT (name) DO UPDATE SET record = excluded.record",
+            &[&m.name, &json(m)?],
+        )
+        .map(|_| ())
+    }
+
+    /// Retires a member (see the embedded engine).
+    pub fn retire_member(&self, name: &str, now_ms: u64) -> Result<(), OriginError> {
+        self.transaction("retire", |tx| {
+            tx.x(
+                "INSERT INTO retired_members (name, at_ms) VALUES ($1, $2) ON CONFLICT (name) DO UPDATE SET at_ms = excluded.at_ms",
+                &[&name, &int(now_ms)],
+            )?;
+            tx.x("DELETE FROM members WHERE name = $1", &[&name])?;
+            Ok(())
+        })
+    }
+
+    /// When `name` was last retired (Unix milliseconds), if ever.
+    pub fn retired_at(&self, name: &str) -> Result<Option<u64>, OriginError> {
+        Ok(self.query("SELECT at_ms FROM retired_members WHERE name = $1", &[&name])?.first().map(|r| id(r.get(0))))
+    }
+
+    /// A member by name.
+    pub fn member(&self, name: &str) -> Result<Option<Member>, OriginError> {
+        let rows = self.query("SELECT record FROM members WHERE name = $1", &[&name])?;
+        rows.first().map(|r| parse("member", r.get(0))).transpose()
+    }
+
+    /// Every member.
+    pub fn members(&self) -> Result<Vec<Member>, OriginError> {
+        self.query("SELECT record FROM members ORDER BY name", &[])?.iter().map(|r| parse("member", r.get(0))).collect()
+    }
+
+    /// Revokes by serial (see the embedded engine).
+    pub fn revoke_serial(&self, serial: &[u8; 16], now: u64) -> Result<Option<Revoked>, OriginError> {
+        if let Some(rec) = self.ticket(serial)? {
+            return self.revoke_order(rec.order, now);
+        }
+        if self.query("SELECT 1 FROM certificates WHERE serial = $1", &[&&serial[..]])?.is_empty() {
+            return Ok(None);
+        }
+        self.execute("INSERT INTO revoked (serial, at) VALUES ($1, $2) ON CONFLICT (serial) DO NOTHING", &[&&serial[..], &int(now)])?;
+        Ok(Some(Revoked { certificates: 1, ..Revoked::default() }))
+    }
+
+    /// Revokes an order's whole lineage, holding its row lock (so no play
+    /// of it commits between the sweep and the mark).
+    pub fn revoke_order(&self, o: u64, now: u64) -> Result<Option<Revoked>, OriginError> {
+        self.transaction("revoke order", |tx| {
+            let rows = tx.q("SELECT record FROM orders WHERE id = $1 FOR UPDATE", &[&int(o)])?;
+            let Some(order) = rows.first().map(|r| parse::<Order>("order", r.get(0))).transpose()? else { return Ok(None) };
+            let mut first = [0u8; 16];
+            hex::decode_to_slice(&order.ticket, &mut first).map_err(|_| err("order", format!("{o}: ticket serial is not hex")))?;
+            let at = int(now);
+            tx.x(
+                "INSERT INTO revoked_scopes (kind, id, at) VALUES ($1, $2, $3) ON CONFLICT (kind, id) DO NOTHING",
+                &[&SCOPE_ORDER, &int(o), &at],
+            )?;
+            let mut out = Revoked { orders: 1, ..Revoked::default() };
+            let (mut next, mut seen) = (Some(first), std::collections::HashSet::new());
+            while let Some(serial) = next.take() {
+                if !seen.insert(serial) {
+                    break;
+                }
+                let Some(mut rec) = tx.ticket(&serial)? else { break };
+                if let TicketState::Replaced { by } = rec.state {
+                    next = Some(by);
+                }
+                if rec.state == TicketState::Live {
+                    rec.state = TicketState::Revoked;
+                    tx.put_ticket(&serial, &rec)?;
+                }
+                tx.x("INSERT INTO revoked (serial, at) VALUES ($1, $2) ON CONFLICT (serial) DO NOTHING", &[&&serial[..], &at])?;
+                out.tickets += 1;
+            }
+            tx.x(
+                "INSERT INTO revoked (serial, at) SELECT serial, $2 FROM certificates WHERE order_id = $1 ON CONFLICT (serial) DO NOTHING",
+                &[&int(o), &at],
+            )?;
+            let n: i64 = tx.q("SELECT COUNT(*) FROM certificates WHERE order_id = $1", &[&int(o)])?.first().map(|r| r.get(0)).unwrap_or(0);
+            out.certificates = id(n);
+            Ok(Some(out))
+        })
+    }
+
+    /// Revokes a customer: the mark first (durable), then every order.
+    pub fn revoke_customer(&self, c: u64, now: u64) -> Result<Option<Revoked>, OriginError> {
+        if self.customer(c)?.is_none() {
+            return Ok(None);
+        }
+        self.execute(
+            "INSERT INTO revoked_scopes (kind, id, at) VALUES ($1, $2, $3) ON CONFLICT (kind, id) DO NOTHING",
+            &[&SCOPE_CUSTOMER, &int(c), &int(now)],
+        )?;
+        let mut out = Revoked::default();
+        for r in self.query("SELECT id FROM orders WHERE customer = $1 ORDER BY id", &[&int(c)])? {
+            out += self.revoke_order(id(r.get(0)), now)?.unwrap_or_default();
+        }
+        Ok(Some(out))
+    }
+
+    /// Every revoked serial, with the time.
+    pub fn revocations(&self) -> Result<Vec<tranzcast_proto::revocations::RevokedSerial>, OriginError> {
+        self.query("SELECT serial, at FROM revoked ORDER BY serial", &[])?
+            .iter()
+            .map(|r| {
+                let serial = r.get::<_, &[u8]>(0).try_into().map_err(|_| err("revoked", "a serial is not 16 bytes"))?;
+                Ok(tranzcast_proto::revocations::RevokedSerial { serial, time: id(r.get(1)) })
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,209 @@
+//! Several origins on one PostgreSQL (`state.backend = "postgres"`), each
+//! a real origin on 127.0.0.1 over TLS, the database a private instance
+//! started by the test: plays of one ticket spread over two origins are
+//! granted exactly once; a rental's plays alternate between them and stop
+//! at its count; a revocation made at one origin reaches an edge that
+//! heartbeats to the other within a heartbeat; a title published through
+//! one is played through the other; the keys rest sealed in the database.
+
+#![allow(clippy::unwrap_used)]
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use tranzcast_origin::Origin;
+use tranzcast_testkit::*;
+
+const KEK: &str = "8f1c2a7d4e9b3f60a5d7c8e1b2f3a4d5c6e7f8091a2b3c4d5e6f708192a3b4c5";
+
+fn shared(dir: &Path, url: &str) -> Vec<String> {
+    let kek = dir.join("kek.hex");
+    std::fs::write(&kek, format!("{KEK}\n")).unwrap();
+    vec![
+        "state.backend=postgres".into(),
+        format!("state.url={url}"),
+        format!("keys.kek_file={}", kek.display()),
+        // One test address plays as fast as it can.
+        "rate.play_per_s=1000000".into(),
+        "rate.play_burst=1000000".into(),
+    ]
+}
+
+/// Origin A serves the ingested titles; origin B starts on an empty data
+/// directory with A's CA (the cluster's servers trust one CA), and learns
+/// the signing key and the titles from the database.
+async fn two_origins(pg: &Postgres, db: &str) -> (TestCluster, Origin, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let url = pg.database(db);
+    let sets = shared(dir.path(), &url);
+    let a = TestCluster::start_with(1, &sets).await;
+    let b_dir = a.dir.path().join("origin-b");
+    drop(tranzcast_store::BlobStore::open(&b_dir, tranzcast_store::StoreOptions { create: true, ..Default::default() }).unwrap());
+    std::fs::create_dir_all(b_dir.join("tls")).unwrap();
+    for f in std::fs::read_dir(a.origin.ca_dir()).unwrap() {
+        let f = f.unwrap();
+        std::fs::copy(f.path(), b_dir.join("tls").join(f.file_name())).unwrap();
+    }
+    let b = Origin::start(origin_config_with(&b_dir, 0, &shared(a.dir.path(), &url))).await.unwrap();
+    assert_eq!(b.public_key(), a.origin.public_key(), "both origins sign with the cluster's key");
+    let b_url = format!("https://localhost:{}", b.https_addr().port());
+    (a, b, b_url)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_concurrent_plays_of_one_ticket_over_two_origins_grant_exactly_one() {
+    let pg = Postgres::start();
+    let (a, b, b_url) = two_origins(&pg, "once").await;
+    let (ticket, serial) = a.client().rent("film", 1).await;
+    let clients = [a.client(), OriginClient::new(&a.http, &b_url)];
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..1000 {
+        let (c, t) = (clients[i % 2].clone(), ticket.clone());
+        tasks.spawn(async move { (i % 2, c.play(&t).await) });
+    }
+    let (mut granted, mut by_origin, mut spent) = (0, [0, 0], 0);
+    while let Some(r) = tasks.join_next().await {
+        match r.unwrap() {
+            (o, Ok(_)) => {
+                granted += 1;
+                by_origin[o] += 1;
+            }
+            (_, Err((403, code))) if code == "spent" => spent += 1,
+            (_, Err(other)) => panic!("a play ended otherwise than granted or spent: {other:?}"),
+        }
+    }
+    eprintln!("1000 plays over two origins in {:?}: granted {granted} {by_origin:?}, spent {spent}", started.elapsed());
+    assert_eq!(granted, 1, "exactly one certificate");
+    assert_eq!(spent, 999);
+    // One line in the shared log, the same seen from either origin.
+    for o in [&a.origin, &b] {
+        let log = o.validation_log().unwrap();
+        assert_eq!(log.iter().filter(|e| e.serial == serial && e.result == "granted").count(), 1);
+    }
+    // The spends of the others are evidence, counted once per ticket and result.
+    let refused = b.refused_plays().unwrap();
+    assert!(refused.iter().any(|(s, r, n)| s == &serial && r == "spent" && *n >= 1), "{refused:?}");
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rental_played_alternately_through_two_origins_gives_its_plays_then_spent() {
+    let pg = Postgres::start();
+    let (a, b, b_url) = two_origins(&pg, "rental").await;
+    let clients = [a.client(), OriginClient::new(&a.http, &b_url)];
+    let (mut ticket, serial) = clients[0].rent("film", 3).await;
+    let mut certificates = std::collections::HashSet::new();
+    for play in 0..3 {
+        let g = clients[play % 2].play(&ticket).await.unwrap_or_else(|e| panic!("play {play}: {e:?}"));
+        certificates.insert(g.certificate.clone());
+        if play < 2 {
+            // The ticket just used is replaced, on either origin.
+            assert_eq!(clients[(play + 1) % 2].play(&ticket).await.unwrap_err(), (403, "replaced".to_string()));
+            ticket = g.ticket.expect("a replacement while plays are left");
+        } else {
+            assert!(g.ticket.is_none(), "the last play issues no replacement");
+        }
+    }
+    assert_eq!(certificates.len(), 3);
+    for c in &clients {
+        assert_eq!(c.play(&ticket).await.unwrap_err(), (403, "spent".to_string()));
+    }
+    let log = b.validation_log().unwrap();
+    assert_eq!(log.iter().filter(|e| e.result == "granted" && e.customer != 0).count(), 3, "{log:?}");
+    let _ = serial;
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revocation_through_one_origin_reaches_an_edge_of_the_other_within_a_heartbeat() {
+    let pg = Postgres::start();
+    let (a, b, b_url) = two_origins(&pg, "revoke").await;
+    let bport = b.https_addr().port();
+    // Staged by A (it holds the blobs); the edge heartbeats to B.
+    let node = a.server(&a.spec("node", "node-1")).await;
+    wait_staged(&a.origin, &["node-1"]).await;
+    let heartbeat = Duration::from_millis(1000);
+    let edge_spec = EdgeSpec::new("edge", "edge-b", &a.dir.path().join("edge-b"), bport)
+        .parents(&[url_of(&node)])
+        .sets(&["heartbeat=1s", "revocation_max_age=5s"]);
+    let edge = tranzcast_edge::EdgeServer::start(edge_spec.config(), a.tls.clone()).await.unwrap();
+    let blob = format!("{}/v1/blobs/{}", url_of(&edge), a.segments[0]);
+    // A certificate granted by B, read at the edge.
+    let (cert, serial) = OriginClient::new(&a.http, &b_url).certificate("film").await;
+    eventually(10, "the edge serves the certificate", || {
+        let (http, blob, cert) = (a.http.clone(), blob.clone(), cert.clone());
+        async move { http.get(&blob).header("authorization", &cert).send().await.unwrap().status() == 200 }
+    })
+    .await;
+    // Revoked through A.
+    assert_eq!(a.client().revoke_serial(&serial).await, 200);
+    let revoked_at = Instant::now();
+    loop {
+        let r = a.http.get(&blob).header("authorization", &cert).send().await.unwrap();
+        if r.status() == 403 {
+            assert!(r.text().await.unwrap().contains("revoked"));
+            break;
+        }
+        assert!(
+            revoked_at.elapsed() < heartbeat + Duration::from_millis(500),
+            "still served {:?} after the revocation",
+            revoked_at.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    eprintln!("refused at the edge of origin B {:?} after the revocation at origin A", revoked_at.elapsed());
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_rest_sealed_and_another_kek_or_another_clusters_data_dir_is_refused() {
+    let pg = Postgres::start();
+    let (a, b, b_url) = two_origins(&pg, "keys").await;
+    // Orders of a title B never stored locally: its key comes from the database.
+    let (ticket, _) = OriginClient::new(&a.http, &b_url).rent("other", 1).await;
+    assert!(a.client().play(&ticket).await.is_ok());
+    b.shutdown().await;
+
+    // No key in clear in the database: each sealed value opens under the
+    // KEK to the key the origins use (the signing key to their public
+    // key), and no key's bytes appear anywhere in a dump of the database.
+    let kek = tranzcast_proto::envelope::Kek::from_hex(KEK).unwrap();
+    let (client, conn) =
+        tokio_postgres::connect(&format!("host=127.0.0.1 port={} user=postgres dbname=keys", pg.port()), tokio_postgres::NoTls)
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let mut keys = Vec::new();
+    for row in client.query("SELECT name, sealed FROM secrets WHERE name LIKE 'secret/%'", &[]).await.unwrap() {
+        let (name, sealed): (String, Vec<u8>) = (row.get(0), row.get(1));
+        let key = kek.open32(&name, &sealed).unwrap();
+        assert_eq!(ed25519_dalek::SigningKey::from_bytes(&key).verifying_key(), a.origin.public_key());
+        keys.push(key);
+    }
+    for row in client.query("SELECT title, sealed_key FROM titles", &[]).await.unwrap() {
+        let (title, sealed): (String, Vec<u8>) = (row.get(0), row.get(1));
+        keys.push(kek.open32(&format!("title/{title}"), &sealed).unwrap());
+    }
+    assert_eq!(keys.len(), 3, "the signing key and two title keys");
+    let dump = pg.dump("keys");
+    assert!(dump.contains("secret/origin-ed25519"), "the dump holds the secrets");
+    for k in &keys {
+        assert!(!dump.contains(&hex::encode(k)), "a key in clear in the database");
+    }
+
+    // Another KEK does not open the database: the origin refuses to start.
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("postgres://postgres@127.0.0.1:{}/keys", pg.port());
+    let mut sets = shared(dir.path(), &url);
+    std::fs::write(dir.path().join("kek.hex"), "00".repeat(32)).unwrap();
+    sets.push("listen.https=127.0.0.1:0".into());
+    let e = Origin::start(origin_config_with(&dir.path().join("c"), 0, &sets)).await.unwrap_err().to_string();
+    assert!(e.contains("key-encryption key"), "{e}");
+
+    // A data directory that signed for another cluster is refused too.
+    let other = tempfile::tempdir().unwrap();
+    setup_sized(other.path(), 1);
+    let e = Origin::start(origin_config_with(&other.path().join("origin"), 0, &shared(other.path(), &url))).await.unwrap_err().to_string();
+    assert!(e.contains("another cluster"), "{e}");
+}
