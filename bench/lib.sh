@@ -80,3 +80,27 @@ bench_demo() {
     curl -sf --cacert "$CA" -H "$AUTH" -o /dev/null "$EDGE/v1/blobs/$BLOB"
     curl -sf --cacert "$CA" -o /dev/null "$PLAY"
 }
+
+# A private PostgreSQL in $T/pg on a free port, stopped with the script;
+# sets PG_URL (database `bench`). initdb refuses root: under root its tools
+# run as the postgres user the Debian package creates.
+bench_postgres() {
+    local bin; bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)
+    [ -n "$bin" ] || { echo "PostgreSQL is not installed: run scripts/setup.sh" >&2; exit 1; }
+    local as=(); [ "$(id -u)" = 0 ] && as=(runuser -u postgres --)
+    # The postgres user must reach its directory through $T (mode 700).
+    mkdir -p "$T/pg"; [ "$(id -u)" = 0 ] && chmod o+x "$T" && chown postgres:postgres "$T/pg"
+    "${as[@]}" "$bin/initdb" -D "$T/pg/data" -A trust -U postgres --no-sync >/dev/null
+    local port; port=$(free_port)
+    "${as[@]}" "$bin/pg_ctl" -D "$T/pg/data" -l "$T/pg/log" -w -o "-p $port -k $T/pg -c listen_addresses=127.0.0.1 -c max_connections=200" start >/dev/null
+    PG_STOP=("${as[@]}" "$bin/pg_ctl" -D "$T/pg/data" -m immediate stop)
+    "${as[@]}" "$bin/createdb" -h 127.0.0.1 -p "$port" -U postgres bench
+    PG_URL="postgres://postgres@127.0.0.1:$port/bench"
+    PG_BIN="$bin"; PG_PORT="$port"; PG_AS=("${as[@]}")
+}
+
+# A fresh database NAME on the bench's PostgreSQL: sets PG_URL to it.
+bench_postgres_db() {
+    "${PG_AS[@]}" "$PG_BIN/createdb" -h 127.0.0.1 -p "$PG_PORT" -U postgres "$1"
+    PG_URL="postgres://postgres@127.0.0.1:$PG_PORT/$1"
+}

@@ -1,21 +1,35 @@
 #!/usr/bin/env bash
-# Ticket validations per second over HTTP/2 (TLS, real origin on 127.0.0.1,
-# each one a signature check, a certificate signature and a synced RocksDB
-# write) beside the raw Ed25519 sign+verify rate on all cores, same process,
-# same run. Usage: bench/tickets.sh [SECONDS=5] [CONCURRENCY=64]
+# Ticket validations per second over HTTP/2 (TLS, real origins on
+# 127.0.0.1; each validation a signature check, a certificate signature and
+# a durable write) beside the raw Ed25519 sign+verify rate on all cores,
+# same process, same run: on the embedded engine (RocksDB), and on a
+# private PostgreSQL with one and with two origin processes.
+# Usage: bench/tickets.sh [SECONDS=5] [CONCURRENCY=64]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/env.sh
-cargo build --release --locked --bin tranzcast >/dev/null 2>&1 || cargo build --release --locked --bin tranzcast
-out="$("$CARGO_TARGET_DIR/release/tranzcast" bench tickets --seconds "${1:-5}" --concurrency "${2:-64}")"
-python3 - "$out" <<'PY'
+. bench/lib.sh
+bench_bin
+bench_tmp tickets
+bench_cleanup_more() { [ -n "${PG_STOP:-}" ] && "${PG_STOP[@]}" >/dev/null 2>&1 || true; }
+S="${1:-5}"; C="${2:-64}"
+"$BIN" bench tickets --seconds "$S" --concurrency "$C" >"$T/rocksdb.json"
+bench_postgres
+bench_postgres_db one
+"$BIN" bench tickets --seconds "$S" --concurrency "$C" --state-url "$PG_URL" >"$T/pg1.json"
+bench_postgres_db two
+"$BIN" bench tickets --seconds "$S" --concurrency "$C" --state-url "$PG_URL" --origins 2 >"$T/pg2.json"
+python3 - "$T" <<'PY'
 import sys; sys.path.insert(0, "bench")  # the scripts run from the repository's root
 from results import record
-import json, sys
-r = json.loads(sys.argv[1])
-print(f"{'figure':<52}{'per second':>12}")
-print(f"{'raw Ed25519 verify + sign, all cores (peer)':<52}{r['raw_sign_verify_per_s']:>12.0f}")
-print(f"{'validations over HTTP/2, fsynced (ours)':<52}{r['validations_per_s']:>12.0f}")
-print(f"ratio ours/raw = {r['ratio']:.3f}   (concurrency {r['concurrency']}, errors {r['errors']})")
-record("ticket validations / raw Ed25519 sign+verify, per s", f"{r['validations_per_s']:.0f}", f"{r['raw_sign_verify_per_s']:.0f}", r["ratio"], "")
+import json
+t = sys.argv[1]
+print(f"{'engine':<30}{'validations/s':>15}{'raw sign+verify/s':>20}{'ratio':>8}{'errors':>8}{'cores: ours':>13}{'others':>8}")
+for f, label, goal in [("rocksdb", "embedded (RocksDB)", ">= 0.5"), ("pg1", "PostgreSQL, 1 origin", ""), ("pg2", "PostgreSQL, 2 origins", "")]:
+    r = json.load(open(f"{t}/{f}.json"))
+    print(f"{label:<30}{r['validations_per_s']:>15.0f}{r['raw_sign_verify_per_s']:>20.0f}{r['ratio']:>8.3f}{r['errors']:>8}"
+          f"{r['cores_this_process']:>13.2f}{r['cores_other_processes']:>8.2f}")
+    record(f"ticket validations / raw Ed25519 sign+verify, {label}", f"{r['validations_per_s']:.0f}", f"{r['raw_sign_verify_per_s']:.0f}", r["ratio"], goal)
+print(f"(concurrency {json.load(open(t + '/rocksdb.json'))['concurrency']}; cores busy while measuring: ours = the origins and the"
+      " client in one process, others = every other process, the database on PostgreSQL)")
 PY

@@ -28,6 +28,14 @@ pub enum BenchCommand {
         /// Concurrent validation requests.
         #[arg(long, default_value_t = 64)]
         concurrency: usize,
+        /// Validate on this PostgreSQL (`postgres://...`, an empty database)
+        /// instead of the embedded engine.
+        #[arg(long)]
+        state_url: Option<String>,
+        /// Origin processes sharing the state (with --state-url), requests
+        /// spread over them in turn.
+        #[arg(long, default_value_t = 1)]
+        origins: usize,
     },
     /// Cache policies on demand traces (bench/cache.sh): the edge's residency
     /// policy, LRU and Belady's optimum, by byte and object hit ratio.
@@ -89,7 +97,7 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
         BenchCommand::Attack(a) => crate::hostile::attack(a),
         BenchCommand::Hostile(a) => crate::hostile::hostile(a),
         BenchCommand::Probe(a) => crate::hostile::probe(a),
-        BenchCommand::Tickets { seconds, concurrency } => tickets(seconds, concurrency),
+        BenchCommand::Tickets { seconds, concurrency, state_url, origins } => tickets(seconds, concurrency, state_url.as_deref(), origins),
         BenchCommand::FloorServer { listen, dir, cert, key, ca_dir } => {
             let identity = match (cert, key, ca_dir) {
                 (Some(c), Some(k), _) => tranzcast_net::TlsIdentity::from_pem_files(&c, &k)?,
@@ -182,7 +190,8 @@ fn raw_sign_verify(seconds: f64) -> f64 {
     total as f64 / seconds
 }
 
-fn tickets(seconds: f64, concurrency: usize) -> Result<()> {
+fn tickets(seconds: f64, concurrency: usize, state_url: Option<&str>, origins: usize) -> Result<()> {
+    anyhow::ensure!(origins >= 1 && (origins == 1 || state_url.is_some()), "several origins need --state-url (a shared engine)");
     let dir = tempfile::Builder::new().prefix("tranzcast-bench-tickets-").tempdir()?;
     let data = dir.path().join("origin");
     {
@@ -192,8 +201,10 @@ fn tickets(seconds: f64, concurrency: usize) -> Result<()> {
         tranzcast_ingest::ingest(&store, &input, &tranzcast_ingest::IngestOptions::new(TitleId::new("bench")?))?;
     }
     let token = "bench-storefront-token-0123456789";
-    let config: tranzcast_config::OriginConfig = tranzcast_config::Layers::new("origin")
-        .overrides(&[
+    let kek = dir.path().join("kek.hex");
+    std::fs::write(&kek, hex::encode(tranzcast_proto::random_bytes::<32>()))?;
+    let config = |data: &std::path::Path| -> Result<tranzcast_config::OriginConfig> {
+        let mut sets = vec![
             format!("data_dir={}", data.display()),
             format!("storefront_token={token}"),
             "cluster_token=bench-cluster-token-0123456789".into(),
@@ -202,16 +213,34 @@ fn tickets(seconds: f64, concurrency: usize) -> Result<()> {
             // The bench's client is one address asking as fast as it can.
             "rate.play_per_s=1000000".into(),
             "rate.play_burst=1000000".into(),
-        ])?
-        .build()?;
+        ];
+        if let Some(url) = state_url {
+            sets.extend(["state.backend=postgres".into(), format!("state.url={url}"), format!("keys.kek_file={}", kek.display())]);
+            // A connection per request in flight: the database groups their commits.
+            sets.push(format!("state.pool={}", (concurrency / origins).clamp(4, 128)));
+        }
+        Ok(tranzcast_config::Layers::new("origin").overrides(&sets)?.build()?)
+    };
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let raw = raw_sign_verify(seconds);
-    let (ours, errors) = rt.block_on(async {
-        let origin = tranzcast_origin::Origin::start(config).await?;
-        let http = tranzcast_net::client::https(origin.ca_pem().as_bytes())?;
-        let base = format!("https://localhost:{}", origin.https_addr().port());
+    let (ours, errors, own_cores, other_cores) = rt.block_on(async {
+        let first = tranzcast_origin::Origin::start(config(&data)?).await?;
+        let http = tranzcast_net::client::https(first.ca_pem().as_bytes())?;
+        let mut servers = vec![first];
+        for i in 1..origins {
+            // The others start empty, with the first's CA (one cluster, one CA).
+            let d = dir.path().join(format!("origin-{i}"));
+            drop(crate::open_store(&d, true)?);
+            std::fs::create_dir_all(d.join("tls"))?;
+            for f in std::fs::read_dir(servers[0].ca_dir())? {
+                let f = f?;
+                std::fs::copy(f.path(), d.join("tls").join(f.file_name()))?;
+            }
+            servers.push(tranzcast_origin::Origin::start(config(&d)?).await?);
+        }
+        let bases: Vec<String> = servers.iter().map(|o| format!("https://localhost:{}", o.https_addr().port())).collect();
         use tranzcast_proto::{answers, api};
-        let post = |path: &str| http.post(format!("{base}{path}")).bearer_auth(token);
+        let post = |path: &str| http.post(format!("{}{path}", bases[0])).bearer_auth(token);
         let b = post("/v1/customers").json(&api::CustomerBody { name: "bench".into() }).send().await?.bytes().await?;
         let c: answers::CustomerCreated = answers::parse_small("customer", &b)?;
         // One bought ticket per worker: different viewers' plays, as an
@@ -224,9 +253,10 @@ fn tickets(seconds: f64, concurrency: usize) -> Result<()> {
         }
         let until = Instant::now() + std::time::Duration::from_secs_f64(seconds);
         let started = Instant::now();
+        let cpu_before = (own_cpu_s(), machine_busy_s());
         let mut tasks = Vec::new();
-        for ticket in tickets {
-            let (http, url) = (http.clone(), format!("{base}/v1/play"));
+        for (i, ticket) in tickets.into_iter().enumerate() {
+            let (http, url) = (http.clone(), format!("{}/v1/play", bases[i % bases.len()]));
             tasks.push(tokio::spawn(async move {
                 let (mut ok, mut bad) = (0u64, 0u64);
                 while Instant::now() < until {
@@ -248,15 +278,41 @@ fn tickets(seconds: f64, concurrency: usize) -> Result<()> {
             bad += b;
         }
         let secs = started.elapsed().as_secs_f64();
-        origin.shutdown().await;
-        anyhow::Ok((ok as f64 / secs, bad))
+        let own = own_cpu_s() - cpu_before.0;
+        let others = (machine_busy_s() - cpu_before.1 - own).max(0.0);
+        for o in servers {
+            o.shutdown().await;
+        }
+        anyhow::Ok((ok as f64 / secs, bad, own / secs, others / secs))
     })?;
+    let engine = if state_url.is_some() { "postgres" } else { "rocksdb" };
     println!(
         "{}",
         serde_json::json!({"raw_sign_verify_per_s": raw, "validations_per_s": ours, "errors": errors, "concurrency": concurrency,
-            "ratio": ours / raw, "seconds": seconds})
+            "ratio": ours / raw, "seconds": seconds, "engine": engine, "origins": origins,
+            // Cores busy while measuring: this process (origins and client) and
+            // every other process (the database, on a shared engine).
+            "cores_this_process": own_cores, "cores_other_processes": other_cores})
     );
     Ok(())
+}
+
+/// CPU seconds this process has used (user + system, from /proc).
+fn own_cpu_s() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command's closing parenthesis, from the state (field 3):
+    // utime and stime (fields 14 and 15) are the 12th and 13th.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<f64> = rest.split_whitespace().map(|x| x.parse().unwrap_or(0.0)).collect();
+    (f.get(11).copied().unwrap_or(0.0) + f.get(12).copied().unwrap_or(0.0)) / 100.0
+}
+
+/// CPU seconds the whole machine has been busy (every core, from /proc/stat).
+fn machine_busy_s() -> f64 {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let f: Vec<f64> = stat.lines().next().unwrap_or("").split_whitespace().skip(1).filter_map(|x| x.parse().ok()).collect();
+    // user nice system idle iowait irq softirq steal: busy = all but idle and iowait.
+    (f.iter().take(8).sum::<f64>() - f.get(3).copied().unwrap_or(0.0) - f.get(4).copied().unwrap_or(0.0)) / 100.0
 }
 
 /// Every policy on the Zipf trace and on the long-tail scenario's, as JSON lines and a table.

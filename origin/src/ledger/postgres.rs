@@ -37,9 +37,13 @@ use crate::validation::{TicketRecord, TicketState};
 
 /// How often a transaction is tried again after a conflict.
 const ATTEMPTS: usize = 64;
-/// Popularity counters are spread over this many rows per title, so grants
-/// of one title do not queue on one row's lock.
+/// Popularity counters are spread over this many rows per title, so the
+/// origins' flushes do not queue on one row's lock.
 const SHARDS: i16 = 16;
+/// Popularity (a hint for pre-casting, not money) is counted in memory and
+/// added to the database at most this often: a grant does not wait on a
+/// counter row every other grant of its title also writes.
+const POPULARITY_FLUSH: Duration = Duration::from_secs(2);
 const SCOPE_ORDER: i16 = 1;
 const SCOPE_CUSTOMER: i16 = 2;
 const KEK_CHECK: &str = "kek-check";
@@ -101,6 +105,9 @@ impl std::fmt::Debug for SharedTitle {
 /// The shared state.
 pub struct PgState {
     pool: Pool,
+    /// Plays and orders per title not yet added to the database, and when
+    /// they last were.
+    popularity: std::sync::Mutex<(std::collections::HashMap<String, i64>, std::time::Instant)>,
     /// Drives the connections; `None` only while dropping.
     rt: Option<tokio::runtime::Runtime>,
     kek: Kek,
@@ -128,12 +135,27 @@ struct Tx<'a, 'b> {
 }
 
 impl Tx<'_, '_> {
+    fn prepared(&self, sql: &str) -> Result<tokio_postgres::Statement, Fail> {
+        self.pg.wait(self.tx.prepare_cached(sql)).map_err(|e| classify(sql, e))
+    }
+
     fn q(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<Row>, Fail> {
-        self.pg.wait(self.tx.query(sql, params)).map_err(|e| classify(sql, e))
+        let st = self.prepared(sql)?;
+        self.pg.wait(self.tx.query(&st, params)).map_err(|e| classify(sql, e))
     }
 
     fn x(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<u64, Fail> {
-        self.pg.wait(self.tx.execute(sql, params)).map_err(|e| classify(sql, e))
+        let st = self.prepared(sql)?;
+        self.pg.wait(self.tx.execute(&st, params)).map_err(|e| classify(sql, e))
+    }
+
+    /// Runs statements pipelined: all sent, then all answers awaited (one
+    /// round trip for the lot, in order, in this transaction).
+    fn pipeline(&self, batch: &[(&str, &[&(dyn ToSql + Sync)])]) -> Result<(), Fail> {
+        let stmts = batch.iter().map(|(sql, _)| self.prepared(sql)).collect::<Result<Vec<_>, _>>()?;
+        let runs = stmts.iter().zip(batch).map(|(st, (_, params))| self.tx.execute(st, params));
+        self.pg.wait(futures_util::future::try_join_all(runs)).map_err(|e| classify("pipelined writes", e))?;
+        Ok(())
     }
 
     fn ticket(&self, serial: &[u8; 16]) -> Result<Option<TicketRecord>, Fail> {
@@ -150,23 +172,12 @@ impl Tx<'_, '_> {
         Ok(())
     }
 
-    fn count_play(&self, title: &str) -> Result<(), Fail> {
-        let shard = i16::from(tranzcast_proto::random_bytes::<1>()[0]) % SHARDS;
-        self.x(
-            "INSERT INTO popularity (title, shard, n) VALUES ($1, $2, 1)
-             ON CONFLICT (title, shard) DO UPDATE SET n = popularity.n + 1",
-            &[&title, &shard],
-        )?;
-        Ok(())
-    }
-
     fn insert_order(&self, order: &Order, serial: &[u8; 16], record: &TicketRecord) -> Result<u64, Fail> {
         let rows = self.q("INSERT INTO orders (customer, record) VALUES ($1, $2) RETURNING id", &[&int(order.customer), &json(order)?])?;
         let id = id(rows.first().map(|r| r.get(0)).ok_or_else(|| err("orders", "no id returned"))?);
         let mut rec = record.clone();
         rec.order = id;
         self.put_ticket(serial, &rec)?;
-        self.count_play(&order.title)?;
         Ok(id)
     }
 }
@@ -194,7 +205,7 @@ impl PgState {
             .recycle_timeout(Some(Duration::from_secs(5)))
             .build()
             .map_err(|e| err("pool", e))?;
-        let s = Self { pool, rt: Some(rt), kek };
+        let s = Self { pool, popularity: std::sync::Mutex::new((Default::default(), std::time::Instant::now())), rt: Some(rt), kek };
         s.migrate()?;
         s.check_kek()?;
         Ok(s)
@@ -237,12 +248,14 @@ impl PgState {
 
     fn query(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<Row>, OriginError> {
         let client = self.client()?;
-        self.wait(client.query(sql, params)).map_err(|e| err(sql, e))
+        let st = self.wait(client.prepare_cached(sql)).map_err(|e| err(sql, e))?;
+        self.wait(client.query(&st, params)).map_err(|e| err(sql, e))
     }
 
     fn execute(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<u64, OriginError> {
         let client = self.client()?;
-        self.wait(client.execute(sql, params)).map_err(|e| err(sql, e))
+        let st = self.wait(client.prepare_cached(sql)).map_err(|e| err(sql, e))?;
+        self.wait(client.execute(&st, params)).map_err(|e| err(sql, e))
     }
 
     fn migrate(&self) -> Result<(), OriginError> {
@@ -332,6 +345,46 @@ impl PgState {
         Ok(self.title(title)?.is_some_and(|t| t.manifest == manifest && &t.key == key))
     }
 
+    /// Counts an order or a grant of `title` (after its commit).
+    fn count_play(&self, title: &str) {
+        let due = {
+            let mut p = self.popularity.lock().unwrap_or_else(|p| p.into_inner());
+            *p.0.entry(title.to_string()).or_default() += 1;
+            p.1.elapsed() >= POPULARITY_FLUSH
+        };
+        if due && let Err(e) = self.flush_popularity() {
+            tracing::warn!(error = %e, "popularity counts not written; kept for the next flush");
+        }
+    }
+
+    /// Adds the counts in memory to the database (one upsert per title, on
+    /// a random shard row); on failure they stay for the next flush.
+    fn flush_popularity(&self) -> Result<(), OriginError> {
+        let counts = {
+            let mut p = self.popularity.lock().unwrap_or_else(|p| p.into_inner());
+            p.1 = std::time::Instant::now();
+            std::mem::take(&mut p.0)
+        };
+        let mut left = counts.clone();
+        for (title, n) in &counts {
+            let shard = i16::from(tranzcast_proto::random_bytes::<1>()[0]) % SHARDS;
+            let r = self.execute(
+                "INSERT INTO popularity (title, shard, n) VALUES ($1, $2, $3)
+                 ON CONFLICT (title, shard) DO UPDATE SET n = popularity.n + excluded.n",
+                &[title, &shard, n],
+            );
+            if let Err(e) = r {
+                let mut p = self.popularity.lock().unwrap_or_else(|p| p.into_inner());
+                for (t, n) in left {
+                    *p.0.entry(t).or_default() += n;
+                }
+                return Err(e);
+            }
+            left.remove(title);
+        }
+        Ok(())
+    }
+
     /// Creates a customer; returns its number.
     pub fn add_customer(&self, name: &str, now: u64) -> Result<u64, OriginError> {
         let rec = json(&Customer { name: name.into(), created: now })?;
@@ -347,7 +400,9 @@ impl PgState {
 
     /// Records an order and its first ticket atomically.
     pub fn add_order(&self, order: &Order, serial: &[u8; 16], record: &TicketRecord) -> Result<u64, OriginError> {
-        self.transaction("order", |tx| tx.insert_order(order, serial, record))
+        let id = self.transaction("order", |tx| tx.insert_order(order, serial, record))?;
+        self.count_play(&order.title);
+        Ok(id)
     }
 
     /// An order once per idempotency key, on any origin: the key's row is
@@ -361,7 +416,7 @@ impl PgState {
         serial: &[u8; 16],
         record: &TicketRecord,
     ) -> Result<OrderOnce, OriginError> {
-        self.transaction("keyed order", |tx| {
+        let made = self.transaction("keyed order", |tx| {
             let rows = tx.q("SELECT order_id, fingerprint FROM order_keys WHERE key = $1", &[&key])?;
             if let Some(r) = rows.first() {
                 let (o, fp): (i64, &[u8]) = (r.get(0), r.get(1));
@@ -376,7 +431,11 @@ impl PgState {
                 return Err(Fail::Retry);
             }
             Ok(OrderOnce::Created(o))
-        })
+        })?;
+        if let OrderOnce::Created(_) = made {
+            self.count_play(&order.title);
+        }
+        Ok(made)
     }
 
     /// Order numbers come from the database when the order is written.
@@ -414,21 +473,27 @@ impl PgState {
     /// See [`crate::state::OriginState::validate`]: here one transaction
     /// holding the order's row lock; `decide` runs again after a conflict.
     pub fn validate<T>(&self, serial: &[u8; 16], mut decide: impl FnMut(TicketView) -> (T, Option<GrantWrite>)) -> Result<T, OriginError> {
-        self.transaction("validation", |tx| {
+        let mut granted = None;
+        let out = self.transaction("validation", |tx| {
+            granted = None;
             let mut view = TicketView::default();
-            let rows = tx.q("SELECT order_id FROM tickets WHERE serial = $1", &[&&serial[..]])?;
-            if let Some(order) = rows.first().map(|r| r.get::<_, i64>(0)) {
-                // The lineage's lock: every play of the order and its revocation take it.
-                tx.q("SELECT id FROM orders WHERE id = $1 FOR UPDATE", &[&order])?;
-                view.record = tx.ticket(serial)?;
+            // The lineage's lock first: every play of the order and its
+            // revocation take it; then the ticket as it is under the lock.
+            let locked =
+                tx.q("SELECT id FROM orders WHERE id = (SELECT order_id FROM tickets WHERE serial = $1) FOR UPDATE", &[&&serial[..]])?;
+            if !locked.is_empty() {
+                let rows = tx.q(
+                    "SELECT t.record, EXISTS (SELECT 1 FROM revoked_scopes s
+                         WHERE (s.kind = $2 AND s.id = o.id) OR (s.kind = $3 AND s.id = o.customer))
+                     FROM tickets t JOIN orders o ON o.id = t.order_id WHERE t.serial = $1",
+                    &[&&serial[..], &SCOPE_ORDER, &SCOPE_CUSTOMER],
+                )?;
+                if let Some(r) = rows.first() {
+                    view.record = Some(parse("ticket", r.get(0))?);
+                    view.lineage_revoked = r.get(1);
+                }
             }
             if let Some(r) = view.record.as_mut() {
-                view.lineage_revoked = !tx
-                    .q(
-                        "SELECT 1 FROM revoked_scopes WHERE (kind = $1 AND id = $2) OR (kind = $3 AND id = $4)",
-                        &[&SCOPE_ORDER, &int(r.order), &SCOPE_CUSTOMER, &int(r.customer)],
-                    )?
-                    .is_empty();
                 if let Some(last) = &r.last_grant
                     && !tx.q("SELECT 1 FROM revoked WHERE serial = $1", &[&&last.certificate[..]])?.is_empty()
                 {
@@ -439,24 +504,35 @@ impl PgState {
                 }
             }
             let (out, write) = decide(view);
-            if let Some(w) = write {
+            if let Some(w) = &write {
                 let (presented, rec) = &w.presented;
-                tx.put_ticket(presented, rec)?;
-                if let Some((s, r)) = &w.replacement {
-                    tx.put_ticket(s, r)?;
-                }
                 let (cert, expires) = w.certificate;
-                tx.x(
-                    "INSERT INTO certificates (serial, ticket, order_id, expires) VALUES ($1, $2, $3, $4)",
-                    &[&&cert[..], &&presented[..], &int(rec.order), &int(expires)],
-                )?;
-                tx.x("INSERT INTO validations (time, record) VALUES ($1, $2)", &[&int(w.entry.time), &json(&w.entry)?])?;
-                if w.entry.result == "granted" {
-                    tx.count_play(&w.entry.title)?;
+                let (rec_json, entry_json) = (json(rec)?, json(&w.entry)?);
+                let (order, expires, time) = (int(rec.order), int(expires), int(w.entry.time));
+                let replacement = w.replacement.as_ref().map(|(s, r)| json(r).map(|j| (s.to_vec(), int(r.order), j))).transpose()?;
+                let put = "INSERT INTO tickets (serial, order_id, record) VALUES ($1, $2, $3)
+                           ON CONFLICT (serial) DO UPDATE SET record = excluded.record";
+                let mut batch: Vec<(&str, &[&(dyn ToSql + Sync)])> = Vec::with_capacity(4);
+                let presented_params: [&(dyn ToSql + Sync); 3] = [&&presented[..], &order, &rec_json];
+                batch.push((put, &presented_params));
+                let replacement_params: Option<[&(dyn ToSql + Sync); 3]> =
+                    replacement.as_ref().map(|(s, o, j)| -> [&(dyn ToSql + Sync); 3] { [s, o, j] });
+                if let Some(p) = &replacement_params {
+                    batch.push((put, p));
                 }
+                let cert_params: [&(dyn ToSql + Sync); 4] = [&&cert[..], &&presented[..], &order, &expires];
+                batch.push(("INSERT INTO certificates (serial, ticket, order_id, expires) VALUES ($1, $2, $3, $4)", &cert_params));
+                let log_params: [&(dyn ToSql + Sync); 2] = [&time, &entry_json];
+                batch.push(("INSERT INTO validations (time, record) VALUES ($1, $2)", &log_params));
+                tx.pipeline(&batch)?;
             }
+            granted = write.map(|w| w.entry.title);
             Ok(out)
-        })
+        })?;
+        if let Some(title) = granted {
+            self.count_play(&title);
+        }
+        Ok(out)
     }
 
     /// Counts a refused play of a genuine ticket (evidence, not a decision).
@@ -479,6 +555,7 @@ impl PgState {
 
     /// Orders plus granted plays per title.
     pub fn popularity(&self) -> Result<Vec<(String, u64)>, OriginError> {
+        self.flush_popularity()?;
         Ok(self
             .query("SELECT title, CAST(SUM(n) AS BIGINT) FROM popularity GROUP BY title ORDER BY title", &[])?
             .iter()
