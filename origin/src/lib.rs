@@ -13,6 +13,7 @@
 mod api;
 mod error;
 pub mod ledger;
+mod masters;
 pub mod precast;
 pub mod push;
 pub mod staging;
@@ -75,6 +76,8 @@ pub(crate) struct Inner {
     pub members_lock: std::sync::Mutex<()>,
     /// Issues peers' TLS certificates (`POST /v1/cluster/peer-identity`).
     pub peer_ca: LocalCa,
+    /// Master copies (`master.*`), if configured.
+    pub(crate) masters: Option<masters::Masters>,
     /// Titles read from the cluster's catalog (shared engine only).
     pub shared_titles: std::sync::Mutex<std::collections::HashMap<String, CatalogEntry>>,
 }
@@ -188,6 +191,7 @@ impl Origin {
             members_lock: std::sync::Mutex::new(()),
             peer_ca,
             shared_titles: Default::default(),
+            masters: masters::open(&config)?,
         });
         let opts = ServerOptions {
             https: config.listen.https,
@@ -247,6 +251,12 @@ impl Origin {
     /// Peer name -> title -> pre-cast progress.
     pub fn precast_status(&self) -> std::collections::BTreeMap<String, std::collections::BTreeMap<String, push::TitleProgress>> {
         self.inner.precast.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    /// How many blobs are known to be in the master store (copied or found
+    /// there since this origin started).
+    pub fn master_blobs(&self) -> usize {
+        self.inner.masters.as_ref().map_or(0, |m| m.count())
     }
 
     /// The CA directory of the local CA (when no certificate is configured):

@@ -21,6 +21,9 @@ pub(crate) async fn run(inner: Arc<Inner>, http: reqwest::Client) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
+        if let Err(e) = crate::masters::copy_round(&inner).await {
+            tracing::warn!(error = %e, "master copies: round failed; retrying next round");
+        }
         let nodes: Vec<Member> = match inner.live_members() {
             Ok(m) => m.into_iter().filter(|m| m.role == "node").collect(),
             Err(e) => {
@@ -44,10 +47,30 @@ pub(crate) async fn run(inner: Arc<Inner>, http: reqwest::Client) {
     }
 }
 
-async fn stage_node(inner: &Inner, http: &reqwest::Client, node: &Member) -> Result<(), String> {
-    let titles = inner.store.titles().map_err(|e| e.to_string())?;
-    for (title, maddr) in titles {
+/// Every title this origin serves, with its signed manifest: its store's,
+/// and on a shared engine the cluster's catalog too (their blobs come from
+/// the master store).
+fn titles(inner: &Inner) -> Result<Vec<(String, bytes::Bytes)>, String> {
+    let mut out = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for (title, maddr) in inner.store.titles().map_err(|e| e.to_string())? {
         let mbytes = inner.store.get(&maddr).map_err(|e| e.to_string())?.ok_or("manifest missing")?;
+        seen.insert(title.to_string());
+        out.push((title.to_string(), mbytes));
+    }
+    if let Some(pg) = inner.state.shared() {
+        for (title, manifest) in pg.titles().map_err(|e| e.to_string())? {
+            if seen.insert(title.clone()) {
+                out.push((title, bytes::Bytes::from(manifest)));
+            }
+        }
+    }
+    Ok(out)
+}
+
+async fn stage_node(inner: &Arc<Inner>, http: &reqwest::Client, node: &Member) -> Result<(), String> {
+    let titles = titles(inner)?;
+    for (title, mbytes) in titles {
         let m = SignedManifest::decode(&mbytes).map_err(|e| e.to_string())?.manifest;
         let total = m.segments.len() as u64 + 1;
         let known = inner.staging.lock().map(|s| s.get(&node.name).and_then(|t| t.get(title.as_str())).cloned()).ok().flatten();
@@ -55,6 +78,7 @@ async fn stage_node(inner: &Inner, http: &reqwest::Client, node: &Member) -> Res
             continue;
         }
         set(inner, &node.name, title.as_str(), TitleProgress { held: known.map(|p| p.held).unwrap_or(0), total, complete: false });
+        crate::masters::restore(inner, &m.segments).await?;
         let held = push_missing(inner, http, &node.https, &inner.config.cluster_token, &m.segments).await?;
         set(inner, &node.name, title.as_str(), TitleProgress { held, total, complete: false });
         let req =

@@ -18,7 +18,7 @@ pub enum MasterOptions {
         /// The root directory.
         root: String,
     },
-    /// An S3-compatible bucket (credentials from the usual AWS environment variables).
+    /// An S3-compatible bucket.
     S3 {
         /// Bucket name.
         bucket: String,
@@ -28,6 +28,8 @@ pub enum MasterOptions {
         endpoint: Option<String>,
         /// Region.
         region: Option<String>,
+        /// Access key id and secret (else the usual AWS environment variables).
+        credentials: Option<(String, String)>,
     },
 }
 
@@ -51,15 +53,29 @@ impl MasterStore {
                 let b = opendal::services::Fs::default().root(root).atomic_write_dir(&format!("{root}/.tmp"));
                 Operator::new(b).map_err(|e| StoreError::backend("open master (fs)", e))?
             }
-            MasterOptions::S3 { bucket, root, endpoint, region } => {
+            MasterOptions::S3 { bucket, root, endpoint, region, credentials } => {
                 let mut b = opendal::services::S3::default().bucket(bucket).root(root);
+                if let Some((id, secret)) = credentials {
+                    b = b.access_key_id(id).secret_access_key(secret);
+                }
                 if let Some(e) = endpoint {
                     b = b.endpoint(e);
                 }
                 if let Some(r) = region {
                     b = b.region(r);
                 }
-                Operator::new(b).map_err(|e| StoreError::backend("open master (s3)", e))?
+                // Every call bounded: connecting, and the whole exchange (a
+                // blob is at most a segment). reqwest takes rustls's
+                // process-wide crypto provider: the process installs one.
+                let http = reqwest::Client::builder()
+                    .connect_timeout(std::time::Duration::from_secs(5))
+                    .timeout(std::time::Duration::from_secs(120))
+                    .build()
+                    .map_err(|e| StoreError::backend("open master (s3): http client", e))?;
+                let transport = opendal::HttpTransporter::new(opendal_http_transport_reqwest::ReqwestTransport::new(http));
+                Operator::new(b)
+                    .map_err(|e| StoreError::backend("open master (s3)", e))?
+                    .with_context(opendal::OperationContext::new().with_http_transport(transport))
             }
         };
         Ok(Self { op })

@@ -8,7 +8,9 @@
 #![allow(clippy::unwrap_used, clippy::missing_panics_doc)]
 
 mod postgres;
+mod s3;
 pub use postgres::Postgres;
+pub use s3::S3Server;
 
 use std::path::Path;
 

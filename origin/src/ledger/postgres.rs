@@ -332,6 +332,11 @@ impl PgState {
         Ok(Some(SharedTitle { manifest: r.get(0), key }))
     }
 
+    /// Every published title and its signed manifest.
+    pub fn titles(&self) -> Result<Vec<(String, Vec<u8>)>, OriginError> {
+        Ok(self.query("SELECT title, manifest FROM titles ORDER BY title", &[])?.iter().map(|r| (r.get(0), r.get(1))).collect())
+    }
+
     /// Publishes a title to every origin: `Ok(true)` when the database now
     /// holds this manifest (just written, or written before), `Ok(false)`
     /// when it holds another under the same name (two origins published one
