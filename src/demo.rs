@@ -189,7 +189,7 @@ struct Played {
 
 async fn play_on_cluster(dir: &Path, input: &Path, a: &DemoArgs) -> Result<Played> {
     let t = Instant::now();
-    let shape = Shape { nodes: 2, edges: 3, peers: 2, precast: true, precast_segments: 2, precast_titles: 5 };
+    let shape = Shape { origins: 1, nodes: 2, edges: 3, peers: 2, precast: true, precast_segments: 2, precast_titles: 5 };
     let cluster = LocalCluster::start(dir, &["demo".to_string()], &shape).await?;
     // The peers bought the title: that makes it popular enough to pre-cast.
     if let Err(e) = cluster.wait_precast(&["demo".to_string()], std::time::Duration::from_secs(30)).await {

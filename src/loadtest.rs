@@ -27,6 +27,10 @@ pub struct LoadtestArgs {
     /// Print the summary as one JSON object (no progress display).
     #[arg(long)]
     json: bool,
+    /// The PostgreSQL (`postgres://...`, an empty database) the origins of a
+    /// scenario with `cluster.origins` > 1 share.
+    #[arg(long)]
+    state_url: Option<String>,
 }
 
 pub fn run(a: LoadtestArgs) -> Result<()> {
@@ -35,7 +39,7 @@ pub fn run(a: LoadtestArgs) -> Result<()> {
         scenario = scenario.with_viewers(n)?;
     }
     let (work_dir, _temp) = crate::data_dir_or_temp(a.data.as_deref(), "tranzcast-loadtest-")?;
-    let opts = RunOptions { work_dir, cluster_file: a.cluster.clone(), progress: !a.json };
+    let opts = RunOptions { work_dir, cluster_file: a.cluster.clone(), progress: !a.json, state_url: a.state_url.clone() };
     let rt = tokio::runtime::Runtime::new()?;
     // Ctrl-C stops the run (the temporary data directory is still removed).
     let report = rt.block_on(async {

@@ -25,7 +25,8 @@ use self::driver::Core;
 /// How to open a session.
 #[derive(Clone)]
 pub struct OpenOptions {
-    /// The origin's URL (`https://...`).
+    /// The origin's URL (`https://...`); a cluster's several origins
+    /// separated by commas, tried in turn when one fails.
     pub origin: String,
     /// The play ticket (base64url text).
     pub ticket: String,

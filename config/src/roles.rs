@@ -534,7 +534,8 @@ pub struct EdgeConfig {
     pub name: String,
     /// Data directory.
     pub data_dir: PathBuf,
-    /// The origin's URL.
+    /// The origin's URL; the origins of a cluster that runs several (on one
+    /// shared state), separated by commas, are tried in turn when one fails.
     pub origin: String,
     /// The origin's Ed25519 public key (hex); fetched from the origin when absent.
     pub origin_key: Option<String>,
@@ -615,13 +616,25 @@ impl Default for EdgeConfig {
     }
 }
 
+impl EdgeConfig {
+    /// The origins' URLs (`origin`, split at commas), in the order given.
+    pub fn origins(&self) -> Vec<&str> {
+        self.origin.split(',').map(str::trim).filter(|o| !o.is_empty()).collect()
+    }
+}
+
 impl RoleConfig for EdgeConfig {
     const ROLE: &'static str = "edge";
     fn validate(&self) -> Result<(), (String, String)> {
         if self.name.is_empty() || self.name.len() > 64 || !self.name.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_') {
             return fail("name", format!("{:?}: 1..=64 of a-z, A-Z, 0-9, '-', '_'", self.name));
         }
-        check_tier_url("origin", &self.origin)?;
+        if self.origins().is_empty() {
+            return fail("origin", "required: the origin's https:// URL (several separated by commas)");
+        }
+        for o in self.origins() {
+            check_tier_url("origin", o)?;
+        }
         if self.role == EdgeRole::Peer {
             if self.certificate.as_deref().unwrap_or("").is_empty() {
                 return fail("certificate", "a peer joins with a validation certificate");

@@ -190,7 +190,8 @@ pub struct Fetcher {
     http: reqwest::Client,
     /// Parent nodes, best first after each probe.
     parents: std::sync::RwLock<Vec<String>>,
-    origin: String,
+    /// The cluster's origins (tried after the parents, in this order).
+    origins: Vec<String>,
     /// Last probe of each parent: round trip and requests in flight there; None if it failed.
     probes: Mutex<HashMap<String, Option<(Duration, i64)>>>,
     /// This server's URL, sent to parents so a node knows where to push hot segments.
@@ -210,16 +211,16 @@ pub struct Fetcher {
 
 impl std::fmt::Debug for Fetcher {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Fetcher").field("origin", &self.origin).finish_non_exhaustive()
+        f.debug_struct("Fetcher").field("origins", &self.origins).finish_non_exhaustive()
     }
 }
 
 impl Fetcher {
-    /// Parents are tried before the origin.
+    /// Parents are tried before the origins.
     pub fn new(
         http: reqwest::Client,
         parents: Vec<String>,
-        origin: String,
+        origins: Vec<String>,
         cluster_token: String,
         timeout: Duration,
         max_flights: usize,
@@ -227,7 +228,7 @@ impl Fetcher {
         Self {
             http,
             parents: std::sync::RwLock::new(parents),
-            origin,
+            origins,
             probes: Mutex::default(),
             me: std::sync::OnceLock::new(),
             cluster_token,
@@ -252,7 +253,7 @@ impl Fetcher {
         let now = Instant::now();
         let demoted = crate::lock(&self.demoted).clone();
         let mut sources = crate::read(&self.parents).clone();
-        sources.push(self.origin.clone());
+        sources.extend(self.origins.iter().cloned());
         let (good, bad): (Vec<_>, Vec<_>) =
             sources.into_iter().partition(|s| demoted.get(s).is_none_or(|t| now.duration_since(*t) > DEMOTION));
         good.into_iter().chain(bad).collect()
@@ -535,7 +536,7 @@ mod tests {
     fn fetcher() -> Arc<Fetcher> {
         let ca = tranzcast_net::LocalCa::generate().unwrap();
         let http = tranzcast_net::client::https(ca.cert_pem().as_bytes()).unwrap();
-        Arc::new(Fetcher::new(http, vec![], "https://127.0.0.1:1".into(), "t".into(), Duration::from_secs(2), 8))
+        Arc::new(Fetcher::new(http, vec![], vec!["https://127.0.0.1:1".into()], "t".into(), Duration::from_secs(2), 8))
     }
 
     #[tokio::test]

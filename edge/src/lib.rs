@@ -26,6 +26,7 @@ mod blobs;
 pub mod demand;
 pub mod fetch;
 mod mirror;
+mod origins;
 mod playback;
 mod reply;
 pub mod residency;
@@ -69,6 +70,8 @@ static NEXT_SERVER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64:
 pub(crate) struct Inner {
     pub store: BlobStore,
     pub config: EdgeConfig,
+    /// The cluster's origins, the one that answered last first.
+    pub(crate) origins: origins::Origins,
     pub origin_key: VerifyingKey,
     /// What it counts (on /metrics and in the pulse).
     pub counters: Counters,
@@ -210,14 +213,15 @@ impl EdgeServer {
     pub async fn start(config: EdgeConfig, tls: EdgeTls) -> Result<Self, EdgeError> {
         let store = BlobStore::open(&config.data_dir, StoreOptions { cache_bytes: config.store.cache_bytes.0, create: true })?;
         let http = tranzcast_net::client::https(tls.ca_pem.as_bytes())?;
+        let origins = origins::Origins::new(config.origins().into_iter().map(String::from).collect());
         let origin_key = match &config.origin_key {
             Some(k) => parse_key(k)?,
-            None => fetch_origin_key(&http, &config.origin, control_limits(&config, SMALL_ANSWER)).await?,
+            None => origins.call(|o| fetch_origin_key(&http, o, control_limits(&config, SMALL_ANSWER))).await?,
         };
         let fetcher = Arc::new(fetch::Fetcher::new(
             http.clone(),
             config.parents.clone(),
-            config.origin.clone(),
+            origins.in_turn(),
             config.cluster_token.expose().to_string(),
             config.upstream_timeout.0,
             config.limits.max_flights as usize,
@@ -225,6 +229,7 @@ impl EdgeServer {
         let inner = Arc::new(Inner {
             store,
             config: config.clone(),
+            origins,
             origin_key,
             counters: Counters::default(),
             server: Arc::new(tranzcast_net::ServerStats::default()),
@@ -300,7 +305,8 @@ impl EdgeServer {
                 }
                 if hb_inner.config.role == EdgeRole::Edge {
                     if hb_inner.config.parents.is_empty() {
-                        match cluster_nodes(&http, &hb_inner.config.origin, control_limits(&hb_inner.config, CLUSTER_ANSWER)).await {
+                        let limits = control_limits(&hb_inner.config, CLUSTER_ANSWER);
+                        match hb_inner.origins.call(|o| cluster_nodes(&http, o, limits)).await {
                             Ok(nodes) => hb_inner.fetcher.set_parents(nodes),
                             Err(e) => tracing::warn!(error = %e, "cannot learn the cluster's nodes"),
                         }
@@ -414,7 +420,7 @@ fn control_limits(config: &EdgeConfig, max_body: usize) -> tranzcast_net::client
 
 async fn fetch_origin_key(
     http: &reqwest::Client,
-    origin: &str,
+    origin: String,
     limits: tranzcast_net::client::CallLimits,
 ) -> Result<VerifyingKey, EdgeError> {
     let (status, body) = tranzcast_net::client::call(http.get(format!("{origin}/v1/origin-key")), limits)
@@ -425,7 +431,12 @@ async fn fetch_origin_key(
     VerifyingKey::from_bytes(&key).map_err(|_| EdgeError::Config("origin_key is not an Ed25519 public key".into()))
 }
 
+/// Joins (or heartbeats to) the cluster through the first origin that answers.
 async fn join(http: &reqwest::Client, inner: &Inner, me: std::net::SocketAddr) -> Result<(), EdgeError> {
+    inner.origins.call(|o| join_at(http, inner, me, o)).await
+}
+
+async fn join_at(http: &reqwest::Client, inner: &Inner, me: std::net::SocketAddr, origin: String) -> Result<(), EdgeError> {
     let mut body = tranzcast_proto::api::JoinBody {
         name: inner.config.name.clone(),
         role: inner.config.role.as_str().to_string(),
@@ -445,7 +456,7 @@ async fn join(http: &reqwest::Client, inner: &Inner, me: std::net::SocketAddr) -
         inner.playback.keys.rotate_if_due();
         body.playback_key = inner.playback.keys.current_public_hex();
     }
-    let req = http.post(format!("{}/v1/cluster/heartbeat", inner.config.origin)).json(&body);
+    let req = http.post(format!("{origin}/v1/cluster/heartbeat")).json(&body);
     let req = match (&inner.config.role, &inner.config.certificate) {
         (EdgeRole::Peer, Some(cert)) => req.header("authorization", format!("Tranzcast {}", cert.expose())),
         // Config validation made sure nodes and edges have theirs.
@@ -479,7 +490,11 @@ fn advertised_url(config: &EdgeConfig, me: std::net::SocketAddr) -> String {
 }
 
 /// The live nodes in the origin's cluster view (an edge's parents when none are configured).
-async fn cluster_nodes(http: &reqwest::Client, origin: &str, limits: tranzcast_net::client::CallLimits) -> Result<Vec<String>, EdgeError> {
+async fn cluster_nodes(
+    http: &reqwest::Client,
+    origin: String,
+    limits: tranzcast_net::client::CallLimits,
+) -> Result<Vec<String>, EdgeError> {
     let (status, body) = tranzcast_net::client::call(http.get(format!("{origin}/v1/cluster")), limits)
         .await
         .map_err(|e| EdgeError::Origin(e.to_string()))?;
@@ -499,17 +514,20 @@ pub(crate) fn health(inner: &Inner) -> revocation::Freshness {
 /// on any failure (an error status, a stall, a body over its cap or not
 /// entirely a list) keeps the last good set and counts the failure.
 async fn pull_revocations(http: &reqwest::Client, inner: &Inner) -> Result<(), EdgeError> {
-    let url = format!("{}/v1/revocations", inner.config.origin);
-    let read = async {
-        let (status, body) = tranzcast_net::client::call(http.get(&url), control_limits(&inner.config, REVOCATION_ANSWER))
-            .await
-            .map_err(|e| e.to_string())?;
-        if !status.is_success() {
-            return Err(format!("the origin answered {status}"));
-        }
-        tranzcast_proto::revocations::parse(&body).map_err(|e| e.to_string())
-    };
-    let read = read.await;
+    // From the first origin that gives a whole list: all of them share one state.
+    let read = inner
+        .origins
+        .call(|origin| async move {
+            let url = format!("{origin}/v1/revocations");
+            let (status, body) = tranzcast_net::client::call(http.get(&url), control_limits(&inner.config, REVOCATION_ANSWER))
+                .await
+                .map_err(|e| EdgeError::Origin(format!("{origin}: {e}")))?;
+            if !status.is_success() {
+                return Err(EdgeError::Origin(format!("{origin} answered {status}")));
+            }
+            tranzcast_proto::revocations::parse(&body).map_err(|e| EdgeError::Origin(format!("{origin}: {e}")))
+        })
+        .await;
     let mut r = write(&inner.revoked);
     match read {
         Ok(set) => {
@@ -517,8 +535,12 @@ async fn pull_revocations(http: &reqwest::Client, inner: &Inner) -> Result<(), E
             Ok(())
         }
         Err(e) => {
-            r.failed(e.clone());
-            Err(EdgeError::Origin(e))
+            let why = match &e {
+                EdgeError::Origin(m) => m.clone(),
+                other => other.to_string(),
+            };
+            r.failed(why);
+            Err(e)
         }
     }
 }

@@ -17,6 +17,8 @@ use crate::LoadtestError;
 /// Servers of each kind.
 #[derive(Debug, Clone)]
 pub struct Shape {
+    /// Origin processes (more than one share a PostgreSQL).
+    pub origins: u32,
     /// Neuro nodes.
     pub nodes: u32,
     /// Edges.
@@ -35,8 +37,12 @@ pub struct Shape {
 /// The running cluster.
 #[derive(Debug)]
 pub struct LocalCluster {
-    /// The origin.
+    /// The origin (`origin-1`: it ingested the titles).
     pub origin: Origin,
+    /// More origins on the same shared state (`origin-2`, ...); a killed one is gone from here.
+    pub more_origins: BTreeMap<String, Origin>,
+    /// Every origin's URL, `origin-1` first (killed ones included: clients find out).
+    origin_urls: Vec<String>,
     /// Nodes by name (`node-1`, ...); a killed one is gone from here.
     pub nodes: BTreeMap<String, EdgeServer>,
     /// Edges by name (`edge-1`, ...).
@@ -122,6 +128,12 @@ impl LocalCluster {
     /// Peers are started but pre-casts are not waited for: see
     /// [`LocalCluster::wait_precast`] (pre-casts follow orders).
     pub async fn start(dir: &Path, titles: &[String], shape: &Shape) -> Result<Self, LoadtestError> {
+        Self::start_shared(dir, titles, shape, None).await
+    }
+
+    /// As [`LocalCluster::start`], with `shape.origins` origins sharing the
+    /// PostgreSQL at `state_url` (an empty database) when it is given.
+    pub async fn start_shared(dir: &Path, titles: &[String], shape: &Shape, state_url: Option<&str>) -> Result<Self, LoadtestError> {
         let storefront_token = secret();
         let cluster_token = secret();
         let member_key = secret();
@@ -152,11 +164,34 @@ impl LocalCluster {
         } else {
             sets.push("precast.enabled=false".into());
         }
+        if let Some(url) = state_url {
+            let kek = dir.join("kek.hex");
+            std::fs::write(&kek, secret() + &secret()[..16]).map_err(|e| cluster_err("kek")(e.to_string()))?;
+            sets.extend(["state.backend=postgres".into(), format!("state.url={url}"), format!("keys.kek_file={}", kek.display())]);
+        }
         let oc: OriginConfig =
             Layers::new("origin").overrides(&sets).and_then(|l| l.build()).map_err(|e| cluster_err("origin config")(e.to_string()))?;
         let origin = Origin::start(oc).await.map_err(|e| cluster_err("starting the origin")(e.to_string()))?;
-        let origin_url = format!("https://localhost:{}", origin.https_addr().port());
         let ca_dir = origin.ca_dir();
+        let mut more_origins = BTreeMap::new();
+        for i in 2..=shape.origins.max(1) {
+            // The others start empty with the first's CA: one cluster, one CA.
+            let name = format!("origin-{i}");
+            let d = dir.join(&name);
+            drop(
+                tranzcast_store::BlobStore::open(&d, tranzcast_store::StoreOptions { create: true, ..Default::default() })
+                    .map_err(|e| cluster_err(&name)(e.to_string()))?,
+            );
+            copy_dir(&ca_dir, &d.join("tls")).map_err(cluster_err(&name))?;
+            let mut s = sets.clone();
+            s[0] = format!("data_dir={}", d.display());
+            let oc: OriginConfig =
+                Layers::new("origin").overrides(&s).and_then(|l| l.build()).map_err(|e| cluster_err(&name)(e.to_string()))?;
+            more_origins.insert(name.clone(), Origin::start(oc).await.map_err(|e| cluster_err(&name)(e.to_string()))?);
+        }
+        let origin_urls: Vec<String> =
+            std::iter::once(&origin).chain(more_origins.values()).map(|o| format!("https://localhost:{}", o.https_addr().port())).collect();
+        let origin_url = origin_urls.join(",");
         let ca_pem = origin.ca_pem().to_string();
         let http = tranzcast_net::client::https(ca_pem.as_bytes()).map_err(|e| cluster_err("client")(e.to_string()))?;
         let tls = EdgeTls::from_config(&edge_config("node", "x", dir, &origin_url, keys, &[])?, &ca_dir)
@@ -164,7 +199,7 @@ impl LocalCluster {
         let mut nodes = BTreeMap::new();
         for i in 1..=shape.nodes {
             let name = format!("node-{i}");
-            let c = edge_config("node", &name, &dir.join(&name), &origin_url, keys, &[])?;
+            let c = edge_config("node", &name, &dir.join(&name), &rotated(&origin_url, i as usize), keys, &[])?;
             nodes.insert(name.clone(), EdgeServer::start(c, tls.clone()).await.map_err(|e| cluster_err(&name)(e.to_string()))?);
         }
         let staged = |origin: &Origin| {
@@ -176,11 +211,14 @@ impl LocalCluster {
         for i in 1..=shape.edges {
             // No parents configured: each edge learns the nodes from the origin.
             let name = format!("edge-{i}");
-            let c = edge_config("edge", &name, &dir.join(&name), &origin_url, keys, &[])?;
+            let c = edge_config("edge", &name, &dir.join(&name), &rotated(&origin_url, i as usize), keys, &[])?;
             edges.insert(name.clone(), EdgeServer::start(c, tls.clone()).await.map_err(|e| cluster_err(&name)(e.to_string()))?);
         }
+        let first_origin = origin_urls[0].clone();
         let mut cluster = Self {
             origin,
+            more_origins,
+            origin_urls,
             nodes,
             edges,
             peers: BTreeMap::new(),
@@ -197,13 +235,13 @@ impl LocalCluster {
             let title = titles.first().ok_or_else(|| LoadtestError::Cluster("no titles".into()))?;
             let ticket = cluster.order(title, None).await?;
             let grant: tranzcast_proto::answers::PlayGrant =
-                answer(cluster.http.post(format!("{origin_url}/v1/play")).json(&tranzcast_proto::api::PlayBody::client(ticket))).await?;
+                answer(cluster.http.post(format!("{first_origin}/v1/play")).json(&tranzcast_proto::api::PlayBody::client(ticket))).await?;
             let cert = grant.certificate;
             // A viewer's peer service gets its TLS identity from the origin (a
             // leaf for its own address), never from the CA itself.
             let auth = format!("Tranzcast {cert}");
             let id: tranzcast_proto::answers::PeerIdentity =
-                answer(cluster.http.post(format!("{origin_url}/v1/cluster/peer-identity")).header("authorization", auth)).await?;
+                answer(cluster.http.post(format!("{first_origin}/v1/cluster/peer-identity")).header("authorization", auth)).await?;
             let (pem, key) = (id.cert.as_str(), id.key.as_str());
             let ca = cluster.ca_path.clone();
             let peer_tls = EdgeTls::for_peer(pem, key, &ca).map_err(|e| cluster_err(&name)(e.to_string()))?;
@@ -230,9 +268,15 @@ impl LocalCluster {
         .await
     }
 
-    /// The origin's URL.
+    /// The first origin's URL (the storefront's: orders and the cluster's own calls).
     pub fn origin_url(&self) -> String {
-        format!("https://localhost:{}", self.origin.https_addr().port())
+        self.origin_urls[0].clone()
+    }
+
+    /// Every origin's URL, `origin-1` first, separated by commas (what
+    /// viewers, nodes and edges are given; one URL with one origin).
+    pub fn origin_list(&self) -> String {
+        self.origin_urls.join(",")
     }
 
     /// Every running server's base URL by name (origin, nodes, edges, peers).
@@ -240,6 +284,9 @@ impl LocalCluster {
         let url = |s: &EdgeServer| format!("https://localhost:{}", s.https_addr().port());
         let mut m = BTreeMap::new();
         m.insert("origin".to_string(), ("origin".to_string(), self.origin_url()));
+        for (name, o) in &self.more_origins {
+            m.insert(name.clone(), ("origin".to_string(), format!("https://localhost:{}", o.https_addr().port())));
+        }
         for (n, s) in &self.nodes {
             m.insert(n.clone(), ("node".to_string(), url(s)));
         }
@@ -270,8 +317,13 @@ impl LocalCluster {
         Ok(())
     }
 
-    /// Kills a node or an edge at once (see [`EdgeServer::kill`]).
+    /// Kills a node, an edge or an origin after the first at once (see
+    /// [`EdgeServer::kill`], [`Origin::kill`]).
     pub async fn kill(&mut self, name: &str) -> Result<(), LoadtestError> {
+        if let Some(o) = self.more_origins.remove(name) {
+            o.kill().await;
+            return Ok(());
+        }
         let s = self
             .edges
             .remove(name)
@@ -314,8 +366,28 @@ impl LocalCluster {
         for (_, s) in self.edges.into_iter().chain(self.nodes) {
             s.shutdown().await;
         }
+        for (_, o) in self.more_origins {
+            o.shutdown().await;
+        }
         self.origin.shutdown().await;
     }
+}
+
+/// A comma-separated list of URLs rotated by `by` (each server and viewer
+/// starts at a different origin, as DNS or a load balancer would spread them).
+pub fn rotated(urls: &str, by: usize) -> String {
+    let list: Vec<&str> = urls.split(',').collect();
+    let n = list.len();
+    (0..n).map(|i| list[(by + i) % n]).collect::<Vec<_>>().join(",")
+}
+
+fn copy_dir(from: &Path, to: &Path) -> Result<(), String> {
+    std::fs::create_dir_all(to).map_err(|e| format!("{}: {e}", to.display()))?;
+    for f in std::fs::read_dir(from).map_err(|e| format!("{}: {e}", from.display()))? {
+        let f = f.map_err(|e| e.to_string())?;
+        std::fs::copy(f.path(), to.join(f.file_name())).map_err(|e| format!("{}: {e}", f.path().display()))?;
+    }
+    Ok(())
 }
 
 /// A new customer orders `title` at the storefront: bought (`plays` None)

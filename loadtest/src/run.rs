@@ -30,6 +30,9 @@ pub struct RunOptions {
     pub cluster_file: Option<PathBuf>,
     /// Show progress on the terminal.
     pub progress: bool,
+    /// The PostgreSQL (an empty database) a cluster of several origins
+    /// shares (`cluster.origins` > 1).
+    pub state_url: Option<String>,
 }
 
 fn bar(show: bool, len: u64, what: &str) -> ProgressBar {
@@ -87,7 +90,11 @@ async fn run_local(name: &str, s: &Scenario, dir: &std::path::Path, opts: &RunOp
     let plans = plan(s, titles[0].segments);
     let c = &s.cluster;
     let popular = popular_titles(&plans, &titles, 10);
+    if c.origins > 1 && opts.state_url.is_none() {
+        return Err(LoadtestError::Cluster(format!("{} origins share a PostgreSQL: give one with --state-url", c.origins)));
+    }
     let shape = Shape {
+        origins: c.origins,
         nodes: c.nodes,
         edges: c.edges,
         peers: c.homes,
@@ -95,7 +102,7 @@ async fn run_local(name: &str, s: &Scenario, dir: &std::path::Path, opts: &RunOp
         precast_segments: c.precast_segments,
         precast_titles: popular.len() as u32,
     };
-    let cluster = LocalCluster::start(dir, &ids, &shape).await?;
+    let cluster = LocalCluster::start_shared(dir, &ids, &shape, opts.state_url.as_deref()).await?;
     let tickets = buy_tickets(&cluster.http, &cluster.origin_url(), &cluster.storefront_token, &plans, &titles, opts.progress).await?;
     if c.precast && c.homes > 0 {
         cluster.wait_precast(&popular, Duration::from_secs(60)).await?;
@@ -238,7 +245,7 @@ impl Driver {
     }
     fn origin(&self) -> String {
         match (&self.cluster, &self.file) {
-            (Some(c), _) => c.origin_url(),
+            (Some(c), _) => c.origin_list(),
             (None, Some((f, _))) => f.origin.clone(),
             _ => String::new(),
         }
@@ -313,7 +320,9 @@ async fn drive(
     let mut viewers = tokio::task::JoinSet::new();
     for (p, ticket) in plans.iter().cloned().zip(tickets) {
         let setup = ViewerSetup {
-            origin: driver.origin(),
+            // Viewers start at different origins (a DNS or load balancer's
+            // spread): a killed one is met by some and failed over from.
+            origin: crate::cluster::rotated(&driver.origin(), p.id),
             ticket,
             http: clients[p.id / per].clone(),
             home: (!homes.is_empty()).then(|| homes[p.id % homes.len()].clone()),

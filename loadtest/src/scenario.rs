@@ -60,6 +60,8 @@ fn default_seed() -> u64 {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ClusterSpec {
+    /// Origin processes (more than one share a PostgreSQL: `--state-url`).
+    pub origins: u32,
     /// Neuro nodes (hold complete sets).
     pub nodes: u32,
     /// Edges (mirror on demand).
@@ -77,7 +79,7 @@ pub struct ClusterSpec {
 
 impl Default for ClusterSpec {
     fn default() -> Self {
-        Self { nodes: 2, edges: 3, homes: 0, precast: false, precast_segments: 2, warm_edges: false }
+        Self { origins: 1, nodes: 2, edges: 3, homes: 0, precast: false, precast_segments: 2, warm_edges: false }
     }
 }
 
@@ -181,7 +183,7 @@ fn default_per_connection() -> u32 {
 pub struct Event {
     /// Seconds after the first arrival.
     pub at_seconds: f64,
-    /// The server that fails (`edge-N` or `node-N`).
+    /// The server that fails (`edge-N`, `node-N`, or `origin-N` for N >= 2).
     pub kill: String,
     /// How it fails.
     #[serde(default)]
@@ -315,6 +317,14 @@ impl Scenario {
             return bad("max_seconds", format!("between 1 and {MAX_RUN_SECONDS}"));
         }
         let c = &self.cluster;
+        if !(1..=4).contains(&c.origins) {
+            return bad("cluster.origins", "1 to 4".into());
+        }
+        // Each run of several origins needs a database of its own (its
+        // titles' keys); the run is given one (`--state-url`).
+        if c.origins > 1 && self.variants.len() > 1 {
+            return bad("cluster.origins", "several origins: one run per scenario (no variants)".into());
+        }
         if c.nodes > 8 {
             return bad("cluster.nodes", "at most 8".into());
         }
@@ -393,10 +403,17 @@ impl Scenario {
             let server = |prefix: &str, n: u32| {
                 e.kill.strip_prefix(prefix).and_then(|k| k.parse::<u32>().ok()).is_some_and(|k| (1..=n).contains(&k))
             };
-            if !(server("edge-", c.edges) || server("node-", c.nodes)) {
+            // origin-1 ingested the titles and stays: the others are the
+            // ones that may fail (a cluster's first origin is not special on
+            // a shared state, but here it holds the only copy of the blobs).
+            let origin = e.kill.strip_prefix("origin-").and_then(|k| k.parse::<u32>().ok()).is_some_and(|k| (2..=c.origins).contains(&k));
+            if !(server("edge-", c.edges) || server("node-", c.nodes) || origin) {
                 return bad(
                     &format!("events[{i}].kill"),
-                    format!("'{}' is not a server of this cluster (edge-1..{}, node-1..{})", e.kill, c.edges, c.nodes),
+                    format!(
+                        "'{}' is not a server of this cluster (edge-1..{}, node-1..{}, origin-2..{})",
+                        e.kill, c.edges, c.nodes, c.origins
+                    ),
                 );
             }
             if e.kill.starts_with("edge-") && c.edges < 2 {

@@ -265,6 +265,16 @@ impl Origin {
         self.inner.config.data_dir.join("tls")
     }
 
+    /// Stops at once, as a crash would: connections are cut mid-answer,
+    /// nothing is drained, staging stops. What is committed stays committed
+    /// (every answer followed its durable write); the other origins of a
+    /// cluster on a shared state carry on.
+    pub async fn kill(self) {
+        self.staging.abort();
+        let _ = self.staging.await;
+        self.server.kill().await;
+    }
+
     /// Stops accepting and drains requests in flight.
     pub async fn shutdown(self) {
         self.staging.abort();

@@ -33,10 +33,26 @@ impl Session {
     /// with whoever else uses it, as a load test's simulated viewers do).
     /// The client must trust the cluster's CA; `opts.ca_pem` is not used.
     pub async fn open_with(opts: OpenOptions, http: reqwest::Client) -> Result<Self, ClientError> {
-        let origin = opts.origin.trim_end_matches('/');
+        // A cluster may run several origins on one shared state: the first
+        // that answers serves the handshake, the others take over on failure.
+        let origins: Vec<&str> = opts.origin.split(',').map(|o| o.trim().trim_end_matches('/')).filter(|o| !o.is_empty()).collect();
+        if origins.is_empty() {
+            return Err(ClientError::Invalid("no origin URL".into()));
+        }
         // The origin is authenticated by TLS; its signing key comes from it.
         let small = CallLimits { answer: Duration::from_secs(10), total: Duration::from_secs(30), max_body: 4 << 10 };
-        let (_, body) = call(http.get(format!("{origin}/v1/origin-key")), small).await.map_err(|e| ClientError::Network(e.to_string()))?;
+        let mut key_answer = Err(ClientError::Network("no origin answered".into()));
+        for (i, origin) in origins.iter().enumerate() {
+            key_answer = match call(http.get(format!("{origin}/v1/origin-key")), small).await {
+                Ok((status, body)) if status.is_success() => Ok((i, body)),
+                Ok((status, _)) => Err(ClientError::Network(format!("{origin}: {status}"))),
+                Err(e) => Err(ClientError::Network(format!("{origin}: {e}"))),
+            };
+            if key_answer.is_ok() {
+                break;
+            }
+        }
+        let (mut at, body) = key_answer?;
         let kb = tranzcast_proto::answers::OriginKey::parse(&body).ok_or_else(|| ClientError::Invalid("origin key".into()))?;
         let origin_key = ed25519_key(&kb)?;
         let ticket = SignedToken::from_text(opts.ticket.trim()).map_err(|e| ClientError::Invalid(format!("ticket: {e}")))?;
@@ -55,19 +71,26 @@ impl Session {
             total: Duration::from_secs(120),
             max_body: (tranzcast_proto::manifest::MAX_SEGMENTS as usize * 32 + (1 << 20)) / 3 * 4 + (1 << 20),
         };
+        // A failed call, or an origin failing (5xx), is tried again at the
+        // next origin, with the same key: if the first one counted the play
+        // before it failed, the shared state gives the same grant again.
         let (status, body) = loop {
+            let origin = origins[at % origins.len()];
             let req = http
                 .post(format!("{origin}/v1/play"))
                 .header("idempotency-key", &attempt)
                 .json(&tranzcast_proto::api::PlayBody::client(opts.ticket.trim()));
-            match call(req, play_limits).await {
-                Ok(a) => break a,
-                Err(_) if tries < 2 => {
-                    tries += 1;
-                    tokio::time::sleep(std::time::Duration::from_millis(250 * tries)).await;
-                }
-                Err(e) => return Err(ClientError::Network(e.to_string())),
+            let failed = match call(req, play_limits).await {
+                Ok((status, body)) if !status.is_server_error() => break (status, body),
+                Ok((status, body)) => ClientError::Network(format!("{origin}: {status}: {}", ErrorBody::read(&body).1)),
+                Err(e) => ClientError::Network(format!("{origin}: {e}")),
+            };
+            if tries >= 2 * origins.len() as u64 {
+                return Err(failed);
             }
+            tries += 1;
+            at += 1;
+            tokio::time::sleep(std::time::Duration::from_millis(250 * tries.min(4))).await;
         };
         if !status.is_success() {
             let (code, reason) = ErrorBody::read(&body);
