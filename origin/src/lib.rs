@@ -78,6 +78,8 @@ pub(crate) struct Inner {
     pub peer_ca: LocalCa,
     /// Master copies (`master.*`), if configured.
     pub(crate) masters: Option<masters::Masters>,
+    /// This process among the cluster's origins (leases are held in its name).
+    pub(crate) instance: [u8; 16],
     /// Titles read from the cluster's catalog (shared engine only).
     pub shared_titles: std::sync::Mutex<std::collections::HashMap<String, CatalogEntry>>,
 }
@@ -122,6 +124,20 @@ impl Inner {
         }
         cache.insert(title.as_str().to_string(), e.clone());
         Ok(Some(e))
+    }
+
+    /// Whether this origin may push to member `name` now (`what`: staging
+    /// or pre-cast): always on its own, on a shared engine when it holds the
+    /// lease (three rounds long, renewed each round), so two origins never
+    /// push the same blobs to one member at once. An unreadable lease is
+    /// not held (this round is skipped; the next one asks again).
+    pub(crate) fn may_push(&self, what: &str, name: &str) -> bool {
+        let Some(pg) = self.state.shared() else { return true };
+        let ttl = u64::try_from(self.config.staging_interval.0.as_millis()).unwrap_or(u64::MAX).saturating_mul(3).max(3000);
+        pg.lease(&format!("{what}/{name}"), &self.instance, now_ms(), ttl).unwrap_or_else(|e| {
+            tracing::warn!(error = %e, member = name, "cannot read the push lease; skipping this round");
+            false
+        })
     }
 
     /// Members seen within the member timeout.
@@ -192,6 +208,7 @@ impl Origin {
             peer_ca,
             shared_titles: Default::default(),
             masters: masters::open(&config)?,
+            instance: random16(),
         });
         let opts = ServerOptions {
             https: config.listen.https,

@@ -64,6 +64,10 @@ pub(crate) async fn round(inner: &Arc<Inner>, http: &reqwest::Client) -> Result<
         let mut blobs = vec![*maddr];
         blobs.extend(m.segments.iter().take(cfg.segments as usize));
         for peer in &peers {
+            // One origin at a time pre-casts a title to a peer.
+            if !inner.may_push("precast", &format!("{}/{title}", peer.name)) {
+                continue;
+            }
             let token = peer.push_token.as_deref().unwrap_or("");
             let pushed = crate::push::push_missing(inner, http, &peer.https, token, &blobs).await?;
             if let Ok(mut s) = inner.precast.lock() {

@@ -47,9 +47,9 @@ pub(crate) async fn run(inner: Arc<Inner>, http: reqwest::Client) {
     }
 }
 
-/// Every title this origin serves, with its signed manifest: its store's,
-/// and on a shared engine the cluster's catalog too (their blobs come from
-/// the master store).
+/// Every title this origin can stage, with its signed manifest: its
+/// store's, and on a shared engine with master copies the cluster's catalog
+/// too (their blobs come from the master store).
 fn titles(inner: &Inner) -> Result<Vec<(String, bytes::Bytes)>, String> {
     let mut out = Vec::new();
     let mut seen = std::collections::HashSet::new();
@@ -58,7 +58,7 @@ fn titles(inner: &Inner) -> Result<Vec<(String, bytes::Bytes)>, String> {
         seen.insert(title.to_string());
         out.push((title.to_string(), mbytes));
     }
-    if let Some(pg) = inner.state.shared() {
+    if let (Some(pg), Some(_)) = (inner.state.shared(), &inner.masters) {
         for (title, manifest) in pg.titles().map_err(|e| e.to_string())? {
             if seen.insert(title.clone()) {
                 out.push((title, bytes::Bytes::from(manifest)));
@@ -75,6 +75,10 @@ async fn stage_node(inner: &Arc<Inner>, http: &reqwest::Client, node: &Member) -
         let total = m.segments.len() as u64 + 1;
         let known = inner.staging.lock().map(|s| s.get(&node.name).and_then(|t| t.get(title.as_str())).cloned()).ok().flatten();
         if known.as_ref().is_some_and(|p| p.complete) {
+            continue;
+        }
+        // One origin at a time stages a title to a node.
+        if !inner.may_push("staging", &format!("{}/{title}", node.name)) {
             continue;
         }
         set(inner, &node.name, title.as_str(), TitleProgress { held: known.map(|p| p.held).unwrap_or(0), total, complete: false });

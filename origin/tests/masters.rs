@@ -86,3 +86,50 @@ async fn a_tampered_master_copy_is_refused_not_restored() {
     let e = m.get(&a).await.unwrap_err();
     assert!(matches!(e, tranzcast_store::StoreError::Corrupt { .. }), "{e}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_origins_that_can_both_stage_push_each_title_to_a_node_once() {
+    let (pg, s3) = (Postgres::start(), S3Server::start("leases").await);
+    let url = pg.database("leases");
+    let kek_dir = tempfile::tempdir().unwrap();
+    std::fs::write(kek_dir.path().join("kek"), KEK).unwrap();
+    let mut sets = vec![
+        "state.backend=postgres".to_string(),
+        format!("state.url={url}"),
+        format!("keys.kek_file={}", kek_dir.path().join("kek").display()),
+    ];
+    sets.extend(s3.master_settings());
+    let a = TestCluster::start_with(3, &sets).await;
+    eventually(30, "every blob in the bucket", || {
+        let n = a.origin.master_blobs();
+        async move { n >= 2 * (3 + 1) }
+    })
+    .await;
+    let b_dir = a.dir.path().join("origin-b");
+    drop(tranzcast_store::BlobStore::open(&b_dir, tranzcast_store::StoreOptions { create: true, ..Default::default() }).unwrap());
+    std::fs::create_dir_all(b_dir.join("tls")).unwrap();
+    for f in std::fs::read_dir(a.origin.ca_dir()).unwrap() {
+        let f = f.unwrap();
+        std::fs::copy(f.path(), b_dir.join("tls").join(f.file_name())).unwrap();
+    }
+    let b = Origin::start(origin_config_with(&b_dir, 0, &sets)).await.unwrap();
+    let b_url = format!("https://localhost:{}", b.https_addr().port());
+    // Both can stage both titles (A from its store, B from the bucket); a node joins.
+    let node = a.server(&a.spec("node", "node-1")).await;
+    let staged = |o: &Origin, t: &str| o.staging_status().get("node-1").and_then(|m| m.get(t)).is_some_and(|p| p.complete);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !["film", "other"].iter().all(|t| staged(&a.origin, t) || staged(&b, t)) {
+        assert!(std::time::Instant::now() < deadline, "staging incomplete: {:?} {:?}", a.origin.staging_status(), b.staging_status());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // A few more rounds: nothing is pushed twice.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let pushed =
+        metric(&a.http, &a.origin_url, "origin_pushed_bytes_total").await + metric(&a.http, &b_url, "origin_pushed_bytes_total").await;
+    let segments: u64 = a.blobs.iter().map(|b| b.len() as u64).sum::<u64>() * 2;
+    eprintln!("pushed {pushed} bytes for {segments} bytes of segments");
+    assert!(pushed >= segments, "every segment pushed: {pushed} < {segments}");
+    assert!(pushed < segments + segments / 20, "pushed twice: {pushed} for {segments}");
+    drop(node);
+    b.shutdown().await;
+}

@@ -207,3 +207,38 @@ async fn keys_rest_sealed_and_another_kek_or_another_clusters_data_dir_is_refuse
     let e = Origin::start(origin_config_with(&other.path().join("origin"), 0, &shared(other.path(), &url))).await.unwrap_err().to_string();
     assert!(e.contains("another cluster"), "{e}");
 }
+
+#[test]
+fn a_push_lease_has_one_holder_at_a_time_until_it_runs_out() {
+    use tranzcast_origin::ledger::postgres::PgState;
+    let pg = Postgres::start();
+    let url = pg.database("leases");
+    let kek = || tranzcast_proto::envelope::Kek::from_hex(KEK).unwrap();
+    // Two origins' state handles, many callers each, all at once.
+    let states = [PgState::open(&url, 8, kek()).unwrap(), PgState::open(&url, 8, kek()).unwrap()];
+    let now = 1_000_000u64;
+    let won = std::sync::atomic::AtomicU32::new(0);
+    let winners = std::sync::Mutex::new(std::collections::HashSet::new());
+    std::thread::scope(|s| {
+        for i in 0..32u8 {
+            let (state, won, winners) = (&states[usize::from(i % 2)], &won, &winners);
+            s.spawn(move || {
+                let me = [i; 16];
+                if state.lease("staging/node-1/film", &me, now, 3000).unwrap() {
+                    won.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    winners.lock().unwrap().insert(i);
+                }
+            });
+        }
+    });
+    assert_eq!(won.load(std::sync::atomic::Ordering::Relaxed), 1, "one holder");
+    let holder = [*winners.lock().unwrap().iter().next().unwrap(); 16];
+    let other = [holder[0] ^ 1; 16];
+    // The holder renews; another is refused until the lease runs out, then takes it.
+    assert!(states[0].lease("staging/node-1/film", &holder, now + 1000, 3000).unwrap());
+    assert!(!states[1].lease("staging/node-1/film", &other, now + 3500, 3000).unwrap());
+    assert!(states[1].lease("staging/node-1/film", &other, now + 4001, 3000).unwrap());
+    assert!(!states[0].lease("staging/node-1/film", &holder, now + 4002, 3000).unwrap());
+    // Leases are per member and title.
+    assert!(states[0].lease("staging/node-2/film", &holder, now + 4002, 3000).unwrap());
+}

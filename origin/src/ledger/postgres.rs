@@ -390,6 +390,21 @@ impl PgState {
         Ok(())
     }
 
+    /// Takes or renews the lease `name` for `holder` until `now_ms + ttl_ms`:
+    /// true when `holder` holds it now (it was free, expired or its own).
+    /// One origin stages a node (or pre-casts to a peer) at a time; when it
+    /// dies, another takes over once its lease runs out.
+    pub fn lease(&self, name: &str, holder: &[u8; 16], now_ms: u64, ttl_ms: u64) -> Result<bool, OriginError> {
+        let rows = self.query(
+            "INSERT INTO leases (name, holder, until_ms) VALUES ($1, $2, $3)
+             ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, until_ms = excluded.until_ms
+             WHERE leases.holder = excluded.holder OR leases.until_ms < $4
+             RETURNING holder",
+            &[&name, &&holder[..], &int(now_ms.saturating_add(ttl_ms)), &int(now_ms)],
+        )?;
+        Ok(!rows.is_empty())
+    }
+
     /// Creates a customer; returns its number.
     pub fn add_customer(&self, name: &str, now: u64) -> Result<u64, OriginError> {
         let rec = json(&Customer { name: name.into(), created: now })?;

@@ -8,9 +8,10 @@
 
 /// Migrations in order: version, statements. Append only; never edit one
 /// that has shipped.
-pub(super) const MIGRATIONS: &[(i64, &str)] = &[(
-    1,
-    "
+pub(super) const MIGRATIONS: &[(i64, &str)] = &[
+    (
+        1,
+        "
 CREATE TABLE IF NOT EXISTS customers (
     id BIGSERIAL PRIMARY KEY,
     record BYTEA NOT NULL
@@ -83,7 +84,18 @@ CREATE TABLE IF NOT EXISTS titles (
     sealed_key BYTEA NOT NULL
 );
 ",
-)];
+    ),
+    (
+        2,
+        "
+CREATE TABLE IF NOT EXISTS leases (
+    name TEXT PRIMARY KEY,
+    holder BYTEA NOT NULL,
+    until_ms BIGINT NOT NULL
+);
+",
+    ),
+];
 
 /// The table that records which migrations ran.
 pub(super) const VERSIONS: &str = "CREATE TABLE IF NOT EXISTS tranzcast_schema (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)";
