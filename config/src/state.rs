@@ -34,11 +34,16 @@ pub struct StateConfig {
     pub url: Secret,
     /// With `postgres`: connections in the pool.
     pub pool: u32,
+    /// With `postgres`: the roots (PEM) the database's certificate is
+    /// checked against. Set: every connection is TLS (the URL's `sslmode`
+    /// must not be `disable`). Unset: no TLS, and a URL asking for it
+    /// (`sslmode=require`) is refused; keep such a database on a private network.
+    pub ca: Option<PathBuf>,
 }
 
 impl Default for StateConfig {
     fn default() -> Self {
-        Self { backend: StateBackend::Rocksdb, url: Secret::default(), pool: 16 }
+        Self { backend: StateBackend::Rocksdb, url: Secret::default(), pool: 16, ca: None }
     }
 }
 

@@ -52,6 +52,27 @@ fn every_example_loads() {
 }
 
 #[test]
+fn a_shared_state_needs_its_url_and_a_key_encryption_key_and_several_origins_are_a_list() {
+    let f = example("origin.cluster.toml");
+    let o: OriginConfig = load(&f, &[], &[]).unwrap();
+    assert_eq!(o.state.backend, tranzcast_config::StateBackend::Postgres);
+    assert!(!format!("{o:?}").contains("change-me@db"), "the state URL is a secret");
+    let err = load::<OriginConfig>(&f, &[], &["state.url="]).unwrap_err().to_string();
+    assert!(err.contains("state.url"), "{err}");
+    let origin = example("origin.toml");
+    let err = load::<OriginConfig>(&origin, &[], &["state.backend=postgres", "state.url=postgres://db/x"]).unwrap_err().to_string();
+    assert!(err.contains("keys.kek_file"), "{err}");
+    let err = load::<OriginConfig>(&f, &[], &["state.pool=0"]).unwrap_err().to_string();
+    assert!(err.contains("state.pool"), "{err}");
+    let e: EdgeConfig = load(&example("edge.toml"), &[], &["origin=https://o1:443, https://o2:443"]).unwrap();
+    assert_eq!(e.origins(), ["https://o1:443", "https://o2:443"]);
+    let err = load::<EdgeConfig>(&example("edge.toml"), &[], &["origin=https://o1:443,http://o2"]).unwrap_err().to_string();
+    assert!(err.contains("origin") && err.contains("https"), "{err}");
+    let err = load::<EdgeConfig>(&example("edge.toml"), &[], &["origin=,"]).unwrap_err().to_string();
+    assert!(err.contains("origin"), "{err}");
+}
+
+#[test]
 fn env_then_flags_override_the_file() {
     let f = example("edge.toml");
     let base: EdgeConfig = load(&f, &[], &[]).unwrap();

@@ -327,7 +327,11 @@ fn open_state(config: &OriginConfig, store: &BlobStore) -> Result<(Ledger, Signi
         tranzcast_config::StateBackend::Postgres => {
             let kek = kek(config)?
                 .ok_or_else(|| OriginError::Storage("state.backend = \"postgres\" needs keys.kek_file or TRANZCAST_KEK".into()))?;
-            let pg = ledger::postgres::PgState::open(config.state.url.expose(), config.state.pool, kek)?;
+            let ca = match &config.state.ca {
+                Some(f) => Some(std::fs::read(f).map_err(|e| OriginError::Storage(format!("state.ca {}: {e}", f.display())))?),
+                None => None,
+            };
+            let pg = ledger::postgres::PgState::open_with(config.state.url.expose(), config.state.pool, kek, ca.as_deref())?;
             // A data directory that never signed adopts the cluster's key
             // (kept with its store, as on a single origin); one that did
             // offers its own, which stands only if the cluster has none.

@@ -242,3 +242,38 @@ fn a_push_lease_has_one_holder_at_a_time_until_it_runs_out() {
     // Leases are per member and title.
     assert!(states[0].lease("staging/node-2/film", &holder, now + 4002, 3000).unwrap());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_state_ca_every_connection_to_the_database_is_tls_and_checked() {
+    let (pg, ca_pem) = Postgres::start_tls();
+    let url = pg.database("tls").replace("127.0.0.1", "localhost") + "?sslmode=require";
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("db-ca.pem");
+    std::fs::write(&ca, &ca_pem).unwrap();
+    let mut sets = shared(dir.path(), &url);
+    sets.push(format!("state.ca={}", ca.display()));
+    let a = TestCluster::start_with(1, &sets).await;
+    let (ticket, _) = a.client().rent("film", 1).await;
+    assert!(a.client().play(&ticket).await.is_ok());
+    // Every connection of the origin's pool is TLS (the server's own view).
+    let (client, conn) =
+        tokio_postgres::connect(&format!("host=127.0.0.1 port={} user=postgres dbname=tls", pg.port()), tokio_postgres::NoTls)
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let rows = client
+        .query("SELECT s.ssl FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) WHERE a.application_name = 'tranzcast-origin'", &[])
+        .await
+        .unwrap();
+    assert!(!rows.is_empty(), "the origin holds connections");
+    assert!(rows.iter().all(|r| r.get::<_, bool>(0)), "a connection without TLS");
+    // Roots that did not sign the database's certificate: refused at start.
+    let other = tranzcast_net::LocalCa::load_or_create(&dir.path().join("other-ca")).unwrap();
+    std::fs::write(&ca, other.cert_pem()).unwrap();
+    let e = Origin::start(origin_config_with(&dir.path().join("c"), 0, &sets)).await.unwrap_err().to_string();
+    assert!(e.contains("postgres"), "{e}");
+    // sslmode=require without roots is a configuration error, not a silent plain connection.
+    let plain = shared(dir.path(), &url);
+    let e = Origin::start(origin_config_with(&dir.path().join("d"), 0, &plain)).await.unwrap_err().to_string();
+    assert!(e.contains("state.ca"), "{e}");
+}

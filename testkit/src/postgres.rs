@@ -49,6 +49,20 @@ fn run_as_owner(bin: &Path, tool: &str, args: &[&str]) -> Command {
 impl Postgres {
     /// Starts one (a few seconds: initdb, then the server).
     pub fn start() -> Self {
+        Self::start_with(None)
+    }
+
+    /// Starts one that also speaks TLS, with a certificate for `localhost`
+    /// and 127.0.0.1 from a CA of its own; returns it and the CA's PEM.
+    pub fn start_tls() -> (Self, String) {
+        let ca_dir = tempfile::tempdir().expect("temp dir");
+        let ca = tranzcast_net::LocalCa::load_or_create(ca_dir.path()).expect("CA");
+        let (cert, key) =
+            ca.issue_pem(&["localhost".into(), "127.0.0.1".into()], tranzcast_origin::now_secs() + 30 * 86_400).expect("certificate");
+        (Self::start_with(Some((cert, key))), ca.cert_pem().to_string())
+    }
+
+    fn start_with(tls: Option<(String, String)>) -> Self {
         let bin = bin_dir();
         let dir = tempfile::Builder::new().prefix("tranzcast-pg-").tempdir_in("/tmp").expect("temp dir");
         if is_root() {
@@ -62,11 +76,24 @@ impl Postgres {
             .output()
             .expect("initdb");
         assert!(out.status.success(), "initdb failed: {}", String::from_utf8_lossy(&out.stderr));
+        let mut ssl = String::new();
+        if let Some((cert, key)) = tls {
+            let (c, k) = (dir.path().join("server.crt"), dir.path().join("server.key"));
+            std::fs::write(&c, cert).expect("cert");
+            std::fs::write(&k, key).expect("key");
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&k, std::fs::Permissions::from_mode(0o600)).expect("key mode");
+            if is_root() {
+                let ok = Command::new("chown").args(["postgres:postgres"]).arg(&c).arg(&k).status().expect("chown");
+                assert!(ok.success());
+            }
+            ssl = format!(" -c ssl=on -c ssl_cert_file={} -c ssl_key_file={}", c.display(), k.display());
+        }
         // Ports are free only until someone takes them: try a few.
         for _ in 0..5 {
             let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port();
             let opts = format!(
-                "-p {port} -k {} -c listen_addresses=127.0.0.1 -c max_connections=200 -c fsync=on -c shared_buffers=32MB",
+                "-p {port} -k {} -c listen_addresses=127.0.0.1 -c max_connections=200 -c fsync=on -c shared_buffers=32MB{ssl}",
                 dir.path().display()
             );
             let log = dir.path().join("log");

@@ -186,7 +186,27 @@ impl PgState {
     /// Connects (bounded), runs the migrations and checks that `kek` opens
     /// this database's secrets (the first origin seals a check value).
     pub fn open(url: &str, pool_size: u32, kek: Kek) -> Result<Self, OriginError> {
+        Self::open_with(url, pool_size, kek, None)
+    }
+
+    /// As [`PgState::open`]; with `ca_pem`, every connection is TLS and the
+    /// database's certificate is checked against these roots.
+    pub fn open_with(url: &str, pool_size: u32, kek: Kek, ca_pem: Option<&[u8]>) -> Result<Self, OriginError> {
         let mut cfg: tokio_postgres::Config = url.parse().map_err(|e| err("state.url", e))?;
+        use tokio_postgres::config::SslMode;
+        match (ca_pem.is_some(), cfg.get_ssl_mode()) {
+            (true, SslMode::Disable) => return Err(err("state.url", "sslmode=disable with state.ca: remove one")),
+            // With roots, TLS is not a preference: refuse a server without it.
+            (true, _) => {
+                cfg.ssl_mode(SslMode::Require);
+            }
+            (false, SslMode::Require) => {
+                return Err(err("state.url", "sslmode=require needs state.ca (the roots of the database's certificate)"));
+            }
+            (false, _) => {
+                cfg.ssl_mode(SslMode::Disable);
+            }
+        }
         cfg.connect_timeout(Duration::from_secs(5));
         cfg.application_name("tranzcast-origin");
         cfg.options("-c statement_timeout=15000 -c lock_timeout=15000 -c idle_in_transaction_session_timeout=30000");
@@ -196,7 +216,14 @@ impl PgState {
             .enable_all()
             .build()
             .map_err(|e| err("runtime", e))?;
-        let mgr = Manager::from_config(cfg, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+        let mc = ManagerConfig { recycling_method: RecyclingMethod::Fast };
+        let mgr = match ca_pem {
+            Some(pem) => {
+                let tls = tranzcast_net::tls::client_config(pem, &[]).map_err(|e| err("state.ca", e))?;
+                Manager::from_config(cfg, tokio_postgres_rustls::MakeRustlsConnect::new(tls), mc)
+            }
+            None => Manager::from_config(cfg, NoTls, mc),
+        };
         let pool = Pool::builder(mgr)
             .max_size(pool_size as usize)
             .runtime(Runtime::Tokio1)
