@@ -10,7 +10,7 @@ use tranzcast_client::{Event, Gateway, OpenOptions, Session};
 
 #[derive(clap::Args, Debug)]
 pub struct PlayArgs {
-    /// The origin's URL.
+    /// The origin's URL (a cluster's several origins: comma-separated, tried in turn).
     #[arg(long)]
     origin: String,
     /// The play ticket (base64url), or @FILE to read it from a file.

@@ -18,7 +18,7 @@ use tranzcast_proto::manifest::SignedManifest;
 use tranzcast_proto::ticket::{self, SignedToken, Token, UNLIMITED};
 use tranzcast_proto::{BlobAddress, TitleId};
 
-use crate::state::{GrantWrite, Member, Order, OrderKind, OrderOnce, ValidationEntry};
+use crate::state::{GrantWrite, KeyedOrder, Member, Order, OrderKind, OrderOnce, ValidationEntry};
 use crate::validation::{self, Context, Refusal};
 use crate::{Inner, now_secs, random16};
 

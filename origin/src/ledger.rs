@@ -10,7 +10,7 @@ pub mod postgres;
 mod schema;
 
 use crate::OriginError;
-use crate::state::{Customer, GrantWrite, Member, Order, OrderOnce, OriginState, Revoked, TicketView, ValidationEntry};
+use crate::state::{Customer, GrantWrite, KeyedOrder, Member, Order, OrderOnce, OriginState, Revoked, TicketView, ValidationEntry};
 use crate::validation::TicketRecord;
 
 /// The state engine in use.
@@ -56,15 +56,8 @@ impl Ledger {
     }
 
     /// An order once per idempotency key (across origins too).
-    pub fn add_order_once(
-        &self,
-        key: &str,
-        fingerprint: [u8; 32],
-        order: &Order,
-        serial: &[u8; 16],
-        record: &TicketRecord,
-    ) -> Result<OrderOnce, OriginError> {
-        on!(self, s => s.add_order_once(key, fingerprint, order, serial, record))
+    pub fn add_order_once(&self, o: KeyedOrder<'_>) -> Result<OrderOnce, OriginError> {
+        on!(self, s => s.add_order_once(o))
     }
 
     /// A hint of the next order number for the first ticket's record (the

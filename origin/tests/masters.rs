@@ -14,10 +14,12 @@ use tranzcast_testkit::*;
 
 const KEK: &str = "0d1c2a7d4e9b3f60a5d7c8e1b2f3a4d5c6e7f8091a2b3c4d5e6f708192a3b4c5";
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_title_ingested_at_one_origin_is_staged_from_s3_by_another_after_the_first_is_gone() {
-    let (pg, s3) = (Postgres::start(), S3Server::start("masters").await);
-    let url = pg.database("masters");
+/// A private PostgreSQL and S3 server, the settings of a cluster on them,
+/// and its first origin (which ingested `film` and `other`, 3 segments each)
+/// once every blob of both is in the bucket.
+async fn origin_with_masters(db: &str) -> (Postgres, S3Server, tempfile::TempDir, Vec<String>, TestCluster) {
+    let (pg, s3) = (Postgres::start(), S3Server::start(db).await);
+    let url = pg.database(db);
     let kek_dir = tempfile::tempdir().unwrap();
     std::fs::write(kek_dir.path().join("kek"), KEK).unwrap();
     let mut sets = vec![
@@ -26,27 +28,25 @@ async fn a_title_ingested_at_one_origin_is_staged_from_s3_by_another_after_the_f
         format!("keys.kek_file={}", kek_dir.path().join("kek").display()),
     ];
     sets.extend(s3.master_settings());
-
-    // Origin A: the ingested titles go to the bucket (each round copies what is missing).
+    // The ingested titles go to the bucket (each round copies what is missing).
     let a = TestCluster::start_with(3, &sets).await;
     eventually(30, "every blob of both titles in the bucket", || {
         let n = a.origin.master_blobs();
         async move { n >= 2 * (3 + 1) }
     })
     .await;
-    let TestCluster { dir, segments, blobs, origin, tls, http, .. } = a;
-    let ca_dir = origin.ca_dir();
-    let b_dir = dir.path().join("origin-b");
-    drop(tranzcast_store::BlobStore::open(&b_dir, tranzcast_store::StoreOptions { create: true, ..Default::default() }).unwrap());
-    std::fs::create_dir_all(b_dir.join("tls")).unwrap();
-    for f in std::fs::read_dir(&ca_dir).unwrap() {
-        let f = f.unwrap();
-        std::fs::copy(f.path(), b_dir.join("tls").join(f.file_name())).unwrap();
-    }
-    origin.shutdown().await;
+    (pg, s3, kek_dir, sets, a)
+}
 
-    // Origin B: an empty store, the same cluster; a node joins it only now.
-    let b = Origin::start(origin_config_with(&b_dir, 0, &sets)).await.unwrap();
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_title_ingested_at_one_origin_is_staged_from_s3_by_another_after_the_first_is_gone() {
+    let (_pg, _s3, _kek, sets, a) = origin_with_masters("masters").await;
+    // Origin A goes (its store with it, as far as B knows); B starts on an
+    // empty store, the same cluster.
+    let (b, _) = a.another_origin("origin-b", &sets).await;
+    let TestCluster { dir, segments, blobs, origin, tls, http, .. } = a;
+    origin.shutdown().await;
+    // A node joins B only now.
     let bport = b.https_addr().port();
     let node_spec = EdgeSpec::new("node", "node-late", &dir.path().join("node-late"), bport);
     let node = tranzcast_edge::EdgeServer::start(node_spec.config(), tls.clone()).await.unwrap();
@@ -89,31 +89,8 @@ async fn a_tampered_master_copy_is_refused_not_restored() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_origins_that_can_both_stage_push_each_title_to_a_node_once() {
-    let (pg, s3) = (Postgres::start(), S3Server::start("leases").await);
-    let url = pg.database("leases");
-    let kek_dir = tempfile::tempdir().unwrap();
-    std::fs::write(kek_dir.path().join("kek"), KEK).unwrap();
-    let mut sets = vec![
-        "state.backend=postgres".to_string(),
-        format!("state.url={url}"),
-        format!("keys.kek_file={}", kek_dir.path().join("kek").display()),
-    ];
-    sets.extend(s3.master_settings());
-    let a = TestCluster::start_with(3, &sets).await;
-    eventually(30, "every blob in the bucket", || {
-        let n = a.origin.master_blobs();
-        async move { n >= 2 * (3 + 1) }
-    })
-    .await;
-    let b_dir = a.dir.path().join("origin-b");
-    drop(tranzcast_store::BlobStore::open(&b_dir, tranzcast_store::StoreOptions { create: true, ..Default::default() }).unwrap());
-    std::fs::create_dir_all(b_dir.join("tls")).unwrap();
-    for f in std::fs::read_dir(a.origin.ca_dir()).unwrap() {
-        let f = f.unwrap();
-        std::fs::copy(f.path(), b_dir.join("tls").join(f.file_name())).unwrap();
-    }
-    let b = Origin::start(origin_config_with(&b_dir, 0, &sets)).await.unwrap();
-    let b_url = format!("https://localhost:{}", b.https_addr().port());
+    let (_pg, _s3, _kek, sets, a) = origin_with_masters("leases").await;
+    let (b, b_url) = a.another_origin("origin-b", &sets).await;
     // Both can stage both titles (A from its store, B from the bucket); a node joins.
     let node = a.server(&a.spec("node", "node-1")).await;
     let staged = |o: &Origin, t: &str| o.staging_status().get("node-1").and_then(|m| m.get(t)).is_some_and(|p| p.complete);

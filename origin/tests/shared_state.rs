@@ -37,16 +37,8 @@ async fn two_origins(pg: &Postgres, db: &str) -> (TestCluster, Origin, String) {
     let url = pg.database(db);
     let sets = shared(dir.path(), &url);
     let a = TestCluster::start_with(1, &sets).await;
-    let b_dir = a.dir.path().join("origin-b");
-    drop(tranzcast_store::BlobStore::open(&b_dir, tranzcast_store::StoreOptions { create: true, ..Default::default() }).unwrap());
-    std::fs::create_dir_all(b_dir.join("tls")).unwrap();
-    for f in std::fs::read_dir(a.origin.ca_dir()).unwrap() {
-        let f = f.unwrap();
-        std::fs::copy(f.path(), b_dir.join("tls").join(f.file_name())).unwrap();
-    }
-    let b = Origin::start(origin_config_with(&b_dir, 0, &shared(a.dir.path(), &url))).await.unwrap();
+    let (b, b_url) = a.another_origin("origin-b", &shared(a.dir.path(), &url)).await;
     assert_eq!(b.public_key(), a.origin.public_key(), "both origins sign with the cluster's key");
-    let b_url = format!("https://localhost:{}", b.https_addr().port());
     (a, b, b_url)
 }
 

@@ -466,6 +466,22 @@ impl TestCluster {
         tranzcast_edge::EdgeServer::start(spec.config(), self.tls.clone()).await.unwrap()
     }
 
+    /// Another origin of this cluster (on a shared state: `sets`), started
+    /// on an empty store in `<dir>/<name>` with this cluster's CA (one
+    /// cluster, one CA); its base URL.
+    pub async fn another_origin(&self, name: &str, sets: &[String]) -> (Origin, String) {
+        let dir = self.dir.path().join(name);
+        drop(BlobStore::open(&dir, StoreOptions { create: true, ..Default::default() }).unwrap());
+        std::fs::create_dir_all(dir.join("tls")).unwrap();
+        for f in std::fs::read_dir(self.origin.ca_dir()).unwrap() {
+            let f = f.unwrap();
+            std::fs::copy(f.path(), dir.join("tls").join(f.file_name())).unwrap();
+        }
+        let o = Origin::start(origin_config_with(&dir, 0, sets)).await.unwrap();
+        let url = format!("https://localhost:{}", o.https_addr().port());
+        (o, url)
+    }
+
     /// The origin as a storefront and a player use it.
     pub fn client(&self) -> OriginClient {
         OriginClient::new(&self.http, &self.origin_url)

@@ -48,7 +48,11 @@ pub(super) fn add_order(inner: &Inner, req: &Request<Bytes>) -> ApiResult {
     };
     // The request's fingerprint: what it asked for, not what was computed from it (the time).
     let fingerprint = o.fingerprint;
-    match inner.state.add_order_once(&idempotency_key, fingerprint, &order, &serial, &record).map_err(ApiError::internal)? {
+    match inner
+        .state
+        .add_order_once(KeyedOrder { key: &idempotency_key, fingerprint, order: &order, serial: &serial, record: &record })
+        .map_err(ApiError::internal)?
+    {
         OrderOnce::Created(id) => {
             let text = ticket::to_text(&t.sign(&inner.signing));
             Ok(json_response(StatusCode::CREATED, &OrderPlaced { ticket: text, order: id, serial: hex::encode(serial) }))

@@ -32,7 +32,7 @@ use tranzcast_proto::envelope::Kek;
 
 use super::schema;
 use crate::OriginError;
-use crate::state::{Customer, GrantWrite, Member, Order, OrderOnce, Revoked, TicketView, ValidationEntry};
+use crate::state::{Customer, GrantWrite, KeyedOrder, Member, Order, OrderOnce, Revoked, TicketView, ValidationEntry};
 use crate::validation::{TicketRecord, TicketState};
 
 /// How often a transaction is tried again after a conflict.
@@ -455,14 +455,8 @@ impl PgState {
     /// An order once per idempotency key, on any origin: the key's row is
     /// written in the order's transaction; a concurrent twin that loses the
     /// race finds the winner's row on its next attempt.
-    pub fn add_order_once(
-        &self,
-        key: &str,
-        fingerprint: [u8; 32],
-        order: &Order,
-        serial: &[u8; 16],
-        record: &TicketRecord,
-    ) -> Result<OrderOnce, OriginError> {
+    pub fn add_order_once(&self, o: KeyedOrder<'_>) -> Result<OrderOnce, OriginError> {
+        let KeyedOrder { key, fingerprint, order, serial, record } = o;
         let made = self.transaction("keyed order", |tx| {
             let rows = tx.q("SELECT order_id, fingerprint FROM order_keys WHERE key = $1", &[&key])?;
             if let Some(r) = rows.first() {
