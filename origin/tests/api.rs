@@ -72,9 +72,14 @@ async fn start_with(extra: &[&str]) -> Fixture {
 
 impl Fixture {
     async fn post(&self, path: &str, body: Value, auth: bool) -> (u16, Value) {
+        self.post_as(path, body, auth.then_some(TOKEN)).await
+    }
+
+    /// As [`post`](Self::post), with this bearer token (or none).
+    async fn post_as(&self, path: &str, body: Value, token: Option<&str>) -> (u16, Value) {
         let mut r = self.http.post(format!("{}{path}", self.base)).json(&body);
-        if auth {
-            r = r.bearer_auth(TOKEN);
+        if let Some(token) = token {
+            r = r.bearer_auth(token);
         }
         let resp = r.send().await.unwrap();
         let status = resp.status().as_u16();
@@ -93,9 +98,20 @@ impl Fixture {
         v["customer"].as_u64().unwrap()
     }
 
+    /// A new customer and their one-hour rental of "film".
+    async fn renter(&self, plays: u32) -> (u64, String) {
+        let c = self.customer().await;
+        (c, self.order(rental(c, plays)).await)
+    }
+
     async fn play(&self, ticket: &str) -> (u16, Value) {
         self.post("/v1/play", json!({"ticket": ticket}), false).await
     }
+}
+
+/// The order body of a one-hour rental of "film".
+fn rental(customer: u64, plays: u32) -> Value {
+    json!({"customer": customer, "title": "film", "kind": "rent", "plays": plays, "hours": 1})
 }
 
 fn refused(r: &(u16, Value), code: &str) {
@@ -144,7 +160,7 @@ async fn ticket_lifecycle_over_h2() {
     refused(&f.play(&short).await, "expired");
 
     // Revoked.
-    let rev = f.order(json!({"customer": c, "title": "film", "kind": "rent", "plays": 2, "hours": 1})).await;
+    let rev = f.order(rental(c, 2)).await;
     let (s, v) = f.post("/v1/revoke", json!({"ticket": rev}), true).await;
     assert_eq!(s, 200, "{v}");
     refused(&f.play(&rev).await, "revoked");
@@ -176,8 +192,7 @@ async fn ticket_lifecycle_over_h2() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_altered_byte_is_forged_and_storefront_needs_its_token() {
     let f = start().await;
-    let c = f.customer().await;
-    let t = f.order(json!({"customer": c, "title": "film", "kind": "rent", "plays": 5, "hours": 1})).await;
+    let (c, t) = f.renter(5).await;
     let raw = URL_SAFE_NO_PAD.decode(&t).unwrap();
     assert_eq!(raw.len(), TOKEN_LEN);
     for at in 0..TOKEN_LEN {
@@ -192,16 +207,9 @@ async fn every_altered_byte_is_forged_and_storefront_needs_its_token() {
     }
     let (s, v) = f.post("/v1/customers", json!({"name": "x"}), false).await;
     assert_eq!((s, v["error"]["code"].as_str().unwrap()), (401, "unauthorized"));
-    let r = f
-        .http
-        .post(format!("{}/v1/customers", f.base))
-        .bearer_auth("wrong-token-wrong-token")
-        .json(&json!({"name": "x"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status().as_u16(), 403);
-    let (s, v) = f.post("/v1/orders", json!({"customer": c, "title": "film", "kind": "rent", "plays": 0, "hours": 1}), true).await;
+    let (s, _) = f.post_as("/v1/customers", json!({"name": "x"}), Some("wrong-token-wrong-token")).await;
+    assert_eq!(s, 403);
+    let (s, v) = f.post("/v1/orders", rental(c, 0), true).await;
     assert_eq!(s, 400, "{v}");
     let r = f.http.post(format!("{}/v1/play", f.base)).body("{not json").send().await.unwrap();
     assert_eq!(r.status().as_u16(), 400);
@@ -213,8 +221,7 @@ async fn every_altered_byte_is_forged_and_storefront_needs_its_token() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_single_play_ticket_a_thousand_times_at_once() {
     let f = start().await;
-    let c = f.customer().await;
-    let t = f.order(json!({"customer": c, "title": "film", "kind": "rent", "plays": 1, "hours": 1})).await;
+    let (_, t) = f.renter(1).await;
     let serial = match SignedToken::from_text(&t).unwrap().verify(&f.origin.public_key()).unwrap() {
         Token::Ticket(t) => hex::encode(t.serial),
         _ => unreachable!(),
@@ -251,8 +258,7 @@ async fn one_single_play_ticket_a_thousand_times_at_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn k1_xor_k2_is_the_title_key_and_decrypts_over_h3() {
     let f = start().await;
-    let c = f.customer().await;
-    let t = f.order(json!({"customer": c, "title": "film", "kind": "rent", "plays": 2, "hours": 1})).await;
+    let (_, t) = f.renter(2).await;
     // Over HTTP/3 this time.
     let h3 = H3Client::connect(SocketAddr::from(([127, 0, 0, 1], f.origin.https_addr().port())), "localhost", f.origin.ca_pem().as_bytes())
         .await
@@ -367,20 +373,13 @@ async fn refusals_cost_no_write_and_addresses_are_rate_limited_before_bodies_are
     }
     let mut codes = std::collections::BTreeMap::<u16, u32>::new();
     for _ in 0..10 {
-        let r = f
-            .http
-            .post(format!("{}/v1/customers", f.base))
-            .bearer_auth("a-guess-at-the-token")
-            .json(&json!({"name": "x"}))
-            .send()
-            .await
-            .unwrap();
-        *codes.entry(r.status().as_u16()).or_default() += 1;
+        let (s, _) = f.post_as("/v1/customers", json!({"name": "x"}), Some("a-guess-at-the-token")).await;
+        *codes.entry(s).or_default() += 1;
     }
     assert!(codes.get(&403).is_some_and(|n| (4..=6).contains(n)) && codes.contains_key(&429), "{codes:?}");
     assert_eq!(f.post("/v1/customers", json!({"name": "Cy"}), true).await.0, 201, "the storefront is still served");
     // A genuine ticket played out and replayed: one record, counted, no log line each.
-    let r1 = f.order(json!({"customer": c, "title": "film", "kind": "rent", "plays": 1, "hours": 1})).await;
+    let r1 = f.order(rental(c, 1)).await;
     // (From the other address: this one spent its plays' burst above.)
     assert_eq!(other.post(format!("{}/v1/play", f.base)).json(&json!({"ticket": r1})).send().await.unwrap().status(), 200);
     for _ in 0..5 {
@@ -430,7 +429,7 @@ async fn revocation_reaches_replacements_orders_and_customers() {
     let c = f.customer().await;
     // A 3-play rental revoked after its first play: the storefront knows
     // only the first ticket; the live one is its replacement.
-    let t0 = f.order(json!({"customer": c, "title": "film", "kind": "rent", "plays": 3, "hours": 1})).await;
+    let t0 = f.order(rental(c, 3)).await;
     let (s, p1) = f.play(&t0).await;
     assert_eq!(s, 200, "{p1}");
     let t1 = p1["ticket"].as_str().unwrap().to_string();
@@ -443,7 +442,7 @@ async fn revocation_reaches_replacements_orders_and_customers() {
     assert!(list.contains(&cert1) && list.contains(&serial_of(&f, &t1)) && list.contains(&serial_of(&f, &t0)), "{list:?}");
 
     // By order number.
-    let (s, o) = f.post("/v1/orders", json!({"customer": c, "title": "film", "kind": "rent", "plays": 3, "hours": 1}), true).await;
+    let (s, o) = f.post("/v1/orders", rental(c, 3), true).await;
     assert_eq!(s, 201, "{o}");
     let (s, p) = f.play(o["ticket"].as_str().unwrap()).await;
     assert_eq!(s, 200, "{p}");
@@ -455,7 +454,7 @@ async fn revocation_reaches_replacements_orders_and_customers() {
     // By customer: every order, and no new ones.
     let c2 = f.customer().await;
     let buy = f.order(json!({"customer": c2, "title": "film", "kind": "buy"})).await;
-    let rent = f.order(json!({"customer": c2, "title": "film", "kind": "rent", "plays": 2, "hours": 1})).await;
+    let rent = f.order(rental(c2, 2)).await;
     let (s, pb) = f.play(&buy).await;
     assert_eq!(s, 200, "{pb}");
     let (s, v) = f.post("/v1/revoke", json!({"customer": c2}), true).await;
@@ -596,13 +595,21 @@ async fn play_keyed(f: &Fixture, ticket: &str, key: &str) -> (u16, Value) {
     (r.status().as_u16(), r.json().await.unwrap())
 }
 
+/// An order with an idempotency key: its status, whether the answer is a
+/// replay of an earlier one, and its body.
+async fn order_keyed(client: &reqwest::Client, base: &str, body: &Value, key: &str) -> (u16, bool, Value) {
+    let r = client.post(format!("{base}/v1/orders")).bearer_auth(TOKEN).header("idempotency-key", key).json(body).send().await.unwrap();
+    let replayed = r.headers().contains_key("idempotent-replayed");
+    (r.status().as_u16(), replayed, r.json().await.unwrap())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_answer_loses_no_play_and_an_order_is_made_once_per_key() {
     let f = start().await;
     let c = f.customer().await;
     // A 3-play rental: the first play's answer is "lost"; the retry (same
     // key) gets it again, byte for byte, and no play is counted.
-    let t0 = f.order(json!({"customer": c, "title": "film", "kind": "rent", "plays": 3, "hours": 1})).await;
+    let t0 = f.order(rental(c, 3)).await;
     let (s, first) = play_keyed(&f, &t0, "attempt-1").await;
     assert_eq!(s, 200, "{first}");
     let granted = validations(&f, "granted").await;
@@ -629,16 +636,12 @@ async fn a_lost_answer_loses_no_play_and_an_order_is_made_once_per_key() {
     refused(&f.play(&t2).await, "spent");
 
     // Orders with an idempotency key: eight at once make one order.
-    let body = json!({"customer": c, "title": "film", "kind": "rent", "plays": 2, "hours": 1});
+    let body = rental(c, 2);
     let mut tasks = Vec::new();
     for i in 0..8 {
         let client = if i % 2 == 0 { f.http.clone() } else { https_h1(f.origin.ca_pem().as_bytes()).unwrap() };
-        let (url, body) = (format!("{}/v1/orders", f.base), body.clone());
-        tasks.push(tokio::spawn(async move {
-            let r = client.post(url).bearer_auth(TOKEN).header("idempotency-key", "order-7f3a").json(&body).send().await.unwrap();
-            let replayed = r.headers().contains_key("idempotent-replayed");
-            (r.status().as_u16(), replayed, r.json::<Value>().await.unwrap())
-        }));
+        let (base, body) = (f.base.clone(), body.clone());
+        tasks.push(tokio::spawn(async move { order_keyed(&client, &base, &body, "order-7f3a").await }));
     }
     let mut answers = Vec::new();
     for t in tasks {
@@ -647,31 +650,9 @@ async fn a_lost_answer_loses_no_play_and_an_order_is_made_once_per_key() {
     assert!(answers.iter().all(|(s, _, v)| *s == 201 && v == &answers[0].2), "{answers:?}");
     assert_eq!(answers.iter().filter(|(_, replayed, _)| !replayed).count(), 1, "{answers:?}");
     // The same key for another request is refused; no key, a new order each time.
-    let (s, v) = {
-        let r = f
-            .http
-            .post(format!("{}/v1/orders", f.base))
-            .bearer_auth(TOKEN)
-            .header("idempotency-key", "order-7f3a")
-            .json(&json!({"customer": c, "title": "film", "kind": "buy"}))
-            .send()
-            .await
-            .unwrap();
-        (r.status().as_u16(), r.json::<Value>().await.unwrap())
-    };
+    let (s, _, v) = order_keyed(&f.http, &f.base, &json!({"customer": c, "title": "film", "kind": "buy"}), "order-7f3a").await;
     assert_eq!((s, v["error"]["code"].as_str()), (422, Some("idempotency_key_reused")), "{v}");
-    let (s, v) = {
-        let r = f
-            .http
-            .post(format!("{}/v1/orders", f.base))
-            .bearer_auth(TOKEN)
-            .header("idempotency-key", "bad key!")
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        (r.status().as_u16(), r.json::<Value>().await.unwrap())
-    };
+    let (s, _, v) = order_keyed(&f.http, &f.base, &body, "bad key!").await;
     assert_eq!(s, 400, "{v}");
     let (_, a) = f.post("/v1/orders", body.clone(), true).await;
     let (_, b) = f.post("/v1/orders", body, true).await;
@@ -682,8 +663,7 @@ async fn a_lost_answer_loses_no_play_and_an_order_is_made_once_per_key() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_retry_after_the_window_is_refused() {
     let f = start_with(&["play_retry_window=1s"]).await;
-    let c = f.customer().await;
-    let t = f.order(json!({"customer": c, "title": "film", "kind": "rent", "plays": 2, "hours": 1})).await;
+    let (_, t) = f.renter(2).await;
     assert_eq!(play_keyed(&f, &t, "k").await.0, 200);
     assert_eq!(play_keyed(&f, &t, "k").await.0, 200, "within the window");
     tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
