@@ -223,7 +223,7 @@ fn tickets(seconds: f64, concurrency: usize, state_url: Option<&str>, origins: u
     };
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let raw = raw_sign_verify(seconds);
-    let (ours, errors, own_cores, other_cores) = rt.block_on(async {
+    let (ours, errors, own_cores, other_cores, floor) = rt.block_on(async {
         let first = tranzcast_origin::Origin::start(config(&data)?).await?;
         let http = tranzcast_net::client::https(first.ca_pem().as_bytes())?;
         let mut servers = vec![first];
@@ -280,10 +280,36 @@ fn tickets(seconds: f64, concurrency: usize, state_url: Option<&str>, origins: u
         let secs = started.elapsed().as_secs_f64();
         let own = own_cpu_s() - cpu_before.0;
         let others = (machine_busy_s() - cpu_before.1 - own).max(0.0);
+        // The floor: the same client, connections and concurrency asking
+        // the first origin for its key (no signature, no state): what HTTP/2,
+        // TLS and the two sides' request handling cost without a play.
+        let until = Instant::now() + std::time::Duration::from_secs_f64(seconds);
+        let started = Instant::now();
+        let mut tasks = Vec::new();
+        for _ in 0..concurrency {
+            let (http, url) = (http.clone(), format!("{}/v1/origin-key", bases[0]));
+            tasks.push(tokio::spawn(async move {
+                let mut n = 0u64;
+                while Instant::now() < until {
+                    if let Ok(r) = http.get(&url).send().await
+                        && r.status() == 200
+                        && r.bytes().await.is_ok()
+                    {
+                        n += 1;
+                    }
+                }
+                n
+            }));
+        }
+        let mut floor = 0u64;
+        for t in tasks {
+            floor += t.await?;
+        }
+        let floor = floor as f64 / started.elapsed().as_secs_f64();
         for o in servers {
             o.shutdown().await;
         }
-        anyhow::Ok((ok as f64 / secs, bad, own / secs, others / secs))
+        anyhow::Ok((ok as f64 / secs, bad, own / secs, others / secs, floor))
     })?;
     let engine = if state_url.is_some() { "postgres" } else { "rocksdb" };
     println!(
@@ -292,7 +318,10 @@ fn tickets(seconds: f64, concurrency: usize, state_url: Option<&str>, origins: u
             "ratio": ours / raw, "seconds": seconds, "engine": engine, "origins": origins,
             // Cores busy while measuring: this process (origins and client) and
             // every other process (the database, on a shared engine).
-            "cores_this_process": own_cores, "cores_other_processes": other_cores})
+            "cores_this_process": own_cores, "cores_other_processes": other_cores,
+            // Requests/s of the floor, and the most plays/s those two costs
+            // allow together on these cores (each a share of the same CPU).
+            "http_floor_per_s": floor, "ceiling_per_s": 1.0 / (1.0 / floor + 1.0 / raw)})
     );
     Ok(())
 }

@@ -134,6 +134,22 @@ impl Ledger {
         on!(self, s => s.retired_at(name))
     }
 
+    /// A member by name, with its record as stored (for [`Ledger::put_member_if`]).
+    pub fn member_as_stored(&self, name: &str) -> Result<Option<(Member, Vec<u8>)>, OriginError> {
+        on!(self, s => s.member_as_stored(name))
+    }
+
+    /// Writes a member's record if the stored one is still `was` (`None`:
+    /// no record): false when another origin wrote or retired it since it
+    /// was read. On the embedded engine the caller's lock already
+    /// serialises joins (one process): always written.
+    pub fn put_member_if(&self, m: &Member, was: Option<&[u8]>) -> Result<bool, OriginError> {
+        match self {
+            Ledger::Embedded(s) => s.upsert_member(m).map(|()| true),
+            Ledger::Postgres(s) => s.put_member_if(m, was),
+        }
+    }
+
     /// A member by name.
     pub fn member(&self, name: &str) -> Result<Option<Member>, OriginError> {
         on!(self, s => s.member(name))

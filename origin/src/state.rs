@@ -543,6 +543,13 @@ impl OriginState {
         self.get_json(CF_MEMBERS, name.as_bytes())
     }
 
+    /// A member by name, with its record's bytes as stored.
+    pub fn member_as_stored(&self, name: &str) -> Result<Option<(Member, Vec<u8>)>, OriginError> {
+        let raw = self.db.get_cf(self.cf(CF_MEMBERS)?, name.as_bytes()).map_err(db_err("member"))?;
+        raw.map(|b| serde_json::from_slice(&b).map(|m| (m, b)).map_err(|e| OriginError::Storage(format!("corrupt members record: {e}"))))
+            .transpose()
+    }
+
     /// Every member.
     pub fn members(&self) -> Result<Vec<Member>, OriginError> {
         let mut out = Vec::new();

@@ -269,3 +269,41 @@ async fn with_state_ca_every_connection_to_the_database_is_tls_and_checked() {
     let e = Origin::start(origin_config_with(&dir.path().join("d"), 0, &plain)).await.unwrap_err().to_string();
     assert!(e.contains("state.ca"), "{e}");
 }
+
+#[test]
+fn a_member_record_is_written_only_over_the_one_that_was_read() {
+    use tranzcast_origin::ledger::postgres::PgState;
+    use tranzcast_origin::state::Member;
+    let pg = Postgres::start();
+    let url = pg.database("members");
+    let kek = || tranzcast_proto::envelope::Kek::from_hex(KEK).unwrap();
+    let (a, b) = (PgState::open(&url, 4, kek()).unwrap(), PgState::open(&url, 4, kek()).unwrap());
+    let peer = |token: &str| Member {
+        name: "peer-1".into(),
+        role: "peer".into(),
+        https: "https://localhost:1".into(),
+        h3: "127.0.0.1:1".into(),
+        last_seen_ms: 1,
+        load: 0.25,
+        push_token: Some(token.into()),
+        playback_key: None,
+        health: None,
+        serial: Some("00".repeat(16)),
+        expires: Some(2),
+    };
+    // Two origins each saw no record: only the first write lands.
+    assert!(a.put_member_if(&peer("a"), None).unwrap());
+    assert!(!b.put_member_if(&peer("b"), None).unwrap(), "b's join lost the race: it reads again");
+    let (m, raw) = b.member_as_stored("peer-1").unwrap().unwrap();
+    assert_eq!(m.push_token.as_deref(), Some("a"));
+    // A heartbeat over what it read lands; one over a stale read does not.
+    let mut next = peer("a");
+    next.last_seen_ms = 2;
+    assert!(b.put_member_if(&next, Some(&raw)).unwrap());
+    assert!(!a.put_member_if(&peer("a"), Some(&raw)).unwrap(), "stale read");
+    // Retired through one origin: a heartbeat read before it writes nothing back.
+    let (_, raw) = a.member_as_stored("peer-1").unwrap().unwrap();
+    b.retire_member("peer-1", 10).unwrap();
+    assert!(!a.put_member_if(&next, Some(&raw)).unwrap());
+    assert!(a.member("peer-1").unwrap().is_none());
+}

@@ -84,58 +84,74 @@ pub(super) fn join(inner: &Inner, req: &Request<Bytes>) -> ApiResult {
     // one step: two joins of one name cannot both pass the check, and a
     // heartbeat cannot write a record back after its member was retired.
     let _held = inner.members_lock.lock().map_err(|_| ApiError::internal("members lock poisoned"))?;
-    if let JoinRole::Member(_) = j.role
-        && inner.state.retired_at(&j.name).map_err(ApiError::internal)?.is_some_and(|at| credential_issued(inner, req) <= at)
-    {
-        return Err(ApiError::new(StatusCode::FORBIDDEN, "retired", format!("member {} was retired; enrol it again", j.name)));
-    }
-    let known = inner.state.member(&j.name).map_err(ApiError::internal)?;
-    let (push_token, serial, expires) = match &peer {
-        None => (None, None, None),
-        Some(cert) => {
-            let serial = hex::encode(cert.serial);
-            let token = match known {
-                // The operator's servers hold their names by credential.
-                Some(m) if m.role != "peer" => {
-                    return Err(ApiError::new(StatusCode::CONFLICT, "name_taken", format!("{} is a cluster member's name", j.name)));
-                }
-                // The record's own peer proves it with the push token it was
-                // given: the certificate alone does not (clients send theirs
-                // to every source, peers included).
-                Some(m) if m.serial.as_deref() == Some(serial.as_str()) => {
-                    let given = m.push_token.as_deref().unwrap_or("");
-                    let shown = j.push_token.as_deref().unwrap_or("");
-                    if given.is_empty() || !super::constant_time_eq(given.as_bytes(), shown.as_bytes()) {
-                        return Err(ApiError::new(
-                            StatusCode::FORBIDDEN,
-                            "push_token_required",
-                            format!("{} is joined; its heartbeats carry the push token it was given", j.name),
-                        ));
+    // On a shared state other origins write too: the write is conditional
+    // on the record read (optimistic), and a lost race reads and decides again.
+    let mut attempts = 0;
+    let push_token = loop {
+        if let JoinRole::Member(_) = j.role
+            && inner.state.retired_at(&j.name).map_err(ApiError::internal)?.is_some_and(|at| credential_issued(inner, req) <= at)
+        {
+            return Err(ApiError::new(StatusCode::FORBIDDEN, "retired", format!("member {} was retired; enrol it again", j.name)));
+        }
+        let stored = inner.state.member_as_stored(&j.name).map_err(ApiError::internal)?;
+        let known = stored.as_ref().map(|(m, _)| m.clone());
+        let (push_token, serial, expires) = match &peer {
+            None => (None, None, None),
+            Some(cert) => {
+                let serial = hex::encode(cert.serial);
+                let token = match known {
+                    // The operator's servers hold their names by credential.
+                    Some(m) if m.role != "peer" => {
+                        return Err(ApiError::new(StatusCode::CONFLICT, "name_taken", format!("{} is a cluster member's name", j.name)));
                     }
-                    m.push_token
-                }
-                Some(m) if inner.peer_live(&m) => {
-                    return Err(ApiError::new(StatusCode::CONFLICT, "name_taken", format!("{} is held by another peer", j.name)));
-                }
-                _ => None,
-            };
-            (Some(token.unwrap_or_else(|| hex::encode(random16()))), Some(serial), Some(cert.expires))
+                    // The record's own peer proves it with the push token it was
+                    // given: the certificate alone does not (clients send theirs
+                    // to every source, peers included).
+                    Some(m) if m.serial.as_deref() == Some(serial.as_str()) => {
+                        let given = m.push_token.as_deref().unwrap_or("");
+                        let shown = j.push_token.as_deref().unwrap_or("");
+                        if given.is_empty() || !super::constant_time_eq(given.as_bytes(), shown.as_bytes()) {
+                            return Err(ApiError::new(
+                                StatusCode::FORBIDDEN,
+                                "push_token_required",
+                                format!("{} is joined; its heartbeats carry the push token it was given", j.name),
+                            ));
+                        }
+                        m.push_token
+                    }
+                    Some(m) if inner.peer_live(&m) => {
+                        return Err(ApiError::new(StatusCode::CONFLICT, "name_taken", format!("{} is held by another peer", j.name)));
+                    }
+                    _ => None,
+                };
+                (Some(token.unwrap_or_else(|| hex::encode(random16()))), Some(serial), Some(cert.expires))
+            }
+        };
+        let m = Member {
+            name: j.name.clone(),
+            role: j.role.as_str().to_string(),
+            https: j.https.clone(),
+            h3: j.h3.to_string(),
+            last_seen_ms: now_ms(),
+            load: j.load,
+            push_token: push_token.clone(),
+            playback_key: j.playback_key.clone(),
+            health: j.health.clone(),
+            serial,
+            expires,
+        };
+        if inner.state.put_member_if(&m, stored.as_ref().map(|(_, raw)| raw.as_slice())).map_err(ApiError::internal)? {
+            break push_token;
+        }
+        attempts += 1;
+        if attempts >= 4 {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "busy",
+                format!("{} is being joined elsewhere at this moment; try again", j.name),
+            ));
         }
     };
-    let m = Member {
-        name: j.name,
-        role: j.role.as_str().to_string(),
-        https: j.https,
-        h3: j.h3.to_string(),
-        last_seen_ms: now_ms(),
-        load: j.load,
-        push_token: push_token.clone(),
-        playback_key: j.playback_key,
-        health: j.health,
-        serial,
-        expires,
-    };
-    inner.state.upsert_member(&m).map_err(ApiError::internal)?;
     let answer = tranzcast_proto::answers::JoinAnswer {
         origin_key: hex::encode(inner.signing.verifying_key().as_bytes()),
         heartbeat_s: 5,

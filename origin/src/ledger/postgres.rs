@@ -635,6 +635,24 @@ impl PgState {
         Ok(self.query("SELECT at_ms FROM retired_members WHERE name = $1", &[&name])?.first().map(|r| id(r.get(0))))
     }
 
+    /// A member by name, with its record's bytes as stored.
+    pub fn member_as_stored(&self, name: &str) -> Result<Option<(Member, Vec<u8>)>, OriginError> {
+        let rows = self.query("SELECT record FROM members WHERE name = $1", &[&name])?;
+        rows.first().map(|r| -> Result<_, OriginError> { Ok((parse("member", r.get(0))?, r.get(0))) }).transpose()
+    }
+
+    /// Writes a member's record if the stored one is still `was` (a
+    /// conditional write: no lock held between the read and this).
+    pub fn put_member_if(&self, m: &Member, was: Option<&[u8]>) -> Result<bool, OriginError> {
+        let n = match was {
+            None => {
+                self.execute("INSERT INTO members (name, record) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING", &[&m.name, &json(m)?])?
+            }
+            Some(old) => self.execute("UPDATE members SET record = $2 WHERE name = $1 AND record = $3", &[&m.name, &json(m)?, &old])?,
+        };
+        Ok(n == 1)
+    }
+
     /// A member by name.
     pub fn member(&self, name: &str) -> Result<Option<Member>, OriginError> {
         let rows = self.query("SELECT record FROM members WHERE name = $1", &[&name])?;
