@@ -127,8 +127,7 @@ async fn a_fetch_whose_starter_is_cancelled_leaves_the_table_and_fetches_are_bou
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn overlapping_ranges_are_answered_merged() {
     let cl = TestCluster::start(3).await;
-    let node = cl.server(&cl.spec("node", "node-1")).await;
-    wait_staged(&cl.origin, &["node-1"]).await;
+    let node = start_staged(&cl.origin, &cl.tls, &cl.spec("node", "node-1")).await;
     let url = format!("{}/v1/blobs/{}", url_of(&node), cl.segments[0]);
     let http = &cl.http;
     let len = cl.blobs[0].len();

@@ -22,12 +22,9 @@ fn bit(bitmap: &str, i: usize) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hot_title_is_fetched_ahead_and_the_disk_budget_holds() {
-    let TestCluster { dir, origin, oport, tls, segments: segs, blobs: bytes, .. } = TestCluster::start(24).await;
-    let node_cfg =
-        EdgeSpec::new("node", "node-1", &dir.path().join("n1"), oport).mirroring().sets(&["mirroring.push_to_edges=false"]).config();
-    let node = EdgeServer::start(node_cfg, tls.clone()).await.unwrap();
-    let node_url = format!("https://localhost:{}", node.https_addr().port());
-    wait_staged(&origin, &["node-1"]).await;
+    let cl = TestCluster::start(24).await;
+    let (node, node_url) = cl.mirroring_node(&["mirroring.push_to_edges=false"]).await;
+    let TestCluster { dir, origin, oport, tls, segments: segs, blobs: bytes, .. } = cl;
     let edge_cfg = EdgeSpec::new("edge", "edge-1", &dir.path().join("e1"), oport)
         .parents(std::slice::from_ref(&node_url))
         .mirroring()
@@ -121,14 +118,9 @@ async fn hot_title_is_fetched_ahead_and_the_disk_budget_holds() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn node_pushes_a_hot_titles_next_segments_to_the_edge_that_asks() {
-    let TestCluster { dir, origin, oport, tls, segments: segs, blobs: bytes, .. } = TestCluster::start(8).await;
-    let node_cfg = EdgeSpec::new("node", "node-1", &dir.path().join("n1"), oport)
-        .mirroring()
-        .sets(&["mirroring.hot_requests_per_min=2", "mirroring.prefetch_segments=3"])
-        .config();
-    let node = EdgeServer::start(node_cfg, tls.clone()).await.unwrap();
-    let node_url = format!("https://localhost:{}", node.https_addr().port());
-    wait_staged(&origin, &["node-1"]).await;
+    let cl = TestCluster::start(8).await;
+    let (node, node_url) = cl.mirroring_node(&["mirroring.hot_requests_per_min=2", "mirroring.prefetch_segments=3"]).await;
+    let TestCluster { dir, origin, oport, tls, segments: segs, blobs: bytes, .. } = cl;
     // No parents configured: the edge learns the node from the origin's
     // cluster view and pulses it. It never finds a title hot itself.
     let edge_cfg = EdgeSpec::new("edge", "edge-1", &dir.path().join("e1"), oport)

@@ -15,15 +15,10 @@ use tranzcast_testkit::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_by_protocol_shedding_rate_limit_and_timeout() {
-    let TestCluster { dir, origin, oport, tls, segments: segs, blobs: bytes, .. } = TestCluster::start(3).await;
+    let cl = TestCluster::start(3).await;
     // A node that sends at most 256 KiB/s and holds at most 2 requests at once.
-    let node_cfg = EdgeSpec::new("node", "node-1", &dir.path().join("n1"), oport)
-        .mirroring()
-        .sets(&["rate_limit=256KiB", "limits.max_concurrent_requests=2"])
-        .config();
-    let node = EdgeServer::start(node_cfg, tls.clone()).await.unwrap();
-    let node_url = format!("https://localhost:{}", node.https_addr().port());
-    wait_staged(&origin, &["node-1"]).await;
+    let (node, node_url) = cl.mirroring_node(&["rate_limit=256KiB", "limits.max_concurrent_requests=2"]).await;
+    let TestCluster { dir, origin, oport, tls, segments: segs, blobs: bytes, .. } = cl;
     let http = tranzcast_net::client::https(tls.ca_pem.as_bytes()).unwrap();
     let h1 = tranzcast_net::client::https_h1(tls.ca_pem.as_bytes()).unwrap();
     let h3 = H3Client::connect(node.https_addr(), "localhost", tls.ca_pem.as_bytes()).await.unwrap();

@@ -23,11 +23,8 @@ async fn coalescing_and_failover_across_tiers() {
     let TestCluster { dir, origin, oport, tls, segments: segs, blobs: bytes, .. } = TestCluster::start(3).await;
     // A rate limit that can be lowered later, to kill the node mid-transfer.
     let node =
-        EdgeServer::start(EdgeSpec::new("node", "node-1", &dir.path().join("n1"), oport).sets(&["rate_limit=1GiB"]).config(), tls.clone())
-            .await
-            .unwrap();
+        start_staged(&origin, &tls, &EdgeSpec::new("node", "node-1", &dir.path().join("n1"), oport).sets(&["rate_limit=1GiB"])).await;
     let nport = node.https_addr().port();
-    wait_staged(&origin, &["node-1"]).await;
     let node_url = format!("https://localhost:{nport}");
     // 500 requests at once from one address, a hundred of them over
     // HTTP/1.1 (a connection each): past the default connection rate.
@@ -218,9 +215,8 @@ async fn a_certificate_for_one_title_cannot_make_an_edge_fetch_or_store_another(
     let origin = Origin::start(origin_config(&dir.path().join("origin"), 0)).await.unwrap();
     let oport = origin.https_addr().port();
     let tls = EdgeTls::from_config(&EdgeSpec::new("node", "x", dir.path(), oport).config(), &origin.ca_dir()).unwrap();
-    let node = EdgeServer::start(EdgeSpec::new("node", "node-1", &dir.path().join("n1"), oport).config(), tls.clone()).await.unwrap();
-    wait_staged(&origin, &["node-1"]).await;
-    let node_url = format!("https://localhost:{}", node.https_addr().port());
+    let node = start_staged(&origin, &tls, &EdgeSpec::new("node", "node-1", &dir.path().join("n1"), oport)).await;
+    let node_url = url_of(&node);
     let edata = dir.path().join("e1");
     let edge =
         EdgeServer::start(EdgeSpec::new("edge", "edge-1", &edata, oport).parents(std::slice::from_ref(&node_url)).config(), tls.clone())

@@ -282,6 +282,14 @@ pub async fn wait_staged(origin: &Origin, nodes: &[&str]) {
     }
 }
 
+/// Starts the node (or peer) of `spec` and waits until `origin` has staged
+/// `film` on it.
+pub async fn start_staged(origin: &Origin, tls: &tranzcast_edge::EdgeTls, spec: &EdgeSpec) -> tranzcast_edge::EdgeServer {
+    let server = tranzcast_edge::EdgeServer::start(spec.config(), tls.clone()).await.unwrap();
+    wait_staged(origin, &[&spec.name]).await;
+    server
+}
+
 pub async fn metric(http: &reqwest::Client, base: &str, name: &str) -> u64 {
     let text = http.get(format!("{base}/metrics")).send().await.unwrap().text().await.unwrap();
     text.lines()
@@ -464,6 +472,14 @@ impl TestCluster {
     /// Starts a node, edge or peer.
     pub async fn server(&self, spec: &EdgeSpec) -> tranzcast_edge::EdgeServer {
         tranzcast_edge::EdgeServer::start(spec.config(), self.tls.clone()).await.unwrap()
+    }
+
+    /// `node-1`, mirroring as by default with these settings, started and
+    /// staged; its base URL.
+    pub async fn mirroring_node(&self, sets: &[&str]) -> (tranzcast_edge::EdgeServer, String) {
+        let node = start_staged(&self.origin, &self.tls, &self.spec("node", "node-1").mirroring().sets(sets)).await;
+        let url = url_of(&node);
+        (node, url)
     }
 
     /// Another origin of this cluster (on a shared state: `sets`), started
