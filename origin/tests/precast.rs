@@ -6,14 +6,12 @@
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use tranzcast_config::{EdgeConfig, Layers, OriginConfig};
 use tranzcast_edge::{EdgeServer, EdgeTls};
 use tranzcast_ingest::{IngestOptions, ingest};
 use tranzcast_origin::Origin;
 use tranzcast_proto::TitleId;
 use tranzcast_store::{BlobStore, StoreOptions};
-
-const STOREFRONT: &str = "test-storefront-token-0123456789";
+use tranzcast_testkit::{EdgeSpec, STOREFRONT, origin_config_with, precast_now};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn popular_title_first_segments_reach_the_peer_in_the_window() {
@@ -29,27 +27,10 @@ async fn popular_title_first_segments_reach_the_peer_in_the_window() {
             ingest(&store, &input, &o).unwrap();
         }
     }
-    // A window around now, in UTC.
-    let now_min = (tranzcast_origin::now_secs() % 86_400 / 60) as i64;
-    let hm = |m: i64| format!("{:02}:{:02}", m.rem_euclid(1440) / 60, m.rem_euclid(1440) % 60);
-    let window = format!("{}-{}", hm(now_min - 60), hm(now_min + 60));
-    let cfg: OriginConfig = Layers::new("origin")
-        .overrides(&[
-            format!("data_dir={}", odata.display()),
-            format!("storefront_token={STOREFRONT}"),
-            "cluster_token=test-cluster-token-0123456789".into(),
-            "member_key=test-member-key-0123456789-0123456789".into(),
-            "listen.https=127.0.0.1:0".into(),
-            "staging_interval=200ms".into(),
-            "precast.enabled=true".into(),
-            format!("precast.window=\"{window}\""),
-            "precast.titles=1".into(),
-            "precast.segments=2".into(),
-        ])
-        .unwrap()
-        .build()
-        .unwrap();
-    let origin = Origin::start(cfg).await.unwrap();
+    // A window around now: the first 2 segments of the most popular title.
+    let mut sets = precast_now(2);
+    sets.push("precast.titles=1".into());
+    let origin = Origin::start(origin_config_with(&odata, 0, &sets)).await.unwrap();
     let base = format!("https://localhost:{}", origin.https_addr().port());
     let http = tranzcast_net::client::https(origin.ca_pem().as_bytes()).unwrap();
     let post = |p: &str, b: serde_json::Value| http.post(format!("{base}{p}")).bearer_auth(STOREFRONT).json(&b).send();
@@ -65,21 +46,8 @@ async fn popular_title_first_segments_reach_the_peer_in_the_window() {
     let cert = play["certificate"].as_str().unwrap().to_string();
 
     let pdata = dir.path().join("peer");
-    let pcfg = |cert: &str| -> EdgeConfig {
-        Layers::new("edge")
-            .overrides(&[
-                "role=peer".into(),
-                "name=peer-1".into(),
-                format!("data_dir={}", pdata.display()),
-                format!("origin={base}"),
-                format!("certificate={cert}"),
-                "listen.https=127.0.0.1:0".into(),
-                "heartbeat=200ms".into(),
-            ])
-            .unwrap()
-            .build()
-            .unwrap()
-    };
+    let pcfg =
+        |cert: &str| EdgeSpec::new("peer", "peer-1", &pdata, origin.https_addr().port()).set(&format!("certificate={cert}")).config();
     let tls = EdgeTls::from_config(&pcfg(&cert), &origin.ca_dir()).unwrap();
     // A peer without a valid certificate is refused.
     let err = EdgeServer::start(pcfg("not-a-certificate"), tls.clone()).await.unwrap_err();

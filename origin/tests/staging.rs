@@ -7,14 +7,13 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use tranzcast_config::{EdgeConfig, Layers};
 use tranzcast_edge::{EdgeServer, EdgeTls};
 use tranzcast_ingest::{IngestOptions, ingest};
 use tranzcast_origin::Origin;
 use tranzcast_proto::manifest::SignedManifest;
 use tranzcast_proto::{BlobAddress, TitleId};
 use tranzcast_store::{BlobStore, StoreOptions};
-use tranzcast_testkit::{CLUSTER, member_credential, origin_config, origin_config_with};
+use tranzcast_testkit::{CLUSTER, EdgeSpec, member_credential, origin_config, origin_config_with};
 
 fn ingest_titles(dir: &Path, titles: &[(&str, usize)]) {
     let store = BlobStore::open(dir, StoreOptions::default()).unwrap();
@@ -39,22 +38,8 @@ async fn late_node_gets_every_title_verified_and_no_keys() {
 
     // A node with the wrong token cannot join.
     let ndata = dir.path().join("node-1");
-    let ncfg = |credential: &str| -> EdgeConfig {
-        Layers::new("edge")
-            .overrides(&[
-                "role=node".into(),
-                "name=node-1".into(),
-                format!("data_dir={}", ndata.display()),
-                format!("origin={origin_url}"),
-                format!("cluster_token={CLUSTER}"),
-                format!("member_credential={credential}"),
-                "listen.https=127.0.0.1:0".into(),
-                "heartbeat=200ms".into(),
-            ])
-            .unwrap()
-            .build()
-            .unwrap()
-    };
+    let node_spec = EdgeSpec::new("node", "node-1", &ndata, origin.https_addr().port());
+    let ncfg = |credential: &str| node_spec.clone().set(&format!("member_credential={credential}")).config();
     // A node whose credential was minted with another key cannot join.
     let good = member_credential("node-1", "node");
     let tls = EdgeTls::from_config(&ncfg(&good), &origin.ca_dir()).unwrap();
@@ -124,23 +109,7 @@ async fn a_hung_node_does_not_stall_staging_for_the_others() {
     ingest_titles(&odata, &[("alpha", 3 << 20)]);
     let ocfg = origin_config_with(&odata, 0, &["member_timeout=120s".into()]);
     let origin = Origin::start(ocfg).await.unwrap();
-    let origin_url = format!("https://localhost:{}", origin.https_addr().port());
-    let ncfg = |name: &str| -> EdgeConfig {
-        Layers::new("edge")
-            .overrides(&[
-                "role=node".into(),
-                format!("name={name}"),
-                format!("data_dir={}", dir.path().join(name).display()),
-                format!("origin={origin_url}"),
-                format!("cluster_token={CLUSTER}"),
-                format!("member_credential={}", member_credential(name, "node")),
-                "listen.https=127.0.0.1:0".into(),
-                "heartbeat=200ms".into(),
-            ])
-            .unwrap()
-            .build()
-            .unwrap()
-    };
+    let ncfg = |name: &str| EdgeSpec::new("node", name, &dir.path().join(name), origin.https_addr().port()).config();
     let tls = EdgeTls::from_config(&ncfg("hung"), &origin.ca_dir()).unwrap();
     let hung = EdgeServer::start(ncfg("hung"), tls.clone()).await.unwrap();
     hung.hang();
