@@ -8,6 +8,21 @@ use tranzcast_proto::BlobAddress;
 use tranzcast_proto::fetch;
 use tranzcast_proto::outboard::{GroupVerifier, Outboard};
 
+/// Feeds `stream` to `push` in chunks of `size` bytes (at least one) until it
+/// refuses one, then checks that every group it passed on (offset, bytes) is
+/// `blob`'s own.
+fn push_checked<E>(blob: &[u8], stream: &[u8], size: u8, mut push: impl FnMut(&[u8], &mut Vec<(u64, Vec<u8>)>) -> Result<(), E>) {
+    let mut passed = Vec::new();
+    for chunk in stream.chunks(usize::from(size).max(1)) {
+        if push(chunk, &mut passed).is_err() {
+            break;
+        }
+    }
+    for (off, g) in passed {
+        assert_eq!(&blob[off as usize..off as usize + g.len()], &g[..], "unverified bytes passed on");
+    }
+}
+
 fuzz_target!(|data: &[u8]| {
     if let Ok(ob) = Outboard::decode(data) {
         assert_eq!(ob.encode(), data);
@@ -22,15 +37,7 @@ fuzz_target!(|data: &[u8]| {
     let (addr, ob) = Outboard::compute(&blob);
     let Ok(mut v) = GroupVerifier::new(addr, ob) else { panic!("a real outboard was refused") };
     let _ = v.skip_to(u64::from(data[0]) * 1024);
-    let mut passed = Vec::new();
-    for chunk in data[1..].chunks(usize::from(data[1]).max(1)) {
-        if v.push(chunk, |off, g| passed.push((off, g.to_vec()))).is_err() {
-            break;
-        }
-    }
-    for (off, g) in passed {
-        assert_eq!(&blob[off as usize..off as usize + g.len()], &g[..], "unverified bytes passed on");
-    }
+    push_checked(&blob, &data[1..], data[1], |chunk, passed| v.push(chunk, |off, g| passed.push((off, g.to_vec()))));
     let _ = v.finish();
     let _ = BlobAddress::of(data);
     // The verified fetch around it: a hostile status, outboard and body.
@@ -38,19 +45,11 @@ fuzz_target!(|data: &[u8]| {
     let _ = fetch::outboard(&addr, u16::from(data[0]) * 3, data);
     if let Ok(v) = fetch::outboard(&addr, 200, &real) {
         let to = (data[1] & 1 == 1).then(|| u64::from(data[1]) * 300);
-        if let Ok(mut f) = fetch::BodyFetch::new(v, u64::from(data[0] % 3) * 16384, to) {
-            if f.answered([200, 206, 404, 500][usize::from(data[1] % 4)]).is_ok() {
-                let mut got = Vec::new();
-                for chunk in data[2..].chunks(usize::from(data[0]).max(1)) {
-                    if f.push(chunk, |off, g| got.push((off, g.to_vec()))).is_err() {
-                        break;
-                    }
-                }
-                for (off, g) in got {
-                    assert_eq!(&blob[off as usize..off as usize + g.len()], &g[..], "unverified bytes passed on");
-                }
-                let _ = f.finish();
-            }
+        if let Ok(mut f) = fetch::BodyFetch::new(v, u64::from(data[0] % 3) * 16384, to)
+            && f.answered([200, 206, 404, 500][usize::from(data[1] % 4)]).is_ok()
+        {
+            push_checked(&blob, &data[2..], data[0], |chunk, got| f.push(chunk, |off, g| got.push((off, g.to_vec()))));
+            let _ = f.finish();
         }
     }
 });
