@@ -187,54 +187,52 @@ fn lines(
         let ymax = pts.clone().map(|p| p.1).fold(0.0f64, f64::max) * 1.1 + 1e-9;
         let mut b = ChartBuilder::on(&root);
         b.caption(title, ("sans-serif", 18)).margin(12).x_label_area_size(40).y_label_area_size(60);
-        let style = |i: usize| Palette99::pick(i).to_rgba();
         if log_x {
             let xmin = pts.map(|p| p.0).filter(|x| *x > 0.0).fold(f64::INFINITY, f64::min).min(xmax / 10.0).max(1e-3);
             let mut chart = b.build_cartesian_2d((xmin..xmax.max(xmin * 10.0)).log_scale(), 0f64..ymax).map_err(report_err)?;
-            chart.configure_mesh().x_desc(x_desc).y_desc(y_desc).draw().map_err(report_err)?;
-            for (i, (name, p)) in series.iter().enumerate() {
-                let c = style(i);
-                chart
-                    .draw_series(LineSeries::new(p.iter().copied().filter(|q| q.0 > 0.0), c.stroke_width(2)))
-                    .map_err(report_err)?
-                    .label(name.as_str())
-                    .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(2)));
-            }
-            chart
-                .configure_series_labels()
-                .position(SeriesLabelPosition::LowerRight)
-                .background_style(WHITE.mix(0.85))
-                .border_style(BLACK)
-                .draw()
-                .map_err(report_err)?;
+            // Only the points a log scale can show; no marks.
+            draw_lines(&mut chart, (x_desc, y_desc), series, |q| q.0 > 0.0, &[], ymax, SeriesLabelPosition::LowerRight)?;
         } else {
             let mut chart = b.build_cartesian_2d(0f64..xmax, 0f64..ymax).map_err(report_err)?;
-            chart.configure_mesh().x_desc(x_desc).y_desc(y_desc).draw().map_err(report_err)?;
-            for (i, (name, p)) in series.iter().enumerate() {
-                let c = style(i);
-                chart
-                    .draw_series(LineSeries::new(p.iter().copied(), c.stroke_width(2)))
-                    .map_err(report_err)?
-                    .label(name.as_str())
-                    .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(2)));
-            }
-            for m in marks {
-                chart.draw_series(LineSeries::new(vec![(m.t, 0.0), (m.t, ymax)], RED.stroke_width(2))).map_err(report_err)?;
-                chart
-                    .draw_series(std::iter::once(Text::new(m.what.clone(), (m.t, ymax * 0.95), ("sans-serif", 13).into_font().color(&RED))))
-                    .map_err(report_err)?;
-            }
-            chart
-                .configure_series_labels()
-                .position(SeriesLabelPosition::UpperRight)
-                .background_style(WHITE.mix(0.85))
-                .border_style(BLACK)
-                .draw()
-                .map_err(report_err)?;
+            draw_lines(&mut chart, (x_desc, y_desc), series, |_| true, marks, ymax, SeriesLabelPosition::UpperRight)?;
         }
         root.present().map_err(report_err)?;
     }
     Ok(svg)
+}
+
+/// Draws [`lines`]' chart on either x scale: the mesh, every series (the
+/// points `keep` keeps), each mark as a red line up to `ymax`, the legend.
+fn draw_lines<'a, DB, X>(
+    chart: &mut ChartContext<'a, DB, Cartesian2d<X, plotters::coord::types::RangedCoordf64>>,
+    (x_desc, y_desc): (&str, &str),
+    series: &[(String, Vec<(f64, f64)>)],
+    keep: impl Fn(&(f64, f64)) -> bool,
+    marks: &[Mark],
+    ymax: f64,
+    legend: SeriesLabelPosition,
+) -> Result<(), LoadtestError>
+where
+    DB: DrawingBackend + 'a,
+    X: Ranged<ValueType = f64> + plotters::coord::ranged1d::ValueFormatter<f64>,
+{
+    chart.configure_mesh().x_desc(x_desc).y_desc(y_desc).draw().map_err(report_err)?;
+    for (i, (name, p)) in series.iter().enumerate() {
+        let c = Palette99::pick(i).to_rgba();
+        chart
+            .draw_series(LineSeries::new(p.iter().copied().filter(&keep), c.stroke_width(2)))
+            .map_err(report_err)?
+            .label(name.as_str())
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(2)));
+    }
+    for m in marks {
+        chart.draw_series(LineSeries::new(vec![(m.t, 0.0), (m.t, ymax)], RED.stroke_width(2))).map_err(report_err)?;
+        chart
+            .draw_series(std::iter::once(Text::new(m.what.clone(), (m.t, ymax * 0.95), ("sans-serif", 13).into_font().color(&RED))))
+            .map_err(report_err)?;
+    }
+    chart.configure_series_labels().position(legend).background_style(WHITE.mix(0.85)).border_style(BLACK).draw().map_err(report_err)?;
+    Ok(())
 }
 
 /// A bar chart as SVG, values printed on the bars.
