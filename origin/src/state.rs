@@ -411,6 +411,16 @@ impl OriginState {
         }
     }
 
+    /// Every record of `cf`, in key order.
+    fn all_json<T: DeserializeOwned>(&self, cf: &str) -> Result<Vec<T>, OriginError> {
+        let mut out = Vec::new();
+        for item in self.db.iterator_cf(self.cf(cf)?, IteratorMode::Start) {
+            let (_, v) = item.map_err(db_err(cf))?;
+            out.push(serde_json::from_slice(&v).map_err(|e| OriginError::Storage(format!("corrupt {cf} record: {e}")))?);
+        }
+        Ok(out)
+    }
+
     fn put_json(&self, batch: &mut WriteBatch, cf: &str, key: &[u8], value: &impl Serialize) -> Result<(), OriginError> {
         let v = serde_json::to_vec(value).map_err(|e| OriginError::Storage(e.to_string()))?;
         batch.put_cf(self.cf(cf)?, key, v);
@@ -506,12 +516,7 @@ impl OriginState {
 
     /// The validation log, oldest first.
     pub fn validations(&self) -> Result<Vec<ValidationEntry>, OriginError> {
-        let mut out = Vec::new();
-        for item in self.db.iterator_cf(self.cf(CF_VALIDATIONS)?, IteratorMode::Start) {
-            let (_, v) = item.map_err(db_err("validations"))?;
-            out.push(serde_json::from_slice(&v).map_err(|e| OriginError::Storage(e.to_string()))?);
-        }
-        Ok(out)
+        self.all_json(CF_VALIDATIONS)
     }
 
     /// Adds or refreshes a member.
@@ -552,12 +557,7 @@ impl OriginState {
 
     /// Every member.
     pub fn members(&self) -> Result<Vec<Member>, OriginError> {
-        let mut out = Vec::new();
-        for item in self.db.iterator_cf(self.cf(CF_MEMBERS)?, IteratorMode::Start) {
-            let (_, v) = item.map_err(db_err("members"))?;
-            out.push(serde_json::from_slice(&v).map_err(|e| OriginError::Storage(e.to_string()))?);
-        }
-        Ok(out)
+        self.all_json(CF_MEMBERS)
     }
 }
 

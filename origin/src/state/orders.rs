@@ -90,12 +90,7 @@ impl OriginState {
 
     /// Number of orders of a title (popularity for pre-casting).
     pub fn orders(&self) -> Result<Vec<Order>, OriginError> {
-        let mut out = Vec::new();
-        for item in self.db.iterator_cf(self.cf(CF_ORDERS)?, IteratorMode::Start) {
-            let (_, v) = item.map_err(db_err("orders"))?;
-            out.push(serde_json::from_slice(&v).map_err(|e| OriginError::Storage(e.to_string()))?);
-        }
-        Ok(out)
+        self.all_json(CF_ORDERS)
     }
 
     /// An order.
