@@ -19,10 +19,15 @@ struct OriginProcess {
 }
 
 fn start_origin(data: &std::path::Path) -> OriginProcess {
+    start_origin_with(data, &[])
+}
+
+fn start_origin_with(data: &std::path::Path, sets: &[&str]) -> OriginProcess {
     let mut child = Command::new(bin())
         .args(["origin", "--set", &format!("data_dir={}", data.display()), "--set", &format!("storefront_token={TOKEN}")])
         .args(["--set", "cluster_token=cli-cluster-token-0123456789", "--set", "listen.https=127.0.0.1:0"])
         .args(["--set", "member_key=cli-member-key-0123456789-0123456789"])
+        .args(sets.iter().flat_map(|s| ["--set", s]))
         .stderr(Stdio::piped())
         .stdout(Stdio::null())
         .spawn()
@@ -179,4 +184,78 @@ fn a_play_a_revocation_and_an_order_survive_sigkill() {
     let mut child = o2.child;
     child.kill().unwrap();
     let _ = child.wait();
+}
+
+/// Plays answered are durable (the group commit answers only after its WAL
+/// sync): an origin SIGKILLed among hundreds of concurrent plays, restarted,
+/// refuses every ticket it granted before as spent, and never forgets one.
+#[test]
+fn a_play_answered_before_a_sigkill_stays_spent_after_the_restart() {
+    let (dir, input) = dir_with_input("film.bin", 300_000, "kill");
+    let data = dir.path().join("origin");
+    ok(&["ingest", input.to_str().unwrap(), "--data", data.to_str().unwrap(), "--title", "film"]);
+    let rates = ["rate.play_per_s=100000", "rate.play_burst=100000", "rate.storefront_per_s=100000", "rate.storefront_burst=100000"];
+    let mut o = start_origin_with(&data, &rates);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let http = tranzcast_net::client::https(&std::fs::read(&o.ca).unwrap()).unwrap();
+    let url = format!("https://localhost:{}", o.port);
+    let client = tranzcast_testkit::OriginClient::new(&http, &url).with_storefront(TOKEN);
+    const N: usize = 400;
+    let tickets: Vec<String> = rt.block_on(async {
+        let c = client.customer().await;
+        let mut t = Vec::new();
+        for _ in 0..N {
+            t.push(client.order(&tranzcast_proto::api::OrderBody::rent(c, "film", 1, 1)).await.0);
+        }
+        t
+    });
+    // Every play at once; the kill lands once a fifth were answered.
+    let granted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let outcomes: Vec<(usize, bool)> = rt.block_on(async {
+        let mut tasks = tokio::task::JoinSet::new();
+        for (i, t) in tickets.iter().cloned().enumerate() {
+            let (client, granted) = (client.clone(), granted.clone());
+            tasks.spawn(async move {
+                let r = tokio::time::timeout(std::time::Duration::from_secs(20), client.play_or_cut(&t)).await;
+                let ok = matches!(r, Ok(Ok(200)));
+                if ok {
+                    granted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+                (i, ok)
+            });
+        }
+        while granted.load(std::sync::atomic::Ordering::Relaxed) < N / 5 {
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+        o.child.kill().unwrap();
+        let mut out = Vec::new();
+        while let Some(r) = tasks.join_next().await {
+            out.push(r.unwrap());
+        }
+        out
+    });
+    let _ = o.child.wait();
+    let answered: Vec<usize> = outcomes.iter().filter(|(_, ok)| *ok).map(|(i, _)| *i).collect();
+    eprintln!("{} of {N} plays answered before the SIGKILL", answered.len());
+    assert!(answered.len() >= N / 5 && answered.len() < N, "the kill landed mid-run: {} answered", answered.len());
+    // Restarted on the same data: every answered play's ticket is spent.
+    let o = start_origin_with(&data, &rates);
+    let url = format!("https://localhost:{}", o.port);
+    let client = tranzcast_testkit::OriginClient::new(&http, &url).with_storefront(TOKEN);
+    rt.block_on(async {
+        for &i in &answered {
+            assert_eq!(client.play(&tickets[i]).await.unwrap_err(), (403, "spent".to_string()), "ticket {i} was granted before the kill");
+        }
+        // The others: granted now (their play never committed) or spent (it committed, its answer was cut).
+        for (i, _) in outcomes.iter().filter(|(_, ok)| !*ok) {
+            match client.play(&tickets[*i]).await {
+                Ok(_) => {}
+                Err((403, code)) => assert_eq!(code, "spent", "ticket {i}"),
+                Err(other) => panic!("ticket {i}: {other:?}"),
+            }
+        }
+    });
+    let mut o = o;
+    let _ = o.child.kill();
+    let _ = o.child.wait();
 }

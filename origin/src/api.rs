@@ -150,15 +150,22 @@ fn rate(limiter: &Mutex<tranzcast_net::limits::RateLimiter>, cx: &RequestContext
     })
 }
 
-/// Entry point: routing runs on the blocking pool (RocksDB and fsync).
+/// Entry point: routing runs on the blocking pool (RocksDB and fsync),
+/// but for plays on the embedded engine (group commit, awaited).
 pub async fn handle(inner: Arc<Inner>, req: Request<Bytes>, cx: RequestContext) -> Response<Body> {
     let route = route_label(req.method(), req.uri().path());
     let has_body = req.method() != Method::HEAD;
     let i2 = inner.clone();
-    let resp = match tokio::task::spawn_blocking(move || route_request(&i2, &req, cx)).await {
-        Ok(Ok(r)) => r,
-        Ok(Err(e)) => e.into(),
-        Err(e) => ApiError::internal(e).into(),
+    // Plays on the embedded engine stay on the runtime: they wait for their
+    // group commit without a thread (the hop to the blocking pool and back,
+    // and a thread parked per play in flight, cost more than the play).
+    let resp = match (&inner.state, req.method() == Method::POST && req.uri().path() == "/v1/play") {
+        (crate::ledger::Ledger::Embedded(state), true) => play::play_async(&inner, state, &req, cx).await.unwrap_or_else(Into::into),
+        _ => match tokio::task::spawn_blocking(move || route_request(&i2, &req, cx)).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => e.into(),
+            Err(e) => ApiError::internal(e).into(),
+        },
     };
     inner.metrics.request(route, cx.protocol.label(), resp.status().as_u16());
     if has_body {

@@ -26,7 +26,6 @@ use rocksdb::{ColumnFamilyDescriptor, DB, IteratorMode, Options, WriteBatch, Wri
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::OriginError;
@@ -216,12 +215,16 @@ impl std::ops::AddAssign for Revoked {
 
 /// The origin's durable state.
 pub struct OriginState {
-    db: DB,
+    db: std::sync::Arc<DB>,
+    /// Writes plays' batches, many under one WAL sync (see `validate`).
+    committer: validate::Committer,
     dir: PathBuf,
     next_customer: AtomicU64,
     next_order: AtomicU64,
     log_seq: AtomicU64,
-    stripes: Vec<Mutex<()>>,
+    /// Async locks: a play holds its stripe across the group commit it
+    /// awaits; synchronous paths take them with `blocking_lock`.
+    stripes: Vec<tokio::sync::Mutex<()>>,
 }
 
 impl std::fmt::Debug for OriginState {
@@ -268,13 +271,15 @@ impl OriginState {
                 OriginError::Storage(format!("{}: cannot open: {e}", dir.display()))
             }
         })?;
+        let db = std::sync::Arc::new(db);
         let s = Self {
+            committer: validate::Committer::start(db.clone())?,
             db,
             dir: dir.into(),
             next_customer: AtomicU64::new(1),
             next_order: AtomicU64::new(1),
             log_seq: AtomicU64::new(0),
-            stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
+            stripes: (0..STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
         };
         s.next_customer.store(s.last_u64_key(CF_CUSTOMERS)? + 1, Ordering::SeqCst);
         s.next_order.store(s.last_u64_key(CF_ORDERS)? + 1, Ordering::SeqCst);
@@ -452,15 +457,20 @@ impl OriginState {
     /// revocation of its order. A ticket's order never changes, so reading it
     /// before the lock is safe.
     pub fn with_ticket_lock<T>(&self, serial: &[u8; 16], f: impl FnOnce() -> T) -> Result<T, OriginError> {
-        let i = match self.ticket(serial)? {
+        Ok(self.with_stripe(self.ticket_stripe(serial)?, f))
+    }
+
+    /// The stripe of `serial`'s order (of the serial itself when it is not on record).
+    fn ticket_stripe(&self, serial: &[u8; 16]) -> Result<usize, OriginError> {
+        Ok(match self.ticket(serial)? {
             Some(rec) => (rec.order % STRIPES as u64) as usize,
             None => (usize::from(serial[0]) << 8 | usize::from(serial[1])) % STRIPES,
-        };
-        Ok(self.with_stripe(i, f))
+        })
     }
 
     fn with_stripe<T>(&self, i: usize, f: impl FnOnce() -> T) -> T {
-        let _g = self.stripes[i % STRIPES].lock().unwrap_or_else(|p| p.into_inner());
+        // Synchronous paths run on the blocking pool, never on the runtime.
+        let _g = self.stripes[i % STRIPES].blocking_lock();
         f()
     }
 
@@ -485,13 +495,13 @@ impl OriginState {
     /// Writes a granted validation in one synced batch: the presented
     /// ticket's new record, the replacement's record, the certificate's link
     /// to its ticket, the log line and the title's popularity.
-    pub fn record_validation(
+    pub fn validation_batch(
         &self,
         presented: Option<(&[u8; 16], &TicketRecord)>,
         replacement: Option<(&[u8; 16], &TicketRecord)>,
         certificate: Option<IssuedCertificate<'_>>,
         entry: &ValidationEntry,
-    ) -> Result<(), OriginError> {
+    ) -> Result<WriteBatch, OriginError> {
         let mut b = WriteBatch::default();
         if let Some((s, r)) = presented {
             self.put_json(&mut b, CF_TICKETS, s, r)?;
@@ -511,7 +521,7 @@ impl OriginState {
         if entry.result == "granted" {
             self.count_play(&mut b, &entry.title)?;
         }
-        self.write(b)
+        Ok(b)
     }
 
     /// The validation log, oldest first.

@@ -248,6 +248,15 @@ impl OriginClient {
         Ok(answers::PlayGrant::parse(&b).unwrap())
     }
 
+    /// A play whose answer may be cut (its origin killed): the status, or
+    /// the transport's error.
+    pub async fn play_or_cut(&self, ticket: &str) -> Result<u16, reqwest::Error> {
+        let r = self.http.post(format!("{}/v1/play", self.base)).json(&api::PlayBody::client(ticket)).send().await?;
+        let status = r.status().as_u16();
+        r.bytes().await?;
+        Ok(status)
+    }
+
     /// Revokes a serial (a ticket's: its whole order; a certificate's: that
     /// session) as the storefront: the status.
     pub async fn revoke_serial(&self, serial: &str) -> u16 {

@@ -26,7 +26,42 @@ fn playback_edges(inner: &Inner, n: usize) -> Result<Vec<(Member, [u8; 32])>, Ap
     Ok(edges)
 }
 
+/// A play up to its decision: the request read, the ticket's signature
+/// checked, the title looked up.
+struct Prepared {
+    ticket: tranzcast_proto::ticket::PlayTicket,
+    play_key: Option<[u8; 32]>,
+    url: Option<wire::UrlMode>,
+    bind: Option<std::net::IpAddr>,
+    edges: Vec<(Member, [u8; 32])>,
+    entry: ValidationEntry,
+    key: Option<TitleKey>,
+    manifest_addr: Option<BlobAddress>,
+    manifest_bytes: Option<Bytes>,
+    running_time_s: u64,
+    now: u64,
+}
+
+/// What the state's read-decide-write hands back.
+type Decided = Result<Result<validation::Grant, Refusal>, ApiError>;
+
+/// `POST /v1/play` on the blocking pool (any engine).
 pub(super) fn play(inner: &Inner, req: &Request<Bytes>, cx: RequestContext) -> ApiResult {
+    let mut p = prepare(inner, req, cx)?;
+    let grant = inner.state.validate(&p.ticket.serial, |view| decide(inner, &p, view)).map_err(ApiError::internal)??;
+    finish(inner, &mut p, grant)
+}
+
+/// `POST /v1/play` on the embedded engine, on the async runtime: the
+/// decision holds its stripe's lock across the group commit it waits for,
+/// without a thread of its own (no hop to the blocking pool).
+pub(super) async fn play_async(inner: &Inner, state: &crate::state::OriginState, req: &Request<Bytes>, cx: RequestContext) -> ApiResult {
+    let mut p = prepare(inner, req, cx)?;
+    let grant = state.validate_async(&p.ticket.serial, |view| decide(inner, &p, view)).await.map_err(ApiError::internal)??;
+    finish(inner, &mut p, grant)
+}
+
+fn prepare(inner: &Inner, req: &Request<Bytes>, cx: RequestContext) -> Result<Prepared, ApiError> {
     let p = wire::play(req.body()).map_err(ApiError::wire)?;
     // A retry after a lost answer carries its first attempt's key.
     let play_key = idempotency_key(req)?.map(|k| *blake3::hash(k.as_bytes()).as_bytes());
@@ -54,31 +89,9 @@ pub(super) fn play(inner: &Inner, req: &Request<Bytes>, cx: RequestContext) -> A
         client: cx.peer.to_string(),
         result: String::new(),
     };
-    // A refusal costs no synced write and no log line each: anyone can send
-    // garbage tickets, and a synced line each would let them fill the disk
-    // and the fsync queue. Refusals are counted by result in /metrics; those
-    // of genuine tickets (signed by us: a spent, replaced, revoked or expired
-    // one played again is a fraud signal) are kept per ticket and reason, a
-    // counter merged in without fsync, so they cost one record per ticket
-    // however often it is replayed; one refusal a second per result is logged.
-    let refuse = |entry: &mut ValidationEntry, r: Refusal, serial: Option<&[u8; 16]>| -> ApiError {
-        entry.result = r.code().to_string();
-        inner.metrics.validation(r.code());
-        if let Some(s) = serial
-            && let Err(e) = inner.state.count_refusal(s, r.code())
-        {
-            tracing::warn!(error = %e, "cannot count a refused play");
-        }
-        let now = now_secs();
-        if inner.refusal_logged[r as usize % crate::REFUSAL_KINDS].swap(now, std::sync::atomic::Ordering::Relaxed) != now {
-            tracing::info!(result = r.code(), serial = %entry.serial, customer = entry.customer, title = %entry.title,
-                client = %entry.client, "play refused (one a second per result is logged; all are counted in origin_validations_total)");
-        }
-        ApiError::refused(r)
-    };
-    let Ok(signed) = SignedToken::from_text(&p.ticket) else { return Err(refuse(&mut entry, Refusal::Forged, None)) };
+    let Ok(signed) = SignedToken::from_text(&p.ticket) else { return Err(refuse(inner, &mut entry, Refusal::Forged, None)) };
     let Ok(Token::Ticket(ticket)) = signed.verify(&inner.signing.verifying_key()) else {
-        return Err(refuse(&mut entry, Refusal::Forged, None));
+        return Err(refuse(inner, &mut entry, Refusal::Forged, None));
     };
     let ticket = ticket.clone();
     entry.serial = hex::encode(ticket.serial);
@@ -90,63 +103,95 @@ pub(super) fn play(inner: &Inner, req: &Request<Bytes>, cx: RequestContext) -> A
     let manifest_bytes = catalog.map(|e| e.manifest);
     let running_time_s =
         manifest_bytes.as_ref().and_then(|b| SignedManifest::decode(b).ok()).map(|m| m.manifest.running_time_ms / 1000).unwrap_or(0);
+    Ok(Prepared { ticket, play_key, url: p.url, bind, edges, entry, key, manifest_addr, manifest_bytes, running_time_s, now })
+}
 
-    let grant = inner
-        .state
-        .validate(&ticket.serial, |view| {
-            let cx = Context {
-                lineage_revoked: view.lineage_revoked,
-                request: play_key,
-                retry_window_s: inner.config.play_retry_window.0.as_secs(),
-                replacement: view.replacement.as_ref(),
-                now,
-                title_key: key.as_ref(),
-                running_time_s,
-                margin_s: inner.config.certificate_margin.0.as_secs(),
-                fresh_serial: random16(),
-                fresh_serial_2: random16(),
-                fresh_k1: tranzcast_proto::random_bytes(),
+/// The decision (Fig. 13) over what the state read under the lock, and what
+/// a grant writes. Pure but for fresh randomness: it may run again after a
+/// conflict on a shared engine.
+fn decide(inner: &Inner, p: &Prepared, view: crate::state::TicketView) -> (Decided, Option<GrantWrite>) {
+    let cx = Context {
+        lineage_revoked: view.lineage_revoked,
+        request: p.play_key,
+        retry_window_s: inner.config.play_retry_window.0.as_secs(),
+        replacement: view.replacement.as_ref(),
+        now: p.now,
+        title_key: p.key.as_ref(),
+        running_time_s: p.running_time_s,
+        margin_s: inner.config.certificate_margin.0.as_secs(),
+        fresh_serial: random16(),
+        fresh_serial_2: random16(),
+        fresh_k1: tranzcast_proto::random_bytes(),
+    };
+    match validation::decide(&p.ticket, view.record.as_ref(), &cx) {
+        Err(r) => (Ok(Err(r)), None),
+        // The same answer again: nothing written, no play counted.
+        Ok(g) if g.repeated => (Ok(Ok(g)), None),
+        Ok(g) => {
+            let Some(mut presented) = view.record.clone() else {
+                return (Err(ApiError::internal("granted without a record")), None);
             };
-            match validation::decide(&ticket, view.record.as_ref(), &cx) {
-                Err(r) => (Ok(Err(r)), None),
-                // The same answer again: nothing written, no play counted.
-                Ok(g) if g.repeated => (Ok(Ok(g)), None),
-                Ok(g) => {
-                    let Some(mut presented) = view.record.clone() else {
-                        return (Err(ApiError::internal("granted without a record")), None);
-                    };
-                    presented.state = g.presented_state;
-                    presented.last_grant = g.presented_last_grant.clone();
-                    let mut entry = entry.clone();
-                    entry.result = "granted".into();
-                    let write = GrantWrite {
-                        presented: (ticket.serial, presented),
-                        replacement: g.replacement.as_ref().map(|(t, r)| (t.serial, r.clone())),
-                        certificate: (g.certificate.serial, g.certificate.expires),
-                        entry,
-                    };
-                    (Ok(Ok(g)), Some(write))
-                }
-            }
-        })
-        .map_err(ApiError::internal)??;
+            presented.state = g.presented_state;
+            presented.last_grant = g.presented_last_grant.clone();
+            let mut entry = p.entry.clone();
+            entry.result = "granted".into();
+            let write = GrantWrite {
+                presented: (p.ticket.serial, presented),
+                replacement: g.replacement.as_ref().map(|(t, r)| (t.serial, r.clone())),
+                certificate: (g.certificate.serial, g.certificate.expires),
+                entry,
+            };
+            (Ok(Ok(g)), Some(write))
+        }
+    }
+}
+
+/// A refusal costs no synced write and no log line each: anyone can send
+/// garbage tickets, and a synced line each would let them fill the disk and
+/// the fsync queue. Refusals are counted by result in /metrics; those of
+/// genuine tickets (signed by us: a spent, replaced, revoked or expired one
+/// played again is a fraud signal) are kept per ticket and reason, a
+/// counter merged in without fsync, so they cost one record per ticket
+/// however often it is replayed; one refusal a second per result is logged.
+fn refuse(inner: &Inner, entry: &mut ValidationEntry, r: Refusal, serial: Option<&[u8; 16]>) -> ApiError {
+    entry.result = r.code().to_string();
+    inner.metrics.validation(r.code());
+    if let Some(s) = serial
+        && let Err(e) = inner.state.count_refusal(s, r.code())
+    {
+        tracing::warn!(error = %e, "cannot count a refused play");
+    }
+    let now = now_secs();
+    if inner.refusal_logged[r as usize % crate::REFUSAL_KINDS].swap(now, std::sync::atomic::Ordering::Relaxed) != now {
+        tracing::info!(result = r.code(), serial = %entry.serial, customer = entry.customer, title = %entry.title,
+            client = %entry.client, "play refused (one a second per result is logged; all are counted in origin_validations_total)");
+    }
+    ApiError::refused(r)
+}
+
+/// The answer to a decided play: the refusal, or the grant's certificate,
+/// replacement, manifest and sources (or its playback URLs).
+fn finish(inner: &Inner, p: &mut Prepared, grant: Result<validation::Grant, Refusal>) -> ApiResult {
     let grant = match grant {
         Ok(g) => g,
-        Err(r) => return Err(refuse(&mut entry, r, Some(&ticket.serial))),
+        Err(r) => {
+            let serial = p.ticket.serial;
+            return Err(refuse(inner, &mut p.entry, r, Some(&serial)));
+        }
     };
     inner.metrics.validation(if grant.repeated { "granted_again" } else { "granted" });
     let replacement = grant.replacement.as_ref().map(|(t, _)| ticket::to_text(&t.sign(&inner.signing)));
-    if p.url.is_some() {
-        let key = key.ok_or_else(|| ApiError::internal("granted without a title key"))?;
-        let manifest = manifest_bytes.as_ref().and_then(|b| SignedManifest::decode(b).ok()).map(|m| m.manifest);
+    if let Some(url) = p.url {
+        let key = p.key.as_ref().ok_or_else(|| ApiError::internal("granted without a title key"))?;
+        let manifest = p.manifest_bytes.as_ref().and_then(|b| SignedManifest::decode(b).ok()).map(|m| m.manifest);
         let manifest = manifest.ok_or_else(|| ApiError::internal("granted without a manifest"))?;
-        return playback_urls(inner, &grant.certificate, &key, &manifest, &edges, (bind, p.url.and_then(|u| u.lifetime_s)), replacement);
+        return playback_urls(inner, &grant.certificate, key, &manifest, &p.edges, (p.bind, url.lifetime_s), replacement);
     }
     let answer = tranzcast_proto::answers::PlayGrant {
         certificate: ticket::to_text(&grant.certificate.sign(&inner.signing)),
         ticket: replacement,
-        manifest: manifest_bytes.map(|b| URL_SAFE_NO_PAD.encode(b)),
-        manifest_address: manifest_addr.map(|a| a.to_hex()),
+        manifest: p.manifest_bytes.take().map(|b| URL_SAFE_NO_PAD.encode(b)),
+        manifest_address: p.manifest_addr.map(|a| a.to_hex()),
         sources: sources(inner)?,
     };
     Ok(json_response(StatusCode::OK, &answer))

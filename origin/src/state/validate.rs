@@ -30,36 +30,131 @@ pub struct GrantWrite {
 }
 
 impl OriginState {
+    /// Reads what validating `serial` needs (its record cleared of a revoked
+    /// last grant, the lineage's revocation, its replacement).
+    fn ticket_view(&self, serial: &[u8; 16]) -> Result<TicketView, OriginError> {
+        let mut view = TicketView { record: self.ticket(serial)?, ..TicketView::default() };
+        if let Some(r) = view.record.as_mut() {
+            view.lineage_revoked = self.lineage_revoked(r)?;
+            if let Some(last) = &r.last_grant
+                && self.is_revoked(&last.certificate)?
+            {
+                r.last_grant = None;
+            }
+            if let crate::validation::TicketState::Replaced { by } = r.state {
+                view.replacement = self.ticket(&by)?;
+            }
+        }
+        Ok(view)
+    }
+
+    fn grant_batch(&self, w: &GrantWrite) -> Result<WriteBatch, OriginError> {
+        let (cert, expires) = w.certificate;
+        self.validation_batch(
+            Some((&w.presented.0, &w.presented.1)),
+            w.replacement.as_ref().map(|(s, r)| (s, r)),
+            Some(IssuedCertificate { serial: &cert, ticket: &w.presented.0, order: w.presented.1.order, expires }),
+            &w.entry,
+        )
+    }
+
     /// Reads what validating `serial` needs, lets `decide` choose, and
     /// writes its grant (if any) durably, all under the ticket's lock: two
     /// plays of one ticket, or a play and a revocation of its order, never
-    /// interleave. `decide` runs once here (a shared engine may run it again after
-    /// a conflict, so it must not act outside its answer).
+    /// interleave. `decide` runs once here (a shared engine may run it again
+    /// after a conflict, so it must not act outside its answer). Blocking.
     pub fn validate<T>(&self, serial: &[u8; 16], mut decide: impl FnMut(TicketView) -> (T, Option<GrantWrite>)) -> Result<T, OriginError> {
         self.with_ticket_lock(serial, || {
-            let mut view = TicketView { record: self.ticket(serial)?, ..TicketView::default() };
-            if let Some(r) = view.record.as_mut() {
-                view.lineage_revoked = self.lineage_revoked(r)?;
-                if let Some(last) = &r.last_grant
-                    && self.is_revoked(&last.certificate)?
-                {
-                    r.last_grant = None;
-                }
-                if let crate::validation::TicketState::Replaced { by } = r.state {
-                    view.replacement = self.ticket(&by)?;
-                }
-            }
-            let (out, write) = decide(view);
+            let (out, write) = decide(self.ticket_view(serial)?);
             if let Some(w) = write {
-                let (cert, expires) = w.certificate;
-                self.record_validation(
-                    Some((&w.presented.0, &w.presented.1)),
-                    w.replacement.as_ref().map(|(s, r)| (s, r)),
-                    Some(IssuedCertificate { serial: &cert, ticket: &w.presented.0, order: w.presented.1.order, expires }),
-                    &w.entry,
-                )?;
+                self.write(self.grant_batch(&w)?)?;
             }
             Ok(out)
         })?
+    }
+
+    /// [`OriginState::validate`] for the async runtime: the stripe's lock is
+    /// awaited, and the grant's batch joins the next group commit (one WAL
+    /// sync for every play waiting then) and is awaited before the lock is
+    /// let go and the answer given. No thread is held while waiting.
+    pub async fn validate_async<T>(
+        &self,
+        serial: &[u8; 16],
+        decide: impl FnOnce(TicketView) -> (T, Option<GrantWrite>),
+    ) -> Result<T, OriginError> {
+        let _held = self.stripes[self.ticket_stripe(serial)? % STRIPES].lock().await;
+        let (out, write) = decide(self.ticket_view(serial)?);
+        if let Some(w) = write {
+            self.committer.commit(self.grant_batch(&w)?).await?;
+        }
+        Ok(out)
+    }
+}
+
+/// One thread writes the batches handed to it, each without a sync, then
+/// syncs the write-ahead log once for all of them, and only then tells each
+/// sender (group commit): a play is answered after its batch is durable,
+/// and a hundred plays in flight cost one fsync, not a hundred.
+pub(crate) struct Committer {
+    tx: Option<std::sync::mpsc::Sender<Pending>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+/// A batch handed to the committer, and where to say it is durable.
+type Pending = (WriteBatch, tokio::sync::oneshot::Sender<Result<(), String>>);
+
+/// Batches written under one sync at most.
+const GROUP_MAX: usize = 512;
+
+impl Committer {
+    pub(crate) fn start(db: std::sync::Arc<DB>) -> Result<Self, OriginError> {
+        let (tx, rx) = std::sync::mpsc::channel::<Pending>();
+        let thread = std::thread::Builder::new()
+            .name("tranzcast-commit".into())
+            .spawn(move || {
+                let mut unsynced = WriteOptions::default();
+                unsynced.set_sync(false);
+                while let Ok(first) = rx.recv() {
+                    let mut group = vec![first];
+                    while group.len() < GROUP_MAX {
+                        match rx.try_recv() {
+                            Ok(next) => group.push(next),
+                            Err(_) => break,
+                        }
+                    }
+                    let mut written = Vec::with_capacity(group.len());
+                    for (batch, done) in group {
+                        match db.write_opt(batch, &unsynced) {
+                            Ok(()) => written.push(done),
+                            Err(e) => drop(done.send(Err(format!("write: {e}")))),
+                        }
+                    }
+                    let synced = db.flush_wal(true).map_err(|e| format!("sync: {e}"));
+                    for done in written {
+                        let _ = done.send(synced.clone());
+                    }
+                }
+            })
+            .map_err(|e| OriginError::Storage(format!("commit thread: {e}")))?;
+        Ok(Self { tx: Some(tx), thread: Some(thread) })
+    }
+
+    /// Hands `batch` to the next group; resolves once it is durable.
+    pub(crate) async fn commit(&self, batch: WriteBatch) -> Result<(), OriginError> {
+        let (done, wait) = tokio::sync::oneshot::channel();
+        let tx = self.tx.as_ref().ok_or_else(|| OriginError::Storage("committer stopped".into()))?;
+        tx.send((batch, done)).map_err(|_| OriginError::Storage("committer stopped".into()))?;
+        wait.await.map_err(|_| OriginError::Storage("committer stopped".into()))?.map_err(OriginError::Storage)
+    }
+}
+
+impl Drop for Committer {
+    fn drop(&mut self) {
+        // Closing the channel ends the thread after its last group; waiting
+        // for it lets the database close with this state (its lock released).
+        drop(self.tx.take());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
     }
 }
