@@ -194,7 +194,14 @@ fn a_play_answered_before_a_sigkill_stays_spent_after_the_restart() {
     let (dir, input) = dir_with_input("film.bin", 300_000, "kill");
     let data = dir.path().join("origin");
     ok(&["ingest", input.to_str().unwrap(), "--data", data.to_str().unwrap(), "--title", "film"]);
-    let rates = ["rate.play_per_s=100000", "rate.play_burst=100000", "rate.storefront_per_s=100000", "rate.storefront_burst=100000"];
+    let rates = [
+        "rate.play_per_s=100000",
+        "rate.play_burst=100000",
+        "rate.storefront_per_s=100000",
+        "rate.storefront_burst=100000",
+        "limits.max_connections_per_ip=16384",
+        "limits.connection_rate_per_ip=100000",
+    ];
     let mut o = start_origin_with(&data, &rates);
     let rt = tokio::runtime::Runtime::new().unwrap();
     let http = tranzcast_net::client::https(&std::fs::read(&o.ca).unwrap()).unwrap();
@@ -258,4 +265,63 @@ fn a_play_answered_before_a_sigkill_stays_spent_after_the_restart() {
     let mut o = o;
     let _ = o.child.kill();
     let _ = o.child.wait();
+}
+
+/// Two `tranzcast origin` processes on one PostgreSQL (started by the
+/// test): a thousand concurrent plays of one single-play ticket, spread over
+/// both processes, give exactly one certificate.
+#[test]
+fn two_origin_processes_on_one_postgres_grant_a_single_play_ticket_once() {
+    let pg = tranzcast_testkit::Postgres::start();
+    let url = pg.database("processes");
+    let (dir, input) = dir_with_input("film.bin", 300_000, "two");
+    let (a_data, b_data) = (dir.path().join("a"), dir.path().join("b"));
+    ok(&["ingest", input.to_str().unwrap(), "--data", a_data.to_str().unwrap(), "--title", "film"]);
+    let kek = dir.path().join("kek.hex");
+    std::fs::write(&kek, "5e".repeat(32)).unwrap();
+    let (state_url, kek_file) = (format!("state.url={url}"), format!("keys.kek_file={}", kek.display()));
+    // One test address asking a thousand times at once.
+    let sets = [
+        "state.backend=postgres",
+        &state_url,
+        &kek_file,
+        "rate.play_per_s=100000",
+        "rate.play_burst=100000",
+        "limits.max_connections_per_ip=16384",
+        "limits.connection_rate_per_ip=100000",
+    ];
+    let mut a = start_origin_with(&a_data, &sets);
+    // B: an empty store with A's CA (one cluster, one CA).
+    drop(tranzcast_store::BlobStore::open(&b_data, tranzcast_store::StoreOptions { create: true, ..Default::default() }).unwrap());
+    std::fs::create_dir_all(b_data.join("tls")).unwrap();
+    for f in ["ca.pem", "ca.key"] {
+        std::fs::copy(a_data.join("tls").join(f), b_data.join("tls").join(f)).unwrap();
+    }
+    let mut b = start_origin_with(&b_data, &sets);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let http = tranzcast_net::client::https(&std::fs::read(&a.ca).unwrap()).unwrap();
+    let clients =
+        [a.port, b.port].map(|p| tranzcast_testkit::OriginClient::new(&http, &format!("https://localhost:{p}")).with_storefront(TOKEN));
+    let (granted, spent) = rt.block_on(async {
+        let (ticket, _) = clients[1].rent("film", 1).await;
+        let mut tasks = tokio::task::JoinSet::new();
+        for i in 0..1000 {
+            let (c, t) = (clients[i % 2].clone(), ticket.clone());
+            tasks.spawn(async move { c.play(&t).await });
+        }
+        let (mut granted, mut spent) = (0, 0);
+        while let Some(r) = tasks.join_next().await {
+            match r.unwrap() {
+                Ok(_) => granted += 1,
+                Err((403, code)) if code == "spent" => spent += 1,
+                Err(other) => panic!("neither granted nor spent: {other:?}"),
+            }
+        }
+        (granted, spent)
+    });
+    assert_eq!((granted, spent), (1, 999));
+    for o in [&mut a, &mut b] {
+        let _ = o.child.kill();
+        let _ = o.child.wait();
+    }
 }

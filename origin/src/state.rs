@@ -3,10 +3,11 @@
 //! data 117), revocations and cluster members.
 //!
 //! Every mutation is one synced write batch: durable once acknowledged.
-//! Validation takes a lock striped by serial number, so two requests with the
-//! same ticket are serialised while different tickets proceed in parallel
-//! (and RocksDB groups their fsyncs). Only granted plays enter the
-//! validation log; refusals cost no write (they are counted in memory).
+//! Validation takes a lock striped by the ticket's order, so two requests
+//! with one ticket are serialised while different tickets proceed in
+//! parallel; plays on the runtime join a group commit (`validate.rs`: one
+//! WAL sync for every play waiting). Only granted plays enter the
+//! validation log; refusals cost no synced write (a counter merged in).
 //!
 //! Popularity (orders plus granted plays per title, for pre-casting) is a
 //! counter per title, added to in the same batch as the order or the grant
