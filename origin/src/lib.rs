@@ -319,6 +319,14 @@ fn kek(config: &OriginConfig) -> Result<Option<tranzcast_proto::envelope::Kek>, 
 /// directory that already signed with another key is refused.
 fn open_state(config: &OriginConfig, store: &BlobStore) -> Result<(Ledger, SigningKey), OriginError> {
     let storage = |e: tranzcast_ingest::IngestError| OriginError::Storage(e.to_string());
+    // With a key-encryption key, the keys in this origin's own store rest
+    // sealed too (those stored in clear before are sealed now).
+    if let Some(kek) = kek(config)? {
+        let resealed = store.seal_keys_with(kek)?;
+        if resealed > 0 {
+            tracing::info!(keys = resealed, "sealed the store's keys under the key-encryption key");
+        }
+    }
     match config.state.backend {
         tranzcast_config::StateBackend::Rocksdb => {
             let state = OriginState::open(&config.data_dir.join("state"))?;

@@ -307,3 +307,22 @@ fn a_member_record_is_written_only_over_the_one_that_was_read() {
     assert!(!a.put_member_if(&next, Some(&raw)).unwrap());
     assert!(a.member("peer-1").unwrap().is_none());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_embedded_engine_seals_its_keys_when_given_a_kek() {
+    let kek_dir = tempfile::tempdir().unwrap();
+    std::fs::write(kek_dir.path().join("kek"), KEK).unwrap();
+    let a = TestCluster::start_with(1, &[format!("keys.kek_file={}", kek_dir.path().join("kek").display())]).await;
+    let (ticket, _) = a.client().rent("film", 1).await;
+    assert!(a.client().play(&ticket).await.is_ok(), "plays read the sealed title key");
+    let data = a.dir.path().join("origin");
+    let TestCluster { origin, dir, .. } = a;
+    origin.shutdown().await;
+    // At rest: the store's keys open only under the KEK.
+    let store = tranzcast_store::BlobStore::open(&data, Default::default()).unwrap();
+    let film = tranzcast_proto::TitleId::new("film").unwrap();
+    assert!(store.title_secret(&film).unwrap_err().to_string().contains("sealed"));
+    store.seal_keys_with(tranzcast_proto::envelope::Kek::from_hex(KEK).unwrap()).unwrap();
+    assert!(store.title_secret(&film).unwrap().is_some());
+    drop(dir);
+}

@@ -102,6 +102,9 @@ pub struct BlobStore {
     hits: AtomicU64,
     misses: AtomicU64,
     census: Census,
+    /// Seals the `keys` column family's values (title keys, the signing
+    /// key) once set ([`BlobStore::seal_keys_with`]).
+    kek: std::sync::RwLock<Option<tranzcast_proto::envelope::Kek>>,
     // Held for the store's lifetime: the OS lock that keeps a second process out.
     _lock: File,
 }
@@ -207,7 +210,16 @@ impl BlobStore {
             .weigher(|_k: &BlobAddress, v: &Bytes| u32::try_from(v.len()).unwrap_or(u32::MAX))
             .build();
         let census = Census { blobs: AtomicU64::new(0), bytes: AtomicU64::new(0), stripes: (0..64).map(|_| Default::default()).collect() };
-        let store = Self { db, cache, dir: dir.into(), hits: AtomicU64::new(0), misses: AtomicU64::new(0), census, _lock: lock };
+        let store = Self {
+            db,
+            cache,
+            dir: dir.into(),
+            hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
+            census,
+            kek: std::sync::RwLock::new(None),
+            _lock: lock,
+        };
         for (_, len) in store.list()? {
             store.census.added(len);
         }
@@ -429,7 +441,8 @@ impl BlobStore {
     /// after a crash resumes with the same key and the same blobs).
     pub fn begin_title(&self, title: &TitleId, key: &[u8; 32]) -> Result<(), StoreError> {
         let mut batch = WriteBatch::default();
-        batch.put_cf(self.cf(CF_KEYS)?, Self::title_key("pending/", title), key);
+        let row = Self::title_key("pending/", title);
+        batch.put_cf(self.cf(CF_KEYS)?, &row, self.key_value(&row, key));
         self.write(batch, true, "begin title")
     }
 
@@ -459,7 +472,8 @@ impl BlobStore {
         let _stripe = self.census.stripe(&address);
         let new = !self.has(&address)?;
         let mut batch = self.manifest_batch(title, manifest, &address, &outboard)?;
-        batch.put_cf(self.cf(CF_KEYS)?, Self::title_key("title/", title), key);
+        let row = Self::title_key("title/", title);
+        batch.put_cf(self.cf(CF_KEYS)?, &row, self.key_value(&row, key));
         batch.delete_cf(self.cf(CF_KEYS)?, Self::title_key("pending/", title));
         self.write(batch, true, "commit title")?;
         if new {
@@ -539,18 +553,59 @@ impl BlobStore {
         }
         let v = fresh();
         let mut batch = WriteBatch::default();
-        batch.put_cf(self.cf(CF_KEYS)?, &k, v);
+        batch.put_cf(self.cf(CF_KEYS)?, &k, self.key_value(&k, &v));
         self.write(batch, true, "create secret")?;
         Ok(v)
     }
 
-    fn key_bytes(&self, k: &[u8]) -> Result<Option<[u8; 32]>, StoreError> {
-        match self.db.get_pinned_cf(self.cf(CF_KEYS)?, k).map_err(|e| StoreError::backend("key", e))? {
-            Some(v) => {
-                let arr: [u8; 32] = v.as_ref().try_into().map_err(|_| StoreError::backend("key", "stored key is not 32 bytes"))?;
-                Ok(Some(arr))
+    /// Seals this store's keys under `kek` from now on, and re-seals every
+    /// key stored in clear before, in one synced batch; returns how many.
+    /// Fails closed when a sealed key does not open under `kek` (another
+    /// KEK sealed this store). Without it, a sealed key reads as an error.
+    pub fn seal_keys_with(&self, kek: tranzcast_proto::envelope::Kek) -> Result<u64, StoreError> {
+        let cf = self.cf(CF_KEYS)?;
+        let mut batch = WriteBatch::default();
+        let mut resealed = 0;
+        for item in self.db.iterator_cf(cf, IteratorMode::Start) {
+            let (row, v) = item.map_err(|e| StoreError::backend("keys", e))?;
+            let name = String::from_utf8_lossy(&row);
+            match <[u8; 32]>::try_from(v.as_ref()) {
+                Ok(clear) => {
+                    batch.put_cf(cf, &row, kek.seal(&name, &clear));
+                    resealed += 1;
+                }
+                Err(_) => {
+                    kek.open32(&name, &v).map_err(|e| StoreError::backend(format!("key {name}"), e))?;
+                }
             }
-            None => Ok(None),
+        }
+        if resealed > 0 {
+            self.write(batch, true, "seal keys")?;
+        }
+        *self.kek.write().unwrap_or_else(|p| p.into_inner()) = Some(kek);
+        Ok(resealed)
+    }
+
+    /// A key as stored in row `row`: sealed when a KEK is set.
+    fn key_value(&self, row: &[u8], key: &[u8; 32]) -> Vec<u8> {
+        match &*self.kek.read().unwrap_or_else(|p| p.into_inner()) {
+            Some(kek) => kek.seal(&String::from_utf8_lossy(row), key),
+            None => key.to_vec(),
+        }
+    }
+
+    fn key_bytes(&self, k: &[u8]) -> Result<Option<[u8; 32]>, StoreError> {
+        let Some(v) = self.db.get_pinned_cf(self.cf(CF_KEYS)?, k).map_err(|e| StoreError::backend("key", e))? else { return Ok(None) };
+        if let Ok(clear) = <[u8; 32]>::try_from(v.as_ref()) {
+            return Ok(Some(clear));
+        }
+        let name = String::from_utf8_lossy(k);
+        match &*self.kek.read().unwrap_or_else(|p| p.into_inner()) {
+            Some(kek) => kek.open32(&name, &v).map(Some).map_err(|e| StoreError::backend(format!("key {name}"), e)),
+            None => Err(StoreError::backend(
+                format!("key {name}"),
+                "this store's keys are sealed under a key-encryption key: configure keys.kek_file (or TRANZCAST_KEK)",
+            )),
         }
     }
 

@@ -170,3 +170,32 @@ async fn master_copies_on_the_file_system_verify_on_read() {
     m.delete(&a).await.unwrap();
     assert!(m.get(&a).await.unwrap().is_none());
 }
+
+#[test]
+fn keys_rest_sealed_once_a_key_encryption_key_is_set() {
+    use tranzcast_proto::TitleId;
+    use tranzcast_proto::envelope::Kek;
+    let dir = tempfile::tempdir().unwrap();
+    let t = TitleId::new("sealed").unwrap();
+    let opts = || StoreOptions { create: true, ..Default::default() };
+    {
+        // Written in clear before any KEK: sealed when one is set.
+        let s = BlobStore::open(dir.path(), opts()).unwrap();
+        s.commit_title(&t, b"manifest", &[3; 32]).unwrap();
+        let signing = s.secret("origin-ed25519", || [4; 32]).unwrap();
+        assert_eq!(s.seal_keys_with(Kek::new([9; 32])).unwrap(), 2, "the title key and the signing key");
+        assert_eq!(s.title_secret(&t).unwrap(), Some([3; 32]));
+        assert_eq!(s.secret("origin-ed25519", || [0; 32]).unwrap(), signing);
+        // New keys are written sealed.
+        s.begin_title(&TitleId::new("next").unwrap(), &[5; 32]).unwrap();
+        assert_eq!(s.seal_keys_with(Kek::new([9; 32])).unwrap(), 0, "nothing left in clear");
+    }
+    // Reopened: without the KEK a sealed key is an error, never garbage; another KEK is refused.
+    let s = BlobStore::open(dir.path(), opts()).unwrap();
+    let e = s.title_secret(&t).unwrap_err().to_string();
+    assert!(e.contains("sealed") && e.contains("kek_file"), "{e}");
+    assert!(s.seal_keys_with(Kek::new([8; 32])).is_err(), "another KEK");
+    assert_eq!(s.seal_keys_with(Kek::new([9; 32])).unwrap(), 0);
+    assert_eq!(s.title_secret(&t).unwrap(), Some([3; 32]));
+    assert_eq!(s.pending_title_key(&TitleId::new("next").unwrap()).unwrap(), Some([5; 32]));
+}
