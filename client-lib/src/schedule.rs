@@ -36,7 +36,7 @@ mod plan;
 mod sim;
 mod transfer;
 
-use transfer::{Kind, Outcome, Transfer, TransferState};
+use transfer::{Kind, Outcome, Transfer};
 
 /// One request at one source (its id in [`Action::Ask`] and the events about it).
 pub(crate) type TransferId = u64;
@@ -280,19 +280,7 @@ impl Scheduler {
             consider(t);
         }
         for t in self.transfers.values() {
-            match t.state {
-                TransferState::Waiting => {}
-                TransferState::Asked => {
-                    consider(t.answer_by);
-                    if self.endgame && t.kind == Kind::Normal {
-                        consider(t.next_check);
-                    }
-                }
-                TransferState::Streaming => {
-                    consider(t.deadline);
-                    consider(t.next_check);
-                }
-            }
+            t.due(self.endgame).into_iter().flatten().for_each(&mut consider);
         }
         at
     }
@@ -406,8 +394,7 @@ impl Scheduler {
 
     fn issue(&mut self, id: TransferId, now: Instant) {
         let Some(t) = self.transfers.get_mut(&id) else { return };
-        t.issue(now);
-        let ask = Action::Ask { id, source: t.source, segment: t.segment, from: t.req_from, to: t.to, outboard: t.body.is_none() };
+        let ask = t.issue(id, now);
         self.actions.push_back(ask);
     }
 
@@ -567,7 +554,7 @@ impl Scheduler {
         // and a parent's miss are not the source's throughput. While metered
         // (a playback), a transfer's own sample only seeds an unknown
         // estimate: the meter sees all requests together.
-        if let Some(fb) = t.first_byte
+        if let Some(fb) = t.first_byte()
             && t.kind == Kind::Normal
             && (done || t.got >= MIN_SAMPLE)
             && (!metered || view.measured().is_none())

@@ -423,20 +423,24 @@ impl Default for LimitsConfig {
 
 impl LimitsConfig {
     fn validate(&self) -> Result<(), (String, String)> {
-        let positive = [
-            ("limits.max_concurrent_requests", self.max_concurrent_requests),
-            ("limits.max_requests_per_ip", self.max_requests_per_ip),
-            ("limits.max_connections", self.max_connections),
-            ("limits.max_connections_per_ip", self.max_connections_per_ip),
-            ("limits.connection_rate_per_ip", self.connection_rate_per_ip),
-            ("limits.abuse_strikes", self.abuse_strikes),
-            ("limits.max_headers", self.max_headers),
-            ("limits.h2_max_concurrent_streams", self.h2_max_concurrent_streams),
-            ("limits.h3_max_concurrent_streams", self.h3_max_concurrent_streams),
-            ("limits.max_cancelled_requests", self.max_cancelled_requests),
-            ("limits.max_ranges", self.max_ranges),
-            ("limits.max_flights", self.max_flights),
-        ];
+        // Each with its key, named once: `("limits.max_ranges", self.max_ranges)`.
+        macro_rules! keyed {
+            ($($field:ident),*) => { [$((concat!("limits.", stringify!($field)), self.$field)),*] };
+        }
+        let positive = keyed!(
+            max_concurrent_requests,
+            max_requests_per_ip,
+            max_connections,
+            max_connections_per_ip,
+            connection_rate_per_ip,
+            abuse_strikes,
+            max_headers,
+            h2_max_concurrent_streams,
+            h3_max_concurrent_streams,
+            max_cancelled_requests,
+            max_ranges,
+            max_flights
+        );
         for (key, v) in positive {
             if v == 0 {
                 return fail(key, "must be at least 1");
@@ -445,11 +449,7 @@ impl LimitsConfig {
         if self.max_connections_per_ip > self.max_connections {
             return fail("limits.max_connections_per_ip", "must not exceed limits.max_connections");
         }
-        for (key, d) in [
-            ("limits.request_timeout", self.request_timeout),
-            ("limits.header_read_timeout", self.header_read_timeout),
-            ("limits.idle_timeout", self.idle_timeout),
-        ] {
+        for (key, d) in keyed!(request_timeout, header_read_timeout, idle_timeout) {
             if d.0.as_millis() < 10 {
                 return fail(key, "must be at least 10ms");
             }

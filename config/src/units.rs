@@ -52,23 +52,8 @@ impl fmt::Display for ByteSize {
 
 impl<'de> Deserialize<'de> for ByteSize {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl de::Visitor<'_> for V {
-            type Value = ByteSize;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a byte size such as 1048576 or \"1MiB\"")
-            }
-            fn visit_i64<E: de::Error>(self, v: i64) -> Result<ByteSize, E> {
-                u64::try_from(v).map(ByteSize).map_err(|_| E::custom("a size cannot be negative"))
-            }
-            fn visit_u64<E: de::Error>(self, v: u64) -> Result<ByteSize, E> {
-                Ok(ByteSize(v))
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<ByteSize, E> {
-                ByteSize::parse(v).map_err(E::custom)
-            }
-        }
-        d.deserialize_any(V)
+        let expecting = "a byte size such as 1048576 or \"1MiB\"";
+        d.deserialize_any(NumberOrText { expecting, negative: "a size cannot be negative", number: ByteSize, text: ByteSize::parse })
     }
 }
 
@@ -108,23 +93,38 @@ impl Duration {
 
 impl<'de> Deserialize<'de> for Duration {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl de::Visitor<'_> for V {
-            type Value = Duration;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a duration such as \"30s\" or a number of seconds")
-            }
-            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Duration, E> {
-                u64::try_from(v).map(Duration::secs).map_err(|_| E::custom("a duration cannot be negative"))
-            }
-            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Duration, E> {
-                Ok(Duration::secs(v))
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<Duration, E> {
-                Duration::parse(v).map_err(E::custom)
-            }
-        }
-        d.deserialize_any(V)
+        let expecting = "a duration such as \"30s\" or a number of seconds";
+        d.deserialize_any(NumberOrText {
+            expecting,
+            negative: "a duration cannot be negative",
+            number: Duration::secs,
+            text: Duration::parse,
+        })
+    }
+}
+
+/// A unit written either as a bare number (in its base unit) or as text with
+/// a suffix: one serde visitor for them all.
+struct NumberOrText<T> {
+    expecting: &'static str,
+    negative: &'static str,
+    number: fn(u64) -> T,
+    text: fn(&str) -> Result<T, String>,
+}
+
+impl<T> de::Visitor<'_> for NumberOrText<T> {
+    type Value = T;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.expecting)
+    }
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<T, E> {
+        u64::try_from(v).map(self.number).map_err(|_| E::custom(self.negative))
+    }
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<T, E> {
+        Ok((self.number)(v))
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<T, E> {
+        (self.text)(v).map_err(E::custom)
     }
 }
 

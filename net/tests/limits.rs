@@ -98,12 +98,6 @@ async fn start(limits: LimitsConfig) -> Server {
     Server { server, stats, seen, ca: ca.cert_pem().to_string(), addr }
 }
 
-fn limits(f: impl FnOnce(&mut LimitsConfig)) -> LimitsConfig {
-    let mut l = LimitsConfig::default();
-    f(&mut l);
-    l
-}
-
 fn dur(d: Duration) -> tranzcast_config::Duration {
     tranzcast_config::Duration(d)
 }
@@ -171,14 +165,29 @@ async fn eventually(secs: u64, what: &str, mut f: impl FnMut() -> bool) {
 /// Limits where an address whose connections never send a head within
 /// `header_timeout` is out for `penalty` after `strikes` of them.
 fn penalty_after(strikes: u32, header_timeout: Duration, penalty: Duration) -> LimitsConfig {
-    limits(|l| {
-        l.header_read_timeout = dur(header_timeout);
-        l.abuse_strikes = strikes;
-        l.abuse_penalty = dur(penalty);
-    })
+    LimitsConfig {
+        header_read_timeout: dur(header_timeout),
+        abuse_strikes: strikes,
+        abuse_penalty: dur(penalty),
+        ..LimitsConfig::default()
+    }
 }
 
 type Held = Vec<tokio::task::JoinHandle<reqwest::Result<reqwest::Response>>>;
+
+/// A server started with `limits`, an HTTPS client and the server's base URL.
+struct At {
+    s: Server,
+    c: reqwest::Client,
+    base: String,
+}
+
+async fn at(limits: LimitsConfig) -> At {
+    let s = start(limits).await;
+    let base = format!("https://localhost:{}", s.addr.port());
+    let c = tranzcast_net::client::https(s.ca.as_bytes()).unwrap();
+    At { s, c, base }
+}
 
 /// Four requests to `/hang` from `c` held in hand (the cap these tests set),
 /// then one more: it is answered 503, and returned with the four.
@@ -200,7 +209,7 @@ async fn let_go(s: &Server, held: Held) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_head_that_stops_arriving_is_closed_within_the_header_timeout() {
-    let s = start(limits(|l| l.header_read_timeout = dur(Duration::from_millis(500)))).await;
+    let s = start(LimitsConfig { header_read_timeout: dur(Duration::from_millis(500)), ..LimitsConfig::default() }).await;
     // HTTP/1.1: half a request head, then nothing.
     let t = Instant::now();
     let mut h1 = tls_from(&s, "127.0.0.1", &[b"http/1.1"]).await.unwrap();
@@ -225,7 +234,7 @@ async fn a_head_that_stops_arriving_is_closed_within_the_header_timeout() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_connections_close_after_the_idle_timeout_on_every_protocol() {
-    let s = start(limits(|l| l.idle_timeout = dur(Duration::from_millis(800)))).await;
+    let s = start(LimitsConfig { idle_timeout: dur(Duration::from_millis(800)), ..LimitsConfig::default() }).await;
     let url = format!("https://localhost:{}/", s.addr.port());
     let h2 = tranzcast_net::client::https(s.ca.as_bytes()).unwrap();
     assert_eq!(h2.get(&url).send().await.unwrap().status(), 200);
@@ -244,11 +253,7 @@ async fn idle_connections_close_after_the_idle_timeout_on_every_protocol() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversized_heads_get_431_on_every_protocol() {
-    let s = start(limits(|l| {
-        l.max_header_bytes = tranzcast_config::ByteSize(4 << 10);
-        l.max_headers = 20;
-    }))
-    .await;
+    let s = start(LimitsConfig { max_header_bytes: tranzcast_config::ByteSize(4 << 10), max_headers: 20, ..LimitsConfig::default() }).await;
     let url = format!("https://localhost:{}/", s.addr.port());
     let big = "x".repeat(8 << 10);
     let h1 = tranzcast_net::client::https_h1(s.ca.as_bytes()).unwrap();
@@ -280,10 +285,11 @@ async fn oversized_heads_get_431_on_every_protocol() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_body_over_the_cap_gets_413_before_it_is_read_and_credentials_come_first() {
-    let s = start(limits(|l| {
-        l.max_body = tranzcast_config::ByteSize(64 << 10);
-        l.max_upload_body = tranzcast_config::ByteSize(2 << 20);
-    }))
+    let s = start(LimitsConfig {
+        max_body: tranzcast_config::ByteSize(64 << 10),
+        max_upload_body: tranzcast_config::ByteSize(2 << 20),
+        ..LimitsConfig::default()
+    })
     .await;
     // 10 MiB declared, not one byte sent: the answer comes anyway.
     for (path, want) in [("/echo", 413), ("/secret", 401), ("/upload", 413)] {
@@ -346,12 +352,13 @@ async fn a_body_over_the_cap_gets_413_before_it_is_read_and_credentials_come_fir
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_body_slower_than_the_minimum_rate_gets_408_and_body_memory_is_bounded() {
-    let s = start(limits(|l| {
-        l.header_read_timeout = dur(Duration::from_millis(300));
-        l.body_min_rate = tranzcast_config::ByteSize(64 << 10);
-        l.max_upload_body = tranzcast_config::ByteSize(1 << 20);
-        l.max_body_memory = tranzcast_config::ByteSize(1 << 20);
-    }))
+    let s = start(LimitsConfig {
+        header_read_timeout: dur(Duration::from_millis(300)),
+        body_min_rate: tranzcast_config::ByteSize(64 << 10),
+        max_upload_body: tranzcast_config::ByteSize(1 << 20),
+        max_body_memory: tranzcast_config::ByteSize(1 << 20),
+        ..LimitsConfig::default()
+    })
     .await;
     // 60,000 bytes at 64 KiB/s: due within 0.3 + 0.9 s; a byte every 100 ms is far too slow.
     let mut c = tls_from(&s, "127.0.0.1", &[b"http/1.1"]).await.unwrap();
@@ -398,11 +405,7 @@ async fn h2_client(s: &Server, from: &str) -> (h2::client::SendRequest<Bytes>, t
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_reset_before_their_answer_give_their_place_back_and_a_reset_flood_closes_the_connection() {
-    let s = start(limits(|l| {
-        l.max_cancelled_requests = 100;
-        l.h2_max_concurrent_streams = 32;
-    }))
-    .await;
+    let s = start(LimitsConfig { max_cancelled_requests: 100, h2_max_concurrent_streams: 32, ..LimitsConfig::default() }).await;
     let url = format!("https://localhost:{}/hang", s.addr.port());
     // Six clients (addresses) each reset 90 slow requests (within their
     // budget): 540 requests that never get an answer.
@@ -481,9 +484,7 @@ async fn requests_reset_before_their_answer_give_their_place_back_and_a_reset_fl
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_past_the_cap_are_shed_with_503_and_health_still_answers() {
-    let s = start(limits(|l| l.max_concurrent_requests = 4)).await;
-    let base = format!("https://localhost:{}", s.addr.port());
-    let c = tranzcast_net::client::https(s.ca.as_bytes()).unwrap();
+    let At { s, c, base } = at(LimitsConfig { max_concurrent_requests: 4, ..LimitsConfig::default() }).await;
     let (held, r) = four_in_hand_and_a_503(&s, &c, &base).await;
     assert_eq!(r.headers()["retry-after"], "1");
     assert_eq!(c.get(format!("{base}/healthz")).send().await.unwrap().status(), 200);
@@ -495,13 +496,8 @@ async fn requests_past_the_cap_are_shed_with_503_and_health_still_answers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_address_gets_its_share_of_requests_in_hand_and_a_stalled_reader_is_cut() {
-    let s = start(limits(|l| {
-        l.max_requests_per_ip = 4;
-        l.idle_timeout = dur(Duration::from_millis(800));
-    }))
-    .await;
-    let base = format!("https://localhost:{}", s.addr.port());
-    let c = tranzcast_net::client::https(s.ca.as_bytes()).unwrap();
+    let At { s, c, base } =
+        at(LimitsConfig { max_requests_per_ip: 4, idle_timeout: dur(Duration::from_millis(800)), ..LimitsConfig::default() }).await;
     let (held, r) = four_in_hand_and_a_503(&s, &c, &base).await;
     assert!(r.text().await.unwrap().contains("from this address"));
     let other = reqwest::Client::builder()
@@ -530,11 +526,7 @@ async fn one_address_gets_its_share_of_requests_in_hand_and_a_stalled_reader_is_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_past_the_caps_are_closed_or_refused() {
-    let s = start(limits(|l| {
-        l.max_connections = 6;
-        l.max_connections_per_ip = 4;
-    }))
-    .await;
+    let s = start(LimitsConfig { max_connections: 6, max_connections_per_ip: 4, ..LimitsConfig::default() }).await;
     let mut held = Vec::new();
     for _ in 0..4 {
         held.push(tls_from(&s, "127.0.0.1", &[b"http/1.1"]).await.unwrap());
@@ -558,7 +550,7 @@ async fn connections_past_the_caps_are_closed_or_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_address_opening_connections_too_fast_is_closed_before_tls() {
-    let s = start(limits(|l| l.connection_rate_per_ip = 5)).await;
+    let s = start(LimitsConfig { connection_rate_per_ip: 5, ..LimitsConfig::default() }).await;
     // A burst of twice the rate is taken, then one new connection each 1/rate.
     let mut ok = 0;
     for _ in 0..30 {
@@ -621,7 +613,7 @@ async fn the_socket_filter_lets_an_address_back_when_its_penalty_ends() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_h3_connection_runs_at_most_its_stream_limit_at_once() {
-    let s = start(limits(|l| l.h3_max_concurrent_streams = 16)).await;
+    let s = start(LimitsConfig { h3_max_concurrent_streams: 16, ..LimitsConfig::default() }).await;
     let h3 = H3Client::connect(s.addr, "localhost", s.ca.as_bytes()).await.unwrap();
     let url = format!("https://localhost:{}/slow", s.addr.port());
     let all = (0..64).map(|_| h3.request(Request::get(&url).body(Bytes::new()).unwrap()));

@@ -154,39 +154,21 @@ pub struct Member {
     #[serde(default)]
     pub load: f64,
     /// For peers: the secret the origin pushes pre-cast segments with. Never listed publicly.
-    #[serde(default)]
     pub push_token: Option<String>,
     /// For edges: the X25519 public key (hex) playback tokens are sealed to.
-    #[serde(default)]
     pub playback_key: Option<String>,
     /// Health reported with the last heartbeat ("ok", or why not; absent: ok).
-    #[serde(default)]
     pub health: Option<String>,
     /// For peers: the serial (hex) of the certificate it joined with. Its
     /// record and push token are bound to it: another certificate cannot
     /// take them while this one is live.
-    #[serde(default)]
     pub serial: Option<String>,
     /// For peers: when that certificate expires (Unix seconds).
-    #[serde(default)]
     pub expires: Option<u64>,
 }
 
 // The push token is a peer's secret: never printed.
-impl std::fmt::Debug for Member {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Member")
-            .field("name", &self.name)
-            .field("role", &self.role)
-            .field("https", &self.https)
-            .field("h3", &self.h3)
-            .field("last_seen_ms", &self.last_seen_ms)
-            .field("load", &self.load)
-            .field("health", &self.health)
-            .field("serial", &self.serial)
-            .finish_non_exhaustive()
-    }
-}
+tranzcast_proto::debug_redacted!(Member { name, role, https, h3, last_seen_ms, load, playback_key, health, serial, expires } redact { push_token });
 
 impl Member {
     /// Whether the member said it was healthy at its last heartbeat.

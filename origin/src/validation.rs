@@ -54,21 +54,7 @@ pub struct LastGrant {
     pub request: [u8; 32],
 }
 
-impl std::fmt::Debug for TicketRecord {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TicketRecord")
-            .field("customer", &self.customer)
-            .field("title", &self.title)
-            .field("plays", &self.plays)
-            .field("expires", &self.expires)
-            .field("created", &self.created)
-            .field("k1", &"<redacted>")
-            .field("order", &self.order)
-            .field("state", &self.state)
-            .field("last_grant", &self.last_grant)
-            .finish()
-    }
-}
+tranzcast_proto::debug_redacted!(TicketRecord { customer, title, plays, expires, created, order, state, last_grant } redact { k1 });
 
 /// Where a ticket stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -347,6 +333,13 @@ pub fn issue(
 mod tests {
     use super::*;
 
+    /// A 3-play rental of "film", issued at 100 (plays for 10,000 s).
+    fn three_play_rental() -> (TitleKey, PlayTicket, TicketRecord) {
+        let km = TitleKey::generate();
+        let (t, r) = issue(1, &TitleId::new("film").unwrap(), 3, 10_000, 100, 5, &km, [1; 16], [2; 32]);
+        (km, t, r)
+    }
+
     fn cx<'a>(key: &'a TitleKey, now: u64) -> Context<'a> {
         Context {
             now,
@@ -399,29 +392,24 @@ mod tests {
             r2.state = state;
             assert_eq!(decide(&t, Some(&r2), &cx(&km, 200)).unwrap_err(), want);
         }
-        let mut other = r.clone();
-        other.customer = 2;
+        let other = TicketRecord { customer: 2, ..r.clone() };
         assert_eq!(decide(&t, Some(&other), &cx(&km, 200)).unwrap_err(), Refusal::Mismatch);
-        let mut c = cx(&km, 200);
-        c.title_key = None;
+        let c = Context { title_key: None, ..cx(&km, 200) };
         assert_eq!(decide(&t, Some(&r), &c).unwrap_err(), Refusal::UnknownTitle);
     }
 
     #[test]
     fn a_revoked_lineage_refuses_a_live_replacement() {
-        let km = TitleKey::generate();
-        let (t, r) = issue(1, &TitleId::new("film").unwrap(), 3, 10_000, 100, 5, &km, [1; 16], [2; 32]);
+        let (km, t, r) = three_play_rental();
         let (t2, r2) = decide(&t, Some(&r), &cx(&km, 200)).unwrap().replacement.unwrap();
         assert_eq!(r2.state, TicketState::Live);
-        let mut c = cx(&km, 300);
-        c.lineage_revoked = true;
+        let c = Context { lineage_revoked: true, ..cx(&km, 300) };
         assert_eq!(decide(&t2, Some(&r2), &c).unwrap_err(), Refusal::Revoked);
     }
 
     #[test]
     fn a_used_up_ticket_retried_with_its_key_in_the_window_gets_the_same_answer() {
-        let km = TitleKey::generate();
-        let (t, r) = issue(1, &TitleId::new("film").unwrap(), 3, 10_000, 100, 5, &km, [1; 16], [2; 32]);
+        let (km, t, r) = three_play_rental();
         let g = decide(&t, Some(&r), &cx(&km, 200)).unwrap();
         let (t2, r2) = g.replacement.clone().unwrap();
         let mut used = r.clone();

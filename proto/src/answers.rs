@@ -19,12 +19,10 @@ pub struct PlayGrant {
     /// The validation certificate (holds K1), text.
     pub certificate: String,
     /// The replacement ticket for a rental's next play, if any.
-    #[serde(default)]
     pub ticket: Option<String>,
     /// The signed manifest, base64url.
     pub manifest: Option<String>,
     /// The manifest's blob address, hex.
-    #[serde(default)]
     pub manifest_address: Option<String>,
     /// Where the title's blobs may be fetched.
     #[serde(default)]
@@ -41,7 +39,6 @@ pub struct SourceEntry {
     /// Its HTTPS URL.
     pub https: String,
     /// Its HTTP/3 address, if it has one.
-    #[serde(default)]
     pub h3: Option<String>,
     /// Its load as it last reported it (0 to 1).
     #[serde(default)]
@@ -123,7 +120,6 @@ pub struct JoinAnswer {
     /// Seconds between heartbeats.
     pub heartbeat_s: u64,
     /// A peer's token for the origin's pushes to it (pre-cast segments).
-    #[serde(default)]
     pub push_token: Option<String>,
 }
 
@@ -141,11 +137,7 @@ pub struct PeerIdentity {
 }
 
 // Printed without the private key.
-impl std::fmt::Debug for PeerIdentity {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PeerIdentity").field("names", &self.names).field("expires", &self.expires).finish_non_exhaustive()
-    }
-}
+crate::debug_redacted!(PeerIdentity { names, expires } redact { key });
 
 pub use crate::json::{parse_bounded, parse_small};
 
@@ -288,7 +280,6 @@ pub struct PlaybackUrl {
     /// The edge's name.
     pub edge: String,
     /// Its HTTP/3 address.
-    #[serde(default)]
     pub h3: Option<String>,
     /// The URL.
     pub url: String,
@@ -310,7 +301,6 @@ pub struct PlaybackUrls {
     /// Plaintext bytes.
     pub bytes: u64,
     /// The replacement ticket (rentals with plays left).
-    #[serde(default)]
     pub ticket: Option<String>,
 }
 

@@ -35,4 +35,21 @@ impl ProtoError {
     pub(crate) fn invalid(what: &'static str, reason: impl Into<String>) -> Self {
         Self::Invalid { what, reason: reason.into() }
     }
+
+    /// `Truncated` unless `b` holds at least `need` bytes.
+    pub(crate) fn need(b: &[u8], need: usize, what: &'static str) -> Result<(), Self> {
+        if b.len() < need { Err(Self::Truncated { what, need, have: b.len() }) } else { Ok(()) }
+    }
+
+    /// Checks the lead every binary structure of ours starts with: four magic
+    /// bytes, then a version byte (the caller has checked the length).
+    pub(crate) fn check_lead(b: &[u8], magic: [u8; 4], version: u8, what: &'static str) -> Result<(), Self> {
+        if b[0..4] != magic {
+            return Err(Self::BadMagic { what });
+        }
+        if b[4] != version {
+            return Err(Self::UnsupportedVersion { what, version: b[4] });
+        }
+        Ok(())
+    }
 }

@@ -134,16 +134,9 @@ impl FrameHeader {
 /// not, so a stream can be checked before its body arrives).
 /// Returns the header and its encoded length.
 pub fn parse_header(bytes: &[u8]) -> Result<(FrameHeader, usize), ProtoError> {
-    let need = |n: usize| {
-        if bytes.len() < n { Err(ProtoError::Truncated { what: "frame header", need: n, have: bytes.len() }) } else { Ok(()) }
-    };
+    let need = |n: usize| ProtoError::need(bytes, n, "frame header");
     need(FIXED_HEADER_LEN)?;
-    if bytes[0..4] != MAGIC {
-        return Err(ProtoError::BadMagic { what: "frame" });
-    }
-    if bytes[4] != VERSION {
-        return Err(ProtoError::UnsupportedVersion { what: "frame", version: bytes[4] });
-    }
+    ProtoError::check_lead(bytes, MAGIC, VERSION, "frame")?;
     let kind = FrameKind::from_u8(bytes[5])?;
     let ext_len = read_u16(bytes, 6) as usize;
     if ext_len > MAX_EXTENSIONS_LEN {

@@ -63,6 +63,39 @@ pub fn random_bytes<const N: usize>() -> [u8; N] {
     buf
 }
 
+/// `Debug` for a type that holds secrets: prints the fields it names (a
+/// field followed by `: path` is shown through that function, such as
+/// `hex::encode`), each field after `redact` as `<redacted>`, and `..` for
+/// the rest, so a field added later stays out of logs until named.
+#[macro_export]
+macro_rules! debug_redacted {
+    ($ty:ident { $($field:ident $(: $show:path)?),* $(,)? } $(redact { $($secret:ident),* $(,)? })?) => {
+        impl ::std::fmt::Debug for $ty {
+            fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
+                let mut d = f.debug_struct(stringify!($ty));
+                $( d.field(stringify!($field), &$crate::debug_redacted!(@show self.$field $(, $show)?)); )*
+                $($( d.field(stringify!($secret), &"<redacted>"); )*)?
+                d.finish_non_exhaustive()
+            }
+        }
+    };
+    (@show $v:expr) => { &$v };
+    (@show $v:expr, $show:path) => { $show(&$v) };
+}
+
+/// Asserts that `accepts` refuses `signed` with any one of its bytes altered
+/// (the lowest and the highest bit of each, in turn).
+#[cfg(test)]
+pub(crate) fn assert_every_flip_refused<const N: usize>(signed: [u8; N], accepts: impl Fn(&[u8]) -> bool) {
+    for at in 0..N {
+        for bit in [0x01u8, 0x80] {
+            let mut b = signed;
+            b[at] ^= bit;
+            assert!(!accepts(&b), "flip {bit:#x} at {at} accepted");
+        }
+    }
+}
+
 pub(crate) fn read_u16(b: &[u8], at: usize) -> u16 {
     u16::from_be_bytes([b[at], b[at + 1]])
 }

@@ -206,16 +206,9 @@ pub struct SignedManifest {
 impl SignedManifest {
     /// Parses the structure without checking the signature.
     pub fn decode(b: &[u8]) -> Result<Self, ProtoError> {
-        let need = |n: usize| {
-            if b.len() < n { Err(ProtoError::Truncated { what: "manifest", need: n, have: b.len() }) } else { Ok(()) }
-        };
+        let need = |n: usize| ProtoError::need(b, n, "manifest");
         need(FIXED_LEN)?;
-        if b[0..4] != MAGIC {
-            return Err(ProtoError::BadMagic { what: "manifest" });
-        }
-        if b[4] != VERSION {
-            return Err(ProtoError::UnsupportedVersion { what: "manifest", version: b[4] });
-        }
+        ProtoError::check_lead(b, MAGIC, VERSION, "manifest")?;
         if b[5..8] != [0u8; 3] {
             return Err(ProtoError::invalid("manifest reserved bytes", "must be zero"));
         }

@@ -64,15 +64,7 @@ pub struct MemberCredential {
 }
 
 // The MAC is the secret part of a bearer credential: never printed.
-impl std::fmt::Debug for MemberCredential {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MemberCredential")
-            .field("name", &self.name)
-            .field("role", &self.role)
-            .field("issued_ms", &self.issued_ms)
-            .finish_non_exhaustive()
-    }
-}
+crate::debug_redacted!(MemberCredential { name, role, issued_ms } redact { mac });
 
 /// Whether `name` is a valid member name: 1..=64 of `a-z A-Z 0-9 - _`.
 pub fn valid_name(name: &str) -> bool {

@@ -54,6 +54,22 @@ impl From<Miss> for Outcome {
     }
 }
 
+/// A transfer's clock: when it was asked and answered, what is due when
+/// (all instants from the driver's `now`).
+#[derive(Debug, Clone, Copy)]
+struct Times {
+    /// When the request went out (or was re-asked after a race).
+    asked: Instant,
+    /// When the whole piece is due (past it the rest goes elsewhere).
+    deadline: Instant,
+    /// When its answer is due (a silent source is given up on sooner).
+    answer_by: Instant,
+    /// When the switch check runs next.
+    next_check: Instant,
+    first_byte: Option<Instant>,
+    last_byte: Option<Instant>,
+}
+
 #[derive(Debug)]
 pub(super) struct Transfer {
     pub(super) segment: u64,
@@ -62,11 +78,12 @@ pub(super) struct Transfer {
     pub(super) source: usize,
     pub(super) kind: Kind,
     pub(super) state: TransferState,
-    /// Where its verified bytes (`buf`) start, and where the request in the air starts.
-    pub(super) from: u64,
-    pub(super) req_from: u64,
+    /// Where the request in the air starts.
+    req_from: u64,
     /// The end asked for (exclusive), if not the blob's end.
-    pub(super) to: Option<u64>,
+    to: Option<u64>,
+    /// Where its verified bytes (`buf`) start.
+    pub(super) from: u64,
     /// The verified fetch, once the blob's outboard is known.
     pub(super) body: Option<BodyFetch>,
     pub(super) buf: Vec<u8>,
@@ -74,12 +91,7 @@ pub(super) struct Transfer {
     raw: Vec<u8>,
     /// The body ended before the outboard came.
     body_ended: bool,
-    pub(super) asked: Instant,
-    pub(super) deadline: Instant,
-    pub(super) answer_by: Instant,
-    pub(super) next_check: Instant,
-    pub(super) first_byte: Option<Instant>,
-    pub(super) last_byte: Option<Instant>,
+    times: Times,
     pub(super) got: u64,
     patience: u32,
     expected_secs: f64,
@@ -116,12 +128,7 @@ impl Transfer {
             body,
             raw: Vec::new(),
             body_ended: false,
-            asked: now,
-            deadline: now,
-            answer_by: now,
-            next_check: now,
-            first_byte: None,
-            last_byte: None,
+            times: Times { asked: now, deadline: now, answer_by: now, next_check: now, first_byte: None, last_byte: None },
             got: 0,
             patience,
             expected_secs: choice.expected_secs,
@@ -132,14 +139,33 @@ impl Transfer {
         }
     }
 
-    /// The request goes out now.
-    pub(super) fn issue(&mut self, now: Instant) {
+    /// When the scheduler must look at it again: its answer or the switch
+    /// check while asked (the check only in the end-game, when a piece may
+    /// be split), its deadline and the check while streaming.
+    pub(super) fn due(&self, endgame: bool) -> [Option<Instant>; 2] {
+        let t = &self.times;
+        match self.state {
+            TransferState::Waiting => [None, None],
+            TransferState::Asked => [Some(t.answer_by), (endgame && self.kind == Kind::Normal).then_some(t.next_check)],
+            TransferState::Streaming => [Some(t.deadline), Some(t.next_check)],
+        }
+    }
+
+    /// When its first byte came, if one has.
+    pub(super) fn first_byte(&self) -> Option<Instant> {
+        self.times.first_byte
+    }
+
+    /// The request goes out now: what the driver is to ask its source for.
+    pub(super) fn issue(&mut self, id: TransferId, now: Instant) -> Action {
         self.state = TransferState::Asked;
-        self.asked = now;
-        self.deadline = now + scoring::timeout_for(self.expected_secs, self.measured) * self.patience;
+        self.times.asked = now;
+        self.times.deadline = now + scoring::timeout_for(self.expected_secs, self.measured) * self.patience;
         // A source that does not answer at all is given up on much sooner.
-        self.answer_by = self.deadline.min(now + scoring::answer_timeout(self.rtt, self.answer) * self.patience);
-        self.next_check = now + SWITCH_CHECK;
+        self.times.answer_by = self.times.deadline.min(now + scoring::answer_timeout(self.rtt, self.answer) * self.patience);
+        self.times.next_check = now + SWITCH_CHECK;
+        let outboard = self.body.is_none();
+        Action::Ask { id, source: self.source, segment: self.segment, from: self.req_from, to: self.to, outboard }
     }
 
     pub(super) fn verified(&self) -> u64 {
@@ -148,7 +174,7 @@ impl Transfer {
 
     /// Bytes/s since the first byte, once that is long enough to judge.
     pub(super) fn rate_now(&self, now: Instant) -> Option<f64> {
-        let since = now.saturating_duration_since(self.first_byte?);
+        let since = now.saturating_duration_since(self.times.first_byte?);
         (since >= WARM_UP).then(|| self.got as f64 / since.as_secs_f64())
     }
 
@@ -168,7 +194,7 @@ impl Scheduler {
 
     fn on_answered(&mut self, id: TransferId, answer: Answer, now: Instant) {
         let Some(t) = self.transfers.get_mut(&id).filter(|t| t.state == TransferState::Asked) else { return };
-        self.sources[t.source].record_answer(now.saturating_duration_since(t.asked));
+        self.sources[t.source].record_answer(now.saturating_duration_since(t.times.asked));
         let ranged = fetch::range_header(t.req_from, t.to).is_some();
         let code = match answer {
             Answer::Whole => 200,
@@ -255,8 +281,8 @@ impl Scheduler {
 
     fn on_data(&mut self, id: TransferId, chunk: &[u8], now: Instant) {
         let Some(t) = self.transfers.get_mut(&id).filter(|t| t.state == TransferState::Streaming) else { return };
-        t.first_byte.get_or_insert(now);
-        t.last_byte = Some(now);
+        t.times.first_byte.get_or_insert(now);
+        t.times.last_byte = Some(now);
         t.got += chunk.len() as u64;
         self.sources[t.source].received += chunk.len() as u64;
         if t.body.is_none() {
@@ -331,8 +357,8 @@ impl Scheduler {
                 t.to = None;
                 t.body_ended = false;
                 t.state = TransferState::Asked;
-                t.asked = now;
-                t.answer_by = now + scoring::answer_timeout(t.rtt, t.answer) * t.patience;
+                t.times.asked = now;
+                t.times.answer_by = now + scoring::answer_timeout(t.rtt, t.answer) * t.patience;
                 let new_id = self.next_id;
                 self.next_id += 1;
                 let Some(t) = self.transfers.remove(&id) else { return };
@@ -373,8 +399,8 @@ impl Scheduler {
             .iter()
             .filter(|(_, t)| match t.state {
                 TransferState::Waiting => false,
-                TransferState::Asked => now >= t.answer_by || now >= t.next_check,
-                TransferState::Streaming => now >= t.deadline || now >= t.next_check,
+                TransferState::Asked => now >= t.times.answer_by || now >= t.times.next_check,
+                TransferState::Streaming => now >= t.times.deadline || now >= t.times.next_check,
             })
             .map(|(id, _)| *id)
             .collect();
@@ -382,14 +408,14 @@ impl Scheduler {
             let Some(t) = self.transfers.get_mut(&id) else { continue };
             match t.state {
                 TransferState::Waiting => {}
-                TransferState::Asked if now >= t.answer_by => self.end(id, super::Outcome::Failed("no answer in time".into()), now),
+                TransferState::Asked if now >= t.times.answer_by => self.end(id, super::Outcome::Failed("no answer in time".into()), now),
                 TransferState::Asked => {
-                    t.next_check = now + SWITCH_CHECK;
+                    t.times.next_check = now + SWITCH_CHECK;
                     self.check_unanswered(id, now);
                 }
-                TransferState::Streaming if now >= t.deadline => self.past_deadline(id, now),
+                TransferState::Streaming if now >= t.times.deadline => self.past_deadline(id, now),
                 TransferState::Streaming => {
-                    t.next_check = now + SWITCH_CHECK;
+                    t.times.next_check = now + SWITCH_CHECK;
                     self.check_pace(id, now);
                 }
             }
@@ -425,7 +451,7 @@ impl Scheduler {
         // Its share of the source: our other requests there take theirs.
         let s = &self.sources[t.source];
         let estimate = s.measured().map(|m| m / f64::from(s.ours_in_flight.max(1)));
-        let waited = now.saturating_duration_since(t.asked).as_secs_f64();
+        let waited = now.saturating_duration_since(t.times.asked).as_secs_f64();
         if scoring::should_leave_unanswered(waited, remaining, estimate, alternative) {
             let why = format!("no answer in {:.0} ms with {remaining} bytes to send", waited * 1e3);
             self.end(id, super::Outcome::Slow(why), now);
@@ -464,13 +490,13 @@ impl Scheduler {
         // clearly do the rest sooner: leaving would only waste what is
         // already on its way, so it gets more time.
         if let Some(rate) = t.rate_now(now)
-            && t.last_byte.is_some_and(|b| now.saturating_duration_since(b) < STILL_COMING)
+            && t.times.last_byte.is_some_and(|b| now.saturating_duration_since(b) < STILL_COMING)
         {
             let remaining = self.remaining(t);
             let alternative = self.alternative(t.segment as usize, remaining, &self.excluding(t), false);
             if !scoring::should_switch(rate, t.planned_rate(self.expect_len), remaining, alternative, true) {
                 if let Some(t) = self.transfers.get_mut(&id) {
-                    t.deadline = now + scoring::timeout_for(remaining as f64 / rate, true);
+                    t.times.deadline = now + scoring::timeout_for(remaining as f64 / rate, true);
                 }
                 return;
             }

@@ -36,12 +36,7 @@ pub(super) fn titles(inner: &Inner) -> ApiResult {
 }
 
 pub(super) fn title(inner: &Inner, id: &str) -> ApiResult {
-    let t = TitleId::new(id).map_err(|e| ApiError::bad(e.to_string()))?;
-    let a = inner
-        .store
-        .title_manifest(&t)
-        .map_err(ApiError::internal)?
-        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "unknown_title", format!("no title {t}")))?;
+    let (t, a) = manifest_address(inner, id)?;
     let (mut summary, bytes) = manifest_summary(inner, &t, &a)?;
     summary.manifest_blob = bytes.map(|b| URL_SAFE_NO_PAD.encode(b));
     Ok(json_response(StatusCode::OK, &summary))
@@ -49,18 +44,24 @@ pub(super) fn title(inner: &Inner, id: &str) -> ApiResult {
 
 /// The signed manifest itself (public: it names blobs and is signed; the key is elsewhere).
 pub(super) fn title_manifest(inner: &Inner, id: &str) -> ApiResult {
-    let t = TitleId::new(id).map_err(|e| ApiError::bad(e.to_string()))?;
+    let (t, a) = manifest_address(inner, id)?;
     let bytes = inner
         .store
-        .title_manifest(&t)
+        .get(&a)
         .map_err(ApiError::internal)?
-        .and_then(|a| inner.store.get(&a).transpose())
-        .transpose()
-        .map_err(ApiError::internal)?
-        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "unknown_title", format!("no title {t}")))?;
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "unknown_title", format!("title {t}'s manifest is not here")))?;
     let mut r = Response::new(full(bytes));
     r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
     Ok(r)
+}
+
+/// The title named `id` and its signed manifest's address: 400 for a bad
+/// name, 404 for a title not in the catalog.
+fn manifest_address(inner: &Inner, id: &str) -> Result<(TitleId, BlobAddress), ApiError> {
+    let t = TitleId::new(id).map_err(|e| ApiError::bad(e.to_string()))?;
+    let a = inner.store.title_manifest(&t).map_err(ApiError::internal)?;
+    let a = a.ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "unknown_title", format!("no title {t}")))?;
+    Ok((t, a))
 }
 
 pub(super) fn parse_address(hash: &str) -> Result<BlobAddress, ApiError> {
