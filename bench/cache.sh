@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Cache policies side by side on demand traces: the edge's own residency
-# policy (Greedy-Dual-Size-Frequency, edge/src/residency.rs), plain LRU and
+# policy (edge/src/residency.rs: Belady's rule on estimated next requests,
+# from each title's playheads and each blob's reuse gaps), plain LRU and
 # Belady's offline optimum, by byte and object hit ratio, with the cache a
 # tenth of the catalogue.
 #

@@ -100,7 +100,7 @@ async fn blob(inner: Arc<Inner>, hash: &str, req: &Request<Bytes>) -> Reply {
         let prefix = &b[..b.len().min(tranzcast_proto::owner::PREFIX_LEN)];
         check(prefix)?;
         if starts {
-            crate::mirror::touched(&inner, &a);
+            crate::mirror::reading(&inner, &a, prefix, true);
             crate::mirror::record(&inner, prefix, edge);
         }
         if inner.config.fault_corrupt_blobs && b.len() > 1 {
@@ -124,6 +124,7 @@ async fn blob(inner: Arc<Inner>, hash: &str, req: &Request<Bytes>) -> Reply {
         flight.prefix(tranzcast_proto::owner::PREFIX_LEN as u64).await.map_err(|e| error(StatusCode::BAD_GATEWAY, "upstream", e))?;
     check(&prefix)?;
     if starts {
+        crate::mirror::reading(&inner, &a, &prefix, false);
         crate::mirror::record(&inner, &prefix, edge);
     }
     let len = flight.len;
@@ -394,6 +395,7 @@ fn metrics(inner: &Inner) -> Response<Body> {
         ("edge_evicted_blobs_total", m.evicted.load(Ordering::Relaxed)),
         ("edge_evicted_bytes_total", m.evicted_bytes.load(Ordering::Relaxed)),
         ("edge_refused_blobs_total", m.refused.load(Ordering::Relaxed)),
+        ("edge_not_admitted_blobs_total", m.not_admitted.load(Ordering::Relaxed)),
         ("edge_prefetched_segments_total", m.prefetched.load(Ordering::Relaxed)),
         ("edge_pushed_segments_total", m.pushed.load(Ordering::Relaxed)),
     ] {

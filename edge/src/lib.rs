@@ -128,6 +128,15 @@ pub(crate) struct Policy {
     pub residency: std::sync::Mutex<residency::Residency>,
     /// Demand per title and segment.
     pub demand: std::sync::Mutex<demand::Demand>,
+    /// Where the residency's clock starts.
+    pub epoch: std::time::Instant,
+}
+
+impl Policy {
+    /// Milliseconds since `epoch` (the residency's `now_ms`).
+    pub fn now_ms(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
 }
 
 /// The one poisoning rule of the edge's locks: a poisoned lock is used as it
@@ -251,6 +260,7 @@ impl EdgeServer {
                     config.mirroring.prefetch_segments,
                     std::time::Instant::now(),
                 )),
+                epoch: std::time::Instant::now(),
             },
             mirror: mirror::MirrorStats::default(),
             http: http.clone(),

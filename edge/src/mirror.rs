@@ -15,6 +15,7 @@ use tranzcast_proto::outboard::Outboard;
 use tranzcast_proto::{BlobAddress, TitleId};
 
 use crate::Inner;
+use crate::residency::SegmentRef;
 
 /// Counters for `/metrics`.
 #[derive(Debug, Default)]
@@ -25,6 +26,9 @@ pub struct MirrorStats {
     pub evicted_bytes: std::sync::atomic::AtomicU64,
     /// Blobs not stored because they cannot fit beside the pinned set.
     pub refused: std::sync::atomic::AtomicU64,
+    /// Blobs not stored because they are expected later than anything they
+    /// would displace (see `residency`).
+    pub not_admitted: std::sync::atomic::AtomicU64,
     /// Segments an edge fetched ahead of demand.
     pub prefetched: std::sync::atomic::AtomicU64,
     /// Segments a node pushed to edges.
@@ -61,9 +65,10 @@ pub(crate) fn load_residency(inner: &Inner) -> Result<(), tranzcast_store::Store
             pinned.extend(sm.manifest.segments);
         }
     }
+    let now = inner.policy.now_ms();
     let mut r = crate::lock(&inner.policy.residency);
     for (a, len) in inner.store.list()? {
-        let ad = r.admit(a, len, pinned.contains(&a));
+        let ad = r.admit(a, len, pinned.contains(&a), None, now);
         // Over budget at start (the budget was lowered): trim now.
         for victim in ad.evict {
             inner.store.delete(&victim)?;
@@ -75,11 +80,19 @@ pub(crate) fn load_residency(inner: &Inner) -> Result<(), tranzcast_store::Store
 /// Stores a verified blob that arrived from upstream or a push, within the
 /// budget. Blocking (RocksDB); call from the blocking pool.
 pub(crate) fn keep(inner: &Inner, a: &BlobAddress, bytes: &[u8], outboard: Option<&Outboard>, pinned: bool) {
-    let Some(store) = admit(inner, a, bytes.len() as u64, pinned) else { return };
-    if !store {
-        inner.mirror.refused.fetch_add(1, Ordering::Relaxed);
-        tracing::debug!(blob = %a, "not kept: cannot fit beside the pinned set");
-        return;
+    let seg = tranzcast_proto::owner::segment_of(bytes).map(|(title, seq)| SegmentRef::new(&title, seq));
+    match admit(inner, a, bytes.len() as u64, pinned, seg) {
+        Kept::Stored => {}
+        Kept::TooBig => {
+            inner.mirror.refused.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(blob = %a, "not kept: cannot fit beside the pinned set");
+            return;
+        }
+        Kept::NotWorth => {
+            inner.mirror.not_admitted.fetch_add(1, Ordering::Relaxed);
+            tracing::trace!(blob = %a, "not kept: expected later than anything it would displace");
+            return;
+        }
     }
     let _order = inner.mirror.stripes.lock(a);
     if !resident(inner, a) {
@@ -107,15 +120,28 @@ fn resident(inner: &Inner, a: &BlobAddress) -> bool {
 /// (evicting what the budget needs). Blocking.
 pub(crate) fn keep_manifest(inner: &Inner, title: &TitleId, body: &[u8]) -> Result<BlobAddress, tranzcast_store::StoreError> {
     let a = BlobAddress::of(body);
-    admit(inner, &a, body.len() as u64, true);
+    admit(inner, &a, body.len() as u64, true, None);
     let _order = inner.mirror.stripes.lock(&a);
     inner.store.put_title_manifest(title, body)
 }
 
-/// Admits `a` to the resident set and deletes what it displaces; whether to
-/// store it (None: the set is unusable).
-fn admit(inner: &Inner, a: &BlobAddress, len: u64, pinned: bool) -> Option<bool> {
-    let ad = crate::lock(&inner.policy.residency).admit(*a, len, pinned);
+/// What became of a blob offered to the resident set.
+enum Kept {
+    Stored,
+    /// It cannot fit beside the pinned set.
+    TooBig,
+    /// It is expected later than anything it would displace.
+    NotWorth,
+}
+
+/// Admits `a` to the resident set and deletes what it displaces.
+fn admit(inner: &Inner, a: &BlobAddress, len: u64, pinned: bool, seg: Option<SegmentRef>) -> Kept {
+    let now = inner.policy.now_ms();
+    let (ad, fits) = {
+        let mut r = crate::lock(&inner.policy.residency);
+        let ad = r.admit(*a, len, pinned, seg, now);
+        (ad, r.fits_beside_pinned(len))
+    };
     for victim in &ad.evict {
         let _order = inner.mirror.stripes.lock(victim);
         if resident(inner, victim) {
@@ -134,14 +160,24 @@ fn admit(inner: &Inner, a: &BlobAddress, len: u64, pinned: bool) -> Option<bool>
         }
         inner.mirror.evicted.fetch_add(1, Ordering::Relaxed);
     }
-    Some(ad.store)
+    match (ad.store, fits) {
+        (true, _) => Kept::Stored,
+        (false, true) => Kept::NotWorth,
+        (false, false) => Kept::TooBig,
+    }
 }
 
-/// A request was served from the store.
-pub(crate) fn touched(inner: &Inner, a: &BlobAddress) {
-    {
-        let mut r = crate::lock(&inner.policy.residency);
-        r.touch(a);
+/// A read of `a` (whose first bytes are `prefix`) starts, from the store
+/// (`hit`) or not: its title's playheads move, and a hit counts.
+pub(crate) fn reading(inner: &Inner, a: &BlobAddress, prefix: &[u8], hit: bool) {
+    let seg = tranzcast_proto::owner::segment_of(prefix).map(|(title, seq)| SegmentRef::new(&title, seq));
+    let now = inner.policy.now_ms();
+    let mut r = crate::lock(&inner.policy.residency);
+    if let Some(seg) = seg {
+        r.observe(seg, now);
+    }
+    if hit {
+        r.touch(a, now);
     }
 }
 

@@ -249,9 +249,8 @@ async fn segment_plain(inner: &Arc<Inner>, session: &Arc<OpenSession>, i: u64) -
 async fn ciphertext(inner: &Arc<Inner>, addr: BlobAddress) -> Result<Bytes, String> {
     // Playback sessions are the origin's grants: a miss is the edge's own.
     let (b, hit) = crate::blobs::read_or_fetch(inner, addr).await.map_err(|f| f.reason)?;
-    if hit {
-        crate::mirror::touched(inner, &addr);
-    }
-    crate::mirror::record(inner, &b[..b.len().min(tranzcast_proto::owner::PREFIX_LEN)], None);
+    let prefix = &b[..b.len().min(tranzcast_proto::owner::PREFIX_LEN)];
+    crate::mirror::reading(inner, &addr, prefix, hit);
+    crate::mirror::record(inner, prefix, None);
     Ok(b)
 }

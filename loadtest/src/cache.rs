@@ -1,5 +1,5 @@
 //! Cache policies replayed on demand traces (`bench/cache.sh`): the edge's
-//! own residency policy (Greedy-Dual-Size-Frequency, `edge::residency`),
+//! own residency policy (`edge::residency`: Belady's rule on estimated next requests),
 //! plain LRU, and Belady's offline optimum (evict what is asked again
 //! furthest in the future; an object that would itself be that is not
 //! admitted), each by byte and object hit ratio.
@@ -25,6 +25,8 @@ pub struct Request {
     pub object: u64,
     /// Its bytes.
     pub size: u64,
+    /// When, milliseconds from the trace's start.
+    pub at_ms: u64,
 }
 
 /// A title's shape.
@@ -79,7 +81,8 @@ fn interleave(titles: &[TitleShape], viewings: &[Viewing]) -> Vec<Request> {
         let t = titles[v.title];
         for i in 0..v.watch.min(t.segments) {
             let object = ((v.title as u64) << 32) | i;
-            timed.push((v.arrival + i as f64 * t.segment_seconds, Request { object, size: t.segment_bytes }));
+            let at = v.arrival + i as f64 * t.segment_seconds;
+            timed.push((at, Request { object, size: t.segment_bytes, at_ms: (at * 1000.0) as u64 }));
         }
     }
     timed.sort_by(|a, b| a.0.total_cmp(&b.0));
@@ -151,20 +154,24 @@ fn address(object: u64) -> BlobAddress {
     BlobAddress::of(&object.to_le_bytes())
 }
 
-/// The edge's policy (`edge::residency`), as its store uses it: a hit
-/// touches, a miss is admitted (what it displaces is deleted).
+/// The edge's policy (`edge::residency`), as its store uses it: every
+/// read moves its title's playheads, a hit touches, a miss is offered for
+/// admission (what it displaces is deleted).
 pub fn replay_residency(trace: &[Request], capacity: u64) -> Hits {
-    let mut set = tranzcast_edge::residency::Residency::new(capacity);
+    use tranzcast_edge::residency::{Residency, SegmentRef};
+    let mut set = Residency::new(capacity);
     let mut addrs: HashMap<u64, BlobAddress> = HashMap::new();
     let mut h = Hits::default();
     for r in trace {
         let a = *addrs.entry(r.object).or_insert_with(|| address(r.object));
+        let seg = SegmentRef { title: r.object >> 32, seq: r.object & 0xffff_ffff };
+        set.observe(seg, r.at_ms);
         let hit = set.contains(&a);
         h.count(r, hit);
         if hit {
-            set.touch(&a);
+            set.touch(&a, r.at_ms);
         } else {
-            let _ = set.admit(a, r.size, false);
+            let _ = set.admit(a, r.size, false, Some(seg), r.at_ms);
         }
     }
     h
@@ -254,14 +261,15 @@ pub fn replay_belady(trace: &[Request], capacity: u64) -> Hits {
 mod tests {
     use super::*;
 
-    fn req(object: u64) -> Request {
-        Request { object, size: 1 }
+    /// One request per second, in the order given.
+    fn timed(objects: impl IntoIterator<Item = u64>) -> Vec<Request> {
+        objects.into_iter().enumerate().map(|(i, object)| Request { object, size: 1, at_ms: i as u64 * 1000 }).collect()
     }
 
     #[test]
     fn lru_and_belady_on_a_textbook_sequence() {
         // Capacity 3, the classic sequence: LRU 4 hits of 12... Belady 6.
-        let t: Vec<Request> = [1, 2, 3, 4, 1, 2, 5, 1, 2, 3, 4, 5].into_iter().map(req).collect();
+        let t = timed([1, 2, 3, 4, 1, 2, 5, 1, 2, 3, 4, 5]);
         assert_eq!(replay_lru(&t, 3).hit_requests, 2);
         assert_eq!(replay_belady(&t, 3).hit_requests, 5);
         // Everything fits: every repeat hits, for every policy.
@@ -272,15 +280,14 @@ mod tests {
     #[test]
     fn belady_bounds_the_others_on_a_hot_set_with_a_scan() {
         // A hot set asked again and again, with one long scan through it.
-        let mut t = Vec::new();
+        let mut objects = Vec::new();
         for round in 0..50u64 {
-            for hot in 0..5 {
-                t.push(req(hot));
-            }
+            objects.extend(0..5);
             if round == 10 {
-                t.extend((100..140).map(req));
+                objects.extend(100..140);
             }
         }
+        let t = timed(objects);
         let (lru, ours, opt) = (replay_lru(&t, 8), replay_residency(&t, 8), replay_belady(&t, 8));
         assert!(opt.hit_requests >= ours.hit_requests && opt.hit_requests >= lru.hit_requests, "{opt:?} {ours:?} {lru:?}");
         // The hot set is all but 5 first misses and what the scan costs.
