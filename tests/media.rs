@@ -44,6 +44,13 @@ fn segment_size_follows_running_time_and_encode_transcodes() {
     ok(&["export", "--data", d, "--title", "plain", "--out", out.to_str().unwrap()]);
     assert!(files_equal(&input, &out));
 
+    // With the segment size given, ffprobe runs beside the sealing: what it
+    // finds still reaches the manifest.
+    let r = json(&ok(&["ingest", input.to_str().unwrap(), "--data", d, "--title", "sized", "--segment-size", "65536", "--json"]));
+    assert_eq!((r["segment_size"].as_u64(), r["media_type"].as_str()), (Some(65536), Some("video/mp4")));
+    let rt_sized = r["running_time_s"].as_f64().expect("running time known from ffprobe, probed alongside");
+    assert!((rt_sized - rt).abs() < 1e-9, "{rt_sized} against {rt}");
+
     let r = json(&ok(&["ingest", input.to_str().unwrap(), "--data", d, "--title", "encoded", "--encode", "--json"]));
     assert_eq!(r["encoded"], true);
     assert_eq!(r["media_type"], "video/mp4");

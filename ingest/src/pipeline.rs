@@ -3,6 +3,7 @@
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -81,11 +82,14 @@ pub struct IngestReport {
     pub mb_per_s: f64,
 }
 
-struct Sealed {
+/// A segment sealed and stored by a worker.
+struct Stored {
     sequence: u64,
+    /// Its buffer, back to the reader for the next segment.
     frame: Vec<u8>,
     address: BlobAddress,
-    outboard: Outboard,
+    /// Already in the store from an interrupted earlier run.
+    resumed: bool,
 }
 
 /// A source of plaintext: the file, or ffmpeg's output.
@@ -170,7 +174,16 @@ pub fn ingest(store: &BlobStore, input: &Path, opts: &IngestOptions) -> Result<I
     }
     let source = open_source(input, opts.encode)?;
     let file_len = std::fs::metadata(input).map(|m| m.len()).unwrap_or(0);
-    let mut info: MediaInfo = probe(input);
+    // With the segment size given, nothing before the manifest needs the
+    // probe: it runs beside the sealing instead of before it.
+    let probing = (opts.segment_size.is_some() && !opts.encode).then(|| {
+        let path = input.to_path_buf();
+        std::thread::spawn(move || probe(&path))
+    });
+    let mut info = match probing {
+        Some(_) => MediaInfo { media_type: crate::probe::media_type_for(None, input), ..MediaInfo::default() },
+        None => probe(input),
+    };
     if opts.encode {
         info.media_type = "video/mp4".into();
     }
@@ -209,7 +222,7 @@ pub fn ingest(store: &BlobStore, input: &Path, opts: &IngestOptions) -> Result<I
         }
     };
     let mut written = Vec::new();
-    let result = run(store, input, opts, source, &info, segment_size, &key, &mut written, started);
+    let result = run(store, input, opts, source, (info, probing), segment_size, &key, &mut written, started);
     if let Err(e) = &result {
         // A clean failure leaves the store as it was: drop what this run wrote.
         // (A crash cannot do this; its blobs are reused by the re-run.)
@@ -227,7 +240,7 @@ fn run(
     input: &Path,
     opts: &IngestOptions,
     mut source: Source,
-    info: &MediaInfo,
+    (info, probing): (MediaInfo, Option<std::thread::JoinHandle<MediaInfo>>),
     segment_size: u32,
     key: &TitleKey,
     written: &mut Vec<BlobAddress>,
@@ -248,9 +261,12 @@ fn run(
     let mut addresses: Vec<Option<BlobAddress>> = Vec::new();
     let mut resumed = 0u64;
     let size = segment_size as usize;
+    // Set on the first error: the reader stops; what workers already stored
+    // still comes back, so a rollback knows every blob written.
+    let stop = &AtomicBool::new(false);
     let (total, write_result) = std::thread::scope(|s| {
         let (tx_plain, rx_plain) = sync_channel::<(u64, Vec<u8>)>(workers);
-        let (tx_sealed, rx_sealed) = sync_channel::<Result<Sealed, IngestError>>(workers);
+        let (tx_sealed, rx_sealed) = sync_channel::<Result<Stored, IngestError>>(workers);
         // Written frames' buffers go back to the reader: no fresh multi-MiB
         // allocation (page faults, zeroing) per segment, memory stays flat.
         let (tx_free, rx_free) = sync_channel::<Vec<u8>>(2 * workers + 2);
@@ -262,33 +278,41 @@ fn run(
             },
         };
         let path = input.to_path_buf();
-        let reader_thread = s.spawn(move || read_segments(reader, size, tx_plain, &rx_free, path));
+        let reader_thread = s.spawn(move || read_segments(reader, size, tx_plain, &rx_free, path, stop));
         let rx_plain = Arc::new(Mutex::new(rx_plain));
+        // Each worker seals, hashes and stores its segment: the copies into
+        // RocksDB run on every core, not on one writer behind them.
         for _ in 0..workers {
             let rx = Arc::clone(&rx_plain);
             let tx = tx_sealed.clone();
-            s.spawn(move || seal_worker(key, title, &rx, &tx));
+            s.spawn(move || seal_worker(key, title, store, &rx, &tx));
         }
         drop(tx_sealed);
-        let write_result = (|| -> Result<(), IngestError> {
-            for item in rx_sealed {
-                let sealed = item?;
-                if store.has(&sealed.address)? {
-                    resumed += 1;
-                } else {
-                    store.put_hashed(&sealed.address, &sealed.frame, &sealed.outboard, Durability::Bulk)?;
-                    written.push(sealed.address);
+        let mut write_result = Ok(());
+        for item in rx_sealed {
+            let stored = match item {
+                Ok(s) => s,
+                Err(e) => {
+                    if write_result.is_ok() {
+                        write_result = Err(e);
+                        stop.store(true, Ordering::Relaxed);
+                    }
+                    continue;
                 }
-                let i = sealed.sequence as usize;
-                if addresses.len() <= i {
-                    addresses.resize(i + 1, None);
-                }
-                addresses[i] = Some(sealed.address);
-                progress.inc((sealed.frame.len() - FIXED_HEADER_LEN - keys_tag()) as u64);
-                let _ = tx_free.try_send(sealed.frame);
+            };
+            if stored.resumed {
+                resumed += 1;
+            } else {
+                written.push(stored.address);
             }
-            Ok(())
-        })();
+            let i = stored.sequence as usize;
+            if addresses.len() <= i {
+                addresses.resize(i + 1, None);
+            }
+            addresses[i] = Some(stored.address);
+            progress.inc((stored.frame.len() - FIXED_HEADER_LEN - keys_tag()) as u64);
+            let _ = tx_free.try_send(stored.frame);
+        }
         let total = reader_thread.join().unwrap_or_else(|_| Err(IngestError::Encode("reader thread panicked".into())));
         (total, write_result)
     });
@@ -314,6 +338,10 @@ fn run(
         })
         .collect::<Result<_, _>>()?;
 
+    let info = match probing {
+        Some(p) => p.join().unwrap_or(info),
+        None => info,
+    };
     let running_time_ms = info.running_time_ms;
     let chapters = info
         .chapters
@@ -373,10 +401,11 @@ fn read_segments(
     tx: SyncSender<(u64, Vec<u8>)>,
     free: &Receiver<Vec<u8>>,
     path: PathBuf,
+    stop: &AtomicBool,
 ) -> Result<u64, IngestError> {
     let mut total = 0u64;
     let mut sequence = 0u64;
-    loop {
+    while !stop.load(Ordering::Relaxed) {
         let mut buf = match free.try_recv() {
             Ok(mut b) => {
                 b.truncate(FIXED_HEADER_LEN + size);
@@ -406,18 +435,29 @@ fn read_segments(
     Ok(total)
 }
 
-fn seal_worker(key: &TitleKey, title: &TitleId, rx: &Mutex<Receiver<(u64, Vec<u8>)>>, tx: &SyncSender<Result<Sealed, IngestError>>) {
+fn seal_worker(
+    key: &TitleKey,
+    title: &TitleId,
+    store: &BlobStore,
+    rx: &Mutex<Receiver<(u64, Vec<u8>)>>,
+    tx: &SyncSender<Result<Stored, IngestError>>,
+) {
     loop {
         let next = match rx.lock() {
             Ok(r) => r.recv(),
             Err(_) => return,
         };
         let Ok((sequence, mut frame)) = next else { return };
-        let sealed = keys::seal_in_place(key, title, FrameKind::Media, sequence, &mut frame).map_err(IngestError::from).map(|()| {
+        let stored = (|| {
+            keys::seal_in_place(key, title, FrameKind::Media, sequence, &mut frame)?;
             let (address, outboard) = Outboard::compute(&frame);
-            Sealed { sequence, frame, address, outboard }
-        });
-        if tx.send(sealed).is_err() {
+            let resumed = store.has(&address)?;
+            if !resumed {
+                store.put_hashed(&address, &frame, &outboard, Durability::Bulk)?;
+            }
+            Ok(Stored { sequence, frame, address, resumed })
+        })();
+        if tx.send(stored).is_err() {
             return;
         }
     }
