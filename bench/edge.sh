@@ -12,6 +12,9 @@
 # BIN=PATH runs another tranzcast binary (before/after comparisons).
 # PERF=DIR profiles the edge and the floor per case (PERF_CALLGRAPH="--call-graph dwarf,16384" for call chains);
 # STAT=1 keeps perf stat counts (context switches, migrations) per case in the run directory (KEEP=1 keeps it).
+# VETH=1 (root): the load crosses a veth pair with MTU 1500 between two network namespaces the script
+#   creates (servers in one, oha in the other) instead of loopback, whose 64 KiB MTU flatters TCP (it
+#   sends 64 KiB segments where QUIC sends datagrams of about 1,452 bytes). Nothing leaves the namespaces.
 # Needs: nginx, caddy (apt), oha 1.16 with http3 (see ../shared/PEERS.md).
 # Prints requests/s and p99 per case and the ratios:
 #   edge/nginx over h1 and h2 (goal >= 1.2), our h3/our h2 (goal >= 0.9),
@@ -21,6 +24,28 @@
 #   the edge's own work costs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+if [ -n "${VETH:-}" ] && [ -z "${TZ_EDGE_NETNS:-}" ]; then
+    srv_ns="tzedge-srv-$$" cli_ns="tzedge-cli-$$" srv_if="tzs$$" cli_if="tzc$$"
+    ip netns add "$srv_ns" || { echo "bench/edge.sh: VETH=1 needs root (ip netns)" >&2; exit 2; }
+    trap 'ip netns del "$srv_ns" 2>/dev/null || true; ip netns del "$cli_ns" 2>/dev/null || true' EXIT
+    ip netns add "$cli_ns"
+    ip link add "$srv_if" type veth peer name "$cli_if"
+    ip link set "$srv_if" netns "$srv_ns"
+    ip link set "$cli_if" netns "$cli_ns"
+    ip -n "$srv_ns" addr add 10.199.0.1/24 dev "$srv_if"
+    ip -n "$cli_ns" addr add 10.199.0.2/24 dev "$cli_if"
+    for pair in "$srv_ns $srv_if" "$cli_ns $cli_if"; do
+        read -r ns ifc <<<"$pair"
+        ip -n "$ns" link set lo up
+        ip -n "$ns" link set "$ifc" mtu 1500 up
+    done
+    echo "== over a veth pair, MTU 1500: servers in $srv_ns (10.199.0.1), oha in $cli_ns"
+    TZ_EDGE_NETNS=1 VETH_CLI="$cli_ns" VETH_SRV=10.199.0.1 ip netns exec "$srv_ns" bash "$0" "$@"
+    exit $?
+fi
+# Where the servers listen: loopback, or every address of their namespace (VETH=1).
+LISTEN="${VETH_SRV:+0.0.0.0}"
+LISTEN="${LISTEN:-127.0.0.1}"
 . scripts/env.sh
 SECS="${1:-5}"
 CONNS="${2:-32}"
@@ -37,7 +62,7 @@ OP=$(free_port); EP=$(free_port); NP=$(free_port); CP=$(free_port)
 echo "== setup: 16 MiB title in 1 MiB segments, origin, edge, nginx, caddy"
 bench_origin "$OP" 16
 env ${EDGE_ENV:-} "$BIN" edge --ca-dir "$T/origin/tls" --set role=edge --set name=bench-edge --set "data_dir=$T/edge" \
-    --set "origin=https://localhost:$OP" --set "cluster_token=$CLUSTER_TOKEN" --set "member_credential=$(credential bench-edge edge)" --set "listen.https=127.0.0.1:$EP" \
+    --set "origin=https://localhost:$OP" --set "cluster_token=$CLUSTER_TOKEN" --set "member_credential=$(credential bench-edge edge)" --set "listen.https=$LISTEN:$EP" \
     --set store.cache_bytes=256MiB >"$T/edge.log" 2>&1 &
 EDGE_PID=$!
 PIDS+=($!)
@@ -80,7 +105,7 @@ http {
     client_body_temp_path $T/nginx/tmp; proxy_temp_path $T/nginx/tmp; fastcgi_temp_path $T/nginx/tmp;
     uwsgi_temp_path $T/nginx/tmp; scgi_temp_path $T/nginx/tmp;
     server {
-        listen 127.0.0.1:$NP ssl http2;
+        listen $LISTEN:$NP ssl http2;
         ssl_certificate $T/peer.pem;
         ssl_certificate_key $T/peer.key;
         root $T/www;
@@ -116,7 +141,7 @@ wait_up "https://localhost:$CP/"
 # The floor: our serving stack (net::HttpServer: hyper, rustls, quinn + h3)
 # with nothing behind it, the same files from memory, one range at most, no
 # access check. Where the edge stands against the libraries it is built on.
-"$BIN" bench floor-server --dir "$T/www/v1/blobs" --cert "$T/peer.pem" --key "$T/peer.key" >"$T/floor.addr" 2>"$T/floor.log" &
+"$BIN" bench floor-server --listen "$LISTEN:0" --dir "$T/www/v1/blobs" --cert "$T/peer.pem" --key "$T/peer.key" >"$T/floor.addr" 2>"$T/floor.log" &
 FLOOR_PID=$!
 PIDS+=($!)
 for _ in $(seq 100); do [ -s "$T/floor.addr" ] && break; sleep 0.1; done
@@ -153,6 +178,12 @@ run() { # name port proto range -> json file
         h3) args=(--http-version 3 ${H3ARGS:--c 4 -p $((CONNS / 4))}) ;;
     esac
     [ "$range" = yes ] && args+=(-H "Range: bytes=4096-8191")
+    # VETH=1: oha runs in the other namespace and reaches "localhost" over the veth.
+    local cli=()
+    if [ -n "${VETH_CLI:-}" ]; then
+        cli=(ip netns exec "$VETH_CLI")
+        args+=(--connect-to "localhost:$port:$VETH_SRV:$port")
+    fi
     # Over h3, oha hangs ~30 s after the deadline (hatoo/oha#835): requests/s
     # is computed below from the answers counted within the deadline.
     # PERF=DIR: profile our edge in each of its cases (perf report text in DIR);
@@ -169,7 +200,7 @@ run() { # name port proto range -> json file
     fi
     # shellcheck disable=SC2086
     before=$(cpu_ticks $pids)
-    tool=$( { TIMEFORMAT='%U %S'; time timeout $((SECS + 60)) oha --no-tui --insecure --output-format json -z "${SECS}s" "${args[@]}" -H "$AUTH" \
+    tool=$( { TIMEFORMAT='%U %S'; time timeout $((SECS + 60)) "${cli[@]}" oha --no-tui --insecure --output-format json -z "${SECS}s" "${args[@]}" -H "$AUTH" \
         --urls-from-file "$T/urls.$name" >"$T/$name.r$REP.json" 2>"$T/$name.r$REP.err"; } 2>&1 || true)
     # shellcheck disable=SC2086
     echo "$(( $(cpu_ticks $pids) - before )) $(getconf CLK_TCK) $tool" >"$T/$name.r$REP.cpu"
@@ -243,9 +274,11 @@ for load_ in ("hot", "range"):
             if r is not None:
                 res[n] = r
                 what = "1 MiB blobs" if load_ == "hot" else "4 KiB ranges"
-                rows.append(f"{srv:<7}{proto:<5}{what:<14}{r['rps']:>10.0f}{r['p99_ms']:>10.1f}{r['bad']:>6.0f}{r['srv_us']:>10.1f}{r['tool_us']:>10.1f}   {r['each']}")
+                # Server CPU seconds per GB of answers (body bytes), the cost side of a CDN.
+                per_gb = r["srv_us"] * 1e-6 / ((1 << 20 if load_ == "hot" else 4096) / 1e9)
+                rows.append(f"{srv:<7}{proto:<5}{what:<14}{r['rps']:>10.0f}{r['p99_ms']:>10.1f}{r['bad']:>6.0f}{r['srv_us']:>10.1f}{per_gb:>10.2f}{r['tool_us']:>10.1f}   {r['each']}")
 # "cut": requests in flight when the deadline stopped oha, plus any errors.
-print(f"{'server':<7}{'prot':<5}{'load':<14}{'req/s':>10}{'p99 ms':>10}{'cut':>6}{'srv us/r':>10}{'oha us/r':>10}   req/s by round")
+print(f"{'server':<7}{'prot':<5}{'load':<14}{'req/s':>10}{'p99 ms':>10}{'cut':>6}{'srv us/r':>10}{'srv s/GB':>10}{'oha us/r':>10}   req/s by round")
 print("\n".join(rows))
 try:
     p = json.load(open(os.path.join(T, "pulse.json")))["latencyPercentiles"]
@@ -254,6 +287,7 @@ except Exception:
     pass
 import sys; sys.path.insert(0, "bench")  # the scripts run from the repository's root
 from results import record
+over = " (veth, MTU 1500)" if os.environ.get("VETH_SRV") else ""
 def ratio(a, b):
     return res[a]["rps"] / res[b]["rps"] if a in res and b in res and res[b]["rps"] > 0 else float("nan")
 print()
@@ -276,7 +310,7 @@ for label, a, b, goal in [
     print(f"{'  same, by server CPU per request (b/a)':<52}{cpu('-hot'):>10.2f}{cpu('-range'):>10.2f}")
     for load, what in (("hot", "hot 1 MiB, req/s"), ("range", "4 KiB ranges, req/s")):
         if a + "-" + load in res and b + "-" + load in res:
-            record(f"{label}: {what}", f"{res[a + '-' + load]['rps']:.0f}", f"{res[b + '-' + load]['rps']:.0f}", ratio(a + "-" + load, b + "-" + load), goal)
+            record(f"{label}: {what}{over}", f"{res[a + '-' + load]['rps']:.0f}", f"{res[b + '-' + load]['rps']:.0f}", ratio(a + "-" + load, b + "-" + load), goal)
 PY
 echo "(edge's own counters by protocol and status:)"
 cat "$T/edge.metrics"
