@@ -172,7 +172,7 @@ impl Residency {
     /// playheads move.
     pub fn observe(&mut self, seg: SegmentRef, now_ms: u64) {
         if !self.titles.contains_key(&seg.title) && self.titles.len() >= MAX_TITLES {
-            self.forget_coldest_title();
+            self.forget_coldest_titles();
         }
         let t = self.titles.entry(seg.title).or_insert_with(|| Title {
             heads: BTreeMap::new(),
@@ -219,9 +219,15 @@ impl Residency {
         }
     }
 
-    fn forget_coldest_title(&mut self) {
-        if let Some(k) = self.titles.iter().min_by_key(|(_, t)| t.last_read_ms).map(|(k, _)| *k) {
-            self.titles.remove(&k);
+    /// Forgets the eighth of the titles read least recently: one scan per
+    /// `MAX_TITLES / 8` new titles, not one per new title (a catalogue's
+    /// long tail brings a new title with most reads).
+    fn forget_coldest_titles(&mut self) {
+        let mut by_age: Vec<(u64, u64)> = self.titles.iter().map(|(k, t)| (t.last_read_ms, *k)).collect();
+        let n = (by_age.len() / 8).max(1);
+        by_age.select_nth_unstable(n - 1);
+        for (_, k) in &by_age[..n] {
+            self.titles.remove(k);
         }
     }
 
@@ -457,6 +463,22 @@ mod tests {
         assert!(r.titles[&1].heads.len() == 1);
         assert_eq!(r.next_use(&e, 600_000), UNKNOWN_MS + 5 * S, "the title's next viewer, not yet known");
         assert!(r.titles[&1].heads.is_empty(), "the stale playhead was dropped");
+    }
+
+    #[test]
+    fn titles_followed_are_bounded_and_the_coldest_are_forgotten() {
+        let mut r = Residency::new(MIB);
+        for t in 0..(MAX_TITLES as u64 + 100) {
+            r.observe(seg(t, 0), t);
+        }
+        assert!(r.titles.len() <= MAX_TITLES);
+        assert!(r.titles.contains_key(&(MAX_TITLES as u64 + 99)), "the newest is followed");
+        assert!(!r.titles.contains_key(&0), "the coldest went first");
+        // Playheads of one title are bounded too.
+        for i in 0..(MAX_HEADS as u64 + 10) {
+            r.observe(seg(1 << 40, i * 100), 10_000_000 + i);
+        }
+        assert!(r.titles[&(1 << 40)].heads.len() <= MAX_HEADS);
     }
 
     #[test]
