@@ -6,7 +6,8 @@
 #
 #   ingest.sh       ingest                     vs raw AES-256-GCM-SIV + blake3, and the disk
 #   tickets.sh      ticket validations         vs raw Ed25519 sign + verify
-#   edge.sh         edge (h1, h2)              vs nginx; our HTTP/3 vs our HTTP/2 (and Caddy's)
+#   edge.sh         edge (h1, h2)              vs nginx; our HTTP/3 vs our HTTP/2 (and Caddy's);
+#                   as root, again over a veth pair with MTU 1500 (VETH=1)
 #   play.sh         edge playback URLs         vs the same edge's raw blobs
 #   multisource.sh  smart client               vs aria2c and the physical limit (root: netns + tc)
 #   hostile.sh      edge and origin under seven attacks: probe p99 vs unloaded, memory, descriptors, play
@@ -51,8 +52,9 @@ run cache bench/cache.sh
 run k6 bench/k6.sh "${K6[@]}"
 if [ "$(id -u)" = 0 ] && command -v tc >/dev/null; then
     run multisource bench/multisource.sh "${MULTI[@]}"
+    run edge-veth env VETH=1 bench/edge.sh "${EDGE[@]}"
 else
-    echo "== multisource  skipped: needs root (ip netns, tc)"
+    echo "== multisource, edge-veth  skipped: need root (ip netns, tc)"
 fi
 echo
 python3 - "$RESULTS" "$MODE" <<'PY'
