@@ -104,6 +104,20 @@ async fn a_rental_played_alternately_through_two_origins_gives_its_plays_then_sp
     let log = b.validation_log().unwrap();
     assert_eq!(log.iter().filter(|e| e.result == "granted" && e.customer != 0).count(), 3, "{log:?}");
     let _ = serial;
+    // B holds none of A's blobs, yet its catalog is the cluster's: it lists
+    // A's title and serves the very manifest A signed (an edge failing over
+    // to B finds the title there).
+    let get = |base: &str, path: &str| a.http.get(format!("{base}{path}")).send();
+    let a_url = a.origin_url.clone();
+    let from_a = get(&a_url, "/v1/titles/film/manifest").await.unwrap().bytes().await.unwrap();
+    let r = get(&b_url, "/v1/titles/film/manifest").await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.bytes().await.unwrap(), from_a, "the same signed manifest from either origin");
+    let listed: serde_json::Value = get(&b_url, "/v1/titles").await.unwrap().json().await.unwrap();
+    let film = listed["titles"].as_array().unwrap().iter().find(|t| t["title"] == "film").cloned();
+    let film = film.unwrap_or_else(|| panic!("B lists A's title: {listed}"));
+    assert!(film["segments"].as_u64().is_some_and(|n| n > 0), "{film}");
+    assert_eq!(get(&b_url, "/v1/titles/nothing").await.unwrap().status(), 404);
     b.shutdown().await;
 }
 

@@ -3,19 +3,15 @@
 
 use super::*;
 
-pub(super) fn manifest_summary(
-    inner: &Inner,
-    title: &TitleId,
-    addr: &BlobAddress,
-) -> Result<(answers::TitleSummary, Option<Bytes>), ApiError> {
-    let bytes = inner.store.get(addr).map_err(ApiError::internal)?;
-    let bare = answers::TitleSummary { title: title.as_str().to_string(), manifest: addr.to_hex(), ..Default::default() };
-    let Some(b) = bytes else { return Ok((bare, None)) };
-    let sm = SignedManifest::decode(&b).map_err(ApiError::internal)?;
+/// A title's summary from its signed manifest (`bytes`, when at hand).
+pub(super) fn manifest_summary(title: &str, addr: &BlobAddress, bytes: Option<&[u8]>) -> Result<answers::TitleSummary, ApiError> {
+    let bare = answers::TitleSummary { title: title.to_string(), manifest: addr.to_hex(), ..Default::default() };
+    let Some(b) = bytes else { return Ok(bare) };
+    let sm = SignedManifest::decode(b).map_err(ApiError::internal)?;
     let m = &sm.manifest;
     let chapters =
         m.chapters.iter().map(|c| answers::Chapter { start_ms: c.start_ms, byte_offset: c.byte_offset, name: c.name.clone() }).collect();
-    let summary = answers::TitleSummary {
+    Ok(answers::TitleSummary {
         segments: Some(m.segments.len()),
         segment_size: Some(m.segment_size),
         bytes: Some(m.plaintext_len),
@@ -23,45 +19,67 @@ pub(super) fn manifest_summary(
         media_type: Some(m.media_type.clone()),
         chapters: Some(chapters),
         ..bare
-    };
-    Ok((summary, Some(b)))
+    })
+}
+
+/// Every title this origin answers for: its store's, and on a shared
+/// engine the cluster's catalog (titles other origins published, whose
+/// blobs this one may not hold), each with its signed manifest's address
+/// and, when at hand, bytes.
+fn catalog(inner: &Inner) -> Result<Vec<(String, BlobAddress, Option<Bytes>)>, ApiError> {
+    let mut out = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for (t, a) in inner.store.titles().map_err(ApiError::internal)? {
+        seen.insert(t.as_str().to_string());
+        out.push((t.as_str().to_string(), a, inner.store.get(&a).map_err(ApiError::internal)?));
+    }
+    if let Some(pg) = inner.state.shared() {
+        for (t, manifest) in pg.titles().map_err(ApiError::internal)? {
+            if seen.insert(t.clone()) {
+                out.push((t, BlobAddress::of(&manifest), Some(Bytes::from(manifest))));
+            }
+        }
+    }
+    Ok(out)
 }
 
 pub(super) fn titles(inner: &Inner) -> ApiResult {
     let mut out = Vec::new();
-    for (t, a) in inner.store.titles().map_err(ApiError::internal)? {
-        out.push(manifest_summary(inner, &t, &a)?.0);
+    for (t, a, bytes) in catalog(inner)? {
+        out.push(manifest_summary(&t, &a, bytes.as_deref())?);
     }
     Ok(json_response(StatusCode::OK, &answers::Titles { titles: out }))
 }
 
 pub(super) fn title(inner: &Inner, id: &str) -> ApiResult {
-    let (t, a) = manifest_address(inner, id)?;
-    let (mut summary, bytes) = manifest_summary(inner, &t, &a)?;
+    let (t, a, bytes) = manifest_of(inner, id)?;
+    let mut summary = manifest_summary(t.as_str(), &a, bytes.as_deref())?;
     summary.manifest_blob = bytes.map(|b| URL_SAFE_NO_PAD.encode(b));
     Ok(json_response(StatusCode::OK, &summary))
 }
 
 /// The signed manifest itself (public: it names blobs and is signed; the key is elsewhere).
 pub(super) fn title_manifest(inner: &Inner, id: &str) -> ApiResult {
-    let (t, a) = manifest_address(inner, id)?;
-    let bytes = inner
-        .store
-        .get(&a)
-        .map_err(ApiError::internal)?
-        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "unknown_title", format!("title {t}'s manifest is not here")))?;
+    let (t, _, bytes) = manifest_of(inner, id)?;
+    let bytes = bytes.ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "unknown_title", format!("title {t}'s manifest is not here")))?;
     let mut r = Response::new(full(bytes));
     r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
     Ok(r)
 }
 
-/// The title named `id` and its signed manifest's address: 400 for a bad
-/// name, 404 for a title not in the catalog.
-fn manifest_address(inner: &Inner, id: &str) -> Result<(TitleId, BlobAddress), ApiError> {
+/// The title named `id`, its signed manifest's address and, when at hand,
+/// its bytes: from this origin's store, else (on a shared engine) from the
+/// cluster's catalog. 400 for a bad name, 404 for a title in neither.
+fn manifest_of(inner: &Inner, id: &str) -> Result<(TitleId, BlobAddress, Option<Bytes>), ApiError> {
     let t = TitleId::new(id).map_err(|e| ApiError::bad(e.to_string()))?;
-    let a = inner.store.title_manifest(&t).map_err(ApiError::internal)?;
-    let a = a.ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "unknown_title", format!("no title {t}")))?;
-    Ok((t, a))
+    if let Some(a) = inner.store.title_manifest(&t).map_err(ApiError::internal)? {
+        let bytes = inner.store.get(&a).map_err(ApiError::internal)?;
+        return Ok((t, a, bytes));
+    }
+    if let Some(shared) = inner.state.shared().map(|pg| pg.title(t.as_str())).transpose().map_err(ApiError::internal)?.flatten() {
+        return Ok((t, BlobAddress::of(&shared.manifest), Some(Bytes::from(shared.manifest))));
+    }
+    Err(ApiError::new(StatusCode::NOT_FOUND, "unknown_title", format!("no title {t}")))
 }
 
 pub(super) fn parse_address(hash: &str) -> Result<BlobAddress, ApiError> {
