@@ -241,7 +241,12 @@ fn put_blob(inner: &Inner, hash: &str, body: &Bytes) -> Reply {
         record_title_manifest(inner, body).map_err(|e| error(StatusCode::UNPROCESSABLE_ENTITY, "bad_manifest", e))?;
     } else {
         // A node pins what the origin stages; edges and peers keep pushes like fetches.
-        crate::mirror::keep(inner, &a, body, None, inner.config.role == tranzcast_config::EdgeRole::Node);
+        // A node holds what the origin stages to it; an edge or a peer keeps
+        // what is pushed to it (a node's mirroring, the origin's pre-cast)
+        // whenever it fits.
+        let offer =
+            if inner.config.role == tranzcast_config::EdgeRole::Node { crate::mirror::Offer::Pinned } else { crate::mirror::Offer::Pushed };
+        crate::mirror::keep(inner, &a, body, None, offer);
     }
     inner.counters.staged_blobs.fetch_add(1, Ordering::Relaxed);
     inner.counters.staged_bytes.fetch_add(body.len() as u64, Ordering::Relaxed);

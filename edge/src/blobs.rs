@@ -44,7 +44,7 @@ pub(crate) async fn join(inner: &Arc<Inner>, a: BlobAddress, starter: Option<std
     let i3 = inner.clone();
     let i4 = inner.clone();
     let held = move || Some((i4.store.get(&a).ok()??, i4.store.outboard(&a).ok()??));
-    let keep = move |bytes: Bytes, ob| crate::mirror::keep(&i3, &a, &bytes, Some(&ob), false);
+    let keep = move |bytes: Bytes, ob| crate::mirror::keep(&i3, &a, &bytes, Some(&ob), crate::mirror::Offer::Fetched);
     inner.fetcher.join(a, starter, keep, held).await.map_err(|e| match e {
         FetchError::NotFound => error(StatusCode::NOT_FOUND, "unknown_blob", format!("no blob {a} upstream")),
         FetchError::Busy => {

@@ -339,7 +339,7 @@ impl EdgeServer {
     /// a peer (Fig. 3). The address is computed from the bytes. Blocking.
     pub fn keep_blob(&self, bytes: &[u8]) -> tranzcast_proto::BlobAddress {
         let a = tranzcast_proto::BlobAddress::of(bytes);
-        mirror::keep(&self.inner, &a, bytes, None, false);
+        mirror::keep(&self.inner, &a, bytes, None, mirror::Offer::Fetched);
         a
     }
 

@@ -15,6 +15,7 @@ use tranzcast_proto::outboard::Outboard;
 use tranzcast_proto::{BlobAddress, TitleId};
 
 use crate::Inner;
+pub(crate) use crate::residency::Offer;
 use crate::residency::SegmentRef;
 
 /// Counters for `/metrics`.
@@ -68,7 +69,14 @@ pub(crate) fn load_residency(inner: &Inner) -> Result<(), tranzcast_store::Store
     let now = inner.policy.now_ms();
     let mut r = crate::lock(&inner.policy.residency);
     for (a, len) in inner.store.list()? {
-        let ad = r.admit(a, len, pinned.contains(&a), None, now);
+        // What is on disk was worth keeping when it came: only the budget
+        // can turn it away now.
+        let offer = if pinned.contains(&a) { Offer::Pinned } else { Offer::Pushed };
+        let ad = r.admit(a, len, offer, None, now);
+        if !ad.store {
+            // Cannot fit beside the pinned set: not left on disk untracked.
+            inner.store.delete(&a)?;
+        }
         // Over budget at start (the budget was lowered): trim now.
         for victim in ad.evict {
             inner.store.delete(&victim)?;
@@ -79,9 +87,9 @@ pub(crate) fn load_residency(inner: &Inner) -> Result<(), tranzcast_store::Store
 
 /// Stores a verified blob that arrived from upstream or a push, within the
 /// budget. Blocking (RocksDB); call from the blocking pool.
-pub(crate) fn keep(inner: &Inner, a: &BlobAddress, bytes: &[u8], outboard: Option<&Outboard>, pinned: bool) {
+pub(crate) fn keep(inner: &Inner, a: &BlobAddress, bytes: &[u8], outboard: Option<&Outboard>, offer: Offer) {
     let seg = tranzcast_proto::owner::segment_of(bytes).map(|(title, seq)| SegmentRef::new(&title, seq));
-    match admit(inner, a, bytes.len() as u64, pinned, seg) {
+    match admit(inner, a, bytes.len() as u64, offer, seg) {
         Kept::Stored => {}
         Kept::TooBig => {
             inner.mirror.refused.fetch_add(1, Ordering::Relaxed);
@@ -120,7 +128,7 @@ fn resident(inner: &Inner, a: &BlobAddress) -> bool {
 /// (evicting what the budget needs). Blocking.
 pub(crate) fn keep_manifest(inner: &Inner, title: &TitleId, body: &[u8]) -> Result<BlobAddress, tranzcast_store::StoreError> {
     let a = BlobAddress::of(body);
-    admit(inner, &a, body.len() as u64, true, None);
+    admit(inner, &a, body.len() as u64, Offer::Pinned, None);
     let _order = inner.mirror.stripes.lock(&a);
     inner.store.put_title_manifest(title, body)
 }
@@ -135,11 +143,11 @@ enum Kept {
 }
 
 /// Admits `a` to the resident set and deletes what it displaces.
-fn admit(inner: &Inner, a: &BlobAddress, len: u64, pinned: bool, seg: Option<SegmentRef>) -> Kept {
+fn admit(inner: &Inner, a: &BlobAddress, len: u64, offer: Offer, seg: Option<SegmentRef>) -> Kept {
     let now = inner.policy.now_ms();
     let (ad, fits) = {
         let mut r = crate::lock(&inner.policy.residency);
-        let ad = r.admit(*a, len, pinned, seg, now);
+        let ad = r.admit(*a, len, offer, seg, now);
         (ad, r.fits_beside_pinned(len))
     };
     for victim in &ad.evict {
@@ -246,7 +254,7 @@ async fn prefetch(inner: &Arc<Inner>, blobs: &[BlobAddress]) {
         let i3 = inner.clone();
         let (i4, a3) = (inner.clone(), *a);
         let held = move || Some((i4.store.get(&a3).ok()??, i4.store.outboard(&a3).ok()??));
-        match inner.fetcher.join(*a, None, move |bytes, ob| keep(&i3, &a2, &bytes, Some(&ob), false), held).await {
+        match inner.fetcher.join(*a, None, move |bytes, ob| keep(&i3, &a2, &bytes, Some(&ob), Offer::Fetched), held).await {
             Ok(_) => {
                 inner.mirror.prefetched.fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(blob = %a, "prefetching");

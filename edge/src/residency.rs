@@ -29,6 +29,9 @@ use tranzcast_proto::{BlobAddress, TitleId};
 
 /// Blobs looked at for each eviction.
 pub const SAMPLE: usize = 32;
+/// Blobs a fetched blob may displace at most (a large one among many small
+/// ones is not worth a long search under the lock).
+const MAX_VICTIMS: usize = 64;
 /// A playhead is followed this many segments back (players and smart
 /// clients read a few segments ahead and out of order).
 const FOLLOW: u64 = 4;
@@ -40,7 +43,7 @@ const DEFAULT_SEGMENT_MS: f64 = 6_000.0;
 /// Titles followed at most (the least recently read are forgotten first),
 /// and playheads per title.
 const MAX_TITLES: usize = 4096;
-const MAX_HEADS: usize = 4096;
+const MAX_HEADS: usize = 256;
 
 /// Where a segment blob sits: its title (see [`SegmentRef::new`]) and index.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -102,6 +105,20 @@ impl Title {
             self.heads.remove(&(s, id));
         }
     }
+}
+
+/// How a blob comes to be kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Offer {
+    /// Part of a set this server must hold (a node's staged titles,
+    /// manifests): never evicted, admitted whatever it costs.
+    Pinned,
+    /// Sent to us on purpose (a node's push, the origin's pre-cast): kept
+    /// whenever it fits beside the pinned set.
+    Pushed,
+    /// Fetched for a reader (a miss, a prefetch, a peer's played segment):
+    /// kept only if worth what it displaces.
+    Fetched,
 }
 
 /// What admitting a blob needs.
@@ -187,12 +204,13 @@ impl Residency {
         // The viewer a few segments behind moves on; one at this very
         // segment reads it again (a retry): nothing moves.
         let stale = t.stale_after();
-        let moved = t
-            .heads
-            .range((seg.seq.saturating_sub(FOLLOW), 0)..=(seg.seq, u64::MAX))
-            .rev()
-            .find(|(_, at)| now_ms.saturating_sub(**at) <= stale)
-            .map(|(k, at)| (*k, *at));
+        let near = (seg.seq.saturating_sub(FOLLOW), 0)..=(seg.seq, u64::MAX);
+        let gone: Vec<(u64, u64)> =
+            t.heads.range(near.clone()).filter(|(_, at)| now_ms.saturating_sub(**at) > stale).map(|(k, _)| *k).collect();
+        for k in gone {
+            t.heads.remove(&k);
+        }
+        let moved = t.heads.range(near).next_back().map(|(k, at)| (*k, *at));
         match moved {
             Some(((s, old), _)) if s == seg.seq => {
                 t.heads.insert((s, old), now_ms);
@@ -212,7 +230,13 @@ impl Residency {
                 }
                 t.last_arrival_ms = now_ms;
                 if t.heads.len() >= MAX_HEADS {
-                    t.heads.pop_first();
+                    // Full: the stale go, else the one silent the longest.
+                    t.heads.retain(|_, at| now_ms.saturating_sub(*at) <= stale);
+                    if t.heads.len() >= MAX_HEADS
+                        && let Some(k) = t.heads.iter().min_by_key(|(_, at)| **at).map(|(k, _)| *k)
+                    {
+                        t.heads.remove(&k);
+                    }
                 }
                 t.heads.insert((seg.seq, id), now_ms);
             }
@@ -272,31 +296,45 @@ impl Residency {
         (self.rng.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 33) as usize % n
     }
 
-    /// The sampled unpinned blob expected furthest away, and when.
-    fn victim(&mut self, now_ms: u64) -> Option<(BlobAddress, u64)> {
+    /// The sampled unpinned blob expected furthest away, and when, leaving
+    /// out `exclude` (victims already chosen).
+    fn victim(&mut self, now_ms: u64, exclude: &[BlobAddress]) -> Option<(BlobAddress, u64)> {
         let n = self.unpinned.len();
-        if n == 0 {
-            return None;
-        }
         let mut worst: Option<(BlobAddress, u64)> = None;
-        for i in 0..SAMPLE.min(n) {
-            // Every blob when they are few; a random sample otherwise.
-            let at = if n <= SAMPLE { i } else { self.random(n) };
-            let a = self.unpinned[at];
-            let e = self.entries[&a];
-            let when = self.next_use(&e, now_ms);
+        let mut consider = |r: &mut Self, a: BlobAddress| {
+            if exclude.contains(&a) {
+                return;
+            }
+            let e = r.entries[&a];
+            let when = r.next_use(&e, now_ms);
             if worst.is_none_or(|(_, w)| when > w) {
                 worst = Some((a, when));
+            }
+        };
+        if n <= SAMPLE + exclude.len() {
+            // Every blob when they are few.
+            for i in 0..n {
+                let a = self.unpinned[i];
+                consider(self, a);
+            }
+        } else {
+            for _ in 0..SAMPLE {
+                let i = self.random(n);
+                let a = self.unpinned[i];
+                consider(self, a);
             }
         }
         worst
     }
 
-    /// Makes room for `a` (`size` bytes; `seg` when it is a segment) and
-    /// records it. The caller deletes `evict` from the store before storing
-    /// `a` (so the disk never holds more than the budget plus one blob in
-    /// flight).
-    pub fn admit(&mut self, a: BlobAddress, size: u64, pinned: bool, seg: Option<SegmentRef>, now_ms: u64) -> Admission {
+    /// Offers `a` (`size` bytes; `seg` when it is a segment) as it is kept:
+    /// `Pinned` is admitted whatever it costs, `Pushed` whenever it fits
+    /// beside the pinned set, `Fetched` only if nothing it would displace is
+    /// expected sooner than it. The caller deletes `evict` from the store
+    /// before storing `a` (so the disk never holds more than the budget plus
+    /// one blob in flight).
+    pub fn admit(&mut self, a: BlobAddress, size: u64, offer: Offer, seg: Option<SegmentRef>, now_ms: u64) -> Admission {
+        let pinned = offer == Offer::Pinned;
         if let Some(e) = self.entries.get(&a).copied() {
             // Already here (a push racing a fetch): at most, pin it.
             if pinned && let Some(slot) = e.slot {
@@ -308,24 +346,31 @@ impl Residency {
             }
             return Admission { store: true, evict: Vec::new() };
         }
-        let mut evict = Vec::new();
-        let entry = Entry { size, hits: 1, first_ms: now_ms, last_ms: now_ms, seg, slot: None };
-        if !pinned {
-            // Would it fit if every unpinned blob went? If not, evict nothing.
-            if !self.fits_beside_pinned(size) {
-                return Admission { store: false, evict };
-            }
-            if self.used + size > self.budget {
-                let mine = self.next_use(&entry, now_ms);
-                if self.victim(now_ms).is_some_and(|(_, theirs)| mine > theirs) {
-                    return Admission { store: false, evict };
-                }
-            }
+        let refused = Admission { store: false, evict: Vec::new() };
+        // Would it fit if every unpinned blob went? If not, evict nothing.
+        if !pinned && !self.fits_beside_pinned(size) {
+            return refused;
         }
-        while self.used + size > self.budget {
-            let Some((victim, _)) = self.victim(now_ms) else { break };
-            self.remove(&victim);
+        let entry = Entry { size, hits: 1, first_ms: now_ms, last_ms: now_ms, seg, slot: None };
+        let mine = (offer == Offer::Fetched && self.used + size > self.budget).then(|| self.next_use(&entry, now_ms));
+        // Victims are chosen first and removed only once all are known: a
+        // fetched blob expected later than any of them is not admitted, and
+        // nothing is evicted for it.
+        let mut evict: Vec<BlobAddress> = Vec::new();
+        let mut freed = 0u64;
+        while self.used - freed + size > self.budget {
+            if mine.is_some() && evict.len() >= MAX_VICTIMS {
+                return refused;
+            }
+            let Some((victim, when)) = self.victim(now_ms, &evict) else { break };
+            if mine.is_some_and(|m| m > when) {
+                return refused;
+            }
+            freed += self.entries.get(&victim).map_or(0, |e| e.size);
             evict.push(victim);
+        }
+        for v in &evict {
+            self.remove(v);
         }
         let slot = (!pinned).then(|| {
             self.unpinned.push(a);
@@ -381,10 +426,10 @@ mod tests {
     fn blobs_asked_again_stay_the_longest_gap_goes_first() {
         let mut r = Residency::new(4 * MIB);
         for i in 0..4 {
-            assert_eq!(r.admit(addr(i), MIB, false, None, 0), Admission { store: true, evict: vec![] });
+            assert_eq!(r.admit(addr(i), MIB, Offer::Fetched, None, 0), Admission { store: true, evict: vec![] });
         }
         // Among blobs asked once, the oldest goes (LRU).
-        assert_eq!(r.admit(addr(4), MIB, false, None, 1_000).evict, vec![addr(0)]);
+        assert_eq!(r.admit(addr(4), MIB, Offer::Fetched, None, 1_000).evict, vec![addr(0)]);
         for t in 2..=6 {
             r.touch(&addr(1), t * 1000);
             r.touch(&addr(2), t * 1000);
@@ -394,14 +439,14 @@ mod tests {
         // 1 and 2 are asked every second, 3 after 7 s, 4 after 7 s too but
         // later: a blob asked once is expected later than all of them and
         // is not admitted.
-        assert_eq!(r.admit(addr(5), MIB, false, None, 9_000), Admission { store: false, evict: vec![] });
+        assert_eq!(r.admit(addr(5), MIB, Offer::Fetched, None, 9_000), Admission { store: false, evict: vec![] });
         // Half an hour on, 1 and 2 are still asked, 3 and 4 have not been
         // again: expected later than a newcomer now. 3 (unasked the
         // longest) goes first.
         let later = 9_000 + UNKNOWN_MS;
         r.touch(&addr(1), later - 1_000);
         r.touch(&addr(2), later - 1_000);
-        assert_eq!(r.admit(addr(6), MIB, false, None, later).evict, vec![addr(3)]);
+        assert_eq!(r.admit(addr(6), MIB, Offer::Fetched, None, later).evict, vec![addr(3)]);
         assert!(r.contains(&addr(1)) && r.contains(&addr(2)) && r.contains(&addr(4)) && r.contains(&addr(6)));
         assert_eq!(r.used(), 4 * MIB);
     }
@@ -413,7 +458,7 @@ mod tests {
         // (18 s) behind. A has read segments 0..4 of it.
         for s in 0..4 {
             r.observe(seg(1, s), s * S);
-            r.admit(addr(s as u32), MIB, false, Some(seg(1, s)), s * S);
+            r.admit(addr(s as u32), MIB, Offer::Fetched, Some(seg(1, s)), s * S);
             if s == 3 {
                 r.observe(seg(1, 0), s * S);
             }
@@ -422,12 +467,12 @@ mod tests {
         // been read by the last viewer (the title's next viewer is one mean
         // arrival away). A reads segment 4: 0 goes, the others stay.
         r.observe(seg(1, 4), 4 * S);
-        let ad = r.admit(addr(4), MIB, false, Some(seg(1, 4)), 4 * S);
+        let ad = r.admit(addr(4), MIB, Offer::Fetched, Some(seg(1, 4)), 4 * S);
         assert_eq!(ad, Admission { store: true, evict: vec![addr(0)] });
         // A blob nothing is known of is not worth a segment B reaches
         // within 18 s: not admitted.
         r.observe(seg(1, 1), 4 * S + 1);
-        assert_eq!(r.admit(addr(9), MIB, false, None, 4 * S + 2), Admission { store: false, evict: vec![] });
+        assert_eq!(r.admit(addr(9), MIB, Offer::Fetched, None, 4 * S + 2), Admission { store: false, evict: vec![] });
         assert!((1..=4).all(|i| r.contains(&addr(i))), "B's next segments stay");
     }
 
@@ -436,7 +481,7 @@ mod tests {
         let mut r = Residency::new(2 * MIB);
         // Two blobs asked every second.
         for i in 0..2 {
-            r.admit(addr(i), MIB, false, None, 0);
+            r.admit(addr(i), MIB, Offer::Fetched, None, 0);
         }
         for t in 1..=10 {
             r.touch(&addr(0), t * 1000);
@@ -446,15 +491,55 @@ mod tests {
         // its next viewer not yet expected: it would displace a blob asked
         // every second. Not stored.
         r.observe(seg(7, 5), 10_000);
-        assert_eq!(r.admit(addr(5), MIB, false, Some(seg(7, 5)), 10_000), Admission { store: false, evict: vec![] });
+        assert_eq!(r.admit(addr(5), MIB, Offer::Fetched, Some(seg(7, 5)), 10_000), Admission { store: false, evict: vec![] });
         assert!(r.contains(&addr(0)) && r.contains(&addr(1)));
+    }
+
+    #[test]
+    fn a_push_is_kept_where_a_fetch_would_not_be_and_a_refusal_evicts_nothing() {
+        let mut r = Residency::new(3 * MIB);
+        for i in 0..3 {
+            r.admit(addr(i), MIB, Offer::Fetched, None, 0);
+        }
+        for t in 1..=10 {
+            r.touch(&addr(0), t * 1000);
+            r.touch(&addr(1), t * 1000);
+        }
+        // 2 was asked once, long ago; 0 and 1 every second. A 2 MiB fetch
+        // would have to displace 2 and one of the busy ones: refused, and
+        // 2 stays (victims are chosen before any is removed).
+        assert_eq!(r.admit(addr(7), 2 * MIB, Offer::Fetched, None, 10_000), Admission { store: false, evict: vec![] });
+        assert_eq!(r.len(), 3);
+        // The same blob pushed on purpose is kept.
+        let ad = r.admit(addr(7), 2 * MIB, Offer::Pushed, None, 10_000);
+        assert!(ad.store && ad.evict.len() == 2 && ad.evict.contains(&addr(2)), "{ad:?}");
+        assert_eq!(r.used(), 3 * MIB);
+    }
+
+    #[test]
+    fn stale_playheads_near_a_read_are_dropped_and_a_full_title_drops_its_quietest() {
+        let mut r = Residency::new(MIB);
+        r.observe(seg(1, 10), 0);
+        r.observe(seg(1, 12), 1_000);
+        // The viewer moved from 10 to 12. Ten minutes later a read at 13:
+        // that head is stale and goes; a new one starts (nobody moved on).
+        r.observe(seg(1, 13), 600_000);
+        assert_eq!(r.titles[&1].heads.values().copied().collect::<Vec<_>>(), vec![600_000]);
+        // A title at its cap: the head silent the longest goes.
+        for i in 0..MAX_HEADS as u64 {
+            r.observe(seg(2, i * 10), 700_000 + i);
+        }
+        r.observe(seg(2, 1_000_000), 700_000 + MAX_HEADS as u64);
+        let heads = &r.titles[&2].heads;
+        assert_eq!(heads.len(), MAX_HEADS);
+        assert!(!heads.values().any(|at| *at == 700_000), "the quietest went");
     }
 
     #[test]
     fn playheads_go_stale_and_stop_protecting() {
         let mut r = Residency::new(3 * MIB);
         r.observe(seg(1, 0), 0);
-        r.admit(addr(10), MIB, false, Some(seg(1, 5)), 0);
+        r.admit(addr(10), MIB, Offer::Fetched, Some(seg(1, 5)), 0);
         // A viewer at 0 will reach 5: it is expected in 30 s, then in 20.
         let e = r.entries[&addr(10)];
         assert_eq!(r.next_use(&e, 0), 5 * S);
@@ -484,24 +569,24 @@ mod tests {
     #[test]
     fn pinned_blobs_are_never_evicted_and_too_big_is_refused() {
         let mut r = Residency::new(3 * MIB);
-        r.admit(addr(0), 2 * MIB, true, None, 0);
-        r.admit(addr(1), MIB, false, None, 0);
-        assert_eq!(r.admit(addr(2), MIB, false, None, 1).evict, vec![addr(1)]);
+        r.admit(addr(0), 2 * MIB, Offer::Pinned, None, 0);
+        r.admit(addr(1), MIB, Offer::Fetched, None, 0);
+        assert_eq!(r.admit(addr(2), MIB, Offer::Fetched, None, 1).evict, vec![addr(1)]);
         assert_eq!(
-            r.admit(addr(3), 2 * MIB, false, None, 2),
+            r.admit(addr(3), 2 * MIB, Offer::Fetched, None, 2),
             Admission { store: false, evict: vec![] },
             "cannot fit beside the pinned set"
         );
         assert!(r.contains(&addr(2)), "a refused admission evicts nothing");
         // Pinned ones are admitted whatever it costs (a node must hold its whole set).
-        assert_eq!(r.admit(addr(4), MIB, true, None, 3).evict, vec![addr(2)]);
+        assert_eq!(r.admit(addr(4), MIB, Offer::Pinned, None, 3).evict, vec![addr(2)]);
         assert_eq!(r.used(), 3 * MIB);
         r.remove(&addr(4));
         assert_eq!(r.used(), 2 * MIB);
         // Re-admitting pins an unpinned blob in place; then nothing unpinned fits.
-        assert!(r.admit(addr(6), MIB, false, None, 4).store);
-        assert!(r.admit(addr(6), MIB, true, None, 5).evict.is_empty());
-        assert_eq!(r.admit(addr(5), MIB, false, None, 6), Admission { store: false, evict: vec![] });
+        assert!(r.admit(addr(6), MIB, Offer::Fetched, None, 4).store);
+        assert!(r.admit(addr(6), MIB, Offer::Pinned, None, 5).evict.is_empty());
+        assert_eq!(r.admit(addr(5), MIB, Offer::Fetched, None, 6), Admission { store: false, evict: vec![] });
         assert!(r.unpinned.is_empty());
     }
 
@@ -509,7 +594,7 @@ mod tests {
     fn slots_stay_consistent_through_removals() {
         let mut r = Residency::new(100 * MIB);
         for i in 0..50 {
-            r.admit(addr(i), MIB, i % 5 == 0, None, u64::from(i));
+            r.admit(addr(i), MIB, if i % 5 == 0 { Offer::Pinned } else { Offer::Fetched }, None, u64::from(i));
         }
         for i in (0..50).step_by(3) {
             r.remove(&addr(i));

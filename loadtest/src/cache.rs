@@ -158,7 +158,7 @@ fn address(object: u64) -> BlobAddress {
 /// read moves its title's playheads, a hit touches, a miss is offered for
 /// admission (what it displaces is deleted).
 pub fn replay_residency(trace: &[Request], capacity: u64) -> Hits {
-    use tranzcast_edge::residency::{Residency, SegmentRef};
+    use tranzcast_edge::residency::{Offer, Residency, SegmentRef};
     let mut set = Residency::new(capacity);
     let mut addrs: HashMap<u64, BlobAddress> = HashMap::new();
     let mut h = Hits::default();
@@ -171,7 +171,7 @@ pub fn replay_residency(trace: &[Request], capacity: u64) -> Hits {
         if hit {
             set.touch(&a, r.at_ms);
         } else {
-            let _ = set.admit(a, r.size, false, Some(seg), r.at_ms);
+            let _ = set.admit(a, r.size, Offer::Fetched, Some(seg), r.at_ms);
         }
     }
     h

@@ -76,8 +76,9 @@ fn manifest_of(inner: &Inner, id: &str) -> Result<(TitleId, BlobAddress, Option<
         let bytes = inner.store.get(&a).map_err(ApiError::internal)?;
         return Ok((t, a, bytes));
     }
-    if let Some(shared) = inner.state.shared().map(|pg| pg.title(t.as_str())).transpose().map_err(ApiError::internal)?.flatten() {
-        return Ok((t, BlobAddress::of(&shared.manifest), Some(Bytes::from(shared.manifest))));
+    if let Some(manifest) = inner.state.shared().map(|pg| pg.title_manifest(t.as_str())).transpose().map_err(ApiError::internal)?.flatten()
+    {
+        return Ok((t, BlobAddress::of(&manifest), Some(Bytes::from(manifest))));
     }
     Err(ApiError::new(StatusCode::NOT_FOUND, "unknown_title", format!("no title {t}")))
 }

@@ -362,6 +362,12 @@ impl PgState {
         Ok(Some(SharedTitle { manifest: r.get(0), key }))
     }
 
+    /// A published title's signed manifest alone (public routes: its key
+    /// stays sealed).
+    pub fn title_manifest(&self, title: &str) -> Result<Option<Vec<u8>>, OriginError> {
+        Ok(self.query("SELECT manifest FROM titles WHERE title = $1", &[&title])?.first().map(|r| r.get(0)))
+    }
+
     /// Every published title and its signed manifest.
     pub fn titles(&self) -> Result<Vec<(String, Vec<u8>)>, OriginError> {
         Ok(self.query("SELECT title, manifest FROM titles ORDER BY title", &[])?.iter().map(|r| (r.get(0), r.get(1))).collect())
