@@ -422,6 +422,20 @@ mod tests {
     const MIB: u64 = 1 << 20;
     const S: u64 = 6_000;
 
+    /// A full set of `n` 1 MiB blobs admitted at 0, of which 0 and 1 are
+    /// asked every second for ten seconds.
+    fn with_two_busy(n: u32) -> Residency {
+        let mut r = Residency::new(u64::from(n) * MIB);
+        for i in 0..n {
+            r.admit(addr(i), MIB, Offer::Fetched, None, 0);
+        }
+        for t in 1..=10 {
+            r.touch(&addr(0), t * 1000);
+            r.touch(&addr(1), t * 1000);
+        }
+        r
+    }
+
     #[test]
     fn blobs_asked_again_stay_the_longest_gap_goes_first() {
         let mut r = Residency::new(4 * MIB);
@@ -478,15 +492,8 @@ mod tests {
 
     #[test]
     fn a_miss_expected_later_than_everything_held_is_not_admitted() {
-        let mut r = Residency::new(2 * MIB);
         // Two blobs asked every second.
-        for i in 0..2 {
-            r.admit(addr(i), MIB, Offer::Fetched, None, 0);
-        }
-        for t in 1..=10 {
-            r.touch(&addr(0), t * 1000);
-            r.touch(&addr(1), t * 1000);
-        }
+        let mut r = with_two_busy(2);
         // A segment of a title whose one viewer has just left it behind,
         // its next viewer not yet expected: it would displace a blob asked
         // every second. Not stored.
@@ -497,14 +504,7 @@ mod tests {
 
     #[test]
     fn a_push_is_kept_where_a_fetch_would_not_be_and_a_refusal_evicts_nothing() {
-        let mut r = Residency::new(3 * MIB);
-        for i in 0..3 {
-            r.admit(addr(i), MIB, Offer::Fetched, None, 0);
-        }
-        for t in 1..=10 {
-            r.touch(&addr(0), t * 1000);
-            r.touch(&addr(1), t * 1000);
-        }
+        let mut r = with_two_busy(3);
         // 2 was asked once, long ago; 0 and 1 every second. A 2 MiB fetch
         // would have to displace 2 and one of the busy ones: refused, and
         // 2 stays (victims are chosen before any is removed).
