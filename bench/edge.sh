@@ -15,6 +15,8 @@
 # VETH=1 (root): the load crosses a veth pair with MTU 1500 between two network namespaces the script
 #   creates (servers in one, oha in the other) instead of loopback, whose 64 KiB MTU flatters TCP (it
 #   sends 64 KiB segments where QUIC sends datagrams of about 1,452 bytes). Nothing leaves the namespaces.
+# QUICHE=0 skips the tokio-quiche floor (bench/quiche-floor: Cloudflare's quiche and BoringSSL behind
+#   tokio, built on first use with cmake, which the script installs with apt when it can; ~10 minutes).
 # Needs: nginx, caddy (apt), oha 1.16 with http3 (see ../shared/PEERS.md).
 # Prints requests/s and p99 per case and the ratios:
 #   edge/nginx over h1 and h2 (goal >= 1.2), our h3/our h2 (goal >= 0.9),
@@ -54,6 +56,19 @@ for tool in nginx caddy oha openssl curl python3; do
 done
 . bench/lib.sh
 bench_bin
+# The tokio-quiche floor, built outside the workspace (its own lock file and
+# target directory): the other HTTP/3 stack that runs at scale, beside quinn.
+QF=""
+if [ "${QUICHE:-1}" != 0 ]; then
+    command -v cmake >/dev/null || { [ "$(id -u)" = 0 ] && apt-get install -y -q cmake >/dev/null 2>&1; } || true
+    QF_TARGET="${CARGO_TARGET_DIR%/*}/quiche-floor"
+    if command -v cmake >/dev/null && CARGO_TARGET_DIR="$QF_TARGET" cargo build --release --locked \
+        --manifest-path bench/quiche-floor/Cargo.toml >"/tmp/tz-quiche-floor-build.log" 2>&1; then
+        QF="$QF_TARGET/release/tranzcast-quiche-floor"
+    else
+        echo "bench/edge.sh: no tokio-quiche floor (cmake missing or build failed: /tmp/tz-quiche-floor-build.log)" >&2
+    fi
+fi
 bench_tmp edge
 bench_cleanup_more() { [ -f "$T/nginx/nginx.pid" ] && nginx -p "$T/nginx" -c "$T/nginx/nginx.conf" -s quit 2>/dev/null || true; }
 
@@ -147,6 +162,14 @@ PIDS+=($!)
 for _ in $(seq 100); do [ -s "$T/floor.addr" ] && break; sleep 0.1; done
 FP=$(sed 's/.*://' "$T/floor.addr")
 wait_up "https://localhost:$FP/"
+QP=""
+if [ -n "$QF" ]; then
+    "$QF" "$LISTEN:0" "$T/www/v1/blobs" "$T/peer.pem" "$T/peer.key" >"$T/quiche.addr" 2>"$T/quiche.log" &
+    QF_PID=$!
+    PIDS+=($!)
+    for _ in $(seq 100); do [ -s "$T/quiche.addr" ] && break; sleep 0.1; done
+    QP=$(sed 's/.*://' "$T/quiche.addr")
+fi
 
 for s in $SEGS; do echo "https://localhost:PORT/v1/blobs/$s"; done >"$T/urls.tmpl"
 # CPU time (clock ticks, user + system) of a server's processes: on a 2-core
@@ -158,6 +181,7 @@ server_pids() {
         nginx-*) echo "$(cat "$T/nginx/nginx.pid") $(pgrep -P "$(cat "$T/nginx/nginx.pid")" | tr '\n' ' ')" ;;
         caddy-*) echo "$CADDY_PID" ;;
         floor-*) echo "$FLOOR_PID" ;;
+        quiche-*) echo "$QF_PID" ;;
     esac
 }
 cpu_ticks() {
@@ -188,7 +212,7 @@ run() { # name port proto range -> json file
     # is computed below from the answers counted within the deadline.
     # PERF=DIR: profile our edge in each of its cases (perf report text in DIR);
     # PERF_CALLGRAPH="--call-graph dwarf" gives call chains (release builds keep no frame pointers).
-    if [ -n "${PERF:-}" ] && [[ $name == edge-* || $name == floor-* ]]; then
+    if [ -n "${PERF:-}" ] && [[ $name == edge-* || $name == floor-* || $name == quiche-* ]]; then
         perf record -F 499 ${PERF_CALLGRAPH:--g} -p "$(server_pids "$name")" -o "$T/$name.r$REP.perf" -- sleep "$SECS" >/dev/null 2>&1 &
         perf_pid=$!
     fi
@@ -224,6 +248,7 @@ for load in hot range; do
         run "caddy-h2-$load" "$CP" h2 $r
         run "edge-h3-$load" "$EP" h3 $r
         run "floor-h3-$load" "$FP" h3 $r
+        [ -n "$QP" ] && run "quiche-h3-$load" "$QP" h3 $r
         run "caddy-h3-$load" "$CP" h3 $r
     done
 done
@@ -267,7 +292,7 @@ def load(name):
     return out
 rows, res = [], {}
 for load_ in ("hot", "range"):
-    for srv in ("edge", "nginx", "caddy", "floor"):
+    for srv in ("edge", "nginx", "caddy", "floor", "quiche"):
         for proto in ("h1", "h2", "h3"):
             n = f"{srv}-{proto}-{load_}"
             r = load(n)
@@ -301,6 +326,8 @@ for label, a, b, goal in [
     ("floor/nginx over HTTP/1.1 (what the stack allows)", "floor-h1", "nginx-h1", ""),
     ("floor/nginx over HTTP/2 (what the stack allows)", "floor-h2", "nginx-h2", ""),
     ("floor HTTP/3 / floor HTTP/2", "floor-h3", "floor-h2", ""),
+    ("tokio-quiche floor / quinn floor, HTTP/3", "quiche-h3", "floor-h3", ">=1.3?"),
+    ("tokio-quiche floor HTTP/3 / floor HTTP/2", "quiche-h3", "floor-h2", ""),
     ("edge/floor over HTTP/1.1", "edge-h1", "floor-h1", ""),
     ("edge/floor over HTTP/2", "edge-h2", "floor-h2", ""),
     ("edge/floor over HTTP/3", "edge-h3", "floor-h3", ""),
