@@ -149,10 +149,12 @@ impl Piece {
     }
 }
 
-/// A race for a segment: the first racer with `at` bytes verified wins.
+/// A race for a segment: the first racer with `at` bytes of its range verified wins.
 #[derive(Debug)]
 struct Race {
     at: u64,
+    /// Each racer fetches its own stripe (see `Scheduler::start_race`).
+    striped: bool,
     started: Instant,
     /// Bytes each racer (by source) received.
     got: BTreeMap<usize, u64>,
@@ -199,8 +201,10 @@ pub(crate) struct Scheduler {
     transfers: BTreeMap<TransferId, Transfer>,
     next_id: TransferId,
     actions: VecDeque<Action>,
-    /// A race's winner while it fetches the rest: new requests for it wait.
-    reserved: Option<usize>,
+    /// A raced segment, from its race's end until it is in: a source
+    /// carrying part of it has it to itself (requests for other segments
+    /// wait), so the first segment is not slowed by the ones after it.
+    raced: Option<u64>,
     play: Option<Play>,
     /// Set once every segment of the playback has been started.
     endgame: bool,
@@ -227,7 +231,7 @@ impl Scheduler {
             transfers: BTreeMap::new(),
             next_id: 1,
             actions: VecDeque::new(),
-            reserved: None,
+            raced: None,
             play: None,
             endgame: false,
             metered: false,
@@ -365,10 +369,10 @@ impl Scheduler {
         view.ours_in_flight += 1;
         let sharing_at_choice = view.ours_in_flight;
         let name = view.name.clone();
-        let race_at = self.segments[idx].race.as_ref().map(|r| r.at);
+        let race_at = self.segments[idx].race.as_ref().filter(|r| !r.striped).map(|r| r.at);
         let template = self.segments[idx].outboard.clone();
         let Some(piece) = self.segments[idx].pieces.iter_mut().find(|p| p.start == start) else { return };
-        let from = if kind == Kind::Racer { 0 } else { piece.at() };
+        let from = piece.at();
         let len = template.as_ref().map(GroupVerifier::len);
         let to = match (kind, race_at) {
             // A racer asks for the first quarter only (to the group boundary
@@ -376,17 +380,18 @@ impl Scheduler {
             // is decided, a loser's link carries at most the rest of that
             // range; the winner then asks for the rest.
             (Kind::Racer, Some(at)) => Some(at.div_ceil(GROUP_LEN).max(1) * GROUP_LEN).filter(|b| len.is_none_or(|l| *b < l)),
-            _ => piece.end.filter(|e| len.is_some_and(|l| *e < l)),
+            // A piece ending before the blob does (a stripe, a split's head) is asked to its end only.
+            _ => piece.end.filter(|e| len.is_none_or(|l| *e < l)),
         };
         let body = template.and_then(|v| BodyFetch::new(v, from, to).ok());
         piece.transfers.push(id);
-        if from > 0 {
+        if from > 0 && kind == Kind::Normal {
             self.actions.push_back(Action::Event(Event::Resumed { index: segment, source: name, at: from }));
         }
         let t = Transfer::new(segment, start, choice, patience, kind, from, to, body, (measured, rtt, answer, sharing_at_choice), now);
         self.transfers.insert(id, t);
-        if kind == Kind::Normal && self.reserved == Some(choice.index) {
-            // A race's winner has its source to itself until the raced segment is in.
+        if kind == Kind::Normal && self.holds_back(choice.index, segment) {
+            // A source carrying part of a raced segment has it to itself until that segment is in.
             return;
         }
         self.issue(id, now);
@@ -438,8 +443,8 @@ impl Scheduler {
             // the winner left, passing over only racers that failed.
             let failed = race.failed.clone();
             seg.race = None;
-            if let Some(p) = seg.pieces.first_mut() {
-                p.tried = failed;
+            for p in seg.pieces.iter_mut().filter(|p| p.transfers.is_empty()) {
+                p.tried = failed.clone();
             }
         }
         let ahead =
@@ -454,7 +459,9 @@ impl Scheduler {
             loop {
                 let tried = self.piece(segment, start).map(|p| p.tried.clone()).unwrap_or_default();
                 let ranked = self.ranked(idx, remaining, &tried, now);
-                let pick = if ahead && tried.is_empty() { scoring::prefer_idle(&self.sources, &ranked) } else { 0 };
+                // (Not while a raced segment holds sources: they are busy
+                // for a moment only, and an idle one may be a race's slow loser.)
+                let pick = if ahead && tried.is_empty() && self.raced.is_none() { scoring::prefer_idle(&self.sources, &ranked) } else { 0 };
                 if let Some(choice) = ranked.into_iter().nth(pick) {
                     let Some(p) = self.piece_mut(segment, start) else { return };
                     p.tried.push(choice.index);
@@ -492,12 +499,15 @@ impl Scheduler {
         for p in &seg.pieces {
             frame.extend_from_slice(&p.data);
         }
-        let source = seg.pieces.first().and_then(|p| p.by).unwrap_or(0);
+        // Named after the source that delivered most of it (a striped race
+        // or a split has several; the tail, the longest, wins a tie).
+        let source = seg.pieces.iter().filter(|p| p.by.is_some()).max_by_key(|p| p.data.len()).and_then(|p| p.by).unwrap_or(0);
         let frame = Bytes::from(frame);
         seg.pieces.clear();
         seg.fetching = false;
         seg.wanted = false;
         seg.race = None;
+        self.release(segment, now);
         self.actions.push_back(Action::Ready { segment, frame: frame.clone(), source });
         self.segment_done(segment, Some((frame, source)), now);
     }
@@ -512,6 +522,7 @@ impl Scheduler {
         for id in ids {
             self.drop_transfer(id);
         }
+        self.release(segment, now);
         self.actions.push_back(Action::Unavailable { segment, last });
         self.segment_done(segment, None, now);
     }
@@ -520,16 +531,13 @@ impl Scheduler {
     fn abandon(&mut self, segment: u64, now: Instant) {
         let seg = &mut self.segments[segment as usize];
         let ids: Vec<TransferId> = seg.pieces.iter().flat_map(|p| p.transfers.clone()).collect();
-        let winner = seg.race.as_ref().and_then(|r| r.winner);
         seg.pieces.clear();
         seg.fetching = false;
         seg.race = None;
         for id in ids {
             self.drop_transfer(id);
         }
-        if let Some(w) = winner {
-            self.unreserve(w, now);
-        }
+        self.release(segment, now);
     }
 
     /// Takes a transfer away without judging its source (its segment ended otherwise).
@@ -593,8 +601,10 @@ impl Scheduler {
         };
         let seg = &mut self.segments[segment as usize];
         let winner = seg.race.as_ref().and_then(|r| r.winner);
+        let striped = seg.race.as_ref().is_some_and(|r| r.striped);
+        // Racers on one range fetch copies: only the winner's are kept.
         let keeps = match t.kind {
-            Kind::Racer => outcome != Outcome::Lost && winner == Some(t.source),
+            Kind::Racer if !striped => outcome != Outcome::Lost && winner == Some(t.source),
             _ => true,
         };
         if let Some(p) = seg.pieces.iter_mut().find(|p| p.start == t.piece) {
@@ -619,9 +629,10 @@ impl Scheduler {
                 race.failed.push(t.source);
             }
             self.settle(segment, now);
-            if winner == Some(t.source) {
-                self.unreserve(t.source, now);
-            }
+        }
+        if self.raced == Some(segment) {
+            // Its source may carry nothing of the raced segment now.
+            self.issue_waiting(now);
         }
         self.advance(segment, now);
     }

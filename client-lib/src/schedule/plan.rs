@@ -2,10 +2,10 @@
 //! order of output, the meter and pulses, and the end-game split.
 
 use std::collections::BTreeMap;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use tranzcast_proto::outboard::GroupVerifier;
+use tranzcast_proto::outboard::{GROUP_LEN, GroupVerifier};
 
 use super::transfer::{Kind, TransferState};
 use super::{Action, Event, METER_EVERY, PULSE_EVERY, Piece, Play, Race, SHARE_CHECK, Scheduler, TransferId};
@@ -186,37 +186,107 @@ impl Scheduler {
         }
     }
 
-    /// Races a segment on `racers` (best first).
+    /// Races a segment on `racers` (best first). Each racer fetches a
+    /// stripe of its own, the first quarter to the best, the second to the
+    /// next, and so on: the first to complete its stripe wins, and the
+    /// others' bytes are not copies but parts of the segment, so a race
+    /// costs no egress. Striped when the segment's length is known (its
+    /// outboard, or a segment before the last, whose length the manifest
+    /// gives) and leaves a tail; otherwise every racer fetches the first
+    /// quarter and the losers' bytes are dropped.
     pub(super) fn start_race(&mut self, segment: u64, racers: &[Ranked], now: Instant) {
         let between = racers.iter().map(|r| self.sources[r.index].name.clone()).collect();
         self.announce(Event::Race { index: segment, between });
-        // Decided at a quarter: by then the racers' pace is plain, and the
-        // losers' links, no longer carrying copies, are free for other
-        // segments three quarters of a segment sooner.
-        let at = self.segments[segment as usize].outboard.as_ref().map_or(self.expect_len, GroupVerifier::len) / 4;
-        self.segments[segment as usize].race =
-            Some(Race { at, started: now, got: BTreeMap::new(), winner: None, running: racers.len(), settled: false, failed: Vec::new() });
-        for r in racers {
-            self.start_transfer(segment, 0, r, 1, Kind::Racer, now);
+        let idx = segment as usize;
+        let known = self.segments[idx].outboard.as_ref().map(GroupVerifier::len);
+        let exact = known.or_else(|| (idx + 1 < self.segments.len()).then_some(self.expect_len));
+        // Decided at a quarter: by then the racers' pace is plain.
+        let at = known.unwrap_or(self.expect_len) / 4;
+        let stripe = at.div_ceil(GROUP_LEN).max(1) * GROUP_LEN;
+        let width = racers.len() as u64;
+        let striped = exact.is_some_and(|len| stripe * width < len);
+        let at = if striped { stripe } else { at };
+        if striped {
+            let seg = &mut self.segments[idx];
+            seg.pieces = (0..width).map(|i| Piece::new(i * stripe, Some((i + 1) * stripe))).collect();
+            seg.pieces.push(Piece::new(width * stripe, known));
+        }
+        self.segments[idx].race = Some(Race {
+            at,
+            striped,
+            started: now,
+            got: BTreeMap::new(),
+            winner: None,
+            running: racers.len(),
+            settled: false,
+            failed: Vec::new(),
+        });
+        for (i, r) in racers.iter().enumerate() {
+            let start = if striped { i as u64 * stripe } else { 0 };
+            self.start_transfer(segment, start, r, 1, Kind::Racer, now);
         }
     }
 
-    /// Racer `id` reached the quarter first: the others stop.
+    /// Racer `id` has its range first. In a striped race, a loser that
+    /// will finish its stripe before the winner could fetch the segment's
+    /// tail goes on as an ordinary request (nothing it sent is wasted);
+    /// the others stop, keeping what they verified, and the rest of their
+    /// stripes is asked again once the race is over. In a race on the same
+    /// range, the others stop.
     pub(super) fn claim(&mut self, segment: u64, id: TransferId, now: Instant) {
+        let idx = segment as usize;
         let Some(source) = self.transfers.get(&id).map(|t| t.source) else { return };
-        if let Some(race) = self.segments[segment as usize].race.as_mut() {
-            race.winner = Some(source);
-        }
-        let losers: Vec<TransferId> =
-            self.piece(segment, 0).map(|p| p.transfers.iter().copied().filter(|&x| x != id).collect()).unwrap_or_default();
+        let Some(race) = self.segments[idx].race.as_mut() else { return };
+        race.winner = Some(source);
+        let (striped, at) = (race.striped, race.at);
+        let elapsed = now.saturating_duration_since(race.started).as_secs_f64().max(1e-3);
+        let losers: Vec<TransferId> = self.segments[idx]
+            .pieces
+            .iter()
+            .flat_map(|p| p.transfers.iter().copied())
+            .filter(|&x| x != id && self.transfers.get(&x).is_some_and(|t| t.kind == Kind::Racer))
+            .collect();
+        // The winner's pace, and the tail it fetches next.
+        let winner_rate = at as f64 / elapsed;
+        let tail = self.segments[idx].pieces.last().map_or(0, |p| p.end.unwrap_or(self.expect_len).saturating_sub(p.start));
         for l in losers {
-            self.end(l, super::transfer::Outcome::Lost, now);
+            // Cut only if the winner would fetch the tail and this rest too
+            // sooner than the loser ends its stripe. One with nothing in
+            // yet is not judged while the race is young for its round trip
+            // (within two of them and 10 ms): its bytes may be on their
+            // way (on a fast path, sent before its answer is read here),
+            // and cutting would waste them. Older than that, nothing has
+            // come because the source is slow to start (a cold edge's
+            // miss, say): cut. A loser that goes on is held to twice the
+            // winner's time; past it, it is left as slow.
+            let mut goes_on = None;
+            if striped && let Some(t) = self.transfers.get(&l) {
+                let left = self.remaining(t) as f64;
+                let rate = t.got as f64 / elapsed;
+                let winner_secs = (tail as f64 + left) / winner_rate;
+                let rtt = self.sources[t.source].rtt.map_or(0.1, |r| r.as_secs_f64());
+                let young = elapsed <= 2.0 * rtt + 0.010;
+                if (t.got == 0 && young) || (t.got > 0 && left / rate <= winner_secs) {
+                    goes_on = Some(now + Duration::from_secs_f64(2.0 * winner_secs).max(super::SWITCH_CHECK));
+                }
+            }
+            if let Some(deadline) = goes_on {
+                if let Some(t) = self.transfers.get_mut(&l) {
+                    t.hold_to(deadline);
+                }
+                if let Some(race) = self.segments[idx].race.as_mut() {
+                    race.running = race.running.saturating_sub(1);
+                }
+            } else {
+                self.end(l, super::transfer::Outcome::Lost, now);
+            }
         }
         self.settle(segment, now);
     }
 
-    /// Once the winner is alone (every loser stopped, so its requests no
-    /// longer count at its source), its source is reserved: that is what
+    /// Once the winner is alone (every loser stopped or gone on as an
+    /// ordinary request), the segment is `raced`: its sources are held for
+    /// it until it is in (see [`Scheduler::holds_back`]). That is what
     /// the playback waits for to start the other segments, which are then
     /// spread over sources as they really are. The racers' paces seed the
     /// estimates of sources not yet measured: bytes over the same interval
@@ -238,23 +308,40 @@ impl Scheduler {
             }
         }
         if race.running == 1 {
-            self.reserved = Some(w);
+            self.raced = Some(segment);
         }
         if self.play.is_some() {
             self.pending_refill = true;
         }
     }
 
-    /// The race's winner ended: requests waiting for its source go out.
-    pub(super) fn unreserve(&mut self, source: usize, now: Instant) {
-        if self.reserved != Some(source) {
-            return;
-        }
-        self.reserved = None;
-        let waiting: Vec<TransferId> =
-            self.transfers.iter().filter(|(_, t)| t.state == TransferState::Waiting).map(|(id, _)| *id).collect();
+    /// Whether a request for `segment` at `source` waits: the source
+    /// carries part of the raced segment, which is not in yet.
+    pub(super) fn holds_back(&self, source: usize, segment: u64) -> bool {
+        self.raced.is_some_and(|r| {
+            r != segment && self.transfers.values().any(|t| t.segment == r && t.source == source && t.state != TransferState::Waiting)
+        })
+    }
+
+    /// Requests waiting for a source the raced segment no longer holds go out.
+    pub(super) fn issue_waiting(&mut self, now: Instant) {
+        let waiting: Vec<TransferId> = self
+            .transfers
+            .iter()
+            .filter(|(_, t)| t.state == TransferState::Waiting && !self.holds_back(t.source, t.segment))
+            .map(|(id, _)| *id)
+            .collect();
         for id in waiting {
             self.issue(id, now);
+        }
+    }
+
+    /// Segment `segment` ended (in, unavailable, abandoned): if it was the
+    /// raced one, every request waiting for its sources goes out.
+    pub(super) fn release(&mut self, segment: u64, now: Instant) {
+        if self.raced == Some(segment) {
+            self.raced = None;
+            self.issue_waiting(now);
         }
     }
 

@@ -99,6 +99,8 @@ pub(super) struct Transfer {
     rtt: Option<Duration>,
     answer: Option<Duration>,
     sharing_at_choice: u32,
+    /// A race's loser held to the winner's pace (late is slow, not a fault).
+    held: bool,
 }
 
 impl Transfer {
@@ -136,6 +138,7 @@ impl Transfer {
             rtt,
             answer,
             sharing_at_choice,
+            held: false,
         }
     }
 
@@ -152,6 +155,15 @@ impl Transfer {
     }
 
     /// When its first byte came, if one has.
+    /// A race's loser going on with its stripe is held to the winner's
+    /// pace: past `at`, it is judged as late (see `past_deadline`).
+    pub(super) fn hold_to(&mut self, at: Instant) {
+        self.kind = Kind::Normal;
+        self.held = true;
+        self.times.deadline = self.times.deadline.min(at);
+        self.times.answer_by = self.times.answer_by.min(at);
+    }
+
     pub(super) fn first_byte(&self) -> Option<Instant> {
         self.times.first_byte
     }
@@ -246,15 +258,23 @@ impl Scheduler {
         let len = v.len();
         let seg = &mut self.segments[idx];
         seg.outboard.get_or_insert_with(|| v.clone());
+        // Stripes laid out on the manifest's length (see start_race) are
+        // cut to the real one: a lying manifest cannot make us ask past the end.
+        let beyond: Vec<TransferId> = seg.pieces.iter().filter(|p| p.start >= len).flat_map(|p| p.transfers.clone()).collect();
+        seg.pieces.retain(|p| p.start < len);
         for p in &mut seg.pieces {
-            if p.end.is_none() {
+            if p.end.is_none_or(|e| e > len) {
                 p.end = Some(len);
             }
+        }
+        for id in beyond {
+            self.end(id, super::Outcome::Lost, now);
         }
         let ids: Vec<TransferId> =
             self.transfers.iter().filter(|(_, t)| t.segment == segment && t.body.is_none()).map(|(id, _)| *id).collect();
         for id in ids {
             let Some(t) = self.transfers.get_mut(&id) else { continue };
+            t.to = t.to.filter(|&e| e < len);
             match BodyFetch::new(v.clone(), t.from, t.to) {
                 Ok(b) => t.body = Some(b),
                 Err(m) => {
@@ -310,22 +330,26 @@ impl Scheduler {
             return false;
         }
         let stop = stop.unwrap_or(v.len()).min(v.len());
-        if v.verified() >= stop {
-            // (Past a split point the rest is a helper's: dropped.)
-            v.abandon();
-            self.end(id, super::Outcome::Done, now);
-            return false;
-        }
+        let verified = v.verified();
+        // (A striped racer's range is its whole piece: it claims, then ends.)
         if t.kind == Kind::Racer {
-            let (source, got, verified, segment) = (t.source, t.got, v.verified(), t.segment);
+            let (source, got, from, segment) = (t.source, t.got, t.from, t.segment);
             if let Some(race) = self.segments[segment as usize].race.as_mut() {
                 race.got.insert(source, got);
-                if verified >= race.at && race.winner.is_none() {
+                if verified >= from + race.at && race.winner.is_none() {
                     self.claim(segment, id, now);
                 }
             }
         }
-        true
+        if verified >= stop {
+            // (Past a split point the rest is a helper's: dropped.)
+            if let Some(v) = self.transfers.get_mut(&id).and_then(|t| t.body.as_mut()) {
+                v.abandon();
+            }
+            self.end(id, super::Outcome::Done, now);
+            return false;
+        }
+        self.transfers.contains_key(&id)
     }
 
     /// Request `id`'s body ended.
@@ -408,6 +432,10 @@ impl Scheduler {
             let Some(t) = self.transfers.get_mut(&id) else { continue };
             match t.state {
                 TransferState::Waiting => {}
+                // (A held loser that has not answered by the race's pace is slow, not faulty.)
+                TransferState::Asked if now >= t.times.answer_by && t.held => {
+                    self.end(id, super::Outcome::Slow("no answer by the race's pace".into()), now)
+                }
                 TransferState::Asked if now >= t.times.answer_by => self.end(id, super::Outcome::Failed("no answer in time".into()), now),
                 TransferState::Asked => {
                     t.times.next_check = now + SWITCH_CHECK;
@@ -423,7 +451,7 @@ impl Scheduler {
     }
 
     /// Where transfer `t` stops, and what of it is left.
-    fn remaining(&self, t: &Transfer) -> u64 {
+    pub(super) fn remaining(&self, t: &Transfer) -> u64 {
         let stop = self.piece(t.segment, t.piece).and_then(|p| p.end).unwrap_or(self.expect_len);
         stop.saturating_sub(t.verified())
     }
@@ -454,6 +482,9 @@ impl Scheduler {
         let waited = now.saturating_duration_since(t.times.asked).as_secs_f64();
         if scoring::should_leave_unanswered(waited, remaining, estimate, alternative) {
             let why = format!("no answer in {:.0} ms with {remaining} bytes to send", waited * 1e3);
+            // Silent, not slow: no end-game share goes to it until a pulse
+            // comes back from it (within PULSE_EVERY).
+            self.sources[t.source].healthy = false;
             self.end(id, super::Outcome::Slow(why), now);
         }
     }
@@ -501,11 +532,12 @@ impl Scheduler {
                 return;
             }
         }
-        let got = t.got;
+        let (got, held) = (t.got, t.held);
         if let Some(v) = self.transfers.get_mut(&id).and_then(|t| t.body.as_mut()) {
             v.abandon();
         }
-        let outcome = if got > 0 { super::Outcome::Slow("over its time".into()) } else { super::Outcome::Failed("timed out".into()) };
+        let outcome =
+            if got > 0 || held { super::Outcome::Slow("over its time".into()) } else { super::Outcome::Failed("timed out".into()) };
         self.end(id, outcome, now);
     }
 

@@ -259,12 +259,14 @@ fn feed(sched: &mut Scheduler, io: Io, now: Instant) {
 fn act(c: &Arc<Core>, a: Action, io_tx: &mpsc::Sender<Io>, tasks: &mut JoinSet<()>, handles: &mut HashMap<TransferId, AbortHandle>) {
     match a {
         Action::Ask { id, source, segment, from, to, outboard } => {
+            tracing::trace!(id, source, segment, from, ?to, outboard, "ask");
             let Some(url) = lock(&c.urls).get(source).cloned() else { return };
             let Some(addr) = c.addrs.get(segment as usize).copied() else { return };
             let req = Request { id, url, addr, from, to, outboard, http: c.http.clone(), auth: c.auth.clone() };
             handles.insert(id, tasks.spawn(req.run(io_tx.clone())));
         }
         Action::Cancel { id } => {
+            tracing::trace!(id, "cancel");
             if let Some(h) = handles.remove(&id) {
                 h.abort();
             }
@@ -274,6 +276,7 @@ fn act(c: &Arc<Core>, a: Action, io_tx: &mpsc::Sender<Io>, tasks: &mut JoinSet<(
             tasks.spawn(async move { c.pulse().await });
         }
         Action::Ready { segment, frame, source } => {
+            tracing::trace!(segment, source, "ready");
             let bytes = c.plain_lens.get(segment as usize).copied().unwrap_or(0);
             let name = lock(&c.sched).sources().get(source).map(|s| s.name.clone()).unwrap_or_default();
             let _ = c.events.send(Event::Segment { index: segment, source: name, bytes });
@@ -296,6 +299,7 @@ fn act(c: &Arc<Core>, a: Action, io_tx: &mpsc::Sender<Io>, tasks: &mut JoinSet<(
             }
         }
         Action::Event(e) => {
+            tracing::trace!(event = ?e, "event");
             let _ = c.events.send(e);
         }
     }
