@@ -307,12 +307,12 @@ impl Scheduler {
     pub(crate) fn outboard_known(&mut self, segment: u64, encoded: &[u8], now: Instant) -> bool {
         let Some(addr) = self.addrs.get(segment as usize).copied() else { return false };
         match fetch::outboard(&addr, 200, encoded) {
-            Ok(v) => {
+            Ok(v) if self.length_fits(segment, v.len()) => {
                 self.learn_outboard(segment, v, now);
                 self.after(now);
                 true
             }
-            Err(_) => false,
+            Ok(_) | Err(_) => false,
         }
     }
 
@@ -444,7 +444,7 @@ impl Scheduler {
             let failed = race.failed.clone();
             seg.race = None;
             for p in seg.pieces.iter_mut().filter(|p| p.transfers.is_empty()) {
-                p.tried = failed.clone();
+                p.tried.extend(failed.iter().copied());
             }
         }
         let ahead =
@@ -546,7 +546,10 @@ impl Scheduler {
             if let Some(v) = self.sources.get_mut(t.source) {
                 v.ours_in_flight = v.ours_in_flight.saturating_sub(1);
             }
-            self.actions.push_back(Action::Cancel { id });
+            // (One still waiting for a held source was never asked.)
+            if t.state != transfer::TransferState::Waiting {
+                self.actions.push_back(Action::Cancel { id });
+            }
         }
     }
 

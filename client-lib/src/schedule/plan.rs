@@ -250,6 +250,20 @@ impl Scheduler {
         let winner_rate = at as f64 / elapsed;
         let tail = self.segments[idx].pieces.last().map_or(0, |p| p.end.unwrap_or(self.expect_len).saturating_sub(p.start));
         for l in losers {
+            // Its bytes that came before the outboard are verified (and kept) first.
+            if !self.flush_raw(l, now) {
+                continue;
+            }
+            // A loser's source is not asked again for its stripe this round
+            // (held, it is judged by its deadline; cut, it was slow), nor,
+            // if nothing of it came while the winner fetched a whole stripe,
+            // for any other part of the segment (it is not measured, so it
+            // would still rank as fast).
+            if let Some((piece, source, got)) = self.transfers.get(&l).map(|t| (t.piece, t.source, t.got)) {
+                for p in self.segments[idx].pieces.iter_mut().filter(|p| p.start == piece || got == 0) {
+                    p.tried.push(source);
+                }
+            }
             // Cut only if the winner would fetch the tail and this rest too
             // sooner than the loser ends its stripe. One with nothing in
             // yet is not judged while the race is young for its round trip
@@ -278,6 +292,14 @@ impl Scheduler {
                     race.running = race.running.saturating_sub(1);
                 }
             } else {
+                // Nothing came in a race old for its round trip: a first
+                // estimate of next to nothing (provisional, replaced by its
+                // next real sample), or, unmeasured, it would still rank as
+                // fast for the segments after this one.
+                if let Some(t) = self.transfers.get(&l).filter(|t| t.got == 0) {
+                    let source = t.source;
+                    self.sources[source].seed(1, elapsed, now);
+                }
                 self.end(l, super::transfer::Outcome::Lost, now);
             }
         }
@@ -307,8 +329,9 @@ impl Scheduler {
                 v.seed(bytes, secs, now);
             }
         }
-        if race.running == 1 {
-            self.raced = Some(segment);
+        if race.running == 1 && self.raced.replace(segment).is_some_and(|old| old != segment) {
+            // (Another raced segment's holds end: one raced segment at a time.)
+            self.issue_waiting(now);
         }
         if self.play.is_some() {
             self.pending_refill = true;

@@ -63,6 +63,9 @@ enum Behaviour {
     Liar(u64),
     /// Sends a corrupt outboard.
     BadOutboard,
+    /// Sends the outboard of an empty blob (valid as an encoding; one group
+    /// or less is only checked against the address when its group comes).
+    EmptyOutboard,
     /// Answers 503 to everything.
     Refuses,
     /// Serves this many requests, then never answers again (a parent gone silent).
@@ -389,6 +392,9 @@ fn run(sc: &Scenario, limit: Duration) -> Result<Outcome, String> {
                 let answer = match s.behaviour {
                     _ if !s.serves(q.segment) => OutboardAnswer::NotFound,
                     Behaviour::Refuses => OutboardAnswer::Failed("status 503".into()),
+                    Behaviour::EmptyOutboard => {
+                        OutboardAnswer::Found(Bytes::from(tranzcast_proto::outboard::Outboard { len: 0, cvs: Vec::new() }.encode()))
+                    }
                     Behaviour::BadOutboard => {
                         let mut b = encoded[q.segment].1.clone();
                         let k = b.len() - 1;
@@ -637,6 +643,39 @@ fn a_striped_race_sends_nothing_twice_and_beats_the_fastest_source_alone() {
     // The whole title in less time than the fastest source alone takes (3 MiB at 6 MB/s).
     let alone = 3.0 * seg as f64 / 6e6;
     assert!(out.elapsed.as_secs_f64() < alone, "{:?} against {alone:.3} s alone", out.elapsed);
+}
+
+#[test]
+fn an_outboard_of_the_wrong_length_is_refused_and_its_sender_demoted() {
+    // The fastest racer answers every outboard with that of an empty blob:
+    // taken, it would cut every stripe of the first segment away.
+    let sources =
+        vec![source("e", 8.0, 2, Behaviour::EmptyOutboard), source("b", 4.0, 5, Behaviour::Honest), source("c", 2.0, 5, Behaviour::Honest)];
+    let (_, out) = scripted(sources, 3, 1 << 20, 2);
+    assert!(
+        out.events.iter().any(|e| matches!(e, Event::Demoted { source, reason } if source == "e" && reason.contains("manifest"))),
+        "{:?}",
+        out.events
+    );
+}
+
+#[test]
+fn a_racer_that_answers_and_sends_nothing_holds_the_first_segment_briefly() {
+    // s answers at once and never sends a byte. Held past the claim (its
+    // bytes might have been on their way), it is left at twice the winner's
+    // time, its stripe goes elsewhere and is not asked of it again: the
+    // first segment does not wait for a transfer timeout (10 s for an
+    // unmeasured source).
+    let sources =
+        vec![source("a", 8.0, 5, Behaviour::Honest), source("s", 8.0, 1, Behaviour::Stall(0)), source("b", 4.0, 5, Behaviour::Honest)];
+    let (_, out) = scripted(sources, 3, 1 << 20, 2);
+    assert!(
+        out.events.iter().any(|e| matches!(e, Event::Race { index: 0, between } if between.iter().any(|b| b == "s"))),
+        "{:?}",
+        out.events
+    );
+    // 3 MiB from 12 MB/s: about 0.26 s; a timeout would be 10 s.
+    assert!(out.elapsed < Duration::from_secs(2), "{:?}: {:?}", out.elapsed, out.events);
 }
 
 #[test]

@@ -243,12 +243,27 @@ impl Scheduler {
         let segment = t.segment;
         match answer {
             OutboardAnswer::Found(b) => match fetch::outboard(&self.addrs[segment as usize], 200, &b) {
+                Ok(v) if !self.length_fits(segment, v.len()) => {
+                    let why = format!("outboard: a blob of {} bytes where the manifest says {}", v.len(), self.expect_len);
+                    self.end(id, super::Outcome::Failed(why), now);
+                }
                 Ok(v) => self.learn_outboard(segment, v, now),
                 Err(m) => self.end(id, m.into(), now),
             },
             OutboardAnswer::NotFound => self.end(id, super::Outcome::NotThere, now),
             OutboardAnswer::Failed(e) => self.end(id, super::Outcome::Failed(format!("outboard: {e}")), now),
         }
+    }
+
+    /// Whether a blob of `len` bytes can be segment `segment`: the manifest
+    /// gives every segment but the last exactly `expect_len` bytes (the
+    /// origin refuses to publish others), the last at most that. An
+    /// outboard of one group is not checked against the address until its
+    /// group comes, so its length is checked here: a source claiming a
+    /// shorter blob could otherwise cut a segment's stripes away.
+    pub(super) fn length_fits(&self, segment: u64, len: u64) -> bool {
+        let last = segment as usize + 1 == self.segments.len();
+        if last { len > 0 && len <= self.expect_len } else { len == self.expect_len }
     }
 
     /// A valid verifier for `segment`: every request for it without one
@@ -262,6 +277,10 @@ impl Scheduler {
         // cut to the real one: a lying manifest cannot make us ask past the end.
         let beyond: Vec<TransferId> = seg.pieces.iter().filter(|p| p.start >= len).flat_map(|p| p.transfers.clone()).collect();
         seg.pieces.retain(|p| p.start < len);
+        if seg.pieces.is_empty() {
+            // (Never a segment with nothing left to fetch and nothing fetched.)
+            seg.pieces.push(super::Piece::new(0, Some(len)));
+        }
         for p in &mut seg.pieces {
             if p.end.is_none_or(|e| e > len) {
                 p.end = Some(len);
@@ -272,25 +291,34 @@ impl Scheduler {
         }
         let ids: Vec<TransferId> =
             self.transfers.iter().filter(|(_, t)| t.segment == segment && t.body.is_none()).map(|(id, _)| *id).collect();
-        for id in ids {
+        // Every request takes the verifier before any byte is pushed: a
+        // racer may claim on its bytes, and the others' must be verified
+        // (and kept) when they are judged.
+        for &id in &ids {
             let Some(t) = self.transfers.get_mut(&id) else { continue };
             t.to = t.to.filter(|&e| e < len);
             match BodyFetch::new(v.clone(), t.from, t.to) {
                 Ok(b) => t.body = Some(b),
-                Err(m) => {
-                    self.end(id, m.into(), now);
-                    continue;
-                }
+                Err(m) => self.end(id, m.into(), now),
             }
-            let raw = std::mem::take(&mut t.raw);
-            let ended = t.body_ended;
-            if !raw.is_empty() && !self.push_verified(id, &raw, now) {
+        }
+        for id in ids {
+            let Some(ended) = self.transfers.get(&id).map(|t| t.body_ended) else { continue };
+            if !self.flush_raw(id, now) {
                 continue;
             }
             if ended {
                 self.stream_ended(id, now);
             }
         }
+    }
+
+    /// Verifies the bytes request `id` got before its outboard came, if it
+    /// has one now; false when the transfer ended on them.
+    pub(super) fn flush_raw(&mut self, id: TransferId, now: Instant) -> bool {
+        let Some(t) = self.transfers.get_mut(&id).filter(|t| t.body.is_some()) else { return self.transfers.contains_key(&id) };
+        let raw = std::mem::take(&mut t.raw);
+        raw.is_empty() || self.push_verified(id, &raw, now)
     }
 
     /// Bytes of request `id`'s body arrived.
@@ -432,9 +460,12 @@ impl Scheduler {
             let Some(t) = self.transfers.get_mut(&id) else { continue };
             match t.state {
                 TransferState::Waiting => {}
-                // (A held loser that has not answered by the race's pace is slow, not faulty.)
+                // A held loser that has not answered by the race's pace is
+                // silent, not faulty: no share goes to it until it pulses back.
                 TransferState::Asked if now >= t.times.answer_by && t.held => {
-                    self.end(id, super::Outcome::Slow("no answer by the race's pace".into()), now)
+                    let source = t.source;
+                    self.sources[source].healthy = false;
+                    self.end(id, super::Outcome::Slow("no answer by the race's pace".into()), now);
                 }
                 TransferState::Asked if now >= t.times.answer_by => self.end(id, super::Outcome::Failed("no answer in time".into()), now),
                 TransferState::Asked => {
