@@ -88,7 +88,11 @@ pub fn run(a: LoadtestArgs) -> Result<()> {
                 "  offload  {:.4} of {} bytes delivered ({:.0} bytes left the origin)",
                 r.origin_offload, r.bytes_delivered, r.origin_bytes
             );
-            println!("  sent     {:.2} bytes by edges, nodes and peers per byte delivered", r.sent_per_delivered);
+            println!(
+                "  sent     {:.2} bytes by edges, nodes and peers per byte delivered ({:.3} per byte of segment blobs fetched: \
+                 the rest is the last segments' padding)",
+                r.sent_per_delivered, r.sent_per_fetched
+            );
             let hits: Vec<String> = r.hit_ratio.iter().map(|(k, v)| format!("{k}s {:.3}", v)).collect();
             println!(
                 "  hits     {}; {:.0} fetches saved by coalescing; {} pre-cast hits",

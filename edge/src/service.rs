@@ -157,10 +157,12 @@ where
                     Err(never) => match never {},
                 };
                 let status = resp.status();
+                // The body's length when known up front (a streamed miss: absent).
+                let bytes = http_body::Body::size_hint(resp.body()).exact();
                 if status.is_server_error() {
-                    tracing::warn!(status = status.as_u16(), "answered");
+                    tracing::warn!(status = status.as_u16(), bytes, "answered");
                 } else {
-                    tracing::debug!(status = status.as_u16(), "answered");
+                    tracing::debug!(status = status.as_u16(), bytes, "answered");
                 }
                 Ok(match &state.throttle {
                     None => resp,

@@ -126,6 +126,10 @@ pub struct RunReport {
     /// verified byte delivered: raced first segments, transfers abandoned
     /// for a faster source, fills of edges from nodes. 1.0 would be none.
     pub sent_per_delivered: f64,
+    /// The same per byte of segment blobs fetched (as the servers send
+    /// them): what transfers wasted, without the format's own cost (each
+    /// title's last segment is padded to the segment size).
+    pub sent_per_fetched: f64,
     /// Requests that joined a fetch already under way at an edge or node
     /// (each one an upstream fetch saved).
     pub fetches_saved_by_coalescing: f64,
@@ -312,7 +316,7 @@ impl Report {
         }
         h.push_str("</tr>");
         type Row = (&'static str, fn(&RunReport) -> String);
-        let rows: [Row; 24] = [
+        let rows: [Row; 25] = [
             ("viewers", |r| r.viewers.to_string()),
             ("finished", |r| r.finished.to_string()),
             ("failed", |r| r.failed.to_string()),
@@ -332,6 +336,7 @@ impl Report {
             ("origin bytes during the run", |r| format!("{:.0}", r.origin_bytes)),
             ("origin offload", |r| format!("{:.4}", r.origin_offload)),
             ("bytes sent by edges, nodes, peers per byte delivered", |r| format!("{:.2}", r.sent_per_delivered)),
+            ("the same per byte of segment blobs fetched (padding aside)", |r| format!("{:.3}", r.sent_per_fetched)),
             ("edge hit ratio", |r| format!("{:.3}", r.hit_ratio.get("edge").copied().unwrap_or(0.0))),
             ("node hit ratio", |r| format!("{:.3}", r.hit_ratio.get("node").copied().unwrap_or(0.0))),
             ("upstream fetches (edges, nodes)", |r| format!("{:.0}", r.upstream_fetches)),

@@ -416,6 +416,8 @@ fn summarize(
     let stall_s = outcomes.iter().flat_map(|o| o.stalls.iter().map(|s| s.1)).fold(0.0, |a, b| a + b);
     let play_s = outcomes.iter().map(|o| o.play_s).fold(0.0, |a, b| a + b);
     let bytes: u64 = outcomes.iter().map(|o| o.bytes).sum();
+    let wire: u64 = outcomes.iter().map(|o| o.wire_bytes).sum();
+    let sent: f64 = tiers.iter().filter(|(r, _)| r.as_str() != "origin").map(|(_, c)| c.bytes_out).sum();
     let origin_bytes = tiers.get("origin").map_or(0.0, |c| c.bytes_out + c.pushed);
     let active: Vec<&Sample> = series.iter().filter(|s| s.active > 0).collect();
     let hit_ratio = tiers
@@ -450,11 +452,8 @@ fn summarize(
         bytes_by_source: bytes_by_role(&outcomes),
         origin_offload: if bytes > 0 { 1.0 - origin_bytes / bytes as f64 } else { 0.0 },
         origin_bytes,
-        sent_per_delivered: if bytes > 0 {
-            tiers.iter().filter(|(r, _)| r.as_str() != "origin").map(|(_, c)| c.bytes_out).sum::<f64>() / bytes as f64
-        } else {
-            0.0
-        },
+        sent_per_delivered: if bytes > 0 { sent / bytes as f64 } else { 0.0 },
+        sent_per_fetched: if wire > 0 { sent / wire as f64 } else { 0.0 },
         fetches_saved_by_coalescing: tiers.values().map(|c| c.coalesced).sum(),
         upstream_fetches: tiers.values().map(|c| c.upstream_fetches).sum(),
         hit_ratio,
@@ -488,6 +487,7 @@ mod tests {
             segments_played: 1,
             segments_fetched: 1,
             bytes,
+            wire_bytes: bytes + bytes / 4,
             by_role: BTreeMap::from([("edge".to_string(), bytes)]),
             segment_ms: vec![10.0],
             precast_hits: u64::from(id == 0),
@@ -522,6 +522,7 @@ mod tests {
         assert_eq!(r.bytes_delivered, 1000);
         assert!((r.origin_offload - 0.99).abs() < 1e-12, "1 - (5 + 5) / 1000");
         assert!((r.sent_per_delivered - 1.2).abs() < 1e-12, "(900 + 300) / 1000");
+        assert!((r.sent_per_fetched - 0.96).abs() < 1e-12, "(900 + 300) / 1250: padding is not waste");
         assert_eq!((r.hit_ratio["edge"], r.hit_ratio["node"]), (0.9, 1.0));
         assert!((r.rebuffer_ratio - 1.0 / 20.0).abs() < 1e-12, "1 s stalled of 1 + 19");
         assert_eq!((r.stalls, r.viewers_stalled, r.precast_hits, r.precast_starts), (1, 1, 1, 1));

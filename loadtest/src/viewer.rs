@@ -73,6 +73,9 @@ pub struct ViewerOutcome {
     pub segments_fetched: u64,
     /// Plaintext bytes fetched, verified.
     pub bytes: u64,
+    /// The same segments as the servers send them: framed, sealed, the last
+    /// padded to the segment size (every segment's blob is one size).
+    pub wire_bytes: u64,
     /// Bytes by the role of the source that delivered them (edge, node, peer, local).
     pub by_role: BTreeMap<String, u64>,
     /// Milliseconds to fetch each segment (ask to verified plaintext).
@@ -136,6 +139,7 @@ pub async fn watch(
         segments_played: 0,
         segments_fetched: 0,
         bytes: 0,
+        wire_bytes: 0,
         by_role: BTreeMap::new(),
         segment_ms: Vec::new(),
         precast_hits: 0,
@@ -187,6 +191,7 @@ async fn play(
     out.open_ms = Some(pressed.elapsed().as_secs_f64() * 1000.0);
     session.pulse().await;
     let segments = session.manifest().segments.len() as u64;
+    let wire_len = u64::from(session.manifest().segment_size) + tranzcast_proto::frame::OVERHEAD as u64;
     let mut player = Player::new(segments, plan.watch, plan.seek, setup.segment_wall, setup.buffer);
     let link = Arc::new(std::sync::Mutex::new(AccessLink::new(setup.access.0, setup.access.1)));
     let roles = Arc::new(roles);
@@ -234,6 +239,7 @@ async fn play(
                 }
                 out.segments_fetched += 1;
                 out.bytes += plain.len() as u64;
+                out.wire_bytes += wire_len;
                 out.segment_ms.push(took.as_secs_f64() * 1000.0);
                 if took > SLOW_FETCH {
                     live.slow.fetch_add(1, Ordering::Relaxed);
