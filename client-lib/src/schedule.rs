@@ -385,7 +385,8 @@ impl Scheduler {
         };
         let body = template.and_then(|v| BodyFetch::new(v, from, to).ok());
         piece.transfers.push(id);
-        if from > 0 && kind == Kind::Normal {
+        // (A piece's first request is no resumption: a stripe, a split's tail.)
+        if from > piece.start && kind == Kind::Normal {
             self.actions.push_back(Action::Event(Event::Resumed { index: segment, source: name, at: from }));
         }
         let t = Transfer::new(segment, start, choice, patience, kind, from, to, body, (measured, rtt, answer, sharing_at_choice), now);
