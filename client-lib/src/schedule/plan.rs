@@ -254,12 +254,15 @@ impl Scheduler {
             if !self.flush_raw(l, now) {
                 continue;
             }
-            // A loser's source is not asked again for its stripe this round
-            // (held, it is judged by its deadline; cut, it was slow), nor,
-            // if nothing of it came while the winner fetched a whole stripe,
-            // for any other part of the segment (it is not measured, so it
-            // would still rank as fast).
-            if let Some((piece, source, got)) = self.transfers.get(&l).map(|t| (t.piece, t.source, t.got)) {
+            let Some((piece, source, got)) = self.transfers.get(&l).map(|t| (t.piece, t.source, t.got)) else { continue };
+            let rtt = self.sources[source].rtt.map_or(0.1, |r| r.as_secs_f64());
+            let young = elapsed <= 2.0 * rtt + 0.010;
+            // In a striped race a loser's source is not asked again for its
+            // stripe this round (held, it is judged by its deadline; cut, it
+            // was slow), nor, if nothing of it came, for any other part of
+            // the segment (unmeasured, it would still rank as fast). (In a
+            // race on one range only racers that failed are passed over.)
+            if striped {
                 for p in self.segments[idx].pieces.iter_mut().filter(|p| p.start == piece || got == 0) {
                     p.tried.push(source);
                 }
@@ -278,8 +281,6 @@ impl Scheduler {
                 let left = self.remaining(t) as f64;
                 let rate = t.got as f64 / elapsed;
                 let winner_secs = (tail as f64 + left) / winner_rate;
-                let rtt = self.sources[t.source].rtt.map_or(0.1, |r| r.as_secs_f64());
-                let young = elapsed <= 2.0 * rtt + 0.010;
                 if (t.got == 0 && young) || (t.got > 0 && left / rate <= winner_secs) {
                     goes_on = Some(now + Duration::from_secs_f64(2.0 * winner_secs).max(super::SWITCH_CHECK));
                 }
@@ -292,12 +293,11 @@ impl Scheduler {
                     race.running = race.running.saturating_sub(1);
                 }
             } else {
-                // Nothing came in a race old for its round trip: a first
-                // estimate of next to nothing (provisional, replaced by its
-                // next real sample), or, unmeasured, it would still rank as
-                // fast for the segments after this one.
-                if let Some(t) = self.transfers.get(&l).filter(|t| t.got == 0) {
-                    let source = t.source;
+                // Nothing came in a striped race old for its round trip: a
+                // first estimate of next to nothing (provisional, replaced by
+                // its next real sample), or, unmeasured, it would still rank
+                // as fast for the segments after this one.
+                if striped && got == 0 && !young {
                     self.sources[source].seed(1, elapsed, now);
                 }
                 self.end(l, super::transfer::Outcome::Lost, now);
