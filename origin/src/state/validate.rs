@@ -91,52 +91,74 @@ impl OriginState {
     }
 }
 
-/// One thread writes the batches handed to it, each without a sync, then
-/// syncs the write-ahead log once for all of them, and only then tells each
-/// sender (group commit): a play is answered after its batch is durable,
-/// and a hundred plays in flight cost one fsync, not a hundred.
+/// Group commit in two stages, each on its own thread: the writer writes
+/// every batch handed to it as it comes, without a sync, and passes it on;
+/// the syncer syncs the write-ahead log once for every batch written since
+/// its last sync, and only then tells each sender. A play is answered after
+/// its batch is durable, a hundred plays in flight cost one fsync, not a
+/// hundred, and the next group's writes go on while this group's sync
+/// waits for the disk (a group's wait is one sync, not a write and a sync).
 pub(crate) struct Committer {
     tx: Option<std::sync::mpsc::Sender<Pending>>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
 }
 
-/// A batch handed to the committer, and where to say it is durable.
-type Pending = (WriteBatch, tokio::sync::oneshot::Sender<Result<(), String>>);
+/// Where to say a batch is durable.
+type Done = tokio::sync::oneshot::Sender<Result<(), String>>;
 
-/// Batches written under one sync at most.
+/// A batch handed to the committer, and where to say it is durable.
+type Pending = (WriteBatch, Done);
+
+/// Batches answered by one sync at most.
 const GROUP_MAX: usize = 512;
 
 impl Committer {
     pub(crate) fn start(db: std::sync::Arc<DB>) -> Result<Self, OriginError> {
         let (tx, rx) = std::sync::mpsc::channel::<Pending>();
-        let thread = std::thread::Builder::new()
-            .name("tranzcast-commit".into())
-            .spawn(move || {
+        // Written, not yet synced: a batch is sent here only after its write
+        // returned, so the sync that takes it from here covers it.
+        let (written_tx, written_rx) = std::sync::mpsc::channel::<Done>();
+        let spawn = |name: &str, f: Box<dyn FnOnce() + Send>| {
+            std::thread::Builder::new().name(name.into()).spawn(f).map_err(|e| OriginError::Storage(format!("{name} thread: {e}")))
+        };
+        let writer_db = db.clone();
+        let writer = spawn(
+            "tranzcast-commit-write",
+            Box::new(move || {
                 let mut unsynced = WriteOptions::default();
                 unsynced.set_sync(false);
-                while let Ok(first) = rx.recv() {
+                while let Ok((batch, done)) = rx.recv() {
+                    match writer_db.write_opt(batch, &unsynced) {
+                        Ok(()) => {
+                            if let Err(std::sync::mpsc::SendError(done)) = written_tx.send(done) {
+                                let _ = done.send(Err("committer stopped".into()));
+                            }
+                        }
+                        Err(e) => drop(done.send(Err(format!("write: {e}")))),
+                    }
+                }
+                // Dropping `written_tx` here ends the syncer after its last group.
+            }),
+        )?;
+        let syncer = spawn(
+            "tranzcast-commit-sync",
+            Box::new(move || {
+                while let Ok(first) = written_rx.recv() {
                     let mut group = vec![first];
                     while group.len() < GROUP_MAX {
-                        match rx.try_recv() {
+                        match written_rx.try_recv() {
                             Ok(next) => group.push(next),
                             Err(_) => break,
                         }
                     }
-                    let mut written = Vec::with_capacity(group.len());
-                    for (batch, done) in group {
-                        match db.write_opt(batch, &unsynced) {
-                            Ok(()) => written.push(done),
-                            Err(e) => drop(done.send(Err(format!("write: {e}")))),
-                        }
-                    }
                     let synced = db.flush_wal(true).map_err(|e| format!("sync: {e}"));
-                    for done in written {
+                    for done in group {
                         let _ = done.send(synced.clone());
                     }
                 }
-            })
-            .map_err(|e| OriginError::Storage(format!("commit thread: {e}")))?;
-        Ok(Self { tx: Some(tx), thread: Some(thread) })
+            }),
+        )?;
+        Ok(Self { tx: Some(tx), threads: vec![writer, syncer] })
     }
 
     /// Hands `batch` to the next group; resolves once it is durable.
@@ -150,10 +172,10 @@ impl Committer {
 
 impl Drop for Committer {
     fn drop(&mut self) {
-        // Closing the channel ends the thread after its last group; waiting
-        // for it lets the database close with this state (its lock released).
+        // Closing the channel ends the writer, and with it the syncer after its
+        // last group; waiting for both lets the database close with this state (its lock released).
         drop(self.tx.take());
-        if let Some(t) = self.thread.take() {
+        for t in self.threads.drain(..) {
             let _ = t.join();
         }
     }
