@@ -129,7 +129,7 @@ pub(crate) fn admit(inner: &Inner, parts: &mut http::request::Parts, cx: &Reques
         if let Some(cert) = auth.strip_prefix("Tranzcast ") {
             rate(&inner.peer_rate, cx, "peer joins")?;
             // A peer: a live certificate (the join checks it again with the role).
-            return match SignedToken::from_text(cert.trim()).ok().as_ref().map(|s| s.verify(&inner.signing.verifying_key())) {
+            return match SignedToken::from_text(cert.trim()).ok().as_ref().map(|s| s.verify_own(&inner.tokens)) {
                 Some(Ok(Token::Certificate(c))) if !c.is_expired(now_secs()) => Ok(BodyLimit::Small),
                 _ => Err(refused(ApiError::new(StatusCode::FORBIDDEN, "forbidden", "the certificate is invalid or expired"))),
             };
@@ -334,7 +334,7 @@ fn blob_reader(inner: &Inner, req: &Request<Bytes>, blob: impl FnOnce() -> Resul
         };
     }
     let text = auth.strip_prefix("Tranzcast ").ok_or_else(missing)?;
-    let cert = match SignedToken::from_text(text.trim()).ok().as_ref().map(|s| s.verify(&inner.signing.verifying_key()).cloned()) {
+    let cert = match SignedToken::from_text(text.trim()).ok().as_ref().map(|s| s.verify_own(&inner.tokens).cloned()) {
         Some(Ok(Token::Certificate(c))) => c,
         _ => return Err(ApiError::new(StatusCode::FORBIDDEN, "forged", "not a validation certificate signed by this origin")),
     };

@@ -16,6 +16,7 @@ pub mod ledger;
 mod masters;
 pub mod precast;
 pub mod push;
+mod signer;
 pub mod staging;
 pub mod state;
 pub mod validation;
@@ -53,6 +54,9 @@ pub(crate) struct Inner {
     pub store: BlobStore,
     pub state: Ledger,
     pub signing: SigningKey,
+    /// The same key, for signing and checking tickets and certificates
+    /// (AWS-LC: half the cost per signature, see `signer`).
+    pub(crate) tokens: signer::FastSigner,
     pub config: OriginConfig,
     pub metrics: api::Metrics,
     pub staging: push::StagingStatus,
@@ -178,10 +182,12 @@ impl Origin {
         // Peers' certificates come from the local CA in <data_dir>/tls (its
         // key stays here), whatever identity the origin itself presents.
         let peer_ca = LocalCa::load_or_create(&dir.join("tls"))?;
+        let tokens = signer::FastSigner::new(&signing)?;
         let inner = Arc::new(Inner {
             store,
             state,
             signing,
+            tokens,
             config: config.clone(),
             metrics: api::Metrics::default(),
             staging: Default::default(),

@@ -92,15 +92,31 @@ fn header(magic: [u8; 4], serial: &[u8; 16], customer: u64, created: u64, expire
     b
 }
 
-fn sign_into(mut b: [u8; TOKEN_LEN], key: &SigningKey) -> [u8; TOKEN_LEN] {
-    let sig = key.sign(&b[..SIGNED_LEN]);
-    b[SIGNED_LEN..].copy_from_slice(&sig.to_bytes());
+/// What signs tickets and certificates: Ed25519 with the origin's key,
+/// deterministic as RFC 8032 specifies, so that the same bytes always get
+/// the same signature ([`SignedToken::verify_own`] relies on it). The
+/// dalek [`SigningKey`] is one; the origin uses a faster implementation of
+/// the same function, tested to give the same signatures.
+pub trait TokenSigner {
+    /// The RFC 8032 Ed25519 signature of `signed`.
+    fn sign_token(&self, signed: &[u8]) -> [u8; 64];
+}
+
+impl TokenSigner for SigningKey {
+    fn sign_token(&self, signed: &[u8]) -> [u8; 64] {
+        self.sign(signed).to_bytes()
+    }
+}
+
+fn sign_into(mut b: [u8; TOKEN_LEN], key: &(impl TokenSigner + ?Sized)) -> [u8; TOKEN_LEN] {
+    let sig = key.sign_token(&b[..SIGNED_LEN]);
+    b[SIGNED_LEN..].copy_from_slice(&sig);
     b
 }
 
 impl PlayTicket {
     /// Encodes and signs.
-    pub fn sign(&self, key: &SigningKey) -> [u8; TOKEN_LEN] {
+    pub fn sign(&self, key: &(impl TokenSigner + ?Sized)) -> [u8; TOKEN_LEN] {
         let mut b = header(TICKET_MAGIC, &self.serial, self.customer, self.created, self.expires, &self.title);
         b[80..84].copy_from_slice(&self.plays.to_be_bytes());
         b[96..128].copy_from_slice(&self.key_part);
@@ -120,7 +136,7 @@ impl PlayTicket {
 
 impl Certificate {
     /// Encodes and signs.
-    pub fn sign(&self, key: &SigningKey) -> [u8; TOKEN_LEN] {
+    pub fn sign(&self, key: &(impl TokenSigner + ?Sized)) -> [u8; TOKEN_LEN] {
         let mut b = header(CERTIFICATE_MAGIC, &self.serial, self.customer, self.created, self.expires, &self.title);
         b[96..128].copy_from_slice(&self.key_part);
         sign_into(b, key)
@@ -221,14 +237,37 @@ impl SignedToken {
 
     /// Checks the origin's signature.
     pub fn verify(&self, origin: &VerifyingKey) -> Result<&Token, ProtoError> {
-        let what = match self.token {
-            Token::Ticket(_) => "play ticket",
-            Token::Certificate(_) => "validation certificate",
-        };
+        let what = self.what();
         let mut sig = [0u8; 64];
         sig.copy_from_slice(&self.bytes[SIGNED_LEN..]);
         origin.verify_strict(&self.bytes[..SIGNED_LEN], &Signature::from_bytes(&sig)).map_err(|_| ProtoError::BadSignature { what })?;
         Ok(&self.token)
+    }
+
+    /// Checks a token signed with `own`, the key of the process checking it
+    /// (the origin, on every play), by signing its bytes again and comparing
+    /// in constant time. Ed25519 signing is deterministic (RFC 8032), so a
+    /// token this key issued carries exactly that signature, and any other
+    /// signature is refused: this accepts a subset of what [`Self::verify`]
+    /// accepts. Signing is one fixed-base multiplication, well under half the
+    /// cost of verifying (a decompression and a double multiplication). The
+    /// comparison is constant-time, or its timing would leak the right
+    /// signature of a forged body byte by byte.
+    pub fn verify_own(&self, own: &(impl TokenSigner + ?Sized)) -> Result<&Token, ProtoError> {
+        use subtle::ConstantTimeEq;
+        let expected = own.sign_token(&self.bytes[..SIGNED_LEN]);
+        if bool::from(expected[..].ct_eq(&self.bytes[SIGNED_LEN..])) {
+            Ok(&self.token)
+        } else {
+            Err(ProtoError::BadSignature { what: self.what() })
+        }
+    }
+
+    fn what(&self) -> &'static str {
+        match self.token {
+            Token::Ticket(_) => "play ticket",
+            Token::Certificate(_) => "validation certificate",
+        }
     }
 
     /// The binary form.
@@ -308,6 +347,34 @@ mod tests {
                 SignedToken::decode(b).and_then(|s| s.verify(&key().verifying_key()).map(|_| ())).is_ok()
             });
         }
+    }
+
+    #[test]
+    fn own_key_check_accepts_exactly_what_this_key_signed() {
+        for signed in [ticket(2).sign(&key()), ticket(UNLIMITED).sign(&key()), cert().sign(&key())] {
+            let st = SignedToken::decode(&signed).unwrap();
+            assert_eq!(st.verify_own(&key()).unwrap(), st.verify(&key().verifying_key()).unwrap());
+            crate::assert_every_flip_refused(signed, |b| SignedToken::decode(b).and_then(|s| s.verify_own(&key()).map(|_| ())).is_ok());
+            let other = SigningKey::from_bytes(&[6; 32]);
+            assert!(matches!(st.verify_own(&other), Err(ProtoError::BadSignature { .. })));
+        }
+        // A valid signature by this key that is not the deterministic one
+        // (another nonce: R and S differ) passes `verify` but not
+        // `verify_own`: the own-key check is the narrower of the two.
+        use curve25519_dalek::{EdwardsPoint, Scalar};
+        use sha2::{Digest, Sha512};
+        let mut b = ticket(3).sign(&key());
+        let r = Scalar::from(0x1234_5678_u64);
+        let big_r = EdwardsPoint::mul_base(&r).compress();
+        let k = Scalar::from_hash(
+            Sha512::new().chain_update(big_r.as_bytes()).chain_update(key().verifying_key().as_bytes()).chain_update(&b[..SIGNED_LEN]),
+        );
+        let s = k * key().to_scalar() + r;
+        b[SIGNED_LEN..SIGNED_LEN + 32].copy_from_slice(big_r.as_bytes());
+        b[SIGNED_LEN + 32..].copy_from_slice(s.as_bytes());
+        let st = SignedToken::decode(&b).unwrap();
+        assert!(st.verify(&key().verifying_key()).is_ok());
+        assert!(matches!(st.verify_own(&key()), Err(ProtoError::BadSignature { .. })));
     }
 
     #[test]

@@ -42,7 +42,7 @@ fn peer_certificate(inner: &Inner, req: &Request<Bytes>) -> Result<Certificate, 
     let cert = cert.ok_or_else(|| {
         ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "a peer joins with Authorization: Tranzcast <certificate>")
     })?;
-    match SignedToken::from_text(cert.trim()).ok().as_ref().map(|s| s.verify(&inner.signing.verifying_key()).cloned()) {
+    match SignedToken::from_text(cert.trim()).ok().as_ref().map(|s| s.verify_own(&inner.tokens).cloned()) {
         Some(Ok(Token::Certificate(c))) if !c.is_expired(now_secs()) => Ok(c),
         _ => Err(ApiError::new(StatusCode::FORBIDDEN, "forbidden", "the certificate is invalid or expired")),
     }

@@ -90,7 +90,9 @@ fn prepare(inner: &Inner, req: &Request<Bytes>, cx: RequestContext) -> Result<Pr
         result: String::new(),
     };
     let Ok(signed) = SignedToken::from_text(&p.ticket) else { return Err(refuse(inner, &mut entry, Refusal::Forged, None)) };
-    let Ok(Token::Ticket(ticket)) = signed.verify(&inner.signing.verifying_key()) else {
+    // Our own signature, checked by signing again (deterministic Ed25519,
+    // AWS-LC): a fifth of the cost of verifying, on every play.
+    let Ok(Token::Ticket(ticket)) = signed.verify_own(&inner.tokens) else {
         return Err(refuse(inner, &mut entry, Refusal::Forged, None));
     };
     let ticket = ticket.clone();
@@ -180,7 +182,7 @@ fn finish(inner: &Inner, p: &mut Prepared, grant: Result<validation::Grant, Refu
         }
     };
     inner.metrics.validation(if grant.repeated { "granted_again" } else { "granted" });
-    let replacement = grant.replacement.as_ref().map(|(t, _)| ticket::to_text(&t.sign(&inner.signing)));
+    let replacement = grant.replacement.as_ref().map(|(t, _)| ticket::to_text(&t.sign(&inner.tokens)));
     if let Some(url) = p.url {
         let key = p.key.as_ref().ok_or_else(|| ApiError::internal("granted without a title key"))?;
         let manifest = p.manifest_bytes.as_ref().and_then(|b| SignedManifest::decode(b).ok()).map(|m| m.manifest);
@@ -188,7 +190,7 @@ fn finish(inner: &Inner, p: &mut Prepared, grant: Result<validation::Grant, Refu
         return playback_urls(inner, &grant.certificate, key, &manifest, &p.edges, (p.bind, url.lifetime_s), replacement);
     }
     let answer = tranzcast_proto::answers::PlayGrant {
-        certificate: ticket::to_text(&grant.certificate.sign(&inner.signing)),
+        certificate: ticket::to_text(&grant.certificate.sign(&inner.tokens)),
         ticket: replacement,
         manifest: p.manifest_bytes.take().map(|b| URL_SAFE_NO_PAD.encode(b)),
         manifest_address: p.manifest_addr.map(|a| a.to_hex()),

@@ -43,7 +43,7 @@ pub(super) fn add_order(inner: &Inner, req: &Request<Bytes>) -> ApiResult {
     let order = Order { customer: o.customer, title: title.to_string(), kind, created: now, ticket: hex::encode(serial) };
     let Some(idempotency_key) = idempotency_key(req)? else {
         let id = inner.state.add_order(&order, &serial, &record).map_err(ApiError::internal)?;
-        let text = ticket::to_text(&t.sign(&inner.signing));
+        let text = ticket::to_text(&t.sign(&inner.tokens));
         return Ok(json_response(StatusCode::CREATED, &OrderPlaced { ticket: text, order: id, serial: hex::encode(serial) }));
     };
     // The request's fingerprint: what it asked for, not what was computed from it (the time).
@@ -54,7 +54,7 @@ pub(super) fn add_order(inner: &Inner, req: &Request<Bytes>) -> ApiResult {
         .map_err(ApiError::internal)?
     {
         OrderOnce::Created(id) => {
-            let text = ticket::to_text(&t.sign(&inner.signing));
+            let text = ticket::to_text(&t.sign(&inner.tokens));
             Ok(json_response(StatusCode::CREATED, &OrderPlaced { ticket: text, order: id, serial: hex::encode(serial) }))
         }
         OrderOnce::Existing(id) => {
@@ -79,7 +79,7 @@ pub(super) fn add_order(inner: &Inner, req: &Request<Bytes>) -> ApiResult {
             };
             let mut resp = json_response(
                 StatusCode::CREATED,
-                &OrderPlaced { ticket: ticket::to_text(&t.sign(&inner.signing)), order: id, serial: o.ticket },
+                &OrderPlaced { ticket: ticket::to_text(&t.sign(&inner.tokens)), order: id, serial: o.ticket },
             );
             resp.headers_mut().insert("idempotent-replayed", HeaderValue::from_static("true"));
             Ok(resp)
@@ -101,7 +101,7 @@ pub(super) fn revoke(inner: &Inner, req: &Request<Bytes>) -> ApiResult {
     let (what, done) = match r {
         wire::Revoke::Ticket(t) => {
             let st = SignedToken::from_text(&t).map_err(|e| ApiError::bad(format!("ticket: {e}")))?;
-            let serial = match st.verify(&inner.signing.verifying_key()) {
+            let serial = match st.verify_own(&inner.tokens) {
                 Ok(Token::Ticket(t)) => t.serial,
                 _ => return Err(ApiError::refused(Refusal::Forged)),
             };
