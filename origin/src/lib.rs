@@ -86,6 +86,9 @@ pub(crate) struct Inner {
     pub(crate) instance: [u8; 16],
     /// Titles read from the cluster's catalog (shared engine only).
     pub shared_titles: std::sync::Mutex<std::collections::HashMap<String, CatalogEntry>>,
+    /// The rendered `GET /v1/titles` answer and when it was built (see
+    /// `api::catalog::titles`).
+    pub(crate) title_list: std::sync::Mutex<Option<(std::time::Instant, bytes::Bytes)>>,
 }
 
 /// A title as plays and orders need it.
@@ -213,6 +216,7 @@ impl Origin {
             members_lock: std::sync::Mutex::new(()),
             peer_ca,
             shared_titles: Default::default(),
+            title_list: Default::default(),
             masters: masters::open(&config)?,
             instance: random16(),
         });

@@ -524,7 +524,7 @@ async fn a_revocation_racing_plays_leaves_no_certificate_out() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn publishing_checks_every_segment_length_and_one_publish_of_a_title_wins() {
+async fn publishing_checks_every_segment_length_one_publish_of_a_title_wins_and_the_list_is_built_once() {
     use tranzcast_proto::BlobAddress;
     use tranzcast_proto::manifest::Manifest;
     let f = start().await;
@@ -564,6 +564,17 @@ async fn publishing_checks_every_segment_length_and_one_publish_of_a_title_wins(
     assert_eq!((s, v["error"]["code"].as_str()), (422, Some("bad_segment")), "{v}");
     assert!(v["error"]["reason"].as_str().unwrap().contains("segment 1 holds 1000 bytes"), "{v}");
 
+    // The public title list: built once for any number of readers within
+    // its TTL (it decodes every manifest), again right after a publish here.
+    let list = || {
+        let (http, base) = (f.http.clone(), f.base.clone());
+        async move { http.get(format!("{base}/v1/titles")).send().await.unwrap().text().await.unwrap() }
+    };
+    let builds_before = title_list_builds(&f).await;
+    let lists = futures::future::join_all((0..20).map(|_| list())).await;
+    assert!(lists.iter().all(|l| l == &lists[0] && !l.contains("uploaded")), "{lists:?}");
+    assert_eq!(title_list_builds(&f).await - builds_before, 1, "twenty readers, one build");
+
     // Eight publishes of one title at once: one commits, the others are told it exists.
     let body = manifest(vec![full0, full1]);
     let mut tasks = Vec::new();
@@ -578,7 +589,15 @@ async fn publishing_checks_every_segment_length_and_one_publish_of_a_title_wins(
     }
     statuses.sort_unstable();
     assert_eq!(statuses, [201, 409, 409, 409, 409, 409, 409, 409]);
+    let after: Value = serde_json::from_str(&list().await).unwrap();
+    assert!(after["titles"].as_array().unwrap().iter().any(|t| t["title"] == "uploaded"), "listed at once after its publish: {after}");
+    assert_eq!(title_list_builds(&f).await - builds_before, 2);
     f.origin.shutdown().await;
+}
+
+async fn title_list_builds(f: &Fixture) -> u64 {
+    let text = f.http.get(format!("{}/metrics", f.base)).send().await.unwrap().text().await.unwrap();
+    text.lines().find_map(|l| l.strip_prefix("origin_title_list_builds_total ")).map_or(0, |v| v.trim().parse().unwrap())
 }
 
 async fn validations(f: &Fixture, result: &str) -> u64 {

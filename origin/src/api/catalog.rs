@@ -43,12 +43,34 @@ fn catalog(inner: &Inner) -> Result<Vec<(String, BlobAddress, Option<Bytes>)>, A
     Ok(out)
 }
 
+/// How long a built title list is served before it is built again.
+pub(crate) const TITLE_LIST_TTL: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// `GET /v1/titles`. Anyone may ask, and building the answer reads and
+/// decodes every manifest (on a shared engine, fetches every manifest from
+/// the database): so it is built at most once per [`TITLE_LIST_TTL`]
+/// whoever asks and however often (one builder, the others wait for its
+/// answer), and again at once after a publish through this origin. A title
+/// published through another origin appears within the TTL.
 pub(super) fn titles(inner: &Inner) -> ApiResult {
-    let mut out = Vec::new();
-    for (t, a, bytes) in catalog(inner)? {
-        out.push(manifest_summary(&t, &a, bytes.as_deref())?);
-    }
-    Ok(json_response(StatusCode::OK, &answers::Titles { titles: out }))
+    let mut cached = inner.title_list.lock().unwrap_or_else(|p| p.into_inner());
+    let body = match &*cached {
+        Some((built, body)) if built.elapsed() < TITLE_LIST_TTL => body.clone(),
+        _ => {
+            let mut out = Vec::new();
+            for (t, a, bytes) in catalog(inner)? {
+                out.push(manifest_summary(&t, &a, bytes.as_deref())?);
+            }
+            let body = Bytes::from(serde_json::to_vec(&answers::Titles { titles: out }).map_err(ApiError::internal)?);
+            inner.metrics.title_list_builds.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            *cached = Some((std::time::Instant::now(), body.clone()));
+            body
+        }
+    };
+    drop(cached);
+    let mut r = Response::new(full(body));
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    Ok(r)
 }
 
 pub(super) fn title(inner: &Inner, id: &str) -> ApiResult {
@@ -164,6 +186,8 @@ pub(super) fn publish_title(inner: &Inner, req: &Request<Bytes>) -> ApiResult {
         return Err(ApiError::new(StatusCode::CONFLICT, "title_exists", format!("title {title} already exists")));
     }
     let addr = inner.store.commit_title(&title, &signed, key.expose()).map_err(ApiError::internal)?;
+    // Listed from the next request on.
+    *inner.title_list.lock().unwrap_or_else(|p| p.into_inner()) = None;
     // Then to every origin; another origin that published the same name
     // between the check and here keeps it (the first stays).
     if let Some(pg) = inner.state.shared()

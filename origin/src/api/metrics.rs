@@ -12,6 +12,8 @@ pub struct Metrics {
     response_bytes: Mutex<BTreeMap<&'static str, u64>>,
     /// Blob bytes pushed to nodes (staging) and peers (pre-casts).
     pub(crate) pushed_bytes: std::sync::atomic::AtomicU64,
+    /// Times the title list (`GET /v1/titles`) was built from the catalog.
+    pub(crate) title_list_builds: std::sync::atomic::AtomicU64,
 }
 
 impl Metrics {
@@ -55,6 +57,8 @@ impl Metrics {
         }
         out.push_str("# HELP origin_pushed_bytes_total Blob bytes pushed to nodes (staging) and peers (pre-casts).\n# TYPE origin_pushed_bytes_total counter\n");
         let _ = writeln!(out, "origin_pushed_bytes_total {}", self.pushed_bytes.load(std::sync::atomic::Ordering::Relaxed));
+        out.push_str("# HELP origin_title_list_builds_total Times the public title list was built from the catalog (at most once per 2 s, and after a publish here).\n# TYPE origin_title_list_builds_total counter\n");
+        let _ = writeln!(out, "origin_title_list_builds_total {}", self.title_list_builds.load(std::sync::atomic::Ordering::Relaxed));
         if let Ok(s) = inner.store.stats() {
             out.push_str("# TYPE origin_store_blobs gauge\n");
             let _ = writeln!(out, "origin_store_blobs {}", s.blobs);
