@@ -340,6 +340,7 @@ fn tickets(seconds: f64, concurrency: usize, state_url: Option<&str>, origins: u
         }
         anyhow::Ok((ok as f64 / secs, raw, bad, own / secs, others / secs, floor))
     })?;
+    anyhow::ensure!(raw > 0.0 && raw_aws_lc > 0.0, "the raw crypto measured nothing (a key failed to load?)");
     let engine = if state_url.is_some() { "postgres" } else { "rocksdb" };
     println!(
         "{}",

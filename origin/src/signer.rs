@@ -14,30 +14,43 @@ use tranzcast_proto::ticket::TokenSigner;
 
 use crate::OriginError;
 
-/// The origin's signing key, loaded into AWS-LC.
+/// The origin's signing key, loaded into AWS-LC (and kept in dalek, which
+/// signs should AWS-LC ever fail to).
 pub(crate) struct FastSigner {
     pair: Ed25519KeyPair,
+    fallback: SigningKey,
 }
 
 impl FastSigner {
     /// The same key as `key`; refused (fails closed) unless AWS-LC derives
-    /// the same public key from its seed.
+    /// the same public key from its seed and signs a probe with the very
+    /// bytes dalek gives.
     pub(crate) fn new(key: &SigningKey) -> Result<Self, OriginError> {
+        use ed25519_dalek::Signer;
         let public = key.verifying_key();
         let pair = Ed25519KeyPair::from_seed_and_public_key(key.as_bytes(), public.as_bytes())
             .map_err(|e| OriginError::Storage(format!("the signing key cannot be loaded into AWS-LC: {e}")))?;
-        if pair.public_key().as_ref() != public.as_bytes() {
-            return Err(OriginError::Storage("AWS-LC derives another public key from the signing key".into()));
+        let probe = b"tranzcast: AWS-LC and dalek sign alike";
+        if pair.public_key().as_ref() != public.as_bytes()
+            || pair.try_sign(probe).ok().as_ref().map(|s| s.as_ref()) != Some(&key.sign(probe).to_bytes()[..])
+        {
+            return Err(OriginError::Storage("AWS-LC does not sign as dalek does with the signing key".into()));
         }
-        Ok(Self { pair })
+        Ok(Self { pair, fallback: key.clone() })
     }
 }
 
 impl TokenSigner for FastSigner {
     fn sign_token(&self, signed: &[u8]) -> [u8; 64] {
-        let mut out = [0u8; 64];
-        out.copy_from_slice(self.pair.sign(signed).as_ref());
-        out
+        use ed25519_dalek::Signer;
+        match self.pair.try_sign(signed) {
+            Ok(s) => {
+                let mut out = [0u8; 64];
+                out.copy_from_slice(s.as_ref());
+                out
+            }
+            Err(_) => self.fallback.sign(signed).to_bytes(),
+        }
     }
 }
 
@@ -53,8 +66,9 @@ mod tests {
             let seed: [u8; 32] = tranzcast_proto::random_bytes();
             let key = SigningKey::from_bytes(&seed);
             let fast = FastSigner::new(&key).unwrap();
-            // Every length from empty to past a SHA-512 block boundary or two.
-            let msg: Vec<u8> = (0..(i as usize % 300)).map(|j| (j as u32 * 31 + i) as u8).collect();
+            // Lengths from empty to 298 bytes: past SHA-512's block boundaries
+            // with the key's prefix and with R and A before the message.
+            let msg: Vec<u8> = (0..(i as usize * 3 / 2)).map(|j| (j as u32 * 31 + i) as u8).collect();
             assert_eq!(fast.sign_token(&msg), key.sign(&msg).to_bytes(), "seed {} length {}", hex::encode(seed), msg.len());
         }
     }

@@ -55,29 +55,17 @@ pub use title::TitleId;
 /// refilled [`RANDOM_POOL`] bytes at a time: a play takes four draws (two
 /// serials, a key part, a log key), and a system call each was 1.3% of an
 /// origin's CPU under load. Bytes handed out are wiped from the pool at
-/// once, so a key part stays in memory only where its caller keeps it.
-/// Nothing forks this process and then draws (ffmpeg is spawned by exec).
+/// once, and the rest when the thread ends, so a key part stays in memory
+/// only where its caller keeps it. A pool filled before a `fork` is
+/// dropped in the child (the process id is checked on every draw), so
+/// parent and child never hand out the same bytes.
 ///
 /// # Panics
 /// Only if the OS has no usable random source, in which case nothing in
 /// Tranzcast can run safely anyway.
 pub fn random_bytes<const N: usize>() -> [u8; N] {
     let mut out = [0u8; N];
-    let drew = N <= RANDOM_POOL / 4
-        && RANDOM
-            .try_with(|pool| {
-                let mut pool = pool.borrow_mut();
-                let (bytes, used) = &mut *pool;
-                if *used + N > RANDOM_POOL {
-                    os_random(bytes);
-                    *used = 0;
-                }
-                let taken = &mut bytes[*used..*used + N];
-                out.copy_from_slice(taken);
-                taken.fill(0);
-                *used += N;
-            })
-            .is_ok();
+    let drew = N <= RANDOM_POOL / 4 && RANDOM.try_with(|pool| pool.borrow_mut().draw(&mut out)).is_ok();
     if !drew {
         os_random(&mut out);
     }
@@ -87,10 +75,40 @@ pub fn random_bytes<const N: usize>() -> [u8; N] {
 /// Bytes a thread draws from the OS at once for [`random_bytes`].
 pub const RANDOM_POOL: usize = 512;
 
+/// A thread's pool of OS randomness: unused bytes, how many are used, and
+/// the process it was filled in.
+struct RandomPool {
+    bytes: [u8; RANDOM_POOL],
+    used: usize,
+    pid: u32,
+}
+
+impl RandomPool {
+    fn draw(&mut self, out: &mut [u8]) {
+        let pid = std::process::id();
+        if self.pid != pid || self.used + out.len() > RANDOM_POOL {
+            os_random(&mut self.bytes);
+            self.used = 0;
+            self.pid = pid;
+        }
+        let taken = &mut self.bytes[self.used..self.used + out.len()];
+        out.copy_from_slice(taken);
+        taken.fill(0);
+        self.used += out.len();
+    }
+}
+
+impl Drop for RandomPool {
+    fn drop(&mut self) {
+        self.bytes.fill(0);
+        // Kept from being optimised away as a dead store.
+        std::hint::black_box(&mut self.bytes);
+    }
+}
+
 thread_local! {
-    /// The pool and how much of it is used (all of it at first: the first
-    /// draw fills it).
-    static RANDOM: std::cell::RefCell<([u8; RANDOM_POOL], usize)> = const { std::cell::RefCell::new(([0; RANDOM_POOL], RANDOM_POOL)) };
+    /// Empty at first (all of it used): the first draw fills it.
+    static RANDOM: std::cell::RefCell<RandomPool> = const { std::cell::RefCell::new(RandomPool { bytes: [0; RANDOM_POOL], used: RANDOM_POOL, pid: 0 }) };
 }
 
 fn os_random(buf: &mut [u8]) {
@@ -161,9 +179,20 @@ mod random_tests {
         let key: [u8; 32] = random_bytes();
         assert_ne!(key, [0; 32]);
         RANDOM.with(|p| {
-            let (bytes, used) = &*p.borrow();
-            assert!(bytes[..*used].iter().all(|&b| b == 0), "drawn bytes must be wiped from the pool");
+            let p = p.borrow();
+            assert!(p.bytes[..p.used].iter().all(|&b| b == 0), "drawn bytes must be wiped from the pool");
+            assert_eq!(p.pid, std::process::id());
         });
+        // A pool from another process (as after a fork) is never drawn from.
+        RANDOM.with(|p| {
+            let mut p = p.borrow_mut();
+            p.pid = p.pid.wrapping_add(1);
+            p.used = 0;
+            p.bytes = [0x5a; RANDOM_POOL];
+        });
+        let after_fork: [u8; 16] = random_bytes();
+        assert_ne!(after_fork, [0x5a; 16], "a pool filled in another process was used");
+        RANDOM.with(|p| assert_eq!(p.borrow().pid, std::process::id()));
         // Larger than a quarter pool: straight from the OS.
         let big: [u8; 4096] = random_bytes();
         assert!(big.iter().any(|&b| b != 0));
