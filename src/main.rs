@@ -54,6 +54,9 @@ enum Command {
     Titles(DataArgs),
     /// Run the origin (catalog, customers, orders, tickets, cluster).
     Origin(ServerArgs),
+    /// Rotate the origin's key-encryption key: re-seal every key (its own
+    /// store's and, on PostgreSQL, the cluster's) under a new one. Origins stopped.
+    Rekey(RekeyArgs),
     /// Run a node or an edge (role set in its config).
     Edge(EdgeArgs),
     /// Play tickets and validation certificates.
@@ -81,6 +84,16 @@ struct ServerArgs {
     /// Override a config key: --set key.path=value (repeatable).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     set: Vec<String>,
+}
+
+#[derive(clap::Args, Debug)]
+struct RekeyArgs {
+    /// The origin's config as it runs now (its keys.kek_file is the current KEK).
+    #[command(flatten)]
+    server: ServerArgs,
+    /// The new key-encryption key: a file holding 64 hex digits.
+    #[arg(long)]
+    new_kek_file: PathBuf,
 }
 
 #[derive(clap::Args, Debug)]
@@ -345,6 +358,7 @@ fn run(command: Command) -> Result<()> {
             Ok(())
         }
         Command::Origin(a) => run_origin(a),
+        Command::Rekey(a) => rekey(a),
         Command::Edge(a) => run_edge(a),
         Command::Ticket(TicketCommand::Inspect { text, origin_key }) => inspect(&text, origin_key.as_deref()),
         Command::Cluster(c) => cluster::run(c),
@@ -353,6 +367,22 @@ fn run(command: Command) -> Result<()> {
         Command::Play(a) => play::run(a),
         Command::Bench(b) => bench::run(b),
     }
+}
+
+fn rekey(a: RekeyArgs) -> Result<()> {
+    let config: tranzcast_config::OriginConfig = tranzcast_config::load(a.server.config.as_deref(), &a.server.set)?;
+    let text = std::fs::read_to_string(&a.new_kek_file).with_context(|| format!("cannot read {}", a.new_kek_file.display()))?;
+    let new = tranzcast_proto::envelope::Kek::from_hex(&text)
+        .with_context(|| format!("{}: not a key-encryption key", a.new_kek_file.display()))?;
+    let done = tranzcast_origin::rekey(&config, new)?;
+    println!(
+        "re-sealed {} key(s) in {}{}; now set keys.kek_file = {} on every origin",
+        done.store,
+        config.data_dir.display(),
+        done.database.map(|n| format!(" and {n} value(s) in the shared database")).unwrap_or_default(),
+        a.new_kek_file.display()
+    );
+    Ok(())
 }
 
 fn run_origin(a: ServerArgs) -> Result<()> {

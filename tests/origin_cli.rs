@@ -325,3 +325,104 @@ fn two_origin_processes_on_one_postgres_grant_a_single_play_ticket_once() {
         let _ = o.child.wait();
     }
 }
+
+/// `tranzcast rekey`: the key-encryption key rotated with the origin
+/// stopped. Every key (the origin's own store, the shared database's
+/// signing key and title keys) is re-sealed under the new one: an origin
+/// given the old KEK refuses to start, one given the new plays on, and a
+/// second origin with an empty store opens the title key from the database.
+/// A second run changes nothing; the same KEK as new is refused.
+#[test]
+fn rekey_reseals_every_key_under_the_new_kek_and_the_old_one_opens_nothing() {
+    fn strs(v: &[String]) -> Vec<&str> {
+        v.iter().map(String::as_str).collect()
+    }
+    let pg = tranzcast_testkit::Postgres::start();
+    let url = pg.database("rekey");
+    let (dir, input) = dir_with_input("film.bin", 300_000, "rekey");
+    let (a_data, b_data) = (dir.path().join("a"), dir.path().join("b"));
+    ok(&["ingest", input.to_str().unwrap(), "--data", a_data.to_str().unwrap(), "--title", "film"]);
+    let (old, new) = (dir.path().join("old.hex"), dir.path().join("new.hex"));
+    std::fs::write(&old, "5e".repeat(32)).unwrap();
+    std::fs::write(&new, "a7".repeat(32)).unwrap();
+    let state_url = format!("state.url={url}");
+    let with =
+        |kek: &std::path::Path| vec!["state.backend=postgres".to_string(), state_url.clone(), format!("keys.kek_file={}", kek.display())];
+    let mut a = start_origin_with(&a_data, &strs(&with(&old)));
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let http = tranzcast_net::client::https(&std::fs::read(&a.ca).unwrap()).unwrap();
+    let client = |port: u16| tranzcast_testkit::OriginClient::new(&http, &format!("https://localhost:{port}")).with_storefront(TOKEN);
+    let ticket = rt.block_on(async {
+        let (t, _) = client(a.port).rent("film", 3).await;
+        client(a.port).play(&t).await.unwrap().ticket.expect("a replacement with plays left")
+    });
+    a.child.kill().unwrap();
+    a.child.wait().unwrap();
+
+    let rekey = |new_kek: &std::path::Path| {
+        let mut args = vec!["rekey".to_string(), "--new-kek-file".into(), new_kek.display().to_string()];
+        for s in [
+            format!("data_dir={}", a_data.display()),
+            format!("storefront_token={TOKEN}"),
+            "cluster_token=cli-cluster-token-0123456789".into(),
+            "member_key=cli-member-key-0123456789-0123456789".into(),
+        ]
+        .into_iter()
+        .chain(with(&old))
+        {
+            args.extend(["--set".into(), s]);
+        }
+        args
+    };
+    let same = rekey(&old);
+    assert!(fails(&strs(&same)).contains("is the current one"));
+    let out = ok(&strs(&rekey(&new)));
+    assert!(out.contains("re-sealed 2 key(s)") && out.contains("and 3 value(s) in the shared database"), "{out}");
+    // Run again (as after a run that stopped half-way): everything is
+    // already under the new key, nothing changes.
+    let again = ok(&strs(&rekey(&new)));
+    assert!(again.contains("re-sealed 0 key(s)") && again.contains("and 0 value(s)"), "{again}");
+
+    // The old KEK opens nothing any more: the origin refuses to start.
+    let mut refused = Command::new(bin())
+        .args(["origin", "--set", &format!("data_dir={}", a_data.display()), "--set", &format!("storefront_token={TOKEN}")])
+        .args(["--set", "cluster_token=cli-cluster-token-0123456789", "--set", "listen.https=127.0.0.1:0"])
+        .args(["--set", "member_key=cli-member-key-0123456789-0123456789"])
+        .args(with(&old).iter().flat_map(|s| ["--set".to_string(), s.clone()]))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let status = loop {
+        if let Some(s) = refused.try_wait().unwrap() {
+            break s;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = refused.kill();
+            panic!("an origin given the old KEK after the rekey did not refuse to start");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut refused.stderr.take().unwrap(), &mut err).unwrap();
+    assert!(!status.success() && err.contains("key-encryption key"), "{status}: {err}");
+
+    // The new one: A plays on; B (an empty store) opens the title key from the database.
+    let mut a = start_origin_with(&a_data, &strs(&with(&new)));
+    drop(tranzcast_store::BlobStore::open(&b_data, tranzcast_store::StoreOptions { create: true, ..Default::default() }).unwrap());
+    std::fs::create_dir_all(b_data.join("tls")).unwrap();
+    for f in ["ca.pem", "ca.key"] {
+        std::fs::copy(a_data.join("tls").join(f), b_data.join("tls").join(f)).unwrap();
+    }
+    let mut b = start_origin_with(&b_data, &strs(&with(&new)));
+    rt.block_on(async {
+        let next = client(a.port).play(&ticket).await.unwrap().ticket.expect("one play left");
+        client(b.port).play(&next).await.unwrap();
+        assert_eq!(client(a.port).play(&next).await.unwrap_err(), (403, "spent".to_string()));
+    });
+    for o in [&mut a, &mut b] {
+        let _ = o.child.kill();
+        let _ = o.child.wait();
+    }
+}

@@ -323,6 +323,52 @@ fn kek(config: &OriginConfig) -> Result<Option<tranzcast_proto::envelope::Kek>, 
     tranzcast_proto::envelope::Kek::from_hex(&text).map(Some).map_err(|e| OriginError::Storage(format!("key-encryption key: {e}")))
 }
 
+/// What `rekey` re-sealed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rekeyed {
+    /// Keys in this origin's own store.
+    pub store: u64,
+    /// Sealed values in the shared database (None on the embedded engine).
+    pub database: Option<u64>,
+}
+
+/// Rotates the key-encryption key: every key sealed under the configured
+/// one (`keys.kek_file` or `TRANZCAST_KEK`) is re-sealed under `new`, in the
+/// shared database (one transaction) and in this origin's own store (one
+/// synced batch). Run it with the origins stopped (the store refuses to
+/// open while this data directory's origin runs), then point `keys.kek_file`
+/// at the new key on every origin. Safe to run again after it stopped
+/// half-way: what is already under `new` is left as it is.
+pub fn rekey(config: &OriginConfig, new: tranzcast_proto::envelope::Kek) -> Result<Rekeyed, OriginError> {
+    let old = kek(config)?
+        .ok_or_else(|| OriginError::Storage("rekey needs the current key-encryption key: keys.kek_file or TRANZCAST_KEK".into()))?;
+    if old.id() == new.id() {
+        return Err(OriginError::Storage("the new key-encryption key is the current one".into()));
+    }
+    let store = BlobStore::open(&config.data_dir, StoreOptions { cache_bytes: 1 << 20, create: false })?;
+    let database = match config.state.backend {
+        tranzcast_config::StateBackend::Rocksdb => None,
+        tranzcast_config::StateBackend::Postgres => {
+            let ca = match &config.state.ca {
+                Some(f) => Some(std::fs::read(f).map_err(|e| OriginError::Storage(format!("state.ca {}: {e}", f.display())))?),
+                None => None,
+            };
+            let url = config.state.url.expose();
+            Some(match ledger::postgres::PgState::open_with(url, 2, old.clone(), ca.as_deref()) {
+                Ok(pg) => pg.rekey(&new)?,
+                // Already under the new key (a run that stopped after the
+                // database's transaction): nothing left to do there.
+                Err(e) => match ledger::postgres::PgState::open_with(url, 2, new.clone(), ca.as_deref()) {
+                    Ok(_) => 0,
+                    Err(_) => return Err(e),
+                },
+            })
+        }
+    };
+    let store = store.reseal_keys(&old, new)?;
+    Ok(Rekeyed { store, database })
+}
+
 /// Opens the configured state engine and settles the signing key: the
 /// embedded engine's is this data directory's; on a shared engine every
 /// origin signs with the cluster's (sealed in the database), and a data

@@ -207,7 +207,7 @@ pub struct OriginState {
     log_seq: AtomicU64,
     /// Async locks: a play holds its stripe across the group commit it
     /// awaits; synchronous paths take them with `blocking_lock`.
-    stripes: Vec<tokio::sync::Mutex<()>>,
+    stripes: Vec<std::sync::Arc<tokio::sync::Mutex<()>>>,
 }
 
 impl std::fmt::Debug for OriginState {
@@ -262,7 +262,7 @@ impl OriginState {
             next_customer: AtomicU64::new(1),
             next_order: AtomicU64::new(1),
             log_seq: AtomicU64::new(0),
-            stripes: (0..STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
+            stripes: (0..STRIPES).map(|_| std::sync::Arc::new(tokio::sync::Mutex::new(()))).collect(),
         };
         s.next_customer.store(s.last_u64_key(CF_CUSTOMERS)? + 1, Ordering::SeqCst);
         s.next_order.store(s.last_u64_key(CF_ORDERS)? + 1, Ordering::SeqCst);

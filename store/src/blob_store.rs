@@ -592,6 +592,33 @@ impl BlobStore {
         Ok(resealed)
     }
 
+    /// Re-seals every key of this store under `new`: those sealed under
+    /// `old` (each must open, or nothing changes: fails closed) and those
+    /// in clear, in one synced batch; returns how many (those already under
+    /// `new` are left). Keys are sealed under `new` from now on.
+    pub fn reseal_keys(&self, old: &tranzcast_proto::envelope::Kek, new: tranzcast_proto::envelope::Kek) -> Result<u64, StoreError> {
+        let cf = self.cf(CF_KEYS)?;
+        let mut batch = WriteBatch::default();
+        let mut resealed = 0;
+        for item in self.db.iterator_cf(cf, IteratorMode::Start) {
+            let (row, v) = item.map_err(|e| StoreError::backend("keys", e))?;
+            let name = String::from_utf8_lossy(&row);
+            let clear = match <[u8; 32]>::try_from(v.as_ref()) {
+                Ok(clear) => clear,
+                // Already under `new` (a rekey run again after it stopped half-way).
+                Err(_) if new.open32(&name, &v).is_ok() => continue,
+                Err(_) => old.open32(&name, &v).map_err(|e| StoreError::backend(format!("key {name}"), e))?,
+            };
+            batch.put_cf(cf, &row, new.seal(&name, &clear));
+            resealed += 1;
+        }
+        if resealed > 0 {
+            self.write(batch, true, "reseal keys")?;
+        }
+        *self.kek.write().unwrap_or_else(|p| p.into_inner()) = Some(new);
+        Ok(resealed)
+    }
+
     /// A key as stored in row `row`: sealed when a KEK is set.
     fn key_value(&self, row: &[u8], key: &[u8; 32]) -> Vec<u8> {
         match &*self.kek.read().unwrap_or_else(|p| p.into_inner()) {
