@@ -569,27 +569,9 @@ impl BlobStore {
     /// Fails closed when a sealed key does not open under `kek` (another
     /// KEK sealed this store). Without it, a sealed key reads as an error.
     pub fn seal_keys_with(&self, kek: tranzcast_proto::envelope::Kek) -> Result<u64, StoreError> {
-        let cf = self.cf(CF_KEYS)?;
-        let mut batch = WriteBatch::default();
-        let mut resealed = 0;
-        for item in self.db.iterator_cf(cf, IteratorMode::Start) {
-            let (row, v) = item.map_err(|e| StoreError::backend("keys", e))?;
-            let name = String::from_utf8_lossy(&row);
-            match <[u8; 32]>::try_from(v.as_ref()) {
-                Ok(clear) => {
-                    batch.put_cf(cf, &row, kek.seal(&name, &clear));
-                    resealed += 1;
-                }
-                Err(_) => {
-                    kek.open32(&name, &v).map_err(|e| StoreError::backend(format!("key {name}"), e))?;
-                }
-            }
-        }
-        if resealed > 0 {
-            self.write(batch, true, "seal keys")?;
-        }
-        *self.kek.write().unwrap_or_else(|p| p.into_inner()) = Some(kek);
-        Ok(resealed)
+        // Re-sealing under the same key: the clear ones sealed, the sealed
+        // ones checked (each must open), none rewritten.
+        self.reseal_keys(&kek.clone(), kek)
     }
 
     /// Re-seals every key of this store under `new`: those sealed under
