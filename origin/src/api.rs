@@ -28,6 +28,7 @@ mod metrics;
 mod play;
 mod storefront;
 
+pub(crate) use catalog::TitleList;
 use catalog::*;
 pub use metrics::Metrics;
 use storefront::*;

@@ -88,7 +88,7 @@ pub(crate) struct Inner {
     pub shared_titles: std::sync::Mutex<std::collections::HashMap<String, CatalogEntry>>,
     /// The rendered `GET /v1/titles` answer and when it was built (see
     /// `api::catalog::titles`).
-    pub(crate) title_list: std::sync::Mutex<Option<(std::time::Instant, bytes::Bytes)>>,
+    pub(crate) title_list: std::sync::Mutex<api::TitleList>,
 }
 
 /// A title as plays and orders need it.
@@ -346,6 +346,9 @@ pub fn rekey(config: &OriginConfig, new: tranzcast_proto::envelope::Kek) -> Resu
         return Err(OriginError::Storage("the new key-encryption key is the current one".into()));
     }
     let store = BlobStore::open(&config.data_dir, StoreOptions { cache_bytes: 1 << 20, create: false })?;
+    // Before the database changes: every key of the store must open under
+    // one of the two, or the store would be left under neither.
+    store.keys_open_under(&[&old, &new])?;
     let database = match config.state.backend {
         tranzcast_config::StateBackend::Rocksdb => None,
         tranzcast_config::StateBackend::Postgres => {
@@ -354,15 +357,14 @@ pub fn rekey(config: &OriginConfig, new: tranzcast_proto::envelope::Kek) -> Resu
                 None => None,
             };
             let url = config.state.url.expose();
-            Some(match ledger::postgres::PgState::open_with(url, 2, old.clone(), ca.as_deref()) {
-                Ok(pg) => pg.rekey(&new)?,
-                // Already under the new key (a run that stopped after the
-                // database's transaction): nothing left to do there.
-                Err(e) => match ledger::postgres::PgState::open_with(url, 2, new.clone(), ca.as_deref()) {
-                    Ok(_) => 0,
-                    Err(_) => return Err(e),
-                },
-            })
+            // Opened with whichever KEK its check value opens under (the new
+            // one after a run that stopped past the database's transaction);
+            // the re-sealing itself looks at every row either way.
+            let pg = match ledger::postgres::PgState::open_with(url, 2, old.clone(), ca.as_deref()) {
+                Ok(pg) => pg,
+                Err(e) => ledger::postgres::PgState::open_with(url, 2, new.clone(), ca.as_deref()).map_err(|_| e)?,
+            };
+            Some(pg.rekey(&old, &new)?)
         }
     };
     let store = store.reseal_keys(&old, new)?;

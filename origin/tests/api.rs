@@ -571,9 +571,16 @@ async fn publishing_checks_every_segment_length_one_publish_of_a_title_wins_and_
         async move { http.get(format!("{base}/v1/titles")).send().await.unwrap().text().await.unwrap() }
     };
     let builds_before = title_list_builds(&f).await;
+    let built_at = std::time::Instant::now();
+    let first = list().await;
+    assert!(first.contains("\"titles\"") && !first.contains("uploaded"), "{first}");
     let lists = futures::future::join_all((0..20).map(|_| list())).await;
-    assert!(lists.iter().all(|l| l == &lists[0] && !l.contains("uploaded")), "{lists:?}");
-    assert_eq!(title_list_builds(&f).await - builds_before, 1, "twenty readers, one build");
+    assert!(lists.iter().all(|l| l == &first), "{lists:?}");
+    // (Only while the first list is fresh: a machine slow enough to take
+    // the TTL over these twenty would rightly build again.)
+    if built_at.elapsed() < std::time::Duration::from_millis(1500) {
+        assert_eq!(title_list_builds(&f).await - builds_before, 1, "twenty-one readers, one build");
+    }
 
     // Eight publishes of one title at once: one commits, the others are told it exists.
     let body = manifest(vec![full0, full1]);
@@ -589,9 +596,14 @@ async fn publishing_checks_every_segment_length_one_publish_of_a_title_wins_and_
     }
     statuses.sort_unstable();
     assert_eq!(statuses, [201, 409, 409, 409, 409, 409, 409, 409]);
+    let fresh = built_at.elapsed() < std::time::Duration::from_millis(1500);
     let after: Value = serde_json::from_str(&list().await).unwrap();
     assert!(after["titles"].as_array().unwrap().iter().any(|t| t["title"] == "uploaded"), "listed at once after its publish: {after}");
-    assert_eq!(title_list_builds(&f).await - builds_before, 2);
+    if fresh {
+        // Listed although the list built before the publish was still fresh:
+        // the publish cleared it.
+        assert_eq!(title_list_builds(&f).await - builds_before, 2);
+    }
     f.origin.shutdown().await;
 }
 

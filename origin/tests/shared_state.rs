@@ -340,3 +340,32 @@ async fn the_embedded_engine_seals_its_keys_when_given_a_kek() {
     assert!(store.title_secret(&film).unwrap().is_some());
     drop(dir);
 }
+
+/// A KEK rotation of the database: a second run after an origin that was
+/// still running published a title under the old KEK re-seals that title
+/// too (the run looks at every row, not at the check value alone), and
+/// leaves what is already under the new one; afterwards every key opens
+/// under the new KEK and none under the old.
+#[test]
+fn rekey_reseals_what_a_lingering_origin_wrote_under_the_old_kek_on_a_second_run() {
+    use tranzcast_origin::ledger::postgres::PgState;
+    use tranzcast_proto::envelope::Kek;
+    let pg = Postgres::start();
+    let url = pg.database("rekey");
+    let (old, new) = (Kek::from_hex(KEK).unwrap(), Kek::from_hex(&"c3".repeat(32)).unwrap());
+    let lingering = PgState::open(&url, 4, old.clone()).unwrap();
+    lingering.share_secret("origin-ed25519", &[1; 32]).unwrap();
+    assert!(lingering.publish_title("first", b"manifest one", &[2; 32]).unwrap());
+    let fresh = PgState::open(&url, 4, old.clone()).unwrap();
+    assert_eq!(fresh.rekey(&old, &new).unwrap(), 3, "the check value, the signing key, one title key");
+    // An origin that was not stopped publishes under the old KEK.
+    assert!(lingering.publish_title("second", b"manifest two", &[3; 32]).unwrap());
+    assert!(PgState::open(&url, 4, old.clone()).is_err(), "the old KEK no longer opens the database");
+    let after = PgState::open(&url, 4, new.clone()).unwrap();
+    assert!(after.title("second").is_err(), "sealed under the old KEK until the second run");
+    assert_eq!(after.rekey(&old, &new).unwrap(), 1, "only the title written under the old KEK");
+    assert_eq!(after.title("first").unwrap().unwrap().key, [2; 32]);
+    assert_eq!(after.title("second").unwrap().unwrap().key, [3; 32]);
+    assert_eq!(after.secret("origin-ed25519").unwrap(), Some([1; 32]));
+    assert_eq!(after.rekey(&old, &new).unwrap(), 0);
+}

@@ -601,6 +601,19 @@ impl BlobStore {
         Ok(resealed)
     }
 
+    /// Whether every key of this store is in clear or opens under one of
+    /// `keks` (the first that fails is the error); changes nothing.
+    pub fn keys_open_under(&self, keks: &[&tranzcast_proto::envelope::Kek]) -> Result<(), StoreError> {
+        for item in self.db.iterator_cf(self.cf(CF_KEYS)?, IteratorMode::Start) {
+            let (row, v) = item.map_err(|e| StoreError::backend("keys", e))?;
+            let name = String::from_utf8_lossy(&row);
+            if v.len() != 32 && !keks.iter().any(|k| k.open32(&name, &v).is_ok()) {
+                return Err(StoreError::backend(format!("key {name}"), "opens under neither key-encryption key"));
+            }
+        }
+        Ok(())
+    }
+
     /// A key as stored in row `row`: sealed when a KEK is set.
     fn key_value(&self, row: &[u8], key: &[u8; 32]) -> Vec<u8> {
         match &*self.kek.read().unwrap_or_else(|p| p.into_inner()) {

@@ -46,31 +46,82 @@ fn catalog(inner: &Inner) -> Result<Vec<(String, BlobAddress, Option<Bytes>)>, A
 /// How long a built title list is served before it is built again.
 pub(crate) const TITLE_LIST_TTL: std::time::Duration = std::time::Duration::from_secs(2);
 
+/// How long a failed build is answered with 503 before another is tried.
+const TITLE_LIST_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// The public title list as built, and who is building it now.
+#[derive(Default)]
+pub(crate) struct TitleList {
+    /// The answer and when it was built.
+    built: Option<(std::time::Instant, Bytes)>,
+    /// A build is under way (one at a time; the others answer the last list).
+    building: bool,
+    /// When the last build failed.
+    failed: Option<std::time::Instant>,
+    /// Publishes here so far: a build that began before one is not kept.
+    generation: u64,
+}
+
+impl TitleList {
+    /// Forgets the list (a title was just published here).
+    pub(crate) fn clear(&mut self) {
+        self.built = None;
+        self.generation += 1;
+    }
+}
+
 /// `GET /v1/titles`. Anyone may ask, and building the answer reads and
 /// decodes every manifest (on a shared engine, fetches every manifest from
 /// the database): so it is built at most once per [`TITLE_LIST_TTL`]
-/// whoever asks and however often (one builder, the others wait for its
-/// answer), and again at once after a publish through this origin. A title
-/// published through another origin appears within the TTL.
+/// whoever asks and however often, and again at once after a publish
+/// through this origin. One request builds, without holding the lock;
+/// meanwhile the others get the last list built, or a 503 when there is
+/// none yet, as for a second after a failed build (a slow or absent
+/// database ties up one thread, not one per reader). A title published
+/// through another origin appears within the TTL.
 pub(super) fn titles(inner: &Inner) -> ApiResult {
-    let mut cached = inner.title_list.lock().unwrap_or_else(|p| p.into_inner());
-    let body = match &*cached {
-        Some((built, body)) if built.elapsed() < TITLE_LIST_TTL => body.clone(),
-        _ => {
-            let mut out = Vec::new();
-            for (t, a, bytes) in catalog(inner)? {
-                out.push(manifest_summary(&t, &a, bytes.as_deref())?);
-            }
-            let body = Bytes::from(serde_json::to_vec(&answers::Titles { titles: out }).map_err(ApiError::internal)?);
-            inner.metrics.title_list_builds.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            *cached = Some((std::time::Instant::now(), body.clone()));
-            body
+    let busy = || ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "busy", "the title list is being built; try again in a second");
+    let generation = {
+        let mut list = inner.title_list.lock().unwrap_or_else(|p| p.into_inner());
+        let fresh = list.built.as_ref().filter(|(at, _)| at.elapsed() < TITLE_LIST_TTL).map(|(_, b)| b.clone());
+        let stale = list.built.as_ref().map(|(_, b)| b.clone());
+        match (fresh, list.building, stale) {
+            (Some(body), _, _) | (None, true, Some(body)) => return Ok(list_response(body)),
+            (None, true, None) => return Err(busy()),
+            (None, false, _) if list.failed.is_some_and(|f| f.elapsed() < TITLE_LIST_RETRY) => return Err(busy()),
+            (None, false, _) => list.building = true,
         }
+        list.generation
     };
-    drop(cached);
+    let built = (|| {
+        let mut out = Vec::new();
+        for (t, a, bytes) in catalog(inner)? {
+            out.push(manifest_summary(&t, &a, bytes.as_deref())?);
+        }
+        serde_json::to_vec(&answers::Titles { titles: out }).map(Bytes::from).map_err(ApiError::internal)
+    })();
+    let mut list = inner.title_list.lock().unwrap_or_else(|p| p.into_inner());
+    list.building = false;
+    match built {
+        Ok(body) => {
+            inner.metrics.title_list_builds.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            if list.generation == generation {
+                list.built = Some((std::time::Instant::now(), body.clone()));
+            }
+            list.failed = None;
+            Ok(list_response(body))
+        }
+        Err(e) => {
+            list.failed = Some(std::time::Instant::now());
+            Err(e)
+        }
+    }
+}
+
+fn list_response(body: Bytes) -> Response<Body> {
     let mut r = Response::new(full(body));
     r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    Ok(r)
+    r
 }
 
 pub(super) fn title(inner: &Inner, id: &str) -> ApiResult {
@@ -187,7 +238,7 @@ pub(super) fn publish_title(inner: &Inner, req: &Request<Bytes>) -> ApiResult {
     }
     let addr = inner.store.commit_title(&title, &signed, key.expose()).map_err(ApiError::internal)?;
     // Listed from the next request on.
-    *inner.title_list.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    inner.title_list.lock().unwrap_or_else(|p| p.into_inner()).clear();
     // Then to every origin; another origin that published the same name
     // between the check and here keeps it (the first stays).
     if let Some(pg) = inner.state.shared()

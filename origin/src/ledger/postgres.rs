@@ -336,24 +336,34 @@ impl PgState {
     }
 
     /// Re-seals every sealed value of the database (the KEK check, the
-    /// signing key, every title key) under `new`, in one transaction: each
-    /// must open under this state's KEK first, or nothing changes (fails
-    /// closed). Returns how many values were re-sealed. Run with every
+    /// signing key, every title key) under `new`, in one serializable
+    /// transaction (a title inserted meanwhile fails it, and it runs again):
+    /// a value already under `new` is left, any other must open under `old`
+    /// or nothing changes (fails closed). So a run after one that stopped,
+    /// or after an origin still running published under `old`, finishes
+    /// the job. Returns how many values were re-sealed. Run with every
     /// origin stopped: one still running seals what it writes next under
-    /// the old KEK (and is refused at its next start).
-    pub fn rekey(&self, new: &Kek) -> Result<u64, OriginError> {
+    /// `old`.
+    pub fn rekey(&self, old: &Kek, new: &Kek) -> Result<u64, OriginError> {
         self.transaction("rekey", |tx| {
+            tx.x("SET TRANSACTION ISOLATION LEVEL SERIALIZABLE", &[])?;
             let mut n = 0;
             for r in tx.q("SELECT name, sealed FROM secrets ORDER BY name FOR UPDATE", &[])? {
                 let (name, sealed): (String, Vec<u8>) = (r.get(0), r.get(1));
-                let clear = self.kek.open(&name, &sealed).map_err(|e| Fail::Error(err(&name, e)))?;
+                if new.open(&name, &sealed).is_ok() {
+                    continue;
+                }
+                let clear = old.open(&name, &sealed).map_err(|e| Fail::Error(err(&name, e)))?;
                 tx.x("UPDATE secrets SET sealed = $2 WHERE name = $1", &[&name, &new.seal(&name, &clear)])?;
                 n += 1;
             }
             for r in tx.q("SELECT title, sealed_key FROM titles ORDER BY title FOR UPDATE", &[])? {
                 let (title, sealed): (String, Vec<u8>) = (r.get(0), r.get(1));
                 let row = format!("title/{title}");
-                let key = self.kek.open32(&row, &sealed).map_err(|e| Fail::Error(err(&row, e)))?;
+                if new.open32(&row, &sealed).is_ok() {
+                    continue;
+                }
+                let key = old.open32(&row, &sealed).map_err(|e| Fail::Error(err(&row, e)))?;
                 tx.x("UPDATE titles SET sealed_key = $2 WHERE title = $1", &[&title, &new.seal(&row, &key)])?;
                 n += 1;
             }
