@@ -21,8 +21,22 @@ fn free_port() -> u16 {
 }
 
 impl S3Server {
-    /// Starts one (a few seconds) and creates `bucket`.
+    /// Starts one (a few seconds) and creates `bucket`. Its ports are
+    /// picked free and then let go, so another process (an outgoing
+    /// connection's ephemeral port) can take one first: SeaweedFS then
+    /// exits at once, and it is started again on fresh ports (three tries).
     pub async fn start(bucket: &str) -> Self {
+        for attempt in 1..=3 {
+            match Self::try_start(bucket).await {
+                Ok(s) => return s,
+                Err(log) if attempt < 3 && log.contains("address already in use") => continue,
+                Err(log) => panic!("SeaweedFS did not come up: {}", &log[log.len().saturating_sub(2000)..]),
+            }
+        }
+        unreachable!("the last attempt returns or panics")
+    }
+
+    async fn try_start(bucket: &str) -> Result<Self, String> {
         let dir = tempfile::Builder::new().prefix("tranzcast-s3-").tempdir().expect("temp dir");
         let s3 = free_port();
         let mut args = vec![
@@ -42,7 +56,7 @@ impl S3Server {
             args.push(format!("-{flag}={}", free_port()));
         }
         let log = std::fs::File::create(dir.path().join("log")).expect("log file");
-        let child = Command::new("weed")
+        let mut child = Command::new("weed")
             .args(&args)
             .stdout(Stdio::null())
             .stderr(log)
@@ -52,6 +66,7 @@ impl S3Server {
         let _ = tranzcast_net::tls::provider().as_ref().clone().install_default();
         let http = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().expect("client");
         let deadline = Instant::now() + Duration::from_secs(60);
+        let log = || std::fs::read_to_string(dir.path().join("log")).unwrap_or_default();
         // Up when the bucket can be made (the filer and a volume answer too).
         loop {
             if let Ok(r) = http.put(format!("{endpoint}/{bucket}")).send().await
@@ -59,13 +74,16 @@ impl S3Server {
             {
                 break;
             }
-            if Instant::now() > deadline {
-                let log = std::fs::read_to_string(dir.path().join("log")).unwrap_or_default();
-                panic!("SeaweedFS did not come up in 60 s: {}", &log[log.len().saturating_sub(2000)..]);
+            // A server that could not bind a port exits (a fatal log line).
+            let exited = matches!(child.try_wait(), Ok(Some(_)));
+            if exited || Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(log());
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
-        Self { child, _dir: dir, endpoint, bucket: bucket.to_string() }
+        Ok(Self { child, _dir: dir, endpoint, bucket: bucket.to_string() })
     }
 
     /// Origin settings for master copies in this bucket.
