@@ -27,6 +27,8 @@ case "$MODE" in
     *) echo "usage: bench/all.sh [fast|full]" >&2; exit 2 ;;
 esac
 . scripts/env.sh
+# The peers and oha, when missing (a fresh machine: about 15 minutes once).
+bash bench/peers.sh
 cargo build --release --locked --bin tranzcast >/dev/null 2>&1 || cargo build --release --locked --bin tranzcast
 LOG="$(mktemp -d /tmp/tz-bench-all.XXXXXX)"
 export RESULTS="$LOG/results.tsv"
