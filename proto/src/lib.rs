@@ -53,8 +53,9 @@ pub use title::TitleId;
 
 /// Bytes from the operating system's CSPRNG, drawn from a per-thread pool
 /// refilled [`RANDOM_POOL`] bytes at a time: a play takes four draws (two
-/// serials, a key part, a log key), and a system call each was 1.3% of an
-/// origin's CPU under load. Bytes handed out are wiped from the pool at
+/// serials, a key part, a log key), and a `getrandom` call each was 1.3% of
+/// an origin's CPU under load; a draw now costs a `getpid` (the fork check
+/// below), a far cheaper system call. Bytes handed out are wiped from the pool at
 /// once, and the rest when the thread ends, so a key part stays in memory
 /// only where its caller keeps it. A pool filled before a `fork` is
 /// dropped in the child (the process id is checked on every draw), so

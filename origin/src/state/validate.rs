@@ -91,8 +91,9 @@ impl OriginState {
             // The lock goes with the batch and is let go by the committer
             // once the batch is durable (or failed), not when this future
             // ends: a play cut off by its client or its deadline while its
-            // batch waits for the sync must not let a retry read the
-            // unsynced grant and answer "granted again" before it is on disk.
+            // batch waits must not let the next play of the ticket read it
+            // before the grant is written (a second grant) or before it is
+            // on disk ("granted again" for a grant a crash would lose).
             self.committer.commit(self.grant_batch(&w)?, held).await?;
         }
         Ok(out)
@@ -203,9 +204,7 @@ impl Committer {
         tx.send((batch, done, held)).map_err(|_| OriginError::Storage("committer stopped".into()))?;
         wait.await.map_err(|_| OriginError::Storage("committer stopped".into()))?.map_err(OriginError::Storage)
     }
-}
 
-impl Committer {
     /// Refuses once a write or a sync has failed (see `failed`).
     pub(crate) fn check(&self) -> Result<(), OriginError> {
         if self.failed.load(std::sync::atomic::Ordering::SeqCst) {
