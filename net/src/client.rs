@@ -88,7 +88,7 @@ pub async fn read_body(r: &mut reqwest::Response, max_body: usize, stall: std::t
 /// One HTTP/3 connection; cheap to clone, requests run in parallel.
 #[derive(Clone)]
 pub struct H3Client {
-    send: h3::client::SendRequest<h3_quinn::OpenStreams, Bytes>,
+    send: h3::client::SendRequest<crate::h3_transport::OpenStreams, Bytes>,
     _endpoint: quinn::Endpoint,
     authority: String,
 }
@@ -118,7 +118,8 @@ impl H3Client {
             .map_err(|e| NetError::H3(e.to_string()))?
             .await
             .map_err(|e| NetError::H3(format!("connect {addr}: {e}")))?;
-        let (mut driver, send) = h3::client::new(h3_quinn::Connection::new(conn)).await.map_err(|e| NetError::H3(e.to_string()))?;
+        let (mut driver, send) =
+            h3::client::new(crate::h3_transport::Connection::new(conn)).await.map_err(|e| NetError::H3(e.to_string()))?;
         tokio::spawn(async move {
             let _ = std::future::poll_fn(|cx| driver.poll_close(cx)).await;
         });

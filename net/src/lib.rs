@@ -14,6 +14,8 @@
 //!   dropping the new connections of penalised addresses.
 //! - `coalesce`: gathers an HTTP/2 connection's frames into 64 KiB writes
 //!   (h2 flushes after every frame).
+//! - `h3_transport`: h3's QUIC traits over quinn, ours, handing response
+//!   bodies to quinn without a copy.
 //! - [`push`]: ask-then-push of blobs between servers.
 //! - [`client`]: HTTPS (reqwest, h1/h2) and HTTP/3 (quinn + h3) clients that
 //!   trust a given CA.
@@ -21,6 +23,7 @@
 pub mod client;
 mod coalesce;
 mod error;
+mod h3_transport;
 pub mod limits;
 pub mod push;
 pub mod ranged;

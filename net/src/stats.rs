@@ -183,6 +183,10 @@ pub struct ServerStats {
     pub(crate) tasks: AtomicI64,
     pub(crate) body_bytes_held: AtomicI64,
     bytes_out: AtomicU64,
+    /// HTTP/3 response body bytes handed to quinn as they were (no copy),
+    /// and copied on the way (`h3_transport`).
+    pub(crate) h3_body_zero_copy: AtomicU64,
+    pub(crate) h3_body_copied: AtomicU64,
     pub(crate) tasks_idle: tokio::sync::Notify,
 }
 
@@ -205,6 +209,8 @@ impl Default for ServerStats {
             tasks: AtomicI64::new(0),
             body_bytes_held: AtomicI64::new(0),
             bytes_out: AtomicU64::new(0),
+            h3_body_zero_copy: AtomicU64::new(0),
+            h3_body_copied: AtomicU64::new(0),
             tasks_idle: tokio::sync::Notify::new(),
         }
     }
@@ -253,6 +259,11 @@ impl ServerStats {
     /// Response body bytes sent so far.
     pub fn bytes_out(&self) -> u64 {
         self.bytes_out.load(Ordering::Relaxed)
+    }
+
+    /// HTTP/3 response body bytes handed to quinn without a copy, and copied.
+    pub fn h3_body_bytes(&self) -> (u64, u64) {
+        (self.h3_body_zero_copy.load(Ordering::Relaxed), self.h3_body_copied.load(Ordering::Relaxed))
     }
 
     pub(crate) fn observe_head(&self, p: Protocol, d: Duration) {
@@ -349,6 +360,11 @@ impl ServerStats {
         for (name, kind, help, v) in gauges {
             let _ = writeln!(out, "# HELP {prefix}_{name} {help}\n# TYPE {prefix}_{name} {kind}\n{prefix}_{name} {v}");
         }
+        let (zero_copy, copied) = self.h3_body_bytes();
+        let _ = writeln!(
+            out,
+            "# HELP {prefix}_h3_body_bytes_total HTTP/3 response body bytes handed to QUIC as they were, or copied on the way.\n# TYPE {prefix}_h3_body_bytes_total counter\n{prefix}_h3_body_bytes_total{{path=\"zero_copy\"}} {zero_copy}\n{prefix}_h3_body_bytes_total{{path=\"copied\"}} {copied}"
+        );
         if let Ok(h) = tokio::runtime::Handle::try_current() {
             let _ = writeln!(
                 out,

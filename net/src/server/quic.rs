@@ -104,8 +104,8 @@ async fn serve_h3(
             c
         };
         let c = connecting.await.map_err(|e| e.to_string())?;
-        let h: h3::server::Connection<h3_quinn::Connection, Bytes> =
-            shared.h3.build(h3_quinn::Connection::new(c.clone())).await.map_err(|e| e.to_string())?;
+        let h: h3::server::Connection<crate::h3_transport::Connection, Bytes> =
+            shared.h3.build(crate::h3_transport::Connection::new(c.clone())).await.map_err(|e| e.to_string())?;
         Ok::<_, String>((c, h))
     };
     let (quic, mut h3conn) = tokio::select! {
@@ -198,7 +198,7 @@ async fn serve_h3(
 }
 
 async fn serve_h3_request(
-    resolver: h3::server::RequestResolver<h3_quinn::Connection, Bytes>,
+    resolver: h3::server::RequestResolver<crate::h3_transport::Connection, Bytes>,
     shared: Arc<Shared>,
     conn: Arc<ConnState>,
     cx: RequestContext,
@@ -242,7 +242,20 @@ async fn serve_h3_request(
                     && !data.is_empty()
                 {
                     let n = data.len();
-                    if stream.send_data(data).await.is_err() {
+                    // The chunk goes to quinn as it is, not copied: offered on
+                    // this thread, taken by h3_transport in the first poll of
+                    // the send (h3 hands it the frame there), withdrawn right
+                    // after that poll, on the same thread.
+                    crate::h3_transport::offer(&data);
+                    let mut send = std::pin::pin!(stream.send_data(data));
+                    let first = std::future::poll_fn(|cx| std::task::Poll::Ready(send.as_mut().poll(cx))).await;
+                    let counter = if crate::h3_transport::withdraw() { &stats.h3_body_zero_copy } else { &stats.h3_body_copied };
+                    counter.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+                    let sent = match first {
+                        std::task::Poll::Ready(r) => r,
+                        std::task::Poll::Pending => send.await,
+                    };
+                    if sent.is_err() {
                         return;
                     }
                     guard.count_sent(n);

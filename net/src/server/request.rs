@@ -42,7 +42,7 @@ impl ChunkSource for Incoming {
     }
 }
 
-pub(super) type H3Stream = h3::server::RequestStream<h3_quinn::BidiStream<Bytes>, Bytes>;
+pub(super) type H3Stream = h3::server::RequestStream<crate::h3_transport::BidiStream<Bytes>, Bytes>;
 
 /// An h3 request's body, and whether it was read to its end.
 pub(super) struct H3Body<'a> {
