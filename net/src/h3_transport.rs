@@ -22,7 +22,7 @@
 
 use std::cell::RefCell;
 use std::future::Future;
-use std::pin::pin;
+use std::pin::{Pin, pin};
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
@@ -37,11 +37,25 @@ thread_local! {
     static OFFERED: RefCell<Option<Bytes>> = const { RefCell::new(None) };
 }
 
+/// Chunks smaller than this are copied, not offered. quinn keeps what it
+/// was given until the peer acknowledges it, and a body chunk is often a
+/// slice of a whole cached blob: a client asking for small ranges of many
+/// blobs and holding back its acknowledgements would otherwise keep whole
+/// blobs alive for a few bytes each. At 64 KiB and up a chunk holds at
+/// most its blob (a few MiB) in memory, as a copy of a frame-sized body
+/// chunk nearly did, and the copy it saves is what matters for speed.
+pub(crate) const ZERO_COPY_MIN: usize = 64 << 10;
+
 /// Names `chunk` as the payload of the DATA frame this thread hands h3
-/// next, so that the frame's payload reaches quinn without a copy. Call it
-/// right before `RequestStream::send_data(chunk)`, and [`withdraw`] after.
-pub(crate) fn offer(chunk: &Bytes) {
-    OFFERED.with(|o| *o.borrow_mut() = Some(chunk.clone()));
+/// next, so that the frame's payload reaches quinn without a copy; false
+/// (nothing offered) if it is smaller than [`ZERO_COPY_MIN`]. Call it right
+/// before `RequestStream::send_data(chunk)`, and [`withdraw`] after.
+pub(crate) fn offer(chunk: &Bytes) -> bool {
+    let big = chunk.len() >= ZERO_COPY_MIN;
+    if big {
+        OFFERED.with(|o| *o.borrow_mut() = Some(chunk.clone()));
+    }
+    big
 }
 
 /// Forgets the offer; true if it was taken (the chunk went without a copy).
@@ -99,17 +113,16 @@ fn code(c: Code) -> VarInt {
 /// connection handle: quinn's accept and open futures wait on a
 /// notification that must stay registered between polls, so the future
 /// lives here, not per poll.
-type Successive<T> = futures_util::stream::BoxStream<'static, Result<T, quinn::ConnectionError>>;
+type Successive<T> = Pin<Box<dyn futures_util::Stream<Item = Result<T, quinn::ConnectionError>> + Send + Sync>>;
 
-fn successive<T: Send + 'static, F>(conn: &quinn::Connection, next: fn(quinn::Connection) -> F) -> Successive<T>
+fn successive<T: Send + Sync + 'static, F>(conn: &quinn::Connection, next: fn(quinn::Connection) -> F) -> Successive<T>
 where
-    F: Future<Output = Result<T, quinn::ConnectionError>> + Send + 'static,
+    F: Future<Output = Result<T, quinn::ConnectionError>> + Send + Sync + 'static,
 {
-    futures_util::stream::unfold(conn.clone(), move |c| async move {
+    Box::pin(futures_util::stream::unfold(conn.clone(), move |c| async move {
         let r = next(c.clone()).await;
         Some((r, c))
-    })
-    .boxed()
+    }))
 }
 
 async fn accept_bi(c: quinn::Connection) -> Result<(quinn::SendStream, quinn::RecvStream), quinn::ConnectionError> {
@@ -332,6 +345,13 @@ pub struct SendStream<B> {
 }
 
 impl<B> SendStream<B> {
+    /// Drops what is left of the frame (a reset or a failed write: it will
+    /// not be sent, and its payload may be a slice of a whole blob).
+    fn clear(&mut self) {
+        self.chunks = [Bytes::new(), Bytes::new()];
+        self.next = self.chunks.len();
+    }
+
     fn new(stream: quinn::SendStream) -> Result<Self, ConnectionErrorIncoming> {
         Ok(Self { id: stream_id(stream.id())?, stream, chunks: [Bytes::new(), Bytes::new()], next: 2, _buf: std::marker::PhantomData })
     }
@@ -346,11 +366,17 @@ impl<B: Buf> quic::SendStream<B> for SendStream<B> {
             }
             // Cancel-safe in quinn (nothing written unless it resolves), its
             // waker kept by the connection: a fresh write per poll.
-            let write = pin!(self.stream.write_chunks(&mut self.chunks[self.next..]));
-            match ready!(write.poll(cx)) {
+            let written = {
+                let write = pin!(self.stream.write_chunks(&mut self.chunks[self.next..]));
+                ready!(write.poll(cx))
+            };
+            match written {
                 // A partly written chunk was advanced in place.
                 Ok(w) => self.next += w.chunks,
-                Err(e) => return Poll::Ready(Err(write_error(e))),
+                Err(e) => {
+                    self.clear();
+                    return Poll::Ready(Err(write_error(e)));
+                }
             }
         }
         Poll::Ready(Ok(()))
@@ -381,11 +407,14 @@ impl<B: Buf> quic::SendStream<B> for SendStream<B> {
         Ok(())
     }
 
-    fn poll_finish(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), StreamErrorIncoming>> {
+    fn poll_finish(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), StreamErrorIncoming>> {
+        // Never a FIN in the middle of a frame.
+        ready!(self.poll_ready(cx))?;
         Poll::Ready(self.stream.finish().map_err(|e| StreamErrorIncoming::Unknown(Box::new(e))))
     }
 
     fn reset(&mut self, reset_code: u64) {
+        self.clear();
         let _ = self.stream.reset(VarInt::from_u64(reset_code).unwrap_or(VarInt::MAX));
     }
 
@@ -400,18 +429,21 @@ mod tests {
 
     #[test]
     fn an_offer_is_taken_only_for_its_own_memory() {
-        let body = Bytes::from(vec![7u8; 4096]);
-        offer(&body);
+        let small = Bytes::from(vec![7u8; ZERO_COPY_MIN - 1]);
+        assert!(!offer(&small), "a small chunk is copied, not offered");
+        assert!(take_offered(&small).is_none());
+        let body = Bytes::from(vec![7u8; ZERO_COPY_MIN]);
+        assert!(offer(&body));
         // Equal bytes elsewhere are not the offered chunk.
         let copy = body.to_vec();
         assert!(take_offered(&copy).is_none());
         // A part of it is not either.
-        assert!(take_offered(&body[..4095]).is_none());
+        assert!(take_offered(&body[..ZERO_COPY_MIN - 1]).is_none());
         let taken = take_offered(&body).expect("the offered memory is taken");
         assert_eq!(taken.as_ptr(), body.as_ptr());
         // Taken once.
         assert!(take_offered(&body).is_none());
-        offer(&body);
+        assert!(offer(&body));
         assert!(!withdraw(), "an offer not taken is withdrawn as such");
         assert!(take_offered(&body).is_none());
     }

@@ -246,11 +246,10 @@ async fn serve_h3_request(
                     // this thread, taken by h3_transport in the first poll of
                     // the send (h3 hands it the frame there), withdrawn right
                     // after that poll, on the same thread.
-                    crate::h3_transport::offer(&data);
+                    let offered = crate::h3_transport::offer(&data);
                     let mut send = std::pin::pin!(stream.send_data(data));
                     let first = std::future::poll_fn(|cx| std::task::Poll::Ready(send.as_mut().poll(cx))).await;
-                    let counter = if crate::h3_transport::withdraw() { &stats.h3_body_zero_copy } else { &stats.h3_body_copied };
-                    counter.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+                    let zero_copy = offered && crate::h3_transport::withdraw();
                     let sent = match first {
                         std::task::Poll::Ready(r) => r,
                         std::task::Poll::Pending => send.await,
@@ -258,6 +257,8 @@ async fn serve_h3_request(
                     if sent.is_err() {
                         return;
                     }
+                    let counter = if zero_copy { &stats.h3_body_zero_copy } else { &stats.h3_body_copied };
+                    counter.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
                     guard.count_sent(n);
                 }
             }
