@@ -100,8 +100,7 @@ async fn blob(inner: Arc<Inner>, hash: &str, req: &Request<Bytes>) -> Reply {
         let prefix = &b[..b.len().min(tranzcast_proto::owner::PREFIX_LEN)];
         check(prefix)?;
         if starts {
-            crate::mirror::reading(&inner, &a, prefix, true);
-            crate::mirror::record(&inner, prefix, edge);
+            crate::mirror::read_started(&inner, &a, prefix, true, edge);
         }
         if inner.config.fault_corrupt_blobs && b.len() > 1 {
             let mut v = b.to_vec();
@@ -124,8 +123,7 @@ async fn blob(inner: Arc<Inner>, hash: &str, req: &Request<Bytes>) -> Reply {
         flight.prefix(tranzcast_proto::owner::PREFIX_LEN as u64).await.map_err(|e| error(StatusCode::BAD_GATEWAY, "upstream", e))?;
     check(&prefix)?;
     if starts {
-        crate::mirror::reading(&inner, &a, &prefix, false);
-        crate::mirror::record(&inner, &prefix, edge);
+        crate::mirror::read_started(&inner, &a, &prefix, false, edge);
     }
     let len = flight.len;
     Ok(tranzcast_net::ranged::respond_from(

@@ -176,9 +176,19 @@ fn admit(inner: &Inner, a: &BlobAddress, len: u64, offer: Offer, seg: Option<Seg
 }
 
 /// A read of `a` (whose first bytes are `prefix`) starts, from the store
-/// (`hit`) or not: its title's playheads move, and a hit counts.
-pub(crate) fn reading(inner: &Inner, a: &BlobAddress, prefix: &[u8], hit: bool) {
-    let seg = tranzcast_proto::owner::segment_of(prefix).map(|(title, seq)| SegmentRef::new(&title, seq));
+/// (`hit`) or not: residency sees it ([`reading`]) and demand counts it
+/// ([`record`]); the prefix is parsed once for both. `edge` is the URL of
+/// the edge the request came from (nodes push there).
+pub(crate) fn read_started(inner: &Arc<Inner>, a: &BlobAddress, prefix: &[u8], hit: bool, edge: Option<&str>) {
+    let segment = tranzcast_proto::owner::segment_of(prefix);
+    reading(inner, a, segment.as_ref(), hit);
+    record(inner, segment, edge);
+}
+
+/// A read of `a`, a segment of `segment` (title and position) if it is one,
+/// starts, from the store (`hit`) or not: its title's playheads move, and a hit counts.
+fn reading(inner: &Inner, a: &BlobAddress, segment: Option<&(TitleId, u64)>, hit: bool) {
+    let seg = segment.map(|(title, seq)| SegmentRef::new(title, *seq));
     let now = inner.policy.now_ms();
     let mut r = crate::lock(&inner.policy.residency);
     if let Some(seg) = seg {
@@ -189,16 +199,14 @@ pub(crate) fn reading(inner: &Inner, a: &BlobAddress, prefix: &[u8], hit: bool) 
     }
 }
 
-/// Records a request for a blob whose first bytes are `prefix`; if it is a
-/// segment of a hot title, mirrors what comes next. `edge` is the URL of the
-/// edge the request came from (nodes push there).
-pub(crate) fn record(inner: &Arc<Inner>, prefix: &[u8], edge: Option<&str>) {
-    // On the hit path: return before any parsing when this server mirrors nothing.
+/// Records a request for a blob, a segment of `segment` if it is one; if
+/// that is a hot title, mirrors what comes next.
+fn record(inner: &Arc<Inner>, segment: Option<(TitleId, u64)>, edge: Option<&str>) {
     let pushes = inner.config.role == EdgeRole::Node && inner.config.mirroring.push_to_edges && edge.is_some();
     if inner.config.role != EdgeRole::Edge && !pushes {
         return;
     }
-    let Some((title, seq)) = tranzcast_proto::owner::segment_of(prefix) else { return };
+    let Some((title, seq)) = segment else { return };
     if inner.config.role == EdgeRole::Edge && {
         let mut k = crate::lock(&inner.caches.manifests_known);
         !k.contains(&title) && k.insert(title.clone())

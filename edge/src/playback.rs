@@ -250,7 +250,6 @@ async fn ciphertext(inner: &Arc<Inner>, addr: BlobAddress) -> Result<Bytes, Stri
     // Playback sessions are the origin's grants: a miss is the edge's own.
     let (b, hit) = crate::blobs::read_or_fetch(inner, addr).await.map_err(|f| f.reason)?;
     let prefix = &b[..b.len().min(tranzcast_proto::owner::PREFIX_LEN)];
-    crate::mirror::reading(inner, &addr, prefix, hit);
-    crate::mirror::record(inner, prefix, None);
+    crate::mirror::read_started(inner, &addr, prefix, hit, None);
     Ok(b)
 }
