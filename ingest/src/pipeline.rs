@@ -282,11 +282,13 @@ fn run(
         let rx_plain = Arc::new(Mutex::new(rx_plain));
         // Each worker seals, hashes and stores its segment: the copies into
         // RocksDB run on every core, not on one writer behind them.
-        for _ in 0..workers {
-            let rx = Arc::clone(&rx_plain);
-            let tx = tx_sealed.clone();
-            s.spawn(move || seal_worker(key, title, store, &rx, &tx));
-        }
+        let sealers: Vec<_> = (0..workers)
+            .map(|_| {
+                let rx = Arc::clone(&rx_plain);
+                let tx = tx_sealed.clone();
+                s.spawn(move || seal_worker(key, title, store, &rx, &tx, stop))
+            })
+            .collect();
         drop(tx_sealed);
         let mut write_result = Ok(());
         for item in rx_sealed {
@@ -312,6 +314,15 @@ fn run(
             addresses[i] = Some(stored.address);
             progress.inc((stored.frame.len() - FIXED_HEADER_LEN - keys_tag()) as u64);
             let _ = tx_free.try_send(stored.frame);
+        }
+        // Joined here, not by the scope: a worker's panic is then an error
+        // like any other, and the caller rolls back what was written (a
+        // panic out of the scope would skip the rollback).
+        for sealer in sealers {
+            if sealer.join().is_err() && write_result.is_ok() {
+                write_result = Err(IngestError::Encode("a sealing thread panicked".into()));
+                stop.store(true, Ordering::Relaxed);
+            }
         }
         let total = reader_thread.join().unwrap_or_else(|_| Err(IngestError::Encode("reader thread panicked".into())));
         (total, write_result)
@@ -441,13 +452,28 @@ fn seal_worker(
     store: &BlobStore,
     rx: &Mutex<Receiver<(u64, Vec<u8>)>>,
     tx: &SyncSender<Result<Stored, IngestError>>,
+    stop: &AtomicBool,
 ) {
+    // A panic here stops the reader at once (the run fails, then rolls back).
+    struct StopOnPanic<'a>(&'a AtomicBool);
+    impl Drop for StopOnPanic<'_> {
+        fn drop(&mut self) {
+            if std::thread::panicking() {
+                self.0.store(true, Ordering::Relaxed);
+            }
+        }
+    }
+    let _stop_on_panic = StopOnPanic(stop);
     loop {
         let next = match rx.lock() {
             Ok(r) => r.recv(),
             Err(_) => return,
         };
         let Ok((sequence, mut frame)) = next else { return };
+        #[cfg(test)]
+        if title.as_str() == tests::PANICKING_TITLE && sequence == 5 && tests::PANIC_ARMED.swap(false, Ordering::Relaxed) {
+            panic!("test: a sealing thread panics at segment {sequence}");
+        }
         let stored = (|| {
             keys::seal_in_place(key, title, FrameKind::Media, sequence, &mut frame)?;
             let (address, outboard) = Outboard::compute(&frame);
@@ -460,5 +486,40 @@ fn seal_worker(
         if tx.send(stored).is_err() {
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    /// A sealing thread of this title panics at its segment 5, once armed
+    /// (tests only; other tests' titles never panic).
+    pub(super) const PANICKING_TITLE: &str = "panics";
+    pub(super) static PANIC_ARMED: AtomicBool = AtomicBool::new(false);
+
+    /// A sealing thread that panics fails the ingest with an error, and what
+    /// the run wrote is rolled back: the store is as it was, and a re-run
+    /// starts afresh and succeeds.
+    #[test]
+    fn a_sealing_thread_that_panics_fails_the_ingest_and_it_is_rolled_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = BlobStore::open(&dir.path().join("store"), tranzcast_store::StoreOptions::default()).unwrap();
+        let input = dir.path().join("in.bin");
+        std::fs::write(&input, (0..(2u32 << 20)).map(|i| (i % 251) as u8).collect::<Vec<u8>>()).unwrap();
+        let title = TitleId::new(PANICKING_TITLE).unwrap();
+        let mut opts = IngestOptions::new(title.clone());
+        opts.segment_size = Some(64 << 10);
+        opts.workers = 2;
+        let before = store.list().unwrap();
+        PANIC_ARMED.store(true, Ordering::Relaxed);
+        let failed = ingest(&store, &input, &opts);
+        assert!(!PANIC_ARMED.load(Ordering::Relaxed), "the sealing thread did not panic");
+        let err = failed.expect_err("a panicking sealing thread fails the ingest");
+        assert!(err.to_string().contains("panicked"), "{err}");
+        assert_eq!(store.list().unwrap(), before, "blobs left behind by the failed run");
+        assert!(store.pending_title_key(&title).unwrap().is_none(), "the run's pending key was left behind");
+        assert!(store.title_manifest(&title).unwrap().is_none());
+        let report = ingest(&store, &input, &opts).expect("a re-run succeeds");
+        assert_eq!(report.segments, 32);
     }
 }
