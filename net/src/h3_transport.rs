@@ -11,8 +11,9 @@
 //! ([`offer`]: the one chunk it is about to give h3, on this thread), and
 //! [`SendStream::send_data`] takes it only if it is that very memory (same
 //! address and length): a `Bytes` never changes, and both are alive, so the
-//! bytes are the same. Anything else (frame headers, header blocks, h3's own
-//! streams) is copied as before, into one chunk per frame.
+//! bytes are the same. Anything else (chunks under [`ZERO_COPY_MIN`], frame
+//! headers, header blocks, h3's own streams) is copied as before, into one
+//! chunk per frame.
 //!
 //! The rest is the plain mapping of h3's traits onto quinn: accepting and
 //! opening streams, reading chunks (quinn's reads and writes keep their
@@ -41,9 +42,10 @@ thread_local! {
 /// was given until the peer acknowledges it, and a body chunk is often a
 /// slice of a whole cached blob: a client asking for small ranges of many
 /// blobs and holding back its acknowledgements would otherwise keep whole
-/// blobs alive for a few bytes each. At 64 KiB and up a chunk holds at
-/// most its blob (a few MiB) in memory, as a copy of a frame-sized body
-/// chunk nearly did, and the copy it saves is what matters for speed.
+/// blobs alive for a few bytes each. From 64 KiB up, a chunk keeps at most
+/// its blob (a few MiB) alive: for a whole blob's answer what its copies
+/// would have held, for a range at most blob/64 KiB times that; and these
+/// are the copies that cost (1 MiB answers, not 4 KiB ranges).
 pub(crate) const ZERO_COPY_MIN: usize = 64 << 10;
 
 /// Names `chunk` as the payload of the DATA frame this thread hands h3
