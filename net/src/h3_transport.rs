@@ -9,7 +9,7 @@
 //! without a copy (`write_chunks`), so what is missing is the `Bytes`
 //! behind the slice. The sender names it just before the write
 //! ([`offer`]: the one chunk it is about to give h3, on this thread), and
-//! [`SendStream::send_data`] takes it only if it is that very memory (same
+//! `SendStream`'s `send_data` takes it only if it is that very memory (same
 //! address and length): a `Bytes` never changes, and both are alive, so the
 //! bytes are the same. Anything else (chunks under [`ZERO_COPY_MIN`], frame
 //! headers, header blocks, h3's own streams) is copied as before, into one

@@ -381,7 +381,7 @@ struct Shared {
     h1: hyper::server::conn::http1::Builder,
     h2: hyper::server::conn::http2::Builder<TokioExecutor>,
     h3: h3::server::Builder,
-    /// Handshake steps that may be runnable at once (see [`tls_handshake`]).
+    /// Handshake steps that may be runnable at once (see `tcp::tls_handshake`).
     handshakes: Semaphore,
 }
 
