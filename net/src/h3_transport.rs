@@ -60,8 +60,9 @@ pub(crate) fn offer(chunk: &Bytes) -> bool {
     big
 }
 
-/// Forgets the offer; true if it was taken (the chunk went without a copy).
-/// An offer left would only keep its memory alive.
+/// Forgets the offer; true if none is left (after [`offer`] returned true:
+/// the transport took it, so the chunk went without a copy). An offer left
+/// would only keep its memory alive.
 pub(crate) fn withdraw() -> bool {
     OFFERED.with(|o| o.borrow_mut().take()).is_none()
 }
@@ -392,14 +393,20 @@ impl<B: Buf> quic::SendStream<B> for SendStream<B> {
             });
         }
         let mut frame: WriteBuf<B> = data.into();
-        let mut copied = BytesMut::new();
+        // One allocation for what is copied: the frame less the offered chunk.
+        let offered = OFFERED.with(|o| o.borrow().as_ref().map_or(0, Bytes::len));
+        let mut copied = BytesMut::with_capacity(frame.remaining().saturating_sub(offered));
         let mut payload = Bytes::new();
         while frame.has_remaining() {
             let c = frame.chunk();
             let n = c.len();
+            if n == 0 {
+                break;
+            }
             match take_offered(c) {
-                // The offered chunk is the payload's last: what follows it, if anything, is copied after.
-                Some(b) if payload.is_empty() && frame.remaining() == n => payload = b,
+                // Taken only as the frame's last chunk (the whole payload);
+                // anything else is copied.
+                Some(b) if frame.remaining() == n => payload = b,
                 _ => copied.extend_from_slice(c),
             }
             frame.advance(n);
