@@ -11,6 +11,7 @@
 # EDGE_ENV="VAR=VALUE ..." starts the edge with those variables (e.g. TOKIO_WORKER_THREADS=1).
 # BIN=PATH runs another tranzcast binary (before/after comparisons).
 # PERF=DIR profiles the edge and the floor per case (PERF_CALLGRAPH="--call-graph dwarf,16384" for call chains);
+# STRACE=DIR counts every server's system calls for 2 s of each case (strace -c), a file per case in DIR;
 # STAT=1 keeps perf stat counts (context switches, migrations) per case in the run directory (KEEP=1 keeps it).
 # VETH=1 (root): the load crosses a veth pair with MTU 1500 between two network namespaces the script
 #   creates (servers in one, oha in the other) instead of loopback, whose 64 KiB MTU flatters TCP (it
@@ -218,6 +219,11 @@ run() { # name port proto range -> json file
     fi
     local pids before tool
     pids=$(server_pids "$name")
+    # STRACE=DIR: the server's system calls during 2 s of the case, counted (strace -c).
+    if [ -n "${STRACE:-}" ]; then
+        # shellcheck disable=SC2046
+        ( sleep 1; timeout -s INT 2 strace -c -f $(printf -- '-p %s ' $pids) -o "$STRACE/$name.r$REP.strace" ) >/dev/null 2>&1 &
+    fi
     # STAT=1: context switches of the server's threads during the case (perf stat).
     if [ -n "${STAT:-}" ]; then
         perf stat -e context-switches,cpu-migrations,task-clock -p "$(echo $pids | tr ' ' ,)" -o "$T/$name.r$REP.stat" -- sleep "$SECS" >/dev/null 2>&1 &
