@@ -59,6 +59,8 @@ impl Gateway {
             limits: tranzcast_net::LimitsConfig::default(),
             drain: std::time::Duration::from_secs(2),
             stats: Default::default(),
+            // One local player: one endpoint is plenty.
+            h3_endpoints: 1,
         };
         let title = session.manifest().title.as_str().to_string();
         // The first segment's address names this ingest of the title.

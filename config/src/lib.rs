@@ -19,8 +19,8 @@ mod units;
 pub use error::ConfigError;
 pub use layers::{Layers, Source};
 pub use roles::{
-    EdgeConfig, EdgeRole, LimitsConfig, ListenConfig, MasterBackend, MasterConfig, MirroringConfig, OriginConfig, PrecastConfig,
-    RateConfig, RoleConfig, StoreConfig, TlsConfig,
+    EdgeConfig, EdgeRole, LimitsConfig, ListenConfig, MAX_H3_ENDPOINTS, MasterBackend, MasterConfig, MirroringConfig, OriginConfig,
+    PrecastConfig, RateConfig, RoleConfig, StoreConfig, TlsConfig,
 };
 pub use state::{KeysConfig, StateBackend, StateConfig};
 pub use units::{ByteSize, Duration, Secret, TimeWindow};

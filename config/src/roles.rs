@@ -46,11 +46,27 @@ pub struct ListenConfig {
     pub https: SocketAddr,
     /// Optional plain-HTTP address, for local use only.
     pub plain: Option<SocketAddr>,
+    /// QUIC endpoints serving HTTP/3, each on a thread of its own, all on
+    /// the `https` port (SO_REUSEPORT, packets steered by connection ID);
+    /// 0 = one per core.
+    pub h3_endpoints: u16,
 }
+
+/// Most HTTP/3 endpoints one server runs (`listen.h3_endpoints`).
+pub const MAX_H3_ENDPOINTS: u16 = 64;
 
 impl Default for ListenConfig {
     fn default() -> Self {
-        Self { https: SocketAddr::from(([127, 0, 0, 1], 0)), plain: None }
+        Self { https: SocketAddr::from(([127, 0, 0, 1], 0)), plain: None, h3_endpoints: 0 }
+    }
+}
+
+impl ListenConfig {
+    fn validate(&self) -> Result<(), (String, String)> {
+        if self.h3_endpoints > MAX_H3_ENDPOINTS {
+            return fail("listen.h3_endpoints", "at most 64 (0 = one per core)");
+        }
+        Ok(())
     }
 }
 
@@ -295,6 +311,7 @@ impl RoleConfig for OriginConfig {
             return fail("staging_interval", "must be at least 100ms");
         }
         self.tls.validate("tls")?;
+        self.listen.validate()?;
         self.tls.with_roots(self.ca.is_some(), "ca", false)?;
         self.store.validate()?;
         self.master.validate()?;
@@ -674,6 +691,7 @@ impl RoleConfig for EdgeConfig {
             check_tier_url(&format!("parents[{i}]"), p)?;
         }
         self.tls.validate("tls")?;
+        self.listen.validate()?;
         // A peer's identity is issued by the origin at start: roots alone.
         self.tls.with_roots(self.ca.is_some(), "ca", self.role == EdgeRole::Peer)?;
         self.store.validate()?;

@@ -121,6 +121,11 @@ fn unknown_keys_and_bad_values_name_file_key_and_reason() {
             "socket address",
         ),
         (
+            "storefront_token = \"0123456789abcdef\"\ncluster_token = \"fedcba9876543210\"\nmember_key = \"0123456789abcdef0123456789abcdef\"\n[listen]\nh3_endpoints = 65\n",
+            "listen.h3_endpoints",
+            "at most 64",
+        ),
+        (
             "storefront_token = \"0123456789abcdef\"\ncluster_token = \"fedcba9876543210\"\nmember_key = \"0123456789abcdef0123456789abcdef\"\n[master]\nbackend = \"s3\"\n",
             "master.bucket",
             "required",

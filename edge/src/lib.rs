@@ -274,6 +274,7 @@ impl EdgeServer {
             limits: config.limits,
             drain: Duration::from_secs(10),
             stats: inner.server.clone(),
+            h3_endpoints: config.listen.h3_endpoints.into(),
         };
         let server = HttpServer::bind(opts, service::handler(inner.clone())).await?;
         let me = server.https_addr;

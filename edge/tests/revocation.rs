@@ -79,6 +79,7 @@ async fn proxy(tls: &EdgeTls, origin: String, mode: Arc<AtomicU8>, pulls: Arc<st
         limits: Default::default(),
         drain: Duration::from_secs(1),
         stats: Arc::new(ServerStats::default()),
+        h3_endpoints: 0,
     };
     HttpServer::bind(opts, handler).await.unwrap()
 }

@@ -68,6 +68,8 @@ pub async fn start(
         limits: tranzcast_config::LimitsConfig::default(),
         drain: std::time::Duration::from_secs(1),
         stats: Default::default(),
+        // As the edge runs by default: one per core.
+        h3_endpoints: 0,
     };
     HttpServer::bind(opts, serve).await.map_err(|e| LoadtestError::Network(e.to_string()))
 }

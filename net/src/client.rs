@@ -89,7 +89,7 @@ pub async fn read_body(r: &mut reqwest::Response, max_body: usize, stall: std::t
 #[derive(Clone)]
 pub struct H3Client {
     send: h3::client::SendRequest<crate::h3_transport::OpenStreams, Bytes>,
-    _endpoint: quinn::Endpoint,
+    endpoint: quinn::Endpoint,
     authority: String,
 }
 
@@ -123,7 +123,19 @@ impl H3Client {
         tokio::spawn(async move {
             let _ = std::future::poll_fn(|cx| driver.poll_close(cx)).await;
         });
-        Ok(Self { send, _endpoint: endpoint, authority: format!("{server_name}:{}", addr.port()) })
+        Ok(Self { send, endpoint, authority: format!("{server_name}:{}", addr.port()) })
+    }
+
+    /// Moves the connection to a fresh local UDP port, as a NAT rebinding or
+    /// a change of network does: the next packets leave from it. The new
+    /// local address.
+    pub fn rebind(&self) -> Result<SocketAddr, NetError> {
+        let old = self.endpoint.local_addr().map_err(NetError::io("local addr"))?;
+        let bind = SocketAddr::new(old.ip(), 0);
+        let socket = std::net::UdpSocket::bind(bind).map_err(NetError::io(format!("bind udp {bind}")))?;
+        let new = socket.local_addr().map_err(NetError::io("local addr"))?;
+        self.endpoint.rebind(socket).map_err(NetError::io("rebind"))?;
+        Ok(new)
     }
 
     /// The `host:port` requests go to.

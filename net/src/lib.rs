@@ -29,6 +29,7 @@ pub mod push;
 pub mod ranged;
 pub mod server;
 pub mod stats;
+pub mod steering;
 pub mod synfilter;
 pub mod tls;
 

@@ -60,6 +60,7 @@ use crate::stats::{Refusal, ServerStats};
 use crate::tls::ALPN_H3;
 use crate::{NetError, TlsIdentity};
 
+mod endpoints;
 mod guards;
 mod penalty_filter;
 mod quic;
@@ -225,6 +226,8 @@ pub struct ServerOptions {
     pub drain: Duration,
     /// Counters, shared with the application (its `/metrics`, its load).
     pub stats: Arc<ServerStats>,
+    /// QUIC endpoints for HTTP/3, each on a thread of its own (0: one per core).
+    pub h3_endpoints: usize,
 }
 
 /// A running server. Dropping it does not stop it: call [`HttpServer::shutdown`].
@@ -241,7 +244,8 @@ pub struct HttpServer {
     freeze: watch::Sender<bool>,
     /// The accept loops.
     accepts: JoinSet<()>,
-    endpoint: quinn::Endpoint,
+    /// The HTTP/3 endpoints, one per core, each on a thread of its own.
+    h3: endpoints::H3Endpoints,
     drain: Duration,
     stats: Arc<ServerStats>,
 }
@@ -264,26 +268,12 @@ impl HttpServer {
         // TCP and UDP on the same port number: bind TCP (maybe port 0), then
         // UDP on the port it got; retry if that UDP port is taken.
         let mut attempt = 0;
-        let (tcp, endpoint) = loop {
+        let h3_endpoints = endpoints::endpoint_count(opts.h3_endpoints);
+        let (tcp, udp) = loop {
             let tcp = TcpListener::bind(opts.https).await.map_err(NetError::io(format!("bind tcp {}", opts.https)))?;
             let addr = tcp.local_addr().map_err(NetError::io("local addr"))?;
-            let mut tls = opts.identity.server_config(&[ALPN_H3])?;
-            tls.max_early_data_size = 0;
-            let quic_crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls).map_err(|e| NetError::Tls(e.to_string()))?;
-            let mut qcfg = quinn::ServerConfig::with_crypto(Arc::new(quic_crypto));
-            let mut transport = quinn::TransportConfig::default();
-            transport.max_concurrent_bidi_streams(limits.h3_max_concurrent_streams.into());
-            // h3 needs three (control, QPACK encoder and decoder), plus room for grease.
-            transport.max_concurrent_uni_streams(8u32.into());
-            // Clients send small requests: what a client may make us buffer
-            // unread stays small (uploads go over HTTP/2).
-            transport.stream_receive_window((256u32 << 10).into());
-            transport.receive_window((1u32 << 20).into());
-            transport.send_window(64 << 20);
-            transport.max_idle_timeout(Some(limits.idle_timeout.0.try_into().map_err(|_| NetError::H3("idle timeout".into()))?));
-            qcfg.transport_config(Arc::new(transport));
-            match quinn::Endpoint::server(qcfg, addr) {
-                Ok(ep) => break (tcp, ep),
+            match endpoints::bind_udp(addr, h3_endpoints) {
+                Ok(socks) => break (tcp, socks),
                 Err(e) if opts.https.port() == 0 && attempt < 10 => {
                     attempt += 1;
                     tracing::debug!(error = %e, "udp port taken, retrying");
@@ -291,6 +281,21 @@ impl HttpServer {
                 Err(e) => return Err(NetError::io(format!("bind udp {addr}"))(e)),
             }
         };
+        let mut tls = opts.identity.server_config(&[ALPN_H3])?;
+        tls.max_early_data_size = 0;
+        let quic_crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls).map_err(|e| NetError::Tls(e.to_string()))?;
+        let mut qcfg = quinn::ServerConfig::with_crypto(Arc::new(quic_crypto));
+        let mut transport = quinn::TransportConfig::default();
+        transport.max_concurrent_bidi_streams(limits.h3_max_concurrent_streams.into());
+        // h3 needs three (control, QPACK encoder and decoder), plus room for grease.
+        transport.max_concurrent_uni_streams(8u32.into());
+        // Clients send small requests: what a client may make us buffer
+        // unread stays small (uploads go over HTTP/2).
+        transport.stream_receive_window((256u32 << 10).into());
+        transport.receive_window((1u32 << 20).into());
+        transport.send_window(64 << 20);
+        transport.max_idle_timeout(Some(limits.idle_timeout.0.try_into().map_err(|_| NetError::H3("idle timeout".into()))?));
+        qcfg.transport_config(Arc::new(transport));
         let https_addr = tcp.local_addr().map_err(NetError::io("local addr"))?;
         let (stop, stop_rx) = watch::channel(false);
         let (kill, kill_rx) = watch::channel(false);
@@ -323,9 +328,10 @@ impl HttpServer {
             }
             None => None,
         };
-        accepts.spawn(accept_h3(endpoint.clone(), shared, slots, max_connections, stop_rx, stops));
-        tracing::info!(%https_addr, ?plain_addr, max_connections, "listening (h1, h2, h3)");
-        Ok(Self { https_addr, plain_addr, stop, kill, freeze, accepts, endpoint, drain: opts.drain, stats: opts.stats })
+        let h3 =
+            endpoints::H3Endpoints::start(udp, qcfg, endpoints::Serving { shared, slots, max_connections, stop: stop_rx, stops }).await?;
+        tracing::info!(%https_addr, ?plain_addr, max_connections, h3_endpoints = h3.len(), "listening (h1, h2, h3)");
+        Ok(Self { https_addr, plain_addr, stop, kill, freeze, accepts, h3, drain: opts.drain, stats: opts.stats })
     }
 
     /// Stops answering anything, as a machine that died or fell off the
@@ -348,14 +354,14 @@ impl HttpServer {
     pub async fn shutdown(mut self) {
         let _ = self.stop.send(true);
         while self.accepts.join_next().await.is_some() {}
+        self.h3.stopped_accepting().await;
         if tokio::time::timeout(self.drain, tasks_done(&self.stats)).await.is_err() {
             tracing::warn!("drain timed out; closing remaining connections");
             let _ = self.kill.send(true);
             // Cut connections unwind at once: they hold the handler (and its state).
             let _ = tokio::time::timeout(Duration::from_secs(5), tasks_done(&self.stats)).await;
         }
-        self.endpoint.close(0u32.into(), b"shutdown");
-        let _ = tokio::time::timeout(Duration::from_secs(1), self.endpoint.wait_idle()).await;
+        self.h3.close().await;
     }
 }
 

@@ -187,6 +187,9 @@ pub struct ServerStats {
     /// and copied on the way (`h3_transport`).
     pub(crate) h3_body_zero_copy: AtomicU64,
     pub(crate) h3_body_copied: AtomicU64,
+    /// HTTP/3 endpoints running, and the connections each has taken.
+    h3_endpoints: AtomicU64,
+    h3_taken: [AtomicU64; tranzcast_config::MAX_H3_ENDPOINTS as usize],
     pub(crate) tasks_idle: tokio::sync::Notify,
 }
 
@@ -211,6 +214,8 @@ impl Default for ServerStats {
             bytes_out: AtomicU64::new(0),
             h3_body_zero_copy: AtomicU64::new(0),
             h3_body_copied: AtomicU64::new(0),
+            h3_endpoints: AtomicU64::new(0),
+            h3_taken: std::array::from_fn(|_| AtomicU64::new(0)),
             tasks_idle: tokio::sync::Notify::new(),
         }
     }
@@ -264,6 +269,22 @@ impl ServerStats {
     /// HTTP/3 response body bytes handed to quinn without a copy, and copied.
     pub fn h3_body_bytes(&self) -> (u64, u64) {
         (self.h3_body_zero_copy.load(Ordering::Relaxed), self.h3_body_copied.load(Ordering::Relaxed))
+    }
+
+    /// HTTP/3 connections each endpoint has taken so far, in endpoint order.
+    pub fn h3_connections_by_endpoint(&self) -> Vec<u64> {
+        let n = self.h3_endpoints.load(Ordering::Relaxed) as usize;
+        self.h3_taken.iter().take(n).map(|c| c.load(Ordering::Relaxed)).collect()
+    }
+
+    pub(crate) fn h3_endpoints(&self, n: usize) {
+        self.h3_endpoints.store(n as u64, Ordering::Relaxed);
+    }
+
+    pub(crate) fn h3_taken_on(&self, endpoint: u8) {
+        if let Some(c) = self.h3_taken.get(usize::from(endpoint)) {
+            c.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     pub(crate) fn observe_head(&self, p: Protocol, d: Duration) {
@@ -365,10 +386,17 @@ impl ServerStats {
             out,
             "# HELP {prefix}_h3_body_bytes_total HTTP/3 response body bytes handed to QUIC as they were, or copied on the way.\n# TYPE {prefix}_h3_body_bytes_total counter\n{prefix}_h3_body_bytes_total{{path=\"zero_copy\"}} {zero_copy}\n{prefix}_h3_body_bytes_total{{path=\"copied\"}} {copied}"
         );
+        let _ = writeln!(
+            out,
+            "# HELP {prefix}_h3_endpoint_connections_total HTTP/3 connections taken, by QUIC endpoint (one per core, each on a thread of its own).\n# TYPE {prefix}_h3_endpoint_connections_total counter"
+        );
+        for (i, n) in self.h3_connections_by_endpoint().iter().enumerate() {
+            let _ = writeln!(out, "{prefix}_h3_endpoint_connections_total{{endpoint=\"{i}\"}} {n}");
+        }
         if let Ok(h) = tokio::runtime::Handle::try_current() {
             let _ = writeln!(
                 out,
-                "# HELP {prefix}_runtime_tasks Tokio tasks alive in the process.\n# TYPE {prefix}_runtime_tasks gauge\n{prefix}_runtime_tasks {}",
+                "# HELP {prefix}_runtime_tasks Tokio tasks alive on the main runtime (each HTTP/3 endpoint runs a runtime of its own: see tasks).\n# TYPE {prefix}_runtime_tasks gauge\n{prefix}_runtime_tasks {}",
                 h.metrics().num_alive_tasks()
             );
         }

@@ -46,6 +46,7 @@ async fn response_bodies_reach_quic_as_they_are_and_arrive_whole() {
         limits: LimitsConfig::default(),
         drain: Duration::from_secs(1),
         stats: stats.clone(),
+        h3_endpoints: 0,
     };
     let server = HttpServer::bind(opts, handler).await.unwrap();
     let h3 = H3Client::connect(server.https_addr, "localhost", ca.cert_pem().as_bytes()).await.unwrap();

@@ -92,6 +92,7 @@ async fn start(limits: LimitsConfig) -> Server {
         limits,
         drain: Duration::from_secs(1),
         stats: stats.clone(),
+        h3_endpoints: 0,
     };
     let server = HttpServer::bind(opts, handler).await.unwrap();
     let addr = server.https_addr;

@@ -227,6 +227,7 @@ impl Origin {
             limits: config.limits,
             drain: Duration::from_secs(10),
             stats: inner.server.clone(),
+            h3_endpoints: config.listen.h3_endpoints.into(),
         };
         let (h, a) = (inner.clone(), inner.clone());
         let handler =

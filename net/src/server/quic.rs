@@ -6,16 +6,21 @@
 
 use super::*;
 
+/// One endpoint's accept loop (`endpoints.rs` runs one per endpoint, on
+/// its thread): `unproven` is the server's pool of handshakes from
+/// addresses not yet proven, shared by every endpoint.
+#[allow(clippy::too_many_arguments)]
 pub(super) async fn accept_h3(
     endpoint: quinn::Endpoint,
+    index: u8,
     shared: Arc<Shared>,
     slots: Arc<Slots>,
     max_connections: u32,
+    unproven: Arc<AtomicU32>,
     mut stop: watch::Receiver<bool>,
     stops: Stops,
 ) {
     let mut freeze = stops.freeze.clone();
-    let unproven = Arc::new(AtomicU32::new(0));
     loop {
         let incoming = tokio::select! {
             i = endpoint.accept() => match i { Some(i) => i, None => break },
@@ -52,6 +57,7 @@ pub(super) async fn accept_h3(
             None
         };
         let pending = (!validated).then(|| Unproven::new(&unproven));
+        shared.stats.h3_taken_on(index);
         let (shared2, slots2, stop, stops) = (shared.clone(), slots.clone(), stop.clone(), stops.clone());
         TaskGuard::spawn(&shared.stats, async move {
             let run = serve_h3(incoming, peer, shared2, slots2, stop, stops.clone(), permit, pending);

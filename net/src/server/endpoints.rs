@@ -1,0 +1,193 @@
+//! HTTP/3 on every core: one quinn endpoint per core, each on a thread of
+//! its own with a single-threaded runtime, all bound to the server's UDP
+//! port (`SO_REUSEPORT`). A connection's packets, streams and requests stay
+//! on the thread that took it (a tenth of HTTP/3's cost on two cores was
+//! waking the other worker), and receiving scales with cores. Packets follow
+//! their connection ID to the endpoint that owns it (`crate::steering`), so
+//! a client whose address changes keeps its connection.
+
+#![allow(clippy::wildcard_imports)]
+
+use super::*;
+
+use std::hash::RandomState;
+
+use tokio::sync::oneshot;
+
+use crate::steering::{self, EndpointCids};
+
+/// The UDP sockets of `n` endpoints on `addr`, bound in endpoint order,
+/// with the steering program on their group. One socket needs neither.
+pub(super) fn bind_udp(addr: SocketAddr, n: u8) -> std::io::Result<Vec<std::net::UdpSocket>> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    if n > 1 {
+        // The port must be free, not held by another group of ours: a
+        // server that stopped accepting TCP keeps its UDP sockets while it
+        // drains, and a new server given that TCP port would join their
+        // group (same user, reuseport on both), its packets split with a
+        // dying server's. A plain bind fails on a held port; this one is let
+        // go at once (the group binds right after, while our TCP listener
+        // keeps the number from any other server of ours).
+        drop(std::net::UdpSocket::bind(addr)?);
+    }
+    let mut socks = Vec::with_capacity(n.into());
+    for _ in 0..n {
+        let s = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+        if n > 1 {
+            s.set_reuse_port(true)?;
+        }
+        s.set_nonblocking(true)?;
+        s.bind(&addr.into())?;
+        socks.push(s);
+    }
+    if n > 1
+        && let Err(e) = attach_steering(&socks[0], n)
+    {
+        // Without steering, a client whose address changes would reach an
+        // endpoint that does not know its connection: one endpoint then.
+        tracing::warn!(error = %e, "the kernel takes no reuseport program: one HTTP/3 endpoint");
+        socks.truncate(1);
+    }
+    Ok(socks.into_iter().map(std::net::UdpSocket::from).collect())
+}
+
+#[cfg(any(target_os = "linux", target_os = "android"))]
+fn attach_steering(sock: &socket2::Socket, n: u8) -> std::io::Result<()> {
+    let mut insns: Vec<libc::sock_filter> =
+        steering::program(n).iter().map(|i| libc::sock_filter { code: i.code, jt: i.jt, jf: i.jf, k: i.k }).collect();
+    let len = u16::try_from(insns.len()).map_err(|_| std::io::Error::other("steering program too long"))?;
+    // The kernel copies the program during the call.
+    let prog = libc::sock_fprog { len, filter: insns.as_mut_ptr() };
+    nix::sys::socket::setsockopt(sock, nix::sys::socket::sockopt::AttachReusePortCbpf, &prog).map_err(std::io::Error::from)
+}
+
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+fn attach_steering(_: &socket2::Socket, _: u8) -> std::io::Result<()> {
+    Err(std::io::Error::other("steering HTTP/3 packets by connection ID needs Linux"))
+}
+
+/// How many endpoints `configured` (0: one per core) comes to, at most
+/// `MAX_H3_ENDPOINTS`; one where the kernel cannot steer packets.
+pub(super) fn endpoint_count(configured: usize) -> u8 {
+    let n = if configured == 0 { std::thread::available_parallelism().map_or(1, |n| n.get()) } else { configured };
+    let n = n.clamp(1, usize::from(tranzcast_config::MAX_H3_ENDPOINTS)) as u8;
+    if cfg!(any(target_os = "linux", target_os = "android")) { n } else { 1 }
+}
+
+/// The running endpoints: their handles, and what ends their threads.
+pub(super) struct H3Endpoints {
+    endpoints: Vec<quinn::Endpoint>,
+    /// Each resolves once that endpoint's accept loop has ended.
+    accepting: Vec<oneshot::Receiver<()>>,
+    /// Sent (or dropped) to let a thread end: its runtime, and whatever
+    /// tasks are left on it, go with it.
+    release: Vec<oneshot::Sender<()>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for H3Endpoints {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("H3Endpoints").field("endpoints", &self.endpoints.len()).finish_non_exhaustive()
+    }
+}
+
+/// What every endpoint's accept loop is given.
+pub(super) struct Serving {
+    pub(super) shared: Arc<Shared>,
+    pub(super) slots: Arc<Slots>,
+    pub(super) max_connections: u32,
+    pub(super) stop: watch::Receiver<bool>,
+    pub(super) stops: Stops,
+}
+
+impl H3Endpoints {
+    /// Starts an endpoint on each of `sockets` (from [`bind_udp`]), each on a thread of its own.
+    pub(super) async fn start(sockets: Vec<std::net::UdpSocket>, config: quinn::ServerConfig, serving: Serving) -> Result<Self, NetError> {
+        let n = u8::try_from(sockets.len()).map_err(|_| NetError::H3("too many endpoints".into()))?;
+        let key = RandomState::new();
+        // Handshakes from unproven addresses: one pool for the whole server.
+        let unproven = Arc::new(AtomicU32::new(0));
+        serving.shared.stats.h3_endpoints(n.into());
+        let mut me = Self { endpoints: Vec::new(), accepting: Vec::new(), release: Vec::new(), threads: Vec::new() };
+        for (index, socket) in (0u8..).zip(sockets) {
+            let (ready_tx, ready) = oneshot::channel();
+            let (accepting_tx, accepting) = oneshot::channel();
+            let (release, release_rx) = oneshot::channel::<()>();
+            let (config, key, unproven) = (config.clone(), key.clone(), unproven.clone());
+            let (shared, slots, stop, stops) = (serving.shared.clone(), serving.slots.clone(), serving.stop.clone(), serving.stops.clone());
+            let max_connections = serving.max_connections;
+            let thread = std::thread::Builder::new()
+                .name(format!("h3-endpoint-{index}"))
+                .spawn(move || {
+                    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                        Ok(rt) => rt,
+                        Err(e) => {
+                            let _ = ready_tx.send(Err(format!("runtime: {e}")));
+                            return;
+                        }
+                    };
+                    rt.block_on(async move {
+                        let mut ep_config = quinn::EndpointConfig::default();
+                        ep_config.cid_generator(move || Box::new(EndpointCids::new(index, n, key.clone())));
+                        let endpoint = match quinn::Endpoint::new(ep_config, Some(config), socket, Arc::new(quinn::TokioRuntime)) {
+                            Ok(ep) => ep,
+                            Err(e) => {
+                                let _ = ready_tx.send(Err(format!("endpoint: {e}")));
+                                return;
+                            }
+                        };
+                        if ready_tx.send(Ok(endpoint.clone())).is_err() {
+                            return;
+                        }
+                        accept_h3(endpoint, index, shared, slots, max_connections, unproven, stop, stops).await;
+                        let _ = accepting_tx.send(());
+                        let _ = release_rx.await;
+                    });
+                })
+                .map_err(NetError::io("spawn an h3 endpoint thread"))?;
+            me.threads.push(thread);
+            me.accepting.push(accepting);
+            me.release.push(release);
+            match ready.await {
+                Ok(Ok(ep)) => me.endpoints.push(ep),
+                // Dropping `me` releases the threads already started.
+                Ok(Err(e)) => return Err(NetError::H3(e)),
+                Err(_) => return Err(NetError::H3("an h3 endpoint thread ended at start".into())),
+            }
+        }
+        Ok(me)
+    }
+
+    /// How many endpoints run.
+    pub(super) fn len(&self) -> usize {
+        self.endpoints.len()
+    }
+
+    /// Resolves once every endpoint has stopped accepting (after the stop signal).
+    pub(super) async fn stopped_accepting(&mut self) {
+        for a in &mut self.accepting {
+            let _ = a.await;
+        }
+    }
+
+    /// Closes every endpoint (connections get a CONNECTION_CLOSE), waits a
+    /// moment for them to be idle, then ends the threads and joins them:
+    /// after this, nothing of the server's state is held by them.
+    pub(super) async fn close(mut self) {
+        for ep in &self.endpoints {
+            ep.close(0u32.into(), b"shutdown");
+        }
+        let idle = futures_util::future::join_all(self.endpoints.iter().map(quinn::Endpoint::wait_idle));
+        let _ = tokio::time::timeout(Duration::from_secs(1), idle).await;
+        for r in self.release.drain(..) {
+            let _ = r.send(());
+        }
+        let threads = std::mem::take(&mut self.threads);
+        let _ = tokio::task::spawn_blocking(move || {
+            for t in threads {
+                let _ = t.join();
+            }
+        })
+        .await;
+    }
+}
