@@ -205,6 +205,11 @@ pub struct Fetcher {
     demoted: Mutex<HashMap<String, Instant>>,
     /// Pull tasks, so shutdown can wait for them (they hold the store).
     tasks: Mutex<tokio::task::JoinSet<()>>,
+    /// The server's main runtime, where pulls and other work that outlives
+    /// a request run: a request may be served on an HTTP/3 endpoint's own
+    /// runtime, which ends with the listener (before the pulls are drained)
+    /// and whose thread carries that endpoint's every packet.
+    pub runtime: tokio::runtime::Handle,
     /// Counters.
     pub stats: FetchStats,
 }
@@ -216,7 +221,8 @@ impl std::fmt::Debug for Fetcher {
 }
 
 impl Fetcher {
-    /// Parents are tried before the origins.
+    /// Parents are tried before the origins. Called on the server's main
+    /// runtime, where pulls will run.
     pub fn new(
         http: reqwest::Client,
         parents: Vec<String>,
@@ -238,6 +244,7 @@ impl Fetcher {
             started_by: Mutex::default(),
             demoted: Mutex::default(),
             tasks: Mutex::default(),
+            runtime: tokio::runtime::Handle::current(),
             stats: FetchStats::default(),
         }
     }
@@ -364,10 +371,13 @@ impl Fetcher {
                     // aborted at shutdown, even before its first poll), the
                     // entry leaves the table.
                     let entry = Entry { fetcher: me.clone(), addr, starter };
-                    tasks.spawn(async move {
-                        let _entry = entry;
-                        me.fly(addr, tx, store, held).await;
-                    });
+                    tasks.spawn_on(
+                        async move {
+                            let _entry = entry;
+                            me.fly(addr, tx, store, held).await;
+                        },
+                        &self.runtime,
+                    );
                     rx
                 }
             }

@@ -214,7 +214,7 @@ fn record(inner: &Arc<Inner>, segment: Option<(TitleId, u64)>, edge: Option<&str
         // First request for this title here: bring its manifest, so pulses
         // report which segments this edge holds.
         let (i2, t2) = (inner.clone(), title.clone());
-        tokio::spawn(async move {
+        inner.fetcher.runtime.spawn(async move {
             if !matches!(manifest_bytes(&i2, &t2).await, Ok(Some(_))) {
                 crate::lock(&i2.caches.manifests_known).remove(&t2);
             }
@@ -234,7 +234,8 @@ fn record(inner: &Arc<Inner>, segment: Option<(TitleId, u64)>, edge: Option<&str
         return;
     }
     let inner = inner.clone();
-    tokio::spawn(async move {
+    let runtime = inner.fetcher.runtime.clone();
+    runtime.spawn(async move {
         let manifest = match manifest(&inner, &title).await {
             Ok(m) => m,
             Err(e) => {
@@ -308,6 +309,16 @@ pub(crate) async fn manifest_bytes(inner: &Arc<Inner>, title: &TitleId) -> Resul
     if held.is_some() || inner.config.role == EdgeRole::Peer {
         return Ok(held);
     }
+    // Upstream calls run on the main runtime (see `Fetcher::runtime`): its
+    // pooled connections then live there, not on an HTTP/3 endpoint's thread.
+    let runtime = inner.fetcher.runtime.clone();
+    runtime.spawn(manifest_upstream(inner.clone(), title.clone())).await.map_err(|e| e.to_string())?
+}
+
+/// The title's manifest from the first source that has one the origin
+/// signed, kept in the store.
+async fn manifest_upstream(inner: Arc<Inner>, title: TitleId) -> Result<Option<Bytes>, String> {
+    let (inner, title) = (&inner, &title);
     // The largest manifest the format allows; the whole call bounded in time.
     let limits = tranzcast_net::client::CallLimits {
         answer: inner.config.upstream_timeout.0,

@@ -230,7 +230,9 @@ pub struct ServerOptions {
     pub h3_endpoints: usize,
 }
 
-/// A running server. Dropping it does not stop it: call [`HttpServer::shutdown`].
+/// A running server. Stop it with [`HttpServer::shutdown`] (or `kill`):
+/// dropping it stops accepting and ends the HTTP/3 endpoints' threads,
+/// cutting their connections without a close.
 #[derive(Debug)]
 pub struct HttpServer {
     /// Bound TLS address (TCP and UDP).
@@ -257,6 +259,9 @@ const EXEMPT_MAX: i64 = 64;
 /// After a connection is told to close (idle, cancel flood), how long its
 /// requests in hand may take to finish before it is cut.
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
+
+/// Bytes all HTTP/3 endpoints together buffer for connections not yet accepted (quinn's default for one).
+const INCOMING_BUFFER_TOTAL: u64 = 100 << 20;
 
 /// Descriptors kept for everything but client connections (the store, upstream calls, logs).
 const FD_RESERVE: u64 = 256;
@@ -296,6 +301,8 @@ impl HttpServer {
         transport.send_window(64 << 20);
         transport.max_idle_timeout(Some(limits.idle_timeout.0.try_into().map_err(|_| NetError::H3("idle timeout".into()))?));
         qcfg.transport_config(Arc::new(transport));
+        // What connections not yet accepted may buffer, for the whole server.
+        qcfg.incoming_buffer_size_total(INCOMING_BUFFER_TOTAL / u64::from(h3_endpoints));
         let https_addr = tcp.local_addr().map_err(NetError::io("local addr"))?;
         let (stop, stop_rx) = watch::channel(false);
         let (kill, kill_rx) = watch::channel(false);
@@ -314,6 +321,7 @@ impl HttpServer {
             }
             _ => limits.max_connections,
         };
+        opts.stats.main_runtime(tokio::runtime::Handle::current());
         let shared = Arc::new(Shared::new(handler, limits, opts.stats.clone(), https_addr.port()));
         let slots = Arc::new(Slots::new(&limits, max_connections));
         let mut accepts = JoinSet::new();

@@ -190,6 +190,8 @@ pub struct ServerStats {
     /// HTTP/3 endpoints running, and the connections each has taken.
     h3_endpoints: AtomicU64,
     h3_taken: [AtomicU64; tranzcast_config::MAX_H3_ENDPOINTS as usize],
+    /// The runtime the server was bound on (its `runtime_tasks`).
+    main_runtime: std::sync::OnceLock<tokio::runtime::Handle>,
     pub(crate) tasks_idle: tokio::sync::Notify,
 }
 
@@ -216,6 +218,7 @@ impl Default for ServerStats {
             h3_body_copied: AtomicU64::new(0),
             h3_endpoints: AtomicU64::new(0),
             h3_taken: std::array::from_fn(|_| AtomicU64::new(0)),
+            main_runtime: std::sync::OnceLock::new(),
             tasks_idle: tokio::sync::Notify::new(),
         }
     }
@@ -275,6 +278,10 @@ impl ServerStats {
     pub fn h3_connections_by_endpoint(&self) -> Vec<u64> {
         let n = self.h3_endpoints.load(Ordering::Relaxed) as usize;
         self.h3_taken.iter().take(n).map(|c| c.load(Ordering::Relaxed)).collect()
+    }
+
+    pub(crate) fn main_runtime(&self, h: tokio::runtime::Handle) {
+        let _ = self.main_runtime.set(h);
     }
 
     pub(crate) fn h3_endpoints(&self, n: usize) {
@@ -393,7 +400,7 @@ impl ServerStats {
         for (i, n) in self.h3_connections_by_endpoint().iter().enumerate() {
             let _ = writeln!(out, "{prefix}_h3_endpoint_connections_total{{endpoint=\"{i}\"}} {n}");
         }
-        if let Ok(h) = tokio::runtime::Handle::try_current() {
+        if let Some(h) = self.main_runtime.get().cloned().or_else(|| tokio::runtime::Handle::try_current().ok()) {
             let _ = writeln!(
                 out,
                 "# HELP {prefix}_runtime_tasks Tokio tasks alive on the main runtime (each HTTP/3 endpoint runs a runtime of its own: see tasks).\n# TYPE {prefix}_runtime_tasks gauge\n{prefix}_runtime_tasks {}",

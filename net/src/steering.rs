@@ -17,6 +17,17 @@
 //! handshake completes, and the endpoint that took its first Initial is
 //! the one whose IDs the client uses afterwards.
 //!
+//! Two limits, both rare: a client whose address changes *during* its
+//! handshake sends its Handshake packets (long headers) by the kernel's
+//! hash, maybe to another endpoint, and its handshake fails (it retries);
+//! and UDP GRO merges datagrams of one client address into one batch,
+//! steered by the first, so a client that moved one connection onto a
+//! socket it also uses for another connection to us may see that other
+//! connection's packets dropped while they arrive merged. Steering long
+//! headers by their destination ID would fix the first and make the second
+//! common (a client's connections from one socket would spread over the
+//! endpoints), so they keep the hash.
+//!
 //! What an on-path observer learns from an ID: which of the server's N
 //! endpoints holds the connection (its first byte modulo N), as with any
 //! stateless load balancer's connection IDs; the other seven bytes are

@@ -52,14 +52,17 @@ async fn connections_spread_over_the_endpoints_and_keep_their_endpoint_when_the_
     // connection, whose packets another endpoint would drop.
     let mover = H3Client::connect(server.https_addr, "localhost", ca_pem.as_bytes()).await.unwrap();
     assert_eq!(get(&mover).await.body().as_ref(), b"here");
-    let mut ports = std::collections::HashSet::new();
-    for i in 0..12 {
+    let mut last = mover.rebind().unwrap();
+    assert_eq!(get(&mover).await.status(), 200, "after the first move (to {last})");
+    for i in 1..12 {
         let at = mover.rebind().unwrap();
-        ports.insert(at.port());
+        // The socket left last is still open (quinn keeps it a while), so
+        // the kernel gives another port.
+        assert_ne!(at.port(), last.port(), "move {i} is to a new port");
+        last = at;
         let resp = get(&mover).await;
         assert_eq!(resp.status(), 200, "after move {i} (to {at})");
     }
-    assert_eq!(ports.len(), 12, "every move is to a new port");
     let taken = stats.h3_connections_by_endpoint();
     assert_eq!(taken.len(), ENDPOINTS);
     assert_eq!(taken.iter().sum::<u64>(), 1, "the moves kept the one connection: {taken:?}");

@@ -119,7 +119,11 @@ impl H3Endpoints {
             let thread = std::thread::Builder::new()
                 .name(format!("h3-endpoint-{index}"))
                 .spawn(move || {
-                    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                    let _watch = PanicWatch(index);
+                    // The blocking pools of all endpoints together stay within
+                    // what one multi-threaded runtime would allow.
+                    let blocking = (BLOCKING_THREADS / usize::from(n)).max(16);
+                    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().max_blocking_threads(blocking).build() {
                         Ok(rt) => rt,
                         Err(e) => {
                             let _ = ready_tx.send(Err(format!("runtime: {e}")));
@@ -143,6 +147,9 @@ impl H3Endpoints {
                         let _ = accepting_tx.send(());
                         let _ = release_rx.await;
                     });
+                    // Tasks left are dropped; blocking work in hand (a store
+                    // write) is given a moment to end, not waited for forever.
+                    rt.shutdown_timeout(THREAD_END);
                 })
                 .map_err(NetError::io("spawn an h3 endpoint thread"))?;
             me.threads.push(thread);
@@ -163,10 +170,12 @@ impl H3Endpoints {
         self.endpoints.len()
     }
 
-    /// Resolves once every endpoint has stopped accepting (after the stop signal).
+    /// Resolves once every endpoint has stopped accepting (after the stop
+    /// signal), or after a few seconds: a stuck thread does not hold shutdown.
     pub(super) async fn stopped_accepting(&mut self) {
-        for a in &mut self.accepting {
-            let _ = a.await;
+        let all = futures_util::future::join_all(self.accepting.iter_mut());
+        if tokio::time::timeout(THREAD_END, all).await.is_err() {
+            tracing::warn!("an HTTP/3 endpoint did not stop accepting in time");
         }
     }
 
@@ -183,11 +192,34 @@ impl H3Endpoints {
             let _ = r.send(());
         }
         let threads = std::mem::take(&mut self.threads);
-        let _ = tokio::task::spawn_blocking(move || {
+        let joined = tokio::task::spawn_blocking(move || {
             for t in threads {
                 let _ = t.join();
             }
-        })
-        .await;
+        });
+        // Each thread ends within THREAD_END of its release; past twice
+        // that, it is left behind (and said), not waited for.
+        if tokio::time::timeout(2 * THREAD_END, joined).await.is_err() {
+            tracing::warn!("an HTTP/3 endpoint thread did not end in time");
+        }
+    }
+}
+
+/// How long a thread's end may take (its blocking work in hand), and how
+/// long shutdown waits for the endpoints to stop accepting.
+const THREAD_END: Duration = Duration::from_secs(2);
+
+/// Blocking threads of all endpoints' runtimes together (tokio's default for one runtime).
+const BLOCKING_THREADS: usize = 512;
+
+/// Says so when an endpoint's thread ends by a panic: its connections are
+/// gone, and new ones the kernel gives its socket go unanswered.
+struct PanicWatch(u8);
+
+impl Drop for PanicWatch {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            tracing::error!(endpoint = self.0, "an HTTP/3 endpoint's thread panicked: restart the server");
+        }
     }
 }
