@@ -190,6 +190,8 @@ pub struct ServerStats {
     /// HTTP/3 endpoints running, and the connections each has taken.
     h3_endpoints: AtomicU64,
     h3_taken: [AtomicU64; tranzcast_config::MAX_H3_ENDPOINTS as usize],
+    /// Short-header QUIC packets naming a connection ID no endpoint issued (dropped unanswered).
+    pub(crate) h3_foreign_ids: std::sync::Arc<AtomicU64>,
     /// The runtime the server was bound on (its `runtime_tasks`).
     main_runtime: std::sync::OnceLock<tokio::runtime::Handle>,
     pub(crate) tasks_idle: tokio::sync::Notify,
@@ -218,6 +220,7 @@ impl Default for ServerStats {
             h3_body_copied: AtomicU64::new(0),
             h3_endpoints: AtomicU64::new(0),
             h3_taken: std::array::from_fn(|_| AtomicU64::new(0)),
+            h3_foreign_ids: Default::default(),
             main_runtime: std::sync::OnceLock::new(),
             tasks_idle: tokio::sync::Notify::new(),
         }
@@ -278,6 +281,11 @@ impl ServerStats {
     pub fn h3_connections_by_endpoint(&self) -> Vec<u64> {
         let n = self.h3_endpoints.load(Ordering::Relaxed) as usize;
         self.h3_taken.iter().take(n).map(|c| c.load(Ordering::Relaxed)).collect()
+    }
+
+    /// QUIC packets dropped for naming a connection ID no endpoint of this server issued.
+    pub fn h3_unknown_id_packets(&self) -> u64 {
+        self.h3_foreign_ids.load(Ordering::Relaxed)
     }
 
     pub(crate) fn main_runtime(&self, h: tokio::runtime::Handle) {
@@ -400,6 +408,11 @@ impl ServerStats {
         for (i, n) in self.h3_connections_by_endpoint().iter().enumerate() {
             let _ = writeln!(out, "{prefix}_h3_endpoint_connections_total{{endpoint=\"{i}\"}} {n}");
         }
+        let _ = writeln!(
+            out,
+            "# HELP {prefix}_h3_unknown_id_packets_total QUIC packets naming a connection ID no endpoint of this server issued, dropped unanswered (junk, or a client of this server before a restart).\n# TYPE {prefix}_h3_unknown_id_packets_total counter\n{prefix}_h3_unknown_id_packets_total {}",
+            self.h3_foreign_ids.load(Ordering::Relaxed)
+        );
         if let Some(h) = self.main_runtime.get().cloned().or_else(|| tokio::runtime::Handle::try_current().ok()) {
             let _ = writeln!(
                 out,

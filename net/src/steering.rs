@@ -37,6 +37,8 @@
 //! binds the sockets and attaches the program (no privilege needed).
 
 use std::hash::{BuildHasher, RandomState};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use crate::synfilter::Insn;
@@ -90,13 +92,22 @@ pub struct EndpointCids {
     endpoints: u8,
     /// Shared by the server's endpoints, random per process.
     key: RandomState,
+    /// Packets refused for naming an ID not this endpoint's.
+    foreign: Arc<AtomicU64>,
 }
 
 impl EndpointCids {
     /// The IDs of endpoint `index` (below `endpoints`), checked with `key`.
     pub fn new(index: u8, endpoints: u8, key: RandomState) -> Self {
         let endpoints = endpoints.max(1);
-        Self { index: index % endpoints, endpoints, key }
+        Self { index: index % endpoints, endpoints, key, foreign: Arc::default() }
+    }
+
+    /// Counts into `foreign` each packet refused for naming an ID not this endpoint's.
+    #[must_use]
+    pub fn counting(mut self, foreign: Arc<AtomicU64>) -> Self {
+        self.foreign = foreign;
+        self
     }
 
     fn tag(&self, head: &[u8]) -> [u8; 3] {
@@ -130,7 +141,12 @@ impl quinn::ConnectionIdGenerator for EndpointCids {
     }
 
     fn validate(&self, cid: &quinn::ConnectionId) -> Result<(), quinn_proto::InvalidCid> {
-        if self.owns(cid) { Ok(()) } else { Err(quinn_proto::InvalidCid) }
+        if self.owns(cid) {
+            Ok(())
+        } else {
+            self.foreign.fetch_add(1, Ordering::Relaxed);
+            Err(quinn_proto::InvalidCid)
+        }
     }
 
     fn cid_len(&self) -> usize {
@@ -233,5 +249,16 @@ mod tests {
         tampered[3] ^= 1;
         assert!(!a.owns(&tampered));
         assert!(!a.owns(&id[..7]));
+    }
+
+    #[test]
+    fn refused_ids_are_counted() {
+        use quinn::ConnectionIdGenerator as _;
+        let n = Arc::new(AtomicU64::new(0));
+        let mut a = EndpointCids::new(0, 2, RandomState::new()).counting(n.clone());
+        let mine = a.generate_cid();
+        assert!(a.validate(&mine).is_ok());
+        assert!(a.validate(&quinn::ConnectionId::new(&[0; CID_LEN])).is_err());
+        assert_eq!(n.load(Ordering::Relaxed), 1);
     }
 }

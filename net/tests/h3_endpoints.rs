@@ -82,6 +82,23 @@ async fn connections_spread_over_the_endpoints_and_keep_their_endpoint_when_the_
     stats.render("t", &mut metrics);
     assert!(metrics.contains("t_h3_endpoint_connections_total{endpoint=\"3\"}"), "{metrics}");
 
+    // Short-header packets naming IDs no endpoint issued (junk, a guess,
+    // a client from before a restart) are dropped unanswered, and counted.
+    let junk = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    junk.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
+    for i in 0..20u8 {
+        let mut d = vec![0x40 | (i & 0x3f), i, 1, 2, 3, 4, 5, 6, 7];
+        d.extend_from_slice(&[0x55; 40]);
+        junk.send_to(&d, server.https_addr).unwrap();
+    }
+    let until = std::time::Instant::now() + Duration::from_secs(5);
+    while stats.h3_unknown_id_packets() < 20 && std::time::Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(stats.h3_unknown_id_packets(), 20, "junk packets counted");
+    let mut buf = [0u8; 64];
+    assert!(junk.recv_from(&mut buf).is_err(), "a junk packet got an answer (a stateless reset)");
+
     // Shutdown with connections open ends the endpoints' threads, and with
     // them everything the server held.
     tokio::time::timeout(Duration::from_secs(10), server.shutdown()).await.expect("shutdown within 10 s");

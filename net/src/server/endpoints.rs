@@ -132,7 +132,8 @@ impl H3Endpoints {
                     };
                     rt.block_on(async move {
                         let mut ep_config = quinn::EndpointConfig::default();
-                        ep_config.cid_generator(move || Box::new(EndpointCids::new(index, n, key.clone())));
+                        let foreign = shared.stats.h3_foreign_ids.clone();
+                        ep_config.cid_generator(move || Box::new(EndpointCids::new(index, n, key.clone()).counting(foreign.clone())));
                         let endpoint = match quinn::Endpoint::new(ep_config, Some(config), socket, Arc::new(quinn::TokioRuntime)) {
                             Ok(ep) => ep,
                             Err(e) => {
