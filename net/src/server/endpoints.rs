@@ -40,19 +40,79 @@ pub(super) fn bind_udp(addr: SocketAddr, n: u8) -> std::io::Result<Vec<std::net:
         s.bind(&addr.into())?;
         socks.push(s);
     }
-    if n > 1
-        && let Err(e) = attach_steering(&socks[0], n)
-    {
+    let mut socks: Vec<std::net::UdpSocket> = socks.into_iter().map(std::net::UdpSocket::from).collect();
+    if n > 1 {
         // Without steering, a client whose address changes would reach an
         // endpoint that does not know its connection: one endpoint then.
-        tracing::warn!(error = %e, "the kernel takes no reuseport program: one HTTP/3 endpoint");
-        socks.truncate(1);
+        let steered = attach_steering(&socks[0], n).and_then(|()| steering_holds(&socks, addr));
+        match steered {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::warn!(
+                    "packets did not reach the endpoint their ID names (another socket in the port's group?): one HTTP/3 endpoint"
+                );
+                socks.truncate(1);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "the kernel takes no reuseport program: one HTTP/3 endpoint");
+                socks.truncate(1);
+            }
+        }
     }
-    Ok(socks.into_iter().map(std::net::UdpSocket::from).collect())
+    Ok(socks)
+}
+
+/// Whether the group steers as the program says, seen from outside: a
+/// short-header datagram naming each endpoint is sent to the port, and
+/// each must arrive at that endpoint's socket, within half a second. A
+/// socket in the group that is not ours (another process of this user,
+/// joined before us) shifts every index: then the answer is no.
+fn steering_holds(socks: &[std::net::UdpSocket], addr: SocketAddr) -> std::io::Result<bool> {
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+    let ip = match addr.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        ip => ip,
+    };
+    let to = SocketAddr::new(ip, addr.port());
+    let probe = std::net::UdpSocket::bind(SocketAddr::new(ip, 0))?;
+    let from = probe.local_addr()?;
+    let marker = tranzcast_proto::random_bytes::<16>();
+    for i in 0..socks.len() {
+        let mut d = vec![0x40, i as u8];
+        d.extend_from_slice(&marker);
+        probe.send_to(&d, to)?;
+    }
+    let until = std::time::Instant::now() + Duration::from_millis(500);
+    let mut seen = vec![false; socks.len()];
+    let mut buf = [0u8; 64];
+    while seen.contains(&false) {
+        for (i, s) in socks.iter().enumerate() {
+            loop {
+                match s.recv_from(&mut buf) {
+                    // Anything else (a client's packet, early) is let go: it will be sent again.
+                    Ok((len, src)) if src == from && buf[..len].ends_with(&marker) => {
+                        if usize::from(buf[1]) != i {
+                            return Ok(false);
+                        }
+                        seen[i] = true;
+                    }
+                    Ok(_) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        if std::time::Instant::now() >= until {
+            return Ok(false);
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    Ok(true)
 }
 
 #[cfg(any(target_os = "linux", target_os = "android"))]
-fn attach_steering(sock: &socket2::Socket, n: u8) -> std::io::Result<()> {
+fn attach_steering(sock: &std::net::UdpSocket, n: u8) -> std::io::Result<()> {
     let mut insns: Vec<libc::sock_filter> =
         steering::program(n).iter().map(|i| libc::sock_filter { code: i.code, jt: i.jt, jf: i.jf, k: i.k }).collect();
     let len = u16::try_from(insns.len()).map_err(|_| std::io::Error::other("steering program too long"))?;
@@ -62,7 +122,7 @@ fn attach_steering(sock: &socket2::Socket, n: u8) -> std::io::Result<()> {
 }
 
 #[cfg(not(any(target_os = "linux", target_os = "android")))]
-fn attach_steering(_: &socket2::Socket, _: u8) -> std::io::Result<()> {
+fn attach_steering(_: &std::net::UdpSocket, _: u8) -> std::io::Result<()> {
     Err(std::io::Error::other("steering HTTP/3 packets by connection ID needs Linux"))
 }
 
@@ -222,5 +282,41 @@ impl Drop for PanicWatch {
         if std::thread::panicking() {
             tracing::error!(endpoint = self.0, "an HTTP/3 endpoint's thread panicked: restart the server");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    /// A group of four on a free port of 127.0.0.1 (another test may take
+    /// the port between the look and the bind: a few tries).
+    fn group() -> (Vec<std::net::UdpSocket>, SocketAddr) {
+        for _ in 0..10 {
+            let addr = std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+            if let Ok(socks) = bind_udp(addr, 4) {
+                return (socks, addr);
+            }
+        }
+        panic!("no free port");
+    }
+
+    #[test]
+    fn the_kernel_steers_each_endpoints_packets_to_its_socket_and_the_check_sees_a_shift() {
+        let (mut socks, addr) = group();
+        // Four sockets kept: the check at bind passed.
+        assert_eq!(socks.len(), 4);
+        assert!(steering_holds(&socks, addr).unwrap());
+        // Endpoints in another order than the group's (as a foreign socket
+        // joined first would make them): the check says so.
+        socks.reverse();
+        assert!(!steering_holds(&socks, addr).unwrap());
+    }
+
+    #[test]
+    fn a_port_held_by_another_group_is_refused() {
+        let (_held, addr) = group();
+        assert!(bind_udp(addr, 4).is_err());
     }
 }
