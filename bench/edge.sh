@@ -262,7 +262,7 @@ done
 if [[ "pulse" =~ ${CASES:-.} ]]; then
     oha --no-tui --insecure --output-format json -n 3000 -c 1 --http2 "https://localhost:$EP/v1/pulse?title=film" >"$T/pulse.json" 2>/dev/null || true
 fi
-curl -s --cacert "$CA" "https://localhost:$EP/metrics" | grep -E '^edge_(http_requests|h3_body_bytes)_total' | sed 's/^/   /' >"$T/edge.metrics" || true
+curl -s --cacert "$CA" "https://localhost:$EP/metrics" | grep -E '^edge_(http_requests|h3_body_bytes|h3_endpoint_connections)_total' | sed 's/^/   /' >"$T/edge.metrics" || true
 
 python3 - "$T" "$SECS" <<'PY'
 import json, os, sys
@@ -345,5 +345,5 @@ for label, a, b, goal in [
         if a + "-" + load in res and b + "-" + load in res:
             record(f"{label}: {what}{over}", f"{res[a + '-' + load]['rps']:.0f}", f"{res[b + '-' + load]['rps']:.0f}", ratio(a + "-" + load, b + "-" + load), goal)
 PY
-echo "(edge's own counters: requests by protocol and status, HTTP/3 body bytes sent uncopied or copied:)"
+echo "(edge's own counters: requests by protocol and status, HTTP/3 body bytes sent uncopied or copied, HTTP/3 connections by endpoint:)"
 cat "$T/edge.metrics"
