@@ -41,23 +41,20 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use crate::synfilter::Insn;
+// Loads (`LD_B_ABS`) are relative to the UDP payload here: the kernel
+// pulls the UDP header before running a reuseport program.
+use crate::synfilter::{Insn, LD_B_ABS, RET_K};
 
 /// Length of the connection IDs our endpoints issue.
 pub const CID_LEN: usize = 8;
 
 // linux/filter.h: class | size | mode (or operation | source).
-/// `BPF_LD | BPF_B | BPF_ABS`: loads are relative to the UDP payload here
-/// (the kernel pulls the UDP header before running a reuseport program).
-const LD_B_ABS: u16 = 0x30;
 /// `BPF_JMP | BPF_JSET | BPF_K`
 const JMP_JSET_K: u16 = 0x45;
 /// `BPF_ALU | BPF_MOD | BPF_K`
 const ALU_MOD_K: u16 = 0x94;
 /// `BPF_RET | BPF_A`
 const RET_A: u16 = 0x16;
-/// `BPF_RET | BPF_K`
-const RET_K: u16 = 0x06;
 /// An index past the group: the kernel falls back to its hash of the address.
 const KERNEL_HASH: u32 = u32::MAX;
 /// QUIC's header form bit: set on long headers (Initial, Handshake, 0-RTT, Retry).

@@ -37,7 +37,7 @@ pub const MAX_INSNS: usize = 4096;
 /// `BPF_LD | BPF_W | BPF_ABS`
 const LD_W_ABS: u16 = 0x20;
 /// `BPF_LD | BPF_B | BPF_ABS`
-const LD_B_ABS: u16 = 0x30;
+pub(crate) const LD_B_ABS: u16 = 0x30;
 /// `BPF_ALU | BPF_RSH | BPF_K`
 const ALU_RSH_K: u16 = 0x74;
 /// `BPF_JMP | BPF_JEQ | BPF_K`
@@ -45,7 +45,7 @@ const JMP_JEQ_K: u16 = 0x15;
 /// `BPF_JMP | BPF_JA`
 const JMP_JA: u16 = 0x05;
 /// `BPF_RET | BPF_K`
-const RET_K: u16 = 0x06;
+pub(crate) const RET_K: u16 = 0x06;
 /// `SKF_NET_OFF`: loads relative to the network (IP) header, wherever the
 /// packet's data starts (at the TCP header, for a TCP socket).
 const NET: u32 = (-0x0010_0000i32) as u32;
