@@ -12,15 +12,17 @@
 
 mod error;
 mod layers;
+mod limits;
 mod roles;
 mod state;
 mod units;
 
 pub use error::ConfigError;
 pub use layers::{Layers, Source};
+pub use limits::LimitsConfig;
 pub use roles::{
-    EdgeConfig, EdgeRole, LimitsConfig, ListenConfig, MAX_H3_ENDPOINTS, MasterBackend, MasterConfig, MirroringConfig, OriginConfig,
-    PrecastConfig, RateConfig, RoleConfig, StoreConfig, TlsConfig,
+    EdgeConfig, EdgeRole, ListenConfig, MAX_H3_ENDPOINTS, MasterBackend, MasterConfig, MirroringConfig, OriginConfig, PrecastConfig,
+    RateConfig, RoleConfig, StoreConfig, TlsConfig,
 };
 pub use state::{KeysConfig, StateBackend, StateConfig};
 pub use units::{ByteSize, Duration, Secret, TimeWindow};
