@@ -46,3 +46,8 @@ impl ConfigError {
         Self::Key { from: source.into(), key: key.into(), reason: reason.into() }
     }
 }
+
+/// A check's failure: the key at fault and why (turned into a [`ConfigError`] by the loader).
+pub(crate) fn fail<T>(key: &str, reason: impl Into<String>) -> Result<T, (String, String)> {
+    Err((key.to_string(), reason.into()))
+}

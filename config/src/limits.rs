@@ -3,7 +3,7 @@
 
 use serde::Deserialize;
 
-use crate::roles::fail;
+use crate::error::fail;
 use crate::{ByteSize, Duration};
 
 /// What one server (origin, node, edge, peer) takes from its clients, on every

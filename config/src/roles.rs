@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
+use crate::error::fail;
 use crate::limits::LimitsConfig;
 use crate::{ByteSize, Duration, Secret, TimeWindow};
 
@@ -16,10 +17,6 @@ pub trait RoleConfig: DeserializeOwned {
     const ROLE: &'static str;
     /// Checks what types cannot; on failure returns the dotted key and the reason.
     fn validate(&self) -> Result<(), (String, String)>;
-}
-
-pub(crate) fn fail<T>(key: &str, reason: impl Into<String>) -> Result<T, (String, String)> {
-    Err((key.to_string(), reason.into()))
 }
 
 /// A URL of one of our own servers (the origin, a parent): HTTPS only, so

@@ -6,10 +6,7 @@ use std::path::PathBuf;
 use serde::Deserialize;
 
 use crate::Secret;
-
-fn fail<T>(key: &str, reason: impl Into<String>) -> Result<T, (String, String)> {
-    Err((key.to_string(), reason.into()))
-}
+use crate::error::fail;
 
 /// The origin's state engine.
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
