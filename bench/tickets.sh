@@ -41,4 +41,19 @@ r = json.load(open(f"{t}/rocksdb.json"))
 print(f"HTTP/2 floor (GET /v1/origin-key, same client and concurrency): {r['http_floor_per_s']:.0f}/s; with raw sign+verify on the"
       f" same cores the ceiling is {r['ceiling_per_s']:.0f} plays/s = {r['ceiling_per_s'] / r['raw_sign_verify_per_s']:.2f} of raw;"
       f" embedded reaches {r['validations_per_s'] / r['ceiling_per_s']:.2f} of that ceiling")
+# CPU per operation: the load's client runs on threads of its own, so what a
+# play costs the origins (and the database) is told apart from what asking
+# costs; the raw crypto's CPU per sign+verify is measured the same way.
+print()
+print(f"{'CPU per operation, us':<30}{'origins':>9}{'database':>10}{'client':>8}{'raw dalek':>11}{'ratio':>8}{'raw AWS-LC':>12}{'ratio':>8}")
+for f, label, goal in [("rocksdb", "embedded (RocksDB)", ">= 0.5"), ("pg1", "PostgreSQL, 1 origin", ""), ("pg2", "PostgreSQL, 2 origins", "")]:
+    r = json.load(open(f"{t}/{f}.json"))
+    db = r['others_cpu_us_per_play'] if f != "rocksdb" else float("nan")
+    print(f"{label:<30}{r['origin_cpu_us_per_play']:>9.1f}{db:>10.1f}{r['client_cpu_us_per_play']:>8.1f}"
+          f"{r['raw_cpu_us_per_sign_verify']:>11.1f}{r['cpu_ratio']:>8.3f}{r['raw_aws_lc_cpu_us_per_sign_verify']:>12.1f}{r['cpu_ratio_aws_lc']:>8.3f}")
+    record(f"ticket validation CPU / raw Ed25519 sign+verify CPU (dalek), {label}", f"{r['origin_cpu_us_per_play'] + (0 if f == 'rocksdb' else db):.1f} us",
+           f"{r['raw_cpu_us_per_sign_verify']:.1f} us", r["cpu_ratio"], goal)
+    record(f"ticket validation CPU / raw Ed25519 sign+verify CPU (AWS-LC), {label}", f"{r['origin_cpu_us_per_play'] + (0 if f == 'rocksdb' else db):.1f} us",
+           f"{r['raw_aws_lc_cpu_us_per_sign_verify']:.1f} us", r["cpu_ratio_aws_lc"], goal)
+print("(ratio = raw CPU per sign+verify / CPU per play: the origins', and on PostgreSQL the database's too; the client's apart)")
 PY

@@ -241,7 +241,13 @@ fn tickets(seconds: f64, concurrency: usize, state_url: Option<&str>, origins: u
         Ok(tranzcast_config::Layers::new("origin").overrides(&sets)?.build()?)
     };
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    let (ours, (raw, raw_aws_lc), errors, own_cores, other_cores, floor) = rt.block_on(async {
+    // The load's client runs on a runtime of its own, its threads named, so
+    // the CPU the origins spend per play can be told apart from the
+    // client's (the two share the cores, as a server shares them with
+    // nothing in production).
+    let client_rt = tokio::runtime::Builder::new_multi_thread().thread_name(CLIENT_THREADS).enable_all().build()?;
+    let client_rt = client_rt.handle().clone();
+    let (ours, (raw, raw_aws_lc), errors, own_cores, other_cores, floor, cpu) = rt.block_on(async {
         let first = tranzcast_origin::Origin::start(config(&data)?).await?;
         let http = tranzcast_net::client::https(first.ca_pem().as_bytes())?;
         let mut servers = vec![first];
@@ -257,6 +263,15 @@ fn tickets(seconds: f64, concurrency: usize, state_url: Option<&str>, origins: u
             servers.push(tranzcast_origin::Origin::start(config(&d)?).await?);
         }
         let bases: Vec<String> = servers.iter().map(|o| format!("https://localhost:{}", o.https_addr().port())).collect();
+        // A client of its own for the load (its connections' tasks start on
+        // the runtime of their first request: the client's, not the origins').
+        let load = tranzcast_net::client::https(servers[0].ca_pem().as_bytes())?;
+        // One connection to each origin before the clock starts: sixty-four
+        // first requests at once would each open one.
+        for b in &bases {
+            let (load, url) = (load.clone(), format!("{b}/v1/origin-key"));
+            client_rt.spawn(async move { load.get(url).send().await?.error_for_status()?.bytes().await }).await??;
+        }
         use tranzcast_proto::{answers, api};
         let post = |path: &str| http.post(format!("{}{path}", bases[0])).bearer_auth(token);
         let b = post("/v1/customers").json(&api::CustomerBody { name: "bench".into() }).send().await?.bytes().await?;
@@ -275,16 +290,23 @@ fn tickets(seconds: f64, concurrency: usize, state_url: Option<&str>, origins: u
         let slice = seconds / SLICES as f64;
         let (mut ok, mut bad, mut secs, mut own, mut others) = (0u64, 0u64, 0.0, 0.0, 0.0);
         let (mut raw_ops, mut fast_ops) = (0.0, 0.0);
+        // CPU seconds: of the raw crypto (dalek, AWS-LC), of the origins
+        // (this process less the client's threads) and of the client.
+        let mut cpu = CpuSplit::default();
         for _ in 0..SLICES {
+            let c = own_cpu_s();
             raw_ops += tokio::task::block_in_place(|| raw_sign_verify(slice / 2.0, false)) * slice / 2.0;
+            let d = own_cpu_s();
             fast_ops += tokio::task::block_in_place(|| raw_sign_verify(slice / 2.0, true)) * slice / 2.0;
+            cpu.raw_dalek += d - c;
+            cpu.raw_aws_lc += own_cpu_s() - d;
             let until = Instant::now() + std::time::Duration::from_secs_f64(slice);
             let started = Instant::now();
-            let cpu_before = (own_cpu_s(), machine_busy_s());
+            let cpu_before = (own_cpu_s(), machine_busy_s(), threads_cpu_s(CLIENT_THREADS));
             let mut tasks = Vec::new();
             for (i, ticket) in tickets.iter().enumerate() {
-                let (http, url, ticket) = (http.clone(), format!("{}/v1/play", bases[i % bases.len()]), ticket.clone());
-                tasks.push(tokio::spawn(async move {
+                let (http, url, ticket) = (load.clone(), format!("{}/v1/play", bases[i % bases.len()]), ticket.clone());
+                tasks.push(client_rt.spawn(async move {
                     let (mut ok, mut bad) = (0u64, 0u64);
                     while Instant::now() < until {
                         match http.post(&url).json(&tranzcast_proto::api::PlayBody::client(ticket.as_str())).send().await {
@@ -292,7 +314,20 @@ fn tickets(seconds: f64, concurrency: usize, state_url: Option<&str>, origins: u
                                 let _ = r.bytes().await;
                                 ok += 1
                             }
-                            _ => bad += 1,
+                            Ok(r) => {
+                                if bad == 0 {
+                                    let status = r.status();
+                                    let body = r.bytes().await.unwrap_or_default();
+                                    tracing::warn!(%status, body = %String::from_utf8_lossy(&body), "a play failed (the first of this worker's)");
+                                }
+                                bad += 1
+                            }
+                            Err(e) => {
+                                if bad == 0 {
+                                    tracing::warn!(error = %e, "a play failed (the first of this worker's)");
+                                }
+                                bad += 1
+                            }
                         }
                     }
                     (ok, bad)
@@ -305,9 +340,13 @@ fn tickets(seconds: f64, concurrency: usize, state_url: Option<&str>, origins: u
             }
             secs += started.elapsed().as_secs_f64();
             let used = own_cpu_s() - cpu_before.0;
+            let client = threads_cpu_s(CLIENT_THREADS) - cpu_before.2;
             own += used;
             others += (machine_busy_s() - cpu_before.1 - used).max(0.0);
+            cpu.client += client;
+            cpu.origins += (used - client).max(0.0);
         }
+        cpu.others = others;
         let raw = (raw_ops / (seconds / 2.0), fast_ops / (seconds / 2.0));
         // The floor: the same client, connections and concurrency asking
         // the first origin for its key (no signature, no state): what HTTP/2,
@@ -316,8 +355,8 @@ fn tickets(seconds: f64, concurrency: usize, state_url: Option<&str>, origins: u
         let started = Instant::now();
         let mut tasks = Vec::new();
         for _ in 0..concurrency {
-            let (http, url) = (http.clone(), format!("{}/v1/origin-key", bases[0]));
-            tasks.push(tokio::spawn(async move {
+            let (http, url) = (load.clone(), format!("{}/v1/origin-key", bases[0]));
+            tasks.push(client_rt.spawn(async move {
                 let mut n = 0u64;
                 while Instant::now() < until {
                     if let Ok(r) = http.get(&url).send().await
@@ -338,10 +377,15 @@ fn tickets(seconds: f64, concurrency: usize, state_url: Option<&str>, origins: u
         for o in servers {
             o.shutdown().await;
         }
-        anyhow::Ok((ok as f64 / secs, raw, bad, own / secs, others / secs, floor))
+        cpu.plays = ok as f64;
+        cpu.raw_ops = (raw_ops, fast_ops);
+        anyhow::Ok((ok as f64 / secs, raw, bad, own / secs, others / secs, floor, cpu))
     })?;
     anyhow::ensure!(raw > 0.0 && raw_aws_lc > 0.0, "the raw crypto measured nothing (a key failed to load?)");
     let engine = if state_url.is_some() { "postgres" } else { "rocksdb" };
+    // What a play costs: the origins' CPU, and on PostgreSQL the database's
+    // too (on the embedded engine, other processes are other tenants).
+    let play_cpu_us = cpu.us(cpu.origins + if state_url.is_some() { cpu.others } else { 0.0 }, cpu.plays);
     println!(
         "{}",
         serde_json::json!({"raw_sign_verify_per_s": raw, "validations_per_s": ours, "errors": errors, "concurrency": concurrency,
@@ -354,9 +398,64 @@ fn tickets(seconds: f64, concurrency: usize, state_url: Option<&str>, origins: u
             "cores_this_process": own_cores, "cores_other_processes": other_cores,
             // Requests/s of the floor, and the most plays/s those two costs
             // allow together on these cores (each a share of the same CPU).
-            "http_floor_per_s": floor, "ceiling_per_s": 1.0 / (1.0 / floor + 1.0 / raw)})
+            "http_floor_per_s": floor, "ceiling_per_s": 1.0 / (1.0 / floor + 1.0 / raw),
+            // CPU per operation, microseconds: what a play costs the origins
+            // alone (this process less the client's threads; on PostgreSQL
+            // the database's CPU apart), against what a raw sign + verify
+            // costs. The ratios say how near the origin's own work comes to
+            // the crypto, whoever else shares the cores.
+            "origin_cpu_us_per_play": cpu.us(cpu.origins, cpu.plays), "client_cpu_us_per_play": cpu.us(cpu.client, cpu.plays),
+            "others_cpu_us_per_play": cpu.us(cpu.others, cpu.plays),
+            "raw_cpu_us_per_sign_verify": cpu.us(cpu.raw_dalek, cpu.raw_ops.0), "raw_aws_lc_cpu_us_per_sign_verify": cpu.us(cpu.raw_aws_lc, cpu.raw_ops.1),
+            "cpu_ratio": cpu.us(cpu.raw_dalek, cpu.raw_ops.0) / play_cpu_us,
+            "cpu_ratio_aws_lc": cpu.us(cpu.raw_aws_lc, cpu.raw_ops.1) / play_cpu_us})
     );
     Ok(())
+}
+
+/// The name of the load client's threads in `bench tickets`.
+const CLIENT_THREADS: &str = "bench-client";
+
+/// Where `bench tickets` spent CPU seconds, and what it counted.
+#[derive(Debug, Default)]
+struct CpuSplit {
+    /// The origins, during the plays: this process less the client's threads.
+    origins: f64,
+    /// The load client's threads, during the plays.
+    client: f64,
+    /// Every other process, during the plays (the database, on PostgreSQL).
+    others: f64,
+    /// Raw crypto, dalek and AWS-LC.
+    raw_dalek: f64,
+    raw_aws_lc: f64,
+    /// Plays answered; raw sign+verify done (dalek, AWS-LC).
+    plays: f64,
+    raw_ops: (f64, f64),
+}
+
+impl CpuSplit {
+    fn us(&self, cpu_s: f64, ops: f64) -> f64 {
+        if ops > 0.0 { cpu_s / ops * 1e6 } else { f64::NAN }
+    }
+}
+
+/// CPU seconds (user + system) the live threads of this process named
+/// `name` have used, from /proc (a thread that ended is no longer counted:
+/// the client's share can only be under-counted, the origins' over).
+fn threads_cpu_s(name: &str) -> f64 {
+    let Ok(dir) = std::fs::read_dir("/proc/self/task") else { return 0.0 };
+    dir.filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("stat")).ok())
+        .filter_map(|stat| {
+            let (head, rest) = stat.rsplit_once(')')?;
+            // The thread's name is between the parentheses; Linux cuts it at 15 bytes.
+            let comm = head.split_once('(')?.1;
+            if comm != name {
+                return None;
+            }
+            let f: Vec<f64> = rest.split_whitespace().map(|x| x.parse().unwrap_or(0.0)).collect();
+            Some((f.get(11).copied().unwrap_or(0.0) + f.get(12).copied().unwrap_or(0.0)) / 100.0)
+        })
+        .sum()
 }
 
 /// CPU seconds this process has used (user + system, from /proc).
