@@ -19,6 +19,7 @@ pub mod push;
 mod signer;
 pub mod staging;
 pub mod state;
+mod titles_read;
 pub mod validation;
 
 use std::path::Path;
@@ -33,6 +34,7 @@ use tranzcast_store::{BlobStore, StoreOptions};
 
 use crate::ledger::Ledger;
 use crate::state::OriginState;
+use crate::titles_read::{CatalogEntry, TitlesRead};
 
 /// Unix seconds now.
 pub fn now_secs() -> u64 {
@@ -84,22 +86,14 @@ pub(crate) struct Inner {
     pub(crate) masters: Option<masters::Masters>,
     /// This process among the cluster's origins (leases are held in its name).
     pub(crate) instance: [u8; 16],
-    /// Titles read from the cluster's catalog (shared engine only).
-    pub shared_titles: std::sync::Mutex<std::collections::HashMap<String, CatalogEntry>>,
+    /// Titles read (keys and manifests), from this origin's store or the
+    /// cluster's catalog: see `titles_read`.
+    pub(crate) titles_read: std::sync::Mutex<TitlesRead>,
+    /// The sources plays name, and when they were read (see `api::play::sources`).
+    pub(crate) sources: std::sync::Mutex<Option<(std::time::Instant, Vec<tranzcast_proto::answers::SourceEntry>)>>,
     /// The rendered `GET /v1/titles` answer and when it was built (see
     /// `api::catalog::titles`).
     pub(crate) title_list: std::sync::Mutex<api::TitleList>,
-}
-
-/// A title as plays and orders need it.
-#[derive(Clone)]
-pub(crate) struct CatalogEntry {
-    /// The title key KM.
-    pub key: [u8; 32],
-    /// The signed manifest.
-    pub manifest: bytes::Bytes,
-    /// Its address.
-    pub address: tranzcast_proto::BlobAddress,
 }
 
 impl Inner {
@@ -109,27 +103,32 @@ impl Inner {
     }
 
     /// A title's key and signed manifest: from this origin's store, else
-    /// (on a shared engine) from the cluster's catalog, kept in memory
-    /// once read (a published title never changes; its key is not written
-    /// to this origin's disk).
+    /// (on a shared engine) from the cluster's catalog, kept in memory once
+    /// read (see `titles_read`: on the store, checked against the title's
+    /// manifest address each time; a title published on a shared engine
+    /// never changes, and its key is not written to this origin's disk).
     pub(crate) fn catalog_entry(&self, title: &tranzcast_proto::TitleId) -> Result<Option<CatalogEntry>, OriginError> {
-        if let (Some(address), Some(key)) = (self.store.title_manifest(title)?, self.store.title_secret(title)?)
-            && let Some(manifest) = self.store.get(&address)?
-        {
-            return Ok(Some(CatalogEntry { key, manifest, address }));
+        let read = || self.titles_read.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(address) = self.store.title_manifest(title)? {
+            if let Some(e) = read().get(title.as_str(), Some(&address)) {
+                return Ok(Some(e.clone()));
+            }
+            if let Some(key) = self.store.title_secret(title)?
+                && let Some(manifest) = self.store.get(&address)?
+            {
+                let e = CatalogEntry::new(key, manifest, address);
+                read().insert(title.as_str(), e.clone());
+                return Ok(Some(e));
+            }
         }
         let Some(pg) = self.state.shared() else { return Ok(None) };
-        if let Some(e) = self.shared_titles.lock().unwrap_or_else(|p| p.into_inner()).get(title.as_str()) {
+        if let Some(e) = read().get(title.as_str(), None) {
             return Ok(Some(e.clone()));
         }
         let Some(t) = pg.title(title.as_str())? else { return Ok(None) };
         let manifest = bytes::Bytes::from(t.manifest);
-        let e = CatalogEntry { key: t.key, address: tranzcast_proto::BlobAddress::of(&manifest), manifest };
-        let mut cache = self.shared_titles.lock().unwrap_or_else(|p| p.into_inner());
-        if cache.len() >= 4096 {
-            cache.clear();
-        }
-        cache.insert(title.as_str().to_string(), e.clone());
+        let e = CatalogEntry::new(t.key, manifest.clone(), tranzcast_proto::BlobAddress::of(&manifest));
+        read().insert(title.as_str(), e.clone());
         Ok(Some(e))
     }
 
@@ -150,6 +149,11 @@ impl Inner {
     /// Members seen within the member timeout.
     pub(crate) fn live_members(&self) -> Result<Vec<state::Member>, OriginError> {
         self.state.live_members(self.member_cutoff_ms())
+    }
+
+    /// Drops the plays' list of sources: the next play reads it again.
+    pub(crate) fn forget_sources(&self) {
+        *self.sources.lock().unwrap_or_else(|p| p.into_inner()) = None;
     }
 
     /// Whether a peer's record still belongs to its certificate (see [`Ledger::peer_live`]).
@@ -215,7 +219,8 @@ impl Origin {
             publishing: std::sync::Mutex::new(()),
             members_lock: std::sync::Mutex::new(()),
             peer_ca,
-            shared_titles: Default::default(),
+            titles_read: Default::default(),
+            sources: Default::default(),
             title_list: Default::default(),
             masters: masters::open(&config)?,
             instance: random16(),

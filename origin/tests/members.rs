@@ -259,3 +259,62 @@ async fn a_peer_gets_a_certificate_for_its_own_address_and_never_a_ca_key() {
     assert!(r.text().await.unwrap().contains("local_address"));
     public.origin.shutdown().await;
 }
+
+/// Plays reuse their list of sources for a second (it is a hint, and reading
+/// every member's record on every play cost more the larger the cluster),
+/// but a member that joins, a peer whose certificate is revoked and a member
+/// retired are named, or dropped, by the very next play; heartbeats that only
+/// change a load do not read the list again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_next_play_names_a_new_member_and_drops_a_revoked_peer_and_a_retired_member() {
+    let c = Cluster::start().await;
+    let sources = |v: &Value| -> Vec<String> {
+        let mut n: Vec<String> = v["sources"].as_array().unwrap().iter().map(|s| s["name"].as_str().unwrap().to_string()).collect();
+        n.sort();
+        n
+    };
+    let play = || async {
+        let cust = c.storefront("/v1/customers", json!({"name": "Cy"})).await;
+        let o = c.storefront("/v1/orders", json!({"customer": cust["customer"], "title": "film", "kind": "buy"})).await;
+        let r = c.http.post(format!("{}/v1/play", c.base)).json(&json!({"ticket": o["ticket"]})).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        let v: Value = r.json().await.unwrap();
+        v
+    };
+    let started = std::time::Instant::now();
+    let node = format!("Bearer {}", credential("node-1", MemberRole::Node));
+    assert_eq!(c.join(&node, "node-1", "node", 2001, json!({})).await.0, 200);
+    let first = play().await;
+    assert_eq!(sources(&first), ["node-1"]);
+    // A new edge: named by the next play, within the second the list is kept.
+    let edge = format!("Bearer {}", credential("edge-1", MemberRole::Edge));
+    assert_eq!(c.join(&edge, "edge-1", "edge", 1001, json!({})).await.0, 200);
+    assert_eq!(sources(&play().await), ["edge-1", "node-1"]);
+    // A peer joins with its certificate, then the certificate is revoked.
+    let cert = first["certificate"].as_str().unwrap();
+    let r = c.join(&format!("Tranzcast {cert}"), "peer-1", "peer", 3001, json!({})).await;
+    assert_eq!(r.0, 200, "{}", r.1);
+    assert_eq!(sources(&play().await), ["edge-1", "node-1", "peer-1"]);
+    let serial = match tranzcast_proto::ticket::SignedToken::from_text(cert).unwrap().verify(&c.origin.public_key()).unwrap() {
+        tranzcast_proto::ticket::Token::Certificate(x) => hex::encode(x.serial),
+        _ => unreachable!(),
+    };
+    c.storefront("/v1/revoke", json!({"serial": serial})).await;
+    assert_eq!(sources(&play().await), ["edge-1", "node-1"], "a revoked peer was still named");
+    let read = std::time::Instant::now();
+    // A heartbeat that changes a load only: the list read just now is kept.
+    let load =
+        |v: &Value, name: &str| v["sources"].as_array().unwrap().iter().find(|s| s["name"] == name).unwrap()["load"].as_f64().unwrap();
+    assert_eq!(c.join(&node, "node-1", "node", 2001, json!({"load": 0.5})).await.0, 200);
+    let kept = play().await;
+    if read.elapsed() < std::time::Duration::from_millis(900) {
+        assert_eq!(load(&kept, "node-1"), 0.0, "the list was read again for a heartbeat: {kept}");
+    }
+    // Retired: gone from the next play (and the list read again: the new load shows).
+    c.storefront("/v1/cluster/members/edge-1/retire", json!({})).await;
+    let after = play().await;
+    assert_eq!(sources(&after), ["node-1"], "a retired member was still named");
+    assert_eq!(load(&after, "node-1"), 0.5);
+    eprintln!("steps took {:?} (the list is kept for a second)", started.elapsed());
+    c.origin.shutdown().await;
+}

@@ -95,6 +95,11 @@ pub(super) fn join(inner: &Inner, req: &Request<Bytes>) -> ApiResult {
         }
         let stored = inner.state.member_as_stored(&j.name).map_err(ApiError::internal)?;
         let known = stored.as_ref().map(|(m, _)| m.clone());
+        // A member new, back after going quiet, or at a new address: the
+        // next play names it (heartbeats only refresh loads, which the
+        // plays' list may show a second late).
+        let news =
+            known.as_ref().is_none_or(|k| k.last_seen_ms < inner.member_cutoff_ms() || k.https != j.https || k.h3 != j.h3.to_string());
         let (push_token, serial, expires) = match &peer {
             None => (None, None, None),
             Some(cert) => {
@@ -141,6 +146,9 @@ pub(super) fn join(inner: &Inner, req: &Request<Bytes>) -> ApiResult {
             expires,
         };
         if inner.state.put_member_if(&m, stored.as_ref().map(|(_, raw)| raw.as_slice())).map_err(ApiError::internal)? {
+            if news {
+                inner.forget_sources();
+            }
             break push_token;
         }
         attempts += 1;
@@ -229,6 +237,7 @@ pub(super) fn retire(inner: &Inner, name: &str) -> ApiResult {
     let _held = inner.members_lock.lock().map_err(|_| ApiError::internal("members lock poisoned"))?;
     let at = now_ms();
     inner.state.retire_member(name, at).map_err(ApiError::internal)?;
+    inner.forget_sources();
     tracing::warn!(member = name, "member retired");
     Ok(json_response(StatusCode::OK, &tranzcast_proto::answers::Retired { retired: name.to_string(), credentials_issued_until_ms: at }))
 }

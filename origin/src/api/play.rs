@@ -102,9 +102,8 @@ fn prepare(inner: &Inner, req: &Request<Bytes>, cx: RequestContext) -> Result<Pr
     let catalog = inner.catalog_entry(&ticket.title).map_err(ApiError::internal)?;
     let key = catalog.as_ref().map(|e| TitleKey::from_bytes(e.key));
     let manifest_addr = catalog.as_ref().map(|e| e.address);
+    let running_time_s = catalog.as_ref().map_or(0, |e| e.running_time_s);
     let manifest_bytes = catalog.map(|e| e.manifest);
-    let running_time_s =
-        manifest_bytes.as_ref().and_then(|b| SignedManifest::decode(b).ok()).map(|m| m.manifest.running_time_ms / 1000).unwrap_or(0);
     Ok(Prepared { ticket, play_key, url: p.url, bind, edges, entry, key, manifest_addr, manifest_bytes, running_time_s, now })
 }
 
@@ -239,15 +238,31 @@ fn playback_urls(
 }
 
 fn sources(inner: &Inner) -> Result<Vec<tranzcast_proto::answers::SourceEntry>, ApiError> {
-    Ok(inner
+    // Read again at most every SOURCES_FRESH: every member's record decoded
+    // (and each peer's certificate looked up) on every play costs a play
+    // more the larger the cluster, and the list is a hint (clients pulse
+    // each source, and verify every byte). Keys are not chosen from it: URL
+    // mode's edges are read at each play (`playback_edges`).
+    let now = std::time::Instant::now();
+    if let Some((at, list)) = &*inner.sources.lock().unwrap_or_else(|p| p.into_inner())
+        && now.saturating_duration_since(*at) < SOURCES_FRESH
+    {
+        return Ok(list.clone());
+    }
+    let list: Vec<_> = inner
         .live_members()
         .map_err(ApiError::internal)?
         .into_iter()
         // A peer whose certificate expired or was revoked is no source.
         .filter(|m| m.role != "peer" || inner.peer_live(m))
         .filter_map(source_entry)
-        .collect())
+        .collect();
+    *inner.sources.lock().unwrap_or_else(|p| p.into_inner()) = Some((now, list.clone()));
+    Ok(list)
 }
+
+/// How long the plays' list of sources is reused.
+const SOURCES_FRESH: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// A member as clients see it (None for a role this version does not know).
 pub(super) fn source_entry(m: Member) -> Option<tranzcast_proto::answers::SourceEntry> {

@@ -117,6 +117,8 @@ pub(super) fn revoke(inner: &Inner, req: &Request<Bytes>) -> ApiResult {
     let Some(done) = done.map_err(ApiError::internal)? else {
         return Err(ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("nothing to revoke: no such {what_text}")));
     };
+    // A revoked certificate may be a peer's: plays stop naming it now.
+    inner.forget_sources();
     tracing::info!(what = %what_text, orders = done.orders, tickets = done.tickets, certificates = done.certificates, "revoked");
     let answer = answers::Revoked { revoked: what, orders: done.orders, tickets: done.tickets, certificates: done.certificates };
     Ok(json_response(StatusCode::OK, &answer))
