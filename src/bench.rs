@@ -245,7 +245,12 @@ fn tickets(seconds: f64, concurrency: usize, state_url: Option<&str>, origins: u
     // the CPU the origins spend per play can be told apart from the
     // client's (the two share the cores, as a server shares them with
     // nothing in production).
-    let client_rt = tokio::runtime::Builder::new_multi_thread().thread_name(CLIENT_THREADS).enable_all().build()?;
+    // Its threads kept alive: a thread that ended takes its CPU time with it.
+    let client_rt = tokio::runtime::Builder::new_multi_thread()
+        .thread_name(CLIENT_THREADS)
+        .thread_keep_alive(std::time::Duration::from_secs(3600))
+        .enable_all()
+        .build()?;
     let client_rt = client_rt.handle().clone();
     let (ours, (raw, raw_aws_lc), errors, own_cores, other_cores, floor, cpu) = rt.block_on(async {
         let first = tranzcast_origin::Origin::start(config(&data)?).await?;
@@ -340,7 +345,7 @@ fn tickets(seconds: f64, concurrency: usize, state_url: Option<&str>, origins: u
             }
             secs += started.elapsed().as_secs_f64();
             let used = own_cpu_s() - cpu_before.0;
-            let client = threads_cpu_s(CLIENT_THREADS) - cpu_before.2;
+            let client = cpu_since(&cpu_before.2, &threads_cpu_s(CLIENT_THREADS));
             own += used;
             others += (machine_busy_s() - cpu_before.1 - used).max(0.0);
             cpu.client += client;
@@ -415,6 +420,8 @@ fn tickets(seconds: f64, concurrency: usize, state_url: Option<&str>, origins: u
 
 /// The name of the load client's threads in `bench tickets`.
 const CLIENT_THREADS: &str = "bench-client";
+// Linux keeps 15 bytes of a thread's name: a longer one would match no thread.
+const _: () = assert!(CLIENT_THREADS.len() <= 15);
 
 /// Where `bench tickets` spent CPU seconds, and what it counted.
 #[derive(Debug, Default)]
@@ -439,23 +446,30 @@ impl CpuSplit {
     }
 }
 
-/// CPU seconds (user + system) the live threads of this process named
-/// `name` have used, from /proc (a thread that ended is no longer counted:
-/// the client's share can only be under-counted, the origins' over).
-fn threads_cpu_s(name: &str) -> f64 {
-    let Ok(dir) = std::fs::read_dir("/proc/self/task") else { return 0.0 };
-    dir.filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("stat")).ok())
-        .filter_map(|stat| {
-            let (head, rest) = stat.rsplit_once(')')?;
-            // The thread's name is between the parentheses; Linux cuts it at 15 bytes.
-            let comm = head.split_once('(')?.1;
-            if comm != name {
-                return None;
-            }
-            let f: Vec<f64> = rest.split_whitespace().map(|x| x.parse().unwrap_or(0.0)).collect();
-            Some((f.get(11).copied().unwrap_or(0.0) + f.get(12).copied().unwrap_or(0.0)) / 100.0)
-        })
-        .sum()
+/// CPU seconds (user + system) of each live thread of this process named
+/// `name`, by thread id, from /proc.
+fn threads_cpu_s(name: &str) -> std::collections::HashMap<u64, f64> {
+    let Ok(dir) = std::fs::read_dir("/proc/self/task") else { return Default::default() };
+    dir.filter_map(|t| {
+        let t = t.ok()?;
+        let tid: u64 = t.file_name().to_str()?.parse().ok()?;
+        let stat = std::fs::read_to_string(t.path().join("stat")).ok()?;
+        let (head, rest) = stat.rsplit_once(')')?;
+        // The thread's name is between the parentheses.
+        if head.split_once('(')?.1 != name {
+            return None;
+        }
+        let f: Vec<f64> = rest.split_whitespace().map(|x| x.parse().unwrap_or(0.0)).collect();
+        Some((tid, (f.get(11).copied().unwrap_or(0.0) + f.get(12).copied().unwrap_or(0.0)) / 100.0))
+    })
+    .collect()
+}
+
+/// CPU seconds the threads used between two readings, thread by thread (a
+/// thread that ended in between is not counted: the client's share can only
+/// be under-stated, the origins' over-stated).
+fn cpu_since(before: &std::collections::HashMap<u64, f64>, after: &std::collections::HashMap<u64, f64>) -> f64 {
+    after.iter().map(|(tid, a)| (a - before.get(tid).copied().unwrap_or(0.0)).max(0.0)).sum()
 }
 
 /// CPU seconds this process has used (user + system, from /proc).

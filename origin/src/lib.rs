@@ -86,11 +86,12 @@ pub(crate) struct Inner {
     pub(crate) masters: Option<masters::Masters>,
     /// This process among the cluster's origins (leases are held in its name).
     pub(crate) instance: [u8; 16],
-    /// Titles read (keys and manifests), from this origin's store or the
-    /// cluster's catalog: see `titles_read`.
+    /// Titles read (keys and manifests) from this origin's store, and from
+    /// the cluster's catalog (shared engine): see `titles_read`.
     pub(crate) titles_read: std::sync::Mutex<TitlesRead>,
-    /// The sources plays name, and when they were read (see `api::play::sources`).
-    pub(crate) sources: std::sync::Mutex<Option<(std::time::Instant, Vec<tranzcast_proto::answers::SourceEntry>)>>,
+    pub(crate) shared_titles: std::sync::Mutex<TitlesRead>,
+    /// The sources plays name (see `api::play::sources`).
+    pub(crate) sources: std::sync::Mutex<SourcesKept>,
     /// The rendered `GET /v1/titles` answer and when it was built (see
     /// `api::catalog::titles`).
     pub(crate) title_list: std::sync::Mutex<api::TitleList>,
@@ -122,13 +123,14 @@ impl Inner {
             }
         }
         let Some(pg) = self.state.shared() else { return Ok(None) };
-        if let Some(e) = read().get(title.as_str(), None) {
+        let shared = || self.shared_titles.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(e) = shared().get(title.as_str(), None) {
             return Ok(Some(e.clone()));
         }
         let Some(t) = pg.title(title.as_str())? else { return Ok(None) };
         let manifest = bytes::Bytes::from(t.manifest);
         let e = CatalogEntry::new(t.key, manifest.clone(), tranzcast_proto::BlobAddress::of(&manifest));
-        read().insert(title.as_str(), e.clone());
+        shared().insert(title.as_str(), e.clone());
         Ok(Some(e))
     }
 
@@ -151,15 +153,26 @@ impl Inner {
         self.state.live_members(self.member_cutoff_ms())
     }
 
-    /// Drops the plays' list of sources: the next play reads it again.
+    /// Drops the plays' list of sources: the next play reads it again, and
+    /// a list being read now is not kept.
     pub(crate) fn forget_sources(&self) {
-        *self.sources.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        let mut kept = self.sources.lock().unwrap_or_else(|p| p.into_inner());
+        kept.list = None;
+        kept.generation += 1;
     }
 
     /// Whether a peer's record still belongs to its certificate (see [`Ledger::peer_live`]).
     pub(crate) fn peer_live(&self, m: &state::Member) -> bool {
         self.state.peer_live(m, self.member_cutoff_ms(), now_secs())
     }
+}
+
+/// The list of sources plays name, when it was read, and how many times it
+/// was dropped (a list read across a drop is not kept).
+#[derive(Debug, Default)]
+pub(crate) struct SourcesKept {
+    pub list: Option<(std::time::Instant, Vec<tranzcast_proto::answers::SourceEntry>)>,
+    pub generation: u64,
 }
 
 /// A running origin.
@@ -220,6 +233,7 @@ impl Origin {
             members_lock: std::sync::Mutex::new(()),
             peer_ca,
             titles_read: Default::default(),
+            shared_titles: Default::default(),
             sources: Default::default(),
             title_list: Default::default(),
             masters: masters::open(&config)?,

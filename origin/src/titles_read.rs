@@ -14,8 +14,8 @@ use std::collections::HashMap;
 use bytes::Bytes;
 use tranzcast_proto::BlobAddress;
 
-/// Bytes of manifests kept at most.
-pub(crate) const BUDGET_BYTES: usize = 64 << 20;
+/// Bytes of manifests kept at most, per cache (the store's, the shared catalog's).
+pub(crate) const BUDGET_BYTES: usize = 32 << 20;
 
 /// A title's key, signed manifest and what a play reads of it.
 #[derive(Clone)]

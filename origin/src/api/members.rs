@@ -95,11 +95,17 @@ pub(super) fn join(inner: &Inner, req: &Request<Bytes>) -> ApiResult {
         }
         let stored = inner.state.member_as_stored(&j.name).map_err(ApiError::internal)?;
         let known = stored.as_ref().map(|(m, _)| m.clone());
-        // A member new, back after going quiet, or at a new address: the
-        // next play names it (heartbeats only refresh loads, which the
+        // A member new, back after going quiet, at a new address, in
+        // another role or (a peer) under another certificate: the next play
+        // names it as it is now (heartbeats only refresh loads, which the
         // plays' list may show a second late).
-        let news =
-            known.as_ref().is_none_or(|k| k.last_seen_ms < inner.member_cutoff_ms() || k.https != j.https || k.h3 != j.h3.to_string());
+        let news = known.as_ref().is_none_or(|k| {
+            k.last_seen_ms < inner.member_cutoff_ms()
+                || k.https != j.https
+                || k.h3 != j.h3.to_string()
+                || k.role != j.role.as_str()
+                || peer.as_ref().is_some_and(|c| k.serial.as_deref() != Some(hex::encode(c.serial).as_str()))
+        });
         let (push_token, serial, expires) = match &peer {
             None => (None, None, None),
             Some(cert) => {

@@ -244,11 +244,15 @@ fn sources(inner: &Inner) -> Result<Vec<tranzcast_proto::answers::SourceEntry>, 
     // each source, and verify every byte). Keys are not chosen from it: URL
     // mode's edges are read at each play (`playback_edges`).
     let now = std::time::Instant::now();
-    if let Some((at, list)) = &*inner.sources.lock().unwrap_or_else(|p| p.into_inner())
-        && now.saturating_duration_since(*at) < SOURCES_FRESH
-    {
-        return Ok(list.clone());
-    }
+    let generation = {
+        let kept = inner.sources.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((at, list)) = &kept.list
+            && now.saturating_duration_since(*at) < SOURCES_FRESH
+        {
+            return Ok(list.clone());
+        }
+        kept.generation
+    };
     let list: Vec<_> = inner
         .live_members()
         .map_err(ApiError::internal)?
@@ -257,7 +261,12 @@ fn sources(inner: &Inner) -> Result<Vec<tranzcast_proto::answers::SourceEntry>, 
         .filter(|m| m.role != "peer" || inner.peer_live(m))
         .filter_map(source_entry)
         .collect();
-    *inner.sources.lock().unwrap_or_else(|p| p.into_inner()) = Some((now, list.clone()));
+    let mut kept = inner.sources.lock().unwrap_or_else(|p| p.into_inner());
+    // Kept only if no join, retirement or revocation came while it was
+    // read: a list read before one must not outlive it.
+    if kept.generation == generation {
+        kept.list = Some((now, list.clone()));
+    }
     Ok(list)
 }
 
