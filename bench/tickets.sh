@@ -4,7 +4,10 @@
 # a durable write) beside the raw Ed25519 sign+verify rate on all cores,
 # same process, same run (taking turns: five slices each), with dalek (the
 # goal's yardstick) and with AWS-LC (what the origin signs with): on the embedded engine (RocksDB), and on a
-# private PostgreSQL with one and with two origin processes.
+# private PostgreSQL with one and with two origin processes. A second table
+# gives CPU per operation: the origins' per play (the load's client runs on
+# threads of its own, counted apart; on PostgreSQL the database's CPU added)
+# against the raw crypto's per sign+verify.
 # Usage: bench/tickets.sh [SECONDS=5] [CONCURRENCY=64]
 set -euo pipefail
 cd "$(dirname "$0")/.."
