@@ -454,13 +454,11 @@ fn threads_cpu_s(name: &str) -> std::collections::HashMap<u64, f64> {
         let t = t.ok()?;
         let tid: u64 = t.file_name().to_str()?.parse().ok()?;
         let stat = std::fs::read_to_string(t.path().join("stat")).ok()?;
-        let (head, rest) = stat.rsplit_once(')')?;
         // The thread's name is between the parentheses.
-        if head.split_once('(')?.1 != name {
+        if stat.rsplit_once(')')?.0.split_once('(')?.1 != name {
             return None;
         }
-        let f: Vec<f64> = rest.split_whitespace().map(|x| x.parse().unwrap_or(0.0)).collect();
-        Some((tid, (f.get(11).copied().unwrap_or(0.0) + f.get(12).copied().unwrap_or(0.0)) / 100.0))
+        Some((tid, stat_cpu_s(&stat)))
     })
     .collect()
 }
@@ -474,7 +472,11 @@ fn cpu_since(before: &std::collections::HashMap<u64, f64>, after: &std::collecti
 
 /// CPU seconds this process has used (user + system, from /proc).
 fn own_cpu_s() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    stat_cpu_s(&std::fs::read_to_string("/proc/self/stat").unwrap_or_default())
+}
+
+/// User + system CPU seconds in a process's or thread's `stat` line.
+fn stat_cpu_s(stat: &str) -> f64 {
     // Fields after the command's closing parenthesis, from the state (field 3):
     // utime and stime (fields 14 and 15) are the 12th and 13th.
     let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
