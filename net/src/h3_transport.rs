@@ -1,27 +1,12 @@
-//! h3's QUIC traits over quinn, ours, for one reason: response bodies go
-//! to quinn as the `Bytes` they are, without a copy.
+//! h3's QUIC traits over quinn, ours, for our HTTP/3 clients (the server
+//! speaks HTTP/3 itself: `server/h3_streams.rs`).
 //!
-//! h3 hands a transport every frame as a `WriteBuf` (the frame header,
-//! then the payload), which can only be read as slices; a transport that
-//! writes slices into quinn copies every body byte once more before quinn
-//! copies it into packets (11.8% of the server's samples on 1 MiB answers
-//! in `bench/edge.sh` profiles, hyperium/h3#279). quinn takes owned chunks
-//! without a copy (`write_chunks`), so what is missing is the `Bytes`
-//! behind the slice. The sender names it just before the write
-//! ([`offer`]: the one chunk it is about to give h3, on this thread), and
-//! `SendStream`'s `send_data` takes it only if it is that very memory (same
-//! address and length): a `Bytes` never changes, and both are alive, so the
-//! bytes are the same. Anything else (chunks under [`ZERO_COPY_MIN`], frame
-//! headers, header blocks, h3's own streams) is copied as before, into one
-//! chunk per frame.
-//!
-//! The rest is the plain mapping of h3's traits onto quinn: accepting and
-//! opening streams, reading chunks (quinn's reads and writes keep their
-//! waker when their future is dropped, so each poll makes a fresh one: no
-//! boxed future per stream), errors translated so that h3 sees closes,
-//! resets and stops for what they are.
+//! The plain mapping of h3's traits onto quinn: accepting and opening
+//! streams, reading chunks (quinn's reads and writes keep their waker when
+//! their future is dropped, so each poll makes a fresh one: no boxed future
+//! per stream), each frame written as one chunk, errors translated so that
+//! h3 sees closes, resets and stops for what they are.
 
-use std::cell::RefCell;
 use std::future::Future;
 use std::pin::{Pin, pin};
 use std::sync::Arc;
@@ -32,49 +17,6 @@ use futures_util::stream::StreamExt;
 use h3::error::Code;
 use h3::quic::{self, ConnectionErrorIncoming, StreamErrorIncoming, StreamId, WriteBuf};
 use quinn::VarInt;
-
-thread_local! {
-    /// The body chunk the sender on this thread is handing h3 now.
-    static OFFERED: RefCell<Option<Bytes>> = const { RefCell::new(None) };
-}
-
-/// Chunks smaller than this are copied, not offered. quinn keeps what it
-/// was given until the peer acknowledges it, and a body chunk is often a
-/// slice of a whole cached blob: a client asking for small ranges of many
-/// blobs and holding back its acknowledgements would otherwise keep whole
-/// blobs alive for a few bytes each. From 64 KiB up, a chunk keeps at most
-/// its blob (a few MiB) alive: for a whole blob's answer what its copies
-/// would have held, for a range at most blob/64 KiB times that; and these
-/// are the copies that cost (1 MiB answers, not 4 KiB ranges).
-pub(crate) const ZERO_COPY_MIN: usize = 64 << 10;
-
-/// Names `chunk` as the payload of the DATA frame this thread hands h3
-/// next, so that the frame's payload reaches quinn without a copy; false
-/// (nothing offered) if it is smaller than [`ZERO_COPY_MIN`]. Call it right
-/// before `RequestStream::send_data(chunk)`, and [`withdraw`] after.
-pub(crate) fn offer(chunk: &Bytes) -> bool {
-    let big = chunk.len() >= ZERO_COPY_MIN;
-    if big {
-        OFFERED.with(|o| *o.borrow_mut() = Some(chunk.clone()));
-    }
-    big
-}
-
-/// Forgets the offer; true if none is left (after [`offer`] returned true:
-/// the transport took it, so the chunk went without a copy). An offer left
-/// would only keep its memory alive.
-pub(crate) fn withdraw() -> bool {
-    OFFERED.with(|o| o.borrow_mut().take()).is_none()
-}
-
-/// The offered chunk if it is exactly `slice` (same memory, same length).
-fn take_offered(slice: &[u8]) -> Option<Bytes> {
-    OFFERED.with(|o| {
-        let mut o = o.borrow_mut();
-        let same = o.as_ref().is_some_and(|b| !b.is_empty() && b.as_ptr() == slice.as_ptr() && b.len() == slice.len());
-        if same { o.take() } else { None }
-    })
-}
 
 fn stream_id(id: quinn::StreamId) -> Result<StreamId, ConnectionErrorIncoming> {
     StreamId::try_from(u64::from(id)).map_err(|e| ConnectionErrorIncoming::InternalError(format!("stream id: {e:?}")))
@@ -340,8 +282,8 @@ impl quic::RecvStream for RecvStream {
 pub struct SendStream<B> {
     stream: quinn::SendStream,
     id: StreamId,
-    /// The frame being written: its copied part, then its offered payload
-    /// (either may be empty); `next` is the first not yet fully written.
+    /// The frame being written, as one chunk (the second stays empty);
+    /// `next` is the first not yet fully written.
     chunks: [Bytes; 2],
     next: usize,
     _buf: std::marker::PhantomData<fn(B)>,
@@ -393,25 +335,18 @@ impl<B: Buf> quic::SendStream<B> for SendStream<B> {
             });
         }
         let mut frame: WriteBuf<B> = data.into();
-        // One allocation for what is copied: the frame less the offered chunk.
-        let offered = OFFERED.with(|o| o.borrow().as_ref().map_or(0, Bytes::len));
-        let mut copied = BytesMut::with_capacity(frame.remaining().saturating_sub(offered));
-        let mut payload = Bytes::new();
+        // One allocation per frame: its head and payload copied together.
+        let mut copied = BytesMut::with_capacity(frame.remaining());
         while frame.has_remaining() {
             let c = frame.chunk();
             let n = c.len();
             if n == 0 {
                 break;
             }
-            match take_offered(c) {
-                // Taken only as the frame's last chunk (the whole payload);
-                // anything else is copied.
-                Some(b) if frame.remaining() == n => payload = b,
-                _ => copied.extend_from_slice(c),
-            }
+            copied.extend_from_slice(c);
             frame.advance(n);
         }
-        self.chunks = [copied.freeze(), payload];
+        self.chunks = [copied.freeze(), Bytes::new()];
         self.next = 0;
         Ok(())
     }
@@ -429,31 +364,5 @@ impl<B: Buf> quic::SendStream<B> for SendStream<B> {
 
     fn send_id(&self) -> StreamId {
         self.id
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn an_offer_is_taken_only_for_its_own_memory() {
-        let small = Bytes::from(vec![7u8; ZERO_COPY_MIN - 1]);
-        assert!(!offer(&small), "a small chunk is copied, not offered");
-        assert!(take_offered(&small).is_none());
-        let body = Bytes::from(vec![7u8; ZERO_COPY_MIN]);
-        assert!(offer(&body));
-        // Equal bytes elsewhere are not the offered chunk.
-        let copy = body.to_vec();
-        assert!(take_offered(&copy).is_none());
-        // A part of it is not either.
-        assert!(take_offered(&body[..ZERO_COPY_MIN - 1]).is_none());
-        let taken = take_offered(&body).expect("the offered memory is taken");
-        assert_eq!(taken.as_ptr(), body.as_ptr());
-        // Taken once.
-        assert!(take_offered(&body).is_none());
-        assert!(offer(&body));
-        assert!(!withdraw(), "an offer not taken is withdrawn as such");
-        assert!(take_offered(&body).is_none());
     }
 }

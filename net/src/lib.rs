@@ -14,8 +14,9 @@
 //!   dropping the new connections of penalised addresses.
 //! - `coalesce`: gathers an HTTP/2 connection's frames into 64 KiB writes
 //!   (h2 flushes after every frame).
-//! - `h3_transport`: h3's QUIC traits over quinn, ours, handing response
-//!   bodies to quinn without a copy.
+//! - `h3_transport`: h3's QUIC traits over quinn, ours, for the HTTP/3
+//!   client; the server speaks HTTP/3 itself (`server/h3_streams.rs`, over
+//!   `tranzcast_proto::http3`).
 //! - [`push`]: ask-then-push of blobs between servers.
 //! - [`client`]: HTTPS (reqwest, h1/h2) and HTTP/3 (quinn + h3) clients that
 //!   trust a given CA.

@@ -62,6 +62,7 @@ use crate::{NetError, TlsIdentity};
 
 mod endpoints;
 mod guards;
+mod h3_streams;
 mod penalty_filter;
 mod quic;
 mod request;
@@ -394,7 +395,6 @@ struct Shared {
     alt_svc: Option<HeaderValue>,
     h1: hyper::server::conn::http1::Builder,
     h2: hyper::server::conn::http2::Builder<TokioExecutor>,
-    h3: h3::server::Builder,
     /// Handshake steps that may be runnable at once (see `tcp::tls_handshake`).
     handshakes: Semaphore,
 }
@@ -412,8 +412,6 @@ impl Shared {
         h2.timer(TokioTimer::new())
             .max_concurrent_streams(limits.h2_max_concurrent_streams)
             .max_header_list_size(limits.max_header_bytes.0 as u32);
-        let mut h3 = h3::server::builder();
-        h3.max_field_section_size(limits.max_header_bytes.0);
         Self {
             handler,
             limits,
@@ -422,7 +420,6 @@ impl Shared {
             alt_svc: HeaderValue::from_str(&format!("h3=\":{port}\"; ma=86400")).ok(),
             h1,
             h2,
-            h3,
             handshakes: Semaphore::new(std::thread::available_parallelism().map_or(2, |n| n.get())),
         }
     }

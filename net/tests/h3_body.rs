@@ -1,5 +1,5 @@
 //! HTTP/3 response bodies of 64 KiB chunks and up reach quinn without a
-//! copy (`h3_transport`), smaller ones are copied: a real server on
+//! copy (`server/h3_streams.rs`), smaller ones are copied: a real server on
 //! 127.0.0.1, real QUIC, our own client.
 
 #![allow(clippy::unwrap_used)]

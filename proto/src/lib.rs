@@ -12,6 +12,8 @@
 //! - [`BlobAddress`]: the blake3 of a stored blob's bytes.
 //! - [`TitleId`]: a title's short, fixed-width name.
 //! - [`gateway`]: which requests the smart client's local gateway answers.
+//! - [`http3`]: HTTP/3's frames, settings and request heads, and QPACK
+//!   without a dynamic table, as the edge's server reads and writes them.
 //! - [`frame`]: the segment frame (the patent's Fig. 11 header, brought up to date).
 //! - [`keys`]: title keys, per-segment key and nonce derivation, seal and open.
 //! - [`manifest`]: the signed list of a title's segments.
@@ -33,6 +35,7 @@ mod error;
 pub mod fetch;
 pub mod frame;
 pub mod gateway;
+pub mod http3;
 pub mod json;
 pub mod keys;
 pub mod manifest;

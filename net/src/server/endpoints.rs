@@ -245,7 +245,7 @@ impl H3Endpoints {
     /// after this, nothing of the server's state is held by them.
     pub(super) async fn close(mut self) {
         for ep in &self.endpoints {
-            ep.close(0u32.into(), b"shutdown");
+            ep.close(super::h3_streams::varint(tranzcast_proto::http3::H3Code::NoError), b"shutdown");
         }
         let idle = futures_util::future::join_all(self.endpoints.iter().map(quinn::Endpoint::wait_idle));
         let _ = tokio::time::timeout(Duration::from_secs(1), idle).await;

@@ -4,7 +4,9 @@
 
 #![allow(clippy::wildcard_imports)]
 
+use super::h3_streams::{HeadFail, PeerStreams, ReadFail, RequestIn, close, request_parts, send_response, serve_uni, varint};
 use super::*;
+use tranzcast_proto::http3::{self, H3Code};
 
 /// One endpoint's accept loop (`endpoints.rs` runs one per endpoint, on
 /// its thread): `unproven` is the server's pool of handshakes from
@@ -110,11 +112,14 @@ async fn serve_h3(
             c
         };
         let c = connecting.await.map_err(|e| e.to_string())?;
-        let h: h3::server::Connection<crate::h3_transport::Connection, Bytes> =
-            shared.h3.build(crate::h3_transport::Connection::new(c.clone())).await.map_err(|e| e.to_string())?;
-        Ok::<_, String>((c, h))
+        // Our control stream, and its SETTINGS, first.
+        let mut control = c.open_uni().await.map_err(|e| e.to_string())?;
+        let mut opening = Vec::with_capacity(16);
+        http3::write_control_opening(shared.limits.max_header_bytes.0, &mut opening);
+        control.write_all(&opening).await.map_err(|e| e.to_string())?;
+        Ok::<_, String>((c, control))
     };
-    let (quic, mut h3conn) = tokio::select! {
+    let (quic, mut control) = tokio::select! {
         r = tokio::time::timeout(shared.limits.header_read_timeout.0, Box::pin(setup)) => match r {
             Ok(Ok(x)) => x,
             Ok(Err(e)) => {
@@ -141,7 +146,7 @@ async fn serve_h3(
             Ok(p) => p,
             Err(why) => {
                 stats.refuse(why);
-                quic.close(0u32.into(), b"refused");
+                quic.close(varint(H3Code::ExcessiveLoad), b"refused");
                 return;
             }
         },
@@ -152,12 +157,26 @@ async fn serve_h3(
     let _gauge = ConnGauge::new(stats, Protocol::H3);
     let cx = RequestContext { peer, protocol: Protocol::H3 };
     let mut forced = false;
+    let peer_streams = Arc::new(PeerStreams::default());
+    // The first request stream not taken: what a GOAWAY names.
+    let mut next_request: u64 = 0;
     loop {
-        let resolver = tokio::select! {
-            r = h3conn.accept() => match r {
-                Ok(Some(r)) => r,
-                Ok(None) => break,
+        let (send, recv) = tokio::select! {
+            r = quic.accept_bi() => match r {
+                Ok(s) => s,
                 Err(e) => { tracing::debug!(error = %e, "h3 accept"); break; }
+            },
+            r = quic.accept_uni() => {
+                match r {
+                    Ok(recv) => {
+                        let (quic2, seen, stops2) = (quic.clone(), peer_streams.clone(), stops.clone());
+                        TaskGuard::spawn(&shared.stats, async move {
+                            let _ = stops2.run(serve_uni(recv, quic2, seen)).await;
+                        });
+                        continue;
+                    }
+                    Err(e) => { tracing::debug!(error = %e, "h3 accept"); break; }
+                }
             },
             why = &mut dog => {
                 why.count(stats);
@@ -168,20 +187,18 @@ async fn serve_h3(
                     permit.slots.penalize(permit.key, stats);
                 }
                 forced = true;
-                // GOAWAY goes out on the control stream, which waits for the
-                // client's flow-control credit: a client that grants none
-                // does not hold the close.
-                let _ = tokio::time::timeout(CLOSE_GRACE, h3conn.shutdown(0)).await;
+                goaway(&mut control, next_request).await;
                 break;
             }
             _ = stop.changed() => {
-                let _ = tokio::time::timeout(CLOSE_GRACE, h3conn.shutdown(0)).await;
+                goaway(&mut control, next_request).await;
                 break;
             }
         };
-        let (shared2, conn2, stops2) = (shared.clone(), conn.clone(), stops.clone());
+        next_request = u64::from(send.id()) + 4;
+        let (shared2, conn2, stops2, quic2) = (shared.clone(), conn.clone(), stops.clone(), quic.clone());
         TaskGuard::spawn(&shared.stats, async move {
-            let _ = stops2.run(serve_h3_request(resolver, shared2, conn2, cx)).await;
+            let _ = stops2.run(serve_h3_request(send, recv, quic2, shared2, conn2, cx)).await;
         });
     }
     // The requests in hand keep their streams on this connection: let them
@@ -197,88 +214,112 @@ async fn serve_h3(
     };
     if forced {
         let _ = tokio::time::timeout(CLOSE_GRACE, wait).await;
-        quic.close(0u32.into(), b"closed by server");
     } else {
         wait.await;
     }
+    // The GOAWAY is on its way: closing at once would drop it unsent. A
+    // few round trips for it to land (or for the client to close first).
+    let landing = (quic.rtt() * 3 + Duration::from_millis(10)).min(CLOSE_GRACE);
+    let _ = tokio::time::timeout(landing, quic.closed()).await;
+    // With the connection already gone, a no-op.
+    quic.close(varint(H3Code::NoError), b"closed by server");
+}
+
+/// Sends a GOAWAY naming the first request stream not served. It goes out
+/// on the control stream, which waits for the client's flow-control
+/// credit: a client that grants none does not hold the close.
+async fn goaway(control: &mut quinn::SendStream, next_request: u64) {
+    let mut frame = Vec::with_capacity(10);
+    http3::write_goaway(next_request, &mut frame);
+    let _ = tokio::time::timeout(CLOSE_GRACE, control.write_all(&frame)).await;
 }
 
 async fn serve_h3_request(
-    resolver: h3::server::RequestResolver<crate::h3_transport::Connection, Bytes>,
+    mut send: quinn::SendStream,
+    recv: quinn::RecvStream,
+    quic: quinn::Connection,
     shared: Arc<Shared>,
     conn: Arc<ConnState>,
     cx: RequestContext,
 ) {
     let stats = &shared.stats;
+    let limits = &shared.limits;
+    // A field section's encoding is never longer than its size as counted
+    // (32 bytes a line besides name and value) plus its prefix.
+    let mut input = RequestIn::new(recv, limits.max_header_bytes.0 + 16);
     // A stream is a request once its head is in: one that never completes its
     // head (reset, malformed, too slow) keeps nothing in hand and counts as a
     // request cancelled before its answer.
-    let (req, mut stream) = match tokio::time::timeout(shared.limits.header_read_timeout.0, resolver.resolve_request()).await {
-        Ok(Ok(x)) => x,
-        Ok(Err(e)) => {
-            // h3 has answered 431 itself to a field section over its cap.
-            let why = if matches!(e, h3::error::StreamError::HeaderTooBig { .. }) { Refusal::HeadersTooLarge } else { Refusal::Malformed };
-            stats.refuse(why);
+    let parts = match tokio::time::timeout(limits.header_read_timeout.0, input.head()).await {
+        // The size budget bounds the lines (32 bytes each at least); their
+        // count is the head checks' (431, too many headers).
+        Ok(Ok(section)) => request_parts(&section, limits.max_header_bytes.0, usize::MAX),
+        Ok(Err(ReadFail::Protocol(e))) if e.is_too_large() => Err(HeadFail::TooLarge),
+        Ok(Err(ReadFail::Protocol(e))) => Err(HeadFail::Bad(e)),
+        Ok(Err(ReadFail::Gone)) => {
             conn.cancelled();
-            tracing::debug!(error = %e, "h3 request");
+            let _ = send.reset(varint(H3Code::RequestCancelled));
             return;
         }
         Err(_) => {
             stats.refuse(Refusal::HeaderTimeout);
             conn.cancelled();
+            let _ = send.reset(varint(H3Code::RequestRejected));
+            input.stop(H3Code::RequestRejected);
+            return;
+        }
+    };
+    let parts = match parts {
+        Ok(p) => p,
+        Err(HeadFail::TooLarge) => {
+            stats.refuse(Refusal::HeadersTooLarge);
+            let reason = format!("the request head is over {} bytes", limits.max_header_bytes.0);
+            let resp = error_response(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "headers_too_large", &reason);
+            input.stop(H3Code::NoError);
+            let _ = send_response(&mut send, resp, true, |_, _| {}).await;
+            return;
+        }
+        Err(HeadFail::Bad(e)) => {
+            stats.refuse(Refusal::Malformed);
+            conn.cancelled();
+            tracing::debug!(error = %e, "h3 request");
+            if e.is_connection_error() {
+                close(&quic, &e);
+            } else {
+                let _ = send.reset(varint(e.code));
+                input.stop(e.code);
+            }
             return;
         }
     };
     let active = Active::new(&conn);
-    let (parts, ()) = req.into_parts();
-    let mut body = H3Body { stream: &mut stream, ended: false };
+    let with_body = parts.method != http::Method::HEAD;
+    let mut body = H3Body { input: &mut input, ended: false, quic: &quic };
     let (resp, mut guard) = process(&shared, &conn, parts, &mut body, cx, Some(active)).await;
     let body_ended = body.ended;
-    let (head, mut body) = resp.into_parts();
     let status = guard.status.take();
-    if stream.send_response(Response::from_parts(head, ())).await.is_err() {
-        // Reset before its answer went out: the guard counts a cancellation.
+    let result = send_response(&mut send, resp, with_body, |n, zero_copy| {
+        // Called first when the head is out: from then on the request
+        // counts as answered, not cancelled, however its body ends.
+        guard.status = guard.status.or(status);
+        if n == 0 {
+            return;
+        }
+        let counter = if zero_copy { &stats.h3_body_zero_copy } else { &stats.h3_body_copied };
+        counter.fetch_add(n as u64, Ordering::Relaxed);
+        guard.count_sent(n);
+    })
+    .await;
+    drop(guard);
+    if result.is_err() {
+        // Stopped or lost (before its head was out, the guard counted a cancellation).
         return;
     }
-    guard.status = status;
-    while let Some(frame) = body.frame().await {
-        match frame {
-            Ok(f) => {
-                if let Ok(data) = f.into_data()
-                    && !data.is_empty()
-                {
-                    let n = data.len();
-                    // The chunk goes to quinn as it is, not copied: offered on
-                    // this thread, taken by h3_transport in the first poll of
-                    // the send (h3 hands it the frame there), withdrawn right
-                    // after that poll, on the same thread.
-                    let offered = crate::h3_transport::offer(&data);
-                    let mut send = std::pin::pin!(stream.send_data(data));
-                    let first = std::future::poll_fn(|cx| std::task::Poll::Ready(send.as_mut().poll(cx))).await;
-                    let zero_copy = offered && crate::h3_transport::withdraw();
-                    let sent = match first {
-                        std::task::Poll::Ready(r) => r,
-                        std::task::Poll::Pending => send.await,
-                    };
-                    if sent.is_err() {
-                        return;
-                    }
-                    let counter = if zero_copy { &stats.h3_body_zero_copy } else { &stats.h3_body_copied };
-                    counter.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
-                    guard.count_sent(n);
-                }
-            }
-            Err(e) => {
-                tracing::debug!(error = %e, "h3 response body");
-                return;
-            }
-        }
-    }
-    let _ = stream.finish().await;
     if !body_ended {
         // Answered without reading the body (a refusal on the head): a client
         // that has already sent it whole gets a clean end, not a reset, if
-        // what is left is small and comes at once; anything else is cut.
-        drain_unread(&mut H3Body { stream: &mut stream, ended: false }, Duration::from_millis(200)).await;
+        // what is left is small and comes at once; anything else is stopped.
+        drain_unread(&mut H3Body { input: &mut input, ended: false, quic: &quic }, Duration::from_millis(200)).await;
+        input.stop(H3Code::NoError);
     }
 }

@@ -5,13 +5,14 @@ use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use http::{HeaderValue, Request, Response, StatusCode};
 use http_body::Body as HttpBody;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
 use super::guards::{Active, BodyHold, ConnState, InFlight, LoadGuard};
+use super::h3_streams::{ReadFail, RequestIn, close};
 use super::{Body, BodyLimit, EXEMPT_MAX, Protocol, RequestContext, Shared, error_response};
 use crate::limits::body_deadline;
 use crate::stats::Refusal;
@@ -42,23 +43,29 @@ impl ChunkSource for Incoming {
     }
 }
 
-pub(super) type H3Stream = h3::server::RequestStream<crate::h3_transport::BidiStream<Bytes>, Bytes>;
-
 /// An h3 request's body, and whether it was read to its end.
 pub(super) struct H3Body<'a> {
-    pub(super) stream: &'a mut H3Stream,
+    pub(super) input: &'a mut RequestIn,
     pub(super) ended: bool,
+    /// A frame error in the body is the connection's: it is closed.
+    pub(super) quic: &'a quinn::Connection,
 }
 
 impl ChunkSource for H3Body<'_> {
     async fn next_chunk(&mut self) -> Option<Result<Bytes, String>> {
-        match self.stream.recv_data().await {
-            Ok(Some(mut chunk)) => Some(Ok(chunk.copy_to_bytes(chunk.remaining()))),
+        match self.input.data().await {
+            Ok(Some(chunk)) => Some(Ok(chunk)),
             Ok(None) => {
                 self.ended = true;
                 None
             }
-            Err(e) => Some(Err(e.to_string())),
+            Err(ReadFail::Protocol(e)) => {
+                if e.is_connection_error() {
+                    close(self.quic, &e);
+                }
+                Some(Err(e.to_string()))
+            }
+            Err(ReadFail::Gone) => Some(Err("the stream was reset".into())),
         }
     }
 

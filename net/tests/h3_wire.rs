@@ -1,0 +1,300 @@
+//! The server's own HTTP/3 against raw frames from a hand-driven quinn
+//! client: what a conforming client sends is answered (greasing, Huffman
+//! literals, a request body), and what a hostile one sends closes the
+//! connection or resets the stream with the code RFC 9114 and RFC 9204 name,
+//! while the server keeps serving others. Real server on 127.0.0.1, real QUIC.
+
+#![allow(clippy::unwrap_used)]
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response};
+use tranzcast_net::{BodyLimit, HttpServer, LimitsConfig, LocalCa, ServerOptions, ServerStats, full};
+use tranzcast_proto::http3::{self, frame, huffman, qpack};
+
+struct Server {
+    server: HttpServer,
+    addr: SocketAddr,
+    ca: String,
+}
+
+async fn start() -> Server {
+    let ca = LocalCa::generate().unwrap();
+    let handler = tranzcast_net::handler(move |req: Request<Bytes>, _cx| async move {
+        let body = match req.uri().path() {
+            "/echo" => req.body().clone(),
+            _ => Bytes::from(vec![b'x'; 4096]),
+        };
+        let mut r = Response::new(full(body));
+        r.headers_mut().insert("x-path", req.uri().path().parse().unwrap());
+        r
+    })
+    .admit_with(|_, _| Ok(BodyLimit::Small));
+    let opts = ServerOptions {
+        https: "127.0.0.1:0".parse().unwrap(),
+        plain: None,
+        identity: ca.issue(&["localhost"]).unwrap(),
+        limits: LimitsConfig::default(),
+        drain: Duration::from_secs(1),
+        stats: Arc::new(ServerStats::default()),
+        h3_endpoints: 0,
+    };
+    let server = HttpServer::bind(opts, handler).await.unwrap();
+    Server { addr: server.https_addr, server, ca: ca.cert_pem().to_owned() }
+}
+
+async fn connect(s: &Server) -> quinn::Connection {
+    let tls = tranzcast_net::tls::client_config(s.ca.as_bytes(), &[b"h3"]).unwrap();
+    let quic = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
+    let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(quic)));
+    endpoint.connect(s.addr, "localhost").unwrap().await.unwrap()
+}
+
+/// Opens our control stream with `frames` on it (SETTINGS first for a conforming client).
+async fn control(c: &quinn::Connection, frames: &[u8]) -> quinn::SendStream {
+    let mut s = c.open_uni().await.unwrap();
+    let mut b = vec![http3::stream_type::CONTROL as u8];
+    b.extend_from_slice(frames);
+    s.write_all(&b).await.unwrap();
+    s
+}
+
+fn settings() -> Vec<u8> {
+    let mut b = Vec::new();
+    // One greasing setting (0x1f * 3 + 0x21).
+    http3::write_frame_head(frame::SETTINGS, 3, &mut b);
+    b.extend_from_slice(&[0x40, 0x7e, 0x01]);
+    b
+}
+
+fn frame_of(ty: u64, payload: &[u8]) -> Vec<u8> {
+    let mut b = Vec::new();
+    http3::write_frame_head(ty, payload.len() as u64, &mut b);
+    b.extend_from_slice(payload);
+    b
+}
+
+/// A GET (or POST) of `path`: the method and scheme from the static table,
+/// `path` as a Huffman literal, `extra` fields as plain literals.
+fn head(method: &str, path: &str, extra: &[(&str, &str)]) -> Vec<u8> {
+    let m = qpack::STATIC_TABLE.iter().position(|&(n, v)| n == ":method" && v == method).unwrap();
+    let mut b = vec![0, 0, 0xc0 | m as u8, 0xc0 | 23];
+    b.push(0x50); // :authority by name reference
+    qpack::write_prefix_int(9, 7, 0, &mut b);
+    b.extend_from_slice(b"localhost");
+    let mut coded = Vec::new();
+    huffman::encode(path.as_bytes(), &mut coded);
+    b.push(0x51); // :path by name reference, Huffman value
+    qpack::write_prefix_int(coded.len() as u64, 7, 0x80, &mut b);
+    b.extend_from_slice(&coded);
+    for (n, v) in extra {
+        qpack::write_prefix_int(n.len() as u64, 3, 0x20, &mut b);
+        b.extend_from_slice(n.as_bytes());
+        qpack::write_prefix_int(v.len() as u64, 7, 0, &mut b);
+        b.extend_from_slice(v.as_bytes());
+    }
+    frame_of(frame::HEADERS, &b)
+}
+
+/// Sends `bytes` on a new request stream and reads the answer: its fields and body.
+async fn exchange(c: &quinn::Connection, bytes: &[u8]) -> Result<(Vec<(String, String)>, Vec<u8>), quinn::ReadToEndError> {
+    let (mut send, mut recv) = c.open_bi().await.unwrap();
+    send.write_all(bytes).await.unwrap();
+    send.finish().unwrap();
+    let all = recv.read_to_end(1 << 20).await?;
+    let mut at = 0;
+    let (mut fields, mut body) = (Vec::new(), Vec::new());
+    while at < all.len() {
+        let h = http3::read_frame_head(&all[at..]).unwrap();
+        let payload = &all[at + h.head_len..at + h.head_len + h.len as usize];
+        match h.ty {
+            frame::HEADERS => {
+                fields = qpack::decode_section(payload, 1 << 16, 100)
+                    .unwrap()
+                    .into_iter()
+                    .map(|f| (String::from_utf8(f.name.into_owned()).unwrap(), String::from_utf8(f.value.into_owned()).unwrap()))
+                    .collect();
+            }
+            frame::DATA => body.extend_from_slice(payload),
+            t => panic!("frame type {t} in an answer"),
+        }
+        at += h.head_len + h.len as usize;
+    }
+    Ok((fields, body))
+}
+
+fn field<'a>(fields: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    fields.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+}
+
+async fn closed_with(c: &quinn::Connection) -> u64 {
+    match tokio::time::timeout(Duration::from_secs(5), c.closed()).await.expect("the server closes the connection") {
+        quinn::ConnectionError::ApplicationClosed(a) => a.error_code.into_inner(),
+        other => panic!("closed otherwise: {other}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_conforming_client_with_greasing_huffman_and_a_body_is_answered() {
+    let s = start().await;
+    let c = connect(&s).await;
+    let mut grease_frame = frame_of(0x21, b"ignore me");
+    let _control = control(&c, &[settings(), grease_frame.clone()].concat()).await;
+    // A greasing unidirectional stream: stopped, not an error.
+    let mut g = c.open_uni().await.unwrap();
+    g.write_all(&[0x40, 0x21, 1, 2, 3]).await.unwrap();
+    // The server's control stream opens with its SETTINGS: its head cap.
+    let mut sc = c.accept_uni().await.unwrap();
+    let mut opening = [0u8; 64];
+    let n = sc.read(&mut opening).await.unwrap().unwrap();
+    assert_eq!(opening[0], 0, "a control stream");
+    let h = http3::read_frame_head(&opening[1..n]).unwrap();
+    assert_eq!(h.ty, frame::SETTINGS);
+    let got = http3::read_settings(&opening[1 + h.head_len..1 + h.head_len + h.len as usize]).unwrap();
+    assert_eq!(got.max_field_section_size, Some(LimitsConfig::default().max_header_bytes.0));
+
+    // A grease frame before the head; a 4 KiB answer comes as one HEADERS and one DATA.
+    grease_frame.extend_from_slice(&head("GET", "/a/b?c=1", &[("user-agent", "raw")]));
+    let (fields, body) = exchange(&c, &grease_frame).await.unwrap();
+    assert_eq!(field(&fields, ":status"), Some("200"));
+    assert_eq!(field(&fields, "x-path"), Some("/a/b"));
+    assert_eq!(field(&fields, "content-length"), Some("4096"));
+    assert_eq!(body, vec![b'x'; 4096]);
+
+    // A body in three DATA frames, with a grease frame and trailers between.
+    let mut req = head("POST", "/echo", &[]);
+    req.extend(frame_of(frame::DATA, b"hello "));
+    req.extend(frame_of(0x21 + 0x1f, b"?"));
+    req.extend(frame_of(frame::DATA, b""));
+    req.extend(frame_of(frame::DATA, b"world"));
+    req.extend(frame_of(frame::HEADERS, &[0, 0, 0x2a, b'x', b'-', b't', 1, b'1']));
+    let (fields, body) = exchange(&c, &req).await.unwrap();
+    assert_eq!(field(&fields, ":status"), Some("200"));
+    assert_eq!(body, b"hello world");
+
+    // HEAD: the head alone.
+    let (fields, body) = exchange(&c, &head("HEAD", "/x", &[])).await.unwrap();
+    assert_eq!(field(&fields, ":status"), Some("200"));
+    assert!(body.is_empty());
+    s.server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_head_resets_its_stream_and_the_connection_serves_on() {
+    let s = start().await;
+    let c = connect(&s).await;
+    let _control = control(&c, &settings()).await;
+    for bad in [
+        head("GET", "/x", &[("Upper", "1")]),
+        head("GET", "/x", &[("connection", "close")]),
+        frame_of(frame::HEADERS, &[0, 0, 0xc0 | 17, 0xc0 | 23]), // no :path
+    ] {
+        match exchange(&c, &bad).await {
+            Err(quinn::ReadToEndError::Read(quinn::ReadError::Reset(code))) => assert_eq!(code.into_inner(), 0x10e, "H3_MESSAGE_ERROR"),
+            other => panic!("not reset: {:?}", other.map(|(f, _)| f)),
+        }
+    }
+    // A head over the server's cap: 431, answered.
+    let big = "v".repeat(20 << 10);
+    let (fields, _) = exchange(&c, &head("GET", "/x", &[("x-big", &big)])).await.unwrap();
+    assert_eq!(field(&fields, ":status"), Some("431"));
+    let (fields, _) = exchange(&c, &head("GET", "/x", &[])).await.unwrap();
+    assert_eq!(field(&fields, ":status"), Some("200"), "the connection still serves");
+    s.server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn protocol_errors_close_the_connection_with_their_code() {
+    let s = start().await;
+    // What breaks the rules, the code it must close with, and what goes on
+    // the control stream and on a request stream.
+    let cases = [
+        ("DATA before HEADERS", 0x105, (settings(), frame_of(frame::DATA, b"x"))),
+        ("SETTINGS on a request stream", 0x105, (settings(), frame_of(frame::SETTINGS, b""))),
+        ("HTTP/2's PRIORITY type", 0x105, (settings(), frame_of(0x2, b""))),
+        ("a dynamic table reference", 0x200, (settings(), frame_of(frame::HEADERS, &[0, 0, 0x80 | 1]))),
+        ("a Required Insert Count", 0x200, (settings(), frame_of(frame::HEADERS, &[2, 0, 0xc0 | 17]))),
+        ("a bad Huffman string", 0x200, (settings(), frame_of(frame::HEADERS, &[0, 0, 0x51, 0x81, 0xff]))),
+        ("no SETTINGS first", 0x10a, (frame_of(frame::GOAWAY, &[0]), head("GET", "/x", &[]))),
+        ("HTTP/2 settings", 0x109, (frame_of(frame::SETTINGS, &[0x2, 0]), head("GET", "/x", &[]))),
+        ("HEADERS on the control stream", 0x105, ([settings(), head("GET", "/", &[])].concat(), head("GET", "/x", &[]))),
+    ];
+    for (what, code, (ctl, req)) in cases {
+        let c = connect(&s).await;
+        let _control = control(&c, &ctl).await;
+        let (mut send, _recv) = c.open_bi().await.unwrap();
+        send.write_all(&req).await.unwrap();
+        assert_eq!(closed_with(&c).await, code, "{what}");
+    }
+    // A second control stream, a push stream, a flood on the QPACK encoder stream.
+    for (what, code, kind, bytes) in [
+        ("a second control stream", 0x103u64, 0u8, settings()),
+        ("a push stream", 0x103, 1, vec![0]),
+        ("a QPACK encoder stream over its bound", 0x201, 2, vec![0x3f; 8 << 10]),
+    ] {
+        let c = connect(&s).await;
+        let _control = control(&c, &settings()).await;
+        let mut u = c.open_uni().await.unwrap();
+        u.write_all(&[kind]).await.unwrap();
+        u.write_all(&bytes).await.unwrap();
+        assert_eq!(closed_with(&c).await, code, "{what}");
+    }
+    // The control stream closed.
+    let c = connect(&s).await;
+    let mut ctl = control(&c, &settings()).await;
+    ctl.finish().unwrap();
+    assert_eq!(closed_with(&c).await, 0x104, "the control stream ended");
+    // And the server still serves a well-behaved client.
+    let c = connect(&s).await;
+    let _control = control(&c, &settings()).await;
+    let (fields, _) = exchange(&c, &head("GET", "/x", &[])).await.unwrap();
+    assert_eq!(field(&fields, ":status"), Some("200"));
+    s.server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_graceful_shutdown_sends_goaway_then_closes_with_no_error() {
+    let s = start().await;
+    let c = connect(&s).await;
+    let _control = control(&c, &settings()).await;
+    let (fields, _) = exchange(&c, &head("GET", "/x", &[])).await.unwrap();
+    assert_eq!(field(&fields, ":status"), Some("200"));
+    let mut sc = c.accept_uni().await.unwrap();
+    let shutdown = tokio::spawn(async move { s.server.shutdown().await });
+    // SETTINGS, then a GOAWAY naming the stream after the one served (0).
+    let mut got = Vec::new();
+    let goaway = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            let mut at = 0;
+            while let Some(h) = http3::read_frame_head(&got[at..]) {
+                let end = at + h.head_len + h.len as usize;
+                if end > got.len() {
+                    break;
+                }
+                if h.ty == frame::GOAWAY {
+                    return http3::read_varint(&got[at + h.head_len..end]).unwrap().0;
+                }
+                at = end;
+            }
+            match sc.read_chunk(1024, true).await {
+                Ok(Some(c)) => {
+                    if got.is_empty() {
+                        got.extend_from_slice(&c.bytes[1..]); // the stream's type
+                    } else {
+                        got.extend_from_slice(&c.bytes);
+                    }
+                }
+                other => panic!("the control stream ended without a GOAWAY: {other:?}"),
+            }
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(goaway, 4);
+    assert_eq!(closed_with(&c).await, 0x100, "H3_NO_ERROR");
+    shutdown.await.unwrap();
+}

@@ -1,0 +1,418 @@
+//! QPACK (RFC 9204) without a dynamic table: the server advertises a table
+//! capacity of zero, so a request's field section may only refer to the
+//! static table or carry literals. Decoding is a pure function of the
+//! section's bytes with a cap on the decoded size; encoding writes what
+//! a response needs (status, then fields) with static references where the
+//! table has the name and literal values without Huffman coding, which
+//! costs a few bytes and no CPU.
+
+use std::borrow::Cow;
+
+use super::huffman;
+use super::{H3Code, H3Error};
+
+/// RFC 9204, Appendix A.
+pub const STATIC_TABLE: [(&str, &str); 99] = [
+    (":authority", ""),
+    (":path", "/"),
+    ("age", "0"),
+    ("content-disposition", ""),
+    ("content-length", "0"),
+    ("cookie", ""),
+    ("date", ""),
+    ("etag", ""),
+    ("if-modified-since", ""),
+    ("if-none-match", ""),
+    ("last-modified", ""),
+    ("link", ""),
+    ("location", ""),
+    ("referer", ""),
+    ("set-cookie", ""),
+    (":method", "CONNECT"),
+    (":method", "DELETE"),
+    (":method", "GET"),
+    (":method", "HEAD"),
+    (":method", "OPTIONS"),
+    (":method", "POST"),
+    (":method", "PUT"),
+    (":scheme", "http"),
+    (":scheme", "https"),
+    (":status", "103"),
+    (":status", "200"),
+    (":status", "304"),
+    (":status", "404"),
+    (":status", "503"),
+    ("accept", "*/*"),
+    ("accept", "application/dns-message"),
+    ("accept-encoding", "gzip, deflate, br"),
+    ("accept-ranges", "bytes"),
+    ("access-control-allow-headers", "cache-control"),
+    ("access-control-allow-headers", "content-type"),
+    ("access-control-allow-origin", "*"),
+    ("cache-control", "max-age=0"),
+    ("cache-control", "max-age=2592000"),
+    ("cache-control", "max-age=604800"),
+    ("cache-control", "no-cache"),
+    ("cache-control", "no-store"),
+    ("cache-control", "public, max-age=31536000"),
+    ("content-encoding", "br"),
+    ("content-encoding", "gzip"),
+    ("content-type", "application/dns-message"),
+    ("content-type", "application/javascript"),
+    ("content-type", "application/json"),
+    ("content-type", "application/x-www-form-urlencoded"),
+    ("content-type", "image/gif"),
+    ("content-type", "image/jpeg"),
+    ("content-type", "image/png"),
+    ("content-type", "text/css"),
+    ("content-type", "text/html; charset=utf-8"),
+    ("content-type", "text/plain"),
+    ("content-type", "text/plain;charset=utf-8"),
+    ("range", "bytes=0-"),
+    ("strict-transport-security", "max-age=31536000"),
+    ("strict-transport-security", "max-age=31536000; includesubdomains"),
+    ("strict-transport-security", "max-age=31536000; includesubdomains; preload"),
+    ("vary", "accept-encoding"),
+    ("vary", "origin"),
+    ("x-content-type-options", "nosniff"),
+    ("x-xss-protection", "1; mode=block"),
+    (":status", "100"),
+    (":status", "204"),
+    (":status", "206"),
+    (":status", "302"),
+    (":status", "400"),
+    (":status", "403"),
+    (":status", "421"),
+    (":status", "425"),
+    (":status", "500"),
+    ("accept-language", ""),
+    ("access-control-allow-credentials", "FALSE"),
+    ("access-control-allow-credentials", "TRUE"),
+    ("access-control-allow-headers", "*"),
+    ("access-control-allow-methods", "get"),
+    ("access-control-allow-methods", "get, post, options"),
+    ("access-control-allow-methods", "options"),
+    ("access-control-expose-headers", "content-length"),
+    ("access-control-request-headers", "content-type"),
+    ("access-control-request-method", "get"),
+    ("access-control-request-method", "post"),
+    ("alt-svc", "clear"),
+    ("authorization", ""),
+    ("content-security-policy", "script-src 'none'; object-src 'none'; base-uri 'none'"),
+    ("early-data", "1"),
+    ("expect-ct", ""),
+    ("forwarded", ""),
+    ("if-range", ""),
+    ("origin", ""),
+    ("purpose", "prefetch"),
+    ("server", ""),
+    ("timing-allow-origin", "*"),
+    ("upgrade-insecure-requests", "1"),
+    ("user-agent", ""),
+    ("x-forwarded-for", ""),
+    ("x-frame-options", "deny"),
+    ("x-frame-options", "sameorigin"),
+];
+
+/// Each field line counts its name, its value and this much (RFC 9114,
+/// 4.2.2: the size a `SETTINGS_MAX_FIELD_SECTION_SIZE` limits).
+pub const FIELD_OVERHEAD: u64 = 32;
+
+/// One field line as decoded: borrowed from the section or the static
+/// table where it can be, owned where Huffman decoding made it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Field<'a> {
+    pub name: Cow<'a, [u8]>,
+    pub value: Cow<'a, [u8]>,
+}
+
+fn fail(reason: &'static str) -> H3Error {
+    H3Error { code: H3Code::QpackDecompressionFailed, reason }
+}
+
+/// Reads an integer with an `n`-bit prefix (RFC 9204, 4.1.1) from the
+/// start of `b`: the value and the bytes it took. At most 62 bits.
+pub fn read_prefix_int(b: &[u8], n: u32) -> Result<(u64, usize), H3Error> {
+    let first = *b.first().ok_or(fail("an integer is cut short"))?;
+    let max = (1u64 << n) - 1;
+    let mut v = u64::from(first) & max;
+    if v < max {
+        return Ok((v, 1));
+    }
+    let mut shift = 0u32;
+    for (i, &byte) in b[1..].iter().enumerate() {
+        if shift > 56 {
+            return Err(fail("an integer is too large"));
+        }
+        v = v.checked_add(u64::from(byte & 0x7f) << shift).ok_or(fail("an integer is too large"))?;
+        if byte & 0x80 == 0 {
+            if v >= 1 << 62 {
+                return Err(fail("an integer is too large"));
+            }
+            return Ok((v, i + 2));
+        }
+        shift += 7;
+    }
+    Err(fail("an integer is cut short"))
+}
+
+/// Appends `v` with an `n`-bit prefix, the prefix's other bits set to `flags`.
+pub fn write_prefix_int(v: u64, n: u32, flags: u8, out: &mut Vec<u8>) {
+    let max = (1u64 << n) - 1;
+    if v < max {
+        out.push(flags | v as u8);
+        return;
+    }
+    out.push(flags | max as u8);
+    let mut rest = v - max;
+    while rest >= 0x80 {
+        out.push((rest as u8 & 0x7f) | 0x80);
+        rest >>= 7;
+    }
+    out.push(rest as u8);
+}
+
+/// A string literal whose length has an `n`-bit prefix after the H bit.
+fn read_string<'a>(b: &'a [u8], n: u32, budget: &mut u64) -> Result<(Cow<'a, [u8]>, usize), H3Error> {
+    let first = *b.first().ok_or(fail("a string is cut short"))?;
+    let huffman = first & (1 << n) != 0;
+    let (len, used) = read_prefix_int(b, n)?;
+    let end = (used as u64).checked_add(len).filter(|&e| e <= b.len() as u64).ok_or(fail("a string is cut short"))? as usize;
+    let raw = &b[used..end];
+    if huffman {
+        // A Huffman string decodes to at most 8/5 of its length: refused
+        // before the work if even its shortest reading is over the budget.
+        if raw.len() as u64 > *budget {
+            return Err(H3Error::too_large());
+        }
+        let mut out = Vec::new();
+        huffman::decode(raw, &mut out).map_err(|_| fail("a Huffman string is malformed"))?;
+        take(budget, out.len() as u64)?;
+        Ok((Cow::Owned(out), end))
+    } else {
+        take(budget, raw.len() as u64)?;
+        Ok((Cow::Borrowed(raw), end))
+    }
+}
+
+fn take(budget: &mut u64, n: u64) -> Result<(), H3Error> {
+    *budget = budget.checked_sub(n).ok_or(H3Error::too_large())?;
+    Ok(())
+}
+
+fn static_entry(i: u64) -> Result<(&'static str, &'static str), H3Error> {
+    STATIC_TABLE.get(i as usize).copied().ok_or(fail("a static table index is out of range"))
+}
+
+/// Decodes a field section (a HEADERS frame's payload), at most `max_size`
+/// bytes by [`FIELD_OVERHEAD`]'s count (past it: [`H3Error::too_large`],
+/// answered 431) and at most `max_fields` lines (past it: the same).
+pub fn decode_section(b: &[u8], max_size: u64, max_fields: usize) -> Result<Vec<Field<'_>>, H3Error> {
+    let (insert_count, a) = read_prefix_int(b, 8)?;
+    if insert_count != 0 {
+        return Err(fail("a field section refers to the dynamic table, whose capacity is zero"));
+    }
+    let (_delta_base, c) = read_prefix_int(&b[a..], 7)?;
+    let mut at = a + c;
+    let mut budget = max_size;
+    let mut fields = Vec::new();
+    while at < b.len() {
+        if fields.len() >= max_fields {
+            return Err(H3Error::too_large());
+        }
+        take(&mut budget, FIELD_OVERHEAD)?;
+        let rest = &b[at..];
+        let first = rest[0];
+        let field = if first & 0x80 != 0 {
+            // Indexed field line.
+            if first & 0x40 == 0 {
+                return Err(fail("a field line refers to the dynamic table"));
+            }
+            let (i, used) = read_prefix_int(rest, 6)?;
+            let (name, value) = static_entry(i)?;
+            take(&mut budget, (name.len() + value.len()) as u64)?;
+            at += used;
+            Field { name: Cow::Borrowed(name.as_bytes()), value: Cow::Borrowed(value.as_bytes()) }
+        } else if first & 0x40 != 0 {
+            // Literal field line with a name reference.
+            if first & 0x10 == 0 {
+                return Err(fail("a field line refers to the dynamic table"));
+            }
+            let (i, used) = read_prefix_int(rest, 4)?;
+            let (name, _) = static_entry(i)?;
+            take(&mut budget, name.len() as u64)?;
+            let (value, end) = read_string(&rest[used..], 7, &mut budget)?;
+            at += used + end;
+            Field { name: Cow::Borrowed(name.as_bytes()), value }
+        } else if first & 0x20 != 0 {
+            // Literal field line with a literal name.
+            let (name, end) = read_string(rest, 3, &mut budget)?;
+            let (value, end2) = read_string(&rest[end..], 7, &mut budget)?;
+            at += end + end2;
+            Field { name, value }
+        } else {
+            return Err(fail("a field line refers to the dynamic table (post-base)"));
+        };
+        fields.push(field);
+    }
+    Ok(fields)
+}
+
+/// Where `name` first appears in the static table, and the index of the
+/// entry with this very value if there is one.
+fn find_static(name: &[u8], value: &[u8]) -> (Option<usize>, Option<usize>) {
+    let mut by_name = None;
+    for (i, (n, v)) in STATIC_TABLE.iter().enumerate() {
+        if n.as_bytes() == name {
+            if v.as_bytes() == value {
+                return (Some(i), Some(i));
+            }
+            by_name.get_or_insert(i);
+        }
+    }
+    (by_name, None)
+}
+
+/// Appends a response's field section: `:status`, then `fields` (names
+/// in lower case, as HTTP/3 requires; the caller's header map keeps them so).
+pub fn encode_response<'f>(status: u16, fields: impl IntoIterator<Item = (&'f [u8], &'f [u8])>, out: &mut Vec<u8>) {
+    // Required Insert Count 0, Delta Base 0.
+    out.extend_from_slice(&[0, 0]);
+    let mut digits = [0u8; 3];
+    let status = status.clamp(100, 999);
+    digits[0] = b'0' + (status / 100) as u8;
+    digits[1] = b'0' + (status / 10 % 10) as u8;
+    digits[2] = b'0' + (status % 10) as u8;
+    encode_field(b":status", &digits, out);
+    for (name, value) in fields {
+        encode_field(name, value, out);
+    }
+}
+
+fn encode_field(name: &[u8], value: &[u8], out: &mut Vec<u8>) {
+    match find_static(name, value) {
+        (_, Some(i)) => write_prefix_int(i as u64, 6, 0xc0, out),
+        (Some(i), None) => {
+            write_prefix_int(i as u64, 4, 0x50, out);
+            write_prefix_int(value.len() as u64, 7, 0, out);
+            out.extend_from_slice(value);
+        }
+        (None, None) => {
+            write_prefix_int(name.len() as u64, 3, 0x20, out);
+            out.extend_from_slice(name);
+            write_prefix_int(value.len() as u64, 7, 0, out);
+            out.extend_from_slice(value);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fields(b: &[u8]) -> Vec<(String, String)> {
+        decode_section(b, 16 << 10, 100)
+            .unwrap()
+            .into_iter()
+            .map(|f| (String::from_utf8(f.name.into_owned()).unwrap(), String::from_utf8(f.value.into_owned()).unwrap()))
+            .collect()
+    }
+
+    #[test]
+    fn prefix_integers_round_trip_at_every_width() {
+        for n in 1..=8 {
+            for v in [0u64, 1, 30, 31, 32, 126, 127, 128, 254, 255, 256, 1337, 1 << 20, (1 << 62) - 1] {
+                let mut out = Vec::new();
+                write_prefix_int(v, n, 0, &mut out);
+                assert_eq!(read_prefix_int(&out, n).unwrap(), (v, out.len()), "{v} in {n} bits");
+            }
+        }
+        // RFC 7541, C.1.2: 1337 with a 5-bit prefix.
+        assert_eq!(read_prefix_int(&[0x1f, 0x9a, 0x0a], 5).unwrap(), (1337, 3));
+        assert!(read_prefix_int(&[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01], 8).is_err());
+        assert!(read_prefix_int(&[0xff, 0x80], 8).is_err(), "cut short");
+    }
+
+    #[test]
+    fn a_response_section_decodes_to_what_was_encoded() {
+        let mut out = Vec::new();
+        let f: [(&[u8], &[u8]); 4] =
+            [(b"content-length", b"4096"), (b"content-type", b"text/plain"), (b"x-tranzcast-node", b"edge-1"), (b"cache-control", b"")];
+        encode_response(206, f, &mut out);
+        let got = fields(&out);
+        assert_eq!(got[0], (":status".into(), "206".into()));
+        assert_eq!(got[1], ("content-length".into(), "4096".into()));
+        assert_eq!(got[2], ("content-type".into(), "text/plain".into()));
+        assert_eq!(got[3], ("x-tranzcast-node".into(), "edge-1".into()));
+        assert_eq!(got[4], ("cache-control".into(), String::new()));
+        // Whole static entries are one byte each: 206 is index 65 (two bytes), text/plain 53.
+        assert_eq!(&out[2..4], &[0xff, 0x02]);
+        let mut s = Vec::new();
+        encode_response(299, [], &mut s);
+        assert_eq!(fields(&s)[0].1, "299");
+    }
+
+    #[test]
+    fn a_request_with_huffman_literals_decodes() {
+        // :method GET (17), :scheme https (23), :path with a Huffman literal
+        // "/index.html" by name reference to :path (1), authorization as a
+        // literal name with a Huffman value.
+        let mut b = vec![0, 0, 0xc0 | 17, 0xc0 | 23];
+        let mut path = Vec::new();
+        huffman::encode(b"/index.html", &mut path);
+        b.push(0x51);
+        write_prefix_int(path.len() as u64, 7, 0x80, &mut b);
+        b.extend_from_slice(&path);
+        let mut name = Vec::new();
+        huffman::encode(b"authorization", &mut name);
+        write_prefix_int(name.len() as u64, 3, 0x28, &mut b);
+        b.extend_from_slice(&name);
+        let mut value = Vec::new();
+        huffman::encode(b"Tranzcast abc", &mut value);
+        write_prefix_int(value.len() as u64, 7, 0x80, &mut b);
+        b.extend_from_slice(&value);
+        assert_eq!(
+            fields(&b),
+            [
+                (":method".into(), "GET".into()),
+                (":scheme".into(), "https".into()),
+                (":path".into(), "/index.html".into()),
+                ("authorization".into(), "Tranzcast abc".into())
+            ]
+        );
+    }
+
+    #[test]
+    fn dynamic_references_and_bad_indexes_are_refused() {
+        for b in [
+            &[1u8, 0][..],        // Required Insert Count 1
+            &[0, 0, 0x80 | 3],    // indexed, dynamic
+            &[0, 0, 0x40 | 3, 0], // name reference, dynamic
+            &[0, 0, 0x10],        // indexed post-base
+            &[0, 0, 0x00],        // literal with post-base name reference
+            &[0, 0, 0xff, 0x30],  // static index 63 + 48 = 111: past the table
+            &[0, 0, 0x51, 5, b'a'],
+            &[0, 0, 0x51, 0x81, 0xff], // a Huffman value of EOS bits
+            &[0],
+        ] {
+            assert!(decode_section(b, 1 << 14, 100).is_err(), "{b:?}");
+        }
+        assert_eq!(decode_section(&[0, 0], 1 << 14, 100).unwrap(), vec![]);
+    }
+
+    #[test]
+    fn the_size_and_count_caps_hold_before_the_work() {
+        let mut b = vec![0, 0];
+        for _ in 0..10 {
+            b.push(0xc0 | 17);
+        }
+        assert_eq!(decode_section(&b, 10 * (32 + 10), 100).unwrap().len(), 10);
+        assert_eq!(decode_section(&b, 10 * (32 + 10) - 1, 100).unwrap_err(), H3Error::too_large());
+        assert_eq!(decode_section(&b, 1 << 20, 9).unwrap_err(), H3Error::too_large());
+        // A literal value longer than the budget is refused, Huffman or not.
+        let mut big = vec![0, 0, 0x51];
+        write_prefix_int(5000, 7, 0x80, &mut big);
+        big.extend(std::iter::repeat_n(0u8, 5000));
+        assert_eq!(decode_section(&big, 4096, 100).unwrap_err(), H3Error::too_large());
+    }
+}
