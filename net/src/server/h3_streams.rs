@@ -221,10 +221,18 @@ pub(super) enum HeadFail {
     Bad(H3Error),
 }
 
+thread_local! {
+    /// This thread's last long Huffman strings (a client's credential,
+    /// coded anew in every request): a QUIC connection lives on one
+    /// endpoint's thread, so its requests find them here.
+    static MEMO: std::cell::RefCell<qpack::HuffmanMemo> = std::cell::RefCell::default();
+}
+
 /// The request's parts from its field section.
 pub(super) fn request_parts(section: &[u8], max_size: u64, max_fields: usize) -> Result<http::request::Parts, HeadFail> {
     let bad = |reason| HeadFail::Bad(H3Error { code: H3Code::MessageError, reason });
-    let fields = qpack::decode_section(section, max_size, max_fields)
+    let fields = MEMO
+        .with_borrow_mut(|memo| qpack::decode_section_memo(section, max_size, max_fields, memo))
         .map_err(|e| if e.is_too_large() { HeadFail::TooLarge } else { HeadFail::Bad(e) })?;
     let head = http3::request_head(fields).map_err(HeadFail::Bad)?;
     let method = Method::from_bytes(&head.method).map_err(|_| bad("a bad :method"))?;

@@ -7,6 +7,10 @@
 //! costs a few bytes and no CPU.
 
 use std::borrow::Cow;
+use std::collections::HashMap;
+use std::sync::OnceLock;
+
+use subtle::ConstantTimeEq;
 
 use super::huffman;
 use super::{H3Code, H3Error};
@@ -126,6 +130,56 @@ pub struct Field<'a> {
     pub value: Cow<'a, [u8]>,
 }
 
+/// The last long Huffman strings decoded, by their coded bytes. A client
+/// sends the same long field (a credential) on every request, and without
+/// a dynamic table it is coded anew each time: decoding it is the largest
+/// cost of a small answer. A hit is decided by comparing every coded byte,
+/// so the value is exactly what decoding would give; the comparison takes
+/// the same time wherever the bytes differ. Bounded: [`MEMO_SLOTS`]
+/// entries of at most a field section's size each.
+#[derive(Default)]
+pub struct HuffmanMemo {
+    slots: Vec<(Vec<u8>, Vec<u8>)>,
+    next: usize,
+}
+
+impl std::fmt::Debug for HuffmanMemo {
+    // Not the strings: they may be credentials.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HuffmanMemo").field("kept", &self.slots.len()).finish()
+    }
+}
+
+/// Strings shorter than this (coded) are decoded: cheaper than a lookup.
+pub const MEMO_MIN: usize = 64;
+/// How many strings a memo keeps.
+pub const MEMO_SLOTS: usize = 4;
+
+impl HuffmanMemo {
+    fn decode(&mut self, raw: &[u8]) -> Result<Vec<u8>, huffman::HuffmanError> {
+        if raw.len() < MEMO_MIN {
+            let mut out = Vec::new();
+            huffman::decode(raw, &mut out)?;
+            return Ok(out);
+        }
+        // In time that does not depend on where the bytes differ: a string
+        // kept here may be another client's credential, or the cluster's token.
+        if let Some((_, plain)) = self.slots.iter().find(|(coded, _)| coded.len() == raw.len() && bool::from(coded[..].ct_eq(raw))) {
+            return Ok(plain.clone());
+        }
+        let mut out = Vec::new();
+        huffman::decode(raw, &mut out)?;
+        let entry = (raw.to_vec(), out.clone());
+        if self.slots.len() < MEMO_SLOTS {
+            self.slots.push(entry);
+        } else {
+            self.slots[self.next] = entry;
+            self.next = (self.next + 1) % MEMO_SLOTS;
+        }
+        Ok(out)
+    }
+}
+
 fn fail(reason: &'static str) -> H3Error {
     H3Error { code: H3Code::QpackDecompressionFailed, reason }
 }
@@ -173,7 +227,7 @@ pub fn write_prefix_int(v: u64, n: u32, flags: u8, out: &mut Vec<u8>) {
 }
 
 /// A string literal whose length has an `n`-bit prefix after the H bit.
-fn read_string<'a>(b: &'a [u8], n: u32, budget: &mut u64) -> Result<(Cow<'a, [u8]>, usize), H3Error> {
+fn read_string<'a>(b: &'a [u8], n: u32, budget: &mut u64, memo: &mut HuffmanMemo) -> Result<(Cow<'a, [u8]>, usize), H3Error> {
     let first = *b.first().ok_or(fail("a string is cut short"))?;
     let huffman = first & (1 << n) != 0;
     let (len, used) = read_prefix_int(b, n)?;
@@ -185,8 +239,7 @@ fn read_string<'a>(b: &'a [u8], n: u32, budget: &mut u64) -> Result<(Cow<'a, [u8
         if raw.len() as u64 > *budget {
             return Err(H3Error::too_large());
         }
-        let mut out = Vec::new();
-        huffman::decode(raw, &mut out).map_err(|_| fail("a Huffman string is malformed"))?;
+        let out = memo.decode(raw).map_err(|_| fail("a Huffman string is malformed"))?;
         take(budget, out.len() as u64)?;
         Ok((Cow::Owned(out), end))
     } else {
@@ -208,6 +261,11 @@ fn static_entry(i: u64) -> Result<(&'static str, &'static str), H3Error> {
 /// bytes by [`FIELD_OVERHEAD`]'s count (past it: [`H3Error::too_large`],
 /// answered 431) and at most `max_fields` lines (past it: the same).
 pub fn decode_section(b: &[u8], max_size: u64, max_fields: usize) -> Result<Vec<Field<'_>>, H3Error> {
+    decode_section_memo(b, max_size, max_fields, &mut HuffmanMemo::default())
+}
+
+/// [`decode_section`], long Huffman strings looked up in `memo` first.
+pub fn decode_section_memo<'a>(b: &'a [u8], max_size: u64, max_fields: usize, memo: &mut HuffmanMemo) -> Result<Vec<Field<'a>>, H3Error> {
     let (insert_count, a) = read_prefix_int(b, 8)?;
     if insert_count != 0 {
         return Err(fail("a field section refers to the dynamic table, whose capacity is zero"));
@@ -241,13 +299,13 @@ pub fn decode_section(b: &[u8], max_size: u64, max_fields: usize) -> Result<Vec<
             let (i, used) = read_prefix_int(rest, 4)?;
             let (name, _) = static_entry(i)?;
             take(&mut budget, name.len() as u64)?;
-            let (value, end) = read_string(&rest[used..], 7, &mut budget)?;
+            let (value, end) = read_string(&rest[used..], 7, &mut budget, memo)?;
             at += used + end;
             Field { name: Cow::Borrowed(name.as_bytes()), value }
         } else if first & 0x20 != 0 {
             // Literal field line with a literal name.
-            let (name, end) = read_string(rest, 3, &mut budget)?;
-            let (value, end2) = read_string(&rest[end..], 7, &mut budget)?;
+            let (name, end) = read_string(rest, 3, &mut budget, memo)?;
+            let (value, end2) = read_string(&rest[end..], 7, &mut budget, memo)?;
             at += end + end2;
             Field { name, value }
         } else {
@@ -261,16 +319,18 @@ pub fn decode_section(b: &[u8], max_size: u64, max_fields: usize) -> Result<Vec<
 /// Where `name` first appears in the static table, and the index of the
 /// entry with this very value if there is one.
 fn find_static(name: &[u8], value: &[u8]) -> (Option<usize>, Option<usize>) {
-    let mut by_name = None;
-    for (i, (n, v)) in STATIC_TABLE.iter().enumerate() {
-        if n.as_bytes() == name {
-            if v.as_bytes() == value {
-                return (Some(i), Some(i));
-            }
-            by_name.get_or_insert(i);
+    static BY_NAME: OnceLock<HashMap<&'static [u8], Vec<usize>>> = OnceLock::new();
+    let by_name = BY_NAME.get_or_init(|| {
+        let mut m: HashMap<&'static [u8], Vec<usize>> = HashMap::new();
+        for (i, (n, _)) in STATIC_TABLE.iter().enumerate() {
+            m.entry(n.as_bytes()).or_default().push(i);
         }
+        m
+    });
+    match by_name.get(name) {
+        None => (None, None),
+        Some(all) => (all.first().copied(), all.iter().copied().find(|&i| STATIC_TABLE[i].1.as_bytes() == value)),
     }
-    (by_name, None)
 }
 
 /// Appends a response's field section: `:status`, then `fields` (names
@@ -380,6 +440,41 @@ mod tests {
                 ("authorization".into(), "Tranzcast abc".into())
             ]
         );
+    }
+
+    #[test]
+    fn the_memo_gives_what_decoding_gives_and_stays_bounded() {
+        let mut memo = HuffmanMemo::default();
+        let section = |value: &str| {
+            let mut b = vec![0, 0, 0x5f, 84 - 15]; // authorization (84) by name reference
+            let mut v = Vec::new();
+            huffman::encode(value.as_bytes(), &mut v);
+            write_prefix_int(v.len() as u64, 7, 0x80, &mut b);
+            b.extend_from_slice(&v);
+            b
+        };
+        let long = |i: usize| format!("Tranzcast {i:04} {}", "abcdefghij".repeat(12));
+        for round in 0..3 {
+            for i in 0..(MEMO_SLOTS + 2) {
+                let b = section(&long(i));
+                let got = decode_section_memo(&b, 1 << 14, 100, &mut memo).unwrap();
+                assert_eq!(got, decode_section(&b, 1 << 14, 100).unwrap(), "round {round}, value {i}");
+                assert_eq!(&got[0].value[..], long(i).as_bytes());
+            }
+        }
+        assert_eq!(memo.slots.len(), MEMO_SLOTS);
+        // One coded byte changed is not a hit: the value follows the bytes.
+        let mut b = section(&long(1));
+        let _ = decode_section_memo(&b, 1 << 14, 100, &mut memo).unwrap();
+        let last = b.len() - 2;
+        b[last] ^= 0x10;
+        assert_eq!(decode_section_memo(&b, 1 << 14, 100, &mut memo).ok(), decode_section(&b, 1 << 14, 100).ok());
+        // A malformed string is refused whether or not it is remembered.
+        let mut bad = vec![0, 0, 0x5f, 84 - 15];
+        write_prefix_int(70, 7, 0x80, &mut bad);
+        bad.extend(std::iter::repeat_n(0xffu8, 70));
+        assert!(decode_section_memo(&bad, 1 << 14, 100, &mut memo).is_err());
+        assert!(decode_section_memo(&bad, 1 << 14, 100, &mut memo).is_err());
     }
 
     #[test]
