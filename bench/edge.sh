@@ -22,7 +22,7 @@
 # Prints requests/s and p99 per case and the ratios:
 #   edge/nginx over h1 and h2 (goal >= 1.2), our h3/our h2 (goal >= 0.9),
 #   and Caddy's h3/h2 beside it; and the floor (`tranzcast bench floor-server`:
-#   our listeners, hyper, rustls, quinn + h3, with no access check, store or
+#   our listeners, hyper, rustls, quinn + our HTTP/3, with no access check, store or
 #   demand behind them): floor/nginx is what the stack allows, edge/floor what
 #   the edge's own work costs.
 set -euo pipefail
@@ -154,7 +154,7 @@ CADDY_PID=$!
 PIDS+=($!)
 wait_up "https://localhost:$CP/"
 
-# The floor: our serving stack (net::HttpServer: hyper, rustls, quinn + h3)
+# The floor: our serving stack (net::HttpServer: hyper, rustls, quinn + our HTTP/3)
 # with nothing behind it, the same files from memory, one range at most, no
 # access check. Where the edge stands against the libraries it is built on.
 "$BIN" bench floor-server --listen "$LISTEN:0" --dir "$T/www/v1/blobs" --cert "$T/peer.pem" --key "$T/peer.key" >"$T/floor.addr" 2>"$T/floor.log" &

@@ -68,7 +68,7 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 0)]
         threads: usize,
     },
-    /// The edge's serving stack (our listeners: hyper, rustls, quinn + h3) with
+    /// The edge's serving stack (our listeners: hyper, rustls, quinn + our HTTP/3) with
     /// nothing behind it: every file of a directory held in memory, served by
     /// name with one range at most; no access check, store,
     /// demand or headers beyond the length. What the stack allows, for bench/edge.sh.

@@ -1,19 +1,30 @@
 //! HTTP/3's wire as the edge's server reads it, on hostile bytes: never
 //! panic; a field section decodes within its budget and, when it makes a
 //! request head, one whose pseudo-header fields are in order; a Huffman
-//! string that decodes encodes back to the same bytes; frame rules keep
-//! their order whatever the frames.
+//! string that decodes encodes back to the same bytes; decoding with a memo
+//! kept across inputs gives what decoding without one gives; frame rules
+//! keep their order whatever the frames; the QPACK stream readers never
+//! read past what they were given.
 #![no_main]
+
+use std::cell::RefCell;
 
 use libfuzzer_sys::fuzz_target;
 use tranzcast_proto::http3::{self, ControlFrame, RequestFrame, RequestPhase, huffman, qpack};
 
+thread_local! {
+    static MEMO: RefCell<qpack::HuffmanMemo> = RefCell::default();
+}
+
 fuzz_target!(|data: &[u8]| {
     let Some((&which, rest)) = data.split_first() else { return };
-    match which % 4 {
+    match which % 6 {
         0 => {
             let budget = 4096;
-            if let Ok(fields) = qpack::decode_section(rest, budget, usize::MAX) {
+            let plain = qpack::decode_section(rest, budget, usize::MAX);
+            let remembered = MEMO.with_borrow_mut(|m| qpack::decode_section_memo(rest, budget, usize::MAX, m));
+            assert_eq!(plain, remembered, "the memo changed a decoding");
+            if let Ok(fields) = plain {
                 let size: u64 = fields.iter().map(|f| (f.name.len() + f.value.len()) as u64 + qpack::FIELD_OVERHEAD).sum();
                 assert!(size <= budget, "{size} over the budget");
                 if let Ok(head) = http3::request_head(fields) {
@@ -56,6 +67,16 @@ fuzz_target!(|data: &[u8]| {
                 }
                 let Some(end) = (at + h.head_len).checked_add(h.len as usize).filter(|&e| e <= rest.len()) else { break };
                 at = end;
+            }
+        }
+        4 => {
+            if let Ok(n) = qpack::read_encoder_stream(rest) {
+                assert!(n <= rest.len());
+            }
+        }
+        5 => {
+            if let Ok(n) = qpack::read_decoder_stream(rest) {
+                assert!(n <= rest.len());
             }
         }
         _ => {

@@ -1,5 +1,5 @@
 //! The floor server of `bench/edge.sh`: the edge's serving stack (our
-//! listeners: hyper, rustls, quinn + h3, with the edge's default limits)
+//! listeners: hyper, rustls, quinn + our HTTP/3, with the edge's default limits)
 //! with nothing behind it. Every file of a directory is held in memory and
 //! served by name with one range at most; no access check, store, demand or
 //! headers beyond the length: what the stack allows.

@@ -26,6 +26,7 @@ async fn start() -> Server {
     let handler = tranzcast_net::handler(move |req: Request<Bytes>, _cx| async move {
         let body = match req.uri().path() {
             "/echo" => req.body().clone(),
+            "/big" => Bytes::from((0..8u32 << 20).map(|i| (i % 251) as u8).collect::<Vec<u8>>()),
             _ => Bytes::from(vec![b'x'; 4096]),
         };
         let mut r = Response::new(full(body));
@@ -47,10 +48,16 @@ async fn start() -> Server {
 }
 
 async fn connect(s: &Server) -> quinn::Connection {
+    connect_with(s, quinn::TransportConfig::default()).await
+}
+
+async fn connect_with(s: &Server, transport: quinn::TransportConfig) -> quinn::Connection {
     let tls = tranzcast_net::tls::client_config(s.ca.as_bytes(), &[b"h3"]).unwrap();
     let quic = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
     let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
-    endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(quic)));
+    let mut config = quinn::ClientConfig::new(Arc::new(quic));
+    config.transport_config(Arc::new(transport));
+    endpoint.set_default_client_config(config);
     endpoint.connect(s.addr, "localhost").unwrap().await.unwrap()
 }
 
@@ -176,6 +183,24 @@ async fn a_conforming_client_with_greasing_huffman_and_a_body_is_answered() {
     assert_eq!(field(&fields, ":status"), Some("200"));
     assert_eq!(body, b"hello world");
 
+    // A body shorter than its declared length is refused.
+    let mut req = head("POST", "/echo", &[("content-length", "10")]);
+    req.extend(frame_of(frame::DATA, b"hello"));
+    let (fields, _) = exchange(&c, &req).await.unwrap();
+    assert_eq!(field(&fields, ":status"), Some("400"));
+
+    // A client with a QPACK table of its own cancels every stream it resets
+    // on its decoder stream: thousands are fine.
+    let mut dec = c.open_uni().await.unwrap();
+    dec.write_all(&[http3::stream_type::QPACK_DECODER as u8]).await.unwrap();
+    let mut cancels = Vec::new();
+    for i in 0..5000u64 {
+        qpack::write_prefix_int(i * 4, 6, 0x40, &mut cancels);
+    }
+    dec.write_all(&cancels).await.unwrap();
+    let (fields, _) = exchange(&c, &head("GET", "/x", &[])).await.unwrap();
+    assert_eq!(field(&fields, ":status"), Some("200"), "after 5,000 stream cancellations");
+
     // HEAD: the head alone.
     let (fields, body) = exchange(&c, &head("HEAD", "/x", &[])).await.unwrap();
     assert_eq!(field(&fields, ":status"), Some("200"));
@@ -234,7 +259,11 @@ async fn protocol_errors_close_the_connection_with_their_code() {
     for (what, code, kind, bytes) in [
         ("a second control stream", 0x103u64, 0u8, settings()),
         ("a push stream", 0x103, 1, vec![0]),
-        ("a QPACK encoder stream over its bound", 0x201, 2, vec![0x3f; 8 << 10]),
+        ("an insertion on the QPACK encoder stream", 0x201, 2, vec![0x20, 0xc0 | 17, 0x01, b'x']),
+        ("a table capacity above zero", 0x201, 2, vec![0x3f, 0x01]),
+        ("capacity zero said past the bound", 0x201, 2, vec![0x20; 8 << 10]),
+        ("a Section Acknowledgment", 0x202, 3, vec![0x80]),
+        ("an Insert Count Increment", 0x202, 3, vec![0x01]),
     ] {
         let c = connect(&s).await;
         let _control = control(&c, &settings()).await;
@@ -243,6 +272,12 @@ async fn protocol_errors_close_the_connection_with_their_code() {
         u.write_all(&bytes).await.unwrap();
         assert_eq!(closed_with(&c).await, code, "{what}");
     }
+    // A reset control stream is a closed one.
+    let c = connect(&s).await;
+    let mut ctl = control(&c, &settings()).await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    ctl.reset(0u32.into()).unwrap();
+    assert_eq!(closed_with(&c).await, 0x104, "the control stream was reset");
     // The control stream closed.
     let c = connect(&s).await;
     let mut ctl = control(&c, &settings()).await;
@@ -295,6 +330,41 @@ async fn a_graceful_shutdown_sends_goaway_then_closes_with_no_error() {
     .await
     .unwrap();
     assert_eq!(goaway, 4);
+    assert_eq!(closed_with(&c).await, 0x100, "H3_NO_ERROR");
+    shutdown.await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_graceful_shutdown_during_a_large_answer_lets_it_arrive_whole() {
+    let s = start().await;
+    // Windows wide enough for the whole answer: quinn takes all of it at
+    // once, long before it is sent and acknowledged, which is when a close
+    // that did not wait would cut it.
+    let mut transport = quinn::TransportConfig::default();
+    transport.stream_receive_window((64u32 << 20).into()).receive_window((64u32 << 20).into());
+    let c = connect_with(&s, transport).await;
+    let _control = control(&c, &settings()).await;
+    let (mut send, mut recv) = c.open_bi().await.unwrap();
+    send.write_all(&head("GET", "/big", &[])).await.unwrap();
+    send.finish().unwrap();
+    // The answer has begun: then the server is told to stop.
+    let first = recv.read_chunk(64 << 10, true).await.unwrap().unwrap();
+    let shutdown = tokio::spawn(async move { s.server.shutdown().await });
+    let mut all = first.bytes.to_vec();
+    while let Some(c) = recv.read_chunk(1 << 20, true).await.expect("the answer is not cut") {
+        all.extend_from_slice(&c.bytes);
+    }
+    // HEADERS, then DATA frames whose payloads make the whole body.
+    let (mut at, mut body) = (0, Vec::with_capacity(8 << 20));
+    while at < all.len() {
+        let h = http3::read_frame_head(&all[at..]).unwrap();
+        if h.ty == frame::DATA {
+            body.extend_from_slice(&all[at + h.head_len..at + h.head_len + h.len as usize]);
+        }
+        at += h.head_len + h.len as usize;
+    }
+    assert_eq!(body.len(), 8 << 20, "bytes of the answer that arrived");
+    assert!(body.iter().enumerate().all(|(i, &b)| b == (i % 251) as u8), "the answer arrived changed");
     assert_eq!(closed_with(&c).await, 0x100, "H3_NO_ERROR");
     shutdown.await.unwrap();
 }

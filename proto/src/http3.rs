@@ -76,6 +76,16 @@ impl H3Error {
         Self::new(H3Code::ExcessiveLoad, "the field section is over the server's limit")
     }
 
+    /// A request head with more field lines than the server takes (answered 431).
+    pub fn too_many_fields() -> Self {
+        Self::new(H3Code::ExcessiveLoad, "the field section has more lines than the server takes")
+    }
+
+    /// Whether this is [`H3Error::too_many_fields`].
+    pub fn is_too_many_fields(&self) -> bool {
+        *self == Self::too_many_fields()
+    }
+
     /// Whether this is [`H3Error::too_large`].
     pub fn is_too_large(&self) -> bool {
         *self == Self::too_large()

@@ -37,9 +37,8 @@ pub(crate) const ZERO_COPY_MIN: usize = 64 << 10;
 /// Small body chunks are gathered behind the head up to this much before a write.
 const GATHER_MAX: usize = 64 << 10;
 
-/// Bytes a client's QPACK encoder or decoder stream may carry in all: with
-/// a table of capacity zero there is nothing for them to say but a capacity
-/// of zero.
+/// Bytes a client's QPACK encoder stream may carry in all: with a table of
+/// capacity zero there is nothing for it to say but that capacity.
 const QPACK_STREAM_MAX: u64 = 4 << 10;
 
 pub(super) fn varint(code: H3Code) -> VarInt {
@@ -64,7 +63,9 @@ pub(super) struct Frames {
 pub(super) enum ReadFail {
     /// The peer broke the protocol.
     Protocol(H3Error),
-    /// Reset, or the connection is gone.
+    /// The peer reset the stream.
+    Reset,
+    /// The connection is gone.
     Gone,
 }
 
@@ -96,7 +97,7 @@ impl Frames {
                 Ok(true)
             }
             Ok(None) => Ok(false),
-            Err(_) => Err(ReadFail::Gone),
+            Err(e) => Err(read_fail(e)),
         }
     }
 
@@ -136,19 +137,20 @@ impl Frames {
     }
 
     /// A whole payload of `len` bytes (the caller has bounded it), read
-    /// into one buffer as it comes: linear however small the pieces.
+    /// into one buffer as it comes: linear however small the pieces, and
+    /// memory taken as bytes arrive, not as the frame declares.
     async fn payload(&mut self, len: u64) -> Result<Bytes, ReadFail> {
         let len = len as usize;
         if self.buf.len() >= len {
             return Ok(self.buf.split_to(len));
         }
-        let mut out = BytesMut::with_capacity(len);
+        let mut out = BytesMut::with_capacity(len.min(self.buf.len().max(4 << 10)));
         out.extend_from_slice(&std::mem::take(&mut self.buf));
         while out.len() < len {
             match self.recv.read_chunk(len - out.len(), true).await {
                 Ok(Some(c)) => out.extend_from_slice(&c.bytes),
                 Ok(None) => return Err(H3Error { code: H3Code::FrameError, reason: "a frame is cut short" }.into()),
-                Err(_) => return Err(ReadFail::Gone),
+                Err(e) => return Err(read_fail(e)),
             }
         }
         Ok(out.freeze())
@@ -156,6 +158,13 @@ impl Frames {
 
     pub(super) fn stop(&mut self, code: H3Code) {
         let _ = self.recv.stop(varint(code));
+    }
+}
+
+fn read_fail(e: quinn::ReadError) -> ReadFail {
+    match e {
+        quinn::ReadError::Reset(_) => ReadFail::Reset,
+        _ => ReadFail::Gone,
     }
 }
 
@@ -216,24 +225,34 @@ impl RequestIn {
 pub(super) enum HeadFail {
     /// Over the server's cap: answered 431.
     TooLarge,
+    /// More field lines than the server takes: answered 431.
+    TooMany,
     /// Malformed: the stream is reset (H3_MESSAGE_ERROR), or the connection
     /// closed if the error is the connection's.
     Bad(H3Error),
 }
 
-thread_local! {
-    /// This thread's last long Huffman strings (a client's credential,
-    /// coded anew in every request): a QUIC connection lives on one
-    /// endpoint's thread, so its requests find them here.
-    static MEMO: std::cell::RefCell<qpack::HuffmanMemo> = std::cell::RefCell::default();
-}
+/// A connection's last long Huffman strings (its credential, coded anew in
+/// every request). One per connection, not per thread: no client's
+/// request is ever compared with another's strings.
+pub(super) type ConnMemo = std::sync::Mutex<qpack::HuffmanMemo>;
 
 /// The request's parts from its field section.
-pub(super) fn request_parts(section: &[u8], max_size: u64, max_fields: usize) -> Result<http::request::Parts, HeadFail> {
+pub(super) fn request_parts(section: &[u8], max_size: u64, max_fields: usize, memo: &ConnMemo) -> Result<http::request::Parts, HeadFail> {
     let bad = |reason| HeadFail::Bad(H3Error { code: H3Code::MessageError, reason });
-    let fields = MEMO
-        .with_borrow_mut(|memo| qpack::decode_section_memo(section, max_size, max_fields, memo))
-        .map_err(|e| if e.is_too_large() { HeadFail::TooLarge } else { HeadFail::Bad(e) })?;
+    let decoded = match memo.lock() {
+        Ok(mut m) => qpack::decode_section_memo(section, max_size, max_fields, &mut m),
+        Err(_) => qpack::decode_section(section, max_size, max_fields),
+    };
+    let fields = decoded.map_err(|e| {
+        if e.is_too_large() {
+            HeadFail::TooLarge
+        } else if e.is_too_many_fields() {
+            HeadFail::TooMany
+        } else {
+            HeadFail::Bad(e)
+        }
+    })?;
     let head = http3::request_head(fields).map_err(HeadFail::Bad)?;
     let method = Method::from_bytes(&head.method).map_err(|_| bad("a bad :method"))?;
     let mut uri = http::uri::Parts::default();
@@ -387,8 +406,11 @@ pub(super) async fn serve_uni(recv: quinn::RecvStream, quic: quinn::Connection, 
                 let _ = frames.buf.split_to(n);
                 break t;
             }
-            if !frames.fill().await? {
-                return Ok(());
+            match frames.fill().await {
+                Ok(true) => {}
+                // Ended or reset before its type: nothing was opened.
+                Ok(false) | Err(ReadFail::Reset) => return Ok(()),
+                Err(e) => return Err(e),
             }
         };
         let once = |flag: &AtomicBool| {
@@ -404,22 +426,27 @@ pub(super) async fn serve_uni(recv: quinn::RecvStream, quic: quinn::Connection, 
                 control(&mut frames).await
             }
             stream_type::QPACK_ENCODER | stream_type::QPACK_DECODER => {
-                let (flag, code) = if ty == stream_type::QPACK_ENCODER {
-                    (&seen.encoder, H3Code::QpackEncoderStreamError)
-                } else {
-                    (&seen.decoder, H3Code::QpackDecoderStreamError)
-                };
-                once(flag)?;
-                let mut total = frames.buf.len() as u64;
-                frames.buf.clear();
-                while frames.fill().await? {
-                    total += frames.buf.len() as u64;
-                    frames.buf.clear();
-                    if total > QPACK_STREAM_MAX {
-                        return Err(H3Error { code, reason: "a QPACK stream says more than a table of capacity zero allows" }.into());
+                let encoder = ty == stream_type::QPACK_ENCODER;
+                once(if encoder { &seen.encoder } else { &seen.decoder })?;
+                let mut total = 0u64;
+                loop {
+                    let read = if encoder { qpack::read_encoder_stream(&frames.buf)? } else { qpack::read_decoder_stream(&frames.buf)? };
+                    let _ = frames.buf.split_to(read);
+                    total += read as u64;
+                    // The encoder stream has nothing to say but "capacity
+                    // zero"; the decoder stream's cancellations come one
+                    // per reset stream, so they are not capped.
+                    if encoder && total > QPACK_STREAM_MAX {
+                        return Err(H3Error {
+                            code: H3Code::QpackEncoderStreamError,
+                            reason: "the encoder stream says capacity zero too often",
+                        }
+                        .into());
+                    }
+                    if !frames.fill().await? {
+                        return Err(H3Error { code: H3Code::ClosedCriticalStream, reason: "a QPACK stream ended" }.into());
                     }
                 }
-                Err(H3Error { code: H3Code::ClosedCriticalStream, reason: "a QPACK stream ended" }.into())
             }
             stream_type::PUSH => Err(H3Error { code: H3Code::StreamCreationError, reason: "a push stream from a client" }.into()),
             _ => {
@@ -430,8 +457,11 @@ pub(super) async fn serve_uni(recv: quinn::RecvStream, quic: quinn::Connection, 
         }
     }
     .await;
-    if let Err(ReadFail::Protocol(e)) = result {
-        close(&quic, &e);
+    match result {
+        Err(ReadFail::Protocol(e)) => close(&quic, &e),
+        // Only critical streams are read past their type: a reset one is closed.
+        Err(ReadFail::Reset) => close(&quic, &H3Error { code: H3Code::ClosedCriticalStream, reason: "a critical stream was reset" }),
+        Ok(()) | Err(ReadFail::Gone) => {}
     }
 }
 

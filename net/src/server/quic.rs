@@ -4,7 +4,9 @@
 
 #![allow(clippy::wildcard_imports)]
 
-use super::h3_streams::{HeadFail, PeerStreams, ReadFail, RequestIn, close, request_parts, send_response, serve_uni, varint};
+use super::h3_streams::{
+    ConnMemo, HeadFail, PeerStreams, ReadFail, RequestIn, ZERO_COPY_MIN, close, request_parts, send_response, serve_uni, varint,
+};
 use super::*;
 use tranzcast_proto::http3::{self, H3Code};
 
@@ -158,6 +160,7 @@ async fn serve_h3(
     let cx = RequestContext { peer, protocol: Protocol::H3 };
     let mut forced = false;
     let peer_streams = Arc::new(PeerStreams::default());
+    let memo = Arc::new(ConnMemo::default());
     // The first request stream not taken: what a GOAWAY names.
     let mut next_request: u64 = 0;
     loop {
@@ -196,9 +199,9 @@ async fn serve_h3(
             }
         };
         next_request = u64::from(send.id()) + 4;
-        let (shared2, conn2, stops2, quic2) = (shared.clone(), conn.clone(), stops.clone(), quic.clone());
+        let (shared2, conn2, stops2, quic2, memo2) = (shared.clone(), conn.clone(), stops.clone(), quic.clone(), memo.clone());
         TaskGuard::spawn(&shared.stats, async move {
-            let _ = stops2.run(serve_h3_request(send, recv, quic2, shared2, conn2, cx)).await;
+            let _ = stops2.run(serve_h3_request(send, recv, quic2, shared2, conn2, memo2, cx)).await;
         });
     }
     // The requests in hand keep their streams on this connection: let them
@@ -240,6 +243,7 @@ async fn serve_h3_request(
     quic: quinn::Connection,
     shared: Arc<Shared>,
     conn: Arc<ConnState>,
+    memo: Arc<ConnMemo>,
     cx: RequestContext,
 ) {
     let stats = &shared.stats;
@@ -253,10 +257,12 @@ async fn serve_h3_request(
     let parts = match tokio::time::timeout(limits.header_read_timeout.0, input.head()).await {
         // The size budget bounds the lines (32 bytes each at least); their
         // count is the head checks' (431, too many headers).
-        Ok(Ok(section)) => request_parts(&section, limits.max_header_bytes.0, usize::MAX),
+        // At most the header count the head checks take, and the four
+        // pseudo-header fields: past it, 431 without building the map.
+        Ok(Ok(section)) => request_parts(&section, limits.max_header_bytes.0, limits.max_headers as usize + 4, &memo),
         Ok(Err(ReadFail::Protocol(e))) if e.is_too_large() => Err(HeadFail::TooLarge),
         Ok(Err(ReadFail::Protocol(e))) => Err(HeadFail::Bad(e)),
-        Ok(Err(ReadFail::Gone)) => {
+        Ok(Err(ReadFail::Gone | ReadFail::Reset)) => {
             conn.cancelled();
             let _ = send.reset(varint(H3Code::RequestCancelled));
             return;
@@ -271,12 +277,20 @@ async fn serve_h3_request(
     };
     let parts = match parts {
         Ok(p) => p,
-        Err(HeadFail::TooLarge) => {
-            stats.refuse(Refusal::HeadersTooLarge);
-            let reason = format!("the request head is over {} bytes", limits.max_header_bytes.0);
+        Err(fail @ (HeadFail::TooLarge | HeadFail::TooMany)) => {
+            let (why, reason) = if matches!(fail, HeadFail::TooLarge) {
+                (Refusal::HeadersTooLarge, format!("the request head is over {} bytes", limits.max_header_bytes.0))
+            } else {
+                (Refusal::TooManyHeaders, format!("more than {} header fields", limits.max_headers))
+            };
+            stats.refuse(why);
+            // Refused before it was a request: it spends the address's
+            // cancellation budget like any other head that came to nothing.
+            conn.cancelled();
             let resp = error_response(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "headers_too_large", &reason);
             input.stop(H3Code::NoError);
-            let _ = send_response(&mut send, resp, true, |_, _| {}).await;
+            // A client that grants no credit for the answer does not hold the task.
+            let _ = tokio::time::timeout(limits.header_read_timeout.0, send_response(&mut send, resp, true, |_, _| {})).await;
             return;
         }
         Err(HeadFail::Bad(e)) => {
@@ -295,7 +309,9 @@ async fn serve_h3_request(
     let active = Active::new(&conn);
     let with_body = parts.method != http::Method::HEAD;
     let mut body = H3Body { input: &mut input, ended: false, quic: &quic };
-    let (resp, mut guard) = process(&shared, &conn, parts, &mut body, cx, Some(active)).await;
+    // Kept here, not in the request's guard: the connection has work in
+    // hand until a large answer is acknowledged (below).
+    let (resp, mut guard) = process(&shared, &conn, parts, &mut body, cx, None).await;
     let body_ended = body.ended;
     let status = guard.status.take();
     let result = send_response(&mut send, resp, with_body, |n, zero_copy| {
@@ -310,11 +326,20 @@ async fn serve_h3_request(
         guard.count_sent(n);
     })
     .await;
+    let answered = guard.sent;
     drop(guard);
     if result.is_err() {
         // Stopped or lost (before its head was out, the guard counted a cancellation).
         return;
     }
+    if answered >= ZERO_COPY_MIN as u64 {
+        // quinn has the answer, not yet the client: until it acknowledges
+        // the last byte, a graceful close would cut a large answer short,
+        // so the connection keeps work in hand (bounded by the idle
+        // timeout, which ends a client that stops acknowledging).
+        let _ = tokio::time::timeout(limits.request_timeout.0, send.stopped()).await;
+    }
+    drop(active);
     if !body_ended {
         // Answered without reading the body (a refusal on the head): a client
         // that has already sent it whole gets a clean end, not a reset, if

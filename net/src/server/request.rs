@@ -65,7 +65,8 @@ impl ChunkSource for H3Body<'_> {
                 }
                 Some(Err(e.to_string()))
             }
-            Err(ReadFail::Gone) => Some(Err("the stream was reset".into())),
+            Err(ReadFail::Reset) => Some(Err("the stream was reset".into())),
+            Err(ReadFail::Gone) => Some(Err("the connection is gone".into())),
         }
     }
 
@@ -117,6 +118,11 @@ pub(super) async fn read_body(
             return Err(BodyFail::Memory);
         }
         out.extend_from_slice(&chunk);
+    }
+    // A body that ends short of its declared length is malformed (RFC 9114,
+    // 4.1.2; hyper checks it itself on HTTP/1.1 and HTTP/2).
+    if declared.is_some_and(|d| out.len() as u64 != d) {
+        return Err(BodyFail::Broken);
     }
     Ok(out.freeze())
 }

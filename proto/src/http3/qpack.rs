@@ -259,7 +259,8 @@ fn static_entry(i: u64) -> Result<(&'static str, &'static str), H3Error> {
 
 /// Decodes a field section (a HEADERS frame's payload), at most `max_size`
 /// bytes by [`FIELD_OVERHEAD`]'s count (past it: [`H3Error::too_large`],
-/// answered 431) and at most `max_fields` lines (past it: the same).
+/// answered 431) and at most `max_fields` lines (past it:
+/// [`H3Error::too_many_fields`], answered 431 too).
 pub fn decode_section(b: &[u8], max_size: u64, max_fields: usize) -> Result<Vec<Field<'_>>, H3Error> {
     decode_section_memo(b, max_size, max_fields, &mut HuffmanMemo::default())
 }
@@ -276,7 +277,7 @@ pub fn decode_section_memo<'a>(b: &'a [u8], max_size: u64, max_fields: usize, me
     let mut fields = Vec::new();
     while at < b.len() {
         if fields.len() >= max_fields {
-            return Err(H3Error::too_large());
+            return Err(H3Error::too_many_fields());
         }
         take(&mut budget, FIELD_OVERHEAD)?;
         let rest = &b[at..];
@@ -314,6 +315,52 @@ pub fn decode_section_memo<'a>(b: &'a [u8], max_size: u64, max_fields: usize, me
         fields.push(field);
     }
     Ok(fields)
+}
+
+/// Reads the complete instructions at the start of the client's QPACK
+/// encoder stream (RFC 9204, 4.3): with a table capacity of zero, the only
+/// one allowed is setting the capacity to zero, one byte. Returns the bytes
+/// read (all of them, or an error).
+pub fn read_encoder_stream(b: &[u8]) -> Result<usize, H3Error> {
+    let bad = |reason| H3Error { code: H3Code::QpackEncoderStreamError, reason };
+    // "Set Dynamic Table Capacity" (001 and a 5-bit prefix) of zero is one byte.
+    match b.iter().find(|&&x| x != 0x20) {
+        None => Ok(b.len()),
+        Some(x) if x & 0xe0 == 0x20 => Err(bad("a table capacity above the zero allowed")),
+        Some(_) => Err(bad("an insertion into a table of capacity zero")),
+    }
+}
+
+/// Reads the complete instructions at the start of the client's QPACK
+/// decoder stream (RFC 9204, 4.4). Stream Cancellations are let go (a
+/// client with a table of its own sends one for each stream reset before
+/// its end, so there is no cap on them); a Section Acknowledgment or an
+/// Insert Count Increment is an error, as this server never refers to a
+/// table. Returns the bytes read.
+pub fn read_decoder_stream(b: &[u8]) -> Result<usize, H3Error> {
+    let bad = |reason| H3Error { code: H3Code::QpackDecoderStreamError, reason };
+    let mut at = 0;
+    while let Some(&first) = b.get(at) {
+        if first & 0x80 != 0 {
+            return Err(bad("a Section Acknowledgment for a section that refers to no table"));
+        }
+        if first & 0x40 == 0 {
+            return Err(bad("an Insert Count Increment past a table of capacity zero"));
+        }
+        let Some((_stream, used)) = read_prefix_int_partial(&b[at..], 6)? else { break };
+        at += used;
+    }
+    Ok(at)
+}
+
+/// [`read_prefix_int`], but None when `b` ends before the integer does.
+fn read_prefix_int_partial(b: &[u8], n: u32) -> Result<Option<(u64, usize)>, H3Error> {
+    let complete = b.first().is_some_and(|&f| u64::from(f) & ((1 << n) - 1) < (1 << n) - 1) || b.iter().skip(1).any(|&x| x & 0x80 == 0);
+    if !complete {
+        // Even cut short, more than ten continuation bytes is over 62 bits.
+        return if b.len() > 10 { Err(fail("an integer is too large")) } else { Ok(None) };
+    }
+    read_prefix_int(b, n).map(Some)
 }
 
 /// Where `name` first appears in the static table, and the index of the
@@ -478,6 +525,27 @@ mod tests {
     }
 
     #[test]
+    fn qpack_streams_take_what_a_table_of_capacity_zero_allows() {
+        // Encoder stream: capacity 0, any number of times, cut anywhere.
+        assert_eq!(read_encoder_stream(&[0x20, 0x20]), Ok(2));
+        assert_eq!(read_encoder_stream(&[]), Ok(0));
+        assert_eq!(read_encoder_stream(&[0x3f]).unwrap_err().code, H3Code::QpackEncoderStreamError, "31 or more");
+        assert_eq!(read_encoder_stream(&[0x21]).unwrap_err().code, H3Code::QpackEncoderStreamError);
+        for insert in [0x80u8, 0x40, 0x00] {
+            assert_eq!(read_encoder_stream(&[0x20, insert, 1]).unwrap_err().code, H3Code::QpackEncoderStreamError, "{insert:#x}");
+        }
+        // Decoder stream: Stream Cancellations, whole or cut short.
+        let mut b = vec![0x40 | 4, 0x40 | 8];
+        write_prefix_int(1000, 6, 0x40, &mut b);
+        let whole = b.len();
+        assert_eq!(read_decoder_stream(&b), Ok(whole));
+        assert_eq!(read_decoder_stream(&b[..whole - 1]), Ok(2), "the cut instruction waits for its end");
+        assert_eq!(read_decoder_stream(&[0x80 | 4]).unwrap_err().code, H3Code::QpackDecoderStreamError);
+        assert_eq!(read_decoder_stream(&[0x01]).unwrap_err().code, H3Code::QpackDecoderStreamError);
+        assert!(read_decoder_stream(&[0x7f, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff]).is_err());
+    }
+
+    #[test]
     fn dynamic_references_and_bad_indexes_are_refused() {
         for b in [
             &[1u8, 0][..],        // Required Insert Count 1
@@ -503,7 +571,7 @@ mod tests {
         }
         assert_eq!(decode_section(&b, 10 * (32 + 10), 100).unwrap().len(), 10);
         assert_eq!(decode_section(&b, 10 * (32 + 10) - 1, 100).unwrap_err(), H3Error::too_large());
-        assert_eq!(decode_section(&b, 1 << 20, 9).unwrap_err(), H3Error::too_large());
+        assert_eq!(decode_section(&b, 1 << 20, 9).unwrap_err(), H3Error::too_many_fields());
         // A literal value longer than the budget is refused, Huffman or not.
         let mut big = vec![0, 0, 0x51];
         write_prefix_int(5000, 7, 0x80, &mut big);
