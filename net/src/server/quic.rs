@@ -255,8 +255,6 @@ async fn serve_h3_request(
     // head (reset, malformed, too slow) keeps nothing in hand and counts as a
     // request cancelled before its answer.
     let parts = match tokio::time::timeout(limits.header_read_timeout.0, input.head()).await {
-        // The size budget bounds the lines (32 bytes each at least); their
-        // count is the head checks' (431, too many headers).
         // At most the header count the head checks take, and the four
         // pseudo-header fields: past it, 431 without building the map.
         Ok(Ok(section)) => request_parts(&section, limits.max_header_bytes.0, limits.max_headers as usize + 4, &memo),
@@ -335,8 +333,9 @@ async fn serve_h3_request(
     if answered >= ZERO_COPY_MIN as u64 {
         // quinn has the answer, not yet the client: until it acknowledges
         // the last byte, a graceful close would cut a large answer short,
-        // so the connection keeps work in hand (bounded by the idle
-        // timeout, which ends a client that stops acknowledging).
+        // so the connection keeps work in hand (bounded by the request
+        // timeout, and by the idle timeout for a client that stops
+        // acknowledging).
         let _ = tokio::time::timeout(limits.request_timeout.0, send.stopped()).await;
     }
     drop(active);
