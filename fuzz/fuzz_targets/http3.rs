@@ -45,6 +45,15 @@ fuzz_target!(|data: &[u8]| {
                         assert!(h.len <= 1024);
                     }
                     Ok(RequestFrame::Data) => assert_ne!(phase, RequestPhase::Head),
+                    Ok(RequestFrame::Trailers) => {
+                        assert!(h.len <= 1024);
+                        let end = (at + h.head_len + h.len as usize).min(rest.len());
+                        if let Ok(fields) = qpack::decode_section(&rest[at + h.head_len..end], 1024, 64) {
+                            if http3::trailer_section(&fields).is_ok() {
+                                assert!(fields.iter().all(|f| !f.name.starts_with(b":")));
+                            }
+                        }
+                    }
                     Ok(RequestFrame::Skip) => {}
                     Err(_) => break,
                 }

@@ -178,10 +178,24 @@ async fn a_conforming_client_with_greasing_huffman_and_a_body_is_answered() {
     req.extend(frame_of(0x21 + 0x1f, b"?"));
     req.extend(frame_of(frame::DATA, b""));
     req.extend(frame_of(frame::DATA, b"world"));
-    req.extend(frame_of(frame::HEADERS, &[0, 0, 0x2a, b'x', b'-', b't', 1, b'1']));
+    req.extend(frame_of(frame::HEADERS, &[0, 0, 0x23, b'x', b'-', b't', 1, b'1']));
     let (fields, body) = exchange(&c, &req).await.unwrap();
     assert_eq!(field(&fields, ":status"), Some("200"));
     assert_eq!(body, b"hello world");
+
+    // Trailers are checked as a head is: a pseudo-header field in them, or
+    // more than a head may hold, fails the request.
+    let big = vec![b'v'; 20 << 10];
+    let mut over = vec![0, 0, 0x25, b'x', b'-', b'b', b'i', b'g', 0x7f];
+    qpack::write_prefix_int(big.len() as u64 - 127, 7, 0, &mut over);
+    over.extend_from_slice(&big);
+    for (trailers, what) in [(vec![0, 0, 0x51, 0x01, b'/'], "a :path in the trailers"), (over, "trailers over the head cap")] {
+        let mut req = head("POST", "/echo", &[]);
+        req.extend(frame_of(frame::DATA, b"hello"));
+        req.extend(frame_of(frame::HEADERS, &trailers));
+        let (fields, _) = exchange(&c, &req).await.unwrap();
+        assert_eq!(field(&fields, ":status"), Some("400"), "{what}");
+    }
 
     // A body shorter than its declared length is refused.
     let mut req = head("POST", "/echo", &[("content-length", "10")]);
@@ -216,6 +230,7 @@ async fn a_malformed_head_resets_its_stream_and_the_connection_serves_on() {
     for bad in [
         head("GET", "/x", &[("Upper", "1")]),
         head("GET", "/x", &[("connection", "close")]),
+        head("GET", "/x", &[("host", "elsewhere")]),             // :authority says localhost
         frame_of(frame::HEADERS, &[0, 0, 0xc0 | 17, 0xc0 | 23]), // no :path
     ] {
         match exchange(&c, &bad).await {
@@ -244,6 +259,11 @@ async fn protocol_errors_close_the_connection_with_their_code() {
         ("a dynamic table reference", 0x200, (settings(), frame_of(frame::HEADERS, &[0, 0, 0x80 | 1]))),
         ("a Required Insert Count", 0x200, (settings(), frame_of(frame::HEADERS, &[2, 0, 0xc0 | 17]))),
         ("a bad Huffman string", 0x200, (settings(), frame_of(frame::HEADERS, &[0, 0, 0x51, 0x81, 0xff]))),
+        (
+            "a dynamic table reference in the trailers",
+            0x200,
+            (settings(), [head("POST", "/echo", &[]), frame_of(frame::DATA, b"x"), frame_of(frame::HEADERS, &[0, 0, 0x81])].concat()),
+        ),
         ("no SETTINGS first", 0x10a, (frame_of(frame::GOAWAY, &[0]), head("GET", "/x", &[]))),
         ("HTTP/2 settings", 0x109, (frame_of(frame::SETTINGS, &[0x2, 0]), head("GET", "/x", &[]))),
         ("HEADERS on the control stream", 0x105, ([settings(), head("GET", "/", &[])].concat(), head("GET", "/x", &[]))),

@@ -194,14 +194,18 @@ pub enum RequestFrame {
     Head,
     /// Body bytes: pass the payload on.
     Data,
-    /// Trailers or an unknown (greasing, extension) frame: skip its payload.
+    /// The trailers: read the whole payload (at most the cap given), then
+    /// check it with [`trailer_section`].
+    Trailers,
+    /// An unknown (greasing, extension) frame: skip its payload.
     Skip,
 }
 
 /// The rules of a request stream's frames (RFC 9114, 4.1 and 7.2): a
 /// HEADERS first, whose payload fits `max_head`, then DATA, then at most
-/// one HEADERS of trailers; unknown types anywhere; anything else is a
-/// connection error.
+/// one HEADERS of trailers, which fits `max_head` too (a stream error
+/// past it: the body may be under way, too late for a 431); unknown types
+/// anywhere; anything else is a connection error.
 pub fn request_frame(phase: &mut RequestPhase, head: FrameHead, max_head: u64) -> Result<RequestFrame, H3Error> {
     let unexpected = |reason| Err(H3Error::new(H3Code::FrameUnexpected, reason));
     match head.ty {
@@ -217,8 +221,11 @@ pub fn request_frame(phase: &mut RequestPhase, head: FrameHead, max_head: u64) -
                 Ok(RequestFrame::Head)
             }
             RequestPhase::Body => {
+                if head.len > max_head {
+                    return Err(H3Error::new(H3Code::ExcessiveLoad, "trailers over the head limit"));
+                }
                 *phase = RequestPhase::Done;
-                Ok(RequestFrame::Skip)
+                Ok(RequestFrame::Trailers)
             }
             RequestPhase::Done => unexpected("a HEADERS frame after the trailers"),
         },
@@ -353,7 +360,9 @@ pub struct RequestHead<'a> {
 /// Sorts a decoded section into a request head, refusing what RFC 9114
 /// calls malformed: unknown, repeated or late pseudo-header fields, a
 /// missing `:method`, `:scheme` or `:path` (but for CONNECT), upper case or
-/// connection-specific field names, a `te` other than "trailers".
+/// connection-specific field names, a `te` other than "trailers"; an
+/// `http` or `https` request with neither `:authority` nor `host`, or with
+/// both and differing (4.3.1).
 pub fn request_head(fields: Vec<qpack::Field<'_>>) -> Result<RequestHead<'_>, H3Error> {
     let bad = |reason| Err(H3Error::new(H3Code::MessageError, reason));
     let (mut method, mut scheme, mut authority, mut path) = (None, None, None, None);
@@ -376,16 +385,7 @@ pub fn request_head(fields: Vec<qpack::Field<'_>>) -> Result<RequestHead<'_>, H3
             *slot = Some(f.value);
             continue;
         }
-        if f.name.is_empty() || f.name.iter().any(|c| c.is_ascii_uppercase()) {
-            return bad("a field name empty or in upper case");
-        }
-        match &f.name[..] {
-            b"connection" | b"keep-alive" | b"proxy-connection" | b"transfer-encoding" | b"upgrade" => {
-                return bad("a connection-specific field");
-            }
-            b"te" if &f.value[..] != b"trailers" => return bad("a te field other than trailers"),
-            _ => {}
-        }
+        regular_field(&f)?;
         regular.push(f);
     }
     let Some(method) = method else { return bad("no :method") };
@@ -396,7 +396,47 @@ pub fn request_head(fields: Vec<qpack::Field<'_>>) -> Result<RequestHead<'_>, H3
     } else if scheme.is_none() || path.as_ref().is_none_or(|p| p.is_empty()) {
         return bad("no :scheme or :path");
     }
+    // Two names for the target's host that disagree are how a request is
+    // routed by one and checked by the other: refuse it.
+    let mut hosts = regular.iter().filter(|f| &f.name[..] == b"host");
+    let host = hosts.next();
+    if hosts.next().is_some() {
+        return bad("a host field twice");
+    }
+    match (&authority, host) {
+        (Some(a), Some(h)) if a[..] != h.value[..] => return bad("host differs from :authority"),
+        (None, None) if matches!(scheme.as_deref(), Some(b"http" | b"https")) => return bad("neither :authority nor host"),
+        _ => {}
+    }
     Ok(RequestHead { method, scheme, authority, path, fields: regular })
+}
+
+/// A field line that is not a pseudo-header: lower case, not
+/// connection-specific, `te` only as "trailers" (RFC 9114, 4.2).
+fn regular_field(f: &qpack::Field<'_>) -> Result<(), H3Error> {
+    let bad = |reason| Err(H3Error::new(H3Code::MessageError, reason));
+    if f.name.is_empty() || f.name.iter().any(|c| c.is_ascii_uppercase()) {
+        return bad("a field name empty or in upper case");
+    }
+    match &f.name[..] {
+        b"connection" | b"keep-alive" | b"proxy-connection" | b"transfer-encoding" | b"upgrade" => bad("a connection-specific field"),
+        b"te" if &f.value[..] != b"trailers" => bad("a te field other than trailers"),
+        _ => Ok(()),
+    }
+}
+
+/// Checks a decoded trailer section (RFC 9114, 4.1.2 and 4.2): regular
+/// fields only, under the same rules as a head's. The server reads no
+/// trailer, on any protocol; it checks them so a malformed request is
+/// refused the same whether its error is in the head or the tail.
+pub fn trailer_section(fields: &[qpack::Field<'_>]) -> Result<(), H3Error> {
+    for f in fields {
+        if f.name.starts_with(b":") {
+            return Err(H3Error::new(H3Code::MessageError, "a pseudo-header field in the trailers"));
+        }
+        regular_field(f)?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -433,7 +473,9 @@ mod tests {
         assert_eq!(request_frame(&mut p, h(frame::HEADERS, 101), 100).unwrap_err(), H3Error::too_large());
         assert_eq!(request_frame(&mut p, h(frame::HEADERS, 100), 100), Ok(RequestFrame::Head));
         assert_eq!(request_frame(&mut p, h(frame::DATA, 1 << 40), 100), Ok(RequestFrame::Data));
-        assert_eq!(request_frame(&mut p, h(frame::HEADERS, 1 << 20), 100), Ok(RequestFrame::Skip), "trailers, any size, skipped");
+        let mut over = p;
+        assert_eq!(request_frame(&mut over, h(frame::HEADERS, 101), 100).unwrap_err().code, H3Code::ExcessiveLoad, "trailers over the cap");
+        assert_eq!(request_frame(&mut p, h(frame::HEADERS, 100), 100), Ok(RequestFrame::Trailers));
         assert!(request_frame(&mut p, h(frame::DATA, 1), 100).is_err());
         assert!(request_frame(&mut p, h(frame::HEADERS, 1), 100).is_err());
         for t in [frame::SETTINGS, frame::GOAWAY, frame::PUSH_PROMISE, frame::MAX_PUSH_ID, frame::CANCEL_PUSH, 0x2, 0x6, 0x8, 0x9] {
@@ -483,21 +525,42 @@ mod tests {
         let ok = vec![f(":method", "GET"), f(":scheme", "https"), f(":authority", "a"), f(":path", "/x"), f("range", "bytes=0-1")];
         let head = request_head(ok).unwrap();
         assert_eq!((&head.method[..], head.path.as_deref(), head.fields.len()), (&b"GET"[..], Some(&b"/x"[..]), 1));
+        let (get, https, a, root) = (f(":method", "GET"), f(":scheme", "https"), f(":authority", "a"), f(":path", "/"));
         for (bad, why) in [
-            (vec![f(":scheme", "https"), f(":path", "/")], "no method"),
-            (vec![f(":method", "GET"), f(":path", "/")], "no scheme"),
-            (vec![f(":method", "GET"), f(":scheme", "https"), f(":path", "")], "empty path"),
-            (vec![f(":method", "GET"), f(":method", "GET"), f(":scheme", "https"), f(":path", "/")], "twice"),
-            (vec![f(":method", "GET"), f(":scheme", "https"), f(":path", "/"), f(":status", "200")], "response pseudo"),
-            (vec![f(":method", "GET"), f("a", "b"), f(":scheme", "https"), f(":path", "/")], "late pseudo"),
-            (vec![f(":method", "GET"), f(":scheme", "https"), f(":path", "/"), f("Range", "x")], "upper case"),
-            (vec![f(":method", "GET"), f(":scheme", "https"), f(":path", "/"), f("connection", "close")], "connection"),
-            (vec![f(":method", "GET"), f(":scheme", "https"), f(":path", "/"), f("te", "gzip")], "te"),
-            (vec![f(":method", "CONNECT"), f(":authority", "a"), f(":path", "/")], "connect with a path"),
+            (vec![https.clone(), a.clone(), root.clone()], "no :method"),
+            (vec![get.clone(), a.clone(), root.clone()], "no :scheme or :path"),
+            (vec![get.clone(), https.clone(), a.clone(), f(":path", "")], "no :scheme or :path"),
+            (vec![get.clone(), get.clone(), https.clone(), a.clone(), root.clone()], "a pseudo-header field twice"),
+            (vec![get.clone(), https.clone(), a.clone(), root.clone(), f(":status", "200")], "an unknown or response pseudo-header field"),
+            (vec![get.clone(), f("a", "b"), https.clone(), a.clone(), root.clone()], "a pseudo-header field after a regular one"),
+            (vec![get.clone(), https.clone(), a.clone(), root.clone(), f("Range", "x")], "a field name empty or in upper case"),
+            (vec![get.clone(), https.clone(), a.clone(), root.clone(), f("connection", "close")], "a connection-specific field"),
+            (vec![get.clone(), https.clone(), a.clone(), root.clone(), f("te", "gzip")], "a te field other than trailers"),
+            (vec![f(":method", "CONNECT"), a.clone(), root.clone()], "CONNECT takes :authority alone"),
+            (vec![get.clone(), https.clone(), root.clone()], "neither :authority nor host"),
+            (vec![get.clone(), https.clone(), a.clone(), root.clone(), f("host", "b")], "host differs from :authority"),
+            (vec![get.clone(), https.clone(), root.clone(), f("host", "a"), f("host", "b")], "a host field twice"),
         ] {
-            assert_eq!(request_head(bad).unwrap_err().code, H3Code::MessageError, "{why}");
+            let e = request_head(bad).unwrap_err();
+            assert_eq!((e.code, e.reason), (H3Code::MessageError, why));
         }
-        assert!(request_head(vec![f(":method", "CONNECT"), f(":authority", "a")]).is_ok());
-        assert!(request_head(vec![f(":method", "GET"), f(":scheme", "https"), f(":path", "/"), f("te", "trailers")]).is_ok());
+        assert!(request_head(vec![f(":method", "CONNECT"), a.clone()]).is_ok());
+        assert!(request_head(vec![get.clone(), https.clone(), a.clone(), root.clone(), f("te", "trailers"), f("host", "a")]).is_ok());
+        assert!(request_head(vec![get.clone(), https.clone(), root.clone(), f("host", "a")]).is_ok(), "host alone names the target");
+        assert!(request_head(vec![get.clone(), f(":scheme", "x-other"), root.clone()]).is_ok(), "a scheme with no authority");
+    }
+
+    #[test]
+    fn trailers_take_regular_fields_only() {
+        assert_eq!(trailer_section(&[f("x-sum", "1"), f("te", "trailers")]), Ok(()));
+        assert_eq!(trailer_section(&[]), Ok(()));
+        for (bad, why) in [
+            (f(":path", "/"), "a pseudo-header field in the trailers"),
+            (f("X-Sum", "1"), "a field name empty or in upper case"),
+            (f("transfer-encoding", "chunked"), "a connection-specific field"),
+        ] {
+            let e = trailer_section(&[f("ok", "1"), bad]).unwrap_err();
+            assert_eq!((e.code, e.reason), (H3Code::MessageError, why));
+        }
     }
 }

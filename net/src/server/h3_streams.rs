@@ -174,12 +174,17 @@ pub(super) struct RequestIn {
     phase: RequestPhase,
     /// Payload bytes of the DATA frame being read still to come.
     data: u64,
+    /// Caps on a field section: its encoded and decoded size, its lines.
     max_head: u64,
+    max_fields: usize,
+    /// The stream's error, once it had one: its bytes after it are not
+    /// frames to read on (an oversized frame's payload is still there).
+    failed: Option<H3Error>,
 }
 
 impl RequestIn {
-    pub(super) fn new(recv: quinn::RecvStream, max_head: u64) -> Self {
-        Self { frames: Frames::new(recv), phase: RequestPhase::Head, data: 0, max_head }
+    pub(super) fn new(recv: quinn::RecvStream, max_head: u64, max_fields: usize) -> Self {
+        Self { frames: Frames::new(recv), phase: RequestPhase::Head, data: 0, max_head, max_fields, failed: None }
     }
 
     /// The request's HEADERS payload (its field section).
@@ -191,13 +196,24 @@ impl RequestIn {
             match http3::request_frame(&mut self.phase, h, self.max_head)? {
                 RequestFrame::Head => return self.frames.payload(h.len).await,
                 RequestFrame::Skip => self.frames.skip = h.len,
-                RequestFrame::Data => unreachable!("request_frame refuses DATA before HEADERS"),
+                RequestFrame::Data | RequestFrame::Trailers => unreachable!("request_frame takes only HEADERS first"),
             }
         }
     }
 
     /// The body's next piece; None at the stream's end.
     pub(super) async fn data(&mut self) -> Result<Option<Bytes>, ReadFail> {
+        if let Some(e) = self.failed {
+            return Err(e.into());
+        }
+        let r = self.next_data().await;
+        if let Err(ReadFail::Protocol(e)) = &r {
+            self.failed = Some(*e);
+        }
+        r
+    }
+
+    async fn next_data(&mut self) -> Result<Option<Bytes>, ReadFail> {
         loop {
             if self.data > 0 {
                 if self.frames.buf.is_empty() && !self.frames.fill().await? {
@@ -211,6 +227,20 @@ impl RequestIn {
             match http3::request_frame(&mut self.phase, h, self.max_head)? {
                 RequestFrame::Data => self.data = h.len,
                 RequestFrame::Skip => self.frames.skip = h.len,
+                RequestFrame::Trailers => {
+                    // Read and checked, then dropped: no handler reads
+                    // trailers. A section the decoder refuses (a dynamic
+                    // table reference) is the connection's error.
+                    let section = self.frames.payload(h.len).await?;
+                    let fields = qpack::decode_section(&section, self.max_head, self.max_fields).map_err(|e| {
+                        if e.is_too_large() || e.is_too_many_fields() {
+                            H3Error { code: H3Code::ExcessiveLoad, reason: "trailers over the head limits" }
+                        } else {
+                            e
+                        }
+                    })?;
+                    http3::trailer_section(&fields)?;
+                }
                 RequestFrame::Head => unreachable!("request_frame takes one head"),
             }
         }
@@ -218,6 +248,12 @@ impl RequestIn {
 
     pub(super) fn stop(&mut self, code: H3Code) {
         self.frames.stop(code);
+    }
+
+    /// The code to stop the stream with once its answer is out: its
+    /// error's, if its body had one.
+    pub(super) fn stop_code(&self) -> H3Code {
+        self.failed.map_or(H3Code::NoError, |e| e.code)
     }
 }
 

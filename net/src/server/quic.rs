@@ -250,7 +250,7 @@ async fn serve_h3_request(
     let limits = &shared.limits;
     // A field section's encoding is never longer than its size as counted
     // (32 bytes a line besides name and value) plus its prefix.
-    let mut input = RequestIn::new(recv, limits.max_header_bytes.0 + 16);
+    let mut input = RequestIn::new(recv, limits.max_header_bytes.0 + 16, limits.max_headers as usize + 4);
     // A stream is a request once its head is in: one that never completes its
     // head (reset, malformed, too slow) keeps nothing in hand and counts as a
     // request cancelled before its answer.
@@ -344,6 +344,6 @@ async fn serve_h3_request(
         // that has already sent it whole gets a clean end, not a reset, if
         // what is left is small and comes at once; anything else is stopped.
         drain_unread(&mut H3Body { input: &mut input, ended: false, quic: &quic }, Duration::from_millis(200)).await;
-        input.stop(H3Code::NoError);
+        input.stop(input.stop_code());
     }
 }
