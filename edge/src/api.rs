@@ -83,7 +83,8 @@ fn parse_address(hash: &str) -> Result<BlobAddress, Fail> {
 /// miss path (nodes and edges; peers only serve what they hold).
 async fn blob(inner: Arc<Inner>, hash: &str, req: &Request<Bytes>) -> Reply {
     let a = parse_address(hash)?;
-    let etag = a.etag();
+    let mut etag_buf = [0; 66];
+    let etag = a.etag_in(&mut etag_buf);
     // Credentials were checked by the service stack; what is left is whether
     // they open this blob's title, known from its first bytes.
     let creds = req.extensions().get::<Arc<Credentials>>();
@@ -91,8 +92,11 @@ async fn blob(inner: Arc<Inner>, hash: &str, req: &Request<Bytes>) -> Reply {
         let Some(c) = &creds else { return Ok(()) };
         crate::access::allow_blob(c, tranzcast_proto::owner::blob_title(prefix).as_ref()).map_err(denied)
     };
-    let edge =
-        req.headers().get("x-tranzcast-edge").and_then(|v| v.to_str().ok()).filter(|_| creds.is_some_and(|c| **c == Credentials::Cluster));
+    // Only the cluster's own requests name an edge: a viewer's request skips the lookup.
+    let edge = creds
+        .is_some_and(|c| **c == Credentials::Cluster)
+        .then(|| req.headers().get("x-tranzcast-edge").and_then(|v| v.to_str().ok()))
+        .flatten();
     // Demand and cache frequency count reads, not the ranges they come in.
     let starts = crate::demand::starts_read(req.headers().get(header::RANGE).and_then(|v| v.to_str().ok()));
     // Hot blobs come from memory without a trip to the blocking pool.
@@ -108,7 +112,7 @@ async fn blob(inner: Arc<Inner>, hash: &str, req: &Request<Bytes>) -> Reply {
             v[mid] ^= 0x01;
             b = Bytes::from(v);
         }
-        return Ok(tranzcast_net::ranged::respond(req.method(), req.headers(), b, &blob_representation(&inner, &etag)));
+        return Ok(tranzcast_net::ranged::respond(req.method(), req.headers(), b, &blob_representation(&inner, etag)));
     }
     if inner.config.role == tranzcast_config::EdgeRole::Peer {
         return Err(error(StatusCode::NOT_FOUND, "unknown_blob", format!("no blob {a}")));
@@ -131,7 +135,7 @@ async fn blob(inner: Arc<Inner>, hash: &str, req: &Request<Bytes>) -> Reply {
         req.headers(),
         &crate::fetch::FlightSource(flight),
         len,
-        &blob_representation(&inner, &etag),
+        &blob_representation(&inner, etag),
     ))
 }
 

@@ -7,7 +7,7 @@
 //!   admit           credentials for blob reads, tokens for writes, the body cap
 //!                   of the route: decided before any body byte is read
 //!                   body within its cap and deadline; 504 past limits.request_timeout
-//!   Observe         span, requests, the byte throttle (rate_limit)
+//!   observe         span, requests, the byte throttle (rate_limit)
 //!     routes        api.rs
 //! ```
 //!
@@ -17,7 +17,6 @@
 //! and status, and refusals by reason, are counted by the server
 //! (`tranzcast_net::ServerStats`) for every answer, refusals included.
 
-use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -29,7 +28,6 @@ use bytes::Bytes;
 use http::{Request, Response, StatusCode, header};
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use http_body_util::BodyExt;
-use tower::{Layer, Service, ServiceBuilder, ServiceExt};
 use tranzcast_net::{Body, BodyLimit, Protocol, Refusal, Refused, RequestContext};
 
 use crate::Inner;
@@ -37,23 +35,10 @@ use crate::access::{self, Credentials};
 
 /// Builds the stack over the routes and wraps it as the server's handler.
 pub(crate) fn handler(inner: Arc<Inner>) -> tranzcast_net::Handler {
-    let routes = tower::service_fn({
-        let inner = inner.clone();
-        move |req: Request<Bytes>| {
-            let inner = inner.clone();
-            async move { Ok::<_, Infallible>(crate::api::handle(inner, req).await) }
-        }
-    });
-    let stack = ServiceBuilder::new().layer(ObserveLayer(inner.clone())).service(routes);
+    let state = inner.clone();
     tranzcast_net::handler(move |mut req: Request<Bytes>, cx: RequestContext| {
         req.extensions_mut().insert(cx);
-        let svc = stack.clone();
-        async move {
-            match svc.oneshot(req).await {
-                Ok(r) => r,
-                Err(never) => match never {},
-            }
-        }
+        observe(state.clone(), req)
     })
     .admit_with(move |parts, _cx| admit(&inner, parts))
 }
@@ -101,80 +86,41 @@ const THROTTLE_PIECE: usize = 16 << 10;
 
 // ---------------------------------------------------------------- observe
 
-#[derive(Clone)]
-struct ObserveLayer(Arc<Inner>);
-
-impl<S> Layer<S> for ObserveLayer {
-    type Service = Observe<S>;
-    fn layer(&self, inner: S) -> Self::Service {
-        Observe { inner, state: self.0.clone() }
-    }
-}
-
-/// A span per request, the request count, and the outgoing byte throttle.
-#[derive(Clone)]
-struct Observe<S> {
-    inner: S,
-    state: Arc<Inner>,
-}
-
-type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
-
-impl<S> Service<Request<Bytes>> for Observe<S>
-where
-    S: Service<Request<Bytes>, Response = Response<Body>, Error = Infallible> + Clone + Send + 'static,
-    S::Future: Send,
-{
-    type Response = Response<Body>;
-    type Error = Infallible;
-    type Future = BoxFuture<Result<Response<Body>, Infallible>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, req: Request<Bytes>) -> Self::Future {
-        use tracing::Instrument;
-        let rcx = req.extensions().get::<RequestContext>().copied();
-        let protocol = rcx.map(|c| c.protocol).unwrap_or(Protocol::Plain);
-        let span = tracing::debug_span!(
-            "request",
-            method = %req.method(),
-            path = %logged_path(req.uri().path()),
-            range = req.headers().get(header::RANGE).and_then(|v| v.to_str().ok()).unwrap_or(""),
-            protocol = protocol.label(),
-            peer = %rcx.map(|c| c.peer.to_string()).unwrap_or_default(),
-        );
-        let state = self.state.clone();
-        state.counters.requests.fetch_add(1, Ordering::Relaxed);
-        // The clone that was made ready is the one to call (tower's contract).
-        let clone = self.inner.clone();
-        let mut ready = std::mem::replace(&mut self.inner, clone);
-        Box::pin(
-            async move {
-                let resp = match ready.call(req).await {
-                    Ok(r) => r,
-                    Err(never) => match never {},
-                };
-                let status = resp.status();
-                // The body's length when known up front (a streamed miss: absent).
-                let bytes = http_body::Body::size_hint(resp.body()).exact();
-                if status.is_server_error() {
-                    tracing::warn!(status = status.as_u16(), bytes, "answered");
-                } else {
-                    tracing::debug!(status = status.as_u16(), bytes, "answered");
-                }
-                Ok(match &state.throttle {
-                    None => resp,
-                    Some(t) => {
-                        let throttle = t.clone();
-                        resp.map(|body| Throttled { body, throttle, held: None, ready: None, wait: None }.boxed_unsync())
-                    }
-                })
+/// A span per request, the request count, and the outgoing byte throttle,
+/// around the routes. A plain function, not a tower layer: as a layer it
+/// cloned the stack and boxed every request's future once more.
+fn observe(state: Arc<Inner>, req: Request<Bytes>) -> impl Future<Output = Response<Body>> + Send + 'static {
+    use tracing::Instrument;
+    let rcx = req.extensions().get::<RequestContext>().copied();
+    let protocol = rcx.map(|c| c.protocol).unwrap_or(Protocol::Plain);
+    let span = tracing::debug_span!(
+        "request",
+        method = %req.method(),
+        path = %logged_path(req.uri().path()),
+        range = req.headers().get(header::RANGE).and_then(|v| v.to_str().ok()).unwrap_or(""),
+        protocol = protocol.label(),
+        peer = %rcx.map(|c| c.peer.to_string()).unwrap_or_default(),
+    );
+    state.counters.requests.fetch_add(1, Ordering::Relaxed);
+    async move {
+        let resp = crate::api::handle(state.clone(), req).await;
+        let status = resp.status();
+        // The body's length when known up front (a streamed miss: absent).
+        let bytes = http_body::Body::size_hint(resp.body()).exact();
+        if status.is_server_error() {
+            tracing::warn!(status = status.as_u16(), bytes, "answered");
+        } else {
+            tracing::debug!(status = status.as_u16(), bytes, "answered");
+        }
+        match &state.throttle {
+            None => resp,
+            Some(t) => {
+                let throttle = t.clone();
+                resp.map(|body| Throttled { body, throttle, held: None, ready: None, wait: None }.boxed_unsync())
             }
-            .instrument(span),
-        )
+        }
     }
+    .instrument(span)
 }
 
 /// A response body paced under the shared throttle.

@@ -85,9 +85,13 @@ pub fn respond_from(method: &Method, headers: &HeaderMap, source: &dyn Source, l
     if let Ok(v) = HeaderValue::from_str(etag) {
         h.insert(header::ETAG, v);
     }
-    h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    // Said where a client learns it (a whole answer, a 304, a 416), not on
+    // a 206, whose client already uses ranges (nginx does the same).
+    if !matches!(&decision, Decision::Partial(_)) {
+        h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    }
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=31536000, immutable"));
-    let ctype = HeaderValue::from_str(content_type).unwrap_or(HeaderValue::from_static("application/octet-stream"));
+    let ctype = media_type(content_type);
     let fixed = |b: Bytes| stream::iter([Ok::<Bytes, std::io::Error>(b)]).boxed();
     // One range in hand: a complete body, no stream.
     let at_once = |start: u64, end: u64| (!head).then(|| source.ready(start, end)).flatten();
@@ -104,7 +108,7 @@ pub fn respond_from(method: &Method, headers: &HeaderMap, source: &dyn Source, l
         Decision::Partial(ranges) if ranges.len() == 1 => {
             let r0 = &ranges[0];
             h.insert(header::CONTENT_TYPE, ctype);
-            if let Ok(v) = HeaderValue::from_str(&format!("bytes {}-{}/{len}", r0.start, r0.end - 1)) {
+            if let Some(v) = content_range(r0.start, r0.end - 1, len) {
                 h.insert(header::CONTENT_RANGE, v);
             }
             *r.status_mut() = StatusCode::PARTIAL_CONTENT;
@@ -156,6 +160,29 @@ pub fn respond_from(method: &Method, headers: &HeaderMap, source: &dyn Source, l
         return r.map(|()| BodyExt::boxed_unsync(StreamBody::new(s)));
     }
     r.map(|()| crate::full(Bytes::new()))
+}
+
+/// `Content-Range: bytes first-last/len`, written straight into the
+/// header's bytes (one allocation; `format!` made a string, then a copy).
+fn content_range(first: u64, last: u64, len: u64) -> Option<HeaderValue> {
+    let mut b = bytes::BytesMut::with_capacity(6 + 3 * 20 + 2);
+    let mut digits = itoa::Buffer::new();
+    b.extend_from_slice(b"bytes ");
+    b.extend_from_slice(digits.format(first).as_bytes());
+    b.extend_from_slice(b"-");
+    b.extend_from_slice(digits.format(last).as_bytes());
+    b.extend_from_slice(b"/");
+    b.extend_from_slice(digits.format(len).as_bytes());
+    HeaderValue::from_maybe_shared(b.freeze()).ok()
+}
+
+/// The `Content-Type` value: the usual one without a copy.
+fn media_type(content_type: &str) -> HeaderValue {
+    const OCTETS: &str = "application/octet-stream";
+    if content_type == OCTETS {
+        return HeaderValue::from_static(OCTETS);
+    }
+    HeaderValue::from_str(content_type).unwrap_or(HeaderValue::from_static(OCTETS))
 }
 
 fn serde_json_error(code: &str, reason: &str) -> Bytes {

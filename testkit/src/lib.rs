@@ -384,6 +384,9 @@ pub async fn check_ranges(
         assert_eq!(s, 206, "{name} {range}");
         assert_eq!(h(&hd, "content-range"), format!("bytes {lo}-{}/{len}", hi - 1), "{name} {range}");
         assert!(b[..] == whole[lo..hi], "{name} {range}");
+        // RFC 9110 15.3.7: a 206 carries the validator and caching a 200 would.
+        assert_eq!(h(&hd, "etag"), etag, "{name} {range}");
+        assert!(h(&hd, "cache-control").contains("max-age="), "{name} {range}");
     }
     let (s, hd, b) = c.get("GET", url, &[("range", multi.0)]).await;
     assert_eq!(s, 206, "{name}");
