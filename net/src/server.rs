@@ -43,7 +43,7 @@ use http_body::Body as HttpBody;
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulConnection;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
@@ -62,6 +62,7 @@ use crate::{NetError, TlsIdentity};
 
 mod endpoints;
 mod guards;
+mod h2_local;
 mod h3_streams;
 mod penalty_filter;
 mod quic;
@@ -394,7 +395,7 @@ struct Shared {
     body_memory: Arc<Semaphore>,
     alt_svc: Option<HeaderValue>,
     h1: hyper::server::conn::http1::Builder,
-    h2: hyper::server::conn::http2::Builder<TokioExecutor>,
+
     /// Handshake steps that may be runnable at once (see `tcp::tls_handshake`).
     handshakes: Semaphore,
 }
@@ -408,10 +409,6 @@ impl Shared {
         // previous request's end (ConnState::keep_alive_h1).
         let mut h1 = hyper::server::conn::http1::Builder::new();
         h1.max_header_size(limits.max_header_bytes.0 as usize).max_headers(limits.max_headers as usize);
-        let mut h2 = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
-        h2.timer(TokioTimer::new())
-            .max_concurrent_streams(limits.h2_max_concurrent_streams)
-            .max_header_list_size(limits.max_header_bytes.0 as u32);
         Self {
             handler,
             limits,
@@ -419,9 +416,19 @@ impl Shared {
             body_memory: Arc::new(Semaphore::new(limits.max_body_memory.0.min(Semaphore::MAX_PERMITS as u64) as usize)),
             alt_svc: HeaderValue::from_str(&format!("h3=\":{port}\"; ma=86400")).ok(),
             h1,
-            h2,
             handshakes: Semaphore::new(std::thread::available_parallelism().map_or(2, |n| n.get())),
         }
+    }
+}
+
+impl Shared {
+    /// HTTP/2 for one connection, its streams run by `exec` (h2_local.rs).
+    fn h2(&self, exec: h2_local::StreamExec) -> hyper::server::conn::http2::Builder<h2_local::StreamExec> {
+        let mut h2 = hyper::server::conn::http2::Builder::new(exec);
+        h2.timer(TokioTimer::new())
+            .max_concurrent_streams(self.limits.h2_max_concurrent_streams)
+            .max_header_list_size(self.limits.max_header_bytes.0 as u32);
+        h2
     }
 }
 

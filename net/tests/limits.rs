@@ -55,7 +55,8 @@ struct Server {
 }
 
 /// A server whose handler answers `/slow` after 300 ms, `/hang` after a
-/// minute, `/echo` with the body's length, anything else at once; `admit`
+/// minute, `/big` with 4 MiB at once, `/drip` with 1 MiB over 150 ms,
+/// `/echo` with the body's length, anything else at once; `admit`
 /// wants `authorization: ok` on `/secret` and lets `/upload` take an upload body.
 async fn start(limits: LimitsConfig) -> Server {
     let ca = LocalCa::generate().unwrap();
@@ -73,6 +74,19 @@ async fn start(limits: LimitsConfig) -> Server {
                 "/slow" => tokio::time::sleep(Duration::from_millis(300)).await,
                 "/hang" => tokio::time::sleep(Duration::from_secs(60)).await,
                 "/big" => return Response::new(full(vec![7u8; 4 << 20])),
+                // 1 MiB in 16 pieces 10 ms apart: an answer still being made.
+                "/drip" => {
+                    let pieces = futures_util::stream::unfold(0u32, |i| async move {
+                        if i == 16 {
+                            return None;
+                        }
+                        if i > 0 {
+                            tokio::time::sleep(Duration::from_millis(10)).await;
+                        }
+                        Some((Ok::<_, std::io::Error>(hyper::body::Frame::data(Bytes::from(vec![7u8; 64 << 10]))), i + 1))
+                    });
+                    return Response::new(http_body_util::BodyExt::boxed_unsync(http_body_util::StreamBody::new(pieces)));
+                }
                 _ => {}
             }
             Response::new(full(format!("{}", req.body().len())))
@@ -481,6 +495,76 @@ async fn requests_reset_before_their_answer_give_their_place_back_and_a_reset_fl
         .unwrap();
     assert_eq!(other.get(&ok).send().await.unwrap().status(), 200);
     s.server.shutdown().await;
+}
+
+/// A GET of `url` on an HTTP/2 connection: its status, body length, and when it ended.
+async fn h2_get(send: &h2::client::SendRequest<Bytes>, url: &str) -> (StatusCode, Vec<u8>, Instant) {
+    let mut send = send.clone().ready().await.unwrap();
+    let (resp, _) = send.send_request(Request::get(url).body(()).unwrap(), true).unwrap();
+    let resp = resp.await.unwrap();
+    let status = resp.status();
+    let mut body = resp.into_body();
+    let mut all = Vec::new();
+    while let Some(chunk) = body.data().await {
+        let chunk = chunk.unwrap();
+        all.extend_from_slice(&chunk);
+        let _ = body.flow_control().release_capacity(chunk.len());
+    }
+    (status, all, Instant::now())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_h2_connections_streams_run_at_once_and_end_with_it_or_finish_through_a_shutdown() {
+    // The streams of an HTTP/2 connection run on the connection's own task
+    // (server/h2_local.rs), not a task each: they must still run at once,
+    // end with their connection, and finish through a graceful shutdown.
+    let s = start(LimitsConfig::default()).await;
+    let base = format!("https://localhost:{}", s.addr.port());
+    let (send, driver) = h2_client(&s, "127.0.0.1").await;
+    let slow: Vec<_> = (0..8)
+        .map(|_| {
+            let (send, url) = (send.clone(), format!("{base}/slow"));
+            tokio::spawn(async move { h2_get(&send, &url).await })
+        })
+        .collect();
+    eventually(5, "eight slow handlers of one connection running at once", || s.seen.running.load(Ordering::SeqCst) == 8).await;
+    let (status, body, fast_at) = h2_get(&send, &format!("{base}/")).await;
+    assert_eq!((status, &body[..]), (StatusCode::OK, &b"0"[..]), "a quick request beside them");
+    for h in slow {
+        let (status, _, at) = h.await.unwrap();
+        assert_eq!(status, StatusCode::OK);
+        assert!(at > fast_at, "the quick request waited for a slow one");
+    }
+    // A connection that goes away with requests in hand gives their places back.
+    let mut hangs = Vec::new();
+    for _ in 0..3 {
+        let mut ready = send.clone().ready().await.unwrap();
+        hangs.push(ready.send_request(Request::get(format!("{base}/hang")).body(()).unwrap(), true).unwrap());
+    }
+    eventually(5, "three requests in hand", || s.stats.in_flight() == 3).await;
+    driver.abort();
+    drop((hangs, send));
+    eventually(5, "the places of a closed connection's requests to come back", || s.stats.in_flight() == 0).await;
+    // An answer still being made when the server is told to stop arrives whole.
+    let (send, driver) = h2_client(&s, "127.0.0.1").await;
+    let mut ready = send.clone().ready().await.unwrap();
+    let (resp, _) = ready.send_request(Request::get(format!("{base}/drip")).body(()).unwrap(), true).unwrap();
+    let mut body = resp.await.unwrap().into_body();
+    let first = body.data().await.unwrap().unwrap();
+    let _ = body.flow_control().release_capacity(first.len());
+    let shutdown = tokio::spawn(async move { s.server.shutdown().await });
+    let mut n = first.len();
+    let mut intact = first.iter().all(|&b| b == 7);
+    while let Some(chunk) = body.data().await {
+        let chunk = chunk.expect("the answer is not cut");
+        n += chunk.len();
+        intact &= chunk.iter().all(|&b| b == 7);
+        let _ = body.flow_control().release_capacity(chunk.len());
+    }
+    assert_eq!(n, 1 << 20, "bytes of the answer that arrived");
+    assert!(intact, "the answer arrived changed");
+    shutdown.await.unwrap();
+    eventually(5, "the connection to close after the shutdown", || driver.is_finished()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

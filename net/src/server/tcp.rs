@@ -92,7 +92,8 @@ async fn serve_tcp(
             let cx = RequestContext { peer, protocol: Protocol::Plain };
             conn.keep_alive_h1(&shared.limits);
             let c = shared.h1.serve_connection(TokioIo::new(sock), service(&shared, &conn, cx));
-            return Box::pin(drive(c, &conn, dog, &mut stop, stats, permit, true)).await;
+            let close = |c: Pin<&mut _>| GracefulConnection::graceful_shutdown(c);
+            return Box::pin(drive(c, close, &conn, dog, &mut stop, stats, permit, true)).await;
         }
         Some(cfg) => {
             // The handshake counts against the header deadline (the watchdog's first one).
@@ -134,12 +135,16 @@ async fn serve_tcp(
     let cx = RequestContext { peer, protocol };
     if protocol == Protocol::H2 {
         // h2 writes and flushes each frame alone (see coalesce.rs).
-        let c = shared.h2.serve_connection(TokioIo::new(WriteCoalescer::new(stream)), service(&shared, &conn, cx));
-        Box::pin(drive(c, &conn, dog, &mut stop, stats, permit, false)).await
+        // Its streams run on this task (h2_local.rs), not one task each.
+        let exec = h2_local::StreamExec::default();
+        let c = shared.h2(exec.clone()).serve_connection(TokioIo::new(WriteCoalescer::new(stream)), service(&shared, &conn, cx));
+        let close = |c: Pin<&mut h2_local::WithStreams<_>>| c.graceful_shutdown();
+        Box::pin(drive(h2_local::WithStreams::new(c, exec), close, &conn, dog, &mut stop, stats, permit, false)).await
     } else {
         conn.keep_alive_h1(&shared.limits);
         let c = shared.h1.serve_connection(TokioIo::new(stream), service(&shared, &conn, cx));
-        Box::pin(drive(c, &conn, dog, &mut stop, stats, permit, true)).await
+        let close = |c: Pin<&mut _>| GracefulConnection::graceful_shutdown(c);
+        Box::pin(drive(c, close, &conn, dog, &mut stop, stats, permit, true)).await
     }
 }
 
@@ -219,8 +224,10 @@ fn service(
 
 /// Runs a hyper connection until it ends, closing it gracefully when the
 /// watchdog or the server says so.
+#[allow(clippy::too_many_arguments)]
 async fn drive<C>(
     c: C,
+    close: impl Fn(Pin<&mut C>),
     conn: &ConnState,
     mut dog: Pin<Box<impl Future<Output = Close>>>,
     stop: &mut watch::Receiver<bool>,
@@ -228,7 +235,7 @@ async fn drive<C>(
     permit: &ConnPermit,
     h1: bool,
 ) where
-    C: GracefulConnection<Error = hyper::Error>,
+    C: Future<Output = Result<(), hyper::Error>>,
 {
     tokio::pin!(c);
     let mut grace: Option<Pin<Box<tokio::time::Sleep>>> = None;
@@ -276,12 +283,12 @@ async fn drive<C>(
                     // has no close to announce, and hyper would wait for it.
                     return;
                 }
-                c.as_mut().graceful_shutdown();
+                close(c.as_mut());
                 grace = Some(Box::pin(tokio::time::sleep(CLOSE_GRACE)));
             }
             _ = stop.changed(), if !stopping => {
                 stopping = true;
-                c.as_mut().graceful_shutdown();
+                close(c.as_mut());
             }
             () = async { if let Some(g) = grace.as_mut() { g.await } }, if grace.is_some() => return,
         }
