@@ -1,6 +1,7 @@
 //! The HTTP/3 listener: QUIC Initials charged to an address only once it is
 //! proven (a Retry otherwise), the handshake step gated per core, h3
-//! connections and their request tasks reaped as they finish.
+//! connections reaped as they finish, each running its requests on its own
+//! task (polled when woken, dropped with it).
 
 #![allow(clippy::wildcard_imports)]
 
@@ -8,6 +9,7 @@ use super::h3_streams::{
     ConnMemo, HeadFail, PeerStreams, ReadFail, RequestIn, ZERO_COPY_MIN, close, request_parts, send_response, serve_uni, varint,
 };
 use super::*;
+use futures_util::stream::{FuturesUnordered, StreamExt};
 use tranzcast_proto::http3::{self, H3Code};
 
 /// One endpoint's accept loop (`endpoints.rs` runs one per endpoint, on
@@ -163,8 +165,13 @@ async fn serve_h3(
     let memo = Arc::new(ConnMemo::default());
     // The first request stream not taken: what a GOAWAY names.
     let mut next_request: u64 = 0;
+    // The connection's requests run on this task, polled when woken, not a
+    // task each (no spawn, no scheduling per request; as HTTP/2's streams,
+    // h2_local.rs). A kill drops them with the connection.
+    let mut requests = FuturesUnordered::new();
     loop {
         let (send, recv) = tokio::select! {
+            Some(()) = requests.next(), if !requests.is_empty() => continue,
             r = quic.accept_bi() => match r {
                 Ok(s) => s,
                 Err(e) => { tracing::debug!(error = %e, "h3 accept"); break; }
@@ -199,14 +206,12 @@ async fn serve_h3(
             }
         };
         next_request = u64::from(send.id()) + 4;
-        let (shared2, conn2, stops2, quic2, memo2) = (shared.clone(), conn.clone(), stops.clone(), quic.clone(), memo.clone());
-        TaskGuard::spawn(&shared.stats, async move {
-            let _ = stops2.run(serve_h3_request(send, recv, quic2, shared2, conn2, memo2, cx)).await;
-        });
+        requests.push(serve_h3_request(send, recv, quic.clone(), shared.clone(), conn.clone(), memo.clone(), cx));
     }
     // The requests in hand keep their streams on this connection: let them
     // finish (the server's drain bounds a shutdown; a forced close waits a grace).
     let wait = async {
+        while requests.next().await.is_some() {}
         while conn.active.load(Ordering::Acquire) > 0 {
             let woken = conn.wake.notified();
             if conn.active.load(Ordering::Acquire) == 0 {
