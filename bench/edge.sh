@@ -10,6 +10,9 @@
 # REPEAT=N runs N rounds (every server in each) and prints medians: this machine drifts over minutes.
 # EDGE_ENV="VAR=VALUE ..." starts the edge with those variables (e.g. TOKIO_WORKER_THREADS=1).
 # BIN=PATH runs another tranzcast binary (before/after comparisons).
+# BIN2=PATH also runs a second edge of that build against the same origin (cases edge2-*), each of its
+#   cases right after the first edge's, and prints their paired ratios per round: a before/after
+#   comparison that this machine's drift (a fifth between minutes) does not swamp.
 # PERF=DIR profiles the edge and the floor per case (PERF_CALLGRAPH="--call-graph dwarf,16384" for call chains);
 # STRACE=DIR counts every server's system calls for 2 s of each case (strace -c), a file per case in DIR;
 # STAT=1 keeps perf stat counts (context switches, migrations) per case in the run directory (KEEP=1 keeps it).
@@ -83,6 +86,16 @@ env ${EDGE_ENV:-} "$BIN" edge --ca-dir "$T/origin/tls" --set role=edge --set nam
 EDGE_PID=$!
 PIDS+=($!)
 wait_up "https://localhost:$EP/healthz"
+E2P="" EDGE2_PID=""
+if [ -n "${BIN2:-}" ]; then
+    E2P=$(free_port)
+    env ${EDGE_ENV:-} "$BIN2" edge --ca-dir "$T/origin/tls" --set role=edge --set name=bench-edge2 --set "data_dir=$T/edge2" \
+        --set "origin=https://localhost:$OP" --set "cluster_token=$CLUSTER_TOKEN" --set "member_credential=$(credential bench-edge2 edge)" \
+        --set "listen.https=$LISTEN:$E2P" --set store.cache_bytes=256MiB >"$T/edge2.log" 2>&1 &
+    EDGE2_PID=$!
+    PIDS+=($!)
+    wait_up "https://localhost:$E2P/healthz"
+fi
 
 # A customer rents the title and plays it: the certificate every request carries.
 O="https://localhost:$OP"
@@ -96,6 +109,7 @@ AUTH="Authorization: Tranzcast $CERT"
 mkdir -p "$T/www/v1/blobs"
 for s in $SEGS; do
     curl -sf --cacert "$CA" -H "$AUTH" -o "$T/www/v1/blobs/$s" "https://localhost:$EP/v1/blobs/$s"
+    [ -z "$E2P" ] || curl -sf --cacert "$CA" -H "$AUTH" -o /dev/null "https://localhost:$E2P/v1/blobs/$s"
 done
 python3 - "$T/www/v1/blobs" <<'PY'
 import hashlib, os, sys
@@ -179,6 +193,7 @@ for s in $SEGS; do echo "https://localhost:PORT/v1/blobs/$s"; done >"$T/urls.tmp
 server_pids() {
     case $1 in
         edge-*) echo "$EDGE_PID" ;;
+        edge2-*) echo "$EDGE2_PID" ;;
         nginx-*) echo "$(cat "$T/nginx/nginx.pid") $(pgrep -P "$(cat "$T/nginx/nginx.pid")" | tr '\n' ' ')" ;;
         caddy-*) echo "$CADDY_PID" ;;
         floor-*) echo "$FLOOR_PID" ;;
@@ -196,6 +211,7 @@ cpu_ticks() {
 run() { # name port proto range -> json file
     local name=$1 port=$2 proto=$3 range=$4 args=()
     [[ "$name" =~ ${CASES:-.} ]] || return 0
+    [ -n "$port" ] || return 0
     sed "s/PORT/$port/" "$T/urls.tmpl" >"$T/urls.$name"
     case $proto in
         h1) args=(--http-version 1.1 -c "$CONNS") ;;
@@ -246,13 +262,16 @@ for load in hot range; do
     r=no; [ $load = range ] && r=yes
     for REP in $(seq "${REPEAT:-1}"); do
         run "edge-h1-$load" "$EP" h1 $r
+        run "edge2-h1-$load" "$E2P" h1 $r
         run "floor-h1-$load" "$FP" h1 $r
         run "nginx-h1-$load" "$NP" h1 $r
         run "edge-h2-$load" "$EP" h2 $r
+        run "edge2-h2-$load" "$E2P" h2 $r
         run "floor-h2-$load" "$FP" h2 $r
         run "nginx-h2-$load" "$NP" h2 $r
         run "caddy-h2-$load" "$CP" h2 $r
         run "edge-h3-$load" "$EP" h3 $r
+        run "edge2-h3-$load" "$E2P" h3 $r
         run "floor-h3-$load" "$FP" h3 $r
         [ -n "$QP" ] && run "quiche-h3-$load" "$QP" h3 $r
         run "caddy-h3-$load" "$CP" h3 $r
@@ -298,7 +317,7 @@ def load(name):
     return out
 rows, res = [], {}
 for load_ in ("hot", "range"):
-    for srv in ("edge", "nginx", "caddy", "floor", "quiche"):
+    for srv in ("edge", "edge2", "nginx", "caddy", "floor", "quiche"):
         for proto in ("h1", "h2", "h3"):
             n = f"{srv}-{proto}-{load_}"
             r = load(n)
@@ -344,6 +363,20 @@ for label, a, b, goal in [
     for load, what in (("hot", "hot 1 MiB, req/s"), ("range", "4 KiB ranges, req/s")):
         if a + "-" + load in res and b + "-" + load in res:
             record(f"{label}: {what}{over}", f"{res[a + '-' + load]['rps']:.0f}", f"{res[b + '-' + load]['rps']:.0f}", ratio(a + "-" + load, b + "-" + load), goal)
+# BIN2: the second edge against the first, round by round (each pair ran back to back).
+import glob, re, statistics
+for proto in ("h1", "h2", "h3"):
+    for load_ in ("hot", "range"):
+        pairs = []
+        for f in sorted(glob.glob(os.path.join(T, f"edge2-{proto}-{load_}.r*.json"))):
+            rep = re.search(r"\.r(\d+)\.json$", f).group(1)
+            a, b = load_round(f"edge-{proto}-{load_}.r{rep}"), load_round(f"edge2-{proto}-{load_}.r{rep}")
+            if a and b and a["rps"] > 0 and b["srv_us"] > 0:
+                pairs.append((b["rps"] / a["rps"], a["srv_us"] / b["srv_us"]))
+        if pairs:
+            print(f"edge2/edge {proto} {load_}: req/s median {statistics.median(p[0] for p in pairs):.3f} "
+                  f"({' '.join(f'{p[0]:.2f}' for p in pairs)}), server CPU per request (edge/edge2) median "
+                  f"{statistics.median(p[1] for p in pairs):.3f} ({' '.join(f'{p[1]:.2f}' for p in pairs)})")
 PY
 echo "(edge's own counters: requests by protocol and status, HTTP/3 body bytes sent uncopied or copied, HTTP/3 connections by endpoint:)"
 cat "$T/edge.metrics"
