@@ -395,7 +395,6 @@ struct Shared {
     body_memory: Arc<Semaphore>,
     alt_svc: Option<HeaderValue>,
     h1: hyper::server::conn::http1::Builder,
-
     /// Handshake steps that may be runnable at once (see `tcp::tls_handshake`).
     handshakes: Semaphore,
 }
@@ -419,9 +418,7 @@ impl Shared {
             handshakes: Semaphore::new(std::thread::available_parallelism().map_or(2, |n| n.get())),
         }
     }
-}
 
-impl Shared {
     /// HTTP/2 for one connection, its streams run by `exec` (h2_local.rs).
     fn h2(&self, exec: h2_local::StreamExec) -> hyper::server::conn::http2::Builder<h2_local::StreamExec> {
         let mut h2 = hyper::server::conn::http2::Builder::new(exec);

@@ -169,6 +169,7 @@ async fn serve_h3(
     // task each (no spawn, no scheduling per request; as HTTP/2's streams,
     // h2_local.rs). A kill drops them with the connection.
     let mut requests = FuturesUnordered::new();
+    let mut say_goaway = false;
     loop {
         let (send, recv) = tokio::select! {
             Some(()) = requests.next(), if !requests.is_empty() => continue,
@@ -197,11 +198,11 @@ async fn serve_h3(
                     permit.slots.penalize(permit.key, stats);
                 }
                 forced = true;
-                goaway(&mut control, next_request).await;
+                say_goaway = true;
                 break;
             }
             _ = stop.changed() => {
-                goaway(&mut control, next_request).await;
+                say_goaway = true;
                 break;
             }
         };
@@ -209,8 +210,14 @@ async fn serve_h3(
         requests.push(serve_h3_request(send, recv, quic.clone(), shared.clone(), conn.clone(), memo.clone(), cx));
     }
     // The requests in hand keep their streams on this connection: let them
-    // finish (the server's drain bounds a shutdown; a forced close waits a grace).
-    let wait = async {
+    // finish (the server's drain bounds a shutdown; a forced close waits a
+    // grace), still polled while the GOAWAY waits for the client's credit.
+    let say = async {
+        if say_goaway {
+            goaway(&mut control, next_request).await;
+        }
+    };
+    let finish = async {
         while requests.next().await.is_some() {}
         while conn.active.load(Ordering::Acquire) > 0 {
             let woken = conn.wake.notified();
@@ -220,10 +227,13 @@ async fn serve_h3(
             woken.await;
         }
     };
+    let both = async {
+        tokio::join!(say, finish);
+    };
     if forced {
-        let _ = tokio::time::timeout(CLOSE_GRACE, wait).await;
+        let _ = tokio::time::timeout(CLOSE_GRACE, both).await;
     } else {
-        wait.await;
+        both.await;
     }
     // The GOAWAY is on its way: closing at once would drop it unsent. A
     // few round trips for it to land (or for the client to close first).
