@@ -10,8 +10,6 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::OnceLock;
 
-use subtle::ConstantTimeEq;
-
 use super::huffman;
 use super::{H3Code, H3Error};
 
@@ -130,17 +128,26 @@ pub struct Field<'a> {
     pub value: Cow<'a, [u8]>,
 }
 
-/// The last long Huffman strings decoded, by their coded bytes. A client
-/// sends the same long field (a credential) on every request, and without
-/// a dynamic table it is coded anew each time: decoding it is the largest
-/// cost of a small answer. A hit is decided by comparing every coded byte,
-/// so the value is exactly what decoding would give; the comparison takes
-/// the same time wherever the bytes differ. Bounded: [`MEMO_SLOTS`]
-/// entries of at most a field section's size each.
+/// The Huffman strings a connection sent last, by their coded bytes. A
+/// client sends the same fields again and again (its credential on every
+/// request, a path for every range of one blob), and without a dynamic
+/// table each comes coded anew: decoding them was the largest cost of a
+/// small answer. A hit is decided by comparing every coded byte, so the
+/// value is exactly what decoding would give; the comparison takes the
+/// same time wherever the bytes differ (a proxy's connection carries
+/// several users' credentials). Bounded: [`MEMO_SLOTS`] strings of
+/// [`MEMO_MIN`] to [`MEMO_MAX`] coded bytes; the one hit longest ago goes.
 #[derive(Default)]
 pub struct HuffmanMemo {
-    slots: Vec<(Vec<u8>, Vec<u8>)>,
-    next: usize,
+    slots: Vec<MemoSlot>,
+    /// Counts lookups: a slot's `used` is the count when it was last hit.
+    clock: u64,
+}
+
+struct MemoSlot {
+    coded: Vec<u8>,
+    plain: Vec<u8>,
+    used: u64,
 }
 
 impl std::fmt::Debug for HuffmanMemo {
@@ -150,31 +157,36 @@ impl std::fmt::Debug for HuffmanMemo {
     }
 }
 
-/// Strings shorter than this (coded) are decoded: cheaper than a lookup.
-pub const MEMO_MIN: usize = 64;
+/// Strings shorter than this (coded) are decoded: cheaper than a lookup,
+/// and they are the fields that change per request (a range, a length).
+pub const MEMO_MIN: usize = 24;
+/// Longer strings are decoded and not kept: what a connection holds stays
+/// small (credentials and paths are a few hundred bytes).
+pub const MEMO_MAX: usize = 1024;
 /// How many strings a memo keeps.
-pub const MEMO_SLOTS: usize = 4;
+pub const MEMO_SLOTS: usize = 8;
 
 impl HuffmanMemo {
     fn decode(&mut self, raw: &[u8]) -> Result<Vec<u8>, huffman::HuffmanError> {
-        if raw.len() < MEMO_MIN {
+        if !(MEMO_MIN..=MEMO_MAX).contains(&raw.len()) {
             let mut out = Vec::new();
             huffman::decode(raw, &mut out)?;
             return Ok(out);
         }
-        // In time that does not depend on where the bytes differ: a string
-        // kept here may be another client's credential, or the cluster's token.
-        if let Some((_, plain)) = self.slots.iter().find(|(coded, _)| coded.len() == raw.len() && bool::from(coded[..].ct_eq(raw))) {
-            return Ok(plain.clone());
+        self.clock += 1;
+        // In time that does not depend on where the bytes differ.
+        if let Some(slot) = self.slots.iter_mut().find(|m| m.coded.len() == raw.len() && constant_time_eq::constant_time_eq(&m.coded, raw))
+        {
+            slot.used = self.clock;
+            return Ok(slot.plain.clone());
         }
         let mut out = Vec::new();
         huffman::decode(raw, &mut out)?;
-        let entry = (raw.to_vec(), out.clone());
+        let entry = MemoSlot { coded: raw.to_vec(), plain: out.clone(), used: self.clock };
         if self.slots.len() < MEMO_SLOTS {
             self.slots.push(entry);
-        } else {
-            self.slots[self.next] = entry;
-            self.next = (self.next + 1) % MEMO_SLOTS;
+        } else if let Some(oldest) = self.slots.iter_mut().min_by_key(|m| m.used) {
+            *oldest = entry;
         }
         Ok(out)
     }
@@ -522,6 +534,40 @@ mod tests {
         bad.extend(std::iter::repeat_n(0xffu8, 70));
         assert!(decode_section_memo(&bad, 1 << 14, 100, &mut memo).is_err());
         assert!(decode_section_memo(&bad, 1 << 14, 100, &mut memo).is_err());
+    }
+
+    #[test]
+    fn the_memo_keeps_what_is_sent_again_and_nothing_too_long() {
+        let mut memo = HuffmanMemo::default();
+        let coded = |value: &str| {
+            let mut v = Vec::new();
+            huffman::encode(value.as_bytes(), &mut v);
+            v
+        };
+        let kept = |memo: &HuffmanMemo, c: &[u8]| memo.slots.iter().any(|m| m.coded == c);
+        // A credential sent with every request stays while paths churn
+        // through the other slots.
+        let credential = coded(&format!("Tranzcast {}", "k".repeat(300)));
+        for i in 0..(MEMO_SLOTS * 5) {
+            assert!(memo.decode(&credential).is_ok());
+            let path = coded(&format!("/v1/blobs/{i:064x}"));
+            assert!((MEMO_MIN..=MEMO_MAX).contains(&path.len()));
+            assert_eq!(memo.decode(&path).unwrap(), format!("/v1/blobs/{i:064x}").as_bytes());
+            assert!(kept(&memo, &credential), "after path {i}");
+        }
+        assert_eq!(memo.slots.len(), MEMO_SLOTS);
+        // Short strings and strings past MEMO_MAX are decoded, not kept.
+        let short = coded("bytes=4096-8191");
+        assert!(short.len() < MEMO_MIN);
+        let long = coded(&"x".repeat(MEMO_MAX * 2));
+        for c in [&short, &long] {
+            let mut want = Vec::new();
+            huffman::decode(c, &mut want).unwrap();
+            assert_eq!(memo.decode(c).unwrap(), want);
+            assert!(!kept(&memo, c));
+        }
+        let held: usize = memo.slots.iter().map(|m| m.coded.len() + m.plain.len()).sum();
+        assert!(held <= MEMO_SLOTS * (MEMO_MAX + MEMO_MAX * 8 / 5), "{held}");
     }
 
     #[test]
