@@ -181,6 +181,10 @@ pub struct ServerStats {
     pub(crate) in_flight: AtomicI64,
     pub(crate) exempt_in_flight: AtomicI64,
     pub(crate) tasks: AtomicI64,
+    /// HTTP/2 connections' stream executors alive (server/h2_local.rs).
+    pub(crate) h2_executors: AtomicI64,
+    /// Requests whose handler or answer panicked (contained to the request).
+    pub(crate) panics: AtomicU64,
     pub(crate) body_bytes_held: AtomicI64,
     bytes_out: AtomicU64,
     /// HTTP/3 response body bytes handed to quinn as they were (no copy),
@@ -214,6 +218,8 @@ impl Default for ServerStats {
             in_flight: AtomicI64::new(0),
             exempt_in_flight: AtomicI64::new(0),
             tasks: AtomicI64::new(0),
+            h2_executors: AtomicI64::new(0),
+            panics: AtomicU64::new(0),
             body_bytes_held: AtomicI64::new(0),
             bytes_out: AtomicU64::new(0),
             h3_body_zero_copy: AtomicU64::new(0),
@@ -255,6 +261,26 @@ impl ServerStats {
     /// Connection and request tasks alive now.
     pub fn tasks(&self) -> i64 {
         self.tasks.load(Ordering::Relaxed)
+    }
+
+    /// Requests whose handler or answer panicked: each was answered 500
+    /// or reset alone, its connection and the other requests going on.
+    pub fn panics(&self) -> u64 {
+        self.panics.load(Ordering::Relaxed)
+    }
+
+    /// Counts and logs a panic contained to one request.
+    pub(crate) fn panicked(&self, protocol: Protocol, what: &str, payload: &(dyn std::any::Any + Send)) {
+        self.panics.fetch_add(1, Ordering::Relaxed);
+        let message =
+            payload.downcast_ref::<&str>().copied().or_else(|| payload.downcast_ref::<String>().map(String::as_str)).unwrap_or("");
+        tracing::error!(?protocol, what, message, "a request panicked; contained to it");
+    }
+
+    /// HTTP/2 connections' stream executors alive now (one per HTTP/2
+    /// connection, freed with it and the streams it held).
+    pub fn h2_executors(&self) -> i64 {
+        self.h2_executors.load(Ordering::Relaxed)
     }
 
     /// Open client connections now, all protocols.
@@ -391,6 +417,18 @@ impl ServerStats {
             ),
             ("requests_in_flight", "gauge", "Requests in hand now: arrived, response body not finished.", self.in_flight()),
             ("tasks", "gauge", "Connection and request tasks alive now.", self.tasks()),
+            (
+                "handler_panics_total",
+                "counter",
+                "Requests whose handler or answer panicked: answered 500 or reset alone, the connection going on.",
+                self.panics() as i64,
+            ),
+            (
+                "h2_executors",
+                "gauge",
+                "HTTP/2 connections' stream executors alive now: above the HTTP/2 connections open, streams are held past their connection.",
+                self.h2_executors(),
+            ),
             ("request_body_bytes", "gauge", "Request body bytes held in memory now.", self.body_bytes_held.load(Ordering::Relaxed)),
         ];
         for (name, kind, help, v) in gauges {

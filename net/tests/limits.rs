@@ -56,6 +56,7 @@ struct Server {
 
 /// A server whose handler answers `/slow` after 300 ms, `/hang` after a
 /// minute, `/big` with 4 MiB at once, `/drip` with 1 MiB over 150 ms,
+/// panics on `/panic` (and in its answer's body on `/panic-body`),
 /// `/echo` with the body's length, anything else at once; `admit`
 /// wants `authorization: ok` on `/secret` and lets `/upload` take an upload body.
 async fn start(limits: LimitsConfig) -> Server {
@@ -73,6 +74,17 @@ async fn start(limits: LimitsConfig) -> Server {
             match req.uri().path() {
                 "/slow" => tokio::time::sleep(Duration::from_millis(300)).await,
                 "/hang" => tokio::time::sleep(Duration::from_secs(60)).await,
+                "/panic" => panic!("the test handler panics"),
+                // One piece of the answer, then a panic while making the next.
+                "/panic-body" => {
+                    let pieces = futures_util::stream::unfold(0u32, |i| async move {
+                        assert!(i == 0, "the test answer panics");
+                        Some((Ok::<_, std::io::Error>(hyper::body::Frame::data(Bytes::from(vec![7u8; 1000]))), i + 1))
+                    });
+                    let mut r = Response::new(http_body_util::BodyExt::boxed_unsync(http_body_util::StreamBody::new(pieces)));
+                    r.headers_mut().insert("content-length", http::HeaderValue::from_static("2000"));
+                    return r;
+                }
                 "/big" => return Response::new(full(vec![7u8; 4 << 20])),
                 // 1 MiB in 16 pieces 10 ms apart: an answer still being made.
                 "/drip" => {
@@ -557,6 +569,122 @@ async fn an_h2_connections_streams_run_at_once_and_end_with_it_or_finish_through
     assert!(intact, "the answer arrived changed");
     shutdown.await.unwrap();
     eventually(5, "the connection to close after the shutdown", || driver.is_finished()).await;
+}
+
+/// An HTTP/2 frame: length, type, flags, stream, payload.
+fn h2_frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let mut f = (payload.len() as u32).to_be_bytes()[1..].to_vec();
+    f.extend([kind, flags]);
+    f.extend(stream.to_be_bytes());
+    f.extend_from_slice(payload);
+    f
+}
+
+/// An HPACK literal field line without indexing, by static name index (< 15), plain value.
+fn hpack_literal(name_index: u8, value: &str, out: &mut Vec<u8>) {
+    out.push(name_index);
+    out.push(value.len() as u8);
+    out.extend_from_slice(value.as_bytes());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_h2_connection_ended_in_the_poll_that_started_its_streams_leaves_nothing_behind() {
+    // hyper ends a connection in the very poll that handed its executor a
+    // stream when, in the same read, a CONNECT carries a body (it resets it
+    // and stops). Each stream holds a clone of its connection's executor, so
+    // a stream left in the executor's inbox would hold the inbox, and with
+    // it the request and its buffers, for ever: one flight, one leak.
+    let s = start(LimitsConfig::default()).await;
+    assert_eq!(s.stats.h2_executors(), 0);
+    for round in 0..3 {
+        let mut tls = tls_from(&s, "127.0.0.1", &[b"h2"]).await.unwrap();
+        let mut flight = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+        flight.extend(h2_frame(4, 0, 0, &[]));
+        // Stream 1: GET /hang (END_STREAM | END_HEADERS).
+        let mut get = vec![0x82, 0x87]; // :method GET, :scheme https
+        hpack_literal(1, "localhost", &mut get);
+        hpack_literal(4, "/hang", &mut get);
+        flight.extend(h2_frame(1, 0x5, 1, &get));
+        // Stream 3: CONNECT with content-length 1 (END_HEADERS).
+        let mut connect = Vec::new();
+        hpack_literal(2, "CONNECT", &mut connect);
+        hpack_literal(1, "localhost", &mut connect);
+        connect.extend([0x0f, 28 - 15, 1, b'1']); // content-length (static 28): "1"
+        flight.extend(h2_frame(1, 0x4, 3, &connect));
+        tls.write_all(&flight).await.unwrap();
+        tls.flush().await.unwrap();
+        assert!(closed_within(&mut tls, Duration::from_secs(5)).await, "round {round}: hyper ends the connection");
+        eventually(5, "the connection's executor and the stream it was handed to be freed", || s.stats.h2_executors() == 0).await;
+        assert_eq!(s.seen.running.load(Ordering::SeqCst), 0, "the GET's handler never ran");
+    }
+    // The server still answers over HTTP/2, and its executor goes with it.
+    let base = format!("https://localhost:{}", s.addr.port());
+    let (send, driver) = h2_client(&s, "127.0.0.1").await;
+    assert_eq!(h2_get(&send, &format!("{base}/")).await.0, StatusCode::OK);
+    assert_eq!(s.stats.h2_executors(), 1);
+    driver.abort();
+    drop(send);
+    eventually(5, "a closed connection's executor to be freed", || s.stats.h2_executors() == 0).await;
+    s.server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_that_panics_fails_alone_on_every_protocol() {
+    // A handler's panic is that request's 500; a panic in an answer's body
+    // ends that answer. The connection and its other requests go on: an
+    // HTTP/2 or HTTP/3 connection's requests share its task.
+    let s = start(LimitsConfig::default()).await;
+    let base = format!("https://localhost:{}", s.addr.port());
+    let h1 = reqwest::Client::builder()
+        .tls_backend_preconfigured(tranzcast_net::tls::client_config(s.ca.as_bytes(), &[b"http/1.1"]).unwrap())
+        .http1_only()
+        .build()
+        .unwrap();
+    let r = h1.get(format!("{base}/panic")).send().await.unwrap();
+    assert_eq!(r.status(), 500);
+    assert!(r.text().await.unwrap().contains("internal_error"));
+    assert_eq!(h1.get(format!("{base}/")).send().await.unwrap().status(), 200);
+    assert_eq!(s.stats.panics(), 1);
+    // HTTP/2: a request in hand beside them keeps running.
+    let (send, driver) = h2_client(&s, "127.0.0.1").await;
+    let mut ready = send.clone().ready().await.unwrap();
+    let (hang, _) = ready.send_request(Request::get(format!("{base}/hang")).body(()).unwrap(), true).unwrap();
+    eventually(5, "the hanging request to run", || s.seen.running.load(Ordering::SeqCst) == 1).await;
+    assert_eq!(h2_get(&send, &format!("{base}/panic")).await.0, StatusCode::INTERNAL_SERVER_ERROR);
+    let mut ready = send.clone().ready().await.unwrap();
+    let (resp, _) = ready.send_request(Request::get(format!("{base}/panic-body")).body(()).unwrap(), true).unwrap();
+    let mut body = resp.await.unwrap().into_body();
+    let mut got = 0;
+    let cut = loop {
+        match body.data().await {
+            Some(Ok(chunk)) => got += chunk.len(),
+            Some(Err(e)) => break e.is_reset(),
+            None => break false,
+        }
+    };
+    assert!(cut && got <= 1000, "the answer whose body panicked is reset ({got} bytes came)");
+    assert_eq!(h2_get(&send, &format!("{base}/")).await.0, StatusCode::OK, "the connection goes on");
+    assert!(!driver.is_finished());
+    assert_eq!(s.seen.running.load(Ordering::SeqCst), 1, "the request in hand beside them still runs");
+    assert_eq!(s.stats.panics(), 3);
+    driver.abort();
+    drop((hang, send));
+    // HTTP/3.
+    let h3 = H3Client::connect(s.addr, "localhost", s.ca.as_bytes()).await.unwrap();
+    let url = format!("{base}/");
+    assert_eq!(h3.request(Request::get(&url).body(Bytes::new()).unwrap()).await.unwrap().status(), 200);
+    let r = h3.request(Request::get(format!("{base}/panic")).body(Bytes::new()).unwrap()).await.unwrap();
+    assert_eq!(r.status(), 500);
+    // Reset (a stream error), not finished: a stream ending before its
+    // answer's head would be a connection error for the client.
+    assert!(h3.request(Request::get(format!("{base}/panic-body")).body(Bytes::new()).unwrap()).await.is_err());
+    assert_eq!(h3.request(Request::get(&url).body(Bytes::new()).unwrap()).await.unwrap().status(), 200, "the connection goes on");
+    assert_eq!(s.stats.panics(), 5);
+    let mut metrics = String::new();
+    s.stats.render("test", &mut metrics);
+    assert!(metrics.contains("test_handler_panics_total 5"), "{metrics}");
+    eventually(5, "every request's place back", || s.stats.in_flight() == 0).await;
+    s.server.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

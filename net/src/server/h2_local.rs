@@ -12,28 +12,72 @@
 //! connection's frames are still read and written by hyper, and a stream's
 //! futures are dropped with their connection (their guards count them then;
 //! a spawned stream went on until it noticed its reset).
+//!
+//! Every stream hyper hands over holds a clone of the executor, so a
+//! stream left in the inbox keeps the inbox alive: a cycle. hyper can end
+//! a connection in the very poll that handed it streams (a CONNECT with a
+//! body, sent behind a GET in one flight), so the inbox is emptied when the
+//! connection ends and when it is dropped; `h2_executors` counts the inboxes
+//! alive, which a leak would leave above the HTTP/2 connections open.
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
+use futures_util::FutureExt;
 use futures_util::stream::{FuturesUnordered, StreamExt};
+
+use crate::stats::ServerStats;
 
 type Stream = Pin<Box<dyn Future<Output = ()> + Send>>;
 
 /// The executor of one connection: streams wait in its inbox until the
-/// connection's task takes them (hyper calls it from within that task's
-/// poll of the connection, so nothing needs waking).
-#[derive(Clone, Default)]
-pub(super) struct StreamExec(Arc<Mutex<Vec<Stream>>>);
+/// connection's task takes them. hyper calls it from within that task's
+/// poll of the connection, or of one of its streams (a CONNECT's upgrade),
+/// so nothing needs waking: the task polls the inbox again before it sleeps.
+#[derive(Clone)]
+pub(super) struct StreamExec(Arc<Inbox>);
+
+struct Inbox {
+    streams: Mutex<Vec<Stream>>,
+    stats: Arc<ServerStats>,
+}
+
+impl StreamExec {
+    pub(super) fn new(stats: Arc<ServerStats>) -> Self {
+        stats.h2_executors.fetch_add(1, Ordering::Relaxed);
+        Self(Arc::new(Inbox { streams: Mutex::default(), stats }))
+    }
+
+    /// Drops the streams not yet taken (outside the lock: dropping them
+    /// drops their clones of this executor).
+    fn clear(&self) {
+        drop(std::mem::take(&mut *lock(&self.0.streams)));
+    }
+}
+
+impl Drop for Inbox {
+    fn drop(&mut self) {
+        self.stats.h2_executors.fetch_sub(1, Ordering::Relaxed);
+    }
+}
 
 impl<F> hyper::rt::Executor<F> for StreamExec
 where
     F: Future<Output = ()> + Send + 'static,
 {
     fn execute(&self, stream: F) {
-        lock(&self.0).push(Box::pin(stream));
+        // A stream that panics (its answer's body, say) is dropped alone,
+        // which resets it; the connection's other streams go on.
+        let stats = self.0.stats.clone();
+        let contained = std::panic::AssertUnwindSafe(stream).catch_unwind().map(move |r| {
+            if let Err(payload) = r {
+                stats.panicked(crate::Protocol::H2, "stream", &*payload);
+            }
+        });
+        lock(&self.0.streams).push(Box::pin(contained));
     }
 }
 
@@ -59,6 +103,12 @@ impl<C> WithStreams<C> {
     }
 }
 
+impl<C> Drop for WithStreams<C> {
+    fn drop(&mut self) {
+        self.exec.clear();
+    }
+}
+
 impl<C: hyper_util::server::graceful::GracefulConnection> WithStreams<C> {
     /// Closes the connection gracefully (GOAWAY; its streams in hand go on).
     pub(super) fn graceful_shutdown(mut self: Pin<&mut Self>) {
@@ -76,9 +126,11 @@ impl<C: Future> Future for WithStreams<C> {
             // and writes what the streams queued. Once it ends, its streams
             // are dropped with it.
             if let Poll::Ready(out) = this.conn.as_mut().poll(cx) {
+                this.exec.clear();
+                this.streams.clear();
                 return Poll::Ready(out);
             }
-            let new = std::mem::take(&mut *lock(&this.exec.0));
+            let new = std::mem::take(&mut *lock(&this.exec.0.streams));
             let started = !new.is_empty();
             this.streams.extend(new);
             let mut ended = false;

@@ -9,6 +9,7 @@ use super::h3_streams::{
     ConnMemo, HeadFail, PeerStreams, ReadFail, RequestIn, ZERO_COPY_MIN, close, request_parts, send_response, serve_uni, varint,
 };
 use super::*;
+use futures_util::FutureExt;
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use tranzcast_proto::http3::{self, H3Code};
 
@@ -207,7 +208,16 @@ async fn serve_h3(
             }
         };
         next_request = u64::from(send.id()) + 4;
-        requests.push(serve_h3_request(send, recv, quic.clone(), shared.clone(), conn.clone(), memo.clone(), cx));
+        // A request that panics (its answer's body, say; a handler's panic
+        // is a 500 already) ends alone, its stream reset; the connection's
+        // other requests go on.
+        let stats = shared.stats.clone();
+        let request = serve_h3_request(send, recv, quic.clone(), shared.clone(), conn.clone(), memo.clone(), cx);
+        requests.push(std::panic::AssertUnwindSafe(request).catch_unwind().map(move |r| {
+            if let Err(payload) = r {
+                stats.panicked(Protocol::H3, "stream", &*payload);
+            }
+        }));
     }
     // The requests in hand keep their streams on this connection: let them
     // finish (the server's drain bounds a shutdown; a forced close waits a
@@ -252,8 +262,33 @@ async fn goaway(control: &mut quinn::SendStream, next_request: u64) {
     let _ = tokio::time::timeout(CLOSE_GRACE, control.write_all(&frame)).await;
 }
 
+/// A request's answer stream, reset if the request panics: dropped, quinn
+/// would finish it, and an answer cut short would end like a whole one.
+struct ResetOnPanic(quinn::SendStream);
+
+impl Drop for ResetOnPanic {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let _ = self.0.reset(varint(H3Code::InternalError));
+        }
+    }
+}
+
+impl std::ops::Deref for ResetOnPanic {
+    type Target = quinn::SendStream;
+    fn deref(&self) -> &quinn::SendStream {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for ResetOnPanic {
+    fn deref_mut(&mut self) -> &mut quinn::SendStream {
+        &mut self.0
+    }
+}
+
 async fn serve_h3_request(
-    mut send: quinn::SendStream,
+    send: quinn::SendStream,
     recv: quinn::RecvStream,
     quic: quinn::Connection,
     shared: Arc<Shared>,
@@ -261,6 +296,7 @@ async fn serve_h3_request(
     memo: Arc<ConnMemo>,
     cx: RequestContext,
 ) {
+    let mut send = ResetOnPanic(send);
     let stats = &shared.stats;
     let limits = &shared.limits;
     // A field section's encoding is never longer than its size as counted

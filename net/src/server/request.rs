@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use bytes::{Bytes, BytesMut};
+use futures_util::FutureExt;
 use http::{HeaderValue, Request, Response, StatusCode};
 use http_body::Body as HttpBody;
 use http_body_util::BodyExt;
@@ -15,7 +16,7 @@ use super::guards::{Active, BodyHold, ConnState, InFlight, LoadGuard};
 use super::h3_streams::{ReadFail, RequestIn, close};
 use super::{Body, BodyLimit, EXEMPT_MAX, Protocol, RequestContext, Shared, error_response};
 use crate::limits::body_deadline;
-use crate::stats::Refusal;
+use crate::stats::{Refusal, ServerStats};
 
 /// Where a request body comes from (hyper's incoming body, an h3 stream).
 pub(super) trait ChunkSource: Send {
@@ -132,6 +133,20 @@ pub(super) async fn read_body(
 /// within its cap, deadline and the body memory, then the handler within
 /// the request timeout. Returns the answer and the request's guard, which
 /// the caller keeps until the response body is done.
+/// The answer to a request whose handler panicked: 500, counted and logged.
+fn panicked(
+    mut guard: InFlight,
+    stats: &ServerStats,
+    cx: RequestContext,
+    what: &str,
+    payload: &(dyn std::any::Any + Send),
+) -> (Response<Body>, InFlight) {
+    stats.panicked(cx.protocol, what, payload);
+    let status = StatusCode::INTERNAL_SERVER_ERROR;
+    guard.answered(status);
+    (error_response(status, "internal_error", "the server failed on this request"), guard)
+}
+
 pub(super) async fn process(
     shared: &Shared,
     conn: &Arc<ConnState>,
@@ -184,10 +199,14 @@ pub(super) async fn process(
         let reason = format!("more than {} header fields", limits.max_headers);
         return refuse(guard, Refusal::TooManyHeaders, StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "headers_too_large", &reason);
     }
-    let cap = match (shared.handler.admit)(&mut parts, &cx) {
-        Ok(BodyLimit::Small) => limits.max_body.0,
-        Ok(BodyLimit::Upload) => limits.max_upload_body.0,
-        Err(refused) => {
+    // A handler that panics fails its request alone (500): not its
+    // connection's other requests, nor the thread's other connections.
+    let admitted = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (shared.handler.admit)(&mut parts, &cx)));
+    let cap = match admitted {
+        Ok(Ok(BodyLimit::Small)) => limits.max_body.0,
+        Ok(Ok(BodyLimit::Upload)) => limits.max_upload_body.0,
+        Err(payload) => return panicked(guard, stats, cx, "admit", &*payload),
+        Ok(Err(refused)) => {
             stats.refuse(refused.reason);
             guard.answered(refused.status);
             return (refused.response(), guard);
@@ -240,8 +259,10 @@ pub(super) async fn process(
         }
     };
     let req = Request::from_parts(parts, bytes);
-    let mut resp = match tokio::time::timeout(limits.request_timeout.0, (shared.handler.call)(req, cx)).await {
-        Ok(r) => r,
+    let call = std::panic::AssertUnwindSafe((shared.handler.call)(req, cx)).catch_unwind();
+    let mut resp = match tokio::time::timeout(limits.request_timeout.0, call).await {
+        Ok(Ok(r)) => r,
+        Ok(Err(payload)) => return panicked(guard, stats, cx, "handler", &*payload),
         Err(_) => {
             return refuse(guard, Refusal::RequestTimeout, StatusCode::GATEWAY_TIMEOUT, "timeout", "no answer within the request timeout");
         }

@@ -136,7 +136,7 @@ async fn serve_tcp(
     if protocol == Protocol::H2 {
         // h2 writes and flushes each frame alone (see coalesce.rs).
         // Its streams run on this task (h2_local.rs), not one task each.
-        let exec = h2_local::StreamExec::default();
+        let exec = h2_local::StreamExec::new(shared.stats.clone());
         let c = shared.h2(exec.clone()).serve_connection(TokioIo::new(WriteCoalescer::new(stream)), service(&shared, &conn, cx));
         let close = |c: Pin<&mut h2_local::WithStreams<_>>| c.graceful_shutdown();
         Box::pin(drive(h2_local::WithStreams::new(c, exec), close, &conn, dog, &mut stop, stats, permit, false)).await
