@@ -240,14 +240,19 @@ async fn serve_h3(
     let both = async {
         tokio::join!(say, finish);
     };
+    // A forced close takes CLOSE_GRACE in all, the GOAWAY's landing included.
+    let grace_ends = tokio::time::Instant::now() + CLOSE_GRACE;
     if forced {
-        let _ = tokio::time::timeout(CLOSE_GRACE, both).await;
+        let _ = tokio::time::timeout_at(grace_ends, both).await;
     } else {
         both.await;
     }
     // The GOAWAY is on its way: closing at once would drop it unsent. A
     // few round trips for it to land (or for the client to close first).
-    let landing = (quic.rtt() * 3 + Duration::from_millis(10)).min(CLOSE_GRACE);
+    let mut landing = (quic.rtt() * 3 + Duration::from_millis(10)).min(CLOSE_GRACE);
+    if forced {
+        landing = landing.min(grace_ends.saturating_duration_since(tokio::time::Instant::now()));
+    }
     let _ = tokio::time::timeout(landing, quic.closed()).await;
     // With the connection already gone, a no-op.
     quic.close(varint(H3Code::NoError), b"closed by server");

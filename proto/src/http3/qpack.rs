@@ -174,9 +174,17 @@ impl HuffmanMemo {
             return Ok(out);
         }
         self.clock += 1;
-        // In time that does not depend on where the bytes differ.
-        if let Some(slot) = self.slots.iter_mut().find(|m| m.coded.len() == raw.len() && constant_time_eq::constant_time_eq(&m.coded, raw))
-        {
+        // Every slot compared, each in time that does not depend on where
+        // the bytes differ: how long a lookup takes says whether it hit
+        // (as a QPACK dynamic table's would, RFC 9204 7.1), not which
+        // string nor how much of one matched.
+        let mut hit = None;
+        for (i, m) in self.slots.iter().enumerate() {
+            if m.coded.len() == raw.len() && constant_time_eq::constant_time_eq(&m.coded, raw) {
+                hit = Some(i);
+            }
+        }
+        if let Some(slot) = hit.map(|i| &mut self.slots[i]) {
             slot.used = self.clock;
             return Ok(slot.plain.clone());
         }
