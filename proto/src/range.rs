@@ -103,7 +103,10 @@ fn byte_position(digits: &[u8]) -> Option<u64> {
     digits.iter().try_fold(0u64, |n, &c| c.is_ascii_digit().then(|| n * 10 + u64::from(c - b'0')))
 }
 
-fn parse_range_general(value: &str, max: usize) -> Result<Option<Vec<RangeSpec>>, String> {
+/// [`parse_range_max`] without the one-pass path: every form the RFC
+/// allows, read the long way (public so the fuzz target can check that
+/// both paths give the same answer).
+pub fn parse_range_general(value: &str, max: usize) -> Result<Option<Vec<RangeSpec>>, String> {
     let max = max.clamp(1, MAX_RANGES);
     let value = value.trim();
     let Some((unit, set)) = value.split_once('=') else {
