@@ -11,8 +11,9 @@
 # EDGE_ENV="VAR=VALUE ..." starts the edge with those variables (e.g. TOKIO_WORKER_THREADS=1).
 # BIN=PATH runs another tranzcast binary (before/after comparisons).
 # BIN2=PATH also runs a second edge of that build against the same origin (cases edge2-*), each of its
-#   cases right after the first edge's, and prints their paired ratios per round: a before/after
-#   comparison that this machine's drift (a fifth between minutes) does not swamp.
+#   cases beside the first edge's (after it in odd rounds, before it in even ones: use an even REPEAT),
+#   and prints their paired ratios per round: a before/after comparison that this machine's drift (a
+#   fifth between minutes) does not swamp.
 # PERF=DIR profiles the edge and the floor per case (PERF_CALLGRAPH="--call-graph dwarf,16384" for call chains);
 # STRACE=DIR counts every server's system calls for 2 s of each case (strace -c), a file per case in DIR;
 # STAT=1 keeps perf stat counts (context switches, migrations) per case in the run directory (KEEP=1 keeps it).
@@ -261,17 +262,33 @@ echo "== load: ${SECS}s per case, $CONNS concurrent requests, ${REPEAT:-1} round
 for load in hot range; do
     r=no; [ $load = range ] && r=yes
     for REP in $(seq "${REPEAT:-1}"); do
-        run "edge-h1-$load" "$EP" h1 $r
-        run "edge2-h1-$load" "$E2P" h1 $r
+        # A round's first case comes after the last round's HTTP/3 cases,
+        # whose oha idles ~30 s at its end. So the two edges swap places
+        # every other round (use an even REPEAT) and a second of load on
+        # nginx goes first, not counted. Even so, the same build in both
+        # places (an A/A run) gave 0.83 to 1.15 per round over HTTP/1.1 at
+        # 4 KiB: read medians of many rounds, and trust no difference under
+        # a tenth from a few.
+        if [ -n "$E2P" ] && [[ "edge2-h1-$load" =~ ${CASES:-.} ]]; then
+            SECS=1 CASES=. run "warm-h1-$load" "$NP" h1 $r
+        fi
+        pair() { # proto: the edge's case and the second edge's, in this round's order
+            if (( REP % 2 == 0 )); then
+                run "edge2-$1-$load" "$E2P" "$1" $r
+                run "edge-$1-$load" "$EP" "$1" $r
+            else
+                run "edge-$1-$load" "$EP" "$1" $r
+                run "edge2-$1-$load" "$E2P" "$1" $r
+            fi
+        }
+        pair h1
         run "floor-h1-$load" "$FP" h1 $r
         run "nginx-h1-$load" "$NP" h1 $r
-        run "edge-h2-$load" "$EP" h2 $r
-        run "edge2-h2-$load" "$E2P" h2 $r
+        pair h2
         run "floor-h2-$load" "$FP" h2 $r
         run "nginx-h2-$load" "$NP" h2 $r
         run "caddy-h2-$load" "$CP" h2 $r
-        run "edge-h3-$load" "$EP" h3 $r
-        run "edge2-h3-$load" "$E2P" h3 $r
+        pair h3
         run "floor-h3-$load" "$FP" h3 $r
         [ -n "$QP" ] && run "quiche-h3-$load" "$QP" h3 $r
         run "caddy-h3-$load" "$CP" h3 $r
