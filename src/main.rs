@@ -194,6 +194,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let default = if matches!(cli.command, Command::Loadtest(_)) { "error" } else { "warn" };
     init_tracing(cli.log.as_deref().unwrap_or(default), cli.log_json);
+    quiet_repeated_panics();
     // Servers hold a descriptor per client connection, load tests one per
     // simulated viewer's connection: the usual soft limit (1024) is far too low.
     tranzcast_net::raise_fd_limit();
@@ -204,6 +205,27 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// A server contains a request's panic to that request (its 500 or reset
+/// is counted in `<role>_handler_panics_total`), so a client that finds one
+/// could set it off on every request: the default report (stderr, and a
+/// backtrace when RUST_BACKTRACE asks) is kept for the first few each second.
+fn quiet_repeated_panics() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static WINDOW: AtomicU64 = AtomicU64::new(0);
+    const PER_SECOND: u64 = 5;
+    let report = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let second = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        // The second in the high bits, this second's count in the low 8.
+        let seen = WINDOW.load(Ordering::Relaxed);
+        let count = if seen >> 8 == second { seen & 0xff } else { 0 };
+        WINDOW.store(second << 8 | (count + 1).min(0xff), Ordering::Relaxed);
+        if count < PER_SECOND {
+            report(info);
+        }
+    }));
 }
 
 fn init_tracing(filter: &str, json: bool) {

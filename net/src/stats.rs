@@ -271,10 +271,16 @@ impl ServerStats {
 
     /// Counts and logs a panic contained to one request.
     pub(crate) fn panicked(&self, protocol: Protocol, what: &str, payload: &(dyn std::any::Any + Send)) {
-        self.panics.fetch_add(1, Ordering::Relaxed);
-        let message =
-            payload.downcast_ref::<&str>().copied().or_else(|| payload.downcast_ref::<String>().map(String::as_str)).unwrap_or("");
-        tracing::error!(?protocol, what, message, "a request panicked; contained to it");
+        let n = self.panics.fetch_add(1, Ordering::Relaxed);
+        // Logged for the first few, then one in a thousand: a client that
+        // found a panic must not fill the log. The message is cut short (it
+        // may hold request bytes).
+        if n < 10 || n.is_multiple_of(1000) {
+            let message =
+                payload.downcast_ref::<&str>().copied().or_else(|| payload.downcast_ref::<String>().map(String::as_str)).unwrap_or("");
+            let message: String = message.chars().take(200).collect();
+            tracing::error!(?protocol, what, message, panics = n + 1, "a request panicked; contained to it");
+        }
     }
 
     /// HTTP/2 connections' stream executors alive now (one per HTTP/2

@@ -75,9 +75,21 @@ async fn start(limits: LimitsConfig) -> Server {
                 "/slow" => tokio::time::sleep(Duration::from_millis(300)).await,
                 "/hang" => tokio::time::sleep(Duration::from_secs(60)).await,
                 "/panic" => panic!("the test handler panics"),
-                // One piece of the answer, then a panic while making the next.
+                // A body that panics before its first piece.
+                "/panic-at-once" => {
+                    let pieces = futures_util::stream::once(async {
+                        panic!("the test answer panics at once");
+                        #[allow(unreachable_code)]
+                        Ok::<_, std::io::Error>(hyper::body::Frame::data(Bytes::new()))
+                    });
+                    return Response::new(http_body_util::BodyExt::boxed_unsync(http_body_util::StreamBody::new(pieces)));
+                }
+                // One piece of the answer, sent, then a panic while making the next.
                 "/panic-body" => {
                     let pieces = futures_util::stream::unfold(0u32, |i| async move {
+                        if i > 0 {
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                        }
                         assert!(i == 0, "the test answer panics");
                         Some((Ok::<_, std::io::Error>(hyper::body::Frame::data(Bytes::from(vec![7u8; 1000]))), i + 1))
                     });
@@ -105,6 +117,7 @@ async fn start(limits: LimitsConfig) -> Server {
         }
     })
     .admit_with(|parts, _cx| match parts.uri.path() {
+        "/panic-admit" => panic!("the test admission panics"),
         "/secret" if parts.headers.get("authorization").is_none_or(|v| v != "ok") => {
             Err(Refused::new(StatusCode::UNAUTHORIZED, Refusal::Unauthorized, "unauthorized", "say ok"))
         }
@@ -640,11 +653,18 @@ async fn a_request_that_panics_fails_alone_on_every_protocol() {
         .http1_only()
         .build()
         .unwrap();
-    let r = h1.get(format!("{base}/panic")).send().await.unwrap();
-    assert_eq!(r.status(), 500);
-    assert!(r.text().await.unwrap().contains("internal_error"));
+    for path in ["/panic", "/panic-admit"] {
+        let r = h1.get(format!("{base}{path}")).send().await.unwrap();
+        assert_eq!(r.status(), 500, "{path}");
+        assert!(r.text().await.unwrap().contains("internal_error"));
+    }
     assert_eq!(h1.get(format!("{base}/")).send().await.unwrap().status(), 200);
-    assert_eq!(s.stats.panics(), 1);
+    // HTTP/1.1 can only end an answer cut short by closing its connection.
+    let r = h1.get(format!("{base}/panic-body")).send().await.unwrap();
+    assert!(r.bytes().await.is_err(), "an answer whose body panicked came whole over HTTP/1.1");
+    assert_eq!(h1.get(format!("{base}/")).send().await.unwrap().status(), 200);
+    assert_eq!(s.stats.panics(), 3);
+    assert_eq!(s.stats.refused(Refusal::CancelFlood), 0);
     // HTTP/2: a request in hand beside them keeps running.
     let (send, driver) = h2_client(&s, "127.0.0.1").await;
     let mut ready = send.clone().ready().await.unwrap();
@@ -662,11 +682,11 @@ async fn a_request_that_panics_fails_alone_on_every_protocol() {
             None => break false,
         }
     };
-    assert!(cut && got <= 1000, "the answer whose body panicked is reset ({got} bytes came)");
+    assert!(cut && got == 1000, "the answer whose body panicked is reset after its first piece ({got} bytes came)");
     assert_eq!(h2_get(&send, &format!("{base}/")).await.0, StatusCode::OK, "the connection goes on");
     assert!(!driver.is_finished());
     assert_eq!(s.seen.running.load(Ordering::SeqCst), 1, "the request in hand beside them still runs");
-    assert_eq!(s.stats.panics(), 3);
+    assert_eq!(s.stats.panics(), 5);
     driver.abort();
     drop((hang, send));
     // HTTP/3.
@@ -675,14 +695,19 @@ async fn a_request_that_panics_fails_alone_on_every_protocol() {
     assert_eq!(h3.request(Request::get(&url).body(Bytes::new()).unwrap()).await.unwrap().status(), 200);
     let r = h3.request(Request::get(format!("{base}/panic")).body(Bytes::new()).unwrap()).await.unwrap();
     assert_eq!(r.status(), 500);
-    // Reset (a stream error), not finished: a stream ending before its
-    // answer's head would be a connection error for the client.
+    // Its head and first piece out, then reset: not finished, which would
+    // end the answer like a whole one.
     assert!(h3.request(Request::get(format!("{base}/panic-body")).body(Bytes::new()).unwrap()).await.is_err());
     assert_eq!(h3.request(Request::get(&url).body(Bytes::new()).unwrap()).await.unwrap().status(), 200, "the connection goes on");
-    assert_eq!(s.stats.panics(), 5);
+    // Before its head was out: counted as the server's 500, not as a
+    // request the client cancelled (which spends its address's budget).
+    assert!(h3.request(Request::get(format!("{base}/panic-at-once")).body(Bytes::new()).unwrap()).await.is_err());
+    assert_eq!(h3.request(Request::get(&url).body(Bytes::new()).unwrap()).await.unwrap().status(), 200, "the connection goes on");
+    assert_eq!(s.stats.panics(), 8);
     let mut metrics = String::new();
     s.stats.render("test", &mut metrics);
-    assert!(metrics.contains("test_handler_panics_total 5"), "{metrics}");
+    assert!(metrics.contains("test_handler_panics_total 8"), "{metrics}");
+    assert!(metrics.contains("test_http_requests_total{protocol=\"h3\",status=\"500\"} 2"), "{metrics}");
     eventually(5, "every request's place back", || s.stats.in_flight() == 0).await;
     s.server.shutdown().await;
 }

@@ -452,6 +452,11 @@ impl Drop for InFlight {
         counter.fetch_sub(1, Ordering::AcqRel);
         match self.status {
             Some(s) => self.stats.finished(self.protocol, s, self.sent, self.started.elapsed()),
+            // Dropped by a panic before its head was out: the server's
+            // failure, not a cancellation for the client's budget.
+            None if std::thread::panicking() => {
+                self.stats.finished(self.protocol, http::StatusCode::INTERNAL_SERVER_ERROR, self.sent, self.started.elapsed())
+            }
             None => self.conn.cancelled(),
         }
     }
@@ -470,7 +475,16 @@ impl HttpBody for Tracked {
 
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
         let this = &mut *self;
-        let r = Pin::new(&mut this.body).poll_frame(cx);
+        // A body that panics ends its answer with an error (HTTP/2 resets
+        // the stream, HTTP/1.1 closes the connection), counted and logged;
+        // not the connection's other streams.
+        let r = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| Pin::new(&mut this.body).poll_frame(cx))) {
+            Ok(r) => r,
+            Err(payload) => {
+                this.guard.stats.panicked(this.guard.protocol, "body", &*payload);
+                Poll::Ready(Some(Err(std::io::Error::other("the answer's body failed"))))
+            }
+        };
         if let Poll::Ready(Some(Ok(f))) = &r
             && let Some(d) = f.data_ref()
         {

@@ -54,7 +54,8 @@ impl StreamExec {
     /// Drops the streams not yet taken (outside the lock: dropping them
     /// drops their clones of this executor).
     fn clear(&self) {
-        drop(std::mem::take(&mut *lock(&self.0.streams)));
+        let taken = std::mem::take(&mut *lock(&self.0.streams));
+        drop(taken);
     }
 }
 

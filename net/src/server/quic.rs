@@ -267,28 +267,39 @@ async fn goaway(control: &mut quinn::SendStream, next_request: u64) {
     let _ = tokio::time::timeout(CLOSE_GRACE, control.write_all(&frame)).await;
 }
 
-/// A request's answer stream, reset if the request panics: dropped, quinn
-/// would finish it, and an answer cut short would end like a whole one.
-struct ResetOnPanic(quinn::SendStream);
+/// A request's answer stream, reset when dropped before its answer was
+/// finished (a panic in its body, the connection's task killed): dropped,
+/// quinn would finish it, and an answer cut short would end like a whole one.
+struct ResetUnlessFinished {
+    send: quinn::SendStream,
+    finished: bool,
+}
 
-impl Drop for ResetOnPanic {
+impl ResetUnlessFinished {
+    /// The answer was finished (or the stream reset): dropping leaves it be.
+    fn finished(&mut self) {
+        self.finished = true;
+    }
+}
+
+impl Drop for ResetUnlessFinished {
     fn drop(&mut self) {
-        if std::thread::panicking() {
-            let _ = self.0.reset(varint(H3Code::InternalError));
+        if !self.finished {
+            let _ = self.send.reset(varint(H3Code::InternalError));
         }
     }
 }
 
-impl std::ops::Deref for ResetOnPanic {
+impl std::ops::Deref for ResetUnlessFinished {
     type Target = quinn::SendStream;
     fn deref(&self) -> &quinn::SendStream {
-        &self.0
+        &self.send
     }
 }
 
-impl std::ops::DerefMut for ResetOnPanic {
+impl std::ops::DerefMut for ResetUnlessFinished {
     fn deref_mut(&mut self) -> &mut quinn::SendStream {
-        &mut self.0
+        &mut self.send
     }
 }
 
@@ -301,7 +312,7 @@ async fn serve_h3_request(
     memo: Arc<ConnMemo>,
     cx: RequestContext,
 ) {
-    let mut send = ResetOnPanic(send);
+    let mut send = ResetUnlessFinished { send, finished: false };
     let stats = &shared.stats;
     let limits = &shared.limits;
     // A field section's encoding is never longer than its size as counted
@@ -344,7 +355,9 @@ async fn serve_h3_request(
             let resp = error_response(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "headers_too_large", &reason);
             input.stop(H3Code::NoError);
             // A client that grants no credit for the answer does not hold the task.
-            let _ = tokio::time::timeout(limits.header_read_timeout.0, send_response(&mut send, resp, true, |_, _| {})).await;
+            if let Ok(Ok(())) = tokio::time::timeout(limits.header_read_timeout.0, send_response(&mut send, resp, true, |_, _| {})).await {
+                send.finished();
+            }
             return;
         }
         Err(HeadFail::Bad(e)) => {
@@ -386,6 +399,7 @@ async fn serve_h3_request(
         // Stopped or lost (before its head was out, the guard counted a cancellation).
         return;
     }
+    send.finished();
     if answered >= ZERO_COPY_MIN as u64 {
         // quinn has the answer, not yet the client: until it acknowledges
         // the last byte, a graceful close would cut a large answer short,
