@@ -682,7 +682,7 @@ async fn a_request_that_panics_fails_alone_on_every_protocol() {
             None => break false,
         }
     };
-    assert!(cut && got == 1000, "the answer whose body panicked is reset after its first piece ({got} bytes came)");
+    assert!(cut && got <= 1000, "the answer whose body panicked is reset, not finished ({got} bytes came)");
     assert_eq!(h2_get(&send, &format!("{base}/")).await.0, StatusCode::OK, "the connection goes on");
     assert!(!driver.is_finished());
     assert_eq!(s.seen.running.load(Ordering::SeqCst), 1, "the request in hand beside them still runs");

@@ -128,11 +128,6 @@ pub(super) async fn read_body(
     Ok(out.freeze())
 }
 
-/// What every request goes through, whatever its protocol: the shedding
-/// check, the head checks and the application's admission, then the body
-/// within its cap, deadline and the body memory, then the handler within
-/// the request timeout. Returns the answer and the request's guard, which
-/// the caller keeps until the response body is done.
 /// The answer to a request whose handler panicked: 500, counted and logged.
 fn panicked(
     mut guard: InFlight,
@@ -147,6 +142,11 @@ fn panicked(
     (error_response(status, "internal_error", "the server failed on this request"), guard)
 }
 
+/// What every request goes through, whatever its protocol: the shedding
+/// check, the head checks and the application's admission, then the body
+/// within its cap, deadline and the body memory, then the handler within
+/// the request timeout. Returns the answer and the request's guard, which
+/// the caller keeps until the response body is done.
 pub(super) async fn process(
     shared: &Shared,
     conn: &Arc<ConnState>,
