@@ -28,7 +28,10 @@
 #   and Caddy's h3/h2 beside it; and the floor (`tranzcast bench floor-server`:
 #   our listeners, hyper, rustls, quinn + our HTTP/3, with no access check, store or
 #   demand behind them): floor/nginx is what the stack allows, edge/floor what
-#   the edge's own work costs.
+#   the edge's own work costs. Per case also: server and oha CPU per request,
+#   server CPU seconds per GB, and UDP datagrams received per request (udp/r:
+#   over the veth, what oha sent the servers, ACKs included; on loopback both
+#   directions, a GRO batch counting once).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ -n "${VETH:-}" ] && [ -z "${TZ_EDGE_NETNS:-}" ]; then
@@ -209,6 +212,9 @@ cpu_ticks() {
     done
     echo "$t"
 }
+# UDP datagrams received in this network namespace: over the veth, what the
+# clients sent the servers (ACKs and requests); on loopback, both directions.
+udp_in() { awk '/^Udp: [0-9]/ { print $2; exit }' /proc/net/snmp; }
 run() { # name port proto range -> json file
     local name=$1 port=$2 proto=$3 range=$4 args=()
     [[ "$name" =~ ${CASES:-.} ]] || return 0
@@ -247,10 +253,13 @@ run() { # name port proto range -> json file
     fi
     # shellcheck disable=SC2086
     before=$(cpu_ticks $pids)
+    local udp_before
+    udp_before=$(udp_in)
     tool=$( { TIMEFORMAT='%U %S'; time timeout $((SECS + 60)) "${cli[@]}" oha --no-tui --insecure --output-format json -z "${SECS}s" "${args[@]}" -H "$AUTH" \
         --urls-from-file "$T/urls.$name" >"$T/$name.r$REP.json" 2>"$T/$name.r$REP.err"; } 2>&1 || true)
     # shellcheck disable=SC2086
     echo "$(( $(cpu_ticks $pids) - before )) $(getconf CLK_TCK) $tool" >"$T/$name.r$REP.cpu"
+    echo "$(( $(udp_in) - udp_before ))" >"$T/$name.r$REP.udp"
     if [ -f "$T/$name.r$REP.perf" ]; then
         wait "$perf_pid" || true
         perf report -i "$T/$name.r$REP.perf" --no-children --percent-limit 0.7 --stdio -g none >"$PERF/$name.r$REP.txt" 2>/dev/null || true
@@ -322,7 +331,13 @@ def load_round(name):
         tool_us = (float(tu) + float(ts)) / n * 1e6
     except Exception:
         pass
-    return {"rps": ok / secs, "p99_ms": (p99 or 0) * 1000, "bad": bad, "srv_us": srv_us, "tool_us": tool_us}
+    # UDP datagrams per answered request (HTTP/3 only; 0 over TCP).
+    udp = float("nan")
+    try:
+        udp = int(open(os.path.join(T, name + ".udp")).read()) / (sum(codes.values()) or 1)
+    except Exception:
+        pass
+    return {"rps": ok / secs, "p99_ms": (p99 or 0) * 1000, "bad": bad, "srv_us": srv_us, "tool_us": tool_us, "udp": udp}
 def load(name):
     """The median of each figure over the rounds, and the requests/s of each round."""
     import glob, statistics
@@ -343,9 +358,9 @@ for load_ in ("hot", "range"):
                 what = "1 MiB blobs" if load_ == "hot" else "4 KiB ranges"
                 # Server CPU seconds per GB of answers (body bytes), the cost side of a CDN.
                 per_gb = r["srv_us"] * 1e-6 / ((1 << 20 if load_ == "hot" else 4096) / 1e9)
-                rows.append(f"{srv:<7}{proto:<5}{what:<14}{r['rps']:>10.0f}{r['p99_ms']:>10.1f}{r['bad']:>6.0f}{r['srv_us']:>10.1f}{per_gb:>10.2f}{r['tool_us']:>10.1f}   {r['each']}")
+                rows.append(f"{srv:<7}{proto:<5}{what:<14}{r['rps']:>10.0f}{r['p99_ms']:>10.1f}{r['bad']:>6.0f}{r['srv_us']:>10.1f}{per_gb:>10.2f}{r['tool_us']:>10.1f}{r['udp']:>8.1f}   {r['each']}")
 # "cut": requests in flight when the deadline stopped oha, plus any errors.
-print(f"{'server':<7}{'prot':<5}{'load':<14}{'req/s':>10}{'p99 ms':>10}{'cut':>6}{'srv us/r':>10}{'srv s/GB':>10}{'oha us/r':>10}   req/s by round")
+print(f"{'server':<7}{'prot':<5}{'load':<14}{'req/s':>10}{'p99 ms':>10}{'cut':>6}{'srv us/r':>10}{'srv s/GB':>10}{'oha us/r':>10}{'udp/r':>8}   req/s by round")
 print("\n".join(rows))
 try:
     p = json.load(open(os.path.join(T, "pulse.json")))["latencyPercentiles"]
