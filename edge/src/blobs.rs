@@ -55,12 +55,12 @@ pub(crate) async fn join(inner: &Arc<Inner>, a: BlobAddress, starter: Option<std
     })
 }
 
-/// The whole blob: held, or fetched now (the edge's own miss: no per-client quota).
-pub(crate) async fn read_or_fetch(inner: &Arc<Inner>, a: BlobAddress) -> Result<(Bytes, bool), Fail> {
+/// The whole blob: held, or fetched now, charged to `starter` (see [`fetch`]).
+pub(crate) async fn read_or_fetch(inner: &Arc<Inner>, a: BlobAddress, starter: Option<std::net::IpAddr>) -> Result<(Bytes, bool), Fail> {
     if let Some(b) = held(inner, a).await? {
         return Ok((b, true));
     }
-    let flight = fetch(inner, a, None).await?;
+    let flight = fetch(inner, a, starter).await?;
     let len = flight.len;
     let mut body = tranzcast_net::ranged::Source::stream(&FlightSource(flight), 0, len);
     let mut whole = Vec::with_capacity(usize::try_from(len).unwrap_or(0));

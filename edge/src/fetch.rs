@@ -29,6 +29,7 @@ use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 use futures_util::stream::BoxStream;
 use tokio::sync::watch;
+use tranzcast_net::limits::ClientKey;
 use tranzcast_proto::BlobAddress;
 use tranzcast_proto::fetch::{self, BodyFetch, Miss};
 use tranzcast_proto::outboard::{GROUP_LEN, GroupVerifier, Outboard};
@@ -167,19 +168,19 @@ type Starting = watch::Receiver<Option<Result<Arc<Flight>, FetchError>>>;
 struct Entry {
     fetcher: Arc<Fetcher>,
     addr: BlobAddress,
-    starter: Option<std::net::IpAddr>,
+    starter: Option<ClientKey>,
 }
 
 impl Drop for Entry {
     fn drop(&mut self) {
         crate::lock(&self.fetcher.flights).remove(&self.addr);
         let mut by = crate::lock(&self.fetcher.started_by);
-        if let Some(ip) = self.starter
-            && let Some(n) = by.get_mut(&ip)
+        if let Some(key) = self.starter
+            && let Some(n) = by.get_mut(&key)
         {
             *n -= 1;
             if *n == 0 {
-                by.remove(&ip);
+                by.remove(&key);
             }
         }
     }
@@ -201,7 +202,7 @@ pub struct Fetcher {
     max_flights: usize,
     flights: Mutex<HashMap<BlobAddress, Starting>>,
     /// Flights in the air by the client address that started them.
-    started_by: Mutex<HashMap<std::net::IpAddr, usize>>,
+    started_by: Mutex<HashMap<ClientKey, usize>>,
     demoted: Mutex<HashMap<String, Instant>>,
     /// Pull tasks, so shutdown can wait for them (they hold the store).
     tasks: Mutex<tokio::task::JoinSet<()>>,
@@ -336,7 +337,9 @@ impl Fetcher {
     /// request that missed the store just before the last flight of this blob
     /// stored it and left the table would otherwise fetch it a second time.
     /// `starter` is the client's address (None for the cluster's own servers
-    /// and for prefetches): one address may start an eighth of the flights at most.
+    /// and for prefetches): one address may start an eighth of the flights at
+    /// most, counted as the server's limits count addresses (an IPv6 /64 as
+    /// one: a client holds the whole /64).
     pub async fn join(
         self: &Arc<Self>,
         addr: BlobAddress,
@@ -344,18 +347,19 @@ impl Fetcher {
         store: impl FnOnce(Bytes, Outboard) + Send + 'static,
         held: impl FnOnce() -> Option<(Bytes, Outboard)> + Send + 'static,
     ) -> Result<Arc<Flight>, FetchError> {
-        let mut rx = {
+        let starter = starter.map(ClientKey::of);
+        let (mut rx, new) = {
             let mut f = crate::lock(&self.flights);
             match f.get(&addr) {
                 Some(rx) => {
                     self.stats.coalesced.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    rx.clone()
+                    (rx.clone(), None)
                 }
                 None if f.len() >= self.max_flights => return Err(FetchError::Busy),
                 None => {
-                    if let Some(ip) = starter {
+                    if let Some(key) = starter {
                         let mut by = crate::lock(&self.started_by);
-                        let n = by.entry(ip).or_insert(0);
+                        let n = by.entry(key).or_insert(0);
                         if *n >= (self.max_flights / 8).max(1) {
                             return Err(FetchError::Busy);
                         }
@@ -363,25 +367,29 @@ impl Fetcher {
                     }
                     let (tx, rx) = watch::channel(None);
                     f.insert(addr, rx.clone());
-                    let mut tasks = crate::lock(&self.tasks);
-                    // Reap finished flights so the set does not grow.
-                    while tasks.try_join_next().is_some() {}
-                    let me = self.clone();
                     // Made before the task: however it ends (done, failed,
-                    // aborted at shutdown, even before its first poll), the
-                    // entry leaves the table.
-                    let entry = Entry { fetcher: me.clone(), addr, starter };
-                    tasks.spawn_on(
-                        async move {
-                            let _entry = entry;
-                            me.fly(addr, tx, store, held).await;
-                        },
-                        &self.runtime,
-                    );
-                    rx
+                    // aborted at shutdown, even before its first poll, or
+                    // dropped unpolled by a runtime that is shutting down),
+                    // the entry leaves the table.
+                    (rx, Some((tx, Entry { fetcher: self.clone(), addr, starter })))
                 }
             }
         };
+        // Spawned with the table unlocked: a task dropped at once drops its
+        // entry, which locks the table.
+        if let Some((tx, entry)) = new {
+            let me = self.clone();
+            let mut tasks = crate::lock(&self.tasks);
+            // Reap finished flights so the set does not grow.
+            while tasks.try_join_next().is_some() {}
+            tasks.spawn_on(
+                async move {
+                    let _entry = entry;
+                    me.fly(addr, tx, store, held).await;
+                },
+                &self.runtime,
+            );
+        }
         let r = rx.wait_for(Option::is_some).await.map_err(|_| FetchError::Upstream("fetch abandoned".into()))?.clone();
         r.unwrap_or_else(|| Err(FetchError::Upstream("fetch abandoned".into())))
     }
@@ -416,13 +424,19 @@ impl Fetcher {
         started.send_replace(Some(Ok(flight.clone())));
         let result = self.pull(&addr, &flight.outboard, &flight).await;
         let groups: Option<Vec<Bytes>> = if result.is_ok() { Some(crate::lock(&flight.groups).clone()) } else { None };
+        let mut result = result;
         if let Some(groups) = groups {
             let mut all = BytesMut::with_capacity(flight.len as usize);
             for g in groups {
                 all.extend_from_slice(&g);
             }
-            let ob = flight.outboard.clone();
-            let _ = tokio::task::spawn_blocking(move || store(all.freeze(), ob)).await;
+            if all.len() as u64 == flight.len {
+                let ob = flight.outboard.clone();
+                let _ = tokio::task::spawn_blocking(move || store(all.freeze(), ob)).await;
+            } else {
+                // Never expected: the groups in hand are not the blob.
+                result = Err(format!("assembled {} bytes of a {}-byte blob", all.len(), flight.len));
+            }
         }
         flight.progress.send_modify(|p| p.done = Some(result));
     }
@@ -479,10 +493,14 @@ impl Fetcher {
         crate::lock(&self.flights).len()
     }
 
-    /// Waits for every flight in progress to finish (and store what it fetched).
-    pub async fn drain(&self) {
+    /// Waits for every flight in progress to finish (and store what it
+    /// fetched), for at most `within`; the flights left then are aborted.
+    pub async fn drain(&self, within: Duration) {
         let mut set = std::mem::take(&mut *crate::lock(&self.tasks));
-        while set.join_next().await.is_some() {}
+        if tokio::time::timeout(within, async { while set.join_next().await.is_some() {} }).await.is_err() {
+            tracing::warn!(flights = set.len(), "upstream fetches still running at shutdown: aborted");
+            set.shutdown().await;
+        }
     }
 
     /// Pulls the body, resuming at the next source after any failure.
@@ -513,6 +531,10 @@ impl Fetcher {
         if let Some(range) = fetch.range() {
             req = req.header("range", range);
         }
+        // The whole pull is bounded too, not only each wait for a chunk: a
+        // source that sends a byte every few seconds would otherwise hold
+        // the flight (and its place in the table) for months.
+        let deadline = Instant::now() + pull_deadline(self.timeout, f.len.saturating_sub(from));
         let r = tokio::time::timeout(self.timeout, req.send())
             .await
             .map_err(|_| Miss::Unreachable("timeout".into()))?
@@ -520,19 +542,45 @@ impl Fetcher {
         fetch.answered(r.status().as_u16())?;
         let mut body = r.bytes_stream();
         loop {
-            let chunk = tokio::time::timeout(self.timeout, body.next()).await.map_err(|_| Miss::Unreachable("stalled".into()))?;
+            let wait = self.timeout.min(deadline.saturating_duration_since(Instant::now()));
+            let chunk = tokio::time::timeout(wait, body.next()).await.map_err(|_| {
+                if Instant::now() >= deadline {
+                    Miss::Unreachable(format!("slower than {} KiB/s", UPSTREAM_MIN_RATE >> 10))
+                } else {
+                    Miss::Unreachable("stalled".into())
+                }
+            })?;
             let Some(c) = chunk else { return fetch.finish() };
             let c = c.map_err(|e| Miss::Unreachable(e.to_string()))?;
-            fetch.push(&c, |_, group| {
-                crate::lock(&f.groups).push(Bytes::copy_from_slice(group));
-            })?;
+            let pushed = fetch.push(&c, |offset, group| {
+                let mut groups = crate::lock(&f.groups);
+                // Groups are handed on in order from where the flight's
+                // verified bytes end; anything else is not this blob's next group.
+                if offset == groups.len() as u64 * GROUP_LEN {
+                    groups.push(Bytes::copy_from_slice(group));
+                }
+            });
+            // Published before a lie is returned: the groups of this chunk
+            // that matched are in hand, and the next source resumes after them.
             let verified = fetch.verified();
             f.progress.send_modify(|p| p.verified = verified);
+            pushed?;
             if fetch.is_done() {
                 return Ok(());
             }
         }
     }
+}
+
+/// The slowest a source may send a blob and keep its flight: a source
+/// slower than this (a stalled or hostile node) is left for the next one.
+const UPSTREAM_MIN_RATE: u64 = 64 << 10;
+
+/// How long one source may take for `bytes`: its answer and first bytes
+/// within `timeout` (twice, as slack for a slow start), the rest at
+/// `UPSTREAM_MIN_RATE` at least.
+fn pull_deadline(timeout: Duration, bytes: u64) -> Duration {
+    timeout * 2 + Duration::from_secs(bytes.div_ceil(UPSTREAM_MIN_RATE))
 }
 
 #[cfg(test)]
@@ -575,5 +623,149 @@ mod tests {
         let missing = f.join(BlobAddress::of(b"other"), None, |_, _| {}, || None).await;
         assert!(missing.is_err());
         assert_eq!(f.stats.flights.load(std::sync::atomic::Ordering::SeqCst), 1);
+    }
+
+    /// What a plain HTTP/1.1 source on loopback answers: a blob path and
+    /// the first byte of its `Range` (if any) in, the answer's bytes out,
+    /// written by the handler (so it can send them how it likes).
+    type Answer = Box<dyn Fn(&str, u64, tokio::net::TcpStream) -> futures_util::future::BoxFuture<'static, ()> + Send + Sync>;
+
+    async fn source(answer: Answer) -> String {
+        use tokio::io::AsyncReadExt;
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", l.local_addr().unwrap());
+        let answer = Arc::new(answer);
+        tokio::spawn(async move {
+            while let Ok((mut sock, _)) = l.accept().await {
+                let answer = answer.clone();
+                tokio::spawn(async move {
+                    let mut head = Vec::new();
+                    let mut b = [0u8; 1024];
+                    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match sock.read(&mut b).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => head.extend_from_slice(&b[..n]),
+                        }
+                    }
+                    let head = String::from_utf8_lossy(&head).to_lowercase();
+                    let path = head.split_whitespace().nth(1).unwrap_or("").to_string();
+                    let from = head
+                        .lines()
+                        .find_map(|l| l.strip_prefix("range: bytes="))
+                        .and_then(|r| r.split('-').next()?.trim().parse().ok())
+                        .unwrap_or(0);
+                    answer(&path, from, sock).await;
+                });
+            }
+        });
+        url
+    }
+
+    /// An honest answer: the outboard, or the blob from `from` (206 when ranged).
+    async fn honest(path: &str, from: u64, mut sock: tokio::net::TcpStream, blob: &[u8], ob: &Outboard) {
+        use tokio::io::AsyncWriteExt;
+        let (status, body) = if path.starts_with("/v1/outboards/") {
+            ("200 OK", ob.encode())
+        } else if from > 0 {
+            ("206 Partial Content", blob[from as usize..].to_vec())
+        } else {
+            ("200 OK", blob.to_vec())
+        };
+        let range = if status.starts_with("206") {
+            format!("content-range: bytes {from}-{}/{}\r\n", blob.len() - 1, blob.len())
+        } else {
+            String::new()
+        };
+        let head = format!("HTTP/1.1 {status}\r\ncontent-length: {}\r\n{range}connection: close\r\n\r\n", body.len());
+        let _ = sock.write_all(&[head.as_bytes(), &body].concat()).await;
+        let _ = sock.shutdown().await;
+    }
+
+    /// A fetcher that tries `parent` first, then `origin`.
+    fn fetcher_of(parent: String, origin: String, timeout: Duration) -> Arc<Fetcher> {
+        Arc::new(Fetcher::new(reqwest::Client::new(), vec![parent], vec![origin], "t".into(), timeout, 8))
+    }
+
+    /// The flight's bytes, and what it stored.
+    async fn fetch_all(f: &Arc<Fetcher>, addr: BlobAddress) -> (Vec<u8>, Option<Bytes>) {
+        let stored = Arc::new(Mutex::new(None));
+        let s2 = stored.clone();
+        let flight = f.join(addr, None, move |b, _| *s2.lock().unwrap() = Some(b), || None).await.unwrap();
+        let got: Vec<Bytes> = FlightSource(flight.clone()).stream(0, flight.len).map(Result::unwrap).collect().await;
+        // Stored just before the flight says it is done.
+        let mut rx = flight.progress.subscribe();
+        let _ = rx.wait_for(|p| p.done.is_some()).await;
+        let kept = stored.lock().unwrap().take();
+        (got.concat(), kept)
+    }
+
+    #[tokio::test]
+    async fn a_source_that_lies_after_a_good_group_in_the_same_chunk_is_resumed_after_that_group() {
+        // Two groups, the second short: one chunk holds the first group's
+        // end and the whole (corrupt) second one, however the reads fall.
+        let blob = Bytes::from((0..GROUP_LEN as u32 + 100).map(|i| (i % 251) as u8).collect::<Vec<_>>());
+        let (addr, ob) = Outboard::compute(&blob);
+        let (b1, ob1, b2, ob2) = (blob.clone(), ob.clone(), blob.clone(), ob.clone());
+        let liar = source(Box::new(move |path, from, sock| {
+            let mut bad = b1.to_vec();
+            let last = bad.len() - 1;
+            bad[last] ^= 1;
+            let ob = ob1.clone();
+            let path = path.to_string();
+            Box::pin(async move { honest(&path, from, sock, &bad, &ob).await })
+        }))
+        .await;
+        let good = source(Box::new(move |path, from, sock| {
+            let (b, ob, path) = (b2.clone(), ob2.clone(), path.to_string());
+            Box::pin(async move { honest(&path, from, sock, &b, &ob).await })
+        }))
+        .await;
+        let f = fetcher_of(liar, good, Duration::from_secs(2));
+        let (got, stored) = fetch_all(&f, addr).await;
+        assert_eq!(f.stats.demoted.load(std::sync::atomic::Ordering::SeqCst), 1, "the liar was not caught");
+        assert!(got == blob[..], "served bytes differ from the blob ({} bytes against {})", got.len(), blob.len());
+        assert!(stored.is_some_and(|b| b == blob), "the verified blob was not stored whole");
+    }
+
+    #[tokio::test]
+    async fn a_source_that_drips_is_left_at_its_deadline_not_waited_on_chunk_by_chunk() {
+        use tokio::io::AsyncWriteExt;
+        let blob = Bytes::from((0..GROUP_LEN as u32 + 100).map(|i| (i % 241) as u8).collect::<Vec<_>>());
+        let (addr, ob) = Outboard::compute(&blob);
+        let (b1, ob1, b2, ob2) = (blob.clone(), ob.clone(), blob.clone(), ob.clone());
+        // Its head at once, then a byte every 300 ms: under the 1 s a chunk
+        // may take, so only the deadline of the whole pull catches it.
+        let drip = source(Box::new(move |path, from, mut sock| {
+            let (b, ob, path) = (b1.clone(), ob1.clone(), path.to_string());
+            Box::pin(async move {
+                if path.starts_with("/v1/outboards/") {
+                    return honest(&path, from, sock, &b, &ob).await;
+                }
+                let head = format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n", b.len());
+                let _ = sock.write_all(head.as_bytes()).await;
+                for byte in b.iter() {
+                    if sock.write_all(&[*byte]).await.is_err() {
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                }
+            })
+        }))
+        .await;
+        let good = source(Box::new(move |path, from, sock| {
+            let (b, ob, path) = (b2.clone(), ob2.clone(), path.to_string());
+            Box::pin(async move { honest(&path, from, sock, &b, &ob).await })
+        }))
+        .await;
+        let f = fetcher_of(drip, good, Duration::from_secs(1));
+        let started = Instant::now();
+        let (got, stored) = fetch_all(&f, addr).await;
+        let took = started.elapsed();
+        // The deadline: 2 x 1 s, plus a second for the blob at 64 KiB/s.
+        assert!(took >= Duration::from_secs(3), "left before its deadline ({took:?}): the drip was not what ended it");
+        assert!(took < Duration::from_secs(8), "the dripping source held the flight for {took:?}");
+        assert_eq!(f.stats.demoted.load(std::sync::atomic::Ordering::SeqCst), 1);
+        assert!(got == blob[..]);
+        assert!(stored.is_some_and(|b| b == blob));
     }
 }

@@ -403,11 +403,15 @@ impl EdgeServer {
         let _ = self.revocations.await;
         self.server.shutdown().await;
         // Fetches in progress hold the store: let them finish, so that when
-        // this returns the data directory is closed and unlocked.
-        self.inner.fetcher.drain().await;
+        // this returns the data directory is closed and unlocked (a fetch
+        // still running after FLIGHTS_DRAIN is aborted: shutdown is bounded).
+        self.inner.fetcher.drain(FLIGHTS_DRAIN).await;
         let _ = self.inner.store.sync();
     }
 }
+
+/// How long shutdown waits for upstream fetches in progress.
+const FLIGHTS_DRAIN: std::time::Duration = std::time::Duration::from_secs(10);
 
 fn parse_key(hex_key: &str) -> Result<VerifyingKey, EdgeError> {
     let mut b = [0u8; 32];

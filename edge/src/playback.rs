@@ -137,7 +137,7 @@ pub(crate) async fn serve(inner: Arc<Inner>, token: &str, req: &Request<Bytes>, 
     let len = session.manifest.plaintext_len;
     let media_type = session.manifest.media_type.clone();
     let etag = session.etag.clone();
-    let source = PlainSource { inner: inner.clone(), session };
+    let source = PlainSource { inner: inner.clone(), session, client };
     let rep = tranzcast_net::ranged::Representation {
         etag: &etag,
         content_type: &media_type,
@@ -176,6 +176,9 @@ async fn open(inner: &Arc<Inner>, token: &str) -> Result<Arc<OpenSession>, Denie
 struct PlainSource {
     inner: Arc<Inner>,
     session: Arc<OpenSession>,
+    /// Charged for the upstream fetches its misses start: a viewer may
+    /// start as many as on the blob route, however many ranges it asks.
+    client: IpAddr,
 }
 
 impl tranzcast_net::ranged::Source for PlainSource {
@@ -187,10 +190,11 @@ impl tranzcast_net::ranged::Source for PlainSource {
         let (first, last) = (start / seg, (end - 1) / seg);
         let inner = self.inner.clone();
         let session = self.session.clone();
+        let client = self.client;
         futures_util::stream::iter(first..=last)
             .map(move |i| {
                 let (inner, session) = (inner.clone(), session.clone());
-                async move { segment_plain(&inner, &session, i).await.map(|p| (i, p)) }
+                async move { segment_plain(&inner, &session, i, client).await.map(|p| (i, p)) }
             })
             // One segment ahead while the current one is sent.
             .buffered(2)
@@ -214,7 +218,7 @@ impl tranzcast_net::ranged::Source for PlainSource {
 
 /// Segment `i`'s plaintext: from the in-memory cache, or its ciphertext
 /// (store, or the coalesced, verified miss path) decrypted now.
-async fn segment_plain(inner: &Arc<Inner>, session: &Arc<OpenSession>, i: u64) -> Result<Bytes, String> {
+async fn segment_plain(inner: &Arc<Inner>, session: &Arc<OpenSession>, i: u64, client: IpAddr) -> Result<Bytes, String> {
     let m = &session.manifest;
     let addr = *m.segments.get(i as usize).ok_or_else(|| format!("no segment {i}"))?;
     let (inner2, session2) = (inner.clone(), session.clone());
@@ -222,7 +226,7 @@ async fn segment_plain(inner: &Arc<Inner>, session: &Arc<OpenSession>, i: u64) -
         .playback
         .plain
         .try_get_with(addr, async move {
-            let frame = ciphertext(&inner2, addr).await?;
+            let frame = ciphertext(&inner2, addr, client).await?;
             let len = session2.manifest.segment_plain_len(i) as usize;
             let plain = tokio::task::spawn_blocking(move || {
                 let m = &session2.manifest;
@@ -245,10 +249,10 @@ async fn segment_plain(inner: &Arc<Inner>, session: &Arc<OpenSession>, i: u64) -
         .map_err(|e: Arc<String>| e.to_string())
 }
 
-/// A whole framed segment, verified against its address.
-async fn ciphertext(inner: &Arc<Inner>, addr: BlobAddress) -> Result<Bytes, String> {
-    // Playback sessions are the origin's grants: a miss is the edge's own.
-    let (b, hit) = crate::blobs::read_or_fetch(inner, addr).await.map_err(|f| f.reason)?;
+/// A whole framed segment, verified against its address; a miss is
+/// charged to `client`, as on the blob route.
+async fn ciphertext(inner: &Arc<Inner>, addr: BlobAddress, client: IpAddr) -> Result<Bytes, String> {
+    let (b, hit) = crate::blobs::read_or_fetch(inner, addr, Some(client)).await.map_err(|f| f.reason)?;
     let prefix = &b[..b.len().min(tranzcast_proto::owner::PREFIX_LEN)];
     crate::mirror::read_started(inner, &addr, prefix, hit, None);
     Ok(b)
