@@ -300,7 +300,13 @@ impl HttpServer {
         // unread stays small (uploads go over HTTP/2).
         transport.stream_receive_window((256u32 << 10).into());
         transport.receive_window((1u32 << 20).into());
-        transport.send_window(64 << 20);
+        // What quinn takes of a connection's answers before the client
+        // acknowledges them: a client that stops acknowledging (or gives huge
+        // stream credit and reads nothing) pins this much of our memory per
+        // connection until the idle timeout. TCP holds a few hundred KiB in
+        // the same case (cwnd plus NOTSENT_LOWAT); 2 MiB is 330 Mbit/s per
+        // connection at 50 ms, ten times a 4K stream.
+        transport.send_window(SEND_WINDOW);
         transport.max_idle_timeout(Some(limits.idle_timeout.0.try_into().map_err(|_| NetError::H3("idle timeout".into()))?));
         qcfg.transport_config(Arc::new(transport));
         // What connections not yet accepted may buffer, for the whole server.
@@ -428,6 +434,9 @@ impl Shared {
         h2
     }
 }
+
+/// Bytes of answers quinn may hold per HTTP/3 connection (see `bind`).
+const SEND_WINDOW: u64 = 8 << 20;
 
 /// What a connection task watches besides its own work.
 #[derive(Clone)]

@@ -388,3 +388,59 @@ async fn a_graceful_shutdown_during_a_large_answer_lets_it_arrive_whole() {
     assert_eq!(closed_with(&c).await, 0x100, "H3_NO_ERROR");
     shutdown.await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_get_whose_stream_stays_open_is_answered_at_once_and_extra_bytes_are_stopped() {
+    let s = start().await;
+    let c = connect(&s).await;
+    let _control = control(&c, &settings()).await;
+    // Its head, no FIN, then nothing: answered without waiting for a body
+    // that a GET does not have (before, the request, and its address's
+    // share, were held until the body deadline: 10 s and more).
+    let (mut send, mut recv) = c.open_bi().await.unwrap();
+    send.write_all(&head("GET", "/x", &[])).await.unwrap();
+    let started = std::time::Instant::now();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 8192];
+    while got.len() < 4096 {
+        match tokio::time::timeout(Duration::from_secs(3), recv.read(&mut buf)).await.expect("no answer within 3 s") {
+            Ok(Some(n)) => got.extend_from_slice(&buf[..n]),
+            Ok(None) => break,
+            Err(e) => panic!("read: {e}"),
+        }
+    }
+    assert!(got.len() > 4096, "the whole answer came ({} bytes)", got.len());
+    assert!(started.elapsed() < Duration::from_secs(2), "answered after {:?}", started.elapsed());
+    // What the client sends after its head is not read: the stream is stopped.
+    let stopped = tokio::time::timeout(Duration::from_secs(3), send.stopped()).await.expect("the request side was not stopped");
+    assert!(matches!(stopped, Ok(Some(_))), "{stopped:?}");
+    // A POST (a body to wait for) is still read to its end.
+    let (mut send, mut recv) = c.open_bi().await.unwrap();
+    let mut post = head("POST", "/echo", &[]);
+    post.extend_from_slice(&frame_of(frame::DATA, b"late"));
+    send.write_all(&post).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    send.finish().unwrap();
+    let all = recv.read_to_end(1 << 20).await.unwrap();
+    assert!(all.windows(4).any(|w| w == b"late"), "the POST's body was not read");
+    s.server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_gives_no_stream_credit_is_closed_at_the_header_deadline() {
+    let s = start().await;
+    let mut t = quinn::TransportConfig::default();
+    // The server cannot open its control stream.
+    t.max_concurrent_uni_streams(0u32.into());
+    let c = connect_with(&s, t).await;
+    let started = std::time::Instant::now();
+    let code = tokio::time::timeout(Duration::from_secs(30), c.closed()).await.expect("never closed");
+    let took = started.elapsed();
+    match code {
+        quinn::ConnectionError::ApplicationClosed(a) => assert_eq!(a.error_code.into_inner(), 0x107, "H3_EXCESSIVE_LOAD"),
+        other => panic!("closed otherwise: {other}"),
+    }
+    let deadline = LimitsConfig::default().header_read_timeout.0;
+    assert!(took <= deadline + Duration::from_secs(2), "held {took:?}");
+    s.server.shutdown().await;
+}

@@ -8,6 +8,7 @@
 use super::h3_streams::{
     ConnMemo, HeadFail, PeerStreams, ReadFail, RequestIn, ZERO_COPY_MIN, close, request_parts, send_response, serve_uni, varint,
 };
+use super::request::ChunkSource;
 use super::*;
 use futures_util::FutureExt;
 use futures_util::stream::{FuturesUnordered, StreamExt};
@@ -28,6 +29,7 @@ pub(super) async fn accept_h3(
     stops: Stops,
 ) {
     let mut freeze = stops.freeze.clone();
+    let mut unproven_rate = UnprovenRate::new(std::time::Instant::now());
     loop {
         let incoming = tokio::select! {
             i = endpoint.accept() => match i { Some(i) => i, None => break },
@@ -41,10 +43,16 @@ pub(super) async fn accept_h3(
         // anyone could get a victim refused by sending Initials in its name.
         // Unproven handshakes share a small pool; past it, when the server is
         // busy, or when the address is serving a penalty, the answer is a
-        // stateless Retry, which a spoofer cannot complete.
+        // stateless Retry, which a spoofer cannot complete. So is it past
+        // UNPROVEN_PER_SEC handshakes a second on this endpoint: each costs
+        // a signature, and a flood of Initials closed at once would keep the
+        // pool small while the signatures go on; a Retry costs one round
+        // trip, after which the address is proven and charged.
         let validated = incoming.remote_address_validated();
         let penalized = slots.penalized(ClientKey::of(peer.ip()));
-        let busy = slots.open_count() > max_connections / 2 || unproven.load(Ordering::Relaxed) >= UNPROVEN_MAX;
+        let busy = slots.open_count() > max_connections / 2
+            || unproven.load(Ordering::Relaxed) >= UNPROVEN_MAX
+            || (!validated && !unproven_rate.take(std::time::Instant::now()));
         if !validated && (busy || penalized) {
             let _ = incoming.retry();
             tokio::task::yield_now().await;
@@ -79,6 +87,37 @@ pub(super) async fn accept_h3(
 /// Handshakes from addresses not yet proven, at most this many at once.
 const UNPROVEN_MAX: u32 = 256;
 
+/// Handshakes from addresses not yet proven, per second and endpoint
+/// (one per core), past which Initials get a Retry: a few tenths of a
+/// core's signatures; a burst of as many goes through at once.
+const UNPROVEN_PER_SEC: f64 = 1000.0;
+
+/// The budget of unproven handshakes: a token bucket on the endpoint's
+/// thread (no lock: each endpoint has its own).
+struct UnprovenRate {
+    tokens: f64,
+    at: std::time::Instant,
+}
+
+impl UnprovenRate {
+    fn new(now: std::time::Instant) -> Self {
+        Self { tokens: UNPROVEN_PER_SEC, at: now }
+    }
+
+    /// Takes one if there is one.
+    fn take(&mut self, now: std::time::Instant) -> bool {
+        let refill = now.saturating_duration_since(self.at).as_secs_f64() * UNPROVEN_PER_SEC;
+        self.tokens = (self.tokens + refill).min(UNPROVEN_PER_SEC);
+        self.at = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
 /// An unproven QUIC handshake's place in the pool.
 struct Unproven(Arc<AtomicU32>);
 
@@ -107,7 +146,8 @@ async fn serve_h3(
     pending: Option<Unproven>,
 ) {
     let stats = &shared.stats;
-    let setup = async {
+    let deadline = tokio::time::Instant::now() + shared.limits.header_read_timeout.0;
+    let handshake = async {
         let connecting = {
             // quinn answers the client's Initial (key exchange, signature) in
             // accept(): one such step at a time per core (see tls_handshake).
@@ -116,25 +156,23 @@ async fn serve_h3(
             tokio::task::yield_now().await;
             c
         };
-        let c = connecting.await.map_err(|e| e.to_string())?;
-        // Our control stream, and its SETTINGS, first.
-        let mut control = c.open_uni().await.map_err(|e| e.to_string())?;
-        let mut opening = Vec::with_capacity(16);
-        http3::write_control_opening(shared.limits.max_header_bytes.0, &mut opening);
-        control.write_all(&opening).await.map_err(|e| e.to_string())?;
-        Ok::<_, String>((c, control))
+        connecting.await.map_err(|e| e.to_string())
     };
-    let (quic, mut control) = tokio::select! {
-        r = tokio::time::timeout(shared.limits.header_read_timeout.0, Box::pin(setup)) => match r {
-            Ok(Ok(x)) => x,
+    let quic = tokio::select! {
+        r = tokio::time::timeout_at(deadline, Box::pin(handshake)) => match r {
+            Ok(Ok(c)) => c,
             Ok(Err(e)) => {
                 tracing::debug!(%peer, error = %e, "quic handshake failed");
                 stats.refuse(Refusal::Handshake);
+                // Only a proven address is struck (see accept_h3): a
+                // failed handshake costs us a signature, as over TCP.
+                if let Some(p) = &permit {
+                    p.slots.strike(p.key, stats);
+                }
                 return;
             }
             Err(_) => {
                 stats.refuse(Refusal::Handshake);
-                // Only a proven address is struck (see accept_h3).
                 if let Some(p) = &permit {
                     p.slots.strike(p.key, stats);
                 }
@@ -143,7 +181,9 @@ async fn serve_h3(
         },
         _ = stop.changed() => return,
     };
-    // The handshake proved the address: now it is charged.
+    // The handshake proved the address: now it is charged, before anything
+    // else waits on the client (a client that gives us no stream credit
+    // would otherwise hold an unproven place, outside its address's caps).
     drop(pending);
     let permit = match permit {
         Some(p) => p,
@@ -157,6 +197,31 @@ async fn serve_h3(
         },
     };
     let permit = &permit;
+    // Our control stream, and its SETTINGS, first (within the same deadline).
+    let opening = async {
+        let mut control = quic.open_uni().await.map_err(|e| e.to_string())?;
+        let mut opening = Vec::with_capacity(16);
+        http3::write_control_opening(shared.limits.max_header_bytes.0, &mut opening);
+        control.write_all(&opening).await.map_err(|e| e.to_string())?;
+        Ok::<_, String>(control)
+    };
+    let mut control = tokio::select! {
+        r = tokio::time::timeout_at(deadline, Box::pin(opening)) => match r {
+            Ok(Ok(c)) => c,
+            Ok(Err(e)) => {
+                tracing::debug!(%peer, error = %e, "h3 control stream failed");
+                stats.refuse(Refusal::Handshake);
+                return;
+            }
+            Err(_) => {
+                stats.refuse(Refusal::Handshake);
+                permit.slots.strike(permit.key, stats);
+                quic.close(varint(H3Code::ExcessiveLoad), b"no stream credit");
+                return;
+            }
+        },
+        _ = stop.changed() => return,
+    };
     let conn = ConnState::new(permit);
     let mut dog = Box::pin(watchdog(conn.clone(), shared.limits));
     let _gauge = ConnGauge::new(stats, Protocol::H3);
@@ -410,10 +475,15 @@ async fn serve_h3_request(
     }
     drop(active);
     if !body_ended {
-        // Answered without reading the body (a refusal on the head): a client
-        // that has already sent it whole gets a clean end, not a reset, if
-        // what is left is small and comes at once; anything else is stopped.
-        drain_unread(&mut H3Body { input: &mut input, ended: false, quic: &quic }, Duration::from_millis(200)).await;
-        input.stop(input.stop_code());
+        // A GET's stream usually ended with its head: seen without a timer.
+        let mut body = H3Body { input: &mut input, ended: false, quic: &quic };
+        if !matches!(body.next_chunk().now_or_never(), Some(None)) {
+            // Answered without reading the body (a refusal on the head, or a
+            // GET that left its stream open): a client that has already sent
+            // it whole gets a clean end, not a reset, if what is left is
+            // small and comes at once; anything else is stopped.
+            drain_unread(&mut body, Duration::from_millis(200)).await;
+            input.stop(input.stop_code());
+        }
     }
 }

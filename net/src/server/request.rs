@@ -222,7 +222,13 @@ pub(super) async fn process(
         let reason = format!("the body is over {cap} bytes");
         return refuse(guard, Refusal::BodyTooLarge, StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", &reason);
     }
-    let bytes = if body.known_empty() || declared == Some(0) {
+    // A GET or HEAD without Content-Length has no body to wait for (its
+    // content would have no defined meaning: RFC 9110, 9.3.1): a stream left
+    // open after its head would otherwise hold a request in hand, and its
+    // address's share, until the body deadline. What comes anyway is
+    // drained (briefly) or stopped after the answer.
+    let bodiless = declared.is_none() && matches!(parts.method, http::Method::GET | http::Method::HEAD);
+    let bytes = if body.known_empty() || declared == Some(0) || bodiless {
         Bytes::new()
     } else {
         let deadline = body_deadline(declared.unwrap_or(cap), limits.header_read_timeout.0, limits.body_min_rate.0);
