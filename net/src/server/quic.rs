@@ -487,3 +487,24 @@ async fn serve_h3_request(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unproven_handshakes_past_the_rate_wait_for_the_bucket_to_refill() {
+        let t0 = std::time::Instant::now();
+        let mut r = UnprovenRate::new(t0);
+        let burst = (0..5000).filter(|_| r.take(t0)).count();
+        assert_eq!(burst as f64, UNPROVEN_PER_SEC, "a burst of one second's worth, then none");
+        assert!(!r.take(t0));
+        // A tenth of a second later, a tenth of the rate again.
+        let t1 = t0 + Duration::from_millis(100);
+        let more = (0..5000).filter(|_| r.take(t1)).count();
+        assert_eq!(more, (UNPROVEN_PER_SEC / 10.0) as usize);
+        // A long pause refills to the burst, not beyond.
+        let t2 = t1 + Duration::from_secs(60);
+        assert_eq!((0..5000).filter(|_| r.take(t2)).count() as f64, UNPROVEN_PER_SEC);
+    }
+}
