@@ -118,6 +118,10 @@ pub(crate) struct Caches {
     pub verified: moka::sync::Cache<[u8; 32], Arc<access::Credentials>>,
     /// Which blobs each title's signed manifest names (the title check before a fetch).
     pub title_blobs: moka::future::Cache<tranzcast_proto::TitleId, titles::TitleBlobs>,
+    /// Upstream manifest lookups of the last seconds, by title (see
+    /// `mirror::manifest_bytes`): concurrent asks share one, and a title no
+    /// source has is not asked of every source again at once.
+    pub manifest_lookups: moka::future::Cache<tranzcast_proto::TitleId, Option<bytes::Bytes>>,
     /// Titles whose manifest an edge holds or is fetching (so pulses can report bitmaps).
     pub manifests_known: std::sync::Mutex<std::collections::HashSet<tranzcast_proto::TitleId>>,
 }
@@ -249,6 +253,11 @@ impl EdgeServer {
             caches: Caches {
                 verified: moka::sync::Cache::builder().max_capacity(100_000).time_to_live(Duration::from_secs(600)).build(),
                 title_blobs: titles::cache(),
+                manifest_lookups: moka::future::Cache::builder()
+                    .max_capacity(MANIFEST_LOOKUP_BYTES)
+                    .weigher(|_, m: &Option<bytes::Bytes>| m.as_ref().map_or(64, |b| u32::try_from(b.len()).unwrap_or(u32::MAX)))
+                    .time_to_live(MANIFEST_LOOKUP_TTL)
+                    .build(),
                 manifests_known: Default::default(),
             },
             id: NEXT_SERVER.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
@@ -409,6 +418,11 @@ impl EdgeServer {
         let _ = self.inner.store.sync();
     }
 }
+
+/// How long an upstream manifest lookup's answer (a manifest, or none
+/// anywhere) is reused, and how many bytes of them are kept.
+const MANIFEST_LOOKUP_TTL: Duration = Duration::from_secs(10);
+const MANIFEST_LOOKUP_BYTES: u64 = 64 << 20;
 
 /// How long shutdown waits for upstream fetches in progress.
 const FLIGHTS_DRAIN: std::time::Duration = std::time::Duration::from_secs(10);

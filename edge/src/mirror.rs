@@ -309,10 +309,23 @@ pub(crate) async fn manifest_bytes(inner: &Arc<Inner>, title: &TitleId) -> Resul
     if held.is_some() || inner.config.role == EdgeRole::Peer {
         return Ok(held);
     }
-    // Upstream calls run on the main runtime (see `Fetcher::runtime`): its
-    // pooled connections then live there, not on an HTTP/3 endpoint's thread.
-    let runtime = inner.fetcher.runtime.clone();
-    runtime.spawn(manifest_upstream(inner.clone(), title.clone())).await.map_err(|e| e.to_string())?
+    // The route needs no credential (manifests are signed and public), so
+    // one lookup serves every concurrent ask of a title, and its answer,
+    // "no source has it" included, is reused for a few seconds: a client
+    // asking for titles that do not exist does not make every source be
+    // asked each time. Errors are not kept.
+    let (i2, t2) = (inner.clone(), title.clone());
+    inner
+        .caches
+        .manifest_lookups
+        .try_get_with(title.clone(), async move {
+            // Upstream calls run on the main runtime (see `Fetcher::runtime`): its
+            // pooled connections then live there, not on an HTTP/3 endpoint's thread.
+            let runtime = i2.fetcher.runtime.clone();
+            runtime.spawn(manifest_upstream(i2, t2)).await.map_err(|e| e.to_string())?
+        })
+        .await
+        .map_err(|e| (*e).clone())
 }
 
 /// The title's manifest from the first source that has one the origin

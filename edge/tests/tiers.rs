@@ -252,3 +252,36 @@ async fn a_certificate_for_one_title_cannot_make_an_edge_fetch_or_store_another(
         assert!(store.get(a).unwrap().is_none(), "the edge stored {a} of another title");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn anonymous_manifest_lookups_of_a_missing_title_go_upstream_once_not_once_each() {
+    let cl = TestCluster::start(3).await;
+    let (node, node_url) = cl.mirroring_node(&[]).await;
+    let TestCluster { dir, origin, oport, tls, .. } = cl;
+    let edge = EdgeServer::start(
+        EdgeSpec::new("edge", "edge-1", &dir.path().join("e1"), oport).parents(std::slice::from_ref(&node_url)).config(),
+        tls.clone(),
+    )
+    .await
+    .unwrap();
+    let edge_url = format!("https://localhost:{}", edge.https_addr().port());
+    let http = tranzcast_net::client::https(tls.ca_pem.as_bytes()).unwrap();
+    let label = "edge_http_requests_total{protocol=\"h2\",status=\"404\"}";
+    let before = metric_f64(&http, &node_url, label).await.unwrap_or(0.0);
+    // Sixty asks without credentials for a title no source has, thirty at
+    // once then thirty more: the node is asked once.
+    for _ in 0..2 {
+        let asks = (0..30).map(|_| http.get(format!("{edge_url}/v1/titles/nope/manifest")).send());
+        for r in futures_util::future::join_all(asks).await {
+            assert_eq!(r.unwrap().status().as_u16(), 404);
+        }
+    }
+    let after = metric_f64(&http, &node_url, label).await.unwrap_or(0.0);
+    assert_eq!(after - before, 1.0, "the node was asked {} times", after - before);
+    // A title that exists still comes through (the cache keeps no error).
+    let r = http.get(format!("{edge_url}/v1/titles/film/manifest")).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    edge.shutdown().await;
+    node.shutdown().await;
+    origin.shutdown().await;
+}
