@@ -444,3 +444,50 @@ async fn a_client_that_gives_no_stream_credit_is_closed_at_the_header_deadline()
     assert!(took <= deadline + Duration::from_secs(2), "held {took:?}");
     s.server.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heads_arriving_piece_by_piece_share_a_per_connection_budget() {
+    let s = start().await;
+    let c = connect(&s).await;
+    let _control = control(&c, &settings()).await;
+    let max_head = LimitsConfig::default().max_header_bytes.0 + 16;
+    // Four streams each one byte short of the largest head: the budget (four
+    // such heads) is spent.
+    let mut stalled = Vec::new();
+    for _ in 0..4 {
+        let (mut send, recv) = c.open_bi().await.unwrap();
+        let mut b = Vec::new();
+        http3::write_frame_head(frame::HEADERS, max_head, &mut b);
+        b.extend(std::iter::repeat_n(0u8, max_head as usize - 1));
+        send.write_all(&b).await.unwrap();
+        stalled.push((send, recv));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // A head that came whole takes nothing from the budget: answered.
+    let (fields, _) = exchange(&c, &head("GET", "/whole", &[])).await.unwrap();
+    assert_eq!(field(&fields, ":status"), Some("200"));
+    // A head that comes in two pieces waits for the budget...
+    let (mut send, mut recv) = c.open_bi().await.unwrap();
+    let big = head("GET", "/pieces", &[("x-pad", &"p".repeat(4000))]);
+    send.write_all(&big[..2000]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    send.write_all(&big[2000..]).await.unwrap();
+    send.finish().unwrap();
+    let mut buf = [0u8; 64];
+    assert!(
+        tokio::time::timeout(Duration::from_secs(1), recv.read(&mut buf)).await.is_err(),
+        "a head in pieces was read while four others held the connection's budget"
+    );
+    // ...and is answered once one of the four gives its share back.
+    let (mut gone, _) = stalled.remove(0);
+    gone.reset(0u32.into()).unwrap();
+    let mut all = Vec::new();
+    let got = tokio::time::timeout(Duration::from_secs(3), async {
+        while let Ok(Some(n)) = recv.read(&mut buf).await {
+            all.extend_from_slice(&buf[..n]);
+        }
+    })
+    .await;
+    assert!(got.is_ok() && all.len() > 4096, "not answered after a share came back ({} bytes)", all.len());
+    s.server.shutdown().await;
+}

@@ -180,11 +180,26 @@ pub(super) struct RequestIn {
     /// The stream's error, once it had one: its bytes after it are not
     /// frames to read on (an oversized frame's payload is still there).
     failed: Option<H3Error>,
+    /// The connection's budget of head bytes arriving piece by piece.
+    heads: Arc<tokio::sync::Semaphore>,
+}
+
+/// Head bytes a connection may have half in at once, across its request
+/// streams, in heads of the largest size: HTTP/1.1 and HTTP/2 hold one
+/// head at a time, and 128 streams each stalled one byte short of a 16 KiB
+/// head would otherwise hold 2 MiB for the header deadline. A head that
+/// came whole takes none.
+pub(super) const HEADS_IN_PROGRESS: u64 = 4;
+
+/// A connection's budget for [`RequestIn`] (heads of up to `max_head` bytes).
+pub(super) fn head_budget(max_head: u64) -> Arc<tokio::sync::Semaphore> {
+    let n = (max_head * HEADS_IN_PROGRESS).min(tokio::sync::Semaphore::MAX_PERMITS as u64) as usize;
+    Arc::new(tokio::sync::Semaphore::new(n))
 }
 
 impl RequestIn {
-    pub(super) fn new(recv: quinn::RecvStream, max_head: u64, max_fields: usize) -> Self {
-        Self { frames: Frames::new(recv), phase: RequestPhase::Head, data: 0, max_head, max_fields, failed: None }
+    pub(super) fn new(recv: quinn::RecvStream, max_head: u64, max_fields: usize, heads: Arc<tokio::sync::Semaphore>) -> Self {
+        Self { frames: Frames::new(recv), phase: RequestPhase::Head, data: 0, max_head, max_fields, failed: None, heads }
     }
 
     /// The request's HEADERS payload (its field section).
@@ -194,7 +209,15 @@ impl RequestIn {
                 return Err(H3Error { code: H3Code::RequestIncomplete, reason: "the stream ended before the request's head" }.into());
             };
             match http3::request_frame(&mut self.phase, h, self.max_head)? {
-                RequestFrame::Head => return self.frames.payload(h.len).await,
+                RequestFrame::Head => {
+                    if self.frames.buf.len() as u64 >= h.len {
+                        return self.frames.payload(h.len).await;
+                    }
+                    // Still coming: it waits its turn in the connection's budget.
+                    let want = u32::try_from(h.len).unwrap_or(u32::MAX);
+                    let _held = self.heads.acquire_many(want).await.map_err(|_| ReadFail::Gone)?;
+                    return self.frames.payload(h.len).await;
+                }
                 RequestFrame::Skip => self.frames.skip = h.len,
                 RequestFrame::Data | RequestFrame::Trailers => unreachable!("request_frame takes only HEADERS first"),
             }

@@ -229,6 +229,7 @@ async fn serve_h3(
     let mut forced = false;
     let peer_streams = Arc::new(PeerStreams::default());
     let memo = Arc::new(ConnMemo::default());
+    let heads = super::h3_streams::head_budget(shared.limits.max_header_bytes.0 + 16);
     // The first request stream not taken: what a GOAWAY names.
     let mut next_request: u64 = 0;
     // The connection's requests run on this task, polled when woken, not a
@@ -277,7 +278,7 @@ async fn serve_h3(
         // is a 500 already) ends alone, its stream reset; the connection's
         // other requests go on.
         let stats = shared.stats.clone();
-        let request = serve_h3_request(send, recv, quic.clone(), shared.clone(), conn.clone(), memo.clone(), cx);
+        let request = serve_h3_request(send, recv, quic.clone(), shared.clone(), conn.clone(), memo.clone(), heads.clone(), cx);
         requests.push(std::panic::AssertUnwindSafe(request).catch_unwind().map(move |r| {
             if let Err(payload) = r {
                 stats.panicked(Protocol::H3, "stream", &*payload);
@@ -368,6 +369,7 @@ impl std::ops::DerefMut for ResetUnlessFinished {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn serve_h3_request(
     send: quinn::SendStream,
     recv: quinn::RecvStream,
@@ -375,6 +377,7 @@ async fn serve_h3_request(
     shared: Arc<Shared>,
     conn: Arc<ConnState>,
     memo: Arc<ConnMemo>,
+    heads: Arc<tokio::sync::Semaphore>,
     cx: RequestContext,
 ) {
     let mut send = ResetUnlessFinished { send, finished: false };
@@ -382,7 +385,7 @@ async fn serve_h3_request(
     let limits = &shared.limits;
     // A field section's encoding is never longer than its size as counted
     // (32 bytes a line besides name and value) plus its prefix.
-    let mut input = RequestIn::new(recv, limits.max_header_bytes.0 + 16, limits.max_headers as usize + 4);
+    let mut input = RequestIn::new(recv, limits.max_header_bytes.0 + 16, limits.max_headers as usize + 4, heads);
     // A stream is a request once its head is in: one that never completes its
     // head (reset, malformed, too slow) keeps nothing in hand and counts as a
     // request cancelled before its answer.
