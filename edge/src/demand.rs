@@ -114,19 +114,30 @@ impl Demand {
         due
     }
 
-    /// Titles with requests in the last minute, hottest first.
+    /// Titles with requests in the last minute, hottest first, each with its
+    /// `TOP_SEGMENTS` most asked segments.
     pub fn heat(&self, now: Instant) -> Vec<TitleHeat> {
         let epoch = self.epoch(now);
+        // Cold titles are left out before any work, and a title's top
+        // segments are selected, not its every segment sorted: the route is
+        // public and this runs under the lock segment reads take.
+        let hottest = |a: &(u64, u64), b: &(u64, u64)| b.1.cmp(&a.1).then(a.0.cmp(&b.0));
         let mut out: Vec<TitleHeat> = self
             .titles
             .iter()
-            .map(|(title, t)| {
+            .filter_map(|(title, t)| {
+                let last_minute = recent(t, epoch);
+                if last_minute == 0 {
+                    return None;
+                }
                 let mut top: Vec<(u64, u64)> = t.per_segment.iter().map(|(s, n)| (*s, *n)).collect();
-                top.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
-                top.truncate(8);
-                TitleHeat { title: title.clone(), last_minute: recent(t, epoch), total: t.total, top_segments: top }
+                if top.len() > TOP_SEGMENTS {
+                    top.select_nth_unstable_by(TOP_SEGMENTS - 1, hottest);
+                    top.truncate(TOP_SEGMENTS);
+                }
+                top.sort_by(hottest);
+                Some(TitleHeat { title: title.clone(), last_minute, total: t.total, top_segments: top })
             })
-            .filter(|h| h.last_minute > 0)
             .collect();
         out.sort_by(|a, b| b.last_minute.cmp(&a.last_minute).then(a.title.as_str().cmp(b.title.as_str())));
         out
@@ -167,6 +178,9 @@ fn recent(t: &TitleDemand, epoch: u64) -> u32 {
         .map(|k| t.buckets[((t.epoch - k) % BUCKETS as u64) as usize])
         .sum()
 }
+
+/// Segments reported per title in [`Demand::heat`].
+const TOP_SEGMENTS: usize = 8;
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
@@ -210,6 +224,26 @@ mod tests {
             d.record(&film(), 0, Some(10), later);
         }
         assert_eq!(d.record(&film(), 1, Some(10), later), vec![2, 3]);
+    }
+
+    #[test]
+    fn heat_reports_the_most_asked_segments_as_a_full_sort_would() {
+        let t0 = Instant::now();
+        let mut d = Demand::new(1000, 0, t0);
+        // Forty segments asked 1 to 7 times each (ties among them), in a scrambled order.
+        let mut asked = std::collections::BTreeMap::new();
+        for i in 0..40u64 {
+            let s = (i * 17) % 40;
+            let n = 1 + (i * 5) % 7;
+            for _ in 0..n {
+                d.record(&film(), s, None, t0);
+            }
+            asked.insert(s, n);
+        }
+        let mut want: Vec<(u64, u64)> = asked.into_iter().collect();
+        want.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        want.truncate(TOP_SEGMENTS);
+        assert_eq!(d.heat(t0)[0].top_segments, want);
     }
 
     #[test]

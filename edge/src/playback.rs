@@ -73,6 +73,17 @@ pub(crate) struct OpenSession {
     etag: String,
 }
 
+/// Memory the open sessions may hold: about 130,000 of short titles, 4,000
+/// of 2-hour titles in 4-second segments. A session evicted is opened again
+/// from its token on its next request.
+const SESSION_BYTES: u64 = 256 << 20;
+
+/// What a session holds, roughly: its grant, key and token, and its
+/// manifest's segment addresses.
+fn session_weight(segments: usize) -> u32 {
+    u32::try_from(2048 + segments.saturating_mul(32)).unwrap_or(u32::MAX)
+}
+
 /// Sessions, the plaintext cache and counters.
 pub(crate) struct Playback {
     pub keys: PlaybackKeys,
@@ -89,7 +100,14 @@ impl Playback {
     pub fn new() -> Self {
         Self {
             keys: PlaybackKeys::new(),
-            sessions: moka::future::Cache::builder().max_capacity(100_000).time_to_idle(SESSION_IDLE).build(),
+            // Weighed by what a session holds (its title's manifest, tens of
+            // KiB for a long title), not counted: sessions of long titles
+            // would otherwise pin gigabytes before the count was reached.
+            sessions: moka::future::Cache::builder()
+                .weigher(|_, s: &Arc<OpenSession>| session_weight(s.manifest.segments.len()))
+                .max_capacity(SESSION_BYTES)
+                .time_to_idle(SESSION_IDLE)
+                .build(),
             plain: moka::future::Cache::builder()
                 .weigher(|_, b: &Bytes| u32::try_from(b.len()).unwrap_or(u32::MAX))
                 .max_capacity(PLAIN_CACHE_BYTES)
