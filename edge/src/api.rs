@@ -161,7 +161,7 @@ async fn title_manifest(inner: &Arc<Inner>, id: &str) -> Reply {
     let t = TitleId::new(id).map_err(|e| error(StatusCode::BAD_REQUEST, "bad_title", e.to_string()))?;
     let b = crate::mirror::manifest_bytes(inner, &t)
         .await
-        .map_err(internal)?
+        .map_err(|e| error(StatusCode::BAD_GATEWAY, "upstream", e))?
         .ok_or_else(|| error(StatusCode::NOT_FOUND, "unknown_title", format!("no title {t}")))?;
     let mut r = Response::new(full(b));
     r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));

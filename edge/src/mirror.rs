@@ -338,10 +338,27 @@ async fn manifest_upstream(inner: Arc<Inner>, title: TitleId) -> Result<Option<B
         total: inner.config.upstream_timeout.0 * 6,
         max_body: (tranzcast_proto::manifest::MAX_SEGMENTS as usize) * 32 + (1 << 20),
     };
+    // "None" is the answer only when no source failed to answer, or an
+    // origin (which holds the whole catalog) said it has no such title: a
+    // node without it, beside an origin that could not be reached, is an
+    // error, not kept (see `manifest_bytes`), so a title is not refused for
+    // seconds after an outage.
+    let (mut origin_has_none, mut fault) = (false, None);
     for source in inner.fetcher.sources() {
         let b = match tranzcast_net::client::call(inner.http.get(format!("{source}/v1/titles/{title}/manifest")), limits).await {
             Ok((status, b)) if status.is_success() => b,
-            _ => continue,
+            Ok((status, _)) if status == http::StatusCode::NOT_FOUND => {
+                origin_has_none |= inner.fetcher.is_origin(&source);
+                continue;
+            }
+            Ok((status, _)) => {
+                fault = Some(format!("{source}: status {status}"));
+                continue;
+            }
+            Err(e) => {
+                fault = Some(format!("{source}: {e}"));
+                continue;
+            }
         };
         // Only a manifest the origin signed, for this title, is kept.
         let ok = SignedManifest::decode(&b).ok().and_then(|sm| sm.verify(&inner.origin_key).ok().map(|m| &m.title == title));
@@ -353,5 +370,8 @@ async fn manifest_upstream(inner: Arc<Inner>, title: TitleId) -> Result<Option<B
         tokio::task::spawn_blocking(move || keep_manifest(&i2, &t2, &b2)).await.map_err(|e| e.to_string())?.map_err(|e| e.to_string())?;
         return Ok(Some(b));
     }
-    Ok(None)
+    match fault {
+        Some(last) if !origin_has_none => Err(format!("no source could say whether {title} exists; last: {last}")),
+        _ => Ok(None),
+    }
 }

@@ -278,10 +278,16 @@ async fn anonymous_manifest_lookups_of_a_missing_title_go_upstream_once_not_once
     }
     let after = metric_f64(&http, &node_url, label).await.unwrap_or(0.0);
     assert_eq!(after - before, 1.0, "the node was asked {} times", after - before);
-    // A title that exists still comes through (the cache keeps no error).
+    // A title that exists still comes through.
     let r = http.get(format!("{edge_url}/v1/titles/film/manifest")).send().await.unwrap();
     assert_eq!(r.status().as_u16(), 200);
+    // The origin gone, the node's "not here" is not taken for "no such
+    // title": an upstream error (502), kept for no one.
+    origin.shutdown().await;
+    for _ in 0..2 {
+        let r = http.get(format!("{edge_url}/v1/titles/nope2/manifest")).send().await.unwrap();
+        assert_eq!(r.status().as_u16(), 502);
+    }
     edge.shutdown().await;
     node.shutdown().await;
-    origin.shutdown().await;
 }
