@@ -41,6 +41,12 @@ pub enum AttackKind {
     Ranges,
     /// Unauthenticated `POST /v1/play` with garbage tickets, from many addresses.
     PlayFlood,
+    /// QUIC Initials, each a new connection's first packet followed at once
+    /// by its CONNECTION_CLOSE, from addresses that never read an answer:
+    /// what a spoofer can send blind (Initial keys come from the client's
+    /// own connection ID), each costing the server a signature unless it
+    /// answers with a Retry.
+    InitialFlood,
 }
 
 #[derive(clap::Args, Debug)]
@@ -72,7 +78,7 @@ pub struct AttackArgs {
     /// Client addresses to spread over (127.0.1.1, 127.0.1.2, ...).
     #[arg(long, default_value_t = 64)]
     sources: usize,
-    /// Requests at most (h3-flood).
+    /// Requests at most (h3-flood), Initials at most (initial-flood).
     #[arg(long)]
     requests: Option<u64>,
 }
@@ -260,6 +266,12 @@ async fn run_attack(a: &AttackArgs, deadline: Instant, tally: Arc<Tally>) -> Res
                     None => break,
                 }
             }
+        }
+        AttackKind::InitialFlood => {
+            let t = Target::new(&a.target, &a.ca, &[b"h3"])?;
+            let n = a.connections.unwrap_or(8);
+            let max = a.requests.unwrap_or(2_000_000);
+            initial_flood(&t, n, sources, max, deadline, tally).await?;
         }
         AttackKind::Oversized => {
             let t = Arc::new(Target::new(&a.target, &a.ca, &[b"http/1.1"])?);
@@ -463,6 +475,82 @@ async fn idle_quic(t: Arc<Target>, n: usize, sources: usize, deadline: Instant, 
         ep.close(0u32.into(), b"done");
     }
     Ok(())
+}
+
+/// QUIC Initials as fast as `workers` tasks can build them (at most `max`),
+/// each from a fresh connection (its own connection ID, so its own Initial
+/// keys) and followed by its CONNECTION_CLOSE, as a blind spoofer could send
+/// them. The server's answers are read only to count them by packet type:
+/// a Retry is the cheap answer, a server Initial means a handshake (a
+/// signature) was spent.
+async fn initial_flood(t: &Target, workers: usize, sources: usize, max: u64, deadline: Instant, tally: Arc<Tally>) -> Result<()> {
+    let tls = tranzcast_net::tls::client_config(t.ca.as_bytes(), &[b"h3"])?;
+    let quic = Arc::new(quinn::crypto::rustls::QuicClientConfig::try_from(tls)?);
+    let mut tasks = Vec::new();
+    for i in 0..workers.clamp(1, 256) {
+        let socket = Arc::new(tokio::net::UdpSocket::bind(SocketAddr::new(source(i % sources), 0)).await?);
+        let (quic, tally, addr) = (quic.clone(), tally.clone(), t.addr);
+        let reader = {
+            let (socket, tally) = (socket.clone(), tally.clone());
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 65_536];
+                while let Ok(Ok((n, _))) = tokio::time::timeout_at(deadline.into(), socket.recv_from(&mut buf)).await {
+                    tally.bytes.fetch_add(n as u64, Ordering::Relaxed);
+                    tally.answer(quic_packet_kind(buf.first().copied().unwrap_or(0)));
+                }
+            })
+        };
+        tasks.push(tokio::spawn(async move {
+            let mut endpoint = quinn_proto::Endpoint::new(Arc::new(quinn::EndpointConfig::default()), None, false, None);
+            let mut buf = Vec::with_capacity(2048);
+            let mut k = 0u64;
+            while Instant::now() < deadline && tally.sent.load(Ordering::Relaxed) < max {
+                let now = Instant::now();
+                let Ok((handle, mut conn)) = endpoint.connect(now, quinn::ClientConfig::new(quic.clone()), addr, "localhost") else {
+                    tally.errors.fetch_add(1, Ordering::Relaxed);
+                    break;
+                };
+                tally.opened.fetch_add(1, Ordering::Relaxed);
+                buf.clear();
+                if let Some(tx) = conn.poll_transmit(now, 1, &mut buf) {
+                    if socket.send_to(&buf[..tx.size], addr).await.is_ok() {
+                        tally.sent.fetch_add(1, Ordering::Relaxed);
+                    } else {
+                        tally.errors.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                conn.close(now, 0u32.into(), Bytes::new());
+                buf.clear();
+                if let Some(tx) = conn.poll_transmit(now, 1, &mut buf) {
+                    let _ = socket.send_to(&buf[..tx.size], addr).await;
+                }
+                // The endpoint forgets it (its connection IDs freed).
+                endpoint.handle_event(handle, quinn_proto::EndpointEvent::drained());
+                k += 1;
+                if k.is_multiple_of(64) {
+                    tokio::task::yield_now().await;
+                }
+            }
+            reader.abort();
+        }));
+    }
+    for task in tasks {
+        let _ = task.await;
+    }
+    Ok(())
+}
+
+/// A QUIC datagram's first packet, by its long-header type (RFC 9000 17.2).
+fn quic_packet_kind(first: u8) -> &'static str {
+    if first & 0x80 == 0 {
+        return "short";
+    }
+    match (first >> 4) & 0x3 {
+        0 => "initial",
+        1 => "0-rtt",
+        2 => "handshake",
+        _ => "retry",
+    }
 }
 
 /// One HTTP/2 connection after another: requests for blobs no one has

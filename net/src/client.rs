@@ -138,6 +138,12 @@ impl H3Client {
         Ok(new)
     }
 
+    /// Closes the connection (and its endpoint) now, rather than when the
+    /// server's idle timeout ends it.
+    pub fn close(&self) {
+        self.endpoint.close(0u32.into(), b"done");
+    }
+
     /// The `host:port` requests go to.
     pub fn authority(&self) -> &str {
         &self.authority

@@ -60,10 +60,14 @@ pub enum Refusal {
     NotReady,
     /// A request the protocol layer rejected (malformed, a stream error).
     Malformed,
+    /// A QUIC Initial from an address not yet proven, answered with a
+    /// stateless Retry instead of a handshake (the unproven pool or rate is
+    /// spent, the server is busy, or the address is serving a penalty).
+    QuicRetry,
 }
 
 impl Refusal {
-    const ALL: [Refusal; 21] = [
+    const ALL: [Refusal; 22] = [
         Refusal::ConnectionsTotal,
         Refusal::ConnectionsPerAddress,
         Refusal::ConnectionRate,
@@ -85,6 +89,7 @@ impl Refusal {
         Refusal::UpstreamBusy,
         Refusal::NotReady,
         Refusal::Malformed,
+        Refusal::QuicRetry,
     ];
 
     /// The metric label.
@@ -111,6 +116,7 @@ impl Refusal {
             Refusal::UpstreamBusy => "upstream_busy",
             Refusal::NotReady => "not_ready",
             Refusal::Malformed => "malformed",
+            Refusal::QuicRetry => "quic_retry",
         }
     }
 

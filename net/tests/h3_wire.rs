@@ -12,13 +12,14 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Request, Response};
-use tranzcast_net::{BodyLimit, HttpServer, LimitsConfig, LocalCa, ServerOptions, ServerStats, full};
+use tranzcast_net::{BodyLimit, HttpServer, LimitsConfig, LocalCa, Refusal, ServerOptions, ServerStats, full};
 use tranzcast_proto::http3::{self, frame, huffman, qpack};
 
 struct Server {
     server: HttpServer,
     addr: SocketAddr,
     ca: String,
+    stats: Arc<ServerStats>,
 }
 
 async fn start() -> Server {
@@ -43,8 +44,9 @@ async fn start() -> Server {
         stats: Arc::new(ServerStats::default()),
         h3_endpoints: 0,
     };
+    let stats = opts.stats.clone();
     let server = HttpServer::bind(opts, handler).await.unwrap();
-    Server { addr: server.https_addr, server, ca: ca.cert_pem().to_owned() }
+    Server { addr: server.https_addr, server, ca: ca.cert_pem().to_owned(), stats }
 }
 
 async fn connect(s: &Server) -> quinn::Connection {
@@ -490,5 +492,68 @@ async fn heads_arriving_piece_by_piece_share_a_per_connection_budget() {
     })
     .await;
     assert!(got.is_ok() && all.len() > 4096, "not answered after a share came back ({} bytes)", all.len());
+    s.server.shutdown().await;
+}
+
+/// A blind flood of Initials, each a new connection closed at once (what a
+/// spoofer can send: Initial keys come from the client's own connection
+/// ID), spends at most the unproven budget in handshakes, a tenth of a
+/// second's worth and then 1,000 a second per endpoint; the rest get a
+/// stateless Retry. An honest client still gets in and is answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_initials_past_the_unproven_budget_gets_retries_and_honest_clients_still_get_in() {
+    let s = start().await;
+    let tls = tranzcast_net::tls::client_config(s.ca.as_bytes(), &[b"h3"]).unwrap();
+    let quic = Arc::new(quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap());
+    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let mut flood = quinn_proto::Endpoint::new(Arc::new(quinn::EndpointConfig::default()), None, false, None);
+    let mut buf = Vec::with_capacity(2048);
+    let started = std::time::Instant::now();
+    let initials = 2000;
+    for i in 0..initials {
+        let now = std::time::Instant::now();
+        let (handle, mut conn) = flood.connect(now, quinn::ClientConfig::new(quic.clone()), s.addr, "localhost").unwrap();
+        buf.clear();
+        let first = conn.poll_transmit(now, 1, &mut buf).expect("a client's first Initial");
+        socket.send_to(&buf[..first.size], s.addr).await.unwrap();
+        conn.close(now, 0u32.into(), Bytes::new());
+        buf.clear();
+        if let Some(close) = conn.poll_transmit(now, 1, &mut buf) {
+            socket.send_to(&buf[..close.size], s.addr).await.unwrap();
+        }
+        flood.handle_event(handle, quinn_proto::EndpointEvent::drained());
+        // In bursts of 20 (40 datagrams): a default-sized receive buffer holds them.
+        if i % 20 == 19 {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+    // The server has read the flood once neither its Retries nor its
+    // handshakes grow; the budget refills for as long as it was reading.
+    let seen = || s.stats.refused(Refusal::QuicRetry) + s.stats.h3_connections_by_endpoint().iter().sum::<u64>();
+    let (mut last, mut read_by) = (u64::MAX, started.elapsed());
+    loop {
+        let now = seen();
+        if now == last {
+            break;
+        }
+        (last, read_by) = (now, started.elapsed());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let flood_secs = read_by.as_secs_f64();
+    let endpoints = s.stats.h3_connections_by_endpoint().len() as f64;
+    let handshakes = s.stats.h3_connections_by_endpoint().iter().sum::<u64>() as f64;
+    let retries = s.stats.refused(Refusal::QuicRetry);
+    let budget = endpoints * (100.0 + 1000.0 * flood_secs);
+    eprintln!("flood: {handshakes} handshakes, {retries} Retries in {flood_secs:.2} s on {endpoints} endpoints");
+    assert!(handshakes <= budget, "{handshakes} handshakes over {flood_secs:.2} s on {endpoints} endpoints (budget {budget})");
+    // (At least a fraction of the rest: on a machine whose receive buffers
+    // are small, some of the flood is dropped before the server reads it.)
+    assert!(retries >= 200, "{retries} Retries for {initials} Initials, {handshakes} handshakes");
+    // An honest client, right after: through a Retry or not, it is answered.
+    let c = connect(&s).await;
+    let _ctl = control(&c, &settings()).await;
+    let (fields, body) = exchange(&c, &head("GET", "/after-the-flood", &[])).await.unwrap();
+    assert_eq!(field(&fields, ":status"), Some("200"));
+    assert_eq!(body.len(), 4096);
     s.server.shutdown().await;
 }

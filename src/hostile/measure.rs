@@ -94,6 +94,27 @@ fn fds_of(pid: u32) -> u64 {
     std::fs::read_dir(format!("/proc/{pid}/fd")).map(|d| d.count() as u64).unwrap_or(0)
 }
 
+/// Datagrams the kernel dropped at the UDP sockets bound to `port` (every
+/// socket of a reuseport group), from `/proc/net/udp{,6}`: a full receive
+/// buffer drops honest packets with the flood's.
+fn udp_drops(port: u16) -> u64 {
+    ["/proc/net/udp", "/proc/net/udp6"].iter().map(|f| udp_drops_in(&std::fs::read_to_string(f).unwrap_or_default(), port)).sum()
+}
+
+/// [`udp_drops`] on the table's text: each row's local address is
+/// `HEXADDR:HEXPORT`, its last column the socket's drops.
+fn udp_drops_in(table: &str, port: u16) -> u64 {
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            let cols: Vec<&str> = l.split_whitespace().collect();
+            let local = u16::from_str_radix(cols.get(1)?.rsplit_once(':')?.1, 16).ok()?;
+            (local == port).then(|| cols.last()?.parse::<u64>().ok()).flatten()
+        })
+        .sum()
+}
+
 /// A metric's value from Prometheus text (the first sample named exactly `name`).
 fn metric_in(text: &str, name: &str) -> f64 {
     text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok()).unwrap_or(f64::NAN)
@@ -124,6 +145,10 @@ pub struct ProbeArgs {
     /// How long, at most.
     #[arg(long, default_value_t = 30.0)]
     seconds: f64,
+    /// Over HTTP/3, each request on a new connection (a handshake each,
+    /// every 100 ms: what an Initial flood would take from honest clients).
+    #[arg(long)]
+    h3: bool,
 }
 
 /// The probe, its own process (so the viewer's decryption and the attack
@@ -145,28 +170,52 @@ pub fn probe(a: ProbeArgs) -> Result<()> {
         writeln!(out, "# started {:.6}", epoch.as_secs_f64())?;
         while Instant::now() < stop {
             let t = Instant::now();
-            let mut r = http.get(&a.url);
-            if let Some(auth) = &a.auth {
-                r = r.header("authorization", auth);
-            }
-            if a.range {
-                r = r.header("range", "bytes=0-4095");
-            }
-            let ok = matches!(
-                tokio::time::timeout(Duration::from_secs(10), async { r.send().await?.error_for_status()?.bytes().await }).await,
-                Ok(Ok(_))
-            );
+            let ok = if a.h3 {
+                matches!(tokio::time::timeout(Duration::from_secs(10), probe_h3(&a, ca.as_bytes())).await, Ok(Ok(())))
+            } else {
+                let mut r = http.get(&a.url);
+                if let Some(auth) = &a.auth {
+                    r = r.header("authorization", auth);
+                }
+                if a.range {
+                    r = r.header("range", "bytes=0-4095");
+                }
+                matches!(
+                    tokio::time::timeout(Duration::from_secs(10), async { r.send().await?.error_for_status()?.bytes().await }).await,
+                    Ok(Ok(_))
+                )
+            };
             let ms = if ok { t.elapsed().as_secs_f64() * 1000.0 } else { -1.0 };
             if writeln!(out, "{:.3} {ms:.3}", t.duration_since(start).as_secs_f64()).and_then(|()| out.flush()).is_err() {
                 break;
             }
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            // A new connection every 100 ms stays within an address's connection rate.
+            tokio::time::sleep(Duration::from_millis(if a.h3 { 100 } else { 20 })).await;
         }
         Ok(())
     })
 }
 
+/// One probe over a new HTTP/3 connection: handshake (and Retry, if the
+/// server asks for one), the request, the close.
+async fn probe_h3(a: &ProbeArgs, ca: &[u8]) -> Result<()> {
+    let c = tranzcast_net::client::H3Client::connect(loopback_target(&a.url)?, "localhost", ca).await?;
+    let mut r = http::Request::get(&a.url);
+    if let Some(auth) = &a.auth {
+        r = r.header("authorization", auth);
+    }
+    if a.range {
+        r = r.header("range", "bytes=0-4095");
+    }
+    let answer = c.request(r.body(Bytes::new())?).await;
+    c.close();
+    let status = answer?.status();
+    anyhow::ensure!(status.is_success(), "probe: {status}");
+    Ok(())
+}
+
 /// Runs the probe process until it ends or `stop` is set; returns its samples (seconds, ms; -1 ms: failed).
+#[allow(clippy::too_many_arguments)]
 async fn run_probe(
     url: &str,
     auth: &str,
@@ -174,6 +223,7 @@ async fn run_probe(
     ca: &std::path::Path,
     secs: f64,
     cpus: Option<&str>,
+    h3: bool,
     stop: Option<tokio::sync::watch::Receiver<bool>>,
 ) -> Result<Vec<(f64, f64)>> {
     use tokio::io::AsyncBufReadExt;
@@ -197,6 +247,9 @@ async fn run_probe(
     }
     if range {
         cmd.arg("--range");
+    }
+    if h3 {
+        cmd.arg("--h3");
     }
     let mut child = cmd.stdout(std::process::Stdio::piped()).kill_on_drop(true).spawn().context("starting the probe")?;
     let mut lines = tokio::io::BufReader::new(child.stdout.take().context("probe stdout")?).lines();
@@ -257,6 +310,12 @@ struct Row {
     probe_failed: u64,
     /// The attacked server's CPU during the attack, % of one core.
     server_cpu_pct: f64,
+    /// QUIC Initials answered with a Retry, and handshakes failed or
+    /// abandoned (each a signature spent), during the attack and the 10 s after.
+    quic_retries: f64,
+    handshakes_failed: f64,
+    /// Datagrams dropped at the server's UDP sockets (receive buffer full).
+    udp_dropped: u64,
     in_flight_after: f64,
     tasks_before: f64,
     tasks_after: f64,
@@ -318,6 +377,7 @@ async fn hostile_run(a: HostileArgs) -> Result<()> {
             AttackKind::Oversized,
             AttackKind::Ranges,
             AttackKind::PlayFlood,
+            AttackKind::InitialFlood,
         ]
     } else {
         a.attacks.clone()
@@ -331,6 +391,8 @@ async fn hostile_run(a: HostileArgs) -> Result<()> {
         // The probe: a 4 KiB range of a hot blob on the edge, or a title's summary on the origin.
         let (probe_url, probe_range) =
             if on_origin { (format!("{}/v1/titles/{}", a.origin, a.title), false) } else { (format!("{}/v1/blobs/{blob}", a.edge), true) };
+        // Under an Initial flood, what matters is whether honest HTTP/3 clients still get in.
+        let probe_h3_fresh = kind == AttackKind::InitialFlood;
         // The viewer presses play a second in, so its session opens under attack.
         let start_viewer = |limit: Duration| -> Result<tokio::task::JoinHandle<tranzcast_loadtest::viewer::ViewerOutcome>> {
             let setup = tranzcast_loadtest::viewer::ViewerSetup {
@@ -362,7 +424,8 @@ async fn hostile_run(a: HostileArgs) -> Result<()> {
         // Unloaded: the same viewer plays (its start is the busiest part), no attack.
         eprintln!("== {kind:?}: probe unloaded, a viewer playing (10 s)");
         let calm = start_viewer(Duration::from_secs(60))?;
-        let (unloaded, _) = latencies(&run_probe(&probe_url, &auth, probe_range, &a.ca, 10.0, a.probe_cpus.as_deref(), None).await?);
+        let (unloaded, _) =
+            latencies(&run_probe(&probe_url, &auth, probe_range, &a.ca, 10.0, a.probe_cpus.as_deref(), probe_h3_fresh, None).await?);
         calm.abort();
         let _ = calm.await;
         let scrape = || async {
@@ -372,6 +435,8 @@ async fn hostile_run(a: HostileArgs) -> Result<()> {
             }
         };
         let before = scrape().await;
+        let udp_port = loopback_target(target)?.port();
+        let drops_before = udp_drops(udp_port);
         let (rss_idle, fds_before) = (rss_of(pid), fds_of(pid));
         let tasks_before = metric_in(&before, &format!("{prefix}_tasks"));
         // The attacker, its own process at a lower priority.
@@ -386,7 +451,11 @@ async fn hostile_run(a: HostileArgs) -> Result<()> {
             "bench".into(),
             "attack".into(),
             "--kind".into(),
-            format!("{kind:?}").to_lowercase().replace("h3flood", "h3-flood").replace("playflood", "play-flood"),
+            format!("{kind:?}")
+                .to_lowercase()
+                .replace("h3flood", "h3-flood")
+                .replace("playflood", "play-flood")
+                .replace("initialflood", "initial-flood"),
             "--target".into(),
             target.clone(),
             "--ca".into(),
@@ -410,6 +479,9 @@ async fn hostile_run(a: HostileArgs) -> Result<()> {
             }
             AttackKind::Ranges => args.extend(["--cert".into(), cert.clone(), "--connections".into(), "32".into()]),
             AttackKind::PlayFlood => args.extend(["--connections".into(), "64".into(), "--sources".into(), "16".into()]),
+            AttackKind::InitialFlood => {
+                args.extend(["--requests".into(), s(2_000_000.0), "--connections".into(), "8".into(), "--sources".into(), "64".into()])
+            }
         }
         eprintln!("== {kind:?}: attack ({} s) with a viewer playing and the probe", a.seconds);
         let mut attacker = tokio::process::Command::new("nice")
@@ -452,6 +524,7 @@ async fn hostile_run(a: HostileArgs) -> Result<()> {
             &a.ca,
             (stop - Instant::now()).as_secs_f64(),
             a.probe_cpus.as_deref(),
+            probe_h3_fresh,
             Some(done_rx.clone()),
         )
         .await?;
@@ -480,6 +553,10 @@ async fn hostile_run(a: HostileArgs) -> Result<()> {
         let rss_after = rss_of(pid);
         let after = scrape().await;
         let in_flight_after = metric_in(&after, &format!("{prefix}_requests_in_flight")) - 1.0; // this scrape
+        let refused = |text: &str, why: &str| metric_in(text, &format!("{prefix}_refused_total{{reason=\"{why}\"}}"));
+        let quic_retries = refused(&after, "quic_retry") - refused(&before, "quic_retry");
+        let udp_dropped = udp_drops(udp_port).saturating_sub(drops_before);
+        let handshakes_failed = refused(&after, "handshake") - refused(&before, "handshake");
         let waited = Instant::now();
         let mut fds_after = fds_of(pid);
         // Pooled connections of our own clients (the viewer) count too: they close with the idle timeout.
@@ -511,6 +588,9 @@ async fn hostile_run(a: HostileArgs) -> Result<()> {
             probe_p99_attack_ms: p99(loaded),
             probe_failed,
             server_cpu_pct,
+            quic_retries,
+            handshakes_failed,
+            udp_dropped,
             in_flight_after,
             tasks_before,
             tasks_after,
@@ -529,7 +609,7 @@ async fn hostile_run(a: HostileArgs) -> Result<()> {
         rows.push(row);
     }
     println!(
-        "{:<10} {:<6} {:>9} {:>9} {:>9} {:>9} {:>13} {:>7} {:>6} {:>8} {:>15} {:>8} {:>11} met",
+        "{:<12} {:<6} {:>9} {:>9} {:>9} {:>9} {:>13} {:>7} {:>6} {:>8} {:>15} {:>8} {:>11} {:>13} {:>9} met",
         "attack",
         "target",
         "rss idle",
@@ -543,10 +623,12 @@ async fn hostile_run(a: HostileArgs) -> Result<()> {
         "p99 ms idle/att",
         "inflight",
         "tasks b/a",
+        "retry/hs fail",
+        "udp drops",
     );
     for r in &rows {
         println!(
-            "{:<10} {:<6} {:>9.0} {:>9.0} {:>9.0} {:>9.0} {:>13} {:>7.1} {:>6} {:>8.2} {:>15} {:>8} {:>11} {}",
+            "{:<12} {:<6} {:>9.0} {:>9.0} {:>9.0} {:>9.0} {:>13} {:>7.1} {:>6} {:>8.2} {:>15} {:>8} {:>11} {:>13} {:>9} {}",
             r.attack,
             r.target,
             r.rss_idle_mib,
@@ -560,15 +642,36 @@ async fn hostile_run(a: HostileArgs) -> Result<()> {
             format!("{:.1}/{:.1}", r.probe_p99_unloaded_ms, r.probe_p99_attack_ms),
             r.in_flight_after,
             format!("{}/{}", r.tasks_before, r.tasks_after),
+            format!("{}/{}", r.quic_retries, r.handshakes_failed),
+            r.udp_dropped,
             if r.goals_met { "yes" } else { "NO" }
         );
     }
     println!("attackers:");
     for r in &rows {
-        println!("  {:<10} {}", r.attack, r.attacker);
+        println!("  {:<12} {}", r.attack, r.attacker);
     }
     if let Some(p) = &a.out {
         std::fs::write(p, serde_json::to_vec_pretty(&rows)?)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn udp_drops_are_summed_over_the_port_s_sockets_only() {
+        let table = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode ref pointer drops
+ 1: 0100007F:1F90 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 1 2 0000000000000000 5
+ 2: 0100007F:1F90 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 1 2 0000000000000000 7
+ 3: 0100007F:1F91 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 1 2 0000000000000000 100
+ 4: garbage
+";
+        assert_eq!(udp_drops_in(table, 0x1F90), 12);
+        assert_eq!(udp_drops_in(table, 0x1F91), 100);
+        assert_eq!(udp_drops_in(table, 1), 0);
+        assert_eq!(udp_drops_in("", 0x1F90), 0);
+    }
 }

@@ -37,6 +37,7 @@ pub(super) fn bind_udp(addr: SocketAddr, n: u8) -> std::io::Result<Vec<std::net:
             s.set_reuse_port(true)?;
         }
         s.set_nonblocking(true)?;
+        raise_recv_buffer(&s, socks.is_empty());
         s.bind(&addr.into())?;
         socks.push(s);
     }
@@ -60,6 +61,28 @@ pub(super) fn bind_udp(addr: SocketAddr, n: u8) -> std::io::Result<Vec<std::net:
         }
     }
     Ok(socks)
+}
+
+/// What each endpoint's socket asks the kernel to queue: Linux's default
+/// (208 KiB, about 90 full datagrams) is 2 ms of a 40,000-packet-a-second
+/// Initial flood, so any pause of the endpoint's thread dropped honest
+/// handshakes with the flood's, each then waiting out its client's
+/// one-second retransmission timer (`bench/hostile.sh 20 initial-flood`).
+/// Past `net.core.rmem_max` the kernel grants only that.
+const UDP_RECV_BUFFER: usize = 8 << 20;
+
+/// Asks for [`UDP_RECV_BUFFER`]; says once (`tell`) if the kernel granted less.
+fn raise_recv_buffer(s: &socket2::Socket, tell: bool) {
+    let _ = s.set_recv_buffer_size(UDP_RECV_BUFFER);
+    // Linux reports twice what it grants (its bookkeeping's share included).
+    let granted = s.recv_buffer_size().unwrap_or(0) / 2;
+    if tell && granted < UDP_RECV_BUFFER {
+        tracing::info!(
+            granted,
+            wanted = UDP_RECV_BUFFER,
+            "HTTP/3 sockets' receive buffer below what is wanted: raise net.core.rmem_max to absorb bursts of packets"
+        );
+    }
 }
 
 /// Whether the group steers as the program says, seen from outside: a
