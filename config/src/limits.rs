@@ -61,6 +61,11 @@ pub struct LimitsConfig {
     pub body_min_rate: ByteSize,
     /// Request bodies held in memory at once, server-wide (503 above it).
     pub max_body_memory: ByteSize,
+    /// Answer bytes quinn may hold unacknowledged for all HTTP/3
+    /// connections together: each connection's send window (8 MiB) comes
+    /// out of it, and a connection opened when it is spent gets what is
+    /// left, at least 64 KiB.
+    pub h3_send_memory: ByteSize,
     /// Concurrent streams one HTTP/2 connection may open.
     pub h2_max_concurrent_streams: u32,
     /// Concurrent bidirectional streams one HTTP/3 connection may open.
@@ -96,6 +101,7 @@ impl Default for LimitsConfig {
             max_upload_body: ByteSize(16 << 20),
             body_min_rate: ByteSize(64 << 10),
             max_body_memory: ByteSize(256 << 20),
+            h3_send_memory: ByteSize(1 << 30),
             h2_max_concurrent_streams: 128,
             h3_max_concurrent_streams: 128,
             max_cancelled_requests: 200,
@@ -152,6 +158,9 @@ impl LimitsConfig {
         }
         if self.body_min_rate.0 < 1024 {
             return fail("limits.body_min_rate", "must be at least 1KiB (per second)");
+        }
+        if self.h3_send_memory.0 < 8 << 20 {
+            return fail("limits.h3_send_memory", "must be at least 8MiB (one connection's full send window)");
         }
         if self.max_body_memory < self.max_upload_body {
             return fail("limits.max_body_memory", "must be at least limits.max_upload_body");

@@ -67,6 +67,7 @@ mod h3_streams;
 mod penalty_filter;
 mod quic;
 mod request;
+mod send_windows;
 mod tcp;
 
 /// A response body: streamed, errors as I/O errors.
@@ -305,8 +306,9 @@ impl HttpServer {
         // stream credit and reads nothing) pins this much of our memory per
         // connection until the idle timeout. TCP holds a few hundred KiB in
         // the same case (cwnd plus NOTSENT_LOWAT); 2 MiB is 330 Mbit/s per
-        // connection at 50 ms, ten times a 4K stream.
-        transport.send_window(SEND_WINDOW);
+        // connection at 50 ms, ten times a 4K stream. Each connection's
+        // comes out of limits.h3_send_memory once it is proven (send_windows.rs).
+        transport.send_window(send_windows::FULL);
         transport.max_idle_timeout(Some(limits.idle_timeout.0.try_into().map_err(|_| NetError::H3("idle timeout".into()))?));
         qcfg.transport_config(Arc::new(transport));
         // What connections not yet accepted may buffer, for the whole server.
@@ -403,6 +405,8 @@ struct Shared {
     h1: hyper::server::conn::http1::Builder,
     /// Handshake steps that may be runnable at once (see `tcp::tls_handshake`).
     handshakes: Semaphore,
+    /// HTTP/3 connections' send windows, out of `limits.h3_send_memory`.
+    send_windows: send_windows::SendWindows,
 }
 
 impl Shared {
@@ -414,6 +418,7 @@ impl Shared {
         // previous request's end (ConnState::keep_alive_h1).
         let mut h1 = hyper::server::conn::http1::Builder::new();
         h1.max_header_size(limits.max_header_bytes.0 as usize).max_headers(limits.max_headers as usize);
+        let send_windows = send_windows::SendWindows::new(limits.h3_send_memory.0, stats.h3_send_reserved.clone());
         Self {
             handler,
             limits,
@@ -422,6 +427,7 @@ impl Shared {
             alt_svc: HeaderValue::from_str(&format!("h3=\":{port}\"; ma=86400")).ok(),
             h1,
             handshakes: Semaphore::new(std::thread::available_parallelism().map_or(2, |n| n.get())),
+            send_windows,
         }
     }
 
@@ -434,9 +440,6 @@ impl Shared {
         h2
     }
 }
-
-/// Bytes of answers quinn may hold per HTTP/3 connection (see `bind`).
-const SEND_WINDOW: u64 = 8 << 20;
 
 /// What a connection task watches besides its own work.
 #[derive(Clone)]

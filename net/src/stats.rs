@@ -202,6 +202,8 @@ pub struct ServerStats {
     h3_taken: [AtomicU64; tranzcast_config::MAX_H3_ENDPOINTS as usize],
     /// Short-header QUIC packets naming a connection ID no endpoint issued (dropped unanswered).
     pub(crate) h3_foreign_ids: std::sync::Arc<AtomicU64>,
+    /// HTTP/3 send windows reserved now, bytes (server/send_windows.rs).
+    pub(crate) h3_send_reserved: std::sync::Arc<AtomicU64>,
     /// The runtime the server was bound on (its `runtime_tasks`).
     main_runtime: std::sync::OnceLock<tokio::runtime::Handle>,
     pub(crate) tasks_idle: tokio::sync::Notify,
@@ -233,6 +235,7 @@ impl Default for ServerStats {
             h3_endpoints: AtomicU64::new(0),
             h3_taken: std::array::from_fn(|_| AtomicU64::new(0)),
             h3_foreign_ids: Default::default(),
+            h3_send_reserved: Default::default(),
             main_runtime: std::sync::OnceLock::new(),
             tasks_idle: tokio::sync::Notify::new(),
         }
@@ -257,6 +260,11 @@ impl ServerStats {
     /// Requests in hand now (arrived, response body not finished), health and metrics included.
     pub fn in_flight(&self) -> i64 {
         self.in_flight.load(Ordering::Relaxed) + self.exempt_in_flight.load(Ordering::Relaxed)
+    }
+
+    /// HTTP/3 send windows reserved now, bytes (against `limits.h3_send_memory`).
+    pub fn h3_send_window_bytes(&self) -> u64 {
+        self.h3_send_reserved.load(Ordering::Relaxed)
     }
 
     /// Addresses whose new connections the kernel drops now (serving a penalty).
@@ -442,6 +450,12 @@ impl ServerStats {
                 self.h2_executors(),
             ),
             ("request_body_bytes", "gauge", "Request body bytes held in memory now.", self.body_bytes_held.load(Ordering::Relaxed)),
+            (
+                "h3_send_window_bytes",
+                "gauge",
+                "HTTP/3 send windows reserved now (answer bytes quinn may hold unacknowledged), against limits.h3_send_memory.",
+                self.h3_send_window_bytes() as i64,
+            ),
         ];
         for (name, kind, help, v) in gauges {
             let _ = writeln!(out, "# HELP {prefix}_{name} {help}\n# TYPE {prefix}_{name} {kind}\n{prefix}_{name} {v}");

@@ -23,11 +23,16 @@ struct Server {
 }
 
 async fn start() -> Server {
+    start_with(LimitsConfig::default()).await
+}
+
+async fn start_with(limits: LimitsConfig) -> Server {
     let ca = LocalCa::generate().unwrap();
     let handler = tranzcast_net::handler(move |req: Request<Bytes>, _cx| async move {
         let body = match req.uri().path() {
             "/echo" => req.body().clone(),
             "/big" => Bytes::from((0..8u32 << 20).map(|i| (i % 251) as u8).collect::<Vec<u8>>()),
+            "/4m" => Bytes::from(vec![7u8; 4 << 20]),
             _ => Bytes::from(vec![b'x'; 4096]),
         };
         let mut r = Response::new(full(body));
@@ -39,7 +44,7 @@ async fn start() -> Server {
         https: "127.0.0.1:0".parse().unwrap(),
         plain: None,
         identity: ca.issue(&["localhost"]).unwrap(),
-        limits: LimitsConfig::default(),
+        limits,
         drain: Duration::from_secs(1),
         stats: Arc::new(ServerStats::default()),
         h3_endpoints: 0,
@@ -114,7 +119,7 @@ async fn exchange(c: &quinn::Connection, bytes: &[u8]) -> Result<(Vec<(String, S
     let (mut send, mut recv) = c.open_bi().await.unwrap();
     send.write_all(bytes).await.unwrap();
     send.finish().unwrap();
-    let all = recv.read_to_end(1 << 20).await?;
+    let all = recv.read_to_end(16 << 20).await?;
     let mut at = 0;
     let (mut fields, mut body) = (Vec::new(), Vec::new());
     while at < all.len() {
@@ -555,5 +560,150 @@ async fn a_flood_of_initials_past_the_unproven_budget_gets_retries_and_honest_cl
     let (fields, body) = exchange(&c, &head("GET", "/after-the-flood", &[])).await.unwrap();
     assert_eq!(field(&fields, ":status"), Some("200"));
     assert_eq!(body.len(), 4096);
+    s.server.shutdown().await;
+}
+
+/// A client socket that can go silent: once `mute` is set nothing it sends
+/// leaves, so no acknowledgement reaches the server, while what arrives is
+/// still read (what a client that pins our memory does).
+#[derive(Debug)]
+struct Muted {
+    inner: Arc<dyn quinn::AsyncUdpSocket>,
+    mute: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl quinn::AsyncUdpSocket for Muted {
+    fn create_io_poller(self: Arc<Self>) -> std::pin::Pin<Box<dyn quinn::UdpPoller>> {
+        self.inner.clone().create_io_poller()
+    }
+    fn try_send(&self, t: &quinn::udp::Transmit) -> std::io::Result<()> {
+        if self.mute.load(std::sync::atomic::Ordering::Relaxed) { Ok(()) } else { self.inner.try_send(t) }
+    }
+    fn poll_recv(
+        &self,
+        cx: &mut std::task::Context,
+        bufs: &mut [std::io::IoSliceMut<'_>],
+        meta: &mut [quinn::udp::RecvMeta],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        self.inner.poll_recv(cx, bufs, meta)
+    }
+    fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.inner.local_addr()
+    }
+    fn max_transmit_segments(&self) -> usize {
+        self.inner.max_transmit_segments()
+    }
+    fn max_receive_segments(&self) -> usize {
+        self.inner.max_receive_segments()
+    }
+    fn may_fragment(&self) -> bool {
+        self.inner.may_fragment()
+    }
+}
+
+/// A connection whose client grants 16 MiB of credit per stream and can be
+/// muted; its control stream is open.
+async fn connect_mutable(s: &Server) -> (quinn::Connection, quinn::SendStream, Arc<std::sync::atomic::AtomicBool>) {
+    let mute = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let runtime: Arc<dyn quinn::Runtime> = Arc::new(quinn::TokioRuntime);
+    let inner = runtime.wrap_udp_socket(socket).unwrap();
+    let muted = Arc::new(Muted { inner, mute: mute.clone() });
+    let mut endpoint = quinn::Endpoint::new_with_abstract_socket(quinn::EndpointConfig::default(), None, muted, runtime).unwrap();
+    let tls = tranzcast_net::tls::client_config(s.ca.as_bytes(), &[b"h3"]).unwrap();
+    let mut config = quinn::ClientConfig::new(Arc::new(quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap()));
+    let mut transport = quinn::TransportConfig::default();
+    transport.stream_receive_window((16u32 << 20).into());
+    transport.receive_window((64u32 << 20).into());
+    config.transport_config(Arc::new(transport));
+    endpoint.set_default_client_config(config);
+    let c = endpoint.connect(s.addr, "localhost").unwrap().await.unwrap();
+    let ctl = control(&c, &settings()).await;
+    (c, ctl, mute)
+}
+
+/// Asks `path` on `c`, then mutes the client once the server has read the
+/// request whole: from then on the server hears no acknowledgement. The
+/// answer's body bytes quinn took from the server within `wait`.
+async fn ask_then_go_silent(s: &Server, c: &quinn::Connection, mute: &std::sync::atomic::AtomicBool, path: &str, wait: Duration) -> u64 {
+    let handed = || {
+        let (zero_copy, copied) = s.stats.h3_body_bytes();
+        zero_copy + copied
+    };
+    let before = handed();
+    let (mut send, _recv) = c.open_bi().await.unwrap();
+    send.write_all(&head("GET", path, &[])).await.unwrap();
+    send.finish().unwrap();
+    // Resolves once the server has acknowledged the request and its end.
+    let _ = send.stopped().await;
+    mute.store(true, std::sync::atomic::Ordering::Relaxed);
+    tokio::time::sleep(wait).await;
+    handed() - before
+}
+
+/// HTTP/3 send windows (what quinn may hold of a connection's answers until
+/// the client acknowledges them) come out of the server's budget: with room
+/// for one full window, a second connection gets the floor and still gets
+/// an 8 MiB answer whole; once the first closes, the second's next request
+/// grows it back to a full window; every byte is given back at the end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn send_windows_come_out_of_the_server_budget_and_grow_back_as_others_close() {
+    const FULL: u64 = 8 << 20;
+    const FLOOR: u64 = 64 << 10;
+    // A short idle timeout: a silent client's connection (and its window) ends with it.
+    let s = start_with(LimitsConfig {
+        h3_send_memory: tranzcast_config::ByteSize(FULL),
+        idle_timeout: tranzcast_config::Duration(Duration::from_secs(3)),
+        ..LimitsConfig::default()
+    })
+    .await;
+    let ok = |(fields, _): &(Vec<(String, String)>, Vec<u8>)| field(fields, ":status") == Some("200");
+    let a = connect(&s).await;
+    let _a_ctl = control(&a, &settings()).await;
+    assert!(ok(&exchange(&a, &head("GET", "/first", &[])).await.unwrap()));
+    assert_eq!(s.stats.h3_send_window_bytes(), FULL);
+    let b = connect(&s).await;
+    let _b_ctl = control(&b, &settings()).await;
+    let big = exchange(&b, &head("GET", "/big", &[])).await.unwrap();
+    assert!(ok(&big));
+    assert_eq!(big.1.len(), 8 << 20);
+    assert!(big.1.iter().enumerate().all(|(i, &v)| v == (i % 251) as u8), "the answer whole, in order");
+    assert_eq!(s.stats.h3_send_window_bytes(), FULL + FLOOR, "the second connection on the floor");
+    a.close(0u32.into(), b"done");
+    let given_back = async {
+        while s.stats.h3_send_window_bytes() != FLOOR {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(5), given_back).await.expect("the first connection's window given back");
+    assert!(ok(&exchange(&b, &head("GET", "/again", &[])).await.unwrap()));
+    assert_eq!(s.stats.h3_send_window_bytes(), FULL, "grown back at its next request");
+    // A client that stops acknowledging, given the floor (a holds the
+    // budget): quinn takes none of a 4 MiB answer (it is handed over only
+    // when the whole of it fits the window).
+    let (silent, _silent_ctl, mute) = connect_mutable(&s).await;
+    let reserved = async {
+        while s.stats.h3_send_window_bytes() != FULL + FLOOR {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(5), reserved).await.expect("the silent client on the floor");
+    let pinned = ask_then_go_silent(&s, &silent, &mute, "/4m", Duration::from_millis(1500)).await;
+    assert_eq!(pinned, 0, "a floor window pins at most 64 KiB");
+    // Its close cannot leave (muted): the server lets the connection and
+    // its window go at the idle timeout.
+    drop(silent);
+    b.close(0u32.into(), b"done");
+    let all_back = async {
+        while s.stats.h3_send_window_bytes() != 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), all_back).await.expect("every byte given back");
+    // The same client with the budget free: a full window, and quinn takes
+    // the whole 4 MiB answer without one acknowledgement (what the budget bounds).
+    let (silent, _silent_ctl, mute) = connect_mutable(&s).await;
+    let pinned = ask_then_go_silent(&s, &silent, &mute, "/4m", Duration::from_millis(1500)).await;
+    assert_eq!(pinned, 4 << 20, "a full window takes the whole answer unacknowledged");
     s.server.shutdown().await;
 }

@@ -205,6 +205,9 @@ async fn serve_h3(
         },
     };
     let permit = &permit;
+    // Its send window, out of the server's budget, before any answer is written.
+    let mut window = shared.send_windows.open();
+    quic.set_send_window(window.bytes());
     // Our control stream, and its SETTINGS, first (within the same deadline).
     let opening = async {
         let mut control = quic.open_uni().await.map_err(|e| e.to_string())?;
@@ -282,6 +285,10 @@ async fn serve_h3(
             }
         };
         next_request = u64::from(send.id()) + 4;
+        // A window given less than full grows back as other connections close.
+        if let Some(w) = window.grow() {
+            quic.set_send_window(w);
+        }
         // A request that panics (its answer's body, say; a handler's panic
         // is a 500 already) ends alone, its stream reset; the connection's
         // other requests go on.
