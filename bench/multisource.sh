@@ -27,7 +27,7 @@
 #              its rate halfway through (tc class change)
 # Both aria2c runs happen steady and degrading.
 # Prints rates, ratios and the goals: ours >= 0.95 of the physical limit and
-# ahead of aria2c; >= 1.5x aria2c when degrading; time to first segment
+# ahead of aria2c; >= 1.5x aria2c and >= 0.95 of its own limit when degrading; time to first segment
 # <= 1.1x the fastest single source's.
 #
 # Usage: bench/multisource.sh [MIB=64] [RATES_MBIT="48 32 16"]   (root: ip netns, tc); BIN=path: that binary
@@ -237,14 +237,19 @@ for i in 0 1 2; do
         awk -v e="edge-$((i + 1))" '/^edge_(playback_requests|http_response_bytes)_total/ { n = $1; sub(/\{.*/, "", n); s[n] += $NF }
             END { printf "  %s:", e; for (k in s) printf " %s %d", k, s[k]; print "" }'
 done
-python3 - "$BYTES" "$LIMIT" "$OURS_S" "$OURS_START" "$SINGLE_S" "$SINGLE_START" "$ARIA_S" "$OURS_D" "$ARIA_D" "$ARIA1_S" "$ARIA1_D" <<'PY'
+python3 - "$BYTES" "$LIMIT" "$OURS_S" "$OURS_START" "$SINGLE_S" "$SINGLE_START" "$ARIA_S" "$OURS_D" "$ARIA_D" "$ARIA1_S" "$ARIA1_D" "${RATE[$FASTEST]}" "$HALF" <<'PY'
 import sys; sys.path.insert(0, "bench")  # the scripts run from the repository's root
 from results import record
 import sys
-b, limit, ours, start, single, single_start, aria, ours_d, aria_d, aria1, aria1_d = map(float, sys.argv[1:])
+b, limit, ours, start, single, single_start, aria, ours_d, aria_d, aria1, aria1_d, fastest_mbit, half = map(float, sys.argv[1:])
 mbs = lambda s: b / s / 1e6
+# The degrading run's own limit: every link full until the fastest drops to
+# a tenth at `half` seconds, the rest at what is left.
+after = limit - 0.9 * fastest_mbit * 1e6 / 8
+limit_d = half + max(b - limit * half, 0) / after
 rows = [
     ("ours / physical limit", mbs(ours), limit / 1e6, mbs(ours) * 1e6 / limit, ">= 0.95"),
+    ("ours / physical limit, degrading", mbs(ours_d), mbs(limit_d), limit_d / ours_d, ">= 0.95"),
     ("ours / aria2c -x3", mbs(ours), mbs(aria), aria / ours, "> 1.0"),
     ("ours / aria2c -x3, degrading", mbs(ours_d), mbs(aria_d), aria_d / ours_d, ">= 1.5"),
     ("ours / aria2c as shipped", mbs(ours), mbs(aria1), aria1 / ours, "> 1.0"),
