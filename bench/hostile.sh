@@ -9,7 +9,7 @@
 #   oversized  64 KiB heads, 200 headers, 100 MiB bodies declared, bodies at 1 B/s, on every route
 #   ranges     16 (merged) and 64 (over the cap) overlapping ranges of a 1 MiB blob, as fast as possible
 #   play-flood unauthenticated POST /v1/play with garbage tickets at the origin, from 16 addresses
-#   initial-flood  2,000,000 QUIC Initials (or until SECONDS), each a new connection closed
+#   initial-flood  2,000,000 QUIC Initials (or until SECONDS, at least 30), each a new connection closed
 #              at once, from 64 addresses that never read an answer (a blind spoofer's flood);
 #              the probe is then a new HTTP/3 connection per request, every 100 ms
 # Meanwhile a legitimate smart client plays the title (byte-checked against

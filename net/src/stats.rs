@@ -60,14 +60,10 @@ pub enum Refusal {
     NotReady,
     /// A request the protocol layer rejected (malformed, a stream error).
     Malformed,
-    /// A QUIC Initial from an address not yet proven, answered with a
-    /// stateless Retry instead of a handshake (the unproven pool or rate is
-    /// spent, the server is busy, or the address is serving a penalty).
-    QuicRetry,
 }
 
 impl Refusal {
-    const ALL: [Refusal; 22] = [
+    const ALL: [Refusal; 21] = [
         Refusal::ConnectionsTotal,
         Refusal::ConnectionsPerAddress,
         Refusal::ConnectionRate,
@@ -89,7 +85,6 @@ impl Refusal {
         Refusal::UpstreamBusy,
         Refusal::NotReady,
         Refusal::Malformed,
-        Refusal::QuicRetry,
     ];
 
     /// The metric label.
@@ -116,7 +111,6 @@ impl Refusal {
             Refusal::UpstreamBusy => "upstream_busy",
             Refusal::NotReady => "not_ready",
             Refusal::Malformed => "malformed",
-            Refusal::QuicRetry => "quic_retry",
         }
     }
 
@@ -204,6 +198,10 @@ pub struct ServerStats {
     pub(crate) h3_foreign_ids: std::sync::Arc<AtomicU64>,
     /// HTTP/3 send windows reserved now, bytes (server/send_windows.rs).
     pub(crate) h3_send_reserved: std::sync::Arc<AtomicU64>,
+    /// QUIC Initials from addresses not yet proven answered with a
+    /// stateless Retry instead of a handshake (server/quic.rs): not a
+    /// refusal, the client comes back proven.
+    pub(crate) quic_retries: AtomicU64,
     /// The runtime the server was bound on (its `runtime_tasks`).
     main_runtime: std::sync::OnceLock<tokio::runtime::Handle>,
     pub(crate) tasks_idle: tokio::sync::Notify,
@@ -236,6 +234,7 @@ impl Default for ServerStats {
             h3_taken: std::array::from_fn(|_| AtomicU64::new(0)),
             h3_foreign_ids: Default::default(),
             h3_send_reserved: Default::default(),
+            quic_retries: AtomicU64::new(0),
             main_runtime: std::sync::OnceLock::new(),
             tasks_idle: tokio::sync::Notify::new(),
         }
@@ -260,6 +259,11 @@ impl ServerStats {
     /// Requests in hand now (arrived, response body not finished), health and metrics included.
     pub fn in_flight(&self) -> i64 {
         self.in_flight.load(Ordering::Relaxed) + self.exempt_in_flight.load(Ordering::Relaxed)
+    }
+
+    /// QUIC Initials answered with a Retry so far.
+    pub fn quic_retries(&self) -> u64 {
+        self.quic_retries.load(Ordering::Relaxed)
     }
 
     /// HTTP/3 send windows reserved now, bytes (against `limits.h3_send_memory`).
@@ -450,6 +454,12 @@ impl ServerStats {
                 self.h2_executors(),
             ),
             ("request_body_bytes", "gauge", "Request body bytes held in memory now.", self.body_bytes_held.load(Ordering::Relaxed)),
+            (
+                "quic_retries_total",
+                "counter",
+                "QUIC Initials from addresses not yet proven answered with a stateless Retry (past 1,000 a second per endpoint, 100 at once, 256 in handshake, or the server busy).",
+                self.quic_retries() as i64,
+            ),
             (
                 "h3_send_window_bytes",
                 "gauge",

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Request, Response};
-use tranzcast_net::{BodyLimit, HttpServer, LimitsConfig, LocalCa, Refusal, ServerOptions, ServerStats, full};
+use tranzcast_net::{BodyLimit, HttpServer, LimitsConfig, LocalCa, ServerOptions, ServerStats, full};
 use tranzcast_proto::http3::{self, frame, huffman, qpack};
 
 struct Server {
@@ -33,6 +33,15 @@ async fn start_with(limits: LimitsConfig) -> Server {
             "/echo" => req.body().clone(),
             "/big" => Bytes::from((0..8u32 << 20).map(|i| (i % 251) as u8).collect::<Vec<u8>>()),
             "/4m" => Bytes::from(vec![7u8; 4 << 20]),
+            // 4 MiB in 16 KiB chunks: each counted as quinn takes it.
+            "/4m-chunked" => {
+                let chunks = (0..256).map(|_| Ok::<_, std::io::Error>(http_body::Frame::data(Bytes::from(vec![7u8; 16 << 10]))));
+                let mut r = Response::new(http_body_util::combinators::UnsyncBoxBody::new(http_body_util::StreamBody::new(
+                    futures_util::stream::iter(chunks),
+                )));
+                r.headers_mut().insert("x-path", req.uri().path().parse().unwrap());
+                return r;
+            }
             _ => Bytes::from(vec![b'x'; 4096]),
         };
         let mut r = Response::new(full(body));
@@ -512,29 +521,36 @@ async fn a_flood_of_initials_past_the_unproven_budget_gets_retries_and_honest_cl
     let quic = Arc::new(quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap());
     let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let mut flood = quinn_proto::Endpoint::new(Arc::new(quinn::EndpointConfig::default()), None, false, None);
-    let mut buf = Vec::with_capacity(2048);
-    let started = std::time::Instant::now();
+    // Built first (a key exchange each), sent after: the flood's pace is
+    // the socket's, not this machine's crypto.
     let initials = 2000;
-    for i in 0..initials {
+    let mut datagrams = Vec::with_capacity(2 * initials);
+    for _ in 0..initials {
         let now = std::time::Instant::now();
         let (handle, mut conn) = flood.connect(now, quinn::ClientConfig::new(quic.clone()), s.addr, "localhost").unwrap();
-        buf.clear();
+        let mut buf = Vec::with_capacity(2048);
         let first = conn.poll_transmit(now, 1, &mut buf).expect("a client's first Initial");
-        socket.send_to(&buf[..first.size], s.addr).await.unwrap();
+        buf.truncate(first.size);
+        datagrams.push(buf);
         conn.close(now, 0u32.into(), Bytes::new());
-        buf.clear();
+        let mut buf = Vec::with_capacity(2048);
         if let Some(close) = conn.poll_transmit(now, 1, &mut buf) {
-            socket.send_to(&buf[..close.size], s.addr).await.unwrap();
+            buf.truncate(close.size);
+            datagrams.push(buf);
         }
         flood.handle_event(handle, quinn_proto::EndpointEvent::drained());
-        // In bursts of 20 (40 datagrams): a default-sized receive buffer holds them.
-        if i % 20 == 19 {
+    }
+    let started = std::time::Instant::now();
+    for (i, d) in datagrams.iter().enumerate() {
+        socket.send_to(d, s.addr).await.unwrap();
+        // In bursts of 40 datagrams: a default-sized receive buffer holds them.
+        if i % 40 == 39 {
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
     }
     // The server has read the flood once neither its Retries nor its
     // handshakes grow; the budget refills for as long as it was reading.
-    let seen = || s.stats.refused(Refusal::QuicRetry) + s.stats.h3_connections_by_endpoint().iter().sum::<u64>();
+    let seen = || s.stats.quic_retries() + s.stats.h3_connections_by_endpoint().iter().sum::<u64>();
     let (mut last, mut read_by) = (u64::MAX, started.elapsed());
     loop {
         let now = seen();
@@ -547,13 +563,13 @@ async fn a_flood_of_initials_past_the_unproven_budget_gets_retries_and_honest_cl
     let flood_secs = read_by.as_secs_f64();
     let endpoints = s.stats.h3_connections_by_endpoint().len() as f64;
     let handshakes = s.stats.h3_connections_by_endpoint().iter().sum::<u64>() as f64;
-    let retries = s.stats.refused(Refusal::QuicRetry);
+    let retries = s.stats.quic_retries();
     let budget = endpoints * (100.0 + 1000.0 * flood_secs);
     eprintln!("flood: {handshakes} handshakes, {retries} Retries in {flood_secs:.2} s on {endpoints} endpoints");
     assert!(handshakes <= budget, "{handshakes} handshakes over {flood_secs:.2} s on {endpoints} endpoints (budget {budget})");
-    // (At least a fraction of the rest: on a machine whose receive buffers
-    // are small, some of the flood is dropped before the server reads it.)
-    assert!(retries >= 200, "{retries} Retries for {initials} Initials, {handshakes} handshakes");
+    // (At least half the rest: on a machine whose receive buffers are
+    // small, some of the flood may be dropped before the server reads it.)
+    assert!(retries as f64 >= (initials as f64 - budget) / 2.0, "{retries} Retries for {initials} Initials, {handshakes} handshakes");
     // An honest client, right after: through a Retry or not, it is answered.
     let c = connect(&s).await;
     let _ctl = control(&c, &settings()).await;
@@ -623,87 +639,76 @@ async fn connect_mutable(s: &Server) -> (quinn::Connection, quinn::SendStream, A
 }
 
 /// Asks `path` on `c`, then mutes the client once the server has read the
-/// request whole: from then on the server hears no acknowledgement. The
-/// answer's body bytes quinn took from the server within `wait`.
-async fn ask_then_go_silent(s: &Server, c: &quinn::Connection, mute: &std::sync::atomic::AtomicBool, path: &str, wait: Duration) -> u64 {
-    let handed = || {
-        let (zero_copy, copied) = s.stats.h3_body_bytes();
-        zero_copy + copied
-    };
-    let before = handed();
+/// request whole: from then on the server hears no acknowledgement.
+async fn ask_then_go_silent(c: &quinn::Connection, mute: &std::sync::atomic::AtomicBool, path: &str) {
     let (mut send, _recv) = c.open_bi().await.unwrap();
     send.write_all(&head("GET", path, &[])).await.unwrap();
     send.finish().unwrap();
     // Resolves once the server has acknowledged the request and its end.
     let _ = send.stopped().await;
     mute.store(true, std::sync::atomic::Ordering::Relaxed);
-    tokio::time::sleep(wait).await;
-    handed() - before
+}
+
+/// Waits (at most 10 s) until `f` holds.
+async fn until(what: &str, f: impl Fn() -> bool) {
+    let wait = async {
+        while !f() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), wait).await.unwrap_or_else(|_| panic!("not within 10 s: {what}"));
 }
 
 /// HTTP/3 send windows (what quinn may hold of a connection's answers until
-/// the client acknowledges them) come out of the server's budget: with room
-/// for one full window, a second connection gets the floor and still gets
-/// an 8 MiB answer whole; once the first closes, the second's next request
-/// grows it back to a full window; every byte is given back at the end.
+/// the client acknowledges them) come out of the server's budget, and only
+/// while a connection has answers in hand: an honest client's window is
+/// back to the floor once its answer is acknowledged; a client that stops
+/// acknowledging gets the whole budget's worth taken from it, and one that
+/// comes next, the budget spent, has quinn take no more than the floor;
+/// the first one's window comes back when its answer is reset at the
+/// request timeout.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn send_windows_come_out_of_the_server_budget_and_grow_back_as_others_close() {
+async fn send_windows_come_out_of_the_server_budget_while_answers_are_unacknowledged() {
     const FULL: u64 = 8 << 20;
     const FLOOR: u64 = 64 << 10;
-    // A short idle timeout: a silent client's connection (and its window) ends with it.
     let s = start_with(LimitsConfig {
         h3_send_memory: tranzcast_config::ByteSize(FULL),
-        idle_timeout: tranzcast_config::Duration(Duration::from_secs(3)),
+        request_timeout: tranzcast_config::Duration(Duration::from_secs(2)),
         ..LimitsConfig::default()
     })
     .await;
-    let ok = |(fields, _): &(Vec<(String, String)>, Vec<u8>)| field(fields, ":status") == Some("200");
-    let a = connect(&s).await;
-    let _a_ctl = control(&a, &settings()).await;
-    assert!(ok(&exchange(&a, &head("GET", "/first", &[])).await.unwrap()));
-    assert_eq!(s.stats.h3_send_window_bytes(), FULL);
-    let b = connect(&s).await;
-    let _b_ctl = control(&b, &settings()).await;
-    let big = exchange(&b, &head("GET", "/big", &[])).await.unwrap();
-    assert!(ok(&big));
-    assert_eq!(big.1.len(), 8 << 20);
-    assert!(big.1.iter().enumerate().all(|(i, &v)| v == (i % 251) as u8), "the answer whole, in order");
-    assert_eq!(s.stats.h3_send_window_bytes(), FULL + FLOOR, "the second connection on the floor");
-    a.close(0u32.into(), b"done");
-    let given_back = async {
-        while s.stats.h3_send_window_bytes() != FLOOR {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+    let handed = || {
+        let (zero_copy, copied) = s.stats.h3_body_bytes();
+        zero_copy + copied
     };
-    tokio::time::timeout(Duration::from_secs(5), given_back).await.expect("the first connection's window given back");
-    assert!(ok(&exchange(&b, &head("GET", "/again", &[])).await.unwrap()));
-    assert_eq!(s.stats.h3_send_window_bytes(), FULL, "grown back at its next request");
-    // A client that stops acknowledging, given the floor (a holds the
-    // budget): quinn takes none of a 4 MiB answer (it is handed over only
-    // when the whole of it fits the window).
-    let (silent, _silent_ctl, mute) = connect_mutable(&s).await;
-    let reserved = async {
-        while s.stats.h3_send_window_bytes() != FULL + FLOOR {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    };
-    tokio::time::timeout(Duration::from_secs(5), reserved).await.expect("the silent client on the floor");
-    let pinned = ask_then_go_silent(&s, &silent, &mute, "/4m", Duration::from_millis(1500)).await;
-    assert_eq!(pinned, 0, "a floor window pins at most 64 KiB");
-    // Its close cannot leave (muted): the server lets the connection and
-    // its window go at the idle timeout.
-    drop(silent);
-    b.close(0u32.into(), b"done");
-    let all_back = async {
-        while s.stats.h3_send_window_bytes() != 0 {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    };
-    tokio::time::timeout(Duration::from_secs(10), all_back).await.expect("every byte given back");
-    // The same client with the budget free: a full window, and quinn takes
-    // the whole 4 MiB answer without one acknowledgement (what the budget bounds).
-    let (silent, _silent_ctl, mute) = connect_mutable(&s).await;
-    let pinned = ask_then_go_silent(&s, &silent, &mute, "/4m", Duration::from_millis(1500)).await;
-    assert_eq!(pinned, 4 << 20, "a full window takes the whole answer unacknowledged");
+    let windows = || s.stats.h3_send_window_bytes();
+    // An honest client: an 8 MiB answer whole, then its window back to the floor.
+    let c = connect(&s).await;
+    let _c_ctl = control(&c, &settings()).await;
+    let (fields, body) = exchange(&c, &head("GET", "/big", &[])).await.unwrap();
+    assert_eq!(field(&fields, ":status"), Some("200"));
+    assert_eq!(body.len(), 8 << 20);
+    assert!(body.iter().enumerate().all(|(i, &v)| v == (i % 251) as u8), "the answer whole, in order");
+    until("the honest client's window back to the floor", || windows() == FLOOR).await;
+    // A client that goes silent after asking for 4 MiB: the full window,
+    // and quinn takes the whole answer without one acknowledgement.
+    let (a, _a_ctl, mute_a) = connect_mutable(&s).await;
+    let before = handed();
+    ask_then_go_silent(&a, &mute_a, "/4m-chunked").await;
+    until("quinn holding the whole 4 MiB", || handed() - before == 4 << 20).await;
+    // (The honest client's floor counts against the budget.)
+    assert_eq!(windows(), FULL);
+    // The next one, the budget spent: the floor, and quinn takes no more of its answer.
+    let (b, _b_ctl, mute_b) = connect_mutable(&s).await;
+    let before = handed();
+    ask_then_go_silent(&b, &mute_b, "/4m-chunked").await;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let pinned = handed() - before;
+    assert!(pinned <= FLOOR, "{pinned} bytes taken on a 64 KiB window");
+    assert_eq!(windows(), FULL + FLOOR);
+    // a's answer is reset at the request timeout (2 s): quinn lets go of
+    // it, and a's window goes back to the budget.
+    until("the silent client's window given back", || windows() == 3 * FLOOR).await;
+    drop((a, b));
     s.server.shutdown().await;
 }

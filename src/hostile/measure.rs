@@ -442,7 +442,13 @@ async fn hostile_run(a: HostileArgs) -> Result<()> {
         // The attacker, its own process at a lower priority.
         let s = |x: f64| ((x * a.scale).round() as usize).max(1).to_string();
         // The h3 flood runs to its million requests (at most 120 s); the others their time.
-        let attack_secs = if kind == AttackKind::H3Flood { a.seconds.max(120.0) } else { a.seconds };
+        // The Initial flood's probe takes a new connection every 100 ms: at
+        // least 30 s of it, for a p99 over some 300 samples.
+        let attack_secs = match kind {
+            AttackKind::H3Flood => a.seconds.max(120.0),
+            AttackKind::InitialFlood => a.seconds.max(30.0),
+            _ => a.seconds,
+        };
         let mut args: Vec<String> = vec![
             "-n".into(),
             // nice(1) adds to our own niceness: the attacker ends at `a.nice`.
@@ -554,7 +560,8 @@ async fn hostile_run(a: HostileArgs) -> Result<()> {
         let after = scrape().await;
         let in_flight_after = metric_in(&after, &format!("{prefix}_requests_in_flight")) - 1.0; // this scrape
         let refused = |text: &str, why: &str| metric_in(text, &format!("{prefix}_refused_total{{reason=\"{why}\"}}"));
-        let quic_retries = refused(&after, "quic_retry") - refused(&before, "quic_retry");
+        let retries_in = |text: &str| metric_in(text, &format!("{prefix}_quic_retries_total"));
+        let quic_retries = retries_in(&after) - retries_in(&before);
         let udp_dropped = udp_drops(udp_port).saturating_sub(drops_before);
         let handshakes_failed = refused(&after, "handshake") - refused(&before, "handshake");
         let waited = Instant::now();

@@ -5,9 +5,7 @@
 
 #![allow(clippy::wildcard_imports)]
 
-use super::h3_streams::{
-    ConnMemo, HeadFail, PeerStreams, ReadFail, RequestIn, ZERO_COPY_MIN, close, request_parts, send_response, serve_uni, varint,
-};
+use super::h3_streams::{ConnMemo, HeadFail, PeerStreams, ReadFail, RequestIn, close, request_parts, send_response, serve_uni, varint};
 use super::request::ChunkSource;
 use super::*;
 use futures_util::FutureExt;
@@ -54,7 +52,7 @@ pub(super) async fn accept_h3(
             || unproven.load(Ordering::Relaxed) >= UNPROVEN_MAX
             || (!validated && !unproven_rate.take(std::time::Instant::now()));
         if !validated && (busy || penalized) {
-            shared.stats.refuse(Refusal::QuicRetry);
+            shared.stats.quic_retries.fetch_add(1, Ordering::Relaxed);
             let _ = incoming.retry();
             tokio::task::yield_now().await;
             continue;
@@ -250,7 +248,16 @@ async fn serve_h3(
     let mut say_goaway = false;
     loop {
         let (send, recv) = tokio::select! {
-            Some(()) = requests.next(), if !requests.is_empty() => continue,
+            Some(()) = requests.next(), if !requests.is_empty() => {
+                // Nothing in hand, every answer acknowledged or reset: the
+                // window goes back to the budget but for the floor.
+                if requests.is_empty()
+                    && let Some(w) = window.shrink()
+                {
+                    quic.set_send_window(w);
+                }
+                continue;
+            }
             r = quic.accept_bi() => match r {
                 Ok(s) => s,
                 Err(e) => { tracing::debug!(error = %e, "h3 accept"); break; }
@@ -349,36 +356,48 @@ async fn goaway(control: &mut quinn::SendStream, next_request: u64) {
 }
 
 /// A request's answer stream, reset when dropped before its answer was
-/// finished (a panic in its body, the connection's task killed): dropped,
-/// quinn would finish it, and an answer cut short would end like a whole one.
-struct ResetUnlessFinished {
+/// acknowledged whole (a panic in its body, the connection's task killed,
+/// a close that cut the wait): dropped, quinn would finish it, and an
+/// answer cut short would end like a whole one; and a finished answer's
+/// bytes not yet acknowledged stay in quinn until the closed connection
+/// drains (three PTOs: up to about 50 s with a peer's largest
+/// max_ack_delay), outside the send-window budget, unless the stream is reset.
+struct ResetUnlessSettled {
     send: quinn::SendStream,
-    finished: bool,
+    settled: bool,
 }
 
-impl ResetUnlessFinished {
-    /// The answer was finished (or the stream reset): dropping leaves it be.
-    fn finished(&mut self) {
-        self.finished = true;
+impl ResetUnlessSettled {
+    /// Waits until the client has acknowledged the whole answer (or stopped
+    /// the stream), at most `within`; past it, or with the connection lost,
+    /// the stream is reset, and quinn lets go of what it held of it at once.
+    async fn settle(&mut self, within: Duration) {
+        match tokio::time::timeout(within, self.send.stopped()).await {
+            Ok(Ok(_)) => {}
+            _ => {
+                let _ = self.send.reset(varint(H3Code::RequestCancelled));
+            }
+        }
+        self.settled = true;
     }
 }
 
-impl Drop for ResetUnlessFinished {
+impl Drop for ResetUnlessSettled {
     fn drop(&mut self) {
-        if !self.finished {
+        if !self.settled {
             let _ = self.send.reset(varint(H3Code::InternalError));
         }
     }
 }
 
-impl std::ops::Deref for ResetUnlessFinished {
+impl std::ops::Deref for ResetUnlessSettled {
     type Target = quinn::SendStream;
     fn deref(&self) -> &quinn::SendStream {
         &self.send
     }
 }
 
-impl std::ops::DerefMut for ResetUnlessFinished {
+impl std::ops::DerefMut for ResetUnlessSettled {
     fn deref_mut(&mut self) -> &mut quinn::SendStream {
         &mut self.send
     }
@@ -395,7 +414,7 @@ async fn serve_h3_request(
     heads: Arc<tokio::sync::Semaphore>,
     cx: RequestContext,
 ) {
-    let mut send = ResetUnlessFinished { send, finished: false };
+    let mut send = ResetUnlessSettled { send, settled: false };
     let stats = &shared.stats;
     let limits = &shared.limits;
     // A field section's encoding is never longer than its size as counted
@@ -439,7 +458,7 @@ async fn serve_h3_request(
             input.stop(H3Code::NoError);
             // A client that grants no credit for the answer does not hold the task.
             if let Ok(Ok(())) = tokio::time::timeout(limits.header_read_timeout.0, send_response(&mut send, resp, true, |_, _| {})).await {
-                send.finished();
+                send.settle(limits.header_read_timeout.0).await;
             }
             return;
         }
@@ -476,21 +495,18 @@ async fn serve_h3_request(
         guard.count_sent(n);
     })
     .await;
-    let answered = guard.sent;
     drop(guard);
     if result.is_err() {
         // Stopped or lost (before its head was out, the guard counted a cancellation).
         return;
     }
-    send.finished();
-    if answered >= ZERO_COPY_MIN as u64 {
-        // quinn has the answer, not yet the client: until it acknowledges
-        // the last byte, a graceful close would cut a large answer short,
-        // so the connection keeps work in hand (bounded by the request
-        // timeout, and by the idle timeout for a client that stops
-        // acknowledging).
-        let _ = tokio::time::timeout(limits.request_timeout.0, send.stopped()).await;
-    }
+    // quinn has the answer, not yet the client: until it acknowledges the
+    // last byte, a graceful close would cut the answer short, and the
+    // connection's send window could not go back to the server's budget
+    // (send_windows.rs), so the connection keeps work in hand (bounded by
+    // the request timeout, past which the answer is reset, and by the idle
+    // timeout for a client that stops acknowledging).
+    send.settle(limits.request_timeout.0).await;
     drop(active);
     if !body_ended {
         // A GET's stream usually ended with its head: seen without a timer.

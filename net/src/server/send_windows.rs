@@ -8,7 +8,10 @@
 //! window while the budget holds it, what is left otherwise, and never
 //! less than [`FLOOR`] (so the sum passes the budget by at most a floor
 //! per connection). A connection given less grows back toward the full
-//! window, at its next request, from what closed connections gave back.
+//! window, at its next request, from what others gave back; a connection
+//! with nothing in hand (every answer acknowledged or reset, so quinn holds
+//! none of it) gives back all but the floor, so idle connections do not
+//! hold the budget.
 //!
 //! The decision is a pure function of the numbers ([`share`]); the pool
 //! around it is one atomic counter.
@@ -28,7 +31,7 @@ pub(crate) const FLOOR: u64 = 64 << 10;
 /// bytes of `budget` are reserved in all (its own `held` among them).
 pub(crate) fn share(held: u64, reserved: u64, budget: u64) -> u64 {
     let free = budget.saturating_sub(reserved);
-    (held + free).clamp(FLOOR, FULL)
+    held.saturating_add(free).clamp(FLOOR, FULL)
 }
 
 /// The windows reserved now, against the budget.
@@ -44,11 +47,11 @@ impl SendWindows {
         Self { budget, reserved }
     }
 
-    /// A new connection's window.
+    /// A new connection's window: the floor, until its first request
+    /// ([`SendWindow::grow`]), so connections that ask nothing hold nothing more.
     pub(crate) fn open(&self) -> SendWindow {
-        let mut w = SendWindow { reserved: self.reserved.clone(), budget: self.budget, held: 0 };
-        w.regrant();
-        w
+        self.reserved.fetch_add(FLOOR, Ordering::AcqRel);
+        SendWindow { reserved: self.reserved.clone(), budget: self.budget, held: FLOOR }
     }
 }
 
@@ -75,6 +78,18 @@ impl SendWindow {
         let before = self.held;
         self.regrant();
         (self.held > before).then_some(self.held)
+    }
+
+    /// Gives back all but [`FLOOR`], for a connection with nothing in hand
+    /// (every answer acknowledged or reset, so quinn holds none of it); the
+    /// new window if it shrank.
+    pub(crate) fn shrink(&mut self) -> Option<u64> {
+        if self.held <= FLOOR {
+            return None;
+        }
+        self.reserved.fetch_sub(self.held - FLOOR, Ordering::AcqRel);
+        self.held = FLOOR;
+        Some(FLOOR)
     }
 
     fn regrant(&mut self) {
@@ -113,23 +128,29 @@ mod tests {
 
     #[test]
     fn windows_come_out_of_the_budget_and_grow_back_when_others_close() {
+        const M: u64 = 1 << 20;
         let reserved = Arc::new(AtomicU64::new(0));
-        let pool = SendWindows::new(20 << 20, reserved.clone());
-        let a = pool.open();
-        let b = pool.open();
-        let mut c = pool.open();
-        let mut d = pool.open();
-        assert_eq!((a.bytes(), b.bytes(), c.bytes(), d.bytes()), (FULL, FULL, 4 << 20, FLOOR));
-        assert_eq!(reserved.load(Ordering::Relaxed), (20 << 20) + FLOOR);
-        assert_eq!(c.grow(), None, "nothing free");
+        let load = || reserved.load(Ordering::Relaxed);
+        let pool = SendWindows::new(20 * M, reserved.clone());
+        let (mut a, mut b, mut c, mut d) = (pool.open(), pool.open(), pool.open(), pool.open());
+        assert_eq!(load(), 4 * FLOOR, "opened: the floor each");
+        // Their first requests: full windows while the budget holds them, then what is left.
+        assert_eq!(a.grow(), Some(FULL));
+        assert_eq!(b.grow(), Some(FULL));
+        assert_eq!(c.grow(), Some(4 * M - FLOOR));
+        assert_eq!(d.grow(), None, "nothing free: the floor");
+        assert_eq!(load(), 20 * M);
+        assert_eq!(c.grow(), None);
         drop(a);
         assert_eq!(c.grow(), Some(FULL));
-        // What is left beside b and c (8 MiB each) is d's: 4 MiB.
-        assert_eq!(d.grow(), Some(4 << 20));
-        assert_eq!(d.grow(), None);
+        assert_eq!(d.grow(), Some(4 * M));
+        // Idle, d keeps only the floor; its next request takes what is free again.
+        assert_eq!(d.shrink(), Some(FLOOR));
+        assert_eq!(d.shrink(), None);
+        assert_eq!(load(), 16 * M + FLOOR);
         drop(b);
         assert_eq!(d.grow(), Some(FULL));
         drop((c, d));
-        assert_eq!(reserved.load(Ordering::Relaxed), 0, "every byte given back");
+        assert_eq!(load(), 0, "every byte given back");
     }
 }
