@@ -372,11 +372,11 @@ impl ResetUnlessSettled {
     /// the stream), at most `within`; past it, or with the connection lost,
     /// the stream is reset, and quinn lets go of what it held of it at once.
     async fn settle(&mut self, within: Duration) {
-        match tokio::time::timeout(within, self.send.stopped()).await {
-            Ok(Ok(_)) => {}
-            _ => {
-                let _ = self.send.reset(varint(H3Code::RequestCancelled));
-            }
+        // Ok(None): acknowledged whole. Stopped by the client (its STOP_SENDING
+        // leaves what quinn holds in place until the stream is reset), past
+        // the time, or lost: reset.
+        if !matches!(tokio::time::timeout(within, self.send.stopped()).await, Ok(Ok(None))) {
+            let _ = self.send.reset(varint(H3Code::RequestCancelled));
         }
         self.settled = true;
     }
