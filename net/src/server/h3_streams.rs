@@ -346,6 +346,15 @@ pub(super) fn request_parts(section: &[u8], max_size: u64, max_fields: usize, me
     Ok(parts)
 }
 
+/// How an answer ended on its stream.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Ended {
+    /// Finished: quinn delivers it, and holds it until it is acknowledged.
+    Finished,
+    /// Reset part way (its body failed): quinn holds nothing of it.
+    Reset,
+}
+
 /// Writes an answer: the head, then the body's frames, then the stream's
 /// end. Small pieces are gathered into one write with the head; large ones
 /// go to quinn as they are. `sent(n, zero_copy)` is told of body bytes once
@@ -356,7 +365,7 @@ pub(super) async fn send_response(
     resp: Response<Body>,
     with_body: bool,
     mut sent: impl FnMut(usize, bool),
-) -> Result<(), quinn::WriteError> {
+) -> Result<Ended, quinn::WriteError> {
     let (head, mut body) = resp.into_parts();
     let mut block = Vec::with_capacity(128);
     let length = (with_body && !head.headers.contains_key(http::header::CONTENT_LENGTH) && !no_content(head.status))
@@ -393,7 +402,7 @@ pub(super) async fn send_response(
                     tracing::debug!(error = %e, "h3 response body");
                     flush(send, &mut out, &mut gathered, &mut sent).await?;
                     let _ = send.reset(varint(H3Code::InternalError));
-                    return Ok(());
+                    return Ok(Ended::Reset);
                 }
                 Some(Ok(f)) => match f.into_data() {
                     Ok(d) if !d.is_empty() => d,
@@ -419,7 +428,7 @@ pub(super) async fn send_response(
     }
     flush(send, &mut out, &mut gathered, &mut sent).await?;
     let _ = send.finish();
-    Ok(())
+    Ok(Ended::Finished)
 }
 
 async fn flush(

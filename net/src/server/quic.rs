@@ -5,8 +5,11 @@
 
 #![allow(clippy::wildcard_imports)]
 
-use super::h3_streams::{ConnMemo, HeadFail, PeerStreams, ReadFail, RequestIn, close, request_parts, send_response, serve_uni, varint};
+use super::h3_streams::{
+    ConnMemo, Ended, HeadFail, PeerStreams, ReadFail, RequestIn, close, request_parts, send_response, serve_uni, varint,
+};
 use super::request::ChunkSource;
+use super::send_windows::SendWindow;
 use super::*;
 use futures_util::FutureExt;
 use futures_util::stream::{FuturesUnordered, StreamExt};
@@ -203,8 +206,9 @@ async fn serve_h3(
         },
     };
     let permit = &permit;
-    // Its send window, out of the server's budget, before any answer is written.
-    let mut window = shared.send_windows.open();
+    // Its send window, out of the server's budget, before any answer is
+    // written: the floor, grown by each answer (serve_h3_request).
+    let window = Arc::new(shared.send_windows.open());
     quic.set_send_window(window.bytes());
     // Our control stream, and its SETTINGS, first (within the same deadline).
     let opening = async {
@@ -292,15 +296,12 @@ async fn serve_h3(
             }
         };
         next_request = u64::from(send.id()) + 4;
-        // A window given less than full grows back as other connections close.
-        if let Some(w) = window.grow() {
-            quic.set_send_window(w);
-        }
         // A request that panics (its answer's body, say; a handler's panic
         // is a 500 already) ends alone, its stream reset; the connection's
         // other requests go on.
         let stats = shared.stats.clone();
-        let request = serve_h3_request(send, recv, quic.clone(), shared.clone(), conn.clone(), memo.clone(), heads.clone(), cx);
+        let request =
+            serve_h3_request(send, recv, quic.clone(), shared.clone(), conn.clone(), memo.clone(), heads.clone(), window.clone(), cx);
         requests.push(std::panic::AssertUnwindSafe(request).catch_unwind().map(move |r| {
             if let Err(payload) = r {
                 stats.panicked(Protocol::H3, "stream", &*payload);
@@ -369,16 +370,27 @@ struct ResetUnlessSettled {
 
 impl ResetUnlessSettled {
     /// Waits until the client has acknowledged the whole answer (or stopped
-    /// the stream), at most `within`; past it, or with the connection lost,
-    /// the stream is reset, and quinn lets go of what it held of it at once.
-    async fn settle(&mut self, within: Duration) {
-        // Ok(None): acknowledged whole. Stopped by the client (its STOP_SENDING
-        // leaves what quinn holds in place until the stream is reset), past
-        // the time, or lost: reset.
-        if !matches!(tokio::time::timeout(within, self.send.stopped()).await, Ok(Ok(None))) {
+    /// the stream), until `deadline`, marking the connection's progress
+    /// every `step` meanwhile (an answer within its time is not a stall);
+    /// unless acknowledged whole, the stream is then reset (a client's
+    /// STOP_SENDING leaves what quinn holds in place until it is), and
+    /// quinn lets go of what it held of it at once. False if the time ran out.
+    async fn settle(&mut self, deadline: tokio::time::Instant, conn: &ConnState, step: Duration) -> bool {
+        let stopped = self.send.stopped();
+        tokio::pin!(stopped);
+        let outcome = loop {
+            let wake = deadline.min(tokio::time::Instant::now() + step);
+            match tokio::time::timeout_at(wake, &mut stopped).await {
+                Ok(r) => break Some(r),
+                Err(_) if wake >= deadline => break None,
+                Err(_) => conn.progressed(),
+            }
+        };
+        self.settled = true;
+        if !matches!(outcome, Some(Ok(None))) {
             let _ = self.send.reset(varint(H3Code::RequestCancelled));
         }
-        self.settled = true;
+        outcome.is_some()
     }
 }
 
@@ -412,6 +424,7 @@ async fn serve_h3_request(
     conn: Arc<ConnState>,
     memo: Arc<ConnMemo>,
     heads: Arc<tokio::sync::Semaphore>,
+    window: Arc<SendWindow>,
     cx: RequestContext,
 ) {
     let mut send = ResetUnlessSettled { send, settled: false };
@@ -457,8 +470,11 @@ async fn serve_h3_request(
             let resp = error_response(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "headers_too_large", &reason);
             input.stop(H3Code::NoError);
             // A client that grants no credit for the answer does not hold the task.
-            if let Ok(Ok(())) = tokio::time::timeout(limits.header_read_timeout.0, send_response(&mut send, resp, true, |_, _| {})).await {
-                send.settle(limits.header_read_timeout.0).await;
+            if let Ok(Ok(Ended::Finished)) =
+                tokio::time::timeout(limits.header_read_timeout.0, send_response(&mut send, resp, true, |_, _| {})).await
+            {
+                let deadline = tokio::time::Instant::now() + limits.header_read_timeout.0;
+                send.settle(deadline, &conn, limits.idle_timeout.0 / 2).await;
             }
             return;
         }
@@ -483,10 +499,22 @@ async fn serve_h3_request(
     let (resp, mut guard) = process(&shared, &conn, parts, &mut body, cx, None).await;
     let body_ended = body.ended;
     let status = guard.status.take();
+    // The window grows by the answer's length (as far as the server's
+    // budget allows now, and again as it is written): a request without an
+    // answer yet, or a small answer within the floor, takes nothing.
+    let length = if with_body { http_body::Body::size_hint(resp.body()).upper().unwrap_or(u64::MAX) } else { 0 };
+    let want = window.bytes().saturating_add(length);
+    let grow = || {
+        if let Some(w) = window.grow(want) {
+            quic.set_send_window(w);
+        }
+    };
+    grow();
     let result = send_response(&mut send, resp, with_body, |n, zero_copy| {
         // Called first when the head is out: from then on the request
         // counts as answered, not cancelled, however its body ends.
         guard.status = guard.status.or(status);
+        grow();
         if n == 0 {
             return;
         }
@@ -495,18 +523,29 @@ async fn serve_h3_request(
         guard.count_sent(n);
     })
     .await;
+    let answered = guard.sent;
     drop(guard);
-    if result.is_err() {
-        // Stopped or lost (before its head was out, the guard counted a cancellation).
-        return;
+    match result {
+        // Stopped or lost (before its head was out, the guard counted a
+        // cancellation): reset when dropped.
+        Err(_) => return,
+        // Its body failed: reset already, quinn holds none of it.
+        Ok(Ended::Reset) => send.settled = true,
+        // quinn has the answer, not yet the client: until it acknowledges
+        // the last byte, a graceful close would cut the answer short, and
+        // the connection's window could not go back to the server's budget
+        // (send_windows.rs), so the connection keeps work in hand, for the
+        // request timeout plus the answer at limits.body_min_rate (the
+        // slowest client we serve); past it the answer is reset and the
+        // connection closed (a client that does not acknowledge is broken
+        // or hostile; its connection's state goes with it).
+        Ok(Ended::Finished) => {
+            let within = limits.request_timeout.0 + Duration::from_secs_f64(answered as f64 / limits.body_min_rate.0.max(1) as f64);
+            if !send.settle(tokio::time::Instant::now() + within, &conn, limits.idle_timeout.0 / 2).await {
+                quic.close(varint(H3Code::ExcessiveLoad), b"answer not acknowledged");
+            }
+        }
     }
-    // quinn has the answer, not yet the client: until it acknowledges the
-    // last byte, a graceful close would cut the answer short, and the
-    // connection's send window could not go back to the server's budget
-    // (send_windows.rs), so the connection keeps work in hand (bounded by
-    // the request timeout, past which the answer is reset, and by the idle
-    // timeout for a client that stops acknowledging).
-    send.settle(limits.request_timeout.0).await;
     drop(active);
     if !body_ended {
         // A GET's stream usually ended with its head: seen without a timer.

@@ -2,19 +2,20 @@
 //! connections. quinn keeps every byte written to a connection until the
 //! client acknowledges it, up to the connection's send window; a client
 //! that grants credit and never acknowledges pins that much for as long as
-//! it keeps the connection alive. 8 MiB per connection across
+//! it keeps the answer in hand. 8 MiB per connection across
 //! `limits.max_connections` (16,384) would be 128 GiB, so the windows come
-//! out of one budget (`limits.h3_send_memory`): a connection gets the full
-//! window while the budget holds it, what is left otherwise, and never
-//! less than [`FLOOR`] (so the sum passes the budget by at most a floor
-//! per connection). A connection given less grows back toward the full
-//! window, at its next request, from what others gave back; a connection
-//! with nothing in hand (every answer acknowledged or reset, so quinn holds
-//! none of it) gives back all but the floor, so idle connections do not
-//! hold the budget.
+//! out of one budget (`limits.h3_send_memory`). A connection holds
+//! [`FLOOR`] when opened and when idle; each answer, as it starts and while
+//! it is written, grows the window by its length, up to the full window
+//! while the budget holds it, what is left otherwise (so the sum passes the
+//! budget by at most a floor per connection, and a request that has no
+//! answer yet, or a small one, takes nothing). A connection with nothing in
+//! hand (every answer acknowledged or reset, so quinn holds none of it)
+//! gives back all but the floor.
 //!
 //! The decision is a pure function of the numbers ([`share`]); the pool
-//! around it is one atomic counter.
+//! around it is one atomic counter, and a connection's window one more
+//! (its requests are polled on the connection's task, one at a time).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -47,11 +48,10 @@ impl SendWindows {
         Self { budget, reserved }
     }
 
-    /// A new connection's window: the floor, until its first request
-    /// ([`SendWindow::grow`]), so connections that ask nothing hold nothing more.
+    /// A new connection's window: the floor.
     pub(crate) fn open(&self) -> SendWindow {
         self.reserved.fetch_add(FLOOR, Ordering::AcqRel);
-        SendWindow { reserved: self.reserved.clone(), budget: self.budget, held: FLOOR }
+        SendWindow { reserved: self.reserved.clone(), budget: self.budget, held: AtomicU64::new(FLOOR) }
     }
 }
 
@@ -60,52 +60,48 @@ impl SendWindows {
 pub(crate) struct SendWindow {
     reserved: Arc<AtomicU64>,
     budget: u64,
-    held: u64,
+    held: AtomicU64,
 }
 
 impl SendWindow {
     /// The window, bytes.
     pub(crate) fn bytes(&self) -> u64 {
-        self.held
+        self.held.load(Ordering::Acquire)
     }
 
-    /// Grows toward [`FULL`] from what the budget has free; the new window
-    /// if it grew. Cheap when full (no atomic operation).
-    pub(crate) fn grow(&mut self) -> Option<u64> {
-        if self.held >= FULL {
+    /// Grows toward `want` (at most [`FULL`]) from what the budget has
+    /// free; the new window if it grew. Cheap when already there.
+    pub(crate) fn grow(&self, want: u64) -> Option<u64> {
+        let want = want.min(FULL);
+        let held = self.bytes();
+        if held >= want {
             return None;
         }
-        let before = self.held;
-        self.regrant();
-        (self.held > before).then_some(self.held)
+        let mut new = held;
+        let _ = self.reserved.fetch_update(Ordering::AcqRel, Ordering::Acquire, |r| {
+            new = share(held, r, self.budget).min(want).max(held);
+            Some(r - held + new)
+        });
+        self.held.store(new, Ordering::Release);
+        (new > held).then_some(new)
     }
 
     /// Gives back all but [`FLOOR`], for a connection with nothing in hand
     /// (every answer acknowledged or reset, so quinn holds none of it); the
     /// new window if it shrank.
-    pub(crate) fn shrink(&mut self) -> Option<u64> {
-        if self.held <= FLOOR {
+    pub(crate) fn shrink(&self) -> Option<u64> {
+        let held = self.held.swap(FLOOR, Ordering::AcqRel);
+        if held <= FLOOR {
             return None;
         }
-        self.reserved.fetch_sub(self.held - FLOOR, Ordering::AcqRel);
-        self.held = FLOOR;
+        self.reserved.fetch_sub(held - FLOOR, Ordering::AcqRel);
         Some(FLOOR)
-    }
-
-    fn regrant(&mut self) {
-        let held = self.held;
-        let mut new = held;
-        let _ = self.reserved.fetch_update(Ordering::AcqRel, Ordering::Acquire, |r| {
-            new = share(held, r, self.budget).max(held);
-            Some(r - held + new)
-        });
-        self.held = new;
     }
 }
 
 impl Drop for SendWindow {
     fn drop(&mut self) {
-        self.reserved.fetch_sub(self.held, Ordering::AcqRel);
+        self.reserved.fetch_sub(*self.held.get_mut(), Ordering::AcqRel);
     }
 }
 
@@ -132,24 +128,28 @@ mod tests {
         let reserved = Arc::new(AtomicU64::new(0));
         let load = || reserved.load(Ordering::Relaxed);
         let pool = SendWindows::new(20 * M, reserved.clone());
-        let (mut a, mut b, mut c, mut d) = (pool.open(), pool.open(), pool.open(), pool.open());
+        let (a, b, c, d) = (pool.open(), pool.open(), pool.open(), pool.open());
         assert_eq!(load(), 4 * FLOOR, "opened: the floor each");
-        // Their first requests: full windows while the budget holds them, then what is left.
-        assert_eq!(a.grow(), Some(FULL));
-        assert_eq!(b.grow(), Some(FULL));
-        assert_eq!(c.grow(), Some(4 * M - FLOOR));
-        assert_eq!(d.grow(), None, "nothing free: the floor");
+        // A small answer within the floor takes nothing; a larger one its length.
+        assert_eq!(a.grow(FLOOR), None);
+        assert_eq!(a.grow(FLOOR + M), Some(FLOOR + M));
+        // Answers past the full window: full windows while the budget holds them, then what is left.
+        assert_eq!(a.grow(u64::MAX), Some(FULL));
+        assert_eq!(b.grow(u64::MAX), Some(FULL));
+        assert_eq!(c.grow(u64::MAX), Some(4 * M - FLOOR));
+        assert_eq!(d.grow(u64::MAX), None, "nothing free: the floor");
         assert_eq!(load(), 20 * M);
-        assert_eq!(c.grow(), None);
+        assert_eq!(c.grow(u64::MAX), None);
         drop(a);
-        assert_eq!(c.grow(), Some(FULL));
-        assert_eq!(d.grow(), Some(4 * M));
-        // Idle, d keeps only the floor; its next request takes what is free again.
+        assert_eq!(c.grow(u64::MAX), Some(FULL));
+        assert_eq!(d.grow(u64::MAX), Some(4 * M));
+        // Idle, d keeps only the floor; its next answer takes what is free again.
         assert_eq!(d.shrink(), Some(FLOOR));
         assert_eq!(d.shrink(), None);
         assert_eq!(load(), 16 * M + FLOOR);
         drop(b);
-        assert_eq!(d.grow(), Some(FULL));
+        assert_eq!(d.grow(2 * M), Some(2 * M));
+        assert_eq!(d.grow(u64::MAX), Some(FULL));
         drop((c, d));
         assert_eq!(load(), 0, "every byte given back");
     }
