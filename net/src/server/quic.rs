@@ -500,8 +500,9 @@ async fn serve_h3_request(
     let body_ended = body.ended;
     let status = guard.status.take();
     // The window grows by the answer's length (as far as the server's
-    // budget allows now, and again as it is written): a request without an
-    // answer yet, or a small answer within the floor, takes nothing.
+    // budget allows now, and again as it is written; an answer of unknown
+    // length asks the full window): a request without an answer yet takes
+    // nothing beyond the connection's floor.
     let length = if with_body { http_body::Body::size_hint(resp.body()).upper().unwrap_or(u64::MAX) } else { 0 };
     let want = window.bytes().saturating_add(length);
     let grow = || {

@@ -9,7 +9,7 @@
 //! it is written, grows the window by its length, up to the full window
 //! while the budget holds it, what is left otherwise (so the sum passes the
 //! budget by at most a floor per connection, and a request that has no
-//! answer yet, or a small one, takes nothing). A connection with nothing in
+//! answer yet takes nothing). A connection with nothing in
 //! hand (every answer acknowledged or reset, so quinn holds none of it)
 //! gives back all but the floor.
 //!
