@@ -64,7 +64,8 @@ pub struct LimitsConfig {
     /// Answer bytes quinn may hold unacknowledged for all HTTP/3
     /// connections together: each connection's send window (8 MiB) comes
     /// out of it, and a connection opened when it is spent gets what is
-    /// left, at least 64 KiB.
+    /// left, at least 64 KiB. One client address's connections hold at
+    /// most a sixteenth of it (at least 8 MiB) beyond their 64 KiB each.
     pub h3_send_memory: ByteSize,
     /// Concurrent streams one HTTP/2 connection may open.
     pub h2_max_concurrent_streams: u32,

@@ -68,6 +68,7 @@ mod penalty_filter;
 mod quic;
 mod request;
 mod send_windows;
+mod settle;
 mod tcp;
 
 /// A response body: streamed, errors as I/O errors.

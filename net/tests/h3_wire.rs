@@ -33,6 +33,11 @@ async fn start_with(limits: LimitsConfig) -> Server {
             "/echo" => req.body().clone(),
             "/big" => Bytes::from((0..8u32 << 20).map(|i| (i % 251) as u8).collect::<Vec<u8>>()),
             "/4m" => Bytes::from(vec![7u8; 4 << 20]),
+            // 4 KiB of known length, after 300 ms (a client can go silent first).
+            "/late-small" => {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                Bytes::from(vec![b'x'; 4096])
+            }
             // N bytes in 16 KiB chunks, after 300 ms (a client can go silent first).
             p if p.starts_with("/late/") => {
                 let n: usize = p["/late/".len()..].parse().unwrap();
@@ -625,8 +630,13 @@ impl quinn::AsyncUdpSocket for Muted {
 /// A connection whose client grants 16 MiB of credit per stream and can be
 /// muted; its control stream is open.
 async fn connect_mutable(s: &Server) -> (quinn::Connection, quinn::SendStream, Arc<std::sync::atomic::AtomicBool>) {
+    connect_mutable_from(s, [127, 0, 0, 1]).await
+}
+
+/// The same from `ip`, another address on the loopback (127.0.0.0/8).
+async fn connect_mutable_from(s: &Server, ip: [u8; 4]) -> (quinn::Connection, quinn::SendStream, Arc<std::sync::atomic::AtomicBool>) {
     let mute = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let socket = std::net::UdpSocket::bind((std::net::Ipv4Addr::from(ip), 0)).unwrap();
     let runtime: Arc<dyn quinn::Runtime> = Arc::new(quinn::TokioRuntime);
     let inner = runtime.wrap_udp_socket(socket).unwrap();
     let muted = Arc::new(Muted { inner, mute: mute.clone() });
@@ -719,5 +729,136 @@ async fn send_windows_come_out_of_the_server_budget_while_answers_are_unacknowle
     // window goes back to the budget.
     until("the silent client's window given back", || windows() == FLOOR).await;
     drop((a, b));
+    s.server.shutdown().await;
+}
+
+/// One address's connections hold at most its share of the send-window
+/// budget beyond their floors (a sixteenth, at least a full window): a client that never
+/// acknowledges cannot hold every other client to the floor by opening
+/// more connections.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_address_holds_at_most_its_share_of_the_send_window_budget() {
+    const M: u64 = 1 << 20;
+    const FULL: u64 = 8 * M;
+    const FLOOR: u64 = 64 << 10;
+    let s = start_with(LimitsConfig {
+        // Four full windows; an address's share: one.
+        h3_send_memory: tranzcast_config::ByteSize(4 * FULL),
+        request_timeout: tranzcast_config::Duration(Duration::from_secs(3)),
+        body_min_rate: tranzcast_config::ByteSize(8 << 20),
+        ..LimitsConfig::default()
+    })
+    .await;
+    let handed = || {
+        let (zero_copy, copied) = s.stats.h3_body_bytes();
+        zero_copy + copied
+    };
+    let windows = || s.stats.h3_send_window_bytes();
+    // 127.0.0.2 goes silent on 7 MiB: its window, full, is its whole share.
+    let (a, _a_ctl, mute_a) = connect_mutable_from(&s, [127, 0, 0, 2]).await;
+    let before = handed();
+    ask_then_go_silent(&a, &mute_a, "/late/7340032").await;
+    until("quinn holding the whole 7 MiB", || handed() - before == 7 * M).await;
+    assert_eq!(windows(), FULL);
+    // Its second connection gets what is left of its share beyond the
+    // floors (64 KiB) and its own floor, with three quarters of the budget free.
+    let (a2, _a2_ctl, mute_a2) = connect_mutable_from(&s, [127, 0, 0, 2]).await;
+    let before = handed();
+    ask_then_go_silent(&a2, &mute_a2, "/late/4194304").await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let pinned = handed() - before;
+    assert!(pinned <= 2 * FLOOR, "{pinned} bytes taken past the address's share");
+    assert_eq!(windows(), FULL + 2 * FLOOR);
+    // Another address, silent too: quinn takes its whole 4 MiB.
+    let (b, _b_ctl, mute_b) = connect_mutable_from(&s, [127, 0, 0, 3]).await;
+    let before = handed();
+    ask_then_go_silent(&b, &mute_b, "/late/4194304").await;
+    until("quinn holding the other address's 4 MiB", || handed() - before == 4 * M).await;
+    assert_eq!(windows(), 2 * FULL + 2 * FLOOR);
+    drop((a, a2, b));
+    s.server.shutdown().await;
+}
+
+/// Small answers wait for their acknowledgement in their connection's list,
+/// not each on its own: the window still holds them until the client
+/// acknowledges them (then it goes back to the floor), and a client that
+/// never does has them reset at their deadline and its connection closed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn small_answers_keep_their_window_until_acknowledged_and_are_reset_at_their_deadline() {
+    const FLOOR: u64 = 64 << 10;
+    let s = start_with(LimitsConfig {
+        // An answer's deadline: 2 s (plus 4 KiB at 8 MiB/s).
+        request_timeout: tranzcast_config::Duration(Duration::from_secs(2)),
+        body_min_rate: tranzcast_config::ByteSize(8 << 20),
+        ..LimitsConfig::default()
+    })
+    .await;
+    let windows = || s.stats.h3_send_window_bytes();
+    // An honest client: forty 4 KiB answers, at once; its window back to the floor.
+    let c = connect(&s).await;
+    let _c_ctl = control(&c, &settings()).await;
+    let asks = (0..40).map(|i| {
+        let c = c.clone();
+        async move { exchange(&c, &head("GET", &format!("/small/{i}"), &[])).await.unwrap() }
+    });
+    for (fields, body) in futures_util::future::join_all(asks).await {
+        assert_eq!(field(&fields, ":status"), Some("200"));
+        assert_eq!(body.len(), 4096);
+    }
+    until("the honest client's window back to the floor", || windows() == FLOOR).await;
+    c.close(0u32.into(), b"done");
+    until("the honest client's floor given back", || windows() == 0).await;
+    // A client that goes silent after asking for three 4 KiB answers: each
+    // grows its window by its length, and the window stays so while quinn
+    // holds them, past the next sweeps.
+    let (a, _a_ctl, mute) = connect_mutable(&s).await;
+    let opened = std::time::Instant::now();
+    let mut streams = Vec::new();
+    for _ in 0..3 {
+        let (mut send, recv) = a.open_bi().await.unwrap();
+        send.write_all(&head("GET", "/late-small", &[])).await.unwrap();
+        send.finish().unwrap();
+        streams.push((send, recv));
+    }
+    for (send, _) in &streams {
+        let _ = send.stopped().await;
+    }
+    mute.store(true, std::sync::atomic::Ordering::Relaxed);
+    until("three small answers in the window", || windows() == FLOOR + 3 * 4096).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(windows(), FLOOR + 3 * 4096, "the window given back while quinn holds the answers");
+    assert!(a.close_reason().is_none(), "closed before the answers' deadline");
+    // At their deadline (about 2.3 s after the ask), reset and the
+    // connection closed: its window goes back to the budget.
+    until("the silent client's window given back", || windows() == 0).await;
+    let took = opened.elapsed();
+    assert!(took >= Duration::from_secs(2), "closed after {took:?}, before the deadline");
+    drop((a, streams));
+    // A client silent for a while, past the answers' first look, then
+    // acknowledging again (quinn sends them again): they settle, the
+    // window goes back to the floor, the connection stays.
+    let (b, _b_ctl, mute) = connect_mutable(&s).await;
+    let mut streams = Vec::new();
+    for _ in 0..2 {
+        let (mut send, recv) = b.open_bi().await.unwrap();
+        send.write_all(&head("GET", "/late-small", &[])).await.unwrap();
+        send.finish().unwrap();
+        streams.push((send, recv));
+    }
+    for (send, _) in &streams {
+        let _ = send.stopped().await;
+    }
+    mute.store(true, std::sync::atomic::Ordering::Relaxed);
+    until("two small answers in the window", || windows() == FLOOR + 2 * 4096).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(windows(), FLOOR + 2 * 4096);
+    mute.store(false, std::sync::atomic::Ordering::Relaxed);
+    until("the window back to the floor once acknowledged", || windows() == FLOOR).await;
+    for (_, recv) in &mut streams {
+        let frames = recv.read_to_end(1 << 20).await.unwrap();
+        assert!(frames.ends_with(&[b'x'; 4096]), "the answer whole: {} bytes of frames", frames.len());
+    }
+    assert!(b.close_reason().is_none());
+    drop((b, streams));
     s.server.shutdown().await;
 }

@@ -10,6 +10,7 @@ use super::h3_streams::{
 };
 use super::request::ChunkSource;
 use super::send_windows::SendWindow;
+use super::settle::{ResetUnlessSettled, SMALL_ANSWER, Seen, Unacked, UnackedAnswers};
 use super::*;
 use futures_util::FutureExt;
 use futures_util::stream::{FuturesUnordered, StreamExt};
@@ -208,7 +209,7 @@ async fn serve_h3(
     let permit = &permit;
     // Its send window, out of the server's budget, before any answer is
     // written: the floor, grown by each answer (serve_h3_request).
-    let window = Arc::new(shared.send_windows.open());
+    let window = Arc::new(shared.send_windows.open(permit.key));
     quic.set_send_window(window.bytes());
     // Our control stream, and its SETTINGS, first (within the same deadline).
     let opening = async {
@@ -249,13 +250,31 @@ async fn serve_h3(
     // task each (no spawn, no scheduling per request; as HTTP/2's streams,
     // h2_local.rs). A kill drops them with the connection.
     let mut requests = FuturesUnordered::new();
+    // Small answers written whole, until the client acknowledges them (settle.rs).
+    let mut unacked = UnackedAnswers::new(quic.clone());
     let mut say_goaway = false;
     loop {
         let (send, recv) = tokio::select! {
-            Some(()) = requests.next(), if !requests.is_empty() => {
+            Some(done) = requests.next(), if !requests.is_empty() => {
+                if let Some(answer) = done {
+                    unacked.push(answer);
+                }
                 // Nothing in hand, every answer acknowledged or reset: the
                 // window goes back to the budget but for the floor.
                 if requests.is_empty()
+                    && unacked.is_empty()
+                    && let Some(w) = window.shrink()
+                {
+                    quic.set_send_window(w);
+                }
+                continue;
+            }
+            seen = unacked.next(), if !unacked.is_empty() => {
+                if seen == Seen::Overdue {
+                    quic.close(varint(H3Code::ExcessiveLoad), b"answer not acknowledged");
+                }
+                if requests.is_empty()
+                    && unacked.is_empty()
                     && let Some(w) = window.shrink()
                 {
                     quic.set_send_window(w);
@@ -302,9 +321,11 @@ async fn serve_h3(
         let stats = shared.stats.clone();
         let request =
             serve_h3_request(send, recv, quic.clone(), shared.clone(), conn.clone(), memo.clone(), heads.clone(), window.clone(), cx);
-        requests.push(std::panic::AssertUnwindSafe(request).catch_unwind().map(move |r| {
-            if let Err(payload) = r {
+        requests.push(std::panic::AssertUnwindSafe(request).catch_unwind().map(move |r| match r {
+            Ok(unacked) => unacked,
+            Err(payload) => {
                 stats.panicked(Protocol::H3, "stream", &*payload);
+                None
             }
         }));
     }
@@ -317,7 +338,23 @@ async fn serve_h3(
         }
     };
     let finish = async {
-        while requests.next().await.is_some() {}
+        // Closing before the small answers are acknowledged would cut them
+        // short: they settle (or run out of time) as the requests finish.
+        loop {
+            tokio::select! {
+                Some(done) = requests.next(), if !requests.is_empty() => {
+                    if let Some(answer) = done {
+                        unacked.push(answer);
+                    }
+                }
+                seen = unacked.next(), if !unacked.is_empty() => {
+                    if seen == Seen::Overdue {
+                        quic.close(varint(H3Code::ExcessiveLoad), b"answer not acknowledged");
+                    }
+                }
+                else => break,
+            }
+        }
         while conn.active.load(Ordering::Acquire) > 0 {
             let woken = conn.wake.notified();
             if conn.active.load(Ordering::Acquire) == 0 {
@@ -356,65 +393,6 @@ async fn goaway(control: &mut quinn::SendStream, next_request: u64) {
     let _ = tokio::time::timeout(CLOSE_GRACE, control.write_all(&frame)).await;
 }
 
-/// A request's answer stream, reset when dropped before its answer was
-/// acknowledged whole (a panic in its body, the connection's task killed,
-/// a close that cut the wait): dropped, quinn would finish it, and an
-/// answer cut short would end like a whole one; and a finished answer's
-/// bytes not yet acknowledged stay in quinn until the closed connection
-/// drains (three PTOs: up to about 50 s with a peer's largest
-/// max_ack_delay), outside the send-window budget, unless the stream is reset.
-struct ResetUnlessSettled {
-    send: quinn::SendStream,
-    settled: bool,
-}
-
-impl ResetUnlessSettled {
-    /// Waits until the client has acknowledged the whole answer (or stopped
-    /// the stream), until `deadline`, marking the connection's progress
-    /// every `step` meanwhile (an answer within its time is not a stall);
-    /// unless acknowledged whole, the stream is then reset (a client's
-    /// STOP_SENDING leaves what quinn holds in place until it is), and
-    /// quinn lets go of what it held of it at once. False if the time ran out.
-    async fn settle(&mut self, deadline: tokio::time::Instant, conn: &ConnState, step: Duration) -> bool {
-        let stopped = self.send.stopped();
-        tokio::pin!(stopped);
-        let outcome = loop {
-            let wake = deadline.min(tokio::time::Instant::now() + step);
-            match tokio::time::timeout_at(wake, &mut stopped).await {
-                Ok(r) => break Some(r),
-                Err(_) if wake >= deadline => break None,
-                Err(_) => conn.progressed(),
-            }
-        };
-        self.settled = true;
-        if !matches!(outcome, Some(Ok(None))) {
-            let _ = self.send.reset(varint(H3Code::RequestCancelled));
-        }
-        outcome.is_some()
-    }
-}
-
-impl Drop for ResetUnlessSettled {
-    fn drop(&mut self) {
-        if !self.settled {
-            let _ = self.send.reset(varint(H3Code::InternalError));
-        }
-    }
-}
-
-impl std::ops::Deref for ResetUnlessSettled {
-    type Target = quinn::SendStream;
-    fn deref(&self) -> &quinn::SendStream {
-        &self.send
-    }
-}
-
-impl std::ops::DerefMut for ResetUnlessSettled {
-    fn deref_mut(&mut self) -> &mut quinn::SendStream {
-        &mut self.send
-    }
-}
-
 #[allow(clippy::too_many_arguments)]
 async fn serve_h3_request(
     send: quinn::SendStream,
@@ -426,8 +404,8 @@ async fn serve_h3_request(
     heads: Arc<tokio::sync::Semaphore>,
     window: Arc<SendWindow>,
     cx: RequestContext,
-) {
-    let mut send = ResetUnlessSettled { send, settled: false };
+) -> Option<Unacked> {
+    let mut send = ResetUnlessSettled::new(send);
     let stats = &shared.stats;
     let limits = &shared.limits;
     // A field section's encoding is never longer than its size as counted
@@ -445,14 +423,14 @@ async fn serve_h3_request(
         Ok(Err(ReadFail::Gone | ReadFail::Reset)) => {
             conn.cancelled();
             let _ = send.reset(varint(H3Code::RequestCancelled));
-            return;
+            return None;
         }
         Err(_) => {
             stats.refuse(Refusal::HeaderTimeout);
             conn.cancelled();
             let _ = send.reset(varint(H3Code::RequestRejected));
             input.stop(H3Code::RequestRejected);
-            return;
+            return None;
         }
     };
     let parts = match parts {
@@ -476,7 +454,7 @@ async fn serve_h3_request(
                 let deadline = tokio::time::Instant::now() + limits.header_read_timeout.0;
                 send.settle(deadline, &conn, limits.idle_timeout.0 / 2).await;
             }
-            return;
+            return None;
         }
         Err(HeadFail::Bad(e)) => {
             stats.refuse(Refusal::Malformed);
@@ -488,7 +466,7 @@ async fn serve_h3_request(
                 let _ = send.reset(varint(e.code));
                 input.stop(e.code);
             }
-            return;
+            return None;
         }
     };
     let active = Active::new(&conn);
@@ -526,12 +504,13 @@ async fn serve_h3_request(
     .await;
     let answered = guard.sent;
     drop(guard);
+    let mut unacked = None;
     match result {
         // Stopped or lost (before its head was out, the guard counted a
         // cancellation): reset when dropped.
-        Err(_) => return,
+        Err(_) => return None,
         // Its body failed: reset already, quinn holds none of it.
-        Ok(Ended::Reset) => send.settled = true,
+        Ok(Ended::Reset) => send.reset_already(),
         // quinn has the answer, not yet the client: until it acknowledges
         // the last byte, a graceful close would cut the answer short, and
         // the connection's window could not go back to the server's budget
@@ -542,7 +521,11 @@ async fn serve_h3_request(
         // or hostile; its connection's state goes with it).
         Ok(Ended::Finished) => {
             let within = limits.request_timeout.0 + Duration::from_secs_f64(answered as f64 / limits.body_min_rate.0.max(1) as f64);
-            if !send.settle(tokio::time::Instant::now() + within, &conn, limits.idle_timeout.0 / 2).await {
+            let deadline = tokio::time::Instant::now() + within;
+            if answered <= SMALL_ANSWER {
+                // Waits in the connection's list, the request done.
+                unacked = Some(Unacked { send, deadline });
+            } else if !send.settle(deadline, &conn, limits.idle_timeout.0 / 2).await {
                 quic.close(varint(H3Code::ExcessiveLoad), b"answer not acknowledged");
             }
         }
@@ -560,6 +543,7 @@ async fn serve_h3_request(
             input.stop(input.stop_code());
         }
     }
+    unacked
 }
 
 #[cfg(test)]

@@ -13,12 +13,22 @@
 //! hand (every answer acknowledged or reset, so quinn holds none of it)
 //! gives back all but the floor.
 //!
+//! One address holds at most a sixteenth of the budget beyond its
+//! connections' floors ([`address_cap`], at least a full window): with the
+//! 256 connections an address may open,
+//! first come, first served would let one client that never acknowledges
+//! take all of it, and every other connection would be held to the floor.
+//!
 //! The decision is a pure function of the numbers ([`share`]); the pool
-//! around it is one atomic counter, and a connection's window one more
-//! (its requests are polled on the connection's task, one at a time).
+//! around it is one atomic counter, a table of what each address holds
+//! (sharded, locked only when a window changes), and a connection's window
+//! one more (its requests are polled on the connection's task, one at a time).
 
-use std::sync::Arc;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use crate::limits::ClientKey;
 
 /// A connection's window when the budget holds it: 2 MiB cost 9 % on 1 MiB
 /// answers on loopback, 8 MiB 3 % (docs/loadtest.md, twelfth session).
@@ -28,38 +38,85 @@ pub(crate) const FULL: u64 = 8 << 20;
 /// 10 Mbit/s at a 50 ms round trip, a video stream's rate.
 pub(crate) const FLOOR: u64 = 64 << 10;
 
+/// What one address's connections' windows may hold of `budget` beyond
+/// their floors (which are theirs whatever the budget).
+pub(crate) fn address_cap(budget: u64) -> u64 {
+    (budget / 16).max(FULL)
+}
+
 /// The window a connection holding `held` should have when `reserved`
-/// bytes of `budget` are reserved in all (its own `held` among them).
-pub(crate) fn share(held: u64, reserved: u64, budget: u64) -> u64 {
-    let free = budget.saturating_sub(reserved);
+/// bytes of `budget` are reserved in all (its own `held` among them), and
+/// its address's windows hold `by_address` beyond their floors (its own
+/// among them), of the address's `cap`.
+pub(crate) fn share(held: u64, reserved: u64, budget: u64, by_address: u64, cap: u64) -> u64 {
+    let free = budget.saturating_sub(reserved).min(cap.saturating_sub(by_address));
     held.saturating_add(free).clamp(FLOOR, FULL)
 }
 
-/// The windows reserved now, against the budget.
+const ADDRESS_SHARDS: usize = 16;
+
+/// The windows reserved now, against the budget, in all and per address.
 #[derive(Debug)]
 pub(crate) struct SendWindows {
+    pool: Arc<Pool>,
+}
+
+#[derive(Debug)]
+struct Pool {
     budget: u64,
+    cap: u64,
     reserved: Arc<AtomicU64>,
+    /// What each address's windows hold beyond their floors (an address
+    /// whose windows are all at the floor has no entry).
+    addresses: Vec<Mutex<HashMap<ClientKey, u64>>>,
+}
+
+impl Pool {
+    fn shard(&self, key: ClientKey) -> std::sync::MutexGuard<'_, HashMap<ClientKey, u64>> {
+        let h = match key {
+            ClientKey::V4(a) => u64::from(a),
+            ClientKey::V6(p) => p,
+        };
+        let i = (h.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 60) as usize % ADDRESS_SHARDS;
+        self.addresses[i].lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Gives back `n` bytes `key` held, `beyond` of them beyond a floor.
+    fn give_back(&self, key: ClientKey, n: u64, beyond: u64) {
+        self.reserved.fetch_sub(n, Ordering::AcqRel);
+        if beyond == 0 {
+            return;
+        }
+        let n = beyond;
+        let mut table = self.shard(key);
+        if let Some(held) = table.get_mut(&key) {
+            *held = held.saturating_sub(n);
+            if *held == 0 {
+                table.remove(&key);
+            }
+        }
+    }
 }
 
 impl SendWindows {
     /// `reserved` is the gauge `/metrics` shows (`ServerStats`).
     pub(crate) fn new(budget: u64, reserved: Arc<AtomicU64>) -> Self {
-        Self { budget, reserved }
+        let addresses = (0..ADDRESS_SHARDS).map(|_| Mutex::new(HashMap::new())).collect();
+        Self { pool: Arc::new(Pool { budget, cap: address_cap(budget), reserved, addresses }) }
     }
 
-    /// A new connection's window: the floor.
-    pub(crate) fn open(&self) -> SendWindow {
-        self.reserved.fetch_add(FLOOR, Ordering::AcqRel);
-        SendWindow { reserved: self.reserved.clone(), budget: self.budget, held: AtomicU64::new(FLOOR) }
+    /// A new connection's window, for a client at `key`: the floor.
+    pub(crate) fn open(&self, key: ClientKey) -> SendWindow {
+        self.pool.reserved.fetch_add(FLOOR, Ordering::AcqRel);
+        SendWindow { pool: self.pool.clone(), key, held: AtomicU64::new(FLOOR) }
     }
 }
 
 /// One connection's share of the budget, given back when dropped.
 #[derive(Debug)]
 pub(crate) struct SendWindow {
-    reserved: Arc<AtomicU64>,
-    budget: u64,
+    pool: Arc<Pool>,
+    key: ClientKey,
     held: AtomicU64,
 }
 
@@ -77,11 +134,20 @@ impl SendWindow {
         if held >= want {
             return None;
         }
+        let pool = &self.pool;
+        // The address's entry is locked through the update: its
+        // connections on other cores grow one at a time.
+        let mut table = pool.shard(self.key);
+        let by_address = table.get(&self.key).copied().unwrap_or(0);
         let mut new = held;
-        let _ = self.reserved.fetch_update(Ordering::AcqRel, Ordering::Acquire, |r| {
-            new = share(held, r, self.budget).min(want).max(held);
+        let _ = pool.reserved.fetch_update(Ordering::AcqRel, Ordering::Acquire, |r| {
+            new = share(held, r, pool.budget, by_address, pool.cap).min(want).max(held);
             Some(r - held + new)
         });
+        if new > held {
+            *table.entry(self.key).or_insert(0) += new - held;
+        }
+        drop(table);
         self.held.store(new, Ordering::Release);
         (new > held).then_some(new)
     }
@@ -94,14 +160,15 @@ impl SendWindow {
         if held <= FLOOR {
             return None;
         }
-        self.reserved.fetch_sub(held - FLOOR, Ordering::AcqRel);
+        self.pool.give_back(self.key, held - FLOOR, held - FLOOR);
         Some(FLOOR)
     }
 }
 
 impl Drop for SendWindow {
     fn drop(&mut self) {
-        self.reserved.fetch_sub(*self.held.get_mut(), Ordering::AcqRel);
+        let held = *self.held.get_mut();
+        self.pool.give_back(self.key, held, held.saturating_sub(FLOOR));
     }
 }
 
@@ -112,6 +179,7 @@ mod tests {
     #[test]
     fn a_share_is_what_is_free_within_the_floor_and_the_full_window() {
         let b = 20 << 20;
+        let share = |held, reserved, budget| share(held, reserved, budget, 0, u64::MAX);
         assert_eq!(share(0, 0, b), FULL);
         assert_eq!(share(0, 16 << 20, b), 4 << 20);
         assert_eq!(share(0, b, b), FLOOR);
@@ -123,12 +191,55 @@ mod tests {
     }
 
     #[test]
+    fn an_address_holds_at_most_its_cap_whatever_the_budget_has_free() {
+        const M: u64 = 1 << 20;
+        assert_eq!(address_cap(1 << 30), 64 * M, "a sixteenth of the default budget");
+        assert_eq!(address_cap(20 * M), FULL, "at least a full window");
+        let (b, cap) = (1 << 30, 64 * M);
+        // The address's other connections hold 60 MiB beyond their floors:
+        // 4 MiB left for this one beyond its own.
+        assert_eq!(share(FLOOR, 70 * M, b, 60 * M, cap), 4 * M + FLOOR);
+        // At its cap: the floor, with the budget nearly all free.
+        assert_eq!(share(FLOOR, 70 * M, b, 64 * M, cap), FLOOR);
+        // A window past the floor keeps what it holds.
+        assert_eq!(share(2 * M, 70 * M, b, 64 * M, cap), 2 * M);
+        // The budget, not the cap, is what is short.
+        assert_eq!(share(FLOOR, b - M, b, 0, cap), M + FLOOR);
+    }
+
+    #[test]
+    fn one_address_cannot_take_the_budget_from_the_others() {
+        const M: u64 = 1 << 20;
+        let reserved = Arc::new(AtomicU64::new(0));
+        let pool = SendWindows::new(16 * 16 * M, reserved.clone());
+        let (x, y) = (ClientKey::V4(1), ClientKey::V4(2));
+        // x's connections: two full windows, what is left of its cap (16
+        // MiB beyond the floors), then nothing.
+        let xs: Vec<_> = (0..4).map(|_| pool.open(x)).collect();
+        assert_eq!(xs[0].grow(u64::MAX), Some(FULL));
+        assert_eq!(xs[1].grow(u64::MAX), Some(FULL));
+        assert_eq!(xs[2].grow(u64::MAX), Some(3 * FLOOR));
+        assert_eq!(xs[3].grow(u64::MAX), None);
+        // y, another address, still gets a full window.
+        let yw = pool.open(y);
+        assert_eq!(yw.grow(u64::MAX), Some(FULL));
+        // x's first window idle again: its share is free for its others.
+        assert_eq!(xs[0].shrink(), Some(FLOOR));
+        assert_eq!(xs[3].grow(u64::MAX), Some(FULL));
+        drop(xs);
+        drop(yw);
+        assert_eq!(reserved.load(Ordering::Relaxed), 0, "every byte given back");
+        assert!(pool.pool.addresses.iter().all(|t| t.lock().unwrap().is_empty()), "no address left in the table");
+    }
+
+    #[test]
     fn windows_come_out_of_the_budget_and_grow_back_when_others_close() {
         const M: u64 = 1 << 20;
         let reserved = Arc::new(AtomicU64::new(0));
         let load = || reserved.load(Ordering::Relaxed);
         let pool = SendWindows::new(20 * M, reserved.clone());
-        let (a, b, c, d) = (pool.open(), pool.open(), pool.open(), pool.open());
+        let open = |i| pool.open(ClientKey::V4(i));
+        let (a, b, c, d) = (open(1), open(2), open(3), open(4));
         assert_eq!(load(), 4 * FLOOR, "opened: the floor each");
         // A small answer within the floor takes nothing; a larger one its length.
         assert_eq!(a.grow(FLOOR), None);
