@@ -419,7 +419,8 @@ impl Shared {
         // previous request's end (ConnState::keep_alive_h1).
         let mut h1 = hyper::server::conn::http1::Builder::new();
         h1.max_header_size(limits.max_header_bytes.0 as usize).max_headers(limits.max_headers as usize);
-        let send_windows = send_windows::SendWindows::new(limits.h3_send_memory.0, stats.h3_send_reserved.clone());
+        let send_windows =
+            send_windows::SendWindows::new(limits.h3_send_memory.0, stats.h3_send_reserved.clone(), stats.h3_send_capped.clone());
         Self {
             handler,
             limits,

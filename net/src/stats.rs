@@ -198,6 +198,9 @@ pub struct ServerStats {
     pub(crate) h3_foreign_ids: std::sync::Arc<AtomicU64>,
     /// HTTP/3 send windows reserved now, bytes (server/send_windows.rs).
     pub(crate) h3_send_reserved: std::sync::Arc<AtomicU64>,
+    /// Times an HTTP/3 send window grew less than the budget had free,
+    /// held to its address's share (server/send_windows.rs).
+    pub(crate) h3_send_capped: std::sync::Arc<AtomicU64>,
     /// QUIC Initials from addresses not yet proven answered with a
     /// stateless Retry instead of a handshake (server/quic.rs): not a
     /// refusal, the client comes back proven.
@@ -234,6 +237,7 @@ impl Default for ServerStats {
             h3_taken: std::array::from_fn(|_| AtomicU64::new(0)),
             h3_foreign_ids: Default::default(),
             h3_send_reserved: Default::default(),
+            h3_send_capped: Default::default(),
             quic_retries: AtomicU64::new(0),
             main_runtime: std::sync::OnceLock::new(),
             tasks_idle: tokio::sync::Notify::new(),
@@ -269,6 +273,11 @@ impl ServerStats {
     /// HTTP/3 send windows reserved now, bytes (against `limits.h3_send_memory`).
     pub fn h3_send_window_bytes(&self) -> u64 {
         self.h3_send_reserved.load(Ordering::Relaxed)
+    }
+
+    /// Times an HTTP/3 send window was held to its address's share.
+    pub fn h3_send_window_capped(&self) -> u64 {
+        self.h3_send_capped.load(Ordering::Relaxed)
     }
 
     /// Addresses whose new connections the kernel drops now (serving a penalty).
@@ -465,6 +474,12 @@ impl ServerStats {
                 "gauge",
                 "HTTP/3 send windows reserved now (answer bytes quinn may hold unacknowledged), against limits.h3_send_memory.",
                 self.h3_send_window_bytes() as i64,
+            ),
+            (
+                "h3_send_window_capped_total",
+                "counter",
+                "Times an HTTP/3 send window grew less than limits.h3_send_memory had free, held to its client address's share (a sixteenth).",
+                self.h3_send_window_capped() as i64,
             ),
         ];
         for (name, kind, help, v) in gauges {

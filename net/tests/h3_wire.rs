@@ -760,6 +760,7 @@ async fn one_address_holds_at_most_its_share_of_the_send_window_budget() {
     ask_then_go_silent(&a, &mute_a, "/late/7340032").await;
     until("quinn holding the whole 7 MiB", || handed() - before == 7 * M).await;
     assert_eq!(windows(), FULL);
+    assert_eq!(s.stats.h3_send_window_capped(), 0, "a full window is within the share");
     // Its second connection gets what is left of its share beyond the
     // floors (64 KiB) and its own floor, with three quarters of the budget free.
     let (a2, _a2_ctl, mute_a2) = connect_mutable_from(&s, [127, 0, 0, 2]).await;
@@ -769,12 +770,15 @@ async fn one_address_holds_at_most_its_share_of_the_send_window_budget() {
     let pinned = handed() - before;
     assert!(pinned <= 2 * FLOOR, "{pinned} bytes taken past the address's share");
     assert_eq!(windows(), FULL + 2 * FLOOR);
+    let capped = s.stats.h3_send_window_capped();
+    assert!(capped >= 1, "the share's hold counted in /metrics");
     // Another address, silent too: quinn takes its whole 4 MiB.
     let (b, _b_ctl, mute_b) = connect_mutable_from(&s, [127, 0, 0, 3]).await;
     let before = handed();
     ask_then_go_silent(&b, &mute_b, "/late/4194304").await;
     until("quinn holding the other address's 4 MiB", || handed() - before == 4 * M).await;
     assert_eq!(windows(), 2 * FULL + 2 * FLOOR);
+    assert_eq!(s.stats.h3_send_window_capped(), capped, "another address is not held to the first one's share");
     drop((a, a2, b));
     s.server.shutdown().await;
 }

@@ -66,6 +66,8 @@ struct Pool {
     budget: u64,
     cap: u64,
     reserved: Arc<AtomicU64>,
+    /// Grows held short by an address's cap (the `/metrics` counter).
+    capped: Arc<AtomicU64>,
     /// What each address's windows hold beyond their floors (an address
     /// whose windows are all at the floor has no entry).
     addresses: Vec<Mutex<HashMap<ClientKey, u64>>>,
@@ -99,10 +101,11 @@ impl Pool {
 }
 
 impl SendWindows {
-    /// `reserved` is the gauge `/metrics` shows (`ServerStats`).
-    pub(crate) fn new(budget: u64, reserved: Arc<AtomicU64>) -> Self {
+    /// `reserved` is the gauge `/metrics` shows, `capped` a counter of
+    /// grows held to an address's share (`ServerStats`).
+    pub(crate) fn new(budget: u64, reserved: Arc<AtomicU64>, capped: Arc<AtomicU64>) -> Self {
         let addresses = (0..ADDRESS_SHARDS).map(|_| Mutex::new(HashMap::new())).collect();
-        Self { pool: Arc::new(Pool { budget, cap: address_cap(budget), reserved, addresses }) }
+        Self { pool: Arc::new(Pool { budget, cap: address_cap(budget), reserved, capped, addresses }) }
     }
 
     /// A new connection's window, for a client at `key`: the floor.
@@ -139,11 +142,15 @@ impl SendWindow {
         // connections on other cores grow one at a time.
         let mut table = pool.shard(self.key);
         let by_address = table.get(&self.key).copied().unwrap_or(0);
-        let mut new = held;
+        let (mut new, mut capped) = (held, false);
         let _ = pool.reserved.fetch_update(Ordering::AcqRel, Ordering::Acquire, |r| {
             new = share(held, r, pool.budget, by_address, pool.cap).min(want).max(held);
+            capped = new < share(held, r, pool.budget, 0, u64::MAX).min(want);
             Some(r - held + new)
         });
+        if capped {
+            pool.capped.fetch_add(1, Ordering::Relaxed);
+        }
         if new > held {
             *table.entry(self.key).or_insert(0) += new - held;
         }
@@ -210,8 +217,8 @@ mod tests {
     #[test]
     fn one_address_cannot_take_the_budget_from_the_others() {
         const M: u64 = 1 << 20;
-        let reserved = Arc::new(AtomicU64::new(0));
-        let pool = SendWindows::new(16 * 16 * M, reserved.clone());
+        let (reserved, capped) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+        let pool = SendWindows::new(16 * 16 * M, reserved.clone(), capped.clone());
         let (x, y) = (ClientKey::V4(1), ClientKey::V4(2));
         // x's connections: two full windows, what is left of its cap (16
         // MiB beyond the floors), then nothing.
@@ -219,10 +226,13 @@ mod tests {
         assert_eq!(xs[0].grow(u64::MAX), Some(FULL));
         assert_eq!(xs[1].grow(u64::MAX), Some(FULL));
         assert_eq!(xs[2].grow(u64::MAX), Some(3 * FLOOR));
+        assert_eq!(capped.load(Ordering::Relaxed), 1, "held to the address's share, counted");
         assert_eq!(xs[3].grow(u64::MAX), None);
+        assert_eq!(capped.load(Ordering::Relaxed), 2);
         // y, another address, still gets a full window.
         let yw = pool.open(y);
         assert_eq!(yw.grow(u64::MAX), Some(FULL));
+        assert_eq!(capped.load(Ordering::Relaxed), 2);
         // x's first window idle again: its share is free for its others.
         assert_eq!(xs[0].shrink(), Some(FLOOR));
         assert_eq!(xs[3].grow(u64::MAX), Some(FULL));
@@ -237,7 +247,7 @@ mod tests {
         const M: u64 = 1 << 20;
         let reserved = Arc::new(AtomicU64::new(0));
         let load = || reserved.load(Ordering::Relaxed);
-        let pool = SendWindows::new(20 * M, reserved.clone());
+        let pool = SendWindows::new(20 * M, reserved.clone(), Arc::default());
         let open = |i| pool.open(ClientKey::V4(i));
         let (a, b, c, d) = (open(1), open(2), open(3), open(4));
         assert_eq!(load(), 4 * FLOOR, "opened: the floor each");
