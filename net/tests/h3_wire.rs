@@ -664,6 +664,44 @@ async fn ask_then_go_silent(c: &quinn::Connection, mute: &std::sync::atomic::Ato
     mute.store(true, std::sync::atomic::Ordering::Relaxed);
 }
 
+/// Asks `/late-small` `n` times at once on `c`, then mutes the client once
+/// the server has read every request whole; the streams, to read later.
+async fn ask_small_then_go_silent(
+    c: &quinn::Connection,
+    mute: &std::sync::atomic::AtomicBool,
+    n: usize,
+) -> Vec<(quinn::SendStream, quinn::RecvStream)> {
+    let mut streams = Vec::new();
+    for _ in 0..n {
+        let (mut send, recv) = c.open_bi().await.unwrap();
+        send.write_all(&head("GET", "/late-small", &[])).await.unwrap();
+        send.finish().unwrap();
+        streams.push((send, recv));
+    }
+    for (send, _) in &streams {
+        let _ = send.stopped().await;
+    }
+    mute.store(true, std::sync::atomic::Ordering::Relaxed);
+    streams
+}
+
+/// Limits for the send-window tests: `budget`, and an answer's deadline
+/// of 3 s plus its length at 8 MiB/s.
+fn send_window_limits(budget: u64) -> LimitsConfig {
+    LimitsConfig {
+        h3_send_memory: tranzcast_config::ByteSize(budget),
+        request_timeout: tranzcast_config::Duration(Duration::from_secs(3)),
+        body_min_rate: tranzcast_config::ByteSize(8 << 20),
+        ..LimitsConfig::default()
+    }
+}
+
+/// HTTP/3 body bytes the server has handed to quinn so far.
+fn body_bytes_handed(s: &Server) -> u64 {
+    let (zero_copy, copied) = s.stats.h3_body_bytes();
+    zero_copy + copied
+}
+
 /// Waits (at most 10 s) until `f` holds.
 async fn until(what: &str, f: impl Fn() -> bool) {
     let wait = async {
@@ -686,18 +724,8 @@ async fn send_windows_come_out_of_the_server_budget_while_answers_are_unacknowle
     const M: u64 = 1 << 20;
     const FULL: u64 = 8 * M;
     const FLOOR: u64 = 64 << 10;
-    let s = start_with(LimitsConfig {
-        h3_send_memory: tranzcast_config::ByteSize(FULL),
-        // An answer's deadline: 3 s, plus its length at 8 MiB/s.
-        request_timeout: tranzcast_config::Duration(Duration::from_secs(3)),
-        body_min_rate: tranzcast_config::ByteSize(8 << 20),
-        ..LimitsConfig::default()
-    })
-    .await;
-    let handed = || {
-        let (zero_copy, copied) = s.stats.h3_body_bytes();
-        zero_copy + copied
-    };
+    let s = start_with(send_window_limits(FULL)).await;
+    let handed = || body_bytes_handed(&s);
     let windows = || s.stats.h3_send_window_bytes();
     // An honest client: an 8 MiB answer whole, then its window back to the floor.
     let c = connect(&s).await;
@@ -741,18 +769,9 @@ async fn one_address_holds_at_most_its_share_of_the_send_window_budget() {
     const M: u64 = 1 << 20;
     const FULL: u64 = 8 * M;
     const FLOOR: u64 = 64 << 10;
-    let s = start_with(LimitsConfig {
-        // Four full windows; an address's share: one.
-        h3_send_memory: tranzcast_config::ByteSize(4 * FULL),
-        request_timeout: tranzcast_config::Duration(Duration::from_secs(3)),
-        body_min_rate: tranzcast_config::ByteSize(8 << 20),
-        ..LimitsConfig::default()
-    })
-    .await;
-    let handed = || {
-        let (zero_copy, copied) = s.stats.h3_body_bytes();
-        zero_copy + copied
-    };
+    // Four full windows; an address's share: one.
+    let s = start_with(send_window_limits(4 * FULL)).await;
+    let handed = || body_bytes_handed(&s);
     let windows = || s.stats.h3_send_window_bytes();
     // 127.0.0.2 goes silent on 7 MiB: its window, full, is its whole share.
     let (a, _a_ctl, mute_a) = connect_mutable_from(&s, [127, 0, 0, 2]).await;
@@ -814,20 +833,10 @@ async fn small_answers_keep_their_window_until_acknowledged_and_are_reset_at_the
     until("the honest client's floor given back", || windows() == 0).await;
     // A client that goes silent after asking for three 4 KiB answers: each
     // grows its window by its length, and the window stays so while quinn
-    // holds them, past the next sweeps.
+    // holds them, past their first look.
     let (a, _a_ctl, mute) = connect_mutable(&s).await;
     let opened = std::time::Instant::now();
-    let mut streams = Vec::new();
-    for _ in 0..3 {
-        let (mut send, recv) = a.open_bi().await.unwrap();
-        send.write_all(&head("GET", "/late-small", &[])).await.unwrap();
-        send.finish().unwrap();
-        streams.push((send, recv));
-    }
-    for (send, _) in &streams {
-        let _ = send.stopped().await;
-    }
-    mute.store(true, std::sync::atomic::Ordering::Relaxed);
+    let streams = ask_small_then_go_silent(&a, &mute, 3).await;
     until("three small answers in the window", || windows() == FLOOR + 3 * 4096).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(windows(), FLOOR + 3 * 4096, "the window given back while quinn holds the answers");
@@ -842,17 +851,7 @@ async fn small_answers_keep_their_window_until_acknowledged_and_are_reset_at_the
     // acknowledging again (quinn sends them again): they settle, the
     // window goes back to the floor, the connection stays.
     let (b, _b_ctl, mute) = connect_mutable(&s).await;
-    let mut streams = Vec::new();
-    for _ in 0..2 {
-        let (mut send, recv) = b.open_bi().await.unwrap();
-        send.write_all(&head("GET", "/late-small", &[])).await.unwrap();
-        send.finish().unwrap();
-        streams.push((send, recv));
-    }
-    for (send, _) in &streams {
-        let _ = send.stopped().await;
-    }
-    mute.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut streams = ask_small_then_go_silent(&b, &mute, 2).await;
     until("two small answers in the window", || windows() == FLOOR + 2 * 4096).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(windows(), FLOOR + 2 * 4096);
