@@ -12,6 +12,10 @@
 #   initial-flood  2,000,000 QUIC Initials (or until SECONDS, at least 30), each a new connection closed
 #              at once, from 64 addresses that never read an answer (a blind spoofer's flood);
 #              the probe is then a new HTTP/3 connection per request, every 100 ms
+#   h3-silent  256 HTTP/3 connections from 4 addresses, each asking for a 1 MiB blob 12 times
+#              with credit for all of it, then silent (no acknowledgement, no close): their
+#              answers pin send windows; the probe is then a whole 1 MiB blob on one kept
+#              HTTP/3 connection from another address, whose window they must not take
 # Meanwhile a legitimate smart client plays the title (byte-checked against
 # the original, stalls timed) and a probe times 4 KiB ranges on the edge
 # (title summaries on the origin). Attackers come from 127.0.1.x (their own
@@ -26,13 +30,15 @@
 # the server's CPU idle and the attackers' CPU in kernel network work). The
 # unloaded probe is measured on the same layout.
 # For each attack: the server's RSS idle, at peak and 10 s after; descriptors
-# before, at peak, after (and when back); the play; the probe's p99 unloaded
-# and under attack; requests in hand and tasks after. Goals: RSS peak <= idle
+# before, at peak, after (and when back: descriptors and tasks, since a QUIC
+# connection holds no descriptor); the play; the probe's p99 unloaded and
+# under attack; requests in hand and tasks after; HTTP/3 send windows held to
+# their address's share. Goals: RSS peak <= idle
 # + cache budgets + 256 MiB; descriptors back within the idle timeout; play
 # byte-identical with no stall over one segment; p99 <= 3x unloaded; in
 # flight 0 and tasks back to where they were.
 #
-# Usage: bench/hostile.sh [SECONDS=20] [ATTACKS=all (comma list)] [SCALE=1.0]
+# Usage: [SOURCES=N] bench/hostile.sh [SECONDS=20] [ATTACKS=all (comma list)] [SCALE=1.0]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/env.sh
@@ -92,6 +98,8 @@ ARGS=(--edge "https://localhost:$EP" --edge-pid "$EDGE_PID" --origin "https://lo
       --seconds "$SECS" --edge-budget $(( (256 + 128) << 20 )) --origin-budget $(( 256 << 20 )) --idle-timeout 60
       --scale "$SCALE" --out "$T/hostile.json")
 [ -n "$ATTACKS" ] && ARGS+=(--attacks "$ATTACKS")
+# SOURCES=N: every attack from N addresses instead of its own default.
+[ -n "${SOURCES:-}" ] && ARGS+=(--sources "$SOURCES")
 [ -n "${PROBE_CPUS:-}" ] && ARGS+=(--probe-cpus "$PROBE_CPUS")
 echo "== attacks (each: 5 s unloaded probe, $SECS s attack, 10 s after, descriptors back)"
 # The viewer and the probe before the attackers on their CPU (root may raise

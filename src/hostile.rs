@@ -47,6 +47,12 @@ pub enum AttackKind {
     /// own connection ID), each costing the server a signature unless it
     /// answers with a Retry.
     InitialFlood,
+    /// HTTP/3 connections from a few addresses, each asking for a blob whole
+    /// many times at once with credit for all of it, then acknowledging
+    /// nothing: quinn holds every answer byte written until acknowledged,
+    /// so each connection pins its send window for as long as it stays
+    /// (what the per-address share of `limits.h3_send_memory` bounds).
+    H3Silent,
 }
 
 #[derive(clap::Args, Debug)]
@@ -81,6 +87,9 @@ pub struct AttackArgs {
     /// Requests at most (h3-flood), Initials at most (initial-flood).
     #[arg(long)]
     requests: Option<u64>,
+    /// Requests each connection keeps in hand (h3-silent).
+    #[arg(long, default_value_t = 12)]
+    streams: usize,
 }
 
 /// What an attack did, printed as one JSON line at its end.
@@ -272,6 +281,11 @@ async fn run_attack(a: &AttackArgs, deadline: Instant, tally: Arc<Tally>) -> Res
             let n = a.connections.unwrap_or(8);
             let max = a.requests.unwrap_or(2_000_000);
             initial_flood(&t, n, sources, max, deadline, tally).await?;
+        }
+        AttackKind::H3Silent => {
+            let t = Target::new(&a.target, &a.ca, &[b"h3"])?;
+            let n = a.connections.unwrap_or(256);
+            silent_h3(&t, n, a.streams.clamp(1, 100), sources, &blob, &cert, deadline, tally).await?;
         }
         AttackKind::Oversized => {
             let t = Arc::new(Target::new(&a.target, &a.ca, &[b"http/1.1"])?);
@@ -534,6 +548,99 @@ async fn initial_flood(t: &Target, workers: usize, sources: usize, max: u64, dea
             reader.abort();
         }));
     }
+    for task in tasks {
+        let _ = task.await;
+    }
+    Ok(())
+}
+
+/// Holds `n` HTTP/3 connections from `sources` addresses until the
+/// deadline, each on an endpoint of its own that goes silent: it asks for
+/// `blob` whole `streams` times at once, granting credit for every answer,
+/// and once the server has acknowledged every request it sends nothing
+/// more, not even a close. Each connection the server ends is opened
+/// again. An address opens its connections one every 50 ms, within the
+/// server's connection rate.
+#[allow(clippy::too_many_arguments)]
+async fn silent_h3(
+    t: &Target,
+    n: usize,
+    streams: usize,
+    sources: usize,
+    blob: &str,
+    cert: &str,
+    deadline: Instant,
+    tally: Arc<Tally>,
+) -> Result<()> {
+    use tranzcast_proto::http3::{self, frame, qpack};
+    let tls = tranzcast_net::tls::client_config(t.ca.as_bytes(), &[b"h3"])?;
+    let quic = Arc::new(quinn::crypto::rustls::QuicClientConfig::try_from(tls)?);
+    let mut transport = quinn::TransportConfig::default();
+    // Credit for every answer whole: the server may write all of them.
+    let credit = u32::try_from(streams << 21).unwrap_or(u32::MAX);
+    transport.stream_receive_window((2u32 << 20).into());
+    transport.receive_window(credit.into());
+    transport.max_concurrent_uni_streams(100u32.into());
+    transport.max_idle_timeout(Some(Duration::from_secs(300).try_into()?));
+    let transport = Arc::new(transport);
+    let mut block = Vec::new();
+    let authority = format!("localhost:{}", t.addr.port());
+    qpack::encode_request(
+        b"GET",
+        authority.as_bytes(),
+        format!("/v1/blobs/{blob}").as_bytes(),
+        [(&b"authorization"[..], cert.as_bytes())],
+        &mut block,
+    );
+    let mut head = Vec::new();
+    http3::write_frame_head(frame::HEADERS, block.len() as u64, &mut head);
+    head.extend_from_slice(&block);
+    let mut control = Vec::new();
+    http3::write_control_opening(16 << 10, &mut control);
+    let (head, control) = (Bytes::from(head), Bytes::from(control));
+    let gate = Arc::new(tokio::sync::Semaphore::new(64));
+    let tasks: Vec<_> = (0..n)
+        .map(|i| {
+            let (tally, gate, quic, transport, head, control, addr) =
+                (tally.clone(), gate.clone(), quic.clone(), transport.clone(), head.clone(), control.clone(), t.addr);
+            tokio::spawn(async move {
+                let from = source(i % sources);
+                tokio::time::sleep(Duration::from_millis(50 * (i / sources) as u64)).await;
+                let open = || {
+                    let (tally, quic, transport, head, control) = (&tally, quic.clone(), transport.clone(), head.clone(), control.clone());
+                    async move {
+                        let mut cfg = quinn::ClientConfig::new(quic);
+                        cfg.transport_config(transport);
+                        let (endpoint, silent) = tranzcast_net::client::silenceable_endpoint(SocketAddr::new(from, 0), cfg).ok()?;
+                        let c = endpoint.connect(addr, "localhost").ok()?.await.ok()?;
+                        let mut ctl = c.open_uni().await.ok()?;
+                        ctl.write_chunk(control).await.ok()?;
+                        let mut held = Vec::with_capacity(streams);
+                        for _ in 0..streams {
+                            let (mut send, recv) = c.open_bi().await.ok()?;
+                            send.write_chunk(head.clone()).await.ok()?;
+                            send.finish().ok()?;
+                            held.push((send, recv));
+                        }
+                        // Every request read whole by the server (acknowledged with its end), then silence.
+                        for (send, _) in &held {
+                            tokio::time::timeout(Duration::from_secs(5), send.stopped()).await.ok()?.ok()?;
+                        }
+                        silent.store(true, Ordering::Relaxed);
+                        tally.sent.fetch_add(streams as u64, Ordering::Relaxed);
+                        Some((c, endpoint, ctl, held))
+                    }
+                };
+                while let Some((c, _endpoint, _ctl, _held)) = reopen(&gate, deadline, &tally, open).await {
+                    if tokio::time::timeout_at(deadline.into(), c.closed()).await.is_ok() {
+                        tally.closed_by_server.fetch_add(1, Ordering::Relaxed);
+                    }
+                    // What the server sent it, answers and retransmissions.
+                    tally.bytes.fetch_add(c.stats().udp_rx.bytes, Ordering::Relaxed);
+                }
+            })
+        })
+        .collect();
     for task in tasks {
         let _ = task.await;
     }

@@ -172,3 +172,58 @@ impl H3Client {
         Ok(Response::from_parts(parts, out.freeze()))
     }
 }
+
+/// A QUIC client endpoint bound to `bind` whose sending can be switched
+/// off: once the returned flag is set it drops every datagram it would
+/// send (no request, no acknowledgement, no close) and still receives. To
+/// a server it is a client that went silent with answers in hand; the
+/// hostile bench's silent attack and the wire tests are built on it.
+pub fn silenceable_endpoint(
+    bind: SocketAddr,
+    config: quinn::ClientConfig,
+) -> Result<(quinn::Endpoint, Arc<std::sync::atomic::AtomicBool>), NetError> {
+    let silent = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let socket = std::net::UdpSocket::bind(bind).map_err(NetError::io(format!("bind udp {bind}")))?;
+    let runtime: Arc<dyn quinn::Runtime> = Arc::new(quinn::TokioRuntime);
+    let inner = runtime.wrap_udp_socket(socket).map_err(NetError::io("wrap udp socket"))?;
+    let socket = Arc::new(Silenceable { inner, silent: silent.clone() });
+    let mut endpoint = quinn::Endpoint::new_with_abstract_socket(quinn::EndpointConfig::default(), None, socket, runtime)
+        .map_err(NetError::io("quic endpoint"))?;
+    endpoint.set_default_client_config(config);
+    Ok((endpoint, silent))
+}
+
+#[derive(Debug)]
+struct Silenceable {
+    inner: Arc<dyn quinn::AsyncUdpSocket>,
+    silent: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl quinn::AsyncUdpSocket for Silenceable {
+    fn create_io_poller(self: Arc<Self>) -> std::pin::Pin<Box<dyn quinn::UdpPoller>> {
+        self.inner.clone().create_io_poller()
+    }
+    fn try_send(&self, t: &quinn::udp::Transmit) -> std::io::Result<()> {
+        if self.silent.load(std::sync::atomic::Ordering::Relaxed) { Ok(()) } else { self.inner.try_send(t) }
+    }
+    fn poll_recv(
+        &self,
+        cx: &mut std::task::Context,
+        bufs: &mut [std::io::IoSliceMut<'_>],
+        meta: &mut [quinn::udp::RecvMeta],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        self.inner.poll_recv(cx, bufs, meta)
+    }
+    fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.inner.local_addr()
+    }
+    fn max_transmit_segments(&self) -> usize {
+        self.inner.max_transmit_segments()
+    }
+    fn max_receive_segments(&self) -> usize {
+        self.inner.max_receive_segments()
+    }
+    fn may_fragment(&self) -> bool {
+        self.inner.may_fragment()
+    }
+}

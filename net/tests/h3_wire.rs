@@ -589,44 +589,6 @@ async fn a_flood_of_initials_past_the_unproven_budget_gets_retries_and_honest_cl
     s.server.shutdown().await;
 }
 
-/// A client socket that can go silent: once `mute` is set nothing it sends
-/// leaves, so no acknowledgement reaches the server, while what arrives is
-/// still read (what a client that pins our memory does).
-#[derive(Debug)]
-struct Muted {
-    inner: Arc<dyn quinn::AsyncUdpSocket>,
-    mute: Arc<std::sync::atomic::AtomicBool>,
-}
-
-impl quinn::AsyncUdpSocket for Muted {
-    fn create_io_poller(self: Arc<Self>) -> std::pin::Pin<Box<dyn quinn::UdpPoller>> {
-        self.inner.clone().create_io_poller()
-    }
-    fn try_send(&self, t: &quinn::udp::Transmit) -> std::io::Result<()> {
-        if self.mute.load(std::sync::atomic::Ordering::Relaxed) { Ok(()) } else { self.inner.try_send(t) }
-    }
-    fn poll_recv(
-        &self,
-        cx: &mut std::task::Context,
-        bufs: &mut [std::io::IoSliceMut<'_>],
-        meta: &mut [quinn::udp::RecvMeta],
-    ) -> std::task::Poll<std::io::Result<usize>> {
-        self.inner.poll_recv(cx, bufs, meta)
-    }
-    fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        self.inner.local_addr()
-    }
-    fn max_transmit_segments(&self) -> usize {
-        self.inner.max_transmit_segments()
-    }
-    fn max_receive_segments(&self) -> usize {
-        self.inner.max_receive_segments()
-    }
-    fn may_fragment(&self) -> bool {
-        self.inner.may_fragment()
-    }
-}
-
 /// A connection whose client grants 16 MiB of credit per stream and can be
 /// muted; its control stream is open.
 async fn connect_mutable(s: &Server) -> (quinn::Connection, quinn::SendStream, Arc<std::sync::atomic::AtomicBool>) {
@@ -635,19 +597,14 @@ async fn connect_mutable(s: &Server) -> (quinn::Connection, quinn::SendStream, A
 
 /// The same from `ip`, another address on the loopback (127.0.0.0/8).
 async fn connect_mutable_from(s: &Server, ip: [u8; 4]) -> (quinn::Connection, quinn::SendStream, Arc<std::sync::atomic::AtomicBool>) {
-    let mute = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let socket = std::net::UdpSocket::bind((std::net::Ipv4Addr::from(ip), 0)).unwrap();
-    let runtime: Arc<dyn quinn::Runtime> = Arc::new(quinn::TokioRuntime);
-    let inner = runtime.wrap_udp_socket(socket).unwrap();
-    let muted = Arc::new(Muted { inner, mute: mute.clone() });
-    let mut endpoint = quinn::Endpoint::new_with_abstract_socket(quinn::EndpointConfig::default(), None, muted, runtime).unwrap();
     let tls = tranzcast_net::tls::client_config(s.ca.as_bytes(), &[b"h3"]).unwrap();
     let mut config = quinn::ClientConfig::new(Arc::new(quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap()));
     let mut transport = quinn::TransportConfig::default();
     transport.stream_receive_window((16u32 << 20).into());
     transport.receive_window((64u32 << 20).into());
     config.transport_config(Arc::new(transport));
-    endpoint.set_default_client_config(config);
+    let bind = SocketAddr::new(std::net::Ipv4Addr::from(ip).into(), 0);
+    let (endpoint, mute) = tranzcast_net::client::silenceable_endpoint(bind, config).unwrap();
     let c = endpoint.connect(s.addr, "localhost").unwrap().await.unwrap();
     let ctl = control(&c, &settings()).await;
     (c, ctl, mute)

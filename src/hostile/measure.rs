@@ -7,6 +7,7 @@
 #![allow(clippy::wildcard_imports)]
 
 use super::*;
+use clap::ValueEnum;
 
 #[derive(clap::Args, Debug)]
 pub struct HostileArgs {
@@ -57,6 +58,9 @@ pub struct HostileArgs {
     /// CPUs for the probe (a `taskset -c` list), when not those of this process.
     #[arg(long)]
     probe_cpus: Option<String>,
+    /// Client addresses each attack comes from, instead of its own default.
+    #[arg(long)]
+    sources: Option<usize>,
     /// Niceness of the attack processes.
     #[arg(long, default_value_t = 10)]
     nice: i32,
@@ -145,10 +149,22 @@ pub struct ProbeArgs {
     /// How long, at most.
     #[arg(long, default_value_t = 30.0)]
     seconds: f64,
-    /// Over HTTP/3, each request on a new connection (a handshake each,
-    /// every 100 ms: what an Initial flood would take from honest clients).
-    #[arg(long)]
-    h3: bool,
+    /// How the requests travel.
+    #[arg(long, value_enum, default_value_t = ProbeOver::H2)]
+    over: ProbeOver,
+}
+
+/// How the probe reaches the server.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProbeOver {
+    /// HTTP/2, one pooled connection.
+    H2,
+    /// HTTP/3, each request on a new connection (a handshake each, every
+    /// 100 ms: what an Initial flood would take from honest clients).
+    H3Fresh,
+    /// HTTP/3, one connection kept (opened again if it fails): a download
+    /// paced by its send window, what silent clients could take from.
+    H3Kept,
 }
 
 /// The probe, its own process (so the viewer's decryption and the attack
@@ -165,13 +181,21 @@ pub fn probe(a: ProbeArgs) -> Result<()> {
         let start = Instant::now();
         let stop = start + Duration::from_secs_f64(a.seconds.clamp(1.0, 600.0));
         let mut out = std::io::stdout().lock();
+        let mut kept: Option<tranzcast_net::client::H3Client> = None;
         // When it started on the wall clock, to line it up with other traces (perf -k CLOCK_REALTIME).
         let epoch = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
         writeln!(out, "# started {:.6}", epoch.as_secs_f64())?;
         while Instant::now() < stop {
             let t = Instant::now();
-            let ok = if a.h3 {
-                matches!(tokio::time::timeout(Duration::from_secs(10), probe_h3(&a, ca.as_bytes())).await, Ok(Ok(())))
+            let ok = if a.over == ProbeOver::H3Fresh {
+                matches!(tokio::time::timeout(Duration::from_secs(10), probe_h3_fresh(&a, ca.as_bytes())).await, Ok(Ok(())))
+            } else if a.over == ProbeOver::H3Kept {
+                let ok =
+                    matches!(tokio::time::timeout(Duration::from_secs(10), probe_h3_kept(&a, ca.as_bytes(), &mut kept)).await, Ok(Ok(())));
+                if !ok {
+                    kept = None;
+                }
+                ok
             } else {
                 let mut r = http.get(&a.url);
                 if let Some(auth) = &a.auth {
@@ -190,7 +214,7 @@ pub fn probe(a: ProbeArgs) -> Result<()> {
                 break;
             }
             // A new connection every 100 ms stays within an address's connection rate.
-            tokio::time::sleep(Duration::from_millis(if a.h3 { 100 } else { 20 })).await;
+            tokio::time::sleep(Duration::from_millis(if a.over == ProbeOver::H3Fresh { 100 } else { 20 })).await;
         }
         Ok(())
     })
@@ -198,8 +222,22 @@ pub fn probe(a: ProbeArgs) -> Result<()> {
 
 /// One probe over a new HTTP/3 connection: handshake (and Retry, if the
 /// server asks for one), the request, the close.
-async fn probe_h3(a: &ProbeArgs, ca: &[u8]) -> Result<()> {
+async fn probe_h3_fresh(a: &ProbeArgs, ca: &[u8]) -> Result<()> {
     let c = tranzcast_net::client::H3Client::connect(loopback_target(&a.url)?, "localhost", ca).await?;
+    let answer = probe_h3_request(a, &c).await;
+    c.close();
+    answer
+}
+
+/// One probe on the kept HTTP/3 connection, opened first if there is none.
+async fn probe_h3_kept(a: &ProbeArgs, ca: &[u8], kept: &mut Option<tranzcast_net::client::H3Client>) -> Result<()> {
+    if kept.is_none() {
+        *kept = Some(tranzcast_net::client::H3Client::connect(loopback_target(&a.url)?, "localhost", ca).await?);
+    }
+    probe_h3_request(a, kept.as_ref().context("no connection")?).await
+}
+
+async fn probe_h3_request(a: &ProbeArgs, c: &tranzcast_net::client::H3Client) -> Result<()> {
     let mut r = http::Request::get(&a.url);
     if let Some(auth) = &a.auth {
         r = r.header("authorization", auth);
@@ -207,9 +245,7 @@ async fn probe_h3(a: &ProbeArgs, ca: &[u8]) -> Result<()> {
     if a.range {
         r = r.header("range", "bytes=0-4095");
     }
-    let answer = c.request(r.body(Bytes::new())?).await;
-    c.close();
-    let status = answer?.status();
+    let status = c.request(r.body(Bytes::new())?).await?.status();
     anyhow::ensure!(status.is_success(), "probe: {status}");
     Ok(())
 }
@@ -223,7 +259,7 @@ async fn run_probe(
     ca: &std::path::Path,
     secs: f64,
     cpus: Option<&str>,
-    h3: bool,
+    over: ProbeOver,
     stop: Option<tokio::sync::watch::Receiver<bool>>,
 ) -> Result<Vec<(f64, f64)>> {
     use tokio::io::AsyncBufReadExt;
@@ -248,8 +284,8 @@ async fn run_probe(
     if range {
         cmd.arg("--range");
     }
-    if h3 {
-        cmd.arg("--h3");
+    if let Some(v) = over.to_possible_value() {
+        cmd.args(["--over", v.get_name()]);
     }
     let mut child = cmd.stdout(std::process::Stdio::piped()).kill_on_drop(true).spawn().context("starting the probe")?;
     let mut lines = tokio::io::BufReader::new(child.stdout.take().context("probe stdout")?).lines();
@@ -316,6 +352,8 @@ struct Row {
     handshakes_failed: f64,
     /// Datagrams dropped at the server's UDP sockets (receive buffer full).
     udp_dropped: u64,
+    /// HTTP/3 send windows held to their address's share during the attack.
+    send_windows_capped: f64,
     in_flight_after: f64,
     tasks_before: f64,
     tasks_after: f64,
@@ -378,6 +416,7 @@ async fn hostile_run(a: HostileArgs) -> Result<()> {
             AttackKind::Ranges,
             AttackKind::PlayFlood,
             AttackKind::InitialFlood,
+            AttackKind::H3Silent,
         ]
     } else {
         a.attacks.clone()
@@ -389,10 +428,19 @@ async fn hostile_run(a: HostileArgs) -> Result<()> {
         let (target, pid, prefix, budget) =
             if on_origin { (&a.origin, a.origin_pid, "origin", a.origin_budget) } else { (&a.edge, a.edge_pid, "edge", a.edge_budget) };
         // The probe: a 4 KiB range of a hot blob on the edge, or a title's summary on the origin.
-        let (probe_url, probe_range) =
-            if on_origin { (format!("{}/v1/titles/{}", a.origin, a.title), false) } else { (format!("{}/v1/blobs/{blob}", a.edge), true) };
-        // Under an Initial flood, what matters is whether honest HTTP/3 clients still get in.
-        let probe_h3_fresh = kind == AttackKind::InitialFlood;
+        // Under silent clients, a whole 1 MiB blob on one HTTP/3 connection:
+        // its window is what they would take.
+        let (probe_url, probe_range) = if on_origin {
+            (format!("{}/v1/titles/{}", a.origin, a.title), false)
+        } else {
+            (format!("{}/v1/blobs/{blob}", a.edge), kind != AttackKind::H3Silent)
+        };
+        let probe_over = match kind {
+            // Under an Initial flood, what matters is whether honest HTTP/3 clients still get in.
+            AttackKind::InitialFlood => ProbeOver::H3Fresh,
+            AttackKind::H3Silent => ProbeOver::H3Kept,
+            _ => ProbeOver::H2,
+        };
         // The viewer presses play a second in, so its session opens under attack.
         let start_viewer = |limit: Duration| -> Result<tokio::task::JoinHandle<tranzcast_loadtest::viewer::ViewerOutcome>> {
             let setup = tranzcast_loadtest::viewer::ViewerSetup {
@@ -425,7 +473,7 @@ async fn hostile_run(a: HostileArgs) -> Result<()> {
         eprintln!("== {kind:?}: probe unloaded, a viewer playing (10 s)");
         let calm = start_viewer(Duration::from_secs(60))?;
         let (unloaded, _) =
-            latencies(&run_probe(&probe_url, &auth, probe_range, &a.ca, 10.0, a.probe_cpus.as_deref(), probe_h3_fresh, None).await?);
+            latencies(&run_probe(&probe_url, &auth, probe_range, &a.ca, 10.0, a.probe_cpus.as_deref(), probe_over, None).await?);
         calm.abort();
         let _ = calm.await;
         let scrape = || async {
@@ -457,11 +505,7 @@ async fn hostile_run(a: HostileArgs) -> Result<()> {
             "bench".into(),
             "attack".into(),
             "--kind".into(),
-            format!("{kind:?}")
-                .to_lowercase()
-                .replace("h3flood", "h3-flood")
-                .replace("playflood", "play-flood")
-                .replace("initialflood", "initial-flood"),
+            kind.to_possible_value().map(|v| v.get_name().to_string()).context("attack name")?,
             "--target".into(),
             target.clone(),
             "--ca".into(),
@@ -487,6 +531,23 @@ async fn hostile_run(a: HostileArgs) -> Result<()> {
             AttackKind::PlayFlood => args.extend(["--connections".into(), "64".into(), "--sources".into(), "16".into()]),
             AttackKind::InitialFlood => {
                 args.extend(["--requests".into(), s(2_000_000.0), "--connections".into(), "8".into(), "--sources".into(), "64".into()])
+            }
+            // 64 connections from each of 4 addresses, 12 answers of 1 MiB each.
+            AttackKind::H3Silent => args.extend([
+                "--cert".into(),
+                cert.clone(),
+                "--connections".into(),
+                s(256.0),
+                "--sources".into(),
+                "4".into(),
+                "--streams".into(),
+                "12".into(),
+            ]),
+        }
+        if let Some(n) = a.sources {
+            match args.iter().position(|x| x == "--sources") {
+                Some(i) => args[i + 1] = n.to_string(),
+                None => args.extend(["--sources".into(), n.to_string()]),
             }
         }
         eprintln!("== {kind:?}: attack ({} s) with a viewer playing and the probe", a.seconds);
@@ -530,7 +591,7 @@ async fn hostile_run(a: HostileArgs) -> Result<()> {
             &a.ca,
             (stop - Instant::now()).as_secs_f64(),
             a.probe_cpus.as_deref(),
-            probe_h3_fresh,
+            probe_over,
             Some(done_rx.clone()),
         )
         .await?;
@@ -564,16 +625,23 @@ async fn hostile_run(a: HostileArgs) -> Result<()> {
         let quic_retries = retries_in(&after) - retries_in(&before);
         let udp_dropped = udp_drops(udp_port).saturating_sub(drops_before);
         let handshakes_failed = refused(&after, "handshake") - refused(&before, "handshake");
+        let capped_in = |text: &str| metric_in(text, &format!("{prefix}_h3_send_window_capped_total"));
+        let send_windows_capped = capped_in(&after) - capped_in(&before);
         let waited = Instant::now();
         let mut fds_after = fds_of(pid);
-        // Pooled connections of our own clients (the viewer) count too: they close with the idle timeout.
-        while fds_after > fds_before + 2 && waited.elapsed() < Duration::from_secs_f64(a.idle_timeout + 10.0) {
+        let tasks_now = || async { metric_in(&scrape().await, &format!("{prefix}_tasks")) };
+        // Pooled connections of our own clients (the viewer) count too: they
+        // close with the idle timeout. QUIC connections hold no descriptor:
+        // their tasks tell when the server let them go.
+        let mut tasks_after = tasks_now().await;
+        while (fds_after > fds_before + 2 || tasks_after > tasks_before)
+            && waited.elapsed() < Duration::from_secs_f64(a.idle_timeout + 10.0)
+        {
             tokio::time::sleep(Duration::from_millis(500)).await;
             fds_after = fds_of(pid);
+            tasks_after = tasks_now().await;
         }
         let fds_back_s = 10.0 + waited.elapsed().as_secs_f64();
-        // Tasks once our own clients' connections are gone too (closed by the idle timeout).
-        let tasks_after = metric_in(&scrape().await, &format!("{prefix}_tasks"));
         let stall = outcome.stalls.iter().map(|(_, l)| *l).fold(0.0, f64::max);
         let mib = |b: u64| b as f64 / 1048576.0;
         let mut row = Row {
@@ -598,6 +666,7 @@ async fn hostile_run(a: HostileArgs) -> Result<()> {
             quic_retries,
             handshakes_failed,
             udp_dropped,
+            send_windows_capped,
             in_flight_after,
             tasks_before,
             tasks_after,
@@ -616,7 +685,7 @@ async fn hostile_run(a: HostileArgs) -> Result<()> {
         rows.push(row);
     }
     println!(
-        "{:<12} {:<6} {:>9} {:>9} {:>9} {:>9} {:>13} {:>7} {:>6} {:>8} {:>15} {:>8} {:>11} {:>13} {:>9} met",
+        "{:<12} {:<6} {:>9} {:>9} {:>9} {:>9} {:>13} {:>7} {:>6} {:>8} {:>15} {:>8} {:>11} {:>13} {:>9} {:>7} met",
         "attack",
         "target",
         "rss idle",
@@ -632,10 +701,11 @@ async fn hostile_run(a: HostileArgs) -> Result<()> {
         "tasks b/a",
         "retry/hs fail",
         "udp drops",
+        "capped",
     );
     for r in &rows {
         println!(
-            "{:<12} {:<6} {:>9.0} {:>9.0} {:>9.0} {:>9.0} {:>13} {:>7.1} {:>6} {:>8.2} {:>15} {:>8} {:>11} {:>13} {:>9} {}",
+            "{:<12} {:<6} {:>9.0} {:>9.0} {:>9.0} {:>9.0} {:>13} {:>7.1} {:>6} {:>8.2} {:>15} {:>8} {:>11} {:>13} {:>9} {:>7} {}",
             r.attack,
             r.target,
             r.rss_idle_mib,
@@ -651,6 +721,7 @@ async fn hostile_run(a: HostileArgs) -> Result<()> {
             format!("{}/{}", r.tasks_before, r.tasks_after),
             format!("{}/{}", r.quic_retries, r.handshakes_failed),
             r.udp_dropped,
+            r.send_windows_capped,
             if r.goals_met { "yes" } else { "NO" }
         );
     }
