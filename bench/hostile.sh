@@ -36,7 +36,7 @@
 # their address's share. Goals: RSS peak <= idle
 # + cache budgets + 256 MiB; descriptors back within the idle timeout; play
 # byte-identical with no stall over one segment; p99 <= 3x unloaded; in
-# flight 0 and tasks back to where they were.
+# flight 0 and tasks back to where they were, within the idle timeout.
 #
 # Usage: [SOURCES=N] bench/hostile.sh [SECONDS=20] [ATTACKS=all (comma list)] [SCALE=1.0]
 set -euo pipefail

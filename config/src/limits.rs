@@ -20,7 +20,9 @@ pub struct LimitsConfig {
     /// Time allowed to produce a response head (bodies then stream at the client's pace).
     pub request_timeout: Duration,
     /// Requests in hand at once from one client address (IPv6: one /64): its
-    /// share of `max_concurrent_requests` (503 above it).
+    /// share of `max_concurrent_requests` (503 above it). Beyond 8, an
+    /// address also holds at most an eighth of the places still free, so a
+    /// few addresses cannot take them all (alone on an idle server: a ninth).
     pub max_requests_per_ip: u32,
     /// Open client connections (TCP and QUIC together); more are closed at
     /// once (QUIC: refused). Lowered at start to what the process may open.

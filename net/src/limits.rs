@@ -186,6 +186,28 @@ impl PenaltyBox {
     }
 }
 
+/// Requests in hand an address may always reach, whatever the server's
+/// load (within its own cap): a player's parallel fetches and a few more.
+pub const SHARE_FLOOR: u32 = 8;
+
+/// Beyond [`SHARE_FLOOR`], an address holding `n` requests may start another
+/// only while `n` times this is below the places still free server-wide.
+pub const SHARE_DIVISOR: u64 = 8;
+
+/// Whether an address holding `held` requests in hand may start another
+/// while `free` places are left of the server's `max_concurrent_requests`.
+///
+/// The per-address cap alone let a few addresses take every place: eight
+/// addresses at the default 1,024 each fill 8,192, and every other client
+/// is refused for as long as they keep their requests in hand (a reader
+/// that stops reading keeps one for the idle timeout, and reconnects). With
+/// each address held to an eighth of what is free, `n` addresses holding
+/// all they may leave `8 / (n + 8)` of the places free: a newcomer always
+/// finds one, until over a thousand addresses each hold the floor.
+pub fn may_start(held: u32, free: u64) -> bool {
+    held < SHARE_FLOOR || u64::from(held).saturating_mul(SHARE_DIVISOR) < free
+}
+
 /// Requests in hand per client address, and at most how many.
 #[derive(Debug)]
 pub struct AddressLoad {
@@ -199,13 +221,15 @@ impl AddressLoad {
         Self { max: max.max(1), in_hand: HashMap::new() }
     }
 
-    /// Takes a place for a request from `key`; false when it holds its most.
-    pub fn start(&mut self, key: ClientKey) -> bool {
-        let n = self.in_hand.entry(key).or_insert(0);
-        if *n >= self.max {
+    /// Takes a place for a request from `key` while `free` places are left
+    /// server-wide; false when it holds its most, or its share of what is
+    /// free ([`may_start`]).
+    pub fn start(&mut self, key: ClientKey, free: u64) -> bool {
+        let held = self.in_hand.get(&key).copied().unwrap_or(0);
+        if held >= self.max || !may_start(held, free) {
             return false;
         }
-        *n += 1;
+        *self.in_hand.entry(key).or_insert(0) += 1;
         true
     }
 
@@ -382,17 +406,64 @@ mod tests {
     fn address_load_caps_requests_in_hand_per_address() {
         let mut l = AddressLoad::new(2);
         let (a, b) = (v4("10.0.0.1"), v4("10.0.0.2"));
-        assert!(l.start(a) && l.start(a));
-        assert!(!l.start(a), "a third request from one address");
-        assert!(l.start(b), "another address has its own share");
+        let free = u64::MAX;
+        assert!(l.start(a, free) && l.start(a, free));
+        assert!(!l.start(a, free), "a third request from one address");
+        assert!(l.start(b, free), "another address has its own share");
         l.end(a);
-        assert!(l.start(a));
+        assert!(l.start(a, free));
         for k in [a, a, b] {
             l.end(k);
         }
         assert_eq!(l.addresses(), 0, "addresses with nothing in hand are forgotten");
         l.end(a);
         assert_eq!(l.addresses(), 0, "an end without a start does not underflow");
+    }
+
+    #[test]
+    fn addresses_taking_all_they_may_always_leave_a_place_for_a_newcomer() {
+        // `n` addresses each start requests, in turn, as long as they may,
+        // against the default 8,192 places; then a newcomer asks.
+        let limit = 8192u64;
+        for n in [1usize, 2, 8, 12, 64, 500, 1000] {
+            let mut l = AddressLoad::new(1024);
+            let keys: Vec<ClientKey> = (0..n as u32).map(ClientKey::V4).collect();
+            let mut in_hand = 0u64;
+            loop {
+                let mut took = false;
+                for &k in &keys {
+                    if in_hand < limit && l.start(k, limit - in_hand) {
+                        in_hand += 1;
+                        took = true;
+                    }
+                }
+                if !took {
+                    break;
+                }
+            }
+            let free = limit - in_hand;
+            // What a greedy address can take is bounded by the share, not by
+            // the count of them: 8 / (n + 8) of the places stay free, or
+            // what is left beyond n floors.
+            let floors = n as u64 * u64::from(SHARE_FLOOR);
+            assert!(free + 8 >= (limit * 8 / (n as u64 + 8)).min(limit.saturating_sub(floors)), "{n} addresses left {free} free");
+            assert!(l.start(ClientKey::V4(u32::MAX), free), "{n} addresses holding all they may shut a newcomer out");
+        }
+        // Alone on an idle server an address reaches about a ninth of the places.
+        let mut l = AddressLoad::new(u32::MAX);
+        let mut held = 0u64;
+        while l.start(v4("10.0.0.9"), limit - held) {
+            held += 1;
+        }
+        assert_eq!(held, 911, "8 * 910 < 8192 - 910, 8 * 911 >= 8192 - 911");
+        // The floor, whatever the load: a player's fetches are not refused
+        // for others' load, only by the server's own cap.
+        let mut l = AddressLoad::new(64);
+        for _ in 0..SHARE_FLOOR {
+            assert!(l.start(v4("10.0.0.10"), 1));
+        }
+        assert!(!l.start(v4("10.0.0.10"), 1));
+        assert!(may_start(0, 0) && !may_start(SHARE_FLOOR, 64) && may_start(SHARE_FLOOR, 65));
     }
 
     #[test]

@@ -513,11 +513,7 @@ async fn requests_reset_before_their_answer_give_their_place_back_and_a_reset_fl
     eventually(10, "in-flight back to 0", || s.stats.in_flight() == 0).await;
     // And the server answers everyone else normally.
     let ok = format!("https://localhost:{}/", s.addr.port());
-    let other = reqwest::Client::builder()
-        .tls_backend_preconfigured(tranzcast_net::tls::client_config(s.ca.as_bytes(), &[b"h2"]).unwrap())
-        .local_address(std::net::IpAddr::from([127, 0, 0, 9]))
-        .build()
-        .unwrap();
+    let other = client_from(&s, [127, 0, 0, 9]);
     assert_eq!(other.get(&ok).send().await.unwrap().status(), 200);
     s.server.shutdown().await;
 }
@@ -730,11 +726,7 @@ async fn one_address_gets_its_share_of_requests_in_hand_and_a_stalled_reader_is_
         at(LimitsConfig { max_requests_per_ip: 4, idle_timeout: dur(Duration::from_millis(800)), ..LimitsConfig::default() }).await;
     let (held, r) = four_in_hand_and_a_503(&s, &c, &base).await;
     assert!(r.text().await.unwrap().contains("from this address"));
-    let other = reqwest::Client::builder()
-        .tls_backend_preconfigured(tranzcast_net::tls::client_config(s.ca.as_bytes(), &[b"h2"]).unwrap())
-        .local_address(std::net::IpAddr::from([127, 0, 0, 8]))
-        .build()
-        .unwrap();
+    let other = client_from(&s, [127, 0, 0, 8]);
     assert_eq!(other.get(format!("{base}/")).send().await.unwrap().status(), 200, "another address has its share");
     let_go(&s, held).await;
     // A client that asks for 4 MiB and grants no flow-control credit: no byte
@@ -751,6 +743,45 @@ async fn one_address_gets_its_share_of_requests_in_hand_and_a_stalled_reader_is_
     eventually(5, "the stalled connection to be cut", || driver.is_finished()).await;
     assert_eq!(s.stats.refused(Refusal::Stalled), 1);
     eventually(5, "its request to be given back", || s.stats.in_flight() == 0).await;
+    s.server.shutdown().await;
+}
+
+/// An HTTP/2 client whose connections come from `ip`.
+fn client_from(s: &Server, ip: [u8; 4]) -> reqwest::Client {
+    reqwest::Client::builder()
+        .tls_backend_preconfigured(tranzcast_net::tls::client_config(s.ca.as_bytes(), &[b"h2"]).unwrap())
+        .local_address(std::net::IpAddr::from(ip))
+        .build()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn addresses_holding_all_they_may_leave_places_for_others() {
+    let At { s, base, .. } = at(LimitsConfig { max_concurrent_requests: 128, max_requests_per_ip: 128, ..LimitsConfig::default() }).await;
+    let hang = format!("{base}/hang");
+    // Alone, an address holds while eight times what it holds is below
+    // what is free: 15 of 128, well under its own cap.
+    let first = client_from(&s, [127, 0, 0, 2]);
+    let mut held: Held = (0..15).map(|_| tokio::spawn(first.get(&hang).send())).collect();
+    eventually(5, "15 requests in hand", || s.stats.in_flight() == 15).await;
+    let r = first.get(&hang).send().await.unwrap();
+    assert_eq!(r.status(), 503, "a 16th request from one address, 113 places free");
+    assert!(r.text().await.unwrap().contains("from this address"));
+    // Eight more addresses each ask 16 at once: each keeps at least the
+    // floor (8), the first to come a few more, and at least 37 places stay
+    // free (79 to 91 in hand, by the order they come in); without the share
+    // the first 113 asked would have filled the server.
+    let others: Vec<reqwest::Client> = (3..11).map(|i| client_from(&s, [127, 0, 0, i])).collect();
+    for c in &others {
+        held.extend((0..16).map(|_| tokio::spawn(c.get(&hang).send())));
+    }
+    let asked = 15 + 1 + 8 * 16;
+    eventually(5, "every request taken or refused", || s.stats.in_flight() + s.stats.refused(Refusal::Overloaded) as i64 == asked).await;
+    let in_hand = s.stats.in_flight();
+    assert!((79..=91).contains(&in_hand), "{in_hand} in hand");
+    // A newcomer is served.
+    assert_eq!(client_from(&s, [127, 0, 0, 11]).get(format!("{base}/")).send().await.unwrap().status(), 200);
+    let_go(&s, held).await;
     s.server.shutdown().await;
 }
 

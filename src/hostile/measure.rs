@@ -619,7 +619,6 @@ async fn hostile_run(a: HostileArgs) -> Result<()> {
         tokio::time::sleep(Duration::from_secs(10)).await;
         let rss_after = rss_of(pid);
         let after = scrape().await;
-        let in_flight_after = metric_in(&after, &format!("{prefix}_requests_in_flight")) - 1.0; // this scrape
         let refused = |text: &str, why: &str| metric_in(text, &format!("{prefix}_refused_total{{reason=\"{why}\"}}"));
         let retries_in = |text: &str| metric_in(text, &format!("{prefix}_quic_retries_total"));
         let quic_retries = retries_in(&after) - retries_in(&before);
@@ -629,17 +628,23 @@ async fn hostile_run(a: HostileArgs) -> Result<()> {
         let send_windows_capped = capped_in(&after) - capped_in(&before);
         let waited = Instant::now();
         let mut fds_after = fds_of(pid);
-        let tasks_now = || async { metric_in(&scrape().await, &format!("{prefix}_tasks")) };
+        // Tasks, and requests in hand (less this scrape's own).
+        let work_now = || async {
+            let m = scrape().await;
+            (metric_in(&m, &format!("{prefix}_tasks")), metric_in(&m, &format!("{prefix}_requests_in_flight")) - 1.0)
+        };
         // Pooled connections of our own clients (the viewer) count too: they
         // close with the idle timeout. QUIC connections hold no descriptor:
-        // their tasks tell when the server let them go.
-        let mut tasks_after = tasks_now().await;
-        while (fds_after > fds_before + 2 || tasks_after > tasks_before)
+        // their tasks tell when the server let them go, and an attacker
+        // that vanished without a word leaves its requests in hand until
+        // the server gives up on them (the idle timeout, at the latest).
+        let (mut tasks_after, mut in_flight_after) = work_now().await;
+        while (fds_after > fds_before + 2 || tasks_after > tasks_before || in_flight_after > 0.0)
             && waited.elapsed() < Duration::from_secs_f64(a.idle_timeout + 10.0)
         {
             tokio::time::sleep(Duration::from_millis(500)).await;
             fds_after = fds_of(pid);
-            tasks_after = tasks_now().await;
+            (tasks_after, in_flight_after) = work_now().await;
         }
         let fds_back_s = 10.0 + waited.elapsed().as_secs_f64();
         let stall = outcome.stalls.iter().map(|(_, l)| *l).fold(0.0, f64::max);

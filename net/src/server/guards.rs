@@ -107,9 +107,10 @@ pub(super) struct LoadGuard {
 }
 
 impl LoadGuard {
-    pub(super) fn take(slots: &Arc<Slots>, key: ClientKey, exempt: bool) -> Option<Self> {
+    /// A place for a request from `key`, while `free` places are left server-wide.
+    pub(super) fn take(slots: &Arc<Slots>, key: ClientKey, exempt: bool, free: u64) -> Option<Self> {
         let shards = if exempt { &slots.exempt_load } else { &slots.load };
-        let ok = shards[Slots::shard(key)].lock().map(|mut l| l.start(key)).unwrap_or(false);
+        let ok = shards[Slots::shard(key)].lock().map(|mut l| l.start(key, free)).unwrap_or(false);
         ok.then(|| Self { slots: slots.clone(), key, exempt })
     }
 }

@@ -168,14 +168,18 @@ pub(super) async fn process(
         guard.answered(status);
         (r, guard)
     };
-    let over = if exempt {
-        stats.exempt_in_flight.load(Ordering::Relaxed) > EXEMPT_MAX
+    // This request is among those in hand already (its guard counted it).
+    let (over, free) = if exempt {
+        (stats.exempt_in_flight.load(Ordering::Relaxed) > EXEMPT_MAX, u64::MAX)
     } else {
-        stats.in_flight.load(Ordering::Relaxed) > i64::from(limits.max_concurrent_requests)
+        let others = u64::try_from(stats.in_flight.load(Ordering::Relaxed).saturating_sub(1)).unwrap_or(0);
+        let limit = u64::from(limits.max_concurrent_requests);
+        (others >= limit, limit.saturating_sub(others))
     };
     // One address's share: a client with many connections and slow reads
-    // cannot take every place (nor every health check's).
-    let load = if over { None } else { LoadGuard::take(&conn.slots, conn.key, exempt) };
+    // cannot take every place (nor every health check's), nor, with a few
+    // other addresses, all of them (`limits::may_start`).
+    let load = if over { None } else { LoadGuard::take(&conn.slots, conn.key, exempt, free) };
     if !over && load.is_none() {
         return refuse(
             guard,
