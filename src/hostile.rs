@@ -284,7 +284,7 @@ async fn run_attack(a: &AttackArgs, deadline: Instant, tally: Arc<Tally>) -> Res
         }
         AttackKind::H3Silent => {
             let t = Target::new(&a.target, &a.ca, &[b"h3"])?;
-            let n = a.connections.unwrap_or(256);
+            let n = a.connections.unwrap_or(256).min(4096);
             silent_h3(&t, n, a.streams.clamp(1, 100), sources, &blob, &cert, deadline, tally).await?;
         }
         AttackKind::Oversized => {
@@ -605,7 +605,8 @@ async fn silent_h3(
                 (tally.clone(), gate.clone(), quic.clone(), transport.clone(), head.clone(), control.clone(), t.addr);
             tokio::spawn(async move {
                 let from = source(i % sources);
-                tokio::time::sleep(Duration::from_millis(50 * (i / sources) as u64)).await;
+                let stagger = Instant::now() + Duration::from_millis(50 * (i / sources) as u64);
+                tokio::time::sleep_until(stagger.min(deadline).into()).await;
                 let open = || {
                     let (tally, quic, transport, head, control) = (&tally, quic.clone(), transport.clone(), head.clone(), control.clone());
                     async move {

@@ -15,7 +15,7 @@
 //! A blob not held is checked against the title's manifest before it is
 //! fetched ([`crate::titles`]).
 
-pub use tranzcast_proto::access::{Credentials, Denial, allow_blob, authorize_write, credentials};
+pub use tranzcast_proto::access::{Credentials, Denial, allow_blob, authorize_write, credentials, is_cluster};
 
 /// Checks the credentials are still good now: not expired, not revoked
 /// (and a revocation list read: see [`crate::revocation`]).

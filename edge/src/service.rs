@@ -28,7 +28,7 @@ use bytes::Bytes;
 use http::{Request, Response, StatusCode, header};
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use http_body_util::BodyExt;
-use tranzcast_net::{Body, BodyLimit, Protocol, Refusal, Refused, RequestContext};
+use tranzcast_net::{Body, BodyLimit, ClusterMember, Protocol, Refusal, Refused, RequestContext};
 
 use crate::Inner;
 use crate::access::{self, Credentials};
@@ -225,15 +225,28 @@ fn needs(method: &http::Method, path: &str) -> Needs {
 /// the blob's first bytes are known) and the route's body cap.
 fn admit(inner: &Inner, parts: &mut http::request::Parts) -> Result<BodyLimit, Refused> {
     let auth = parts.headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    // The cluster's own servers (an edge fetching for all its viewers from
+    // one address) are not held to an address's share of the places free.
     let decision = match needs(&parts.method, parts.uri.path()) {
         Needs::Read if inner.config.require_certificate => inner.read_credentials(auth).map(|c| {
+            if *c == Credentials::Cluster {
+                parts.extensions.insert(ClusterMember);
+            }
             parts.extensions.insert(c);
             BodyLimit::Small
         }),
-        Needs::Read | Needs::Nothing => Ok(BodyLimit::Small),
+        Needs::Read | Needs::Nothing => {
+            if access::is_cluster(auth, &inner.config.cluster_token) {
+                parts.extensions.insert(ClusterMember);
+            }
+            Ok(BodyLimit::Small)
+        }
         Needs::Write => {
             let push = crate::lock(&inner.push_token).clone();
-            access::authorize_write(auth, &inner.config.cluster_token, push.as_deref()).map(|()| BodyLimit::Upload)
+            access::authorize_write(auth, &inner.config.cluster_token, push.as_deref()).map(|()| {
+                parts.extensions.insert(ClusterMember);
+                BodyLimit::Upload
+            })
         }
     };
     decision.map_err(|(status, code, reason)| {

@@ -154,11 +154,20 @@ impl H3Client {
         let mut send = self.send.clone();
         let (parts, body) = req.into_parts();
         let mut stream = send.send_request(Request::from_parts(parts, ())).await.map_err(|e| NetError::H3(e.to_string()))?;
+        // A server may stop reading the request (H3_NO_ERROR) once its
+        // answer is complete, and a client must then still read the answer
+        // (RFC 9114, 4.1.1): a failed send is the error only if no answer follows.
+        let mut sent = Ok(());
         if !body.is_empty() {
-            stream.send_data(body).await.map_err(|e| NetError::H3(e.to_string()))?;
+            sent = stream.send_data(body).await;
         }
-        stream.finish().await.map_err(|e| NetError::H3(e.to_string()))?;
-        let resp = stream.recv_response().await.map_err(|e| NetError::H3(e.to_string()))?;
+        if sent.is_ok() {
+            sent = stream.finish().await;
+        }
+        let resp = match stream.recv_response().await {
+            Ok(r) => r,
+            Err(e) => return Err(NetError::H3(sent.err().map_or_else(|| e.to_string(), |s| s.to_string()))),
+        };
         let mut out = BytesMut::new();
         while let Some(mut chunk) = stream.recv_data().await.map_err(|e| NetError::H3(e.to_string()))? {
             while chunk.has_remaining() {

@@ -35,7 +35,9 @@ pub mod synfilter;
 pub mod tls;
 
 pub use error::NetError;
-pub use server::{Body, BodyLimit, Handler, HttpServer, Protocol, Refused, RequestContext, ServerOptions, error_response, full, handler};
+pub use server::{
+    Body, BodyLimit, ClusterMember, Handler, HttpServer, Protocol, Refused, RequestContext, ServerOptions, error_response, full, handler,
+};
 pub use stats::{Refusal, ServerStats};
 pub use tls::{LocalCa, TlsIdentity};
 /// The limits every server takes (from the config crate, the one place file formats live).

@@ -202,8 +202,10 @@ pub const SHARE_DIVISOR: u64 = 8;
 /// is refused for as long as they keep their requests in hand (a reader
 /// that stops reading keeps one for the idle timeout, and reconnects). With
 /// each address held to an eighth of what is free, `n` addresses holding
-/// all they may leave `8 / (n + 8)` of the places free: a newcomer always
-/// finds one, until over a thousand addresses each hold the floor.
+/// all they may leave `8 / (n + 8)` of the places free: a newcomer finds
+/// one until over a thousand addresses each hold the floor. (Requests
+/// refused hold no place meanwhile, `server/request.rs::process`; the
+/// operator's own servers are held to their cap only, `ClusterMember`.)
 pub fn may_start(held: u32, free: u64) -> bool {
     held < SHARE_FLOOR || u64::from(held).saturating_mul(SHARE_DIVISOR) < free
 }

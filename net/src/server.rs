@@ -131,6 +131,14 @@ pub struct RequestContext {
     pub protocol: Protocol,
 }
 
+/// Put in a request's extensions by the handler's `admit` when the request
+/// proved it comes from one of the operator's own servers (a cluster
+/// credential): it is then not held to its address's share of the places
+/// still free (`limits::may_start`), since a node's edges each come from one
+/// address and fetch for all their viewers. Its address's cap still holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClusterMember;
+
 /// How large a body a route takes, decided from the request head.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BodyLimit {

@@ -16,7 +16,7 @@ use http::{Request, Response, StatusCode};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpSocket;
 use tranzcast_net::client::H3Client;
-use tranzcast_net::{BodyLimit, HttpServer, LimitsConfig, LocalCa, Refusal, Refused, ServerOptions, ServerStats, full};
+use tranzcast_net::{BodyLimit, ClusterMember, HttpServer, LimitsConfig, LocalCa, Refusal, Refused, ServerOptions, ServerStats, full};
 
 /// What the test handler saw.
 #[derive(Default)]
@@ -58,7 +58,8 @@ struct Server {
 /// minute, `/big` with 4 MiB at once, `/drip` with 1 MiB over 150 ms,
 /// panics on `/panic` (and in its answer's body on `/panic-body`),
 /// `/echo` with the body's length, anything else at once; `admit`
-/// wants `authorization: ok` on `/secret` and lets `/upload` take an upload body.
+/// wants `authorization: ok` on `/secret`, lets `/upload` take an upload
+/// body, and takes `authorization: member` for one of the cluster's own servers.
 async fn start(limits: LimitsConfig) -> Server {
     let ca = LocalCa::generate().unwrap();
     let identity = ca.issue(&["localhost", "127.0.0.1"]).unwrap();
@@ -122,7 +123,12 @@ async fn start(limits: LimitsConfig) -> Server {
             Err(Refused::new(StatusCode::UNAUTHORIZED, Refusal::Unauthorized, "unauthorized", "say ok"))
         }
         "/upload" => Ok(BodyLimit::Upload),
-        _ => Ok(BodyLimit::Small),
+        _ => {
+            if parts.headers.get("authorization").is_some_and(|v| v == "member") {
+                parts.extensions.insert(ClusterMember);
+            }
+            Ok(BodyLimit::Small)
+        }
     });
     let opts = ServerOptions {
         https: "127.0.0.1:0".parse().unwrap(),
@@ -782,6 +788,59 @@ async fn addresses_holding_all_they_may_leave_places_for_others() {
     // A newcomer is served.
     assert_eq!(client_from(&s, [127, 0, 0, 11]).get(format!("{base}/")).send().await.unwrap().status(), 200);
     let_go(&s, held).await;
+    s.server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cluster_s_own_servers_are_held_to_their_address_s_cap_only() {
+    let At { s, base, .. } = at(LimitsConfig { max_concurrent_requests: 32, max_requests_per_ip: 30, ..LimitsConfig::default() }).await;
+    let edge = client_from(&s, [127, 0, 0, 12]);
+    let mut held: Held = (0..30).map(|_| tokio::spawn(edge.get(format!("{base}/hang")).header("authorization", "member").send())).collect();
+    eventually(5, "30 requests in hand", || s.stats.in_flight() == 30).await;
+    let r = edge.get(format!("{base}/hang")).header("authorization", "member").send().await.unwrap();
+    assert_eq!(r.status(), 503, "past its address's cap");
+    let_go(&s, std::mem::take(&mut held)).await;
+    // The same address without the credential: the floor (8), since eight
+    // times 8 is not below the 24 places then free.
+    held.extend((0..30).map(|_| tokio::spawn(edge.get(format!("{base}/hang")).send())));
+    eventually(5, "every request taken or refused", || s.stats.in_flight() + s.stats.refused(Refusal::Overloaded) as i64 == 1 + 30).await;
+    assert_eq!(s.stats.in_flight(), 8);
+    let_go(&s, held).await;
+    s.server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_a_client_never_reads_hold_no_place_past_its_share() {
+    let At { s, c, base } = at(LimitsConfig { max_concurrent_requests: 16, ..LimitsConfig::default() }).await;
+    // A client that grants no flow-control credit asks for 64 answers: the
+    // heads come back, no body byte can. Its share is 8 (the floor); the
+    // 56 refused give their places back though their 503s cannot be read.
+    let tls = tls_from(&s, "127.0.0.13", &[b"h2"]).await.unwrap();
+    let (send, conn) = h2::client::Builder::new().initial_window_size(0).handshake::<_, Bytes>(tls).await.unwrap();
+    let driver = tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    let mut send = send.ready().await.unwrap();
+    let mut heads = Vec::new();
+    for _ in 0..64 {
+        send = send.ready().await.unwrap();
+        heads.push(send.send_request(Request::get(format!("{base}/big")).body(()).unwrap(), true).unwrap().0);
+    }
+    // Kept, unread: a stream whose answer is dropped is reset.
+    let mut answers = Vec::new();
+    let mut statuses = std::collections::BTreeMap::new();
+    for h in heads {
+        let r = h.await.unwrap();
+        *statuses.entry(r.status().as_u16()).or_insert(0) += 1;
+        answers.push(r);
+    }
+    assert_eq!(statuses, [(200, 8), (503, 56)].into_iter().collect());
+    assert_eq!(s.stats.in_flight(), 8, "refusals hold no place");
+    assert_eq!(c.get(format!("{base}/")).send().await.unwrap().status(), 200, "another client is served");
+    // The stuck connection gone, every place comes back.
+    drop((answers, send));
+    driver.abort();
+    eventually(5, "every place back", || s.stats.in_flight() == 0).await;
     s.server.shutdown().await;
 }
 

@@ -69,6 +69,14 @@ pub fn allow_blob(creds: &Credentials, title: Option<&TitleId>) -> Result<(), De
 
 /// Checks a write (staging, pushes): `Bearer` with the cluster token or, on a
 /// peer, the push token the origin gave it.
+/// Whether the header carries the cluster token (compared in constant time).
+pub fn is_cluster(authorization: Option<&str>, cluster_token: &str) -> bool {
+    authorization
+        .map(str::trim)
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .is_some_and(|t| same_secret(t.trim().as_bytes(), cluster_token.as_bytes()))
+}
+
 pub fn authorize_write(authorization: Option<&str>, cluster_token: &str, push_token: Option<&str>) -> Result<(), Denial> {
     let Some(t) = authorization.map(str::trim).and_then(|v| v.strip_prefix("Bearer ")) else {
         return Err((401, "unauthorized", "staging calls need the cluster token (or a peer's push token)".into()));
@@ -85,6 +93,15 @@ pub fn authorize_write(authorization: Option<&str>, cluster_token: &str, push_to
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_cluster_token_is_recognised_and_nothing_else() {
+        assert!(is_cluster(Some(" Bearer  cluster-secret-000 "), "cluster-secret-000"));
+        assert!(!is_cluster(Some("Bearer cluster-secret-001"), "cluster-secret-000"));
+        assert!(!is_cluster(Some("Tranzcast cluster-secret-000"), "cluster-secret-000"));
+        assert!(!is_cluster(None, "cluster-secret-000"));
+        assert!(!is_cluster(Some("Bearer "), ""), "an empty token opens nothing");
+    }
 
     #[test]
     fn writes_need_the_cluster_or_push_token() {

@@ -412,6 +412,8 @@ pub(super) struct InFlight {
     /// Set once the response head is out (or handed to hyper to send).
     pub(super) status: Option<StatusCode>,
     pub(super) sent: u64,
+    /// Its server-wide place given back already ([`InFlight::leave`]).
+    left: bool,
     pub(super) _body: BodyHold,
     pub(super) _active: Option<Active>,
     pub(super) _load: Option<LoadGuard>,
@@ -429,9 +431,19 @@ impl InFlight {
             started: Instant::now(),
             status: None,
             sent: 0,
+            left: false,
             _body: BodyHold::default(),
             _active: active,
             _load: None,
+        }
+    }
+
+    /// Gives the request's server-wide place back now, before its answer
+    /// is out (a refusal that holds nothing else).
+    pub(super) fn leave(&mut self) {
+        if !std::mem::replace(&mut self.left, true) {
+            let counter = if self.exempt { &self.stats.exempt_in_flight } else { &self.stats.in_flight };
+            counter.fetch_sub(1, Ordering::AcqRel);
         }
     }
 
@@ -449,8 +461,7 @@ impl InFlight {
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        let counter = if self.exempt { &self.stats.exempt_in_flight } else { &self.stats.in_flight };
-        counter.fetch_sub(1, Ordering::AcqRel);
+        self.leave();
         match self.status {
             Some(s) => self.stats.finished(self.protocol, s, self.sent, self.started.elapsed()),
             // Dropped by a panic before its head was out: the server's

@@ -14,7 +14,7 @@ use hyper::body::Incoming;
 
 use super::guards::{Active, BodyHold, ConnState, InFlight, LoadGuard};
 use super::h3_streams::{ReadFail, RequestIn, close};
-use super::{Body, BodyLimit, EXEMPT_MAX, Protocol, RequestContext, Shared, error_response};
+use super::{Body, BodyLimit, ClusterMember, EXEMPT_MAX, Protocol, RequestContext, Shared, error_response};
 use crate::limits::body_deadline;
 use crate::stats::{Refusal, ServerStats};
 
@@ -159,7 +159,16 @@ pub(super) async fn process(
     let limits = &shared.limits;
     let exempt = matches!(parts.uri.path(), "/healthz" | "/metrics");
     let mut guard = InFlight::new(stats, conn, cx.protocol, exempt, active);
+    // A request refused before it has its address's place gives its
+    // server-wide place back at once: its answer may wait on a client that
+    // grants no flow-control credit for as long as it likes, and such
+    // refusals kept in hand, counted against no address, would fill the
+    // server (with every place gone, everyone is refused). What is left of
+    // them is bounded by the connection's streams and cut by the stall deadline.
     let refuse = |mut guard: InFlight, why: Refusal, status: StatusCode, code: &str, reason: &str| {
+        if guard._load.is_none() {
+            guard.leave();
+        }
         stats.refuse(why);
         let mut r = error_response(status, code, reason);
         if matches!(why, Refusal::Overloaded | Refusal::BodyMemory) {
@@ -168,6 +177,7 @@ pub(super) async fn process(
         guard.answered(status);
         (r, guard)
     };
+    let shed = |guard: InFlight, reason: &str| refuse(guard, Refusal::Overloaded, StatusCode::SERVICE_UNAVAILABLE, "overloaded", reason);
     // This request is among those in hand already (its guard counted it).
     let (over, free) = if exempt {
         (stats.exempt_in_flight.load(Ordering::Relaxed) > EXEMPT_MAX, u64::MAX)
@@ -176,28 +186,8 @@ pub(super) async fn process(
         let limit = u64::from(limits.max_concurrent_requests);
         (others >= limit, limit.saturating_sub(others))
     };
-    // One address's share: a client with many connections and slow reads
-    // cannot take every place (nor every health check's), nor, with a few
-    // other addresses, all of them (`limits::may_start`).
-    let load = if over { None } else { LoadGuard::take(&conn.slots, conn.key, exempt, free) };
-    if !over && load.is_none() {
-        return refuse(
-            guard,
-            Refusal::Overloaded,
-            StatusCode::SERVICE_UNAVAILABLE,
-            "overloaded",
-            "too many requests in hand from this address",
-        );
-    }
-    guard._load = load;
     if over {
-        return refuse(
-            guard,
-            Refusal::Overloaded,
-            StatusCode::SERVICE_UNAVAILABLE,
-            "overloaded",
-            "too many requests in hand; try another source",
-        );
+        return shed(guard, "too many requests in hand; try another source");
     }
     if parts.headers.len() > limits.max_headers as usize {
         let reason = format!("more than {} header fields", limits.max_headers);
@@ -209,13 +199,27 @@ pub(super) async fn process(
     let cap = match admitted {
         Ok(Ok(BodyLimit::Small)) => limits.max_body.0,
         Ok(Ok(BodyLimit::Upload)) => limits.max_upload_body.0,
-        Err(payload) => return panicked(guard, stats, cx, "admit", &*payload),
+        Err(payload) => {
+            guard.leave();
+            return panicked(guard, stats, cx, "admit", &*payload);
+        }
         Ok(Err(refused)) => {
+            guard.leave();
             stats.refuse(refused.reason);
             guard.answered(refused.status);
             return (refused.response(), guard);
         }
     };
+    // One address's share, once `admit` has said who is asking: a client
+    // with many connections and slow reads cannot take every place (nor
+    // every health check's), nor, with a few other addresses, all of them
+    // (`limits::may_start`); the operator's own servers are held to their
+    // address's cap only.
+    let free = if parts.extensions.get::<ClusterMember>().is_some() { u64::MAX } else { free };
+    guard._load = LoadGuard::take(&conn.slots, conn.key, exempt, free);
+    if guard._load.is_none() {
+        return shed(guard, "too many requests in hand from this address");
+    }
     let declared = match parts.headers.get(http::header::CONTENT_LENGTH).map(|v| v.to_str().ok().and_then(|s| s.trim().parse::<u64>().ok()))
     {
         None => None,
