@@ -164,9 +164,13 @@ impl H3Client {
         if sent.is_ok() {
             sent = stream.finish().await;
         }
-        let resp = match stream.recv_response().await {
-            Ok(r) => r,
-            Err(e) => return Err(NetError::H3(sent.err().map_or_else(|| e.to_string(), |s| s.to_string()))),
+        let resp = match &sent {
+            Ok(()) => stream.recv_response().await.map_err(|e| NetError::H3(e.to_string()))?,
+            // Stopped: an answer is already on its way, or none will come.
+            Err(stopped) => match tokio::time::timeout(Duration::from_secs(5), stream.recv_response()).await {
+                Ok(Ok(r)) => r,
+                _ => return Err(NetError::H3(stopped.to_string())),
+            },
         };
         let mut out = BytesMut::new();
         while let Some(mut chunk) = stream.recv_data().await.map_err(|e| NetError::H3(e.to_string()))? {
