@@ -448,7 +448,12 @@ impl ServerStats {
                 "Addresses serving a penalty whose new connections the kernel drops (a socket filter on the listener).",
                 self.filtered_addresses.load(Ordering::Relaxed) as i64,
             ),
-            ("requests_in_flight", "gauge", "Requests in hand now: arrived, response body not finished (refusals made before an address's share was taken leave at once).", self.in_flight()),
+            (
+                "requests_in_flight",
+                "gauge",
+                "Requests in hand now: arrived, response body not finished (refusals made before an address's share was taken leave at once).",
+                self.in_flight(),
+            ),
             ("tasks", "gauge", "Connection and request tasks alive now.", self.tasks()),
             (
                 "handler_panics_total",

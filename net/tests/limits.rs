@@ -812,38 +812,34 @@ async fn the_cluster_s_own_servers_are_held_to_their_address_s_cap_only() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn answers_a_client_never_reads_hold_no_place_past_its_share() {
     let At { s, c, base } = at(LimitsConfig { max_concurrent_requests: 16, ..LimitsConfig::default() }).await;
-    // A client that grants no flow-control credit asks for 28 answers: the
+    // A client that grants no flow-control credit asks for 64 answers: the
     // heads come back, no body byte can. Its share is 8 (the floor); the
-    // 20 refused give their places back though their 503s cannot be read.
+    // 56 refused give their places back though their 503s cannot be read.
     let tls = tls_from(&s, "127.0.0.13", &[b"h2"]).await.unwrap();
     let (send, conn) = h2::client::Builder::new().initial_window_size(0).handshake::<_, Bytes>(tls).await.unwrap();
     let driver = tokio::spawn(async move {
         let _ = conn.await;
     });
     let mut send = send.ready().await.unwrap();
-    let mut ask = async |n: usize| {
-        let mut heads = Vec::new();
-        for _ in 0..n {
-            send = send.clone().ready().await.unwrap();
-            heads.push(send.send_request(Request::get(format!("{base}/big")).body(()).unwrap(), true).unwrap().0);
-        }
-        heads
-    };
+    let mut heads = Vec::new();
+    for _ in 0..64 {
+        send = send.ready().await.unwrap();
+        heads.push(send.send_request(Request::get(format!("{base}/big")).body(()).unwrap(), true).unwrap().0);
+    }
     // Kept, unread: a stream whose answer is dropped is reset.
     let mut answers = Vec::new();
     let mut statuses = std::collections::BTreeMap::new();
-    for h in ask(28).await {
+    for h in heads {
         let r = h.await.unwrap();
         *statuses.entry(r.status().as_u16()).or_insert(0) += 1;
         answers.push(r);
     }
-    assert_eq!(statuses, [(200, 8), (503, 20)].into_iter().collect());
+    assert_eq!(statuses, [(200, 8), (503, 56)].into_iter().collect());
     assert_eq!(s.stats.in_flight(), 8, "refusals hold no place");
     assert_eq!(c.get(format!("{base}/")).send().await.unwrap().status(), 200, "another client is served");
-    // Past 32 refusals unread, the connection is cut, and every place comes back.
-    let _more = ask(20).await;
-    eventually(5, "the connection of unread refusals to be cut", || driver.is_finished()).await;
-    assert_eq!(s.stats.refused(Refusal::Stalled), 1);
+    // The stuck connection gone, every place comes back.
+    drop((answers, send));
+    driver.abort();
     eventually(5, "every place back", || s.stats.in_flight() == 0).await;
     s.server.shutdown().await;
 }

@@ -40,12 +40,6 @@ pub(super) struct Slots {
     pub(super) penalty_changes: tokio::sync::watch::Sender<u64>,
 }
 
-/// Refusals one connection may have whose answers are not out yet: a
-/// client reading its answers has next to none (a refusal is a few hundred
-/// bytes), one that grants no flow-control credit keeps every one; past
-/// this, its connection is cut.
-pub(super) const MAX_UNREAD_REFUSALS: u32 = 32;
-
 /// Health and metrics requests one address may have in hand at once.
 pub(super) const EXEMPT_PER_ADDRESS: u32 = 4;
 pub(super) const LOAD_SHARDS: usize = 32;
@@ -222,11 +216,6 @@ pub(super) struct ConnState {
     /// Milliseconds after `opened` when response bytes last went out.
     pub(super) progress_ms: AtomicU64,
     pub(super) flooded: AtomicBool,
-    /// Refusals given back their place but whose answer is not out yet
-    /// ([`InFlight::leave`]); past [`MAX_UNREAD_REFUSALS`] the client is
-    /// not reading them, and the connection is cut as stalled.
-    pub(super) unread_refusals: AtomicU32,
-    pub(super) refusals_unread: AtomicBool,
     /// How long the connection may wait for its next request once it has
     /// served one: `idle_timeout`, or for HTTP/1.1 `header_read_timeout`
     /// (its next head is due as soon as the last answer is out).
@@ -248,8 +237,6 @@ impl ConnState {
             last_ms: AtomicU64::new(0),
             progress_ms: AtomicU64::new(0),
             flooded: AtomicBool::new(false),
-            unread_refusals: AtomicU32::new(0),
-            refusals_unread: AtomicBool::new(false),
             keep_alive_ms: AtomicU64::new(u64::MAX),
             wake: tokio::sync::Notify::new(),
             alarm: tokio::sync::Notify::new(),
@@ -340,9 +327,6 @@ pub(super) async fn watchdog(conn: Arc<ConnState>, limits: LimitsConfig) -> Clos
     loop {
         if conn.flooded.load(Ordering::Relaxed) {
             return Close::CancelFlood;
-        }
-        if conn.refusals_unread.load(Ordering::Relaxed) {
-            return Close::Stalled;
         }
         let now = Instant::now();
         let busy = conn.active.load(Ordering::Acquire) > 0;
@@ -455,17 +439,11 @@ impl InFlight {
     }
 
     /// Gives the request's server-wide place back now, before its answer
-    /// is out (a refusal that holds nothing else). Its connection counts it
-    /// until the answer is out: a client that grants no credit and keeps
-    /// asking would otherwise pile up refusals nothing counts.
+    /// is out (a refusal that holds nothing else).
     pub(super) fn leave(&mut self) {
         if !std::mem::replace(&mut self.left, true) {
             let counter = if self.exempt { &self.stats.exempt_in_flight } else { &self.stats.in_flight };
             counter.fetch_sub(1, Ordering::AcqRel);
-            let unread = self.conn.unread_refusals.fetch_add(1, Ordering::AcqRel) + 1;
-            if unread > MAX_UNREAD_REFUSALS && !self.conn.refusals_unread.swap(true, Ordering::Relaxed) {
-                self.conn.alarm.notify_one();
-            }
         }
     }
 
@@ -483,12 +461,7 @@ impl InFlight {
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        if self.left {
-            self.conn.unread_refusals.fetch_sub(1, Ordering::AcqRel);
-        } else {
-            let counter = if self.exempt { &self.stats.exempt_in_flight } else { &self.stats.in_flight };
-            counter.fetch_sub(1, Ordering::AcqRel);
-        }
+        self.leave();
         match self.status {
             Some(s) => self.stats.finished(self.protocol, s, self.sent, self.started.elapsed()),
             // Dropped by a panic before its head was out: the server's

@@ -164,7 +164,7 @@ pub(super) async fn process(
     // grants no flow-control credit for as long as it likes, and such
     // refusals kept in hand, counted against no address, would fill the
     // server (with every place gone, everyone is refused). What is left of
-    // them is bounded by the connection's streams and cut by the stall deadline.
+    // them is bounded by the connection's streams (docs/loadtest.md, fifteenth session).
     let refuse = |mut guard: InFlight, why: Refusal, status: StatusCode, code: &str, reason: &str| {
         if guard._load.is_none() {
             guard.leave();
