@@ -2,7 +2,8 @@
 //! reset before their answer (the HTTP/2 rapid-reset pattern) give their
 //! place back; a fetch whose starter is cancelled finishes and leaves the
 //! single-flight table; the number of fetches in the air is bounded;
-//! overlapping ranges are answered merged, each byte once.
+//! overlapping ranges are answered merged, each byte once; one viewer
+//! address is held to its share of the places, the cluster's token is not.
 
 #![allow(clippy::unwrap_used)]
 
@@ -157,5 +158,30 @@ async fn overlapping_ranges_are_answered_merged() {
     let second = text.find("Content-Range: bytes 500-599/").expect("500-599 part");
     assert!(first < second && text.matches("Content-Range").count() == 2, "{text:.300}");
     node.shutdown().await;
+    cl.origin.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_viewer_address_is_held_to_its_share_and_the_cluster_token_to_its_cap_only() {
+    let cl = TestCluster::start(3).await;
+    // Every miss waits 2 s at the silent parent, so the requests stay in hand.
+    let (edge, _silent, edge_url) = edge_behind_a_silent_parent(&cl, &["limits.max_concurrent_requests=64"]).await;
+    let (cert, _) = cl.client().certificate("film").await;
+    let statuses = |blob: usize, auth: String| {
+        let (http, url) = (cl.http.clone(), format!("{edge_url}/v1/blobs/{}", cl.segments[blob]));
+        async move {
+            let asks: Vec<_> = (0..30).map(|_| tokio::spawn(http.get(&url).header("authorization", auth.clone()).send())).collect();
+            let mut by = std::collections::BTreeMap::new();
+            for a in asks {
+                *by.entry(a.await.unwrap().unwrap().status().as_u16()).or_insert(0) += 1;
+            }
+            by
+        }
+    };
+    // A viewer alone: the floor (8), since eight times 8 is not below the 56 then free.
+    assert_eq!(statuses(0, cert).await, [(200, 8), (503, 22)].into_iter().collect());
+    // The cluster's own servers: their address's cap (1,024) only.
+    assert_eq!(statuses(1, format!("Bearer {CLUSTER}")).await, [(200, 30)].into_iter().collect());
+    edge.shutdown().await;
     cl.origin.shutdown().await;
 }
