@@ -227,11 +227,13 @@ impl AddressLoad {
     /// server-wide; false when it holds its most, or its share of what is
     /// free ([`may_start`]).
     pub fn start(&mut self, key: ClientKey, free: u64) -> bool {
-        let held = self.in_hand.get(&key).copied().unwrap_or(0);
-        if held >= self.max || !may_start(held, free) {
+        // One lookup: a refusal leaves no empty entry, since an address is
+        // refused only when it holds some (the cap is at least 1, the floor 8).
+        let n = self.in_hand.entry(key).or_insert(0);
+        if *n >= self.max || !may_start(*n, free) {
             return false;
         }
-        *self.in_hand.entry(key).or_insert(0) += 1;
+        *n += 1;
         true
     }
 
